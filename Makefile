@@ -1,0 +1,35 @@
+# hostagent - developer entry points. Run as root (BPF needs it).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+CONFIG  ?= packaging/hostagent.toml
+PROTO_OUT := hostagent/admin/v1
+
+.PHONY: setup deps venv run test test-unit lint proto proto-check deb rpm bench bench-quick clean
+
+setup: deps $(VENV)/.installed
+
+deps:
+	bash .ci/install-deps.sh
+
+# --system-site-packages: bcc's Python module comes from Debian's python3-bpfcc.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/hostagent run --config $(CONFIG)
+
+test: setup
+	$(PY) -m pytest tests
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check hostagent control tests bench
+	$(VENV)/bin/mypy hostagent control
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""hostagentctl: the command-line client of the hostagent admin API."""

@@ -1,0 +1,134 @@
+"""The records that flow through the pipeline.
+
+Two shapes only:
+- ``CaptureEvent``: one event decoded from the kernel's ring buffer (probes -> capture).
+- ``Call``: one captured call (request + response), the record every protocol parser returns and
+  every later stage (identity, traces, metrics, export) reads. Parsers fill the protocol part;
+  the capture stage adds the connection (``conn``) and identity adds the service, each with
+  ``dataclasses.replace`` so a Call is never mutated after it is handed on.
+
+Timestamps inside the pipeline are kernel CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns);
+hostagent.traces converts them to Unix nanoseconds once, at span creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Optional, Union
+
+AttributeValue = Union[str, bool, int, float, tuple[str, ...], tuple[int, ...]]
+Attributes = dict[str, AttributeValue]
+
+
+class EventKind(IntEnum):
+    """Mirrors ``enum event_kind`` in bpf/events.h."""
+
+    DATA = 1  # bytes moved by a read/write family syscall on a socket
+    CONNECT = 2  # connect() on a socket (client side); peer from the sockaddr argument
+    ACCEPT = 3  # accept()/accept4() returned a new socket (server side)
+    CLOSE = 4  # close() of a tracked socket
+    EXEC = 5  # sched_process_exec
+    EXIT = 6  # sched_process_exit (thread group leader)
+
+
+class Direction(IntEnum):
+    """Which way bytes moved, seen from the traced process. Mirrors bpf/events.h."""
+
+    EGRESS = 0  # the process wrote/sent them
+    INGRESS = 1  # the process read/received them
+
+
+class Role(IntEnum):
+    """Which side of a call the traced process is on."""
+
+    UNKNOWN = 0
+    CLIENT = 1  # it sent the request
+    SERVER = 2  # it received the request
+
+
+@dataclass(slots=True)
+class CaptureEvent:
+    """One decoded kernel event. ``data`` is a bounded prefix of the ``size`` bytes moved."""
+
+    kind: EventKind
+    ts_ns: int  # CLOCK_MONOTONIC ns
+    pid: int  # tgid
+    tid: int
+    fd: int
+    cgroup_id: int = 0
+    direction: Direction = Direction.EGRESS
+    size: int = 0  # bytes the syscall really moved (return value); may exceed len(data)
+    data: bytes = b""
+    # Peer address when the syscall named one (connect/accept/sendto/recvfrom/msg_name).
+    family: int = 0  # socket.AF_INET / AF_INET6 / 0 when unknown
+    peer_addr: str = ""
+    peer_port: int = 0
+    sock_type: int = 0  # socket.SOCK_STREAM / SOCK_DGRAM / 0 when unknown
+    comm: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Bytes of one direction handed to a protocol parser, in order for that connection.
+
+    ``data`` is what the kernel copied; ``size`` is what really moved. When ``size > len(data)``
+    the tail was not captured: parsers must count it (body sizes) but never invent its content.
+    """
+
+    direction: Direction
+    data: bytes
+    size: int
+    ts_ns: int
+    peer_addr: str = ""  # datagram sockets: the peer named by this very syscall
+    peer_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The socket a Call travelled on, from the traced process's point of view."""
+
+    pid: int
+    tid: int  # thread that sent/received the request
+    fd: int
+    cgroup_id: int = 0
+    local: Optional[Endpoint] = None
+    peer: Optional[Endpoint] = None
+    transport: str = "tcp"  # "tcp" | "udp" | "unix"
+    comm: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request and its response (or the request alone when the response never came).
+
+    Attributes carry the OpenTelemetry semantic-convention keys the protocol knows
+    (``http.request.method``, ``db.system.name``...). Connection-derived attributes
+    (server.address, network.peer.*) are added by hostagent.traces from ``conn``.
+    """
+
+    protocol: str  # "http", "http2", "grpc", "postgresql", "mysql", "redis", "dns"
+    role: Role
+    start_ns: int  # first byte of the request (monotonic ns)
+    end_ns: int  # last byte of the response (monotonic ns)
+    name: str  # span name per the conventions, e.g. "GET /users/{id}" or "SELECT orders"
+    attributes: Attributes = field(default_factory=dict)
+    error_type: Optional[str] = None  # set -> span status ERROR with this error.type
+    status_message: str = ""
+    traceparent: Optional[str] = None  # W3C traceparent found on the request, if any
+    tracestate: Optional[str] = None
+    # Wire detail (issue 9); captured prefixes only, redacted before export.
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    request_body: bytes = b""
+    response_body: bytes = b""
+    request_size: int = 0  # body bytes really moved, captured or not
+    response_size: int = 0
+    conn: Optional[Connection] = None  # set by the capture stage
+    service: Any = None  # hostagent.identity.Service, set by the identity stage
