@@ -1,0 +1,358 @@
+"""The config file (TOML) and the OTEL_EXPORTER_OTLP_* variables that override it.
+
+``load_config(path)`` returns a frozen ``Config`` or raises ``ConfigError`` whose message names
+the file, the key and what was expected -- never a traceback. Unknown keys are errors too: a typo
+in a config file must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import tomli
+
+PROBE_NAMES = ("http", "http2", "postgres", "mysql", "redis", "dns")
+
+
+class ConfigError(Exception):
+    """A config problem, worded for the user: file, key, what was expected."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    state_dir: str = "/var/lib/hostagent"
+    runtime_dir: str = "/run/hostagent"
+    log_level: str = "info"
+    kernel_headers: str = ""
+    console: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    endpoint: str = "http://127.0.0.1:4317"
+    # True when the endpoint came from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: for http/protobuf the
+    # spec says a signal-specific URL is used as-is (no "/v1/traces" appended).
+    endpoint_is_signal_specific: bool = False
+    protocol: str = "grpc"
+    timeout_ms: int = 10000
+    compression: str = "none"
+    headers: tuple[tuple[str, str], ...] = ()
+    certificate: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+    insecure: Optional[bool] = None
+    queue_size: int = 8192
+    batch_size: int = 512
+    metrics: bool = True
+
+
+@dataclass(frozen=True)
+class AdminTlsConfig:
+    cert: str = ""
+    key: str = ""
+    client_ca: str = ""
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    socket: str = "/run/hostagent/admin.sock"
+    listen: str = ""
+    token: str = ""
+    group: str = "hostagent"
+    tls: Optional[AdminTlsConfig] = None
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    enabled: tuple[str, ...] = ("http",)
+    payload_bytes: int = 1024
+    ring_buffer_mib: int = 8
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    ratio: float = 1.0
+    keep_errors: bool = False
+    keep_slower_than_ms: Optional[float] = None
+    per_service: tuple[tuple[str, float], ...] = ()
+    per_protocol: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class RedactionRuleConfig:
+    name: str
+    pattern: str
+    mode: str = "redact"
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    pii_detection: bool = True
+    mode: str = "redact"
+    rules: tuple[RedactionRuleConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    headers: bool = True
+    bodies: bool = False
+    body_max_bytes: int = 1024
+    raw_sql: bool = False
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    grpc: str = ""
+    http: str = ""
+    hold_ms: int = 1500
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str = "<defaults>"
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    exporter: ExporterConfig = field(default_factory=ExporterConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
+    services: tuple[dict[str, Any], ...] = ()  # raw [[services]] rules; identity validates them
+
+
+class _Reader:
+    """Reads one TOML table, checking types and recording which keys were used."""
+
+    def __init__(self, path: str, section: str, table: Any) -> None:
+        self.path, self.section = path, section
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table, got {_kind(table)}")
+        self.table: dict[str, Any] = table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}"
+
+    def fail(self, name: str, expected: str, got: Any) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.key(name)}: expected {expected}, got {got!r}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any, expected: str) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if isinstance(value, bool) and kind is not bool and kind != (bool,):
+            raise self.fail(name, expected, value)
+        if not isinstance(value, kind):
+            raise self.fail(name, expected, value)
+        return value
+
+    def string(self, name: str, default: str, choices: Optional[tuple[str, ...]] = None) -> str:
+        expected = "one of " + ", ".join(f'"{c}"' for c in choices) if choices else "a string"
+        value = self.get(name, str, default, expected)
+        if choices and value not in choices:
+            raise self.fail(name, expected, value)
+        return str(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return bool(self.get(name, bool, default, "true or false"))
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        expected = f"an integer from {low} to {high}"
+        value = self.get(name, int, default, expected)
+        if not low <= value <= high:
+            raise self.fail(name, expected, value)
+        return int(value)
+
+    def number(self, name: str, default: Optional[float], low: float, high: float) -> Optional[float]:
+        expected = f"a number from {low:g} to {high:g}"
+        value = self.get(name, (int, float), default, expected)
+        if value is None:
+            return None
+        if not low <= value <= high:
+            raise self.fail(name, expected, value)
+        return float(value)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise ConfigError(
+                f"{self.path}: unknown key {self.key(unknown[0])!s} (known keys in [{self.section}]: {known})"
+            )
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _ratio_table(r: _Reader, name: str) -> tuple[tuple[str, float], ...]:
+    table = r.get(name, dict, {}, "a table of name = ratio")
+    out = []
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{r.path}: {r.key(name)}.{key}: expected a number from 0 to 1, got {value!r}")
+        out.append((str(key), float(value)))
+    return tuple(out)
+
+
+def _agent(r: _Reader) -> AgentConfig:
+    return AgentConfig(
+        state_dir=r.string("state_dir", AgentConfig.state_dir),
+        runtime_dir=r.string("runtime_dir", AgentConfig.runtime_dir),
+        log_level=r.string("log_level", "info", ("debug", "info", "warning", "error")),
+        kernel_headers=r.string("kernel_headers", ""),
+        console=r.string("console", "auto", ("auto", "on", "off")),
+    )
+
+
+def _exporter(r: _Reader) -> ExporterConfig:
+    endpoint = r.string("endpoint", ExporterConfig.endpoint)
+    if endpoint and not re.match(r"^(https?://)?[^\s/]+(:\d+)?(/\S*)?$", endpoint):
+        raise r.fail("endpoint", 'a URL such as "http://127.0.0.1:4317" or ""', endpoint)
+    headers = r.get("headers", dict, {}, "a table of header = value")
+    for key, value in headers.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{r.path}: {r.key('headers')}.{key}: expected a string, got {value!r}")
+    insecure = r.get("insecure", bool, None, "true or false")
+    return ExporterConfig(
+        endpoint=endpoint,
+        protocol=r.string("protocol", "grpc", ("grpc", "http/protobuf")),
+        timeout_ms=r.integer("timeout_ms", 10000, 1, 600_000),
+        compression=r.string("compression", "none", ("none", "gzip")),
+        headers=tuple((str(k).lower(), str(v)) for k, v in headers.items()),
+        certificate=r.string("certificate", ""),
+        client_certificate=r.string("client_certificate", ""),
+        client_key=r.string("client_key", ""),
+        insecure=insecure,
+        queue_size=r.integer("queue_size", 8192, 16, 10_000_000),
+        batch_size=r.integer("batch_size", 512, 1, 100_000),
+        metrics=r.boolean("metrics", True),
+    )
+
+
+def _admin(r: _Reader) -> AdminConfig:
+    tls = None
+    if "tls" in r.table:
+        t = _Reader(r.path, "admin.tls", r.get("tls", dict, {}, "a table"))
+        tls = AdminTlsConfig(cert=t.string("cert", ""), key=t.string("key", ""),
+                             client_ca=t.string("client_ca", ""))
+        t.finish()
+        for name in ("cert", "key", "client_ca"):
+            if not getattr(tls, name):
+                raise ConfigError(f"{r.path}: admin.tls.{name}: expected a file path (mTLS needs all three)")
+    listen = r.string("listen", "")
+    if listen and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):\d{1,5}$", listen):
+        raise r.fail("listen", 'an address such as "127.0.0.1:7443"', listen)
+    return AdminConfig(socket=r.string("socket", AdminConfig.socket), listen=listen,
+                       token=r.string("token", ""), group=r.string("group", "hostagent"), tls=tls)
+
+
+def _probes(r: _Reader) -> ProbesConfig:
+    enabled = r.get("enabled", list, ["http"], "a list of probe names")
+    for name in enabled:
+        if name not in PROBE_NAMES:
+            raise ConfigError(
+                f"{r.path}: probes.enabled: unknown probe {name!r} (valid: {', '.join(PROBE_NAMES)})"
+            )
+    return ProbesConfig(
+        enabled=tuple(dict.fromkeys(enabled)),
+        payload_bytes=r.integer("payload_bytes", 1024, 64, 16384),
+        ring_buffer_mib=r.integer("ring_buffer_mib", 8, 1, 1024),
+    )
+
+
+def _sampling(r: _Reader) -> SamplingConfig:
+    ratio = r.number("ratio", 1.0, 0.0, 1.0)
+    return SamplingConfig(
+        ratio=1.0 if ratio is None else ratio,
+        keep_errors=r.boolean("keep_errors", False),
+        keep_slower_than_ms=r.number("keep_slower_than_ms", None, 0.0, 86_400_000.0),
+        per_service=_ratio_table(r, "per_service"),
+        per_protocol=_ratio_table(r, "per_protocol"),
+    )
+
+
+def _redaction(r: _Reader) -> RedactionConfig:
+    rules = []
+    for i, raw in enumerate(r.get("rules", list, [], "an array of tables [[redaction.rules]]")):
+        rr = _Reader(r.path, f"redaction.rules[{i}]", raw)
+        name, pattern = rr.string("name", ""), rr.string("pattern", "")
+        mode = rr.string("mode", "redact", ("redact", "hash"))
+        rr.finish()
+        if not name or not pattern:
+            raise ConfigError(f"{r.path}: redaction.rules[{i}]: expected both name and pattern")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{r.path}: redaction.rules[{i}].pattern: expected a valid regular expression ({exc})"
+            ) from None
+        rules.append(RedactionRuleConfig(name=name, pattern=pattern, mode=mode))
+    return RedactionConfig(
+        pii_detection=r.boolean("pii_detection", True),
+        mode=r.string("mode", "redact", ("redact", "hash")),
+        rules=tuple(rules),
+    )
+
+
+def _capture(r: _Reader) -> CaptureConfig:
+    return CaptureConfig(
+        headers=r.boolean("headers", True),
+        bodies=r.boolean("bodies", False),
+        body_max_bytes=r.integer("body_max_bytes", 1024, 0, 1 << 20),
+        raw_sql=r.boolean("raw_sql", False),
+    )
+
+
+def _receiver(r: _Reader) -> ReceiverConfig:
+    return ReceiverConfig(grpc=r.string("grpc", ""), http=r.string("http", ""),
+                          hold_ms=r.integer("hold_ms", 1500, 0, 60_000))
+
+
+_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
+    "agent": _agent, "exporter": _exporter, "admin": _admin, "probes": _probes,
+    "sampling": _sampling, "redaction": _redaction, "capture": _capture, "receiver": _receiver,
+}
+
+
+def parse_config(data: Mapping[str, Any], path: str) -> Config:
+    unknown = sorted(set(data) - set(_SECTIONS) - {"services"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section [{unknown[0]}] (known: {', '.join(sorted([*_SECTIONS, 'services']))})"
+        )
+    parts: dict[str, Any] = {}
+    for name, build in _SECTIONS.items():
+        reader = _Reader(path, name, data.get(name, {}))
+        parts[name] = build(reader)
+        reader.finish()
+    services = data.get("services", [])
+    if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
+        raise ConfigError(f"{path}: services: expected an array of tables [[services]]")
+    return Config(path=path, services=tuple(services), **parts)
+
+
+def load_config(path: str | os.PathLike[str], environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Read, validate and apply the OTEL_* overrides. Raises ConfigError."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = tomli.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: expected UTF-8 text") from None
+    except tomli.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    from hostagent.otel_env import apply_otel_env  # late: keeps this module's import light
+
+    config = parse_config(data, str(p))
+    return apply_otel_env(config, os.environ if environ is None else environ)

@@ -1,0 +1,101 @@
+"""Config file validation and the OTEL_EXPORTER_OTLP_* overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hostagent.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hostagent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
+    config = load_config(REPO / "packaging" / "hostagent.toml", environ={})
+    assert config.exporter.endpoint == "http://127.0.0.1:4317"
+    assert config.exporter.protocol == "grpc"
+    assert config.admin.socket == "/run/hostagent/admin.sock"
+    assert config.probes.enabled == ("http",)
+    assert config.probes.payload_bytes >= 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[probes]\nenabled = ["htp"]\n', "probes.enabled: unknown probe 'htp' (valid: http, http2"),
+        ('[exporter]\ntimeout_ms = "x"\n', "exporter.timeout_ms: expected an integer from 1 to 600000"),
+        ("[exporter]\ntimeot_ms = 1\n", "unknown key exporter.timeot_ms"),
+        ('[exporter]\nprotocol = "http"\n', 'exporter.protocol: expected one of "grpc", "http/protobuf"'),
+        ("[sampling]\nratio = 1.5\n", "sampling.ratio: expected a number from 0 to 1, got 1.5"),
+        ("[sampling]\nratio = true\n", "sampling.ratio: expected a number from 0 to 1, got True"),
+        ("[probes]\npayload_bytes = 10\n", "probes.payload_bytes: expected an integer from 64 to 16384"),
+        ("[nope]\n", "unknown section [nope]"),
+        ("[exporter\n", "not valid TOML"),
+        ('[[redaction.rules]]\nname = "x"\npattern = "("\n', "rules[0].pattern: expected a valid"),
+        ('[admin]\nlisten = "0.0.0.0"\n', "admin.listen: expected an address"),
+        ('[admin.tls]\ncert = "a"\n', "admin.tls.key: expected a file path"),
+        ("agent = 3\n", "[agent] must be a table"),
+    ],
+)
+def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value).startswith(f"{path}: ")
+    assert message in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_otel_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[exporter]\nendpoint = "http://127.0.0.1:1"\nheaders = { "x-a" = "file" }\n')
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-a=env,api-key=s%20ecret",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/ca.pem",
+    }
+    exp = load_config(path, environ=env).exporter
+    assert exp.endpoint == "http://127.0.0.1:4318"
+    assert exp.endpoint_is_signal_specific is False
+    assert exp.protocol == "http/protobuf"
+    assert dict(exp.headers) == {"x-a": "env", "api-key": "s ecret"}
+    assert exp.timeout_ms == 2500
+    assert exp.compression == "gzip"
+    assert exp.certificate == "/etc/ca.pem"
+
+
+def test_traces_specific_variables_win(tmp_path: Path) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9999/custom",
+    }
+    exp = load_config(write(tmp_path, ""), environ=env).exporter
+    assert exp.endpoint == "http://127.0.0.1:9999/custom"
+    assert exp.endpoint_is_signal_specific is True
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "OTEL_EXPORTER_OTLP_TIMEOUT: expected a positive integer"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", 'OTEL_EXPORTER_OTLP_PROTOCOL: expected "grpc"'),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317", "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "OTEL_EXPORTER_OTLP_HEADERS: expected comma-separated"),
+    ],
+)
+def test_bad_otel_variables_are_named(tmp_path: Path, var: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, ""), environ={var: value})
