@@ -21,8 +21,10 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/hostagent run --config $(CONFIG)
 
+# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

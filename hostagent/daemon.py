@@ -1,0 +1,203 @@
+"""The agent's lifecycle: config -> kernel readiness -> probes -> READY -> poll loop -> drain.
+
+Threads: the main thread runs the ring-buffer poll loop and the whole pipeline (one thread, no
+hand-off per event); the export queue has its own worker; the watchdog pings from its own thread
+only while the poll loop keeps beating; the admin API runs in gRPC's pool. Signals only set
+flags that the poll loop acts on between polls (Python runs handlers on the main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+from hostagent import __version__
+from hostagent.config import Config, ConfigError, load_config
+from hostagent.notify import Notifier, Watchdog, watchdog_interval_s
+from hostagent.settings import (
+    CaptureSettings,
+    RedactionRule,
+    RedactionSettings,
+    RuntimeSettings,
+    SamplingSettings,
+    SettingsHolder,
+)
+
+log = logging.getLogger("hostagent")
+
+POLL_INTERVAL_S = 0.01  # ring buffer drained every 10 ms (events are submitted without wake-ups)
+STATUS_EVERY_S = 5.0
+STOP_FLUSH_TIMEOUT_S = 10.0
+
+
+def settings_from_config(config: Config) -> RuntimeSettings:
+    s, r, c = config.sampling, config.redaction, config.capture
+    return RuntimeSettings(
+        probes=frozenset(config.probes.enabled),
+        sampling=SamplingSettings(ratio=s.ratio, per_service=s.per_service, per_protocol=s.per_protocol,
+                                  keep_errors=s.keep_errors, keep_slower_than_ms=s.keep_slower_than_ms),
+        redaction=RedactionSettings(pii_detection=r.pii_detection, mode=r.mode,
+                                    rules=tuple(RedactionRule(x.name, x.pattern, x.mode) for x in r.rules)),
+        capture=CaptureSettings(headers=c.headers, bodies=c.bodies, body_max_bytes=c.body_max_bytes,
+                                raw_sql=c.raw_sql),
+    )
+
+
+def console_wanted(config: Config) -> bool:
+    """auto: a foreground run shows calls on the console; under systemd it would flood the journal."""
+    if config.agent.console == "on" or not config.exporter.endpoint:
+        return True
+    if config.agent.console == "off":
+        return False
+    return not (os.environ.get("INVOCATION_ID") or os.environ.get("NOTIFY_SOCKET"))
+
+
+class Agent:
+    def __init__(self, config: Config, notifier: Optional[Notifier] = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.started = time.monotonic()
+        self.settings = SettingsHolder(settings_from_config(config))
+        self.stop_requested = False
+        self.reload_requested = False
+        self.heartbeat = time.monotonic()
+        self.kernel_info: dict[str, str] = {}
+        self.capture: Any = None
+        self.queue: Any = None
+        self.pipeline: Any = None
+        self.admin: Any = None
+        self.watchdog: Optional[Watchdog] = None
+        self.probe_states: dict[str, Any] = {}
+        self.exporter_endpoint = ""
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self) -> None:
+        from hostagent.assembly import build_pipeline, prepare_kernel
+
+        Path(self.config.agent.runtime_dir).mkdir(parents=True, exist_ok=True)
+        self.notifier.status("checking the kernel (tracefs, headers, bpf)")
+        self.kernel_info = prepare_kernel(self.config)
+        # bcc compiles C at load time: tell systemd start-up may take a while.
+        self.notifier.extend_timeout(120)
+        self.notifier.status("compiling and loading BPF programs")
+        parts = build_pipeline(self)
+        self.capture, self.queue, self.pipeline = parts.capture, parts.queue, parts.pipeline
+        self.exporter_endpoint = parts.exporter_description
+        self.apply_probes(self.settings.current.probes)
+        self.settings.subscribe(lambda old, new: self.apply_probes(new.probes) if old.probes != new.probes else None)
+        self.admin = parts.start_admin() if parts.start_admin else None
+        interval = watchdog_interval_s()
+        if interval:
+            self.watchdog = Watchdog(self.notifier, interval, self.alive)
+            self.watchdog.start()
+        self.notifier.ready(self.status_line())
+        log.info("ready: %s", self.status_line())
+
+    def apply_probes(self, enabled: frozenset[str]) -> None:
+        self.probe_states = self.capture.apply_probes(enabled)
+        for name, state in sorted(self.probe_states.items()):
+            log.info("probe %s: %s%s", name, state.state, f" ({state.reason})" if state.reason else "")
+
+    # -- status ------------------------------------------------------------------------------
+    def attached_count(self) -> int:
+        return sum(1 for s in self.probe_states.values() if s.state == "attached")
+
+    def drops(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if self.capture is not None:
+            out.update(self.capture.drop_counts())
+        if self.pipeline is not None:
+            out.update(self.pipeline.dropped)
+        if self.queue is not None:
+            out.update(self.queue.drop_counts())
+        return {k: v for k, v in out.items() if v}
+
+    def status_line(self) -> str:
+        target = self.exporter_endpoint or "nowhere (console only)"
+        return f"{self.attached_count()} probes attached, exporting to {target}, {sum(self.drops().values())} dropped"
+
+    def alive(self) -> bool:
+        """The poll loop beat recently (the watchdog pings only then)."""
+        return time.monotonic() - self.heartbeat < 5.0
+
+    # -- loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        last_status = time.monotonic()
+        while not self.stop_requested:
+            self.capture.poll(POLL_INTERVAL_S)
+            now = time.monotonic()
+            self.heartbeat = now
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            if now - last_status >= STATUS_EVERY_S:
+                last_status = now
+                self.notifier.status(self.status_line())
+        self.shutdown()
+        return 0
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; on error keep running with the old one and say why."""
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            self.notifier.ready(self.status_line())
+            return False, str(exc)
+        self.config = config
+        base = settings_from_config(config)
+        if self.admin is not None and hasattr(self.admin, "reapply_persisted"):
+            base = self.admin.reapply_persisted(base)
+        self.settings.update(lambda old: replace(base, generation=old.generation))
+        log.info("reloaded %s", config.path)
+        self.notifier.ready(self.status_line())
+        return True, ""
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping: detaching probes and flushing spans")
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.admin is not None:
+            self.admin.stop()
+        if self.capture is not None:
+            self.capture.poll(0)  # what the kernel already captured still becomes spans
+            self.capture.close()
+        if self.pipeline is not None and hasattr(self.pipeline.tracker, "close_all"):
+            for call in self.pipeline.tracker.close_all():
+                self.pipeline.on_call(call)
+        if self.queue is not None:
+            self.queue.shutdown(STOP_FLUSH_TIMEOUT_S)
+        log.info("stopped; dropped: %s", self.drops() or "nothing")
+
+
+def run_agent(config: Config) -> int:
+    from hostagent.kernel import KernelNotReady
+
+    agent = Agent(config)
+
+    def on_term(signum: int, _frame: object) -> None:
+        agent.stop_requested = True
+
+    def on_hup(signum: int, _frame: object) -> None:
+        agent.reload_requested = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    log.info("hostagent %s starting with %s", __version__, config.path)
+    try:
+        agent.start()
+    except KernelNotReady as exc:
+        log.error("%s", exc)
+        print(f"hostagent: {exc}", file=sys.stderr)
+        agent.notifier.status(f"failed: {exc}")
+        return 1
+    return agent.run()

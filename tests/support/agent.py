@@ -1,0 +1,117 @@
+"""Runs the real hostagent daemon as a subprocess, the way systemd would (NOTIFY_SOCKET set)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from tests.support.notify_socket import NotifySocket
+
+REPO = Path(__file__).resolve().parents[2]
+HOSTAGENT = [sys.executable, "-m", "hostagent"]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in keys.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Agent:
+    """One daemon process with its own state/runtime dirs under ``workdir``."""
+
+    def __init__(self, workdir: Path, otlp_endpoint: str, extra: Optional[dict[str, dict[str, Any]]] = None,
+                 env: Optional[dict[str, str]] = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        sections: dict[str, dict[str, Any]] = {
+            "agent": {"state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run"),
+                      "log_level": "info", "console": "off"},
+            "exporter": {"endpoint": otlp_endpoint, "protocol": "grpc", "timeout_ms": 2000},
+            "admin": {"socket": str(workdir / "run" / "admin.sock")},
+            "probes": {"enabled": ["http"]},
+        }
+        for section, keys in (extra or {}).items():
+            sections.setdefault(section, {}).update(keys)
+        self.config = write_config(workdir / "hostagent.toml", sections)
+        self.env = env or {}
+        self.notify: Optional[NotifySocket] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.log_path = workdir / "agent.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, wait_ready: bool = True, timeout: float = 90.0) -> "Agent":
+        sock_path = self.workdir / "notify.sock"
+        if sock_path.exists():
+            sock_path.unlink()
+        self.notify = NotifySocket(sock_path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env.update({"NOTIFY_SOCKET": str(sock_path), "PYTHONUNBUFFERED": "1", **self.env})
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([*HOSTAGENT, "run", "--config", str(self.config)], cwd=REPO,
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 90.0, after: int = 0) -> int:
+        assert self.notify is not None and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return self.notify.wait_for("READY=1", timeout=0.5, after=after)
+            except AssertionError:
+                continue
+        raise AssertionError(f"agent not READY within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"agent did not stop within {timeout}s:\n{self.log()}") from None
+        if self.notify is not None:
+            self.notify.close()
+        self._log.close()
+        return self.proc.returncode

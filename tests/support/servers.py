@@ -1,0 +1,85 @@
+"""Real servers on loopback for integration tests: nginx and the Python http_app."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, name: str) -> None:
+        self.proc, self.port, self.name = proc, port, name
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_http_app(port: int) -> Server:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.http_app", str(port)], cwd=REPO,
+                            stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return Server(proc, port, "http_app")
+
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root}/www;
+        location /missing {{ return 404; }}
+    }}
+}}
+"""
+
+
+def start_nginx(root: Path, port: int, body: Optional[bytes] = None) -> Server:
+    """nginx in the foreground, one process (master_process off), so its pid is the server's."""
+    (root / "www").mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "www" / "index.html").write_bytes(body if body is not None else b"<h1>hello</h1>\n")
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=root, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return Server(proc, port, "nginx")
