@@ -90,7 +90,7 @@ class Agent:
         self.capture, self.queue, self.pipeline = parts.capture, parts.queue, parts.pipeline
         self.exporter_endpoint = parts.exporter_description
         self.apply_probes(self.settings.current.probes)
-        self.settings.subscribe(lambda old, new: self.apply_probes(new.probes) if old.probes != new.probes else None)
+        self.settings.subscribe(self._on_settings_change)
         self.admin = parts.start_admin() if parts.start_admin else None
         interval = watchdog_interval_s()
         if interval:
@@ -98,6 +98,10 @@ class Agent:
             self.watchdog.start()
         self.notifier.ready(self.status_line())
         log.info("ready: %s", self.status_line())
+
+    def _on_settings_change(self, old: RuntimeSettings, new: RuntimeSettings) -> None:
+        if old.probes != new.probes:
+            self.apply_probes(new.probes)
 
     def apply_probes(self, enabled: frozenset[str]) -> None:
         self.probe_states = self.capture.apply_probes(enabled)
@@ -120,7 +124,8 @@ class Agent:
 
     def status_line(self) -> str:
         target = self.exporter_endpoint or "nowhere (console only)"
-        return f"{self.attached_count()} probes attached, exporting to {target}, {sum(self.drops().values())} dropped"
+        dropped = sum(self.drops().values())
+        return f"{self.attached_count()} probes attached, exporting to {target}, {dropped} dropped"
 
     def alive(self) -> bool:
         """The poll loop beat recently (the watchdog pings only then)."""

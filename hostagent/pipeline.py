@@ -82,7 +82,7 @@ class Pipeline:
             self.dropped["pipeline_error"] += 1
             if self._errors_logged < 20:
                 self._errors_logged += 1
-                log.exception("pipeline error on %s event of pid %d (event dropped)", event.kind.name, event.pid)
+                log.exception("pipeline error on %s event of pid %d (dropped)", event.kind.name, event.pid)
 
     def on_call(self, call: Call) -> None:
         self.calls += 1

@@ -67,14 +67,14 @@ class Agent:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, wait_ready: bool = True, timeout: float = 90.0) -> "Agent":
+    def start(self, wait_ready: bool = True, timeout: float = 90.0) -> Agent:
         sock_path = self.workdir / "notify.sock"
         if sock_path.exists():
             sock_path.unlink()
         self.notify = NotifySocket(sock_path)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         env.update({"NOTIFY_SOCKET": str(sock_path), "PYTHONUNBUFFERED": "1", **self.env})
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([*HOSTAGENT, "run", "--config", str(self.config)], cwd=REPO,
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait_ready:
