@@ -1,0 +1,225 @@
+"""Which local process listens on (address, port): for ``service.peer.name`` on client spans.
+
+A client span to 127.0.0.1:8080 should name the service on the other end when that end is on
+this host. ``ListenerMap`` keeps (address, port) -> pid for TCP sockets in LISTEN state, built
+from /proc/net/tcp{,6} (socket inodes) and /proc/*/fd (which pid holds which inode). The fd scan
+is the expensive part, so it is done only for inodes not seen before, by a background thread on a
+timer, or sooner when a lookup missed (rate-limited). Lookups only read a dict: no I/O.
+
+Wildcard listeners (0.0.0.0, ::) answer only for loopback peers: a peer 10.1.2.3:8080 is another
+host even if something here listens on *:8080. /proc/net is the agent's network namespace, so
+containers with their own network namespace are not seen (``--network host`` ones are).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import struct
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from hostagent.identity.procfs import ProcFS
+
+log = logging.getLogger(__name__)
+
+_LISTEN = "0A"
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+def _decode_addr(hex_addr: str) -> str:
+    """/proc/net/tcp prints addresses as 32-bit words in host byte order."""
+    raw = bytes.fromhex(hex_addr)
+    words = struct.unpack(f"={len(raw) // 4}I", raw)
+    packed = struct.pack(f">{len(words)}I", *words)
+    if len(packed) == 4:
+        return socket.inet_ntop(socket.AF_INET, packed)
+    address = ipaddress.IPv6Address(packed)
+    return str(address.ipv4_mapped) if address.ipv4_mapped else str(address)
+
+
+def parse_listening(text: str) -> dict[int, tuple[str, int]]:
+    """inode -> (address, port) of the LISTEN sockets in /proc/net/tcp or tcp6 text."""
+    sockets: dict[int, tuple[str, int]] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _LISTEN:
+            continue
+        addr_hex, _, port_hex = fields[1].partition(":")
+        try:
+            sockets[int(fields[9])] = (_decode_addr(addr_hex), int(port_hex, 16))
+        except (ValueError, struct.error):
+            continue
+    return sockets
+
+
+def _normalise(address: str) -> str:
+    if address.startswith("::ffff:") and "." in address:
+        return address[7:]
+    return address
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class ListenerMap:
+    """(address, port) -> pid of local listeners. ``start()`` runs the refresh thread;
+    ``refresh()`` may also be called directly (tests, or a daemon with its own timer)."""
+
+    def __init__(
+        self,
+        procfs: ProcFS,
+        interval: float = 5.0,
+        min_gap: float = 0.5,
+        max_entries: int = 16384,
+        on_new_pid: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        self.procfs = procfs
+        self.interval = interval
+        self.min_gap = min_gap
+        self.max_entries = max_entries
+        self.on_new_pid = on_new_pid  # e.g. ServiceCache.service_for, to warm the peer's entry
+        self._by_endpoint: dict[tuple[str, int], int] = {}
+        self._pid_of_inode: dict[int, int] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._last_refresh = 0.0
+        self.refreshes = 0
+        self._warm: set[int] = set()  # pids whose service a lookup found missing (bounded)
+        self.truncated = 0  # listeners not kept because of max_entries
+
+    # --- hot path ----------------------------------------------------------------------------
+    def pid_for(self, address: str, port: int) -> Optional[int]:
+        """The pid listening on (address, port), from the last refresh; a miss asks the thread
+        to refresh soon (no I/O here)."""
+        address = _normalise(address)
+        table = self._by_endpoint  # one reference read: the refresh swaps whole dicts
+        pid = table.get((address, port))
+        if pid is None and _is_loopback(address):
+            pid = table.get(("0.0.0.0", port)) or table.get(("::", port))
+            if pid is None and address == "::1":
+                pid = table.get(("127.0.0.1", port))
+        if pid is None and time.monotonic() - self._last_refresh >= self.min_gap:
+            self._wake.set()
+        return pid
+
+    def request_warm(self, pid: int) -> None:
+        """Ask the refresh thread to compute ``pid``'s service (a peer lookup found it missing)."""
+        if self.on_new_pid is not None and len(self._warm) < 1024:
+            self._warm.add(pid)
+            self._wake.set()
+
+    # --- refresh -----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        sockets = parse_listening(self.procfs.net_file("tcp"))
+        sockets.update(parse_listening(self.procfs.net_file("tcp6")))
+        known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets}
+        missing = set(sockets) - set(known)
+        if missing:
+            known.update(self._scan_fds(missing))
+        table: dict[tuple[str, int], int] = {}
+        for inode, (address, port) in sockets.items():
+            pid = known.get(inode)
+            if pid is None:
+                continue
+            if len(table) >= self.max_entries:
+                self.truncated += 1
+                continue
+            table[(_normalise(address), port)] = pid
+        new_pids = set(table.values()) - set(self._by_endpoint.values())
+        self._pid_of_inode = known
+        self._by_endpoint = table
+        self._last_refresh = time.monotonic()
+        self.refreshes += 1
+        if self.on_new_pid is not None:
+            for pid in new_pids:
+                try:
+                    self.on_new_pid(pid)
+                except Exception:
+                    log.debug("warming the service of listener pid %d failed", pid, exc_info=True)
+
+    def _scan_fds(self, wanted: set[int]) -> dict[int, int]:
+        found: dict[int, int] = {}
+        targets = {f"socket:[{inode}]": inode for inode in wanted}
+        for pid in self.procfs.pids():
+            for target in self.procfs.fd_targets(pid):
+                inode = targets.get(target)
+                if inode is not None and inode not in found:
+                    found[inode] = pid  # first (lowest listed) holder: pre-fork servers share it
+            if len(found) == len(wanted):
+                break
+        return found
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="listener-map", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _warm_requested(self) -> None:
+        while self._warm and self.on_new_pid is not None:
+            pid = self._warm.pop()
+            try:
+                self.on_new_pid(pid)
+            except Exception:
+                log.debug("warming the service of pid %d failed", pid, exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("listener map refresh failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self._warm_requested()
+            # Rate limit: a burst of misses costs at most one refresh per min_gap.
+            remaining = self.min_gap - (time.monotonic() - self._last_refresh)
+            if remaining > 0:
+                self._stop.wait(remaining)
+
+
+class PeerResolver:
+    """Peer attributes for a client call: listener pid -> cached Service, never computing it on
+    the hot path (a miss asks the listener thread to warm the cache, so the next call has it)."""
+
+    def __init__(self, listeners: ListenerMap, peek: Callable[[int], Optional[Any]]) -> None:
+        self.listeners = listeners
+        self.peek = peek  # ServiceCache.peek
+
+    def attributes_for(self, address: str, port: int, self_pid: Optional[int] = None) -> dict[str, str]:
+        pid = self.listeners.pid_for(address, port)
+        if pid is None or pid == self_pid:
+            return {}
+        service = self.peek(pid)
+        if service is None:
+            self.listeners.request_warm(pid)
+            return {}
+        return peer_attributes(service.name, service.namespace)
+
+
+def peer_attributes(service_name: Optional[str], namespace: Optional[str]) -> dict[str, str]:
+    """Span attributes for the service on the other end. ``service.peer.name`` is the v1.44 key;
+    ``peer.service`` (deprecated by it) is still what service-graph tooling such as the
+    Collector's servicegraph connector reads by default, so both are set."""
+    if not service_name:
+        return {}
+    attrs = {"service.peer.name": service_name, "peer.service": service_name}
+    if namespace:
+        attrs["service.peer.namespace"] = namespace
+    return attrs

@@ -1,0 +1,352 @@
+"""pid -> Service (name + OpenTelemetry resource attributes), cached and kept true.
+
+``ServiceCache.service_for(pid)`` is the hot-path call: a dict hit under a lock (well under 20 us
+p99, see bench/identity_lookup.py). A miss -- the first call from a process the agent never saw
+exec -- reads /proc once (and Docker once per new container). The lifecycle hooks keep entries
+true:
+
+- ``on_exec(pid)``: recompute now, while the process is alive, so a process that lives 5 ms is
+  still named from its own /proc (its exit may precede the first call the pipeline hands us);
+- ``on_exit(pid)``: take the entry out of the live map, so a new process that reuses the pid is
+  read afresh; the old entry stays in a small "recently exited" map for calls of the dead process
+  that are still in the pipeline (served only while /proc shows no live process with that pid);
+- Docker events (rename...) recompute the entries of that container's processes;
+- ``sweep()``, on a timer, drops entries whose pid is gone or now has another start time (covers
+  lost exit events).
+
+Attributes follow semantic conventions v1.44. The systemd unit has no semconv key; it goes under
+our own namespace as ``hostagent.systemd.unit`` (and ``hostagent.systemd.slice``).
+``container.runtime`` is deprecated in v1.44 in favour of ``container.runtime.name``: both are
+set, the old one for backends that still read it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+from opentelemetry.sdk.resources import Resource
+
+from hostagent.identity.cgroup import CgroupInfo, parse_cgroup
+from hostagent.identity.docker import ContainerInfo, DockerMetadata
+from hostagent.identity.interpreters import go_binary, interpreter_kind, runtime_name
+from hostagent.identity.naming import NameDecision, ServiceRule, decide_name, parse_resource_attributes
+from hostagent.identity.procfs import ProcessGone, ProcessInfo, ProcFS
+from hostagent.model import AttributeValue
+
+SYSTEMD_UNIT = "hostagent.systemd.unit"
+SYSTEMD_SLICE = "hostagent.systemd.slice"
+UNKNOWN_SERVICE = "unknown_service"
+# Fixed namespace for service.instance.id (uuid5), so ids are stable across agent restarts.
+INSTANCE_NAMESPACE = uuid.UUID("6f1c3f0e-5d1b-4c39-9a4e-6b8d2f6c1a77")
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm32",
+         "armv6l": "arm32", "i386": "x86", "i686": "x86", "ppc64le": "ppc64", "ppc64": "ppc64",
+         "s390x": "s390x", "ia64": "ia64"}
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    name: str
+    id: str
+    arch: str
+    os_type: str = "linux"
+
+    @classmethod
+    def from_procfs(cls, procfs: ProcFS) -> HostInfo:
+        machine = platform.machine()
+        return cls(name=procfs.hostname(), id=procfs.machine_id(), arch=_ARCH.get(machine, machine))
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        attrs: dict[str, AttributeValue] = {
+            "host.name": self.name,
+            "host.arch": self.arch,
+            "os.type": self.os_type,
+        }
+        if self.id:
+            attrs["host.id"] = self.id
+        return attrs
+
+
+@dataclass(frozen=True)
+class Service:
+    """Who made a call. ``attributes`` is the full resource (sorted pairs, so the object is
+    immutable and hashable); ``decided_by`` says which naming rule chose ``name``."""
+
+    name: str
+    namespace: Optional[str]
+    instance_id: str
+    decided_by: str
+    pid: int
+    start_ticks: int
+    container_id: Optional[str]
+    systemd_unit: Optional[str]
+    attributes: tuple[tuple[str, AttributeValue], ...]
+
+    def attributes_dict(self) -> dict[str, AttributeValue]:
+        return dict(self.attributes)
+
+
+def instance_id(host_id: str, pid: int, start_ticks: int, container_id: Optional[str]) -> str:
+    """Deterministic: the same process (or container) gets the same id after an agent restart."""
+    key = f"container:{container_id}" if container_id else f"{host_id}:{pid}:{start_ticks}"
+    return str(uuid.uuid5(INSTANCE_NAMESPACE, key))
+
+
+def build_service(
+    proc: ProcessInfo,
+    cgroup: CgroupInfo,
+    container: Optional[ContainerInfo],
+    decision: NameDecision,
+    host: HostInfo,
+    runtime: Optional[str],
+) -> Service:
+    """Pure: assemble the Service and its resource attributes from what was read."""
+    attrs: dict[str, AttributeValue] = {}
+    # The app's own OTEL_RESOURCE_ATTRIBUTES first (service.version, deployment.environment.name...),
+    # so that everything the agent knows for sure overrides them.
+    attrs.update(parse_resource_attributes(proc.env.get("OTEL_RESOURCE_ATTRIBUTES", "")))
+    instance = str(attrs.get("service.instance.id") or "") or instance_id(
+        host.id, proc.pid, proc.start_ticks, cgroup.container_id
+    )
+    attrs.update(host.attributes())
+    attrs["service.name"] = decision.name
+    if decision.namespace:
+        attrs["service.namespace"] = decision.namespace
+    else:
+        attrs.pop("service.namespace", None)
+    attrs["service.instance.id"] = instance
+    attrs["process.pid"] = proc.pid
+    attrs["process.parent_pid"] = proc.ppid
+    if proc.creation_time:
+        attrs["process.creation.time"] = proc.creation_time
+    exe_name = os.path.basename(proc.exe) if proc.exe else proc.comm
+    if exe_name:
+        attrs["process.executable.name"] = exe_name
+    if proc.exe:
+        attrs["process.executable.path"] = proc.exe
+    if proc.cmdline:
+        attrs["process.command_args"] = tuple(proc.cmdline)
+    if proc.owner:
+        attrs["process.owner"] = proc.owner
+    if runtime:
+        attrs["process.runtime.name"] = runtime
+    if cgroup.path:
+        attrs["process.linux.cgroup"] = cgroup.path
+    if cgroup.container_id:
+        attrs["container.id"] = cgroup.container_id
+        if cgroup.runtime:
+            attrs["container.runtime.name"] = cgroup.runtime
+            attrs["container.runtime"] = cgroup.runtime
+    if container is not None:
+        if container.name:
+            attrs["container.name"] = container.name
+        if container.image_name:
+            attrs["container.image.name"] = container.image_name
+        if container.image_tags:
+            attrs["container.image.tags"] = tuple(container.image_tags)
+        if container.image_id:
+            attrs["container.image.id"] = container.image_id
+    if cgroup.systemd_unit and not cgroup.container_id:
+        attrs[SYSTEMD_UNIT] = cgroup.systemd_unit
+        if cgroup.slice:
+            attrs[SYSTEMD_SLICE] = cgroup.slice
+    return Service(
+        name=decision.name,
+        namespace=decision.namespace,
+        instance_id=instance,
+        decided_by=decision.rule,
+        pid=proc.pid,
+        start_ticks=proc.start_ticks,
+        container_id=cgroup.container_id,
+        systemd_unit=cgroup.systemd_unit,
+        attributes=tuple(sorted(attrs.items())),
+    )
+
+
+@dataclass(slots=True)
+class _Entry:
+    service: Service
+    resource: Optional[Resource] = None
+
+
+class ServiceCache:
+    """See module docstring. Thread-safe: the pipeline thread looks up, the Docker thread and the
+    exec/exit consumer update."""
+
+    def __init__(
+        self,
+        procfs: ProcFS,
+        docker: Optional[DockerMetadata] = None,
+        rules: Optional[list[ServiceRule]] = None,
+        host_info: Optional[HostInfo] = None,
+        max_entries: int = 8192,
+        max_exited: int = 1024,
+    ) -> None:
+        self.procfs = procfs
+        self.docker = docker
+        self.rules = list(rules or [])
+        self.host = host_info or HostInfo.from_procfs(procfs)
+        self._max = max_entries
+        self._max_exited = max_exited
+        self._live: OrderedDict[int, _Entry] = OrderedDict()
+        self._exited: OrderedDict[int, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._go_cache: dict[str, bool] = {}
+        self.evictions = 0
+        self.misses = 0
+        if docker is not None:
+            docker.subscribe(self.on_container_change)
+
+    # --- hot path ----------------------------------------------------------------------------
+    def service_for(self, pid: int, comm: str = "") -> Service:
+        """The Service of ``pid``; computed on first sight. ``comm`` (from the kernel event)
+        names a process that is already gone and was never seen: ``unknown_service:<comm>``."""
+        with self._lock:
+            entry = self._live.get(pid)
+            if entry is not None:
+                self._live.move_to_end(pid)
+                return entry.service
+        return self._miss(pid, comm).service
+
+    def resource_for(self, pid: int, comm: str = "") -> Resource:
+        """The OpenTelemetry Resource of ``pid`` (built once per entry, with ``Resource(attrs)``:
+        ``Resource.create()`` would merge the agent's own environment and SDK attributes)."""
+        with self._lock:
+            entry = self._live.get(pid)
+            if entry is not None:
+                self._live.move_to_end(pid)
+                if entry.resource is None:
+                    entry.resource = Resource(entry.service.attributes_dict())
+                return entry.resource
+        entry = self._miss(pid, comm)
+        if entry.resource is None:
+            entry.resource = Resource(entry.service.attributes_dict())
+        return entry.resource
+
+    def peek(self, pid: int) -> Optional[Service]:
+        """Cached Service or None; never reads /proc (for peer lookups on the hot path)."""
+        with self._lock:
+            entry = self._live.get(pid)
+            return entry.service if entry is not None else None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def on_exec(self, pid: int, comm: str = "") -> Optional[Service]:
+        """sched_process_exec: the pid now runs another program; read it now."""
+        with self._lock:
+            self._live.pop(pid, None)
+            self._exited.pop(pid, None)
+        try:
+            entry = self._compute(pid)
+        except ProcessGone:
+            return None
+        self._put(pid, entry)
+        return entry.service
+
+    def on_exit(self, pid: int) -> None:
+        """sched_process_exit of a thread-group leader."""
+        with self._lock:
+            entry = self._live.pop(pid, None)
+            if entry is not None:
+                self._exited[pid] = entry
+                self._exited.move_to_end(pid)
+                while len(self._exited) > self._max_exited:
+                    self._exited.popitem(last=False)
+
+    def on_container_change(self, container_id: Optional[str]) -> None:
+        """Docker said a container changed (None: anything may have). Recompute its processes."""
+        with self._lock:
+            pids = [
+                pid
+                for pid, entry in self._live.items()
+                if entry.service.container_id is not None
+                and (container_id is None or entry.service.container_id == container_id)
+            ]
+        for pid in pids:
+            try:
+                entry = self._compute(pid)
+            except ProcessGone:
+                self.on_exit(pid)
+                continue
+            self._put(pid, entry)
+
+    def sweep(self) -> int:
+        """Drop live entries whose process is gone or whose pid was reused (lost exit events).
+        Reads /proc/PID/stat per entry: call from a timer thread, not the hot path."""
+        with self._lock:
+            snapshot = [(pid, entry.service.start_ticks) for pid, entry in self._live.items()]
+        dropped = 0
+        for pid, start in snapshot:
+            try:
+                alive = self.procfs.start_ticks(pid) == start
+            except (ProcessGone, ValueError, IndexError):
+                alive = False
+            if not alive:
+                self.on_exit(pid)
+                dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    # --- internals ---------------------------------------------------------------------------
+    def _miss(self, pid: int, comm: str) -> _Entry:
+        self.misses += 1
+        try:
+            entry = self._compute(pid)
+        except ProcessGone:
+            with self._lock:
+                exited = self._exited.get(pid)
+            if exited is not None:
+                return exited
+            return _Entry(self._unknown(pid, comm))
+        self._put(pid, entry)
+        return entry
+
+    def _put(self, pid: int, entry: _Entry) -> None:
+        with self._lock:
+            self._exited.pop(pid, None)
+            self._live[pid] = entry
+            self._live.move_to_end(pid)
+            while len(self._live) > self._max:
+                self._live.popitem(last=False)
+                self.evictions += 1
+
+    def _runtime(self, proc: ProcessInfo) -> Optional[str]:
+        exe_name = os.path.basename(proc.exe) if proc.exe else ""
+        if interpreter_kind(exe_name):
+            return runtime_name(exe_name)
+        if not proc.exe:
+            return None
+        # Go: look at the binary through the process's own view of it (works for containers).
+        key = proc.exe
+        if key not in self._go_cache:
+            if len(self._go_cache) > 4096:
+                self._go_cache.clear()
+            self._go_cache[key] = go_binary(self.procfs.path("proc", str(proc.pid), "exe"))
+        return "go" if self._go_cache[key] else None
+
+    def _compute(self, pid: int) -> _Entry:
+        proc = self.procfs.process_info(pid)
+        cgroup = parse_cgroup(proc.cgroup_text)
+        container: Optional[ContainerInfo] = None
+        if cgroup.container_id and self.docker is not None and cgroup.runtime in ("docker", None):
+            container = self.docker.get(cgroup.container_id)
+        decision = decide_name(self.rules, proc, container, cgroup)
+        service = build_service(proc, cgroup, container, decision, self.host, self._runtime(proc))
+        return _Entry(service)
+
+    def _unknown(self, pid: int, comm: str) -> Service:
+        name = f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE
+        attrs: dict[str, AttributeValue] = dict(self.host.attributes())
+        attrs.update({"service.name": name, "process.pid": pid})
+        if comm:
+            attrs["process.executable.name"] = comm
+        return Service(name, None, instance_id(self.host.id, pid, 0, None), "unknown", pid, 0, None, None,
+                       tuple(sorted(attrs.items())))
+
