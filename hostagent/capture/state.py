@@ -1,0 +1,86 @@
+"""Per-connection state kept by the ConnectionTracker (one object per (pid, fd))."""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional
+
+from hostagent.model import Connection, Endpoint, Role
+from hostagent.protocols.base import ProtocolSpec, StreamParser
+
+# Detection gives up after this many segments or bytes without a protocol match.
+DETECT_SEGMENTS = 3
+DETECT_BYTES = 4096
+TID_HISTORY = 8  # thread changes remembered per direction (request -> handling thread)
+
+DETECTING, PARSING, UNKNOWN, MUTED = range(4)
+
+
+def transport_of(family: int, sock_type: int) -> str:
+    if family == socket.AF_UNIX:
+        return "unix"
+    return "udp" if sock_type == socket.SOCK_DGRAM else "tcp"
+
+
+class ConnState:
+    """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
+
+    __slots__ = (
+        "cgroup_id", "comm", "conn", "fd", "parser", "peer", "phase", "pid", "role_hint", "seen_bytes",
+        "seen_segments", "spec", "tids", "transport",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        pid: int,
+        fd: int,
+        cgroup_id: int,
+        transport: str,
+        peer: Optional[Endpoint],
+        role_hint: Role,
+        comm: str,
+    ) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.cgroup_id = cgroup_id
+        self.transport = transport
+        self.peer = peer
+        self.role_hint = role_hint
+        self.comm = comm
+        self.phase = DETECTING
+        self.spec: Optional[ProtocolSpec] = None
+        self.parser: Optional[StreamParser] = None
+        self.seen_segments = 0
+        self.seen_bytes = 0
+        # Per direction (index = Direction): [(ts_ns, tid), ...] each time the thread changed.
+        self.tids: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
+        self.conn: Optional[Connection] = None  # last Connection built (reused while tid/peer hold)
+
+    def note_tid(self, direction: int, ts_ns: int, tid: int) -> None:
+        """Remember which thread moved bytes from ``ts_ns`` on (only changes are stored)."""
+        history = self.tids[direction]
+        if not history or history[-1][1] != tid:
+            history.append((ts_ns, tid))
+            if len(history) > TID_HISTORY:
+                del history[0]
+
+    def tid_at(self, direction: int, ts_ns: int) -> int:
+        """The thread that moved bytes in ``direction`` at ``ts_ns`` (a request's first segment)."""
+        history = self.tids[direction]
+        for when, tid in reversed(history):
+            if when <= ts_ns:
+                return tid
+        if history:
+            return history[0][1]
+        other = self.tids[1 - direction]
+        return other[-1][1] if other else self.pid
+
+    def connection(self, tid: int, peer: Optional[Endpoint]) -> Connection:
+        conn = self.conn
+        if conn is None or conn.tid != tid or conn.peer != peer:
+            conn = Connection(
+                pid=self.pid, tid=tid, fd=self.fd, cgroup_id=self.cgroup_id, peer=peer,
+                transport=self.transport, comm=self.comm,
+            )  # fmt: skip
+            self.conn = conn
+        return conn

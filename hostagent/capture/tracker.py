@@ -1,0 +1,241 @@
+"""ConnectionTracker: capture events -> per-connection protocol parsers -> Calls with their socket.
+
+The kernel reports bytes per (pid, fd). This stage keeps one state per such socket, picks its
+protocol from the first bytes (the first enabled spec, in registry order, whose ``looks_like``
+accepts them; the choice sticks), feeds the parser each segment in order and tags the Calls it
+returns with the ``Connection`` they travelled on.
+
+Sockets that never look like a known protocol, whose protocol's probe gets disabled, or that
+leave HTTP/1 (101 / CONNECT tunnels) are muted: ``on_mute(pid, fd)`` asks the kernel side to stop
+copying their bytes, because every event Python throws away is wasted work in both places.
+
+Bounded: at most ``max_connections`` states, least recently used evicted first (and counted).
+The hot path is one dict lookup by ``pid << 32 | fd`` and one Segment per event.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Optional
+
+from hostagent.capture.state import (
+    DETECT_BYTES,
+    DETECT_SEGMENTS,
+    DETECTING,
+    MUTED,
+    PARSING,
+    UNKNOWN,
+    ConnState,
+    transport_of,
+)
+from hostagent.model import Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
+from hostagent.protocols.base import ProtocolSpec
+
+SPECS_REFRESH_NS = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
+
+_DATA, _CONNECT, _ACCEPT, _CLOSE, _EXIT = (
+    EventKind.DATA, EventKind.CONNECT, EventKind.ACCEPT, EventKind.CLOSE, EventKind.EXIT,
+)  # fmt: skip
+
+
+class ConnectionTracker:
+    """Per-connection stage between the probes and identity/traces. Not thread-safe: one consumer."""
+
+    def __init__(
+        self,
+        protocols: Callable[[], tuple[ProtocolSpec, ...]],
+        *,
+        max_connections: int = 65536,
+        on_mute: Optional[Callable[[int, int], None]] = None,
+    ) -> None:
+        self._protocols = protocols
+        self._max = max_connections
+        self._on_mute = on_mute
+        self._conns: OrderedDict[int, ConnState] = OrderedDict()
+        self._by_pid: dict[int, set[int]] = {}
+        self._specs: tuple[ProtocolSpec, ...] = protocols()
+        self._specs_ts = -1
+        self._counters: dict[str, int] = {
+            "connections_created": 0, "evicted": 0, "unknown": 0, "muted": 0, "upgraded": 0,
+            "closed": 0, "calls": 0,
+        }  # fmt: skip
+        self._detected: dict[str, int] = {}
+        self._closed_parser_stats: dict[str, int] = {"resyncs": 0, "unpaired": 0, "truncated": 0}
+
+    # -- public ---------------------------------------------------------------------------------
+    def handle(self, event: CaptureEvent) -> list[Call]:
+        kind = event.kind
+        if kind == _DATA:
+            return self._data(event)
+        if kind == _CONNECT or kind == _ACCEPT:
+            return self._open(event)
+        if kind == _CLOSE:
+            state = self._forget(event.pid << 32 | (event.fd & 0xFFFFFFFF))
+            return self._finish(state, event.ts_ns) if state is not None else []
+        if kind == _EXIT:
+            return self._exit(event.pid, event.ts_ns)
+        return []
+
+    def refresh(self, ts_ns: int = 0) -> None:
+        """Re-read the enabled protocols; mute sockets whose protocol was turned off."""
+        specs = self._protocols()
+        self._specs_ts = ts_ns
+        if specs == self._specs:
+            return
+        self._specs = specs
+        for state in list(self._conns.values()):
+            if state.phase == PARSING and state.spec not in specs:
+                self._mute(state, MUTED)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for status and metrics (parser counters include live connections)."""
+        out = dict(self._counters)
+        out["connections_open"] = len(self._conns)
+        for name, count in self._detected.items():
+            out[f"detected_{name}"] = count
+        parser_totals = dict(self._closed_parser_stats)
+        for state in self._conns.values():
+            _add_parser_stats(parser_totals, state)
+        for name, count in parser_totals.items():
+            out[f"parser_{name}"] = count
+        return out
+
+    # -- events ---------------------------------------------------------------------------------
+    def _open(self, event: CaptureEvent) -> list[Call]:
+        key = event.pid << 32 | (event.fd & 0xFFFFFFFF)
+        old = self._forget(key)
+        calls = self._finish(old, event.ts_ns) if old is not None else []
+        role = Role.CLIENT if event.kind == _CONNECT else Role.SERVER
+        self._create(key, event, role)
+        return calls
+
+    def _data(self, event: CaptureEvent) -> list[Call]:
+        key = event.pid << 32 | (event.fd & 0xFFFFFFFF)
+        conns = self._conns
+        state = conns.get(key)
+        if state is None:
+            state = self._create(key, event, Role.UNKNOWN)
+        else:
+            conns.move_to_end(key)
+        phase = state.phase
+        if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
+            return []
+        ts = event.ts_ns
+        if ts - self._specs_ts > SPECS_REFRESH_NS or ts < self._specs_ts:
+            self.refresh(ts)
+            if state.phase != PARSING and state.phase != DETECTING:
+                return []
+        direction = event.direction
+        state.note_tid(direction, ts, event.tid)
+        if phase == DETECTING and not self._detect(state, event):
+            return []
+        parser = state.parser
+        assert parser is not None
+        datagram = state.transport == "udp"
+        segment = Segment(
+            direction, event.data, event.size, ts,
+            event.peer_addr if datagram else "", event.peer_port if datagram else 0,
+        )  # fmt: skip
+        calls = parser.feed(segment)
+        if getattr(parser, "upgraded", False):
+            self._counters["upgraded"] += 1
+            self._mute(state, MUTED)
+        if not calls:
+            return calls
+        peer = Endpoint(event.peer_addr, event.peer_port) if datagram and event.peer_addr else state.peer
+        return self._tag(state, calls, peer)
+
+    def _detect(self, state: ConnState, event: CaptureEvent) -> bool:
+        data = event.data
+        direction = event.direction
+        stream = state.transport != "udp"
+        for spec in self._specs:
+            transports = spec.transports
+            if (state.transport in transports or (stream and "tcp" in transports)) and spec.looks_like(
+                data, direction
+            ):
+                state.spec = spec
+                state.parser = spec.new_parser()
+                state.phase = PARSING
+                self._detected[spec.name] = self._detected.get(spec.name, 0) + 1
+                return True
+        state.seen_segments += 1
+        state.seen_bytes += len(data)
+        if state.seen_segments >= DETECT_SEGMENTS or state.seen_bytes >= DETECT_BYTES:
+            self._counters["unknown"] += 1
+            self._mute(state, UNKNOWN)
+        return False
+
+    def _exit(self, pid: int, ts_ns: int) -> list[Call]:
+        """The process is gone: its sockets closed without close() events; finish them all."""
+        calls: list[Call] = []
+        for key in list(self._by_pid.get(pid, ())):
+            state = self._forget(key)
+            if state is not None:
+                calls.extend(self._finish(state, ts_ns))
+        return calls
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _create(self, key: int, event: CaptureEvent, role: Role) -> ConnState:
+        conns = self._conns
+        if len(conns) >= self._max:
+            _, victim = conns.popitem(last=False)
+            self._unindex(victim)
+            _add_parser_stats(self._closed_parser_stats, victim)
+            self._counters["evicted"] += 1
+        peer = Endpoint(event.peer_addr, event.peer_port) if event.peer_addr else None
+        transport = transport_of(event.family, event.sock_type)
+        state = ConnState(event.pid, event.fd, event.cgroup_id, transport, peer, role, event.comm)
+        conns[key] = state
+        self._by_pid.setdefault(event.pid, set()).add(key)
+        self._counters["connections_created"] += 1
+        return state
+
+    def _forget(self, key: int) -> Optional[ConnState]:
+        state = self._conns.pop(key, None)
+        if state is not None:
+            self._unindex(state)
+        return state
+
+    def _unindex(self, state: ConnState) -> None:
+        keys = self._by_pid.get(state.pid)
+        if keys is not None:
+            keys.discard(state.pid << 32 | (state.fd & 0xFFFFFFFF))
+            if not keys:
+                del self._by_pid[state.pid]
+
+    def _finish(self, state: ConnState, ts_ns: int) -> list[Call]:
+        self._counters["closed"] += 1
+        calls: list[Call] = []
+        if state.parser is not None and state.phase == PARSING:
+            calls = state.parser.close(ts_ns)
+        _add_parser_stats(self._closed_parser_stats, state)
+        return self._tag(state, calls, state.peer) if calls else calls
+
+    def _mute(self, state: ConnState, phase: int) -> None:
+        state.phase = phase
+        if phase == MUTED:
+            self._counters["muted"] += 1
+        if self._on_mute is not None:
+            self._on_mute(state.pid, state.fd)
+
+    def _tag(self, state: ConnState, calls: list[Call], peer: Optional[Endpoint]) -> list[Call]:
+        self._counters["calls"] += len(calls)
+        out = []
+        for call in calls:
+            # The thread that handled the request: it read it (server) or wrote it (client).
+            req_dir = Direction.EGRESS if call.role == Role.CLIENT else Direction.INGRESS
+            conn = state.connection(state.tid_at(req_dir, call.start_ns), peer)
+            out.append(replace(call, conn=conn))
+        return out
+
+
+def _add_parser_stats(totals: dict[str, int], state: ConnState) -> None:
+    stats = getattr(state.parser, "stats", None)
+    if stats is None:
+        return
+    totals["resyncs"] += stats.resyncs
+    totals["unpaired"] += stats.unpaired
+    totals["truncated"] += stats.truncated

@@ -1,0 +1,519 @@
+"""HTTP/1.0 and HTTP/1.1 (RFC 9112, https://www.rfc-editor.org/rfc/rfc9112): segments -> Calls.
+
+One ``Http1Parser`` per connection sees both directions in order. The direction that carries
+request lines is the request side (EGRESS -> this process is the CLIENT, INGRESS -> SERVER);
+responses pair with requests first-in first-out, which covers keep-alive and pipelining.
+
+Message framing (RFC 9112 section 6.3), in the order it applies: 1xx interim responses are skipped
+(101 ends HTTP/1 on the connection); responses to HEAD and 204/304 have no body; a 2xx answer to
+CONNECT opens a tunnel; ``Transfer-Encoding: chunked``; ``Content-Length``; otherwise a request has
+no body and a response runs until the connection closes.
+
+The kernel copies only a prefix of each syscall's bytes (``Segment.size`` > ``len(data)``). Bytes
+that were not captured are counted, never invented. When they hide framing (a head cut short,
+chunk sizes inside the missing tail) the message goes "lossy": its end is taken to be the next
+message start seen at the beginning of a segment, a new request on the connection, or the close.
+Garbage (or a connection first seen mid-way) puts that direction in "sync" mode: segments are
+skipped until one starts like a message. Both are counted in ``stats``.
+
+Hot path: one ``bytes.find`` for the end of a head, one latin-1 decode and ``str.split`` of the
+head; bodies are counted, and only a bounded prefix is copied.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Optional
+
+from hostagent.model import Call, Direction, Role, Segment
+from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.http_common import (
+    ERROR_NO_RESPONSE,
+    method_attributes,
+    parse_host,
+    split_target,
+    status_error,
+)
+
+# Request-line prefixes accepted as the start of a request: RFC 9110 methods, PATCH and the
+# common WebDAV / cache extensions. A request with another method is still parsed inside a
+# connection already known to be HTTP; it just cannot start one or end a resync.
+_METHODS = (
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "PURGE", "QUERY",
+    "REPORT", "SEARCH", "MKCALENDAR",
+)  # fmt: skip
+_REQUEST_STARTS = tuple(m.encode() + b" " for m in _METHODS)
+_STATUS_START = b"HTTP/1."
+_STARTS = (*_REQUEST_STARTS, _STATUS_START)
+
+MAX_HEAD = 16 * 1024  # a head not finished within this many bytes is garbage
+MAX_HEADERS = 64  # headers kept per message; the rest are still framed correctly
+MAX_LINE = 1024  # a chunk-size or trailer line longer than this is garbage
+MAX_PENDING = 64  # pipelined requests waiting for a response
+BODY_LIMIT = 1024  # body prefix kept per message (the traces stage trims further)
+
+# Per-direction states.
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _LOSSY, _SYNC, _DONE = range(7)
+# Chunked sub-states.
+_CH_SIZE, _CH_DATA, _CH_CRLF, _CH_TRAILER = range(4)
+
+
+def looks_like(data: bytes, direction: Direction) -> bool:
+    """A request line (known method + space) or an HTTP/1 status line; either direction."""
+    return data.startswith(_STARTS)
+
+
+class _Message:
+    """One request or response while it is being read; mutable, never leaves this module."""
+
+    __slots__ = (
+        "body", "body_size", "chunked", "end_ns", "framed", "headers", "host", "length", "method",
+        "start_ns", "status", "target", "traceparent", "tracestate", "user_agent", "version",
+    )  # fmt: skip
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.end_ns = start_ns
+        self.method = ""
+        self.target = ""
+        self.version = ""
+        self.status = 0
+        self.headers: tuple[tuple[str, str], ...] = ()
+        self.host = ""
+        self.user_agent = ""
+        self.traceparent: Optional[str] = None
+        self.tracestate: Optional[str] = None
+        self.length = -1  # Content-Length, -1 when absent
+        self.chunked = False
+        self.framed = False  # the message has a body whose size we report
+        self.body = b""
+        self.body_size = 0
+
+
+class _Half:
+    """Decoder state of one direction."""
+
+    __slots__ = ("buf", "chunk", "head_ts", "is_request", "msg", "remaining", "state")
+
+    def __init__(self, is_request: bool) -> None:
+        self.is_request = is_request
+        self.state = _HEAD
+        self.buf = b""  # partial head or chunk line
+        self.head_ts = 0  # ts of the segment where the buffered head began
+        self.msg: Optional[_Message] = None
+        self.remaining = 0  # body bytes (or chunk bytes, or CRLF bytes) still to come
+        self.chunk = _CH_SIZE
+
+
+class Http1Parser:
+    """Per-connection HTTP/1.x decoder (a ``StreamParser``)."""
+
+    def __init__(self, body_limit: int = BODY_LIMIT) -> None:
+        self.stats = ParserStats()
+        self.upgraded = False  # 101 or CONNECT tunnel: the bytes are no longer HTTP/1
+        self._body_limit = body_limit
+        self._req_dir: Optional[Direction] = None
+        self._req = _Half(True)
+        self._resp = _Half(False)
+        self._pending: deque[_Message] = deque()
+        self._in_sync = True  # before the first message start: counted once as a resync
+
+    # -- public -----------------------------------------------------------------------------
+    def feed(self, segment: Segment) -> list[Call]:
+        if self.upgraded:
+            return []
+        data = segment.data
+        if self._req_dir is None:
+            if data.startswith(_STATUS_START):
+                self._req_dir = Direction(1 - segment.direction)  # the other side asked
+            elif data.startswith(_REQUEST_STARTS):
+                self._req_dir = segment.direction
+            else:
+                if self._in_sync:
+                    self._in_sync = False
+                    self.stats.resyncs += 1
+                return []
+        out: list[Call] = []
+        half = self._req if segment.direction == self._req_dir else self._resp
+        self._consume(half, segment, out)
+        return out
+
+    def close(self, ts_ns: int) -> list[Call]:
+        """Finish a response that runs until close (or lost its framing); fail the unanswered."""
+        out: list[Call] = []
+        resp = self._resp
+        if resp.msg is not None and resp.state in (_UNTIL_CLOSE, _LOSSY, _LENGTH, _CHUNKED):
+            if resp.state in (_LENGTH, _CHUNKED):
+                self.stats.truncated += 1
+            self._response_done(resp, out)
+        for req in self._pending:
+            out.append(self._call(req, None, ts_ns))
+        self.stats.unpaired += len(self._pending)
+        self._pending.clear()
+        self._req.state = self._resp.state = _DONE
+        return out
+
+    def buffered(self) -> int:
+        """Bytes held between segments (bounded by MAX_HEAD, MAX_LINE and body prefixes)."""
+        n = len(self._req.buf) + len(self._resp.buf)
+        return n + sum(len(m.body) for m in self._pending)
+
+    # -- per direction ------------------------------------------------------------------------
+    def _consume(self, half: _Half, seg: Segment, out: list[Call]) -> None:
+        data = seg.data
+        n = len(data)
+        size = seg.size if seg.size > n else n
+        ts = seg.ts_ns
+        state = half.state
+        if state == _LOSSY or state == _SYNC:
+            if data.startswith(_REQUEST_STARTS if half.is_request else _STATUS_START):
+                if state == _LOSSY:
+                    self._finish(half, out)
+                half.state = _HEAD
+                half.buf = b""
+            elif state == _LOSSY:
+                msg = half.msg
+                if msg is not None:
+                    self._keep(msg, data, 0, n)
+                    msg.body_size += size
+                    msg.end_ns = ts
+                return
+            else:
+                return
+        pos = 0
+        while pos < size:
+            state = half.state
+            if state == _HEAD:
+                pos = self._head(half, data, n, size, pos, ts, out)
+            elif state == _LENGTH:
+                msg = half.msg
+                assert msg is not None
+                take = min(half.remaining, size - pos)
+                if pos < n:
+                    self._keep(msg, data, pos, min(pos + take, n))
+                msg.body_size += take
+                msg.end_ns = ts
+                half.remaining -= take
+                pos += take
+                if half.remaining == 0:
+                    self._finish(half, out)
+            elif state == _CHUNKED:
+                pos = self._chunked(half, data, n, size, pos, ts, out)
+            elif state == _UNTIL_CLOSE or state == _LOSSY:
+                msg = half.msg
+                assert msg is not None
+                self._keep(msg, data, pos, n)
+                msg.body_size += size - pos
+                msg.end_ns = ts
+                pos = size
+            else:  # _SYNC, _DONE: the rest of this segment is skipped
+                break
+
+    def _head(self, half: _Half, data: bytes, n: int, size: int, pos: int, ts: int, out: list[Call]) -> int:
+        """Read (part of) a message head starting at ``pos``; return the new position."""
+        if pos >= n:  # a head would start in bytes that were not captured: its message is lost
+            return self._lose(half, size)
+        if half.buf:
+            old = len(half.buf)
+            buf = half.buf + data[pos:n]
+            end = buf.find(b"\r\n\r\n", old - 3 if old > 3 else 0)
+            if end >= 0:
+                half.buf = b""
+                return self._start(half, buf[:end], False, half.head_ts, out, pos + end + 4 - old)
+            ts = half.head_ts
+        else:
+            if data.startswith(b"\r\n", pos):  # stray CRLF between messages (RFC 9112 2.2)
+                return pos + 2
+            first = data[pos]
+            if not (65 <= first <= 90 if half.is_request else first == 72):  # 'A'-'Z' / 'H'
+                return self._resync(half, size, out)
+            end = data.find(b"\r\n\r\n", pos, n)
+            if end >= 0:
+                return self._start(half, data[pos:end], False, ts, out, end + 4)
+            buf = data[pos:n]
+            half.head_ts = ts
+        if size > n:  # the head runs into bytes that were not captured: parse what we have
+            half.buf = b""
+            self.stats.truncated += 1
+            return self._start(half, buf, True, ts, out, size)
+        if len(buf) > MAX_HEAD or (len(buf) >= 8 and not _plausible(buf, half.is_request)):
+            half.buf = b""
+            return self._resync(half, size, out)
+        half.buf = buf
+        return n
+
+    def _start(self, half: _Half, head: bytes, cut: bool, ts: int, out: list[Call], pos: int) -> int:
+        """A complete (or cut) head: build the message and choose how its body is framed."""
+        msg = _parse_head(head, half.is_request, cut, ts)
+        if msg is None:
+            return self._resync(half, pos, out)
+        if half.is_request:
+            return self._request_started(half, msg, cut, out, pos)
+        return self._response_started(half, msg, cut, out, pos)
+
+    def _request_started(self, half: _Half, msg: _Message, cut: bool, out: list[Call], pos: int) -> int:
+        resp = self._resp
+        if resp.msg is not None and (resp.state == _LOSSY or resp.state == _UNTIL_CLOSE):
+            self._finish(resp, out)  # a new request means the previous response has ended
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self.stats.unpaired += 1
+        self._pending.append(msg)
+        half.msg = msg
+        if msg.method == "CONNECT":  # whatever follows is tunnel bytes, until the answer says no
+            half.state = _SYNC
+        elif cut:
+            half.state = _LOSSY
+            msg.framed = msg.chunked or msg.length > 0
+        elif msg.chunked:
+            msg.framed = True
+            half.state, half.chunk = _CHUNKED, _CH_SIZE
+        elif msg.length > 0:
+            msg.framed = True
+            half.state, half.remaining = _LENGTH, msg.length
+        else:
+            half.state = _HEAD
+        return pos
+
+    def _response_started(self, half: _Half, msg: _Message, cut: bool, out: list[Call], pos: int) -> int:
+        status = msg.status
+        if 100 <= status < 200 and status != 101:  # interim (100 Continue, 103 Early Hints)
+            self.stats.extra["interim"] = self.stats.extra.get("interim", 0) + 1
+            half.state = _HEAD
+            return pos
+        half.msg = msg
+        req = self._pending[0] if self._pending else None
+        method = req.method if req is not None else ""
+        if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+            self._response_done(half, out)
+            self.upgraded = True
+            self.stats.extra["upgraded"] = self.stats.extra.get("upgraded", 0) + 1
+            self._req.state = half.state = _DONE
+            return pos
+        if method == "HEAD" or status == 204 or status == 304:
+            self._response_done(half, out)
+        elif cut:
+            msg.framed = True
+            half.state = _LOSSY
+        elif msg.chunked:
+            msg.framed = True
+            half.state, half.chunk = _CHUNKED, _CH_SIZE
+        elif msg.length >= 0:
+            msg.framed = True
+            if msg.length == 0:
+                self._response_done(half, out)
+            else:
+                half.state, half.remaining = _LENGTH, msg.length
+        else:
+            msg.framed = True
+            half.state = _UNTIL_CLOSE
+        return pos
+
+    def _chunked(
+        self, half: _Half, data: bytes, n: int, size: int, pos: int, ts: int, out: list[Call]
+    ) -> int:
+        msg = half.msg
+        assert msg is not None
+        start = pos
+        while pos < size:
+            chunk = half.chunk
+            if chunk == _CH_DATA or chunk == _CH_CRLF:
+                take = min(half.remaining, size - pos)
+                if chunk == _CH_DATA and pos < n:
+                    self._keep(msg, data, pos, min(pos + take, n))
+                pos += take
+                half.remaining -= take
+                if half.remaining == 0:
+                    if chunk == _CH_DATA:
+                        half.chunk, half.remaining = _CH_CRLF, 2
+                    else:
+                        half.chunk = _CH_SIZE
+                continue
+            if pos >= n:  # a chunk-size line in bytes that were not captured: framing is lost
+                msg.body_size += size - start
+                msg.end_ns = ts
+                self.stats.truncated += 1
+                half.state = _LOSSY
+                return size
+            eol = data.find(b"\r\n", pos, n)
+            if eol < 0:
+                line = half.buf + data[pos:n]
+                if len(line) > MAX_LINE:
+                    msg.body_size += n - start
+                    half.buf = b""
+                    return self._resync(half, size, out)
+                half.buf = line
+                pos = n
+                continue
+            if half.buf:
+                if half.buf[-1:] == b"\r" and data[pos : pos + 1] == b"\n":  # CRLF split across reads
+                    line, eol = half.buf[:-1], pos - 1
+                else:
+                    line = half.buf + data[pos:eol]
+                half.buf = b""
+            else:
+                line = data[pos:eol]
+            pos = eol + 2
+            if chunk == _CH_SIZE:
+                try:
+                    length = int(line.partition(b";")[0].strip(), 16)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    msg.body_size += pos - start
+                    return self._resync(half, size, out)
+                if length == 0:
+                    half.chunk = _CH_TRAILER
+                else:
+                    half.chunk, half.remaining = _CH_DATA, length
+            elif not line:  # the empty line after the last chunk and its trailers
+                msg.body_size += pos - start
+                msg.end_ns = ts
+                self._finish(half, out)
+                return pos
+        msg.body_size += pos - start
+        msg.end_ns = ts
+        return pos
+
+    # -- endings ------------------------------------------------------------------------------
+    def _finish(self, half: _Half, out: list[Call]) -> None:
+        if half.is_request:
+            half.state = _HEAD
+        else:
+            self._response_done(half, out)
+
+    def _response_done(self, half: _Half, out: list[Call]) -> None:
+        resp = half.msg
+        half.msg = None
+        half.state = _HEAD
+        if resp is None:
+            return
+        if not self._pending:
+            self.stats.unpaired += 1
+            return
+        req = self._pending.popleft()
+        out.append(self._call(req, resp, resp.end_ns))
+
+    def _lose(self, half: _Half, size: int) -> int:
+        """A whole message head fell into uncaptured bytes; wait for the next message start."""
+        self.stats.resyncs += 1
+        half.state = _SYNC
+        half.buf = b""
+        return size
+
+    def _resync(self, half: _Half, size: int, out: list[Call]) -> int:
+        """Garbage: a response being read ends here (its status is known), then skip to a start."""
+        if half.msg is not None and not half.is_request:
+            self._response_done(half, out)
+        return self._lose(half, size)
+
+    def _keep(self, msg: _Message, data: bytes, start: int, end: int) -> None:
+        room = self._body_limit - len(msg.body)
+        if room > 0 and end > start:
+            msg.body += data[start : min(end, start + room)]
+
+    def _call(self, req: _Message, resp: Optional[_Message], end_ns: int) -> Call:
+        role = Role.CLIENT if self._req_dir == Direction.EGRESS else Role.SERVER
+        attrs: dict = {}
+        name = method_attributes(req.method, attrs)
+        scheme, path, query = split_target(req.target)
+        if req.method != "CONNECT":
+            attrs["url.path"] = path
+            if query:
+                attrs["url.query"] = query
+        attrs["url.scheme"] = scheme or "http"
+        host = req.host or (req.target if req.method == "CONNECT" else "")
+        if host:
+            address, port = parse_host(host)
+            attrs["server.address"] = address
+            attrs["server.port"] = port
+            if role == Role.CLIENT and req.method != "CONNECT":
+                attrs["url.full"] = f"{scheme or 'http'}://{host}{path}" + (f"?{query}" if query else "")
+        version = (resp.version if resp is not None else "") or req.version
+        if version:
+            attrs["network.protocol.version"] = version
+        if req.user_agent:
+            attrs["user_agent.original"] = req.user_agent
+        if req.framed:
+            attrs["http.request.body.size"] = req.body_size
+        error: Optional[str] = ERROR_NO_RESPONSE
+        resp_headers: tuple[tuple[str, str], ...] = ()
+        resp_body = b""
+        resp_size = 0
+        if resp is not None:
+            attrs["http.response.status_code"] = resp.status
+            if resp.framed:
+                attrs["http.response.body.size"] = resp.body_size
+            error = status_error(role, resp.status)
+            resp_headers, resp_body, resp_size = resp.headers, resp.body, resp.body_size
+        return Call(
+            protocol="http", role=role, start_ns=req.start_ns, end_ns=end_ns, name=name,
+            attributes=attrs, error_type=error, traceparent=req.traceparent, tracestate=req.tracestate,
+            request_headers=req.headers, response_headers=resp_headers, request_body=req.body,
+            response_body=resp_body, request_size=req.body_size, response_size=resp_size,
+        )  # fmt: skip
+
+
+def _parse_head(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_Message]:
+    """Start line and headers; None when it is not an HTTP/1 head. ``cut``: the tail is missing."""
+    lines = head.decode("latin-1").split("\r\n")
+    first = lines[0]
+    msg = _Message(ts)
+    if is_request:
+        method, _, rest = first.partition(" ")
+        target, _, version = rest.rpartition(" ")
+        if not version.startswith("HTTP/1."):
+            if not (cut and len(lines) == 1):  # only a cut request line may lack its version
+                return None
+            target, version = rest, ""
+        if not method.isalpha() or not target or " " in target:
+            return None
+        msg.method, msg.target, msg.version = method, target, version[5:]
+    else:
+        version, _, rest = first.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
+            return None
+        msg.version, msg.status = version[5:], int(code)
+    headers = []
+    # A cut head's last line is incomplete (a value may have lost digits): leave it out.
+    for line in lines[1 : min(len(lines) - 1 if cut else len(lines), MAX_HEADERS + 1)]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        value = value.strip()
+        headers.append((name, value))
+        if name in _SPECIAL:
+            if name == "content-length":
+                if not value.isdigit():
+                    return None
+                msg.length = int(value)
+            elif name == "transfer-encoding":
+                msg.chunked = value.lower().endswith("chunked")
+            elif name == "host":
+                msg.host = value
+            elif name == "user-agent":
+                msg.user_agent = value
+            elif name == "traceparent":
+                msg.traceparent = value
+            elif name == "tracestate":
+                msg.tracestate = value
+    msg.headers = tuple(headers)
+    return msg
+
+
+def _plausible(buf: bytes, is_request: bool) -> bool:
+    """Whether the first 8+ bytes of a head still being buffered can start a message."""
+    if not is_request:
+        return buf.startswith(_STATUS_START)
+    space = buf.find(b" ", 0, 16)
+    return space > 0 and buf[:space].isalpha()
+
+
+_SPECIAL = frozenset(
+    ("content-length", "transfer-encoding", "host", "user-agent", "traceparent", "tracestate")
+)
+
+SPEC = ProtocolSpec(name="http", probe="http", looks_like=looks_like, new_parser=Http1Parser)
