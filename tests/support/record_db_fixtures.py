@@ -1,0 +1,306 @@
+"""Record the database parser fixtures from real servers and real clients.
+
+Run as root from the repository root:  .venv/bin/python -m tests.support.record_db_fixtures
+It starts PostgreSQL 15, MariaDB and Redis 7 (tests.support.db_servers), puts a recording
+relay (tests.support.tcp_recorder) in front of each, drives real clients through it and writes
+tests/fixtures/db/<name>.json. Each scenario uses one client connection and says in its note
+what was sent, which is what the unit tests assert against. Ports 18500-18599.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tests.support import db_servers
+from tests.support.tcp_recorder import HOST, Recorder
+
+OUT = Path(__file__).resolve().parent.parent / "fixtures" / "db"
+PY = sys.executable
+
+
+@contextlib.contextmanager
+def recording(name: str, note: str, server_port: int, listen_port: int) -> Iterator[int]:
+    rec = Recorder(listen_port, server_port)
+    try:
+        yield listen_port
+        time.sleep(0.3)
+    finally:
+        rec.close()
+    if not rec.connections:
+        raise RuntimeError(f"{name}: no connection was recorded")
+    rec.save(OUT / f"{name}.json", name, note)
+    print(f"recorded {name}: {len(rec.connections[0])} chunks")
+
+
+def sh(cmd: list[str], stdin: str = "", check: bool = True) -> None:
+    subprocess.run(cmd, input=stdin.encode(), check=check, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+def psql(port: int, *args: str, stdin: str = "", check: bool = True) -> None:
+    sh(["psql", "-X", "-q", "-h", HOST, "-p", str(port), "-U", "postgres", "-d", "postgres",
+        *args], stdin=stdin, check=check)
+
+
+def record_postgres(server_port: int) -> None:
+    psql(server_port, "-c", "CREATE TABLE users (id int primary key, name text)")
+    scen: list[tuple[str, str, Callable[[int], None]]] = [
+        ("pg_psql_simple", "psql script: 3 Queries (INSERT, SELECT WHERE id = 1, SELECT count(*))",
+         lambda p: psql(p, stdin="INSERT INTO users VALUES (1, 'alice'), (2, 'bob');\n"
+                              "SELECT id, name FROM users WHERE id = 1;\n"
+                              "SELECT count(*) FROM users;\n")),
+        ("pg_psql_multi", "psql -c: one Query message with 3 statements (SELECT 1; SELECT 2; UPDATE)",
+         lambda p: psql(p, "-c", "SELECT 1; SELECT 'two'; UPDATE users SET name = 'x' WHERE id = 42")),
+        ("pg_psql_error", "psql -c: SELECT * FROM missing_table -> 42P01",
+         lambda p: psql(p, "-c", "SELECT * FROM missing_table", check=False)),
+        ("pg_psql_txn", "psql script: BEGIN; INSERT; UPDATE; COMMIT (4 Queries)",
+         lambda p: psql(p, stdin="BEGIN;\nINSERT INTO users VALUES (3, 'carol');\n"
+                              "UPDATE users SET name = 'caroline' WHERE id = 3;\nCOMMIT;\n")),
+        ("pg_psql_copy", "psql -c: COPY users TO STDOUT (2+ rows out)",
+         lambda p: psql(p, "-c", "COPY (SELECT id, name FROM users ORDER BY id) TO STDOUT")),
+        ("pg_psycopg_prepared", "psycopg prepare_threshold=0: 2x SELECT by id, INSERT, failing SELECT",
+         lambda p: run_py(PSYCOPG_PREPARED, p)),
+        ("pg_psycopg_pipeline", "psycopg pipeline: 3 executes (SELECT, INSERT, SELECT) then error",
+         lambda p: run_py(PSYCOPG_PIPELINE, p)),
+    ]
+    for i, (name, note, fn) in enumerate(scen):
+        with recording(name, note, server_port, 18530 + i) as port:
+            fn(port)
+
+
+PSYCOPG_PREPARED = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       prepare_threshold=0, sslmode="disable", autocommit=True)
+conn.execute("SELECT id, name FROM users WHERE id = %s", (1,)).fetchall()
+conn.execute("SELECT id, name FROM users WHERE id = %s", (2,)).fetchall()
+conn.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (10, "dave"))
+try:
+    conn.execute("SELECT * FROM nope WHERE id = %s", (1,))
+except psycopg.errors.UndefinedTable:
+    pass
+conn.close()
+"""
+
+PSYCOPG_PIPELINE = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       sslmode="disable", autocommit=True)
+with conn.pipeline():
+    c1 = conn.execute("SELECT name FROM users WHERE id = %s", (1,))
+    conn.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (11, "erin"))
+    c3 = conn.execute("SELECT count(*) FROM users")
+print(c1.fetchall(), c3.fetchall())
+try:
+    with conn.pipeline():
+        conn.execute("SELECT 1")
+        conn.execute("SELECT * FROM nope")
+        conn.execute("SELECT 3")
+except psycopg.errors.UndefinedTable:
+    pass
+conn.close()
+"""
+
+
+def run_py(code: str, port: int, *extra: str) -> None:
+    subprocess.run([PY, "-c", code, str(port), *extra], check=True, stdout=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- MariaDB
+def mysql_cli(port: int, sql: str, check: bool = True) -> None:
+    sh(["mariadb", "--no-defaults", "-h", HOST, "-P", str(port), "-uroot", "--skip-ssl", "test",
+        "-e", sql], check=check)
+
+
+PYMYSQL = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test",
+                       client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+cur = conn.cursor()
+cur.execute("SELECT id, name FROM people WHERE id = %s", (1,))
+cur.fetchall()
+cur.execute("INSERT INTO people (id, name) VALUES (%s, %s)", (20, "o'hara"))
+try:
+    cur.execute("SELECT * FROM missing_table")
+except pymysql.err.ProgrammingError:
+    pass
+cur.execute("SELECT 1; SELECT 2")
+while cur.nextset():
+    pass
+conn.commit()
+conn.close()
+"""
+
+CONNECTOR_PREPARED = """
+import sys, mysql.connector
+conn = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test",
+                               ssl_disabled=True, use_pure=True)
+cur = conn.cursor(prepared=True)
+cur.execute("SELECT id, name FROM people WHERE id = ?", (1,))
+cur.fetchall()
+cur.execute("SELECT id, name FROM people WHERE id = ?", (2,))
+cur.fetchall()
+cur.execute("UPDATE people SET name = ? WHERE id = ?", ("zed", 2))
+try:
+    cur.execute("SELECT * FROM missing_table WHERE id = ?", (1,))
+except mysql.connector.Error:
+    pass
+cur.close()
+conn.close()
+"""
+
+
+def record_mariadb(server_port: int) -> None:
+    mysql_cli(server_port, "CREATE TABLE people (id int primary key, name varchar(40));"
+                           "INSERT INTO people VALUES (1, 'ann'), (2, 'ben')")
+    scen: list[tuple[str, str, Callable[[int], None]]] = [
+        ("my_cli_queries", "mariadb -e: select @@version_comment (client), SELECT WHERE id = 1, "
+                           "SELECT count(*), UPDATE (client splits on ;)",
+         lambda p: mysql_cli(p, "SELECT id, name FROM people WHERE id = 1; SELECT count(*) FROM people; "
+                                "UPDATE people SET name = 'bob' WHERE id = 2")),
+        ("my_cli_error", "mariadb -e: SELECT * FROM missing_table -> 1146 42S02",
+         lambda p: mysql_cli(p, "SELECT * FROM missing_table", check=False)),
+        ("my_pymysql", "PyMySQL MULTI_STATEMENTS: SELECT, INSERT, error 1146, 'SELECT 1; SELECT 2', COMMIT",
+         lambda p: run_py(PYMYSQL, p)),
+        ("my_connector_prepared", "mysql-connector prepared=True: 2x SELECT ?, UPDATE ?, failing prepare",
+         lambda p: run_py(CONNECTOR_PREPARED, p)),
+    ]
+    for i, (name, note, fn) in enumerate(scen):
+        with recording(name, note, server_port, 18540 + i) as port:
+            fn(port)
+
+
+# ---------------------------------------------------------------- Redis
+REDIS_PIPELINE = """
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), protocol=2)
+p = r.pipeline(transaction=False)
+for i in range(100):
+    p.set(f"key:{i}", f"value-{i}") if i % 2 == 0 else p.get(f"key:{i-1}")
+p.execute()
+r.close()
+"""
+
+REDIS_MULTI = """
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), protocol=2)
+p = r.pipeline(transaction=True)
+p.incr("counter"); p.lpush("list", "a", "b"); p.get("counter")
+p.execute()
+try:
+    r.lpush("counter", "x")
+except redis.ResponseError:
+    pass
+try:
+    r.execute_command("NOSUCHCMD", "secretarg")
+except redis.ResponseError:
+    pass
+r.close()
+"""
+
+REDIS_AUTH = """
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), password="s3cr3t-Pa55", protocol=2)
+r.set("a", "1"); r.get("a")
+r.close()
+"""
+
+REDIS_RESP3 = "".join(
+    ["HSET h f1 v1 f2 v2\n", "HGETALL h\n", "SADD s m1 m2\n", "SMEMBERS s\n", "ZADD z 1.5 m\n",
+     "ZSCORE z m\n"]
+    + [f"DEBUG PROTOCOL {kind}\n"
+       for kind in ("verbatim", "true", "null", "double", "map", "set", "push")]
+)
+
+REDIS_PUBSUB = """
+import sys, time, redis
+port = int(sys.argv[1])
+r = redis.Redis(host="127.0.0.1", port=port, protocol=2)
+ps = r.pubsub()
+ps.subscribe("ch1", "ch2")
+other = redis.Redis(host="127.0.0.1", port=int(sys.argv[2]))  # straight to the server: not recorded
+time.sleep(0.2)
+other.publish("ch1", "hello"); other.publish("ch2", "world")
+got = 0
+deadline = time.time() + 5
+while got < 4 and time.time() < deadline:
+    m = ps.get_message(timeout=1)
+    if m:
+        got += 1
+ps.ping()
+time.sleep(0.1)
+ps.get_message(timeout=1)
+ps.unsubscribe()
+time.sleep(0.2)
+while ps.get_message(timeout=0.5):
+    pass
+ps.close()
+"""
+
+
+RAW_RESP3 = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(0.3)
+for cmd in ([b"HELLO", b"3"], [b"DEBUG", b"PROTOCOL", b"attrib"], [b"DEBUG", b"PROTOCOL", b"bignum"],
+            [b"PING"]):
+    s.sendall(b"*%d\\r\\n" % len(cmd) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in cmd))
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        pass
+s.close()
+"""
+
+
+def record_redis(server_port: int, auth_port: int) -> None:
+    scen: list[tuple[str, str, int, Callable[[int], None]]] = [
+        ("redis_cli", "redis-cli from stdin: SET, GET, INCR, DEL, PING (5 commands, one connection)",
+         server_port,
+         lambda p: sh(["redis-cli", "-h", HOST, "-p", str(p)],
+                      stdin="SET greeting hello\nGET greeting\nINCR hits\nDEL greeting\nPING\n")),
+        ("redis_py_pipeline100", "redis-py pipeline of 100 commands (50 SET + 50 GET alternating)",
+         server_port, lambda p: run_py(REDIS_PIPELINE, p)),
+        ("redis_py_multi", "redis-py MULTI INCR LPUSH GET EXEC, then LPUSH on a string (WRONGTYPE), "
+                           "then NOSUCHCMD secretarg (ERR)",
+         server_port, lambda p: run_py(REDIS_MULTI, p)),
+        ("redis_py_auth", "redis-py with password s3cr3t-Pa55: AUTH, SET, GET", auth_port,
+         lambda p: run_py(REDIS_AUTH, p)),
+        ("redis_cli_resp3", "redis-cli -3 from stdin: HELLO 3 (by redis-cli), HSET, HGETALL, SADD, "
+                            "SMEMBERS, ZADD, ZSCORE, 7x DEBUG PROTOCOL <kind> (14 commands sent by the user)",
+         server_port,
+         lambda p: sh(["redis-cli", "-3", "-h", HOST, "-p", str(p)], stdin=REDIS_RESP3)),
+        ("redis_raw_attrib", "raw socket RESP3: HELLO 3, DEBUG PROTOCOL attrib, DEBUG PROTOCOL bignum, "
+                             "PING (one at a time; hiredis and redis-py cannot read attributes)",
+         server_port, lambda p: run_py(RAW_RESP3, p)),
+        ("redis_py_pubsub", "redis-py pubsub: SUBSCRIBE ch1 ch2, 2 messages, PING, UNSUBSCRIBE",
+         server_port, lambda p: run_py(REDIS_PUBSUB, p, str(server_port))),
+    ]
+    for i, (name, note, sport, fn) in enumerate(scen):
+        with recording(name, note, sport, 18550 + i) as port:
+            fn(port)
+
+
+def main() -> None:
+    which = set(sys.argv[1:]) or {"pg", "my", "redis"}
+    if "pg" in which:
+        with db_servers.postgres_server(18500) as pg:
+            record_postgres(pg.port)
+    if "my" in which:
+        with db_servers.mariadb_server(18510) as my:
+            record_mariadb(my.port)
+    if "redis" in which:
+        with db_servers.redis_server(18520, extra_args=("--enable-debug-command", "yes")) as rd, \
+                db_servers.redis_server(18522, "s3cr3t-Pa55") as ra:
+            record_redis(rd.port, ra.port)
+
+
+if __name__ == "__main__":
+    main()
