@@ -1,0 +1,152 @@
+"""One HTTP/2 stream's state, and the Call it becomes (HTTP or gRPC semantic conventions).
+
+HTTP/2 Calls follow the HTTP conventions (as HTTP/1.x, with ``network.protocol.version`` "2");
+streams whose content-type is application/grpc follow hostagent.protocols.grpc. Header names
+are lower-case on the wire (RFC 9113 section 8.2.1); pseudo-headers (``:method``...) become
+attributes and are left out of request_headers/response_headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hostagent.model import Attributes, Call, Direction, Role
+from hostagent.protocols import grpc
+from hostagent.protocols.http2_hpack import Header
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+HEADERS_INCOMPLETE = "hostagent.http2.headers_incomplete"  # some HPACK fields were unknowable
+
+
+@dataclass(slots=True)
+class Stream:
+    sid: int
+    initiator: Direction  # the direction that carried the request HEADERS
+    start_ns: int
+    end_ns: int
+    request: list[Header]
+    response: Optional[list[Header]] = None  # final (non-1xx) response headers
+    trailers: list[Header] = field(default_factory=list)
+    incomplete: bool = False
+    request_ended: bool = False
+    request_size: int = 0
+    response_size: int = 0
+    request_body: bytearray = field(default_factory=bytearray)
+    response_body: bytearray = field(default_factory=bytearray)
+    request_messages: grpc.MessageCounter = field(default_factory=grpc.MessageCounter)
+    response_messages: grpc.MessageCounter = field(default_factory=grpc.MessageCounter)
+
+
+def _get(headers: Optional[list[Header]], name: str) -> Optional[str]:
+    if headers:
+        for n, v in headers:
+            if n == name:
+                return v
+    return None
+
+
+def _plain(headers: Optional[list[Header]]) -> tuple[tuple[str, str], ...]:
+    return tuple((n.lower(), v) for n, v in headers or () if not n.startswith(":"))
+
+
+def _authority(value: Optional[str]) -> tuple[Optional[str], Optional[int]]:
+    if not value:
+        return None, None
+    host, port = value, None
+    if value.startswith("["):  # [v6]:port
+        close = value.find("]")
+        if close > 0:
+            host = value[1:close]
+            rest = value[close + 1 :]
+            if rest.startswith(":") and rest[1:].isdigit():
+                port = int(rest[1:])
+    elif value.count(":") == 1:
+        h, _, p = value.partition(":")
+        if p.isdigit():
+            host, port = h, int(p)
+    return host, port
+
+
+def to_call(s: Stream, reset: Optional[str] = None, message: str = "") -> Call:
+    """The Call for a finished stream. ``reset``: HTTP/2 error code name when it ended abnormally."""
+    role = Role.CLIENT if s.initiator == Direction.EGRESS else Role.SERVER
+    path = _get(s.request, ":path")
+    host, port = _authority(_get(s.request, ":authority") or _get(s.request, "host"))
+    attrs: Attributes = {"network.protocol.name": "http", "network.protocol.version": "2"}
+    if host is not None:
+        attrs["server.address"] = host
+        if port is not None:
+            attrs["server.port"] = port
+    if s.incomplete:
+        attrs[HEADERS_INCOMPLETE] = True
+    response_headers = _plain(s.response) + _plain(s.trailers)
+    grpc_status = _get(s.trailers, "grpc-status") or _get(s.response, "grpc-status")
+    content_type = _get(s.request, "content-type") or _get(s.response, "content-type")
+    error_type: Optional[str] = None
+    if grpc.is_grpc(content_type) or grpc_status is not None:
+        protocol = "grpc"
+        status = grpc.status_name(grpc_status) if grpc_status is not None else None
+        if status is None and reset is not None:
+            status = grpc.status_from_h2_error(reset)
+        rpc_attrs, name = grpc.call_attributes(path, status)
+        attrs.update(rpc_attrs)
+        if s.request_messages.count is not None:
+            attrs[grpc.REQUEST_COUNT] = s.request_messages.count
+        if s.response_messages.count is not None and s.response is not None:
+            attrs[grpc.RESPONSE_COUNT] = s.response_messages.count
+        if status is not None and grpc.is_error(status, role):
+            error_type = reset if grpc_status is None and reset is not None else status
+        elif status is None and reset is not None:
+            error_type = reset
+        grpc_message = _get(s.trailers, "grpc-message") or _get(s.response, "grpc-message")
+        if grpc_message:
+            message = grpc.decode_message(grpc_message)
+    else:
+        protocol = "http"
+        method = _get(s.request, ":method")
+        name = "HTTP"
+        if method is not None:
+            if method in KNOWN_METHODS:
+                attrs["http.request.method"] = method
+                name = method
+            else:
+                attrs["http.request.method"] = "_OTHER"
+                attrs["http.request.method_original"] = method
+        if path is not None:
+            p, sep, q = path.partition("?")
+            attrs["url.path"] = p
+            if sep:
+                attrs["url.query"] = q
+        scheme = _get(s.request, ":scheme")
+        if scheme:
+            attrs["url.scheme"] = scheme
+        ua = _get(s.request, "user-agent")
+        if ua is not None:
+            attrs["user_agent.original"] = ua
+        status_raw = _get(s.response, ":status")
+        if status_raw is not None and status_raw.isdigit():
+            code = int(status_raw)
+            attrs["http.response.status_code"] = code
+            if code >= 500 or (code >= 400 and role == Role.CLIENT):
+                error_type = status_raw
+        if reset is not None and error_type is None:
+            error_type = reset
+    return Call(
+        protocol=protocol,
+        role=role,
+        start_ns=s.start_ns,
+        end_ns=s.end_ns,
+        name=name,
+        attributes=attrs,
+        error_type=error_type,
+        status_message=message if error_type is not None else "",
+        traceparent=_get(s.request, "traceparent"),
+        tracestate=_get(s.request, "tracestate"),
+        request_headers=_plain(s.request),
+        response_headers=response_headers,
+        request_body=bytes(s.request_body),
+        response_body=bytes(s.response_body),
+        request_size=s.request_size,
+        response_size=s.response_size,
+    )

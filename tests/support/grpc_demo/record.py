@@ -1,0 +1,105 @@
+"""Record the HTTP/2 fixtures from real traffic on loopback (run from the repository root).
+
+    .venv/bin/python -m tests.support.grpc_demo.record tests/fixtures/http2
+
+- grpc_shapes.json: one grpcio channel: Unary, ServerStream(3), ClientStream(3), Bidi(2),
+  Fail(UNAVAILABLE), Fail(NOT_FOUND) - all on one HTTP/2 connection.
+- grpc_concurrent.json: 20 unary calls in flight at once on one channel.
+- curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
+  requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
+Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.grpc_demo.service import run_concurrent_unary, run_every_shape, start_server, stub_for
+from tests.support.h2_recorder import Recorder
+
+GRPC_PORT, GRPC_RELAY = 18600, 18601
+NGINX_PORT, NGINX_RELAY = 18610, 18611
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  server {{
+    listen 127.0.0.1:{port} http2;
+    root {d}/www;
+    location = /hello {{ return 200 "hello\\n"; }}
+  }}
+}}
+"""
+
+
+def record_grpc(out: Path) -> None:
+    server = start_server(GRPC_PORT)
+    try:
+        for name, scenario in (("grpc_shapes", run_every_shape), ("grpc_concurrent", run_concurrent_unary)):
+            rec = Recorder(GRPC_RELAY, GRPC_PORT).start()
+            channel, stub = stub_for(GRPC_RELAY)
+            scenario(stub)
+            time.sleep(0.2)
+            channel.close()
+            time.sleep(0.3)
+            rec.stop()
+            rec.save(out / f"{name}.json", f"grpcio {scenario.__name__} via tests.support.h2_recorder")
+            time.sleep(0.2)
+    finally:
+        server.stop(0)
+
+
+def record_curl_nginx(out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="hostagent-nginx-") as d:
+        (Path(d) / "www").mkdir()
+        (Path(d) / "www" / "index.html").write_text("<h1>hostagent</h1>\n")
+        conf = Path(d) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(d=d, port=NGINX_PORT))
+        nginx = subprocess.Popen(["nginx", "-p", d, "-c", str(conf)])
+        try:
+            time.sleep(0.5)
+            rec = Recorder(NGINX_RELAY, NGINX_PORT).start()
+            base = f"http://127.0.0.1:{NGINX_RELAY}"
+            # One curl per URL: curl 7.88 fails (exit 16) when it reuses a prior-knowledge h2c
+            # connection for a second URL, so each request has its own connection.
+            for url in (f"{base}/index.html?lang=en", f"{base}/missing", f"{base}/hello"):
+                subprocess.run(
+                    [
+                        "curl",
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "--http2-prior-knowledge",
+                        "-H",
+                        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                        url,
+                    ],
+                    check=True,
+                )
+            time.sleep(0.3)
+            rec.stop()
+            rec.save(out / "curl_nginx.json", "curl 7.88 --http2-prior-knowledge -> nginx 1.22 listen http2")
+        finally:
+            nginx.terminate()
+            nginx.wait(5)
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/http2")
+    record_grpc(out)
+    record_curl_nginx(out)
+
+
+if __name__ == "__main__":
+    main()
