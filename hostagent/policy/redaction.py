@@ -1,0 +1,208 @@
+"""Redaction of a Call: every captured string, header and body, before anything is exported.
+
+``Redactor(settings, key).apply(call)`` returns a new Call (the input is never mutated), the PII
+types found and how many values each replaced; the Call also gets ``hostagent.pii.types`` when
+anything was found. User rules run first (the user's name wins), then the built-in detectors
+(hostagent.policy.pii) when PII detection is on.
+
+Modes: "redact" writes ``[REDACTED:<type>]``; "hash" writes ``[HASHED:<type>:<12 hex>]`` where the
+hex is HMAC-SHA256 over the value with a per-host key (``load_or_create_key``), so equal values
+correlate across spans without being readable or guessable from outside the host.
+
+Bodies are bytes: they are decoded as UTF-8 with ``surrogateescape`` so that bytes which are not
+UTF-8 (binary protocols, a prefix cut mid-character) pass through unchanged, byte for byte, and
+only text that matched is replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from hostagent.model import Attributes, AttributeValue, Call
+from hostagent.policy.pii import DETECTORS, SENSITIVE_HEADERS, Detector
+from hostagent.policy.rules import compile_rule
+from hostagent.settings import RedactionSettings
+
+PII_TYPES_ATTRIBUTE = "hostagent.pii.types"
+HEADER_TYPE = "sensitive_header"
+_HEADER_ATTR_PREFIXES = ("http.request.header.", "http.response.header.")
+_VALUE_GROUPS = ("v", "v2", "v3")
+KEY_FILE = "redaction.key"
+
+
+def load_or_create_key(state_dir: Path | str) -> bytes:
+    """The per-host HMAC key under ``state_dir`` (32 random bytes, mode 0600), made once."""
+    path = Path(state_dir) / KEY_FILE
+    try:
+        key = path.read_bytes()
+        if len(key) >= 16:
+            return key
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, os.urandom(32))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:  # first writer wins, so concurrent starts agree on one key
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Redacted:
+    call: Call
+    types: tuple[str, ...]  # sorted PII types / rule names found
+    counts: dict[str, int]  # values replaced, by type
+
+
+class PiiCounters:
+    """Values redacted since start, by type; shared by pipeline threads, read by status."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, counts: dict[str, int]) -> None:
+        if counts:
+            with self._lock:
+                self._counts.update(counts)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+_Replace = Callable[[str, str], str]  # (type, value) -> replacement
+
+
+class Redactor:
+    """The compiled form of one RedactionSettings; thread-safe (no mutable state)."""
+
+    def __init__(self, settings: RedactionSettings, key: bytes) -> None:
+        self.settings = settings
+        self._key = key
+        self._rules = [(r.name, compile_rule(r), r.mode) for r in settings.rules]
+        self._detectors: tuple[Detector, ...] = DETECTORS if settings.pii_detection else ()
+        self._builtin_mode = settings.mode
+        self.active = bool(self._rules or self._detectors)
+
+    def _token(self, kind: str, value: str, mode: str) -> str:
+        if mode == "hash":
+            raw = value.encode("utf-8", "surrogateescape")
+            digest = hmac.new(self._key, raw, hashlib.sha256).hexdigest()[:12]
+            return f"[HASHED:{kind}:{digest}]"
+        return f"[REDACTED:{kind}]"
+
+    def text(self, value: str, found: Counter[str]) -> str:
+        """``value`` with every match replaced; adds what it replaced to ``found``."""
+        if not value:
+            return value
+        for name, pattern, mode in self._rules:
+            value = pattern.sub(functools.partial(self._rule_sub, name=name, mode=mode, found=found), value)
+        if self._detectors:
+            lowered = value.lower()
+            for det in self._detectors:
+                if det.triggers and not any(t in lowered for t in det.triggers):
+                    continue
+                new = det.regex.sub(functools.partial(self._detector_sub, det=det, found=found), value)
+                if new != value:
+                    value = new
+                    lowered = value.lower()
+        return value
+
+    def _rule_sub(self, match: re.Match[str], name: str, mode: str, found: Counter[str]) -> str:
+        group = 1 if match.re.groups and match.group(1) else 0
+        whole, start, end = match.group(0), match.start(group), match.end(group)
+        if start == end:
+            return whole
+        found[name] += 1
+        base = match.start()
+        token = self._token(name, match.group(group), mode)
+        return whole[: start - base] + token + whole[end - base :]
+
+    def _detector_sub(self, match: re.Match[str], det: Detector, found: Counter[str]) -> str:
+        if det.check is not None and not det.check(match):
+            return match.group(0)
+        for group in _VALUE_GROUPS:
+            if group in match.re.groupindex and match.group(group) is not None:
+                break
+        whole, base = match.group(0), match.start()
+        start, end = match.start(group), match.end(group)
+        found[det.name] += 1
+        token = self._token(det.name, match.group(group), self._builtin_mode)
+        return whole[: start - base] + token + whole[end - base :]
+
+    def _header_value(self, name: str, value: str, found: Counter[str]) -> str:
+        if self._detectors and name.lower() in SENSITIVE_HEADERS and value:
+            found[HEADER_TYPE] += 1
+            return self._token(HEADER_TYPE, value, self._builtin_mode)
+        return self.text(value, found)
+
+    def _attribute(self, key: str, value: AttributeValue, found: Counter[str]) -> AttributeValue:
+        header: Optional[str] = None
+        if key.startswith(_HEADER_ATTR_PREFIXES):
+            header = key.split(".", 3)[3]
+        if isinstance(value, str):
+            return self._header_value(header, value, found) if header else self.text(value, found)
+        if isinstance(value, tuple) and value and isinstance(value[0], str):
+            if header:
+                return tuple(self._header_value(header, str(v), found) for v in value)
+            return tuple(self.text(str(v), found) for v in value)
+        return value
+
+    def _body(self, body: bytes, found: Counter[str]) -> bytes:
+        if not body:
+            return body
+        text = body.decode("utf-8", "surrogateescape")
+        new = self.text(text, found)
+        return body if new == text else new.encode("utf-8", "surrogateescape")
+
+    def redact_text(self, value: str) -> tuple[str, dict[str, int]]:
+        found: Counter[str] = Counter()
+        return self.text(value, found), dict(found)
+
+    def apply(self, call: Call) -> Redacted:
+        if not self.active:
+            return Redacted(call, (), {})
+        found: Counter[str] = Counter()
+        attributes: Attributes = {k: self._attribute(k, v, found) for k, v in call.attributes.items()}
+        new = replace(
+            call,
+            name=self.text(call.name, found),
+            status_message=self.text(call.status_message, found),
+            error_type=self.text(call.error_type, found) if call.error_type else call.error_type,
+            attributes=attributes,
+            request_headers=tuple((n, self._header_value(n, v, found)) for n, v in call.request_headers),
+            response_headers=tuple((n, self._header_value(n, v, found)) for n, v in call.response_headers),
+            request_body=self._body(call.request_body, found),
+            response_body=self._body(call.response_body, found),
+        )
+        if not found:
+            return Redacted(call, (), {})
+        types = tuple(sorted(found))
+        attributes[PII_TYPES_ATTRIBUTE] = types
+        return Redacted(new, types, dict(found))
+
+
+@functools.lru_cache(maxsize=8)
+def redactor_for(settings: RedactionSettings, key: bytes) -> Redactor:
+    """The Redactor of one settings snapshot (frozen, hashable), compiled once."""
+    return Redactor(settings, key)
