@@ -1,0 +1,621 @@
+/* hostagent socket and process capture (bcc C, compiled at run time by hostagent.probes.loader).
+ *
+ * Two program groups, attached and detached separately by the loader:
+ *   "socket"  : syscall tracepoints that learn which (tgid, fd) are AF_INET/AF_INET6 sockets and
+ *               copy a bounded prefix of the bytes each read/write-family syscall really moved.
+ *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them).
+ * Functions are named sock__* / proc__* (not TRACEPOINT_PROBE) so bcc does not auto-attach them.
+ *
+ * Kernel-struct independent: only tracepoint fields, syscall arguments and user memory are read
+ * (struct iovec, msghdr, mmsghdr and sockaddr_in/in6 are user ABI, not kernel structs), so the
+ * program is right whatever kernel headers bcc compiles against.
+ *
+ * Cost control (see PERFORMANCE-NOTES.md): every filter runs in the kernel (self, not a socket,
+ * muted connection, probes off); records are submitted with BPF_RB_NO_WAKEUP and Python drains
+ * the ring on a short timer, except when the ring fills past WAKE_BYTES.
+ *
+ * Specialised with cflags: -DMAX_PAYLOAD=<bytes> -DSELF_TGID=<agent pid> -DRING_PAGES=<pages>
+ * -DWAKE_BYTES=<bytes> -DNR_CPUS=<possible cpus>.
+ */
+#include "events.h"
+
+#ifndef SELF_TGID
+#define SELF_TGID 0
+#endif
+#ifndef RING_PAGES
+#define RING_PAGES 2048            /* 8 MiB with 4 KiB pages; must be a power of two */
+#endif
+#ifndef WAKE_BYTES
+#define WAKE_BYTES (RING_PAGES * 4096 / 4)
+#endif
+#ifndef NR_CPUS
+#define NR_CPUS 256                /* possible CPUs; the loader passes the real count */
+#endif
+#ifndef MAX_IOV
+#define MAX_IOV 8                  /* iovecs walked per readv/writev/recvmsg/sendmsg */
+#endif
+#ifndef MAX_MMSG
+#define MAX_MMSG 8                 /* messages reported per recvmmsg/sendmmsg */
+#endif
+#define MMSG_IOV 4                 /* iovecs walked per message of an mmsg call */
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define SOCK_STREAM_ 1
+#define SOCK_DGRAM_ 2
+#define EINPROGRESS_ 115
+
+/* User ABI layouts (x86_64/arm64 LP64), read with bpf_probe_read_user. */
+struct u_iovec {
+    u64 base;
+    u64 len;
+};
+struct u_msghdr {
+    u64 name;        /* struct sockaddr * */
+    u32 namelen;
+    u32 _pad;
+    u64 iov;         /* struct iovec * */
+    u64 iovlen;
+    u64 control;
+    u64 controllen;
+    u32 flags;
+    u32 _pad2;
+};
+#define U_MMSGHDR_SIZE 64          /* struct mmsghdr: msghdr (56) + msg_len (u32) + pad */
+#define U_MMSG_LEN_OFF 56
+
+/* Arguments saved at sys_enter, consumed at sys_exit of the same thread. */
+struct inflight {
+    u64 buf;         /* buffer, iovec array, msghdr or mmsghdr array */
+    u64 addr;        /* struct sockaddr * (connect/accept/sendto/recvfrom), 0 if none */
+    u64 addrlen;     /* sendto/connect: the length; accept/recvfrom: int * to read at exit */
+    u32 fd;
+    u32 count;       /* iovcnt / vlen / socket() family */
+    u32 aux;         /* socket() type */
+    u8 op;           /* enum syscall_op */
+    u8 direction;
+    u16 _pad;
+};
+
+/* The per-CPU place where an event is built; the data array has room for an offset plus a
+ * length that are each only known to the verifier as <= MAX_PAYLOAD. */
+struct scratch {
+    struct event_hdr hdr;
+    u8 data[2 * MAX_PAYLOAD];
+};
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+/* One slot per CPU, indexed by bpf_get_smp_processor_id(): a plain array because per-CPU map
+ * values are capped at 32 KiB and 2 * 16 KiB payloads would not fit. Safe because tracepoint
+ * programs do not nest on one CPU. */
+BPF_ARRAY(scratch_buf, struct scratch, NR_CPUS);
+BPF_TABLE("lru_hash", u64, struct sock_info, sockets, 65536);  /* tgid<<32|fd -> info */
+BPF_TABLE("lru_hash", u64, u8, muted, 65536);                  /* tgid<<32|fd: no DATA */
+BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);              /* tgid -> bumped at exit */
+BPF_HASH(inflight, u64, struct inflight, 16384);               /* pid_tgid -> args */
+BPF_ARRAY(drops, u64, DROP_CAUSES);
+/* Holds "events" itself (Python puts it at index 0): a map-in-map lookup is the way bcc C can
+ * get a map pointer to pass to bpf_ringbuf_query. */
+BPF_ARRAY_OF_MAPS(ring_ref, "events", 1);
+BPF_ARRAY(config, u32, CONF_KEYS);
+
+static __always_inline void count_drop(u32 cause) {
+    u64 *c = drops.lookup(&cause);
+    if (c)
+        lock_xadd(c, 1);
+}
+
+static __always_inline int socket_enabled(void) {
+    u32 k = CONF_SOCKET_ENABLED;
+    u32 *v = config.lookup(&k);
+    return v && *v;
+}
+
+static __always_inline u64 current_gen(u32 tgid) {
+    u64 *g = proc_gen.lookup(&tgid);
+    return g ? *g : 0;
+}
+
+/* The socket entry for (tgid, fd), or 0 when fd is not a tracked inet socket of this very
+ * process (an entry left by a dead process whose pid was reused has an older gen). */
+static __always_inline struct sock_info *lookup_sock(u32 tgid, u32 fd) {
+    u64 key = ((u64)tgid << 32) | fd;
+    struct sock_info *si = sockets.lookup(&key);
+    if (!si)
+        return 0;
+    if (si->gen != current_gen(tgid)) {
+        sockets.delete(&key);
+        return 0;
+    }
+    return si;
+}
+
+static __always_inline void submit(struct scratch *s, u32 captured) {
+    u64 flags = BPF_RB_NO_WAKEUP;
+    int zero = 0;
+    void *rb = ring_ref.lookup(&zero);
+    if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > WAKE_BYTES)
+        flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
+    u64 len = captured;
+    asm volatile("" : "+r"(len));  /* bound the very register passed to the helper */
+    if (len > MAX_PAYLOAD)
+        len = MAX_PAYLOAD;
+    if (events.ringbuf_output(s, sizeof(struct event_hdr) + len, flags) != 0)
+        count_drop(DROP_RINGBUF_FULL);
+}
+
+/* Fills the fixed header; every field is written because the scratch buffer is reused. */
+static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, u8 op) {
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch *s = scratch_buf.lookup(&cpu);
+    if (!s)
+        return 0;
+    struct event_hdr *h = &s->hdr;
+    h->ts_ns = bpf_ktime_get_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->size = 0;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->fd = fd;
+    h->captured_len = 0;
+    h->kind = kind;
+    h->direction = 0;
+    h->syscall = op;
+    h->flags = 0;
+    h->family = 0;
+    h->sock_type = 0;
+    h->peer_port = 0;
+    h->_pad0 = 0;
+    __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    h->_pad1 = 0;
+    return s;
+}
+
+static __always_inline void peer_from_sock(struct event_hdr *h, struct sock_info *si) {
+    h->family = si->family;
+    h->sock_type = si->sock_type;
+    h->peer_port = si->peer_port;
+    __builtin_memcpy(h->peer_addr, si->peer_addr, sizeof(h->peer_addr));
+}
+
+/* Reads a user sockaddr_in/in6 into the header's peer; returns its family (0 if unreadable or
+ * neither inet family, leaving the header untouched). */
+static __always_inline u16 peer_from_user(struct event_hdr *h, u64 sa) {
+    u16 fam = 0;
+    u16 port = 0;
+    if (!sa || bpf_probe_read_user(&fam, sizeof(fam), (void *)sa) != 0)
+        return 0;
+    if (fam != AF_INET_ && fam != AF_INET6_)
+        return 0;
+    bpf_probe_read_user(&port, sizeof(port), (void *)(sa + 2));
+    __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
+    if (fam == AF_INET_)
+        bpf_probe_read_user(h->peer_addr, 4, (void *)(sa + 4));
+    else
+        bpf_probe_read_user(h->peer_addr, 16, (void *)(sa + 8));
+    h->family = fam;
+    h->peer_port = (port >> 8) | ((port & 0xff) << 8);
+    h->flags |= EVF_PEER_FROM_CALL;
+    return fam;
+}
+
+/* Copies up to len user bytes to data[off...], never past MAX_PAYLOAD; returns the new offset. */
+static __always_inline u32 copy_user(struct scratch *s, u32 off, u64 src, u64 len) {
+    if (off >= MAX_PAYLOAD || len == 0)
+        return off;
+    u64 room = MAX_PAYLOAD - off;
+    if (len > room)
+        len = room;
+    /* Keep clang from folding the checks below into the ones above: the verifier needs to
+     * see each of off and len bounded on its own. */
+    asm volatile("" : "+r"(len));
+    asm volatile("" : "+r"(off));
+    if (len > MAX_PAYLOAD || off > MAX_PAYLOAD)
+        return off;
+    if (bpf_probe_read_user(&s->data[off], len, (void *)src) != 0) {
+        s->hdr.flags |= EVF_READ_FAULT;
+        count_drop(DROP_READ_FAULT);
+        return off;
+    }
+    return off + (u32)len;
+}
+
+/* Copies the first `moved` bytes spread over an iovec array (bounded walk). */
+static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < MAX_IOV; i++) {
+        if (i >= iovcnt || moved == 0 || off >= MAX_PAYLOAD)
+            break;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
+            break;
+        u64 n = v.len < moved ? v.len : moved;
+        off = copy_user(s, off, v.base, n);
+        moved -= n;
+    }
+    return off;
+}
+
+static __always_inline u32 copy_iov_short(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < MMSG_IOV; i++) {
+        if (i >= iovcnt || moved == 0 || off >= MAX_PAYLOAD)
+            break;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
+            break;
+        u64 n = v.len < moved ? v.len : moved;
+        off = copy_user(s, off, v.base, n);
+        moved -= n;
+    }
+    return off;
+}
+
+static __always_inline void save(u64 pid_tgid, struct inflight *in) {
+    if (inflight.update(&pid_tgid, in) != 0)
+        count_drop(DROP_INFLIGHT_FULL);
+}
+
+/* ---- data syscalls: enter ------------------------------------------------------------------ */
+
+static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count, u64 addr,
+                                      u64 addrlen) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid == SELF_TGID || !socket_enabled())
+        return 0;
+    if (!lookup_sock(tgid, fd))
+        return 0;
+    u64 key = ((u64)tgid << 32) | fd;
+    if (muted.lookup(&key))
+        return 0;
+    struct inflight in = {};
+    in.buf = buf;
+    in.addr = addr;
+    in.addrlen = addrlen;
+    in.fd = fd;
+    in.count = count;
+    in.op = op;
+    in.direction = dir;
+    save(id, &in);
+    return 0;
+}
+
+/* ---- data syscalls: exit ------------------------------------------------------------------- */
+
+static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_info *si, long ret) {
+    u32 n = ret;
+    if (n > MAX_MMSG)
+        count_drop(DROP_MMSG_TRUNCATED);
+    for (int i = 0; i < MAX_MMSG; i++) {
+        if (i >= n)
+            break;
+        u64 m = a->buf + (u64)i * U_MMSGHDR_SIZE;
+        struct u_msghdr mh = {};
+        u32 moved = 0;
+        if (bpf_probe_read_user(&mh, sizeof(mh), (void *)m) != 0)
+            break;
+        bpf_probe_read_user(&moved, sizeof(moved), (void *)(m + U_MMSG_LEN_OFF));
+        struct scratch *s = new_event(EVENT_DATA, id, a->fd, a->op);
+        if (!s)
+            return 0;
+        peer_from_sock(&s->hdr, si);
+        if (mh.name && mh.namelen)
+            peer_from_user(&s->hdr, mh.name);
+        s->hdr.direction = a->direction;
+        s->hdr.size = moved;
+        u32 len = copy_iov_short(s, mh.iov, mh.iovlen, moved);
+        s->hdr.captured_len = len;
+        submit(s, len);
+    }
+    return 0;
+}
+
+static __always_inline int exit_data(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p)
+        return 0;
+    struct inflight a = *p;
+    inflight.delete(&id);
+    if (ret <= 0)
+        return 0;
+    struct sock_info *si = lookup_sock(id >> 32, a.fd);
+    if (!si)
+        return 0;  /* closed by another thread meanwhile */
+    if (a.op == OP_RECVMMSG || a.op == OP_SENDMMSG)
+        return emit_mmsg(id, &a, si, ret);
+
+    struct scratch *s = new_event(EVENT_DATA, id, a.fd, a.op);
+    if (!s)
+        return 0;
+    struct event_hdr *h = &s->hdr;
+    peer_from_sock(h, si);
+    h->direction = a.direction;
+    h->size = ret;
+    u32 len = 0;
+    if (a.op == OP_READ || a.op == OP_WRITE) {
+        len = copy_user(s, 0, a.buf, ret);
+    } else if (a.op == OP_SENDTO) {
+        if (a.addr && a.addrlen)
+            peer_from_user(h, a.addr);
+        len = copy_user(s, 0, a.buf, ret);
+    } else if (a.op == OP_RECVFROM) {
+        int alen = 0;
+        if (a.addr && a.addrlen &&
+            bpf_probe_read_user(&alen, sizeof(alen), (void *)a.addrlen) == 0 && alen > 0)
+            peer_from_user(h, a.addr);
+        len = copy_user(s, 0, a.buf, ret);
+    } else if (a.op == OP_READV || a.op == OP_WRITEV) {
+        len = copy_iov(s, a.buf, a.count, ret);
+    } else if (a.op == OP_RECVMSG || a.op == OP_SENDMSG) {
+        struct u_msghdr mh = {};
+        if (bpf_probe_read_user(&mh, sizeof(mh), (void *)a.buf) == 0) {
+            if (mh.name && mh.namelen)  /* recvmsg: namelen was updated by the kernel */
+                peer_from_user(h, mh.name);
+            len = copy_iov(s, mh.iov, mh.iovlen, ret);
+        }
+    }
+    /* OP_SENDFILE: the bytes never pass through user memory; size only. */
+    h->captured_len = len;
+    submit(s, len);
+    return 0;
+}
+
+int sock__enter_read(struct tracepoint__syscalls__sys_enter_read *args) {
+    return enter_data(OP_READ, DIR_INGRESS, args->fd, (u64)args->buf, 0, 0, 0);
+}
+int sock__enter_write(struct tracepoint__syscalls__sys_enter_write *args) {
+    return enter_data(OP_WRITE, DIR_EGRESS, args->fd, (u64)args->buf, 0, 0, 0);
+}
+int sock__enter_readv(struct tracepoint__syscalls__sys_enter_readv *args) {
+    return enter_data(OP_READV, DIR_INGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
+}
+int sock__enter_writev(struct tracepoint__syscalls__sys_enter_writev *args) {
+    return enter_data(OP_WRITEV, DIR_EGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
+}
+int sock__enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args) {
+    return enter_data(OP_RECVFROM, DIR_INGRESS, args->fd, (u64)args->ubuf, 0, (u64)args->addr,
+                      (u64)args->addr_len);
+}
+int sock__enter_sendto(struct tracepoint__syscalls__sys_enter_sendto *args) {
+    return enter_data(OP_SENDTO, DIR_EGRESS, args->fd, (u64)args->buff, 0, (u64)args->addr,
+                      (u64)args->addr_len);
+}
+int sock__enter_recvmsg(struct tracepoint__syscalls__sys_enter_recvmsg *args) {
+    return enter_data(OP_RECVMSG, DIR_INGRESS, args->fd, (u64)args->msg, 0, 0, 0);
+}
+int sock__enter_sendmsg(struct tracepoint__syscalls__sys_enter_sendmsg *args) {
+    return enter_data(OP_SENDMSG, DIR_EGRESS, args->fd, (u64)args->msg, 0, 0, 0);
+}
+int sock__enter_recvmmsg(struct tracepoint__syscalls__sys_enter_recvmmsg *args) {
+    return enter_data(OP_RECVMMSG, DIR_INGRESS, args->fd, (u64)args->mmsg, args->vlen, 0, 0);
+}
+int sock__enter_sendmmsg(struct tracepoint__syscalls__sys_enter_sendmmsg *args) {
+    return enter_data(OP_SENDMMSG, DIR_EGRESS, args->fd, (u64)args->mmsg, args->vlen, 0, 0);
+}
+int sock__enter_sendfile64(struct tracepoint__syscalls__sys_enter_sendfile64 *args) {
+    return enter_data(OP_SENDFILE, DIR_EGRESS, args->out_fd, 0, 0, 0, 0);
+}
+
+/* One exit program serves every data syscall: the saved op says which it was. */
+int sock__exit_data(struct tracepoint__syscalls__sys_exit_read *args) {
+    return exit_data(args->ret);
+}
+
+/* ---- socket lifecycle ---------------------------------------------------------------------- */
+
+int sock__enter_socket(struct tracepoint__syscalls__sys_enter_socket *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    int fam = args->family;
+    int type = args->type & 0xf;  /* strip SOCK_NONBLOCK / SOCK_CLOEXEC */
+    if (fam != AF_INET_ && fam != AF_INET6_)
+        return 0;
+    if (type != SOCK_STREAM_ && type != SOCK_DGRAM_)
+        return 0;
+    struct inflight in = {};
+    in.op = OP_SOCKET;
+    in.count = fam;
+    in.aux = type;
+    save(id, &in);
+    return 0;
+}
+
+int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p)
+        return 0;
+    struct inflight a = *p;
+    inflight.delete(&id);
+    long fd = args->ret;
+    if (fd < 0 || a.op != OP_SOCKET)
+        return 0;
+    u32 tgid = id >> 32;
+    struct sock_info si = {};
+    si.gen = current_gen(tgid);
+    si.family = a.count;
+    si.sock_type = a.aux;
+    u64 key = ((u64)tgid << 32) | (u32)fd;
+    sockets.update(&key, &si);
+    muted.delete(&key);
+    return 0;
+}
+
+static __always_inline int enter_peer_call(u8 op, u32 fd, u64 addr, u64 addrlen) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct inflight in = {};
+    in.op = op;
+    in.fd = fd;
+    in.addr = addr;
+    in.addrlen = addrlen;
+    save(id, &in);
+    return 0;
+}
+
+int sock__enter_connect(struct tracepoint__syscalls__sys_enter_connect *args) {
+    return enter_peer_call(OP_CONNECT, args->fd, (u64)args->uservaddr, args->addrlen);
+}
+
+int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p)
+        return 0;
+    struct inflight a = *p;
+    inflight.delete(&id);
+    long ret = args->ret;
+    if (a.op != OP_CONNECT || (ret != 0 && ret != -EINPROGRESS_))
+        return 0;
+    u32 tgid = id >> 32;
+    struct scratch *s = new_event(EVENT_CONNECT, id, a.fd, OP_CONNECT);
+    if (!s)
+        return 0;
+    struct event_hdr *h = &s->hdr;
+    u16 fam = peer_from_user(h, a.addr);
+    if (!fam)
+        return 0;  /* AF_UNIX, AF_UNSPEC (UDP disconnect), ... */
+    struct sock_info *old = lookup_sock(tgid, a.fd);
+    struct sock_info si = {};
+    si.gen = current_gen(tgid);
+    si.family = fam;
+    si.sock_type = old ? old->sock_type : 0;  /* 0: socket() was before we attached */
+    si.peer_port = h->peer_port;
+    __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    u64 key = ((u64)tgid << 32) | a.fd;
+    sockets.update(&key, &si);
+    h->sock_type = si.sock_type;
+    h->size = ret == 0 ? 0 : 1;  /* 1: non-blocking connect still in progress */
+    if (socket_enabled())
+        submit(s, 0);
+    return 0;
+}
+
+static __always_inline int enter_accept(u32 fd, u64 addr, u64 addrlen) {
+    return enter_peer_call(OP_ACCEPT, fd, addr, addrlen);
+}
+int sock__enter_accept(struct tracepoint__syscalls__sys_enter_accept *args) {
+    return enter_accept(args->fd, (u64)args->upeer_sockaddr, (u64)args->upeer_addrlen);
+}
+int sock__enter_accept4(struct tracepoint__syscalls__sys_enter_accept4 *args) {
+    return enter_accept(args->fd, (u64)args->upeer_sockaddr, (u64)args->upeer_addrlen);
+}
+
+static __always_inline int exit_accept(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p)
+        return 0;
+    struct inflight a = *p;
+    inflight.delete(&id);
+    if (ret < 0 || a.op != OP_ACCEPT)
+        return 0;
+    u32 tgid = id >> 32;
+    struct scratch *s = new_event(EVENT_ACCEPT, id, (int)ret, OP_ACCEPT);
+    if (!s)
+        return 0;
+    struct event_hdr *h = &s->hdr;
+    int alen = 0;
+    u16 fam = 0;
+    if (a.addr && a.addrlen &&
+        bpf_probe_read_user(&alen, sizeof(alen), (void *)a.addrlen) == 0 && alen > 0)
+        fam = peer_from_user(h, a.addr);
+    struct sock_info *listener = lookup_sock(tgid, a.fd);
+    if (!fam && listener)
+        fam = listener->family;  /* accept(fd, NULL, NULL) on a listener we know */
+    if (!fam)
+        return 0;  /* not an inet listener, or one we cannot tell */
+    struct sock_info si = {};
+    si.gen = current_gen(tgid);
+    si.family = fam;
+    si.sock_type = SOCK_STREAM_;
+    si.peer_port = h->peer_port;
+    __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    u64 key = ((u64)tgid << 32) | (u32)ret;
+    sockets.update(&key, &si);
+    muted.delete(&key);
+    h->family = fam;
+    h->sock_type = SOCK_STREAM_;
+    if (socket_enabled())
+        submit(s, 0);
+    return 0;
+}
+int sock__exit_accept(struct tracepoint__syscalls__sys_exit_accept *args) {
+    return exit_accept(args->ret);
+}
+int sock__exit_accept4(struct tracepoint__syscalls__sys_exit_accept4 *args) {
+    return exit_accept(args->ret);
+}
+
+/* Forget at enter: once close() starts the fd number may be reused by another thread. */
+int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid == SELF_TGID)
+        return 0;
+    u32 fd = args->fd;
+    struct sock_info *si = lookup_sock(tgid, fd);
+    if (!si)
+        return 0;
+    u64 key = ((u64)tgid << 32) | fd;
+    if (socket_enabled()) {
+        struct scratch *s = new_event(EVENT_CLOSE, id, fd, OP_CLOSE);
+        if (s) {
+            peer_from_sock(&s->hdr, si);
+            submit(s, 0);
+        }
+    }
+    sockets.delete(&key);
+    muted.delete(&key);
+    return 0;
+}
+
+/* Pid-reuse guard: when a process dies its socket entries must stop matching, without walking
+ * the map. Bumping the tgid's generation makes every older entry stale (see lookup_sock). */
+int sock__process_exit(void *ctx) {  /* reads no field: bcc allows one fn per tp struct */
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if ((u32)id != tgid)
+        return 0;
+    u64 gen = bpf_ktime_get_ns();
+    proc_gen.update(&tgid, &gen);
+    return 0;
+}
+
+/* ---- process group ------------------------------------------------------------------------- */
+
+int proc__exec(struct tracepoint__sched__sched_process_exec *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct scratch *s = new_event(EVENT_EXEC, id, -1, OP_NONE);
+    if (!s)
+        return 0;
+    /* payload: the executed file name, NUL excluded */
+    unsigned short off = args->data_loc_filename & 0xFFFF;
+    int n = bpf_probe_read_kernel_str(s->data, MAX_PAYLOAD < 256 ? MAX_PAYLOAD : 256,
+                                      (char *)args + off);
+    u32 len = n > 0 ? n - 1 : 0;
+    s->hdr.captured_len = len;
+    s->hdr.size = len;
+    submit(s, len);
+    return 0;
+}
+
+int proc__exit(struct tracepoint__sched__sched_process_exit *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if ((u32)id != tgid || tgid == SELF_TGID)
+        return 0;  /* threads end all the time; the process ends with its leader */
+    struct scratch *s = new_event(EVENT_EXIT, id, -1, OP_NONE);
+    if (s)
+        submit(s, 0);
+    return 0;
+}

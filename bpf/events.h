@@ -1,0 +1,104 @@
+/* The one definition of what the kernel side hands to Python.
+ *
+ * Every record in the "events" ring buffer is a struct event_hdr followed by
+ * hdr.captured_len payload bytes (0 <= captured_len <= MAX_PAYLOAD). Records are
+ * variable-size so that a 40-byte request does not cost a MAX_PAYLOAD copy.
+ *
+ * hostagent/probes/events.py mirrors these structs with ctypes; a root test
+ * compiles this header with bcc and checks sizes and offsets against the mirror.
+ * Numeric ids mirror hostagent/model.py (EventKind, Direction): change both or neither.
+ *
+ * No packed structs: every field sits at its natural alignment and padding is spelled out.
+ */
+#ifndef HOSTAGENT_EVENTS_H
+#define HOSTAGENT_EVENTS_H
+
+#ifndef MAX_PAYLOAD
+#define MAX_PAYLOAD 1024   /* bytes of payload copied per event; -DMAX_PAYLOAD=... */
+#endif
+
+enum event_kind {
+    EVENT_DATA = 1,     /* bytes moved on a tracked socket */
+    EVENT_CONNECT = 2,  /* connect() returned 0 or -EINPROGRESS */
+    EVENT_ACCEPT = 3,   /* accept()/accept4() returned a new socket (fd = new fd) */
+    EVENT_CLOSE = 4,    /* close() of a tracked socket */
+    EVENT_EXEC = 5,     /* sched_process_exec; payload = filename */
+    EVENT_EXIT = 6,     /* sched_process_exit of a thread group leader */
+};
+
+enum direction {
+    DIR_EGRESS = 0,     /* the process wrote/sent the bytes */
+    DIR_INGRESS = 1,    /* the process read/received them */
+};
+
+/* Which syscall produced an event (event_hdr.syscall); for debugging and tests. */
+enum syscall_op {
+    OP_NONE = 0,
+    OP_READ = 1,
+    OP_WRITE = 2,
+    OP_READV = 3,
+    OP_WRITEV = 4,
+    OP_RECVFROM = 5,
+    OP_SENDTO = 6,
+    OP_RECVMSG = 7,
+    OP_SENDMSG = 8,
+    OP_RECVMMSG = 9,
+    OP_SENDMMSG = 10,
+    OP_SENDFILE = 11,
+    OP_SOCKET = 12,
+    OP_CONNECT = 13,
+    OP_ACCEPT = 14,
+    OP_CLOSE = 15,
+};
+
+/* event_hdr.flags */
+#define EVF_READ_FAULT 1    /* a user-memory copy failed: payload shorter than it should be */
+#define EVF_PEER_FROM_CALL 2 /* peer_* came from this syscall's own sockaddr, not the socket map */
+
+/* Index into the "drops" array map. */
+enum drop_cause {
+    DROP_RINGBUF_FULL = 0,  /* bpf_ringbuf_output failed: consumer too slow or ring too small */
+    DROP_INFLIGHT_FULL = 1, /* per-thread syscall-args map full: event for that call lost */
+    DROP_READ_FAULT = 2,    /* bpf_probe_read_user failed: event sent with fewer bytes */
+    DROP_MMSG_TRUNCATED = 3,/* *mmsg call moved more messages than MAX_MMSG: the rest not sent */
+    DROP_CAUSES = 4,
+};
+
+/* Index into the "config" array map (u32 values) that Python writes. */
+enum config_key {
+    CONF_SOCKET_ENABLED = 0, /* 0: socket programs keep their maps but emit nothing */
+    CONF_KEYS = 1,
+};
+
+struct event_hdr {
+    unsigned long long ts_ns;      /*  0 bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    unsigned long long cgroup_id;  /*  8 bpf_get_current_cgroup_id() */
+    unsigned long long size;       /* 16 bytes the syscall really moved (>= captured_len) */
+    unsigned int pid;              /* 24 tgid */
+    unsigned int tid;              /* 28 */
+    int fd;                        /* 32 */
+    unsigned int captured_len;     /* 36 payload bytes that follow this header */
+    unsigned char kind;            /* 40 enum event_kind */
+    unsigned char direction;       /* 41 enum direction */
+    unsigned char syscall;         /* 42 enum syscall_op */
+    unsigned char flags;           /* 43 EVF_* */
+    unsigned short family;         /* 44 AF_INET / AF_INET6 / 0 */
+    unsigned short sock_type;      /* 46 SOCK_STREAM / SOCK_DGRAM / 0 */
+    unsigned short peer_port;      /* 48 host byte order */
+    unsigned short _pad0;          /* 50 */
+    unsigned char peer_addr[16];   /* 52 AF_INET: first 4 bytes; AF_INET6: all 16 */
+    char comm[16];                 /* 68 */
+    unsigned int _pad1;            /* 84 keeps sizeof a multiple of 8 */
+};                                 /* 88 */
+
+/* What the socket map remembers about one (tgid << 32 | fd). */
+struct sock_info {
+    unsigned long long gen;        /* 0 proc_gen of the owning tgid when learnt (pid reuse guard) */
+    unsigned short family;         /* 8 */
+    unsigned short sock_type;      /* 10 */
+    unsigned short peer_port;      /* 12 host byte order, 0 when unknown */
+    unsigned short _pad0;          /* 14 */
+    unsigned char peer_addr[16];   /* 16 */
+};                                 /* 32 */
+
+#endif /* HOSTAGENT_EVENTS_H */

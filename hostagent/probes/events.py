@@ -1,0 +1,160 @@
+"""The Python mirror of bpf/events.h and the hot-path decoder of ring-buffer records.
+
+``EventHdr`` (ctypes) is the one Python definition of ``struct event_hdr``; the struct-module
+format used for decoding is derived from it at import, so the two cannot drift apart. A root
+test compiles events.h with bcc and checks this mirror's size and offsets against it.
+
+``decode`` runs once per event (hundreds of thousands per second), so it does one
+``ctypes.string_at`` for the header, one ``struct.unpack_from``, one ``string_at`` for the payload,
+and caches the few things that repeat (comm strings, peer addresses, enum members).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from typing import Union
+
+from hostagent.model import CaptureEvent, Direction, EventKind
+
+c = ctypes
+
+
+class EventHdr(c.Structure):
+    """struct event_hdr (bpf/events.h)."""
+
+    _fields_ = (
+        ("ts_ns", c.c_uint64),
+        ("cgroup_id", c.c_uint64),
+        ("size", c.c_uint64),
+        ("pid", c.c_uint32),
+        ("tid", c.c_uint32),
+        ("fd", c.c_int32),
+        ("captured_len", c.c_uint32),
+        ("kind", c.c_uint8),
+        ("direction", c.c_uint8),
+        ("syscall", c.c_uint8),
+        ("flags", c.c_uint8),
+        ("family", c.c_uint16),
+        ("sock_type", c.c_uint16),
+        ("peer_port", c.c_uint16),
+        ("_pad0", c.c_uint16),
+        ("peer_addr", c.c_uint8 * 16),
+        ("comm", c.c_char * 16),
+        ("_pad1", c.c_uint32),
+    )
+
+
+class SockInfo(c.Structure):
+    """struct sock_info (bpf/events.h): value of the ``sockets`` map."""
+
+    _fields_ = (
+        ("gen", c.c_uint64),
+        ("family", c.c_uint16),
+        ("sock_type", c.c_uint16),
+        ("peer_port", c.c_uint16),
+        ("_pad0", c.c_uint16),
+        ("peer_addr", c.c_uint8 * 16),
+    )
+
+
+# enum syscall_op, enum drop_cause (bpf/events.h)
+SYSCALL_OPS = (
+    "none", "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
+    "recvmmsg", "sendmmsg", "sendfile", "socket", "connect", "accept", "close",
+)  # fmt: skip
+DROP_CAUSES = ("ringbuf_full", "inflight_full", "read_fault", "mmsg_truncated")
+CONF_SOCKET_ENABLED = 0
+EVF_READ_FAULT = 1
+EVF_PEER_FROM_CALL = 2
+
+_CODES = {
+    c.c_uint64: "Q", c.c_uint32: "I", c.c_int32: "i", c.c_uint16: "H", c.c_uint8: "B",
+}  # fmt: skip
+
+
+def _struct_format(cls: type[c.Structure]) -> str:
+    """A struct-module format equal to the ctypes layout (explicit pad bytes, little endian)."""
+    fmt, pos = "<", 0
+    for name, ctype, *_ in cls._fields_:
+        off = getattr(cls, name).offset
+        fmt += "x" * (off - pos)
+        fmt += _CODES[ctype] if ctype in _CODES else f"{c.sizeof(ctype)}s"
+        pos = off + c.sizeof(ctype)
+    return fmt + "x" * (c.sizeof(cls) - pos)
+
+
+HDR_FORMAT = _struct_format(EventHdr)
+HDR_SIZE = c.sizeof(EventHdr)
+_unpack = struct.Struct(HDR_FORMAT).unpack_from
+assert struct.calcsize(HDR_FORMAT) == HDR_SIZE == 88
+
+_KINDS = {k.value: k for k in EventKind}
+_DIRS = {d.value: d for d in Direction}
+_comm_cache: dict[bytes, str] = {}
+_peer_cache: dict[tuple[int, bytes], str] = {}
+_CACHE_MAX = 4096
+
+
+def _comm(raw: bytes) -> str:
+    s = _comm_cache.get(raw)
+    if s is None:
+        if len(_comm_cache) >= _CACHE_MAX:
+            _comm_cache.clear()
+        s = _comm_cache[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return s
+
+
+def peer_str(family: int, raw: bytes) -> str:
+    """The printable address of a 16-byte peer_addr ("" when family is not inet)."""
+    key = (family, raw)
+    s = _peer_cache.get(key)
+    if s is None:
+        if family == socket.AF_INET:
+            s = socket.inet_ntop(socket.AF_INET, raw[:4])
+        elif family == socket.AF_INET6:
+            s = socket.inet_ntop(socket.AF_INET6, raw)
+        else:
+            return ""
+        if len(_peer_cache) >= _CACHE_MAX:
+            _peer_cache.clear()
+        _peer_cache[key] = s
+    return s
+
+
+def decode(raw: Union[int, bytes], size: int) -> CaptureEvent:
+    """One ring-buffer record -> CaptureEvent. ``raw`` is the record's address (as bcc's
+    callback passes it) or its bytes. ``size`` bounds the payload read."""
+    if isinstance(raw, int):
+        (ts, cg, moved, pid, tid, fd, clen, kind, direction, _op, _fl, fam, stype, port, _p0,
+         addr, comm, _p1) = _unpack(c.string_at(raw, HDR_SIZE))  # fmt: skip
+        clen = min(clen, size - HDR_SIZE)
+        data = c.string_at(raw + HDR_SIZE, clen) if clen > 0 else b""
+    else:
+        (ts, cg, moved, pid, tid, fd, clen, kind, direction, _op, _fl, fam, stype, port, _p0,
+         addr, comm, _p1) = _unpack(raw)  # fmt: skip
+        clen = min(clen, size - HDR_SIZE, len(raw) - HDR_SIZE)
+        data = bytes(raw[HDR_SIZE : HDR_SIZE + clen]) if clen > 0 else b""
+    return CaptureEvent(
+        kind=_KINDS[kind],
+        ts_ns=ts,
+        pid=pid,
+        tid=tid,
+        fd=fd,
+        cgroup_id=cg,
+        direction=_DIRS[direction],
+        size=moved,
+        data=data,
+        family=fam,
+        peer_addr=peer_str(fam, addr) if port or fam else "",
+        peer_port=port,
+        sock_type=stype,
+        comm=_comm(comm),
+    )
+
+
+def header(raw: Union[int, bytes]) -> EventHdr:
+    """The full header, including fields CaptureEvent leaves out (syscall, flags); for tests."""
+    buf = c.string_at(raw, HDR_SIZE) if isinstance(raw, int) else bytes(raw[:HDR_SIZE])
+    return EventHdr.from_buffer_copy(buf)

@@ -1,0 +1,315 @@
+"""BpfCapture: compile bpf/capture.c once, attach/detach its program groups, drain the ring.
+
+Lifecycle: ``load()`` compiles (bcc, a few seconds) and creates the maps; ``attach(groups)`` loads
+each group's programs into the kernel and attaches them to their tracepoints; ``detach(group)``
+closes the attachments *and* the program fds, so a disabled group is really gone from
+``bpftool prog`` (bcc's own detach_tracepoint leaves the program loaded); re-attaching reloads
+from the compiled object without recompiling. Maps (sockets, muted, drops, the ring) live as
+long as the BpfCapture.
+
+Threading: ``poll`` runs on one thread (the ring-buffer thread); ``on_event`` runs inside it and
+must not block. ``mute``/``drop_counts`` touch only BPF maps and are safe from other threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
+from hostagent.model import CaptureEvent
+from hostagent.probes import events as ev
+from hostagent.probes.registry import GROUP_PROGRAMS, SOCKET_GROUP
+from hostagent.probes.seed import seed_sockets
+from hostagent.probes.sources import bpf_dir
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + header must fit one array value; verified up to here
+
+
+@dataclass
+class ProbeState:
+    state: str = "detached"  # "attached" | "detached" | "failed"
+    reason: str = ""
+    programs: int = 0  # programs loaded for this group
+    attachments: int = 0  # tracepoints attached
+
+
+@dataclass
+class _Group:
+    perf_fds: list[int] = field(default_factory=list)
+    funcs: list[bytes] = field(default_factory=list)
+
+
+def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
+    """Number of possible CPU ids ("0-3,5" -> 6): the bound of bpf_get_smp_processor_id()."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    top = 0
+    for part in text.split(","):
+        top = max(top, int(part.split("-")[-1]))
+    return top + 1
+
+
+class BpfCapture:
+    def __init__(
+        self,
+        *,
+        on_event: Callable[[CaptureEvent], None],
+        payload_bytes: int = 1024,
+        ring_bytes: int = 8 << 20,
+        headers: Optional[HeadersChoice] = None,
+        configured_headers: Optional[str] = None,
+        runtime_dir: Path = Path("/run/hostagent"),
+        wake_fraction: float = 0.25,
+        self_tgid: Optional[int] = None,
+    ) -> None:
+        if not 1 <= payload_bytes <= MAX_PAYLOAD_LIMIT:
+            raise ValueError(f"payload_bytes must be 1..{MAX_PAYLOAD_LIMIT}, got {payload_bytes}")
+        pages = ring_bytes // 4096
+        if pages < 1 or pages & (pages - 1) or ring_bytes % 4096:
+            raise ValueError(f"ring_bytes must be a power-of-two number of 4 KiB pages, got {ring_bytes}")
+        self.payload_bytes = payload_bytes
+        self.ring_bytes = ring_bytes
+        self.on_event = on_event
+        self._headers = headers
+        self._configured_headers = configured_headers
+        self._runtime_dir = runtime_dir
+        self._wake_bytes = int(ring_bytes * wake_fraction)
+        self.self_tgid = os.getpid() if self_tgid is None else self_tgid
+        self._bpf: Any = None
+        self._ring_mgr: Optional[int] = None
+        self._ring_cb: Any = None  # keeps the ctypes callback alive
+        self._groups: dict[str, _Group] = {}
+        self.states: dict[str, ProbeState] = {g: ProbeState() for g in GROUP_PROGRAMS}
+        self.compile_seconds = 0.0
+        self.events_seen = 0
+        self.callback_errors = 0
+
+    # ---- load -------------------------------------------------------------------------------
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-I{bpf_dir()}",
+            f"-DMAX_PAYLOAD={self.payload_bytes}",
+            f"-DSELF_TGID={self.self_tgid}",
+            f"-DRING_PAGES={self.ring_bytes // 4096}",
+            f"-DWAKE_BYTES={self._wake_bytes}",
+            f"-DNR_CPUS={possible_cpus()}",
+        ]
+
+    def load(self) -> float:
+        """Compile and create the maps (no program is attached yet). Returns compile seconds."""
+        from bcc import BPF  # the distribution's bcc; imported late so unit tests need no bcc
+
+        ensure_tracefs()
+        if self._headers is None and not os.environ.get("BCC_KERNEL_SOURCE"):
+            self._headers = find_kernel_headers(self._configured_headers, self._runtime_dir)
+        text = (bpf_dir() / "capture.c").read_text()
+        t0 = time.monotonic()
+        self._bpf = BPF(text=text, cflags=self.cflags())
+        self.compile_seconds = time.monotonic() - t0
+        log.info(
+            "compiled bpf/capture.c in %.2f s (payload %d B, ring %d KiB)",
+            self.compile_seconds,
+            self.payload_bytes,
+            self.ring_bytes >> 10,
+        )
+        ring = self._bpf["events"]
+        # ring_ref[0] = the ring itself, so the C can ask how full it is (bpf_ringbuf_query)
+        self._bpf["ring_ref"][ctypes.c_int(0)] = ctypes.c_int(ring.map_fd)
+        self._open_ring(ring.map_fd)
+        return self.compile_seconds
+
+    def _open_ring(self, map_fd: int) -> None:
+        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
+
+        decode, on_event = ev.decode, self.on_event
+
+        def _cb(_ctx: Any, data: int, size: int) -> int:
+            # Runs per event: keep it to decode + hand-off. An exception must not escape into
+            # ctypes (it would be printed and swallowed); count it instead.
+            try:
+                on_event(decode(data, size))
+            except Exception:
+                self.callback_errors += 1
+                if self.callback_errors <= 3:
+                    log.exception("on_event failed")
+            return 0
+
+        self._ring_cb = _RINGBUF_CB_TYPE(_cb)
+        mgr = lib.bpf_new_ringbuf(map_fd, self._ring_cb, None)
+        if not mgr:
+            raise OSError("could not open the BPF ring buffer")
+        self._ring_mgr = mgr
+
+    # ---- attach / detach --------------------------------------------------------------------
+
+    def attach(self, groups: set[str]) -> dict[str, ProbeState]:
+        """Attach these groups (already attached ones are left alone); the others keep their state.
+        A group that fails is rolled back and reported as failed; the rest still attach."""
+        if self._bpf is None:
+            raise RuntimeError("load() first")
+        for g in sorted(groups):
+            if g not in GROUP_PROGRAMS:
+                self.states[g] = ProbeState("failed", f"unknown program group {g!r}")
+                continue
+            if self.states[g].state == "attached":
+                continue
+            self.states[g] = self._attach_group(g)
+        return dict(self.states)
+
+    def _attach_group(self, group: str) -> ProbeState:
+        from bcc import BPF
+        from bcc.libbcc import lib
+
+        t0 = time.monotonic()
+        grp = _Group()
+        self._groups[group] = grp
+        try:
+            for tp, fn_name in GROUP_PROGRAMS[group]:
+                name = fn_name.encode()
+                fn = self._bpf.load_func(name, BPF.TRACEPOINT)
+                if name not in grp.funcs:
+                    grp.funcs.append(name)
+                cat, event = tp.split(":")
+                fd = lib.bpf_attach_tracepoint(fn.fd, cat.encode(), event.encode())
+                if fd < 0:
+                    raise OSError(f"attaching {fn_name} to {tp} failed: {os.strerror(ctypes.get_errno())}")
+                grp.perf_fds.append(fd)
+        except Exception as e:
+            self._release(group)
+            log.warning("probe group %s failed to attach: %s", group, e)
+            return ProbeState("failed", str(e).splitlines()[0][:300])
+        if group == SOCKET_GROUP:
+            self.set_socket_enabled(True)
+        log.info(
+            "attached group %s: %d programs on %d tracepoints in %.3f s",
+            group,
+            len(grp.funcs),
+            len(grp.perf_fds),
+            time.monotonic() - t0,
+        )
+        return ProbeState("attached", "", len(grp.funcs), len(grp.perf_fds))
+
+    def detach(self, group: str) -> ProbeState:
+        """Detach and unload the group's programs (they disappear from `bpftool prog`)."""
+        if group == SOCKET_GROUP and self._bpf is not None:
+            self.set_socket_enabled(False)
+        self._release(group)
+        self.states[group] = ProbeState("detached")
+        log.info("detached group %s", group)
+        return self.states[group]
+
+    def _release(self, group: str) -> None:
+        from bcc.libbcc import lib
+
+        grp = self._groups.pop(group, None)
+        if grp is None:
+            return
+        for fd in grp.perf_fds:
+            lib.bpf_close_perf_event_fd(fd)
+        for name in grp.funcs:
+            fn = self._bpf.funcs.pop(name, None)
+            if fn is not None:
+                os.close(fn.fd)
+
+    def set_socket_enabled(self, enabled: bool) -> None:
+        """The in-kernel switch: off, socket programs keep their maps up to date but emit nothing."""
+        self._bpf["config"][ctypes.c_int(ev.CONF_SOCKET_ENABLED)] = ctypes.c_uint32(int(enabled))
+
+    # ---- consume ----------------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int = 10) -> int:
+        """Wait up to timeout_ms for a wake-up (the C only wakes us when the ring is filling),
+        then drain everything; returns the number of events delivered to on_event."""
+        from bcc.libbcc import lib
+
+        if self._ring_mgr is None:
+            time.sleep(timeout_ms / 1000)
+            return 0
+        before = self.events_seen
+        n = lib.bpf_poll_ringbuf(self._ring_mgr, timeout_ms)
+        m = lib.bpf_consume_ringbuf(self._ring_mgr)
+        self.events_seen = before + max(n, 0) + max(m, 0)
+        return self.events_seen - before
+
+    # ---- maps Python writes -----------------------------------------------------------------
+
+    @staticmethod
+    def _key(pid: int, fd: int) -> ctypes.c_uint64:
+        return ctypes.c_uint64((pid << 32) | (fd & 0xFFFFFFFF))
+
+    def mute(self, pid: int, fd: int) -> None:
+        """Stop copying data for this connection, in the kernel (until it is closed)."""
+        self._bpf["muted"][self._key(pid, fd)] = ctypes.c_uint8(1)
+
+    def unmute(self, pid: int, fd: int) -> None:
+        try:
+            del self._bpf["muted"][self._key(pid, fd)]
+        except KeyError:
+            pass
+
+    def socket_info(self, pid: int, fd: int) -> Optional[ev.SockInfo]:
+        """What the kernel side knows about (pid, fd), or None when it is not tracked."""
+        try:
+            v = self._bpf["sockets"][self._key(pid, fd)]
+        except KeyError:
+            return None
+        return ev.SockInfo.from_buffer_copy(bytes(v))
+
+    def seed_existing_sockets(self, proc_root: str = "/proc") -> int:
+        """Track inet sockets that were open before we attached; returns how many were added."""
+        sockets = self._bpf["sockets"]
+        gens = self._bpf["proc_gen"]
+
+        def gen_of(pid: int) -> int:
+            try:
+                return int(gens[ctypes.c_uint32(pid)].value)
+            except KeyError:
+                return 0
+
+        n = 0
+        for pid, fd, info in seed_sockets(Path(proc_root), skip_pid=self.self_tgid):
+            val = ev.SockInfo(
+                gen=gen_of(pid), family=info.family, sock_type=info.sock_type, peer_port=info.peer_port
+            )
+            ctypes.memmove(val.peer_addr, info.peer_addr.ljust(16, b"\0"), 16)
+            sockets[self._key(pid, fd)] = sockets.Leaf.from_buffer_copy(bytes(val))
+            n += 1
+        log.info("seeded %d existing inet sockets from %s", n, proc_root)
+        return n
+
+    def drop_counts(self) -> dict[str, int]:
+        drops = self._bpf["drops"]
+        out = {name: int(drops[ctypes.c_int(i)].value) for i, name in enumerate(ev.DROP_CAUSES)}
+        out["callback_errors"] = self.callback_errors
+        return out
+
+    def close(self) -> None:
+        from bcc.libbcc import lib
+
+        for g in list(self._groups):
+            self._release(g)
+            self.states[g] = ProbeState("detached")
+        if self._ring_mgr is not None:
+            lib.bpf_free_ringbuf(self._ring_mgr)
+            self._ring_mgr = None
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> BpfCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,54 @@
+"""Probe names (as in the config's [probes] enabled and the admin API) and the BPF program
+groups each one needs. Several probes share one group: the socket group captures every inet
+socket's bytes and the protocol stage decides what they are, so "http" and "redis" both need it.
+"""
+
+from __future__ import annotations
+
+SOCKET_GROUP = "socket"
+PROCESS_GROUP = "process"
+
+# probe name -> program groups it needs
+PROBE_GROUPS: dict[str, frozenset[str]] = {
+    "http": frozenset({SOCKET_GROUP}),
+    "http2": frozenset({SOCKET_GROUP}),
+    "postgres": frozenset({SOCKET_GROUP}),
+    "mysql": frozenset({SOCKET_GROUP}),
+    "redis": frozenset({SOCKET_GROUP}),
+    "dns": frozenset({SOCKET_GROUP}),
+    "identity": frozenset({PROCESS_GROUP}),
+}
+PROBE_NAMES: tuple[str, ...] = tuple(PROBE_GROUPS)
+
+# group -> (tracepoint, BPF function) pairs, in attach order: lifecycle programs first so a
+# socket is known before data on it is looked up.
+_DATA = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
+         "recvmmsg", "sendmmsg", "sendfile64")  # fmt: skip
+GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
+    SOCKET_GROUP: (
+        ("sched:sched_process_exit", "sock__process_exit"),
+        ("syscalls:sys_enter_socket", "sock__enter_socket"),
+        ("syscalls:sys_exit_socket", "sock__exit_socket"),
+        ("syscalls:sys_enter_connect", "sock__enter_connect"),
+        ("syscalls:sys_exit_connect", "sock__exit_connect"),
+        ("syscalls:sys_enter_accept", "sock__enter_accept"),
+        ("syscalls:sys_exit_accept", "sock__exit_accept"),
+        ("syscalls:sys_enter_accept4", "sock__enter_accept4"),
+        ("syscalls:sys_exit_accept4", "sock__exit_accept4"),
+        ("syscalls:sys_enter_close", "sock__enter_close"),
+        *((f"syscalls:sys_enter_{s}", f"sock__enter_{s}") for s in _DATA),
+        *((f"syscalls:sys_exit_{s}", "sock__exit_data") for s in _DATA),
+    ),
+    PROCESS_GROUP: (
+        ("sched:sched_process_exec", "proc__exec"),
+        ("sched:sched_process_exit", "proc__exit"),
+    ),
+}
+
+
+def groups_for(probes: frozenset[str] | set[str]) -> set[str]:
+    """The program groups that must be attached for these enabled probes (unknown names ignored)."""
+    out: set[str] = set()
+    for p in probes:
+        out |= PROBE_GROUPS.get(p, frozenset())
+    return out
