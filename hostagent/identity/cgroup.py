@@ -123,6 +123,7 @@ def _container_in(segments: list[str]) -> tuple[Optional[str], Optional[str]]:
 
 def _pod_in(segments: list[str]) -> Optional[str]:
     for segment in segments:
+        segment = segment.split(":", 1)[0]  # "<pod slice>:cri-containerd:<id>"
         match = _POD_SEGMENT.match(segment) or _POD_SLICE.match(segment)
         if match:
             return match.group(1).replace("_", "-")

@@ -109,8 +109,11 @@ class ProcFS:
         try:
             target = os.readlink(self._pid_path(pid, "exe"))
         except FileNotFoundError as exc:
-            raise ProcessGone(pid) from exc
-        except OSError:  # EACCES, or ENOENT-like for kernel threads
+            # Kernel threads have no exe (ENOENT too): only a missing pid directory means gone.
+            if not os.path.isdir(os.path.join(self.root, "proc", str(pid))):
+                raise ProcessGone(pid) from exc
+            return ""
+        except OSError:  # EACCES
             return ""
         return target[: -len(" (deleted)")] if target.endswith(" (deleted)") else target
 
