@@ -104,7 +104,7 @@ class SpanBuilder:
         flags = _SAMPLED
         trace_state = _EMPTY_STATE
         incoming = parse_traceparent(call.traceparent) if call.traceparent else None
-        if incoming is not None and role != Role.UNKNOWN:
+        if incoming is not None:
             trace_id, parent_id, raw_flags = incoming
             flags = TraceFlags(raw_flags)
             if call.tracestate:
