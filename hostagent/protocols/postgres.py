@@ -1,0 +1,501 @@
+"""PostgreSQL frontend/backend protocol v3 (https://www.postgresql.org/docs/15/protocol.html): Calls.
+
+One ``PostgresParser`` per connection sees both directions. The client's messages (startup,
+Query, Parse/Bind/Describe/Execute/Sync...) are told from the server's by content, so the parser
+works from either end: client messages written by this process -> Role.CLIENT, read -> SERVER.
+
+What becomes a Call (one span each):
+- simple Query: one Call per statement the server ran (a Query text with three statements gives
+  three Calls, each ended by its CommandComplete / EmptyQueryResponse / ErrorResponse). After an
+  error the server skips the rest of the text: skipped statements make no Call and are counted
+  (``stats.extra["skipped"]``).
+- extended protocol: one Call per Execute. Parse remembers statement text by name (the unnamed
+  one included), Bind maps a portal to its statement, so an Execute knows its SQL, also when it
+  reuses a statement prepared long before. Pipelines (many Executes before one Sync) pair in
+  order. An ErrorResponse makes the server skip to the next Sync: the failing message's Call (the
+  Execute that would have run the statement, or the failing Parse/Bind itself when no Execute
+  follows) carries the error; the skipped Executes make no Call and are counted.
+- Parse/Bind/Describe/Close/Sync, authentication, ParameterStatus, notices: no Call.
+
+``db.namespace`` is the startup message's database (which defaults to the user name, as the
+server does). SSLRequest/GSSENCRequest answered 'N' keep parsing; 'S'/'G' mean TLS/GSS from the
+next byte on: ``upgraded`` is set so the capture stage mutes the connection. COPY data in either
+direction is framed and ignored; the COPY statement's Call ends at its CommandComplete.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Optional
+
+from hostagent.model import Call, Direction, Role, Segment
+from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.length_framer import Frame, LengthFramer
+from hostagent.protocols.sql import operation_and_collection, sanitize, span_name, split_statements
+
+SYSTEM = "postgresql"
+PROTOCOL_3 = 196608
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+MAX_MESSAGE = 1 << 30  # the server's own limit for a message
+MAX_STARTUP = 10000  # libpq caps startup packets at 10000 bytes
+KEEP_FRONTEND = 16 * 1024  # SQL text kept per message
+KEEP_BACKEND = 2048  # enough for an ErrorResponse's code and message
+MAX_PREPARED = 512  # named statements remembered per connection
+MAX_ITEMS = 1024  # requests waiting for their answers
+MAX_HELD = 8  # segments held while the roles are not known yet
+MAX_TEXT = 8192  # db.query.text length cap
+MAX_CACHE = 256
+
+FRONTEND_ONLY = frozenset(b"QPBXFpf")
+BACKEND_ONLY = frozenset(b"RKZT123nstIAGWVvN")
+FRONTEND_TYPES = frozenset(b"QPBDESCHXFpdcf")
+BACKEND_TYPES = frozenset(b"RSKZTDCEIN123nstAGHWdcVv")
+
+
+def _int32(b: bytes, at: int) -> int:
+    return int.from_bytes(b[at : at + 4], "big")
+
+
+def _untyped_code(data: bytes) -> int:
+    """The code of a startup-phase message (no type byte), or 0 when ``data`` is not one."""
+    if len(data) < 8:
+        return 0
+    length, code = _int32(data, 0), _int32(data, 4)
+    if code == PROTOCOL_3 and 9 <= length <= MAX_STARTUP:
+        return code
+    if code in (SSL_REQUEST, GSSENC_REQUEST) and length == 8:
+        return code
+    if code == CANCEL_REQUEST and length == 16:
+        return code
+    return 0
+
+
+def _printable(b: bytes) -> bool:
+    return all(c >= 0x20 or c in (9, 10, 13) for c in b)
+
+
+def looks_like(data: bytes, direction: Direction) -> bool:
+    """A startup/SSLRequest/GSSENCRequest/CancelRequest, or a Query/Parse whose text is SQL-like.
+
+    A connection first seen mid-way starts with a typed message; only Query and Parse are taken
+    (their length must be sane and their text printable), so random binary is not claimed.
+    """
+    code = _untyped_code(data)
+    if code:
+        return code != PROTOCOL_3 or _printable(data[8:40].replace(b"\x00", b" "))
+    if len(data) < 6 or data[0] not in b"QP":
+        return False
+    length = _int32(data, 1)
+    if not 6 <= length < MAX_MESSAGE:
+        return False
+    body = data[5 : 1 + length]
+    if data[0] == 0x50:  # Parse: a statement name first
+        name_end = body.find(b"\x00")
+        if name_end < 0 or name_end > 64 or not _printable(body[:name_end]):
+            return False
+        body = body[name_end + 1 :]
+    text = body.split(b"\x00", 1)[0][:64].lstrip()
+    if not text or not _printable(text):
+        return False
+    return text[:1].isalpha() or text[:1] == b"(" or text[:2] in (b"--", b"/*")
+
+
+class _Item:
+    """A frontend message still waiting for its answer (mutable, module-private)."""
+
+    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "rows", "sql", "start_ns",
+                 "statements")  # fmt: skip
+
+    def __init__(self, kind: str, start_ns: int, sql: Optional[str] = None, req_size: int = 0) -> None:
+        self.kind = kind  # query | parse | bind | describe | execute | close | sync
+        self.start_ns = start_ns
+        self.sql = sql
+        self.statements: list[str] = []
+        self.index = 0  # next statement of a query to complete
+        self.next_start = start_ns
+        self.rows = 0
+        self.req_size = req_size
+        self.resp_size = 0
+
+
+class PostgresParser:
+    """Per-connection PostgreSQL decoder; ``raw_sql=True`` keeps db.query.text unsanitised."""
+
+    def __init__(self, raw_sql: bool = False) -> None:
+        self.raw_sql = raw_sql
+        self.stats = ParserStats()
+        self.upgraded = False  # TLS/GSS accepted: the rest is encrypted, stop here
+        self._fe = LengthFramer(KEEP_FRONTEND)
+        self._be = LengthFramer(KEEP_BACKEND)
+        self._client_dir: Optional[Direction] = None
+        self._held: list[Segment] = []
+        self._untyped = True  # the frontend may still send a startup-phase message
+        self._ssl_answers = 0  # single-byte answers owed to SSLRequest/GSSENCRequest
+        self._database: Optional[str] = None
+        self._prepared: OrderedDict[str, str] = OrderedDict()
+        self._portals: dict[str, Optional[str]] = {}
+        self._items: deque[_Item] = deque()
+        self._req_bytes = 0  # Parse/Bind/Describe bytes waiting for their Execute
+        self._cache: OrderedDict[str, tuple[Optional[str], Optional[str], str]] = OrderedDict()
+        self._out: list[Call] = []
+
+    # -- StreamParser ------------------------------------------------------------------------------
+    def feed(self, segment: Segment) -> list[Call]:
+        if self.upgraded:
+            return []
+        try:
+            if self._client_dir is None:
+                self._client_dir = self._guess_client_dir(segment)
+                if self._client_dir is None:
+                    self._hold(segment)
+                    return []
+                held, self._held = self._held, []
+                for seg in held:
+                    self._consume(seg)
+            self._consume(segment)
+        except Exception:  # a parser bug must never take the pipeline down
+            self.stats.resyncs += 1
+            self._items.clear()
+            self._fe.drop()
+            self._be.drop()
+        out, self._out = self._out, []
+        return out
+
+    def close(self, ts_ns: int) -> list[Call]:
+        self.stats.unpaired += sum(1 for i in self._items if i.kind in ("query", "execute"))
+        self._items.clear()
+        return []
+
+    # -- roles -----------------------------------------------------------------------------------
+    def _guess_client_dir(self, seg: Segment) -> Optional[Direction]:
+        data = seg.data
+        other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
+        if not data:
+            return None
+        if _untyped_code(data) or data[0] in FRONTEND_ONLY:
+            return seg.direction
+        if data[0] in BACKEND_ONLY or (len(data) == 1 and data in (b"N", b"S", b"G")):
+            return other
+        return None
+
+    def _hold(self, segment: Segment) -> None:
+        self._held.append(segment)
+        if len(self._held) > MAX_HELD:
+            self._held.pop(0)
+            self.stats.resyncs += 1
+
+    @property
+    def role(self) -> Role:
+        return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER
+
+    # -- framing ---------------------------------------------------------------------------------
+    def _consume(self, seg: Segment) -> None:
+        if seg.direction == self._client_dir:
+            framer, handle, frame_len = self._fe, self._frontend, self._fe_len
+        else:
+            framer, handle, frame_len = self._be, self._backend, self._be_len
+        if framer.push(seg.data, seg.size, seg.ts_ns):
+            self.stats.resyncs += 1
+        while not self.upgraded:
+            frame = framer.next(frame_len)
+            if frame is None:
+                break
+            if frame.truncated:
+                self.stats.truncated += 1
+            handle(frame)
+
+    def _fe_len(self, head: bytes) -> Optional[int]:
+        if self._untyped:
+            if len(head) < 8:
+                return None
+            if _untyped_code(head):
+                return _int32(head, 0)
+            self._untyped = False  # first seen mid-way: typed messages from here on
+        return _typed_len(head, FRONTEND_TYPES)
+
+    def _be_len(self, head: bytes) -> Optional[int]:
+        if self._ssl_answers and head[:1] in (b"N", b"S", b"G"):
+            return 1
+        return _typed_len(head, BACKEND_TYPES)
+
+    # -- frontend ----------------------------------------------------------------------------------
+    def _frontend(self, f: Frame) -> None:
+        data = f.data
+        if self._untyped and _untyped_code(data):
+            code = _int32(data, 4)
+            if code == PROTOCOL_3:
+                self._untyped = False
+                self._startup(data[8:])
+            elif code in (SSL_REQUEST, GSSENC_REQUEST):
+                self._ssl_answers += 1
+            return
+        kind = data[0]
+        body = data[5:]
+        if kind == 0x51:  # 'Q' query string
+            self._add(_Item("query", f.start_ns, _cstr(body)[0], f.total))
+        elif kind == 0x50:  # 'P' statement name, query string, parameter types
+            name, rest = _cstr(body)
+            sql = _cstr(rest)[0]
+            self._remember(name, sql)
+            self._req_bytes += f.total
+            self._add(_Item("parse", f.start_ns, sql))
+        elif kind == 0x42:  # 'B' portal name, statement name, formats, values
+            portal, rest = _cstr(body)
+            self._portals[portal] = self._prepared.get(_cstr(rest)[0])
+            if len(self._portals) > MAX_PREPARED:
+                self._portals.pop(next(iter(self._portals)))
+            self._req_bytes += f.total
+            self._add(_Item("bind", f.start_ns, self._portals[portal]))
+        elif kind == 0x45:  # 'E' portal name, max rows
+            item = _Item("execute", f.start_ns, self._portals.get(_cstr(body)[0]), self._req_bytes + f.total)
+            self._req_bytes = 0
+            self._add(item)
+        elif kind == 0x44:  # 'D' 'S'|'P', name
+            self._req_bytes += f.total
+            self._add(_Item("describe", f.start_ns))
+        elif kind == 0x43:  # 'C' close 'S'|'P', name
+            name = _cstr(body[1:])[0]
+            (self._prepared if body[:1] == b"S" else self._portals).pop(name, None)
+            self._add(_Item("close", f.start_ns))
+        elif kind == 0x53:  # 'S' sync
+            self._add(_Item("sync", f.start_ns))
+        # 'H' flush, 'X' terminate, 'p' auth, 'd'/'c'/'f' COPY data, 'F' function call: no answer
+        # of their own that a Call needs.
+
+    def _startup(self, params: bytes) -> None:
+        fields = params.split(b"\x00")
+        values = dict(zip(fields[0::2], fields[1::2]))
+        db = values.get(b"database") or values.get(b"user")
+        if db:
+            self._database = db.decode("utf-8", "replace")
+
+    def _remember(self, name: str, sql: str) -> None:
+        self._prepared[name] = sql
+        self._prepared.move_to_end(name)
+        if len(self._prepared) > MAX_PREPARED:
+            self._prepared.popitem(last=False)
+
+    def _add(self, item: _Item) -> None:
+        self._items.append(item)
+        if len(self._items) > MAX_ITEMS:
+            old = self._items.popleft()
+            if old.kind in ("query", "execute"):
+                self.stats.unpaired += 1
+
+    # -- backend -------------------------------------------------------------------------------------
+    def _backend(self, f: Frame) -> None:
+        data = f.data
+        if f.total == 1:  # answer to SSLRequest / GSSENCRequest
+            self._ssl_answers = max(0, self._ssl_answers - 1)
+            if data != b"N":
+                self.upgraded = True
+            return
+        kind = data[0]
+        items = self._items
+        head = items[0] if items else None
+        if head is not None:
+            head.resp_size += f.total
+        if kind in (0x43, 0x49, 0x73):  # CommandComplete / EmptyQuery / Suspended
+            tag = _cstr(data[5:])[0] if kind == 0x43 else ""
+            self._complete(f, tag, None)
+        elif kind == 0x44:  # 'D' DataRow
+            runner = self._runner()
+            if runner is not None:
+                runner.rows += 1
+        elif kind == 0x45:  # 'E' ErrorResponse
+            self._error(f, _error_fields(data[5:]))
+        elif kind == 0x5A:  # 'Z' ReadyForQuery: everything up to a Sync or Query is answered
+            self._ready()
+        elif head is not None:
+            if kind == 0x31:  # '1' ParseComplete
+                self._pop("parse")
+            elif kind == 0x32:  # '2' BindComplete
+                self._pop("bind")
+            elif kind == 0x33:  # '3' CloseComplete
+                self._pop("close")
+            elif kind in b"Tn" and head.kind == "describe":  # row shape or NoData ends a Describe
+                items.popleft()
+
+    def _pop(self, kind: str) -> None:
+        if self._items and self._items[0].kind == kind:
+            self._items.popleft()
+        else:
+            self.stats.extra["mismatched"] = self.stats.extra.get("mismatched", 0) + 1
+
+    def _runner(self) -> Optional[_Item]:
+        """The query or Execute whose results are arriving (the first one waiting)."""
+        for item in self._items:
+            if item.kind in ("query", "execute"):
+                return item
+            if item.kind == "sync":
+                return None
+        return None
+
+    def _complete(self, f: Frame, tag: str, error: Optional[tuple[str, str]]) -> None:
+        items = self._items
+        while items and items[0].kind not in ("query", "execute"):
+            if items[0].kind == "sync":
+                break
+            items.popleft()  # answers that never came (joined mid-way) or were not framed
+            self.stats.extra["mismatched"] = self.stats.extra.get("mismatched", 0) + 1
+        if not items or items[0].kind == "sync":
+            self.stats.unpaired += 1
+            return
+        item = items[0]
+        if item.kind == "execute":
+            items.popleft()
+            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows, error, item.req_size,
+                       item.resp_size)  # fmt: skip
+            return
+        if not item.statements:
+            item.statements = split_statements(item.sql or "")
+        sql = item.statements[item.index] if item.index < len(item.statements) else None
+        self._emit(sql, item.next_start, f.end_ns, tag, item.rows, error,
+                   item.req_size if item.index == 0 else 0, item.resp_size)  # fmt: skip
+        item.index += 1
+        item.next_start = f.end_ns
+        item.rows = 0
+        item.resp_size = 0
+
+    def _error(self, f: Frame, fields: dict[str, str]) -> None:
+        code = fields.get("C", "")
+        error = (code or "ERROR", fields.get("M", ""))
+        items = self._items
+        if not items:
+            self.stats.extra["errors_outside_calls"] = self.stats.extra.get("errors_outside_calls", 0) + 1
+            return
+        head = items[0]
+        if head.kind in ("query", "execute"):
+            self._complete(f, "", error)
+            if head.kind == "execute":
+                self._skip_to_sync()
+            return
+        if head.kind == "sync":
+            self.stats.unpaired += 1
+            return
+        # Parse/Bind/Describe/Close failed: the Call is the Execute that would have run it.
+        start = head.start_ns
+        sql = head.sql
+        req = 0
+        for item in items:
+            if item.kind == "sync":
+                break
+            req += item.req_size
+            if item.kind == "execute":
+                sql = item.sql or sql
+                break
+        self._emit(sql, start, f.end_ns, "", 0, error, req, f.total)
+        while items and items[0].kind != "sync":
+            if items.popleft().kind == "execute":
+                break
+        self._skip_to_sync()
+
+    def _skip_to_sync(self) -> None:
+        """After an error the server ignores everything up to the next Sync."""
+        items = self._items
+        while items and items[0].kind != "sync":
+            if items.popleft().kind == "execute":
+                self._skipped()
+
+    def _ready(self) -> None:
+        items = self._items
+        while items:
+            item = items.popleft()
+            if item.kind == "query":
+                if item.statements and item.index < len(item.statements):
+                    for _ in range(len(item.statements) - item.index):
+                        self._skipped()
+                elif not item.statements:
+                    self.stats.unpaired += 1
+                return
+            if item.kind == "sync":
+                return
+            if item.kind == "execute":
+                self._skipped()
+
+    def _skipped(self) -> None:
+        self.stats.extra["skipped"] = self.stats.extra.get("skipped", 0) + 1
+
+    # -- Calls ---------------------------------------------------------------------------------------
+    def _describe(self, sql: str) -> tuple[Optional[str], Optional[str], str]:
+        hit = self._cache.get(sql)
+        if hit is None:
+            op, coll = operation_and_collection(sql)
+            text = sql if self.raw_sql else sanitize(sql)
+            hit = (op, coll, text[:MAX_TEXT])
+            self._cache[sql] = hit
+            if len(self._cache) > MAX_CACHE:
+                self._cache.popitem(last=False)
+        return hit
+
+    def _emit(self, sql: Optional[str], start: int, end: int, tag: str, rows: int,
+              error: Optional[tuple[str, str]], req_size: int, resp_size: int) -> None:  # fmt: skip
+        attrs: dict[str, object] = {"db.system.name": SYSTEM}
+        if self._database:
+            attrs["db.namespace"] = self._database
+        op: Optional[str] = None
+        coll: Optional[str] = None
+        if sql is not None:
+            op, coll, text = self._describe(sql)
+            attrs["db.query.text"] = text
+        if op is None and tag:
+            op = tag.split(" ", 1)[0]
+        if op:
+            attrs["db.operation.name"] = op
+        if coll:
+            attrs["db.collection.name"] = coll
+        words = tag.split(" ")
+        if words[0] in ("SELECT", "FETCH") and words[-1].isdigit():
+            attrs["db.response.returned_rows"] = int(words[-1])
+        elif rows:
+            attrs["db.response.returned_rows"] = rows
+        error_type = None
+        message = ""
+        if error is not None:
+            error_type, message = error
+            attrs["db.response.status_code"] = error_type
+        self._out.append(Call(
+            protocol=SYSTEM, role=self.role, start_ns=start, end_ns=max(end, start),
+            name=span_name(SYSTEM, op, coll), attributes=attrs,  # type: ignore[arg-type]
+            error_type=error_type, status_message=message[:256],
+            request_size=req_size, response_size=resp_size,
+        ))  # fmt: skip
+
+
+def _typed_len(head: bytes, types: frozenset[int]) -> Optional[int]:
+    if not head:
+        return None
+    if head[0] not in types:
+        return -1
+    if len(head) < 5:
+        return None
+    length = _int32(head, 1)
+    if not 4 <= length < MAX_MESSAGE:
+        return -1
+    return 1 + length
+
+
+def _cstr(b: bytes) -> tuple[str, bytes]:
+    """A NUL-terminated string (UTF-8, the only client encoding drivers use) and what follows."""
+    end = b.find(b"\x00")
+    if end < 0:
+        return b.decode("utf-8", "replace"), b""
+    return b[:end].decode("utf-8", "replace"), b[end + 1 :]
+
+
+def _error_fields(body: bytes) -> dict[str, str]:
+    """ErrorResponse fields: one type byte ('C' SQLSTATE, 'M' message...) and a string each."""
+    out: dict[str, str] = {}
+    for part in body.split(b"\x00"):
+        if part:
+            out[chr(part[0])] = part[1:].decode("utf-8", "replace")
+    return out
+
+
+def new_parser(raw_sql: bool = False) -> PostgresParser:
+    return PostgresParser(raw_sql=raw_sql)
+
+
+SPEC = ProtocolSpec(name=SYSTEM, probe="postgres", looks_like=looks_like, new_parser=new_parser)

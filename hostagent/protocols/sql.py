@@ -1,0 +1,200 @@
+"""SQL text helpers shared by the PostgreSQL and MySQL parsers: tokenise, split, sanitise, name.
+
+All three jobs run over one tokenizer so they agree on what is a literal: a ``;`` inside a string
+or a comment never splits a statement, a ``1`` inside ``t1`` is never a literal.
+
+- ``split_statements``: the statements of a multi-statement text (PostgreSQL simple Query,
+  MySQL with CLIENT_MULTI_STATEMENTS), as the server will run them: empty statements dropped.
+- ``sanitize``: ``db.query.text`` as the semantic conventions want it by default: every string,
+  number, hex, bit or dollar-quoted literal replaced by ``?`` (``IN (1, 2)`` -> ``IN (?, ?)``);
+  identifiers, keywords, comments and bind markers (``$1``, ``?``) are kept.
+- ``operation_and_collection``: ``db.operation.name`` (the first operation keyword, as written)
+  and ``db.collection.name`` (the first table the statement works on, as written, with any schema
+  prefix) when the statement shape makes it certain; ``None`` otherwise.
+
+Text cut short by the capture (an unterminated string at the end) is handled: the unterminated
+literal is still a literal. Dialects: ``"postgresql"`` (double quotes are identifiers,
+``E''`` escapes, ``$tag$`` strings) and ``"mysql"`` (double quotes are strings, backslash
+escapes, backtick identifiers, ``#`` comments).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+# Token kinds.
+WS, COMMENT, STRING, NUMBER, IDENT, QIDENT, PARAM, PUNCT = range(8)
+
+_COMMON_TAIL = r"""
+  | (?P<number>0[xX][0-9a-fA-F_]+|0[bB][01]+|(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<ident>[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*)
+  | (?P<punct>.)
+"""
+
+_PG = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<comment>--[^\n]*|/\*(?s:.*?)(?:\*/|\Z))
+  | (?P<string>[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)
+       |(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z)
+       |(?P<dq>\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$)(?s:.*?)(?:(?P=dq)|\Z))
+  | (?P<qident>"(?:[^"]|"")*(?:"|\Z))
+  | (?P<param>\$\d+)
+"""
+    + _COMMON_TAIL,
+    re.VERBOSE | re.DOTALL,
+)
+
+_MY = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<comment>--(?:[ \t][^\n]*|$|(?=\n))|\#[^\n]*|/\*(?s:.*?)(?:\*/|\Z))
+  | (?P<string>(?:_[A-Za-z0-9]+|[NnXxBb])?'(?:[^'\\]|\\.|'')*(?:'|\Z)
+       |(?:_[A-Za-z0-9]+)?"(?:[^"\\]|\\.|"")*(?:"|\Z))
+  | (?P<qident>`(?:[^`]|``)*(?:`|\Z))
+  | (?P<param>\?)
+"""
+    + _COMMON_TAIL,
+    re.VERBOSE | re.DOTALL,
+)
+
+_KINDS = {"ws": WS, "comment": COMMENT, "string": STRING, "number": NUMBER, "ident": IDENT,
+          "qident": QIDENT, "param": PARAM, "punct": PUNCT}  # fmt: skip
+
+Token = tuple[int, str]
+
+
+def tokenize(sql: str, dialect: str = "postgresql") -> list[Token]:
+    """Every character of ``sql`` lands in exactly one token (joining them gives ``sql`` back)."""
+    pattern = _MY if dialect == "mysql" else _PG
+    out: list[Token] = []
+    for m in pattern.finditer(sql):
+        group = m.lastgroup
+        if group == "dq":  # the inner named group of a dollar-quoted string
+            group = "string"
+        out.append((_KINDS[group or "punct"], m.group(0)))
+    return out
+
+
+def sanitize(sql: str, dialect: str = "postgresql") -> str:
+    """Replace every literal with ``?``."""
+    return "".join("?" if kind in (STRING, NUMBER) else text for kind, text in tokenize(sql, dialect))
+
+
+def split_statements(sql: str, dialect: str = "postgresql") -> list[str]:
+    """The non-empty statements of ``sql``, stripped; ``[sql]`` when there are none.
+
+    A text with nothing but whitespace and comments is one (empty) statement, which is what the
+    server answers with EmptyQueryResponse (PostgreSQL).
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    meaningful = False
+    for kind, text in tokenize(sql, dialect):
+        if kind == PUNCT and text == ";":
+            if meaningful:
+                statements.append("".join(current).strip())
+            current, meaningful = [], False
+            continue
+        current.append(text)
+        if kind not in (WS, COMMENT):
+            meaningful = True
+    if meaningful:
+        statements.append("".join(current).strip())
+    return statements or [sql.strip()]
+
+
+_DML_AFTER_WITH = {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"}
+_SKIP_WORDS = {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "QUICK", "ONLY", "FROM",
+               "TABLE", "TEMP", "TEMPORARY", "UNLOGGED", "IF", "NOT", "EXISTS", "OR", "REPLACE", "GLOBAL",
+               "LOCAL"}  # fmt: skip
+_DDL_TABLE = {"CREATE", "DROP", "ALTER", "TRUNCATE"}
+
+
+def operation_and_collection(sql: str, dialect: str = "postgresql") -> tuple[Optional[str], Optional[str]]:
+    """``(db.operation.name, db.collection.name)`` read from the statement text."""
+    toks = [(k, t) for k, t in tokenize(sql[:4096], dialect) if k not in (WS, COMMENT)]
+    i = 0
+    while i < len(toks) and toks[i] == (PUNCT, "("):
+        i += 1
+    if i >= len(toks) or toks[i][0] != IDENT:
+        return None, None
+    op = toks[i][1]
+    upper = op.upper()
+    if upper == "WITH":
+        j = _after_with(toks, i + 1)
+        if j is None:
+            return op, None
+        i, op, upper = j, toks[j][1], toks[j][1].upper()
+    rest = toks[i + 1 :]
+    if upper == "SELECT":
+        return op, _after_from(rest)
+    if upper in ("INSERT", "REPLACE", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE"):
+        return op, _name_after_modifiers(rest)
+    if upper in _DDL_TABLE:
+        words = [t.upper() for k, t in rest[:6] if k == IDENT]
+        if "TABLE" in words:
+            return op, _name_after_modifiers(rest)
+    return op, None
+
+
+def _after_with(toks: list[Token], i: int) -> Optional[int]:
+    """Index of the statement keyword that follows a WITH list (at parenthesis depth 0)."""
+    depth = 0
+    for j in range(i, len(toks)):
+        kind, text = toks[j]
+        if kind == PUNCT and text == "(":
+            depth += 1
+        elif kind == PUNCT and text == ")":
+            depth -= 1
+        elif depth == 0 and kind == IDENT and text.upper() in _DML_AFTER_WITH:
+            return j
+    return None
+
+
+def _after_from(rest: list[Token]) -> Optional[str]:
+    depth = 0
+    for j, (kind, text) in enumerate(rest):
+        if kind == PUNCT and text == "(":
+            depth += 1
+        elif kind == PUNCT and text == ")":
+            depth -= 1
+        elif depth == 0 and kind == IDENT and text.upper() == "FROM":
+            return _dotted_name(rest, j + 1)
+    return None
+
+
+def _name_after_modifiers(rest: list[Token]) -> Optional[str]:
+    j = 0
+    while j < len(rest) and rest[j][0] == IDENT and rest[j][1].upper() in _SKIP_WORDS:
+        j += 1
+    return _dotted_name(rest, j)
+
+
+def _dotted_name(toks: list[Token], j: int) -> Optional[str]:
+    """``schema.table`` (quoted parts allowed) starting at ``toks[j]``, as written."""
+    parts: list[str] = []
+    while j < len(toks) and toks[j][0] in (IDENT, QIDENT):
+        parts.append(toks[j][1])
+        if j + 1 < len(toks) and toks[j + 1] == (PUNCT, "."):
+            j += 2
+            continue
+        break
+    return ".".join(parts) if parts else None
+
+
+def span_name(system: str, operation: Optional[str], collection: Optional[str]) -> str:
+    """The conventions' database span name: ``{operation} {collection}``, ``{operation}`` or system."""
+    if operation and collection:
+        return f"{operation} {collection}"
+    return operation or system
+
+
+_USE_RE = re.compile(r"\s*use\s+`?([^`;\s]+)`?\s*;?\s*$", re.IGNORECASE)
+
+
+def use_database(sql: str) -> Optional[str]:
+    """The database named by a MySQL ``USE db`` statement, else ``None``."""
+    m = _USE_RE.match(sql)
+    return m.group(1) if m else None
