@@ -68,7 +68,7 @@ class _Message:
     """One request or response while it is being read; mutable, never leaves this module."""
 
     __slots__ = (
-        "body", "body_size", "chunked", "end_ns", "framed", "headers", "host", "length", "method",
+        "body", "body_size", "chunked", "end_ns", "framed", "gap", "headers", "host", "length", "method",
         "start_ns", "status", "target", "traceparent", "tracestate", "user_agent", "version",
     )  # fmt: skip
 
@@ -87,8 +87,9 @@ class _Message:
         self.length = -1  # Content-Length, -1 when absent
         self.chunked = False
         self.framed = False  # the message has a body whose size we report
-        self.body = b""
-        self.body_size = 0
+        self.body = b""  # contiguous captured prefix of the body (decoded when chunked)
+        self.body_size = 0  # body bytes on the wire, captured or not
+        self.gap = False  # uncaptured bytes were skipped: nothing after them is kept
 
 
 class _Half:
@@ -118,26 +119,41 @@ class Http1Parser:
         self._resp = _Half(False)
         self._pending: deque[_Message] = deque()
         self._in_sync = True  # before the first message start: counted once as a resync
+        self._held: dict[Direction, Segment] = {}  # a message start still too short to recognise
 
     # -- public -----------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
         if self.upgraded:
             return []
-        data = segment.data
         if self._req_dir is None:
-            if data.startswith(_STATUS_START):
-                self._req_dir = Direction(1 - segment.direction)  # the other side asked
-            elif data.startswith(_REQUEST_STARTS):
-                self._req_dir = segment.direction
-            else:
-                if self._in_sync:
-                    self._in_sync = False
-                    self.stats.resyncs += 1
-                return []
+            return self._first(segment)
         out: list[Call] = []
         half = self._req if segment.direction == self._req_dir else self._resp
         self._consume(half, segment, out)
         return out
+
+    def _first(self, segment: Segment) -> list[Call]:
+        """Before any message start: find which side sends requests, then parse from there."""
+        direction = segment.direction
+        held = self._held.pop(direction, None)
+        data = held.data + segment.data if held is not None else segment.data
+        if data.startswith(_STATUS_START):
+            self._req_dir = Direction(1 - direction)  # the other side asked
+        elif data.startswith(_REQUEST_STARTS):
+            self._req_dir = direction
+        elif len(data) < 8 and segment.size == len(segment.data) and any(s.startswith(data) for s in _STARTS):
+            # A start split across tiny reads ("G", "ET ..."): hold it, with its first timestamp.
+            ts = held.ts_ns if held is not None else segment.ts_ns
+            self._held[direction] = Segment(direction, data, len(data), ts)
+            return []
+        else:
+            if self._in_sync:
+                self._in_sync = False
+                self.stats.resyncs += 1
+            return []
+        self._held.clear()
+        out = self.feed(held) if held is not None else []
+        return out + self.feed(segment)
 
     def close(self, ts_ns: int) -> list[Call]:
         """Finish a response that runs until close (or lost its framing); fail the unanswered."""
@@ -175,7 +191,7 @@ class Http1Parser:
             elif state == _LOSSY:
                 msg = half.msg
                 if msg is not None:
-                    self._keep(msg, data, 0, n)
+                    self._keep(msg, data, 0, size)
                     msg.body_size += size
                     msg.end_ns = ts
                 return
@@ -190,8 +206,7 @@ class Http1Parser:
                 msg = half.msg
                 assert msg is not None
                 take = min(half.remaining, size - pos)
-                if pos < n:
-                    self._keep(msg, data, pos, min(pos + take, n))
+                self._keep(msg, data, pos, pos + take)
                 msg.body_size += take
                 msg.end_ns = ts
                 half.remaining -= take
@@ -203,7 +218,7 @@ class Http1Parser:
             elif state == _UNTIL_CLOSE or state == _LOSSY:
                 msg = half.msg
                 assert msg is not None
-                self._keep(msg, data, pos, n)
+                self._keep(msg, data, pos, size)
                 msg.body_size += size - pos
                 msg.end_ns = ts
                 pos = size
@@ -263,9 +278,9 @@ class Http1Parser:
         half.msg = msg
         if msg.method == "CONNECT":  # whatever follows is tunnel bytes, until the answer says no
             half.state = _SYNC
-        elif cut:
+        elif cut:  # the body's framing may be in the bytes we did not see
             half.state = _LOSSY
-            msg.framed = msg.chunked or msg.length > 0
+            msg.gap = True
         elif msg.chunked:
             msg.framed = True
             half.state, half.chunk = _CHUNKED, _CH_SIZE
@@ -294,8 +309,8 @@ class Http1Parser:
         if method == "HEAD" or status == 204 or status == 304:
             self._response_done(half, out)
         elif cut:
-            msg.framed = True
             half.state = _LOSSY
+            msg.gap = True
         elif msg.chunked:
             msg.framed = True
             half.state, half.chunk = _CHUNKED, _CH_SIZE
@@ -320,8 +335,8 @@ class Http1Parser:
             chunk = half.chunk
             if chunk == _CH_DATA or chunk == _CH_CRLF:
                 take = min(half.remaining, size - pos)
-                if chunk == _CH_DATA and pos < n:
-                    self._keep(msg, data, pos, min(pos + take, n))
+                if chunk == _CH_DATA:
+                    self._keep(msg, data, pos, pos + take)
                 pos += take
                 half.remaining -= take
                 if half.remaining == 0:
@@ -336,25 +351,27 @@ class Http1Parser:
                 self.stats.truncated += 1
                 half.state = _LOSSY
                 return size
-            eol = data.find(b"\r\n", pos, n)
-            if eol < 0:
-                line = half.buf + data[pos:n]
-                if len(line) > MAX_LINE:
-                    msg.body_size += n - start
-                    half.buf = b""
-                    return self._resync(half, size, out)
-                half.buf = line
-                pos = n
-                continue
-            if half.buf:
-                if half.buf[-1:] == b"\r" and data[pos : pos + 1] == b"\n":  # CRLF split across reads
-                    line, eol = half.buf[:-1], pos - 1
-                else:
-                    line = half.buf + data[pos:eol]
+            if half.buf[-1:] == b"\r" and data[pos : pos + 1] == b"\n":  # CRLF split across reads
+                line = half.buf[:-1]
                 half.buf = b""
+                pos += 1
             else:
-                line = data[pos:eol]
-            pos = eol + 2
+                eol = data.find(b"\r\n", pos, n)
+                if eol < 0:
+                    line = half.buf + data[pos:n]
+                    if len(line) > MAX_LINE:
+                        msg.body_size += n - start
+                        half.buf = b""
+                        return self._resync(half, size, out)
+                    half.buf = line
+                    pos = n
+                    continue
+                if half.buf:
+                    line = half.buf + data[pos:eol]
+                    half.buf = b""
+                else:
+                    line = data[pos:eol]
+                pos = eol + 2
             if chunk == _CH_SIZE:
                 try:
                     length = int(line.partition(b";")[0].strip(), 16)
@@ -408,10 +425,17 @@ class Http1Parser:
             self._response_done(half, out)
         return self._lose(half, size)
 
-    def _keep(self, msg: _Message, data: bytes, start: int, end: int) -> None:
+    def _keep(self, msg: _Message, data: bytes, start: int, stop: int) -> None:
+        """Keep body bytes [start, stop) of this segment while the prefix is contiguous and short."""
+        if msg.gap:
+            return
+        n = len(data)
+        end = stop if stop < n else n
         room = self._body_limit - len(msg.body)
         if room > 0 and end > start:
-            msg.body += data[start : min(end, start + room)]
+            msg.body += data[start : end if end - start <= room else start + room]
+        if stop > n:
+            msg.gap = True
 
     def _call(self, req: _Message, resp: Optional[_Message], end_ns: int) -> Call:
         role = Role.CLIENT if self._req_dir == Direction.EGRESS else Role.SERVER
