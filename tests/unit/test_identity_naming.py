@@ -31,7 +31,9 @@ def docker() -> DockerMetadata:
     return DockerMetadata(ReplayDockerClient(str(FIXTURES / "docker")))
 
 
-def decide(pid: int, rules: Optional[list[Any]] = None, metadata: Optional[DockerMetadata] = None) -> NameDecision:
+def decide(
+    pid: int, rules: Optional[list[Any]] = None, metadata: Optional[DockerMetadata] = None
+) -> NameDecision:
     proc = PROCFS.process_info(pid)
     cgroup = parse_cgroup(proc.cgroup_text)
     container: Optional[ContainerInfo] = None
@@ -71,7 +73,9 @@ PRECEDENCE = [
 ]
 
 
-@pytest.mark.parametrize(("pid", "name", "namespace", "rule"), PRECEDENCE, ids=[str(p[0]) for p in PRECEDENCE])
+@pytest.mark.parametrize(
+    ("pid", "name", "namespace", "rule"), PRECEDENCE, ids=[str(p[0]) for p in PRECEDENCE]
+)
 def test_precedence(pid: int, name: str, namespace: Optional[str], rule: str) -> None:
     assert decide(pid) == NameDecision(name, namespace, rule)
 
@@ -109,7 +113,9 @@ def test_config_rules_override_everything(pid: int, expected: NameDecision) -> N
 
 
 def test_first_matching_rule_wins() -> None:
-    rules = parse_service_rules([{"name": "a", "exe": "nginx"}, {"name": "b", "exe": "/usr/sbin/nginx"}], "c.toml")
+    rules = parse_service_rules(
+        [{"name": "a", "exe": "nginx"}, {"name": "b", "exe": "/usr/sbin/nginx"}], "c.toml"
+    )
     assert decide(100, rules).name == "a"
 
 
@@ -118,8 +124,14 @@ def test_first_matching_rule_wins() -> None:
     [
         ([{"exe": "x"}], "c.toml: services[0].name: required"),
         ([{"name": "x"}], "c.toml: services[0]: expected at least one matcher"),
-        ([{"name": "x", "exe": "a"}, {"name": "y", "cmdline": "("}], "c.toml: services[1].cmdline: expected a valid"),
-        ([{"name": "x", "label": "novalue"}], 'c.toml: services[0].label: expected "key=value", got \'novalue\''),
+        (
+            [{"name": "x", "exe": "a"}, {"name": "y", "cmdline": "("}],
+            "c.toml: services[1].cmdline: expected a valid",
+        ),
+        (
+            [{"name": "x", "label": "novalue"}],
+            "c.toml: services[0].label: expected \"key=value\", got 'novalue'",
+        ),
         ([{"name": "x", "exe": "a", "colour": "red"}], "c.toml: services[0].colour: unknown key"),
         ([{"name": "x", "exe": 3}], "c.toml: services[0].exe: expected a non-empty string, got 3"),
         ([{"name": "", "exe": "a"}], "c.toml: services[0].name: expected a non-empty string"),
@@ -165,9 +177,19 @@ def test_program_name(exe: str, argv: tuple[str, ...], name: str) -> None:
 
 @pytest.mark.parametrize(
     ("exe_name", "runtime"),
-    [("python3.11", "cpython"), ("python3", "cpython"), ("pypy3", "pypy"), ("java", "java"),
-     ("node", "nodejs"), ("nodejs", "nodejs"), ("ruby3.1", "ruby"), ("perl5.36.0", "perl"), ("php8.2", "php"),
-     ("nginx", None), ("pythonista", None)],
+    [
+        ("python3.11", "cpython"),
+        ("python3", "cpython"),
+        ("pypy3", "pypy"),
+        ("java", "java"),
+        ("node", "nodejs"),
+        ("nodejs", "nodejs"),
+        ("ruby3.1", "ruby"),
+        ("perl5.36.0", "perl"),
+        ("php8.2", "php"),
+        ("nginx", None),
+        ("pythonista", None),
+    ],
 )
 def test_runtime_name(exe_name: str, runtime: Optional[str]) -> None:
     assert runtime_name(exe_name) == runtime
