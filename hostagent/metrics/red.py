@@ -1,0 +1,147 @@
+"""RED metrics (rate, errors, duration) from Calls, named per the OpenTelemetry conventions.
+
+One duration histogram per kind of call; its count is the request rate and the ``error.type``
+attribute splits out the errors, which is how the semantic conventions model RED:
+
+    http  SERVER -> http.server.request.duration   http CLIENT -> http.client.request.duration
+    grpc  SERVER -> rpc.server.call.duration       grpc CLIENT -> rpc.client.call.duration
+    postgresql/mysql/redis CLIENT -> db.client.operation.duration
+    dns   CLIENT -> dns.lookup.duration
+(all in seconds). Server-side database calls are not recorded: the conventions define no
+database server metric, and on a host that runs both ends they would double count.
+
+Metrics come from one MeterProvider whose Resource is the agent's, so the traced service is a
+data point attribute (``service.name``). Only low-cardinality attributes are kept (an allowlist
+per metric) and each metric has a cap on distinct attribute sets: past it, points go to the
+``otel.metric.overflow=true`` series, as the OpenTelemetry SDK spec does, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Optional
+
+from opentelemetry.metrics import Histogram, MeterProvider
+
+import hostagent
+from hostagent.model import Call, Role
+from hostagent.traces.spans import connection_attributes
+
+# The conventions' advisory boundaries for request durations, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+_HTTP_COMMON = ("http.request.method", "http.response.status_code", "url.scheme", "network.protocol.version")
+_RPC_COMMON = ("rpc.system", "rpc.system.name", "rpc.service", "rpc.method", "rpc.grpc.status_code")
+_DB = (
+    "db.system.name",
+    "db.operation.name",
+    "db.collection.name",
+    "db.namespace",
+    "db.response.status_code",
+    "db.query.summary",
+    "server.address",
+    "server.port",
+)
+
+# metric name -> (description, attribute allowlist); error.type and service.name are always kept.
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "http.server.request.duration": ("Duration of HTTP server requests.", (*_HTTP_COMMON, "http.route")),
+    "http.client.request.duration": (
+        "Duration of HTTP client requests.",
+        (*_HTTP_COMMON, "server.address", "server.port", "url.template"),
+    ),
+    "rpc.server.call.duration": ("Duration of incoming RPCs.", _RPC_COMMON),
+    "rpc.client.call.duration": (
+        "Duration of outgoing RPCs.",
+        (*_RPC_COMMON, "server.address", "server.port"),
+    ),
+    "db.client.operation.duration": ("Duration of database client operations.", _DB),
+    "dns.lookup.duration": ("Time taken to perform a DNS lookup.", ("dns.question.name",)),
+}
+
+_ROUTES: dict[tuple[str, Role], str] = {
+    ("http", Role.SERVER): "http.server.request.duration",
+    ("http", Role.CLIENT): "http.client.request.duration",
+    ("http2", Role.SERVER): "http.server.request.duration",
+    ("http2", Role.CLIENT): "http.client.request.duration",
+    ("grpc", Role.SERVER): "rpc.server.call.duration",
+    ("grpc", Role.CLIENT): "rpc.client.call.duration",
+    ("postgresql", Role.CLIENT): "db.client.operation.duration",
+    ("mysql", Role.CLIENT): "db.client.operation.duration",
+    ("redis", Role.CLIENT): "db.client.operation.duration",
+    ("dns", Role.CLIENT): "dns.lookup.duration",
+}
+
+OVERFLOW = {"otel.metric.overflow": True}
+
+
+def metric_for(call: Call) -> Optional[str]:
+    """The histogram a Call is recorded in, or None when the conventions have none for it."""
+    return _ROUTES.get((call.protocol, call.role))
+
+
+def default_service_name(call: Call) -> str:
+    name = getattr(call.service, "name", None)
+    if name:
+        return str(name)
+    if call.conn is not None and call.conn.comm:
+        return call.conn.comm
+    return "unknown_service"
+
+
+class RedMetrics:
+    """``record(call)`` adds one Call to its duration histogram. Thread safe."""
+
+    def __init__(
+        self,
+        meter_provider: MeterProvider,
+        max_series_per_metric: int = 2000,
+        service_name: Callable[[Call], str] = default_service_name,
+    ) -> None:
+        meter = meter_provider.get_meter("hostagent", hostagent.__version__)
+        self._histograms: dict[str, Histogram] = {
+            name: meter.create_histogram(
+                name, unit="s", description=description, explicit_bucket_boundaries_advisory=DURATION_BUCKETS
+            )
+            for name, (description, _) in METRICS.items()
+        }
+        self._max_series = max_series_per_metric
+        self._series: dict[str, set[frozenset[tuple[str, Any]]]] = {name: set() for name in METRICS}
+        self._lock = threading.Lock()
+        self._service_name = service_name
+        self.recorded = 0
+        self.overflowed = 0  # points that went to the overflow series
+        self.skipped = 0  # calls with no metric in the conventions
+
+    def attributes(self, call: Call, metric: str) -> dict[str, Any]:
+        """The (low-cardinality) data point attributes for ``call`` in ``metric``."""
+        source = dict(call.attributes)
+        if call.conn is not None:
+            connection_attributes(source, call.role, call.conn)
+        allowed = METRICS[metric][1]
+        attrs = {key: source[key] for key in allowed if key in source}
+        if call.error_type:
+            attrs["error.type"] = call.error_type
+        attrs["service.name"] = self._service_name(call)
+        return attrs
+
+    def record(self, call: Call) -> bool:
+        """Record one Call; False when no convention metric applies to it."""
+        metric = metric_for(call)
+        if metric is None:
+            self.skipped += 1
+            return False
+        attrs = self.attributes(call, metric)
+        key = frozenset(attrs.items())
+        with self._lock:
+            series = self._series[metric]
+            if key not in series:
+                if len(series) >= self._max_series:
+                    attrs = OVERFLOW
+                    self.overflowed += 1
+                else:
+                    series.add(key)
+            self.recorded += 1
+        seconds = max(0, call.end_ns - call.start_ns) / 1e9
+        self._histograms[metric].record(seconds, attrs)
+        return True
