@@ -1,12 +1,12 @@
 """The stages between a kernel event and the export queue, run on the poll thread.
 
     CaptureEvent -> ConnectionTracker (reassembly, protocol parsers) -> Call
-        -> identity (service) -> sampling -> redaction -> SpanBuilder -> tap, metrics
-        -> ExportQueue (bounded: the one hand-off to another thread)
+        -> identity (service) -> redaction -> SpanBuilder -> sampling -> observers (tap, metrics)
+        -> export queue (bounded: the one hand-off to another thread)
 
 Everything here runs on the ring-buffer poll thread and must never block: the export queue
-drops and counts when full. Optional stages (sampling, redaction, metrics, tap) are bypassed
-when not configured. Every drop has a named counter so ``hostagentctl status`` can show it.
+drops and counts when full. Every drop has a named counter so ``hostagentctl status`` shows it.
+Settings are read once per call from the holder's immutable snapshot (no lock).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import Any, Optional, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from hostagent.model import Call, CaptureEvent, EventKind
-from hostagent.settings import RuntimeSettings, SettingsHolder
+from hostagent.model import Call, CaptureEvent, EventKind, Role
+from hostagent.policy.redaction import PiiCounters, redactor_for
+from hostagent.policy.sampling import sampler_for
+from hostagent.settings import SettingsHolder
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class SpanSink(Protocol):
     def enqueue(self, span: ReadableSpan) -> bool: ...
 
 
+Observer = Callable[[Call, ReadableSpan], None]
+
+
 class Pipeline:
     def __init__(
         self,
@@ -47,21 +52,19 @@ class Pipeline:
         build_span: Callable[[Call], ReadableSpan],
         sink: SpanSink,
         *,
-        service_for: Optional[Callable[[Call], Any]] = None,
-        on_process_event: Optional[Callable[[CaptureEvent], None]] = None,
-        sampler: Optional[Any] = None,
-        redactor: Optional[Any] = None,
-        observers: tuple[Callable[[Call, ReadableSpan], None], ...] = (),
+        identity: Optional[Any] = None,
+        redaction_key: bytes = b"",
+        pii_counters: Optional[PiiCounters] = None,
+        observers: tuple[Observer, ...] = (),
     ) -> None:
         self.settings = settings
         self.tracker = tracker
         self.build_span = build_span
         self.sink = sink
-        self.service_for = service_for
-        self.on_process_event = on_process_event
-        self.sampler = sampler
-        self.redactor = redactor
-        self.observers = observers
+        self.identity = identity
+        self.redaction_key = redaction_key
+        self.pii = pii_counters or PiiCounters()
+        self.observers: list[Observer] = list(observers)
         self.events = 0
         self.calls = 0
         self.spans = 0
@@ -73,9 +76,11 @@ class Pipeline:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
         self.events += 1
         try:
-            if event.kind >= EventKind.EXEC:
-                if self.on_process_event is not None:
-                    self.on_process_event(event)
+            kind = event.kind
+            if kind == EventKind.EXEC and self.identity is not None:
+                self.identity.on_exec(event.pid, event.comm)
+            elif kind == EventKind.EXIT and self.identity is not None:
+                self.identity.on_exit(event.pid)
             for call in self.tracker.handle(event):
                 self.on_call(call)
         except Exception:  # a bug must cost one event, not the agent
@@ -86,21 +91,36 @@ class Pipeline:
 
     def on_call(self, call: Call) -> None:
         self.calls += 1
-        current: RuntimeSettings = self.settings.current
-        probe = PROBE_OF_PROTOCOL.get(call.protocol, call.protocol)
-        if probe not in current.probes:
+        current = self.settings.current
+        if PROBE_OF_PROTOCOL.get(call.protocol, call.protocol) not in current.probes:
             self.dropped["probe_disabled"] += 1
             return
-        if self.service_for is not None:
-            call = replace(call, service=self.service_for(call))
-        if self.redactor is not None:
-            call = self.redactor.apply(call, current)
+        service = None
+        if self.identity is not None and call.conn is not None:
+            service = self.identity.service_for(call.conn.pid, call.conn.comm)
+            call = replace(call, service=service)
+        redactor = redactor_for(current.redaction, self.redaction_key)
+        if redactor.active:
+            redacted = redactor.apply(call)
+            call = redacted.call
+            self.pii.add(redacted.counts)
         span = self.build_span(call)
-        if self.sampler is not None and not self.sampler.keep(call, span, current):
-            self.sampled_out += 1  # a decision, not a loss: counted apart from drops
-            return
+        sampler = sampler_for(current.sampling)
+        if sampler.may_drop:
+            parent = span.parent
+            decision = sampler.decide(
+                span.context.trace_id,
+                parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role == Role.SERVER
+                else None,
+                service=service.name if service is not None else None,
+                protocol=call.protocol,
+                is_error=call.error_type is not None,
+                duration_ns=call.end_ns - call.start_ns,
+            )
+            if not decision.sampled:
+                self.sampled_out += 1  # a decision, not a loss: counted apart from drops
+                return
         self.spans += 1
         for observe in self.observers:
             observe(call, span)
-        if not self.sink.enqueue(span):
-            self.dropped["export_queue_full"] += 1
+        self.sink.enqueue(span)  # the queue counts what it drops when full

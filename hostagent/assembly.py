@@ -1,0 +1,188 @@
+"""Builds every stage from the config, all before anything starts (the daemon then starts them).
+
+Kept apart from daemon.py so that the lifecycle (signals, sd_notify, the loop) reads on its
+own, and so that what is wired to what is in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from hostagent.capture.tracker import ConnectionTracker
+from hostagent.config import Config
+from hostagent.export.console import ConsoleExporter
+from hostagent.export.otlp import make_otlp_exporter
+from hostagent.export.queue import ExportQueue
+from hostagent.kernel import check_bpf_usable, ensure_tracefs, find_kernel_headers
+from hostagent.pipeline import Pipeline
+from hostagent.probes.loader import BpfCapture, ProbeState
+from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
+from hostagent.protocols.registry import for_probes
+from hostagent.traces.clock import MonotonicToUnix
+from hostagent.traces.spans import SpanBuilder
+
+if TYPE_CHECKING:
+    from hostagent.daemon import Agent
+
+log = logging.getLogger(__name__)
+
+SOCKET_PROBES = ("http", "http2", "postgres", "mysql", "redis", "dns")
+
+
+def prepare_kernel(config: Config) -> dict[str, str]:
+    """tracefs, kernel headers for bcc, bpf() usable -- or KernelNotReady with one sentence."""
+    ensure_tracefs()
+    choice = find_kernel_headers(config.agent.kernel_headers or None, Path(config.agent.runtime_dir))
+    check_bpf_usable(headers_found=True)
+    return {"kernel": platform.release(), "headers": f"{choice.path} ({choice.source} {choice.version})"}
+
+
+class Capture:
+    """The BPF side as the daemon sees it: probe names in, per-probe states out."""
+
+    def __init__(self, bpf: BpfCapture) -> None:
+        self.bpf = bpf
+        self.states: dict[str, ProbeState] = {}
+
+    def apply_probes(self, enabled: frozenset[str]) -> dict[str, ProbeState]:
+        """Attach the program groups enabled probes need, detach the rest (gone from the kernel)."""
+        wanted = groups_for(set(enabled) | {"identity"})
+        for group in (SOCKET_GROUP, PROCESS_GROUP):
+            if group not in wanted and self.bpf.states[group].state == "attached":
+                self.bpf.detach(group)
+        groups = self.bpf.attach(wanted)
+        socket_state = groups[SOCKET_GROUP]
+        self.states = {}
+        for name in SOCKET_PROBES:
+            if name not in enabled:
+                self.states[name] = ProbeState("detached")
+            else:
+                self.states[name] = socket_state
+        self.states["identity"] = groups[PROCESS_GROUP]
+        return dict(self.states)
+
+    def poll(self, timeout_s: float) -> int:
+        return self.bpf.poll(int(timeout_s * 1000))
+
+    def drop_counts(self) -> dict[str, int]:
+        return {f"kernel_{k}" if k != "callback_errors" else k: v for k, v in self.bpf.drop_counts().items()}
+
+    def close(self) -> None:
+        self.bpf.close()
+
+
+class QueueSink:
+    """The export queue as the pipeline's sink, with its drop counters for status."""
+
+    def __init__(self, queue: ExportQueue) -> None:
+        self.queue = queue
+
+    def enqueue(self, span: Any) -> bool:
+        return self.queue.put(span)
+
+    def drop_counts(self) -> dict[str, int]:
+        s = self.queue.stats()
+        return {"export_queue_full": s.dropped_queue_full, "export_failed": s.dropped_export_failed,
+                "export_shutdown": s.dropped_shutdown}
+
+    def shutdown(self, timeout_s: float) -> bool:
+        return self.queue.shutdown(timeout_s)
+
+
+@dataclass
+class Parts:
+    capture: Capture
+    queue: QueueSink
+    pipeline: Pipeline
+    exporter_description: str
+    identity: Any = None
+    start_admin: Optional[Callable[[], Any]] = None
+
+
+def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], str]:
+    exp = config.exporter
+    exporters: list[SpanExporter] = []
+    description = ""
+    if exp.endpoint:
+        endpoint = exp.endpoint
+        if exp.protocol == "grpc" and "://" not in endpoint:
+            endpoint = "http://" + endpoint
+        exporters.append(make_otlp_exporter(
+            endpoint=endpoint, protocol=exp.protocol, headers=dict(exp.headers),
+            timeout_s=exp.timeout_ms / 1000, compression=exp.compression,
+            certificate=exp.certificate or None, client_certificate=exp.client_certificate or None,
+            client_key=exp.client_key or None, insecure=exp.insecure,
+        ))
+        description = f"{endpoint} ({exp.protocol})"
+    if console:
+        exporters.append(ConsoleExporter())
+        description = f"{description} + console" if description else "console"
+    return exporters, description
+
+
+def build_identity(config: Config) -> Any:
+    """pid -> Service cache (with Docker metadata when the engine is there)."""
+    from hostagent.identity.docker import DockerMetadata
+    from hostagent.identity.naming import parse_service_rules
+    from hostagent.identity.procfs import ProcFS
+    from hostagent.identity.service import ServiceCache
+
+    rules = parse_service_rules(list(config.services), config.path)
+    docker = DockerMetadata()
+    docker.start()
+    return ServiceCache(ProcFS("/"), docker=docker, rules=rules)
+
+
+def build_pipeline(agent: Agent) -> Parts:
+    from hostagent.daemon import console_wanted
+    from hostagent.policy.redaction import PiiCounters, load_or_create_key
+
+    config = agent.config
+    exporters, description = make_exporters(config, console_wanted(config))
+    queue = ExportQueue(exporters, max_queue=config.exporter.queue_size,
+                        batch_size=config.exporter.batch_size).start()
+    sink = QueueSink(queue)
+    identity = build_identity(config)
+    clock = MonotonicToUnix()
+
+    def resource_for(call: Any) -> Any:
+        conn = call.conn
+        return identity.resource_for(conn.pid, conn.comm) if conn is not None else identity.resource_for(0)
+
+    builder = SpanBuilder(clock, resource_for=resource_for)
+    holder = agent.settings
+    capture_ref: dict[str, BpfCapture] = {}
+
+    def mute(pid: int, fd: int) -> None:
+        capture_ref["bpf"].mute(pid, fd)
+
+    tracker = ConnectionTracker(lambda: for_probes(holder.current.probes), on_mute=mute)
+    state_dir = Path(config.agent.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(
+        holder, tracker, builder.build, sink,
+        identity=identity,
+        redaction_key=load_or_create_key(state_dir),
+        pii_counters=PiiCounters(),
+    )
+    bpf = BpfCapture(
+        on_event=pipeline.on_event,
+        payload_bytes=config.probes.payload_bytes,
+        ring_bytes=config.probes.ring_buffer_mib << 20,
+        configured_headers=config.agent.kernel_headers or None,
+        runtime_dir=Path(config.agent.runtime_dir),
+        self_tgid=os.getpid(),
+    )
+    capture_ref["bpf"] = bpf
+    bpf.load()
+    bpf.seed_existing_sockets()
+    return Parts(capture=Capture(bpf), queue=sink, pipeline=pipeline, exporter_description=description,
+                 identity=identity)
