@@ -1,0 +1,527 @@
+"""MySQL / MariaDB client/server protocol (https://dev.mysql.com/doc/dev/mysql-server/latest/
+PAGE_PROTOCOL.html, https://mariadb.com/kb/en/clientserver-protocol/): segments -> Calls.
+
+Packets are 3-byte little-endian length + sequence id. The server speaks first (handshake v10
+greeting: its version says MySQL or MariaDB, hence ``db.system.name``); the client answers with a
+HandshakeResponse41 (the database when CLIENT_CONNECT_WITH_DB) or an SSLRequest (then TLS:
+``upgraded`` is set and the capture stage mutes the connection). In the command phase every
+client packet with sequence id 0 is a command; the server's answer to it is read packet by packet.
+
+What becomes a Call: each statement of a COM_QUERY (one per result: several with
+CLIENT_MULTI_STATEMENTS, as the server runs them; a stored procedure's many results stay in one
+Call) and each COM_STMT_EXECUTE (its SQL from the COM_STMT_PREPARE whose OK gave the statement
+id). A failing COM_STMT_PREPARE is a Call too (the statement was sent and failed). COM_INIT_DB
+(on OK: the new ``db.namespace``), COM_PING, COM_STMT_RESET/CLOSE, COM_QUIT make none.
+
+Result sets: column count, column definitions, an EOF unless CLIENT_DEPRECATE_EOF, rows, then an
+EOF or OK terminator (0xFE, shorter than a 16 MiB packet: a row cannot be), whose status says
+whether more results follow. A connection first seen mid-way has unknown capabilities; EOF (5
+bytes) and OK-as-terminator (7 or more) still tell themselves apart by length.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Optional
+
+from hostagent.model import Call, Direction, Role, Segment
+from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.length_framer import Frame, LengthFramer
+from hostagent.protocols.sql import (
+    operation_and_collection,
+    sanitize,
+    span_name,
+    split_statements,
+    use_database,
+)
+
+MAX_PAYLOAD = 0xFFFFFF  # a payload this long continues in the next packet
+KEEP_CLIENT = 16 * 1024
+KEEP_SERVER = 1024
+MAX_STATEMENTS = 512
+MAX_PENDING = 256
+MAX_HELD = 8
+MAX_TEXT = 8192
+MAX_CACHE = 256
+
+CLIENT_CONNECT_WITH_DB = 0x00000008
+CLIENT_PROTOCOL_41 = 0x00000200
+CLIENT_SSL = 0x00000800
+CLIENT_SECURE_CONNECTION = 0x00008000
+CLIENT_PLUGIN_AUTH_LENENC = 0x00200000
+CLIENT_DEPRECATE_EOF = 0x01000000
+SERVER_MORE_RESULTS_EXISTS = 0x0008
+
+COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
+COM_STATISTICS, COM_CHANGE_USER = 0x09, 0x11
+COM_BINLOG_DUMP, COM_BINLOG_DUMP_GTID = 0x12, 0x1E
+COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
+COM_STMT_CLOSE, COM_STMT_FETCH = 0x19, 0x1C
+NO_RESPONSE = frozenset({COM_QUIT, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE})
+COMMANDS = frozenset(range(0x00, 0x20)) - {0x00}
+
+# Per-command answer states.
+_START, _COLDEFS, _AFTER_COLDEFS, _ROWS, _INFILE, _PREP_DEFS, _PREP_EOF, _UNTIL_EOF, _ONE = range(9)
+
+
+def _le(b: bytes, at: int, n: int) -> int:
+    return int.from_bytes(b[at : at + n], "little")
+
+
+def _lenenc(b: bytes, at: int) -> tuple[int, int]:
+    """A length-encoded integer at ``at``: (value, next offset); (-1, at) when unreadable."""
+    if at >= len(b):
+        return -1, at
+    first = b[at]
+    if first < 0xFB:
+        return first, at + 1
+    size = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
+    if size is None or at + 1 + size > len(b):
+        return -1, at
+    return _le(b, at + 1, size), at + 1 + size
+
+
+def _greeting_version(data: bytes) -> Optional[str]:
+    """The server version when ``data`` starts with a handshake v10 greeting packet."""
+    if len(data) < 10 or data[3] != 0 or data[4] != 0x0A:
+        return None
+    length = _le(data, 0, 3)
+    end = data.find(b"\x00", 5, 5 + 64)
+    if not 20 <= length <= 1024 or end < 7:
+        return None
+    version = data[5:end]
+    if not version[:1].isdigit() or not all(0x20 <= c < 0x7F for c in version):
+        return None
+    return version.decode("ascii")
+
+
+def _sql_like(text: bytes) -> bool:
+    text = text[:64].lstrip()
+    return bool(text) and all(c >= 0x20 or c in (9, 10, 13) for c in text) and (
+        text[:1].isalpha() or text[:1] == b"(" or text[:2] in (b"/*", b"--") or text[:1] == b"#"
+    )
+
+
+def looks_like(data: bytes, direction: Direction) -> bool:
+    """A server greeting (the server speaks first), or a COM_QUERY / COM_STMT_PREPARE whose text
+    is SQL (a connection first seen mid-way)."""
+    if _greeting_version(data) is not None:
+        return True
+    if len(data) < 6 or data[3] != 0 or data[4] not in (COM_QUERY, COM_STMT_PREPARE):
+        return False
+    length = _le(data, 0, 3)
+    if length < 2 or (len(data) > 4 + length and length < 64):
+        return False
+    return _sql_like(data[5 : 4 + length])
+
+
+class _Command:
+    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "rows",
+                 "sql", "start_ns", "statements")  # fmt: skip
+
+    def __init__(self, code: int, start_ns: int, sql: Optional[str], arg: object, req_size: int) -> None:
+        self.code = code
+        self.start_ns = start_ns
+        self.next_start = start_ns
+        self.sql = sql
+        self.arg = arg  # COM_INIT_DB: database; COM_STMT_EXECUTE: statement id
+        self.statements: list[str] = []
+        self.index = 0
+        self.rows = 0
+        self.kind_state = _START
+        self.req_size = req_size
+        self.resp_size = 0
+
+
+class MysqlParser:
+    """Per-connection MySQL/MariaDB decoder; ``raw_sql=True`` keeps db.query.text unsanitised."""
+
+    def __init__(self, raw_sql: bool = False) -> None:
+        self.raw_sql = raw_sql
+        self.stats = ParserStats()
+        self.upgraded = False  # TLS (or a binlog stream): stop parsing
+        self.system = "mysql"
+        self._client_dir: Optional[Direction] = None
+        self._held: list[Segment] = []
+        self._cl = LengthFramer(KEEP_CLIENT)
+        self._sv = LengthFramer(KEEP_SERVER)
+        self._phase = "command"  # greeting -> auth -> command
+        self._server_caps = 0
+        self._client_caps = 0
+        self._database: Optional[str] = None
+        self._statements: OrderedDict[int, str] = OrderedDict()
+        self._pending: deque[_Command] = deque()
+        self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
+        self._coldefs = 0
+        self._prep: list[int] = []  # definition groups still to skip after a prepare OK
+        self._cache: OrderedDict[str, tuple[Optional[str], Optional[str], str]] = OrderedDict()
+        self._out: list[Call] = []
+
+    # -- StreamParser ------------------------------------------------------------------------------
+    def feed(self, segment: Segment) -> list[Call]:
+        if self.upgraded:
+            return []
+        try:
+            if self._client_dir is None:
+                self._client_dir = self._guess_client_dir(segment)
+                if self._client_dir is None:
+                    self._held.append(segment)
+                    if len(self._held) > MAX_HELD:
+                        self._held.pop(0)
+                        self.stats.resyncs += 1
+                    return []
+                held, self._held = self._held, []
+                for seg in held:
+                    self._consume(seg)
+            self._consume(segment)
+        except Exception:  # a parser bug must never take the pipeline down
+            self.stats.resyncs += 1
+            self._pending.clear()
+            self._cl.drop()
+            self._sv.drop()
+        out, self._out = self._out, []
+        return out
+
+    def close(self, ts_ns: int) -> list[Call]:
+        self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
+        self._pending.clear()
+        return []
+
+    @property
+    def role(self) -> Role:
+        return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER
+
+    def _guess_client_dir(self, seg: Segment) -> Optional[Direction]:
+        data = seg.data
+        other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
+        if len(data) < 5:
+            return None
+        if _greeting_version(data) is not None:
+            self._phase = "greeting"
+            return other
+        if data[3] == 0 and data[4] in COMMANDS:
+            return seg.direction
+        if data[3] != 0:
+            return other
+        return None
+
+    # -- framing -----------------------------------------------------------------------------------
+    def _consume(self, seg: Segment) -> None:
+        client = seg.direction == self._client_dir
+        framer = self._cl if client else self._sv
+        if framer.push(seg.data, seg.size, seg.ts_ns):
+            self.stats.resyncs += 1
+        while not self.upgraded:
+            frame = framer.next(_packet_len)
+            if frame is None:
+                break
+            if frame.truncated:
+                self.stats.truncated += 1
+            continued = self._cont[seg.direction]
+            self._cont[seg.direction] = frame.total - 4 == MAX_PAYLOAD
+            if continued:
+                continue  # the tail of a 16 MiB+ payload: nothing to read in it
+            if client:
+                self._client_packet(frame)
+            else:
+                self._server_packet(frame)
+
+    # -- client ------------------------------------------------------------------------------------
+    def _client_packet(self, f: Frame) -> None:
+        data = f.data
+        seq = data[3]
+        payload = data[4:]
+        if self._phase == "greeting":
+            if seq == 1 and len(payload) >= 32:
+                self._handshake_response(payload)
+            return
+        if self._phase == "auth" or seq != 0 or not payload:
+            return  # auth-switch answers, LOCAL INFILE contents
+        code = payload[0]
+        sql: Optional[str] = None
+        arg: object = None
+        if code in (COM_QUERY, COM_STMT_PREPARE):
+            sql = payload[1:].decode("utf-8", "replace")
+        elif code == COM_STMT_EXECUTE and len(payload) >= 5:
+            arg = _le(payload, 1, 4)
+            sql = self._statements.get(arg)  # type: ignore[call-overload]
+        elif code == COM_STMT_CLOSE and len(payload) >= 5:
+            self._statements.pop(_le(payload, 1, 4), None)
+        elif code == COM_INIT_DB:
+            arg = payload[1:].decode("utf-8", "replace")
+        elif code in (COM_BINLOG_DUMP, COM_BINLOG_DUMP_GTID):
+            self.upgraded = True  # a replication stream, not calls
+            return
+        if code in NO_RESPONSE:
+            return
+        if code == COM_CHANGE_USER:
+            self._phase = "auth"
+        self._pending.append(_Command(code, f.start_ns, sql, arg, f.total))
+        if len(self._pending) > MAX_PENDING:
+            self._pending.popleft()
+            self.stats.unpaired += 1
+
+    def _handshake_response(self, payload: bytes) -> None:
+        caps = _le(payload, 0, 4)
+        self._client_caps = caps
+        if caps & CLIENT_SSL and len(payload) == 32:  # SSLRequest: TLS from here on
+            self.upgraded = True
+            return
+        self._phase = "auth"
+        at = payload.find(b"\x00", 32)  # user name
+        if at < 0:
+            return
+        at += 1
+        if caps & CLIENT_PLUGIN_AUTH_LENENC:
+            n, at = _lenenc(payload, at)
+            at += max(n, 0)
+        elif caps & CLIENT_SECURE_CONNECTION:
+            at += 1 + (payload[at] if at < len(payload) else 0)
+        else:
+            end = payload.find(b"\x00", at)
+            at = end + 1 if end >= 0 else len(payload)
+        if caps & CLIENT_CONNECT_WITH_DB and at < len(payload):
+            end = payload.find(b"\x00", at)
+            db = payload[at : end if end >= 0 else len(payload)]
+            if db:
+                self._database = db.decode("utf-8", "replace")
+
+    # -- server ------------------------------------------------------------------------------------
+    @property
+    def _deprecate_eof(self) -> Optional[bool]:
+        if not self._client_caps:
+            return None  # first seen mid-way: tell by packet length
+        return bool(self._client_caps & self._server_caps & CLIENT_DEPRECATE_EOF)
+
+    def _server_packet(self, f: Frame) -> None:
+        payload = f.data[4:]
+        if not payload:
+            return
+        if self._phase == "greeting":
+            if f.data[3] == 0 and payload[0] == 0x0A:
+                self._greeting(payload)
+            return
+        if self._phase == "auth":
+            if payload[0] in (0x00, 0xFF):  # the end of authentication
+                self._phase = "command"
+                if self._pending and self._pending[0].code == COM_CHANGE_USER:
+                    self._pending.popleft()
+            return
+        if not self._pending:
+            self.stats.unpaired += 1
+            return
+        cmd = self._pending[0]
+        cmd.resp_size += f.total
+        self._answer(cmd, f, payload)
+
+    def _greeting(self, payload: bytes) -> None:
+        end = payload.find(b"\x00", 1)
+        version = payload[1:end].decode("ascii", "replace")
+        if "mariadb" in version.lower():
+            self.system = "mariadb"
+        at = end + 1 + 4 + 8 + 1  # thread id, auth data part 1, filler
+        caps = _le(payload, at, 2)
+        if len(payload) >= at + 2 + 1 + 2 + 2:
+            caps |= _le(payload, at + 5, 2) << 16
+        self._server_caps = caps
+
+    def _answer(self, cmd: _Command, f: Frame, p: bytes) -> None:
+        state = cmd.kind_state
+        first = p[0]
+        code = cmd.code
+        if state == _START:
+            if first == 0xFF:
+                self._finish(cmd, f, _err(p))
+            elif code == COM_QUERY and first == 0xFB:
+                cmd.kind_state = _INFILE  # LOCAL INFILE: the file follows, then OK/ERR
+            elif code == COM_STMT_PREPARE:
+                self._prepare_ok(cmd, f, p)
+            elif code in (COM_QUERY, COM_STMT_EXECUTE) and first not in (0x00, 0xFE):
+                count, at = _lenenc(p, 0)
+                self._coldefs = max(count, 0)
+                metadata_follows = p[at] if at < len(p) else 1  # MariaDB metadata cache
+                cmd.kind_state = _COLDEFS if metadata_follows and self._coldefs else _AFTER_COLDEFS
+            elif code in (COM_QUERY, COM_STMT_EXECUTE):
+                self._result_end(cmd, f, p)
+            elif code in (COM_FIELD_LIST, COM_STMT_FETCH):
+                cmd.kind_state = _UNTIL_EOF
+                self._answer(cmd, f, p)
+            else:  # one packet: OK / EOF / statistics string
+                if code == COM_INIT_DB and first == 0x00 and isinstance(cmd.arg, str):
+                    self._database = cmd.arg
+                self._pending.popleft()
+        elif state == _COLDEFS:
+            self._coldefs -= 1
+            if self._coldefs <= 0:
+                cmd.kind_state = _AFTER_COLDEFS
+        elif state == _AFTER_COLDEFS:
+            cmd.kind_state = _ROWS
+            if not (first == 0xFE and len(p) == 5 and self._deprecate_eof is not True):
+                self._row_or_end(cmd, f, p)
+        elif state == _ROWS:
+            self._row_or_end(cmd, f, p)
+        elif state == _INFILE:
+            if first == 0xFF:
+                self._finish(cmd, f, _err(p))
+            elif first == 0x00:
+                self._result_end(cmd, f, p)
+        elif state in (_PREP_DEFS, _PREP_EOF):
+            self._prepare_defs(cmd, f, p)
+        elif state == _UNTIL_EOF:
+            if first == 0xFF or (first == 0xFE and len(p) < MAX_PAYLOAD):
+                self._pending.popleft()
+
+    def _row_or_end(self, cmd: _Command, f: Frame, p: bytes) -> None:
+        first = p[0]
+        if first == 0xFF:
+            self._finish(cmd, f, _err(p))
+        elif first == 0xFE and len(p) < MAX_PAYLOAD:
+            self._result_end(cmd, f, p)
+        else:
+            cmd.rows += 1
+
+    def _result_end(self, cmd: _Command, f: Frame, p: bytes) -> None:
+        """An OK or EOF that ends one result; more may follow (multi-statements, procedures)."""
+        if p[0] == 0xFE and len(p) <= 5:
+            status = _le(p, 3, 2)  # EOF: warnings, status
+        else:
+            _, at = _lenenc(p, 1)
+            _, at = _lenenc(p, at)
+            status = _le(p, at, 2)
+        more = bool(status & SERVER_MORE_RESULTS_EXISTS)
+        if cmd.code == COM_QUERY and p[0] == 0x00 and cmd.sql and not more:
+            db = use_database(cmd.sql)
+            if db:
+                self._database = db
+        if more:
+            statements = self._statements_of(cmd)
+            if cmd.index < len(statements) - 1:  # the next result is the next statement's
+                self._emit(cmd, f.end_ns, None, statements[cmd.index])
+                cmd.index += 1
+            cmd.kind_state = _START
+            return
+        self._finish(cmd, f, None)
+
+    def _finish(self, cmd: _Command, f: Frame, error: Optional[tuple[str, str]]) -> None:
+        statements = self._statements_of(cmd)
+        sql = statements[cmd.index] if cmd.index < len(statements) else cmd.sql
+        self._emit(cmd, f.end_ns, error, sql)
+        skipped = len(statements) - cmd.index - 1
+        if skipped > 0:
+            self.stats.extra["skipped"] = self.stats.extra.get("skipped", 0) + skipped
+        if self._pending and self._pending[0] is cmd:
+            self._pending.popleft()
+
+    def _statements_of(self, cmd: _Command) -> list[str]:
+        if cmd.code != COM_QUERY or cmd.sql is None:
+            return [cmd.sql] if cmd.sql is not None else []
+        if not cmd.statements:
+            cmd.statements = split_statements(cmd.sql, "mysql")
+        return cmd.statements
+
+    # -- prepared statements ---------------------------------------------------------------------
+    def _prepare_ok(self, cmd: _Command, f: Frame, p: bytes) -> None:
+        if p[0] != 0x00 or len(p) < 9:
+            self._pending.popleft()
+            return
+        stmt_id = _le(p, 1, 4)
+        if cmd.sql is not None:
+            self._statements[stmt_id] = cmd.sql
+            if len(self._statements) > MAX_STATEMENTS:
+                self._statements.popitem(last=False)
+        columns, params = _le(p, 5, 2), _le(p, 7, 2)
+        self._prep = [n for n in (params, columns) if n]
+        if not self._prep:
+            self._pending.popleft()
+            return
+        self._coldefs = self._prep.pop(0)
+        cmd.kind_state = _PREP_DEFS
+
+    def _prepare_defs(self, cmd: _Command, f: Frame, p: bytes) -> None:
+        if cmd.kind_state == _PREP_DEFS:
+            self._coldefs -= 1
+            if self._coldefs > 0:
+                return
+            if self._deprecate_eof is True:
+                self._next_prep_group(cmd)
+            else:
+                cmd.kind_state = _PREP_EOF
+            return
+        # _PREP_EOF: an EOF closes the group; with unknown capabilities it may be absent
+        is_eof = p[0] == 0xFE and len(p) == 5
+        self._next_prep_group(cmd)
+        if not is_eof and self._pending and self._pending[0] is not cmd:
+            self._answer(self._pending[0], f, p)  # it was already the next command's answer
+
+    def _next_prep_group(self, cmd: _Command) -> None:
+        if self._prep:
+            self._coldefs = self._prep.pop(0)
+            cmd.kind_state = _PREP_DEFS
+        else:
+            self._pending.popleft()
+
+    # -- Calls -----------------------------------------------------------------------------------
+    def _describe(self, sql: str) -> tuple[Optional[str], Optional[str], str]:
+        hit = self._cache.get(sql)
+        if hit is None:
+            op, coll = operation_and_collection(sql, "mysql")
+            text = sql if self.raw_sql else sanitize(sql, "mysql")
+            hit = (op, coll, text[:MAX_TEXT])
+            self._cache[sql] = hit
+            if len(self._cache) > MAX_CACHE:
+                self._cache.popitem(last=False)
+        return hit
+
+    def _emit(self, cmd: _Command, end: int, error: Optional[tuple[str, str]], sql: Optional[str]) -> None:
+        if cmd.code == COM_STMT_PREPARE and error is None:
+            return  # a successful prepare is not an execution
+        attrs: dict[str, object] = {"db.system.name": self.system}
+        if self._database:
+            attrs["db.namespace"] = self._database
+        op = coll = None
+        if sql is not None:
+            op, coll, text = self._describe(sql)
+            attrs["db.query.text"] = text
+        if op:
+            attrs["db.operation.name"] = op
+        if coll:
+            attrs["db.collection.name"] = coll
+        if cmd.rows:
+            attrs["db.response.returned_rows"] = cmd.rows
+        error_type = None
+        message = ""
+        if error is not None:
+            error_type, message = error
+            attrs["db.response.status_code"] = error_type
+        start = cmd.next_start
+        self._out.append(Call(
+            protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
+            name=span_name(self.system, op, coll), attributes=attrs,  # type: ignore[arg-type]
+            error_type=error_type, status_message=message[:256],
+            request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
+        ))  # fmt: skip
+        cmd.next_start = end
+        cmd.rows = 0
+        cmd.resp_size = 0
+
+
+def _packet_len(head: bytes) -> Optional[int]:
+    if len(head) < 4:
+        return None
+    return 4 + _le(head, 0, 3)
+
+
+def _err(p: bytes) -> tuple[str, str]:
+    """ERR packet: 0xFF, error code, ['#' SQLSTATE], message -> (code as string, message)."""
+    code = str(_le(p, 1, 2))
+    rest = p[3:]
+    if rest[:1] == b"#":
+        rest = rest[6:]
+    return code, rest.decode("utf-8", "replace")
+
+
+def new_parser(raw_sql: bool = False) -> MysqlParser:
+    return MysqlParser(raw_sql=raw_sql)
+
+
+SPEC = ProtocolSpec(name="mysql", probe="mysql", looks_like=looks_like, new_parser=new_parser)
