@@ -111,6 +111,7 @@ class Http2Parser:
         self._streams: dict[int, Stream] = {}
         self._max_sid = 0  # highest client-initiated stream seen: lower ids are not new streams
         self._out: list[Call] = []
+        self._grpc_seen = False  # a gRPC stream finished here: a gRPC channel carries only gRPC
 
     @classmethod
     def after_upgrade(
@@ -344,7 +345,9 @@ class Http2Parser:
         if stream is None:
             return
         stream.end_ns = max(stream.end_ns, ts)
-        self._out.append(to_call(stream, reset, message if reset else ""))
+        call = to_call(stream, reset, message if reset else "", self._grpc_seen)
+        self._grpc_seen = self._grpc_seen or call.protocol == "grpc"
+        self._out.append(call)
 
     def _count(self, key: str) -> None:
         self.stats.extra[key] = self.stats.extra.get(key, 0) + 1

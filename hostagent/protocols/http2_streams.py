@@ -68,8 +68,10 @@ def _authority(value: Optional[str]) -> tuple[Optional[str], Optional[int]]:
     return host, port
 
 
-def to_call(s: Stream, reset: Optional[str] = None, message: str = "") -> Call:
-    """The Call for a finished stream. ``reset``: HTTP/2 error code name when it ended abnormally."""
+def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_connection: bool = False) -> Call:
+    """The Call for a finished stream. ``reset``: HTTP/2 error code name when it ended abnormally.
+    ``grpc_connection``: earlier streams on this connection were gRPC, so a stream whose
+    content-type could not be decoded (HPACK table lost) is taken as gRPC too."""
     role = Role.CLIENT if s.initiator == Direction.EGRESS else Role.SERVER
     path = _get(s.request, ":path")
     host, port = _authority(_get(s.request, ":authority") or _get(s.request, "host"))
@@ -84,7 +86,8 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "") -> Call:
     grpc_status = _get(s.trailers, "grpc-status") or _get(s.response, "grpc-status")
     content_type = _get(s.request, "content-type") or _get(s.response, "content-type")
     error_type: Optional[str] = None
-    if grpc.is_grpc(content_type) or grpc_status is not None:
+    grpc_by_connection = grpc_connection and s.incomplete and content_type is None
+    if grpc.is_grpc(content_type) or grpc_status is not None or grpc_by_connection:
         protocol = "grpc"
         status = grpc.status_name(grpc_status) if grpc_status is not None else None
         if status is None and reset is not None:

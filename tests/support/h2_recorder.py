@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostagent.model import Direction, Segment
+
 
 @dataclass
 class Chunk:
@@ -109,3 +111,14 @@ class Recorder:
 def load_chunks(path: Path) -> list[Chunk]:
     doc = json.loads(path.read_text())
     return [Chunk(c["conn"], c["dir"], c["ts"], bytes.fromhex(c["hex"])) for c in doc["chunks"]]
+
+
+def segments(chunks: list[Chunk], view: str) -> dict[int, list[Segment]]:
+    """Chunks as the Segments one side would be handed, per connection. ``view`` "client":
+    c2s bytes are EGRESS; "server": c2s bytes are INGRESS."""
+    out: dict[int, list[Segment]] = {}
+    for c in chunks:
+        egress = (c.dir == "c2s") == (view == "client")
+        direction = Direction.EGRESS if egress else Direction.INGRESS
+        out.setdefault(c.conn, []).append(Segment(direction, c.data, len(c.data), c.ts))
+    return out

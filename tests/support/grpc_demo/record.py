@@ -5,6 +5,7 @@
 - grpc_shapes.json: one grpcio channel: Unary, ServerStream(3), ClientStream(3), Bidi(2),
   Fail(UNAVAILABLE), Fail(NOT_FOUND) - all on one HTTP/2 connection.
 - grpc_concurrent.json: 20 unary calls in flight at once on one channel.
+- grpc_cancel.json: a Bidi call the client cancels after the first reply (RST_STREAM CANCEL).
 - curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
   requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
 Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
@@ -18,7 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.grpc_demo.service import run_concurrent_unary, run_every_shape, start_server, stub_for
+from tests.support.grpc_demo.service import (
+    run_cancelled_bidi,
+    run_concurrent_unary,
+    run_every_shape,
+    start_server,
+    stub_for,
+)
 from tests.support.h2_recorder import Recorder
 
 GRPC_PORT, GRPC_RELAY = 18600, 18601
@@ -46,7 +53,11 @@ http {{
 def record_grpc(out: Path) -> None:
     server = start_server(GRPC_PORT)
     try:
-        for name, scenario in (("grpc_shapes", run_every_shape), ("grpc_concurrent", run_concurrent_unary)):
+        for name, scenario in (
+            ("grpc_shapes", run_every_shape),
+            ("grpc_concurrent", run_concurrent_unary),
+            ("grpc_cancel", run_cancelled_bidi),
+        ):
             rec = Recorder(GRPC_RELAY, GRPC_PORT).start()
             channel, stub = stub_for(GRPC_RELAY)
             scenario(stub)

@@ -7,6 +7,7 @@ both sides; NOT_FOUND only on the client side).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -82,6 +83,20 @@ def run_every_shape(stub: demo_pb2_grpc.DemoStub) -> None:
             pass
         else:
             raise AssertionError("Fail must fail")
+
+
+def run_cancelled_bidi(stub: demo_pb2_grpc.DemoStub) -> None:
+    """A Bidi call the client cancels after the first reply: the client sends RST_STREAM(CANCEL)."""
+    release = threading.Event()
+
+    def requests() -> Iterator[demo_pb2.EchoRequest]:
+        yield demo_pb2.EchoRequest(text="first")
+        release.wait(5)  # keep the request stream open until the call is cancelled
+
+    call = stub.Bidi(requests())
+    next(call)
+    call.cancel()
+    release.set()
 
 
 def run_concurrent_unary(stub: demo_pb2_grpc.DemoStub, n: int = 20) -> None:

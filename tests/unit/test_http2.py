@@ -1,0 +1,385 @@
+"""Http2Parser over bytes recorded from real grpcio and curl->nginx traffic (tests/fixtures/http2,
+recorded by tests/support/grpc_demo/record.py through tests/support/h2_recorder.py).
+
+Each recording is replayed from both sides: "client" (c2s bytes are EGRESS) and "server".
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import hpack
+import pytest
+
+from hostagent.model import Call, Direction, Role, Segment
+from hostagent.protocols import http2
+from hostagent.protocols.http2 import Http2Parser, looks_like
+from hostagent.protocols.http2_frames import DATA, GOAWAY, HEADERS, PREFACE, SETTINGS
+from tests.support.h2_recorder import Chunk, load_chunks, segments
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "http2"
+METHOD = "hostagent.demo.v1.Demo/"
+CLIENT_HEADERS = (
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+    ("grpc-accept-encoding", "identity, deflate, gzip"),
+    ("user-agent", "grpc-python/1.85.3 grpc-c/58.0.0 (linux; chttp2)"),
+)
+
+
+def chunks(name: str) -> list[Chunk]:
+    return load_chunks(FIXTURES / f"{name}.json")
+
+
+def replay(segs: list[Segment], parser: Http2Parser | None = None) -> tuple[list[Call], Http2Parser]:
+    parser = parser or Http2Parser()
+    calls: list[Call] = []
+    for seg in segs:
+        calls += parser.feed(seg)
+    calls += parser.close(10**15)
+    return calls, parser
+
+
+def summary(call: Call) -> tuple[Any, ...]:
+    a = call.attributes
+    return (
+        call.protocol,
+        call.role,
+        call.name,
+        a.get("rpc.method"),
+        a.get("rpc.response.status_code"),
+        call.error_type,
+        call.status_message,
+        a.get("hostagent.rpc.request.message_count"),
+        a.get("hostagent.rpc.response.message_count"),
+        call.request_size,
+        call.response_size,
+    )
+
+
+# (name, status, client error, server error, message, request msgs, response msgs, req bytes, resp bytes)
+SHAPES = [
+    # Unary "hello": 5-byte prefix + 7-byte EchoRequest; reply 5 + 9 (text + seq=1)
+    ("Unary", "OK", None, None, "", 1, 1, 12, 14),
+    # ServerStream count=3: three 10-byte replies
+    ("ServerStream", "OK", None, None, "", 1, 3, 10, 30),
+    # ClientStream "a","b","c": three 8-byte requests, one reply "a+b+c", seq=3
+    ("ClientStream", "OK", None, None, "", 3, 1, 24, 14),
+    ("Bidi", "OK", None, None, "", 2, 2, 16, 20),
+    # Fail(UNAVAILABLE=14): trailers-only response; an error on both sides (v1.44)
+    ("Fail", "UNAVAILABLE", "UNAVAILABLE", "UNAVAILABLE", "failing on purpose: boom", 1, 0, 13, 0),
+    # Fail(NOT_FOUND=5): an error for the client only
+    ("Fail", "NOT_FOUND", "NOT_FOUND", None, "failing on purpose: boom", 1, 0, 13, 0),
+]
+
+
+@pytest.mark.parametrize("view", ["client", "server"])
+def test_grpc_call_shapes(view: str) -> None:
+    (segs,) = segments(chunks("grpc_shapes"), view).values()
+    calls, parser = replay(segs)
+    role = Role.CLIENT if view == "client" else Role.SERVER
+    expected = [
+        (
+            "grpc", role, METHOD + m, METHOD + m, status,
+            client_err if role == Role.CLIENT else server_err,
+            msg if (client_err if role == Role.CLIENT else server_err) else "",
+            nreq, nresp, req, resp,
+        )
+        for m, status, client_err, server_err, msg, nreq, nresp, req, resp in SHAPES
+    ]  # fmt: skip
+    assert [summary(c) for c in calls] == expected
+    assert parser.stats.extra == {} and parser.stats.unpaired == 0 and parser.stats.resyncs == 0
+
+
+def test_grpc_attributes_headers_and_timestamps() -> None:
+    ch = chunks("grpc_shapes")
+    (segs,) = segments(ch, "client").values()
+    calls, _ = replay(segs)
+    unary = calls[0]
+    assert unary.attributes == {
+        "rpc.system.name": "grpc",
+        "rpc.method": "hostagent.demo.v1.Demo/Unary",
+        "rpc.response.status_code": "OK",
+        "server.address": "127.0.0.1",  # from :authority 127.0.0.1:18601 (the relay)
+        "server.port": 18601,
+        "network.protocol.name": "http",
+        "network.protocol.version": "2",
+        "hostagent.rpc.request.message_count": 1,
+        "hostagent.rpc.response.message_count": 1,
+    }
+    assert unary.request_headers == CLIENT_HEADERS
+    assert unary.response_headers == (
+        ("content-type", "application/grpc"),
+        ("grpc-accept-encoding", "identity, deflate, gzip"),
+        ("grpc-status", "0"),  # trailers follow the response headers
+        ("grpc-message", ""),
+    )
+    # Chunk 2 (c2s) carries the request HEADERS; chunk 5 (s2c) carries the trailers.
+    assert (unary.start_ns, unary.end_ns) == (ch[2].ts, ch[5].ts)
+    assert unary.request_body == bytes.fromhex("00000000070a0568656c6c6f")  # prefix, len 7, "hello"
+    # Later calls reuse HPACK dynamic-table entries for every header but :path: still decoded.
+    assert all(c.request_headers == CLIENT_HEADERS for c in calls)
+
+
+def test_twenty_concurrent_calls_on_one_connection() -> None:
+    for view, role in (("client", Role.CLIENT), ("server", Role.SERVER)):
+        (segs,) = segments(chunks("grpc_concurrent"), view).values()
+        calls, parser = replay(segs)
+        assert len(calls) == 20
+        assert {summary(c)[:9] for c in calls} == {
+            ("grpc", role, METHOD + "Unary", METHOD + "Unary", "OK", None, "", 1, 1)
+        }
+        # "c0".."c9": 5-byte prefix + 4-byte message, reply 11; "c10".."c19": 10 and 12.
+        sizes = sorted((c.request_size, c.response_size) for c in calls)
+        assert sizes == [(9, 11)] * 10 + [(10, 12)] * 10
+        texts = sorted(c.request_body[7:].decode() for c in calls)
+        assert texts == sorted(f"c{i}" for i in range(20))
+        assert parser.stats.extra == {}
+
+
+def test_client_cancel_is_rst_stream_cancel() -> None:
+    ch = chunks("grpc_cancel")
+    (client_segs,) = segments(ch, "client").values()
+    (server_segs,) = segments(ch, "server").values()
+    (client,), _ = replay(client_segs)
+    (server,), _ = replay(server_segs)
+    # Client: the stream was reset (RST_STREAM CANCEL) before any grpc-status: error.type is the
+    # HTTP/2 code, the status the one gRPC derives from it.
+    assert summary(client) == (
+        "grpc", Role.CLIENT, METHOD + "Bidi", METHOD + "Bidi", "CANCELLED", "CANCEL", "RST_STREAM CANCEL",
+        1, 1, 12, 14,
+    )  # fmt: skip
+    # Server: CANCELLED is not among v1.44's server-side errors.
+    assert summary(server)[:7] == (
+        "grpc",
+        Role.SERVER,
+        METHOD + "Bidi",
+        METHOD + "Bidi",
+        "CANCELLED",
+        None,
+        "",
+    )
+    assert client.end_ns == ch[9].ts  # the RST_STREAM's chunk
+
+
+CURL_EXPECTED = [
+    ("/index.html", "lang=en", 200, None, 19),
+    ("/missing", None, 404, "404", 153),  # nginx's 404 page; an error for the client
+    ("/hello", None, 200, None, 6),
+]
+
+
+@pytest.mark.parametrize(("conn", "expected"), list(enumerate(CURL_EXPECTED)))
+def test_curl_prior_knowledge_against_nginx(conn: int, expected: tuple[Any, ...]) -> None:
+    path, query, status, client_error, body = expected
+    for view in ("client", "server"):
+        calls, parser = replay(segments(chunks("curl_nginx"), view)[conn])
+        (call,) = calls
+        attrs = {
+            "http.request.method": "GET",
+            "url.path": path,
+            "url.scheme": "http",
+            "http.response.status_code": status,
+            "network.protocol.name": "http",
+            "network.protocol.version": "2",
+            "user_agent.original": "curl/7.88.1",
+            "server.address": "127.0.0.1",
+            "server.port": 18611,
+        }
+        if query is not None:
+            attrs["url.query"] = query
+        assert call.protocol == "http" and call.name == "GET"
+        assert call.attributes == attrs
+        assert call.role == (Role.CLIENT if view == "client" else Role.SERVER)
+        assert call.error_type == (client_error if view == "client" else None)  # 4xx: not a server error
+        assert call.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        assert (call.request_size, call.response_size) == (0, body)
+        assert dict(call.response_headers)["server"] == "nginx/1.22.1"
+        assert parser.stats.extra == {}
+
+
+def split_bytewise(segs: list[Segment]) -> list[Segment]:
+    return [replace(s, data=s.data[i : i + 1], size=1) for s in segs for i in range(len(s.data))]
+
+
+@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel"])
+def test_same_calls_when_every_byte_is_its_own_segment(name: str) -> None:
+    for conn_segs in segments(chunks(name), "client").values():
+        whole, _ = replay(conn_segs)
+        bytewise, parser = replay(split_bytewise(conn_segs))
+        assert [summary(c) for c in bytewise] == [summary(c) for c in whole]
+        assert parser.stats.extra == {}
+
+
+def test_first_seen_mid_way_degrades_honestly() -> None:
+    """Start watching after the Unary call (chunk 6 onwards): the dynamic tables hold entries
+    made before. What decodes is right; what cannot be known is left out and counted."""
+    (segs,) = segments(chunks("grpc_shapes"), "client").values()
+    full, _ = replay(segs)
+    assert looks_like(segs[6].data, segs[6].direction)  # a plausible frame header, mid-way
+    partial, parser = replay(segs[6:])
+    assert parser.stats.extra["midstream"] == 2  # both directions
+    assert parser.stats.extra["hpack_unknown_table"] >= 1
+    assert len(partial) == len(full) - 1
+    for got, want in zip(partial, full[1:]):
+        assert_consistent(got, want)
+        assert got.attributes["hostagent.http2.headers_incomplete"] is True
+    # ServerStream's :path is a new literal (known) but content-type references an entry made
+    # before we watched: nothing on the wire says gRPC, so it is reported as the HTTP/2 POST it is.
+    assert (partial[0].protocol, partial[0].name) == ("http", "POST")
+    assert partial[0].attributes["url.path"] == "/" + METHOD + "ServerStream"
+
+
+def assert_consistent(got: Call, want: Call) -> None:
+    """``got`` (decoded from less) says nothing that ``want`` (decoded from everything) denies."""
+    assert (got.start_ns, got.role) == (want.start_ns, want.role)
+    assert set(got.request_headers) <= set(want.request_headers)
+    assert set(got.response_headers) <= set(want.response_headers)
+    assert got.request_size <= want.request_size and got.response_size <= want.response_size
+    attrs = dict(got.attributes)
+    attrs.pop("hostagent.http2.headers_incomplete", None)
+    if got.protocol == want.protocol:
+        for key, value in attrs.items():
+            if not key.endswith("message_count"):  # a count may be unknowable, never wrong
+                assert want.attributes.get(key) == value, (key, value)
+            elif value is not None:
+                assert want.attributes.get(key) == value, (key, value)
+        return
+    # A gRPC call whose content-type could not be decoded: what is said must be true of it.
+    assert (got.protocol, want.protocol) == ("http", "grpc")
+    for key, value in attrs.items():
+        assert {
+            "http.request.method": "POST",
+            "url.path": "/" + str(want.attributes["rpc.method"]),
+            "url.scheme": "http",
+            "http.response.status_code": 200,
+        }.get(key, want.attributes.get(key)) == value, (key, value)
+
+
+@pytest.mark.parametrize("keep", [16, 40, 64, 100, 200])
+def test_truncated_captures_never_give_wrong_values(keep: int) -> None:
+    """Only the first ``keep`` bytes of every Segment were captured (size says what moved)."""
+    for name in ("grpc_shapes", "grpc_concurrent", "curl_nginx"):
+        for conn_segs in segments(chunks(name), "client").values():
+            full = {c.start_ns: c for c in replay(conn_segs)[0]}
+            cut = [replace(s, data=s.data[:keep]) for s in conn_segs]
+            for got in replay(cut)[0]:
+                assert_consistent(got, full[got.start_ns])
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (PREFACE + bytes.fromhex("000024040000000000"), True),  # grpcio client's first bytes
+        (b"PRI * HT", True),  # the preface split by the capture
+        (bytes.fromhex("000018040000000000000400400000"), True),  # grpcio server's SETTINGS first
+        (bytes.fromhex("0000da010400000001") + b"@\x05:path", True),  # mid-way HEADERS
+        (b"PRI", False),  # too short to tell
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False),
+        (bytes.fromhex("0000000804d2162f"), False),  # PostgreSQL SSLRequest
+        (bytes.fromhex("4a0000000a382e302e"), False),  # MySQL server greeting
+        (b"*1\r\n$4\r\nPING\r\n", False),  # Redis
+        # a plausible first header followed by an implausible second one
+        (bytes.fromhex("000000040100000000") + b"GET / HTTP/1.1", False),
+    ],
+)
+def test_looks_like(data: bytes, expected: bool) -> None:
+    assert looks_like(data, Direction.EGRESS) is expected
+    assert looks_like(data, Direction.INGRESS) is expected
+
+
+def test_spec() -> None:
+    assert (http2.SPEC.name, http2.SPEC.probe, http2.SPEC.transports) == ("http2", "http2", ("tcp",))
+    assert isinstance(http2.SPEC.new_parser(), Http2Parser)
+
+
+# --- behaviour no recording here shows: frames built with hpack's Encoder (marked synthetic) ---
+
+
+def frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def seg(direction: Direction, data: bytes, ts: int) -> Segment:
+    return Segment(direction, data, len(data), ts)
+
+
+def test_synthetic_goaway_refuses_streams_above_last_stream_id() -> None:
+    enc = hpack.Encoder()
+    out, inn = Direction.EGRESS, Direction.INGRESS
+    p = Http2Parser()
+    p.feed(seg(out, PREFACE + frame(SETTINGS, 0, 0, b""), 1))
+    for sid in (1, 3, 5):
+        block = enc.encode(
+            [(":method", "GET"), (":path", f"/s{sid}"), (":scheme", "http"), (":authority", "h")]
+        )
+        p.feed(seg(out, frame(HEADERS, 0x5, sid, block), 10 + sid))
+    calls = p.feed(
+        seg(inn, frame(SETTINGS, 0, 0, b"") + frame(GOAWAY, 0, 0, (3).to_bytes(4, "big") + bytes(4)), 20)
+    )
+    assert [(c.attributes["url.path"], c.error_type, c.status_message) for c in calls] == [
+        ("/s5", "REFUSED_STREAM", "GOAWAY last_stream_id=3 NO_ERROR")
+    ]
+    calls = p.close(30)  # streams 1 and 3 were never answered
+    assert [(c.attributes["url.path"], c.error_type, c.end_ns) for c in calls] == [
+        ("/s1", "connection_closed", 30),
+        ("/s3", "connection_closed", 30),
+    ]
+
+
+def test_synthetic_padding_priority_and_continuation() -> None:
+    enc = hpack.Encoder()
+    block = enc.encode([(":method", "POST"), (":path", "/p"), (":scheme", "http"), ("x-long", "v" * 40)])
+    head, tail = block[:10], block[10:]
+    padded = bytes([3]) + bytes(5) + head + b"\x00\x00\x00"  # pad length 3, priority (5 bytes), padding
+    req = frame(HEADERS, 0x8 | 0x20, 1, padded) + frame(0x9, 0x4, 1, tail)  # HEADERS then CONTINUATION
+    req += frame(DATA, 0x8 | 0x1, 1, bytes([2]) + b"body" + b"\x00\x00")  # padded DATA: 4 body bytes
+    resp = frame(HEADERS, 0x5, 1, hpack.Encoder().encode([(":status", "503")]))
+    p = Http2Parser()
+    assert p.feed(seg(Direction.INGRESS, PREFACE + frame(SETTINGS, 0, 0, b"") + req, 1)) == []
+    (call,) = p.feed(seg(Direction.EGRESS, frame(SETTINGS, 0, 0, b"") + resp, 2))
+    assert call.role == Role.SERVER
+    assert (call.name, call.attributes["url.path"], call.error_type) == ("POST", "/p", "503")
+    assert dict(call.request_headers)["x-long"] == "v" * 40
+    assert (call.request_size, call.request_body) == (4, b"body")
+
+
+def test_synthetic_after_h2c_upgrade() -> None:
+    """RFC 7540 3.2: the HTTP/1.1 request that asked for h2c is stream 1; the answer is frames."""
+    p = Http2Parser.after_upgrade(
+        method="GET",
+        target="/up?x=1",
+        headers=[("Host", "localhost:8080"), ("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+                 ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"), ("User-Agent", "curl/7.88.1")],
+        request_direction=Direction.EGRESS,
+        start_ns=5,
+    )  # fmt: skip
+    assert p.feed(seg(Direction.EGRESS, PREFACE + frame(SETTINGS, 0, 0, b""), 6)) == []
+    resp = hpack.Encoder().encode([(":status", "200"), ("content-type", "text/plain")])
+    assert p.feed(seg(Direction.INGRESS, frame(SETTINGS, 0, 0, b"") + frame(HEADERS, 0x4, 1, resp), 7)) == []
+    (call,) = p.feed(seg(Direction.INGRESS, frame(DATA, 0x1, 1, b"hi"), 9))
+    assert (call.role, call.name, call.start_ns, call.end_ns) == (Role.CLIENT, "GET", 5, 9)
+    assert call.attributes["url.path"] == "/up" and call.attributes["url.query"] == "x=1"
+    assert call.attributes["server.address"] == "localhost" and call.attributes["server.port"] == 8080
+    assert call.attributes["http.response.status_code"] == 200
+    assert call.request_headers == (("user-agent", "curl/7.88.1"),)
+    assert (call.response_size, call.response_body) == (2, b"hi")
+
+
+def test_synthetic_hpack_garbage_is_counted_not_raised() -> None:
+    p = Http2Parser()
+    p.feed(seg(Direction.EGRESS, PREFACE + frame(SETTINGS, 0, 0, b""), 1))
+    p.feed(seg(Direction.EGRESS, frame(HEADERS, 0x5, 1, b"\xff\xff\xff\xff\x7f"), 2))  # index overflow
+    assert p.stats.extra["hpack_errors"] == 1
+    good = hpack.Encoder().encode([(":method", "GET"), (":path", "/after")])
+    p.feed(seg(Direction.EGRESS, frame(HEADERS, 0x5, 3, good), 3))
+    lost, after = p.close(4)
+    # The undecodable request is still a request: reported, flagged, with nothing invented.
+    assert lost.attributes == {
+        "network.protocol.name": "http",
+        "network.protocol.version": "2",
+        "hostagent.http2.headers_incomplete": True,
+    }
+    assert after.attributes["url.path"] == "/after"  # literals still decode after the table is lost
