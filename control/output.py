@@ -1,0 +1,114 @@
+"""How hostagentctl prints answers: a readable table, or stable JSON (``-o json``).
+
+JSON is the message's proto3 JSON mapping with the proto field names and every field present
+(defaults included), keys sorted: scripts can rely on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+
+def as_dict(msg: Message) -> dict[str, Any]:
+    return MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def dump_json(value: Any, compact: bool = False) -> str:
+    if isinstance(value, Message):
+        value = as_dict(value)
+    if compact:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, indent=2)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d" if d else "") + (f"{h}h" if d or h else "") + f"{m}m{s:02d}s"
+
+
+def _ratio(r: float) -> str:
+    return f"{r:g}"
+
+
+def probes_table(probes: Any) -> str:
+    rows = [[p.name, "yes" if p.enabled else "no", p.state, p.reason] for p in probes]
+    return table(["PROBE", "ENABLED", "STATE", "REASON"], rows)
+
+
+def sampling_text(s: Any) -> str:
+    lines = [f"ratio:            {_ratio(s.ratio)}"]
+    for o in s.per_service:
+        lines.append(f"service {o.name}: {_ratio(o.ratio)}")
+    for o in s.per_protocol:
+        lines.append(f"protocol {o.name}: {_ratio(o.ratio)}")
+    lines.append(f"keep errors:      {'yes' if s.keep_errors else 'no'}")
+    slow = f"{s.keep_slower_than_ms:g}ms" if s.HasField("keep_slower_than_ms") else "off"
+    lines.append(f"keep slower than: {slow}")
+    return "\n".join(lines)
+
+
+def redaction_text(r: Any) -> str:
+    pii = f"on ({r.mode})" if r.pii_detection else "off"
+    lines = [f"pii detection: {pii}", f"detectors:     {', '.join(r.detectors)}"]
+    if r.rules:
+        lines.append(table(["RULE", "MODE", "PATTERN"], [[x.name, x.mode, x.pattern] for x in r.rules]))
+    else:
+        lines.append("rules:         none")
+    return "\n".join(lines)
+
+
+def _counts(values: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "none"
+
+
+def status_text(st: Any) -> str:
+    headers = f" (headers: {st.kernel_headers})" if st.kernel_headers else ""
+    exporter = st.exporter_endpoint or "-"
+    if st.exporter_last_error:
+        exporter += f" (last error: {st.exporter_last_error})"
+    parts = [
+        f"hostagent {st.version or '?'}  up {_uptime(st.uptime_seconds)}  "
+        f"healthy: {'yes' if st.healthy else 'NO'}",
+        f"kernel:         {st.kernel_release or '?'}{headers}",
+        f"events/s:       {st.events_per_second:.1f}",
+        f"spans exported: {st.spans_exported}",
+        f"drops:          {_counts(st.drops)}",
+        f"exporter:       {exporter}",
+        f"redacted:       {_counts(st.redacted)}",
+        f"runtime changes: {'yes (hostagentctl reset drops them)' if st.runtime_overrides else 'none'}",
+        "",
+        probes_table(st.probes),
+        "",
+        "sampling",
+        "  " + sampling_text(st.sampling).replace("\n", "\n  "),
+        "redaction",
+        "  " + redaction_text(st.redaction).replace("\n", "\n  "),
+    ]
+    return "\n".join(parts)
+
+
+def span_line(s: Any) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(s.start_unix_nano / 1e9))
+    ms = (s.start_unix_nano // 1_000_000) % 1000
+    lost = f"  ({s.dropped_before} spans lost before this one)" if s.dropped_before else ""
+    status = s.status + (f"({s.error_type})" if s.error_type else "")
+    return (
+        f"{when}.{ms:03d}  {s.service or '-'}  {s.protocol}  {s.kind}  {s.name}  "
+        f"{s.duration_ms:.2f}ms  {status}  {s.peer or '-'}  trace={s.trace_id}{lost}"
+    )
