@@ -94,7 +94,7 @@ def start_postgres(port: int, password: str = "") -> RunningServer:
     proc = subprocess.Popen(
         ["runuser", "-u", "postgres", "--", f"{PG_BIN}/postgres", "-D", data, "-h", HOST,
          "-p", str(port), "-k", data, "-c", "fsync=off", "-c", "ssl=off"],
-        stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "log"), "wb"),  # noqa: SIM115
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "log"), "wb"),
     )
     server = RunningServer("postgresql", port, workdir, proc, user="postgres", password=password,
                            database="postgres")

@@ -274,7 +274,8 @@ def record_redis(server_port: int, auth_port: int) -> None:
         ("redis_py_auth", "redis-py with password s3cr3t-Pa55: AUTH, SET, GET", auth_port,
          lambda p: run_py(REDIS_AUTH, p)),
         ("redis_cli_resp3", "redis-cli -3 from stdin: HELLO 3 (by redis-cli), HSET, HGETALL, SADD, "
-                            "SMEMBERS, ZADD, ZSCORE, 7x DEBUG PROTOCOL <kind> (14 commands sent by the user)",
+                            "SMEMBERS, ZADD, ZSCORE, 7x DEBUG PROTOCOL <kind> "
+                            "(13 commands from the user + HELLO + COMMAND DOCS)",
          server_port,
          lambda p: sh(["redis-cli", "-3", "-h", HOST, "-p", str(p)], stdin=REDIS_RESP3)),
         ("redis_raw_attrib", "raw socket RESP3: HELLO 3, DEBUG PROTOCOL attrib, DEBUG PROTOCOL bignum, "

@@ -1,0 +1,307 @@
+"""Redis (RESP2 and RESP3) commands and replies -> Calls, one per command.
+
+One ``RedisParser`` per connection: the side that writes commands (arrays of bulk strings, or
+inline lines) is the client; EGRESS commands -> Role.CLIENT, INGRESS -> Role.SERVER. Replies
+pair with commands first-in first-out, which covers pipelines (a hundred commands in one write)
+and MULTI/EXEC (each queued command gets its ``+QUEUED``, EXEC gets the array of results).
+Values never leave this module: a Call has the command name (with the subcommand for container
+commands such as ``CLIENT SETNAME``) and ``db.query.text`` with every argument replaced by ``?``;
+``request_body`` is always empty, so an AUTH password appears nowhere. Error replies (``-ERR``,
+``-WRONGTYPE``, ``!`` blob errors) give ``db.response.status_code`` = their prefix; the message
+is kept with quoted parts replaced by ``?`` (Redis quotes the arguments it complains about).
+
+Not replies: RESP3 pushes (``>``) and, in RESP2 subscribed mode, ``message``/``pmessage``/
+``smessage`` arrays; (P|S)(UN)SUBSCRIBE take one confirmation per channel (an argument-less
+UNSUBSCRIBE ends at the confirmation whose count is 0). After MONITOR every line is a feed.
+When a hole in the capture hides framing, pairing is made honest rather than complete: see
+``_broken_requests`` / ``_broken_replies``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Optional
+
+from hostagent.model import Call, Direction, Role, Segment
+from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.resp import Broken, RespReader, Value
+
+SYSTEM = "redis"
+MAX_PENDING = 4096
+MAX_HELD = 8
+
+# Commands a connection can start with (prefilter) and that name their first argument as a
+# subcommand. Unknown commands are still parsed once the connection is known to be Redis.
+COMMANDS = frozenset("""
+append auth bgrewriteaof bgsave bitcount bitfield bitfield_ro bitop bitpos blmove blmpop blpop
+brpop brpoplpush bzmpop bzpopmax bzpopmin client cluster command config copy dbsize debug decr
+decrby del discard dump echo eval eval_ro evalsha evalsha_ro exec exists expire expireat
+expiretime failover fcall fcall_ro flushall flushdb function geoadd geodist geohash geopos
+georadius georadiusbymember geosearch geosearchstore get getbit getdel getex getrange getset
+hdel hello hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget hmset hrandfield hscan
+hset hsetnx hstrlen hvals incr incrby incrbyfloat info keys lastsave latency lcs lindex linsert
+llen lmove lmpop lolwut lpop lpos lpush lpushx lrange lrem lset ltrim memory mget migrate
+module monitor move mset msetnx multi object persist pexpire pexpireat pexpiretime pfadd
+pfcount pfmerge ping psetex psubscribe pttl publish pubsub punsubscribe quit randomkey
+readonly readwrite rename renamenx replicaof reset restore role rpop rpoplpush rpush rpushx
+sadd save scan scard script sdiff sdiffstore select set setbit setex setnx setrange shutdown
+sinter sintercard sinterstore sismember slaveof slowlog smembers smismember smove sort sort_ro
+spop spublish srandmember srem sscan ssubscribe strlen subscribe substr sunion sunionstore
+sunsubscribe swapdb sync time touch ttl type unlink unsubscribe unwatch wait waitaof watch
+xack xadd xautoclaim xclaim xdel xgroup xinfo xlen xpending xrange xread xreadgroup xrevrange
+xsetid xtrim zadd zcard zcount zdiff zdiffstore zincrby zinter zintercard zinterstore
+zlexcount zmpop zmscore zpopmax zpopmin zrandmember zrange zrangebylex zrangebyscore
+zrangestore zrank zrem zremrangebylex zremrangebyrank zremrangebyscore zrevrange
+zrevrangebylex zrevrangebyscore zrevrank zscan zscore zunion zunionstore
+""".split())
+CONTAINERS = frozenset(
+    "acl client cluster command config debug function latency memory module object pubsub script "
+    "slowlog xgroup xinfo".split()
+)
+INLINE_COMMANDS = frozenset("ping echo info get set del exists incr keys dbsize select auth hello "
+                            "monitor subscribe flushall flushdb config client command quit".split())
+SUBSCRIBES = frozenset({b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe",
+                        b"sunsubscribe"})  # fmt: skip
+MESSAGES = frozenset({b"message", b"pmessage", b"smessage"})
+_QUOTED = re.compile(r"'[^']*'")
+_PREFIX = re.compile(r"[A-Z][A-Z_]*\Z")
+
+
+def looks_like(data: bytes, direction: Direction) -> bool:
+    """A command: ``*N\\r\\n$M\\r\\n<known command>\\r\\n`` or a known inline command line."""
+    if data[:1] == b"*":
+        parts = data[:64].split(b"\r\n", 3)
+        if len(parts) < 3 or not parts[0][1:].isdigit() or parts[1][:1] != b"$" or not parts[1][1:].isdigit():
+            return False
+        return int(parts[1][1:]) == len(parts[2]) and parts[2].decode("latin-1").lower() in COMMANDS
+    line = data[:256].split(b"\n", 1)
+    if len(line) < 2 or b" HTTP/" in line[0]:
+        return False
+    words = line[0].rstrip(b"\r").split()
+    return bool(words) and words[0].decode("latin-1").lower() in INLINE_COMMANDS
+
+
+class _Command:
+    __slots__ = ("args", "gap", "name", "op", "remaining", "size", "start_ns", "sub_kind", "word1")
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.name = ""  # lowercased command name
+        self.op = ""  # db.operation.name (as sent, with the subcommand of a container command)
+        self.args = 0  # arguments after ``op``
+        self.size = 0
+        self.gap = False  # stands for commands lost in a capture hole
+        self.sub_kind: Optional[bytes] = None  # (un)subscribe confirmation kind it waits for
+        self.remaining = 0  # confirmations still expected (-1: until the count reaches 0)
+        self.word1: Optional[str] = None  # SELECT's database index
+
+
+class RedisParser:
+    """Per-connection Redis decoder."""
+
+    def __init__(self) -> None:
+        self.stats = ParserStats()
+        self.upgraded = False  # never: Redis has no in-band TLS switch
+        self._client_dir: Optional[Direction] = None
+        self._held: list[Segment] = []
+        self._req = RespReader(requests=True)
+        self._rep = RespReader(requests=False)
+        self._pending: deque[_Command] = deque()
+        self._subscribed = False
+        self._monitor = False
+        self._database: Optional[str] = None
+        self._out: list[Call] = []
+
+    # -- StreamParser ------------------------------------------------------------------------------
+    def feed(self, segment: Segment) -> list[Call]:
+        try:
+            if self._client_dir is None:
+                self._client_dir = _guess_client_dir(segment)
+                if self._client_dir is None:
+                    self._held.append(segment)
+                    if len(self._held) > MAX_HELD:
+                        self._held.pop(0)
+                        self.stats.resyncs += 1
+                    return []
+                held, self._held = self._held, []
+                for seg in held:
+                    self._consume(seg)
+            self._consume(segment)
+        except Exception:  # a parser bug must never take the pipeline down
+            self.stats.resyncs += 1
+            self._pending.clear()
+            self._req = RespReader(requests=True)
+            self._rep = RespReader(requests=False)
+        out, self._out = self._out, []
+        return out
+
+    def close(self, ts_ns: int) -> list[Call]:
+        self.stats.unpaired += sum(1 for c in self._pending if not c.gap)
+        self._pending.clear()
+        return []
+
+    @property
+    def role(self) -> Role:
+        return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER
+
+    def _consume(self, seg: Segment) -> None:
+        requests = seg.direction == self._client_dir
+        reader = self._req if requests else self._rep
+        for item in reader.feed(seg.data, seg.size, seg.ts_ns):
+            if isinstance(item, Broken):
+                self.stats.resyncs += 1
+                if requests:
+                    self._broken_requests(item)
+                else:
+                    self._broken_replies(item)
+            elif requests:
+                self._command(item)
+            else:
+                self._reply(item)
+            if item is not None and getattr(item, "truncated", False):
+                self.stats.truncated += 1
+
+    # -- commands ----------------------------------------------------------------------------------
+    def _command(self, v: Value) -> None:
+        words = v.words
+        first = words[0] if words else None
+        if not isinstance(first, bytes) or not first:
+            self.stats.resyncs += 1
+            return
+        cmd = _Command(v.start_ns)
+        cmd.size = v.size
+        name = first.decode("latin-1")
+        cmd.name = name.lower()
+        argc = v.count - 1
+        sub = words[1] if len(words) > 1 else None
+        if cmd.name in CONTAINERS and isinstance(sub, bytes) and sub.isalnum() and len(sub) <= 32:
+            cmd.op = f"{name} {sub.decode('latin-1')}"
+            argc -= 1
+        else:
+            cmd.op = name if len(name) <= 64 and name.isprintable() else name[:64].encode().hex()
+        cmd.args = max(argc, 0)
+        key = cmd.name.encode()
+        if key in SUBSCRIBES:
+            cmd.sub_kind = key
+            cmd.remaining = cmd.args if cmd.args else (-1 if key.startswith((b"un", b"pun", b"sun")) else 1)
+        if cmd.name == "select" and isinstance(sub, bytes) and sub.isdigit():
+            cmd.word1 = sub.decode()
+        self._pending.append(cmd)
+        if len(self._pending) > MAX_PENDING:
+            self._pending.popleft()
+            self.stats.unpaired += 1
+
+    # -- replies -------------------------------------------------------------------------------------
+    def _reply(self, v: Value) -> None:
+        pending = self._pending
+        if self._monitor:
+            self.stats.extra["monitor_lines"] = self.stats.extra.get("monitor_lines", 0) + 1
+            return
+        kind_word = v.words[0] if v.words and isinstance(v.words[0], bytes) else None
+        kind_lower = kind_word.lower() if kind_word is not None else None
+        head = pending[0] if pending else None
+        # a confirmation of (un)subscribe, in an array (RESP2) or a push (RESP3)
+        if v.kind in (0x2A, 0x3E) and kind_lower in SUBSCRIBES:
+            if head is not None and head.sub_kind == kind_lower:
+                self._confirmation(head, v)
+                return
+            if v.kind == 0x3E or self._subscribed:
+                self._push()
+                return
+        if v.kind == 0x3E or (self._subscribed and v.kind == 0x2A and kind_lower in MESSAGES):
+            self._push()
+            return
+        while pending and pending[0].gap:
+            if len(pending) > 1 and v.start_ns >= pending[1].start_ns:
+                pending.popleft()  # the lost commands' replies are behind us
+                continue
+            self.stats.unpaired += 1  # a reply to a command lost in a hole
+            return
+        if not pending:
+            self.stats.unpaired += 1
+            return
+        cmd = pending.popleft()
+        if cmd.name == "monitor" and v.kind == 0x2B:
+            self._monitor = True
+        if cmd.name == "select" and v.kind == 0x2B and cmd.word1 is not None:
+            self._database = cmd.word1
+        self._emit(cmd, v, v.end_ns)
+
+    def _confirmation(self, head: _Command, v: Value) -> None:
+        count = v.words[2] if len(v.words) > 2 else None
+        if isinstance(count, int):
+            self._subscribed = count > 0
+        if head.remaining > 0:
+            head.remaining -= 1
+        done = head.remaining == 0 or (head.remaining == -1 and count == 0)
+        if done:
+            self._pending.popleft()
+            self._emit(head, v, v.end_ns)
+
+    def _push(self) -> None:
+        self.stats.extra["pushes"] = self.stats.extra.get("pushes", 0) + 1
+
+    # -- lost framing ----------------------------------------------------------------------------
+    def _broken_requests(self, b: Broken) -> None:
+        """Commands were lost: a gap stands for them until their replies have gone by."""
+        if self._pending and self._pending[-1].gap:
+            return
+        gap = _Command(b.ts_ns)
+        gap.gap = True
+        self._pending.append(gap)
+        self.stats.unpaired += 1
+
+    def _broken_replies(self, b: Broken) -> None:
+        """Replies were lost: the reply in flight ends the oldest command; the other commands sent
+        before the loss cannot be paired any more and are dropped (counted), never mis-paired."""
+        pending = self._pending
+        if b.in_flight and pending and not pending[0].gap:
+            self._emit(pending.popleft(), None, b.ts_ns)
+        while pending and pending[0].start_ns <= b.ts_ns:
+            if not pending.popleft().gap:
+                self.stats.unpaired += 1
+
+    # -- Calls -----------------------------------------------------------------------------------
+    def _emit(self, cmd: _Command, reply: Optional[Value], end_ns: int) -> None:
+        attrs: dict[str, object] = {
+            "db.system.name": SYSTEM,
+            "db.operation.name": cmd.op,
+            "db.query.text": cmd.op + " ?" * cmd.args,
+        }
+        if self._database is not None:
+            attrs["db.namespace"] = self._database
+        error_type = None
+        message = ""
+        if reply is not None and reply.kind in (0x2D, 0x21):  # '-' simple error, '!' blob error
+            text = (reply.text or b"").decode("utf-8", "replace")
+            prefix = text.split(" ", 1)[0]
+            error_type = prefix if _PREFIX.match(prefix) else "ERR"
+            message = _QUOTED.sub("'?'", text)
+            attrs["db.response.status_code"] = error_type
+        self._out.append(Call(
+            protocol=SYSTEM, role=self.role, start_ns=cmd.start_ns, end_ns=max(end_ns, cmd.start_ns),
+            name=cmd.op, attributes=attrs,  # type: ignore[arg-type]
+            error_type=error_type, status_message=message[:256], request_body=b"",
+            request_size=cmd.size, response_size=reply.size if reply is not None else 0,
+        ))  # fmt: skip
+
+
+def _guess_client_dir(seg: Segment) -> Optional[Direction]:
+    """Commands are arrays of bulk strings starting with a command name, or inline lines."""
+    data = seg.data
+    other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
+    if not data:
+        return None
+    if looks_like(data, seg.direction):
+        return seg.direction
+    if data[:1] in (b"*",) and b"\r\n" not in data[:32]:
+        return None  # too short to tell
+    return other if data[0] in b"+-:$*%~>|_,#(!=" else None
+
+
+def new_parser() -> RedisParser:
+    return RedisParser()
+
+
+SPEC = ProtocolSpec(name=SYSTEM, probe="redis", looks_like=looks_like, new_parser=new_parser)
