@@ -98,3 +98,15 @@ def test_clock_fixed_offset_and_refresh() -> None:
     assert clock.to_unix(5) == 15
     new = clock.refresh()
     assert clock.offset_ns == new and abs(new - (time.time_ns() - time.monotonic_ns())) < 1_000_000
+
+
+def test_frozen_resource_hashes_and_compares_like_resource() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from hostagent.traces.resources import FrozenResource
+
+    attrs = {"service.name": "a", "process.pid": 1}
+    frozen, plain = FrozenResource(attrs), Resource(attrs)
+    assert hash(frozen) == hash(plain) and frozen == plain and plain == frozen
+    assert frozen != FrozenResource({"service.name": "b"})
+    assert {frozen: 1}[plain] == 1  # the encoder's grouping dict treats them as one Resource
