@@ -1,0 +1,100 @@
+"""gRPC rules (semantic conventions v1.44) and message counting."""
+
+from __future__ import annotations
+
+import pytest
+
+from hostagent.model import Role
+from hostagent.protocols import grpc
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("0", "OK"), ("1", "CANCELLED"), ("5", "NOT_FOUND"), ("14", "UNAVAILABLE"), ("16", "UNAUTHENTICATED"),
+     ("17", "17"), ("x", "x")],
+)  # fmt: skip
+def test_status_names(raw: str, name: str) -> None:
+    assert grpc.status_name(raw) == name
+
+
+# v1.44: client spans - every status but OK is an error; server spans - only these six.
+@pytest.mark.parametrize(
+    ("status", "client_error", "server_error"),
+    [
+        ("OK", False, False),
+        ("CANCELLED", True, False),
+        ("UNKNOWN", True, True),
+        ("INVALID_ARGUMENT", True, False),
+        ("DEADLINE_EXCEEDED", True, True),
+        ("NOT_FOUND", True, False),
+        ("PERMISSION_DENIED", True, False),
+        ("RESOURCE_EXHAUSTED", True, False),
+        ("UNIMPLEMENTED", True, True),
+        ("INTERNAL", True, True),
+        ("UNAVAILABLE", True, True),
+        ("DATA_LOSS", True, True),
+        ("UNAUTHENTICATED", True, False),
+    ],
+)
+def test_error_rules(status: str, client_error: bool, server_error: bool) -> None:
+    assert grpc.is_error(status, Role.CLIENT) is client_error
+    assert grpc.is_error(status, Role.SERVER) is server_error
+
+
+@pytest.mark.parametrize(
+    ("h2", "status"),
+    [("CANCEL", "CANCELLED"), ("REFUSED_STREAM", "UNAVAILABLE"), ("ENHANCE_YOUR_CALM", "RESOURCE_EXHAUSTED"),
+     ("PROTOCOL_ERROR", "INTERNAL"), ("NO_ERROR", "INTERNAL")],
+)  # fmt: skip
+def test_status_from_http2_error(h2: str, status: str) -> None:
+    assert grpc.status_from_h2_error(h2) == status
+
+
+def test_call_attributes_and_unimplemented_method() -> None:
+    attrs, name = grpc.call_attributes("/pkg.Svc/Do", "OK")
+    assert (attrs, name) == (
+        {"rpc.system.name": "grpc", "rpc.response.status_code": "OK", "rpc.method": "pkg.Svc/Do"},
+        "pkg.Svc/Do",
+    )
+    # v1.44: a method the server does not recognise is "_OTHER", the span name is rpc.system.name
+    attrs, name = grpc.call_attributes("/pkg.Svc/Nope", "UNIMPLEMENTED")
+    assert attrs["rpc.method"] == "_OTHER" and attrs["rpc.method_original"] == "pkg.Svc/Nope"
+    assert name == "grpc"
+
+
+def test_grpc_message_is_percent_decoded() -> None:
+    assert grpc.decode_message("caf%C3%A9 %25 done") == "café % done"
+
+
+# DATA payloads captured from grpcio (tests/fixtures/http2/grpc_shapes.json)
+UNARY_REQUEST = bytes.fromhex("00000000070a0568656c6c6f")  # uncompressed, length 7, "hello"
+REPLY = bytes.fromhex("00000000090a0568656c6c6f1001")  # length 9: text "hello", seq 1
+
+
+@pytest.mark.parametrize(
+    ("chunks", "count"),
+    [
+        ([UNARY_REQUEST], 1),
+        ([REPLY * 3], 3),
+        ([REPLY[:3], REPLY[3:] + REPLY[:8], REPLY[8:]], 2),  # prefixes split across DATA frames
+        ([b"\x00\x00\x00\x00\x00"], 1),  # an empty message
+        ([], 0),
+    ],
+)
+def test_message_counter(chunks: list[bytes], count: int) -> None:
+    counter = grpc.MessageCounter()
+    for c in chunks:
+        counter.feed(c)
+    assert counter.count == count
+
+
+def test_message_counter_skips_uncaptured_bytes_honestly() -> None:
+    counter = grpc.MessageCounter()
+    counter.feed(REPLY[:7])  # prefix known: 9-byte message, 2 of it seen
+    counter.skip(7)  # the rest of that message went by uncaptured: still countable
+    counter.feed(REPLY)
+    assert counter.count == 2
+    counter.skip(3)  # the next prefix itself was not captured
+    assert counter.count is None
+    counter.feed(REPLY)
+    assert counter.count is None
