@@ -1,0 +1,248 @@
+"""The admin server in-process on a Unix socket, driven over a real gRPC channel."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hostagent.admin.server import AdminConfigError, AdminServer, TlsFiles
+from hostagent.admin.status import StaticStatus
+from hostagent.admin.tap import SpanSummary
+from hostagent.admin.v1 import admin_pb2 as pb
+from hostagent.settings import RuntimeSettings, SamplingSettings, SettingsHolder
+
+from .admin_harness import BASE, running, world_dir
+
+T = 5  # seconds per call
+
+
+@pytest.fixture
+def base_dir():
+    with world_dir() as d:
+        yield d
+
+
+def code_of(fn, *args) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as exc:
+        fn(*args, timeout=T)
+    return exc.value.code(), exc.value.details()
+
+
+def test_status_merges_provider_and_settings(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        st = h.stub().GetStatus(pb.GetStatusRequest(), timeout=T)
+        assert (st.version, st.kernel_release, st.spans_exported) == ("9.9.9-test", "6.18.0-test", 42)
+        assert dict(st.drops) == {"ring_buffer": 3, "export_queue": 0}
+        assert dict(st.redacted) == {"email": 7}
+        assert [(p.name, p.enabled, p.state) for p in st.probes] == [
+            ("http", True, "attached"), ("http2", False, "unknown"), ("postgres", False, "unknown"),
+            ("mysql", False, "unknown"), ("redis", False, "unknown"), ("dns", True, "failed"),
+        ]
+        assert st.probes[5].reason == "no tracepoint sys_enter_sendmmsg"
+        assert st.sampling.ratio == 1.0 and st.redaction.pii_detection is True
+        assert "email" in st.redaction.detectors and st.runtime_overrides is False
+
+
+def test_socket_is_0660_and_replaced_when_stale(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        mode = stat.S_IMODE(h.socket.stat().st_mode)
+        assert mode == 0o660 and stat.S_ISSOCK(h.socket.stat().st_mode)
+        with pytest.raises(AdminConfigError, match="another agent is already listening"):
+            AdminServer(holder=h.holder, status=StaticStatus(None), reload=lambda: (True, ""),  # type: ignore[arg-type]
+                        base_settings=lambda: BASE, state_dir=base_dir / "s2", socket_path=h.socket).start()
+    assert not h.socket.exists()
+
+
+def test_probe_enable_disable_and_unknown(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        api = h.stub()
+        resp = api.SetProbeEnabled(pb.SetProbeEnabledRequest(name="redis", enabled=True), timeout=T)
+        assert [p.name for p in resp.probes if p.enabled] == ["http", "redis", "dns"]
+        assert h.holder.current.probes == {"http", "redis", "dns"}
+        api.SetProbeEnabled(pb.SetProbeEnabledRequest(name="http", enabled=False), timeout=T)
+        assert h.holder.current.probes == {"redis", "dns"}
+        gen = h.holder.current.generation
+        code, details = code_of(api.SetProbeEnabled, pb.SetProbeEnabledRequest(name="kafka", enabled=True))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == "unknown probe 'kafka'; valid probes: http, http2, postgres, mysql, redis, dns"
+        assert h.holder.current.generation == gen
+        listed = api.ListProbes(pb.ListProbesRequest(), timeout=T)
+        assert [p.name for p in listed.probes if p.enabled] == ["redis", "dns"]
+
+
+def test_sampling_set_get_and_refusals(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        api = h.stub()
+        api.SetSampling(pb.SetSamplingRequest(ratio=0.25), timeout=T)
+        api.SetSampling(pb.SetSamplingRequest(ratio=1.0, service="checkout"), timeout=T)
+        api.SetSampling(pb.SetSamplingRequest(ratio=0.0, protocol="dns"), timeout=T)
+        got = api.SetSampling(pb.SetSamplingRequest(keep_errors=True, keep_slower_than_ms=500), timeout=T)
+        assert got == api.GetSampling(pb.GetSamplingRequest(), timeout=T)
+        assert h.holder.current.sampling == SamplingSettings(
+            0.25, (("checkout", 1.0),), (("dns", 0.0),), True, 500.0
+        )
+        before = (h.holder.current, (h.state_dir / "runtime.json").read_text())
+        for req, msg in [
+            (pb.SetSamplingRequest(ratio=1.5), "ratio must be between 0 and 1, got 1.5"),
+            (pb.SetSamplingRequest(ratio=0.5, protocol="kafka"), "unknown protocol 'kafka'"),
+            (pb.SetSamplingRequest(), "nothing to change"),
+        ]:
+            code, details = code_of(api.SetSampling, req)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and msg in details
+        assert (h.holder.current, (h.state_dir / "runtime.json").read_text()) == before
+
+
+def test_redaction_rules_pii_and_test(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        api = h.stub()
+        rule = pb.RedactionRule(name="customer", pattern=r"cust-(\d+)", mode="redact")
+        resp = api.AddRedactionRule(pb.AddRedactionRuleRequest(rule=rule), timeout=T)
+        assert [(r.name, r.pattern, r.mode) for r in resp.rules] == [("customer", r"cust-(\d+)", "redact")]
+        tested = api.TestRedaction(pb.TestRedactionRequest(text="cust-77 a@b.io"), timeout=T)
+        assert tested.text == "cust-[REDACTED:customer] [REDACTED:email]"
+        assert dict(tested.found) == {"customer": 1, "email": 1}
+        code, _ = code_of(api.AddRedactionRule, pb.AddRedactionRuleRequest(rule=rule))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+        for pattern, msg in [("(x", "invalid regular expression"), ("(a+)+", "nested unbounded"),
+                             ("a" * (10 * 1024 * 1024), "10485760 bytes; the limit is 4096")]:
+            bad = pb.RedactionRule(name="bad", pattern=pattern)
+            code, details = code_of(api.AddRedactionRule, pb.AddRedactionRuleRequest(rule=bad))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and msg in details
+        huge = pb.RedactionRule(name="huge", pattern="a" * (17 * 1024 * 1024))
+        code, _ = code_of(api.AddRedactionRule, pb.AddRedactionRuleRequest(rule=huge))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # above the 16 MiB message limit
+        assert [r.name for r in h.holder.current.redaction.rules] == ["customer"]
+        resp = api.SetPiiDetection(pb.SetPiiDetectionRequest(enabled=False), timeout=T)
+        assert resp.pii_detection is False and resp.mode == "redact"
+        assert api.TestRedaction(pb.TestRedactionRequest(text="a@b.io"), timeout=T).text == "a@b.io"
+        resp = api.SetPiiDetection(pb.SetPiiDetectionRequest(enabled=True, mode="hash"), timeout=T)
+        assert api.TestRedaction(pb.TestRedactionRequest(text="a@b.io"), timeout=T).text.startswith("[HASHED:email:")
+        resp = api.RemoveRedactionRule(pb.RemoveRedactionRuleRequest(name="customer"), timeout=T)
+        assert list(resp.rules) == []
+        code, details = code_of(api.RemoveRedactionRule, pb.RemoveRedactionRuleRequest(name="customer"))
+        assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_changes_persist_across_restart_and_reset_restores_config(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        api = h.stub()
+        api.SetProbeEnabled(pb.SetProbeEnabledRequest(name="postgres", enabled=True), timeout=T)
+        api.SetSampling(pb.SetSamplingRequest(ratio=0.1), timeout=T)
+        doc = json.loads((h.state_dir / "runtime.json").read_text())
+        assert doc == {
+            "format": 1,
+            "probes": ["dns", "http", "postgres"],
+            "sampling": {"keep_errors": False, "keep_slower_than_ms": None, "per_protocol": [],
+                         "per_service": [], "ratio": 0.1},
+        }
+    # A new process: the holder starts from the config file's values.
+    with running(base_dir) as h2:
+        assert h2.holder.current.probes == {"http", "dns", "postgres"}
+        assert h2.holder.current.sampling.ratio == 0.1
+        assert h2.holder.current.redaction == BASE.redaction
+        st = h2.stub().GetStatus(pb.GetStatusRequest(), timeout=T)
+        assert st.runtime_overrides is True
+        reset = h2.stub().Reset(pb.ResetRequest(), timeout=T)
+        assert list(reset.reset) == ["probes", "sampling"]
+        assert h2.holder.current.probes == BASE.probes and h2.holder.current.sampling == BASE.sampling
+        assert not (h2.state_dir / "runtime.json").exists()
+    with running(base_dir) as h3:
+        assert h3.holder.current.probes == BASE.probes
+
+
+def test_apply_config_keeps_runtime_changes(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        h.stub().SetSampling(pb.SetSamplingRequest(ratio=0.2), timeout=T)
+        new_base = RuntimeSettings(probes=frozenset({"mysql"}), sampling=SamplingSettings(ratio=0.9))
+        h.server.apply_config(new_base)
+        assert h.holder.current.probes == {"mysql"}  # not changed at runtime: follows the file
+        assert h.holder.current.sampling.ratio == 0.2  # changed at runtime: kept
+
+
+def test_reload_reports_errors(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        assert h.stub().Reload(pb.ReloadRequest(), timeout=T).ok is True
+        h.reload_result = (False, "/etc/hostagent/hostagent.toml: sampling.ratio: expected 0..1")
+        resp = h.stub().Reload(pb.ReloadRequest(), timeout=T)
+        assert (resp.ok, resp.error) == (False, "/etc/hostagent/hostagent.toml: sampling.ratio: expected 0..1")
+        assert len(h.reloads) == 2
+        assert [(a["action"], a["ok"]) for a in h.audit()] == [("reload", True), ("reload", False)]
+
+
+def test_audit_lines_say_who_what_old_new(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        h.stub().SetSampling(pb.SetSamplingRequest(ratio=0.5), timeout=T)
+        code_of(h.stub().SetSampling, pb.SetSamplingRequest(ratio=2.0))
+        lines = h.audit()
+        assert len(lines) == 2
+        ok, refused = lines
+        assert ok["who"].startswith("uid=0(root) pid=") and ok["action"] == "sampling.set"
+        assert ok["old"]["ratio"] == 1.0 and ok["new"]["now"]["ratio"] == 0.5
+        assert ok["new"]["request"] == {"ratio": 0.5}
+        assert refused["ok"] is False and "between 0 and 1" in refused["error"]
+
+
+def test_tail_streams_filtered_spans(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        stream = h.stub().TailSpans(pb.TailSpansRequest(protocol="redis", min_duration_ms=5), timeout=10)
+
+        def publish() -> None:
+            while h.tap.subscribers == 0:
+                time.sleep(0.01)
+            for n, (proto, ms) in enumerate([("http", 50), ("redis", 1), ("redis", 7), ("redis", 9)]):
+                h.tap.publish(SpanSummary(f"{n:032x}", f"{n:016x}", "GET", "cart", proto, "client", 0, ms, "ok"))
+
+        threading.Thread(target=publish).start()
+        got = [next(stream), next(stream)]
+        stream.cancel()
+        assert [(s.span_id, s.duration_ms, s.protocol) for s in got] == [
+            (f"{2:016x}", 7.0, "redis"), (f"{3:016x}", 9.0, "redis")
+        ]
+        deadline = time.time() + 3
+        while h.tap.subscribers and time.time() < deadline:
+            time.sleep(0.02)
+        assert h.tap.subscribers == 0 and h.tap.active is False
+
+
+def test_health_and_reflection(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        channel = grpc.insecure_channel(f"unix:{h.socket}")
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "hostagent.admin.v1.AdminService"):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=T)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        h.server.set_serving(False)
+        resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=T)
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = sorted(s.name for s in answer.list_services_response.service)
+        assert names == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                         "hostagent.admin.v1.AdminService"]
+
+
+def test_tcp_without_tls_is_refused(base_dir: Path) -> None:
+    with pytest.raises(AdminConfigError, match=r"listen = '127.0.0.1:18701' needs \[admin.tls\]"):
+        AdminServer(holder=SettingsHolder(BASE), status=StaticStatus(None), reload=lambda: (True, ""),  # type: ignore[arg-type]
+                    base_settings=lambda: BASE, state_dir=base_dir, listen="127.0.0.1:18701")
+    with pytest.raises(AdminConfigError, match="missing: client_ca"):
+        with running(base_dir, listen="127.0.0.1:18701", tls=TlsFiles("/x.pem", "/x.key", "")):
+            pass
+
+
+def test_invalid_saved_state_is_ignored(base_dir: Path) -> None:
+    state = base_dir / "state"
+    state.mkdir()
+    (state / "runtime.json").write_text(json.dumps(
+        {"format": 1, "probes": ["http", "kafka"], "sampling": {"ratio": 7}}
+    ))
+    with running(base_dir) as h:
+        assert h.holder.current.probes == BASE.probes and h.holder.current.sampling == BASE.sampling
