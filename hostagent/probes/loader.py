@@ -116,7 +116,7 @@ class BpfCapture:
             self._headers = find_kernel_headers(self._configured_headers, self._runtime_dir)
         text = (bpf_dir() / "capture.c").read_text()
         t0 = time.monotonic()
-        self._bpf = BPF(text=text, cflags=self.cflags())
+        self._bpf = BPF(text=text.encode(), cflags=self.cflags())
         self.compile_seconds = time.monotonic() - t0
         log.info(
             "compiled bpf/capture.c in %.2f s (payload %d B, ring %d KiB)",
@@ -124,9 +124,9 @@ class BpfCapture:
             self.payload_bytes,
             self.ring_bytes >> 10,
         )
-        ring = self._bpf["events"]
+        ring = self._bpf[b"events"]
         # ring_ref[0] = the ring itself, so the C can ask how full it is (bpf_ringbuf_query)
-        self._bpf["ring_ref"][ctypes.c_int(0)] = ctypes.c_int(ring.map_fd)
+        self._bpf[b"ring_ref"][ctypes.c_int(0)] = ctypes.c_int(ring.map_fd)
         self._open_ring(ring.map_fd)
         return self.compile_seconds
 
@@ -223,9 +223,24 @@ class BpfCapture:
             if fn is not None:
                 os.close(fn.fd)
 
+    def program_ids(self, group: str) -> list[int]:
+        """Kernel ids of the group's loaded programs (as `bpftool prog show` lists them)."""
+        grp = self._groups.get(group)
+        if grp is None:
+            return []
+        ids = []
+        for name in grp.funcs:
+            fn = self._bpf.funcs.get(name)
+            if fn is None:
+                continue
+            for line in Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines():
+                if line.startswith("prog_id:"):
+                    ids.append(int(line.split()[1]))
+        return ids
+
     def set_socket_enabled(self, enabled: bool) -> None:
         """The in-kernel switch: off, socket programs keep their maps up to date but emit nothing."""
-        self._bpf["config"][ctypes.c_int(ev.CONF_SOCKET_ENABLED)] = ctypes.c_uint32(int(enabled))
+        self._bpf[b"config"][ctypes.c_int(ev.CONF_SOCKET_ENABLED)] = ctypes.c_uint32(int(enabled))
 
     # ---- consume ----------------------------------------------------------------------------
 
@@ -251,26 +266,26 @@ class BpfCapture:
 
     def mute(self, pid: int, fd: int) -> None:
         """Stop copying data for this connection, in the kernel (until it is closed)."""
-        self._bpf["muted"][self._key(pid, fd)] = ctypes.c_uint8(1)
+        self._bpf[b"muted"][self._key(pid, fd)] = ctypes.c_uint8(1)
 
     def unmute(self, pid: int, fd: int) -> None:
         try:
-            del self._bpf["muted"][self._key(pid, fd)]
+            del self._bpf[b"muted"][self._key(pid, fd)]
         except KeyError:
             pass
 
     def socket_info(self, pid: int, fd: int) -> Optional[ev.SockInfo]:
         """What the kernel side knows about (pid, fd), or None when it is not tracked."""
         try:
-            v = self._bpf["sockets"][self._key(pid, fd)]
+            v = self._bpf[b"sockets"][self._key(pid, fd)]
         except KeyError:
             return None
         return ev.SockInfo.from_buffer_copy(bytes(v))
 
     def seed_existing_sockets(self, proc_root: str = "/proc") -> int:
         """Track inet sockets that were open before we attached; returns how many were added."""
-        sockets = self._bpf["sockets"]
-        gens = self._bpf["proc_gen"]
+        sockets = self._bpf[b"sockets"]
+        gens = self._bpf[b"proc_gen"]
 
         def gen_of(pid: int) -> int:
             try:
@@ -290,7 +305,7 @@ class BpfCapture:
         return n
 
     def drop_counts(self) -> dict[str, int]:
-        drops = self._bpf["drops"]
+        drops = self._bpf[b"drops"]
         out = {name: int(drops[ctypes.c_int(i)].value) for i, name in enumerate(ev.DROP_CAUSES)}
         out["callback_errors"] = self.callback_errors
         return out

@@ -1,0 +1,517 @@
+"""The real capture program against real clients and servers on loopback (root, real BPF).
+
+One BpfCapture is compiled for the module; each test starts its own processes after it is
+attached and looks only at events of those pids, so tests do not see each other's traffic.
+Ports 18100-18199.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hostagent.model import CaptureEvent, Direction, EventKind
+from hostagent.probes import events as ev
+from hostagent.probes.loader import BpfCapture
+from tests.support.servers import wait_port
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+PAYLOAD = 1024
+D, C, A, X = EventKind.DATA, EventKind.CONNECT, EventKind.ACCEPT, EventKind.CLOSE
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[CaptureEvent] = []
+
+    def __call__(self, e: CaptureEvent) -> None:
+        self.events.append(e)
+
+    def of(self, pid: int) -> list[CaptureEvent]:
+        return [e for e in self.events if e.pid == pid]
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BpfCapture, Collector]]:
+    col = Collector()
+    cap = BpfCapture(on_event=col, payload_bytes=PAYLOAD, runtime_dir=tmp_path_factory.mktemp("run"))
+    cap.load()
+    states = cap.attach({"socket", "process"})
+    assert {g: s.state for g, s in states.items()} == {"socket": "attached", "process": "attached"}
+    yield cap, col
+    cap.close()
+
+
+def drain_until(cap: BpfCapture, done: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cap.poll(10)
+        if done():
+            return
+    cap.poll(10)
+
+
+def data(evs: list[CaptureEvent], fd: int, direction: Direction) -> bytes:
+    return b"".join(e.data for e in evs if e.kind == D and e.fd == fd and e.direction == direction)
+
+
+def kinds(evs: list[CaptureEvent], fd: int) -> list[EventKind]:
+    """Kinds for one fd with runs of DATA in the same direction collapsed."""
+    out: list[tuple[EventKind, Direction]] = []
+    for e in evs:
+        if e.fd != fd or e.kind not in (D, C, A, X):
+            continue
+        key = (e.kind, e.direction if e.kind == D else Direction.EGRESS)
+        if not out or out[-1] != key or e.kind != D:
+            out.append(key)
+    return [k for k, _ in out]
+
+
+def connections(evs: list[CaptureEvent]) -> list[list[CaptureEvent]]:
+    """Split events into per-connection lists (CONNECT/ACCEPT ... CLOSE), fd numbers get reused."""
+    open_: dict[int, list[CaptureEvent]] = {}
+    done: list[list[CaptureEvent]] = []
+    for e in evs:
+        if e.kind in (C, A):
+            open_[e.fd] = [e]
+        elif e.kind in (D, X) and e.fd in open_:
+            open_[e.fd].append(e)
+            if e.kind == X:
+                done.append(open_.pop(e.fd))
+    return done + list(open_.values())
+
+
+def start_http_server(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)  # from this (excluded) process: adds no events
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    srv = start_http_server(18101)
+    try:
+        curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:18101/path?x=1"])
+        assert curl.wait(10) == 0
+        drain_until(cap, lambda: any(e.kind == X for e in col.of(curl.pid)) and
+                    any(e.kind == X for e in col.of(srv.pid)))
+    finally:
+        stop(srv)
+    cl = [e for e in col.of(curl.pid) if e.kind != EventKind.EXEC and e.kind != EventKind.EXIT]
+    connect = [e for e in cl if e.kind == C]
+    assert len(connect) == 1
+    fd = connect[0].fd
+    assert (connect[0].peer_addr, connect[0].peer_port) == ("127.0.0.1", 18101)
+    assert connect[0].family == socket.AF_INET and connect[0].sock_type == socket.SOCK_STREAM
+    assert kinds(cl, fd) == [C, D, D, X]
+    request = data(cl, fd, Direction.EGRESS)
+    assert request.startswith(b"GET /path?x=1 HTTP/1.1\r\nHost: 127.0.0.1:18101\r\n")
+    assert request.endswith(b"\r\n\r\n")
+    egress = [e for e in cl if e.kind == D and e.direction == Direction.EGRESS]
+    assert [e.size for e in egress] == [len(request)]  # all of it fits the payload
+    assert all(e.comm == "curl" and e.tid == curl.pid for e in cl)
+
+    # the server also accepted wait_port's probe connection (no data): keep the one with data
+    conns = connections(col.of(srv.pid))
+    assert len(conns) == 2 and [e.kind for e in conns[0]] == [A, X]
+    sv = conns[1]
+    accept = [sv[0]]
+    sfd = accept[0].fd
+    assert accept[0].peer_addr == "127.0.0.1" and accept[0].peer_port != 18101
+    assert kinds(sv, sfd) == [A, D, D, X]
+    assert data(sv, sfd, Direction.INGRESS) == request
+    response = data(sv, sfd, Direction.EGRESS)
+    assert response.startswith(b"HTTP/1.0 404 File not found\r\n")
+    assert data(cl, fd, Direction.INGRESS) == response
+    # DATA events carry the connection's peer from the socket map
+    assert {(e.peer_addr, e.peer_port) for e in cl if e.kind == D} == {("127.0.0.1", 18101)}
+
+
+def test_exec_and_exit_events(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    p = subprocess.Popen(["/bin/true"])
+    p.wait(5)
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    got = [(e.kind, e.data, e.comm) for e in col.of(p.pid)]
+    assert got == [(EventKind.EXEC, b"/bin/true", "true"), (EventKind.EXIT, b"", "true")]
+
+
+CHILD = textwrap.dedent(
+    """
+    import ctypes, os, socket, sys, time
+    port = int(sys.argv[2])
+    def pair():
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", port)); ls.listen(4)
+        c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+        keep.append(ls)
+        return c, s
+    keep = []
+    def recv_exactly(s, n):
+        got = b""
+        while len(got) < n:
+            got += s.recv(n - len(got))
+        return got
+    mode = sys.argv[1]
+    if mode == "big":
+        c, s = pair()
+        c.sendall(bytes(range(256)) * 20)            # 5120 bytes, one sendto
+        recv_exactly(s, 5120)
+    elif mode == "sendmsg":
+        c, s = pair()
+        c.sendmsg([b"a" * 10, b"b" * 10, b"c" * 5])  # one sendmsg, three iovecs
+        recv_exactly(s, 25)
+    elif mode == "vec":
+        c, s = pair()
+        os.writev(c.fileno(), [b"hello ", b"world"])
+        time.sleep(0.05)
+        b1, b2 = bytearray(4), bytearray(20)
+        os.readv(s.fileno(), [b1, b2])
+    elif mode == "sendmmsg":
+        class iovec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+        class msghdr(ctypes.Structure):
+            _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                        ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                        ("flags", ctypes.c_int)]
+        class mmsghdr(ctypes.Structure):
+            _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(("127.0.0.1", port))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sa = (b"\\x02\\x00" + port.to_bytes(2, "big") + bytes([127, 0, 0, 1])).ljust(16, b"\\0")
+        sab = ctypes.create_string_buffer(sa, 16)
+        bufs = [ctypes.create_string_buffer(b"first-datagram", 14),
+                ctypes.create_string_buffer(b"second", 6)]
+        iovs = [iovec(ctypes.cast(b, ctypes.c_void_p), len(b)) for b in bufs]
+        msgs = (mmsghdr * 2)()
+        for i in range(2):
+            msgs[i].hdr.name = ctypes.cast(sab, ctypes.c_void_p); msgs[i].hdr.namelen = 16
+            msgs[i].hdr.iov = ctypes.pointer(iovs[i]); msgs[i].hdr.iovlen = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        n = libc.sendmmsg(tx.fileno(), msgs, 2, 0)
+        assert n == 2, ctypes.get_errno()
+        rx.recvfrom(100); rx.recvfrom(100)
+        print(tx.fileno(), rx.fileno(), tx.getsockname()[1], flush=True)
+    elif mode == "nonblock":
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", port)); ls.listen(4)
+        c = socket.socket(); c.setblocking(False)
+        rc = c.connect_ex(("127.0.0.1", port))
+        import errno; assert rc == errno.EINPROGRESS, rc
+        time.sleep(0.05); c.setblocking(True)
+        c.sendall(b"after-einprogress")
+        s, _ = ls.accept(); recv_exactly(s, 17)
+    elif mode == "httpclient":
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("GET", "/from-http-client?y=2")
+        body = conn.getresponse().read()
+        conn.close()
+    elif mode == "mute":
+        c1, s1 = pair()
+        c2 = socket.create_connection(("127.0.0.1", port))
+        print(c1.fileno(), c2.fileno(), flush=True)
+        sys.stdin.readline()                          # the test mutes c1 now
+        c1.sendall(b"muted-bytes"); c2.sendall(b"loud-bytes")
+        recv_exactly(s1, 11)
+    elif mode == "hold":
+        c, s = pair()
+        print(c.fileno(), s.fileno(), flush=True)
+        for line in sys.stdin:                        # each line: send it on c, read it on s
+            c.sendall(line.encode()); recv_exactly(s, len(line))
+            print("ok", flush=True)
+    print("done", flush=True)
+    """
+)
+
+
+def run_child(mode: str, port: int, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def finish(cap: BpfCapture, col: Collector, p: subprocess.Popen[str]) -> list[CaptureEvent]:
+    out, _ = p.communicate(timeout=10)
+    assert p.returncode == 0 and out.endswith("done\n"), out
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    return col.of(p.pid)
+
+
+def conn_fds(evs: list[CaptureEvent]) -> tuple[int, int]:
+    """(client fd, server fd) of the one loopback pair a child made."""
+    (c,) = [e.fd for e in evs if e.kind == C]
+    (s,) = [e.fd for e in evs if e.kind == A]
+    return c, s
+
+
+def test_body_larger_than_payload_keeps_true_size(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    evs = finish(cap, col, run_child("big", 18110))
+    c, s = conn_fds(evs)
+    sent = [e for e in evs if e.kind == D and e.fd == c]
+    assert [(e.size, len(e.data)) for e in sent] == [(5120, PAYLOAD)]
+    assert sent[0].data == (bytes(range(256)) * 20)[:PAYLOAD]
+    received = [e for e in evs if e.kind == D and e.fd == s]
+    assert sum(e.size for e in received) == 5120
+    assert all(len(e.data) == min(e.size, PAYLOAD) for e in received)
+
+
+def test_sendmsg_iovecs_in_order(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    evs = finish(cap, col, run_child("sendmsg", 18111))
+    c, s = conn_fds(evs)
+    sent = [e for e in evs if e.kind == D and e.fd == c]
+    assert [(e.size, e.data) for e in sent] == [(25, b"a" * 10 + b"b" * 10 + b"c" * 5)]
+    assert data(evs, s, Direction.INGRESS) == b"a" * 10 + b"b" * 10 + b"c" * 5
+
+
+def test_writev_and_readv(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    evs = finish(cap, col, run_child("vec", 18112))
+    c, s = conn_fds(evs)
+    assert [(e.direction, e.size, e.data) for e in evs if e.kind == D and e.fd == c] == [
+        (Direction.EGRESS, 11, b"hello world")
+    ]
+    assert [(e.direction, e.size, e.data) for e in evs if e.kind == D and e.fd == s] == [
+        (Direction.INGRESS, 11, b"hello world")
+    ]
+
+
+def test_sendmmsg_gives_one_event_per_datagram_with_peer(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    p = run_child("sendmmsg", 18113)
+    evs = finish(cap, col, p)
+    sent = [e for e in evs if e.kind == D and e.direction == Direction.EGRESS]
+    assert [(e.data, e.size, e.peer_addr, e.peer_port, e.sock_type) for e in sent] == [
+        (b"first-datagram", 14, "127.0.0.1", 18113, socket.SOCK_DGRAM),
+        (b"second", 6, "127.0.0.1", 18113, socket.SOCK_DGRAM),
+    ]
+    received = [e for e in evs if e.kind == D and e.direction == Direction.INGRESS]
+    assert [e.data for e in received] == [b"first-datagram", b"second"]
+    # recvfrom names the sender: the tx socket's port, not the receiver's
+    assert len({e.peer_port for e in received}) == 1 and received[0].peer_port != 18113
+
+
+NGINX_SENDFILE_CONF = """
+daemon off;
+master_process off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    server {{ listen 127.0.0.1:{port}; root {root}/www; }}
+}}
+"""
+
+
+def start_nginx_sendfile(root: Path, port: int, body: bytes) -> subprocess.Popen[bytes]:
+    """nginx as one process with `sendfile on` (tests.support's nginx leaves it off)."""
+    (root / "www").mkdir()
+    (root / "tmp").mkdir()
+    (root / "www" / "index.html").write_bytes(body)
+    (root / "nginx.conf").write_text(NGINX_SENDFILE_CONF.format(root=root, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
+    wait_port(port)
+    return proc
+
+
+def test_nginx_writev_and_sendfile(capture: tuple[BpfCapture, Collector], tmp_path: Path) -> None:
+    cap, col = capture
+    body = b"N" * 5000
+    srv = start_nginx_sendfile(tmp_path, 18120, body)
+    try:
+        curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:18120/index.html"])
+        assert curl.wait(10) == 0
+        drain_until(cap, lambda: any(e.kind == X for e in col.of(curl.pid)))
+    finally:
+        stop(srv)
+    conns = connections(col.of(srv.pid))  # [wait_port's probe, curl's]
+    assert len(conns) == 2 and [e.kind for e in conns[0]] == [A, X]
+    sv = conns[1]
+    sfd = sv[0].fd
+    egress = [e for e in sv if e.kind == D and e.fd == sfd and e.direction == Direction.EGRESS]
+    assert len(egress) == 2
+    headers, file_body = egress
+    assert headers.data.startswith(b"HTTP/1.1 200 OK\r\nServer: nginx") and headers.size == len(headers.data)
+    assert (file_body.size, file_body.data) == (5000, b"")  # sendfile: size only
+    client_in = data(col.of(curl.pid), [e.fd for e in col.of(curl.pid) if e.kind == C][0], Direction.INGRESS)
+    assert client_in.startswith(headers.data)
+
+
+def test_nonblocking_connect_einprogress(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    evs = finish(cap, col, run_child("nonblock", 18117))
+    (conn,) = [e for e in evs if e.kind == C]
+    assert (conn.peer_port, conn.size) == (18117, 1)  # size 1: connect returned -EINPROGRESS
+    assert [e.data for e in evs if e.kind == D and e.fd == conn.fd] == [b"after-einprogress"]
+
+
+def test_python_http_client(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    srv = start_http_server(18102)
+    try:
+        evs = finish(cap, col, run_child("httpclient", 18102))
+    finally:
+        stop(srv)
+    (conn,) = [e for e in evs if e.kind == C]
+    assert kinds(evs, conn.fd) == [C, D, D, X]
+    request = data(evs, conn.fd, Direction.EGRESS)
+    assert request == (
+        b"GET /from-http-client?y=2 HTTP/1.1\r\nHost: 127.0.0.1:18102\r\nAccept-Encoding: identity\r\n\r\n"
+    )
+    response = data(evs, conn.fd, Direction.INGRESS)
+    assert response.startswith(b"HTTP/1.0 404 File not found\r\n")
+    drain_until(cap, lambda: any(e.kind == X for e in connections(col.of(srv.pid))[-1]))
+    served = connections(col.of(srv.pid))[-1]
+    assert data(served, served[0].fd, Direction.INGRESS) == request
+    assert data(served, served[0].fd, Direction.EGRESS) == response
+
+
+def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    with socket.socket() as ls:
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", 18114))
+        ls.listen(1)
+        with socket.create_connection(("127.0.0.1", 18114)) as c:
+            s, _ = ls.accept()
+            c.sendall(b"from the agent itself")
+            s.recv(100)
+            s.close()
+    p = subprocess.Popen(["/bin/true"])  # a marker: once its EXIT is seen, our events would be too
+    p.wait(5)
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    assert col.of(os.getpid()) == []
+
+
+def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    p = run_child("mute", 18115)
+    assert p.stdout is not None
+    fd1, fd2 = (int(x) for x in p.stdout.readline().split())
+    cap.mute(p.pid, fd1)
+    assert p.stdin is not None
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    evs = finish(cap, col, p)
+    assert [e.data for e in evs if e.kind == D and e.fd == fd1] == []
+    assert [e.data for e in evs if e.kind == D and e.fd == fd2] == [b"loud-bytes"]
+    assert [e.kind for e in evs if e.fd == fd1] == [C, X]  # lifecycle events still come
+
+
+def test_seed_existing_sockets(tmp_path: Path) -> None:
+    """A connection opened before the program was loaded is captured after seeding, not before."""
+    p = run_child("hold", 18116)
+    assert p.stdout is not None and p.stdin is not None
+    cfd, sfd = (int(x) for x in p.stdout.readline().split())
+    col = Collector()
+    with BpfCapture(on_event=col, runtime_dir=tmp_path) as cap:
+        cap.load()
+        cap.attach({"socket"})
+        ids = cap.program_ids("socket")
+        assert len(ids) == 22 and set(ids) <= loaded_prog_ids()
+
+        def say(line: str) -> None:
+            p.stdin.write(line + "\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+            assert p.stdout.readline() == "ok\n"  # type: ignore[union-attr]
+            cap.poll(10)
+
+        say("unseen")
+        assert cap.socket_info(p.pid, cfd) is None
+        assert col.of(p.pid) == []
+        assert cap.seed_existing_sockets() >= 2
+        info = cap.socket_info(p.pid, cfd)
+        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 1, 18116)
+        say("seen")
+        drain_until(cap, lambda: len(col.of(p.pid)) >= 2)
+        assert [(e.fd, e.direction, e.data) for e in col.of(p.pid)] == [
+            (cfd, Direction.EGRESS, b"seen\n"),
+            (sfd, Direction.INGRESS, b"seen\n"),
+        ]
+        assert col.of(p.pid)[0].peer_port == 18116
+        cap.detach("socket")
+        assert cap.program_ids("socket") == []
+        assert not set(ids) & loaded_prog_ids()  # detached programs are unloaded, not just unhooked
+        assert cap.attach({"socket"})["socket"].state == "attached"  # and come back
+        assert set(cap.program_ids("socket")) <= loaded_prog_ids()
+        assert cap.drop_counts() == {
+            "ringbuf_full": 0, "inflight_full": 0, "read_fault": 0, "mmsg_truncated": 0,
+            "callback_errors": 0,
+        }  # fmt: skip
+    p.stdin.close()
+    p.wait(10)
+
+
+def loaded_prog_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split(":")[0]) for line in out.splitlines() if line[:1].isdigit()}
+
+
+def test_ctypes_mirror_matches_what_bcc_builds(tmp_path: Path) -> None:
+    from bcc import BPF
+
+    from hostagent.model import Direction as Dir
+    from hostagent.probes.sources import bpf_dir
+
+    asserts = [f"_Static_assert(EVENT_{k.name} == {k.value}, \"kind\");" for k in EventKind]
+    asserts += [f"_Static_assert(DIR_{d.name} == {d.value}, \"dir\");" for d in Dir]
+    asserts += [
+        f"_Static_assert(OP_{op.upper()} == {i}, \"op\");" for i, op in enumerate(ev.SYSCALL_OPS)
+    ]
+    asserts += [
+        f"_Static_assert(DROP_{n.upper()} == {i}, \"drop\");" for i, n in enumerate(ev.DROP_CAUSES)
+    ]
+    text = (
+        '#include "events.h"\n'
+        + "\n".join(asserts)
+        + "\nBPF_ARRAY(hdr, struct event_hdr, 1);\nBPF_ARRAY(sock, struct sock_info, 1);\n"
+        + "int noop(void *ctx) { return 0; }\n"
+    )
+    b = BPF(text=text.encode(), cflags=[f"-I{bpf_dir()}"])
+    try:
+        for table, mirror in (("hdr", ev.EventHdr), ("sock", ev.SockInfo)):
+            leaf = b[table.encode()].Leaf
+            assert ctypes_sizeof(leaf) == ctypes_sizeof(mirror)
+            bcc_fields = [(f[0], getattr(leaf, f[0]).offset) for f in leaf._fields_ if not f[0].startswith("__pad")]
+            ours = [(f[0], getattr(mirror, f[0]).offset) for f in mirror._fields_]
+            assert bcc_fields == ours
+    finally:
+        b.cleanup()
+
+
+def ctypes_sizeof(cls: type) -> int:
+    import ctypes
+
+    return ctypes.sizeof(cls)
