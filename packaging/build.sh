@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Builds the hostagent .deb and/or .rpm into dist/ from this checkout.
+#
+#   packaging/build.sh deb|rpm|all      (make deb / make rpm call this)
+#
+# Both packages are made from one staging tree: the project's wheel plus every dependency as a
+# wheel (for each supported CPython, so the package installs offline), a small installer that
+# builds the private virtualenv /opt/hostagent/venv at install time, /usr/bin wrappers, the unit,
+# the default config, man pages and completion. See packaging/README.md for why.
+#
+# Environment: PYTHON (a python with pip, default .venv/bin/python), RELEASE (package build
+# number, default 1), PYTHON_VERSIONS (CPython versions to bundle wheels for), OUT (default dist).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+what=${1:-all}
+PYTHON=${PYTHON:-.venv/bin/python}
+RELEASE=${RELEASE:-1}
+PYTHON_VERSIONS=${PYTHON_VERSIONS:-"3.9 3.10 3.11 3.12 3.13"}
+# Binary wheels for glibc 2.17..2.28 run on every target (Debian 10+, Ubuntu 20.04+, RHEL 8+).
+# pip matches these tags literally, so all are listed.
+PLATFORMS=${PLATFORMS:-"manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64"}
+OUT=${OUT:-dist}
+WORK=build/pkg
+VERSION=$("$PYTHON" -c 'import tomllib,sys; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+log() { printf 'packaging: %s\n' "$*" >&2; }
+t0=$(date +%s)
+
+# --- 1. the project's wheel, built from the files git knows (tracked + untracked, not ignored), so
+# stale build/ or egg-info leftovers never leak into it.
+rm -rf "$WORK/src" "$WORK/project" && mkdir -p "$WORK/src" "$WORK/project"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"; done | tar -c --null -T - | tar -x -C "$WORK/src"
+"$PYTHON" -m pip wheel -q --no-deps -w "$WORK/project" "./$WORK/src"
+wheel=$(ls "$WORK"/project/hostagent-"$VERSION"-*.whl)
+log "project wheel: $wheel"
+
+# --- 2. the dependency wheelhouse, cached by the hash of pyproject.toml and the version list.
+key=$(cat pyproject.toml <(echo "$PYTHON_VERSIONS $PLATFORMS") | sha256sum | cut -c1-16)
+WH=$WORK/wheelhouse-$key
+if [ ! -e "$WH/.complete" ]; then
+  rm -rf "$WORK"/wheelhouse-* && mkdir -p "$WH"
+  # Host CPython first with `pip wheel`: it also turns sdist-only dependencies into wheels (pure
+  # Python ones), which the other versions then find through --find-links.
+  "$PYTHON" -m pip wheel -q -w "$WH" "$wheel"
+  for v in $PYTHON_VERSIONS; do
+    log "dependency wheels for CPython $v"
+    "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$v" --implementation cp \
+      $(printf -- '--platform %s ' $PLATFORMS) --find-links "$WH" -d "$WH" "$wheel"
+  done
+  # One pip for the installer, old enough to run on the oldest Python we support.
+  oldest=${PYTHON_VERSIONS%% *}
+  "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$oldest" --no-deps -d "$WH" pip
+  rm -f "$WH"/hostagent-*.whl
+  touch "$WH/.complete"
+fi
+
+# --- 3. the staging tree (the same for both formats except the unit directory).
+stage() {  # $1 root, $2 unit dir
+  local root=$1 unitdir=$2 opt=$1/opt/hostagent
+  rm -rf "$root" && mkdir -p "$opt/wheels" "$opt/libexec" "$root/usr/bin" "$root/etc/hostagent" \
+    "$root$unitdir" "$root/usr/share/bash-completion/completions" "$root/usr/share/man/man8" \
+    "$root/usr/share/doc/hostagent"
+  cp "$WH"/*.whl "$wheel" "$opt/wheels/"
+  sed "s/@VERSION@/$VERSION/" packaging/libexec/install-venv > "$opt/libexec/install-venv"
+  chmod 0755 "$opt/libexec/install-venv"
+  install -m 0755 packaging/bin/hostagent packaging/bin/hostagentctl "$root/usr/bin/"
+  install -m 0644 packaging/hostagent.toml "$root/etc/hostagent/hostagent.toml"
+  install -m 0644 packaging/systemd/hostagent.service "$root$unitdir/hostagent.service"
+  install -m 0644 packaging/completion/hostagent.bash "$root/usr/share/bash-completion/completions/hostagent"
+  if [ -f packaging/completion/hostagentctl.bash ]; then
+    install -m 0644 packaging/completion/hostagentctl.bash \
+      "$root/usr/share/bash-completion/completions/hostagentctl"
+  fi
+  for m in packaging/man/*.8; do gzip -9n < "$m" > "$root/usr/share/man/man8/$(basename "$m").gz"; done
+  install -m 0644 packaging/copyright "$root/usr/share/doc/hostagent/copyright"
+  install -m 0644 README.md "$root/usr/share/doc/hostagent/README.md"
+}
+
+mkdir -p "$OUT"
+if [ "$what" = deb ] || [ "$what" = all ]; then
+  root=$WORK/deb-root
+  stage "$root" /lib/systemd/system
+  gzip -9n < packaging/debian/changelog > "$root/usr/share/doc/hostagent/changelog.Debian.gz"
+  mkdir -p "$root/DEBIAN"
+  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+  sed -e "s/@VERSION@/$VERSION-$RELEASE/" -e "s/@SIZE@/$size/" packaging/debian/control > "$root/DEBIAN/control"
+  install -m 0644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
+  install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$root/DEBIAN/"
+  (cd "$root" && find . -path ./DEBIAN -prune -o -type f ! -path ./etc/\* -printf '%P\0' \
+     | xargs -0 md5sum > DEBIAN/md5sums)
+  deb=$OUT/hostagent_${VERSION}-${RELEASE}_amd64.deb
+  # Wheels are already zip-compressed: a stronger compressor only costs time (xz: +60 s, -2%).
+  dpkg-deb --root-owner-group -Zgzip -z1 --build "$root" "$deb" >/dev/null
+  log "built $deb ($(du -h "$deb" | cut -f1))"
+fi
+
+if [ "$what" = rpm ] || [ "$what" = all ]; then
+  root=$WORK/rpm-root
+  stage "$root" /usr/lib/systemd/system
+  top=$TOP/$WORK/rpmbuild
+  rm -rf "$top" && mkdir -p "$top"/{SPECS,RPMS,BUILD,BUILDROOT}
+  rpmbuild -bb --quiet --target x86_64 \
+    --define "_topdir $top" --define "stage $TOP/$root" \
+    --define "version_ $VERSION" --define "release_ $RELEASE" \
+    packaging/rpm/hostagent.spec >/dev/null
+  rpm=$(ls "$top"/RPMS/x86_64/hostagent-"$VERSION"-"$RELEASE".*x86_64.rpm)
+  cp "$rpm" "$OUT/"
+  log "built $OUT/$(basename "$rpm") ($(du -h "$rpm" | cut -f1))"
+fi
+log "done in $(( $(date +%s) - t0 )) s"
