@@ -44,7 +44,7 @@ KEEP_FRONTEND = 16 * 1024  # SQL text kept per message
 KEEP_BACKEND = 2048  # enough for an ErrorResponse's code and message
 MAX_PREPARED = 512  # named statements remembered per connection
 MAX_ITEMS = 1024  # requests waiting for their answers
-MAX_HELD = 8  # segments held while the roles are not known yet
+MAX_HELD = 64  # segments held while the roles are not known yet
 MAX_TEXT = 8192  # db.query.text length cap
 MAX_CACHE = 256
 
@@ -147,14 +147,18 @@ class PostgresParser:
             return []
         try:
             if self._client_dir is None:
-                self._client_dir = self._guess_client_dir(segment)
+                self._held.append(segment)
+                self._client_dir = self._guess_client_dir(_held_prefix(self._held, segment.direction),
+                                                          segment.direction)  # fmt: skip
                 if self._client_dir is None:
-                    self._hold(segment)
+                    self._trim_held()
                     return []
                 held, self._held = self._held, []
                 for seg in held:
                     self._consume(seg)
-            self._consume(segment)
+                segment = None  # type: ignore[assignment]
+            if segment is not None:
+                self._consume(segment)
         except Exception:  # a parser bug must never take the pipeline down
             self.stats.resyncs += 1
             self._items.clear()
@@ -169,20 +173,20 @@ class PostgresParser:
         return []
 
     # -- roles -----------------------------------------------------------------------------------
-    def _guess_client_dir(self, seg: Segment) -> Optional[Direction]:
-        data = seg.data
-        other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
+    def _guess_client_dir(self, data: bytes, direction: Direction) -> Optional[Direction]:
+        other = Direction.INGRESS if direction == Direction.EGRESS else Direction.EGRESS
         if not data:
             return None
-        if _untyped_code(data) or data[0] in FRONTEND_ONLY:
-            return seg.direction
-        if data[0] in BACKEND_ONLY or (len(data) == 1 and data in (b"N", b"S", b"G")):
+        if data[0] in BACKEND_ONLY or data in (b"N", b"S", b"G"):
             return other
+        if len(data) < 8 and data[0] not in FRONTEND_ONLY:
+            return None  # a startup message's length: wait for its code
+        if _untyped_code(data) or data[0] in FRONTEND_ONLY:
+            return direction
         return None
 
-    def _hold(self, segment: Segment) -> None:
-        self._held.append(segment)
-        if len(self._held) > MAX_HELD:
+    def _trim_held(self) -> None:
+        if len(self._held) > MAX_HELD or sum(len(s.data) for s in self._held) > 4096:
             self._held.pop(0)
             self.stats.resyncs += 1
 
@@ -462,6 +466,11 @@ class PostgresParser:
             error_type=error_type, status_message=message[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
+
+
+def _held_prefix(held: list[Segment], direction: Direction) -> bytes:
+    """The first bytes the held segments of ``direction`` carry, joined (a message may be split)."""
+    return b"".join(s.data for s in held if s.direction == direction)[:64]
 
 
 def _typed_len(head: bytes, types: frozenset[int]) -> Optional[int]:

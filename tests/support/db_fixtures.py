@@ -1,0 +1,58 @@
+"""Turn a recording from tests/fixtures/db into Segments for a parser, from either side.
+
+``side="client"``: the traced process is the client (its own writes are EGRESS);
+``side="server"``: the traced process is the server. ``mode`` changes how bytes are cut:
+``"chunks"`` as recorded, ``"bytes"`` one byte per segment (split messages), ``"joined"`` all
+consecutive chunks of one direction in one segment (many messages in one read).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hostagent.model import Call, Direction, Segment
+from hostagent.protocols.base import StreamParser
+from tests.support.tcp_recorder import load
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "db"
+
+
+def chunks(name: str) -> list[tuple[str, bytes]]:
+    return load(FIXTURES / f"{name}.json")
+
+
+def segments(name: str, side: str = "client", mode: str = "chunks") -> list[Segment]:
+    recorded = chunks(name)
+    if mode == "joined":
+        merged: list[tuple[str, bytes]] = []
+        for who, data in recorded:
+            if merged and merged[-1][0] == who:
+                merged[-1] = (who, merged[-1][1] + data)
+            else:
+                merged.append((who, data))
+        recorded = merged
+    out: list[Segment] = []
+    ts = 0
+    for who, data in recorded:
+        ts += 1000
+        mine = (who == "c") == (side == "client")
+        direction = Direction.EGRESS if mine else Direction.INGRESS
+        if mode == "bytes":
+            for i in range(len(data)):
+                out.append(Segment(direction, data[i : i + 1], 1, ts))
+        else:
+            out.append(Segment(direction, data, len(data), ts))
+    return out
+
+
+def run(parser: StreamParser, segs: list[Segment]) -> list[Call]:
+    calls: list[Call] = []
+    for seg in segs:
+        calls.extend(parser.feed(seg))
+    calls.extend(parser.close(10**12))
+    return calls
+
+
+def summary(call: Call) -> tuple[object, ...]:
+    """What a test compares: span name, the attributes, the error type."""
+    return (call.name, tuple(sorted(call.attributes.items())), call.error_type)

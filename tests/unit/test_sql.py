@@ -1,0 +1,104 @@
+"""hostagent.protocols.sql: sanitising, splitting and naming SQL, both dialects."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostagent.protocols.sql import (
+    operation_and_collection,
+    sanitize,
+    span_name,
+    split_statements,
+    tokenize,
+    use_database,
+)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql", "expected"),
+    [
+        ("postgresql", "SELECT id, name FROM users WHERE id = 1", "SELECT id, name FROM users WHERE id = ?"),
+        ("postgresql", "SELECT * FROM t1 WHERE a IN (1, 2, 3)", "SELECT * FROM t1 WHERE a IN (?, ?, ?)"),
+        ("postgresql", "x = 'it''s' AND y = E'a\\'b' AND z = -2.5e-3", "x = ? AND y = ? AND z = -?"),
+        ("postgresql", "SELECT $tag$a;'b$tag$, $$x$$, X'1F', B'0101'", "SELECT ?, ?, ?, ?"),
+        ("postgresql", 'SELECT "col1" FROM "t2" WHERE v = $1', 'SELECT "col1" FROM "t2" WHERE v = $1'),
+        ("postgresql", "SELECT 0xFF, 1_000", "SELECT ?, ?"),
+        ("postgresql", "SELECT 'cut short by the capture", "SELECT ?"),
+        ("postgresql", "SELECT 1 -- note 'x'\n/* 2 */", "SELECT ? -- note 'x'\n/* 2 */"),
+        ("mysql", "INSERT INTO people (id, name) VALUES (20, 'o\\'hara')",
+         "INSERT INTO people (id, name) VALUES (?, ?)"),
+        ("mysql", 'SELECT "double quoted is a string", `col` FROM t', "SELECT ?, `col` FROM t"),
+        ("mysql", "SELECT * FROM t WHERE a = ? AND b = 0x1f AND c = _utf8mb4'x'",
+         "SELECT * FROM t WHERE a = ? AND b = ? AND c = ?"),
+        ("mysql", "SELECT 1 # comment 'kept'", "SELECT ? # comment 'kept'"),
+    ],
+)  # fmt: skip
+def test_sanitize(dialect: str, sql: str, expected: str) -> None:
+    assert sanitize(sql, dialect) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT 1; SELECT 'two'; UPDATE users SET name = 'x' WHERE id = 42",
+         ["SELECT 1", "SELECT 'two'", "UPDATE users SET name = 'x' WHERE id = 42"]),
+        ("SELECT ';' ; SELECT $$;$$;", ["SELECT ';'", "SELECT $$;$$"]),
+        ("SELECT 1;;  ; -- trailing comment", ["SELECT 1"]),
+        ("", [""]),  # one empty statement: PostgreSQL answers EmptyQueryResponse
+        ("-- only a comment", ["-- only a comment"]),
+    ],
+)  # fmt: skip
+def test_split_statements(sql: str, expected: list[str]) -> None:
+    assert split_statements(sql) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "op", "collection"),
+    [
+        ("SELECT id FROM users WHERE id = $1", "SELECT", "users"),
+        ("select * from public.users u join orders o on o.uid = u.id", "select", "public.users"),
+        ("SELECT count(*) FROM (SELECT 1 FROM t) s", "SELECT", None),  # a subquery is no collection
+        ("SELECT (SELECT max(a) FROM inner_t) FROM outer_t", "SELECT", "outer_t"),
+        ("SELECT 1", "SELECT", None),
+        ("INSERT INTO users (id) VALUES (1)", "INSERT", "users"),
+        ("INSERT IGNORE INTO `people` VALUES (1)", "INSERT", "`people`"),
+        ("UPDATE ONLY users SET a = 1", "UPDATE", "users"),
+        ("DELETE FROM \"Users\" WHERE id = 1", "DELETE", '"Users"'),
+        ("WITH x AS (SELECT 1 FROM a) INSERT INTO b SELECT * FROM x", "INSERT", "b"),
+        ("CREATE TABLE IF NOT EXISTS users (id int)", "CREATE", "users"),
+        ("DROP TABLE users", "DROP", "users"),
+        ("CREATE INDEX i ON users (id)", "CREATE", None),
+        ("TRUNCATE TABLE logs", "TRUNCATE", "logs"),
+        ("COPY users FROM STDIN", "COPY", "users"),
+        ("BEGIN", "BEGIN", None),
+        ("  (SELECT 1 FROM t)", "SELECT", "t"),
+        ("", None, None),
+        ("'just a string'", None, None),
+    ],
+)  # fmt: skip
+def test_operation_and_collection(sql: str, op: str, collection: str) -> None:
+    dialect = "mysql" if "`" in sql else "postgresql"
+    assert operation_and_collection(sql, dialect) == (op, collection)
+
+
+def test_span_name() -> None:
+    assert span_name("postgresql", "SELECT", "users") == "SELECT users"
+    assert span_name("postgresql", "BEGIN", None) == "BEGIN"
+    assert span_name("mysql", None, None) == "mysql"
+
+
+def test_use_database() -> None:
+    assert use_database("USE shop") == "shop"
+    assert use_database("use `my-db`;") == "my-db"
+    assert use_database("SELECT 1") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.sampled_from(["postgresql", "mysql"]))
+def test_tokens_cover_the_text_and_nothing_raises(sql: str, dialect: str) -> None:
+    assert "".join(text for _, text in tokenize(sql, dialect)) == sql
+    sanitize(sql, dialect)
+    split_statements(sql, dialect)
+    operation_and_collection(sql, dialect)
