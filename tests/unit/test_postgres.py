@@ -18,6 +18,7 @@ from hostagent.protocols import postgres
 from hostagent.protocols.postgres import PostgresParser, looks_like
 from tests.support.db_fixtures import chunks, run, segments, summary
 
+
 def msg(kind: bytes, body: bytes) -> bytes:
     """A typed message: type byte, int32 length (itself included), body."""
     return kind + struct.pack("!i", 4 + len(body)) + body
@@ -167,7 +168,7 @@ def test_query_longer_than_the_captured_prefix() -> None:
     answer = b"C\x00\x00\x00\x0dSELECT 0\x00Z\x00\x00\x00\x05I"
     (call,) = parser.feed(Segment(Direction.INGRESS, answer, len(answer), 2))
     assert call.name == "SELECT big"
-    assert call.attributes["db.query.text"].startswith("SELECT * FROM big WHERE v IN (?, ?, ?")
+    assert str(call.attributes["db.query.text"]).startswith("SELECT * FROM big WHERE v IN (?, ?, ?")
     assert call.request_size == len(query)
     assert parser.stats.truncated == 1
     # the next query, after the hole, is framed correctly
