@@ -51,6 +51,7 @@ class Capture:
     def __init__(self, bpf: BpfCapture) -> None:
         self.bpf = bpf
         self.states: dict[str, ProbeState] = {}
+        self._final_drops: Optional[dict[str, int]] = None
 
     def apply_probes(self, enabled: frozenset[str]) -> dict[str, ProbeState]:
         """Attach the program groups enabled probes need, detach the rest (gone from the kernel)."""
@@ -73,9 +74,12 @@ class Capture:
         return self.bpf.poll(int(timeout_s * 1000))
 
     def drop_counts(self) -> dict[str, int]:
+        if self._final_drops is not None:
+            return self._final_drops
         return {f"kernel_{k}" if k != "callback_errors" else k: v for k, v in self.bpf.drop_counts().items()}
 
     def close(self) -> None:
+        self._final_drops = self.drop_counts()  # the maps go with the programs
         self.bpf.close()
 
 

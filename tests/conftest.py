@@ -1,0 +1,18 @@
+"""Shared pytest setup: root-only tests are skipped, with the reason, when not root."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.support.otlp_receiver import otlp_http_receiver, otlp_receiver  # noqa: F401 - fixtures
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root: real BPF programs and servers (run make test as root)")
+    for item in items:
+        if "root" in item.keywords or "e2e" in item.keywords:
+            item.add_marker(skip)
