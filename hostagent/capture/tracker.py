@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Optional
 
 from hostagent.capture.state import (
@@ -33,6 +32,7 @@ from hostagent.capture.state import (
 from hostagent.model import Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
 from hostagent.protocols.base import ProtocolSpec
 
+_set = object.__setattr__  # Call is frozen; see _tag
 SPECS_REFRESH_NS = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
 
 _DATA, _CONNECT, _ACCEPT, _CLOSE, _EXIT = (
@@ -222,14 +222,15 @@ class ConnectionTracker:
             self._on_mute(state.pid, state.fd)
 
     def _tag(self, state: ConnState, calls: list[Call], peer: Optional[Endpoint]) -> list[Call]:
+        """Attach the Connection. The parser just built these Calls and kept no reference, so this
+        stage is their only holder: setting ``conn`` in place, before anyone else sees them, is
+        the same as ``dataclasses.replace`` at a tenth of the cost (1.5 us per Call here)."""
         self._counters["calls"] += len(calls)
-        out = []
         for call in calls:
             # The thread that handled the request: it read it (server) or wrote it (client).
             req_dir = Direction.EGRESS if call.role == Role.CLIENT else Direction.INGRESS
-            conn = state.connection(state.tid_at(req_dir, call.start_ns), peer)
-            out.append(replace(call, conn=conn))
-        return out
+            _set(call, "conn", state.connection(state.tid_at(req_dir, call.start_ns), peer))
+        return calls
 
 
 def _add_parser_stats(totals: dict[str, int], state: ConnState) -> None:

@@ -65,31 +65,31 @@ def looks_like(data: bytes, direction: Direction) -> bool:
 
 
 class _Message:
-    """One request or response while it is being read; mutable, never leaves this module."""
+    """One request or response while it is being read; mutable, never leaves this module.
 
-    __slots__ = (
-        "body", "body_size", "chunked", "end_ns", "framed", "gap", "headers", "host", "length", "method",
-        "start_ns", "status", "target", "traceparent", "tracestate", "user_agent", "version",
-    )  # fmt: skip
+    Defaults live on the class (no __slots__): a new message then costs two attribute writes
+    instead of seventeen, and most messages only ever set a few of them.
+    """
+
+    method = ""
+    target = ""
+    version = ""
+    status = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    host = ""
+    user_agent = ""
+    traceparent: Optional[str] = None
+    tracestate: Optional[str] = None
+    length = -1  # Content-Length, -1 when absent
+    chunked = False
+    framed = False  # the message has a body whose size we report
+    body = b""  # contiguous captured prefix of the body (decoded when chunked)
+    body_size = 0  # body bytes on the wire, captured or not
+    gap = False  # uncaptured bytes were skipped: nothing after them is kept
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.end_ns = start_ns
-        self.method = ""
-        self.target = ""
-        self.version = ""
-        self.status = 0
-        self.headers: tuple[tuple[str, str], ...] = ()
-        self.host = ""
-        self.user_agent = ""
-        self.traceparent: Optional[str] = None
-        self.tracestate: Optional[str] = None
-        self.length = -1  # Content-Length, -1 when absent
-        self.chunked = False
-        self.framed = False  # the message has a body whose size we report
-        self.body = b""  # contiguous captured prefix of the body (decoded when chunked)
-        self.body_size = 0  # body bytes on the wire, captured or not
-        self.gap = False  # uncaptured bytes were skipped: nothing after them is kept
 
 
 class _Half:
@@ -120,6 +120,8 @@ class Http1Parser:
         self._pending: deque[_Message] = deque()
         self._in_sync = True  # before the first message start: counted once as a resync
         self._held: dict[Direction, Segment] = {}  # a message start still too short to recognise
+        self._host_key = ""
+        self._host: tuple[str, int] = ("", 0)
 
     # -- public -----------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
@@ -449,7 +451,9 @@ class Http1Parser:
         attrs["url.scheme"] = scheme or "http"
         host = req.host or (req.target if req.method == "CONNECT" else "")
         if host:
-            address, port = parse_host(host)
+            if host != self._host_key:  # one Host per connection, nearly always
+                self._host_key, self._host = host, parse_host(host)
+            address, port = self._host
             attrs["server.address"] = address
             attrs["server.port"] = port
             if role == Role.CLIENT and req.method != "CONNECT":
@@ -506,7 +510,7 @@ def _parse_head(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_
         name, sep, value = line.partition(":")
         if not sep:
             continue
-        name = name.strip().lower()
+        name = name.lower()  # RFC 9112 5.1: no whitespace allowed between the name and the colon
         value = value.strip()
         headers.append((name, value))
         if name in _SPECIAL:
