@@ -40,7 +40,7 @@ KEEP_CLIENT = 16 * 1024
 KEEP_SERVER = 1024
 MAX_STATEMENTS = 512
 MAX_PENDING = 256
-MAX_HELD = 8
+MAX_HELD = 64
 MAX_TEXT = 8192
 MAX_CACHE = 256
 
@@ -163,22 +163,27 @@ class MysqlParser:
             return []
         try:
             if self._client_dir is None:
-                self._client_dir = self._guess_client_dir(segment)
+                self._held.append(segment)
+                first = b"".join(s.data for s in self._held if s.direction == segment.direction)[:64]
+                self._client_dir = self._guess_client_dir(Segment(segment.direction, first, len(first), 0))
                 if self._client_dir is None:
-                    self._held.append(segment)
-                    if len(self._held) > MAX_HELD:
+                    if len(self._held) > MAX_HELD or sum(len(s.data) for s in self._held) > 4096:
                         self._held.pop(0)
                         self.stats.resyncs += 1
                     return []
                 held, self._held = self._held, []
                 for seg in held:
                     self._consume(seg)
+                return self._take()
             self._consume(segment)
         except Exception:  # a parser bug must never take the pipeline down
             self.stats.resyncs += 1
             self._pending.clear()
             self._cl.drop()
             self._sv.drop()
+        return self._take()
+
+    def _take(self) -> list[Call]:
         out, self._out = self._out, []
         return out
 
@@ -196,14 +201,14 @@ class MysqlParser:
         other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
         if len(data) < 5:
             return None
-        if _greeting_version(data) is not None:
+        if data[3] == 0 and data[4] == 0x0A:  # a greeting (COM_PROCESS_INFO is long gone)
+            if _greeting_version(data) is None:
+                return None if len(data) < 64 and b"\x00" not in data[5:] else other
             self._phase = "greeting"
             return other
         if data[3] == 0 and data[4] in COMMANDS:
             return seg.direction
-        if data[3] != 0:
-            return other
-        return None
+        return other  # sequence id > 0, or 0xFF: an answer
 
     # -- framing -----------------------------------------------------------------------------------
     def _consume(self, seg: Segment) -> None:

@@ -25,11 +25,11 @@ from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
-from hostagent.protocols.resp import Broken, RespReader, Value
+from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value
 
 SYSTEM = "redis"
 MAX_PENDING = 4096
-MAX_HELD = 8
+MAX_HELD = 64
 
 # Commands a connection can start with (prefilter) and that name their first argument as a
 # subcommand. Unknown commands are still parsed once the connection is known to be Redis.
@@ -117,22 +117,27 @@ class RedisParser:
     def feed(self, segment: Segment) -> list[Call]:
         try:
             if self._client_dir is None:
-                self._client_dir = _guess_client_dir(segment)
+                self._held.append(segment)
+                first = b"".join(s.data for s in self._held if s.direction == segment.direction)[:64]
+                self._client_dir = _guess_client_dir(Segment(segment.direction, first, len(first), 0))
                 if self._client_dir is None:
-                    self._held.append(segment)
-                    if len(self._held) > MAX_HELD:
+                    if len(self._held) > MAX_HELD or sum(len(s.data) for s in self._held) > 4096:
                         self._held.pop(0)
                         self.stats.resyncs += 1
                     return []
                 held, self._held = self._held, []
                 for seg in held:
                     self._consume(seg)
+                return self._take()
             self._consume(segment)
         except Exception:  # a parser bug must never take the pipeline down
             self.stats.resyncs += 1
             self._pending.clear()
             self._req = RespReader(requests=True)
             self._rep = RespReader(requests=False)
+        return self._take()
+
+    def _take(self) -> list[Call]:
         out, self._out = self._out, []
         return out
 
@@ -293,11 +298,18 @@ def _guess_client_dir(seg: Segment) -> Optional[Direction]:
     other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
     if not data:
         return None
-    if looks_like(data, seg.direction):
-        return seg.direction
-    if data[:1] in (b"*",) and b"\r\n" not in data[:32]:
-        return None  # too short to tell
-    return other if data[0] in b"+-:$*%~>|_,#(!=" else None
+    if data[:1] == b"*":
+        parts = data[:64].split(b"\r\n", 3)
+        if len(parts) < 4:
+            return None if len(data) < 64 else other  # the first element is not complete yet
+        word = parts[2]
+        command = looks_like(data, seg.direction) or (b"." in word and word.replace(b".", b"").isalnum())
+        return seg.direction if command else other
+    if data[0] in REPLY_START:
+        return other
+    if b"\n" not in data[:256]:
+        return None
+    return seg.direction if looks_like(data, seg.direction) else None
 
 
 def new_parser() -> RedisParser:
