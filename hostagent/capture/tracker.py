@@ -123,7 +123,9 @@ class ConnectionTracker:
         if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
             return []
         ts = event.ts_ns
-        if ts - self._specs_ts > SPECS_REFRESH_NS or ts < self._specs_ts:
+        # abs(): events from different CPUs arrive slightly out of order; only a jump either way
+        # by more than the period (or the period passing) triggers a re-read.
+        if abs(ts - self._specs_ts) > SPECS_REFRESH_NS:
             self.refresh(ts)
             if state.phase != PARSING and state.phase != DETECTING:
                 return []
