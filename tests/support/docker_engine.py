@@ -33,10 +33,30 @@ _LOCK = "/tmp/hostagent-dockerd.lock"
 
 
 class DockerEngine:
-    def __init__(self, socket_path: str = SOCKET) -> None:
+    """``private_dir`` set: a separate engine of our own (socket, data and exec roots, pidfile in
+    that directory) that other tests and helpers never see -- for tests that stop and restart it."""
+
+    def __init__(self, socket_path: str = SOCKET, private_dir: Optional[str] = None) -> None:
+        self.private_dir = private_dir
+        if private_dir is not None:
+            socket_path = os.path.join(private_dir, "docker.sock")
         self.socket_path = socket_path
         self.started_pid: Optional[int] = None
         self.log_path = ""
+
+    def _dockerd_args(self) -> list[str]:
+        args = ["--iptables=false", "--bridge=none", "-H", f"unix://{self.socket_path}"]
+        if self.private_dir is not None:
+            root = self.private_dir
+            args += [
+                "--data-root",
+                os.path.join(root, "data"),
+                "--exec-root",
+                os.path.join(root, "exec"),
+                "--pidfile",
+                os.path.join(root, "docker.pid"),
+            ]
+        return args
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         env = dict(os.environ, DOCKER_HOST=f"unix://{self.socket_path}")
@@ -54,7 +74,8 @@ class DockerEngine:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start dockerd unless an engine already answers."""
-        with open(_LOCK, "w") as lock:
+        lock_path = _LOCK if self.private_dir is None else os.path.join(self.private_dir, "start.lock")
+        with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.answers():
                 return
@@ -64,7 +85,7 @@ class DockerEngine:
             handle = tempfile.NamedTemporaryFile(prefix="dockerd-", suffix=".log", delete=False)
             self.log_path = handle.name
             proc = subprocess.Popen(
-                [dockerd, "--iptables=false", "--bridge=none", "-H", f"unix://{self.socket_path}"],
+                [dockerd, *self._dockerd_args()],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -112,8 +133,14 @@ class DockerEngine:
                 os.symlink("busybox", os.path.join(root, "bin", applet))
             tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
             env = dict(os.environ, DOCKER_HOST=f"unix://{self.socket_path}")
-            subprocess.run(["docker", "import", "-", image], stdin=tar.stdout, check=True,
-                           capture_output=True, env=env, timeout=120)
+            subprocess.run(
+                ["docker", "import", "-", image],
+                stdin=tar.stdout,
+                check=True,
+                capture_output=True,
+                env=env,
+                timeout=120,
+            )
             tar.wait()
         return image
 
@@ -139,7 +166,6 @@ def docker_engine() -> Iterator[DockerEngine]:
         yield engine
     finally:
         engine.stop()
-
 
 
 class ReplayDockerClient(DockerClient):
