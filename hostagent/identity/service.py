@@ -169,6 +169,11 @@ def build_service(
     )
 
 
+# A process that vanished mid-read, or /proc files cut short by an exit race: never an error
+# on the lookup path, the process is just unknown (or its exec-time identity answers).
+_UNREADABLE = (ProcessGone, OSError, ValueError, IndexError)
+
+
 @dataclass(slots=True)
 class _Entry:
     service: Service
@@ -243,7 +248,7 @@ class ServiceCache:
             self._exited.pop(pid, None)
         try:
             entry = self._compute(pid)
-        except ProcessGone:
+        except _UNREADABLE:
             return None
         self._put(pid, entry)
         return entry.service
@@ -270,7 +275,7 @@ class ServiceCache:
         for pid in pids:
             try:
                 entry = self._compute(pid)
-            except ProcessGone:
+            except _UNREADABLE:
                 self.on_exit(pid)
                 continue
             self._put(pid, entry)
@@ -284,7 +289,7 @@ class ServiceCache:
         for pid, start in snapshot:
             try:
                 alive = self.procfs.start_ticks(pid) == start
-            except (ProcessGone, ValueError, IndexError):
+            except _UNREADABLE:
                 alive = False
             if not alive:
                 self.on_exit(pid)
@@ -299,7 +304,7 @@ class ServiceCache:
         self.misses += 1
         try:
             entry = self._compute(pid)
-        except ProcessGone:
+        except _UNREADABLE:
             with self._lock:
                 exited = self._exited.get(pid)
             if exited is not None:

@@ -162,6 +162,14 @@ def test_unknown_process_uses_comm(tree: Path) -> None:
     assert len(cache) == 0  # never cached: the pid may appear later
 
 
+def test_truncated_proc_files_never_raise(tree: Path) -> None:
+    """An exit race can leave /proc files empty; the lookup answers, it does not raise."""
+    cache, _ = make_cache(tree)
+    (tree / "proc" / "105" / "stat").write_text("")
+    assert cache.service_for(105, comm="sleep").name == "unknown_service:sleep"
+    assert cache.on_exec(105) is None
+
+
 def test_sweep_drops_gone_and_reused(tree: Path) -> None:
     cache, _ = make_cache(tree)
     for pid in (100, 101, 102):
