@@ -229,9 +229,9 @@ class RedisParser:
         cmd = pending.popleft()
         if cmd.name == "monitor" and v.kind == 0x2B:
             self._monitor = True
-        if cmd.name == "select" and v.kind == 0x2B and cmd.word1 is not None:
-            self._database = cmd.word1
         self._emit(cmd, v, v.end_ns)
+        if cmd.name == "select" and v.kind == 0x2B and cmd.word1 is not None:
+            self._database = cmd.word1  # for the commands after it
 
     def _confirmation(self, head: _Command, v: Value) -> None:
         count = v.words[2] if len(v.words) > 2 else None
