@@ -33,7 +33,8 @@ which v1.44's dns.lookup.duration suggests for libraries); NOERROR with no answe
 
 from __future__ import annotations
 
-import ipaddress
+import re
+import socket
 from dataclasses import dataclass
 from typing import Optional
 
@@ -75,7 +76,12 @@ class Message:
     answers: tuple[str, ...]  # A/AAAA addresses decoded from the captured bytes
 
 
+_PLAIN_LABEL = re.compile(rb"[\x21-\x2d\x2f-\x5b\x5d-\x7e]*")  # printable, no "." or "\\"
+
+
 def _label_text(raw: bytes) -> str:
+    if _PLAIN_LABEL.fullmatch(raw):
+        return raw.decode("ascii")
     return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in (0x2E, 0x5C) else f"\\{b:03d}" for b in raw)
 
 
@@ -131,9 +137,9 @@ def _answers(buf: bytes, pos: int, count: int) -> tuple[str, ...]:
         if len(rdata) != rdlen:
             break  # the tail was not captured
         if rtype == 1 and rdlen == 4:
-            out.append(str(ipaddress.IPv4Address(rdata)))
+            out.append(socket.inet_ntop(socket.AF_INET, rdata))
         elif rtype == 28 and rdlen == 16:
-            out.append(str(ipaddress.IPv6Address(rdata)))
+            out.append(socket.inet_ntop(socket.AF_INET6, rdata))
         pos += 10 + rdlen
     return tuple(out)
 
@@ -188,9 +194,7 @@ def _tcp_framed(data: bytes, size: int) -> bool:
 
 def looks_like(data: bytes, direction: Direction) -> bool:
     """A DNS message with one question (UDP), or one behind a matching 2-byte length (TCP)."""
-    return _plausible(data) or (
-        len(data) > 2 and int.from_bytes(data[:2], "big") >= 17 and _plausible(data[2:])
-    )
+    return _plausible(data) or (len(data) > 2 and int.from_bytes(data[:2], "big") >= 17 and _plausible(data[2:]))
 
 
 @dataclass(slots=True)
@@ -244,9 +248,7 @@ class _TcpReader:
 class DnsParser:
     """Per-socket DNS decoder (StreamParser)."""
 
-    def __init__(
-        self, transport: str = "auto", timeout_ns: int = 5_000_000_000, max_pending: int = 256
-    ) -> None:
+    def __init__(self, transport: str = "auto", timeout_ns: int = 5_000_000_000, max_pending: int = 256) -> None:
         self.stats = ParserStats()
         self.transport = transport  # "udp" | "tcp" | "auto" (decided at the first Segment)
         self._timeout_ns = timeout_ns

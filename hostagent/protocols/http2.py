@@ -102,8 +102,9 @@ class _Side:
 class Http2Parser:
     """Per-connection HTTP/2 decoder (StreamParser)."""
 
-    def __init__(self, body_limit: int = 1024, max_streams: int = 1024) -> None:
+    def __init__(self, body_limit: int = 1024, max_streams: int = 1024, reference_hpack: bool = False) -> None:
         self.stats = ParserStats()
+        self._reference_hpack = reference_hpack  # decode with hpack.Decoder (see http2_hpack)
         self._body_limit = body_limit
         self._max_streams = max_streams
         self._sides = {Direction.EGRESS: _Side(), Direction.INGRESS: _Side()}
@@ -184,7 +185,7 @@ class Http2Parser:
         # The preface (its uncaptured rest, if the tail was lost, cannot be anything else).
         side.pending = None
         self._client = direction
-        side.hpack = HeaderBlockDecoder(table_known=True)
+        side.hpack = HeaderBlockDecoder(table_known=True, reference=self._reference_hpack)
         return held[n:], max(size - _PREFACE_LEN, 0)
 
     def _lose_table(self, side: _Side) -> None:
@@ -199,7 +200,7 @@ class Http2Parser:
             known = f.type == SETTINGS and not f.flags & FLAG_ACK
             if not known:
                 self._count("midstream")
-            side.hpack = HeaderBlockDecoder(table_known=known)
+            side.hpack = HeaderBlockDecoder(table_known=known, reference=self._reference_hpack)
         if side.block is not None:
             if f.type == CONTINUATION and f.stream_id == side.block_sid:
                 if not f.complete:
@@ -291,9 +292,7 @@ class Http2Parser:
             self._count("hpack_unknown_table")
         if side.block_type == PUSH_PROMISE:
             return
-        self._on_headers(
-            direction, side.block_sid, headers, unknown > 0, side.block_end_stream, side.block_ts
-        )
+        self._on_headers(direction, side.block_sid, headers, unknown > 0, side.block_end_stream, side.block_ts)
 
     def _on_headers(
         self, direction: Direction, sid: int, headers: list[Header], incomplete: bool, end: bool, ts: int
@@ -310,9 +309,7 @@ class Http2Parser:
             if len(self._streams) >= self._max_streams:
                 self._streams.pop(next(iter(self._streams)))
                 self._count("streams_evicted")
-            self._streams[sid] = Stream(
-                sid, direction, ts, ts, headers, incomplete=incomplete, request_ended=end
-            )
+            self._streams[sid] = Stream(sid, direction, ts, ts, headers, incomplete=incomplete, request_ended=end)
             return
         stream.incomplete = stream.incomplete or incomplete
         if direction == stream.initiator:

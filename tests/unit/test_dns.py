@@ -46,9 +46,7 @@ def load(name: str, view: str = "client") -> list[Segment]:
         egress = (s["dir"] == "egress") == (view == "client")
         peer = s["peer"] or ["", 0]
         data = bytes.fromhex(s["hex"])
-        out.append(
-            Segment(Direction.EGRESS if egress else Direction.INGRESS, data, len(data), s["ts"], *peer)
-        )
+        out.append(Segment(Direction.EGRESS if egress else Direction.INGRESS, data, len(data), s["ts"], *peer))
     return out
 
 

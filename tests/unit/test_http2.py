@@ -312,13 +312,9 @@ def test_synthetic_goaway_refuses_streams_above_last_stream_id() -> None:
     p = Http2Parser()
     p.feed(seg(out, PREFACE + frame(SETTINGS, 0, 0, b""), 1))
     for sid in (1, 3, 5):
-        block = enc.encode(
-            [(":method", "GET"), (":path", f"/s{sid}"), (":scheme", "http"), (":authority", "h")]
-        )
+        block = enc.encode([(":method", "GET"), (":path", f"/s{sid}"), (":scheme", "http"), (":authority", "h")])
         p.feed(seg(out, frame(HEADERS, 0x5, sid, block), 10 + sid))
-    calls = p.feed(
-        seg(inn, frame(SETTINGS, 0, 0, b"") + frame(GOAWAY, 0, 0, (3).to_bytes(4, "big") + bytes(4)), 20)
-    )
+    calls = p.feed(seg(inn, frame(SETTINGS, 0, 0, b"") + frame(GOAWAY, 0, 0, (3).to_bytes(4, "big") + bytes(4)), 20))
     assert [(c.attributes["url.path"], c.error_type, c.status_message) for c in calls] == [
         ("/s5", "REFUSED_STREAM", "GOAWAY last_stream_id=3 NO_ERROR")
     ]
@@ -383,3 +379,11 @@ def test_synthetic_hpack_garbage_is_counted_not_raised() -> None:
         "hostagent.http2.headers_incomplete": True,
     }
     assert after.attributes["url.path"] == "/after"  # literals still decode after the table is lost
+
+
+@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel"])
+def test_reference_hpack_gives_the_same_calls(name: str) -> None:
+    for conn_segs in segments(chunks(name), "server").values():
+        ours, _ = replay(conn_segs)
+        ref, _ = replay(conn_segs, Http2Parser(reference_hpack=True))
+        assert ours == ref

@@ -114,8 +114,6 @@ def test_uncaptured_bytes_ending_exactly_at_a_frame_boundary() -> None:
     assert not lost and [(f.flags, f.payload) for f in frames] == [(1, b"xy")]
 
 
-@pytest.mark.parametrize(
-    ("code", "name"), [(0, "NO_ERROR"), (7, "REFUSED_STREAM"), (8, "CANCEL"), (99, "0x63")]
-)
+@pytest.mark.parametrize(("code", "name"), [(0, "NO_ERROR"), (7, "REFUSED_STREAM"), (8, "CANCEL"), (99, "0x63")])
 def test_error_code_names(code: int, name: str) -> None:
     assert error_code_name(code) == name
