@@ -35,11 +35,15 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _uptime(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return (f"{d}d" if d else "") + (f"{h}h" if d or h else "") + f"{m}m{s:02d}s"
+    """3723 -> "1h02m03s"; 86461 -> "1d00h01m01s"."""
+    d, rest = divmod(int(seconds), 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    if d:
+        return f"{d}d{h:02d}h{m:02d}m{s:02d}s"
+    if h:
+        return f"{h}h{m:02d}m{s:02d}s"
+    return f"{m}m{s:02d}s"
 
 
 def _ratio(r: float) -> str:

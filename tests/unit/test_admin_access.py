@@ -13,9 +13,7 @@ import pytest
 
 from .admin_harness import cli, running, world_dir
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser"
-)
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser")
 
 
 @pytest.fixture

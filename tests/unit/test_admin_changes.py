@@ -15,7 +15,9 @@ VALID = ("http", "http2", "postgres", "mysql", "redis", "dns")
 def test_probes() -> None:
     assert set_probe(frozenset({"http"}), "dns", True, VALID) == {"http", "dns"}
     assert set_probe(frozenset({"http"}), "http", False, VALID) == frozenset()
-    with pytest.raises(ChangeError, match="unknown probe 'kafka'; valid probes: http, http2, postgres, mysql, redis, dns"):
+    with pytest.raises(
+        ChangeError, match="unknown probe 'kafka'; valid probes: http, http2, postgres, mysql, redis, dns"
+    ):
         set_probe(frozenset(), "kafka", True, VALID)
 
 

@@ -19,7 +19,7 @@ from hostagent.admin.tap import SpanSummary
 from hostagent.admin.v1 import admin_pb2 as pb
 from hostagent.settings import RuntimeSettings, SamplingSettings, SettingsHolder
 
-from .admin_harness import BASE, running, world_dir
+from .admin_harness import BASE, STATUS, running, world_dir
 
 T = 5  # seconds per call
 
@@ -43,8 +43,12 @@ def test_status_merges_provider_and_settings(base_dir: Path) -> None:
         assert dict(st.drops) == {"ring_buffer": 3, "export_queue": 0}
         assert dict(st.redacted) == {"email": 7}
         assert [(p.name, p.enabled, p.state) for p in st.probes] == [
-            ("http", True, "attached"), ("http2", False, "unknown"), ("postgres", False, "unknown"),
-            ("mysql", False, "unknown"), ("redis", False, "unknown"), ("dns", True, "failed"),
+            ("http", True, "attached"),
+            ("http2", False, "unknown"),
+            ("postgres", False, "unknown"),
+            ("mysql", False, "unknown"),
+            ("redis", False, "unknown"),
+            ("dns", True, "failed"),
         ]
         assert st.probes[5].reason == "no tracepoint sys_enter_sendmmsg"
         assert st.sampling.ratio == 1.0 and st.redaction.pii_detection is True
@@ -56,8 +60,14 @@ def test_socket_is_0660_and_replaced_when_stale(base_dir: Path) -> None:
         mode = stat.S_IMODE(h.socket.stat().st_mode)
         assert mode == 0o660 and stat.S_ISSOCK(h.socket.stat().st_mode)
         with pytest.raises(AdminConfigError, match="another agent is already listening"):
-            AdminServer(holder=h.holder, status=StaticStatus(None), reload=lambda: (True, ""),  # type: ignore[arg-type]
-                        base_settings=lambda: BASE, state_dir=base_dir / "s2", socket_path=h.socket).start()
+            AdminServer(
+                holder=h.holder,
+                status=StaticStatus(STATUS),
+                reload=lambda: (True, ""),
+                base_settings=lambda: BASE,
+                state_dir=base_dir / "s2",
+                socket_path=h.socket,
+            ).start()
     assert not h.socket.exists()
 
 
@@ -86,9 +96,7 @@ def test_sampling_set_get_and_refusals(base_dir: Path) -> None:
         api.SetSampling(pb.SetSamplingRequest(ratio=0.0, protocol="dns"), timeout=T)
         got = api.SetSampling(pb.SetSamplingRequest(keep_errors=True, keep_slower_than_ms=500), timeout=T)
         assert got == api.GetSampling(pb.GetSamplingRequest(), timeout=T)
-        assert h.holder.current.sampling == SamplingSettings(
-            0.25, (("checkout", 1.0),), (("dns", 0.0),), True, 500.0
-        )
+        assert h.holder.current.sampling == SamplingSettings(0.25, (("checkout", 1.0),), (("dns", 0.0),), True, 500.0)
         before = (h.holder.current, (h.state_dir / "runtime.json").read_text())
         for req, msg in [
             (pb.SetSamplingRequest(ratio=1.5), "ratio must be between 0 and 1, got 1.5"),
@@ -111,8 +119,11 @@ def test_redaction_rules_pii_and_test(base_dir: Path) -> None:
         assert dict(tested.found) == {"customer": 1, "email": 1}
         code, _ = code_of(api.AddRedactionRule, pb.AddRedactionRuleRequest(rule=rule))
         assert code == grpc.StatusCode.ALREADY_EXISTS
-        for pattern, msg in [("(x", "invalid regular expression"), ("(a+)+", "nested unbounded"),
-                             ("a" * (10 * 1024 * 1024), "10485760 bytes; the limit is 4096")]:
+        for pattern, msg in [
+            ("(x", "invalid regular expression"),
+            ("(a+)+", "nested unbounded"),
+            ("a" * (10 * 1024 * 1024), "10485760 bytes; the limit is 4096"),
+        ]:
             bad = pb.RedactionRule(name="bad", pattern=pattern)
             code, details = code_of(api.AddRedactionRule, pb.AddRedactionRuleRequest(rule=bad))
             assert code == grpc.StatusCode.INVALID_ARGUMENT and msg in details
@@ -140,8 +151,13 @@ def test_changes_persist_across_restart_and_reset_restores_config(base_dir: Path
         assert doc == {
             "format": 1,
             "probes": ["dns", "http", "postgres"],
-            "sampling": {"keep_errors": False, "keep_slower_than_ms": None, "per_protocol": [],
-                         "per_service": [], "ratio": 0.1},
+            "sampling": {
+                "keep_errors": False,
+                "keep_slower_than_ms": None,
+                "per_protocol": [],
+                "per_service": [],
+                "ratio": 0.1,
+            },
         }
     # A new process: the holder starts from the config file's values.
     with running(base_dir) as h2:
@@ -204,7 +220,8 @@ def test_tail_streams_filtered_spans(base_dir: Path) -> None:
         got = [next(stream), next(stream)]
         stream.cancel()
         assert [(s.span_id, s.duration_ms, s.protocol) for s in got] == [
-            (f"{2:016x}", 7.0, "redis"), (f"{3:016x}", 9.0, "redis")
+            (f"{2:016x}", 7.0, "redis"),
+            (f"{3:016x}", 9.0, "redis"),
         ]
         deadline = time.time() + 3
         while h.tap.subscribers and time.time() < deadline:
@@ -225,14 +242,23 @@ def test_health_and_reflection(base_dir: Path) -> None:
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)
         answer = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = sorted(s.name for s in answer.list_services_response.service)
-        assert names == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                         "hostagent.admin.v1.AdminService"]
+        assert names == [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "hostagent.admin.v1.AdminService",
+        ]
 
 
 def test_tcp_without_tls_is_refused(base_dir: Path) -> None:
     with pytest.raises(AdminConfigError, match=r"listen = '127.0.0.1:18701' needs \[admin.tls\]"):
-        AdminServer(holder=SettingsHolder(BASE), status=StaticStatus(None), reload=lambda: (True, ""),  # type: ignore[arg-type]
-                    base_settings=lambda: BASE, state_dir=base_dir, listen="127.0.0.1:18701")
+        AdminServer(
+            holder=SettingsHolder(BASE),
+            status=StaticStatus(STATUS),
+            reload=lambda: (True, ""),
+            base_settings=lambda: BASE,
+            state_dir=base_dir,
+            listen="127.0.0.1:18701",
+        )
     with pytest.raises(AdminConfigError, match="missing: client_ca"):
         with running(base_dir, listen="127.0.0.1:18701", tls=TlsFiles("/x.pem", "/x.key", "")):
             pass
@@ -241,8 +267,8 @@ def test_tcp_without_tls_is_refused(base_dir: Path) -> None:
 def test_invalid_saved_state_is_ignored(base_dir: Path) -> None:
     state = base_dir / "state"
     state.mkdir()
-    (state / "runtime.json").write_text(json.dumps(
-        {"format": 1, "probes": ["http", "kafka"], "sampling": {"ratio": 7}}
-    ))
+    (state / "runtime.json").write_text(
+        json.dumps({"format": 1, "probes": ["http", "kafka"], "sampling": {"ratio": 7}})
+    )
     with running(base_dir) as h:
         assert h.holder.current.probes == BASE.probes and h.holder.current.sampling == BASE.sampling

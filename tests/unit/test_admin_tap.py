@@ -36,8 +36,12 @@ def test_active_only_while_someone_listens() -> None:
 def test_filters(flt: TapFilter, kept: list[int]) -> None:
     tap = SpanTap()
     sub = tap.subscribe(flt)
-    for s in [span(n=0), span(service="api", n=1), span(protocol="redis", ms=150, n=2),
-              span(status="error", ms=100, n=3)]:
+    for s in [
+        span(n=0),
+        span(service="api", n=1),
+        span(protocol="redis", ms=150, n=2),
+        span(status="error", ms=100, n=3),
+    ]:
         tap.publish(s)
     got = []
     while (item := sub.get(timeout=0.01)) is not None:
@@ -65,14 +69,27 @@ def test_subscriber_limit() -> None:
 
 def test_summary_from_call() -> None:
     call = Call(
-        protocol="redis", role=Role.CLIENT, start_ns=1_000, end_ns=2_501_000, name="GET",
-        attributes={"db.system.name": "redis", "x": ("a", "b"), "n": 3}, error_type="ERR",
+        protocol="redis",
+        role=Role.CLIENT,
+        start_ns=1_000,
+        end_ns=2_501_000,
+        name="GET",
+        attributes={"db.system.name": "redis", "x": ("a", "b"), "n": 3},
+        error_type="ERR",
         conn=Connection(pid=1, tid=1, fd=3, peer=Endpoint("127.0.0.1", 6379)),
     )
     s = SpanSummary.from_call(call, trace_id=0xAB, span_id=0xCD, service="cart", start_unix_nano=5)
     assert s == SpanSummary(
-        trace_id="000000000000000000000000000000ab", span_id="00000000000000cd", name="GET",
-        service="cart", protocol="redis", kind="client", start_unix_nano=5, duration_ms=2.5,
-        status="error", error_type="ERR", peer="127.0.0.1:6379",
+        trace_id="000000000000000000000000000000ab",
+        span_id="00000000000000cd",
+        name="GET",
+        service="cart",
+        protocol="redis",
+        kind="client",
+        start_unix_nano=5,
+        duration_ms=2.5,
+        status="error",
+        error_type="ERR",
+        peer="127.0.0.1:6379",
         attributes={"db.system.name": "redis", "x": "a,b", "n": "3"},
     )

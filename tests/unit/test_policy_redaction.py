@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import stat
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,20 +44,31 @@ JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJ
         # opaque bearer token
         ("Bearer abc.DEF-ghi_123/x=", "Bearer [REDACTED:bearer]", {"bearer": 1}),
         # passwords in URLs
-        ("postgres://app:s3cr3t@db:5432/x", "postgres://app:[REDACTED:url_password]@db:5432/x",
-         {"url_password": 1}),
-        ("GET https://bob:pa%40ss@example.com/", "GET https://bob:[REDACTED:url_password]@example.com/",
-         {"url_password": 1}),
+        ("postgres://app:s3cr3t@db:5432/x", "postgres://app:[REDACTED:url_password]@db:5432/x", {"url_password": 1}),
+        (
+            "GET https://bob:pa%40ss@example.com/",
+            "GET https://bob:[REDACTED:url_password]@example.com/",
+            {"url_password": 1},
+        ),
         # secrets in query strings, forms, JSON, SQL
-        ("/login?user=bob&password=hunter2&x=1", "/login?user=bob&password=[REDACTED:secret_param]&x=1",
-         {"secret_param": 1}),
+        (
+            "/login?user=bob&password=hunter2&x=1",
+            "/login?user=bob&password=[REDACTED:secret_param]&x=1",
+            {"secret_param": 1},
+        ),
         ("api_key=ABCD1234", "api_key=[REDACTED:secret_param]", {"secret_param": 1}),
-        ("?pwd=a&passwd=b&token=c&secret=d", "?pwd=[REDACTED:secret_param]&passwd=[REDACTED:secret_param]"
-         "&token=[REDACTED:secret_param]&secret=[REDACTED:secret_param]", {"secret_param": 4}),
-        ('{"password": "hunter2", "n": 1}', '{"password": "[REDACTED:secret_param]", "n": 1}',
-         {"secret_param": 1}),
-        ("UPDATE u SET password='abc' WHERE id=1", "UPDATE u SET password='[REDACTED:secret_param]' WHERE id=1",
-         {"secret_param": 1}),
+        (
+            "?pwd=a&passwd=b&token=c&secret=d",
+            "?pwd=[REDACTED:secret_param]&passwd=[REDACTED:secret_param]"
+            "&token=[REDACTED:secret_param]&secret=[REDACTED:secret_param]",
+            {"secret_param": 4},
+        ),
+        ('{"password": "hunter2", "n": 1}', '{"password": "[REDACTED:secret_param]", "n": 1}', {"secret_param": 1}),
+        (
+            "UPDATE u SET password='abc' WHERE id=1",
+            "UPDATE u SET password='[REDACTED:secret_param]' WHERE id=1",
+            {"secret_param": 1},
+        ),
     ],
 )
 def test_detector_true_positives(text: str, expected: str, found: dict[str, int]) -> None:
@@ -86,8 +98,14 @@ def test_detector_false_positives_untouched(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("digits", "ok"),
-    [("4111111111111111", True), ("79927398713", True), ("79927398710", False), ("0", True),
-     ("378282246310005", True), ("378282246310006", False)],
+    [
+        ("4111111111111111", True),
+        ("79927398713", True),
+        ("79927398710", False),
+        ("0", True),
+        ("378282246310005", True),
+        ("378282246310006", False),
+    ],
 )
 def test_luhn(digits: str, ok: bool) -> None:
     assert luhn_ok(digits) is ok
@@ -122,8 +140,8 @@ def test_pii_off_keeps_builtins_and_headers_but_rules_apply() -> None:
     assert r.active is False
 
 
-def _call(**kw) -> Call:
-    base = dict(protocol="http", role=Role.SERVER, start_ns=1, end_ns=2, name="GET /")
+def _call(**kw: Any) -> Call:
+    base: dict[str, Any] = {"protocol": "http", "role": Role.SERVER, "start_ns": 1, "end_ns": 2, "name": "GET /"}
     base.update(kw)
     return Call(**base)
 

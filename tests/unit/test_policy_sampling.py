@@ -53,8 +53,9 @@ def test_bound_edges() -> None:
 
 
 def _otel_parent_decision(tid: int, sampled: bool, ratio: float) -> bool:
-    ctx = SpanContext(trace_id=tid, span_id=0xABC, is_remote=True,
-                      trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))
+    ctx = SpanContext(
+        trace_id=tid, span_id=0xABC, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0)
+    )
     parent = trace.set_span_in_context(NonRecordingSpan(ctx))
     return ParentBased(TraceIdRatioBased(ratio)).should_sample(parent, tid, "s").decision.is_sampled()
 
@@ -76,9 +77,7 @@ def test_flags_to_parent_sampled() -> None:
     assert parent_sampled_from_flags(0x03) is True
 
 
-OVERRIDES = SamplingSettings(
-    ratio=0.0, per_service=(("checkout", 1.0),), per_protocol=(("redis", 1.0), ("http", 0.0))
-)
+OVERRIDES = SamplingSettings(ratio=0.0, per_service=(("checkout", 1.0),), per_protocol=(("redis", 1.0), ("http", 0.0)))
 
 
 @pytest.mark.parametrize(

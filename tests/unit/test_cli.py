@@ -1,0 +1,203 @@
+"""hostagentctl as a user runs it: a subprocess against a real admin server, one per verb."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hostagent.admin.tap import SpanSummary
+
+from .admin_harness import ROOT, cli, running, shim_dir, world_dir
+
+
+@pytest.fixture(scope="module")
+def h():
+    with world_dir() as d, running(d) as harness:
+        yield harness
+
+
+def run(h, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli("--socket", str(h.socket), *args)
+
+
+def js(h, *args: str):
+    out = run(h, *args, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_status_json_is_complete_and_stable(h) -> None:
+    doc = js(h, "status")
+    assert doc["version"] == "9.9.9-test" and doc["spans_exported"] == "42"  # uint64 -> string in proto JSON
+    assert doc["drops"] == {"export_queue": "0", "ring_buffer": "3"}
+    assert doc["probes"][5] == {
+        "name": "dns",
+        "enabled": True,
+        "state": "failed",
+        "reason": "no tracepoint sys_enter_sendmmsg",
+    }
+    assert set(doc) == {
+        "version",
+        "uptime_seconds",
+        "kernel_release",
+        "kernel_headers",
+        "probes",
+        "events_per_second",
+        "spans_exported",
+        "drops",
+        "exporter_endpoint",
+        "exporter_last_error",
+        "sampling",
+        "redaction",
+        "redacted",
+        "settings_generation",
+        "healthy",
+        "runtime_overrides",
+    }
+    table = run(h, "status")
+    assert table.returncode == 0
+    assert "hostagent 9.9.9-test  up 1h02m03s  healthy: yes" in table.stdout
+    assert "\ndns       yes      failed    no tracepoint sys_enter_sendmmsg\n" in table.stdout
+
+
+def test_probes_verbs(h) -> None:
+    assert [p["name"] for p in js(h, "probes", "enable", "mysql")["probes"] if p["enabled"]] == ["http", "mysql", "dns"]
+    assert [p["name"] for p in js(h, "probes", "disable", "mysql")["probes"] if p["enabled"]] == ["http", "dns"]
+    assert len(js(h, "probes", "list")["probes"]) == 6
+    out = run(h, "probes", "enable", "kafka")
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "hostagentctl: invalid argument: unknown probe 'kafka'; valid probes: http, http2, postgres, mysql, redis, dns"
+    )
+
+
+def test_sampling_verbs(h) -> None:
+    assert js(h, "sampling", "set", "0.3")["ratio"] == 0.3
+    doc = js(h, "sampling", "set", "1", "--service", "checkout", "--keep-errors", "--keep-slower-than", "1.5s")
+    assert doc["per_service"] == [{"name": "checkout", "ratio": 1.0}]
+    assert doc["keep_errors"] is True and doc["keep_slower_than_ms"] == 1500.0
+    assert js(h, "sampling", "clear", "--service", "checkout")["per_service"] == []
+    doc = js(h, "sampling", "set", "--no-keep-errors", "--keep-slower-than", "0")
+    assert doc["keep_errors"] is False and "keep_slower_than_ms" not in doc
+    assert js(h, "sampling", "get")["ratio"] == 0.3
+    out = run(h, "sampling", "set", "1.5")
+    assert (out.returncode, out.stderr.strip()) == (
+        1,
+        "hostagentctl: invalid argument: ratio must be between 0 and 1, got 1.5",
+    )
+    assert h.holder.current.sampling.ratio == 0.3
+    js(h, "sampling", "set", "1")
+
+
+def test_redaction_verbs(h) -> None:
+    doc = js(h, "redaction", "add", "--name", "order", "--pattern", r"ord-\d{6}", "--mode", "hash")
+    assert doc["rules"] == [{"name": "order", "pattern": r"ord-\d{6}", "mode": "hash"}]
+    assert js(h, "redaction", "list")["rules"][0]["name"] == "order"
+    tested = js(h, "redaction", "test", "ord-123456 to bob@example.com")
+    assert tested["found"] == {"email": "1", "order": "1"}
+    assert tested["text"].endswith(" to [REDACTED:email]") and tested["text"].startswith("[HASHED:order:")
+    plain = run(h, "redaction", "test", "password=hunter2")
+    assert plain.stdout == "password=[REDACTED:secret_param]\n"
+    assert js(h, "redaction", "pii", "off")["pii_detection"] is False
+    assert js(h, "redaction", "pii", "on", "--mode", "redact")["pii_detection"] is True
+    assert js(h, "redaction", "remove", "order")["rules"] == []
+    out = run(h, "redaction", "add", "--name", "bad", "--pattern", "(a+)+")
+    assert out.returncode == 1 and "nested unbounded quantifiers" in out.stderr
+
+
+def test_reload_reset_version(h) -> None:
+    assert js(h, "reload") == {"ok": True, "error": "", "settings_generation": str(h.holder.current.generation)}
+    h.reload_result = (False, "bad config")
+    out = run(h, "reload")
+    assert (out.returncode, out.stdout.strip()) == (1, "reload failed, running config kept: bad config")
+    h.reload_result = (True, "")
+    js(h, "probes", "enable", "redis")
+    assert js(h, "reset")["reset"] == ["probes", "sampling", "redaction"]
+    assert h.holder.current.probes == {"http", "dns"}
+    assert js(h, "version") == {"agent": "9.9.9-test", "agent_error": "", "client": "0.1.0"}
+
+
+def test_tail_json_lines_with_filters(h) -> None:
+    env = {"PYTHONPATH": f"{shim_dir()}:{ROOT}"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hostagentctl",
+            "--socket",
+            str(h.socket),
+            "tail",
+            "--status",
+            "error",
+            "--min-duration",
+            "100ms",
+            "--count",
+            "2",
+            "-o",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 20
+        while h.tap.subscribers == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        assert h.tap.subscribers == 1
+        for n, (status, ms) in enumerate([("ok", 500), ("error", 50), ("error", 120), ("error", 300)]):
+            h.tap.publish(
+                SpanSummary(
+                    f"{n:032x}",
+                    f"{n:016x}",
+                    "GET /x",
+                    "web",
+                    "http",
+                    "server",
+                    1_700_000_000_000_000_000,
+                    ms,
+                    status,
+                    "500",
+                )
+            )
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [(x["span_id"], x["duration_ms"]) for x in lines] == [(f"{2:016x}", 120.0), (f"{3:016x}", 300.0)]
+
+
+def test_usage_errors_exit_2(h) -> None:
+    for args in (
+        ["bogus"],
+        ["probes"],
+        ["sampling", "set", "abc"],
+        ["tail", "--min-duration", "soon"],
+        ["status", "-o", "yaml"],
+        ["sampling", "set"],
+    ):
+        out = run(h, *args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "usage: hostagentctl" in out.stderr
+
+
+def test_unreachable_daemon_says_where_and_what_to_do(tmp_path: Path) -> None:
+    sock = tmp_path / "nothing.sock"
+    out = cli("--socket", str(sock), "status")
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"hostagentctl: cannot reach the hostagent admin API at unix:{sock} ({sock} does not exist). "
+        "Is the agent running? Check with `systemctl status hostagent`, or pass --socket PATH / set "
+        "HOSTAGENT_SOCKET."
+    )
+    out = cli("status", env={"HOSTAGENT_SOCKET": str(sock)})
+    assert f"unix:{sock}" in out.stderr
+    out = cli("status", env={"HOSTAGENT_ADDRESS": "127.0.0.1:18799"})
+    assert out.returncode == 1 and "--address needs --cacert" in out.stderr
