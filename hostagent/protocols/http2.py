@@ -156,6 +156,8 @@ class Http2Parser:
             self._count("sync_lost")
             self._lose_table(side)
         for frame in frames:
+            if not frame.complete:
+                self.stats.truncated += 1
             self._frame(side, segment.direction, frame, segment.ts_ns)
         self.stats.resyncs = sum(s.reader.resyncs for s in self._sides.values())
         out, self._out = self._out, []
