@@ -80,27 +80,43 @@ def _candidates(usr_src: Path) -> list[_Candidate]:
 
 
 def merge_split_tree(common: Path, arch: Path, dest: Path) -> Path:
-    """Symlink tree of common/ overlaid by arch/ (the shell's `cp -rs C/. M/ && cp -rsf A/. M/`)."""
-    if dest.exists() and (dest / ".hostagent-merged").read_text() == f"{common}\n{arch}\n":
+    """Symlink tree of common/ overlaid by arch/ (the shell's `cp -rs C/. M/ && cp -rsf A/. M/`).
+
+    Reused when a previous run built it from the same two directories. Plain os calls on str
+    paths: the trees hold ~16k files and this runs at every agent start without a cached tree.
+    """
+    stamp = dest / ".hostagent-merged"
+    want = f"{common}\n{arch}\n"
+    if stamp.exists() and stamp.read_text() == want:
         return dest
     if dest.exists():
         _rmtree_links(dest)
-    for src in (common, arch):
-        for root, dirs, files in os.walk(src):
-            rel = Path(root).relative_to(src)
-            target = dest / rel
-            if target.is_symlink():  # never write through a link into the source tree
-                target.unlink()
-            target.mkdir(parents=True, exist_ok=True)
-            for f in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
-                link = target / f
-                if link.is_symlink() or link.exists():
-                    if link.is_dir() and not link.is_symlink():
-                        continue
-                    link.unlink()
-                os.symlink(Path(root) / f, link)
-    (dest / ".hostagent-merged").write_text(f"{common}\n{arch}\n")
+    os.makedirs(dest)
+    _link_tree(str(common), str(dest), overwrite=False)
+    _link_tree(str(arch), str(dest), overwrite=True)
+    stamp.write_text(want)
     return dest
+
+
+def _link_tree(src: str, dst: str, overwrite: bool) -> None:
+    with os.scandir(src) as it:
+        entries = list(it)
+    for e in entries:
+        target = os.path.join(dst, e.name)
+        if e.is_dir(follow_symlinks=False):
+            if os.path.islink(target):  # never write through a link into the source tree
+                os.unlink(target)
+            if not os.path.isdir(target):
+                os.mkdir(target)
+            _link_tree(e.path, target, overwrite)
+            continue
+        try:
+            os.symlink(e.path, target)
+        except FileExistsError:
+            if not overwrite or (os.path.isdir(target) and not os.path.islink(target)):
+                continue
+            os.unlink(target)
+            os.symlink(e.path, target)
 
 
 def _rmtree_links(path: Path) -> None:
@@ -167,6 +183,6 @@ def _choose(
         raise KernelNotReady(f"Configured kernel headers path {configured} does not exist.")
     raise KernelNotReady(
         f"No kernel headers found (looked in {build} and {usr_src}/linux-headers-*): "
-        "install your distribution's kernel headers package (e.g. linux-headers-amd64) "
+        "install your distribution's kernel headers package (such as linux-headers-amd64) "
         "or set the headers path in the config."
     )

@@ -31,9 +31,7 @@ def ensure_tracefs(mountpoint: Path = TRACEFS) -> bool:
         ["mount", "-t", "tracefs", "tracefs", str(mountpoint)], capture_output=True, text=True, check=False
     )
     if res.returncode != 0 or not (mountpoint / "events").is_dir():
-        raise KernelNotReady(
-            f"tracefs is not mounted at {mountpoint} and mounting it failed: {res.stderr.strip()}."
-        )
+        raise KernelNotReady(f"tracefs is not mounted at {mountpoint} and mounting it failed: {res.stderr.strip()}.")
     log.info("mounted tracefs at %s", mountpoint)
     return True
 
@@ -63,9 +61,7 @@ def check_bpf_usable(headers_found: bool, btf: Path = Path("/sys/kernel/btf/vmli
         raise KernelNotReady(f"The kernel refused the bpf() system call ({errno.errorcode.get(err, err)}).")
     has_btf = btf.exists()
     if not has_btf and not headers_found:
-        raise KernelNotReady(
-            "The kernel has no BTF (/sys/kernel/btf/vmlinux) and no kernel headers were found."
-        )
+        raise KernelNotReady("The kernel has no BTF (/sys/kernel/btf/vmlinux) and no kernel headers were found.")
     log.info(
         "bpf() usable; BTF %s; headers %s",
         "present" if has_btf else "absent",

@@ -295,9 +295,7 @@ class BpfCapture:
 
         n = 0
         for pid, fd, info in seed_sockets(Path(proc_root), skip_pid=self.self_tgid):
-            val = ev.SockInfo(
-                gen=gen_of(pid), family=info.family, sock_type=info.sock_type, peer_port=info.peer_port
-            )
+            val = ev.SockInfo(gen=gen_of(pid), family=info.family, sock_type=info.sock_type, peer_port=info.peer_port)
             ctypes.memmove(val.peer_addr, info.peer_addr.ljust(16, b"\0"), 16)
             sockets[self._key(pid, fd)] = sockets.Leaf.from_buffer_copy(bytes(val))
             n += 1

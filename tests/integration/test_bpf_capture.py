@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
 from hostagent.model import CaptureEvent, Direction, EventKind
 from hostagent.probes import events as ev
 from hostagent.probes.loader import BpfCapture
@@ -40,10 +41,21 @@ class Collector:
         return [e for e in self.events if e.pid == pid]
 
 
+# On tmpfs, like the daemon's /run/hostagent: the merged header tree is ~16k symlinks, 0.3 s to
+# build there and 10 s on this machine's disk under load. Reused across runs (it is stamped).
+RUNTIME_DIR = Path("/dev/shm/hostagent-test-bpf")
+
+
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BpfCapture, Collector]]:
+def headers() -> HeadersChoice:
+    ensure_tracefs()
+    return find_kernel_headers(None, RUNTIME_DIR)
+
+
+@pytest.fixture(scope="module")
+def capture(headers: HeadersChoice) -> Iterator[tuple[BpfCapture, Collector]]:
     col = Collector()
-    cap = BpfCapture(on_event=col, payload_bytes=PAYLOAD, runtime_dir=tmp_path_factory.mktemp("run"))
+    cap = BpfCapture(on_event=col, payload_bytes=PAYLOAD, headers=headers, runtime_dir=RUNTIME_DIR)
     cap.load()
     states = cap.attach({"socket", "process"})
     assert {g: s.state for g, s in states.items()} == {"socket": "attached", "process": "attached"}
@@ -111,8 +123,9 @@ def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None
     try:
         curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:18101/path?x=1"])
         assert curl.wait(10) == 0
-        drain_until(cap, lambda: any(e.kind == X for e in col.of(curl.pid)) and
-                    any(e.kind == X for e in col.of(srv.pid)))
+        drain_until(
+            cap, lambda: any(e.kind == X for e in col.of(curl.pid)) and any(e.kind == X for e in col.of(srv.pid))
+        )
     finally:
         stop(srv)
     cl = [e for e in col.of(curl.pid) if e.kind != EventKind.EXEC and e.kind != EventKind.EXIT]
@@ -365,8 +378,11 @@ def test_nginx_writev_and_sendfile(capture: tuple[BpfCapture, Collector], tmp_pa
     headers, file_body = egress
     assert headers.data.startswith(b"HTTP/1.1 200 OK\r\nServer: nginx") and headers.size == len(headers.data)
     assert (file_body.size, file_body.data) == (5000, b"")  # sendfile: size only
-    client_in = data(col.of(curl.pid), [e.fd for e in col.of(curl.pid) if e.kind == C][0], Direction.INGRESS)
+    (curl_fd,) = [e.fd for e in col.of(curl.pid) if e.kind == C]
+    client_in = data(col.of(curl.pid), curl_fd, Direction.INGRESS)
     assert client_in.startswith(headers.data)
+    moved = sum(e.size for e in col.of(curl.pid) if e.kind == D and e.direction == Direction.INGRESS)
+    assert moved == headers.size + 5000
 
 
 def test_nonblocking_connect_einprogress(capture: tuple[BpfCapture, Collector]) -> None:
@@ -430,13 +446,13 @@ def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> Non
     assert [e.kind for e in evs if e.fd == fd1] == [C, X]  # lifecycle events still come
 
 
-def test_seed_existing_sockets(tmp_path: Path) -> None:
+def test_seed_existing_sockets(headers: HeadersChoice) -> None:
     """A connection opened before the program was loaded is captured after seeding, not before."""
     p = run_child("hold", 18116)
     assert p.stdout is not None and p.stdin is not None
     cfd, sfd = (int(x) for x in p.stdout.readline().split())
     col = Collector()
-    with BpfCapture(on_event=col, runtime_dir=tmp_path) as cap:
+    with BpfCapture(on_event=col, headers=headers, runtime_dir=RUNTIME_DIR) as cap:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
@@ -479,20 +495,16 @@ def loaded_prog_ids() -> set[int]:
     return {int(line.split(":")[0]) for line in out.splitlines() if line[:1].isdigit()}
 
 
-def test_ctypes_mirror_matches_what_bcc_builds(tmp_path: Path) -> None:
+def test_ctypes_mirror_matches_what_bcc_builds(headers: HeadersChoice) -> None:
     from bcc import BPF
 
     from hostagent.model import Direction as Dir
     from hostagent.probes.sources import bpf_dir
 
-    asserts = [f"_Static_assert(EVENT_{k.name} == {k.value}, \"kind\");" for k in EventKind]
-    asserts += [f"_Static_assert(DIR_{d.name} == {d.value}, \"dir\");" for d in Dir]
-    asserts += [
-        f"_Static_assert(OP_{op.upper()} == {i}, \"op\");" for i, op in enumerate(ev.SYSCALL_OPS)
-    ]
-    asserts += [
-        f"_Static_assert(DROP_{n.upper()} == {i}, \"drop\");" for i, n in enumerate(ev.DROP_CAUSES)
-    ]
+    asserts = [f'_Static_assert(EVENT_{k.name} == {k.value}, "kind");' for k in EventKind]
+    asserts += [f'_Static_assert(DIR_{d.name} == {d.value}, "dir");' for d in Dir]
+    asserts += [f'_Static_assert(OP_{op.upper()} == {i}, "op");' for i, op in enumerate(ev.SYSCALL_OPS)]
+    asserts += [f'_Static_assert(DROP_{n.upper()} == {i}, "drop");' for i, n in enumerate(ev.DROP_CAUSES)]
     text = (
         '#include "events.h"\n'
         + "\n".join(asserts)

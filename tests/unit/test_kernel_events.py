@@ -1,0 +1,91 @@
+"""The ctypes mirror of bpf/events.h and the decoder, over hand-built records."""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hostagent.model import Direction, EventKind
+from hostagent.probes import events as ev
+
+
+def record(payload: bytes = b"", **fields: object) -> bytes:
+    h = ev.EventHdr()
+    for k, v in fields.items():
+        if k == "peer_addr":
+            ctypes.memmove(h.peer_addr, bytes(v).ljust(16, b"\0"), 16)  # type: ignore[call-overload]
+        else:
+            setattr(h, k, v)
+    h.captured_len = fields.get("captured_len", len(payload))  # type: ignore[assignment]
+    return bytes(h) + payload
+
+
+def test_layout_matches_the_c_comments() -> None:
+    # offsets written next to each field in bpf/events.h
+    want = {"ts_ns": 0, "cgroup_id": 8, "size": 16, "pid": 24, "tid": 28, "fd": 32, "captured_len": 36,
+            "kind": 40, "direction": 41, "syscall": 42, "flags": 43, "family": 44, "sock_type": 46,
+            "peer_port": 48, "peer_addr": 52, "comm": 68}  # fmt: skip
+    assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
+    assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 88
+    assert ctypes.sizeof(ev.SockInfo) == 32
+    assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sI"
+
+
+def test_decode_data_event_from_bytes() -> None:
+    raw = record(
+        b"GET / HTTP/1.1\r\n",
+        ts_ns=123, cgroup_id=7, size=400, pid=10, tid=11, fd=5, kind=1, direction=0, syscall=6,
+        family=socket.AF_INET, sock_type=1, peer_port=8080, peer_addr=bytes([127, 0, 0, 1]), comm=b"curl",
+    )  # fmt: skip
+    e = ev.decode(raw, len(raw))
+    assert (e.kind, e.direction, e.ts_ns, e.cgroup_id, e.pid, e.tid, e.fd) == (
+        EventKind.DATA,
+        Direction.EGRESS,
+        123,
+        7,
+        10,
+        11,
+        5,
+    )
+    assert (e.size, e.data) == (400, b"GET / HTTP/1.1\r\n")
+    assert (e.family, e.peer_addr, e.peer_port, e.sock_type, e.comm) == (2, "127.0.0.1", 8080, 1, "curl")
+
+
+def test_decode_from_address_equals_decode_from_bytes() -> None:
+    raw = record(b"x" * 50, kind=1, direction=1, family=socket.AF_INET6, peer_port=443,
+                 peer_addr=socket.inet_pton(socket.AF_INET6, "::1"), comm=b"nginx")  # fmt: skip
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    assert ev.decode(ctypes.addressof(buf), len(raw)) == ev.decode(raw, len(raw))
+    assert ev.decode(raw, len(raw)).peer_addr == "::1"
+
+
+def test_captured_len_never_reads_past_the_record() -> None:
+    raw = record(b"abc", kind=1, captured_len=1000)  # a corrupt length
+    assert ev.decode(raw, len(raw)).data == b"abc"
+
+
+def test_no_peer_gives_empty_address() -> None:
+    raw = record(kind=5, comm=b"bash")
+    e = ev.decode(raw, len(raw))
+    assert (e.kind, e.peer_addr, e.peer_port, e.comm) == (EventKind.EXEC, "", 0, "bash")
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_every_kind_decodes(kind: EventKind) -> None:
+    raw = record(kind=int(kind))
+    assert ev.decode(raw, len(raw)).kind is kind
+
+
+@given(st.binary(min_size=ev.HDR_SIZE, max_size=ev.HDR_SIZE + 64))
+def test_decode_of_valid_kinds_never_raises(raw: bytes) -> None:
+    b = bytearray(raw)
+    b[40] = 1 + b[40] % 6  # kind
+    b[41] = b[41] % 2  # direction
+    e = ev.decode(bytes(b), len(b))
+    assert len(e.data) <= len(b) - ev.HDR_SIZE
+    assert struct.unpack_from("<Q", b, 16)[0] == e.size
