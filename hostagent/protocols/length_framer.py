@@ -33,18 +33,27 @@ class Frame:
 
 
 class LengthFramer:
-    """Pull-model framer: ``push`` a segment, then call ``next`` until it returns None."""
+    """Pull-model framer: ``push`` a segment, then call ``next`` until it returns None.
+
+    The buffer is an immutable ``bytes`` plus a read offset: a fully captured segment that
+    starts on a frame boundary (the usual case) is framed in place, without a copy.
+    """
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
-        self.buf = bytearray()
-        self.buf_ts = 0  # segment ts of buf[0]
+        self.buf = b""
+        self.off = 0  # read position in buf
+        self.buf_ts = 0  # segment ts of buf[off]
         self.ts = 0  # ts of the newest segment
         self.skip = 0  # bytes still to drop: the uncaptured rest of a frame already delivered
         self.hole = 0  # uncaptured bytes right after buf (the newest segment's tail)
         self.lost = False  # sync lost: the next segment must start a frame
         self.resyncs = 0
         self.truncated = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self.buf) - self.off
 
     def push(self, data: bytes, size: int, ts_ns: int) -> bool:
         """Add a segment. Returns True when this segment starts after a loss of sync."""
@@ -53,7 +62,7 @@ class LengthFramer:
         resync = self.lost
         if self.lost:
             self.lost = False
-            self.buf = bytearray()
+            self.buf, self.off = b"", 0
             self.skip = 0
         if self.skip:
             take = min(self.skip, len(data))
@@ -65,14 +74,16 @@ class LengthFramer:
                 else:
                     self.skip -= hole
                 return resync
-        if not self.buf:
+        if self.off >= len(self.buf):
+            self.buf, self.off = data, 0
             self.buf_ts = ts_ns
-        self.buf += data
+        else:
+            self.buf, self.off = self.buf[self.off :] + data, 0
         self.hole = hole
         return resync
 
     def _lose(self) -> None:
-        self.buf = bytearray()
+        self.buf, self.off = b"", 0
         self.skip = 0
         self.hole = 0
         self.lost = True
@@ -83,19 +94,21 @@ class LengthFramer:
         self._lose()
 
     def next(self, frame_len: FrameLen) -> Optional[Frame]:
-        buf = self.buf
-        if not buf and not self.hole:
+        buf, off = self.buf, self.off
+        avail = len(buf) - off
+        if not avail and not self.hole:
             return None
-        total = frame_len(bytes(buf[:16])) if buf else None
+        total = frame_len(buf[off : off + 16]) if avail else None
         if total is not None and total < 0:
             self._lose()
             return None
-        if total is not None and total <= len(buf):
-            frame = Frame(bytes(buf[: min(total, self.keep)]), total, False, self.buf_ts, self.ts)
-            del buf[:total]
+        if total is not None and total <= avail:
+            end = off + total
+            frame = Frame(buf[off : min(end, off + self.keep)], total, False, self.buf_ts, self.ts)
+            self.off = end
             self.buf_ts = self.ts  # a frame completes in the newest segment: the rest is from it
             return frame
-        if total is not None and (len(buf) >= self.keep or self.hole):
+        if total is not None and (avail >= self.keep or self.hole):
             return self._cut(total)
         if self.hole:  # the hole cuts a header or follows a frame boundary: next start unknown
             self._lose()
@@ -103,11 +116,12 @@ class LengthFramer:
 
     def _cut(self, total: int) -> Frame:
         """Deliver the buffered prefix of a frame that does not fit; skip its uncaptured rest."""
-        buf = self.buf
-        frame = Frame(bytes(buf[: self.keep]), total, True, self.buf_ts, self.ts)
+        buf, off = self.buf, self.off
+        avail = len(buf) - off
+        frame = Frame(buf[off : off + self.keep], total, True, self.buf_ts, self.ts)
         self.truncated += 1
-        remaining = total - len(buf)  # > 0: the frame is not all buffered
-        self.buf = bytearray()
+        remaining = total - avail  # > 0: the frame is not all buffered
+        self.buf, self.off = b"", 0
         hole, self.hole = self.hole, 0
         if hole > remaining:  # the frame ended inside the hole: the next start is unknown
             self.lost = True

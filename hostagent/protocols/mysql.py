@@ -27,13 +27,7 @@ from typing import Optional
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import (
-    operation_and_collection,
-    sanitize,
-    span_name,
-    split_statements,
-    use_database,
-)
+from hostagent.protocols.sql import StatementCache, span_name, split_statements, use_database
 
 MAX_PAYLOAD = 0xFFFFFF  # a payload this long continues in the next packet
 KEEP_CLIENT = 16 * 1024
@@ -154,7 +148,7 @@ class MysqlParser:
         self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
         self._coldefs = 0
         self._prep: list[int] = []  # definition groups still to skip after a prepare OK
-        self._cache: OrderedDict[str, tuple[Optional[str], Optional[str], str]] = OrderedDict()
+        self._statements_seen = StatementCache("mysql", raw_sql, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
 
     # -- StreamParser ------------------------------------------------------------------------------
@@ -466,17 +460,6 @@ class MysqlParser:
             self._pending.popleft()
 
     # -- Calls -----------------------------------------------------------------------------------
-    def _describe(self, sql: str) -> tuple[Optional[str], Optional[str], str]:
-        hit = self._cache.get(sql)
-        if hit is None:
-            op, coll = operation_and_collection(sql, "mysql")
-            text = sql if self.raw_sql else sanitize(sql, "mysql")
-            hit = (op, coll, text[:MAX_TEXT])
-            self._cache[sql] = hit
-            if len(self._cache) > MAX_CACHE:
-                self._cache.popitem(last=False)
-        return hit
-
     def _emit(self, cmd: _Command, end: int, error: Optional[tuple[str, str]], sql: Optional[str]) -> None:
         if cmd.code == COM_STMT_PREPARE and error is None:
             return  # a successful prepare is not an execution
@@ -485,7 +468,7 @@ class MysqlParser:
             attrs["db.namespace"] = self._database
         op = coll = None
         if sql is not None:
-            op, coll, text = self._describe(sql)
+            op, coll, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
         if op:
             attrs["db.operation.name"] = op

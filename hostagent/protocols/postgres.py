@@ -31,7 +31,7 @@ from typing import Optional
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import operation_and_collection, sanitize, span_name, split_statements
+from hostagent.protocols.sql import StatementCache, span_name, split_statements
 
 SYSTEM = "postgresql"
 PROTOCOL_3 = 196608
@@ -138,7 +138,7 @@ class PostgresParser:
         self._portals: dict[str, Optional[str]] = {}
         self._items: deque[_Item] = deque()
         self._req_bytes = 0  # Parse/Bind/Describe bytes waiting for their Execute
-        self._cache: OrderedDict[str, tuple[Optional[str], Optional[str], str]] = OrderedDict()
+        self._statements_seen = StatementCache("postgresql", raw_sql, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
 
     # -- StreamParser ------------------------------------------------------------------------------
@@ -423,17 +423,6 @@ class PostgresParser:
         self.stats.extra["skipped"] = self.stats.extra.get("skipped", 0) + 1
 
     # -- Calls ---------------------------------------------------------------------------------------
-    def _describe(self, sql: str) -> tuple[Optional[str], Optional[str], str]:
-        hit = self._cache.get(sql)
-        if hit is None:
-            op, coll = operation_and_collection(sql)
-            text = sql if self.raw_sql else sanitize(sql)
-            hit = (op, coll, text[:MAX_TEXT])
-            self._cache[sql] = hit
-            if len(self._cache) > MAX_CACHE:
-                self._cache.popitem(last=False)
-        return hit
-
     def _emit(self, sql: Optional[str], start: int, end: int, tag: str, rows: int,
               error: Optional[tuple[str, str]], req_size: int, resp_size: int) -> None:  # fmt: skip
         attrs: dict[str, object] = {"db.system.name": SYSTEM}
@@ -442,7 +431,7 @@ class PostgresParser:
         op: Optional[str] = None
         coll: Optional[str] = None
         if sql is not None:
-            op, coll, text = self._describe(sql)
+            op, coll, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
         if op is None and tag:
             op = tag.split(" ", 1)[0]

@@ -21,7 +21,8 @@ escapes, backtick identifiers, ``#`` comments).
 from __future__ import annotations
 
 import re
-from typing import Optional
+from collections import OrderedDict
+from typing import Any, Optional
 
 # Token kinds.
 WS, COMMENT, STRING, NUMBER, IDENT, QIDENT, PARAM, PUNCT = range(8)
@@ -77,8 +78,41 @@ def tokenize(sql: str, dialect: str = "postgresql") -> list[Token]:
     return out
 
 
+# One pass of re.sub that only stops at what matters (comments and quoted identifiers are
+# skipped whole so a quote inside them is not a string; literals become "?"). About 10x faster
+# than tokenising every word; ``sanitize_by_tokens`` is the reference it is tested against.
+_PG_SUB = re.compile(
+    r"""
+    (?P<keep>--[^\n]*|/\*(?s:.*?)(?:\*/|\Z)|"(?:[^"]|"")*(?:"|\Z)|\$\d+)
+  | (?P<lit>(?:(?<![\w$\u0080-\uffff])[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)
+       |(?:(?<![\w$\u0080-\uffff])(?:[BbXxNn]|[Uu]&))?'(?:[^']|'')*(?:'|\Z)
+       |(?<![\w$\u0080-\uffff])(?P<dq>\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$)(?s:.*?)(?:(?P=dq)|\Z)
+       |(?<![\w$\u0080-\uffff])(?:0[xX][0-9a-fA-F_]+|0[bB][01]+|(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)))
+""",
+    re.VERBOSE | re.DOTALL,
+)
+_MY_SUB = re.compile(
+    r"""
+    (?P<keep>--(?:[ \t][^\n]*|$|(?=\n))|\#[^\n]*|/\*(?s:.*?)(?:\*/|\Z)|`(?:[^`]|``)*(?:`|\Z))
+  | (?P<lit>(?:(?:(?<![\w$\u0080-\uffff])(?:_[A-Za-z0-9]+|[NnXxBb]))?'(?:[^'\\]|\\.|'')*(?:'|\Z)
+       |(?:(?<![\w$\u0080-\uffff])_[A-Za-z0-9]+)?"(?:[^"\\]|\\.|"")*(?:"|\Z)
+       |(?<![\w$\u0080-\uffff])(?:0[xX][0-9a-fA-F_]+|0[bB][01]+|(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)))
+""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _sub(m: re.Match[str]) -> str:
+    return m.group(0) if m.group("keep") is not None else "?"
+
+
 def sanitize(sql: str, dialect: str = "postgresql") -> str:
     """Replace every literal with ``?``."""
+    return (_MY_SUB if dialect == "mysql" else _PG_SUB).sub(_sub, sql)
+
+
+def sanitize_by_tokens(sql: str, dialect: str = "postgresql") -> str:
+    """The slow reference for ``sanitize``: literal tokens replaced by ``?``."""
     return "".join("?" if kind in (STRING, NUMBER) else text for kind, text in tokenize(sql, dialect))
 
 
@@ -88,6 +122,8 @@ def split_statements(sql: str, dialect: str = "postgresql") -> list[str]:
     A text with nothing but whitespace and comments is one (empty) statement, which is what the
     server answers with EmptyQueryResponse (PostgreSQL).
     """
+    if ";" not in sql:
+        return [sql.strip()]  # the common case: no need to tokenise
     statements: list[str] = []
     current: list[str] = []
     meaningful = False
@@ -198,3 +234,39 @@ def use_database(sql: str) -> Optional[str]:
     """The database named by a MySQL ``USE db`` statement, else ``None``."""
     m = _USE_RE.match(sql)
     return m.group(1) if m else None
+
+
+class StatementCache:
+    """``describe(sql)`` -> (operation, collection, db.query.text), memoised per connection.
+
+    Prepared statements repeat the same text; ad-hoc queries repeat the same shape with other
+    literals, so operation and collection are memoised by the sanitised text too. Bounded LRU.
+    """
+
+    def __init__(self, dialect: str, raw: bool, size: int = 256, max_text: int = 8192) -> None:
+        self.dialect = dialect
+        self.raw = raw
+        self.size = size
+        self.max_text = max_text
+        self._by_text: OrderedDict[str, tuple[Optional[str], Optional[str], str]] = OrderedDict()
+        self._by_shape: OrderedDict[str, tuple[Optional[str], Optional[str]]] = OrderedDict()
+
+    def describe(self, sql: str) -> tuple[Optional[str], Optional[str], str]:
+        hit = self._by_text.get(sql)
+        if hit is not None:
+            self._by_text.move_to_end(sql)
+            return hit
+        clean = sanitize(sql, self.dialect)
+        shape = self._by_shape.get(clean)
+        if shape is None:
+            shape = operation_and_collection(clean, self.dialect)
+            _put(self._by_shape, clean, shape, self.size)
+        hit = (shape[0], shape[1], (sql if self.raw else clean)[: self.max_text])
+        _put(self._by_text, sql, hit, self.size)
+        return hit
+
+
+def _put(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
+    cache[key] = value
+    if len(cache) > size:
+        cache.popitem(last=False)

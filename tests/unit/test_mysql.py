@@ -178,8 +178,8 @@ def test_no_input_raises_and_memory_stays_bounded(chunks_: list[tuple[bool, byte
     for i, (egress, data, extra) in enumerate(chunks_):
         direction = Direction.EGRESS if egress else Direction.INGRESS
         parser.feed(Segment(direction, data, len(data) + extra, i))
-        assert len(parser._cl.buf) <= mysql.KEEP_CLIENT + 200
-        assert len(parser._sv.buf) <= mysql.KEEP_SERVER + 200
+        assert parser._cl.buffered <= mysql.KEEP_CLIENT + 200
+        assert parser._sv.buffered <= mysql.KEEP_SERVER + 200
         assert len(parser._pending) <= mysql.MAX_PENDING
     parser.close(10**9)
 

@@ -211,8 +211,8 @@ def test_no_input_raises_and_memory_stays_bounded(chunks_: list[tuple[bool, byte
     for i, (egress, data, extra) in enumerate(chunks_):
         direction = Direction.EGRESS if egress else Direction.INGRESS
         parser.feed(Segment(direction, data, len(data) + extra, i))
-        assert len(parser._fe.buf) <= postgres.KEEP_FRONTEND + 200
-        assert len(parser._be.buf) <= postgres.KEEP_BACKEND + 200
+        assert parser._fe.buffered <= postgres.KEEP_FRONTEND + 200
+        assert parser._be.buffered <= postgres.KEEP_BACKEND + 200
         assert len(parser._items) <= postgres.MAX_ITEMS
     parser.close(10**9)
 
