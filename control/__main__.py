@@ -185,9 +185,7 @@ class Ctl:
         if ns.action == "list":
             resp = self.call("ListProbes", pb.ListProbesRequest())
         else:
-            resp = self.call(
-                "SetProbeEnabled", pb.SetProbeEnabledRequest(name=ns.name, enabled=ns.action == "enable")
-            )
+            resp = self.call("SetProbeEnabled", pb.SetProbeEnabledRequest(name=ns.name, enabled=ns.action == "enable"))
         self.show(resp, lambda r: output.probes_table(r.probes))
         return EXIT_OK
 
@@ -209,9 +207,7 @@ class Ctl:
             if ns.keep_slower_than is not None:
                 req.keep_slower_than_ms = ns.keep_slower_than
             if ns.ratio is None and ns.keep_errors is None and ns.keep_slower_than is None:
-                raise UsageError(
-                    "sampling set: give RATIO, --keep-errors/--no-keep-errors or --keep-slower-than"
-                )
+                raise UsageError("sampling set: give RATIO, --keep-errors/--no-keep-errors or --keep-slower-than")
             resp = self.call("SetSampling", req)
         self.show(resp, output.sampling_text)
         return EXIT_OK
@@ -230,9 +226,7 @@ class Ctl:
         elif ns.action == "remove":
             resp = self.call("RemoveRedactionRule", pb.RemoveRedactionRuleRequest(name=ns.name))
         else:
-            resp = self.call(
-                "SetPiiDetection", pb.SetPiiDetectionRequest(enabled=ns.state == "on", mode=ns.mode)
-            )
+            resp = self.call("SetPiiDetection", pb.SetPiiDetectionRequest(enabled=ns.state == "on", mode=ns.mode))
         self.show(resp, output.redaction_text)
         return EXIT_OK
 
@@ -245,9 +239,7 @@ class Ctl:
         seen = 0
         try:
             for span in stream:
-                print(
-                    output.dump_json(span, compact=True) if self.json else output.span_line(span), flush=True
-                )
+                print(output.dump_json(span, compact=True) if self.json else output.span_line(span), flush=True)
                 seen += 1
                 if ns.count and seen >= ns.count:
                     break

@@ -87,8 +87,7 @@ def status_text(st: Any) -> str:
     if st.exporter_last_error:
         exporter += f" (last error: {st.exporter_last_error})"
     parts = [
-        f"hostagent {st.version or '?'}  up {_uptime(st.uptime_seconds)}  "
-        f"healthy: {'yes' if st.healthy else 'NO'}",
+        f"hostagent {st.version or '?'}  up {_uptime(st.uptime_seconds)}  healthy: {'yes' if st.healthy else 'NO'}",
         f"kernel:         {st.kernel_release or '?'}{headers}",
         f"events/s:       {st.events_per_second:.1f}",
         f"spans exported: {st.spans_exported}",

@@ -26,8 +26,7 @@ class AuditLog:
 
     def record(self, who: str, action: str, old: Any, new: Any, ok: bool = True, error: str = "") -> None:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
             "who": who,
             "action": action,
             "old": old,
@@ -38,9 +37,7 @@ class AuditLog:
             entry["error"] = error
         line = json.dumps(entry, sort_keys=True, default=str)
         if ok:
-            log.info(
-                "%s %s: %s -> %s", who, action, json.dumps(old, default=str), json.dumps(new, default=str)
-            )
+            log.info("%s %s: %s -> %s", who, action, json.dumps(old, default=str), json.dumps(new, default=str))
         else:
             log.warning("%s %s refused: %s", who, action, error)
         with self._lock:

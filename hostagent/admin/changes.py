@@ -60,15 +60,11 @@ def set_sampling(
     if service and (len(service) > MAX_SERVICE_NAME or not service.isprintable()):
         raise ChangeError(f"service name must be 1-{MAX_SERVICE_NAME} printable characters")
     if protocol and protocol not in KNOWN_PROTOCOLS:
-        raise ChangeError(
-            f"unknown protocol {protocol[:64]!r}; valid protocols: {', '.join(KNOWN_PROTOCOLS)}"
-        )
+        raise ChangeError(f"unknown protocol {protocol[:64]!r}; valid protocols: {', '.join(KNOWN_PROTOCOLS)}")
     if keep_slower_than_ms is not None and (
         math.isnan(keep_slower_than_ms) or not 0 <= keep_slower_than_ms <= MAX_SLOW_MS
     ):
-        raise ChangeError(
-            f"keep_slower_than_ms must be between 0 and {MAX_SLOW_MS:.0f}, got {keep_slower_than_ms}"
-        )
+        raise ChangeError(f"keep_slower_than_ms must be between 0 and {MAX_SLOW_MS:.0f}, got {keep_slower_than_ms}")
     if ratio is None and not clear_override and keep_errors is None and keep_slower_than_ms is None:
         raise ChangeError("nothing to change: give a ratio, keep_errors or keep_slower_than_ms")
     if ratio is not None and clear_override:

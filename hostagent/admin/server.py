@@ -83,9 +83,7 @@ def _checked(overrides: RuntimeOverrides, probe_names: tuple[str, ...]) -> Runti
     """Drop stored sections that are no longer valid (e.g. a probe this version lacks)."""
     out = overrides
     if out.probes is not None and not out.probes <= set(probe_names):
-        log.warning(
-            "runtime state: ignoring probes %s (valid: %s)", sorted(out.probes), ", ".join(probe_names)
-        )
+        log.warning("runtime state: ignoring probes %s (valid: %s)", sorted(out.probes), ", ".join(probe_names))
         out = replace(out, probes=None)
     if out.sampling is not None:
         try:
@@ -228,9 +226,7 @@ class AdminServer:
         log.info("admin API listening on %s", where)
 
     def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 

@@ -76,9 +76,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             log.exception("status provider failed")
             return AgentStatus(healthy=False, exporter_last_error=f"status unavailable: {exc}")
 
-    def _refuse(
-        self, context: grpc.ServicerContext, caller: Caller, action: str, exc: changes.ChangeError
-    ) -> NoReturn:
+    def _refuse(self, context: grpc.ServicerContext, caller: Caller, action: str, exc: changes.ChangeError) -> NoReturn:
         self.d.audit.record(caller.who, action, None, None, ok=False, error=str(exc))
         context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
         raise AssertionError("unreachable: abort raises")  # grpc stubs do not say NoReturn
@@ -114,9 +112,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             self._status(), self.d.holder.current, self.d.probe_names, bool(self.overrides.sections)
         )
 
-    def ListProbes(
-        self, request: pb.ListProbesRequest, context: grpc.ServicerContext
-    ) -> pb.ListProbesResponse:
+    def ListProbes(self, request: pb.ListProbesRequest, context: grpc.ServicerContext) -> pb.ListProbesResponse:
         self._caller(context, "ListProbes", change=False)
         return pb.ListProbesResponse(
             probes=convert.probes_msg(self.d.holder.current, self.d.probe_names, self._status())
@@ -126,9 +122,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._caller(context, "GetSampling", change=False)
         return convert.sampling_msg(self.d.holder.current.sampling)
 
-    def ListRedactionRules(
-        self, request: pb.ListRedactionRulesRequest, context: grpc.ServicerContext
-    ) -> pb.Redaction:
+    def ListRedactionRules(self, request: pb.ListRedactionRulesRequest, context: grpc.ServicerContext) -> pb.Redaction:
         self._caller(context, "ListRedactionRules", change=False)
         return convert.redaction_msg(self.d.holder.current.redaction)
 
@@ -142,9 +136,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         text, found = redactor.redact_text(request.text)
         return pb.TestRedactionResponse(text=text, found=found)
 
-    def TailSpans(
-        self, request: pb.TailSpansRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.SpanSummary]:
+    def TailSpans(self, request: pb.TailSpansRequest, context: grpc.ServicerContext) -> Iterator[pb.SpanSummary]:
         self._caller(context, "TailSpans", change=False)
         if request.status not in ("", "ok", "error"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "status must be 'ok' or 'error'")
@@ -185,9 +177,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             "protocol": request.protocol,
             "clear_override": request.clear_override,
             "keep_errors": request.keep_errors if request.HasField("keep_errors") else None,
-            "keep_slower_than_ms": (
-                request.keep_slower_than_ms if request.HasField("keep_slower_than_ms") else None
-            ),
+            "keep_slower_than_ms": (request.keep_slower_than_ms if request.HasField("keep_slower_than_ms") else None),
         }
         new = self._change(
             context,
@@ -199,9 +189,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
         return convert.sampling_msg(new.sampling)
 
-    def AddRedactionRule(
-        self, request: pb.AddRedactionRuleRequest, context: grpc.ServicerContext
-    ) -> pb.Redaction:
+    def AddRedactionRule(self, request: pb.AddRedactionRuleRequest, context: grpc.ServicerContext) -> pb.Redaction:
         rule = RedactionRule(request.rule.name, request.rule.pattern, request.rule.mode or "redact")
         new = self._change(
             context,
@@ -226,9 +214,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
         return convert.redaction_msg(new.redaction)
 
-    def SetPiiDetection(
-        self, request: pb.SetPiiDetectionRequest, context: grpc.ServicerContext
-    ) -> pb.Redaction:
+    def SetPiiDetection(self, request: pb.SetPiiDetectionRequest, context: grpc.ServicerContext) -> pb.Redaction:
         new = self._change(
             context,
             "redaction.pii",

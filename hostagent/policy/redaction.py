@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from hostagent.model import Attributes, AttributeValue, Call
+from hostagent.policy import pii
 from hostagent.policy.pii import DETECTORS, SENSITIVE_HEADERS, Detector
 from hostagent.policy.rules import compile_rule
 from hostagent.settings import RedactionSettings
@@ -117,7 +118,7 @@ class Redactor:
             return value
         for name, pattern, mode in self._rules:
             value = pattern.sub(functools.partial(self._rule_sub, name=name, mode=mode, found=found), value)
-        if self._detectors:
+        if self._detectors and pii.may_contain_pii(value):
             lowered = value.lower()
             for det in self._detectors:
                 if det.triggers and not any(t in lowered for t in det.triggers):
@@ -179,8 +180,34 @@ class Redactor:
         found: Counter[str] = Counter()
         return self.text(value, found), dict(found)
 
+    def _may_match(self, call: Call) -> bool:
+        """Cheap whole-call check: could anything be redacted at all?
+
+        User rules are run per field (a rule anchored with ^ or $ would not match inside a joined
+        text), so with rules this is always True. The built-in detectors get one search over all
+        the call's text joined, which most calls (no PII) pass in one step.
+        """
+        if self._rules:
+            return True
+        if any(n.lower() in SENSITIVE_HEADERS for n, _ in call.request_headers + call.response_headers):
+            return True
+        parts = [call.name, call.status_message, call.error_type or ""]
+        for key, value in call.attributes.items():
+            if isinstance(value, str):
+                parts.append(value)
+            elif isinstance(value, tuple) and value and isinstance(value[0], str):
+                parts.extend(value)  # type: ignore[arg-type]
+            else:
+                continue
+            if key.startswith(_HEADER_ATTR_PREFIXES) and key.split(".", 3)[3] in SENSITIVE_HEADERS:
+                return True
+        parts.extend(v for _, v in call.request_headers + call.response_headers)
+        if pii.may_contain_pii("\n".join(parts)):
+            return True
+        return any(pii.may_contain_pii_bytes(b) for b in (call.request_body, call.response_body) if b)
+
     def apply(self, call: Call) -> Redacted:
-        if not self.active:
+        if not self.active or not self._may_match(call):
             return Redacted(call, (), {})
         found: Counter[str] = Counter()
         attributes: Attributes = {k: self._attribute(k, v, found) for k, v in call.attributes.items()}

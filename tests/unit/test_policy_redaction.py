@@ -256,3 +256,45 @@ def test_counters_and_cache() -> None:
     counters.add({})
     assert counters.snapshot() == {"email": 3, "card": 1}
     assert redactor_for(RedactionSettings(), KEY) is redactor_for(RedactionSettings(), KEY)
+
+
+PIECES = [
+    "a@b.io",
+    "x",
+    " ",
+    "&",
+    "?",
+    "=",
+    "password",
+    "token",
+    "4111",
+    "1111",
+    "-",
+    "Bearer ",
+    "eyJ",
+    "abcdefgh",
+    "://",
+    "u:p@h",
+    ".",
+    '"',
+    "'",
+    "key",
+    "5",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30))
+def test_fast_path_prefilter_never_changes_the_result(pieces: list[str]) -> None:
+    import hostagent.policy.pii as pii
+
+    text = "".join(pieces)
+    fast = R.redact_text(text)
+    fast_call = R.apply(_call(attributes={"url.query": text}, request_body=text.encode()))
+    saved = pii.may_contain_pii, pii.may_contain_pii_bytes
+    pii.may_contain_pii = pii.may_contain_pii_bytes = lambda _t: True  # type: ignore[assignment]
+    try:  # with the prefilter forced open every detector runs: same result
+        assert R.redact_text(text) == fast
+        assert R.apply(_call(attributes={"url.query": text}, request_body=text.encode())) == fast_call
+    finally:
+        pii.may_contain_pii, pii.may_contain_pii_bytes = saved
