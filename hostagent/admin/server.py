@@ -173,6 +173,13 @@ class AdminServer:
             )
         return overrides
 
+    def reapply_persisted(self, base: RuntimeSettings) -> RuntimeSettings:
+        """``base`` (a freshly read config's values) with the runtime changes laid over it.
+
+        Pure: the caller swaps the result into the holder (the daemon's reload does)."""
+        overrides = self.servicer.overrides if self.servicer else _checked(self.store.load(), self._deps.probe_names)
+        return overrides.apply(base)
+
     def apply_config(self, base: RuntimeSettings) -> RuntimeSettings:
         """After a config reload: the new config's values with the runtime changes on top."""
         overrides = self.servicer.overrides if self.servicer else RuntimeOverrides()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from hostagent.model import Call, Role
 
@@ -143,3 +143,31 @@ class SpanTap:
     def publish(self, span: SpanSummary) -> None:
         for sub in self._subs:
             sub.offer(span)
+
+
+def tap_observer(tap: SpanTap) -> Callable[[Call, Any], None]:
+    """A Pipeline observer ``(call, span) -> None`` feeding ``tap`` from exported spans.
+
+    ``span`` is the OpenTelemetry ReadableSpan built from the (redacted) call; when nobody tails,
+    the observer returns after one attribute read.
+    """
+
+    def observe(call: Call, span: Any) -> None:
+        if not tap.active:
+            return
+        ctx = span.get_span_context() if hasattr(span, "get_span_context") else span.context
+        service = ""
+        resource = getattr(span, "resource", None)
+        if resource is not None:
+            service = str(resource.attributes.get("service.name", ""))
+        tap.publish(
+            SpanSummary.from_call(
+                call,
+                trace_id=ctx.trace_id,
+                span_id=ctx.span_id,
+                service=service,
+                start_unix_nano=span.start_time or 0,
+            )
+        )
+
+    return observe
