@@ -32,11 +32,11 @@ from hostagent.protocols.sql import StatementCache, span_name, split_statements,
 MAX_PAYLOAD = 0xFFFFFF  # a payload this long continues in the next packet
 KEEP_CLIENT = 16 * 1024
 KEEP_SERVER = 1024
-MAX_STATEMENTS = 512
+MAX_STATEMENTS = 256  # prepared statements remembered (text capped at MAX_TEXT)
 MAX_PENDING = 256
 MAX_HELD = 64
-MAX_TEXT = 8192
-MAX_CACHE = 256
+MAX_TEXT = 4096
+MAX_CACHE = 64
 
 CLIENT_CONNECT_WITH_DB = 0x00000008
 CLIENT_PROTOCOL_41 = 0x00000200
@@ -425,7 +425,7 @@ class MysqlParser:
             return
         stmt_id = _le(p, 1, 4)
         if cmd.sql is not None:
-            self._statements[stmt_id] = cmd.sql
+            self._statements[stmt_id] = cmd.sql[:MAX_TEXT]
             if len(self._statements) > MAX_STATEMENTS:
                 self._statements.popitem(last=False)
         columns, params = _le(p, 5, 2), _le(p, 7, 2)

@@ -42,11 +42,11 @@ MAX_MESSAGE = 1 << 30  # the server's own limit for a message
 MAX_STARTUP = 10000  # libpq caps startup packets at 10000 bytes
 KEEP_FRONTEND = 16 * 1024  # SQL text kept per message
 KEEP_BACKEND = 2048  # enough for an ErrorResponse's code and message
-MAX_PREPARED = 512  # named statements remembered per connection
+MAX_PREPARED = 256  # named statements remembered per connection (text capped at MAX_TEXT)
 MAX_ITEMS = 1024  # requests waiting for their answers
 MAX_HELD = 64  # segments held while the roles are not known yet
-MAX_TEXT = 8192  # db.query.text length cap
-MAX_CACHE = 256
+MAX_TEXT = 4096  # db.query.text length cap, and of each remembered statement
+MAX_CACHE = 64  # per-connection memo of sanitised statements
 
 FRONTEND_ONLY = frozenset(b"QPBXFpf")
 BACKEND_ONLY = frozenset(b"RKZT123nstIAGWVvN")
@@ -276,7 +276,7 @@ class PostgresParser:
             self._database = db.decode("utf-8", "replace")
 
     def _remember(self, name: str, sql: str) -> None:
-        self._prepared[name] = sql
+        self._prepared[name] = sql[:MAX_TEXT]
         self._prepared.move_to_end(name)
         if len(self._prepared) > MAX_PREPARED:
             self._prepared.popitem(last=False)

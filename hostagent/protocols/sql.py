@@ -260,9 +260,11 @@ class StatementCache:
         shape = self._by_shape.get(clean)
         if shape is None:
             shape = operation_and_collection(clean, self.dialect)
-            _put(self._by_shape, clean, shape, self.size)
+            if len(clean) <= 2048:
+                _put(self._by_shape, clean, shape, self.size)
         hit = (shape[0], shape[1], (sql if self.raw else clean)[: self.max_text])
-        _put(self._by_text, sql, hit, self.size)
+        if len(sql) <= 2048:  # long one-off texts are not worth their memory
+            _put(self._by_text, sql, hit, self.size)
         return hit
 
 
