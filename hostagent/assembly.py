@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,17 +133,59 @@ def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], s
     return exporters, description
 
 
-def build_identity(config: Config) -> Any:
-    """pid -> Service cache (with Docker metadata when the engine is there)."""
+@dataclass
+class Identity:
+    """pid -> Service (with Docker metadata when the engine is there) and local listeners -> peers."""
+
+    cache: Any
+    peers: Any
+    listeners: Any
+    docker: Any
+    sweeper: Any
+
+    def stop(self) -> None:
+        self.sweeper.cancel()
+        self.listeners.stop()
+        self.docker.stop()
+
+
+class _Sweeper(threading.Thread):
+    """Drops cache entries of processes that are gone (exits missed while detached, pid reuse)."""
+
+    def __init__(self, cache: Any, every_s: float = 30.0) -> None:
+        super().__init__(name="identity-sweep", daemon=True)
+        self.cache, self.every_s = cache, every_s
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.cache.sweep()
+            except Exception:
+                log.exception("identity sweep failed")
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+
+def build_identity(config: Config) -> Identity:
     from hostagent.identity.docker import DockerMetadata
+    from hostagent.identity.listeners import ListenerMap, PeerResolver
     from hostagent.identity.naming import parse_service_rules
     from hostagent.identity.procfs import ProcFS
     from hostagent.identity.service import ServiceCache
 
+    procfs = ProcFS("/")
     rules = parse_service_rules(list(config.services), config.path)
     docker = DockerMetadata()
     docker.start()
-    return ServiceCache(ProcFS("/"), docker=docker, rules=rules)
+    cache = ServiceCache(procfs, docker=docker, rules=rules)
+    listeners = ListenerMap(procfs, on_new_pid=cache.service_for)
+    listeners.start()
+    sweeper = _Sweeper(cache)
+    sweeper.start()
+    return Identity(cache=cache, peers=PeerResolver(listeners, cache.peek), listeners=listeners,
+                    docker=docker, sweeper=sweeper)
 
 
 def build_pipeline(agent: Agent) -> Parts:
@@ -155,11 +198,12 @@ def build_pipeline(agent: Agent) -> Parts:
                         batch_size=config.exporter.batch_size).start()
     sink = QueueSink(queue)
     identity = build_identity(config)
+    cache = identity.cache
     clock = MonotonicToUnix()
 
     def resource_for(call: Any) -> Any:
         conn = call.conn
-        return identity.resource_for(conn.pid, conn.comm) if conn is not None else identity.resource_for(0)
+        return cache.resource_for(conn.pid, conn.comm) if conn is not None else cache.resource_for(0)
 
     builder = SpanBuilder(clock, resource_for=resource_for)
     holder = agent.settings
@@ -173,7 +217,8 @@ def build_pipeline(agent: Agent) -> Parts:
     state_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(
         holder, tracker, builder.build, sink,
-        identity=identity,
+        identity=cache,
+        peers=identity.peers,
         redaction_key=load_or_create_key(state_dir),
         pii_counters=PiiCounters(),
     )

@@ -339,6 +339,15 @@ def parse_config(data: Mapping[str, Any], path: str) -> Config:
     return Config(path=path, services=tuple(services), **parts)
 
 
+def _check_service_rules(config: Config) -> None:
+    from hostagent.identity.naming import IdentityConfigError, parse_service_rules
+
+    try:
+        parse_service_rules(list(config.services), config.path)
+    except IdentityConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(path: str | os.PathLike[str], environ: Optional[Mapping[str, str]] = None) -> Config:
     """Read, validate and apply the OTEL_* overrides. Raises ConfigError."""
     p = Path(path)
@@ -355,4 +364,5 @@ def load_config(path: str | os.PathLike[str], environ: Optional[Mapping[str, str
     from hostagent.otel_env import apply_otel_env  # late: keeps this module's import light
 
     config = parse_config(data, str(p))
+    _check_service_rules(config)
     return apply_otel_env(config, os.environ if environ is None else environ)

@@ -72,6 +72,7 @@ class Agent:
         self.queue: Any = None
         self.pipeline: Any = None
         self.admin: Any = None
+        self.identity: Any = None
         self.watchdog: Optional[Watchdog] = None
         self.probe_states: dict[str, Any] = {}
         self.exporter_endpoint = ""
@@ -88,6 +89,7 @@ class Agent:
         self.notifier.status("compiling and loading BPF programs")
         parts = build_pipeline(self)
         self.capture, self.queue, self.pipeline = parts.capture, parts.queue, parts.pipeline
+        self.identity = parts.identity
         self.exporter_endpoint = parts.exporter_description
         self.apply_probes(self.settings.current.probes)
         self.settings.subscribe(self._on_settings_change)
@@ -180,6 +182,8 @@ class Agent:
                 self.pipeline.on_call(call)
         if self.queue is not None:
             self.queue.shutdown(STOP_FLUSH_TIMEOUT_S)
+        if self.identity is not None:
+            self.identity.stop()
         log.info("stopped; dropped: %s", self.drops() or "nothing")
 
 

@@ -53,6 +53,7 @@ class Pipeline:
         sink: SpanSink,
         *,
         identity: Optional[Any] = None,
+        peers: Optional[Any] = None,
         redaction_key: bytes = b"",
         pii_counters: Optional[PiiCounters] = None,
         observers: tuple[Observer, ...] = (),
@@ -62,6 +63,7 @@ class Pipeline:
         self.build_span = build_span
         self.sink = sink
         self.identity = identity
+        self.peers = peers  # identity.listeners.PeerResolver: peer.service for local servers
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
@@ -96,9 +98,13 @@ class Pipeline:
             self.dropped["probe_disabled"] += 1
             return
         service = None
-        if self.identity is not None and call.conn is not None:
-            service = self.identity.service_for(call.conn.pid, call.conn.comm)
-            call = replace(call, service=service)
+        conn = call.conn
+        if self.identity is not None and conn is not None:
+            service = self.identity.service_for(conn.pid, conn.comm)
+            if self.peers is not None and call.role == Role.CLIENT and conn.peer is not None:
+                peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
+                if peer:
+                    call = replace(call, attributes={**call.attributes, **peer})
         redactor = redactor_for(current.redaction, self.redaction_key)
         if redactor.active:
             redacted = redactor.apply(call)

@@ -32,6 +32,7 @@ from typing import Optional
 
 from opentelemetry.sdk.resources import Resource
 
+from hostagent import __version__
 from hostagent.identity.cgroup import CgroupInfo, parse_cgroup
 from hostagent.identity.docker import ContainerInfo, DockerMetadata
 from hostagent.identity.interpreters import go_binary, interpreter_kind, runtime_name
@@ -67,6 +68,10 @@ class HostInfo:
             "host.name": self.name,
             "host.arch": self.arch,
             "os.type": self.os_type,
+            # Who produced the telemetry: the agent, not an SDK inside the process.
+            "telemetry.sdk.name": "hostagent",
+            "telemetry.sdk.language": "python",
+            "telemetry.sdk.version": __version__,
         }
         if self.id:
             attrs["host.id"] = self.id

@@ -2,10 +2,11 @@
 
 Order matters: the first spec whose ``looks_like`` accepts the first bytes wins, and the choice
 sticks for the connection.
+- PostgreSQL and MySQL first: strict binary framing (length + protocol version / greeting) that
+  nothing else produces by accident; HTTP/2 also accepts a bare plausible frame header (a grpcio
+  server writes SETTINGS before it reads the preface), so it must not see their bytes first.
 - HTTP/2 before HTTP/1: the prior-knowledge preface ``PRI * HTTP/2.0`` is itself a valid-looking
   HTTP/1 request line.
-- PostgreSQL and MySQL next: strict binary framing (length + protocol version / greeting) that
-  text protocols cannot produce by accident.
 - HTTP/1 before Redis: Redis inline commands are bare words, which an HTTP method also is.
 - DNS last: it is tried on datagram sockets, where the others never match.
 """
@@ -16,9 +17,9 @@ from hostagent.protocols import dns, http1, http2, mysql, postgres, redis
 from hostagent.protocols.base import ProtocolSpec
 
 PROTOCOLS: tuple[ProtocolSpec, ...] = (
-    http2.SPEC,
     postgres.SPEC,
     mysql.SPEC,
+    http2.SPEC,
     http1.SPEC,
     redis.SPEC,
     dns.SPEC,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.resources import Resource
 
+import hostagent
 from hostagent.identity.docker import DockerMetadata
 from hostagent.identity.listeners import ListenerMap, PeerResolver, parse_listening
 from hostagent.identity.naming import parse_service_rules
@@ -48,6 +49,9 @@ def test_systemd_service_attributes(tree: Path) -> None:
         "host.id": "0123456789abcdef0123456789abcdef",
         "host.arch": "amd64",
         "os.type": "linux",
+        "telemetry.sdk.name": "hostagent",
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.version": hostagent.__version__,
         "service.name": "nginx",
         "service.instance.id": str(uuid.uuid5(INSTANCE_NAMESPACE, f"{HOST.id}:100:{start}")),
         "process.pid": 100,
@@ -102,7 +106,8 @@ def test_lookup_is_cached_and_resource_built_once(tree: Path) -> None:
     assert isinstance(resource, Resource)
     assert cache.resource_for(106) is resource
     assert dict(resource.attributes) == first.attributes_dict()
-    assert "telemetry.sdk.name" not in resource.attributes  # Resource(attrs), not Resource.create()
+    # Resource(attrs), not Resource.create(), which would say the SDK is "opentelemetry"
+    assert resource.attributes["telemetry.sdk.name"] == "hostagent"
     assert len(client.requests) == requests
     assert cache.misses == 1
 
