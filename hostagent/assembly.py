@@ -212,7 +212,11 @@ def build_pipeline(agent: Agent) -> Parts:
     def mute(pid: int, fd: int) -> None:
         capture_ref["bpf"].mute(pid, fd)
 
-    tracker = ConnectionTracker(lambda: for_probes(holder.current.probes), on_mute=mute)
+    def enabled_protocols() -> tuple[Any, ...]:
+        current = holder.current
+        return for_probes(current.probes, current.capture.raw_sql)
+
+    tracker = ConnectionTracker(enabled_protocols, on_mute=mute)
     state_dir = Path(config.agent.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(

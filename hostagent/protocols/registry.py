@@ -13,6 +13,9 @@ sticks for the connection.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache, partial
+
 from hostagent.protocols import dns, http1, http2, mysql, postgres, redis
 from hostagent.protocols.base import ProtocolSpec
 
@@ -26,6 +29,21 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
 )
 
 
-def for_probes(enabled: frozenset[str]) -> tuple[ProtocolSpec, ...]:
-    """The specs whose probe is enabled, in registry order."""
-    return tuple(spec for spec in PROTOCOLS if spec.probe in enabled)
+# SQL parsers that can keep literals in db.query.text when [capture] raw_sql is on.
+_RAW_SQL_FACTORIES = {
+    postgres.SPEC.name: partial(postgres.new_parser, raw_sql=True),
+    mysql.SPEC.name: partial(mysql.new_parser, raw_sql=True),
+}
+
+
+@lru_cache(maxsize=64)
+def for_probes(enabled: frozenset[str], raw_sql: bool = False) -> tuple[ProtocolSpec, ...]:
+    """The specs whose probe is enabled, in registry order (cached: called per new connection)."""
+    specs = []
+    for spec in PROTOCOLS:
+        if spec.probe not in enabled:
+            continue
+        if raw_sql and spec.name in _RAW_SQL_FACTORIES:
+            spec = replace(spec, new_parser=_RAW_SQL_FACTORIES[spec.name])
+        specs.append(spec)
+    return tuple(specs)
