@@ -13,11 +13,12 @@ sticks for the connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache, partial
 
 from hostagent.protocols import dns, http1, http2, mysql, postgres, redis
-from hostagent.protocols.base import ProtocolSpec
+from hostagent.protocols.base import ProtocolSpec, StreamParser
 
 PROTOCOLS: tuple[ProtocolSpec, ...] = (
     postgres.SPEC,
@@ -30,7 +31,7 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
 
 
 # SQL parsers that can keep literals in db.query.text when [capture] raw_sql is on.
-_RAW_SQL_FACTORIES = {
+_RAW_SQL_FACTORIES: dict[str, Callable[[], StreamParser]] = {
     postgres.SPEC.name: partial(postgres.new_parser, raw_sql=True),
     mysql.SPEC.name: partial(mysql.new_parser, raw_sql=True),
 }
