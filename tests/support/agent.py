@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from tests.support.notify_socket import NotifySocket
 
@@ -30,12 +30,20 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+Sections = dict[str, Union[dict[str, Any], list[dict[str, Any]]]]
+
+
+def write_config(path: Path, sections: Sections) -> Path:
+    """A dict value is a ``[name]`` table; a list of dicts is an array of ``[[name]]`` tables
+    (e.g. ``{"services": [{"name": "payments", "cmdline": "..."}]}``)."""
     lines = []
     for section, keys in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in keys.items())
-        lines.append("")
+        tables = keys if isinstance(keys, list) else [keys]
+        header = f"[[{section}]]" if isinstance(keys, list) else f"[{section}]"
+        for table in tables:
+            lines.append(header)
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
+            lines.append("")
     path.write_text("\n".join(lines))
     return path
 
@@ -43,11 +51,11 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
 class Agent:
     """One daemon process with its own state/runtime dirs under ``workdir``."""
 
-    def __init__(self, workdir: Path, otlp_endpoint: str, extra: Optional[dict[str, dict[str, Any]]] = None,
+    def __init__(self, workdir: Path, otlp_endpoint: str, extra: Optional[Sections] = None,
                  env: Optional[dict[str, str]] = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        sections: dict[str, dict[str, Any]] = {
+        sections: Sections = {
             "agent": {"state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run"),
                       "log_level": "info", "console": "off"},
             "exporter": {"endpoint": otlp_endpoint, "protocol": "grpc", "timeout_ms": 2000},
@@ -55,7 +63,11 @@ class Agent:
             "probes": {"enabled": ["http"]},
         }
         for section, keys in (extra or {}).items():
-            sections.setdefault(section, {}).update(keys)
+            table = sections.setdefault(section, {} if isinstance(keys, dict) else [])
+            if isinstance(table, dict) and isinstance(keys, dict):
+                table.update(keys)
+            else:  # arrays of tables ([[services]]) are given whole
+                sections[section] = list(keys) if isinstance(keys, list) else keys
         self.config = write_config(workdir / "hostagent.toml", sections)
         self.env = env or {}
         self.notify: Optional[NotifySocket] = None
