@@ -89,6 +89,7 @@ class BpfCapture:
         self._bpf: Any = None
         self._ring_mgr: Optional[int] = None
         self._ring_cb: Any = None  # keeps the ctypes callback alive
+        self._decoder = ev.RingDecoder()
         self._groups: dict[str, _Group] = {}
         self.states: dict[str, ProbeState] = {g: ProbeState() for g in GROUP_PROGRAMS}
         self.compile_seconds = 0.0
@@ -133,13 +134,14 @@ class BpfCapture:
     def _open_ring(self, map_fd: int) -> None:
         from bcc.libbcc import _RINGBUF_CB_TYPE, lib
 
-        decode, on_event = ev.decode, self.on_event
+        self._decoder = decoder = ev.RingDecoder()
+        on_event = self.on_event
 
         def _cb(_ctx: Any, data: int, size: int) -> int:
             # Runs per event: keep it to decode + hand-off. An exception must not escape into
             # ctypes (it would be printed and swallowed); count it instead.
             try:
-                on_event(decode(data, size))
+                on_event(decoder(data, size))
             except Exception:
                 self.callback_errors += 1
                 if self.callback_errors <= 3:
@@ -315,6 +317,7 @@ class BpfCapture:
             self._release(g)
             self.states[g] = ProbeState("detached")
         if self._ring_mgr is not None:
+            self._decoder.release()  # the view points into the ring's mapping
             lib.bpf_free_ringbuf(self._ring_mgr)
             self._ring_mgr = None
         if self._bpf is not None:

@@ -414,6 +414,25 @@ def test_python_http_client(capture: tuple[BpfCapture, Collector]) -> None:
     assert data(served, served[0].fd, Direction.EGRESS) == response
 
 
+def test_events_do_not_wake_the_consumer_below_the_fill_threshold(
+    capture: tuple[BpfCapture, Collector],
+) -> None:
+    """BPF_RB_NO_WAKEUP: poll() sleeps its whole timeout even though an event is waiting, then
+    drains it. (With default flags the epoll wait would return at once.)"""
+    cap, col = capture
+    cap.poll(0)
+    p = subprocess.Popen(["/bin/true"])
+    p.wait(5)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    n = cap.poll(300)
+    waited = time.monotonic() - t0
+    assert [e.kind for e in col.of(p.pid)] == [EventKind.EXEC, EventKind.EXIT]
+    if n * (ev.HDR_SIZE + PAYLOAD) > cap.ring_bytes // 4:
+        pytest.skip(f"other traffic on this host filled the ring past the wake threshold ({n} events)")
+    assert waited >= 0.29
+
+
 def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) -> None:
     cap, col = capture
     with socket.socket() as ls:

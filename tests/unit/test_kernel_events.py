@@ -89,3 +89,33 @@ def test_decode_of_valid_kinds_never_raises(raw: bytes) -> None:
     e = ev.decode(bytes(b), len(b))
     assert len(e.data) <= len(b) - ev.HDR_SIZE
     assert struct.unpack_from("<Q", b, 16)[0] == e.size
+
+
+def test_capture_event_field_order_is_what_decode_passes_positionally() -> None:
+    import dataclasses
+
+    from hostagent.model import CaptureEvent
+
+    names = [f.name for f in dataclasses.fields(CaptureEvent)]
+    assert names[:14] == ["kind", "ts_ns", "pid", "tid", "fd", "cgroup_id", "direction", "size", "data",
+                          "family", "peer_addr", "peer_port", "sock_type", "comm"]  # fmt: skip
+    assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(CaptureEvent)[14:])
+
+
+def test_ring_decoder_reads_in_place_and_falls_back_outside_its_mapping() -> None:
+    import mmap
+
+    region = mmap.mmap(-1, 8192)
+    raw = record(b"payload", kind=1, direction=1, family=socket.AF_INET, peer_port=6379,
+                 peer_addr=bytes([127, 0, 0, 1]), comm=b"redis-cli")  # fmt: skip
+    region[4000 : 4000 + len(raw)] = raw
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    dec = ev.RingDecoder(name="/dev/zero (deleted)")  # a shared anonymous mapping stands in for the ring
+    e = dec(base + 4000, len(raw))
+    assert e == ev.decode(raw, len(raw))
+    assert dec._lo <= base < dec._hi  # found the mapping in /proc/self/maps
+    other = ctypes.create_string_buffer(raw, len(raw))  # on the heap: decoded by copying
+    lo = dec._lo
+    assert dec(ctypes.addressof(other), len(raw)) == e
+    assert dec._lo == lo
+    dec.release()
