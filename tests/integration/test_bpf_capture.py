@@ -239,6 +239,15 @@ CHILD = textwrap.dedent(
         conn.request("GET", "/from-http-client?y=2")
         body = conn.getresponse().read()
         conn.close()
+    elif mode == "v6":
+        ls = socket.socket(socket.AF_INET6); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("::1", port)); ls.listen(4)
+        c = socket.create_connection(("::1", port)); s, _ = ls.accept()
+        c.sendall(b"over-ipv6"); recv_exactly(s, 9)
+    elif mode == "huge":
+        c, s = pair()
+        c.sendall(bytes(range(256)) * 64)             # 16384 bytes
+        recv_exactly(s, 16384)
     elif mode == "mute":
         c1, s1 = pair()
         c2 = socket.create_connection(("127.0.0.1", port))
@@ -431,6 +440,41 @@ def test_events_do_not_wake_the_consumer_below_the_fill_threshold(
     if n * (ev.HDR_SIZE + PAYLOAD) > cap.ring_bytes // 4:
         pytest.skip(f"other traffic on this host filled the ring past the wake threshold ({n} events)")
     assert waited >= 0.29
+
+
+def test_ipv6_peer(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    evs = finish(cap, col, run_child("v6", 18118))
+    (conn,) = [e for e in evs if e.kind == C]
+    (acc,) = [e for e in evs if e.kind == A]
+    assert (conn.family, conn.peer_addr, conn.peer_port) == (socket.AF_INET6, "::1", 18118)
+    assert (acc.family, acc.peer_addr) == (socket.AF_INET6, "::1")
+    assert [(e.fd, e.data, e.peer_addr) for e in evs if e.kind == D] == [
+        (conn.fd, b"over-ipv6", "::1"),
+        (acc.fd, b"over-ipv6", "::1"),
+    ]
+
+
+def test_disabled_flag_keeps_maps_but_emits_nothing(capture: tuple[BpfCapture, Collector]) -> None:
+    cap, col = capture
+    cap.set_socket_enabled(False)
+    try:
+        evs = finish(cap, col, run_child("sendmsg", 18119))
+    finally:
+        cap.set_socket_enabled(True)
+    assert [e.kind for e in evs] == [EventKind.EXEC, EventKind.EXIT]
+
+
+def test_payload_of_16_kib(headers: HeadersChoice) -> None:
+    col = Collector()
+    with BpfCapture(on_event=col, payload_bytes=16384, headers=headers, runtime_dir=RUNTIME_DIR) as cap:
+        cap.load()
+        assert cap.attach({"socket", "process"})["socket"].state == "attached"
+        evs = finish(cap, col, run_child("huge", 18121))
+    c, s = conn_fds(evs)
+    (sent,) = [e for e in evs if e.kind == D and e.fd == c]
+    assert (sent.size, sent.data) == (16384, bytes(range(256)) * 64)
+    assert data(evs, s, Direction.INGRESS) == bytes(range(256)) * 64
 
 
 def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) -> None:
