@@ -1,0 +1,14 @@
+# Benchmarks (issue 7). Include from the top-level Makefile: `include bench/bench.mk`.
+# Root needed (BPF); loopback only; results in bench/results/<date>-<sha>.{json,md,png}.
+BENCH_PY ?= .venv/bin/python
+
+.PHONY: bench bench-quick
+
+# Everything: overhead (nginx; Flask plain/agent/OpenTelemetry), fidelity at 1k/5k/20k/saturation,
+# capacity (replay + profile), start-up, pgbench and redis-benchmark. < 15 min.
+bench:
+	$(BENCH_PY) -m bench.run
+
+# Shorter runs, no database clients. < 3 min.
+bench-quick:
+	$(BENCH_PY) -m bench.run --quick

@@ -1,0 +1,275 @@
+"""Capacity of the agent's user-space pipeline on one core, and where its time goes.
+
+1. Record: load bpf/capture.c (the real BpfCapture), drive nginx with wrk for a moment and keep
+   every ring-buffer record as the raw bytes the kernel wrote (one per syscall event).
+2. Replay: feed those exact records, through the same ``decode`` the ring-buffer callback uses
+   (from a ctypes buffer, so the same ``string_at`` path), into the daemon's real pipeline --
+   tracker, HTTP/1 parser, identity (ServiceCache on the live /proc), redaction, span building,
+   sampling, the export queue and the real OTLP/gRPC exporter to a counting receiver in another
+   process. The replay process is pinned to one CPU; its own CPU time (all threads: pipeline and
+   exporter) divided by the transactions it turned into exported spans is the cost per
+   transaction, and its inverse the capacity on one core.
+3. Profile: the same replay under cProfile (pipeline thread) plus the exporter's time measured
+   around each ``export()`` call (on the export thread), grouped by stage.
+
+A "transaction" is one HTTP request/response seen by one traced process, i.e. one span: wrk ->
+nginx gives two per request (wrk's client span and nginx's server span).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import ctypes
+import inspect
+import os
+import pstats
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.load import run_wrk
+from hostagent.probes import events as ev
+
+Recording = list[bytes]
+
+
+def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
+           load_cpu: Optional[str]) -> tuple[Recording, dict[str, float]]:
+    """Raw ring-buffer records captured while wrk drives ``url`` at ``rate`` requests/s."""
+    from hostagent.probes.loader import BpfCapture
+    from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP
+
+    records: Recording = []
+
+    class _Raw:  # stands in for ev.RingDecoder while recording: keep the record's bytes as they are
+        def __call__(self, addr: int, size: int) -> bytes:
+            return ctypes.string_at(addr, size)
+
+        def release(self) -> None:
+            pass
+
+    real = ev.RingDecoder
+    ev.RingDecoder = _Raw  # type: ignore[misc,assignment]
+    try:
+        bpf = BpfCapture(on_event=records.append,  # type: ignore[arg-type]
+                         runtime_dir=workdir / "run")
+        bpf.load()
+    finally:
+        ev.RingDecoder = real  # type: ignore[misc]
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            bpf.poll(10)
+        bpf.poll(0)
+
+    try:
+        bpf.attach({SOCKET_GROUP, PROCESS_GROUP})
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        res = run_wrk(url, seconds=seconds, conns=conns, rate=rate, cpus=load_cpu, workdir=workdir)
+        time.sleep(0.1)
+        stop.set()
+        t.join()
+        drops = {k: v for k, v in bpf.drop_counts().items() if v}
+    finally:
+        bpf.close()
+    return records, {"requests": res.requests, "rps": res.rps, **{f"drop_{k}": v for k, v in drops.items()}}
+
+
+def remap_pids(records: Recording, mapping: dict[int, int]) -> Recording:
+    """Records of processes that are gone (wrk, once it exits) get a live process's pid, so identity
+    finds a live process as it would in the daemon (a dead pid would be a cache miss per call,
+    which the daemon never sees at this rate). Distinct pids stay distinct (their fds would clash)."""
+    out = []
+    for r in records:
+        pid = int.from_bytes(r[24:28], "little")
+        to = mapping.get(pid)
+        if to is not None:
+            b = bytearray(r)
+            tid = int.from_bytes(r[28:32], "little")
+            b[24:28] = to.to_bytes(4, "little")
+            if tid == pid:
+                b[28:32] = to.to_bytes(4, "little")
+            r = bytes(b)
+        out.append(r)
+    return out
+
+
+def record_pids(records: Recording) -> list[int]:
+    """Pids in the recording, most events first."""
+    from collections import Counter
+
+    return [p for p, _ in Counter(int.from_bytes(r[24:28], "little") for r in records).most_common()]
+
+
+class _TimedExporter:
+    """Wraps the real exporter to measure the export thread's CPU time inside export()."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cpu_s = 0.0
+        self.calls = 0
+
+    def export(self, batch: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.inner.export(batch)
+        finally:
+            self.cpu_s += time.thread_time() - t0
+            self.calls += 1
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _TimedExporter]:
+    """The daemon's pipeline stages, as hostagent.assembly wires them, minus the BPF side."""
+    from hostagent.assembly import build_identity, make_exporters
+    from hostagent.capture.tracker import ConnectionTracker
+    from hostagent.config import load_config
+    from hostagent.daemon import settings_from_config
+    from hostagent.export.queue import ExportQueue
+    from hostagent.pipeline import Pipeline
+    from hostagent.policy.redaction import PiiCounters, load_or_create_key
+    from hostagent.protocols.registry import for_probes
+    from hostagent.settings import SettingsHolder
+    from hostagent.traces.clock import MonotonicToUnix
+    from hostagent.traces.spans import SpanBuilder
+    from tests.support.agent import write_config
+
+    cfg_path = write_config(workdir / "replay.toml", {
+        "agent": {"state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run"), "console": "off"},
+        "exporter": {"endpoint": endpoint, "protocol": "grpc", "metrics": False},
+        "probes": {"enabled": ["http"]},
+    })
+    config = load_config(cfg_path)
+    exporters, _ = make_exporters(config, console=False)
+    timed = _TimedExporter(exporters[0])
+    queue = ExportQueue([timed], max_queue=max_queue, batch_size=config.exporter.batch_size).start()
+    built = build_identity(config)
+    identity = getattr(built, "cache", built)  # assembly.Identity (cache + peers) or the cache itself
+    extra: dict[str, Any] = {}
+    if getattr(built, "peers", None) is not None and "peers" in inspect.signature(Pipeline).parameters:
+        extra["peers"] = built.peers
+
+    def resource_for(call: Any) -> Any:
+        conn = call.conn
+        return identity.resource_for(conn.pid, conn.comm) if conn is not None else identity.resource_for(0)
+
+    holder = SettingsHolder(settings_from_config(config))
+    tracker = ConnectionTracker(lambda: for_probes(holder.current.probes))
+    (workdir / "state").mkdir(parents=True, exist_ok=True)
+
+    class Sink:
+        def enqueue(self, span: Any) -> bool:
+            return queue.put(span)
+
+    pipeline = Pipeline(holder, tracker, SpanBuilder(MonotonicToUnix(), resource_for=resource_for).build,
+                        Sink(), identity=identity, redaction_key=load_or_create_key(workdir / "state"),
+                        pii_counters=PiiCounters(), **extra)
+    pipeline.bench_identity = built  # stopped with the queue
+    return pipeline, queue, timed
+
+
+def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
+    bufs = []
+    for r in records:
+        b = ctypes.create_string_buffer(r, len(r))
+        bufs.append((b, ctypes.addressof(b), len(r)))
+    return bufs
+
+
+def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
+           profile: bool = False) -> dict[str, Any]:
+    """Runs the records through a fresh pipeline ``repeat`` times; CPU per span, spans/s."""
+    pipeline, queue, timed = build(workdir, endpoint, max_queue=len(records) * repeat + 1024)
+    bufs = _buffers(records)
+    decode, on_event = ev.decode, pipeline.on_event
+    # Warm up identity (first sight of a pid reads /proc once, which never recurs per call).
+    for _, addr, size in bufs[:200]:
+        on_event(decode(addr, size))
+    queue.force_flush(30)
+    base_exported, base_spans = queue.stats().exported, pipeline.spans
+    export_cpu0 = timed.cpu_s
+    prof = cProfile.Profile() if profile else None
+    cpu0, wall0, thread0 = time.process_time(), time.perf_counter(), time.thread_time()
+    if prof:
+        prof.enable()
+    for _ in range(repeat):
+        for _, addr, size in bufs:
+            on_event(decode(addr, size))
+    if prof:
+        prof.disable()
+    producer_cpu = time.thread_time() - thread0
+    queue.force_flush(120)
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
+    st = queue.stats()
+    spans = pipeline.spans - base_spans
+    exported = st.exported - base_exported
+    queue.shutdown(10)
+    if hasattr(pipeline.bench_identity, "stop"):
+        pipeline.bench_identity.stop()
+    out: dict[str, Any] = {
+        "events": len(bufs) * repeat, "spans": spans, "exported": exported,
+        "dropped": dict(pipeline.dropped) | {"queue_full": st.dropped_queue_full,
+                                             "export_failed": st.dropped_export_failed},
+        "cpu_s": round(cpu, 4), "wall_s": round(wall, 4), "producer_cpu_s": round(producer_cpu, 4),
+        "export_cpu_s": round(timed.cpu_s - export_cpu0, 4),
+        "us_per_span": round(cpu / spans * 1e6, 2) if spans else None,
+        "us_per_event": round(cpu / (len(bufs) * repeat) * 1e6, 2),
+        "spans_per_cpu_s": round(spans / cpu) if cpu else None,
+    }
+    if prof:
+        out["profile"] = summarize(prof, spans)
+        out["profile_text"] = _top(prof)
+    return out
+
+
+# Stage -> functions whose *cumulative* time is that stage (the pipeline thread only).
+STAGES = {
+    "decode (ring record -> CaptureEvent)": ("events.py", "decode"),
+    "tracker + HTTP/1 parser": ("tracker.py", "handle"),
+    "identity lookup": ("service.py", "service_for"),
+    "redaction": ("redaction.py", "apply"),
+    "span build (incl. resource)": ("spans.py", "build"),
+    "sampling": ("sampling.py", "decide"),
+    "export queue put": ("queue.py", "put"),
+}
+
+
+def summarize(prof: cProfile.Profile, spans: int) -> dict[str, float]:
+    """Microseconds per span in each stage (cProfile's cumulative time; profiling inflates all
+    stages, so read the shares, not the absolute values)."""
+    stats = pstats.Stats(prof)
+    raw = stats.stats  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    total = 0.0
+    for stage, (file, func) in STAGES.items():
+        cum = sum(v[3] for k, v in raw.items() if k[0].endswith(file) and k[2] == func)
+        out[stage] = round(cum / spans * 1e6, 2) if spans else 0.0
+    for k, v in raw.items():
+        if k[2] == "on_event" and k[0].endswith("pipeline.py"):
+            total += v[3]
+    out["pipeline total (on_event + decode)"] = round(
+        (total + sum(v[3] for k, v in raw.items() if k[0].endswith("events.py") and k[2] == "decode"))
+        / spans * 1e6, 2) if spans else 0.0
+    return out
+
+
+def _top(prof: cProfile.Profile, n: int = 25) -> str:
+    import io
+
+    s = io.StringIO()
+    pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(n)
+    return s.getvalue()
+
+
+def pin_self(cpu: Optional[str]) -> None:
+    if cpu:
+        os.sched_setaffinity(0, {int(x) for x in cpu.split(",")})

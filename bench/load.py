@@ -1,0 +1,81 @@
+"""Load generation with ``wrk`` (Debian's 4.1, which has no -R): saturation and fixed rates.
+
+Saturation: plain wrk with N connections. Fixed rate: a Lua ``delay()`` per request makes each
+connection wait ``conns / rate`` seconds between requests, so the offered rate is at most
+``rate`` (below it by the response time); what counts is the *achieved* rate wrk reports, and
+it is the one we record. Results come from a Lua ``done()`` that prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from bench.procs import pinned
+
+_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "bytes": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "max_us": %d, "mean_us": %.1f, "err_connect": %d, "err_read": %d, ' ..
+    '"err_write": %d, "err_status": %d, "err_timeout": %d}\n',
+    summary.requests, summary.duration, summary.bytes, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+_DELAY = """
+local wait_ms = {wait_ms}
+delay = function() return wait_ms end
+"""
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def write_script(workdir: Path, rate: Optional[float], conns: int) -> Path:
+    text = _DONE
+    name = "wrk-sat.lua"
+    if rate:
+        wait_ms = max(1, round(conns * 1000 / rate))
+        text += _DELAY.format(wait_ms=wait_ms)
+        name = f"wrk-{conns}c-{wait_ms}ms.lua"
+    path = workdir / name
+    path.write_text(text)
+    return path
+
+
+def run_wrk(url: str, *, seconds: float, conns: int, threads: int = 1, rate: Optional[float] = None,
+            cpus: Optional[str] = None, workdir: Path) -> WrkResult:
+    script = write_script(workdir, rate, conns)
+    cmd = pinned(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds:g}s", "--timeout", "5s",
+                  "-s", str(script), url], cpus)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    d = json.loads(line[len("WRKJSON "):])
+    secs = d["duration_us"] / 1e6
+    errors = d["err_connect"] + d["err_read"] + d["err_write"] + d["err_status"] + d["err_timeout"]
+    return WrkResult(
+        requests=d["requests"], seconds=secs, rps=d["requests"] / secs if secs else 0.0,
+        p50_ms=d["p50_us"] / 1000, p90_ms=d["p90_us"] / 1000, p99_ms=d["p99_us"] / 1000,
+        max_ms=d["max_us"] / 1000, errors=errors,
+    )

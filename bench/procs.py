@@ -1,0 +1,69 @@
+"""Process helpers for the benchmarks: CPU pinning, CPU time and memory read from /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pinned(cmd: list[str], cpus: Optional[str]) -> list[str]:
+    """``cmd`` under ``taskset -c cpus`` (no pinning when cpus is None)."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys seconds of the whole process (all threads) so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak RSS) in KiB."""
+    out = {"rss_kib": 0, "peak_rss_kib": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["rss_kib"] = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                out["peak_rss_kib"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> Optional[int]:
+    """SIGTERM the process we started (by its pid), SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def wait_until(cond, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return bool(cond())

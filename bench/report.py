@@ -1,0 +1,116 @@
+"""Results -> bench/results/<date>-<shortsha>.json, a Markdown table and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "flask_agent_ratio": 0.97, "flask_p99_ratio": 1.05, "nginx_agent_ratio": 0.90,
+    "capacity_spans_per_s": 20000, "ready_s": 5.0, "rss_mib": 200,
+}
+
+
+def _fmt(v: Any, nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = []
+    for workload in ("nginx", "flask", "pgbench", "redis"):
+        block = results.get("overhead", {}).get(workload) or results.get("db", {}).get(workload)
+        if not block:
+            continue
+        for cfg in ("plain", "agent", "otel"):
+            if cfg in block:
+                rows.append((workload, cfg, block[cfg]))
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["meta"]
+    lines = [f"Run {m['date']} at {m['commit']} ({m['mode']}; {m['rounds']} rounds x {m['seconds']} s, "
+             f"medians; server CPU {m['server_cpu']}, load + agent CPU {m['load_cpu']}; "
+             f"load average at start {m['loadavg_start']}, other BPF programs loaded: {m['other_bpf_progs']})", "",
+             "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | agent CPU s/1k req "
+             "| agent peak RSS MiB | spans / expected | drops |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for workload, cfg, r in overhead_rows(results):
+        spans = f"{r['spans']:.0f} / {r['spans_expected']:.0f}" if "spans_expected" in r else (
+            f"{r['spans']:.0f}" if "spans" in r else "-")
+        lines.append(
+            f"| {workload} | {cfg} | {r['rps']:.0f} | {_fmt(r.get('ratio_rps'), 3)} | {_fmt(r.get('p50_ms'))} | "
+            f"{_fmt(r.get('p99_ms', r.get('mean_ms')))} | {_fmt(r.get('ratio_p99'), 3)} | "
+            f"{_fmt(r.get('agent_cpu_s_per_1k'), 3)} | {_fmt(r.get('agent_peak_rss_mib'), 0)} | {spans} | "
+            f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if cfg == 'agent' else None))} |")
+    fid = results.get("fidelity")
+    if fid:
+        lines += ["", "Fidelity (nginx, agent pinned to one CPU shared with wrk; 2 spans per request: wrk's client "
+                  "span and nginx's server span):", "",
+                  "| load | achieved req/s | requests | spans / expected | drops (by cause) | missing not counted |",
+                  "|---|---|---|---|---|---|"]
+        for f in fid:
+            drops = ", ".join(f"{k} {v}" for k, v in f["drops"].items()) or "0"
+            lines.append(f"| {f['level']} | {f['rps']:.0f} | {f['requests']} | {f['spans']} / {f['spans_expected']} "
+                         f"({f['span_ratio'] * 100:.2f}%) | {drops} | {f['missing_not_counted']} |")
+    cap = results.get("capacity")
+    if cap:
+        lines += ["", f"Capacity (recorded kernel events of wrk -> nginx replayed through the whole pipeline, one "
+                  f"core, export included): **{cap['us_per_span_median']:.1f} us per transaction = "
+                  f"{cap['spans_per_core_s_median']} transactions/s per core** (median of {len(cap['runs'])}).",
+                  "", "Where the time goes (cProfile, pipeline thread, us per span; shares matter, profiling "
+                  "inflates):", "", "| stage | us/span |", "|---|---|"]
+        for k, v in (cap.get("profile_us_per_span") or {}).items():
+            lines.append(f"| {k} | {v} |")
+        b = cap["best"]
+        lines.append(f"| export thread (OTLP encode + gRPC), unprofiled, best run | "
+                     f"{b['export_cpu_s'] / max(cap['runs'][0]['spans'], 1) * 1e6:.1f} |")
+    st = results.get("startup")
+    if st:
+        cold = st.get("cold") or {}
+        lines += ["", f"Start-up: start to READY=1 **{_fmt(st['warm_ready_s_median'])} s** with a header tree "
+                  f"from an earlier start (compile {_fmt(st['warm_compile_s_median'])} s, attach "
+                  f"{_fmt(st['warm_attach_s_median'])} s), {_fmt(cold.get('ready_s'))} s on a first start; "
+                  f"RSS after start {_fmt(st['warm_rss_mib_median'], 0)} MiB."]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = overhead_rows(results)
+    labels = [f"{w}\n{c}" for w, c, _ in rows]
+    ratios = [r.get("ratio_rps", 0) for _, _, r in rows]
+    p99 = [r.get("p99_ms", r.get("mean_ms", 0)) for _, _, r in rows]
+    colors = ["#888888" if c == "plain" else "#2a7ab9" if c == "agent" else "#d9822b" for _, c, _ in rows]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(6, len(rows) * 0.9), 7))
+    a1.bar(labels, ratios, color=colors)
+    a1.axhline(1.0, color="black", linewidth=0.8)
+    a1.set_ylabel("throughput / plain")
+    a1.set_title(f"hostagent overhead ({results['meta']['date']} {results['meta']['commit']})")
+    for i, v in enumerate(ratios):
+        a1.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    a2.bar(labels, p99, color=colors)
+    a2.set_ylabel("p99 latency ms (pgbench: mean)")
+    a2.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], outdir: Path) -> dict[str, Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    stem = f"{results['meta']['date']}-{results['meta']['commit']}"
+    paths = {"json": outdir / f"{stem}.json", "md": outdir / f"{stem}.md", "png": outdir / f"{stem}.png"}
+    paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    paths["md"].write_text(markdown(results))
+    chart(results, paths["png"])
+    return paths

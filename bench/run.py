@@ -1,0 +1,93 @@
+"""``make bench`` / ``make bench-quick``: every measurement of issue 7, one JSON + table + chart.
+
+    sudo .venv/bin/python -m bench.run [--quick] [--only overhead,fidelity,capacity,startup,db]
+
+Root is needed (BPF). Loopback only; ports 18900-18999; everything bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+
+REPO = Path(__file__).resolve().parents[1]
+ALL = ("overhead", "fidelity", "capacity", "startup", "db")
+
+
+def _bpf_prog_count() -> int:
+    try:
+        out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return -1
+    return sum(1 for line in out.splitlines() if line[:1].isdigit() and "tracepoint" in line)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="shorter runs (< 3 min)")
+    ap.add_argument("--only", default=",".join(ALL))
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (BPF)", file=sys.stderr)
+        return 2
+    only = set(args.only.split(","))
+    quick = args.quick
+    rounds = args.rounds or 3
+    seconds = args.seconds or (3.0 if quick else 8.0)
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or "nogit"
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hostagent", "bpf"], cwd=REPO,
+                                capture_output=True, text=True).stdout.strip())
+    results: dict[str, Any] = {"meta": {
+        "date": datetime.date.today().isoformat(), "commit": commit, "dirty_tree": dirty,
+        "mode": "quick" if quick else "full", "rounds": rounds, "seconds": seconds,
+        "server_cpu": scenarios.SERVER_CPU, "load_cpu": scenarios.LOAD_CPU, "agent_cpu": scenarios.AGENT_CPU,
+        "cpus": os.cpu_count(), "kernel": os.uname().release, "python": sys.version.split()[0],
+        "loadavg_start": os.getloadavg()[0], "other_bpf_progs": _bpf_prog_count(),
+    }}
+    with tempfile.TemporaryDirectory(prefix="hostagent-bench-") as tmp:
+        ctx = scenarios.Ctx(Path(tmp), seconds, rounds, log)
+        if "startup" in only:
+            log("start-up (first start: header tree built)")
+            scenarios.startup_cold(ctx)
+        if "overhead" in only:
+            results["overhead"] = {"nginx": scenarios.overhead_nginx(ctx), "flask": scenarios.overhead_flask(ctx)}
+        if "fidelity" in only:
+            levels = ("1k", "5k", "20k") if quick else ("1k", "5k", "20k", "saturation")
+            results["fidelity"] = scenarios.fidelity(ctx, levels)
+        if "capacity" in only:
+            log("capacity (record + replay)")
+            results["capacity"] = scenarios.capacity(ctx, record_seconds=1.0 if quick else 2.0,
+                                                     repeat=1 if quick else 2)
+        if "db" in only and not quick:
+            results["db"] = scenarios.databases(ctx)
+        if ctx.starts:
+            results["startup"] = scenarios.startup_summary(ctx)
+    results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
+    results["meta"]["loadavg_end"] = os.getloadavg()[0]
+    paths = report.write(results, args.out)
+    print(report.markdown(results))
+    for kind, p in paths.items():
+        print(f"{kind}: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

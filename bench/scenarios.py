@@ -1,0 +1,320 @@
+"""The measurements of issue 7, each a function returning plain dicts (JSON-ready).
+
+CPU layout (2 cores here): the server under test on CPU 0 (``SERVER_CPU``); the load generator,
+the agent and the OTLP receivers on CPU 1 (``LOAD_CPU``). The server's CPU then pays only what
+the agent costs *inside the traced application* (probe time in its syscalls); the agent's own
+user-space CPU is measured and reported apart (seconds per 1,000 requests).
+Every comparison alternates configurations round by round (A/B/A/B) and keeps the median.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.agent_proc import BenchAgent
+from bench.load import WrkResult, run_wrk
+from bench.procs import children, memory_kib, pinned
+from bench.servers import gunicorn, nginx
+from bench.sink_proc import Sink
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+AGENT_CPU = "1"
+PORT_SINK, PORT_NGINX, PORT_FLASK, PORT_OTEL_SINK, PORT_PG, PORT_REDIS = 18900, 18901, 18902, 18903, 18904, 18905
+PORT_CAP_NGINX, PORT_CAP_SINK = 18906, 18907
+
+
+class Ctx:
+    def __init__(self, workdir: Path, seconds: float, rounds: int, log: Callable[[str], None]) -> None:
+        self.workdir = workdir
+        self.seconds = seconds
+        self.rounds = rounds
+        self.log = log
+        # Kept across agent starts, as /run/hostagent is across restarts: the header tree is reused.
+        self.runtime_dir = workdir / "agent-run"
+        self.starts: list[dict[str, Any]] = []
+        self._n = 0
+
+    def agent(self, endpoint: str, probes: tuple[str, ...] = ("http",), runtime_dir: Optional[Path] = None,
+              cpus: Optional[str] = AGENT_CPU) -> BenchAgent:
+        self._n += 1
+        a = BenchAgent(self.workdir / f"agent-{self._n}", endpoint, runtime_dir=runtime_dir or self.runtime_dir,
+                       probes=probes, cpus=cpus).start()
+        self.starts.append({"ready_s": round(a.ready_s, 3), "rss_mib": round(a.rss_after_start_kib / 1024, 1),
+                            "cold": runtime_dir is not None, **a.timings()})
+        return a
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out: dict[str, Any] = {k: round(median([r[k] for r in runs if k in r]), 4) for k in keys}
+    drops: dict[str, int] = {}
+    for r in runs:
+        for k, v in r.get("drops", {}).items():
+            drops[k] = drops.get(k, 0) + v
+    out["drops_total"] = drops
+    out["rounds"] = runs
+    return out
+
+
+# ---- 1. traced-app overhead ------------------------------------------------------------------
+
+def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None) -> WrkResult:
+    return run_wrk(url, seconds=ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
+
+
+def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_per_request: int = 2,
+                probes: tuple[str, ...] = ("http",)) -> dict[str, Any]:
+    sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU, server_port=server_port)
+    try:
+        agent = ctx.agent(sink.endpoint, probes)
+        try:
+            cpu0 = agent.cpu_seconds()
+            res = run()
+            cpu = agent.cpu_seconds() - cpu0
+            mem = agent.memory()
+        finally:
+            drops = agent.stop()
+        spans = sink.settle()
+    finally:
+        sink.stop()
+    expected = res.requests * spans_per_request
+    return {**res.as_dict(), "agent_cpu_s_per_1k": round(cpu / max(res.requests, 1) * 1000, 4),
+            "agent_cpu_share": round(cpu / res.seconds, 3) if res.seconds else 0.0,
+            "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1), "spans": spans,
+            "spans_expected": expected, "span_ratio": round(spans / expected, 4) if expected else 0.0,
+            "drops": drops, "dropped": sum(drops.values())}
+
+
+def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
+    srv = nginx(ctx.workdir / "nginx", PORT_NGINX, SERVER_CPU)
+    url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "agent": []}
+    try:
+        _wrk_run(ctx, url, conns)  # warm-up, not recorded
+        for r in range(ctx.rounds):
+            ctx.log(f"nginx round {r + 1}/{ctx.rounds}: plain")
+            runs["plain"].append(_wrk_run(ctx, url, conns).as_dict())
+            ctx.log(f"nginx round {r + 1}/{ctx.rounds}: agent")
+            runs["agent"].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns)))
+    finally:
+        srv.stop()
+    return _compare(runs, {"server": "nginx 1 process, static 15-byte file, keep-alive", "conns": conns})
+
+
+def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{PORT_FLASK}/work"
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "agent": [], "otel": []}
+    for r in range(ctx.rounds):
+        for cfg in ("plain", "agent", "otel"):
+            ctx.log(f"flask round {r + 1}/{ctx.rounds}: {cfg}")
+            otel_sink = Sink(ctx.workdir, PORT_OTEL_SINK, cpus=LOAD_CPU) if cfg == "otel" else None
+            srv = gunicorn(PORT_FLASK, SERVER_CPU, otel_sink.endpoint if otel_sink else None)
+            try:
+                _wrk_run(ctx, url, conns) if r == 0 and cfg == "plain" else None  # warm-up
+                if cfg == "agent":
+                    runs[cfg].append(_with_agent(ctx, PORT_FLASK, lambda: _wrk_run(ctx, url, conns)))
+                else:
+                    res = _wrk_run(ctx, url, conns).as_dict()
+                    if otel_sink is not None:
+                        srv.stop()  # flushes the SDK's batch processor
+                        res["spans"] = otel_sink.settle()
+                        res["spans_expected"] = res["requests"]
+                    runs[cfg].append(res)
+            finally:
+                srv.stop()
+                if otel_sink is not None:
+                    otel_sink.stop()
+    return _compare(runs, {"server": "Flask under gunicorn, 1 sync worker (no keep-alive)", "conns": conns})
+
+
+def _compare(runs: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"info": info}
+    for cfg, rs in runs.items():
+        out[cfg] = _summarize(rs)
+    plain = out["plain"]
+    for cfg in runs:
+        out[cfg]["ratio_rps"] = round(out[cfg]["rps"] / plain["rps"], 4) if plain["rps"] else 0.0
+        out[cfg]["ratio_p99"] = round(out[cfg]["p99_ms"] / plain["p99_ms"], 4) if plain["p99_ms"] else 0.0
+        # per-round ratios (each round's agent run against the same round's plain run)
+        out[cfg]["round_ratios_rps"] = [round(a["rps"] / p["rps"], 4) for a, p in zip(runs[cfg], runs["plain"])]
+    return out
+
+
+# ---- 2. fidelity under load -------------------------------------------------------------------
+
+LEVELS: dict[str, tuple[Optional[float], int]] = {  # name -> (rate, connections)
+    "1k": (1000, 10), "5k": (5000, 25), "20k": (20000, 40), "saturation": (None, 16),
+}
+
+
+def fidelity(ctx: Ctx, levels: tuple[str, ...]) -> list[dict[str, Any]]:
+    srv = nginx(ctx.workdir / "nginx-fid", PORT_NGINX, SERVER_CPU)
+    url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
+    out = []
+    try:
+        for name in levels:
+            rate, conns = LEVELS[name]
+            ctx.log(f"fidelity {name}")
+            r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate))  # noqa: B023
+            lost = max(0, r["spans_expected"] - r["spans"])
+            out.append({"level": name, "target_rps": rate, "conns": conns, **{k: r[k] for k in (
+                "rps", "requests", "spans", "spans_expected", "span_ratio", "drops", "dropped", "p99_ms",
+                "agent_cpu_share")}, "missing": lost,
+                "missing_not_counted": max(0, lost - r["dropped"])})
+    finally:
+        srv.stop()
+    return out
+
+
+# ---- 4. start-up -------------------------------------------------------------------------------
+
+def startup_cold(ctx: Ctx) -> dict[str, Any]:
+    """A start with no header tree yet (first start after boot) and then a warm one."""
+    sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU)
+    cold_dir = ctx.workdir / "agent-run-cold"
+    shutil.rmtree(cold_dir, ignore_errors=True)
+    try:
+        a = ctx.agent(sink.endpoint, runtime_dir=cold_dir, cpus=None)
+        a.stop()
+    finally:
+        sink.stop()
+    return ctx.starts[-1]
+
+
+def startup_summary(ctx: Ctx) -> dict[str, Any]:
+    warm = [s for s in ctx.starts if not s["cold"]]
+    cold = [s for s in ctx.starts if s["cold"]]
+    return {
+        "warm_ready_s_median": round(median([s["ready_s"] for s in warm]), 3) if warm else None,
+        "warm_rss_mib_median": round(median([s["rss_mib"] for s in warm]), 1) if warm else None,
+        "warm_compile_s_median": round(median([s.get("compile_s", 0) for s in warm]), 3) if warm else None,
+        "warm_attach_s_median": round(median([s.get("attach_s", 0) for s in warm]), 3) if warm else None,
+        "cold": cold[-1] if cold else None, "starts": ctx.starts,
+    }
+
+
+# ---- 5. database clients -----------------------------------------------------------------------
+
+def _pin_tree(pid: int, cpus: str) -> None:
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        subprocess.run(["taskset", "-pc", cpus, str(p)], capture_output=True)
+        todo.extend(children(p))
+
+
+def _pgbench(port: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(pinned(["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-S",
+                                 "-c", "4", "-j", "1", "-T", str(int(seconds)), "postgres"], LOAD_CPU),
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))  # type: ignore[union-attr]
+    txs = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": tps, "mean_ms": lat, "requests": txs, "seconds": seconds}
+
+
+def _redis_bench(port: int, requests: int) -> dict[str, float]:
+    out = subprocess.run(pinned(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests),
+                                 "-c", "10", "-t", "get", "--csv"], LOAD_CPU),
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = [line.replace('"', "").split(",") for line in out.strip().splitlines()]
+    head, vals = rows[0], rows[-1]
+    d = dict(zip(head, vals))
+    return {"rps": float(d["rps"]), "mean_ms": float(d["avg_latency_ms"]), "p99_ms": float(d["p99_latency_ms"]),
+            "requests": requests}
+
+
+def databases(ctx: Ctx) -> dict[str, Any]:
+    from tests.support.db_servers import start_postgres, start_redis
+
+    out: dict[str, Any] = {}
+    pg = start_postgres(PORT_PG)
+    try:
+        _pin_tree(pg.proc.pid, SERVER_CPU)
+        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(PORT_PG), "-U", "postgres", "-i", "-s", "1", "-q",
+                        "postgres"], capture_output=True, check=True, timeout=120)
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "agent": []}
+        for r in range(ctx.rounds):
+            ctx.log(f"pgbench round {r + 1}/{ctx.rounds}")
+            runs["plain"].append(_pgbench(PORT_PG, ctx.seconds))
+            runs["agent"].append(_db_with_agent(ctx, ("postgres",), lambda: _pgbench(PORT_PG, ctx.seconds)))
+        out["pgbench"] = _compare(runs, {"client": "pgbench -S (select only), 4 clients", "server": "postgres 15"})
+    finally:
+        pg.stop()
+    rd = start_redis(PORT_REDIS)
+    try:
+        _pin_tree(rd.proc.pid, SERVER_CPU)
+        n = int(20000 * ctx.seconds)
+        runs = {"plain": [], "agent": []}
+        for r in range(ctx.rounds):
+            ctx.log(f"redis-benchmark round {r + 1}/{ctx.rounds}")
+            runs["plain"].append(_redis_bench(PORT_REDIS, n))
+            runs["agent"].append(_db_with_agent(ctx, ("redis",), lambda: _redis_bench(PORT_REDIS, n)))
+        out["redis"] = _compare(runs, {"client": "redis-benchmark -t get, 10 clients", "server": "redis 7"})
+    finally:
+        rd.stop()
+    return out
+
+
+def _db_with_agent(ctx: Ctx, probes: tuple[str, ...], run: Callable[[], dict[str, float]]) -> dict[str, Any]:
+    sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU)
+    try:
+        agent = ctx.agent(sink.endpoint, probes)
+        try:
+            cpu0 = agent.cpu_seconds()
+            res = run()
+            cpu = agent.cpu_seconds() - cpu0
+            mem = agent.memory()
+        finally:
+            drops = agent.stop()
+        spans = sink.settle()
+    finally:
+        sink.stop()
+    return {**res, "agent_cpu_s_per_1k": round(cpu / max(res["requests"], 1) * 1000, 4),
+            "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1), "spans": spans,
+            "drops": drops, "dropped": sum(drops.values())}
+
+
+# ---- 3. capacity ---------------------------------------------------------------------------------
+
+def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
+    """Record real kernel events of wrk -> nginx, replay them through the pipeline on one core."""
+    from bench import capacity as cap
+
+    srv = nginx(ctx.workdir / "nginx-cap", PORT_CAP_NGINX, SERVER_CPU)
+    sink = Sink(ctx.workdir, PORT_CAP_SINK, cpus=SERVER_CPU)
+    try:
+        records, info = cap.record(ctx.workdir, f"http://127.0.0.1:{PORT_CAP_NGINX}/index.html",
+                                   record_seconds, 3000, 8, LOAD_CPU)
+        # wrk is gone by now: its events get this process's pid (a live, distinct process).
+        pids = [p for p in cap.record_pids(records) if p != srv.pid and not Path(f"/proc/{p}").exists()]
+        records = cap.remap_pids(records, {p: os.getpid() for p in pids[:1]})
+        saved = os.sched_getaffinity(0)
+        cap.pin_self(AGENT_CPU)  # threads started from here on (exporter, gRPC) inherit it
+        try:
+            runs = [cap.replay(ctx.workdir, records, sink.endpoint, repeat=repeat) for _ in range(ctx.rounds)]
+            prof = cap.replay(ctx.workdir, records, sink.endpoint, repeat=1, profile=True)
+        finally:
+            os.sched_setaffinity(0, saved)
+    finally:
+        sink.stop()
+        srv.stop()
+    best = min(runs, key=lambda r: r["us_per_span"] or 1e9)
+    med = median([r["us_per_span"] for r in runs if r["us_per_span"]])
+    return {"recorded": {"events": len(records), **info}, "runs": runs,
+            "us_per_span_median": round(med, 2), "spans_per_core_s_median": round(1e6 / med) if med else None,
+            "best": {k: best[k] for k in ("us_per_span", "spans_per_cpu_s", "producer_cpu_s", "export_cpu_s")},
+            "profile_us_per_span": prof.get("profile"), "profile_top": prof.get("profile_text", ""),
+            "memory_kib": memory_kib(os.getpid())}

@@ -1,0 +1,51 @@
+"""Starts bench.otlp_sink as a separate (optionally pinned) process and reads its span count."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from bench.procs import pinned, stop
+from tests.support.servers import wait_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Sink:
+    def __init__(self, workdir: Path, port: int, cpus: Optional[str] = None, server_port: int = 0) -> None:
+        self.port = port
+        self.count_file = workdir / f"sink-{port}.count"
+        self.proc = subprocess.Popen(
+            pinned([sys.executable, "-m", "bench.otlp_sink", "--port", str(port), "--count-file",
+                    str(self.count_file), "--server-port", str(server_port)], cpus),
+            cwd=REPO, stdout=subprocess.DEVNULL)
+        wait_port(port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spans(self) -> int:
+        try:
+            return int(self.count_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def settle(self, quiet_s: float = 1.5, timeout: float = 30.0) -> int:
+        """Wait until the count has not moved for ``quiet_s``; returns it."""
+        last, since = self.spans(), time.monotonic()
+        deadline = since + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.spans()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+        return last
+
+    def stop(self) -> None:
+        stop(self.proc)
