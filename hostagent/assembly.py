@@ -60,8 +60,12 @@ class Capture:
         for group in (SOCKET_GROUP, PROCESS_GROUP):
             if group not in wanted and self.bpf.states[group].state == "attached":
                 self.bpf.detach(group)
+        was_attached = self.bpf.states[SOCKET_GROUP].state == "attached"
         groups = self.bpf.attach(wanted)
         socket_state = groups[SOCKET_GROUP]
+        if socket_state.state == "attached" and not was_attached:
+            # sockets opened before (re-)attaching: a detached group stops maintaining the map
+            self.bpf.seed_existing_sockets()
         self.states = {}
         for name in SOCKET_PROBES:
             if name not in enabled:
@@ -236,6 +240,10 @@ def build_pipeline(agent: Agent) -> Parts:
     )
     capture_ref["bpf"] = bpf
     bpf.load()
-    bpf.seed_existing_sockets()
+    def start_admin() -> Any:
+        from hostagent.admin.wiring import start_admin as start
+
+        return start(agent, pipeline)
+
     return Parts(capture=Capture(bpf), queue=sink, pipeline=pipeline, exporter_description=description,
-                 identity=identity)
+                 identity=identity, start_admin=start_admin)

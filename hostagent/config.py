@@ -250,6 +250,11 @@ def _admin(r: _Reader) -> AdminConfig:
     listen = r.string("listen", "")
     if listen and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):\d{1,5}$", listen):
         raise r.fail("listen", 'an address such as "127.0.0.1:7443"', listen)
+    if listen and tls is None:
+        raise ConfigError(
+            f"{r.path}: admin.listen: a remote admin listener needs [admin.tls] with cert, key and client_ca "
+            "(it is served only with mutual TLS); remove admin.listen or add [admin.tls]"
+        )
     return AdminConfig(socket=r.string("socket", AdminConfig.socket), listen=listen,
                        token=r.string("token", ""), group=r.string("group", "hostagent"), tls=tls)
 

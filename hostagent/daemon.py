@@ -66,6 +66,7 @@ class Agent:
         self.settings = SettingsHolder(settings_from_config(config))
         self.stop_requested = False
         self.reload_requested = False
+        self.probes_wanted: Optional[frozenset[str]] = None
         self.heartbeat = time.monotonic()
         self.kernel_info: dict[str, str] = {}
         self.capture: Any = None
@@ -91,9 +92,11 @@ class Agent:
         self.capture, self.queue, self.pipeline = parts.capture, parts.queue, parts.pipeline
         self.identity = parts.identity
         self.exporter_endpoint = parts.exporter_description
-        self.apply_probes(self.settings.current.probes)
-        self.settings.subscribe(self._on_settings_change)
+        # The admin server re-applies persisted runtime changes (probes, sampling, redaction)
+        # before the probes attach, so a restart comes back exactly as it was left.
         self.admin = parts.start_admin() if parts.start_admin else None
+        self.settings.subscribe(self._on_settings_change)
+        self.apply_probes(self.settings.current.probes)
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
@@ -102,8 +105,11 @@ class Agent:
         log.info("ready: %s", self.status_line())
 
     def _on_settings_change(self, old: RuntimeSettings, new: RuntimeSettings) -> None:
+        # Called on the admin API's thread: attach/detach happens on the poll thread, which owns
+        # the BPF object, within one poll interval. Spans of a disabled probe stop at once anyway
+        # (the pipeline checks the settings per call).
         if old.probes != new.probes:
-            self.apply_probes(new.probes)
+            self.probes_wanted = new.probes
 
     def apply_probes(self, enabled: frozenset[str]) -> None:
         self.probe_states = self.capture.apply_probes(enabled)
@@ -143,6 +149,9 @@ class Agent:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
+            if self.probes_wanted is not None:
+                wanted, self.probes_wanted = self.probes_wanted, None
+                self.apply_probes(wanted)
             if now - last_status >= STATUS_EVERY_S:
                 last_status = now
                 self.notifier.status(self.status_line())
@@ -202,11 +211,14 @@ def run_agent(config: Config) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_hup)
     log.info("hostagent %s starting with %s", __version__, config.path)
+    from hostagent.admin.server import AdminConfigError
+
     try:
         agent.start()
-    except KernelNotReady as exc:
+    except (KernelNotReady, AdminConfigError, ConfigError) as exc:
         log.error("%s", exc)
         print(f"hostagent: {exc}", file=sys.stderr)
         agent.notifier.status(f"failed: {exc}")
+        agent.shutdown()
         return 1
     return agent.run()

@@ -14,6 +14,7 @@ from tests.support.notify_socket import NotifySocket
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTAGENT = [sys.executable, "-m", "hostagent"]
+SHARED_RUNTIME_DIR = "/dev/shm/hostagent-test-run"
 
 
 def toml_value(value: Any) -> str:
@@ -56,7 +57,9 @@ class Agent:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         sections: Sections = {
-            "agent": {"state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run"),
+            # runtime_dir on tmpfs, shared by every test agent: the merged kernel-header tree is
+            # built there once (seconds on disk, a fraction of one on tmpfs) and reused.
+            "agent": {"state_dir": str(workdir / "state"), "runtime_dir": SHARED_RUNTIME_DIR,
                       "log_level": "info", "console": "off"},
             "exporter": {"endpoint": otlp_endpoint, "protocol": "grpc", "timeout_ms": 2000},
             "admin": {"socket": str(workdir / "run" / "admin.sock")},
