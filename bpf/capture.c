@@ -32,11 +32,14 @@
 #define NR_CPUS 256                /* possible CPUs; the loader passes the real count */
 #endif
 #ifndef MAX_IOV
-#define MAX_IOV 8                  /* iovecs walked per readv/writev/recvmsg/sendmsg */
+#define MAX_IOV 64                 /* iovecs walked per readv/writev/recvmsg/sendmsg (grpcio
+                                      writes a first HEADERS frame in 25) */
 #endif
 #ifndef MAX_MMSG
 #define MAX_MMSG 8                 /* messages reported per recvmmsg/sendmmsg */
 #endif
+/* All ones, at least MAX_PAYLOAD - 1 (see copy_iov). */
+#define IOV_OFF_MASK ((1u << (32 - __builtin_clz(MAX_PAYLOAD))) - 1)
 #define MMSG_IOV 4                 /* iovecs walked per message of an mmsg call */
 
 #define AF_INET_ 2
@@ -228,6 +231,12 @@ static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
     for (int i = 0; i < MAX_IOV; i++) {
         if (i >= iovcnt || moved == 0 || off >= MAX_PAYLOAD)
             break;
+        /* A no-op on the value (off < MAX_PAYLOAD <= IOV_OFF_MASK + 1) that widens what the
+         * verifier knows of it, so that paths through earlier iterations look alike and are
+         * pruned instead of multiplying with every iovec (the barrier keeps clang from
+         * dropping the no-op). Without it MAX_IOV could not exceed 8. */
+        asm volatile("" : "+r"(off));
+        off &= IOV_OFF_MASK;
         struct u_iovec v = {};
         if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
             break;
