@@ -18,8 +18,6 @@ from hostagent.model import Call, Connection, Endpoint, Role
 from tests.support.otlp_receiver import OtlpGrpcReceiver
 from tests.unit.test_export_queue import span
 
-pytest_plugins = ["tests.support.otlp_receiver"]
-
 
 def call(protocol: str = "http", role: Role = Role.SERVER, ms: float = 20, **kw: Any) -> Call:
     fields: dict[str, Any] = dict(

@@ -21,8 +21,6 @@ from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan, wait_until
 
-pytest_plugins = ["tests.support.otlp_receiver"]
-
 OFFSET = 1_700_000_000_000_000_000
 RESOURCE = Resource({"service.name": "checkout", "process.pid": 4242, "host.name": "box1"})
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

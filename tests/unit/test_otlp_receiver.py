@@ -24,8 +24,6 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
 
-pytest_plugins = ["tests.support.otlp_receiver"]
-
 
 def kv(key: str, value: AnyValue) -> KeyValue:
     return KeyValue(key=key, value=value)

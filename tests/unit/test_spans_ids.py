@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from hostagent.traces.ids import format_traceparent, new_span_id, new_trace_id, parse_traceparent
 
+REPO = Path(__file__).resolve().parents[2]
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 P = "00f067aa0ba902b7"
 
@@ -68,13 +71,22 @@ def test_ids_nonzero_in_range_and_distinct() -> None:
 
 
 def test_forked_child_gets_a_different_sequence() -> None:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report its next id and leave at once
-        os.write(write_end, new_span_id().to_bytes(8, "big"))
-        os._exit(0)
-    os.close(write_end)
-    child_id = int.from_bytes(os.read(read_end, 8), "big")
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    assert child_id != new_span_id()
+    # In a fresh interpreter: forking this test process, which has gRPC threads from other
+    # tests, can deadlock the child in gRPC's own at-fork handlers.
+    script = (
+        "import os\n"
+        "from hostagent.traces.ids import new_span_id\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.write(w, new_span_id().to_bytes(8, 'big'))\n"
+        "    os._exit(0)\n"
+        "child = int.from_bytes(os.read(r, 8), 'big')\n"
+        "os.waitpid(pid, 0)\n"
+        "print(child, new_span_id())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, cwd=REPO
+    )
+    child_id, parent_id = (int(x) for x in out.stdout.split())
+    assert child_id != parent_id and child_id > 0 and parent_id > 0
