@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Optional
 
-from hostagent.model import Connection, Endpoint, Role
+from hostagent.model import Connection, Endpoint, Role, Segment
 from hostagent.protocols.base import ProtocolSpec, StreamParser
 
 # Detection gives up after this many segments or bytes without a protocol match.
@@ -26,8 +26,8 @@ class ConnState:
     """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
 
     __slots__ = (
-        "cgroup_id", "comm", "conn", "fd", "parser", "peer", "phase", "pid", "role_hint", "seen_bytes",
-        "seen_segments", "spec", "tids", "transport",
+        "cgroup_id", "comm", "conn", "fd", "held", "parser", "peer", "phase", "pid", "role_hint",
+        "seen_bytes", "seen_segments", "spec", "tids", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -52,6 +52,10 @@ class ConnState:
         self.parser: Optional[StreamParser] = None
         self.seen_segments = 0
         self.seen_bytes = 0
+        # Stream segments seen while DETECTING (at most DETECT_SEGMENTS): a client that reads a
+        # 4-byte MySQL packet header before its body only shows a greeting over two reads, and
+        # the parser chosen then needs both.
+        self.held: list[Segment] = []
         # Per direction (index = Direction): [(ts_ns, tid), ...] each time the thread changed.
         self.tids: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
         self.conn: Optional[Connection] = None  # last Connection built (reused while tid/peer hold)

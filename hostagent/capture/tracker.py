@@ -131,16 +131,26 @@ class ConnectionTracker:
                 return []
         direction = event.direction
         state.note_tid(direction, ts, event.tid)
-        if phase == DETECTING and not self._detect(state, event):
-            return []
-        parser = state.parser
-        assert parser is not None
         datagram = state.transport == "udp"
         segment = Segment(
             direction, event.data, event.size, ts,
             event.peer_addr if datagram else "", event.peer_port if datagram else 0,
         )  # fmt: skip
-        calls = parser.feed(segment)
+        parser = state.parser
+        if phase == DETECTING:
+            if not self._detect(state, segment, datagram):
+                return []
+            parser = state.parser
+            assert parser is not None
+            held, state.held = state.held, []
+            calls = []
+            for earlier in held:  # the pieces the decision was made on, not the other direction's
+                if earlier.direction == direction:
+                    calls.extend(parser.feed(earlier))
+            calls.extend(parser.feed(segment))
+        else:
+            assert parser is not None
+            calls = parser.feed(segment)
         if getattr(parser, "upgraded", False):
             self._counters["upgraded"] += 1
             self._mute(state, MUTED)
@@ -149,10 +159,14 @@ class ConnectionTracker:
         peer = Endpoint(event.peer_addr, event.peer_port) if datagram and event.peer_addr else state.peer
         return self._tag(state, calls, peer)
 
-    def _detect(self, state: ConnState, event: CaptureEvent) -> bool:
-        data = event.data
-        direction = event.direction
-        stream = state.transport != "udp"
+    def _detect(self, state: ConnState, segment: Segment, datagram: bool) -> bool:
+        """Pick the protocol from the first bytes of either direction; on a stream, the bytes of
+        one direction joined over the segments seen so far (a message may arrive in pieces)."""
+        direction = segment.direction
+        data = segment.data
+        if state.held and not datagram:
+            data = b"".join([s.data for s in state.held if s.direction == direction] + [data])[:DETECT_BYTES]
+        stream = not datagram
         for spec in self._specs:
             transports = spec.transports
             if (state.transport in transports or (stream and "tcp" in transports)) and spec.looks_like(
@@ -164,10 +178,13 @@ class ConnectionTracker:
                 self._detected[spec.name] = self._detected.get(spec.name, 0) + 1
                 return True
         state.seen_segments += 1
-        state.seen_bytes += len(data)
+        state.seen_bytes += len(segment.data)
         if state.seen_segments >= DETECT_SEGMENTS or state.seen_bytes >= DETECT_BYTES:
+            state.held = []
             self._counters["unknown"] += 1
             self._mute(state, UNKNOWN)
+        elif stream:
+            state.held.append(segment)
         return False
 
     def _exit(self, pid: int, ts_ns: int) -> list[Call]:
