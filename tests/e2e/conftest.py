@@ -35,28 +35,38 @@ def build_package(kind: str, release: int, out: Path) -> Path:
     return found[0]
 
 
+DEB_DIR = WORK / "dist"  # seen as /pkgs in the machine
+RPM_DIR = WORK / "dist-rpm"  # seen as /rpms
+
+
 @pytest.fixture(scope="session")
 def debs() -> dict[int, Path]:
     """Two builds of the same version (releases 1 and 2), to test an upgrade between them."""
-    out = WORK / "dist"
-    for old in out.glob("hostagent_*"):
+    for old in DEB_DIR.glob("hostagent_*"):
         old.unlink()
-    return {release: build_package("deb", release, out) for release in (1, 2)}
+    return {release: build_package("deb", release, DEB_DIR) for release in (1, 2)}
 
 
 @pytest.fixture(scope="session")
-def rpm_package() -> Path:
-    out = WORK / "dist-rpm"
-    for old in out.glob("hostagent-*"):
+def rpms() -> dict[int, Path]:
+    for old in RPM_DIR.glob("hostagent-*"):
         old.unlink()
-    return build_package("rpm", 1, out)
+    return {release: build_package("rpm", release, RPM_DIR) for release in (1, 2)}
+
+
+@pytest.fixture(scope="session")
+def rpm_package(rpms: dict[int, Path]) -> Path:
+    return rpms[1]
 
 
 @pytest.fixture(scope="module")
-def machine(debs: dict[int, Path]) -> Iterator[Container]:
+def machine() -> Iterator[Container]:
     ensure_host_tracefs()
     rootfs = ensure_rootfs(WORK)
-    binds = [(str(debs[1].parent), "/pkgs", True), ("/sys/kernel/tracing", "/sys/kernel/tracing", False)]
+    for d in (DEB_DIR, RPM_DIR):
+        d.mkdir(parents=True, exist_ok=True)
+    binds = [(str(DEB_DIR), "/pkgs", True), (str(RPM_DIR), "/rpms", True),
+             ("/sys/kernel/tracing", "/sys/kernel/tracing", False)]
     # Kernel headers for bcc: the agent finds /usr/src/linux-headers-* itself and merges them.
     binds += [(p, p, True) for p in ("/usr/src", "/lib/modules") if os.path.isdir(p)]
     box = Container(rootfs, binds, WORK / "nspawn.log").boot()

@@ -25,8 +25,13 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 # What the agent's package depends on, plus what the tests drive inside: curl (the client),
-# python3's http.server (the server), systemd-analyze (part of systemd).
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "procps", "python3", "python3-venv", "python3-bpfcc", "curl")
+# python3's http.server (the server), systemd-analyze (part of systemd), rpm (the .rpm's scriptlets
+# run against this systemd too).
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "procps", "python3", "python3-venv", "python3-bpfcc", "curl", "rpm",
+)
+# Packages the host already downloaded (install-deps) are reused from its apt cache.
+APT_CACHE = Path("/var/cache/apt/archives")
 SUITE = "bookworm"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -66,6 +71,7 @@ def ensure_rootfs(cache: Path) -> Path:
     with open(cache / "debootstrap.log", "w") as log:
         subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+             *([f"--cache-dir={APT_CACHE}"] if APT_CACHE.is_dir() else []),
              SUITE, str(tmp), debian_mirror()],
             stdout=log, stderr=subprocess.STDOUT, check=True, timeout=900,
         )

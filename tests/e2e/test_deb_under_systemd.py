@@ -18,37 +18,13 @@ import pytest
 
 from tests.e2e.conftest import OTLP_PORT
 from tests.e2e.nspawn import Container, wait_for
+from tests.e2e.unitctl import DROPIN_DIR, UNIT, export_to, journal, main_pid, prop, wait_active_with_new_pid
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first test also debootstraps (~5 min on a fresh machine)
 
-UNIT = "hostagent.service"
 WEB_PORT = 18810
-DROPIN_DIR = "/etc/systemd/system/hostagent.service.d"
 MAX_EXPOSURE = 5.0
-
-
-def prop(box: Container, name: str) -> str:
-    return box.run(["systemctl", "show", "-p", name, "--value", UNIT]).stdout.strip()
-
-
-def main_pid(box: Container) -> int:
-    return int(prop(box, "MainPID"))
-
-
-def journal(box: Container) -> str:
-    return box.run(["journalctl", "-u", UNIT, "--no-pager", "-o", "cat"], check=False).stdout
-
-
-def wait_active_with_new_pid(box: Container, old_pid: int, timeout: float = 120.0) -> int:
-    def ready() -> int:
-        pid = main_pid(box)
-        state = box.run(["systemctl", "is-active", UNIT], check=False).stdout.strip()
-        return pid if state == "active" and pid not in (0, old_pid) else 0
-
-    pid = wait_for(ready, timeout, f"{UNIT} active again with a new main PID", on_fail=lambda: journal(box)[-3000:])
-    assert isinstance(pid, int)
-    return pid
 
 
 def curl_spans(box: Container, receiver: OtlpGrpcReceiver, timeout: float = 30.0) -> tuple[str, list[ReceivedSpan]]:
@@ -73,8 +49,7 @@ def curl_spans(box: Container, receiver: OtlpGrpcReceiver, timeout: float = 30.0
 def installed(machine: Container, debs: dict[int, Path]) -> Container:
     """Export to the host's receiver (a drop-in made before the package, as a config tool would),
     a web server to call, two users, then `apt-get install ./hostagent_*.deb`."""
-    machine.write(f"{DROPIN_DIR}/10-e2e-export.conf",
-                  f"[Service]\nEnvironment=OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{OTLP_PORT}\n")
+    export_to(machine, OTLP_PORT)
     machine.run(["systemd-run", "--unit=e2e-web", "--property=WorkingDirectory=/tmp",
                  "python3", "-m", "http.server", "--bind", "127.0.0.1", str(WEB_PORT)])
     machine.run("useradd --create-home alice && useradd --create-home bob")
