@@ -64,10 +64,29 @@ def _grpc_options(
             private_key=_read(client_key),
             certificate_chain=_read(client_certificate),
         )
-    options["compression"] = (
-        grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-    )
+    options["compression"] = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
     return options
+
+
+def _pinned_ca_session(certificate: str) -> Any:
+    """A requests Session that verifies with ``certificate`` whatever the environment says.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a Session's own ``verify``
+    (psf/requests#3829), and the OTLP/HTTP exporter sets the configured CA on the Session: on a
+    host with those variables set the configured CA was silently ignored and every export
+    failed certificate verification. Proxies and other environment settings still apply.
+    """
+    import requests
+
+    class PinnedCaSession(requests.Session):
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            settings["verify"] = self.verify
+            return settings
+
+    session = PinnedCaSession()
+    session.verify = certificate
+    return session
 
 
 def _check(protocol: str, compression: str) -> None:
@@ -91,10 +110,11 @@ def make_otlp_exporter(
     """An OTLPSpanExporter for ``protocol`` ("grpc" | "http/protobuf")."""
     _check(protocol, compression)
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        from hostagent.export.otlp_fast import grpc_span_exporter
 
+        # The SDK's gRPC exporter (channel, TLS, retries) with our own encoder: see otlp_fast.
         options = _grpc_options(endpoint, insecure, certificate, client_certificate, client_key, compression)
-        return GrpcExporter(headers=dict(headers or {}), timeout=timeout_s, **options)
+        return grpc_span_exporter(headers=dict(headers or {}), timeout=timeout_s, **options)  # type: ignore[no-any-return]
 
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -107,6 +127,7 @@ def make_otlp_exporter(
         headers=dict(headers or {}),
         timeout=timeout_s,
         compression=Compression.Gzip if compression == "gzip" else Compression.NoCompression,
+        session=_pinned_ca_session(certificate) if certificate else None,
     )
 
 
@@ -140,4 +161,5 @@ def make_otlp_metric_exporter(
         headers=dict(headers or {}),
         timeout=timeout_s,
         compression=Compression.Gzip if compression == "gzip" else Compression.NoCompression,
+        session=_pinned_ca_session(certificate) if certificate else None,
     )

@@ -15,6 +15,8 @@ Fixtures (function scope): ``otlp_receiver`` (gRPC), ``otlp_http_receiver`` (HTT
 from __future__ import annotations
 
 import gzip
+import ssl
+import subprocess
 import threading
 import time
 import zlib
@@ -274,16 +276,19 @@ _METRICS_SERVICE = metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsServi
 class OtlpGrpcReceiver:
     """OTLP/gRPC TraceService + MetricsService on 127.0.0.1:``port`` (0 = a free port)."""
 
-    def __init__(self, port: int = 0, recorder: Optional[Recorder] = None) -> None:
+    def __init__(
+        self, port: int = 0, recorder: Optional[Recorder] = None, tls: Optional[tuple[str, str]] = None
+    ) -> None:
         self.recorder = recorder if recorder is not None else Recorder()
         self.port = port
+        self.tls = tls  # (key file, certificate file): serve over TLS
         self.fail_with: Optional[grpc.StatusCode] = None
         self.rejected = 0
         self._server: Optional[grpc.Server] = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> OtlpGrpcReceiver:
         # so_reuseport off: a second server must not silently share the port with this one.
@@ -293,12 +298,17 @@ class OtlpGrpcReceiver:
         server.add_generic_rpc_handlers(
             (
                 _raw_handler(_TRACE_SERVICE, traces.Export, trace_service_pb2.ExportTraceServiceResponse),
-                _raw_handler(
-                    _METRICS_SERVICE, metrics.Export, metrics_service_pb2.ExportMetricsServiceResponse
-                ),
+                _raw_handler(_METRICS_SERVICE, metrics.Export, metrics_service_pb2.ExportMetricsServiceResponse),
             )
         )
-        bound = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        if self.tls:
+            key_file, cert_file = self.tls
+            with open(key_file, "rb") as key, open(cert_file, "rb") as cert:
+                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
         if bound == 0:
             raise OSError(f"cannot bind 127.0.0.1:{self.port}")
         self.port = bound
@@ -316,9 +326,7 @@ class OtlpGrpcReceiver:
     def spans(self) -> list[ReceivedSpan]:
         return self.recorder.spans
 
-    def wait_for_spans(
-        self, want: Union[int, Callable[[list[ReceivedSpan]], bool]] = 1, timeout: float = 10.0
-    ):
+    def wait_for_spans(self, want: Union[int, Callable[[list[ReceivedSpan]], bool]] = 1, timeout: float = 10.0):
         return self.recorder.wait_for_spans(want, timeout)
 
     def clear(self) -> None:
@@ -365,25 +373,30 @@ class _RecordingHttpServer(ThreadingHTTPServer):
 class OtlpHttpReceiver:
     """OTLP/HTTP (protobuf) on 127.0.0.1:``port``: POST /v1/traces and /v1/metrics."""
 
-    def __init__(self, port: int = 0, recorder: Optional[Recorder] = None) -> None:
+    def __init__(
+        self, port: int = 0, recorder: Optional[Recorder] = None, tls: Optional[tuple[str, str]] = None
+    ) -> None:
         self.recorder = recorder if recorder is not None else Recorder()
         self.port = port
+        self.tls = tls  # (key file, certificate file): serve over HTTPS
         self._server: Optional[_RecordingHttpServer] = None
         self._thread: Optional[threading.Thread] = None
 
     @property
     def endpoint(self) -> str:
         """The base endpoint (the exporter appends /v1/traces)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> OtlpHttpReceiver:
         server = _RecordingHttpServer(("127.0.0.1", self.port), _HttpHandler)
         server.recorder = self.recorder
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile=self.tls[1], keyfile=self.tls[0])
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -400,13 +413,40 @@ class OtlpHttpReceiver:
     def spans(self) -> list[ReceivedSpan]:
         return self.recorder.spans
 
-    def wait_for_spans(
-        self, want: Union[int, Callable[[list[ReceivedSpan]], bool]] = 1, timeout: float = 10.0
-    ):
+    def wait_for_spans(self, want: Union[int, Callable[[list[ReceivedSpan]], bool]] = 1, timeout: float = 10.0):
         return self.recorder.wait_for_spans(want, timeout)
 
     def clear(self) -> None:
         self.recorder.clear()
+
+
+def make_self_signed(directory: str) -> tuple[str, str]:
+    """A self-signed key and certificate for 127.0.0.1 (openssl), for TLS tests: (key, cert)."""
+    key, cert = f"{directory}/receiver.key", f"{directory}/receiver.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key, cert
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -19,7 +19,13 @@ from hostagent.export.queue import ExportQueue
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
-from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan, wait_until
+from tests.support.otlp_receiver import (
+    OtlpGrpcReceiver,
+    OtlpHttpReceiver,
+    ReceivedSpan,
+    make_self_signed,
+    wait_until,
+)
 
 OFFSET = 1_700_000_000_000_000_000
 RESOURCE = Resource({"service.name": "checkout", "process.pid": 4242, "host.name": "box1"})
@@ -49,9 +55,7 @@ def server_call(i: int = 0, **kw: Any) -> Call:
         error_type="500",
         status_message="Internal Server Error",
         traceparent=TRACEPARENT,
-        conn=Connection(
-            pid=4242, tid=4243, fd=9, local=Endpoint("127.0.0.1", 8080), peer=Endpoint("127.0.0.1", 50000)
-        ),
+        conn=Connection(pid=4242, tid=4243, fd=9, local=Endpoint("127.0.0.1", 8080), peer=Endpoint("127.0.0.1", 50000)),
     )
     fields.update(kw)
     return Call(**fields)
@@ -158,9 +162,7 @@ def test_bad_settings_refused() -> None:
 def test_queue_survives_collector_down_then_up(protocol: str) -> None:
     receiver: Any = OtlpGrpcReceiver().start() if protocol == "grpc" else OtlpHttpReceiver().start()
     exporter = make_otlp_exporter(receiver.endpoint, protocol, timeout_s=1.0)
-    queue = ExportQueue(
-        [exporter], max_queue=100, batch_size=10, delay_s=0.05, max_retries=1, retry_pause_s=0.1
-    )
+    queue = ExportQueue([exporter], max_queue=100, batch_size=10, delay_s=0.05, max_retries=1, retry_pause_s=0.1)
     queue.start()
     b = builder()
     try:
@@ -211,3 +213,43 @@ def test_shutdown_exports_everything_queued(otlp_receiver: OtlpGrpcReceiver) -> 
     assert queue.shutdown(10) is True
     assert len(otlp_receiver.spans) == 2000
     assert len({s.span_id for s in otlp_receiver.spans}) == 2000
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return make_self_signed(str(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_tls_with_the_collectors_ca(tls_files: tuple[str, str], protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Set on many hosts; requests let it override the configured CA (see otlp._pinned_ca_session).
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    receiver: Any = (OtlpGrpcReceiver if protocol == "grpc" else OtlpHttpReceiver)(tls=tls_files).start()
+    try:
+        assert receiver.endpoint.startswith("https://")
+        exporter = make_otlp_exporter(receiver.endpoint, protocol, timeout_s=5, certificate=tls_files[1])
+        assert exporter.export([builder().build(server_call())]).name == "SUCCESS"
+        assert len(receiver.wait_for_spans(1, 5)) == 1
+        exporter.shutdown()
+        # Without the CA the self-signed collector is not trusted: no span may leave.
+        untrusted = make_otlp_exporter(receiver.endpoint, protocol, timeout_s=1)
+        assert untrusted.export([builder().build(server_call())]).name == "FAILURE"
+        assert len(receiver.spans) == 1
+        untrusted.shutdown()
+    finally:
+        receiver.stop()
+
+
+def test_grpc_endpoint_without_scheme(tls_files: tuple[str, str], otlp_receiver: OtlpGrpcReceiver) -> None:
+    # host:port alone: plaintext unless a CA is given, then TLS.
+    plain = make_otlp_exporter(f"127.0.0.1:{otlp_receiver.port}", "grpc", timeout_s=5)
+    assert plain.export([builder().build(server_call())]).name == "SUCCESS"
+    plain.shutdown()
+    secure = OtlpGrpcReceiver(tls=tls_files).start()
+    try:
+        exporter = make_otlp_exporter(f"127.0.0.1:{secure.port}", "grpc", timeout_s=5, certificate=tls_files[1])
+        assert exporter.export([builder().build(server_call())]).name == "SUCCESS"
+        assert len(secure.wait_for_spans(1, 5)) == 1
+        exporter.shutdown()
+    finally:
+        secure.stop()
