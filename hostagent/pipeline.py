@@ -80,7 +80,7 @@ class Pipeline:
         try:
             kind = event.kind
             if kind == EventKind.EXEC and self.identity is not None:
-                self.identity.on_exec(event.pid, event.comm)
+                self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"))
             elif kind == EventKind.EXIT and self.identity is not None:
                 self.identity.on_exit(event.pid)
             for call in self.tracker.handle(event):

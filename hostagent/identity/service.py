@@ -246,15 +246,25 @@ class ServiceCache:
             return entry.service if entry is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def on_exec(self, pid: int, comm: str = "") -> Optional[Service]:
-        """sched_process_exec: the pid now runs another program; read it now."""
+    def on_exec(self, pid: int, comm: str = "", exe: str = "") -> Optional[Service]:
+        """sched_process_exec: the pid now runs another program; read it now. ``comm`` and
+        ``exe`` (the file name given to execve) come with the kernel event: when the process is
+        already gone -- a burst of short processes can outrun the poll thread -- they still name
+        it by its program instead of ``unknown_service``."""
         with self._lock:
             self._live.pop(pid, None)
             self._exited.pop(pid, None)
         try:
             entry = self._compute(pid)
         except _UNREADABLE:
-            return None
+            if not (comm or exe):
+                return None
+            service = self._exec_only(pid, comm, exe)
+            with self._lock:  # gone: served like the late calls of any exited process
+                self._exited[pid] = _Entry(service)
+                while len(self._exited) > self._max_exited:
+                    self._exited.popitem(last=False)
+            return service
         self._put(pid, entry)
         return entry.service
 
@@ -350,6 +360,26 @@ class ServiceCache:
         decision = decide_name(self.rules, proc, container, cgroup)
         service = build_service(proc, cgroup, container, decision, self.host, self._runtime(proc))
         return _Entry(service)
+
+    def _exec_only(self, pid: int, comm: str, exe: str) -> Service:
+        """What the exec event alone says: the program. Config rules still apply (an ``exe``
+        glob can match); nothing the event does not carry (parent, args, owner) is invented."""
+        path = exe if exe.startswith("/") else ""
+        proc = ProcessInfo(pid=pid, ppid=0, comm=comm, exe=path, cmdline=(), start_ticks=0, creation_time=None,
+                           uid=None, owner=None, cgroup_text="")  # fmt: skip
+        decision = decide_name(self.rules, proc, None, parse_cgroup(""))
+        attrs: dict[str, AttributeValue] = dict(self.host.attributes())
+        attrs.update({"service.name": decision.name, "process.pid": pid,
+                      "service.instance.id": instance_id(self.host.id, pid, 0, None)})  # fmt: skip
+        if decision.namespace:
+            attrs["service.namespace"] = decision.namespace
+        name = os.path.basename(path) or comm
+        if name:
+            attrs["process.executable.name"] = name
+        if path:
+            attrs["process.executable.path"] = path
+        return Service(decision.name, decision.namespace, str(attrs["service.instance.id"]), decision.rule, pid, 0,
+                       None, None, tuple(sorted(attrs.items())))  # fmt: skip
 
     def _unknown(self, pid: int, comm: str) -> Service:
         name = f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE
