@@ -220,9 +220,7 @@ class ExportQueue:
         for attempt in range(self._max_retries + 1):
             try:
                 result = exporter.export(batch)
-                error = (
-                    "" if result == SpanExportResult.SUCCESS else f"{type(exporter).__name__}: {result.name}"
-                )
+                error = "" if result == SpanExportResult.SUCCESS else f"{type(exporter).__name__}: {result.name}"
             except Exception as exc:  # an exporter bug must not kill the worker
                 error = f"{type(exporter).__name__}: {exc!r}"
             if not error:

@@ -74,9 +74,7 @@ class HostInfo:
 class ProcessResources:
     """``resource_for(call)``: a Resource per pid, built from comm and host facts, cached."""
 
-    def __init__(
-        self, proc_root: str = "/", max_entries: int = 4096, host: Optional[HostInfo] = None
-    ) -> None:
+    def __init__(self, proc_root: str = "/", max_entries: int = 4096, host: Optional[HostInfo] = None) -> None:
         self._proc_root = proc_root
         self._max = max_entries
         self._host = host if host is not None else HostInfo(proc_root)

@@ -109,14 +109,10 @@ class SpanBuilder:
             flags = TraceFlags(raw_flags)
             if call.tracestate:
                 trace_state = TraceState.from_header([call.tracestate])
-            parent = SpanContext(
-                trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state
-            )
+            parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state)
         else:
             trace_id = new_trace_id()
-        context = SpanContext(
-            trace_id, new_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
-        )
+        context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state)
 
         offset = self.clock.offset_ns
         start = call.start_ns + offset

@@ -44,9 +44,7 @@ def request(name: str = "op") -> trace_service_pb2.ExportTraceServiceRequest:
             kv("b", AnyValue(bool_value=True)),
             kv("i", AnyValue(int_value=-5)),
             kv("d", AnyValue(double_value=1.5)),
-            kv(
-                "arr", AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(int_value=2)]))
-            ),
+            kv("arr", AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(int_value=2)]))),
             kv("kvl", AnyValue(kvlist_value=KeyValueList(values=[kv("n", AnyValue(string_value="m"))]))),
             kv("raw", AnyValue(bytes_value=b"\x00\x01")),
         ],
