@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 
 import tomli
 
+from hostagent.settings import CaptureOverride
+
 PROBE_NAMES = ("http", "http2", "postgres", "mysql", "redis", "dns")
 
 
@@ -103,6 +105,11 @@ class CaptureConfig:
     bodies: bool = False
     body_max_bytes: int = 1024
     raw_sql: bool = False
+    overrides: tuple[CaptureOverride, ...] = ()  # [[capture.overrides]]
+    # Whole traces without SDKs (hostagent.traces.linking): thread-per-request parents and
+    # client -> server links between local processes; spans wait at most link_hold_ms for them.
+    link_traces: bool = True
+    link_hold_ms: int = 1500
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,11 @@ class ReceiverConfig:
     grpc: str = ""
     http: str = ""
     hold_ms: int = 1500
+    # Agent spans of a process known to export through the receiver wait this long for its SDK
+    # span (SDK batch processors export every 5 s by default).
+    sdk_wait_ms: int = 6000
+    max_held_spans: int = 20000  # SDK spans held waiting for their wire call
+    max_held_bytes: int = 32 << 20  # and their requests' encoded size
 
 
 @dataclass(frozen=True)
@@ -307,18 +319,46 @@ def _redaction(r: _Reader) -> RedactionConfig:
     )
 
 
+def _capture_override(r: _Reader, i: int, raw: Any) -> CaptureOverride:
+    o = _Reader(r.path, f"capture.overrides[{i}]", raw)
+    limit = o.get("body_max_bytes", int, None, "an integer from 0 to 1048576")
+    if limit is not None and not 0 <= limit <= 1 << 20:
+        raise o.fail("body_max_bytes", "an integer from 0 to 1048576", limit)
+    override = CaptureOverride(
+        service=o.string("service", "*"), protocol=o.string("protocol", "*"),
+        headers=o.get("headers", bool, None, "true or false"),
+        bodies=o.get("bodies", bool, None, "true or false"), body_max_bytes=limit,
+    )
+    o.finish()
+    return override
+
+
 def _capture(r: _Reader) -> CaptureConfig:
+    overrides = r.get("overrides", list, [], "an array of tables [[capture.overrides]]")
     return CaptureConfig(
         headers=r.boolean("headers", True),
         bodies=r.boolean("bodies", False),
         body_max_bytes=r.integer("body_max_bytes", 1024, 0, 1 << 20),
         raw_sql=r.boolean("raw_sql", False),
+        overrides=tuple(_capture_override(r, i, raw) for i, raw in enumerate(overrides)),
+        link_traces=r.boolean("link_traces", True),
+        link_hold_ms=r.integer("link_hold_ms", 1500, 0, 60_000),
     )
 
 
+def _listen_address(r: _Reader, name: str) -> str:
+    value = r.string(name, "")
+    if value and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):\d{1,5}$", value):
+        raise r.fail(name, 'an address such as "127.0.0.1:14317" or "" (off)', value)
+    return value
+
+
 def _receiver(r: _Reader) -> ReceiverConfig:
-    return ReceiverConfig(grpc=r.string("grpc", ""), http=r.string("http", ""),
-                          hold_ms=r.integer("hold_ms", 1500, 0, 60_000))
+    return ReceiverConfig(grpc=_listen_address(r, "grpc"), http=_listen_address(r, "http"),
+                          hold_ms=r.integer("hold_ms", 1500, 0, 60_000),
+                          sdk_wait_ms=r.integer("sdk_wait_ms", 6000, 0, 600_000),
+                          max_held_spans=r.integer("max_held_spans", 20000, 0, 10_000_000),
+                          max_held_bytes=r.integer("max_held_bytes", 32 << 20, 0, 1 << 34))
 
 
 _SECTIONS: dict[str, Callable[[_Reader], Any]] = {

@@ -45,7 +45,7 @@ def settings_from_config(config: Config) -> RuntimeSettings:
         redaction=RedactionSettings(pii_detection=r.pii_detection, mode=r.mode,
                                     rules=tuple(RedactionRule(x.name, x.pattern, x.mode) for x in r.rules)),
         capture=CaptureSettings(headers=c.headers, bodies=c.bodies, body_max_bytes=c.body_max_bytes,
-                                raw_sql=c.raw_sql),
+                                raw_sql=c.raw_sql, overrides=c.overrides),
     )
 
 

@@ -1,7 +1,7 @@
 """The stages between a kernel event and the export queue, run on the poll thread.
 
     CaptureEvent -> ConnectionTracker (reassembly, protocol parsers) -> Call
-        -> identity (service) -> redaction -> SpanBuilder -> sampling -> observers (tap, metrics)
+        -> identity (service) -> wire detail -> redaction -> SpanBuilder -> sampling -> observers (tap, metrics)
         -> export queue (bounded: the one hand-off to another thread)
 
 Everything here runs on the ring-buffer poll thread and must never block: the export queue
@@ -23,6 +23,7 @@ from hostagent.model import Call, CaptureEvent, EventKind, Role
 from hostagent.policy.redaction import PiiCounters, redactor_for
 from hostagent.policy.sampling import sampler_for
 from hostagent.settings import SettingsHolder
+from hostagent.traces.wire import capture_for, with_wire_detail
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ class Pipeline:
                 peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:
                     call = replace(call, attributes={**call.attributes, **peer})
+        capture = current.capture
+        if capture.overrides:
+            capture = capture_for(capture, service.name if service is not None else "", call.protocol)
+        # Before redaction: everything the wire adds is redacted like the rest of the Call.
+        call = with_wire_detail(call, capture, mask_sensitive=not current.redaction.pii_detection)
         redactor = redactor_for(current.redaction, self.redaction_key)
         if redactor.active:
             redacted = redactor.apply(call)

@@ -38,6 +38,17 @@ class RedactionSettings:
 
 
 @dataclass(frozen=True)
+class CaptureOverride:
+    """Capture settings for one service and/or protocol ("*" = any); None keeps the base value."""
+
+    service: str = "*"
+    protocol: str = "*"
+    headers: Optional[bool] = None
+    bodies: Optional[bool] = None
+    body_max_bytes: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class CaptureSettings:
     """What wire detail spans carry (issue 9); defaults are safe."""
 
@@ -45,6 +56,8 @@ class CaptureSettings:
     bodies: bool = False
     body_max_bytes: int = 1024
     raw_sql: bool = False  # keep db.query.text unsanitised
+    # Applied in order, later ones win (hostagent.traces.wire.capture_for).
+    overrides: tuple[CaptureOverride, ...] = ()
 
 
 @dataclass(frozen=True)

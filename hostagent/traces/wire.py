@@ -1,0 +1,116 @@
+"""Wire detail on spans: captured headers, body sizes, bodies and SQL parameters, per [capture].
+
+``with_wire_detail(call, capture, mask_sensitive)`` returns the Call with these attributes added
+(a new Call; the input is never mutated). It runs in the pipeline *before* redaction, so every
+value it adds passes through the redaction policy like anything else the Call carries:
+
+- ``http.request.header.<name>`` / ``http.response.header.<name>``: string arrays (a header sent
+  twice gives two values), lower-case names, as the HTTP semantic conventions say. HTTP/2
+  pseudo-headers are not headers (the parser already left them out).
+- ``http.request.body.size`` / ``http.response.body.size``: bytes really moved (the parser's
+  count), also when the body was not captured. What the parser already set wins.
+- ``hostagent.http.request.body`` / ``hostagent.http.response.body``: the captured prefix, at
+  most ``body_max_bytes``, as text (UTF-8, undecodable bytes replaced), with
+  ``hostagent.http.request.body.truncated`` true when the span carries less than really moved.
+  Off by default: bodies are where personal data lives.
+- Databases: ``db.query.parameter.<key>`` attributes a parser produced are kept only when
+  ``raw_sql`` is allowed (the raw statement itself is the parsers' job, also under raw_sql).
+
+Sensitive headers (Authorization, Cookie, ...) are masked by the redaction stage when PII
+detection is on; when it is off, ``mask_sensitive=True`` masks them here, so their values can
+never be exported whatever the redaction settings.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import Optional
+
+from hostagent.model import Attributes, Call
+from hostagent.policy.pii import SENSITIVE_HEADERS
+from hostagent.settings import CaptureOverride, CaptureSettings
+
+HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+DB_PARAMETER_PREFIX = "db.query.parameter."
+REQUEST_BODY = "hostagent.http.request.body"
+RESPONSE_BODY = "hostagent.http.response.body"
+TRUNCATED = ".truncated"
+MASK = "[REDACTED:sensitive_header]"
+# Headers the semantic conventions already carry as their own attributes, or that are hop-by-hop
+# framing: repeating them as header attributes would only cost bytes.
+_SKIP_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "user-agent", "traceparent",
+                           "tracestate"})
+
+
+def _applies(o: CaptureOverride, service: str, protocol: str) -> bool:
+    return o.service in ("*", service) and o.protocol in ("*", protocol)
+
+
+@functools.lru_cache(maxsize=256)
+def capture_for(capture: CaptureSettings, service: str, protocol: str) -> CaptureSettings:
+    """The settings for one (service.name, protocol): the base with every matching override
+    applied in order. Cached per settings snapshot (frozen, hashable), so the hot path pays a
+    dict lookup."""
+    if not capture.overrides:
+        return capture
+    headers, bodies, limit = capture.headers, capture.bodies, capture.body_max_bytes
+    for o in capture.overrides:
+        if _applies(o, service, protocol):
+            headers = headers if o.headers is None else o.headers
+            bodies = bodies if o.bodies is None else o.bodies
+            limit = limit if o.body_max_bytes is None else o.body_max_bytes
+    return replace(capture, headers=headers, bodies=bodies, body_max_bytes=limit, overrides=())
+
+
+def header_attributes(prefix: str, headers: tuple[tuple[str, str], ...], mask_sensitive: bool,
+                      out: Attributes) -> None:
+    """``prefix + name`` -> tuple of values, in wire order (names are lower-case already)."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name in _SKIP_HEADERS:
+            continue
+        if mask_sensitive and name in SENSITIVE_HEADERS:
+            value = MASK
+        grouped.setdefault(name, []).append(value)
+    for name, values in grouped.items():
+        out[prefix + name] = tuple(values)
+
+
+def body_text(body: bytes, limit: int) -> str:
+    # 'replace', not surrogateescape: an attribute must be valid UTF-8 for protobuf.
+    return body[:limit].decode("utf-8", "replace")
+
+
+def _body(key: str, body: bytes, size: int, limit: int, out: Attributes) -> None:
+    if not body and not size:
+        return
+    kept = min(len(body), limit)
+    out[key] = body_text(body, limit) if kept else ""
+    out[key + TRUNCATED] = kept < max(size, len(body))
+
+
+def with_wire_detail(call: Call, capture: CaptureSettings, mask_sensitive: bool = False) -> Call:
+    """The Call with the wire attributes ``capture`` allows (see the module docstring)."""
+    protocol = call.protocol
+    if protocol in HTTP_PROTOCOLS:
+        attrs: Optional[Attributes] = None
+        if capture.headers and (call.request_headers or call.response_headers):
+            attrs = dict(call.attributes)
+            header_attributes("http.request.header.", call.request_headers, mask_sensitive, attrs)
+            header_attributes("http.response.header.", call.response_headers, mask_sensitive, attrs)
+        if call.request_size or call.response_size:
+            attrs = attrs if attrs is not None else dict(call.attributes)
+            if call.request_size:
+                attrs.setdefault("http.request.body.size", call.request_size)
+            if call.response_size:
+                attrs.setdefault("http.response.body.size", call.response_size)
+        if capture.bodies and capture.body_max_bytes > 0:
+            attrs = attrs if attrs is not None else dict(call.attributes)
+            _body(REQUEST_BODY, call.request_body, call.request_size, capture.body_max_bytes, attrs)
+            _body(RESPONSE_BODY, call.response_body, call.response_size, capture.body_max_bytes, attrs)
+        return call if attrs is None else replace(call, attributes=attrs)
+    if not capture.raw_sql and any(k.startswith(DB_PARAMETER_PREFIX) for k in call.attributes):
+        return replace(call, attributes={k: v for k, v in call.attributes.items()
+                                         if not k.startswith(DB_PARAMETER_PREFIX)})
+    return call
