@@ -39,6 +39,8 @@ HEADER_TYPE = "sensitive_header"
 _HEADER_ATTR_PREFIXES = ("http.request.header.", "http.response.header.")
 _VALUE_GROUPS = ("v", "v2", "v3")
 KEY_FILE = "redaction.key"
+MEMO_MAX = 8192  # distinct strings remembered per Redactor
+MEMO_VALUE_MAX = 512  # longer strings (bodies) are scanned every time, not remembered
 
 
 def load_or_create_key(state_dir: Path | str) -> bytes:
@@ -104,6 +106,11 @@ class Redactor:
         self._detectors: tuple[Detector, ...] = DETECTORS if settings.pii_detection else ()
         self._builtin_mode = settings.mode
         self.active = bool(self._rules or self._detectors)
+        # value -> (redacted value, what was replaced): the same header values, paths and user
+        # agents recur on nearly every call, so each distinct string is scanned once. Bounded;
+        # a plain dict is safe to share between threads here (get/set/clear are atomic).
+        self._memo: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {}
+        self._memo_attrs: dict[tuple[str, AttributeValue], tuple[AttributeValue, tuple[tuple[str, int], ...]]] = {}
 
     def _token(self, kind: str, value: str, mode: str) -> str:
         if mode == "hash":
@@ -116,6 +123,19 @@ class Redactor:
         """``value`` with every match replaced; adds what it replaced to ``found``."""
         if not value:
             return value
+        hit = self._memo.get(value)
+        if hit is None:
+            local: Counter[str] = Counter()
+            hit = (self._scan(value, local), tuple(local.items()))
+            if len(value) <= MEMO_VALUE_MAX:
+                if len(self._memo) >= MEMO_MAX:
+                    self._memo.clear()
+                self._memo[value] = hit
+        for kind, n in hit[1]:
+            found[kind] += n
+        return hit[0]
+
+    def _scan(self, value: str, found: Counter[str]) -> str:
         for name, pattern, mode in self._rules:
             value = pattern.sub(functools.partial(self._rule_sub, name=name, mode=mode, found=found), value)
         if self._detectors and pii.may_contain_pii(value):
@@ -206,24 +226,47 @@ class Redactor:
             return True
         return any(pii.may_contain_pii_bytes(b) for b in (call.request_body, call.response_body) if b)
 
+    def _attribute_memo(self, key: str, value: AttributeValue, found: Counter[str]) -> AttributeValue:
+        """_attribute, remembered per (key, value) for strings and tuples of strings: one dict
+        lookup per attribute on the hot path instead of prefix checks, a header-name test and a scan."""
+        cls = value.__class__
+        if cls is not str and not (cls is tuple and value and value[0].__class__ is str):  # type: ignore[index]
+            return self._attribute(key, value, found)  # numbers, bools: nothing to redact
+        memo = self._memo_attrs
+        hit = memo.get((key, value))  # type: ignore[arg-type]
+        if hit is None:
+            local: Counter[str] = Counter()
+            hit = (self._attribute(key, value, local), tuple(local.items()))
+            if len(value) <= MEMO_VALUE_MAX:  # type: ignore[arg-type]
+                if len(memo) >= MEMO_MAX:
+                    memo.clear()
+                memo[(key, value)] = hit  # type: ignore[index]
+        for kind, n in hit[1]:
+            found[kind] += n
+        return hit[0]
+
     def apply(self, call: Call) -> Redacted:
-        if not self.active or not self._may_match(call):
+        if not self.active:
             return Redacted(call, (), {})
+        # No whole-call prefilter (_may_match) here: the memos make every field a lookup, which is
+        # cheaper, and real traffic rarely passed it (a Date header's year looks like a card's start).
         found: Counter[str] = Counter()
-        attributes: Attributes = {k: self._attribute(k, v, found) for k, v in call.attributes.items()}
-        new = replace(
-            call,
-            name=self.text(call.name, found),
-            status_message=self.text(call.status_message, found),
-            error_type=self.text(call.error_type, found) if call.error_type else call.error_type,
-            attributes=attributes,
-            request_headers=tuple((n, self._header_value(n, v, found)) for n, v in call.request_headers),
-            response_headers=tuple((n, self._header_value(n, v, found)) for n, v in call.response_headers),
-            request_body=self._body(call.request_body, found),
-            response_body=self._body(call.response_body, found),
-        )
-        if not found:
+        attr = self._attribute_memo
+        attributes: Attributes = {k: attr(k, v, found) for k, v in call.attributes.items()}
+        name = self.text(call.name, found)
+        status_message = self.text(call.status_message, found)
+        error_type = self.text(call.error_type, found) if call.error_type else call.error_type
+        request_headers = tuple((n, self._header_value(n, v, found)) for n, v in call.request_headers)
+        response_headers = tuple((n, self._header_value(n, v, found)) for n, v in call.response_headers)
+        request_body = self._body(call.request_body, found)
+        response_body = self._body(call.response_body, found)
+        if not found:  # nothing replaced: the Call as it was, no copy
             return Redacted(call, (), {})
+        new = replace(
+            call, name=name, status_message=status_message, error_type=error_type, attributes=attributes,
+            request_headers=request_headers, response_headers=response_headers, request_body=request_body,
+            response_body=response_body,
+        )
         types = tuple(sorted(found))
         attributes[PII_TYPES_ATTRIBUTE] = types
         return Redacted(new, types, dict(found))
