@@ -35,7 +35,8 @@ def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any
 def markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
     lines = [f"Run {m['date']} at {m['commit']} ({m['mode']}; {m['rounds']} rounds x {m['seconds']} s, "
-             f"medians; server CPU {m['server_cpu']}, load + agent CPU {m['load_cpu']}; "
+             f"medians; server CPU {m['server_cpu']}, load CPU {m['load_cpu']}, agent unpinned "
+             f"(fidelity: pinned to CPU {m['agent_cpu']}); "
              f"load average at start {m['loadavg_start']}, other BPF programs loaded: {m['other_bpf_progs']})", "",
              "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | agent CPU s/1k req "
              "| agent peak RSS MiB | spans / expected | drops |",
@@ -63,10 +64,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Capacity (recorded kernel events of wrk -> nginx replayed through the whole pipeline, one "
                   f"core, export included): **{cap['us_per_span_median']:.1f} us per transaction = "
                   f"{cap['spans_per_core_s_median']} transactions/s per core** (median of {len(cap['runs'])}).",
-                  "", "Where the time goes (cProfile, pipeline thread, us per span; shares matter, profiling "
-                  "inflates):", "", "| stage | us/span |", "|---|---|"]
-        for k, v in (cap.get("profile_us_per_span") or {}).items():
-            lines.append(f"| {k} | {v} |")
+                  "", "Where the time goes: each stage timed alone over the same recording (thread CPU, best of 2), "
+                  "and the cProfile of the whole replay (pipeline thread; profiling inflates, read the shares):",
+                  "", "| stage | us/span alone | us/span cProfile |", "|---|---|---|"]
+        prof = cap.get("profile_us_per_span") or {}
+        for k, v in (cap.get("stage_us_per_span") or {}).items():
+            lines.append(f"| {k} | {v} | |")
+        for k, v in prof.items():
+            lines.append(f"| {k} | | {v} |")
         b = cap["best"]
         lines.append(f"| export thread (OTLP encode + gRPC), unprofiled, best run | "
                      f"{b['export_cpu_s'] / max(cap['runs'][0]['spans'], 1) * 1e6:.1f} |")

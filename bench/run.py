@@ -45,7 +45,7 @@ def main() -> int:
     only = set(args.only.split(","))
     quick = args.quick
     rounds = args.rounds or 3
-    seconds = args.seconds or (3.0 if quick else 8.0)
+    seconds = args.seconds or (3.0 if quick else 10.0)
     t0 = time.monotonic()
 
     def log(msg: str) -> None:
@@ -70,7 +70,7 @@ def main() -> int:
         if "overhead" in only:
             results["overhead"] = {"nginx": scenarios.overhead_nginx(ctx), "flask": scenarios.overhead_flask(ctx)}
         if "fidelity" in only:
-            levels = ("1k", "5k", "20k") if quick else ("1k", "5k", "20k", "saturation")
+            levels = ("5k", "20k") if quick else ("1k", "5k", "20k", "saturation")
             results["fidelity"] = scenarios.fidelity(ctx, levels)
         if "capacity" in only:
             log("capacity (record + replay)")

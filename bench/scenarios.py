@@ -1,9 +1,10 @@
 """The measurements of issue 7, each a function returning plain dicts (JSON-ready).
 
-CPU layout (2 cores here): the server under test on CPU 0 (``SERVER_CPU``); the load generator,
-the agent and the OTLP receivers on CPU 1 (``LOAD_CPU``). The server's CPU then pays only what
-the agent costs *inside the traced application* (probe time in its syscalls); the agent's own
-user-space CPU is measured and reported apart (seconds per 1,000 requests).
+CPU layout (2 cores here): the server under test on CPU 0 (``SERVER_CPU``); the load generator and
+the OTLP receivers on CPU 1 (``LOAD_CPU``). In the overhead runs the agent is not pinned (as it
+would run on a host: it takes CPU from whatever runs there, and its own CPU is reported apart, in
+seconds per 1,000 requests). In the fidelity runs it is pinned to one CPU (``AGENT_CPU``, after
+READY) so "one core" is what it has.
 Every comparison alternates configurations round by round (A/B/A/B) and keeps the median.
 """
 
@@ -43,7 +44,7 @@ class Ctx:
         self._n = 0
 
     def agent(self, endpoint: str, probes: tuple[str, ...] = ("http",), runtime_dir: Optional[Path] = None,
-              cpus: Optional[str] = AGENT_CPU) -> BenchAgent:
+              cpus: Optional[str] = None) -> BenchAgent:
         self._n += 1
         a = BenchAgent(self.workdir / f"agent-{self._n}", endpoint, runtime_dir=runtime_dir or self.runtime_dir,
                        probes=probes, cpus=cpus).start()
@@ -75,10 +76,10 @@ def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None) -> Wr
 
 
 def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_per_request: int = 2,
-                probes: tuple[str, ...] = ("http",)) -> dict[str, Any]:
+                probes: tuple[str, ...] = ("http",), cpus: Optional[str] = None) -> dict[str, Any]:
     sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU, server_port=server_port)
     try:
-        agent = ctx.agent(sink.endpoint, probes)
+        agent = ctx.agent(sink.endpoint, probes, cpus=cpus)
         try:
             cpu0 = agent.cpu_seconds()
             res = run()
@@ -167,7 +168,7 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...]) -> list[dict[str, Any]]:
         for name in levels:
             rate, conns = LEVELS[name]
             ctx.log(f"fidelity {name}")
-            r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate))  # noqa: B023
+            r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate), cpus=AGENT_CPU)  # noqa: B023
             lost = max(0, r["spans_expected"] - r["spans"])
             out.append({"level": name, "target_rps": rate, "conns": conns, **{k: r[k] for k in (
                 "rps", "requests", "spans", "spans_expected", "span_ratio", "drops", "dropped", "p99_ms",
@@ -306,6 +307,7 @@ def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
         try:
             runs = [cap.replay(ctx.workdir, records, sink.endpoint, repeat=repeat) for _ in range(ctx.rounds)]
             prof = cap.replay(ctx.workdir, records, sink.endpoint, repeat=1, profile=True)
+            stages = cap.stage_costs(ctx.workdir, records, sink.endpoint, passes=2)
         finally:
             os.sched_setaffinity(0, saved)
     finally:
@@ -316,5 +318,6 @@ def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
     return {"recorded": {"events": len(records), **info}, "runs": runs,
             "us_per_span_median": round(med, 2), "spans_per_core_s_median": round(1e6 / med) if med else None,
             "best": {k: best[k] for k in ("us_per_span", "spans_per_cpu_s", "producer_cpu_s", "export_cpu_s")},
-            "profile_us_per_span": prof.get("profile"), "profile_top": prof.get("profile_text", ""),
+            "stage_us_per_span": stages, "profile_us_per_span": prof.get("profile"),
+            "profile_top": prof.get("profile_text", ""),
             "memory_kib": memory_kib(os.getpid())}
