@@ -23,10 +23,10 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hostagent.model import Attributes, AttributeValue, Call
 from hostagent.policy import pii
@@ -195,6 +195,13 @@ class Redactor:
         text = body.decode("utf-8", "surrogateescape")
         new = self.text(text, found)
         return body if new == text else new.encode("utf-8", "surrogateescape")
+
+    def redact_attributes(self, attributes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+        """Any attribute map (e.g. a Resource's: process.command_args and process.command_line
+        carry whatever a program was started with) redacted like a Call's attributes."""
+        found: Counter[str] = Counter()
+        out = {k: self._attribute(k, v, found) for k, v in attributes.items()} if self.active else dict(attributes)
+        return out, dict(found)
 
     def redact_text(self, value: str) -> tuple[str, dict[str, int]]:
         found: Counter[str] = Counter()

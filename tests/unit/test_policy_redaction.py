@@ -298,3 +298,23 @@ def test_fast_path_prefilter_never_changes_the_result(pieces: list[str]) -> None
         assert R.apply(_call(attributes={"url.query": text}, request_body=text.encode())) == fast_call
     finally:
         pii.may_contain_pii, pii.may_contain_pii_bytes = saved
+
+
+def test_resource_attributes_are_redacted_too() -> None:
+    attrs = {
+        "process.command_args": ("curl", "-H", "Authorization: Bearer sekrit-tok-123", "http://h/?password=x"),
+        "process.pid": 42,
+        "service.name": "curl",
+    }
+    out, found = R.redact_attributes(attrs)
+    assert out == {
+        "process.command_args": (
+            "curl",
+            "-H",
+            "Authorization: Bearer [REDACTED:bearer]",
+            "http://h/?password=[REDACTED:secret_param]",
+        ),
+        "process.pid": 42,
+        "service.name": "curl",
+    }
+    assert found == {"bearer": 1, "secret_param": 1}
