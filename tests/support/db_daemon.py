@@ -9,6 +9,7 @@ as a failure instead of arriving after the assertion.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -94,9 +95,15 @@ def summary(spans: list[ReceivedSpan], *keys: str) -> list[tuple[Any, ...]]:
     return [(s.name, *(s.attributes.get(k) for k in keys)) for s in spans]
 
 
-def run_python(code: str, *args: str, check: bool = True) -> tuple[int, subprocess.CompletedProcess[bytes]]:
-    """Run ``code`` in a fresh interpreter (its own pid, so its CLIENT spans are its own)."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def run_python(
+    code: str, *args: str, check: bool = True, env: Optional[dict[str, str]] = None
+) -> tuple[int, subprocess.CompletedProcess[bytes]]:
+    """Run ``code`` in a fresh interpreter (its own pid, so its CLIENT spans are its own).
+
+    ``env`` adds variables: the way to hand a client a secret, since the agent exports every
+    process's command line (process.command_args)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})  # fmt: skip
     out, err = proc.communicate(timeout=120)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if check and proc.returncode != 0:
