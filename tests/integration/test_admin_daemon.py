@@ -284,6 +284,20 @@ def test_other_users_are_refused(agent: Agent) -> None:
     assert ctl_json(agent, "probes", "list")["probes"][0]["enabled"] is True
 
 
+def test_reload_reports_a_bad_config_and_keeps_running(agent: Agent) -> None:
+    good = agent.config.read_text()
+    try:
+        agent.config.write_text(good + "\n[sampling]\nratio = 7\n")
+        out = ctl(agent, "reload")
+        assert out.returncode == 1
+        assert out.stdout.startswith("reload failed, running config kept: ")
+        assert str(agent.config) in out.stdout
+    finally:
+        agent.config.write_text(good)
+    assert ctl_json(agent, "reload")["ok"] is True
+    assert ctl_json(agent, "status")["healthy"] is True
+
+
 def test_restart_keeps_runtime_changes_and_reset_restores_config(agent: Agent) -> None:
     ctl_json(agent, "sampling", "set", "0.5", "--keep-errors")
     ctl_json(agent, "probes", "enable", "redis")
