@@ -93,17 +93,29 @@ class QueueSink:
 
     def __init__(self, queue: ExportQueue) -> None:
         self.queue = queue
+        self.layering: Any = None  # hostagent.receiver.wiring.Layering, stopped (flushed) first
 
     def enqueue(self, span: Any) -> bool:
         return self.queue.put(span)
 
     def drop_counts(self) -> dict[str, int]:
         s = self.queue.stats()
-        return {"export_queue_full": s.dropped_queue_full, "export_failed": s.dropped_export_failed,
-                "export_shutdown": s.dropped_shutdown}
+        out = {"export_queue_full": s.dropped_queue_full, "export_failed": s.dropped_export_failed,
+               "export_shutdown": s.dropped_shutdown}
+        if self.layering is not None:
+            counters = self.layering.counters()
+            out.update({k: v for k, v in counters.items() if k in _LAYERING_DROPS})
+        return out
 
     def shutdown(self, timeout_s: float) -> bool:
+        if self.layering is not None:
+            self.layering.stop(min(timeout_s, 5.0))
         return self.queue.shutdown(timeout_s)
+
+
+# Losses among the layering counters (the others -- links made, spans enriched -- are not drops).
+_LAYERING_DROPS = frozenset({"forward_queue_full", "forward_failed", "forward_no_exporter",
+                             "forward_dropped_at_stop"})
 
 
 @dataclass
@@ -194,7 +206,8 @@ def build_identity(config: Config) -> Identity:
 
 def build_pipeline(agent: Agent) -> Parts:
     from hostagent.daemon import console_wanted
-    from hostagent.policy.redaction import PiiCounters, load_or_create_key
+    from hostagent.policy.redaction import PiiCounters, load_or_create_key, redactor_for
+    from hostagent.receiver.wiring import Layering
 
     config = agent.config
     exporters, description = make_exporters(config, console_wanted(config))
@@ -223,13 +236,19 @@ def build_pipeline(agent: Agent) -> Parts:
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute)
     state_dir = Path(config.agent.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    redaction_key = load_or_create_key(state_dir)
+    pii = PiiCounters()
+    layering = Layering(config, queue.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
+    sink.layering = layering
     pipeline = Pipeline(
         holder, tracker, builder.build, sink,
         identity=cache,
         peers=identity.peers,
-        redaction_key=load_or_create_key(state_dir),
-        pii_counters=PiiCounters(),
+        redaction_key=redaction_key,
+        pii_counters=pii,
+        linker=layering,
     )
+    layering.start()
     bpf = BpfCapture(
         on_event=pipeline.on_event,
         payload_bytes=config.probes.payload_bytes,

@@ -58,6 +58,7 @@ class Pipeline:
         redaction_key: bytes = b"",
         pii_counters: Optional[PiiCounters] = None,
         observers: tuple[Observer, ...] = (),
+        linker: Optional[Any] = None,
     ) -> None:
         self.settings = settings
         self.tracker = tracker
@@ -68,6 +69,8 @@ class Pipeline:
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
+        # hostagent.receiver.wiring.Layering: trace linking and SDK enrichment before the queue
+        self.linker = linker
         self.events = 0
         self.calls = 0
         self.spans = 0
@@ -135,4 +138,7 @@ class Pipeline:
         self.spans += 1
         for observe in self.observers:
             observe(call, span)
-        self.sink.enqueue(span)  # the queue counts what it drops when full
+        if self.linker is not None:
+            self.linker.offer(call, span)  # holds, links, dedups, then enqueues
+        else:
+            self.sink.enqueue(span)  # the queue counts what it drops when full

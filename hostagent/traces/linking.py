@@ -1,0 +1,312 @@
+"""Whole traces without any SDK, on one host: parents the wire alone can justify.
+
+Two links, both for calls that carry no ``traceparent`` (a traceparent is always authoritative):
+
+1. Thread-per-request: a CLIENT call made by thread T of process P while T was serving a request
+   (P's SERVER call on T started before it and ended after it) is that server span's child.
+   The server call completes after its client calls (it answers last), so client calls of a
+   process that serves are held (``hold_s``) until the enclosing server call arrives.
+   Event loops serve many requests on one thread: a process whose server calls overlap on one
+   thread is marked as such and never thread-linked again (ambiguous, so no link rather than a
+   wrong one). The first overlap can only be seen once both calls exist; see the tests for what
+   that costs.
+2. Both ends on this host: a SERVER call whose peer is local is the child of the CLIENT call that
+   sent it -- same server port, method and path, and the server's request/response inside the
+   client's (kernel timestamps of one clock, ``TOLERANCE_NS`` for the syscall exit race). Only a
+   single candidate links; two look-alike requests in flight at once link neither.
+   The server side completes first (it answers before the client reads), so local-peer server
+   spans are held until their client arrives.
+
+Trace ids flow from the root down: a chain curl -> A -> B completes bottom-up (B's server span
+first, curl's client span last), so linked spans wait in a tree until its root is known (a span
+with no possible parent, or one whose hold ran out), then the whole tree is emitted with the
+root's trace id. Everything is bounded: at most ``max_held`` spans wait; past that a span is
+emitted as it is, and counted.
+
+Runs on the poll thread (``offer``) and the sweeper thread (``sweep``), under one lock; ``emit``
+is called outside it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from typing import Optional
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
+from hostagent.model import Call, Role
+
+TOLERANCE_NS = 2_000_000  # a reader can return from read() before the writer returns from write()
+LINKED_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+Emit = Callable[[Call, ReadableSpan], None]
+
+
+def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSpan:
+    """``span`` moved into ``trace_id`` under ``parent_span_id`` (its own span id kept)."""
+    ctx = span.context
+    assert ctx is not None
+    context = SpanContext(trace_id, ctx.span_id, False, ctx.trace_flags, ctx.trace_state)
+    parent = SpanContext(trace_id, parent_span_id, False, ctx.trace_flags, ctx.trace_state)
+    return ReadableSpan(
+        name=span.name, context=context, parent=parent, resource=span.resource,
+        attributes=span.attributes, events=span.events, links=span.links, kind=span.kind,
+        status=span.status, start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )  # fmt: skip
+
+
+def is_local_address(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
+
+
+class Node:
+    __slots__ = ("call", "children", "deadline", "done", "parent", "span", "trace_id", "waiting")
+
+    def __init__(self, call: Call, span: ReadableSpan, deadline: float) -> None:
+        self.call, self.span, self.deadline = call, span, deadline
+        self.parent: Optional[Node] = None
+        self.children: list[Node] = []
+        self.done = False  # emitted; span/trace_id are final
+        self.waiting = False
+        self.trace_id = span.context.trace_id if span.context is not None else 0
+
+    @property
+    def span_id(self) -> int:
+        return self.span.context.span_id if self.span.context is not None else 0
+
+
+def _same_request(client: Call, server: Call) -> bool:
+    ca, sa = client.attributes, server.attributes
+    for key in ("http.request.method", "url.path", "rpc.method", "rpc.service"):
+        if ca.get(key) != sa.get(key):
+            return False
+    return client.start_ns - TOLERANCE_NS <= server.start_ns and server.end_ns <= client.end_ns + TOLERANCE_NS
+
+
+class LocalLinker:
+    def __init__(
+        self,
+        emit: Emit,
+        hold_s: float = 1.5,
+        enabled: bool = True,
+        max_held: int = 20000,
+        ignore_peers: Iterable[tuple[str, int]] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.emit = emit
+        self.hold_s = hold_s
+        self.enabled = enabled
+        self.max_held = max_held
+        self.ignore_peers = frozenset(ignore_peers)  # e.g. the agent's own OTLP receiver
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._held = 0
+        self._expiry: deque[Node] = deque()  # deadlines only grow: hold_s is constant
+        self._clients: dict[tuple[int, int], list[Node]] = {}  # (pid, tid) -> waiting client nodes
+        self._servers: dict[int, list[Node]] = {}  # server port -> waiting local-peer server nodes
+        self._recent: dict[int, deque[Node]] = {}  # server port -> recent local client nodes
+        self._serving: OrderedDict[int, float] = OrderedDict()  # pids that served, last time
+        self._window: dict[tuple[int, int], int] = {}  # (pid, tid) -> end of its last server call
+        self.event_loop_pids: set[int] = set()
+
+    # -- entry points ---------------------------------------------------------------------------
+    def offer(self, call: Call, span: ReadableSpan) -> None:
+        conn = call.conn
+        if conn is not None and conn.peer is not None and (conn.peer.address, conn.peer.port) in self.ignore_peers:
+            self.counters["receiver_traffic"] += 1  # an SDK exporting to us: not the app's traffic
+            return
+        if not self.enabled or conn is None or call.role == Role.UNKNOWN:
+            self.emit(call, span)
+            return
+        out: list[Node] = []
+        with self._lock:
+            node = Node(call, span, self.clock() + self.hold_s)
+            if call.role == Role.SERVER:
+                self._on_server(node, out)
+            else:
+                self._on_client(node, out)
+        self._emit(out)
+
+    def sweep(self, now: Optional[float] = None) -> None:
+        """Emit the trees whose hold ran out (called by a timer)."""
+        now = self.clock() if now is None else now
+        out: list[Node] = []
+        with self._lock:
+            expiry = self._expiry
+            while expiry and expiry[0].deadline <= now:
+                node = expiry.popleft()
+                if node.waiting:
+                    self._unwait(node)
+                    if node.parent is None:
+                        self.counters["hold_expired"] += 1
+                        self._flush(node, None, out)
+            if len(self._serving) > 4096 or len(self._window) > 65536:
+                self._window.clear()
+                while len(self._serving) > 2048:
+                    self._serving.popitem(last=False)
+        self._emit(out)
+
+    def flush_all(self) -> None:
+        """Emit everything held (shutdown)."""
+        out: list[Node] = []
+        with self._lock:
+            for node in list(self._expiry):
+                if node.waiting:
+                    self._unwait(node)
+                    if node.parent is None:
+                        self._flush(node, None, out)
+            self._expiry.clear()
+        self._emit(out)
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    # -- the two sides ----------------------------------------------------------------------------
+    def _on_server(self, node: Node, out: list[Node]) -> None:
+        call = node.call
+        conn = call.conn
+        assert conn is not None
+        pid, key = conn.pid, (conn.pid, conn.tid)
+        self._serving[pid] = node.deadline
+        self._serving.move_to_end(pid)
+        last_end = self._window.get(key)
+        if last_end is not None and last_end > call.start_ns + TOLERANCE_NS and pid not in self.event_loop_pids:
+            self.event_loop_pids.add(pid)  # two requests at once on one thread: an event loop
+            self.counters["event_loop_processes"] += 1
+        self._window[key] = max(call.end_ns, last_end or 0)
+        if pid not in self.event_loop_pids:
+            waiting = self._clients.get(key)
+            if waiting:
+                for child in list(waiting):
+                    c = child.call
+                    if call.start_ns - TOLERANCE_NS <= c.start_ns and c.end_ns <= call.end_ns + TOLERANCE_NS:
+                        self._unwait(child)
+                        self._adopt(node, child)
+                        self.counters["thread_links"] += 1
+        if call.traceparent is None and self._local_peer(call) and call.protocol in LINKED_PROTOCOLS:
+            parent = self._client_for(node)
+            if parent is not None:
+                self.counters["peer_links"] += 1
+                if parent.done:
+                    self._flush(node, parent, out)
+                else:
+                    self._adopt(parent, node)
+                return
+            if self._hold(node, self._servers.setdefault(self._server_port(call), [])):
+                return
+        self._flush(node, None, out)
+
+    def _on_client(self, node: Node, out: list[Node]) -> None:
+        call = node.call
+        conn = call.conn
+        assert conn is not None
+        if call.protocol in LINKED_PROTOCOLS and conn.peer is not None and is_local_address(conn.peer.address):
+            port = conn.peer.port
+            waiting = self._servers.get(port)
+            if waiting:
+                found = [s for s in waiting if _same_request(call, s.call)]
+                if len(found) == 1:
+                    self._unwait(found[0])
+                    self._adopt(node, found[0])
+                    self.counters["peer_links"] += 1
+                elif found:
+                    self.counters["peer_ambiguous"] += 1
+            recent = self._recent.get(port)
+            if recent is None:
+                if len(self._recent) > 4096:
+                    self._recent.clear()
+                recent = self._recent[port] = deque(maxlen=64)
+            recent.append(node)
+        pid = conn.pid
+        if call.traceparent is None and pid in self._serving and pid not in self.event_loop_pids:
+            if self._hold(node, self._clients.setdefault((pid, conn.tid), [])):
+                return
+        self._flush(node, None, out)
+
+    # -- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _server_port(call: Call) -> int:
+        port = call.attributes.get("server.port")
+        if isinstance(port, int):
+            return port
+        local = call.conn.local if call.conn is not None else None
+        return local.port if local is not None else 0
+
+    @staticmethod
+    def _local_peer(call: Call) -> bool:
+        peer = call.conn.peer if call.conn is not None else None
+        return peer is not None and is_local_address(peer.address)
+
+    def _client_for(self, node: Node) -> Optional[Node]:
+        """A client call already seen for this server call (the rarer order); unique or None."""
+        recent = self._recent.get(self._server_port(node.call))
+        if not recent:
+            return None
+        found = [c for c in recent if _same_request(c.call, node.call)]
+        if len(found) > 1:
+            self.counters["peer_ambiguous"] += 1
+        return found[0] if len(found) == 1 else None
+
+    def _hold(self, node: Node, bucket: list[Node]) -> bool:
+        if self._held >= self.max_held:
+            self.counters["hold_overflow"] += 1
+            return False
+        node.waiting = True
+        bucket.append(node)
+        self._expiry.append(node)
+        self._held += 1
+        return True
+
+    def _unwait(self, node: Node) -> None:
+        node.waiting = False
+        self._held -= 1
+        conn = node.call.conn
+        assert conn is not None
+        if node.call.role == Role.SERVER:
+            bucket = self._servers.get(self._server_port(node.call))
+            key: object = self._server_port(node.call)
+            table: dict = self._servers
+        else:
+            key = (conn.pid, conn.tid)
+            bucket = self._clients.get(key)  # type: ignore[arg-type]
+            table = self._clients
+        if bucket is not None:
+            try:
+                bucket.remove(node)
+            except ValueError:
+                pass
+            if not bucket:
+                table.pop(key, None)
+
+    @staticmethod
+    def _adopt(parent: Node, child: Node) -> None:
+        child.parent = parent
+        parent.children.append(child)
+
+    def _flush(self, root: Node, done_parent: Optional[Node], out: list[Node]) -> None:
+        """Fix ids of ``root`` (under ``done_parent`` if given) and its subtree; queue for emit."""
+        if done_parent is not None:
+            root.span = respan(root.span, done_parent.trace_id, done_parent.span_id)
+            root.trace_id = done_parent.trace_id
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            node.done = True
+            out.append(node)
+            for child in node.children:
+                if child.waiting:
+                    self._unwait(child)
+                child.span = respan(child.span, node.trace_id, node.span_id)
+                child.trace_id = node.trace_id
+                stack.append(child)
+            node.children = []
+
+    def _emit(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            self.emit(node.call, node.span)
