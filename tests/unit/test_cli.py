@@ -201,3 +201,15 @@ def test_unreachable_daemon_says_where_and_what_to_do(tmp_path: Path) -> None:
     assert f"unix:{sock}" in out.stderr
     out = cli("status", env={"HOSTAGENT_ADDRESS": "127.0.0.1:18799"})
     assert out.returncode == 1 and "--address needs --cacert" in out.stderr
+
+
+def test_socket_without_agent_says_nobody_answered(tmp_path: Path) -> None:
+    import socket
+
+    sock = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()  # the file stays, nobody listens: what a crashed agent leaves behind
+    out = cli("--socket", str(sock), "probes", "list")
+    assert out.returncode == 1
+    assert f"at unix:{sock} (nobody answered). Is the agent running?" in out.stderr
