@@ -207,32 +207,6 @@ class Redactor:
         found: Counter[str] = Counter()
         return self.text(value, found), dict(found)
 
-    def _may_match(self, call: Call) -> bool:
-        """Cheap whole-call check: could anything be redacted at all?
-
-        User rules are run per field (a rule anchored with ^ or $ would not match inside a joined
-        text), so with rules this is always True. The built-in detectors get one search over all
-        the call's text joined, which most calls (no PII) pass in one step.
-        """
-        if self._rules:
-            return True
-        if any(n.lower() in SENSITIVE_HEADERS for n, _ in call.request_headers + call.response_headers):
-            return True
-        parts = [call.name, call.status_message, call.error_type or ""]
-        for key, value in call.attributes.items():
-            if isinstance(value, str):
-                parts.append(value)
-            elif isinstance(value, tuple) and value and isinstance(value[0], str):
-                parts.extend(value)  # type: ignore[arg-type]
-            else:
-                continue
-            if key.startswith(_HEADER_ATTR_PREFIXES) and key.split(".", 3)[3] in SENSITIVE_HEADERS:
-                return True
-        parts.extend(v for _, v in call.request_headers + call.response_headers)
-        if pii.may_contain_pii("\n".join(parts)):
-            return True
-        return any(pii.may_contain_pii_bytes(b) for b in (call.request_body, call.response_body) if b)
-
     def _attribute_memo(self, key: str, value: AttributeValue, found: Counter[str]) -> AttributeValue:
         """_attribute, remembered per (key, value) for strings and tuples of strings: one dict
         lookup per attribute on the hot path instead of prefix checks, a header-name test and a scan."""
