@@ -23,25 +23,6 @@ from tests.unit.admin_harness import cli, world_dir
 pytestmark = pytest.mark.root
 APP_PORT = 18720
 
-# Until the daemon starts the admin API itself (hostagent.assembly Parts.start_admin), run it
-# through this wrapper, which adds exactly hostagent.admin.wiring.start_admin; once the daemon
-# does, the wrapper changes nothing.
-WITH_ADMIN = """
-import sys
-import hostagent.assembly as assembly
-_build = assembly.build_pipeline
-def build(agent):
-    parts = _build(agent)
-    if parts.start_admin is None:
-        from hostagent.admin.wiring import start_admin
-        parts.start_admin = lambda: start_admin(agent, parts.pipeline)
-    return parts
-assembly.build_pipeline = build
-from hostagent.__main__ import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[OtlpGrpcReceiver]:
     r = OtlpGrpcReceiver().start()
@@ -57,8 +38,6 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, workdir: Path) -> Iterator[Agent]:
-    saved = agent_support.HOSTAGENT
-    agent_support.HOSTAGENT = [sys.executable, "-c", WITH_ADMIN]
     a = Agent(
         workdir / "agent",
         receiver.endpoint,
@@ -68,7 +47,6 @@ def agent(receiver: OtlpGrpcReceiver, workdir: Path) -> Iterator[Agent]:
         a.start()
         yield a
     finally:
-        agent_support.HOSTAGENT = saved
         assert a.stop() == 0
 
 
