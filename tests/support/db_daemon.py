@@ -121,15 +121,6 @@ def run(cmd: list[str], check: bool = True) -> tuple[int, subprocess.CompletedPr
     return proc.pid, done
 
 
-def child_pids(pid: int) -> set[int]:
-    """Direct children of ``pid`` (runuser's child is the postmaster)."""
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        out.update(int(c) for c in children)
-    return out
-
-
 def pid_of_postmaster(datadir: str) -> Optional[int]:
     """The postmaster's pid from its own pid file (first line)."""
     try:
