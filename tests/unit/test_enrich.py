@@ -1,0 +1,194 @@
+"""SdkLayer: SDK spans matched with agent spans by traceparent, enriched, deduplicated, held, bounded;
+redaction of what the SDK sent; protobuf kept as sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+
+from hostagent.model import Call, Connection, Endpoint, Role
+from hostagent.policy.redaction import Redactor
+from hostagent.settings import RedactionRule, RedactionSettings
+from hostagent.traces.clock import MonotonicToUnix
+from hostagent.traces.enrich import SdkLayer, redact_request
+from hostagent.traces.spans import SpanBuilder
+
+BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({"process.pid": 77, "service.name": "shop"}))
+TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+SDK_CLIENT_ID = 0x00F067AA0BA902B7  # the id the SDK wrote as traceparent parent-id
+UPSTREAM = 0x1111111111111111
+TP_OUT = f"00-{TRACE:032x}-{SDK_CLIENT_ID:016x}-01"  # written by the SDK on the outgoing request
+TP_IN = f"00-{TRACE:032x}-{UPSTREAM:016x}-01"  # on the incoming request
+
+
+def agent_call(role: Role, traceparent: str) -> Call:
+    return Call(protocol="http", role=role, start_ns=1_000, end_ns=9_000, name="POST",
+                attributes={"http.request.method": "POST", "http.request.header.x-plain": ("v",),
+                            "hostagent.http.request.body": "hello", "http.request.body.size": 5},
+                traceparent=traceparent,
+                conn=Connection(pid=77, tid=78, fd=9, peer=Endpoint("127.0.0.1", 8080)))
+
+
+def sdk_request(kind: int, span_id: int, parent: int = 0, attrs: Any = ()) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="shop-sdk")))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "opentelemetry.instrumentation.flask"
+    span = ss.spans.add()
+    span.trace_id, span.span_id = TRACE.to_bytes(16, "big"), span_id.to_bytes(8, "big")
+    span.kind, span.name = kind, "op"
+    if parent:
+        span.parent_span_id = parent.to_bytes(8, "big")
+    span.events.add(name="sdk event")
+    for key, value in attrs:
+        span.attributes.append(KeyValue(key=key, value=AnyValue(string_value=value)))
+    return req
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def layer(**kw: Any) -> tuple[SdkLayer, list[ReadableSpan], list[ExportTraceServiceRequest], Clock]:
+    emitted: list[ReadableSpan] = []
+    forwarded: list[ExportTraceServiceRequest] = []
+    clock = Clock()
+    sdk = SdkLayer(lambda c, s: emitted.append(s), forwarded.append, clock=clock, **kw)
+    return sdk, emitted, forwarded, clock
+
+
+def attrs_of(span: PbSpan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in span.attributes:
+        which = kv.value.WhichOneof("value")
+        v = getattr(kv.value, which)
+        out[kv.key] = tuple(x.string_value for x in v.values) if which == "array_value" else v
+    return out
+
+
+def only_span(req: ExportTraceServiceRequest) -> PbSpan:
+    return req.resource_spans[0].scope_spans[0].spans[0]
+
+
+def test_client_agent_first_then_sdk_span_merges() -> None:
+    sdk, emitted, forwarded, _ = layer()
+    call = agent_call(Role.CLIENT, TP_OUT)
+    sdk.offer(call, BUILD.build(call))
+    assert emitted == []  # waits for the SDK span
+    req = sdk_request(PbSpan.SPAN_KIND_CLIENT, SDK_CLIENT_ID, parent=UPSTREAM)
+    sdk.on_request(req, req.ByteSize())
+    assert emitted == [] and len(forwarded) == 1  # the agent's duplicate dropped, SDK span forwarded
+    a = attrs_of(only_span(forwarded[0]))
+    assert a["http.request.header.x-plain"] == ("v",)
+    assert a["hostagent.http.request.body"] == "hello"
+    assert a["hostagent.process.pid"] == 77 and a["hostagent.service.name"] == "shop"
+    assert a["hostagent.kernel.start_time_unix_nano"] == 1_000 and a["hostagent.kernel.tid"] == 78
+    assert only_span(forwarded[0]).events[0].name == "sdk event"  # the rest kept as sent
+    assert sdk.counters["agent_spans_deduplicated"] == 1
+
+
+def test_server_sdk_first_then_agent_span_merges() -> None:
+    sdk, emitted, forwarded, _ = layer()
+    req = sdk_request(PbSpan.SPAN_KIND_SERVER, 0x2222222222222222, parent=UPSTREAM,
+                      attrs=[("http.request.header.x-plain", "sdk wins")])
+    sdk.on_request(req, req.ByteSize())
+    assert forwarded == []  # held for its wire call
+    call = agent_call(Role.SERVER, TP_IN)
+    sdk.offer(call, BUILD.build(call))
+    assert emitted == [] and len(forwarded) == 1
+    a = attrs_of(only_span(forwarded[0]))
+    assert a["http.request.header.x-plain"] == "sdk wins"  # what the SDK set is kept
+    assert a["hostagent.http.request.body"] == "hello"
+    assert sdk.held == {"sdk_spans": 0, "sdk_bytes": 0, "agent_spans": 0}
+
+
+def test_thread_linked_child_of_a_dropped_agent_span_moves_under_the_sdk_span() -> None:
+    sdk, emitted, _forwarded, _ = layer()
+    call = agent_call(Role.SERVER, TP_IN)
+    server = BUILD.build(call)
+    sdk.offer(call, server)
+    db = Call(protocol="redis", role=Role.CLIENT, start_ns=2_000, end_ns=3_000, name="GET")
+    child = BUILD.build(db)
+    from hostagent.traces.linking import respan
+
+    assert server.context is not None
+    child = respan(child, server.context.trace_id, server.context.span_id)
+    sdk.offer(db, child)
+    assert emitted == []  # waits with its parent
+    req = sdk_request(PbSpan.SPAN_KIND_SERVER, 0x3333333333333333, parent=UPSTREAM)
+    sdk.on_request(req, req.ByteSize())
+    assert len(emitted) == 1 and emitted[0].parent is not None
+    assert emitted[0].parent.span_id == 0x3333333333333333 and emitted[0].context.trace_id == TRACE  # type: ignore[union-attr]
+
+
+def test_unmatched_both_sides_after_the_hold() -> None:
+    sdk, emitted, forwarded, clock = layer(hold_s=1.5)
+    call = agent_call(Role.CLIENT, TP_OUT)
+    sdk.offer(call, BUILD.build(call))
+    req = sdk_request(PbSpan.SPAN_KIND_SERVER, 0x4444444444444444, parent=0x5555555555555555)
+    sdk.on_request(req, req.ByteSize())
+    clock.now = 1.49
+    sdk.sweep()
+    assert emitted == [] and forwarded == []
+    clock.now = 1.5
+    sdk.sweep()
+    assert len(emitted) == 1 and len(forwarded) == 1
+    assert attrs_of(only_span(forwarded[0])) == {}  # forwarded unchanged
+    # the SDK span of the agent span that already left is still enriched, and the pid learnt
+    late = sdk_request(PbSpan.SPAN_KIND_CLIENT, SDK_CLIENT_ID)
+    sdk.on_request(late, late.ByteSize())
+    assert attrs_of(only_span(forwarded[1]))["hostagent.http.request.body"] == "hello"
+    assert sdk.counters["sdk_spans_late"] == 1
+    # ... so the next agent span of that process waits longer (sdk_wait_s) for its SDK span
+    call2 = agent_call(Role.CLIENT, f"00-{TRACE:032x}-{0x6666666666666666:016x}-01")
+    sdk.offer(call2, BUILD.build(call2))
+    clock.now = 1.5 + 5.9
+    sdk.sweep()
+    assert len(emitted) == 1
+
+
+def test_internal_and_db_spans_are_not_held() -> None:
+    sdk, _, forwarded, _ = layer()
+    req = sdk_request(PbSpan.SPAN_KIND_INTERNAL, 0x7777777777777777)
+    sdk.on_request(req, req.ByteSize())
+    db = sdk_request(PbSpan.SPAN_KIND_CLIENT, 0x8888888888888888, attrs=[("db.system", "postgresql")])
+    sdk.on_request(db, db.ByteSize())
+    assert len(forwarded) == 2
+
+
+def test_memory_bound_forwards_at_once_and_counts() -> None:
+    sdk, _, forwarded, _ = layer(max_held_spans=1)
+    for i in range(3):
+        req = sdk_request(PbSpan.SPAN_KIND_CLIENT, 0x100 + i)
+        sdk.on_request(req, req.ByteSize())
+    assert len(forwarded) == 2 and sdk.counters["sdk_hold_overflow"] == 2 and sdk.held["sdk_spans"] == 1
+    sdk2, _, forwarded2, _ = layer(max_held_bytes=10)
+    req = sdk_request(PbSpan.SPAN_KIND_CLIENT, 0x200)
+    sdk2.on_request(req, req.ByteSize())
+    assert len(forwarded2) == 1
+
+
+def test_redaction_of_what_the_sdk_sent() -> None:
+    req = sdk_request(PbSpan.SPAN_KIND_SERVER, 0x9, parent=UPSTREAM, attrs=[
+        ("url.query", "ref=canary-0123456789abcdef"), ("http.request.header.authorization", "Bearer x"),
+        ("plain", "nothing here")])
+    only_span(req).name = "GET canary-0123456789abcdef"
+    redactor = Redactor(RedactionSettings(rules=(RedactionRule("canary", r"canary-[0-9a-f]{16}"),)), b"k" * 32)
+    counts = redact_request(req, redactor)
+    span = only_span(req)
+    a = attrs_of(span)
+    assert a["url.query"] == "ref=[REDACTED:canary]"
+    assert a["http.request.header.authorization"] == "[REDACTED:sensitive_header]"
+    assert a["plain"] == "nothing here"
+    assert span.name == "GET [REDACTED:canary]"
+    assert counts == {"canary": 2, "sensitive_header": 1}
+    assert b"canary-0123" not in req.SerializeToString()

@@ -1,0 +1,158 @@
+"""LocalLinker: thread-per-request parents, local client -> server links, holds and their bounds.
+
+Calls are built as the capture stage builds them (pid/tid/peer on ``conn``, kernel monotonic ns);
+spans by the real SpanBuilder. Times in ms for reading: ``ms(5)`` is 5 ms after an origin.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+
+from hostagent.model import Call, Connection, Endpoint, Role
+from hostagent.traces.clock import MonotonicToUnix
+from hostagent.traces.linking import LocalLinker
+from hostagent.traces.spans import SpanBuilder
+
+BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({}))
+A_PORT, B_PORT = 19302, 19301
+
+
+def ms(n: float) -> int:
+    return int(1_000_000_000 + n * 1_000_000)
+
+
+def http(role: Role, pid: int, tid: int, start: float, end: float, port: int, path: str = "/x",
+         peer: str = "127.0.0.1", traceparent: Optional[str] = None) -> Call:
+    peer_port = port if role == Role.CLIENT else 40000 + pid
+    return Call(protocol="http", role=role, start_ns=ms(start), end_ns=ms(end), name="GET",
+                attributes={"http.request.method": "GET", "url.path": path, "server.port": port},
+                traceparent=traceparent,
+                conn=Connection(pid=pid, tid=tid, fd=5, peer=Endpoint(peer, peer_port)))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def linker(**kw: Any) -> tuple[LocalLinker, list[tuple[Call, ReadableSpan]], Clock]:
+    out: list[tuple[Call, ReadableSpan]] = []
+    clock = Clock()
+    return LocalLinker(lambda c, s: out.append((c, s)), clock=clock, **kw), out, clock
+
+
+def offer(lk: LocalLinker, call: Call) -> ReadableSpan:
+    span = BUILD.build(call)
+    lk.offer(call, span)
+    return span
+
+
+def ids(span: ReadableSpan) -> tuple[int, int, int]:
+    assert span.context is not None
+    return span.context.trace_id, span.context.span_id, span.parent.span_id if span.parent else 0
+
+
+def test_curl_a_b_in_completion_order_is_one_trace() -> None:
+    """Calls complete bottom-up: B's server, A's client, A's server, curl's client."""
+    lk, out, _ = linker()
+    offer(lk, http(Role.SERVER, 300, 301, 0, 1, A_PORT, "/warm", peer="10.0.0.1"))  # A has served before
+    out.clear()
+    b_server = offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT, "/sleep"))
+    a_client = offer(lk, http(Role.CLIENT, 300, 301, 2, 34, B_PORT, "/sleep"))
+    a_server = offer(lk, http(Role.SERVER, 300, 301, 1, 35, A_PORT, "/call"))
+    assert out == []  # all waiting for their root
+    curl = offer(lk, http(Role.CLIENT, 400, 400, 0.5, 36, A_PORT, "/call"))
+    got = {c.conn.pid * 10 + c.role: s for c, s in out}  # type: ignore[union-attr]
+    assert len(out) == 4
+    trace = ids(curl)[0]
+    assert ids(got[4001])[2] == 0 and ids(got[4001])[0] == trace
+    assert ids(got[3002]) == (trace, ids(a_server)[1], ids(curl)[1])
+    assert ids(got[3001]) == (trace, ids(a_client)[1], ids(a_server)[1])
+    assert ids(got[2002]) == (trace, ids(b_server)[1], ids(a_client)[1])
+    assert lk.held == 0
+    assert lk.counters["thread_links"] == 1 and lk.counters["peer_links"] == 2
+
+
+def test_traceparent_is_never_overridden() -> None:
+    lk, out, _ = linker()
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    server = offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT, traceparent=tp))
+    assert out == [(out[0][0], server)]  # emitted at once, untouched
+
+
+def test_remote_peer_server_is_a_root_at_once() -> None:
+    lk, out, _ = linker()
+    offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT, peer="10.0.0.7"))
+    assert len(out) == 1 and out[0][1].parent is None
+
+
+def test_client_of_a_non_serving_process_is_not_held() -> None:
+    lk, out, _ = linker()
+    offer(lk, http(Role.CLIENT, 400, 400, 0, 5, 9999))
+    assert len(out) == 1
+
+
+def test_hold_expires_and_spans_go_out_as_they_are() -> None:
+    lk, out, clock = linker(hold_s=1.5)
+    offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT))  # local peer: waits for its client
+    assert out == [] and lk.held == 1
+    clock.now = 1.49
+    lk.sweep()
+    assert out == []
+    clock.now = 1.5
+    lk.sweep()
+    assert len(out) == 1 and out[0][1].parent is None and lk.held == 0
+    assert lk.counters["hold_expired"] == 1
+
+
+def test_two_identical_requests_in_flight_link_neither() -> None:
+    lk, out, _ = linker()
+    offer(lk, http(Role.SERVER, 200, 201, 3, 30, B_PORT))
+    offer(lk, http(Role.SERVER, 200, 202, 4, 31, B_PORT))
+    offer(lk, http(Role.CLIENT, 400, 400, 1, 35, B_PORT))  # could be either's client
+    assert lk.counters["peer_ambiguous"] == 1 and lk.counters["peer_links"] == 0
+    lk.flush_all()
+    assert len(out) == 3 and all(s.parent is None for _, s in out)
+
+
+def test_client_outside_the_server_window_is_not_adopted() -> None:
+    lk, out, _ = linker()
+    offer(lk, http(Role.SERVER, 300, 301, 0, 1, A_PORT, "/warm"))
+    late = offer(lk, http(Role.CLIENT, 300, 301, 50, 60, 9999))  # after the response: background work
+    offer(lk, http(Role.SERVER, 300, 301, 10, 40, A_PORT, peer="10.0.0.1"))
+    lk.flush_all()
+    assert next(s for _, s in out if s is late or ids(s)[1] == ids(late)[1]).parent is None
+
+
+def test_overlapping_server_calls_on_one_thread_mark_an_event_loop() -> None:
+    lk, out, _ = linker()
+    offer(lk, http(Role.SERVER, 300, 301, 0, 20, A_PORT, "/a", peer="10.0.0.1"))
+    offer(lk, http(Role.SERVER, 300, 301, 5, 25, A_PORT, "/b", peer="10.0.0.1"))  # starts before /a ended
+    assert 300 in lk.event_loop_pids
+    offer(lk, http(Role.CLIENT, 300, 301, 30, 32, 9999))
+    assert out[-1][1].parent is None  # not held, not linked
+
+
+def test_bounded_hold() -> None:
+    lk, out, _ = linker(max_held=2)
+    for tid in range(3):
+        offer(lk, http(Role.SERVER, 200, tid, 3, 33, B_PORT, f"/p{tid}"))
+    assert lk.held == 2 and len(out) == 1 and lk.counters["hold_overflow"] == 1
+
+
+def test_receiver_traffic_is_dropped() -> None:
+    lk, out, _ = linker(ignore_peers=[("127.0.0.1", 14318)])
+    offer(lk, http(Role.CLIENT, 400, 400, 0, 5, 14318))
+    assert out == [] and lk.counters["receiver_traffic"] == 1
+
+
+def test_disabled_is_a_bypass() -> None:
+    lk, out, _ = linker(enabled=False)
+    offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT))
+    assert len(out) == 1
