@@ -12,6 +12,7 @@ import platform
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -125,6 +126,7 @@ class Parts:
     pipeline: Pipeline
     exporter_description: str
     identity: Any = None
+    metrics: Any = None
     start_admin: Optional[Callable[[], Any]] = None
 
 
@@ -204,6 +206,46 @@ def build_identity(config: Config) -> Identity:
                     docker=docker, sweeper=sweeper)
 
 
+def build_metrics(config: Config, cache: Any, queue: ExportQueue, drops: Callable[[], dict[str, int]]) -> Any:
+    """RED metrics per call and the agent's own counters, exported over OTLP like the spans."""
+    from hostagent.export.otlp import make_otlp_metric_exporter
+    from hostagent.metrics.provider import make_meter_provider
+    from hostagent.metrics.red import RedMetrics
+    from hostagent.metrics.self_metrics import SelfMetrics
+
+    exp = config.exporter
+    if not (exp.metrics and exp.endpoint):
+        return None
+    exporter = make_otlp_metric_exporter(
+        endpoint=exp.endpoint, protocol=exp.protocol, headers=dict(exp.headers), timeout_s=exp.timeout_ms / 1000,
+        compression=exp.compression, certificate=exp.certificate or None,
+        client_certificate=exp.client_certificate or None, client_key=exp.client_key or None, insecure=exp.insecure,
+    )
+    provider = make_meter_provider(exporter, interval_s=exp.metrics_interval_s)
+
+    def service_name(call: Any) -> str:
+        conn = call.conn
+        return str(cache.service_for(conn.pid, conn.comm).name) if conn is not None else "unknown_service"
+
+    red = RedMetrics(provider, service_name=service_name)
+    self_metrics = SelfMetrics(provider)
+    self_metrics.watch_queue(queue)
+    for cause in ("kernel_ringbuf_full", "kernel_inflight_full", "kernel_mmsg_truncated", "pipeline_error",
+                  "callback_errors"):
+        self_metrics.register_drops(cause, partial(_count_of, drops, cause))
+    return Metrics(red=red, provider=provider)
+
+
+def _count_of(drops: Callable[[], dict[str, int]], cause: str) -> int:
+    return drops().get(cause, 0)
+
+
+@dataclass
+class Metrics:
+    red: Any
+    provider: Any
+
+
 def build_pipeline(agent: Agent) -> Parts:
     from hostagent.daemon import console_wanted
     from hostagent.policy.redaction import PiiCounters, load_or_create_key, redactor_for
@@ -234,6 +276,7 @@ def build_pipeline(agent: Agent) -> Parts:
         return for_probes(current.probes, current.capture.raw_sql)
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute)
+    red = build_metrics(config, cache, queue, agent.drops)
     state_dir = Path(config.agent.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     redaction_key = load_or_create_key(state_dir)
@@ -244,6 +287,7 @@ def build_pipeline(agent: Agent) -> Parts:
         holder, tracker, builder.build, sink,
         identity=cache,
         peers=identity.peers,
+        metrics=red.red.record if red is not None else None,
         redaction_key=redaction_key,
         pii_counters=pii,
         linker=layering,
@@ -265,4 +309,4 @@ def build_pipeline(agent: Agent) -> Parts:
         return start(agent, pipeline)
 
     return Parts(capture=Capture(bpf), queue=sink, pipeline=pipeline, exporter_description=description,
-                 identity=identity, start_admin=start_admin)
+                 identity=identity, metrics=red, start_admin=start_admin)

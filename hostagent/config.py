@@ -51,6 +51,7 @@ class ExporterConfig:
     queue_size: int = 8192
     batch_size: int = 512
     metrics: bool = True
+    metrics_interval_s: int = 15
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ def _exporter(r: _Reader) -> ExporterConfig:
         queue_size=r.integer("queue_size", 8192, 16, 10_000_000),
         batch_size=r.integer("batch_size", 512, 1, 100_000),
         metrics=r.boolean("metrics", True),
+        metrics_interval_s=r.integer("metrics_interval_s", 15, 1, 3600),
     )
 
 

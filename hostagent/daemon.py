@@ -74,6 +74,7 @@ class Agent:
         self.pipeline: Any = None
         self.admin: Any = None
         self.identity: Any = None
+        self.metrics: Any = None
         self.watchdog: Optional[Watchdog] = None
         self.probe_states: dict[str, Any] = {}
         self.exporter_endpoint = ""
@@ -91,6 +92,7 @@ class Agent:
         parts = build_pipeline(self)
         self.capture, self.queue, self.pipeline = parts.capture, parts.queue, parts.pipeline
         self.identity = parts.identity
+        self.metrics = parts.metrics
         self.exporter_endpoint = parts.exporter_description
         # The admin server re-applies persisted runtime changes (probes, sampling, redaction)
         # before the probes attach, so a restart comes back exactly as it was left.
@@ -193,6 +195,8 @@ class Agent:
             self.queue.shutdown(STOP_FLUSH_TIMEOUT_S)
         if self.identity is not None:
             self.identity.stop()
+        if self.metrics is not None:
+            self.metrics.provider.shutdown()  # exports the last RED points
         log.info("stopped; dropped: %s", self.drops() or "nothing")
 
 

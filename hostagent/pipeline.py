@@ -55,6 +55,7 @@ class Pipeline:
         *,
         identity: Optional[Any] = None,
         peers: Optional[Any] = None,
+        metrics: Optional[Callable[[Call], Any]] = None,
         redaction_key: bytes = b"",
         pii_counters: Optional[PiiCounters] = None,
         observers: tuple[Observer, ...] = (),
@@ -66,6 +67,7 @@ class Pipeline:
         self.sink = sink
         self.identity = identity
         self.peers = peers  # identity.listeners.PeerResolver: peer.service for local servers
+        self.metrics = metrics  # RED metrics: every call counts, sampled or not
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
@@ -114,6 +116,8 @@ class Pipeline:
             capture = capture_for(capture, service.name if service is not None else "", call.protocol)
         # Before redaction: everything the wire adds is redacted like the rest of the Call.
         call = with_wire_detail(call, capture, mask_sensitive=not current.redaction.pii_detection)
+        if self.metrics is not None:
+            self.metrics(call)
         redactor = redactor_for(current.redaction, self.redaction_key)
         if redactor.active:
             redacted = redactor.apply(call)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def receiver() -> Iterator[OtlpGrpcReceiver]:
 @pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint,
-              extra={"exporter": {"batch_size": 64}}).start()
+              extra={"exporter": {"batch_size": 64, "metrics_interval_s": 1}}).start()
     yield a
     assert a.stop() == 0
 
@@ -69,8 +70,6 @@ def wait_spans(receiver: OtlpGrpcReceiver, port: int, count: int, timeout: float
     match = on_port(port)
     receiver.recorder.wait_for_spans(lambda spans: sum(1 for s in spans if match(s)) >= count, timeout)
     # a little longer: a span too many must show up as a failure, not be missed
-    import time
-
     time.sleep(1.0)
     return [s for s in receiver.recorder.spans if match(s)]
 
@@ -161,14 +160,18 @@ def test_traceparent_is_honoured_by_the_server_span(receiver: OtlpGrpcReceiver, 
     assert client.trace_id == trace_id
 
 
-def test_requests_without_traceparent_get_fresh_ids(receiver: OtlpGrpcReceiver, app: Server) -> None:
+def test_requests_without_traceparent_get_fresh_traces(receiver: OtlpGrpcReceiver, app: Server) -> None:
     for _ in range(2):
         curl(f"http://127.0.0.1:{APP_PORT}/fresh")
     spans = wait_spans(receiver, APP_PORT, 4)
-    server = by_kind(spans, "SERVER")
-    assert len(server) == 2
-    assert server[0].trace_id != server[1].trace_id
-    assert all(s.parent_span_id == "" and len(s.trace_id) == 32 and s.trace_id != "0" * 32 for s in server)
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert len(server) == 2 and len(client) == 2
+    # each curl starts its own trace (a root CLIENT span)...
+    assert client[0].trace_id != client[1].trace_id
+    assert all(c.parent_span_id == "" and len(c.trace_id) == 32 and c.trace_id != "0" * 32 for c in client)
+    # ...and both ends are on this host, so the server span is the child of its client span
+    for c, s in zip(client, server):
+        assert (s.trace_id, s.parent_span_id) == (c.trace_id, c.span_id)
 
 
 def test_nginx_static_file_and_404(receiver: OtlpGrpcReceiver, nginx: Server) -> None:
@@ -196,3 +199,47 @@ def test_large_response_body_spread_over_many_reads(receiver: OtlpGrpcReceiver, 
     spans = wait_spans(receiver, NGINX_PORT, 2)
     assert len(spans) == 2
     assert all(s.attributes["http.response.body.size"] == 200_000 for s in spans)
+
+
+def _server_counts(points: list) -> dict[int, int]:  # type: ignore[type-arg]
+    """Newest cumulative count per status of the app's DELETE series of http.server.request.duration
+    (DELETE: no other test sends it, and the agent sees every process on the host)."""
+    counts: dict[int, int] = {}
+    for p in points:  # in arrival order: later points of a series overwrite earlier ones
+        if (p.name == "http.server.request.duration" and p.attributes.get("service.name") == "tests.support.http_app"
+                and p.attributes.get("http.request.method") == "DELETE"):
+            counts[p.attributes["http.response.status_code"]] = p.count
+    return counts
+
+
+def test_red_metrics_and_self_metrics_are_exported(receiver: OtlpGrpcReceiver, app: Server) -> None:
+    # metrics are cumulative and earlier tests of this module used the app: measure the increase
+    time.sleep(2.5)  # > 2 export intervals: everything before this test has been reported
+    before = _server_counts(receiver.recorder.points)
+    receiver.recorder.clear()
+    for i in range(3):
+        assert curl("-X", "DELETE", f"http://127.0.0.1:{APP_PORT}/metrics-{i % 2}").stdout == b"200"
+    assert curl("-X", "DELETE", f"http://127.0.0.1:{APP_PORT}/status/500").stdout == b"500"
+    want = {200: before.get(200, 0) + 3, 500: before.get(500, 0) + 1}
+
+    def complete(points: list) -> bool:  # type: ignore[type-arg]
+        counts = _server_counts(points)
+        return all(counts.get(k, 0) >= v for k, v in want.items()) and any(
+            p.name == "hostagent.dropped" for p in points)
+
+    try:
+        points = receiver.recorder.wait_for_points(complete, timeout=20)
+    except TimeoutError:
+        server = [p.attributes for p in receiver.recorder.points if p.name == "http.server.request.duration"]
+        raise AssertionError(f"want {want}, got {_server_counts(receiver.recorder.points)}; {server[-3:]}") from None
+    time.sleep(1.5)  # one more interval: a count past the expected one must show up
+    assert _server_counts(receiver.recorder.points) == want
+    server = [p for p in points if p.name == "http.server.request.duration"
+              and p.attributes.get("http.request.method") == "DELETE"]
+    ok = next(p for p in server if p.attributes["http.response.status_code"] == 200)
+    assert ok.attributes["service.name"] == "tests.support.http_app"
+    assert ok.unit == "s"
+    failed = next(p for p in server if p.attributes["http.response.status_code"] == 500)
+    assert failed.attributes["error.type"] == "500"
+    drops = {p.attributes["cause"] for p in points if p.name == "hostagent.dropped"}
+    assert {"kernel_ringbuf_full", "queue_full", "export_failed"} <= drops

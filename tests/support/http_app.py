@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, b"ok")
 
     do_HEAD = do_GET
+    do_DELETE = do_GET  # answers like GET; tests use it to tell their calls apart
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))

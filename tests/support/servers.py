@@ -41,7 +41,17 @@ class Server:
                 self.proc.wait()
 
 
+def assert_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """A server left by another run would answer in place of ours: refuse to start instead."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise AssertionError(f"{host}:{port} is already in use by another process") from None
+
+
 def start_http_app(port: int) -> Server:
+    assert_port_free(port)
     proc = subprocess.Popen([sys.executable, "-m", "tests.support.http_app", str(port)], cwd=REPO,
                             stdout=subprocess.DEVNULL)
     wait_port(port)
@@ -77,6 +87,7 @@ def start_nginx(root: Path, port: int, body: Optional[bytes] = None) -> Server:
     (root / "www").mkdir(parents=True, exist_ok=True)
     (root / "tmp").mkdir(exist_ok=True)
     (root / "www" / "index.html").write_bytes(body if body is not None else b"<h1>hello</h1>\n")
+    assert_port_free(port)
     conf = root / "nginx.conf"
     conf.write_text(NGINX_CONF.format(root=root, port=port))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL,
