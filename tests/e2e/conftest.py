@@ -23,35 +23,39 @@ WORK = REPO / "build" / "e2e"
 OTLP_PORT = 18801  # this helper's port range is 18800-18899
 
 
-def build_package(kind: str, release: int, out: Path) -> Path:
-    """``packaging/build.sh`` as ``make deb``/``make rpm`` runs it, into a directory of our own."""
+PKG_DIR = WORK / "dist"  # seen as /pkgs in the machine
+
+
+def build_packages(release: int, out: Path) -> dict[str, Path]:
+    """``packaging/build.sh all`` (what ``make deb``/``make rpm`` run) into a directory of our own."""
     env = dict(os.environ, RELEASE=str(release), OUT=str(out), PYTHON=sys.executable)
-    done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), kind], cwd=REPO, env=env,
+    done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), "all"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, f"packaging/build.sh {kind} failed:\n{done.stdout}\n{done.stderr[-5000:]}"
-    pattern = f"hostagent_*-{release}_amd64.deb" if kind == "deb" else f"hostagent-*-{release}.x86_64.rpm"
-    found = sorted(out.glob(pattern))
-    assert len(found) == 1, f"expected one {pattern} in {out}, found {found}"
-    return found[0]
-
-
-DEB_DIR = WORK / "dist"  # seen as /pkgs in the machine
-RPM_DIR = WORK / "dist-rpm"  # seen as /rpms
-
-
-@pytest.fixture(scope="session")
-def debs() -> dict[int, Path]:
-    """Two builds of the same version (releases 1 and 2), to test an upgrade between them."""
-    for old in DEB_DIR.glob("hostagent_*"):
-        old.unlink()
-    return {release: build_package("deb", release, DEB_DIR) for release in (1, 2)}
+    assert done.returncode == 0, f"packaging/build.sh all failed:\n{done.stdout}\n{done.stderr[-5000:]}"
+    built = {}
+    for kind, pattern in (("deb", f"hostagent_*-{release}_amd64.deb"), ("rpm", f"hostagent-*-{release}.x86_64.rpm")):
+        found = sorted(out.glob(pattern))
+        assert len(found) == 1, f"expected one {pattern} in {out}, found {found}"
+        built[kind] = found[0]
+    return built
 
 
 @pytest.fixture(scope="session")
-def rpms() -> dict[int, Path]:
-    for old in RPM_DIR.glob("hostagent-*"):
+def packages() -> dict[int, dict[str, Path]]:
+    """Two builds of the same version (releases 1 and 2), to test upgrades between them."""
+    for old in [*PKG_DIR.glob("hostagent_*.deb"), *PKG_DIR.glob("hostagent-*.rpm")]:
         old.unlink()
-    return {release: build_package("rpm", release, RPM_DIR) for release in (1, 2)}
+    return {release: build_packages(release, PKG_DIR) for release in (1, 2)}
+
+
+@pytest.fixture(scope="session")
+def debs(packages: dict[int, dict[str, Path]]) -> dict[int, Path]:
+    return {release: built["deb"] for release, built in packages.items()}
+
+
+@pytest.fixture(scope="session")
+def rpms(packages: dict[int, dict[str, Path]]) -> dict[int, Path]:
+    return {release: built["rpm"] for release, built in packages.items()}
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +64,15 @@ def rpm_package(rpms: dict[int, Path]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def machine() -> Iterator[Container]:
-    ensure_host_tracefs()
+def machine(request: pytest.FixtureRequest) -> Iterator[Container]:
+    """A module sets ``BIND_TRACEFS = False`` to boot without the host's tracefs, so that the unit
+    has to mount it (as on a host where systemd's sys-kernel-tracing.mount did not)."""
     rootfs = ensure_rootfs(WORK)
-    for d in (DEB_DIR, RPM_DIR):
-        d.mkdir(parents=True, exist_ok=True)
-    binds = [(str(DEB_DIR), "/pkgs", True), (str(RPM_DIR), "/rpms", True),
-             ("/sys/kernel/tracing", "/sys/kernel/tracing", False)]
+    PKG_DIR.mkdir(parents=True, exist_ok=True)
+    binds = [(str(PKG_DIR), "/pkgs", True)]
+    if getattr(request.module, "BIND_TRACEFS", True):
+        ensure_host_tracefs()
+        binds.append(("/sys/kernel/tracing", "/sys/kernel/tracing", False))
     # Kernel headers for bcc: the agent finds /usr/src/linux-headers-* itself and merges them.
     binds += [(p, p, True) for p in ("/usr/src", "/lib/modules") if os.path.isdir(p)]
     box = Container(rootfs, binds, WORK / "nspawn.log").boot()
