@@ -32,8 +32,9 @@
 #define NR_CPUS 256                /* possible CPUs; the loader passes the real count */
 #endif
 #ifndef MAX_IOV
-#define MAX_IOV 64                 /* iovecs walked per readv/writev/recvmsg/sendmsg (grpcio
-                                      writes a first HEADERS frame in 25) */
+#define MAX_IOV 128                /* iovecs walked per readv/writev/recvmsg/sendmsg: grpcio
+                                      writes its first HEADERS in 25 and 20 concurrent calls
+                                      in 65 (1.2 KB); 260 would not load */
 #endif
 #ifndef MAX_MMSG
 #define MAX_MMSG 8                 /* messages reported per recvmmsg/sendmmsg */

@@ -106,7 +106,9 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
         if grpc_message:
             message = grpc.decode_message(grpc_message)
     else:
-        protocol = "http"
+        # "http2", not "http": the pipeline keys probe enablement (PROBE_OF_PROTOCOL), metrics
+        # and sampling on Call.protocol, and "http" would tie these calls to the HTTP/1 probe.
+        protocol = "http2"
         method = _get(s.request, ":method")
         name = "HTTP"
         if method is not None:

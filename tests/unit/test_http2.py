@@ -190,7 +190,7 @@ def test_curl_prior_knowledge_against_nginx(conn: int, expected: tuple[Any, ...]
         }
         if query is not None:
             attrs["url.query"] = query
-        assert call.protocol == "http" and call.name == "GET"
+        assert call.protocol == "http2" and call.name == "GET"
         assert call.attributes == attrs
         assert call.role == (Role.CLIENT if view == "client" else Role.SERVER)
         assert call.error_type == (client_error if view == "client" else None)  # 4xx: not a server error
@@ -228,7 +228,7 @@ def test_first_seen_mid_way_degrades_honestly() -> None:
         assert got.attributes["hostagent.http2.headers_incomplete"] is True
     # ServerStream's :path is a new literal (known) but content-type references an entry made
     # before we watched: nothing on the wire says gRPC, so it is reported as the HTTP/2 POST it is.
-    assert (partial[0].protocol, partial[0].name) == ("http", "POST")
+    assert (partial[0].protocol, partial[0].name) == ("http2", "POST")
     assert partial[0].attributes["url.path"] == "/" + METHOD + "ServerStream"
 
 
@@ -248,7 +248,7 @@ def assert_consistent(got: Call, want: Call) -> None:
                 assert want.attributes.get(key) == value, (key, value)
         return
     # A gRPC call whose content-type could not be decoded: what is said must be true of it.
-    assert (got.protocol, want.protocol) == ("http", "grpc")
+    assert (got.protocol, want.protocol) == ("http2", "grpc")
     for key, value in attrs.items():
         assert {
             "http.request.method": "POST",
