@@ -33,13 +33,14 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import Optional
+from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
 from hostagent.model import Call, Role
 
+MAX_BUCKET = 64  # spans waiting per (port, method, path) or per thread: scans stay short under load
 TOLERANCE_NS = 2_000_000  # a reader can return from read() before the writer returns from write()
 LINKED_PROTOCOLS = frozenset({"http", "http2", "grpc"})
 Emit = Callable[[Call, ReadableSpan], None]
@@ -79,9 +80,14 @@ class Node:
         return self.span.context.span_id if self.span.context is not None else 0
 
 
+def _request_of(call: Call) -> tuple[Any, Any]:
+    a = call.attributes
+    return a.get("http.request.method"), a.get("url.path") or a.get("rpc.method")
+
+
 def _same_request(client: Call, server: Call) -> bool:
     ca, sa = client.attributes, server.attributes
-    for key in ("http.request.method", "url.path", "rpc.method", "rpc.service"):
+    for key in ("http.request.method", "url.path", "url.query", "rpc.method", "rpc.service"):
         if ca.get(key) != sa.get(key):
             return False
     return client.start_ns - TOLERANCE_NS <= server.start_ns and server.end_ns <= client.end_ns + TOLERANCE_NS
@@ -108,7 +114,7 @@ class LocalLinker:
         self._held = 0
         self._expiry: deque[Node] = deque()  # deadlines only grow: hold_s is constant
         self._clients: dict[tuple[int, int], list[Node]] = {}  # (pid, tid) -> waiting client nodes
-        self._servers: dict[int, list[Node]] = {}  # server port -> waiting local-peer server nodes
+        self._servers: dict[tuple[Any, ...], list[Node]] = {}  # (port, method, path) -> waiting servers
         self._recent: dict[int, deque[Node]] = {}  # server port -> recent local client nodes
         self._serving: OrderedDict[int, float] = OrderedDict()  # pids that served, last time
         self._window: dict[tuple[int, int], int] = {}  # (pid, tid) -> end of its last server call
@@ -198,7 +204,7 @@ class LocalLinker:
                 else:
                     self._adopt(parent, node)
                 return
-            if self._hold(node, self._servers.setdefault(self._server_port(call), [])):
+            if self._hold(node, self._servers.setdefault(self._server_key(call), []), out):
                 return
         self._flush(node, None, out)
 
@@ -208,7 +214,7 @@ class LocalLinker:
         assert conn is not None
         if call.protocol in LINKED_PROTOCOLS and conn.peer is not None and is_local_address(conn.peer.address):
             port = conn.peer.port
-            waiting = self._servers.get(port)
+            waiting = self._servers.get((port, *_request_of(call)))
             if waiting:
                 found = [s for s in waiting if _same_request(call, s.call)]
                 if len(found) == 1:
@@ -225,7 +231,7 @@ class LocalLinker:
             recent.append(node)
         pid = conn.pid
         if call.traceparent is None and pid in self._serving and pid not in self.event_loop_pids:
-            if self._hold(node, self._clients.setdefault((pid, conn.tid), [])):
+            if self._hold(node, self._clients.setdefault((pid, conn.tid), []), out):
                 return
         self._flush(node, None, out)
 
@@ -237,6 +243,9 @@ class LocalLinker:
             return port
         local = call.conn.local if call.conn is not None else None
         return local.port if local is not None else 0
+
+    def _server_key(self, call: Call) -> tuple[Any, ...]:
+        return (self._server_port(call), *_request_of(call))
 
     @staticmethod
     def _local_peer(call: Call) -> bool:
@@ -253,10 +262,16 @@ class LocalLinker:
             self.counters["peer_ambiguous"] += 1
         return found[0] if len(found) == 1 else None
 
-    def _hold(self, node: Node, bucket: list[Node]) -> bool:
+    def _hold(self, node: Node, bucket: list[Node], out: list[Node]) -> bool:
         if self._held >= self.max_held:
             self.counters["hold_overflow"] += 1
             return False
+        if len(bucket) >= MAX_BUCKET:  # the oldest look-alike goes out as it is
+            oldest = bucket[0]
+            self._unwait(oldest)
+            self.counters["hold_overflow"] += 1
+            if oldest.parent is None:
+                self._flush(oldest, None, out)
         node.waiting = True
         bucket.append(node)
         self._expiry.append(node)
@@ -269,12 +284,12 @@ class LocalLinker:
         conn = node.call.conn
         assert conn is not None
         if node.call.role == Role.SERVER:
-            bucket = self._servers.get(self._server_port(node.call))
-            key: object = self._server_port(node.call)
+            key: Any = self._server_key(node.call)
+            bucket = self._servers.get(key)
             table: dict = self._servers
         else:
             key = (conn.pid, conn.tid)
-            bucket = self._clients.get(key)  # type: ignore[arg-type]
+            bucket = self._clients.get(key)
             table = self._clients
         if bucket is not None:
             try:

@@ -156,3 +156,26 @@ def test_disabled_is_a_bypass() -> None:
     lk, out, _ = linker(enabled=False)
     offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT))
     assert len(out) == 1
+
+
+def test_look_alike_servers_waiting_are_capped_per_bucket() -> None:
+    from hostagent.traces.linking import MAX_BUCKET
+
+    lk, out, _ = linker()
+    for tid in range(MAX_BUCKET + 5):
+        offer(lk, http(Role.SERVER, 200, tid, 3, 33, B_PORT))  # same port, method, path
+    assert lk.held == MAX_BUCKET and len(out) == 5 and lk.counters["hold_overflow"] == 5
+
+
+def test_query_tells_look_alike_requests_apart() -> None:
+    from dataclasses import replace
+
+    lk, out, _ = linker()
+    servers = []
+    for i in range(2):
+        call = http(Role.SERVER, 200, 201 + i, 3, 30, B_PORT, "/sleep")
+        servers.append(offer(lk, replace(call, attributes={**call.attributes, "url.query": f"i={i}"})))
+    client = http(Role.CLIENT, 400, 400, 1, 35, B_PORT, "/sleep")
+    sent = offer(lk, replace(client, attributes={**client.attributes, "url.query": "i=1"}))
+    linked = [s for _, s in out if s.parent is not None]
+    assert len(linked) == 1 and ids(linked[0])[1] == ids(servers[1])[1] and ids(linked[0])[2] == ids(sent)[1]

@@ -133,3 +133,18 @@ def test_never_raises(headers: list[tuple[str, str]], body: bytes, size: int, li
     out = with_wire_detail(c, CaptureSettings(bodies=True, body_max_bytes=limit))
     text = out.attributes.get("hostagent.http.request.body", "")
     assert isinstance(text, str) and len(text) <= limit
+
+
+def test_config_overrides_and_new_keys() -> None:
+    from hostagent.config import ConfigError, parse_config
+
+    c = parse_config({"capture": {"overrides": [{"service": "shop", "protocol": "http", "bodies": True,
+                                                 "body_max_bytes": 64}], "link_hold_ms": 900},
+                      "receiver": {"grpc": "127.0.0.1:14317", "http": "", "sdk_wait_ms": 7000}}, "t.toml")
+    assert c.capture.overrides == (CaptureOverride(service="shop", protocol="http", bodies=True, body_max_bytes=64),)
+    assert c.capture.link_traces is True and c.capture.link_hold_ms == 900
+    assert (c.receiver.grpc, c.receiver.http, c.receiver.sdk_wait_ms) == ("127.0.0.1:14317", "", 7000)
+    for bad in ({"capture": {"overrides": [{"bodies": "yes"}]}}, {"capture": {"overrides": [{"typo": 1}]}},
+                {"receiver": {"grpc": "not an address"}}, {"capture": {"overrides": [{"body_max_bytes": -1}]}}):
+        with pytest.raises(ConfigError):
+            parse_config(bad, "t.toml")
