@@ -25,6 +25,7 @@ from hostagent.export.otlp import make_otlp_exporter
 from hostagent.export.queue import ExportQueue
 from hostagent.kernel import check_bpf_usable, ensure_tracefs, find_kernel_headers
 from hostagent.pipeline import Pipeline
+from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
 from hostagent.protocols.registry import for_probes
@@ -264,8 +265,12 @@ def build_pipeline(agent: Agent) -> Parts:
         conn = call.conn
         return cache.resource_for(conn.pid, conn.comm) if conn is not None else cache.resource_for(0)
 
-    builder = SpanBuilder(clock, resource_for=resource_for)
     holder = agent.settings
+    state_dir = Path(config.agent.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    redaction_key = load_or_create_key(state_dir)
+    pii = PiiCounters()
+    builder = SpanBuilder(clock, resource_for=RedactedResources(resource_for, holder, redaction_key, pii))
     capture_ref: dict[str, BpfCapture] = {}
 
     def mute(pid: int, fd: int) -> None:
@@ -277,10 +282,6 @@ def build_pipeline(agent: Agent) -> Parts:
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute)
     red = build_metrics(config, cache, queue, agent.drops)
-    state_dir = Path(config.agent.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    redaction_key = load_or_create_key(state_dir)
-    pii = PiiCounters()
     layering = Layering(config, queue.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
     sink.layering = layering
     pipeline = Pipeline(

@@ -34,6 +34,12 @@ log = logging.getLogger("hostagent")
 POLL_INTERVAL_S = 0.01  # ring buffer drained every 10 ms (events are submitted without wake-ups)
 STATUS_EVERY_S = 5.0
 STOP_FLUSH_TIMEOUT_S = 10.0
+LOSSES_OF_CAPTURE = {
+    "parser_truncated": "capture_truncated",  # a message head beyond the captured prefix
+    "parser_unpaired": "capture_unpaired",  # a request or response without its counterpart
+    "parser_resyncs": "capture_resync",  # bytes skipped to find the next message
+    "evicted": "capture_evicted",  # connection state dropped by the LRU bound
+}
 
 
 def settings_from_config(config: Config) -> RuntimeSettings:
@@ -103,6 +109,7 @@ class Agent:
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
             self.watchdog.start()
+        self.heartbeat = time.monotonic()  # the compile above is not a stall
         self.notifier.ready(self.status_line())
         log.info("ready: %s", self.status_line())
 
@@ -128,6 +135,11 @@ class Agent:
             out.update(self.capture.drop_counts())
         if self.pipeline is not None:
             out.update(self.pipeline.dropped)
+            stats = self.pipeline.tracker.stats()
+            # Bytes the kernel did not copy (payload_bytes too small) or that could not be framed
+            # cost calls: counted here so that such a loss is never silent.
+            for key, cause in LOSSES_OF_CAPTURE.items():
+                out[cause] = stats.get(key, 0)
         if self.queue is not None:
             out.update(self.queue.drop_counts())
         return {k: v for k, v in out.items() if v}

@@ -212,12 +212,7 @@ def test_wrong_password_is_an_error_and_absent(receiver: OtlpGrpcReceiver, rds: 
     check_sides(sides, sides.client[0].resource["process.pid"], rds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identity exports process.command_args verbatim: a password given on a "
-    "command line (redis-cli -a, redis-server --requirepass, mysql -p...) leaves the host",
-)
-def test_password_on_a_command_line_is_exported(receiver: OtlpGrpcReceiver, rds: db_servers.RunningServer) -> None:
+def test_password_on_a_command_line_is_not_exported(receiver: OtlpGrpcReceiver, rds: db_servers.RunningServer) -> None:
     """The wire never leaks the AUTH argument (the tests above); the process's argv still does.
     redis-cli stays alive (reading stdin) until its spans are out, so its /proc entry is read."""
     cli = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(PORT), "--no-auth-warning", "-a", PASSWORD],

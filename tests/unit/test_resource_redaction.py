@@ -1,0 +1,60 @@
+"""Resources (command lines above all) pass the redaction policy before export."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+
+from hostagent.policy.redaction import PiiCounters
+from hostagent.policy.resource_redaction import FLAG_TOKEN, RedactedResources, redact_argv
+from hostagent.settings import RedactionRule, RedactionSettings, RuntimeSettings, SettingsHolder
+
+T = FLAG_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("argv", "want", "hidden"),
+    [
+        (("redis-cli", "-h", "127.0.0.1", "-a", "s3cret", "PING"),
+         ("redis-cli", "-h", "127.0.0.1", "-a", T, "PING"), 1),
+        (("redis-server", "--requirepass", "pw1", "--masterauth=pw2"),
+         ("redis-server", "--requirepass", T, f"--masterauth={T}"), 2),
+        (("mysql", "--password=hunter2", "-u", "app"), ("mysql", f"--password={T}", "-u", "app"), 1),
+        (("curl", "-s", "http://x/"), ("curl", "-s", "http://x/"), 0),
+        (("tool", "-a"), ("tool", "-a"), 0),  # a flag at the end hides nothing
+    ],
+)
+def test_secret_flags_in_argv(argv: tuple[str, ...], want: tuple[str, ...], hidden: int) -> None:
+    assert redact_argv(argv) == (want, hidden)
+
+
+def make(resource: Resource, redaction: RedactionSettings) -> tuple[RedactedResources, PiiCounters]:
+    holder = SettingsHolder(RuntimeSettings(redaction=redaction))
+    counters = PiiCounters()
+    return RedactedResources(lambda call: resource, holder, b"k" * 32, counters), counters
+
+
+def test_command_line_secrets_never_reach_the_resource() -> None:
+    resource = Resource({
+        "service.name": "curl",
+        "process.command_args": ("curl", "-H", "Authorization: Bearer sekrit-tok-123",
+                                 "http://127.0.0.1/find?q=ZZCANARY4711&mail=bob@example.com", "-a", "pw"),
+    })
+    redaction = RedactionSettings(rules=(RedactionRule("canary", r"ZZCANARY\d+"),))
+    redacted, counters = make(resource, redaction)
+    out = redacted(object())
+    text = repr(dict(out.attributes))
+    for secret in ("sekrit-tok-123", "ZZCANARY4711", "bob@example.com", "'pw'"):
+        assert secret not in text
+    assert out.attributes["service.name"] == "curl"
+    assert out.attributes["process.command_args"][5] == T
+    assert redacted(object()) is out  # cached: one redaction per resource
+    assert counters.snapshot()["password_flag"] == 1
+    assert counters.snapshot()["canary"] == 1
+
+
+def test_clean_resource_is_returned_as_is() -> None:
+    resource = Resource({"service.name": "nginx", "process.command_args": ("nginx", "-g", "daemon off;")})
+    redacted, counters = make(resource, RedactionSettings())
+    assert redacted(object()) is resource
+    assert counters.snapshot() == {}
