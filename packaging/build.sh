@@ -45,17 +45,28 @@ if [ ! -e "$WH/.complete" ]; then
   # Host CPython first with `pip wheel`: it also turns sdist-only dependencies into wheels (pure
   # Python ones), which the other versions then find through --find-links.
   "$PYTHON" -m pip wheel -q -w "$WH" "$wheel"
+  # A CPython for which the requirements have no wheels (e.g. a dependency dropped it) is left
+  # out, and the packages then require the oldest CPython that is left.
+  supported=""
   for v in $PYTHON_VERSIONS; do
-    log "dependency wheels for CPython $v"
-    "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$v" --implementation cp \
-      $(printf -- '--platform %s ' $PLATFORMS) --find-links "$WH" -d "$WH" "$wheel"
+    if "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$v" --implementation cp \
+        $(printf -- '--platform %s ' $PLATFORMS) --find-links "$WH" -d "$WH" "$wheel" 2>"$WORK/pip-$v.log"; then
+      log "dependency wheels for CPython $v"
+      supported="$supported $v"
+    else
+      log "CPython $v left out: $(grep -m1 'No matching distribution' "$WORK/pip-$v.log" || tail -n1 "$WORK/pip-$v.log")"
+    fi
   done
+  [ -n "$supported" ] || { log "no CPython in '$PYTHON_VERSIONS' can satisfy the requirements"; exit 1; }
+  echo $supported > "$WH/.pythons"
   # One pip for the installer, old enough to run on the oldest Python we support.
-  oldest=${PYTHON_VERSIONS%% *}
+  oldest=$(cut -d' ' -f1 "$WH/.pythons")
   "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$oldest" --no-deps -d "$WH" pip
   rm -f "$WH"/hostagent-*.whl
   touch "$WH/.complete"
 fi
+PY_MIN=$(cut -d' ' -f1 "$WH/.pythons")
+log "bundled wheels for CPython $(cat "$WH/.pythons"); packages require python3 >= $PY_MIN"
 
 # --- 3. the staging tree (the same for both formats except the unit directory).
 stage() {  # $1 root, $2 unit dir
@@ -86,7 +97,7 @@ if [ "$what" = deb ] || [ "$what" = all ]; then
   gzip -9n < packaging/debian/changelog > "$root/usr/share/doc/hostagent/changelog.Debian.gz"
   mkdir -p "$root/DEBIAN"
   size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-  sed -e "s/@VERSION@/$VERSION-$RELEASE/" -e "s/@SIZE@/$size/" packaging/debian/control > "$root/DEBIAN/control"
+  sed -e "s/@VERSION@/$VERSION-$RELEASE/" -e "s/@SIZE@/$size/" -e "s/@PY_MIN@/$PY_MIN/" packaging/debian/control > "$root/DEBIAN/control"
   install -m 0644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
   install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$root/DEBIAN/"
   (cd "$root" && find . -path ./DEBIAN -prune -o -type f ! -path ./etc/\* -printf '%P\0' \
@@ -104,7 +115,7 @@ if [ "$what" = rpm ] || [ "$what" = all ]; then
   rm -rf "$top" && mkdir -p "$top"/{SPECS,RPMS,BUILD,BUILDROOT}
   rpmbuild -bb --quiet --target x86_64 \
     --define "_topdir $top" --define "stage $TOP/$root" \
-    --define "version_ $VERSION" --define "release_ $RELEASE" \
+    --define "version_ $VERSION" --define "release_ $RELEASE" --define "py_min $PY_MIN" \
     packaging/rpm/hostagent.spec >/dev/null
   rpm=$(ls "$top"/RPMS/x86_64/hostagent-"$VERSION"-"$RELEASE".*x86_64.rpm)
   cp "$rpm" "$OUT/"

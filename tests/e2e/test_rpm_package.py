@@ -4,6 +4,7 @@ empty root without scriptlets (what rpm would lay on disk)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -26,7 +27,12 @@ def test_metadata(rpm_package: Path) -> None:
 
 def test_requirements(rpm_package: Path) -> None:
     requires = set(rpmq(rpm_package, "--requires").splitlines())
-    assert {"python3 >= 3.9", "python3-bcc", "procps-ng", "shadow-utils", "systemd"} <= requires
+    assert {"python3-bcc", "procps-ng", "shadow-utils", "systemd"} <= requires
+    # The package asks for the oldest CPython it bundles binary wheels for.
+    wheels = rpmq(rpm_package, "-l")
+    tags = sorted({int(m) for m in re.findall(r"/grpcio-[^/]*-cp3(\d+)-", wheels)})
+    assert tags, wheels
+    assert f"python3 >= 3.{tags[0]}" in requires, requires
     # Nothing from inside the bundled wheels leaks into the requirements (they are zip files).
     assert not [r for r in requires if r.startswith(("python(abi)", "python3.", "libgrpc", "lib"))], requires
     assert rpmq(rpm_package, "--recommends").split() == ["kernel-devel"]
@@ -46,7 +52,8 @@ def test_file_list_and_config(rpm_package: Path) -> None:
         assert expected in files, expected
     wheels = [f for f in files if f.startswith("/opt/hostagent/wheels/")]
     assert any(Path(w).name.startswith("hostagent-") for w in wheels)
-    assert any(Path(w).name.startswith("grpcio-") and "-cp39-" in w for w in wheels)  # RHEL 9's python
+    for minor in (11, 12):  # Debian 12's and Ubuntu 24.04's / RHEL 10's python3
+        assert any(Path(w).name.startswith("grpcio-") and f"-cp3{minor}-" in w for w in wheels), minor
     assert any(Path(w).name.startswith("pip-") for w in wheels)
     # config(noreplace): an administrator's edits survive upgrades.
     flags = rpmq(rpm_package, "--queryformat", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]")
