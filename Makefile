@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= packaging/hostagent.toml
 PROTO_OUT := hostagent/admin/v1
 
-.PHONY: setup deps venv run test test-unit lint proto proto-check deb rpm bench bench-quick clean
+.PHONY: setup deps venv run test test-unit lint proto clean
 
 setup: deps $(VENV)/.installed
 
@@ -29,9 +29,15 @@ test: setup
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
+proto: $(VENV)/.installed
+	$(PY) -m hostagent.admin.gen
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check hostagent control tests bench
 	$(VENV)/bin/mypy hostagent control
+
+include packaging/packaging.mk
+include bench/bench.mk
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache
