@@ -1,0 +1,333 @@
+"""HTTP/2 and gRPC through the real daemon: real BPF, real grpcio and nginx peers, a real OTLP receiver.
+
+The gRPC server and each client run as separate processes, so every span's resource names the
+process that really made or served the call. One agent (probe "http2" only) serves the module;
+tests look only at spans on their own server port, so other traffic on the host (including this
+process's OTLP receiver, itself a gRPC server) cannot confuse them. Ports 19010-19019.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.agent import REPO, Agent
+from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.servers import Server, wait_port
+
+pytestmark = pytest.mark.root
+
+GRPC_PORT = 19010
+NGINX_PORT = 19011
+NGINX_UPSTREAM_PORT = 19012  # HTTP/1 behind the h2c server (probe "http" is off)
+METHOD = "hostagent.demo.v1.Demo/"
+MESSAGE_IN, MESSAGE_OUT = "hostagent.rpc.request.message_count", "hostagent.rpc.response.message_count"
+ERROR = 2  # OTLP status code ERROR
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpGrpcReceiver]:
+    r = OtlpGrpcReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    # payload_bytes 4096, not the default 1024: grpcio writes the 20 concurrent calls' HEADERS and
+    # DATA frames in single sendmsg calls of ~1.2 KB; past the captured prefix whole streams are
+    # lost (their frames are skipped by length, counted, and their calls never reported).
+    a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint,
+              extra={"probes": {"enabled": ["http2"], "payload_bytes": 4096},
+                     "exporter": {"batch_size": 64}}).start()
+    yield a
+    assert a.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def grpc_server(agent: Agent) -> Iterator[Server]:
+    """The demo service in its own process, started after the agent so its accept is seen."""
+    code = f"from tests.support.grpc_demo.service import start_server; start_server({GRPC_PORT}).wait_for_termination()"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    try:
+        wait_port(GRPC_PORT)
+    except AssertionError:
+        proc.kill()
+        raise
+    # wait_port's probe connection sends nothing: it makes no span, and the server is ready
+    s = Server(proc, GRPC_PORT, "grpc_demo")
+    yield s
+    s.stop()
+
+
+NGINX_H2C_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port} http2;
+        root {root}/www;
+        location = /hello {{ return 200 "hello\\n"; }}
+        location = /teapot {{ return 418; }}
+        location = /broken {{ return 503; }}
+        # a POST must be read before the answer: nginx 1.22 answering an h2 POST from
+        # "return" before the body is in makes curl fail about half the time
+        location = /upload {{ proxy_pass http://127.0.0.1:{upstream}/ok; }}
+    }}
+    server {{
+        listen 127.0.0.1:{upstream};
+        location = /ok {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def nginx_h2c(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Debian's nginx 1.22 speaks cleartext HTTP/2 with prior knowledge on an ``http2`` listen."""
+    root = tmp_path_factory.mktemp("nginx_h2c")
+    (root / "www").mkdir()
+    (root / "tmp").mkdir()
+    (root / "www" / "index.html").write_bytes(b"<h1>hello over h2c</h1>\n")
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_H2C_CONF.format(root=root, port=NGINX_PORT, upstream=NGINX_UPSTREAM_PORT))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(NGINX_PORT)
+    s = Server(proc, NGINX_PORT, "nginx")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean(receiver: OtlpGrpcReceiver) -> None:
+    receiver.recorder.clear()
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+def on_port(port: int) -> Callable[[ReceivedSpan], bool]:
+    def match(s: ReceivedSpan) -> bool:
+        a = s.attributes
+        return a.get("server.port") == port or a.get("network.peer.port") == port
+    return match
+
+
+def wait_spans(receiver: OtlpGrpcReceiver, port: int, count: int, timeout: float = 20.0) -> list[ReceivedSpan]:
+    match = on_port(port)
+    try:
+        receiver.recorder.wait_for_spans(lambda spans: sum(1 for s in spans if match(s)) >= count, timeout)
+    except TimeoutError:
+        pass  # the count assertion below says what did arrive
+    time.sleep(1.0)  # a span too many must show up as a failure, not be missed
+    return [s for s in receiver.recorder.spans if match(s)]
+
+
+def by_kind(spans: list[ReceivedSpan], kind: str) -> list[ReceivedSpan]:
+    return sorted((s for s in spans if s.kind == kind), key=lambda s: s.start_unix_ns)
+
+
+def spawn_client(body: str) -> int:
+    """Runs ``body`` in a fresh Python process with ``stub`` bound to the demo service; returns
+    that process's pid (the pid its CLIENT spans must carry)."""
+    code = (
+        "import grpc\n"
+        "from tests.support.grpc_demo import demo_pb2\n"
+        "from tests.support.grpc_demo.service import *\n"
+        f"channel, stub = stub_for({GRPC_PORT})\n"
+        + textwrap.dedent(body)
+        + "\nchannel.close()\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err.decode(errors="replace")
+    return p.pid
+
+
+def unmapped(address: str) -> str:
+    """grpcio uses AF_INET6 sockets, so the kernel names IPv4 peers in their v4-mapped form."""
+    return address.removeprefix("::ffff:")
+
+
+def contains(client: ReceivedSpan, server: ReceivedSpan, slack_ns: int = 2_000_000) -> bool:
+    """The client span holds the server span. Timestamps are taken at syscall exit, and a reader
+    can return from recvmsg a few microseconds before the writer returns from sendmsg."""
+    return (client.start_unix_ns - slack_ns <= server.start_unix_ns
+            and server.end_unix_ns <= client.end_unix_ns + slack_ns)
+
+
+def summary(s: ReceivedSpan) -> tuple[object, ...]:
+    a = s.attributes
+    return (s.name, a.get("rpc.method"), a.get("rpc.response.status_code"), a.get(MESSAGE_IN),
+            a.get(MESSAGE_OUT), s.status_code, a.get("error.type"))
+
+
+# -- gRPC -------------------------------------------------------------------------------------------
+
+def test_every_call_shape_gives_one_client_and_one_server_span(receiver: OtlpGrpcReceiver,
+                                                                grpc_server: Server) -> None:
+    client_pid = spawn_client("run_every_shape(stub)")
+    spans = wait_spans(receiver, GRPC_PORT, 12)
+    assert len(spans) == 12, [summary(s) for s in spans]
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert len(server) == 6 and len(client) == 6
+
+    # (span name, rpc.method, status, request messages, response messages, OTLP status, error.type)
+    expect_client = [
+        (METHOD + "Unary", METHOD + "Unary", "OK", 1, 1, 0, None),
+        (METHOD + "ServerStream", METHOD + "ServerStream", "OK", 1, 3, 0, None),
+        (METHOD + "ClientStream", METHOD + "ClientStream", "OK", 3, 1, 0, None),
+        (METHOD + "Bidi", METHOD + "Bidi", "OK", 2, 2, 0, None),
+        (METHOD + "Fail", METHOD + "Fail", "UNAVAILABLE", 1, 0, ERROR, "UNAVAILABLE"),
+        (METHOD + "Fail", METHOD + "Fail", "NOT_FOUND", 1, 0, ERROR, "NOT_FOUND"),
+    ]
+    # v1.44: on the server side NOT_FOUND is the caller's problem, not an error of the server
+    expect_server = [*expect_client[:5], (METHOD + "Fail", METHOD + "Fail", "NOT_FOUND", 1, 0, 0, None)]
+    assert [summary(s) for s in client] == expect_client
+    assert [summary(s) for s in server] == expect_server
+
+    for s in server:
+        assert s.resource["process.pid"] == grpc_server.pid
+        assert s.attributes["rpc.system.name"] == "grpc"
+        assert s.attributes["network.protocol.version"] == "2"
+        assert s.attributes["server.address"] == "127.0.0.1"  # from :authority
+        assert s.attributes["server.port"] == GRPC_PORT
+        assert unmapped(s.attributes["network.peer.address"]) == "127.0.0.1"
+        assert s.attributes["network.peer.port"] != GRPC_PORT
+        assert "hostagent.http2.headers_incomplete" not in s.attributes
+        assert s.scope_name == "hostagent"
+    for c in client:
+        assert c.resource["process.pid"] == client_pid
+        assert c.attributes["rpc.system.name"] == "grpc"
+        assert c.attributes["server.address"] == "127.0.0.1"
+        assert c.attributes["server.port"] == GRPC_PORT
+        assert c.attributes["network.peer.port"] == GRPC_PORT
+        assert unmapped(c.attributes["network.peer.address"]) == "127.0.0.1"
+        assert "hostagent.http2.headers_incomplete" not in c.attributes
+    # every call travelled on the one connection of the channel
+    assert len({s.attributes["network.peer.port"] for s in server}) == 1
+    # the grpc-message trailer is the error's status message
+    assert client[4].status_message == "failing on purpose: boom"
+    assert server[4].status_message == "failing on purpose: boom"
+    # each client span contains its server span
+    for c, s in zip(client, server):
+        assert contains(c, s)
+
+
+def test_twenty_concurrent_calls_on_one_channel(receiver: OtlpGrpcReceiver, grpc_server: Server) -> None:
+    client_pid = spawn_client("run_concurrent_unary(stub, 20)")
+    spans = wait_spans(receiver, GRPC_PORT, 40)
+    assert len(spans) == 40, [summary(s) for s in spans]
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert len(server) == 20 and len(client) == 20
+    unary = (METHOD + "Unary", METHOD + "Unary", "OK", 1, 1, 0, None)
+    assert [summary(s) for s in server] == [unary] * 20
+    assert [summary(s) for s in client] == [unary] * 20
+    assert {s.resource["process.pid"] for s in server} == {grpc_server.pid}
+    assert {s.resource["process.pid"] for s in client} == {client_pid}
+    assert len({s.attributes["network.peer.port"] for s in server}) == 1  # one HTTP/2 connection
+    assert all("hostagent.http2.headers_incomplete" not in s.attributes for s in spans)
+    # streams were really in flight together (interleaved on the connection), not one by one
+    assert max_in_flight(client) >= 2, [(s.start_unix_ns, s.end_unix_ns) for s in client]
+
+
+def max_in_flight(spans: list[ReceivedSpan]) -> int:
+    edges = sorted([(s.start_unix_ns, 1) for s in spans] + [(s.end_unix_ns, -1) for s in spans])
+    depth = best = 0
+    for _, step in edges:
+        depth += step
+        best = max(best, depth)
+    return best
+
+
+def test_traceparent_metadata_joins_the_callers_trace(receiver: OtlpGrpcReceiver, grpc_server: Server) -> None:
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    spawn_client(f"""
+        stub.Unary(demo_pb2.EchoRequest(text="t"), metadata=(("traceparent", "00-{trace_id}-{parent_id}-01"),))
+    """)
+    spans = wait_spans(receiver, GRPC_PORT, 2)
+    assert len(spans) == 2
+    server, client = by_kind(spans, "SERVER")[0], by_kind(spans, "CLIENT")[0]
+    assert server.trace_id == trace_id and server.parent_span_id == parent_id
+    assert client.trace_id == trace_id
+    assert server.name == client.name == METHOD + "Unary"
+
+
+def test_cancelled_stream_is_an_error_on_the_client(receiver: OtlpGrpcReceiver, grpc_server: Server) -> None:
+    spawn_client("run_cancelled_bidi(stub)")
+    spans = wait_spans(receiver, GRPC_PORT, 2)
+    assert len(spans) == 2, [summary(s) for s in spans]
+    client = by_kind(spans, "CLIENT")[0]
+    server = by_kind(spans, "SERVER")[0]
+    # RST_STREAM(CANCEL) before any grpc-status: the client library reports CANCELLED
+    assert client.attributes["rpc.method"] == server.attributes["rpc.method"] == METHOD + "Bidi"
+    assert client.attributes["rpc.response.status_code"] == "CANCELLED"
+    assert client.attributes["error.type"] == "CANCEL"
+    assert client.status_code == ERROR
+    assert client.attributes[MESSAGE_IN] == 1 and client.attributes[MESSAGE_OUT] == 1
+    assert server.attributes["rpc.response.status_code"] == "CANCELLED"
+    assert server.status_code == 0  # CANCELLED is not a server error (v1.44)
+
+
+# -- plain HTTP/2 (h2c) ---------------------------------------------------------------------------
+
+def curl_h2(*args: str) -> bytes:
+    proc = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                           "-w", "%{http_version} %{http_code}", *args], capture_output=True, timeout=30)
+    return proc.stdout
+
+
+def test_curl_prior_knowledge_against_nginx(receiver: OtlpGrpcReceiver, nginx_h2c: Server) -> None:
+    base = f"http://127.0.0.1:{NGINX_PORT}"
+    assert curl_h2(f"{base}/hello?x=1") == b"2 200"
+    assert curl_h2(f"{base}/index.html") == b"2 200"
+    assert curl_h2(f"{base}/teapot") == b"2 418"
+    assert curl_h2(f"{base}/broken") == b"2 503"
+    assert curl_h2("-X", "POST", "--data-binary", "x" * 3000, f"{base}/upload") == b"2 200"
+    spans = wait_spans(receiver, NGINX_PORT, 10)
+    assert len(spans) == 10, [(s.kind, s.name, s.attributes.get("url.path")) for s in spans]
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    want = [("GET", "/hello", 200), ("GET", "/index.html", 200), ("GET", "/teapot", 418),
+            ("GET", "/broken", 503), ("POST", "/upload", 200)]
+    for spans_of_kind in (server, client):
+        got = [(s.attributes["http.request.method"], s.attributes["url.path"],
+                s.attributes["http.response.status_code"]) for s in spans_of_kind]
+        assert got == want
+        for s in spans_of_kind:
+            assert s.name == s.attributes["http.request.method"]
+            assert s.attributes["network.protocol.version"] == "2"
+            assert s.attributes["network.protocol.name"] == "http"
+            assert s.attributes["url.scheme"] == "http"
+            assert s.attributes["server.address"] == "127.0.0.1"
+            assert s.attributes["server.port"] == NGINX_PORT
+            assert "rpc.system.name" not in s.attributes
+            assert "hostagent.http2.headers_incomplete" not in s.attributes
+        assert spans_of_kind[0].attributes["url.query"] == "x=1"
+        assert spans_of_kind[4].attributes["http.request.body.size"] == 3000
+    assert all(s.resource["process.pid"] == nginx_h2c.pid for s in server)
+    assert all(s.resource["process.executable.name"] == "nginx" for s in server)
+    assert all(s.resource["process.executable.name"] == "curl" for s in client)
+    assert all(s.attributes["user_agent.original"].startswith("curl/") for s in spans)
+    assert server[1].attributes["http.response.body.size"] == len(b"<h1>hello over h2c</h1>\n")
+    # 418: an error for the client only; 503: for both (HTTP semantic conventions)
+    assert [s.status_code for s in server] == [0, 0, 0, ERROR, 0]
+    assert [s.status_code for s in client] == [0, 0, ERROR, ERROR, 0]
+    assert client[2].attributes["error.type"] == "418"
+    assert server[3].attributes["error.type"] == "503"
+    for c, s in zip(client, server):
+        assert contains(c, s)
