@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import grpc
 from hostagentctl import output
 from hostagentctl.client import DEFAULT_SOCKET, CliError, Target, explain, metadata, open_channel, stub
-from hostagentctl.parse import duration_ms, ratio
+from hostagentctl.parse import byte_size, duration_ms, on_off, ratio
 
 from hostagent import __version__
 from hostagent.admin.v1 import admin_pb2 as pb
@@ -29,7 +29,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hostagentctl",
-        description="Control a running hostagent: probes, sampling, redaction, live spans.",
+        description="Control a running hostagent: probes, sampling, redaction, capture, live spans.",
         epilog="Connection options go before the verb; -o goes after it.",
     )
     conn = p.add_argument_group("connection")
@@ -110,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     rpii = red.add_parser("pii", parents=[fmt], help="turn the built-in PII detectors on or off")
     rpii.add_argument("state", choices=("on", "off"))
     rpii.add_argument("--mode", choices=("redact", "hash"), default="")
+
+    cap = verbs.add_parser("capture", help="which wire detail spans carry (headers, bodies, raw SQL)")
+    capture = cap.add_subparsers(dest="action", metavar="ACTION", required=True)
+    capture.add_parser("get", parents=[fmt])
+    cset = capture.add_parser(
+        "set",
+        parents=[fmt],
+        help="change the base values, or with --service/--protocol the override for them",
+        description="Overrides apply in order, later ones win; the one just set moves last.",
+    )
+    cset.add_argument("--headers", type=on_off, default=None, metavar="on|off", help="captured headers")
+    cset.add_argument("--bodies", type=on_off, default=None, metavar="on|off", help="captured bodies")
+    cset.add_argument("--body-max", type=byte_size, default=None, metavar="BYTES", help="body prefix kept, e.g. 4k")
+    cset.add_argument("--raw-sql", type=on_off, default=None, metavar="on|off", help="raw SQL and parameters (global)")
+    cset.add_argument("--service", default="", help="the override for this service.name")
+    cset.add_argument("--protocol", default="", help="the override for this protocol")
+    cclear = capture.add_parser("clear", parents=[fmt], help="remove the override for a service and/or protocol")
+    cclear.add_argument("--service", default="")
+    cclear.add_argument("--protocol", default="")
 
     tail = verbs.add_parser("tail", parents=[fmt], help="live spans (Ctrl-C to stop)")
     tail.add_argument("--service", default="")
@@ -228,6 +247,27 @@ class Ctl:
         else:
             resp = self.call("SetPiiDetection", pb.SetPiiDetectionRequest(enabled=ns.state == "on", mode=ns.mode))
         self.show(resp, output.redaction_text)
+        return EXIT_OK
+
+    def capture(self) -> int:
+        ns = self.ns
+        if ns.action == "get":
+            resp = self.call("GetCapture", pb.GetCaptureRequest())
+        elif ns.action == "clear":
+            if not (ns.service or ns.protocol):
+                raise UsageError("capture clear: give --service and/or --protocol")
+            req = pb.SetCaptureRequest(service=ns.service, protocol=ns.protocol, clear_override=True)
+            resp = self.call("SetCapture", req)
+        else:
+            req = pb.SetCaptureRequest(service=ns.service, protocol=ns.protocol)
+            values = {"headers": ns.headers, "bodies": ns.bodies, "body_max_bytes": ns.body_max, "raw_sql": ns.raw_sql}
+            if all(v is None for v in values.values()):
+                raise UsageError("capture set: give --headers, --bodies, --body-max or --raw-sql")
+            for name, value in values.items():
+                if value is not None:
+                    setattr(req, name, value)
+            resp = self.call("SetCapture", req)
+        self.show(resp, output.capture_text)
         return EXIT_OK
 
     def tail(self) -> int:

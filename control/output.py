@@ -81,6 +81,50 @@ def _counts(values: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "none"
 
 
+def _on(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def capture_text(c: Any) -> str:
+    bodies = f"on (up to {c.body_max_bytes} bytes)" if c.bodies else f"off (limit {c.body_max_bytes} bytes)"
+    lines = [f"headers:   {_on(c.headers)}", f"bodies:    {bodies}", f"raw sql:   {_on(c.raw_sql)}"]
+    if c.overrides:
+        rows = [
+            [
+                o.service or "*",
+                o.protocol or "*",
+                _on(o.headers) if o.HasField("headers") else "-",
+                _on(o.bodies) if o.HasField("bodies") else "-",
+                str(o.body_max_bytes) if o.HasField("body_max_bytes") else "-",
+            ]
+            for o in c.overrides
+        ]
+        lines.append("overrides (in order, later ones win):")
+        lines.append(table(["SERVICE", "PROTOCOL", "HEADERS", "BODIES", "BODY MAX"], rows))
+    else:
+        lines.append("overrides: none")
+    return "\n".join(lines)
+
+
+def layering_text(ly: Any) -> str:
+    receiver = "on" if ly.receiver_enabled else "off (no [receiver] grpc/http)"
+    return "\n".join(
+        [
+            f"receiver: {receiver}   linking: {_on(ly.linking_enabled)}",
+            f"sdk spans received:  {ly.sdk_spans_received} (in {ly.sdk_requests_received} requests)",
+            f"sdk spans enriched:  {ly.sdk_spans_enriched}",
+            f"duplicates dropped:  {ly.duplicates_dropped}",
+            f"held now:            {ly.sdk_spans_held} sdk, {ly.agent_spans_held} agent",
+            f"requests forwarded:  {ly.requests_forwarded}",
+            f"hold overflow:       {ly.hold_overflow}",
+            f"linked:              {ly.thread_links} same-thread, {ly.peer_links} client->server",
+        ]
+    )
+
+
+CAPTURE_LOSS_PREFIX = "capture_"  # hostagent.daemon.LOSSES_OF_CAPTURE: calls lost before parsing
+
+
 def status_text(st: Any) -> str:
     headers = f" (headers: {st.kernel_headers})" if st.kernel_headers else ""
     exporter = st.exporter_endpoint or "-"
@@ -91,7 +135,8 @@ def status_text(st: Any) -> str:
         f"kernel:         {st.kernel_release or '?'}{headers}",
         f"events/s:       {st.events_per_second:.1f}",
         f"spans exported: {st.spans_exported}",
-        f"drops:          {_counts(st.drops)}",
+        f"drops:          {_counts({k: v for k, v in st.drops.items() if not k.startswith(CAPTURE_LOSS_PREFIX)})}",
+        f"capture losses: {_counts({k: v for k, v in st.drops.items() if k.startswith(CAPTURE_LOSS_PREFIX)})}",
         f"exporter:       {exporter}",
         f"redacted:       {_counts(st.redacted)}",
         f"runtime changes: {'yes (hostagentctl reset drops them)' if st.runtime_overrides else 'none'}",
@@ -102,6 +147,10 @@ def status_text(st: Any) -> str:
         "  " + sampling_text(st.sampling).replace("\n", "\n  "),
         "redaction",
         "  " + redaction_text(st.redaction).replace("\n", "\n  "),
+        "capture",
+        "  " + capture_text(st.capture).replace("\n", "\n  "),
+        "layering",
+        "  " + layering_text(st.layering).replace("\n", "\n  "),
     ]
     return "\n".join(parts)
 

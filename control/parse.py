@@ -1,4 +1,5 @@
-"""Argument values the CLI accepts: durations ("500ms", "2s", "1.5m", plain numbers are ms)."""
+"""Argument values the CLI accepts: durations ("500ms", "2s", "1.5m", plain numbers are ms), byte
+sizes ("4096", "4k", "64KiB", "1M"), on/off switches."""
 
 from __future__ import annotations
 
@@ -25,3 +26,25 @@ def ratio(text: str) -> float:
     if text.endswith("%"):
         raise argparse.ArgumentTypeError("give the ratio as a fraction, e.g. 0.1 for 10%")
     return value
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*(k|kb|kib|m|mb|mib|b)?\s*", re.IGNORECASE)
+_BYTES = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+
+
+def byte_size(text: str) -> int:
+    """Bytes in ``text`` (k/M are powers of two, as in the config file's body_max_bytes). The range
+    is the agent's to check, so that the CLI and the API refuse the same values."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use bytes, e.g. 4096, 4k, 1M")
+    return int(match.group(1)) * _BYTES[(match.group(2) or "").lower()]
+
+
+def on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid switch {text!r}: use on or off")

@@ -12,11 +12,19 @@ from typing import Optional
 
 from hostagent.policy.rules import MAX_RULES, MODES, RuleError, compile_rule
 from hostagent.policy.sampling import KNOWN_PROTOCOLS, validate_ratio
-from hostagent.settings import RedactionRule, RedactionSettings, SamplingSettings
+from hostagent.settings import (
+    CaptureOverride,
+    CaptureSettings,
+    RedactionRule,
+    RedactionSettings,
+    SamplingSettings,
+)
 
 MAX_OVERRIDES = 256
 MAX_SERVICE_NAME = 255
 MAX_SLOW_MS = 86_400_000.0  # one day
+MAX_BODY_BYTES = 1 << 20  # the config file's limit too ([capture] body_max_bytes)
+ANY = "*"
 
 
 class ChangeError(ValueError):
@@ -57,8 +65,7 @@ def set_sampling(
             raise ChangeError(str(exc)) from None
     if clear_override and not (service or protocol):
         raise ChangeError("clear_override needs a service or a protocol")
-    if service and (len(service) > MAX_SERVICE_NAME or not service.isprintable()):
-        raise ChangeError(f"service name must be 1-{MAX_SERVICE_NAME} printable characters")
+    _check_service(service)
     if protocol and protocol not in KNOWN_PROTOCOLS:
         raise ChangeError(f"unknown protocol {protocol[:64]!r}; valid protocols: {', '.join(KNOWN_PROTOCOLS)}")
     if keep_slower_than_ms is not None and (
@@ -111,3 +118,85 @@ def set_pii(current: RedactionSettings, enabled: bool, mode: str = "") -> Redact
     if mode and mode not in MODES:
         raise ChangeError(f"mode must be one of {', '.join(MODES)}, got {mode[:40]!r}")
     return replace(current, pii_detection=enabled, mode=mode or current.mode)
+
+
+def _check_service(service: str) -> None:
+    if service and (len(service) > MAX_SERVICE_NAME or not service.isprintable()):
+        raise ChangeError(f"service name must be 1-{MAX_SERVICE_NAME} printable characters")
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol and protocol != ANY and protocol not in KNOWN_PROTOCOLS:
+        raise ChangeError(f"unknown protocol {protocol[:64]!r}; valid protocols: {', '.join(KNOWN_PROTOCOLS)}")
+
+
+def set_capture(
+    current: CaptureSettings,
+    *,
+    headers: Optional[bool] = None,
+    bodies: Optional[bool] = None,
+    body_max_bytes: Optional[int] = None,
+    raw_sql: Optional[bool] = None,
+    service: str = "",
+    protocol: str = "",
+    clear_override: bool = False,
+) -> CaptureSettings:
+    """Change the base capture values, or the override for ``service`` and/or ``protocol``.
+
+    An override that is changed moves to the end of the list: overrides apply in order and later
+    ones win (hostagent.traces.wire.capture_for), so the one just set is the one that takes
+    effect -- what a person typing the command expects. Fields not given keep their values.
+    """
+    _check_service(service)
+    _check_protocol(protocol)
+    if body_max_bytes is not None and not 0 <= body_max_bytes <= MAX_BODY_BYTES:
+        raise ChangeError(f"body_max_bytes must be between 0 and {MAX_BODY_BYTES}, got {body_max_bytes}")
+    scoped = (service or ANY, protocol or ANY) != (ANY, ANY)
+    if clear_override:
+        if not scoped:
+            raise ChangeError("clear_override needs a service or a protocol")
+        if (headers, bodies, body_max_bytes, raw_sql) != (None, None, None, None):
+            raise ChangeError("give values to set or clear_override, not both")
+    elif headers is None and bodies is None and body_max_bytes is None and raw_sql is None:
+        raise ChangeError("nothing to change: give headers, bodies, body_max_bytes or raw_sql")
+    if scoped and raw_sql is not None:
+        raise ChangeError("raw_sql applies to every service and protocol; give it without service/protocol")
+    if not scoped:
+        return replace(
+            current,
+            headers=current.headers if headers is None else headers,
+            bodies=current.bodies if bodies is None else bodies,
+            body_max_bytes=current.body_max_bytes if body_max_bytes is None else body_max_bytes,
+            raw_sql=current.raw_sql if raw_sql is None else raw_sql,
+        )
+    key = (service or ANY, protocol or ANY)
+    found = [o for o in current.overrides if (o.service, o.protocol) == key]
+    kept = tuple(o for o in current.overrides if (o.service, o.protocol) != key)
+    if clear_override:
+        if not found:
+            listed = ", ".join(f"{o.service}/{o.protocol}" for o in current.overrides) or "none"
+            raise ChangeError(f"no capture override for {key[0][:64]}/{key[1]} (overrides: {listed})", "NOT_FOUND")
+        return replace(current, overrides=kept)
+    old = found[-1] if found else CaptureOverride(service=key[0], protocol=key[1])
+    new = replace(
+        old,
+        headers=old.headers if headers is None else headers,
+        bodies=old.bodies if bodies is None else bodies,
+        body_max_bytes=old.body_max_bytes if body_max_bytes is None else body_max_bytes,
+    )
+    if len(kept) >= MAX_OVERRIDES:
+        raise ChangeError(f"at most {MAX_OVERRIDES} capture overrides")
+    return replace(current, overrides=(*kept, new))
+
+
+def validate_capture(c: CaptureSettings) -> None:
+    """Raise ChangeError when stored capture settings are not ones set_capture could make."""
+    if not 0 <= c.body_max_bytes <= MAX_BODY_BYTES:
+        raise ChangeError(f"body_max_bytes {c.body_max_bytes} out of range")
+    if len(c.overrides) > MAX_OVERRIDES:
+        raise ChangeError(f"more than {MAX_OVERRIDES} capture overrides")
+    for o in c.overrides:
+        _check_service("" if o.service == ANY else o.service)
+        _check_protocol(o.protocol)
+        if o.body_max_bytes is not None and not 0 <= o.body_max_bytes <= MAX_BODY_BYTES:
+            raise ChangeError(f"override {o.service}/{o.protocol}: body_max_bytes {o.body_max_bytes} out of range")

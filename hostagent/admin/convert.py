@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hostagent.admin.status import AgentStatus
+from hostagent.admin.state import capture_to_json
+from hostagent.admin.status import AgentStatus, LayeringStatus
 from hostagent.admin.tap import SpanSummary
 from hostagent.admin.v1 import admin_pb2 as pb
 from hostagent.policy.pii import DETECTOR_NAMES
-from hostagent.settings import RedactionSettings, RuntimeSettings, SamplingSettings
+from hostagent.settings import CaptureSettings, RedactionSettings, RuntimeSettings, SamplingSettings
 
 
 def sampling_msg(s: SamplingSettings) -> pb.Sampling:
@@ -29,6 +30,43 @@ def redaction_msg(r: RedactionSettings) -> pb.Redaction:
         mode=r.mode,
         rules=[pb.RedactionRule(name=x.name, pattern=x.pattern, mode=x.mode) for x in r.rules],
         detectors=list(DETECTOR_NAMES),
+    )
+
+
+def capture_msg(c: CaptureSettings) -> pb.Capture:
+    overrides = []
+    for o in c.overrides:
+        msg = pb.CaptureOverride(service=o.service, protocol=o.protocol)
+        if o.headers is not None:
+            msg.headers = o.headers
+        if o.bodies is not None:
+            msg.bodies = o.bodies
+        if o.body_max_bytes is not None:
+            msg.body_max_bytes = o.body_max_bytes
+        overrides.append(msg)
+    return pb.Capture(headers=c.headers, bodies=c.bodies, body_max_bytes=c.body_max_bytes, raw_sql=c.raw_sql,
+                      overrides=overrides)
+
+
+def layering_msg(ls: LayeringStatus) -> pb.Layering:
+    """The curated view of Layering.counters() (names from hostagent.traces.enrich/linking and
+    hostagent.receiver), with every raw counter kept in ``counters``."""
+    c = ls.counters
+    return pb.Layering(
+        receiver_enabled=ls.receiver_enabled,
+        linking_enabled=ls.linking_enabled,
+        sdk_requests_received=c.get("received_traces", 0),
+        sdk_spans_received=c.get("sdk_spans_received", 0),
+        # "late": the agent's span had already left, so the SDK span was enriched from its copy
+        sdk_spans_enriched=c.get("sdk_spans_enriched", 0) + c.get("sdk_spans_late", 0),
+        duplicates_dropped=c.get("agent_spans_deduplicated", 0),
+        sdk_spans_held=ls.held_sdk_spans,
+        agent_spans_held=ls.held_agent_spans,
+        requests_forwarded=sum(v for k, v in c.items() if k.startswith("forwarded_")),
+        hold_overflow=c.get("hold_overflow", 0) + c.get("sdk_hold_overflow", 0),
+        thread_links=c.get("thread_links", 0),
+        peer_links=c.get("peer_links", 0),
+        counters={k: int(v) for k, v in c.items()},
     )
 
 
@@ -68,6 +106,8 @@ def status_msg(
         settings_generation=settings.generation,
         healthy=st.healthy,
         runtime_overrides=overrides,
+        capture=capture_msg(settings.capture),
+        layering=layering_msg(st.layering),
     )
 
 
@@ -106,3 +146,7 @@ def redaction_summary(r: RedactionSettings) -> dict[str, Any]:
         "mode": r.mode,
         "rules": [{"name": x.name, "pattern": x.pattern, "mode": x.mode} for x in r.rules],
     }
+
+
+def capture_summary(c: CaptureSettings) -> dict[str, Any]:
+    return capture_to_json(c)

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hostagent.admin.access import group_gid
 from hostagent.admin.audit import AUDIT_FILE, AuditLog
+from hostagent.admin.changes import ChangeError, validate_capture
 from hostagent.admin.servicer import AdminServicer, Reloader, ServicerDeps
 from hostagent.admin.state import RuntimeOverrides, StateStore
 from hostagent.admin.status import StatusProvider
@@ -99,6 +100,12 @@ def _checked(overrides: RuntimeOverrides, probe_names: tuple[str, ...]) -> Runti
         except RuleError as exc:
             log.warning("runtime state: ignoring redaction: %s", exc)
             out = replace(out, redaction=None)
+    if out.capture is not None:
+        try:
+            validate_capture(out.capture)
+        except ChangeError as exc:
+            log.warning("runtime state: ignoring capture: %s", exc)
+            out = replace(out, capture=None)
     return out
 
 

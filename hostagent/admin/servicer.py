@@ -126,6 +126,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._caller(context, "ListRedactionRules", change=False)
         return convert.redaction_msg(self.d.holder.current.redaction)
 
+    def GetCapture(self, request: pb.GetCaptureRequest, context: grpc.ServicerContext) -> pb.Capture:
+        self._caller(context, "GetCapture", change=False)
+        return convert.capture_msg(self.d.holder.current.capture)
+
     def TestRedaction(
         self, request: pb.TestRedactionRequest, context: grpc.ServicerContext
     ) -> pb.TestRedactionResponse:
@@ -225,6 +229,22 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
         return convert.redaction_msg(new.redaction)
 
+    def SetCapture(self, request: pb.SetCaptureRequest, context: grpc.ServicerContext) -> pb.Capture:
+        kwargs: dict[str, Any] = {
+            name: getattr(request, name) if request.HasField(name) else None
+            for name in ("headers", "bodies", "body_max_bytes", "raw_sql")
+        }
+        kwargs.update(service=request.service, protocol=request.protocol, clear_override=request.clear_override)
+        new = self._change(
+            context,
+            "capture.clear" if request.clear_override else "capture.set",
+            "capture",
+            lambda s: changes.set_capture(s.capture, **kwargs),
+            convert.capture_summary,
+            {k: (v[:64] if isinstance(v, str) else v) for k, v in kwargs.items() if v not in (None, "", False)},
+        )
+        return convert.capture_msg(new.capture)
+
     def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
         caller = self._caller(context, "reload", change=True)
         with self._lock:
@@ -243,7 +263,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             base = self.d.base_settings()
             old = {name: _describe(name, getattr(self.d.holder.current, name)) for name in sections}
             new = self.d.holder.update(
-                lambda s: replace(s, probes=base.probes, sampling=base.sampling, redaction=base.redaction)
+                lambda s: replace(
+                    s, probes=base.probes, sampling=base.sampling, redaction=base.redaction, capture=base.capture
+                )
             )
             self.overrides = RuntimeOverrides()
             self.d.store.clear()
@@ -258,4 +280,6 @@ def _describe(section: str, value: Any) -> Any:
         return sorted(value)
     if section == "sampling":
         return convert.sampling_summary(value)
+    if section == "capture":
+        return convert.capture_summary(value)
     return convert.redaction_summary(value)

@@ -1,7 +1,7 @@
 """Runtime changes that survive a restart: ``<state_dir>/runtime.json``.
 
-Only the sections changed through the admin API are stored (probes, sampling, redaction), each
-whole. On start (and on reload) they are laid over the config file's values, so a section nobody
+Only the sections changed through the admin API are stored (probes, sampling, redaction,
+capture), each whole. On start (and on reload) they are laid over the config file's values, so a section nobody
 touched at runtime keeps following the config file. ``reset`` deletes the file.
 
 Writes are atomic (temporary file, fsync, rename): a crash leaves the old file or the new one.
@@ -18,12 +18,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from hostagent.settings import RedactionRule, RedactionSettings, RuntimeSettings, SamplingSettings
+from hostagent.settings import (
+    CaptureOverride,
+    CaptureSettings,
+    RedactionRule,
+    RedactionSettings,
+    RuntimeSettings,
+    SamplingSettings,
+)
 
 log = logging.getLogger(__name__)
 STATE_FILE = "runtime.json"
 FORMAT = 1
-SECTIONS = ("probes", "sampling", "redaction")
+SECTIONS = ("probes", "sampling", "redaction", "capture")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class RuntimeOverrides:
     probes: Optional[frozenset[str]] = None
     sampling: Optional[SamplingSettings] = None
     redaction: Optional[RedactionSettings] = None
+    capture: Optional[CaptureSettings] = None
 
     @property
     def sections(self) -> tuple[str, ...]:
@@ -43,6 +51,7 @@ class RuntimeOverrides:
             probes=base.probes if self.probes is None else self.probes,
             sampling=base.sampling if self.sampling is None else self.sampling,
             redaction=base.redaction if self.redaction is None else self.redaction,
+            capture=base.capture if self.capture is None else self.capture,
         )
 
     def with_section(self, section: str, settings: RuntimeSettings) -> RuntimeOverrides:
@@ -72,14 +81,73 @@ def to_json(ov: RuntimeOverrides) -> dict[str, Any]:
             "mode": r.mode,
             "rules": [{"name": x.name, "pattern": x.pattern, "mode": x.mode} for x in r.rules],
         }
+    if ov.capture is not None:
+        doc["capture"] = capture_to_json(ov.capture)
     return doc
+
+
+def capture_to_json(c: CaptureSettings) -> dict[str, Any]:
+    """Also the audit lines' form. Override fields that are unset (None) are left out."""
+    return {
+        "headers": c.headers,
+        "bodies": c.bodies,
+        "body_max_bytes": c.body_max_bytes,
+        "raw_sql": c.raw_sql,
+        "overrides": [
+            {k: v for k, v in (("service", o.service), ("protocol", o.protocol), ("headers", o.headers),
+                               ("bodies", o.bodies), ("body_max_bytes", o.body_max_bytes)) if v is not None}
+            for o in c.overrides
+        ],
+    }
+
+
+def _flag(value: Any) -> Optional[bool]:
+    if value is None or isinstance(value, bool):
+        return value
+    raise TypeError(f"expected true, false or null, got {value!r}")
+
+
+def _size(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _required(value: Optional[bool], name: str) -> bool:
+    if value is None:
+        raise TypeError(f"capture.{name} must be true or false")
+    return value
+
+
+def capture_from_json(c: Any) -> CaptureSettings:
+    size = _size(c["body_max_bytes"])
+    if size is None:
+        raise TypeError("capture.body_max_bytes must be an integer")
+    return CaptureSettings(
+        headers=_required(_flag(c["headers"]), "headers"),
+        bodies=_required(_flag(c["bodies"]), "bodies"),
+        body_max_bytes=size,
+        raw_sql=_required(_flag(c.get("raw_sql", False)), "raw_sql"),
+        overrides=tuple(
+            CaptureOverride(
+                service=str(o.get("service", "*")),
+                protocol=str(o.get("protocol", "*")),
+                headers=_flag(o.get("headers")),
+                bodies=_flag(o.get("bodies")),
+                body_max_bytes=_size(o.get("body_max_bytes")),
+            )
+            for o in c.get("overrides", [])
+        ),
+    )
 
 
 def from_json(doc: Any) -> RuntimeOverrides:
     """Parse a stored document; raises ValueError/TypeError/KeyError when it is malformed."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"not a format-{FORMAT} runtime state document")
-    probes = sampling = redaction = None
+    probes = sampling = redaction = capture = None
     if "probes" in doc:
         probes = frozenset(str(p) for p in doc["probes"])
     if "sampling" in doc:
@@ -102,7 +170,9 @@ def from_json(doc: Any) -> RuntimeOverrides:
                 for x in r.get("rules", [])
             ),
         )
-    return RuntimeOverrides(probes, sampling, redaction)
+    if "capture" in doc:
+        capture = capture_from_json(doc["capture"])
+    return RuntimeOverrides(probes, sampling, redaction, capture)
 
 
 class StateStore:

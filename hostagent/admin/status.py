@@ -18,6 +18,17 @@ class ProbeStatus:
 
 
 @dataclass(frozen=True)
+class LayeringStatus:
+    """SDK layering and trace linking (hostagent.receiver.wiring.Layering), as status shows it."""
+
+    receiver_enabled: bool = False  # the OTLP receiver runs: SDK spans are matched and enriched
+    linking_enabled: bool = False  # thread and local client->server linking
+    counters: dict[str, int] = field(default_factory=dict)  # Layering.counters(): since start
+    held_sdk_spans: int = 0  # gauges: waiting now
+    held_agent_spans: int = 0
+
+
+@dataclass(frozen=True)
 class AgentStatus:
     version: str = ""
     uptime_seconds: float = 0.0
@@ -31,6 +42,7 @@ class AgentStatus:
     exporter_last_error: str = ""
     redacted: dict[str, int] = field(default_factory=dict)  # PiiCounters.snapshot()
     healthy: bool = True
+    layering: LayeringStatus = field(default_factory=LayeringStatus)
 
 
 class StatusProvider(Protocol):

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from hostagent import __version__
 from hostagent.admin.server import AdminServer, TlsFiles
-from hostagent.admin.status import AgentStatus, ProbeStatus
+from hostagent.admin.status import AgentStatus, LayeringStatus, ProbeStatus
 from hostagent.admin.tap import SpanTap, tap_observer
 
 PROBE_NAMES = ("http", "http2", "postgres", "mysql", "redis", "dns")
@@ -67,7 +67,23 @@ class AgentStatusProvider:
             exporter_last_error=last_error,
             redacted=pipeline.pii.snapshot() if hasattr(pipeline, "pii") else {},
             healthy=bool(agent.alive()),
+            layering=layering_status(getattr(getattr(agent, "queue", None), "layering", None)),
         )
+
+
+def layering_status(layering: Any) -> LayeringStatus:
+    """From hostagent.receiver.wiring.Layering (the QueueSink's ``layering``), or empty without one."""
+    if layering is None:
+        return LayeringStatus()
+    held = layering.held() if hasattr(layering, "held") else {}
+    linker = getattr(layering, "linker", None)
+    return LayeringStatus(
+        receiver_enabled=getattr(layering, "sdk", None) is not None,
+        linking_enabled=bool(getattr(linker, "enabled", False)),
+        counters={k: int(v) for k, v in layering.counters().items()},
+        held_sdk_spans=int(held.get("sdk_spans", 0)),
+        held_agent_spans=int(held.get("agent_spans", 0)),
+    )
 
 
 def start_admin(agent: Any, pipeline: Any, tap: Optional[SpanTap] = None) -> AdminServer:

@@ -44,6 +44,8 @@ class Layering:
         self.sdk: Optional[SdkLayer] = None
         self.intake: Any = None
         self._redactor, self._pii = redactor, pii
+        self._sdk_spans = 0  # spans in the SDKs' trace requests, for status
+        self._count_lock = threading.Lock()  # receiver threads count concurrently
         ignore: set[tuple[str, int]] = set()
         emit: Callable[[Call, ReadableSpan], None] = lambda call, span: enqueue(span)  # noqa: E731
         if rc.grpc or rc.http:
@@ -54,7 +56,7 @@ class Layering:
             self.sdk = SdkLayer(emit, self._forward_traces, hold_s=rc.hold_ms / 1000,
                                 sdk_wait_s=max(rc.sdk_wait_ms, rc.hold_ms) / 1000,
                                 max_held_spans=rc.max_held_spans, max_held_bytes=rc.max_held_bytes)
-            self.intake = Intake(self.sdk.on_request, self.forwarder.submit)
+            self.intake = Intake(self._on_sdk_request, self.forwarder.submit)
             if rc.grpc:
                 grpc_receiver = GrpcReceiver(rc.grpc, self.intake)
                 self.receivers.append(grpc_receiver)
@@ -71,6 +73,13 @@ class Layering:
 
     def offer(self, call: Call, span: ReadableSpan) -> None:
         self.linker.offer(call, span)
+
+    def _on_sdk_request(self, request: ExportTraceServiceRequest, size: int) -> None:
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        with self._count_lock:
+            self._sdk_spans += spans
+        assert self.sdk is not None
+        self.sdk.on_request(request, size)
 
     def _forward_traces(self, request: ExportTraceServiceRequest) -> None:
         redactor = self._redactor()
@@ -116,4 +125,12 @@ class Layering:
         for part in (self.sdk, self.intake, self.forwarder):
             if part is not None:
                 out.update(part.counters)
+        if self.sdk is not None:
+            out["sdk_spans_received"] = self._sdk_spans
         return dict(out)
+
+    def held(self) -> dict[str, int]:
+        """Spans waiting now: the SDKs' (for the agent's match) and the agent's (for an SDK span
+        or a local parent). Gauges, not counters: status shows them beside the counters."""
+        sdk = self.sdk.held if self.sdk is not None else {}
+        return {"sdk_spans": sdk.get("sdk_spans", 0), "agent_spans": sdk.get("agent_spans", 0) + self.linker.held}

@@ -10,18 +10,19 @@ _hostagentctl() {
     fi
 
     local global_opts="--socket --address --cacert --cert --key --token --tls-server-name --timeout -h --help"
-    local verbs="status version reload reset probes sampling redaction tail"
+    local verbs="status version reload reset probes sampling redaction capture tail"
     local probes="http http2 postgres mysql redis dns"
     local protocols="http http2 grpc postgresql mysql redis dns"
 
     case "$prev" in
         --socket|--cacert|--cert|--key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --address|--token|--tls-server-name|--timeout|--name|--pattern|--service|--keep-slower-than|--min-duration|--count)
+        --address|--token|--tls-server-name|--timeout|--name|--pattern|--service|--keep-slower-than|--min-duration|--count|--body-max)
             return ;;
         -o|--output) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
         --mode) COMPREPLY=($(compgen -W "redact hash" -- "$cur")); return ;;
         --protocol) COMPREPLY=($(compgen -W "$protocols" -- "$cur")); return ;;
         --status) COMPREPLY=($(compgen -W "ok error" -- "$cur")); return ;;
+        --headers|--bodies|--raw-sql) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
     esac
 
     # Find the verb and its action (skipping global options and their values).
@@ -56,6 +57,13 @@ _hostagentctl() {
                 "") COMPREPLY=($(compgen -W "list add remove test pii" -- "$cur")) ;;
                 add) COMPREPLY=($(compgen -W "--name --pattern --mode -o" -- "$cur")) ;;
                 pii) COMPREPLY=($(compgen -W "on off --mode -o" -- "$cur")) ;;
+                *) COMPREPLY=($(compgen -W "-o" -- "$cur")) ;;
+            esac ;;
+        capture)
+            case "$action" in
+                "") COMPREPLY=($(compgen -W "get set clear" -- "$cur")) ;;
+                set) COMPREPLY=($(compgen -W "--headers --bodies --body-max --raw-sql --service --protocol -o" -- "$cur")) ;;
+                clear) COMPREPLY=($(compgen -W "--service --protocol -o" -- "$cur")) ;;
                 *) COMPREPLY=($(compgen -W "-o" -- "$cur")) ;;
             esac ;;
         tail) COMPREPLY=($(compgen -W "--service --protocol --status --min-duration --count -o" -- "$cur")) ;;

@@ -58,6 +58,8 @@ def test_status_json_is_complete_and_stable(h) -> None:
         "settings_generation",
         "healthy",
         "runtime_overrides",
+        "capture",
+        "layering",
     }
     table = run(h, "status")
     assert table.returncode == 0

@@ -23,7 +23,7 @@ class ProbeState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "kernel_release", "kernel_headers", "probes", "events_per_second", "spans_exported", "drops", "exporter_endpoint", "exporter_last_error", "sampling", "redaction", "redacted", "settings_generation", "healthy", "runtime_overrides")
+    __slots__ = ("version", "uptime_seconds", "kernel_release", "kernel_headers", "probes", "events_per_second", "spans_exported", "drops", "exporter_endpoint", "exporter_last_error", "sampling", "redaction", "redacted", "settings_generation", "healthy", "runtime_overrides", "capture", "layering")
     class DropsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class GetStatusResponse(_message.Message):
     SETTINGS_GENERATION_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    LAYERING_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     kernel_release: str
@@ -70,7 +72,46 @@ class GetStatusResponse(_message.Message):
     settings_generation: int
     healthy: bool
     runtime_overrides: bool
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., kernel_release: _Optional[str] = ..., kernel_headers: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[ProbeState, _Mapping]]] = ..., events_per_second: _Optional[float] = ..., spans_exported: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., exporter_endpoint: _Optional[str] = ..., exporter_last_error: _Optional[str] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., redaction: _Optional[_Union[Redaction, _Mapping]] = ..., redacted: _Optional[_Mapping[str, int]] = ..., settings_generation: _Optional[int] = ..., healthy: _Optional[bool] = ..., runtime_overrides: _Optional[bool] = ...) -> None: ...
+    capture: Capture
+    layering: Layering
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., kernel_release: _Optional[str] = ..., kernel_headers: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[ProbeState, _Mapping]]] = ..., events_per_second: _Optional[float] = ..., spans_exported: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., exporter_endpoint: _Optional[str] = ..., exporter_last_error: _Optional[str] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., redaction: _Optional[_Union[Redaction, _Mapping]] = ..., redacted: _Optional[_Mapping[str, int]] = ..., settings_generation: _Optional[int] = ..., healthy: _Optional[bool] = ..., runtime_overrides: _Optional[bool] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ..., layering: _Optional[_Union[Layering, _Mapping]] = ...) -> None: ...
+
+class Layering(_message.Message):
+    __slots__ = ("receiver_enabled", "linking_enabled", "sdk_requests_received", "sdk_spans_received", "sdk_spans_enriched", "duplicates_dropped", "sdk_spans_held", "agent_spans_held", "requests_forwarded", "hold_overflow", "thread_links", "peer_links", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    RECEIVER_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    LINKING_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SDK_REQUESTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SDK_SPANS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SDK_SPANS_ENRICHED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SDK_SPANS_HELD_FIELD_NUMBER: _ClassVar[int]
+    AGENT_SPANS_HELD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    HOLD_OVERFLOW_FIELD_NUMBER: _ClassVar[int]
+    THREAD_LINKS_FIELD_NUMBER: _ClassVar[int]
+    PEER_LINKS_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    receiver_enabled: bool
+    linking_enabled: bool
+    sdk_requests_received: int
+    sdk_spans_received: int
+    sdk_spans_enriched: int
+    duplicates_dropped: int
+    sdk_spans_held: int
+    agent_spans_held: int
+    requests_forwarded: int
+    hold_overflow: int
+    thread_links: int
+    peer_links: int
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, receiver_enabled: _Optional[bool] = ..., linking_enabled: _Optional[bool] = ..., sdk_requests_received: _Optional[int] = ..., sdk_spans_received: _Optional[int] = ..., sdk_spans_enriched: _Optional[int] = ..., duplicates_dropped: _Optional[int] = ..., sdk_spans_held: _Optional[int] = ..., agent_spans_held: _Optional[int] = ..., requests_forwarded: _Optional[int] = ..., hold_overflow: _Optional[int] = ..., thread_links: _Optional[int] = ..., peer_links: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListProbesRequest(_message.Message):
     __slots__ = ()
@@ -273,3 +314,53 @@ class ResetResponse(_message.Message):
     reset: _containers.RepeatedScalarFieldContainer[str]
     settings_generation: int
     def __init__(self, reset: _Optional[_Iterable[str]] = ..., settings_generation: _Optional[int] = ...) -> None: ...
+
+class CaptureOverride(_message.Message):
+    __slots__ = ("service", "protocol", "headers", "bodies", "body_max_bytes")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODIES_FIELD_NUMBER: _ClassVar[int]
+    BODY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    protocol: str
+    headers: bool
+    bodies: bool
+    body_max_bytes: int
+    def __init__(self, service: _Optional[str] = ..., protocol: _Optional[str] = ..., headers: _Optional[bool] = ..., bodies: _Optional[bool] = ..., body_max_bytes: _Optional[int] = ...) -> None: ...
+
+class Capture(_message.Message):
+    __slots__ = ("headers", "bodies", "body_max_bytes", "raw_sql", "overrides")
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODIES_FIELD_NUMBER: _ClassVar[int]
+    BODY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAW_SQL_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    headers: bool
+    bodies: bool
+    body_max_bytes: int
+    raw_sql: bool
+    overrides: _containers.RepeatedCompositeFieldContainer[CaptureOverride]
+    def __init__(self, headers: _Optional[bool] = ..., bodies: _Optional[bool] = ..., body_max_bytes: _Optional[int] = ..., raw_sql: _Optional[bool] = ..., overrides: _Optional[_Iterable[_Union[CaptureOverride, _Mapping]]] = ...) -> None: ...
+
+class GetCaptureRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetCaptureRequest(_message.Message):
+    __slots__ = ("headers", "bodies", "body_max_bytes", "raw_sql", "service", "protocol", "clear_override")
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODIES_FIELD_NUMBER: _ClassVar[int]
+    BODY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAW_SQL_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    headers: bool
+    bodies: bool
+    body_max_bytes: int
+    raw_sql: bool
+    service: str
+    protocol: str
+    clear_override: bool
+    def __init__(self, headers: _Optional[bool] = ..., bodies: _Optional[bool] = ..., body_max_bytes: _Optional[int] = ..., raw_sql: _Optional[bool] = ..., service: _Optional[str] = ..., protocol: _Optional[str] = ..., clear_override: _Optional[bool] = ...) -> None: ...

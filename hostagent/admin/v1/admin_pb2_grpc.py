@@ -99,6 +99,16 @@ class AdminServiceStub:
                 request_serializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.ResetRequest.SerializeToString,
                 response_deserializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.ResetResponse.FromString,
                 _registered_method=True)
+        self.GetCapture = channel.unary_unary(
+                '/hostagent.admin.v1.AdminService/GetCapture',
+                request_serializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.GetCaptureRequest.SerializeToString,
+                response_deserializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.Capture.FromString,
+                _registered_method=True)
+        self.SetCapture = channel.unary_unary(
+                '/hostagent.admin.v1.AdminService/SetCapture',
+                request_serializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.SetCaptureRequest.SerializeToString,
+                response_deserializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.Capture.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -191,6 +201,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapture(self, request, context):
+        """Which wire detail spans carry: headers, bodies (and how much), raw SQL; per service/protocol.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCapture(self, request, context):
+        """Bad values (body_max_bytes out of range, an unknown protocol, raw_sql per service...) get
+        INVALID_ARGUMENT with the reason and change nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +283,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Reset,
                     request_deserializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.ResetRequest.FromString,
                     response_serializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.ResetResponse.SerializeToString,
+            ),
+            'GetCapture': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapture,
+                    request_deserializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.GetCaptureRequest.FromString,
+                    response_serializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.Capture.SerializeToString,
+            ),
+            'SetCapture': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCapture,
+                    request_deserializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.SetCaptureRequest.FromString,
+                    response_serializer=hostagent_dot_admin_dot_v1_dot_admin__pb2.Capture.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +646,60 @@ class AdminService:
             '/hostagent.admin.v1.AdminService/Reset',
             hostagent_dot_admin_dot_v1_dot_admin__pb2.ResetRequest.SerializeToString,
             hostagent_dot_admin_dot_v1_dot_admin__pb2.ResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapture(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hostagent.admin.v1.AdminService/GetCapture',
+            hostagent_dot_admin_dot_v1_dot_admin__pb2.GetCaptureRequest.SerializeToString,
+            hostagent_dot_admin_dot_v1_dot_admin__pb2.Capture.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCapture(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hostagent.admin.v1.AdminService/SetCapture',
+            hostagent_dot_admin_dot_v1_dot_admin__pb2.SetCaptureRequest.SerializeToString,
+            hostagent_dot_admin_dot_v1_dot_admin__pb2.Capture.FromString,
             options,
             channel_credentials,
             insecure,
