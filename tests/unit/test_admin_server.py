@@ -6,6 +6,7 @@ import json
 import stat
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -14,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hostagent.admin.server import AdminConfigError, AdminServer, TlsFiles
-from hostagent.admin.status import StaticStatus
+from hostagent.admin.status import LayeringStatus, StaticStatus
 from hostagent.admin.tap import SpanSummary
 from hostagent.admin.v1 import admin_pb2 as pb
-from hostagent.settings import RuntimeSettings, SamplingSettings, SettingsHolder
+from hostagent.settings import CaptureOverride, CaptureSettings, RuntimeSettings, SamplingSettings, SettingsHolder
 
 from .admin_harness import BASE, STATUS, running, world_dir
 
@@ -272,3 +273,91 @@ def test_invalid_saved_state_is_ignored(base_dir: Path) -> None:
     )
     with running(base_dir) as h:
         assert h.holder.current.probes == BASE.probes and h.holder.current.sampling == BASE.sampling
+
+
+def test_capture_set_get_persist_and_refusals(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        api = h.stub()
+        assert api.GetCapture(pb.GetCaptureRequest(), timeout=T) == pb.Capture(headers=True, body_max_bytes=1024)
+        api.SetCapture(pb.SetCaptureRequest(raw_sql=True, body_max_bytes=4096), timeout=T)
+        api.SetCapture(pb.SetCaptureRequest(bodies=True, service="tests.support.http_app"), timeout=T)
+        got = api.SetCapture(pb.SetCaptureRequest(headers=False, body_max_bytes=0, protocol="grpc"), timeout=T)
+        assert got == api.GetCapture(pb.GetCaptureRequest(), timeout=T)
+        assert h.holder.current.capture == CaptureSettings(
+            headers=True, bodies=False, body_max_bytes=4096, raw_sql=True,
+            overrides=(CaptureOverride(service="tests.support.http_app", bodies=True),
+                       CaptureOverride(protocol="grpc", headers=False, body_max_bytes=0)),
+        )
+        assert [(o.service, o.protocol, o.HasField("headers"), o.HasField("body_max_bytes")) for o in got.overrides] \
+            == [("tests.support.http_app", "*", False, False), ("*", "grpc", True, True)]
+        before = (h.holder.current, (h.state_dir / "runtime.json").read_text())
+        for req, msg in [
+            (pb.SetCaptureRequest(body_max_bytes=-1), "body_max_bytes must be between 0 and 1048576, got -1"),
+            (pb.SetCaptureRequest(body_max_bytes=1 << 40), "body_max_bytes must be between 0 and 1048576"),
+            (pb.SetCaptureRequest(headers=True, protocol="kafka"), "unknown protocol 'kafka'"),
+            (pb.SetCaptureRequest(raw_sql=False, service="x"), "raw_sql applies to every service and protocol"),
+            (pb.SetCaptureRequest(), "nothing to change"),
+            (pb.SetCaptureRequest(headers=True, service="a\x00b"), "service name must be"),
+        ]:
+            code, details = code_of(api.SetCapture, req)
+            assert (code, msg in details) == (grpc.StatusCode.INVALID_ARGUMENT, True), details
+        code, details = code_of(api.SetCapture, pb.SetCaptureRequest(service="nobody", clear_override=True))
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert (h.holder.current, (h.state_dir / "runtime.json").read_text()) == before
+        audit = h.audit()
+        assert [(a["action"], a["ok"]) for a in audit] == [("capture.set", True)] * 3 + [("capture.set", False)] * 6 + [
+            ("capture.clear", False)
+        ]
+        assert audit[1]["old"]["overrides"] == [] and audit[1]["new"]["request"] == {
+            "bodies": True, "service": "tests.support.http_app"}
+        assert audit[1]["new"]["now"]["overrides"] == [
+            {"service": "tests.support.http_app", "protocol": "*", "bodies": True}]
+        st = api.GetStatus(pb.GetStatusRequest(), timeout=T)
+        assert st.capture == got and st.runtime_overrides is True
+    with running(base_dir) as h2:  # restarted: the runtime capture settings came back
+        assert h2.holder.current.capture == before[0].capture
+        api = h2.stub()
+        cleared = api.SetCapture(pb.SetCaptureRequest(protocol="grpc", clear_override=True), timeout=T)
+        assert [o.service for o in cleared.overrides] == ["tests.support.http_app"]
+        assert list(api.Reset(pb.ResetRequest(), timeout=T).reset) == ["capture"]
+        assert h2.holder.current.capture == BASE.capture
+        assert not (h2.state_dir / "runtime.json").exists()
+        assert h2.audit()[-1]["old"]["capture"]["raw_sql"] is True
+        assert h2.audit()[-1]["new"]["capture"]["raw_sql"] is False
+
+
+def test_capture_change_keeps_other_sections_following_the_config(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        h.stub().SetCapture(pb.SetCaptureRequest(bodies=True), timeout=T)
+        doc = json.loads((h.state_dir / "runtime.json").read_text())
+        assert doc == {"format": 1, "capture": {"headers": True, "bodies": True, "body_max_bytes": 1024,
+                                                "raw_sql": False, "overrides": []}}
+        h.server.apply_config(RuntimeSettings(probes=frozenset({"mysql"}), capture=CaptureSettings(headers=False)))
+        assert h.holder.current.probes == {"mysql"}
+        assert h.holder.current.capture == CaptureSettings(bodies=True)  # changed at runtime: kept
+
+
+def test_invalid_saved_capture_is_ignored(base_dir: Path) -> None:
+    state = base_dir / "state"
+    state.mkdir()
+    capture = {"headers": True, "bodies": True, "body_max_bytes": 1024,
+               "overrides": [{"service": "s", "protocol": "kafka", "bodies": True}]}
+    (state / "runtime.json").write_text(json.dumps({"format": 1, "probes": ["dns"], "capture": capture}))
+    with running(base_dir) as h:
+        assert h.holder.current.capture == BASE.capture and h.holder.current.probes == {"dns"}
+
+
+def test_status_has_the_layering_section(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        st = h.stub().GetStatus(pb.GetStatusRequest(), timeout=T)
+        assert st.layering == pb.Layering()  # no layering reported: all zero
+        assert h.server.servicer is not None
+        h.server.servicer.d.status = StaticStatus(replace(STATUS, layering=LayeringStatus(
+            receiver_enabled=True, linking_enabled=True, held_sdk_spans=2, held_agent_spans=1,
+            counters={"received_traces": 4, "sdk_spans_received": 9, "sdk_spans_enriched": 5,
+                      "agent_spans_deduplicated": 5, "forwarded_traces": 4, "thread_links": 1, "peer_links": 2})))
+        ly = h.stub().GetStatus(pb.GetStatusRequest(), timeout=T).layering
+        assert (ly.sdk_requests_received, ly.sdk_spans_received, ly.sdk_spans_enriched, ly.duplicates_dropped,
+                ly.sdk_spans_held, ly.agent_spans_held, ly.requests_forwarded, ly.hold_overflow, ly.thread_links,
+                ly.peer_links) == (4, 9, 5, 5, 2, 1, 4, 0, 1, 2)
+        assert dict(ly.counters)["agent_spans_deduplicated"] == 5

@@ -6,6 +6,7 @@ import json
 
 from hostagent.admin.state import RuntimeOverrides, StateStore, from_json, load_runtime_settings, to_json
 from hostagent.settings import (
+    CaptureOverride,
     CaptureSettings,
     RedactionRule,
     RedactionSettings,
@@ -22,6 +23,13 @@ FULL = RuntimeOverrides(
     probes=frozenset({"redis", "dns"}),
     sampling=SamplingSettings(0.1, (("checkout", 1.0),), (("dns", 0.0),), True, 250.0),
     redaction=RedactionSettings(False, "hash", (RedactionRule("c", r"cust-(\d+)", "hash"),)),
+    capture=CaptureSettings(
+        headers=False,
+        bodies=True,
+        body_max_bytes=4096,
+        raw_sql=True,
+        overrides=(CaptureOverride(service="shop", bodies=False), CaptureOverride("cart", "http", True, None, 0)),
+    ),
 )
 
 
@@ -63,3 +71,38 @@ def test_with_section_takes_current_values() -> None:
     current = FULL.apply(BASE)
     ov = RuntimeOverrides().with_section("redaction", current)
     assert ov == RuntimeOverrides(redaction=FULL.redaction)
+
+
+def test_capture_document_shape() -> None:
+    """The stored form (also what audit lines show): unset override fields are left out."""
+    assert to_json(RuntimeOverrides(capture=FULL.capture)) == {
+        "format": 1,
+        "capture": {
+            "headers": False,
+            "bodies": True,
+            "body_max_bytes": 4096,
+            "raw_sql": True,
+            "overrides": [
+                {"service": "shop", "protocol": "*", "bodies": False},
+                {"service": "cart", "protocol": "http", "headers": True, "body_max_bytes": 0},
+            ],
+        },
+    }
+
+
+def test_malformed_capture_is_set_aside(tmp_path) -> None:
+    for capture in (
+        {"headers": "yes", "bodies": False, "body_max_bytes": 1},
+        {"headers": True, "bodies": False, "body_max_bytes": "1k"},
+        {"headers": True, "bodies": False, "body_max_bytes": 1, "overrides": [{"bodies": 1}]},
+        {"headers": True, "bodies": None, "body_max_bytes": 1},
+    ):
+        (tmp_path / "runtime.json").write_text(json.dumps({"format": 1, "capture": capture}))
+        assert StateStore(tmp_path).load() == RuntimeOverrides()
+        assert (tmp_path / "runtime.json.bad").exists()
+
+
+def test_state_written_before_capture_existed_still_loads(tmp_path) -> None:
+    (tmp_path / "runtime.json").write_text(json.dumps({"format": 1, "probes": ["dns"]}))
+    ov = StateStore(tmp_path).load()
+    assert ov == RuntimeOverrides(probes=frozenset({"dns"})) and ov.apply(BASE).capture == BASE.capture

@@ -35,6 +35,14 @@ def complete(*words: str) -> list[str]:
         (("hostagentctl", "redaction", "add", "--mode", ""), ["redact", "hash"]),
         (("hostagentctl", "tail", "--status", ""), ["ok", "error"]),
         (("hostagentctl", "status", "-o", ""), ["table", "json"]),
+        (("hostagentctl", "cap"), ["capture"]),
+        (("hostagentctl", "capture", ""), ["get", "set", "clear"]),
+        (("hostagentctl", "capture", "set", "--b"), ["--bodies", "--body-max"]),
+        (("hostagentctl", "capture", "set", "--headers", ""), ["on", "off"]),
+        (("hostagentctl", "capture", "set", "--headers", "on", "--raw-sql", ""), ["on", "off"]),
+        (("hostagentctl", "capture", "set", "--bodies", "on", "--protocol", "gr"), ["grpc"]),
+        (("hostagentctl", "capture", "set", "--body-max", ""), []),
+        (("hostagentctl", "capture", "clear", "--"), ["--service", "--protocol"]),
     ],
 )
 def test_completion(words: tuple[str, ...], expected: list[str]) -> None:
