@@ -83,7 +83,11 @@ class Capture:
     def drop_counts(self) -> dict[str, int]:
         if self._final_drops is not None:
             return self._final_drops
-        return {f"kernel_{k}" if k != "callback_errors" else k: v for k, v in self.bpf.drop_counts().items()}
+        try:
+            counts = self.bpf.drop_counts()
+        except (KeyError, TypeError, OSError):  # not loaded (a failed start): nothing counted yet
+            return {}
+        return {f"kernel_{k}" if k != "callback_errors" else k: v for k, v in counts.items()}
 
     def close(self) -> None:
         self._final_drops = self.drop_counts()  # the maps go with the programs
