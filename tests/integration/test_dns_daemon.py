@@ -18,6 +18,7 @@ any other name under .test NXDOMAIN. Port 53 on 127.0.0.77; nothing else in 1900
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import struct
@@ -234,6 +235,8 @@ def test_connected_udp_socket_with_write_and_read(receiver: OtlpGrpcReceiver,
         for qid, name, qtype in ((0x0C01, "dual.test", 28), (0x0C02, "SvC.TeSt", 1)):
             # write(2)/read(2): the syscalls name no peer; it comes from connect()
             os.write(s.fileno(), build_query(qid, name, qtype))
+            # settimeout made the fd non-blocking: wait for the answer before read(2)
+            assert select.select([s], [], [], 5)[0], "no answer from dnsmasq"
             data = os.read(s.fileno(), 4096)
             assert data[:2] == struct.pack("!H", qid)
     spans = wait_dns(receiver, 2)
