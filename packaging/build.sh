@@ -9,7 +9,7 @@
 # the default config, man pages and completion. See packaging/README.md for why.
 #
 # Environment: PYTHON (a python with pip, default .venv/bin/python), RELEASE (package build
-# number, default 1), PYTHON_VERSIONS (CPython versions to bundle wheels for), OUT (default dist).
+# number, default 1; a list such as "1 2" builds each from the same snapshot of the tree), PYTHON_VERSIONS (CPython versions to bundle wheels for), OUT (default dist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
@@ -30,9 +30,10 @@ t0=$(date +%s)
 
 # --- 1. the project's wheel, built from the files git knows (tracked + untracked, not ignored), so
 # stale build/ or egg-info leftovers never leak into it.
-rm -rf "$WORK/src" "$WORK/project" && mkdir -p "$WORK/src" "$WORK/project"
+SRC=$TOP/$WORK/src  # everything below is built from this one snapshot of the tree
+rm -rf "$SRC" "$WORK/project" && mkdir -p "$SRC" "$WORK/project"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] && printf '%s\0' "$f"; done | tar -c --null -T - | tar -x -C "$WORK/src"
+  [ -e "$f" ] && printf '%s\0' "$f"; done | tar -c --null -T - | tar -x -C "$SRC"
 "$PYTHON" -m pip wheel -q --no-deps -w "$WORK/project" "./$WORK/src"
 wheel=$(ls "$WORK"/project/hostagent-"$VERSION"-*.whl)
 log "project wheel: $wheel"
@@ -75,50 +76,52 @@ stage() {  # $1 root, $2 unit dir
     "$root$unitdir" "$root/usr/share/bash-completion/completions" "$root/usr/share/man/man8" \
     "$root/usr/share/doc/hostagent"
   cp "$WH"/*.whl "$wheel" "$opt/wheels/"
-  sed "s/@VERSION@/$VERSION/" packaging/libexec/install-venv > "$opt/libexec/install-venv"
+  sed "s/@VERSION@/$VERSION/" $SRC/packaging/libexec/install-venv > "$opt/libexec/install-venv"
   chmod 0755 "$opt/libexec/install-venv"
-  install -m 0755 packaging/bin/hostagent packaging/bin/hostagentctl "$root/usr/bin/"
-  install -m 0644 packaging/hostagent.toml "$root/etc/hostagent/hostagent.toml"
-  install -m 0644 packaging/systemd/hostagent.service "$root$unitdir/hostagent.service"
-  install -m 0644 packaging/completion/hostagent.bash "$root/usr/share/bash-completion/completions/hostagent"
-  if [ -f packaging/completion/hostagentctl.bash ]; then
-    install -m 0644 packaging/completion/hostagentctl.bash \
+  install -m 0755 $SRC/packaging/bin/hostagent $SRC/packaging/bin/hostagentctl "$root/usr/bin/"
+  install -m 0644 $SRC/packaging/hostagent.toml "$root/etc/hostagent/hostagent.toml"
+  install -m 0644 $SRC/packaging/systemd/hostagent.service "$root$unitdir/hostagent.service"
+  install -m 0644 $SRC/packaging/completion/hostagent.bash "$root/usr/share/bash-completion/completions/hostagent"
+  if [ -f $SRC/packaging/completion/hostagentctl.bash ]; then
+    install -m 0644 $SRC/packaging/completion/hostagentctl.bash \
       "$root/usr/share/bash-completion/completions/hostagentctl"
   fi
-  for m in packaging/man/*.8; do gzip -9n < "$m" > "$root/usr/share/man/man8/$(basename "$m").gz"; done
-  install -m 0644 packaging/copyright "$root/usr/share/doc/hostagent/copyright"
-  install -m 0644 README.md "$root/usr/share/doc/hostagent/README.md"
+  for m in $SRC/packaging/man/*.8; do gzip -9n < "$m" > "$root/usr/share/man/man8/$(basename "$m").gz"; done
+  install -m 0644 $SRC/packaging/copyright "$root/usr/share/doc/hostagent/copyright"
+  install -m 0644 $SRC/README.md "$root/usr/share/doc/hostagent/README.md"
 }
 
 mkdir -p "$OUT"
-if [ "$what" = deb ] || [ "$what" = all ]; then
-  root=$WORK/deb-root
-  stage "$root" /lib/systemd/system
-  gzip -9n < packaging/debian/changelog > "$root/usr/share/doc/hostagent/changelog.Debian.gz"
-  mkdir -p "$root/DEBIAN"
-  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-  sed -e "s/@VERSION@/$VERSION-$RELEASE/" -e "s/@SIZE@/$size/" -e "s/@PY_MIN@/$PY_MIN/" packaging/debian/control > "$root/DEBIAN/control"
-  install -m 0644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
-  install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$root/DEBIAN/"
-  (cd "$root" && find . -path ./DEBIAN -prune -o -type f ! -path ./etc/\* -printf '%P\0' \
-     | xargs -0 md5sum > DEBIAN/md5sums)
-  deb=$OUT/hostagent_${VERSION}-${RELEASE}_amd64.deb
-  # Wheels are already zip-compressed: a stronger compressor only costs time (xz: +60 s, -2%).
-  dpkg-deb --root-owner-group -Zgzip -z1 --build "$root" "$deb" >/dev/null
-  log "built $deb ($(du -h "$deb" | cut -f1))"
-fi
+for RELEASE in $RELEASE; do
+  if [ "$what" = deb ] || [ "$what" = all ]; then
+    root=$WORK/deb-root
+    stage "$root" /lib/systemd/system
+    gzip -9n < $SRC/packaging/debian/changelog > "$root/usr/share/doc/hostagent/changelog.Debian.gz"
+    mkdir -p "$root/DEBIAN"
+    size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+    sed -e "s/@VERSION@/$VERSION-$RELEASE/" -e "s/@SIZE@/$size/" -e "s/@PY_MIN@/$PY_MIN/" $SRC/packaging/debian/control > "$root/DEBIAN/control"
+    install -m 0644 $SRC/packaging/debian/conffiles "$root/DEBIAN/conffiles"
+    install -m 0755 $SRC/packaging/debian/postinst $SRC/packaging/debian/prerm $SRC/packaging/debian/postrm "$root/DEBIAN/"
+    (cd "$root" && find . -path ./DEBIAN -prune -o -type f ! -path ./etc/\* -printf '%P\0' \
+       | xargs -0 md5sum > DEBIAN/md5sums)
+    deb=$OUT/hostagent_${VERSION}-${RELEASE}_amd64.deb
+    # Wheels are already zip-compressed: a stronger compressor only costs time (xz: +60 s, -2%).
+    dpkg-deb --root-owner-group -Zgzip -z1 --build "$root" "$deb" >/dev/null
+    log "built $deb ($(du -h "$deb" | cut -f1))"
+  fi
 
-if [ "$what" = rpm ] || [ "$what" = all ]; then
-  root=$WORK/rpm-root
-  stage "$root" /usr/lib/systemd/system
-  top=$TOP/$WORK/rpmbuild
-  rm -rf "$top" && mkdir -p "$top"/{SPECS,RPMS,BUILD,BUILDROOT}
-  rpmbuild -bb --quiet --target x86_64 \
-    --define "_topdir $top" --define "stage $TOP/$root" \
-    --define "version_ $VERSION" --define "release_ $RELEASE" --define "py_min $PY_MIN" \
-    packaging/rpm/hostagent.spec >/dev/null
-  rpm=$(ls "$top"/RPMS/x86_64/hostagent-"$VERSION"-"$RELEASE".*x86_64.rpm)
-  cp "$rpm" "$OUT/"
-  log "built $OUT/$(basename "$rpm") ($(du -h "$rpm" | cut -f1))"
-fi
+  if [ "$what" = rpm ] || [ "$what" = all ]; then
+    root=$WORK/rpm-root
+    stage "$root" /usr/lib/systemd/system
+    top=$TOP/$WORK/rpmbuild
+    rm -rf "$top" && mkdir -p "$top"/{SPECS,RPMS,BUILD,BUILDROOT}
+    rpmbuild -bb --quiet --target x86_64 \
+      --define "_topdir $top" --define "stage $TOP/$root" \
+      --define "version_ $VERSION" --define "release_ $RELEASE" --define "py_min $PY_MIN" \
+      $SRC/packaging/rpm/hostagent.spec >/dev/null
+    rpm=$(ls "$top"/RPMS/x86_64/hostagent-"$VERSION"-"$RELEASE".*x86_64.rpm)
+    cp "$rpm" "$OUT/"
+    log "built $OUT/$(basename "$rpm") ($(du -h "$rpm" | cut -f1))"
+  fi
+done
 log "done in $(( $(date +%s) - t0 )) s"

@@ -26,17 +26,21 @@ OTLP_PORT = 18801  # this helper's port range is 18800-18899
 PKG_DIR = WORK / "dist"  # seen as /pkgs in the machine
 
 
-def build_packages(release: int, out: Path) -> dict[str, Path]:
-    """``packaging/build.sh all`` (what ``make deb``/``make rpm`` run) into a directory of our own."""
-    env = dict(os.environ, RELEASE=str(release), OUT=str(out), PYTHON=sys.executable)
+def build_packages(releases: tuple[int, ...], out: Path) -> dict[int, dict[str, Path]]:
+    """``packaging/build.sh all`` (what ``make deb``/``make rpm`` run) into a directory of our own;
+    all releases in one call, so they are made from one snapshot of the tree."""
+    env = dict(os.environ, RELEASE=" ".join(map(str, releases)), OUT=str(out), PYTHON=sys.executable)
     done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), "all"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, f"packaging/build.sh all failed:\n{done.stdout}\n{done.stderr[-5000:]}"
-    built = {}
-    for kind, pattern in (("deb", f"hostagent_*-{release}_amd64.deb"), ("rpm", f"hostagent-*-{release}.x86_64.rpm")):
-        found = sorted(out.glob(pattern))
-        assert len(found) == 1, f"expected one {pattern} in {out}, found {found}"
-        built[kind] = found[0]
+    built: dict[int, dict[str, Path]] = {}
+    for release in releases:
+        built[release] = {}
+        for kind, pattern in (("deb", f"hostagent_*-{release}_amd64.deb"),
+                              ("rpm", f"hostagent-*-{release}.x86_64.rpm")):
+            found = sorted(out.glob(pattern))
+            assert len(found) == 1, f"expected one {pattern} in {out}, found {found}"
+            built[release][kind] = found[0]
     return built
 
 
@@ -45,7 +49,7 @@ def packages() -> dict[int, dict[str, Path]]:
     """Two builds of the same version (releases 1 and 2), to test upgrades between them."""
     for old in [*PKG_DIR.glob("hostagent_*.deb"), *PKG_DIR.glob("hostagent-*.rpm")]:
         old.unlink()
-    return {release: build_packages(release, PKG_DIR) for release in (1, 2)}
+    return build_packages((1, 2), PKG_DIR)
 
 
 @pytest.fixture(scope="session")

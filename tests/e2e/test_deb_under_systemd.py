@@ -170,8 +170,12 @@ def test_upgrade_keeps_config_edits_and_runtime_settings(installed: Container, d
     box.run(["sed", "-i", 's/^log_level = "info"/log_level = "debug"/', "/etc/hostagent/hostagent.toml"])
     runtime_change = box.run(["hostagentctl", "sampling", "set", "0.5"], check=False)
     pid = main_pid(box)
-    box.run(["apt-get", "install", "-y", "--no-install-recommends", f"/pkgs/{debs[2].name}"], timeout=300)
+    # As unattended upgrades run it: where both sides changed a conffile, keep the administrator's.
+    # (Here only the administrator did, and dpkg keeps the edit without asking.)
+    box.run(["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef",
+             "-o", "Dpkg::Options::=--force-confold", f"/pkgs/{debs[2].name}"], timeout=300)
     assert box.run(["dpkg-query", "-W", "-f=${Version}", "hostagent"]).stdout.endswith("-2")
+    assert box.run(["test", "-e", "/etc/hostagent/hostagent.toml.dpkg-dist"], check=False).returncode == 1
     wait_active_with_new_pid(box, pid)
     assert 'log_level = "debug"' in box.run(["cat", "/etc/hostagent/hostagent.toml"]).stdout
     assert "DEBUG" in journal(box).split("starting with /etc/hostagent/hostagent.toml")[-1]
