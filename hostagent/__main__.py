@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Optional
 
@@ -47,11 +46,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         except ConfigError as exc:
             print(f"hostagent: {exc}", file=sys.stderr)
             return 1
-        logging.basicConfig(
-            level=config.agent.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        from hostagent.logsetup import configure
+
+        configure(config.agent.log_level)
         from hostagent.daemon import run_agent
 
         return run_agent(config)

@@ -95,19 +95,30 @@ class Capture:
 
 
 class QueueSink:
-    """The export queue as the pipeline's sink, with its drop counters for status."""
+    """The export queues as the pipeline's sink, with their drop counters for status.
 
-    def __init__(self, queue: ExportQueue) -> None:
-        self.queue = queue
+    The console has a queue of its own: a collector that is down (retries block an exporter for
+    seconds) must not hold back the live lines a person is watching.
+    """
+
+    def __init__(self, queue: ExportQueue, console: Optional[ExportQueue] = None) -> None:
+        self.queue = queue  # the primary queue (OTLP; the console's own when there is no collector)
+        self.console = console
         self.layering: Any = None  # hostagent.receiver.wiring.Layering, stopped (flushed) first
 
-    def enqueue(self, span: Any) -> bool:
+    def put(self, span: Any) -> bool:
+        if self.console is not None:
+            self.console.put(span)
         return self.queue.put(span)
+
+    enqueue = put
 
     def drop_counts(self) -> dict[str, int]:
         s = self.queue.stats()
         out = {"export_queue_full": s.dropped_queue_full, "export_failed": s.dropped_export_failed,
                "export_shutdown": s.dropped_shutdown}
+        if self.console is not None:
+            out["console_queue_full"] = self.console.stats().dropped_queue_full
         if self.layering is not None:
             counters = self.layering.counters()
             out.update({k: v for k, v in counters.items() if k in _LAYERING_DROPS})
@@ -116,6 +127,8 @@ class QueueSink:
     def shutdown(self, timeout_s: float) -> bool:
         if self.layering is not None:
             self.layering.stop(min(timeout_s, 5.0))
+        if self.console is not None:
+            self.console.shutdown(min(timeout_s, 2.0))
         return self.queue.shutdown(timeout_s)
 
 
@@ -135,7 +148,8 @@ class Parts:
     start_admin: Optional[Callable[[], Any]] = None
 
 
-def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], str]:
+def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], Optional[SpanExporter], str]:
+    """(OTLP exporters, the console exporter or None, a description for the status line)."""
     exp = config.exporter
     exporters: list[SpanExporter] = []
     description = ""
@@ -150,10 +164,23 @@ def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], s
             client_key=exp.client_key or None, insecure=exp.insecure,
         ))
         description = f"{endpoint} ({exp.protocol})"
+    console_exporter: Optional[SpanExporter] = None
     if console:
-        exporters.append(ConsoleExporter())
+        console_exporter = ConsoleExporter()
         description = f"{description} + console" if description else "console"
-    return exporters, description
+    return exporters, console_exporter, description
+
+
+def make_sink(config: Config, console: bool) -> tuple[QueueSink, str]:
+    otlp, console_exporter, description = make_exporters(config, console)
+    console_queue = None
+    if console_exporter is not None:
+        console_queue = ExportQueue([console_exporter], max_queue=config.exporter.queue_size, batch_size=64,
+                                    delay_s=0.1, name="console-export").start()
+    if not otlp and console_queue is not None:
+        return QueueSink(console_queue), description
+    queue = ExportQueue(otlp, max_queue=config.exporter.queue_size, batch_size=config.exporter.batch_size).start()
+    return QueueSink(queue, console_queue), description
 
 
 @dataclass
@@ -257,10 +284,8 @@ def build_pipeline(agent: Agent) -> Parts:
     from hostagent.receiver.wiring import Layering
 
     config = agent.config
-    exporters, description = make_exporters(config, console_wanted(config))
-    queue = ExportQueue(exporters, max_queue=config.exporter.queue_size,
-                        batch_size=config.exporter.batch_size).start()
-    sink = QueueSink(queue)
+    sink, description = make_sink(config, console_wanted(config))
+    queue = sink.queue
     identity = build_identity(config)
     cache = identity.cache
     clock = MonotonicToUnix()
@@ -286,7 +311,7 @@ def build_pipeline(agent: Agent) -> Parts:
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute)
     red = build_metrics(config, cache, queue, agent.drops)
-    layering = Layering(config, queue.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
+    layering = Layering(config, sink.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
     sink.layering = layering
     pipeline = Pipeline(
         holder, tracker, builder.build, sink,
