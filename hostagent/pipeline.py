@@ -6,7 +6,12 @@
 
 Everything here runs on the ring-buffer poll thread and must never block: the export queue
 drops and counts when full. Every drop has a named counter so ``hostagentctl status`` shows it.
-Settings are read once per call from the holder's immutable snapshot (no lock).
+Settings are read once per call from the holder's immutable snapshot (no lock); what is compiled
+from a snapshot (redactor, sampler) is looked up again only when the snapshot changes.
+
+Calls that come from the tracker belong to the pipeline (the parser that built them kept no
+reference): their attributes are replaced in place, once, instead of a ``dataclasses.replace``
+per stage (~17 us each on this machine). Calls handed in through ``on_call`` are never modified.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from hostagent.model import Call, CaptureEvent, EventKind, Role
 from hostagent.policy.redaction import PiiCounters, redactor_for
 from hostagent.policy.sampling import sampler_for
-from hostagent.settings import SettingsHolder
-from hostagent.traces.wire import capture_for, with_wire_detail
+from hostagent.settings import RuntimeSettings, SettingsHolder
+from hostagent.traces.wire import add_wire_detail, capture_for
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class SpanSink(Protocol):
 
 
 Observer = Callable[[Call, ReadableSpan], None]
+_set = object.__setattr__  # Call is frozen; see _handle
 
 
 class Pipeline:
@@ -79,6 +85,8 @@ class Pipeline:
         self.sampled_out = 0
         self.dropped: Counter[str] = Counter()  # cause -> count
         self._errors_logged = 0
+        # (snapshot, redactor, sampler, sampler.may_drop): recompiled when the snapshot changes.
+        self._policy: tuple[Any, ...] = (None, None, None, False)
 
     def on_event(self, event: CaptureEvent) -> None:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
@@ -90,7 +98,7 @@ class Pipeline:
             elif kind == EventKind.EXIT and self.identity is not None:
                 self.identity.on_exit(event.pid)
             for call in self.tracker.handle(event):
-                self.on_call(call)
+                self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent
             self.dropped["pipeline_error"] += 1
             if self._errors_logged < 20:
@@ -98,34 +106,50 @@ class Pipeline:
                 log.exception("pipeline error on %s event of pid %d (dropped)", event.kind.name, event.pid)
 
     def on_call(self, call: Call) -> None:
+        """A Call from outside the tracker (e.g. connections finished at shutdown): left unmodified."""
+        self._handle(call, False)
+
+    def _policies(self, current: RuntimeSettings) -> tuple[Any, ...]:
+        policy = self._policy
+        if policy[0] is not current:
+            sampler = sampler_for(current.sampling)
+            policy = (current, redactor_for(current.redaction, self.redaction_key), sampler, sampler.may_drop)
+            self._policy = policy
+        return policy
+
+    def _handle(self, call: Call, owned: bool) -> None:
         self.calls += 1
         current = self.settings.current
         if PROBE_OF_PROTOCOL.get(call.protocol, call.protocol) not in current.probes:
             self.dropped["probe_disabled"] += 1
             return
+        _, redactor, sampler, may_drop = self._policies(current)
         service = None
         conn = call.conn
+        attrs = dict(call.attributes)
         if self.identity is not None and conn is not None:
             service = self.identity.service_for(conn.pid, conn.comm)
             if self.peers is not None and call.role == Role.CLIENT and conn.peer is not None:
                 peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:
-                    call = replace(call, attributes={**call.attributes, **peer})
+                    attrs.update(peer)
         capture = current.capture
         if capture.overrides:
             capture = capture_for(capture, service.name if service is not None else "", call.protocol)
         # Before redaction: everything the wire adds is redacted like the rest of the Call.
-        call = with_wire_detail(call, capture, mask_sensitive=not current.redaction.pii_detection)
+        add_wire_detail(call, capture, not current.redaction.pii_detection, attrs)
+        if owned:
+            _set(call, "attributes", attrs)
+        else:
+            call = replace(call, attributes=attrs)
         if self.metrics is not None:
             self.metrics(call)
-        redactor = redactor_for(current.redaction, self.redaction_key)
         if redactor.active:
             redacted = redactor.apply(call)
             call = redacted.call
             self.pii.add(redacted.counts)
         span = self.build_span(call)
-        sampler = sampler_for(current.sampling)
-        if sampler.may_drop:
+        if may_drop:
             parent = span.parent
             decision = sampler.decide(
                 span.context.trace_id,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Optional
 
 from hostagent.model import Attributes, Call
 from hostagent.policy.pii import SENSITIVE_HEADERS
@@ -66,15 +65,16 @@ def capture_for(capture: CaptureSettings, service: str, protocol: str) -> Captur
 def header_attributes(prefix: str, headers: tuple[tuple[str, str], ...], mask_sensitive: bool,
                       out: Attributes) -> None:
     """``prefix + name`` -> tuple of values, in wire order (names are lower-case already)."""
-    grouped: dict[str, list[str]] = {}
+    grouped: dict[str, tuple[str, ...]] = {}
     for name, value in headers:
         if name in _SKIP_HEADERS:
             continue
         if mask_sensitive and name in SENSITIVE_HEADERS:
             value = MASK
-        grouped.setdefault(name, []).append(value)
+        values = grouped.get(name)
+        grouped[name] = (value,) if values is None else (*values, value)  # nearly always once
     for name, values in grouped.items():
-        out[prefix + name] = tuple(values)
+        out[prefix + name] = values
 
 
 def body_text(body: bytes, limit: int) -> str:
@@ -90,27 +90,33 @@ def _body(key: str, body: bytes, size: int, limit: int, out: Attributes) -> None
     out[key + TRUNCATED] = kept < max(size, len(body))
 
 
-def with_wire_detail(call: Call, capture: CaptureSettings, mask_sensitive: bool = False) -> Call:
-    """The Call with the wire attributes ``capture`` allows (see the module docstring)."""
+def add_wire_detail(call: Call, capture: CaptureSettings, mask_sensitive: bool, attrs: Attributes) -> None:
+    """Write the wire attributes ``capture`` allows for ``call`` into ``attrs`` (a copy of its
+    attributes the caller owns). The pipeline's path: no new Call, no ``dataclasses.replace``."""
     protocol = call.protocol
     if protocol in HTTP_PROTOCOLS:
-        attrs: Optional[Attributes] = None
-        if capture.headers and (call.request_headers or call.response_headers):
-            attrs = dict(call.attributes)
-            header_attributes("http.request.header.", call.request_headers, mask_sensitive, attrs)
-            header_attributes("http.response.header.", call.response_headers, mask_sensitive, attrs)
-        if call.request_size or call.response_size:
-            attrs = attrs if attrs is not None else dict(call.attributes)
-            if call.request_size:
-                attrs.setdefault("http.request.body.size", call.request_size)
-            if call.response_size:
-                attrs.setdefault("http.response.body.size", call.response_size)
+        if capture.headers:
+            if call.request_headers:
+                header_attributes("http.request.header.", call.request_headers, mask_sensitive, attrs)
+            if call.response_headers:
+                header_attributes("http.response.header.", call.response_headers, mask_sensitive, attrs)
+        if call.request_size:
+            attrs.setdefault("http.request.body.size", call.request_size)
+        if call.response_size:
+            attrs.setdefault("http.response.body.size", call.response_size)
         if capture.bodies and capture.body_max_bytes > 0:
-            attrs = attrs if attrs is not None else dict(call.attributes)
             _body(REQUEST_BODY, call.request_body, call.request_size, capture.body_max_bytes, attrs)
             _body(RESPONSE_BODY, call.response_body, call.response_size, capture.body_max_bytes, attrs)
-        return call if attrs is None else replace(call, attributes=attrs)
-    if not capture.raw_sql and any(k.startswith(DB_PARAMETER_PREFIX) for k in call.attributes):
-        return replace(call, attributes={k: v for k, v in call.attributes.items()
-                                         if not k.startswith(DB_PARAMETER_PREFIX)})
-    return call
+    elif not capture.raw_sql:
+        for key in [k for k in attrs if k.startswith(DB_PARAMETER_PREFIX)]:
+            del attrs[key]
+
+
+def with_wire_detail(call: Call, capture: CaptureSettings, mask_sensitive: bool = False) -> Call:
+    """The Call with the wire attributes ``capture`` allows (see the module docstring); the same
+    Call when there is nothing to add or remove."""
+    attrs = dict(call.attributes)
+    add_wire_detail(call, capture, mask_sensitive, attrs)
+    if attrs == call.attributes:
+        return call
+    return replace(call, attributes=attrs)
