@@ -8,7 +8,7 @@ PKGS=(
   curl wrk openssl procps iproute2 util-linux
   nginx postgresql mariadb-server mariadb-client redis-server redis-tools
   dnsmasq-base docker.io busybox-static
-  debootstrap systemd-container rpm dpkg-dev fakeroot
+  debootstrap mmdebstrap systemd-container rpm dpkg-dev fakeroot
 )
 
 missing=()

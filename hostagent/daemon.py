@@ -123,7 +123,8 @@ class Agent:
     def apply_probes(self, enabled: frozenset[str]) -> None:
         self.probe_states = self.capture.apply_probes(enabled)
         for name, state in sorted(self.probe_states.items()):
-            log.info("probe %s: %s%s", name, state.state, f" ({state.reason})" if state.reason else "")
+            level = logging.ERROR if state.state == "failed" else logging.INFO
+            log.log(level, "probe %s: %s%s", name, state.state, f" ({state.reason})" if state.reason else "")
 
     # -- status ------------------------------------------------------------------------------
     def attached_count(self) -> int:
@@ -147,7 +148,9 @@ class Agent:
     def status_line(self) -> str:
         target = self.exporter_endpoint or "nowhere (console only)"
         dropped = sum(self.drops().values())
-        return f"{self.attached_count()} probes attached, exporting to {target}, {dropped} dropped"
+        failed = sorted(name for name, st in self.probe_states.items() if st.state == "failed")
+        problems = f" ({', '.join(failed)} failed: see hostagentctl status)" if failed else ""
+        return f"{self.attached_count()} probes attached{problems}, exporting to {target}, {dropped} dropped"
 
     def alive(self) -> bool:
         """The poll loop beat recently (the watchdog pings only then)."""
