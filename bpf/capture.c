@@ -2,7 +2,10 @@
  *
  * Two program groups, attached and detached separately by the loader:
  *   "socket"  : syscall tracepoints that learn which (tgid, fd) are AF_INET/AF_INET6 sockets and
- *               copy a bounded prefix of the bytes each read/write-family syscall really moved.
+ *               copy a bounded prefix of the bytes each read/write-family syscall really moved;
+ *               sched_process_fork so a forked child's inherited sockets are followed (see
+ *               inherit()); sock:inet_sock_set_state for each TCP socket's own end (see
+ *               sock__set_state) next to bind()'s.
  *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them).
  * Functions are named sock__* / proc__* (not TRACEPOINT_PROBE) so bcc does not auto-attach them.
  *
@@ -48,6 +51,11 @@
 #define SOCK_STREAM_ 1
 #define SOCK_DGRAM_ 2
 #define EINPROGRESS_ 115
+#define IPPROTO_TCP_ 6
+#define TCP_ESTABLISHED_ 1
+#define TCP_SYN_SENT_ 2
+#define TCP_SYN_RECV_ 3
+#define INHERIT_LEVELS 2           /* ancestors searched for an inherited fd: parent, grandparent */
 
 /* User ABI layouts (x86_64/arm64 LP64), read with bpf_probe_read_user. */
 struct u_iovec {
@@ -81,6 +89,46 @@ struct inflight {
     u16 _pad;
 };
 
+/* Made at fork for a child of a process with sockets (keyed by the new task's pid; for a thread
+ * that is a tid no process ever looks up as its tgid, so threads cost an entry and nothing else).
+ * fd/info: the parent's recent_fds as they were at fork time. */
+struct fork_link {
+    u32 parent;                    /* tgid that forked */
+    u32 _pad;
+    u64 parent_gen;                /* its proc_gen then: its entries from before count, no others */
+    u64 fork_ts;                   /* entries learnt later are not the child's */
+    u32 fd[RECENT_FDS];            /* NO_FD: empty slot */
+    struct sock_info info[RECENT_FDS];
+};
+
+/* A socket's own end as inet_sock_set_state reports it. */
+struct endpoint {
+    u8 addr[16];                   /* AF_INET: first 4 bytes */
+    u16 port;                      /* host byte order */
+    u16 family;
+    u32 _pad;
+};
+
+/* A TCP connect() between SYN_SENT (process context: the connecting thread, so its fd is
+ * known) and ESTABLISHED (often softirq: any task), keyed by the socket's address. */
+struct connecting {
+    u64 key;                       /* tgid << 32 | fd */
+    u64 ts;                        /* the sockets entry's ts, once connect() returned */
+    struct endpoint local;
+    u8 established;                /* local is filled */
+    u8 returned;                   /* connect() returned: key/ts name the entry to update */
+    u8 _pad[6];
+};
+
+/* The peer of an accepted connection as accept() will report it (ESTABLISHED from SYN_RECV
+ * happens before accept() returns); value: the local end it reached. */
+struct accepted_key {
+    u8 addr[16];
+    u16 port;
+    u16 family;
+    u32 _pad;
+};
+
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
  * length that are each only known to the verifier as <= MAX_PAYLOAD. */
 struct scratch {
@@ -97,6 +145,12 @@ BPF_TABLE("lru_hash", u64, struct sock_info, sockets, 65536);  /* tgid<<32|fd ->
 BPF_TABLE("lru_hash", u64, u8, muted, 65536);                  /* tgid<<32|fd: no DATA */
 BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);              /* tgid -> bumped at exit */
 BPF_HASH(inflight, u64, struct inflight, 16384);               /* pid_tgid -> args */
+BPF_TABLE("lru_hash", u32, struct recent_fds, recent, 16384);  /* tgid -> last socket fds */
+BPF_TABLE("lru_hash", u32, struct fork_link, fork_link, 16384);/* child pid -> its fork */
+BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for the stack */
+BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
+BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
+BPF_TABLE("lru_hash", struct accepted_key, struct endpoint, accepted, 16384);
 BPF_ARRAY(drops, u64, DROP_CAUSES);
 /* Holds "events" itself (Python puts it at index 0): a map-in-map lookup is the way bcc C can
  * get a map pointer to pass to bpf_ringbuf_query. */
@@ -132,6 +186,97 @@ static __always_inline struct sock_info *lookup_sock(u32 tgid, u32 fd) {
         return 0;
     }
     return si;
+}
+
+/* Marks tgid as a process whose forks are followed and keeps fd among its last RECENT_FDS. */
+static __always_inline void remember_fd(u32 tgid, u32 fd) {
+    struct recent_fds *r = recent.lookup(&tgid);
+    if (!r) {
+        struct recent_fds n = {};
+        n.fd[0] = fd;
+        n.fd[1] = NO_FD;
+        n.fd[2] = NO_FD;
+        n.fd[3] = NO_FD;
+        n.next = 1;
+        recent.update(&tgid, &n);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < RECENT_FDS; i++) {
+        if (r->fd[i] == fd)
+            return;  /* accept-fork-close servers get the same fd number again and again */
+    }
+    u32 i = r->next & (RECENT_FDS - 1);
+    r->fd[i] = fd;
+    r->next = i + 1;
+}
+
+static __always_inline int from_link(struct fork_link *l, u32 fd, struct sock_info *out) {
+#pragma unroll
+    for (int i = 0; i < RECENT_FDS; i++) {
+        if (l->fd[i] == fd) {
+            __builtin_memcpy(out, &l->info[i], sizeof(*out));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* fork() copies the fd table, so a child holds its parent's sockets under the same numbers but
+ * under a new tgid. On a miss for (tgid, fd) in a process made by a fork we followed, decide
+ * once whether fd is an inherited socket: from the parent's recent fds as they were at the fork,
+ * else from the parent's (then grandparent's) map entry if it predates the fork and belongs to
+ * the very process that forked. Found: copied to (tgid, fd). Either way the decision is kept in
+ * no_inherit (stamped with the fork) so the next miss costs two lookups, and so an fd closed
+ * and reused later is never taken for the inherited socket. Processes not made by such a fork
+ * pay one fork_link lookup per miss. */
+static __always_inline struct sock_info *inherit(u32 tgid, u32 fd) {
+    struct fork_link *l = fork_link.lookup(&tgid);
+    if (!l)
+        return 0;
+    u64 key = ((u64)tgid << 32) | fd;
+    u64 stamp = l->fork_ts;
+    u64 *decided = no_inherit.lookup(&key);
+    if (decided && *decided == stamp)
+        return 0;
+    no_inherit.update(&key, &stamp);
+    struct sock_info si = {};
+    int found = 0;
+#pragma unroll
+    for (int lvl = 0; lvl < INHERIT_LEVELS; lvl++) {
+        if (from_link(l, fd, &si)) {
+            found = 1;
+            break;
+        }
+        u32 parent = l->parent;
+        u64 pkey = ((u64)parent << 32) | fd;
+        struct sock_info *ps = sockets.lookup(&pkey);
+        if (ps) {
+            if (ps->gen == l->parent_gen && ps->ts <= l->fork_ts) {
+                __builtin_memcpy(&si, ps, sizeof(si));
+                found = 1;
+            }
+            break;  /* the parent's fd is something newer, or its pid is someone else's now */
+        }
+        struct fork_link *pl = fork_link.lookup(&parent);
+        if (!pl || pl->fork_ts > l->fork_ts)
+            break;  /* not forked by a process we follow, or the pid was reused since */
+        u64 *pd = no_inherit.lookup(&pkey);
+        if (pd && *pd == pl->fork_ts)
+            break;  /* the parent already settled its fd (not a socket, or closed it) */
+        l = pl;
+    }
+    if (!found)
+        return 0;
+    si.gen = current_gen(tgid);
+    sockets.update(&key, &si);
+    remember_fd(tgid, fd);
+    return sockets.lookup(&key);
+}
+
+static __always_inline struct sock_info *lookup_or_inherit(u32 tgid, u32 fd) {
+    struct sock_info *si = lookup_sock(tgid, fd);
+    return si ? si : inherit(tgid, fd);
 }
 
 static __always_inline void submit(struct scratch *s, u32 captured) {
@@ -172,7 +317,9 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
     h->_pad0 = 0;
     __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    h->local_port = 0;
     h->_pad1 = 0;
+    __builtin_memset(h->local_addr, 0, sizeof(h->local_addr));
     return s;
 }
 
@@ -181,6 +328,29 @@ static __always_inline void peer_from_sock(struct event_hdr *h, struct sock_info
     h->sock_type = si->sock_type;
     h->peer_port = si->peer_port;
     __builtin_memcpy(h->peer_addr, si->peer_addr, sizeof(h->peer_addr));
+    h->local_port = si->local_port;
+    __builtin_memcpy(h->local_addr, si->local_addr, sizeof(h->local_addr));
+}
+
+/* Reads a user sockaddr_in/in6: returns its family, or 0 (and writes nothing) if unreadable or
+ * neither inet family. *port in host byte order; addr gets 4 or 16 bytes, the rest zeroed.
+ * (peer_from_user spells the same out: through this helper sock__exit_data's verification,
+ * with its 128-iovec walks, went past the verifier's 1M-instruction budget.) */
+static __always_inline u16 read_sockaddr(u64 sa, u16 *port, u8 *addr) {
+    u16 fam = 0;
+    u16 p = 0;
+    if (!sa || bpf_probe_read_user(&fam, sizeof(fam), (void *)sa) != 0)
+        return 0;
+    if (fam != AF_INET_ && fam != AF_INET6_)
+        return 0;
+    bpf_probe_read_user(&p, sizeof(p), (void *)(sa + 2));
+    __builtin_memset(addr, 0, 16);
+    if (fam == AF_INET_)
+        bpf_probe_read_user(addr, 4, (void *)(sa + 4));
+    else
+        bpf_probe_read_user(addr, 16, (void *)(sa + 8));
+    *port = (p >> 8) | ((p & 0xff) << 8);
+    return fam;
 }
 
 /* Reads a user sockaddr_in/in6 into the header's peer; returns its family (0 if unreadable or
@@ -277,7 +447,7 @@ static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count,
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID || !socket_enabled())
         return 0;
-    if (!lookup_sock(tgid, fd))
+    if (!lookup_or_inherit(tgid, fd))
         return 0;
     u64 key = ((u64)tgid << 32) | fd;
     if (muted.lookup(&key))
@@ -449,11 +619,13 @@ int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
     u32 tgid = id >> 32;
     struct sock_info si = {};
     si.gen = current_gen(tgid);
+    si.ts = bpf_ktime_get_ns();
     si.family = a.count;
     si.sock_type = a.aux;
     u64 key = ((u64)tgid << 32) | (u32)fd;
     sockets.update(&key, &si);
     muted.delete(&key);
+    remember_fd(tgid, fd);
     return 0;
 }
 
@@ -492,16 +664,39 @@ int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
     u16 fam = peer_from_user(h, a.addr);
     if (!fam)
         return 0;  /* AF_UNIX, AF_UNSPEC (UDP disconnect), ... */
-    struct sock_info *old = lookup_sock(tgid, a.fd);
+    struct sock_info *old = lookup_or_inherit(tgid, a.fd);
     struct sock_info si = {};
     si.gen = current_gen(tgid);
     si.family = fam;
-    si.sock_type = old ? old->sock_type : 0;  /* 0: socket() was before we attached */
     si.peer_port = h->peer_port;
     __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    if (old) {
+        si.ts = old->ts;  /* the socket's age, not the connection's: fork shares the socket */
+        si.sock_type = old->sock_type;
+        si.local_port = old->local_port;  /* bind() before connect() */
+        __builtin_memcpy(si.local_addr, old->local_addr, sizeof(si.local_addr));
+    } else {
+        si.ts = bpf_ktime_get_ns();  /* sock_type 0: socket() was before we attached */
+    }
+    /* TCP: the local end, if ESTABLISHED came already (blocking connect); else leave ts for
+     * sock__set_state to find this entry by. */
+    struct connecting *c = a.buf ? connecting.lookup(&a.buf) : 0;
+    if (c) {
+        if (c->established) {
+            si.local_port = c->local.port;
+            __builtin_memcpy(si.local_addr, c->local.addr, sizeof(si.local_addr));
+            connecting.delete(&a.buf);
+        } else {
+            c->ts = si.ts;
+            c->returned = 1;
+        }
+    }
     u64 key = ((u64)tgid << 32) | a.fd;
     sockets.update(&key, &si);
+    remember_fd(tgid, a.fd);
     h->sock_type = si.sock_type;
+    h->local_port = si.local_port;
+    __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
     h->size = ret == 0 ? 0 : 1;  /* 1: non-blocking connect still in progress */
     if (socket_enabled())
         submit(s, 0);
@@ -537,13 +732,35 @@ static __always_inline int exit_accept(long ret) {
     if (a.addr && a.addrlen &&
         bpf_probe_read_user(&alen, sizeof(alen), (void *)a.addrlen) == 0 && alen > 0)
         fam = peer_from_user(h, a.addr);
-    struct sock_info *listener = lookup_sock(tgid, a.fd);
-    if (!fam && listener)
-        fam = listener->family;  /* accept(fd, NULL, NULL) on a listener we know */
+    /* lookup_or_inherit: pre-fork servers accept on the listener their parent bound */
+    struct sock_info *listener = lookup_or_inherit(tgid, a.fd);
+    struct sock_info si = {};
+    if (fam) {
+        /* the exact local end, from when the handshake completed (sock__set_state) */
+        struct accepted_key k = {};
+        __builtin_memcpy(k.addr, h->peer_addr, sizeof(k.addr));
+        k.port = h->peer_port;
+        k.family = fam;
+        struct endpoint *e = accepted.lookup(&k);
+        if (e) {
+            si.local_port = e->port;
+            __builtin_memcpy(si.local_addr, e->addr, sizeof(si.local_addr));
+            accepted.delete(&k);
+        }
+    }
+    if (listener) {
+        if (!fam)
+            fam = listener->family;  /* accept(fd, NULL, NULL) on a listener we know */
+        if (!si.local_port) {
+            /* what bind() named: a wildcard address gives the port only */
+            si.local_port = listener->local_port;
+            __builtin_memcpy(si.local_addr, listener->local_addr, sizeof(si.local_addr));
+        }
+    }
     if (!fam)
         return 0;  /* not an inet listener, or one we cannot tell */
-    struct sock_info si = {};
     si.gen = current_gen(tgid);
+    si.ts = bpf_ktime_get_ns();
     si.family = fam;
     si.sock_type = SOCK_STREAM_;
     si.peer_port = h->peer_port;
@@ -551,8 +768,11 @@ static __always_inline int exit_accept(long ret) {
     u64 key = ((u64)tgid << 32) | (u32)ret;
     sockets.update(&key, &si);
     muted.delete(&key);
+    remember_fd(tgid, (u32)ret);
     h->family = fam;
     h->sock_type = SOCK_STREAM_;
+    h->local_port = si.local_port;
+    __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
     if (socket_enabled())
         submit(s, 0);
     return 0;
@@ -571,7 +791,9 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
     if (tgid == SELF_TGID)
         return 0;
     u32 fd = args->fd;
-    struct sock_info *si = lookup_sock(tgid, fd);
+    /* lookup_or_inherit: a child closing an inherited socket it never used must settle it, or
+     * the fd number, reused for a file, would be taken for the socket later */
+    struct sock_info *si = lookup_or_inherit(tgid, fd);
     if (!si)
         return 0;
     u64 key = ((u64)tgid << 32) | fd;
@@ -596,6 +818,150 @@ int sock__process_exit(void *ctx) {  /* reads no field: bcc allows one fn per tp
         return 0;
     u64 gen = bpf_ktime_get_ns();
     proc_gen.update(&tgid, &gen);
+    recent.delete(&tgid);  /* a new process with this pid has no sockets yet */
+    return 0;
+}
+
+/* Runs in the parent (current) for every new task, process or thread. Children of processes
+ * with sockets (a "recent" entry) get a link with a snapshot of the parent's recent sockets;
+ * children of a linked process that has none of its own yet get a link without one, so that a
+ * double fork (daemonising) still reaches the grandparent's sockets (INHERIT_LEVELS). Any
+ * other child's pid loses a stale link, so a link always belongs to the task that has the pid. */
+int sock__fork(struct tracepoint__sched__sched_process_fork *args) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;  /* args->parent_pid is the forking tid */
+    u32 child = args->child_pid;
+    struct recent_fds *r = recent.lookup(&parent);
+    if (parent == SELF_TGID || (!r && !fork_link.lookup(&parent))) {
+        fork_link.delete(&child);
+        return 0;
+    }
+    u32 zero = 0;
+    struct fork_link *l = link_tmp.lookup(&zero);
+    if (!l)
+        return 0;
+    l->parent = parent;
+    l->_pad = 0;
+    l->parent_gen = current_gen(parent);
+    l->fork_ts = bpf_ktime_get_ns();
+#pragma unroll
+    for (int i = 0; i < RECENT_FDS; i++) {
+        u32 fd = r ? r->fd[i] : NO_FD;
+        struct sock_info *si = fd == NO_FD ? 0 : lookup_sock(parent, fd);
+        if (si) {
+            l->fd[i] = fd;
+            __builtin_memcpy(&l->info[i], si, sizeof(*si));
+        } else {
+            l->fd[i] = NO_FD;
+        }
+    }
+    fork_link.update(&child, l);
+    return 0;
+}
+
+/* ---- local endpoints ----------------------------------------------------------------------- */
+
+int sock__enter_bind(struct tracepoint__syscalls__sys_enter_bind *args) {
+    return enter_peer_call(OP_BIND, args->fd, (u64)args->umyaddr, args->addrlen);
+}
+
+/* A bound address is the socket's local end (a wildcard gives the port only); accept() copies
+ * a listener's to the sockets it accepts when the handshake did not say better. */
+int sock__exit_bind(struct tracepoint__syscalls__sys_exit_bind *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p)
+        return 0;
+    struct inflight a = *p;
+    inflight.delete(&id);
+    if (args->ret != 0 || a.op != OP_BIND)
+        return 0;
+    u32 tgid = id >> 32;
+    u8 addr[16] = {};
+    u16 port = 0;
+    u16 fam = read_sockaddr(a.addr, &port, addr);
+    if (!fam)
+        return 0;
+    struct sock_info *si = lookup_or_inherit(tgid, a.fd);
+    if (si) {
+        si->local_port = port;
+        __builtin_memcpy(si->local_addr, addr, sizeof(si->local_addr));
+    } else {
+        struct sock_info n = {};  /* socket() was before we attached: type unknown */
+        n.gen = current_gen(tgid);
+        n.ts = bpf_ktime_get_ns();
+        n.family = fam;
+        n.local_port = port;
+        __builtin_memcpy(n.local_addr, addr, sizeof(n.local_addr));
+        u64 key = ((u64)tgid << 32) | a.fd;
+        sockets.update(&key, &n);
+    }
+    remember_fd(tgid, a.fd);
+    return 0;
+}
+
+/* A connect()ing thread enters SYN_SENT in its own context, inside connect(): remember which
+ * (tgid, fd) this socket is, and tell sys_exit_connect the socket's address through inflight.
+ * The source port is not chosen yet at this point (tcp_v4_connect picks it just after). */
+static __always_inline int on_syn_sent(u64 sk) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid == SELF_TGID)
+        return 0;
+    struct inflight *p = inflight.lookup(&id);
+    if (!p || p->op != OP_CONNECT)
+        return 0;  /* TCP fast open, io_uring, kernel sockets: not tracked here */
+    struct connecting c = {};
+    c.key = ((u64)tgid << 32) | p->fd;
+    connecting.update(&sk, &c);
+    p->buf = sk;
+    return 0;
+}
+
+/* Tracepoint fields only: skaddr is used as an opaque key, never dereferenced. */
+int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
+    if (args->protocol != IPPROTO_TCP_)
+        return 0;
+    int newstate = args->newstate;
+    int oldstate = args->oldstate;
+    u64 sk = (u64)args->skaddr;
+    if (newstate == TCP_SYN_SENT_)
+        return on_syn_sent(sk);
+    if (newstate != TCP_ESTABLISHED_)
+        return 0;
+    u16 fam = args->family;
+    struct endpoint local = {};
+    local.port = args->sport;
+    local.family = fam;
+    if (fam == AF_INET_)
+        __builtin_memcpy(local.addr, args->saddr, 4);
+    else
+        __builtin_memcpy(local.addr, args->saddr_v6, 16);
+    if (oldstate == TCP_SYN_SENT_) {
+        /* client: any task's context (softirq), so go through what on_syn_sent saved */
+        struct connecting *c = connecting.lookup(&sk);
+        if (!c)
+            return 0;
+        __builtin_memcpy(&c->local, &local, sizeof(local));
+        c->established = 1;
+        if (!c->returned)
+            return 0;  /* connect() has not returned: sys_exit_connect takes it from here */
+        struct sock_info *si = sockets.lookup(&c->key);
+        if (si && si->ts == c->ts) {
+            si->local_port = local.port;
+            __builtin_memcpy(si->local_addr, local.addr, sizeof(si->local_addr));
+        }
+        connecting.delete(&sk);
+    } else if (oldstate == TCP_SYN_RECV_) {
+        /* server: before accept() returns; keyed by the peer accept() will report */
+        struct accepted_key k = {};
+        if (fam == AF_INET_)
+            __builtin_memcpy(k.addr, args->daddr, 4);
+        else
+            __builtin_memcpy(k.addr, args->daddr_v6, 16);
+        k.port = args->dport;
+        k.family = fam;
+        accepted.update(&k, &local);
+    }
     return 0;
 }
 

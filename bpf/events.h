@@ -49,6 +49,7 @@ enum syscall_op {
     OP_CONNECT = 13,
     OP_ACCEPT = 14,
     OP_CLOSE = 15,
+    OP_BIND = 16,
 };
 
 /* event_hdr.flags */
@@ -88,17 +89,36 @@ struct event_hdr {
     unsigned short _pad0;          /* 50 */
     unsigned char peer_addr[16];   /* 52 AF_INET: first 4 bytes; AF_INET6: all 16 */
     char comm[16];                 /* 68 */
-    unsigned int _pad1;            /* 84 keeps sizeof a multiple of 8 */
-};                                 /* 88 */
+    /* Appended: the socket's own end, when known (bind, accept, inet_sock_set_state). */
+    unsigned short local_port;     /* 84 host byte order, 0 when unknown */
+    unsigned short _pad1;          /* 86 */
+    unsigned char local_addr[16];  /* 88 same family as peer; all zero for a wildcard bind */
+};                                 /* 104 */
 
 /* What the socket map remembers about one (tgid << 32 | fd). */
 struct sock_info {
-    unsigned long long gen;        /* 0 proc_gen of the owning tgid when learnt (pid reuse guard) */
-    unsigned short family;         /* 8 */
-    unsigned short sock_type;      /* 10 */
-    unsigned short peer_port;      /* 12 host byte order, 0 when unknown */
-    unsigned short _pad0;          /* 14 */
-    unsigned char peer_addr[16];   /* 16 */
-};                                 /* 32 */
+    unsigned long long gen;        /*  0 proc_gen of the owning tgid when learnt (pid reuse guard) */
+    unsigned long long ts;         /*  8 bpf_ktime_get_ns() when the socket was first seen, 0 if
+                                         seeded: a forked child inherits only entries older
+                                         than its fork */
+    unsigned short family;         /* 16 */
+    unsigned short sock_type;      /* 18 */
+    unsigned short peer_port;      /* 20 host byte order, 0 when unknown */
+    unsigned short local_port;     /* 22 host byte order, 0 when unknown */
+    unsigned char peer_addr[16];   /* 24 */
+    unsigned char local_addr[16];  /* 40 */
+};                                 /* 56 */
+
+/* The last few socket fds a process created or accepted (value of the "recent" map, keyed by
+ * tgid). Its presence marks a process whose forks are worth following; at fork the entries of
+ * these fds are copied into the child's fork link, because accept-then-fork servers close
+ * their copy right after forking, often before the child first reads. */
+#define RECENT_FDS 4
+#define NO_FD 0xffffffffu
+struct recent_fds {
+    unsigned int fd[RECENT_FDS];   /*  0 NO_FD when empty */
+    unsigned int next;             /* 16 slot written next (mod RECENT_FDS) */
+    unsigned int _pad0;            /* 20 */
+};                                 /* 24 */
 
 #endif /* HOSTAGENT_EVENTS_H */

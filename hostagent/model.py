@@ -66,6 +66,10 @@ class CaptureEvent:
     peer_port: int = 0
     sock_type: int = 0  # socket.SOCK_STREAM / SOCK_DGRAM / 0 when unknown
     comm: str = ""
+    # The socket's own end when the kernel side knows it (bind, accept, TCP handshake); same
+    # family as the peer; "0.0.0.0"/"::" for a wildcard-bound listener's port only.
+    local_addr: str = ""
+    local_port: int = 0  # 0 when unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ class ConnState:
     """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
 
     __slots__ = (
-        "cgroup_id", "comm", "conn", "fd", "held", "parser", "peer", "phase", "pid", "role_hint",
+        "cgroup_id", "comm", "conn", "fd", "held", "local", "parser", "peer", "phase", "pid", "role_hint",
         "seen_bytes", "seen_segments", "spec", "tids", "transport",
     )  # fmt: skip
 
@@ -39,12 +39,16 @@ class ConnState:
         peer: Optional[Endpoint],
         role_hint: Role,
         comm: str,
+        local: Optional[Endpoint] = None,
     ) -> None:
         self.pid = pid
         self.fd = fd
         self.cgroup_id = cgroup_id
         self.transport = transport
         self.peer = peer
+        # The socket's own end; a non-blocking connect() learns it after its CONNECT event,
+        # so the tracker fills it from the first event that carries it.
+        self.local = local
         self.role_hint = role_hint
         self.comm = comm
         self.phase = DETECTING
@@ -81,10 +85,10 @@ class ConnState:
 
     def connection(self, tid: int, peer: Optional[Endpoint]) -> Connection:
         conn = self.conn
-        if conn is None or conn.tid != tid or conn.peer != peer:
+        if conn is None or conn.tid != tid or conn.peer != peer or conn.local is not self.local:
             conn = Connection(
-                pid=self.pid, tid=tid, fd=self.fd, cgroup_id=self.cgroup_id, peer=peer,
-                transport=self.transport, comm=self.comm,
+                pid=self.pid, tid=tid, fd=self.fd, cgroup_id=self.cgroup_id, local=self.local,
+                peer=peer, transport=self.transport, comm=self.comm,
             )  # fmt: skip
             self.conn = conn
         return conn

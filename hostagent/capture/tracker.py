@@ -119,6 +119,8 @@ class ConnectionTracker:
             state = self._create(key, event, Role.UNKNOWN)
         else:
             conns.move_to_end(key)
+            if state.local is None and event.local_port:
+                state.local = Endpoint(event.local_addr, event.local_port)
         phase = state.phase
         if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
             return []
@@ -205,8 +207,9 @@ class ConnectionTracker:
             _add_parser_stats(self._closed_parser_stats, victim)
             self._counters["evicted"] += 1
         peer = Endpoint(event.peer_addr, event.peer_port) if event.peer_addr else None
+        local = Endpoint(event.local_addr, event.local_port) if event.local_port else None
         transport = transport_of(event.family, event.sock_type)
-        state = ConnState(event.pid, event.fd, event.cgroup_id, transport, peer, role, event.comm)
+        state = ConnState(event.pid, event.fd, event.cgroup_id, transport, peer, role, event.comm, local)
         conns[key] = state
         self._by_pid.setdefault(event.pid, set()).add(key)
         self._counters["connections_created"] += 1

@@ -42,7 +42,9 @@ class EventHdr(c.Structure):
         ("_pad0", c.c_uint16),
         ("peer_addr", c.c_uint8 * 16),
         ("comm", c.c_char * 16),
-        ("_pad1", c.c_uint32),
+        ("local_port", c.c_uint16),
+        ("_pad1", c.c_uint16),
+        ("local_addr", c.c_uint8 * 16),
     )
 
 
@@ -51,18 +53,34 @@ class SockInfo(c.Structure):
 
     _fields_ = (
         ("gen", c.c_uint64),
+        ("ts", c.c_uint64),
         ("family", c.c_uint16),
         ("sock_type", c.c_uint16),
         ("peer_port", c.c_uint16),
-        ("_pad0", c.c_uint16),
+        ("local_port", c.c_uint16),
         ("peer_addr", c.c_uint8 * 16),
+        ("local_addr", c.c_uint8 * 16),
+    )
+
+
+RECENT_FDS = 4
+NO_FD = 0xFFFFFFFF
+
+
+class RecentFds(c.Structure):
+    """struct recent_fds (bpf/events.h): value of the ``recent`` map (tgid -> last socket fds)."""
+
+    _fields_ = (
+        ("fd", c.c_uint32 * RECENT_FDS),
+        ("next", c.c_uint32),
+        ("_pad0", c.c_uint32),
     )
 
 
 # enum syscall_op, enum drop_cause (bpf/events.h)
 SYSCALL_OPS = (
     "none", "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
-    "recvmmsg", "sendmmsg", "sendfile", "socket", "connect", "accept", "close",
+    "recvmmsg", "sendmmsg", "sendfile", "socket", "connect", "accept", "close", "bind",
 )  # fmt: skip
 DROP_CAUSES = ("ringbuf_full", "inflight_full", "read_fault", "mmsg_truncated")
 CONF_SOCKET_ENABLED = 0
@@ -89,7 +107,7 @@ HDR_FORMAT = _struct_format(EventHdr)
 HDR_SIZE = c.sizeof(EventHdr)
 _unpack = struct.Struct(HDR_FORMAT).unpack_from
 _string_at = c.string_at
-assert struct.calcsize(HDR_FORMAT) == HDR_SIZE == 88
+assert struct.calcsize(HDR_FORMAT) == HDR_SIZE == 104
 
 _KINDS = {k.value: k for k in EventKind}
 _DIRS = {d.value: d for d in Direction}
@@ -141,7 +159,7 @@ def decode(raw: Union[int, bytes], size: int) -> CaptureEvent:
 
 def _event(fields: tuple[Any, ...], data: bytes) -> CaptureEvent:
     (ts, cg, moved, pid, tid, fd, _clen, kind, direction, _op, _fl, fam, stype, port, _p0,
-     addr, comm, _p1) = fields  # fmt: skip
+     addr, comm, lport, _p1, laddr) = fields  # fmt: skip
     name = _comm_cache.get(comm)
     peer = _peer_cache.get((fam, addr), "") if fam else ""
     # Positional: ~2x cheaper than keywords; test_kernel_events pins CaptureEvent's field order.
@@ -160,6 +178,8 @@ def _event(fields: tuple[Any, ...], data: bytes) -> CaptureEvent:
         port,
         stype,
         name if name is not None else _comm(comm),
+        _peer(fam, laddr) if lport and fam else "",
+        lport,
     )
 
 

@@ -5,7 +5,8 @@ each group's programs into the kernel and attaches them to their tracepoints; ``
 closes the attachments *and* the program fds, so a disabled group is really gone from
 ``bpftool prog`` (bcc's own detach_tracepoint leaves the program loaded); re-attaching reloads
 from the compiled object without recompiling. Maps (sockets, muted, drops, the ring) live as
-long as the BpfCapture.
+long as the BpfCapture. A detached socket group stops maintaining them (closes, exits, forks go
+unseen), so re-attaching it resets the socket-side maps and re-seeds them from /proc.
 
 Threading: ``poll`` runs on one thread (the ring-buffer thread); ``on_event`` runs inside it and
 must not block. ``mute``/``drop_counts`` touch only BPF maps and are safe from other threads.
@@ -93,6 +94,8 @@ class BpfCapture:
         self._groups: dict[str, _Group] = {}
         self.states: dict[str, ProbeState] = {g: ProbeState() for g in GROUP_PROGRAMS}
         self.compile_seconds = 0.0
+        self._socket_maps_stale = False  # the socket group was detached: its maps went stale
+        self._reseeded: Optional[int] = None  # attach() re-seeded: what seed_existing_sockets returns
         self.events_seen = 0
         self.callback_errors = 0
 
@@ -167,8 +170,21 @@ class BpfCapture:
                 continue
             if self.states[g].state == "attached":
                 continue
+            stale = g == SOCKET_GROUP and self._socket_maps_stale
+            if stale:
+                self._reset_socket_maps()  # before attaching: whatever is learnt from now on stays
             self.states[g] = self._attach_group(g)
+            if stale and self.states[g].state == "attached":
+                self._socket_maps_stale = False
+                self._reseeded = self._seed()
         return dict(self.states)
+
+    # maps only the socket group writes; "muted" is pruned after re-seeding instead
+    _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted")
+
+    def _reset_socket_maps(self) -> None:
+        for name in self._SOCKET_MAPS:
+            self._bpf[name].clear()
 
     def _attach_group(self, group: str) -> ProbeState:
         from bcc import BPF
@@ -207,6 +223,8 @@ class BpfCapture:
         """Detach and unload the group's programs (they disappear from `bpftool prog`)."""
         if group == SOCKET_GROUP and self._bpf is not None:
             self.set_socket_enabled(False)
+            if self.states[group].state == "attached":
+                self._socket_maps_stale = True
         self._release(group)
         self.states[group] = ProbeState("detached")
         log.info("detached group %s", group)
@@ -285,9 +303,19 @@ class BpfCapture:
         return ev.SockInfo.from_buffer_copy(bytes(v))
 
     def seed_existing_sockets(self, proc_root: str = "/proc") -> int:
-        """Track inet sockets that were open before we attached; returns how many were added."""
+        """Track inet sockets that were open before we attached; returns how many were added.
+        Right after attach() re-attached the socket group this was done already: returns that
+        count without walking /proc again."""
+        if self._reseeded is not None:
+            n, self._reseeded = self._reseeded, None
+            return n
+        return self._seed(proc_root)
+
+    def _seed(self, proc_root: str = "/proc") -> int:
         sockets = self._bpf[b"sockets"]
         gens = self._bpf[b"proc_gen"]
+        recent = self._bpf[b"recent"]
+        by_pid: dict[int, list[int]] = {}
 
         def gen_of(pid: int) -> int:
             try:
@@ -296,11 +324,33 @@ class BpfCapture:
                 return 0
 
         n = 0
+        seeded: set[int] = set()
         for pid, fd, info in seed_sockets(Path(proc_root), skip_pid=self.self_tgid):
-            val = ev.SockInfo(gen=gen_of(pid), family=info.family, sock_type=info.sock_type, peer_port=info.peer_port)
+            val = ev.SockInfo(
+                gen=gen_of(pid), ts=0, family=info.family, sock_type=info.sock_type,
+                peer_port=info.peer_port, local_port=info.local_port,
+            )  # fmt: skip
             ctypes.memmove(val.peer_addr, info.peer_addr.ljust(16, b"\0"), 16)
-            sockets[self._key(pid, fd)] = sockets.Leaf.from_buffer_copy(bytes(val))
+            ctypes.memmove(val.local_addr, info.local_addr.ljust(16, b"\0"), 16)
+            key = self._key(pid, fd)
+            seeded.add(key.value)
+            by_pid.setdefault(pid, []).append(fd)
+            if key in sockets:
+                continue  # learnt by the programs since they attached: more exact than /proc
+            sockets[key] = sockets.Leaf.from_buffer_copy(bytes(val))
             n += 1
+        for pid, fds in by_pid.items():  # their forks are followed from now on (bpf: remember_fd)
+            last = fds[-ev.RECENT_FDS :]
+            rec = ev.RecentFds(next=len(last) % ev.RECENT_FDS)
+            for i in range(ev.RECENT_FDS):
+                rec.fd[i] = last[i] if i < len(last) else ev.NO_FD
+            recent[ctypes.c_uint32(pid)] = recent.Leaf.from_buffer_copy(bytes(rec))
+        muted = self._bpf[b"muted"]
+        for k in [k for k in muted.keys() if k.value not in seeded]:  # closed while we looked away
+            try:
+                del muted[k]
+            except KeyError:
+                pass
         log.info("seeded %d existing inet sockets from %s", n, proc_root)
         return n
 

@@ -27,6 +27,10 @@ _DATA = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "s
 GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     SOCKET_GROUP: (
         ("sched:sched_process_exit", "sock__process_exit"),
+        ("sched:sched_process_fork", "sock__fork"),
+        ("sock:inet_sock_set_state", "sock__set_state"),
+        ("syscalls:sys_enter_bind", "sock__enter_bind"),
+        ("syscalls:sys_exit_bind", "sock__exit_bind"),
         ("syscalls:sys_enter_socket", "sock__enter_socket"),
         ("syscalls:sys_exit_socket", "sock__exit_socket"),
         ("syscalls:sys_enter_connect", "sock__enter_connect"),

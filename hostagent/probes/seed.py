@@ -31,6 +31,8 @@ class SeedInfo:
     sock_type: int
     peer_addr: bytes  # 4 or 16 bytes, network order; all zero when not connected
     peer_port: int
+    local_addr: bytes = b""  # 4 or 16 bytes, network order; all zero for a wildcard bind
+    local_port: int = 0  # 0 when not bound
 
 
 def parse_hex_addr(text: str) -> tuple[bytes, int]:
@@ -49,8 +51,9 @@ def parse_net_table(text: str, family: int, sock_type: int) -> dict[int, SeedInf
         cols = line.split()
         if len(cols) < 10:
             continue
+        local, lport = parse_hex_addr(cols[1])  # local_address
         addr, port = parse_hex_addr(cols[2])  # rem_address
-        out[int(cols[9])] = SeedInfo(family, sock_type, addr, port)
+        out[int(cols[9])] = SeedInfo(family, sock_type, addr, port, local, lport)
     return out
 
 

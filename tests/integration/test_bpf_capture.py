@@ -2,7 +2,7 @@
 
 One BpfCapture is compiled for the module; each test starts its own processes after it is
 attached and looks only at events of those pids, so tests do not see each other's traffic.
-Ports 18100-18199.
+Ports 18100-18199; the fork-inheritance and local-endpoint tests use 19400-19499.
 """
 
 from __future__ import annotations
@@ -519,7 +519,7 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
-        assert len(ids) == 22 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 26 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -545,6 +545,13 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         assert not set(ids) & loaded_prog_ids()  # detached programs are unloaded, not just unhooked
         assert cap.attach({"socket"})["socket"].state == "attached"  # and come back
         assert set(cap.program_ids("socket")) <= loaded_prog_ids()
+        # closes went unseen while detached: the maps were reset and re-seeded by attach() itself
+        info = cap.socket_info(p.pid, cfd)
+        assert info is not None and (info.peer_port, info.ts) == (18116, 0)  # ts 0: from /proc
+        assert cap.seed_existing_sockets() >= 2  # the count attach() got; /proc is not walked again
+        say("again")
+        drain_until(cap, lambda: len(col.of(p.pid)) >= 4)
+        assert [e.data for e in col.of(p.pid)][2:] == [b"again\n", b"again\n"]
         assert cap.drop_counts() == {
             "ringbuf_full": 0, "inflight_full": 0, "read_fault": 0, "mmsg_truncated": 0,
             "callback_errors": 0,
@@ -590,3 +597,164 @@ def ctypes_sizeof(cls: type) -> int:
     import ctypes
 
     return ctypes.sizeof(cls)
+
+
+# --- sockets followed across fork(), and each socket's own end -----------------------------------
+
+FORKS = textwrap.dedent(
+    """
+    import ctypes, os, socket, sys, time
+    mode, port = sys.argv[1], int(sys.argv[2])
+    def listener():
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", port)); ls.listen(4)
+        return ls
+    def recv_exactly(s, n):
+        got = b""
+        while len(got) < n:
+            got += s.recv(n - len(got))
+        return got
+    if mode == "acceptfork":                     # a postmaster: accept, fork, close at once
+        ls = listener(); print("ready", flush=True)
+        kids = []
+        for i in range(2):
+            s, peer = ls.accept()
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                ls.close(); os.close(w)
+                os.read(r, 1)                    # go: the parent closed its copy, reused the number
+                got = s.recv(100); s.sendall(b"pong:" + got); s.close(); os._exit(0)
+            os.close(r)
+            kids.append((pid, w, s.fileno(), peer[1]))
+            s.close()
+        for pid, w, fd, peer_port in kids:
+            print(pid, fd, peer_port, flush=True)
+        for pid, w, fd, peer_port in kids:
+            os.write(w, b"g"); os.close(w); os.waitpid(pid, 0)
+    elif mode == "clientfork":                   # a connection opened before fork, used after
+        ls = listener()
+        c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+        print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
+        def send():
+            c.sendall(b"from-%d;" % os.getpid())
+        kid = os.fork()
+        if kid == 0:                             # a child: reads a file, then writes on c
+            with open("/proc/self/stat", "rb") as f:
+                f.read()
+            send(); os._exit(0)
+        os.waitpid(kid, 0)
+        mid = os.fork()
+        if mid == 0:                             # a double fork: the grandchild writes on c
+            if os.fork() == 0:
+                time.sleep(0.2); send(); os._exit(0)
+            os._exit(0)
+        os.waitpid(mid, 0)
+        got = b""
+        while got.count(b";") < 2:
+            got += s.recv(100)
+        print(kid, mid, got.decode(), flush=True)
+    elif mode == "locals":                       # non-blocking connect; accept(fd, NULL, NULL)
+        ls = listener()
+        c = socket.socket(); c.setblocking(False)
+        import errno; assert c.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS
+        libc = ctypes.CDLL(None, use_errno=True)
+        sfd = libc.accept(ls.fileno(), None, None); assert sfd >= 0, ctypes.get_errno()
+        s = socket.socket(fileno=sfd)
+        c.setblocking(True); c.sendall(b"hello"); recv_exactly(s, 5)
+        print(c.fileno(), sfd, c.getsockname()[1], flush=True)
+    print("done", flush=True)
+    """
+)
+
+
+def run_forks(mode: str, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", FORKS, mode, str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
+
+
+def socket_events(evs: list[CaptureEvent]) -> list[CaptureEvent]:
+    return [e for e in evs if e.kind in (D, C, A, X)]
+
+
+def test_accept_then_fork_child_serves(capture: tuple[BpfCapture, Collector]) -> None:
+    """A postmaster-like server: the parent accepts and closes its copy right after fork(), then
+    accepts the next connection under the very same fd number; each child still reads and writes
+    its own connection, as its own pid."""
+    cap, col = capture
+    p = run_forks("acceptfork", 19400)
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    clients = [socket.create_connection(("127.0.0.1", 19400)) for _ in range(2)]
+    client_ports = [cl.getsockname()[1] for cl in clients]
+    kids = [tuple(int(x) for x in p.stdout.readline().split()) for _ in range(2)]
+    for cl, word in zip(clients, (b"one", b"two")):
+        cl.sendall(word)
+    assert [cl.recv(100) for cl in clients] == [b"pong:one", b"pong:two"]
+    for cl in clients:
+        cl.close()
+    assert p.stdout.read() == "done\n" and p.wait(10) == 0
+    drain_until(cap, lambda: all(any(e.kind == EventKind.EXIT for e in col.of(pid)) for pid, _, _ in kids))
+    (_, fd, port1), (_, fd2, port2) = kids
+    assert fd == fd2  # the parent reused the number: only the fork-time snapshot tells them apart
+    assert [port1, port2] == client_ports
+    for (pid, _, peer_port), word in zip(kids, (b"one", b"two")):
+        got = [(e.fd, e.direction, e.data, e.peer_addr, e.peer_port, e.local_addr, e.local_port)
+               for e in socket_events(col.of(pid)) if e.kind == D]  # fmt: skip
+        assert got == [
+            (fd, Direction.INGRESS, word, "127.0.0.1", peer_port, "127.0.0.1", 19400),
+            (fd, Direction.EGRESS, b"pong:" + word, "127.0.0.1", peer_port, "127.0.0.1", 19400),
+        ]
+        assert [e.fd for e in col.of(pid) if e.kind == X][-1] == fd  # its close of the connection
+    parent = socket_events(col.of(p.pid))
+    assert [(e.kind, e.fd, e.peer_port, e.local_addr, e.local_port) for e in parent if e.fd == fd] == [
+        (A, fd, port1, "127.0.0.1", 19400), (X, fd, port1, "127.0.0.1", 19400),
+        (A, fd, port2, "127.0.0.1", 19400), (X, fd, port2, "127.0.0.1", 19400),
+    ]  # fmt: skip
+    assert [e for e in parent if e.kind == D] == []
+
+
+def test_child_and_daemonised_grandchild_inherit_a_client_socket(capture: tuple[BpfCapture, Collector]) -> None:
+    """A connection made before fork() is followed in a child and, through a double fork whose
+    middle process never touched it and has exited, in a grandchild; a file the child reads
+    is not taken for a socket."""
+    cap, col = capture
+    p = run_forks("clientfork", 19401)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0 and out.endswith("done\n"), out
+    head, tail, _ = out.split("\n", 2)
+    cfd, sfd, cport = (int(x) for x in head.split())
+    kid_s, mid_s, got = tail.split(" ", 2)
+    kid, mid = int(kid_s), int(mid_s)
+    senders = [int(part[5:]) for part in got.split(";") if part]
+    assert len(senders) == 2 and senders[0] == kid and senders[1] not in (p.pid, kid, mid)
+    grandchild = senders[1]
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(grandchild)))
+    for pid in senders:
+        sent = [(e.fd, e.direction, e.data, e.peer_port, e.local_addr, e.local_port)
+                for e in socket_events(col.of(pid)) if e.kind == D]  # fmt: skip
+        assert sent == [(cfd, Direction.EGRESS, b"from-%d;" % pid, 19401, "127.0.0.1", cport)]
+    assert socket_events(col.of(mid)) == []  # it closed nothing and sent nothing
+    (connect,) = [e for e in col.of(p.pid) if e.kind == C]
+    assert (connect.fd, connect.local_addr, connect.local_port) == (cfd, "127.0.0.1", cport)
+    assert data(col.of(p.pid), sfd, Direction.INGRESS) == got.encode()
+
+
+def test_local_end_after_nonblocking_connect_and_from_bind(capture: tuple[BpfCapture, Collector]) -> None:
+    """The client's ephemeral port arrives with the handshake after connect() returned
+    EINPROGRESS; accept(fd, NULL, NULL) names no peer, so the local end is the listener's bind."""
+    cap, col = capture
+    p = run_forks("locals", 19402)
+    out, _ = p.communicate(timeout=10)
+    assert p.returncode == 0 and out.endswith("done\n"), out
+    cfd, sfd, cport = (int(x) for x in out.split()[:3])
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    evs = col.of(p.pid)
+    assert [(e.data, e.local_addr, e.local_port) for e in evs if e.kind == D and e.fd == cfd] == [
+        (b"hello", "127.0.0.1", cport)
+    ]
+    (acc,) = [e for e in evs if e.kind == A]
+    # no peer named: all zero
+    want = (sfd, socket.AF_INET, "0.0.0.0", 0, "127.0.0.1", 19402)
+    assert (acc.fd, acc.family, acc.peer_addr, acc.peer_port, acc.local_addr, acc.local_port) == want
+    assert [(e.data, e.local_port) for e in evs if e.kind == D and e.fd == sfd] == [(b"hello", 19402)]

@@ -17,8 +17,8 @@ from hostagent.probes import events as ev
 def record(payload: bytes = b"", **fields: object) -> bytes:
     h = ev.EventHdr()
     for k, v in fields.items():
-        if k == "peer_addr":
-            ctypes.memmove(h.peer_addr, bytes(v).ljust(16, b"\0"), 16)  # type: ignore[call-overload]
+        if k in ("peer_addr", "local_addr"):
+            ctypes.memmove(getattr(h, k), bytes(v).ljust(16, b"\0"), 16)  # type: ignore[call-overload]
         else:
             setattr(h, k, v)
     h.captured_len = fields.get("captured_len", len(payload))  # type: ignore[assignment]
@@ -29,11 +29,12 @@ def test_layout_matches_the_c_comments() -> None:
     # offsets written next to each field in bpf/events.h
     want = {"ts_ns": 0, "cgroup_id": 8, "size": 16, "pid": 24, "tid": 28, "fd": 32, "captured_len": 36,
             "kind": 40, "direction": 41, "syscall": 42, "flags": 43, "family": 44, "sock_type": 46,
-            "peer_port": 48, "peer_addr": 52, "comm": 68}  # fmt: skip
+            "peer_port": 48, "peer_addr": 52, "comm": 68, "local_port": 84, "local_addr": 88}  # fmt: skip
     assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
-    assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 88
-    assert ctypes.sizeof(ev.SockInfo) == 32
-    assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sI"
+    assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 104
+    assert ctypes.sizeof(ev.SockInfo) == 56
+    assert ctypes.sizeof(ev.RecentFds) == 24
+    assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sHH16s"
 
 
 def test_decode_data_event_from_bytes() -> None:
@@ -54,6 +55,22 @@ def test_decode_data_event_from_bytes() -> None:
     )
     assert (e.size, e.data) == (400, b"GET / HTTP/1.1\r\n")
     assert (e.family, e.peer_addr, e.peer_port, e.sock_type, e.comm) == (2, "127.0.0.1", 8080, 1, "curl")
+
+
+@pytest.mark.parametrize(
+    ("family", "local_addr", "local_port", "want"),
+    [
+        (socket.AF_INET, bytes([127, 0, 0, 2]), 19400, ("127.0.0.2", 19400)),  # from the handshake
+        (socket.AF_INET, bytes(4), 19401, ("0.0.0.0", 19401)),  # wildcard-bound listener: port only
+        (socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "::1"), 443, ("::1", 443)),
+        (socket.AF_INET, bytes([127, 0, 0, 1]), 0, ("", 0)),  # port 0: the local end is unknown
+    ],
+)
+def test_decode_local_endpoint(family: int, local_addr: bytes, local_port: int, want: tuple[str, int]) -> None:
+    raw = record(kind=1, family=family, peer_port=5432, peer_addr=bytes([127, 0, 0, 1]),
+                 local_addr=local_addr, local_port=local_port)  # fmt: skip
+    e = ev.decode(raw, len(raw))
+    assert (e.local_addr, e.local_port) == want
 
 
 def test_decode_from_address_equals_decode_from_bytes() -> None:

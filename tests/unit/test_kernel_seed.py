@@ -43,8 +43,8 @@ def test_parse_hex_addr(text: str, addr: bytes, port: int) -> None:
 def test_parse_net_table() -> None:
     got = parse_net_table(TCP, socket.AF_INET, socket.SOCK_STREAM)
     assert got == {
-        51234: SeedInfo(2, 1, bytes(4), 0),
-        51236: SeedInfo(2, 1, bytes([127, 0, 0, 1]), 49634),
+        51234: SeedInfo(2, 1, bytes(4), 0, bytes([127, 0, 0, 1]), 18100),  # the listener's bound end
+        51236: SeedInfo(2, 1, bytes([127, 0, 0, 1]), 49634, bytes([127, 0, 0, 1]), 18100),
     }
 
 
@@ -83,4 +83,4 @@ def test_registry_groups() -> None:
     assert groups_for({"identity"}) == {"process"}
     assert groups_for({"nope"}) == set()
     fns = {fn for _, fn in GROUP_PROGRAMS["socket"]}
-    assert len(fns) == 22 and len(GROUP_PROGRAMS["socket"]) == 32
+    assert len(fns) == 26 and len(GROUP_PROGRAMS["socket"]) == 36
