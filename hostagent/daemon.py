@@ -147,10 +147,15 @@ class Agent:
 
     def status_line(self) -> str:
         target = self.exporter_endpoint or "nowhere (console only)"
-        dropped = sum(self.drops().values())
+        drops = self.drops()
+        # capture_* are calls seen only in part (payload_bytes too small, framing lost): counted
+        # apart, since most are bodies cut short, not lost calls
+        partial = sum(v for k, v in drops.items() if k.startswith("capture_"))
+        dropped = sum(drops.values()) - partial
         failed = sorted(name for name, st in self.probe_states.items() if st.state == "failed")
         problems = f" ({', '.join(failed)} failed: see hostagentctl status)" if failed else ""
-        return f"{self.attached_count()} probes attached{problems}, exporting to {target}, {dropped} dropped"
+        line = f"{self.attached_count()} probes attached{problems}, exporting to {target}, {dropped} dropped"
+        return f"{line}, {partial} partly captured" if partial else line
 
     def alive(self) -> bool:
         """The poll loop beat recently (the watchdog pings only then)."""
