@@ -144,7 +144,7 @@ class Pipeline:
             call = replace(call, attributes=attrs)
         if self.metrics is not None:
             self.metrics(call)
-        if redactor.active:
+        if redactor.active and not redactor.is_clean(call):  # known clean: nothing to build
             redacted = redactor.apply(call)
             call = redacted.call
             self.pii.add(redacted.counts)

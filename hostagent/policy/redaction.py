@@ -41,6 +41,8 @@ _VALUE_GROUPS = ("v", "v2", "v3")
 KEY_FILE = "redaction.key"
 MEMO_MAX = 8192  # distinct strings remembered per Redactor
 MEMO_VALUE_MAX = 512  # longer strings (bodies) are scanned every time, not remembered
+HEADERS_MEMO_MAX = 1024  # header sets remembered as clean (whole tuples: one lookup per message)
+HEADERS_MEMO_BYTES = 2048  # larger header sets are checked header by header every time
 
 
 def load_or_create_key(state_dir: Path | str) -> bytes:
@@ -111,6 +113,12 @@ class Redactor:
         # a plain dict is safe to share between threads here (get/set/clear are atomic).
         self._memo: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {}
         self._memo_attrs: dict[tuple[str, AttributeValue], tuple[AttributeValue, tuple[tuple[str, int], ...]]] = {}
+        # What is known to need nothing (the common case): one set lookup per field decides that a
+        # whole Call passes unchanged (is_clean), without building anything. Bounded like the memos.
+        self._clean_attrs: set[tuple[str, AttributeValue]] = set()
+        self._clean_texts: set[str] = set()
+        self._clean_headers: set[tuple[tuple[str, str], ...]] = set()
+        self._clean_bodies: set[bytes] = set()
 
     def _token(self, kind: str, value: str, mode: str) -> str:
         if mode == "hash":
@@ -226,8 +234,55 @@ class Redactor:
             found[kind] += n
         return hit[0]
 
+    def is_clean(self, call: Call) -> bool:
+        """True when ``apply`` is known to change nothing in ``call`` (every field was seen before
+        and needed nothing). False means "not known": ``apply`` decides, and remembers."""
+        if not self.active:
+            return True
+        clean = self._clean_attrs
+        for item in call.attributes.items():
+            cls = item[1].__class__
+            if (cls is str or cls is tuple) and item not in clean:
+                return False
+        texts = self._clean_texts
+        if call.name and call.name not in texts:
+            return False
+        if call.status_message and call.status_message not in texts:
+            return False
+        if call.error_type and call.error_type not in texts:
+            return False
+        headers = self._clean_headers
+        if call.request_headers and call.request_headers not in headers:
+            return False
+        if call.response_headers and call.response_headers not in headers:
+            return False
+        bodies = self._clean_bodies
+        if call.request_body and call.request_body not in bodies:
+            return False
+        return not call.response_body or call.response_body in bodies
+
+    def _learn_clean(self, call: Call) -> None:
+        """``call`` went through ``apply`` with nothing found: each of its fields needs nothing
+        (every field is redacted on its own), so remember them -- the short ones, to bound memory."""
+        limit = MEMO_VALUE_MAX
+        clean = self._clean_attrs
+        for item in call.attributes.items():
+            if _short_text(item[1], limit):
+                _bounded_add(clean, item, MEMO_MAX)
+        for text in (call.name, call.status_message, call.error_type):
+            if text and len(text) <= limit:
+                _bounded_add(self._clean_texts, text, MEMO_MAX)
+        for headers in (call.request_headers, call.response_headers):
+            if headers and sum(len(n) + len(v) for n, v in headers) <= HEADERS_MEMO_BYTES:
+                _bounded_add(self._clean_headers, headers, HEADERS_MEMO_MAX)
+        for body in (call.request_body, call.response_body):
+            if body and len(body) <= limit:
+                _bounded_add(self._clean_bodies, body, MEMO_MAX)
+
     def apply(self, call: Call) -> Redacted:
         if not self.active:
+            return Redacted(call, (), {})
+        if self.is_clean(call):
             return Redacted(call, (), {})
         # No whole-call prefilter (_may_match) here: the memos make every field a lookup, which is
         # cheaper, and real traffic rarely passed it (a Date header's year looks like a card's start).
@@ -242,6 +297,7 @@ class Redactor:
         request_body = self._body(call.request_body, found)
         response_body = self._body(call.response_body, found)
         if not found:  # nothing replaced: the Call as it was, no copy
+            self._learn_clean(call)
             return Redacted(call, (), {})
         new = replace(
             call, name=name, status_message=status_message, error_type=error_type, attributes=attributes,
@@ -251,6 +307,21 @@ class Redactor:
         types = tuple(sorted(found))
         attributes[PII_TYPES_ATTRIBUTE] = types
         return Redacted(new, types, dict(found))
+
+
+def _short_text(value: Any, limit: int) -> bool:
+    """A str, or a tuple of values, of at most ``limit`` characters (numbers count 8)."""
+    if value.__class__ is str:
+        return len(value) <= limit
+    if value.__class__ is tuple:
+        return sum(len(v) if v.__class__ is str else 8 for v in value) <= limit
+    return False
+
+
+def _bounded_add(known: set[Any], item: Any, most: int) -> None:
+    if len(known) >= most:
+        known.clear()
+    known.add(item)
 
 
 @functools.lru_cache(maxsize=8)
