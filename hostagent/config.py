@@ -73,7 +73,7 @@ class AdminConfig:
 @dataclass(frozen=True)
 class ProbesConfig:
     enabled: tuple[str, ...] = ("http",)
-    payload_bytes: int = 1024
+    payload_bytes: int = 4096
     ring_buffer_mib: int = 8
 
 
@@ -282,7 +282,7 @@ def _probes(r: _Reader) -> ProbesConfig:
             )
     return ProbesConfig(
         enabled=tuple(dict.fromkeys(enabled)),
-        payload_bytes=r.integer("payload_bytes", 1024, 64, 16384),
+        payload_bytes=r.integer("payload_bytes", 4096, 64, 16384),
         ring_buffer_mib=r.integer("ring_buffer_mib", 8, 1, 1024),
     )
 

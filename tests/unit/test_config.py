@@ -23,7 +23,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
     assert config.exporter.protocol == "grpc"
     assert config.admin.socket == "/run/hostagent/admin.sock"
     assert config.probes.enabled == ("http",)
-    assert config.probes.payload_bytes >= 1024
+    assert config.probes.payload_bytes == 4096
 
 
 @pytest.mark.parametrize(
