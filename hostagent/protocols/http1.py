@@ -17,7 +17,8 @@ Garbage (or a connection first seen mid-way) puts that direction in "sync" mode:
 skipped until one starts like a message. Both are counted in ``stats``.
 
 Hot path: one ``bytes.find`` for the end of a head, one latin-1 decode and ``str.split`` of the
-head; bodies are counted, and only a bounded prefix is copied.
+head, then one dict lookup per header line already seen (a bounded memo of the split lines);
+bodies are counted, and only a bounded prefix is copied.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.fast_call import new_call
 from hostagent.protocols.http_common import (
     ERROR_NO_RESPONSE,
     method_attributes,
@@ -475,7 +477,7 @@ class Http1Parser:
                 attrs["http.response.body.size"] = resp.body_size
             error = status_error(role, resp.status)
             resp_headers, resp_body, resp_size = resp.headers, resp.body, resp.body_size
-        return Call(
+        return new_call(
             protocol="http", role=role, start_ns=req.start_ns, end_ns=end_ns, name=name,
             attributes=attrs, error_type=error, traceparent=req.traceparent, tracestate=req.tracestate,
             request_headers=req.headers, response_headers=resp_headers, request_body=req.body,
@@ -505,14 +507,22 @@ def _parse_head(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_
             return None
         msg.version, msg.status = version[5:], int(code)
     headers = []
+    memo = _LINES
     # A cut head's last line is incomplete (a value may have lost digits): leave it out.
     for line in lines[1 : min(len(lines) - 1 if cut else len(lines), MAX_HEADERS + 1)]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name = name.lower()  # RFC 9112 5.1: no whitespace allowed between the name and the colon
-        value = value.strip()
-        headers.append((name, value))
+        header = memo.get(line)
+        if header is None:
+            name, sep, value = line.partition(":")
+            if not sep:
+                continue
+            # RFC 9112 5.1: no whitespace allowed between the name and the colon
+            header = (name.lower(), value.strip())
+            if len(line) <= LINE_MEMO_CHARS:
+                if len(memo) >= LINE_MEMO_MAX:
+                    memo.clear()
+                memo[line] = header
+        headers.append(header)
+        name, value = header
         if name in _SPECIAL:
             if name == "content-length":
                 if not value.isdigit():
@@ -539,6 +549,13 @@ def _plausible(buf: bytes, is_request: bool) -> bool:
     space = buf.find(b" ", 0, 16)
     return space > 0 and buf[:space].isalpha()
 
+
+# Header line -> (lower-case name, stripped value). The same lines (Server, Content-Type, Host,
+# Accept...) recur on nearly every message of every connection; splitting each once saves most of
+# a head's parsing. A cache of a pure function of its key (no parser state), bounded.
+LINE_MEMO_MAX = 4096
+LINE_MEMO_CHARS = 256  # longer lines (cookies, tokens) are rarely repeated: split every time
+_LINES: dict[str, tuple[str, str]] = {}
 
 _SPECIAL = frozenset(
     ("content-length", "transfer-encoding", "host", "user-agent", "traceparent", "tracestate")
