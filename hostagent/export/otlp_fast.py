@@ -35,6 +35,7 @@ RESOURCE_CACHE_MAX = 1024
 # Span.flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (0x100) | IS_REMOTE (0x200) when the parent is remote
 _FLAGS_LOCAL = 0x100
 _FLAGS_REMOTE = 0x300
+_PLAIN = (tuple, list)  # event/link containers that cannot have dropped anything
 
 
 def _varint(n: int) -> bytes:
@@ -99,6 +100,11 @@ class OtlpTraceEncoder:
 
     def __init__(self) -> None:
         self._pairs: dict[Any, bytes] = {}
+        # key -> {str or int value -> encoding}: the common pairs found with two lookups on objects
+        # whose hashes are already known, instead of building and hashing a (key, value, type)
+        # tuple. Only str and int values: "1" != 1, and bool/float (True == 1 == 1.0) stay out.
+        self._simple: dict[str, dict[Any, bytes]] = {}
+        self._simple_count = 0
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object itself, its encoding)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
 
@@ -118,6 +124,13 @@ class OtlpTraceEncoder:
             if len(self._pairs) >= CACHE_MAX:
                 self._pairs.clear()
             self._pairs[k] = enc
+            cls = value.__class__
+            if cls is str or cls is int:
+                if self._simple_count >= CACHE_MAX:
+                    self._simple.clear()
+                    self._simple_count = 0
+                self._simple.setdefault(key, {})[value] = enc
+                self._simple_count += 1
         return enc
 
     def _resource(self, resource: Any) -> bytes:
@@ -153,26 +166,45 @@ class OtlpTraceEncoder:
 
     def span(self, span: ReadableSpan) -> bytes:
         """One Span message (without its own tag)."""
-        ctx = span.context
+        if span.__class__ is ReadableSpan and "_context" in span.__dict__:
+            # The SDK's own class: its fields read straight from the instance, not through ten
+            # properties (``attributes`` wraps a MappingProxy, ``events``/``links`` copy to tuples).
+            d = span.__dict__
+            ctx, parent, name, kind = d["_context"], d["_parent"], d["_name"], d["_kind"]
+            start, end, attrs, status = d["_start_time"], d["_end_time"], d["_attributes"], d["_status"]
+            events, links = d["_events"], d["_links"]
+        else:
+            ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
+            start, end, attrs, events, links = span.start_time, span.end_time, span.attributes, span.events, span.links
+            status = span.status
         parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
         state = ctx.trace_state
         if state:
             parts.append(_str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
-        parent = span.parent
         if parent is not None:
             parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        if span.name:
-            parts.append(_str(0x2A, span.name))
-        parts += (b"\x30", _SMALL[span.kind.value + 1],  # OTLP kinds are the SDK's + 1
-                  b"\x39", _pack_q(span.start_time or 0), b"\x41", _pack_q(span.end_time or 0))
+        if name:
+            parts.append(_str(0x2A, name))
+        parts += (b"\x30", _SMALL[kind.value + 1],  # OTLP kinds are the SDK's + 1
+                  b"\x39", _pack_q(start or 0), b"\x41", _pack_q(end or 0))
         attribute = self.attribute
-        attrs = span.attributes
         if attrs:
+            simple = self._simple
             for k, v in attrs.items():
+                cls = v.__class__
+                if cls is str or cls is int:
+                    values = simple.get(k)
+                    if values is not None:
+                        enc = values.get(v)
+                        if enc is not None:
+                            parts.append(enc)
+                            continue
                 parts.append(attribute(k, v))
-        if span.dropped_attributes:
-            parts += (b"\x50", _varint(span.dropped_attributes))
-        for event in span.events:
+        # A plain dict / tuple / list has dropped nothing (the SDK's properties say 0 unless Bounded*).
+        dropped = span.dropped_attributes if attrs.__class__ is not dict else 0
+        if dropped:
+            parts += (b"\x50", _varint(dropped))
+        for event in events:
             body = _str(0x12, event.name) if event.name else b""
             body = b"\x09" + _pack_q(event.timestamp) + body  # time_unix_nano = 1 (fixed64)
             for k, v in (event.attributes or {}).items():
@@ -180,9 +212,10 @@ class OtlpTraceEncoder:
             if event.dropped_attributes:
                 body += b"\x20" + _varint(event.dropped_attributes)
             parts.append(_field_bytes(0x5A, body))
-        if span.dropped_events:
-            parts += (b"\x60", _varint(span.dropped_events))
-        for link in span.links:
+        dropped = span.dropped_events if events.__class__ not in _PLAIN else 0
+        if dropped:
+            parts += (b"\x60", _varint(dropped))
+        for link in links:
             lc = link.context
             body = b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08" + lc.span_id.to_bytes(8, "big")
             for k, v in (link.attributes or {}).items():
@@ -191,9 +224,9 @@ class OtlpTraceEncoder:
                 body += b"\x28" + _varint(link.dropped_attributes)  # = 5
             body += b"\x35" + _pack_i(_FLAGS_REMOTE if lc.is_remote else _FLAGS_LOCAL)
             parts.append(_field_bytes(0x6A, body))
-        if span.dropped_links:
-            parts += (b"\x70", _varint(span.dropped_links))
-        status = span.status
+        dropped = span.dropped_links if links.__class__ not in _PLAIN else 0
+        if dropped:
+            parts += (b"\x70", _varint(dropped))
         body = b""
         if status.description:
             body += _str(0x12, status.description)

@@ -75,6 +75,21 @@ def test_grouping_by_resource_and_cache_reuse() -> None:
     same(batch[::-1], enc)  # the caches must not change a later batch's result
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        (1, True, "1", 1.0),  # equal as dict keys, four different encodings (int, bool, string, double)
+        (True, 1, 1.0, "1"),  # the same, a bool cached first
+        ("x", ("x",), "x"),  # a string and a one-string array under one key
+    ],
+)
+def test_one_key_with_values_of_several_types(values: tuple) -> None:
+    enc = OtlpTraceEncoder()
+    batch = [span(f"s{i}", {"k": v}) for i, v in enumerate(values)]
+    same(batch, enc)
+    same(batch, enc)  # second time from the caches
+
+
 def test_spans_from_the_span_builder() -> None:
     conn = Connection(pid=1, tid=1, fd=3, peer=Endpoint("127.0.0.1", 40000), transport="tcp", comm="nginx")
     call = Call(protocol="http", role=Role.SERVER, start_ns=10, end_ns=20, name="GET /x",
