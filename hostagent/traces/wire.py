@@ -62,9 +62,34 @@ def capture_for(capture: CaptureSettings, service: str, protocol: str) -> Captur
     return replace(capture, headers=headers, bodies=bodies, body_max_bytes=limit, overrides=())
 
 
+# (prefix, headers, mask_sensitive) -> the attribute items they give. A response's or a client's
+# headers repeat message after message (a Date header changes once a second), so each distinct
+# set is grouped once; one tuple hash per message instead of a loop over its headers. Bounded.
+GROUPED_MAX = 1024
+GROUPED_CHARS = 2048  # larger header sets are grouped every time
+_Items = tuple[tuple[str, tuple[str, ...]], ...]
+_grouped: dict[tuple[str, tuple[tuple[str, str], ...], bool], _Items] = {}
+
+
 def header_attributes(prefix: str, headers: tuple[tuple[str, str], ...], mask_sensitive: bool,
                       out: Attributes) -> None:
     """``prefix + name`` -> tuple of values, in wire order (names are lower-case already)."""
+    key = (prefix, headers, mask_sensitive)
+    try:
+        items = _grouped.get(key)
+    except TypeError:  # a parser handed a list somewhere inside: group it, do not remember it
+        out.update(_group(prefix, headers, mask_sensitive))
+        return
+    if items is None:
+        items = _group(prefix, headers, mask_sensitive)
+        if sum(len(n) + len(v) for n, v in headers) <= GROUPED_CHARS:
+            if len(_grouped) >= GROUPED_MAX:
+                _grouped.clear()
+            _grouped[key] = items
+    out.update(items)
+
+
+def _group(prefix: str, headers: tuple[tuple[str, str], ...], mask_sensitive: bool) -> _Items:
     grouped: dict[str, tuple[str, ...]] = {}
     for name, value in headers:
         if name in _SKIP_HEADERS:
@@ -73,8 +98,7 @@ def header_attributes(prefix: str, headers: tuple[tuple[str, str], ...], mask_se
             value = MASK
         values = grouped.get(name)
         grouped[name] = (value,) if values is None else (*values, value)  # nearly always once
-    for name, values in grouped.items():
-        out[prefix + name] = values
+    return tuple((prefix + name, values) for name, values in grouped.items())
 
 
 def body_text(body: bytes, limit: int) -> str:

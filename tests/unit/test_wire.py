@@ -148,3 +148,18 @@ def test_config_overrides_and_new_keys() -> None:
                 {"receiver": {"grpc": "not an address"}}, {"capture": {"overrides": [{"body_max_bytes": -1}]}}):
         with pytest.raises(ConfigError):
             parse_config(bad, "t.toml")
+
+
+def test_remembered_header_sets_give_the_same_attributes_and_keep_masking_apart() -> None:
+    """Header sets are grouped once and remembered: the second Call must get exactly what the
+    first got, and the masked and unmasked forms of one set must never be mixed up."""
+    first = with_wire_detail(call(), CaptureSettings()).attributes
+    again = with_wire_detail(call(), CaptureSettings()).attributes
+    masked = with_wire_detail(call(), CaptureSettings(), mask_sensitive=True).attributes
+    plain = with_wire_detail(call(), CaptureSettings()).attributes
+    assert again == first == plain
+    assert first["http.request.header.authorization"] == ("Bearer abc.def",)
+    assert masked["http.request.header.authorization"] == (MASK,)
+    assert first["http.request.header.x-tag"] == ("a", "b")
+    assert first["http.response.header.set-cookie"] == ("sid=1", "x=2")
+    assert masked["http.response.header.set-cookie"] == (MASK, MASK)
