@@ -17,8 +17,8 @@ Garbage (or a connection first seen mid-way) puts that direction in "sync" mode:
 skipped until one starts like a message. Both are counted in ``stats``.
 
 Hot path: one ``bytes.find`` for the end of a head, one latin-1 decode and ``str.split`` of the
-head, then one dict lookup per header line already seen (a bounded memo of the split lines);
-bodies are counted, and only a bounded prefix is copied.
+head, then one dict lookup per header line already seen (a bounded memo of the split lines), or
+one lookup for a whole head seen before; bodies are counted, and only a bounded prefix is copied.
 """
 
 from __future__ import annotations
@@ -487,6 +487,23 @@ class Http1Parser:
 
 def _parse_head(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_Message]:
     """Start line and headers; None when it is not an HTTP/1 head. ``cut``: the tail is missing."""
+    heads = _REQUEST_HEADS if is_request else _RESPONSE_HEADS
+    if not cut:
+        fields = heads.get(head)
+        if fields is not None:
+            msg = _Message(ts)
+            msg.__dict__.update(fields)
+            return msg
+    parsed = _parse_head_text(head, is_request, cut, ts)
+    if parsed is not None and not cut and len(head) <= HEAD_MEMO_BYTES:
+        if len(heads) >= HEAD_MEMO_MAX:
+            heads.clear()
+        # Everything parsed from the head (immutable values); not the timestamps of this message.
+        heads[head] = {k: v for k, v in parsed.__dict__.items() if k != "start_ns" and k != "end_ns"}
+    return parsed
+
+
+def _parse_head_text(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_Message]:
     lines = head.decode("latin-1").split("\r\n")
     first = lines[0]
     msg = _Message(ts)
@@ -549,6 +566,15 @@ def _plausible(buf: bytes, is_request: bool) -> bool:
     space = buf.find(b" ", 0, 16)
     return space > 0 and buf[:space].isalpha()
 
+
+# Whole heads seen before -> what parsing them set on the _Message. A client repeating a request
+# (no per-request header such as traceparent or a request id) and a server's answers to it (their
+# Date header changes once a second) parse with one dict lookup on bytes. Bounded; complete heads
+# only, never a cut one. A cache of a pure function of its key (no parser state).
+HEAD_MEMO_MAX = 1024
+HEAD_MEMO_BYTES = 1024
+_REQUEST_HEADS: dict[bytes, dict[str, object]] = {}
+_RESPONSE_HEADS: dict[bytes, dict[str, object]] = {}
 
 # Header line -> (lower-case name, stripped value). The same lines (Server, Content-Type, Host,
 # Accept...) recur on nearly every message of every connection; splitting each once saves most of

@@ -356,3 +356,29 @@ def test_recorded_fixtures_are_all_covered() -> None:
 
     assert sorted(p.stem for p in HERE.glob("*.json")) == sorted(FIXTURES)
     assert all(chunks(f) for f in FIXTURES)
+
+
+def test_a_repeated_head_parses_from_the_memo_with_its_own_times() -> None:
+    """Whole heads and header lines are remembered: the same exchange twice on one connection gives
+    the same Calls, each with its own timestamps; a head seen cut is never remembered as whole."""
+    req = b"GET /a?x=1 HTTP/1.1\r\nHost: 127.0.0.1:19310\r\nX-Memo-Test: 1\r\n\r\n"  # wrk-like request
+    resp = b"HTTP/1.1 404 Not Found\r\nServer: nginx\r\nContent-Length: 3\r\n\r\nno\n"
+    p = Http1Parser()
+    out = []
+    for i, ts in enumerate((100, 300)):
+        out += p.feed(Segment(Direction.INGRESS, req, len(req), ts))
+        out += p.feed(Segment(Direction.EGRESS, resp, len(resp), ts + 50 + i))
+    assert [(c.start_ns, c.end_ns) for c in out] == [(100, 150), (300, 351)]
+    first, second = out
+    assert first.attributes == second.attributes
+    assert first.attributes["http.response.status_code"] == 404
+    assert first.attributes["url.query"] == "x=1" and first.attributes["server.port"] == 19310
+    assert first.request_headers == second.request_headers == (("host", "127.0.0.1:19310"), ("x-memo-test", "1"))
+    assert first.response_headers == (("server", "nginx"), ("content-length", "3"))
+    assert first.response_body == second.response_body == b"no\n"
+    # The same request head, cut by the capture limit: its last (incomplete) line is left out.
+    p = Http1Parser()
+    assert p.feed(Segment(Direction.INGRESS, req[:46], len(req), 500)) == []  # ends in "X-Memo"
+    (cut,) = p.feed(Segment(Direction.EGRESS, resp, len(resp), 600))
+    assert cut.request_headers == (("host", "127.0.0.1:19310"),)
+    assert p.stats.truncated == 1
