@@ -148,7 +148,7 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
         "probes": {"enabled": ["http"]},
     })
     config = load_config(cfg_path)
-    exporters, _ = make_exporters(config, console=False)
+    exporters = make_exporters(config, console=False)[0]  # (OTLP exporters, console, description)
     timed = _TimedExporter(exporters[0])
     queue = ExportQueue([timed], max_queue=max_queue, batch_size=config.exporter.batch_size).start()  # type: ignore[list-item]
     built: Any = build_identity(config)
