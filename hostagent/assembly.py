@@ -148,22 +148,29 @@ class Parts:
     start_admin: Optional[Callable[[], Any]] = None
 
 
+def exporter_kwargs(config: Config) -> dict[str, Any]:
+    """The [exporter] settings as the OTLP exporter factories take them (spans and metrics alike)."""
+    exp = config.exporter
+    endpoint = exp.endpoint
+    if exp.protocol == "grpc" and "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    return {
+        "endpoint": endpoint, "protocol": exp.protocol, "headers": dict(exp.headers),
+        "timeout_s": exp.timeout_ms / 1000, "compression": exp.compression,
+        "certificate": exp.certificate or None, "client_certificate": exp.client_certificate or None,
+        "client_key": exp.client_key or None, "insecure": exp.insecure,
+    }
+
+
 def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], Optional[SpanExporter], str]:
     """(OTLP exporters, the console exporter or None, a description for the status line)."""
     exp = config.exporter
     exporters: list[SpanExporter] = []
     description = ""
     if exp.endpoint:
-        endpoint = exp.endpoint
-        if exp.protocol == "grpc" and "://" not in endpoint:
-            endpoint = "http://" + endpoint
-        exporters.append(make_otlp_exporter(
-            endpoint=endpoint, protocol=exp.protocol, headers=dict(exp.headers),
-            timeout_s=exp.timeout_ms / 1000, compression=exp.compression,
-            certificate=exp.certificate or None, client_certificate=exp.client_certificate or None,
-            client_key=exp.client_key or None, insecure=exp.insecure,
-        ))
-        description = f"{endpoint} ({exp.protocol})"
+        kwargs = exporter_kwargs(config)
+        exporters.append(make_otlp_exporter(**kwargs, exact_endpoint=exp.endpoint_is_signal_specific))
+        description = f"{kwargs['endpoint']} ({exp.protocol})"
     console_exporter: Optional[SpanExporter] = None
     if console:
         console_exporter = ConsoleExporter()
@@ -248,11 +255,7 @@ def build_metrics(config: Config, cache: Any, queue: ExportQueue, drops: Callabl
     exp = config.exporter
     if not (exp.metrics and exp.endpoint):
         return None
-    exporter = make_otlp_metric_exporter(
-        endpoint=exp.endpoint, protocol=exp.protocol, headers=dict(exp.headers), timeout_s=exp.timeout_ms / 1000,
-        compression=exp.compression, certificate=exp.certificate or None,
-        client_certificate=exp.client_certificate or None, client_key=exp.client_key or None, insecure=exp.insecure,
-    )
+    exporter = make_otlp_metric_exporter(**exporter_kwargs(config))
     provider = make_meter_provider(exporter, interval_s=exp.metrics_interval_s)
 
     def service_name(call: Any) -> str:

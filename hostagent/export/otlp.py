@@ -106,8 +106,13 @@ def make_otlp_exporter(
     client_certificate: Optional[str] = None,
     client_key: Optional[str] = None,
     insecure: Optional[bool] = None,
+    exact_endpoint: bool = False,
 ) -> SpanExporter:
-    """An OTLPSpanExporter for ``protocol`` ("grpc" | "http/protobuf")."""
+    """An OTLPSpanExporter for ``protocol`` ("grpc" | "http/protobuf").
+
+    ``exact_endpoint``: the URL came from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which the OTLP spec
+    says is used as-is over HTTP (no ``/v1/traces`` appended).
+    """
     _check(protocol, compression)
     if protocol == "grpc":
         from hostagent.export.otlp_fast import grpc_span_exporter
@@ -120,7 +125,7 @@ def make_otlp_exporter(
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     return HttpExporter(
-        endpoint=http_signal_endpoint(endpoint, "traces"),
+        endpoint=endpoint if exact_endpoint else http_signal_endpoint(endpoint, "traces"),
         certificate_file=certificate,
         client_certificate_file=client_certificate,
         client_key_file=client_key,
