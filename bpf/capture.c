@@ -4,7 +4,8 @@
  *   "socket"  : syscall tracepoints that learn which (tgid, fd) are AF_INET/AF_INET6 sockets and
  *               copy a bounded prefix of the bytes each read/write-family syscall really moved;
  *               sched_process_fork so a forked child's inherited sockets are followed (see
- *               inherit()); sock:inet_sock_set_state for each TCP socket's own end (see
+ *               inherit(); exec and close_range end what a child inherits, dup/dup2/dup3 copy
+ *               an entry); sock:inet_sock_set_state for each TCP socket's own end (see
  *               sock__set_state) next to bind()'s.
  *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them).
  * Functions are named sock__* / proc__* (not TRACEPOINT_PROBE) so bcc does not auto-attach them.
@@ -97,6 +98,8 @@ struct fork_link {
     u32 _pad;
     u64 parent_gen;                /* its proc_gen then: its entries from before count, no others */
     u64 fork_ts;                   /* entries learnt later are not the child's */
+    u32 closed_lo;                 /* close_range() closed [closed_lo, closed_hi] (a bounding */
+    u32 closed_hi;                 /* range over all calls); lo > hi: none */
     u32 fd[RECENT_FDS];            /* NO_FD: empty slot */
     struct sock_info info[RECENT_FDS];
 };
@@ -239,6 +242,8 @@ static __always_inline struct sock_info *inherit(u32 tgid, u32 fd) {
     u64 *decided = no_inherit.lookup(&key);
     if (decided && *decided == stamp)
         return 0;
+    if (fd >= l->closed_lo && fd <= l->closed_hi)
+        return 0;  /* closed by close_range(), which says no fd by name */
     no_inherit.update(&key, &stamp);
     struct sock_info si = {};
     int found = 0;
@@ -447,9 +452,10 @@ static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count,
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID || !socket_enabled())
         return 0;
-    if (!lookup_or_inherit(tgid, fd))
+    struct sock_info *si = lookup_or_inherit(tgid, fd);
+    if (!si)
         return 0;
-    u64 key = ((u64)tgid << 32) | fd;
+    u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
     if (muted.lookup(&key))
         return 0;
     struct inflight in = {};
@@ -479,7 +485,7 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
         if (bpf_probe_read_user(&mh, sizeof(mh), (void *)m) != 0)
             break;
         bpf_probe_read_user(&moved, sizeof(moved), (void *)(m + U_MMSG_LEN_OFF));
-        struct scratch *s = new_event(EVENT_DATA, id, a->fd, a->op);
+        struct scratch *s = new_event(EVENT_DATA, id, si->id_fd, a->op);
         if (!s)
             return 0;
         peer_from_sock(&s->hdr, si);
@@ -509,7 +515,7 @@ static __always_inline int exit_data(long ret) {
     if (a.op == OP_RECVMMSG || a.op == OP_SENDMMSG)
         return emit_mmsg(id, &a, si, ret);
 
-    struct scratch *s = new_event(EVENT_DATA, id, a.fd, a.op);
+    struct scratch *s = new_event(EVENT_DATA, id, si->id_fd, a.op);
     if (!s)
         return 0;
     struct event_hdr *h = &s->hdr;
@@ -622,6 +628,7 @@ int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
     si.ts = bpf_ktime_get_ns();
     si.family = a.count;
     si.sock_type = a.aux;
+    si.id_fd = fd;
     u64 key = ((u64)tgid << 32) | (u32)fd;
     sockets.update(&key, &si);
     muted.delete(&key);
@@ -670,8 +677,11 @@ int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
     si.family = fam;
     si.peer_port = h->peer_port;
     __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    si.id_fd = a.fd;
     if (old) {
         si.ts = old->ts;  /* the socket's age, not the connection's: fork shares the socket */
+        si.id_fd = old->id_fd;
+        h->fd = old->id_fd;
         si.sock_type = old->sock_type;
         si.local_port = old->local_port;  /* bind() before connect() */
         __builtin_memcpy(si.local_addr, old->local_addr, sizeof(si.local_addr));
@@ -763,6 +773,7 @@ static __always_inline int exit_accept(long ret) {
     si.ts = bpf_ktime_get_ns();
     si.family = fam;
     si.sock_type = SOCK_STREAM_;
+    si.id_fd = (u32)ret;
     si.peer_port = h->peer_port;
     __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
     u64 key = ((u64)tgid << 32) | (u32)ret;
@@ -798,7 +809,7 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
         return 0;
     u64 key = ((u64)tgid << 32) | fd;
     if (socket_enabled()) {
-        struct scratch *s = new_event(EVENT_CLOSE, id, fd, OP_CLOSE);
+        struct scratch *s = new_event(EVENT_CLOSE, id, si->id_fd, OP_CLOSE);
         if (s) {
             peer_from_sock(&s->hdr, si);
             submit(s, 0);
@@ -843,6 +854,8 @@ int sock__fork(struct tracepoint__sched__sched_process_fork *args) {
     l->_pad = 0;
     l->parent_gen = current_gen(parent);
     l->fork_ts = bpf_ktime_get_ns();
+    l->closed_lo = NO_FD;
+    l->closed_hi = 0;
 #pragma unroll
     for (int i = 0; i < RECENT_FDS; i++) {
         u32 fd = r ? r->fd[i] : NO_FD;
@@ -855,6 +868,91 @@ int sock__fork(struct tracepoint__sched__sched_process_fork *args) {
         }
     }
     fork_link.update(&child, l);
+    if (socket_enabled()) {
+        struct scratch *s = new_event(EVENT_FORK, ((u64)child << 32) | child, -1, OP_NONE);
+        if (s) {
+            s->hdr.size = parent;
+            submit(s, 0);
+        }
+    }
+    return 0;
+}
+
+/* execve() closes every O_CLOEXEC fd without a close() we could see (and Python's subprocess
+ * closes the rest with close_range first): the new program's fds are its own. Sockets it
+ * really keeps (inetd's dup2 to 0 and 1 before exec) were copied to real entries already. */
+int sock__exec(void *ctx) {  /* reads no field: proc__exec has this tracepoint's struct */
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    fork_link.delete(&tgid);
+    return 0;
+}
+
+/* close_range(fd, max_fd, 0): the fds are gone without naming each; inherit() skips them. */
+int sock__enter_close_range(struct tracepoint__syscalls__sys_enter_close_range *args) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct fork_link *l = fork_link.lookup(&tgid);
+    if (!l || (args->flags & 4))  /* CLOSE_RANGE_CLOEXEC: closed at exec, which drops the link */
+        return 0;
+    u32 lo = args->fd;
+    u32 hi = args->max_fd;
+    if (lo < l->closed_lo)
+        l->closed_lo = lo;
+    if (hi > l->closed_hi)
+        l->closed_hi = hi;
+    return 0;
+}
+
+/* ---- dup(), dup2(), dup3() ------------------------------------------------------------------ */
+
+/* Servers that hand a connection to a child often move it: busybox httpd's child dup2()s the
+ * accepted socket to fds 0 and 1 (so do inetd and systemd's Accept=yes), then reads one and
+ * writes the other. The copy shares the original's entry, id_fd included, so events name both
+ * by the same fd and the tracker sees one connection. One enter program serves all three
+ * (oldfd and dup's fildes sit at the same offset). */
+int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct inflight in = {};
+    in.op = OP_DUP;
+    in.fd = args->oldfd;
+    save(id, &in);
+    return 0;
+}
+
+int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p)
+        return 0;
+    struct inflight a = *p;
+    inflight.delete(&id);
+    long ret = args->ret;
+    if (ret < 0 || a.op != OP_DUP || (u32)ret == a.fd)
+        return 0;
+    u32 tgid = id >> 32;
+    u32 newfd = ret;
+    u64 nkey = ((u64)tgid << 32) | newfd;
+    /* whatever newfd was is closed now: a tracked socket ends, an inherited one is settled */
+    struct sock_info *gone = lookup_or_inherit(tgid, newfd);
+    if (gone) {
+        if (socket_enabled()) {
+            struct scratch *s = new_event(EVENT_CLOSE, id, gone->id_fd, OP_DUP);
+            if (s) {
+                peer_from_sock(&s->hdr, gone);
+                submit(s, 0);
+            }
+        }
+        sockets.delete(&nkey);
+    }
+    muted.delete(&nkey);
+    struct sock_info *src = lookup_or_inherit(tgid, a.fd);
+    if (!src)
+        return 0;
+    struct sock_info si = {};
+    __builtin_memcpy(&si, src, sizeof(si));
+    sockets.update(&nkey, &si);
+    remember_fd(tgid, newfd);
     return 0;
 }
 
@@ -890,6 +988,7 @@ int sock__exit_bind(struct tracepoint__syscalls__sys_exit_bind *args) {
         n.gen = current_gen(tgid);
         n.ts = bpf_ktime_get_ns();
         n.family = fam;
+        n.id_fd = a.fd;
         n.local_port = port;
         __builtin_memcpy(n.local_addr, addr, sizeof(n.local_addr));
         u64 key = ((u64)tgid << 32) | a.fd;

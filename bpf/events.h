@@ -24,6 +24,9 @@ enum event_kind {
     EVENT_CLOSE = 4,    /* close() of a tracked socket */
     EVENT_EXEC = 5,     /* sched_process_exec; payload = filename */
     EVENT_EXIT = 6,     /* sched_process_exit of a thread group leader */
+    EVENT_FORK = 7,     /* a process with sockets forked (socket group): pid = the child (for a
+                           thread, its tid), size = the parent's tgid. Identity can name a child
+                           that exits before its /proc is read by its parent */
 };
 
 enum direction {
@@ -50,6 +53,7 @@ enum syscall_op {
     OP_ACCEPT = 14,
     OP_CLOSE = 15,
     OP_BIND = 16,
+    OP_DUP = 17,      /* dup, dup2, dup3 */
 };
 
 /* event_hdr.flags */
@@ -107,7 +111,11 @@ struct sock_info {
     unsigned short local_port;     /* 22 host byte order, 0 when unknown */
     unsigned char peer_addr[16];   /* 24 */
     unsigned char local_addr[16];  /* 40 */
-};                                 /* 56 */
+    unsigned int id_fd;            /* 56 the fd number events name this socket by: its own, or
+                                         for a dup()/dup2() copy the original's, so both ends of
+                                         a connection moved to fds 0 and 1 are one stream */
+    unsigned int _pad0;            /* 60 */
+};                                 /* 64 */
 
 /* The last few socket fds a process created or accepted (value of the "recent" map, keyed by
  * tgid). Its presence marks a process whose forks are worth following; at fork the entries of

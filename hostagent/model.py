@@ -30,6 +30,7 @@ class EventKind(IntEnum):
     CLOSE = 4  # close() of a tracked socket
     EXEC = 5  # sched_process_exec
     EXIT = 6  # sched_process_exit (thread group leader)
+    FORK = 7  # a process with sockets forked: pid = child (a thread's tid too), size = parent tgid
 
 
 class Direction(IntEnum):

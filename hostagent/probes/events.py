@@ -60,6 +60,8 @@ class SockInfo(c.Structure):
         ("local_port", c.c_uint16),
         ("peer_addr", c.c_uint8 * 16),
         ("local_addr", c.c_uint8 * 16),
+        ("id_fd", c.c_uint32),
+        ("_pad0", c.c_uint32),
     )
 
 
@@ -80,7 +82,7 @@ class RecentFds(c.Structure):
 # enum syscall_op, enum drop_cause (bpf/events.h)
 SYSCALL_OPS = (
     "none", "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
-    "recvmmsg", "sendmmsg", "sendfile", "socket", "connect", "accept", "close", "bind",
+    "recvmmsg", "sendmmsg", "sendfile", "socket", "connect", "accept", "close", "bind", "dup",
 )  # fmt: skip
 DROP_CAUSES = ("ringbuf_full", "inflight_full", "read_fault", "mmsg_truncated")
 CONF_SOCKET_ENABLED = 0

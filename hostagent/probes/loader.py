@@ -328,7 +328,7 @@ class BpfCapture:
         for pid, fd, info in seed_sockets(Path(proc_root), skip_pid=self.self_tgid):
             val = ev.SockInfo(
                 gen=gen_of(pid), ts=0, family=info.family, sock_type=info.sock_type,
-                peer_port=info.peer_port, local_port=info.local_port,
+                peer_port=info.peer_port, local_port=info.local_port, id_fd=fd,
             )  # fmt: skip
             ctypes.memmove(val.peer_addr, info.peer_addr.ljust(16, b"\0"), 16)
             ctypes.memmove(val.local_addr, info.local_addr.ljust(16, b"\0"), 16)

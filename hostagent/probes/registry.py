@@ -28,9 +28,13 @@ GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     SOCKET_GROUP: (
         ("sched:sched_process_exit", "sock__process_exit"),
         ("sched:sched_process_fork", "sock__fork"),
+        ("sched:sched_process_exec", "sock__exec"),
+        ("syscalls:sys_enter_close_range", "sock__enter_close_range"),
         ("sock:inet_sock_set_state", "sock__set_state"),
         ("syscalls:sys_enter_bind", "sock__enter_bind"),
         ("syscalls:sys_exit_bind", "sock__exit_bind"),
+        *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
+        *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in ("dup", "dup2", "dup3")),
         ("syscalls:sys_enter_socket", "sock__enter_socket"),
         ("syscalls:sys_exit_socket", "sock__exit_socket"),
         ("syscalls:sys_enter_connect", "sock__enter_connect"),

@@ -519,7 +519,7 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
-        assert len(ids) == 26 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 30 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -654,6 +654,33 @@ FORKS = textwrap.dedent(
         while got.count(b";") < 2:
             got += s.recv(100)
         print(kid, mid, got.decode(), flush=True)
+    elif mode == "inetd":                        # busybox httpd: the child moves it to fds 0 and 1
+        ls = listener(); print("ready", flush=True)
+        s, peer = ls.accept()
+        print(s.fileno(), peer[1], flush=True)
+        pid = os.fork()
+        if pid == 0:
+            ls.close()
+            fd = s.detach()
+            os.dup2(fd, 0); os.close(fd); os.dup2(0, 1)
+            got = os.read(0, 100); os.write(1, b"pong:" + got)
+            os._exit(0)
+        s.close()
+        os.waitpid(pid, 0)
+        print(pid, flush=True)
+    elif mode == "forkexec":                     # fd numbers of the parent's sockets reused for files
+        import subprocess
+        ls = listener(); c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+        kid = os.fork()
+        if kid == 0:                             # close_range(), then a file on fd 3
+            os.closerange(3, 64)
+            fd = os.open("/proc/self/stat", os.O_RDONLY); os.read(fd, 100)
+            os._exit(0 if fd == ls.fileno() else 1)
+        os.waitpid(kid, 0)
+        prog = "import os; fd = os.open('/proc/self/stat', os.O_RDONLY); os.read(fd, 100)"
+        ex = subprocess.Popen([sys.executable, "-c", prog])  # exec: close_range + O_CLOEXEC
+        assert ex.wait() == 0
+        print(kid, ex.pid, flush=True)
     elif mode == "locals":                       # non-blocking connect; accept(fd, NULL, NULL)
         ls = listener()
         c = socket.socket(); c.setblocking(False)
@@ -712,6 +739,8 @@ def test_accept_then_fork_child_serves(capture: tuple[BpfCapture, Collector]) ->
         (A, fd, port2, "127.0.0.1", 19400), (X, fd, port2, "127.0.0.1", 19400),
     ]  # fmt: skip
     assert [e for e in parent if e.kind == D] == []
+    forks = [(e.pid, e.size, e.comm) for e in col.events if e.kind == EventKind.FORK and e.size == p.pid]
+    assert forks == [(kids[0][0], p.pid, "python3"), (kids[1][0], p.pid, "python3")]
 
 
 def test_child_and_daemonised_grandchild_inherit_a_client_socket(capture: tuple[BpfCapture, Collector]) -> None:
@@ -758,3 +787,41 @@ def test_local_end_after_nonblocking_connect_and_from_bind(capture: tuple[BpfCap
     want = (sfd, socket.AF_INET, "0.0.0.0", 0, "127.0.0.1", 19402)
     assert (acc.fd, acc.family, acc.peer_addr, acc.peer_port, acc.local_addr, acc.local_port) == want
     assert [(e.data, e.local_port) for e in evs if e.kind == D and e.fd == sfd] == [(b"hello", 19402)]
+
+
+def test_dup2_to_stdin_and_stdout_is_one_stream(capture: tuple[BpfCapture, Collector]) -> None:
+    """busybox httpd's child: dup2(conn, 0), close(conn), dup2(0, 1), read fd 0, write fd 1. Both
+    directions are named by the accepted fd, so the tracker sees one connection."""
+    cap, col = capture
+    p = run_forks("inetd", 19403)
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    with socket.create_connection(("127.0.0.1", 19403)) as cl:
+        sfd, peer_port = (int(x) for x in p.stdout.readline().split())
+        cl.sendall(b"ping")
+        assert cl.recv(100) == b"pong:ping"
+    kid = int(p.stdout.readline())
+    assert p.stdout.read() == "done\n" and p.wait(10) == 0
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(kid)))
+    got = [(e.kind, e.fd, e.direction, e.data, e.peer_port, e.local_port)
+           for e in socket_events(col.of(kid))]  # fmt: skip
+    assert [g for g in got if g[0] == D] == [
+        (D, sfd, Direction.INGRESS, b"ping", peer_port, 19403),
+        (D, sfd, Direction.EGRESS, b"pong:ping", peer_port, 19403),
+    ]
+    # close(conn) after the first dup2 ends the original fd's entry (named sfd too); the
+    # listener's close in the child settles it and reports it (fd 3 in the parent, too)
+    assert [g[1] for g in got if g[0] == X] == [3, sfd]
+
+
+def test_files_on_the_parents_socket_numbers_are_not_sockets(capture: tuple[BpfCapture, Collector]) -> None:
+    """After close_range() in a forked child, and after exec (O_CLOEXEC, subprocess's close_range),
+    the fd numbers the parent's sockets had are the child's files: nothing is inherited."""
+    cap, col = capture
+    p = run_forks("forkexec", 19404)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0 and out.endswith("done\n"), out
+    kid, exec_kid = (int(x) for x in out.split()[:2])
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(exec_kid)))
+    assert socket_events(col.of(kid)) == []
+    assert socket_events(col.of(exec_kid)) == []  # python's start-up reads dozens of files on fd 3+
+    assert [e.kind for e in socket_events(col.of(p.pid))] == [C, A, X, X, X]  # its own, untouched

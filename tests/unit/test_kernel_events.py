@@ -32,7 +32,7 @@ def test_layout_matches_the_c_comments() -> None:
             "peer_port": 48, "peer_addr": 52, "comm": 68, "local_port": 84, "local_addr": 88}  # fmt: skip
     assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
     assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 104
-    assert ctypes.sizeof(ev.SockInfo) == 56
+    assert ctypes.sizeof(ev.SockInfo) == 64
     assert ctypes.sizeof(ev.RecentFds) == 24
     assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sHH16s"
 
@@ -101,7 +101,7 @@ def test_every_kind_decodes(kind: EventKind) -> None:
 @given(st.binary(min_size=ev.HDR_SIZE, max_size=ev.HDR_SIZE + 64))
 def test_decode_of_valid_kinds_never_raises(raw: bytes) -> None:
     b = bytearray(raw)
-    b[40] = 1 + b[40] % 6  # kind
+    b[40] = 1 + b[40] % len(EventKind)  # kind
     b[41] = b[41] % 2  # direction
     e = ev.decode(bytes(b), len(b))
     assert len(e.data) <= len(b) - ev.HDR_SIZE

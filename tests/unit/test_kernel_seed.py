@@ -83,4 +83,4 @@ def test_registry_groups() -> None:
     assert groups_for({"identity"}) == {"process"}
     assert groups_for({"nope"}) == set()
     fns = {fn for _, fn in GROUP_PROGRAMS["socket"]}
-    assert len(fns) == 26 and len(GROUP_PROGRAMS["socket"]) == 36
+    assert len(fns) == 30 and len(GROUP_PROGRAMS["socket"]) == 44
