@@ -64,7 +64,8 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
     assert box.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active"
     assert box.run(["systemctl", "is-enabled", UNIT], check=False).stdout.strip() == "enabled"
     status = prop(box, "StatusText")
-    expected = rf"[1-9]\d* probes attached, exporting to http://127\.0\.0\.1:{OTLP_PORT} \(grpc\), \d+ dropped(, \d+ partly captured)?"
+    expected = (rf"[1-9]\d* probes attached, exporting to http://127\.0\.0\.1:{OTLP_PORT} \(grpc\), "
+                r"\d+ dropped(, \d+ partly captured)?")
     assert re.fullmatch(expected, status), status
     assert box.run(["getent", "group", "hostagent"]).stdout.startswith("hostagent:x:")
     assert box.run(["hostagent", "version"]).stdout.strip() == f"hostagent {debs_version(box)}"
