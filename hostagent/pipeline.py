@@ -97,6 +97,8 @@ class Pipeline:
                 self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"))
             elif kind == EventKind.EXIT and self.identity is not None:
                 self.identity.on_exit(event.pid)
+            elif kind == EventKind.FORK and self.identity is not None:
+                self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent

@@ -27,7 +27,7 @@ import platform
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from opentelemetry.sdk.resources import Resource
@@ -206,6 +206,10 @@ class ServiceCache:
         self._max_exited = max_exited
         self._live: OrderedDict[int, _Entry] = OrderedDict()
         self._exited: OrderedDict[int, _Entry] = OrderedDict()
+        # child pid -> parent pid, from fork events: a forked child that never execs and is gone
+        # before its first call is read (a PostgreSQL backend, a forking httpd's handler) is
+        # named from its parent instead of unknown_service.
+        self._forked: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
         self._go_cache: dict[str, bool] = {}
         self.evictions = 0
@@ -268,6 +272,14 @@ class ServiceCache:
         self._put(pid, entry)
         return entry.service
 
+    def on_fork(self, child: int, parent: int) -> None:
+        """A new process (fork, not a thread): remember its parent; nothing is read now."""
+        with self._lock:
+            self._forked[child] = parent
+            self._forked.move_to_end(child)
+            while len(self._forked) > self._max_exited:
+                self._forked.popitem(last=False)
+
     def on_exit(self, pid: int) -> None:
         """sched_process_exit of a thread-group leader."""
         with self._lock:
@@ -324,8 +336,33 @@ class ServiceCache:
                 exited = self._exited.get(pid)
             if exited is not None:
                 return exited
+            inherited = self._from_parent(pid)
+            if inherited is not None:
+                return inherited
             return _Entry(self._unknown(pid, comm))
         self._put(pid, entry)
+        return entry
+
+    def _from_parent(self, pid: int) -> Optional[_Entry]:
+        """The parent's service for a forked child that is already gone: the same program, so
+        the same name and instance; only the process ids are the child's own."""
+        with self._lock:
+            parent = self._forked.get(pid)
+            source = None
+            if parent is not None:
+                source = self._live.get(parent) or self._exited.get(parent)
+        if parent is None or source is None:
+            return None
+        attrs = source.service.attributes_dict()
+        attrs["process.pid"] = pid
+        attrs["process.parent_pid"] = parent
+        attrs.pop("process.creation.time", None)  # the child's own is not known
+        service = replace(source.service, pid=pid, start_ticks=0, attributes=tuple(sorted(attrs.items())))
+        entry = _Entry(service)
+        with self._lock:  # served like the late calls of any exited process
+            self._exited[pid] = entry
+            while len(self._exited) > self._max_exited:
+                self._exited.popitem(last=False)
         return entry
 
     def _put(self, pid: int, entry: _Entry) -> None:
