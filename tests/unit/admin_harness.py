@@ -5,9 +5,11 @@ can run the CLI as another user (runuser)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -107,7 +109,9 @@ def running(
 def shim_dir() -> Path:
     """A directory whose `hostagentctl` is the checkout's control/ (the import name the
     package installs), so the CLI runs from source whether or not it is installed."""
-    path = Path(tempfile.gettempdir()) / "hostagent-cli-shim"
+    # one shim per checkout: a shim left by another checkout must never run that checkout's code
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"hostagent-cli-shim-{digest}"
     path.mkdir(exist_ok=True)
     path.chmod(0o755)
     link = path / "hostagentctl"
@@ -117,6 +121,26 @@ def shim_dir() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def traversable_by_others(path: Path) -> Iterator[None]:
+    """Let another user reach ``path`` (search permission on each ancestor) for the duration.
+
+    A clone made under ``mktemp -d`` is 0700: a CLI run as another user (to test that the agent
+    refuses it) would otherwise fail to start at all, and the test would prove nothing.
+    """
+    changed: list[tuple[Path, int]] = []
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
+            changed.append((directory, mode))
+    try:
+        yield
+    finally:
+        for directory, mode in changed:
+            directory.chmod(stat.S_IMODE(mode))
+
+
 def cli(
     *args: str, user: Optional[str] = None, env: Optional[dict[str, str]] = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
@@ -124,6 +148,8 @@ def cli(
     environ["PYTHONPATH"] = f"{shim_dir()}:{ROOT}"
     environ.update(env or {})
     cmd = [sys.executable, "-m", "hostagentctl", *args]
-    if user:
-        cmd = ["runuser", "-u", user, "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=timeout, cwd="/")
+    if not user:
+        return subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=timeout, cwd="/")
+    with traversable_by_others(ROOT):
+        return subprocess.run(["runuser", "-u", user, "--", *cmd], capture_output=True, text=True, env=environ,
+                              timeout=timeout, cwd="/")
