@@ -141,7 +141,7 @@ class BenchAgent:
             stop_proc(self.proc, timeout=30)
         if self.notify is not None:
             self.notify.close()
-        m = re.search(r"stopped; dropped: (.*)$", self.log(), re.M)
+        m = re.search(r"stopped; dropped: (.*?); partly captured: ", self.log(), re.M)
         if m and m.group(1).strip() != "nothing":
             self.final_drops = {k: int(v) for k, v in ast.literal_eval(m.group(1).strip()).items()}
         return self.final_drops

@@ -217,7 +217,10 @@ class Agent:
             self.identity.stop()
         if self.metrics is not None:
             self.metrics.provider.shutdown()  # exports the last RED points
-        log.info("stopped; dropped: %s", self.drops() or "nothing")
+        drops = self.drops()
+        lost = {k: v for k, v in drops.items() if not k.startswith("capture_")}
+        partial = {k: v for k, v in drops.items() if k.startswith("capture_")}
+        log.info("stopped; dropped: %s; partly captured: %s", lost or "nothing", partial or "nothing")
 
 
 def run_agent(config: Config) -> int:

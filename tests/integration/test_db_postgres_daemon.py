@@ -218,13 +218,6 @@ def test_psycopg_prepared_statements_and_pipeline(receiver: OtlpGrpcReceiver, pg
     check_common(sides, pid)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bpf/capture.c now follows the accepted socket into the forked backend and its SERVER spans "
-    "are made, but a psql session's backend usually exits before identity reads its /proc: the spans get "
-    "unknown_service:postgres without process.parent_pid, so they are not selected here (a race: the "
-    "EventKind.FORK event lets identity name the child from its parent)",
-)
 def test_backend_side_makes_server_spans(receiver: OtlpGrpcReceiver, pg: db_servers.RunningServer) -> None:
     """The server is on this host: each statement is also a SERVER span, in the backend process."""
     psql("SELECT 1", "SELECT name FROM users WHERE id = 7")

@@ -9,9 +9,8 @@ Containers: the busybox image (tests/support/docker_engine.py), ``--network host
 whose SERVER spans are asserted run ``python3 -m tests.support.http_app`` from the host's /usr,
 bind-mounted read-only into the busybox container: a threaded server, so the process that
 accepts is the one that reads and writes. busybox httpd forks a child per connection: the
-capture follows the accepted socket into it and the SERVER span is made, but the child has
-exited before identity reads its /proc, so its service is ``unknown_service:httpd`` --
-``test_busybox_httpd_server_spans_forked_child`` (xfail, not strict: identity can win the race).
+capture follows the accepted socket into it, and a child gone before identity reads its /proc is
+named from its parent through the kernel's fork event (``test_busybox_httpd_server_spans_forked_child``).
 
 Systemd: systemd is not PID 1 here, so a service is made the way systemd makes one: a
 ``system.slice/demo.service`` cgroup in the ``name=systemd`` (v1) or the unified (v2) hierarchy.
@@ -255,10 +254,6 @@ def warm_peer_client_only(receiver: OtlpGrpcReceiver, port: int) -> None:
     receiver.recorder.clear()
 
 
-@pytest.mark.xfail(strict=False, reason="the SERVER span is made (bpf/capture.c follows the socket across fork "
-                   "and dup2), but identity reads /proc of the per-connection child after it exited (a race "
-                   "it nearly always loses): service.name is unknown_service:httpd; the EventKind.FORK "
-                   "event lets identity name the child from its parent")  # fmt: skip
 def test_busybox_httpd_server_spans_forked_child(receiver: OtlpGrpcReceiver,
                                                  containers: dict[int, Container]) -> None:  # fmt: skip
     box = containers[BB_CHECKOUT]

@@ -42,7 +42,7 @@ def start_db_agent(workdir: Path, receiver: OtlpGrpcReceiver, **capture: Any) ->
 def stopped_cleanly(agent: Agent) -> str:
     """Stop the agent; return its shutdown drop line (``stopped; dropped: ...``)."""
     assert agent.stop() == 0
-    found = re.findall(r"stopped; dropped: (.*)", agent.log())
+    found = re.findall(r"stopped; dropped: (.*?); partly captured: ", agent.log())
     assert found, agent.log()[-3000:]
     return found[-1]
 
