@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
-from tests.support.otlp_receiver import otlp_http_receiver, otlp_receiver  # noqa: F401 - fixtures
+from tests.support.otlp_receiver import OtlpGrpcReceiver, otlp_http_receiver, otlp_receiver  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpGrpcReceiver]:
+    """One real OTLP/gRPC receiver (the collector) for a whole test module."""
+    r = OtlpGrpcReceiver().start()
+    yield r
+    r.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

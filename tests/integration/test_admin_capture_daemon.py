@@ -27,13 +27,6 @@ BODY = "capture-me-19520"
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver) -> Iterator[Agent]:
     with world_dir() as d:
         a = Agent(d / "agent", receiver.endpoint, extra={

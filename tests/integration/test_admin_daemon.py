@@ -24,13 +24,6 @@ pytestmark = pytest.mark.root
 APP_PORT = 18720
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
     with world_dir() as d:  # traversable, so the access test can run the CLI as nobody
         yield d

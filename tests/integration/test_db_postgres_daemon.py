@@ -40,13 +40,6 @@ QUERY_KEYS = ("db.operation.name", "db.collection.name", "db.query.text", "db.re
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = start_db_agent(tmp_path_factory.mktemp("agent-pg"), receiver)
     yield a

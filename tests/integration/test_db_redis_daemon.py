@@ -34,13 +34,6 @@ SETINFO = ("CLIENT SETINFO", "CLIENT SETINFO", "CLIENT SETINFO ? ?", "ERR")
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = start_db_agent(tmp_path_factory.mktemp("agent-redis"), receiver)
     yield a

@@ -41,13 +41,6 @@ ERROR = 2  # OTLP status code ERROR
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint,
               extra={"probes": {"enabled": ["dns"]}, "exporter": {"batch_size": 64}}).start()

@@ -31,13 +31,6 @@ ERROR = 2  # OTLP status code ERROR
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     # payload_bytes 4096, not the default 1024: grpcio writes the 20 concurrent calls' HEADERS and
     # DATA frames in single sendmsg calls of ~1.2 KB; past the captured prefix whole streams are

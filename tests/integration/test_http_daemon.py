@@ -26,13 +26,6 @@ NGINX_PORT = 18011
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint,
               extra={"exporter": {"batch_size": 64, "metrics_interval_s": 1}}).start()

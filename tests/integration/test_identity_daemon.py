@@ -61,13 +61,6 @@ RULES = [{"name": "payments", "namespace": "billing", "cmdline": r"http_app 1915
 
 # --- daemon and receiver ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint,
               extra={"exporter": {"batch_size": 16}, "services": RULES}).start()  # fmt: skip

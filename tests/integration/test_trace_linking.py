@@ -83,13 +83,6 @@ def start_script(tmp: Path, name: str, source: str, port: int) -> Server:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpGrpcReceiver]:
-    r = OtlpGrpcReceiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint,
               extra={"exporter": {"batch_size": 64}}).start()
