@@ -88,6 +88,8 @@ struct inflight {
     u8 op;           /* enum syscall_op */
     u8 direction;
     u16 _pad;
+    u32 _pad2;
+    u64 ts;          /* at sys_enter: when bytes a process writes start to leave (see exit_data) */
 };
 
 /* Made at fork for a child of a process with sockets (keyed by the new task's pid; for a thread
@@ -440,6 +442,7 @@ static __always_inline u32 copy_iov_short(struct scratch *s, u64 iov, u64 iovcnt
 }
 
 static __always_inline void save(u64 pid_tgid, struct inflight *in) {
+    in->ts = bpf_ktime_get_ns();
     if (inflight.update(&pid_tgid, in) != 0)
         count_drop(DROP_INFLIGHT_FULL);
 }
@@ -519,6 +522,10 @@ static __always_inline int exit_data(long ret) {
     if (!s)
         return 0;
     struct event_hdr *h = &s->hdr;
+    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
+     * before the writer's syscall does, and a server's span must end before its client's. */
+    if (a.direction == DIR_EGRESS)
+        h->ts_ns = a.ts;
     peer_from_sock(h, si);
     h->direction = a.direction;
     h->size = ret;
