@@ -8,6 +8,7 @@ consecutive chunks of one direction in one segment (many messages in one read).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hostagent.model import Call, Direction, Segment
@@ -56,3 +57,16 @@ def run(parser: StreamParser, segs: list[Segment]) -> list[Call]:
 def summary(call: Call) -> tuple[object, ...]:
     """What a test compares: span name, the attributes, the error type."""
     return (call.name, tuple(sorted(call.attributes.items())), call.error_type)
+
+
+def cut_at(segs: list[Segment], draw_points: Callable[[Segment], list[int]]) -> list[Segment]:
+    """The same bytes split again at the points ``draw_points(segment)`` gives (each inside
+    that segment's data), every piece keeping its segment's direction and timestamp."""
+    cut: list[Segment] = []
+    for seg in segs:
+        prev = 0
+        for p in [*sorted(draw_points(seg)), len(seg.data)]:
+            if p > prev:
+                cut.append(Segment(seg.direction, seg.data[prev:p], p - prev, seg.ts_ns))
+                prev = p
+    return cut

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hostagent.model import Direction, Role, Segment
 from hostagent.protocols import postgres
 from hostagent.protocols.postgres import PostgresParser, looks_like
-from tests.support.db_fixtures import chunks, run, segments, summary
+from tests.support.db_fixtures import chunks, cut_at, run, segments, summary
 
 
 def msg(kind: bytes, body: bytes) -> bytes:
@@ -222,12 +222,5 @@ def test_no_input_raises_and_memory_stays_bounded(chunks_: list[tuple[bool, byte
 def test_real_session_with_random_cuts_gives_the_same_calls(data: st.DataObject) -> None:
     segs = segments("pg_psycopg_pipeline", mode="joined")
     want = [summary(c) for c in run(PostgresParser(), segs)]
-    cut: list[Segment] = []
-    for seg in segs:
-        points = sorted(data.draw(st.sets(st.integers(1, max(1, len(seg.data) - 1)), max_size=4)))
-        prev = 0
-        for p in [*points, len(seg.data)]:
-            if p > prev:
-                cut.append(Segment(seg.direction, seg.data[prev:p], p - prev, seg.ts_ns))
-                prev = p
+    cut = cut_at(segs, lambda seg: list(data.draw(st.sets(st.integers(1, max(1, len(seg.data) - 1)), max_size=4))))
     assert [summary(c) for c in run(PostgresParser(), cut)] == want

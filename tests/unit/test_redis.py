@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hostagent.model import Direction, Role, Segment
 from hostagent.protocols import redis, resp
 from hostagent.protocols.redis import RedisParser, looks_like
-from tests.support.db_fixtures import run, segments, summary
+from tests.support.db_fixtures import cut_at, run, segments, summary
 
 Names = list[tuple[str, Optional[str]]]  # span name, error type
 SETINFO: Names = [("CLIENT SETINFO", "ERR")] * 2  # redis-py 8 announces itself; Redis 7.0 refuses
@@ -247,12 +247,5 @@ def test_resp_like_garbage_never_raises(parts: list[bytes]) -> None:
 def test_real_session_with_random_cuts_gives_the_same_calls(data: st.DataObject) -> None:
     segs = segments("redis_py_multi", mode="joined")
     want = [summary(c) for c in run(RedisParser(), segs)]
-    cut: list[Segment] = []
-    for seg in segs:
-        points = sorted(data.draw(st.sets(st.integers(1, max(1, len(seg.data) - 1)), max_size=4)))
-        prev = 0
-        for p in [*points, len(seg.data)]:
-            if p > prev:
-                cut.append(Segment(seg.direction, seg.data[prev:p], p - prev, seg.ts_ns))
-                prev = p
+    cut = cut_at(segs, lambda seg: list(data.draw(st.sets(st.integers(1, max(1, len(seg.data) - 1)), max_size=4))))
     assert [summary(c) for c in run(RedisParser(), cut)] == want
