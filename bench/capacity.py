@@ -35,8 +35,11 @@ Recording = list[bytes]
 
 
 def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
-           load_cpu: Optional[str]) -> tuple[Recording, dict[str, float]]:
-    """Raw ring-buffer records captured while wrk drives ``url`` at ``rate`` requests/s."""
+           load_cpu: Optional[str], close: bool = False) -> tuple[Recording, dict[str, Any]]:
+    """Raw ring-buffer records captured while wrk drives ``url`` at ``rate`` requests/s (with
+    ``close``: a new connection per request), and the kernel time our programs took per request
+    meanwhile (bench/probe_time.py)."""
+    from bench import probe_time
     from hostagent.probes.loader import BpfCapture
     from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP
 
@@ -68,14 +71,21 @@ def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
         bpf.attach({SOCKET_GROUP, PROCESS_GROUP})
         t = threading.Thread(target=drain, daemon=True)
         t.start()
-        res = run_wrk(url, seconds=seconds, conns=conns, rate=rate, cpus=load_cpu, workdir=workdir)
+        fds = {name.decode(): fn.fd for name, fn in bpf._bpf.funcs.items()}
+        with probe_time.stats_enabled():
+            before = probe_time.snapshot(fds)
+            res = run_wrk(url, seconds=seconds, conns=conns, rate=rate, cpus=load_cpu, workdir=workdir,
+                          close=close)
+            after = probe_time.snapshot(fds)
+        probe = probe_time.per_request(before, after, res.requests)
         time.sleep(0.1)
         stop.set()
         t.join()
         drops = {k: v for k, v in bpf.drop_counts().items() if v}
     finally:
         bpf.close()
-    return records, {"requests": res.requests, "rps": res.rps, **{f"drop_{k}": v for k, v in drops.items()}}
+    return records, {"requests": res.requests, "rps": res.rps, "probe": probe,
+                     **{f"drop_{k}": v for k, v in drops.items()}}
 
 
 def remap_pids(records: Recording, mapping: dict[int, int]) -> Recording:

@@ -50,21 +50,24 @@ class WrkResult:
         return dict(self.__dict__)
 
 
-def write_script(workdir: Path, rate: Optional[float], conns: int) -> Path:
+def write_script(workdir: Path, rate: Optional[float], conns: int, close: bool = False) -> Path:
     text = _DONE
     name = "wrk-sat.lua"
     if rate:
         wait_ms = max(1, round(conns * 1000 / rate))
         text += _DELAY.format(wait_ms=wait_ms)
         name = f"wrk-{conns}c-{wait_ms}ms.lua"
+    if close:  # a new connection per request: the server closes after answering, wrk reconnects
+        text += 'wrk.headers["Connection"] = "close"\n'
+        name = name.replace(".lua", "-close.lua")
     path = workdir / name
     path.write_text(text)
     return path
 
 
 def run_wrk(url: str, *, seconds: float, conns: int, threads: int = 1, rate: Optional[float] = None,
-            cpus: Optional[str] = None, workdir: Path) -> WrkResult:
-    script = write_script(workdir, rate, conns)
+            cpus: Optional[str] = None, workdir: Path, close: bool = False) -> WrkResult:
+    script = write_script(workdir, rate, conns, close)
     cmd = pinned(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds:g}s", "--timeout", "5s",
                   "-s", str(script), url], cpus)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout

@@ -75,6 +75,25 @@ def markdown(results: dict[str, Any]) -> str:
         b = cap["best"]
         lines.append(f"| export thread (OTLP encode + gRPC), unprofiled, best run | "
                      f"{b['export_cpu_s'] / max(cap['runs'][0]['spans'], 1) * 1e6:.1f} |")
+        nc = cap.get("new_connection")
+        if nc:
+            lines += ["", f"With a new connection per request (wrk `Connection: close` -> nginx: connect, accept and "
+                      f"close events too, {nc['events_per_span']} ring records per transaction instead of "
+                      f"{cap.get('events_per_span', '-')}): **{nc['us_per_span_median']:.1f} us per transaction = "
+                      f"{nc['spans_per_core_s_median']} transactions/s per core** (median of {len(nc['runs'])})."]
+        probes = [(name, blk["recorded"].get("probe")) for name, blk in (("keep-alive", cap), ("new connection "
+                  "per request", nc or {"recorded": {}}))]
+        probes = [(n, p) for n, p in probes if p]
+        if probes:
+            lines += ["", "Probe time: kernel time inside our BPF programs per request (both sides: wrk's and "
+                      "nginx's syscalls), from the kernel's own counters (`kernel.bpf_stats_enabled`, run_time_ns "
+                      "per program) while recording at ~3k req/s:", "",
+                      "| connections | ns per request | largest programs (runs per request x ns per run) |",
+                      "|---|---|---|"]
+            for name, p in probes:
+                top = ", ".join(f"{x['program']} {x['runs_per_request']}x{x['ns_per_run']}"
+                                for x in p["programs"][:5])
+                lines.append(f"| {name} | {p['ns_per_request']} | {top} |")
     st = results.get("startup")
     if st:
         cold = st.get("cold") or {}

@@ -291,14 +291,23 @@ def _db_with_agent(ctx: Ctx, probes: tuple[str, ...], run: Callable[[], dict[str
 # ---- 3. capacity ---------------------------------------------------------------------------------
 
 def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
-    """Record real kernel events of wrk -> nginx, replay them through the pipeline on one core."""
+    """Record real kernel events of wrk -> nginx, replay them through the pipeline on one core:
+    keep-alive connections (2 ring records per transaction), then a new connection per request
+    (connect/accept/close too: ~4-5 records per transaction, as Flask under gunicorn or any
+    client without a pool produces)."""
+    out = _capacity_one(ctx, record_seconds, repeat, close=False, stages=True)
+    out["new_connection"] = _capacity_one(ctx, record_seconds, repeat, close=True, stages=False)
+    return out
+
+
+def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, stages: bool) -> dict[str, Any]:
     from bench import capacity as cap
 
     srv = nginx(ctx.workdir / "nginx-cap", PORT_CAP_NGINX, SERVER_CPU)
     sink = Sink(ctx.workdir, PORT_CAP_SINK, cpus=SERVER_CPU)
     try:
         records, info = cap.record(ctx.workdir, f"http://127.0.0.1:{PORT_CAP_NGINX}/index.html",
-                                   record_seconds, 3000, 8, LOAD_CPU)
+                                   record_seconds, 3000, 8, LOAD_CPU, close=close)
         # wrk is gone by now: its events get this process's pid (a live, distinct process).
         pids = [p for p in cap.record_pids(records) if p != srv.pid and not Path(f"/proc/{p}").exists()]
         records = cap.remap_pids(records, {p: os.getpid() for p in pids[:1]})
@@ -307,7 +316,7 @@ def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
         try:
             runs = [cap.replay(ctx.workdir, records, sink.endpoint, repeat=repeat) for _ in range(ctx.rounds)]
             prof = cap.replay(ctx.workdir, records, sink.endpoint, repeat=1, profile=True)
-            stages = cap.stage_costs(ctx.workdir, records, sink.endpoint, passes=2)
+            stage = cap.stage_costs(ctx.workdir, records, sink.endpoint, passes=2) if stages else None
         finally:
             os.sched_setaffinity(0, saved)
     finally:
@@ -315,9 +324,11 @@ def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
         srv.stop()
     best = min(runs, key=lambda r: r["us_per_span"] or 1e9)
     med = median([r["us_per_span"] for r in runs if r["us_per_span"]])
-    return {"recorded": {"events": len(records), **info}, "runs": runs,
+    return {"connections": "new per request" if close else "keep-alive",
+            "recorded": {"events": len(records), **info}, "runs": runs,
+            "events_per_span": round(len(records) * repeat / max(runs[0]["spans"], 1), 2),
             "us_per_span_median": round(med, 2), "spans_per_core_s_median": round(1e6 / med) if med else None,
             "best": {k: best[k] for k in ("us_per_span", "spans_per_cpu_s", "producer_cpu_s", "export_cpu_s")},
-            "stage_us_per_span": stages, "profile_us_per_span": prof.get("profile"),
+            "stage_us_per_span": stage, "profile_us_per_span": prof.get("profile"),
             "profile_top": prof.get("profile_text", ""),
             "memory_kib": memory_kib(os.getpid())}
