@@ -65,10 +65,16 @@ def is_local_address(address: str) -> bool:
 
 
 class Node:
-    __slots__ = ("call", "children", "deadline", "done", "parent", "span", "trace_id", "waiting")
+    __slots__ = ("call", "children", "deadline", "done", "end", "parent", "request", "span", "start", "trace_id",
+                 "waiting")
 
     def __init__(self, call: Call, span: ReadableSpan, deadline: float) -> None:
         self.call, self.span, self.deadline = call, span, deadline
+        # Read once here: every held span is compared with many others under load (look-alike
+        # requests of a benchmark or a health check hit the same buckets).
+        self.start, self.end = call.start_ns, call.end_ns
+        a = call.attributes
+        self.request = tuple(a.get(k) for k in _REQUEST_KEYS)
         self.parent: Optional[Node] = None
         self.children: list[Node] = []
         self.done = False  # emitted; span/trace_id are final
@@ -85,12 +91,39 @@ def _request_of(call: Call) -> tuple[Any, Any]:
     return a.get("http.request.method"), a.get("url.path") or a.get("rpc.method")
 
 
-def _same_request(client: Call, server: Call) -> bool:
-    ca, sa = client.attributes, server.attributes
-    for key in ("http.request.method", "url.path", "url.query", "rpc.method", "rpc.service"):
-        if ca.get(key) != sa.get(key):
-            return False
-    return client.start_ns - TOLERANCE_NS <= server.start_ns and server.end_ns <= client.end_ns + TOLERANCE_NS
+_REQUEST_KEYS = ("http.request.method", "url.path", "url.query", "rpc.method", "rpc.service")
+
+
+def _same_request(client: Node, server: Node) -> bool:
+    """The server call answered this client request: inside its time (cheap, checked first) and
+    the same request."""
+    return (client.start - TOLERANCE_NS <= server.start and server.end <= client.end + TOLERANCE_NS
+            and client.request == server.request)
+
+
+def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
+    """Up to two of ``servers`` that answered ``client`` (_same_request inlined; it runs for every
+    local client call): one is a link, two already make it ambiguous, so the scan stops there."""
+    lo, hi, req = client.start - TOLERANCE_NS, client.end + TOLERANCE_NS, client.request
+    found: list[Node] = []
+    for s in servers:
+        if lo <= s.start and s.end <= hi and s.request == req:
+            found.append(s)
+            if len(found) == 2:
+                break
+    return found
+
+
+def _two_clients_around(server: Node, clients: deque[Node]) -> list[Node]:
+    """Up to two of ``clients`` that ``server`` may have answered, newest first (see above)."""
+    start, end, req = server.start + TOLERANCE_NS, server.end - TOLERANCE_NS, server.request
+    found: list[Node] = []
+    for c in reversed(clients):
+        if c.start <= start and end <= c.end and c.request == req:
+            found.append(c)
+            if len(found) == 2:
+                break
+    return found
 
 
 class LocalLinker:
@@ -216,7 +249,7 @@ class LocalLinker:
             port = conn.peer.port
             waiting = self._servers.get((port, *_request_of(call)))
             if waiting:
-                found = [s for s in waiting if _same_request(call, s.call)]
+                found = _two_servers_in(node, waiting)
                 if len(found) == 1:
                     self._unwait(found[0])
                     self._adopt(node, found[0])
@@ -257,7 +290,7 @@ class LocalLinker:
         recent = self._recent.get(self._server_port(node.call))
         if not recent:
             return None
-        found = [c for c in recent if _same_request(c.call, node.call)]
+        found = _two_clients_around(node, recent)
         if len(found) > 1:
             self.counters["peer_ambiguous"] += 1
         return found[0] if len(found) == 1 else None
