@@ -147,6 +147,7 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     from hostagent.pipeline import Pipeline
     from hostagent.policy.redaction import PiiCounters, load_or_create_key
     from hostagent.protocols.registry import for_probes
+    from hostagent.receiver.wiring import Layering
     from hostagent.settings import SettingsHolder
     from hostagent.traces.clock import MonotonicToUnix
     from hostagent.traces.spans import SpanBuilder
@@ -179,10 +180,13 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
         def enqueue(self, span: Any) -> bool:
             return queue.put(span)
 
+    # Trace linking as the daemon runs it (hold, local client -> server links, its sweeper thread).
+    layering = Layering(config, queue.put, lambda: None, None).start()
     pipeline = Pipeline(holder, tracker, SpanBuilder(MonotonicToUnix(), resource_for=resource_for).build,
                         Sink(), identity=identity, redaction_key=load_or_create_key(workdir / "state"),
-                        pii_counters=PiiCounters(), **extra)
+                        pii_counters=PiiCounters(), linker=layering, **extra)
     pipeline.bench_identity = built  # type: ignore[attr-defined]  # stopped with the queue
+    pipeline.bench_layering = layering  # type: ignore[attr-defined]  # flushed before the queue
     return pipeline, queue, timed
 
 
@@ -203,6 +207,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     # Warm up identity (first sight of a pid reads /proc once, which never recurs per call).
     for _, addr, size in bufs[:200]:
         on_event(decode(addr, size))
+    pipeline.bench_layering.linker.flush_all()
     queue.force_flush(30)
     base_exported, base_spans = queue.stats().exported, pipeline.spans
     export_cpu0 = timed.cpu_s
@@ -215,6 +220,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
             on_event(decode(addr, size))
     if prof:
         prof.disable()
+    pipeline.bench_layering.linker.flush_all()  # what the linker still holds, as at a stop
     producer_cpu = time.thread_time() - thread0
     queue.force_flush(120)
     cpu = time.process_time() - cpu0
@@ -223,6 +229,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     spans = pipeline.spans - base_spans
     exported = st.exported - base_exported
     queue.shutdown(10)
+    pipeline.bench_layering.stop(1)
     if hasattr(pipeline.bench_identity, "stop"):
         pipeline.bench_identity.stop()
     out: dict[str, Any] = {
@@ -248,6 +255,7 @@ STAGES = {
     "identity lookup": ("service.py", "service_for"),
     "redaction": ("redaction.py", "apply"),
     "span build (incl. resource)": ("spans.py", "build"),
+    "trace linking": ("linking.py", "offer"),
     "sampling": ("sampling.py", "decide"),
     "export queue put": ("queue.py", "put"),
 }
@@ -286,12 +294,18 @@ def pin_self(cpu: Optional[str]) -> None:
         os.sched_setaffinity(0, {int(x) for x in cpu.split(",")})
 
 
+def _offer_all(linker: Any, calls: list[Any], spans: list[Any]) -> None:
+    for call, span in zip(calls, spans):
+        linker.offer(call, span)
+
+
 def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 3) -> dict[str, float]:
     """Microseconds per span of each stage, each timed alone (thread CPU time, no profiler) over
     the same recording: the stages' own costs without cProfile's inflation. Best of ``passes``."""
     from hostagent.capture.tracker import ConnectionTracker
     from hostagent.policy.redaction import redactor_for
     from hostagent.protocols.registry import for_probes
+    from hostagent.traces.linking import LocalLinker
 
     pipeline, queue, timed = build(workdir, endpoint, max_queue=1024)
     current = pipeline.settings.current
@@ -331,6 +345,8 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
         redactor = redactor_for(current.redaction, pipeline.redaction_key)
         red = clock("redaction", lambda: [redactor.apply(c).call for c in calls], n)  # noqa: B023
         spans = clock("span build", lambda: [pipeline.build_span(c) for c in red], n)  # noqa: B023
+        linker = LocalLinker(lambda call, span: None)
+        clock("trace linking", lambda: _offer_all(linker, red, spans), n)  # noqa: B023
         enc = getattr(timed.inner, "_encoder", None)
         if enc is not None:
             clock("OTLP encode", lambda: [enc.encode(spans[i:i + 512]) for i in range(0, len(spans), 512)], n)  # noqa: B023
@@ -340,6 +356,7 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
             clock("OTLP encode", lambda: [encode_spans(spans[i:i + 512]).SerializeToString()  # noqa: B023
                                           for i in range(0, len(spans), 512)], n)  # noqa: B023
     queue.shutdown(5)
+    pipeline.bench_layering.stop(1)
     if hasattr(pipeline.bench_identity, "stop"):
         pipeline.bench_identity.stop()
     best["sum"] = round(sum(v for k, v in best.items() if k != "sum"), 2)
