@@ -4,9 +4,9 @@
 format used for decoding is derived from it at import, so the two cannot drift apart. A root
 test compiles events.h with bcc and checks this mirror's size and offsets against it.
 
-``decode`` runs once per event (hundreds of thousands per second), so it does one
-``ctypes.string_at`` for the record, one ``struct.unpack_from`` and one slice for the payload,
-and caches the few things that repeat (comm strings, peer addresses, enum members).
+``decode_at`` runs once per event (hundreds of thousands per second) on the ring's own mapping:
+one ``struct.unpack_from``, one dict lookup for everything that repeats per connection
+(endpoints, comm; bounded memo) and one slice for the payload.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from hostagent.model import CaptureEvent, Direction, EventKind
 
@@ -94,28 +94,48 @@ _CODES = {
 }  # fmt: skip
 
 
-def _struct_format(cls: type[c.Structure]) -> str:
-    """A struct-module format equal to the ctypes layout (explicit pad bytes, little endian)."""
-    fmt, pos = "<", 0
-    for name, ctype, *_ in cls._fields_:
+def _struct_format(cls: type[c.Structure], start: str = "", end: str = "", skip: tuple[str, ...] = ()) -> str:
+    """A struct-module format equal to the ctypes layout (explicit pad bytes, little endian), for
+    the fields from ``start`` up to (not including) ``end``; ``skip``ped fields become pad bytes."""
+    fields = [f[:2] for f in cls._fields_]
+    names = [n for n, _ in fields]
+    lo = names.index(start) if start else 0
+    hi = names.index(end) if end else len(names)
+    pos = getattr(cls, names[lo]).offset
+    stop = getattr(cls, names[hi]).offset if end else c.sizeof(cls)
+    fmt = "<"
+    for name, ctype in fields[lo:hi]:
         off = getattr(cls, name).offset
         fmt += "x" * (off - pos)
-        fmt += _CODES[ctype] if ctype in _CODES else f"{c.sizeof(ctype)}s"
-        pos = off + c.sizeof(ctype)
-    return fmt + "x" * (c.sizeof(cls) - pos)
+        size = c.sizeof(ctype)
+        fmt += "x" * size if name in skip else _CODES[ctype] if ctype in _CODES else f"{size}s"
+        pos = off + size
+    return fmt + "x" * (stop - pos)
 
 
 HDR_FORMAT = _struct_format(EventHdr)
 HDR_SIZE = c.sizeof(EventHdr)
-_unpack = struct.Struct(HDR_FORMAT).unpack_from
-_string_at = c.string_at
 assert struct.calcsize(HDR_FORMAT) == HDR_SIZE == 104
+
+# The hot path unpacks the fixed fields one by one but takes everything from ``family`` to the end
+# (family, sock_type, both endpoints, comm) as one bytes object: per connection it hardly ever
+# changes, so one dict lookup turns it into the seven decoded fields (see _tail).
+_TAIL_AT = EventHdr.family.offset
+_HEAD_FORMAT = _struct_format(EventHdr, end="family", skip=("syscall", "flags")) + f"{HDR_SIZE - _TAIL_AT}s"
+_head = struct.Struct(_HEAD_FORMAT).unpack_from
+_tail_fields = struct.Struct(_struct_format(EventHdr, start="family", skip=("_pad0", "_pad1"))).unpack
+assert _HEAD_FORMAT == "<QQQIIiIBBxx60s" and struct.calcsize(_HEAD_FORMAT) == HDR_SIZE
+_string_at = c.string_at
+_new = object.__new__
+_init = CaptureEvent.__init__
 
 _KINDS = {k.value: k for k in EventKind}
 _DIRS = {d.value: d for d in Direction}
 _comm_cache: dict[bytes, str] = {}
 _peer_cache: dict[tuple[int, bytes], str] = {}
+_tail_cache: dict[bytes, tuple[Any, ...]] = {}
 _CACHE_MAX = 4096
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 peer of an AF_INET6 socket
 
 
 def _comm(raw: bytes) -> str:
@@ -128,7 +148,9 @@ def _comm(raw: bytes) -> str:
 
 
 def peer_str(family: int, raw: bytes) -> str:
-    """The printable address of a 16-byte peer_addr ("" when family is not inet)."""
+    """The printable address of a 16-byte peer_addr ("" when family is not inet). An IPv4-mapped
+    IPv6 address (an AF_INET6 socket talking to an IPv4 client) is given as the IPv4 address,
+    as OpenTelemetry's network.peer.address expects: ``::ffff:127.0.0.1`` -> ``127.0.0.1``."""
     s = _peer_cache.get((family, raw))
     return s if s is not None else _peer(family, raw)
 
@@ -140,7 +162,10 @@ def _peer(family: int, raw: bytes) -> str:
         if family == socket.AF_INET:
             s = socket.inet_ntop(socket.AF_INET, raw[:4])
         elif family == socket.AF_INET6:
-            s = socket.inet_ntop(socket.AF_INET6, raw)
+            if raw[:12] == _V4_MAPPED:
+                s = socket.inet_ntop(socket.AF_INET, raw[12:16])
+            else:
+                s = socket.inet_ntop(socket.AF_INET6, raw)
         else:
             return ""
         if len(_peer_cache) >= _CACHE_MAX:
@@ -149,89 +174,55 @@ def _peer(family: int, raw: bytes) -> str:
     return s
 
 
-def decode(raw: Union[int, bytes], size: int) -> CaptureEvent:
-    """One ring-buffer record -> CaptureEvent. ``raw`` is the record's address (as bcc's
-    callback passes it) or its bytes; ``size`` is the record's length (header + payload).
-    The loader uses RingDecoder, which avoids the copy; this is the general form."""
-    rec = _string_at(raw, size) if isinstance(raw, int) else raw
-    fields = _unpack(rec)
-    clen = fields[6]
-    return _event(fields, rec[HDR_SIZE : HDR_SIZE + clen] if clen else b"")
-
-
-def _event(fields: tuple[Any, ...], data: bytes) -> CaptureEvent:
-    (ts, cg, moved, pid, tid, fd, _clen, kind, direction, _op, _fl, fam, stype, port, _p0,
-     addr, comm, lport, _p1, laddr) = fields  # fmt: skip
-    name = _comm_cache.get(comm)
-    peer = _peer_cache.get((fam, addr), "") if fam else ""
-    # Positional: ~2x cheaper than keywords; test_kernel_events pins CaptureEvent's field order.
-    return CaptureEvent(
-        _KINDS[kind],
-        ts,
-        pid,
-        tid,
-        fd,
-        cg,
-        _DIRS[direction],
-        moved,
-        data,
+def _tail(raw: bytes) -> tuple[Any, ...]:
+    """header bytes from ``family`` to the end -> (family, peer_addr, peer_port, sock_type, comm,
+    local_addr, local_port), in CaptureEvent's order; memoised (bounded) by the raw bytes."""
+    fam, stype, port, addr, comm, lport, laddr = _tail_fields(raw)
+    out = (
         fam,
-        peer or (_peer(fam, addr) if fam else ""),
+        _peer(fam, addr) if fam else "",
         port,
         stype,
-        name if name is not None else _comm(comm),
+        _comm(comm),
         _peer(fam, laddr) if lport and fam else "",
         lport,
     )
+    if len(_tail_cache) >= _CACHE_MAX:
+        _tail_cache.clear()
+    _tail_cache[raw] = out
+    return out
 
 
-class RingDecoder:
-    """decode() for records that live in one mmapped ring buffer, without copying the header.
+def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
+    """The record of ``length`` bytes at ``off`` in ``buf`` -> CaptureEvent, read in place.
 
-    libbpf maps a ring's data area twice back to back, so a record is always contiguous. On the
-    first record we find its mapping in /proc/self/maps and keep a memoryview over it; then
-    each header is unpacked in place and only the payload is copied out. Records outside the
-    known mapping (another ring) fall back to ``decode``. The view must not outlive the ring:
-    the loader drops it before freeing the ring.
-    """
-
-    def __init__(self, maps: str = "/proc/self/maps", name: str = "anon_inode:bpf-map") -> None:
-        self._maps = maps
-        self._name = name  # only mappings with this path: a ring's, never the heap
-        self._lo = 0
-        self._hi = 0
-        self._view: Optional[memoryview] = None
-
-    def __call__(self, addr: int, size: int) -> CaptureEvent:
-        off = addr - self._lo
-        if off < 0 or addr + size > self._hi:
-            if not self._find(addr):
-                return decode(addr, size)
-            off = addr - self._lo
-        view = self._view
-        assert view is not None
-        fields = _unpack(view, off)
-        clen = fields[6]
+    ``buf`` is anything ``struct`` reads whose slices are ``bytes``: the ring's mmap (the
+    loader's hot path), or a record's own bytes. Only the payload is copied out."""
+    ts, cg, moved, pid, tid, fd, clen, kind, direction, tail = _head(buf, off)
+    t = _tail_cache.get(tail)
+    if t is None:
+        t = _tail(tail)
+    if clen:
+        if clen > length - HDR_SIZE:  # never past the record, whatever the header says
+            clen = length - HDR_SIZE
         start = off + HDR_SIZE
-        return _event(fields, bytes(view[start : start + clen]) if clen else b"")
+        data = buf[start : start + clen]
+    else:
+        data = b""
+    # Positional: ~2x cheaper than keywords; test_kernel_events pins CaptureEvent's field order.
+    # __new__ then __init__ skips type.__call__'s generic path (~10%); __init__ still runs whole.
+    e = _new(CaptureEvent)
+    _init(e, _KINDS[kind], ts, pid, tid, fd, cg, _DIRS[direction], moved, data,
+          t[0], t[1], t[2], t[3], t[4], t[5], t[6])  # fmt: skip
+    return e
 
-    def _find(self, addr: int) -> bool:
-        with open(self._maps) as f:
-            for line in f:
-                cols = line.split(maxsplit=5)
-                lo_s, _, hi_s = cols[0].partition("-")
-                lo, hi = int(lo_s, 16), int(hi_s, 16)
-                path = cols[5].strip() if len(cols) > 5 else ""
-                if lo <= addr < hi and path == self._name:
-                    self._lo, self._hi = lo, hi
-                    self._view = memoryview((c.c_char * (hi - lo)).from_address(lo)).cast("B")
-                    return True
-        return False
 
-    def release(self) -> None:
-        if self._view is not None:
-            self._view.release()
-        self._view, self._lo, self._hi = None, 0, 0
+def decode(raw: Union[int, bytes], size: int) -> CaptureEvent:
+    """One ring-buffer record -> CaptureEvent. ``raw`` is the record's address (a ctypes buffer,
+    as bench/capacity.py replays recordings) or its bytes; ``size`` is the record's length
+    (header + payload). The loader reads the ring in place with ``decode_at``."""
+    rec = _string_at(raw, size) if isinstance(raw, int) else raw
+    return decode_at(rec, 0, size)
 
 
 def header(raw: Union[int, bytes]) -> EventHdr:

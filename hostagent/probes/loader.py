@@ -8,6 +8,10 @@ from the compiled object without recompiling. Maps (sockets, muted, drops, the r
 long as the BpfCapture. A detached socket group stops maintaining them (closes, exits, forks go
 unseen), so re-attaching it resets the socket-side maps and re-seeds them from /proc.
 
+Consuming: ``poll`` waits on the ring's fd (epoll) and reads the records straight from its
+mapping (hostagent.probes.ring), decoding each in place; with ``raw_records=True`` on_event gets
+each record's bytes instead of a CaptureEvent (recordings for bench/capacity.py).
+
 Threading: ``poll`` runs on one thread (the ring-buffer thread); ``on_event`` runs inside it and
 must not block. ``mute``/``drop_counts`` touch only BPF maps and are safe from other threads.
 """
@@ -27,6 +31,7 @@ from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
 from hostagent.model import CaptureEvent
 from hostagent.probes import events as ev
 from hostagent.probes.registry import GROUP_PROGRAMS, SOCKET_GROUP
+from hostagent.probes.ring import RingReader, ring_size_of
 from hostagent.probes.seed import seed_sockets
 from hostagent.probes.sources import bpf_dir
 
@@ -47,6 +52,11 @@ class ProbeState:
 class _Group:
     perf_fds: list[int] = field(default_factory=list)
     funcs: list[bytes] = field(default_factory=list)
+
+
+def _raw_record(buf: Any, off: int, length: int) -> bytes:
+    """A record as the kernel wrote it (header + payload), for recordings (bench/capacity.py)."""
+    return bytes(buf[off : off + length])
 
 
 def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
@@ -73,6 +83,7 @@ class BpfCapture:
         runtime_dir: Path = Path("/run/hostagent"),
         wake_fraction: float = 0.25,
         self_tgid: Optional[int] = None,
+        raw_records: bool = False,
     ) -> None:
         if not 1 <= payload_bytes <= MAX_PAYLOAD_LIMIT:
             raise ValueError(f"payload_bytes must be 1..{MAX_PAYLOAD_LIMIT}, got {payload_bytes}")
@@ -88,9 +99,8 @@ class BpfCapture:
         self._wake_bytes = int(ring_bytes * wake_fraction)
         self.self_tgid = os.getpid() if self_tgid is None else self_tgid
         self._bpf: Any = None
-        self._ring_mgr: Optional[int] = None
-        self._ring_cb: Any = None  # keeps the ctypes callback alive
-        self._decoder = ev.RingDecoder()
+        self._ring: Optional[RingReader] = None
+        self.raw_records = raw_records
         self._groups: dict[str, _Group] = {}
         self.states: dict[str, ProbeState] = {g: ProbeState() for g in GROUP_PROGRAMS}
         self.compile_seconds = 0.0
@@ -135,27 +145,16 @@ class BpfCapture:
         return self.compile_seconds
 
     def _open_ring(self, map_fd: int) -> None:
-        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
+        """Map the ring for RingReader (libbpf's layout, read from Python: no per-record ctypes
+        callback). The map's own size wins over ring_bytes if they ever differ."""
+        size = ring_size_of(map_fd) or self.ring_bytes
+        self._ring = RingReader(map_fd, size)
 
-        self._decoder = decoder = ev.RingDecoder()
-        on_event = self.on_event
-
-        def _cb(_ctx: Any, data: int, size: int) -> int:
-            # Runs per event: keep it to decode + hand-off. An exception must not escape into
-            # ctypes (it would be printed and swallowed); count it instead.
-            try:
-                on_event(decoder(data, size))
-            except Exception:
-                self.callback_errors += 1
-                if self.callback_errors <= 3:
-                    log.exception("on_event failed")
-            return 0
-
-        self._ring_cb = _RINGBUF_CB_TYPE(_cb)
-        mgr = lib.bpf_new_ringbuf(map_fd, self._ring_cb, None)
-        if not mgr:
-            raise OSError("could not open the BPF ring buffer")
-        self._ring_mgr = mgr
+    def _failed(self) -> None:
+        # A record that fails to decode or to be handled costs that record only; say it a few times.
+        self.callback_errors += 1
+        if self.callback_errors <= 3:
+            log.exception("on_event failed")
 
     # ---- attach / detach --------------------------------------------------------------------
 
@@ -266,17 +265,18 @@ class BpfCapture:
 
     def poll(self, timeout_ms: int = 10) -> int:
         """Wait up to timeout_ms for a wake-up (the C only wakes us when the ring is filling),
-        then drain everything; returns the number of events delivered to on_event."""
-        from bcc.libbcc import lib
-
-        if self._ring_mgr is None:
+        then drain what was committed by then; returns the number of events delivered to
+        on_event (or that failed: see callback_errors)."""
+        ring = self._ring
+        if ring is None:
             time.sleep(timeout_ms / 1000)
             return 0
-        before = self.events_seen
-        n = lib.bpf_poll_ringbuf(self._ring_mgr, timeout_ms)
-        m = lib.bpf_consume_ringbuf(self._ring_mgr)
-        self.events_seen = before + max(n, 0) + max(m, 0)
-        return self.events_seen - before
+        if timeout_ms > 0:
+            ring.wait(timeout_ms)
+        decode: Callable[[Any, int, int], Any] = _raw_record if self.raw_records else ev.decode_at
+        n = ring.drain(decode, self.on_event, self._failed)
+        self.events_seen += n
+        return n
 
     # ---- maps Python writes -----------------------------------------------------------------
 
@@ -361,15 +361,12 @@ class BpfCapture:
         return out
 
     def close(self) -> None:
-        from bcc.libbcc import lib
-
         for g in list(self._groups):
             self._release(g)
             self.states[g] = ProbeState("detached")
-        if self._ring_mgr is not None:
-            self._decoder.release()  # the view points into the ring's mapping
-            lib.bpf_free_ringbuf(self._ring_mgr)
-            self._ring_mgr = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None

@@ -119,20 +119,67 @@ def test_capture_event_field_order_is_what_decode_passes_positionally() -> None:
     assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(CaptureEvent)[14:])
 
 
-def test_ring_decoder_reads_in_place_and_falls_back_outside_its_mapping() -> None:
+def test_decode_at_reads_a_record_in_place_in_a_mapping() -> None:
     import mmap
 
-    region = mmap.mmap(-1, 8192)
+    region = mmap.mmap(-1, 8192)  # slices of an mmap are bytes, as with the ring's mapping
     raw = record(b"payload", kind=1, direction=1, family=socket.AF_INET, peer_port=6379,
                  peer_addr=bytes([127, 0, 0, 1]), comm=b"redis-cli")  # fmt: skip
     region[4000 : 4000 + len(raw)] = raw
-    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
-    dec = ev.RingDecoder(name="/dev/zero (deleted)")  # a shared anonymous mapping stands in for the ring
-    e = dec(base + 4000, len(raw))
+    region[4000 + len(raw) : 4100 + len(raw)] = b"N" * 100  # the next record: never read into
+    e = ev.decode_at(region, 4000, len(raw))
     assert e == ev.decode(raw, len(raw))
-    assert dec._lo <= base < dec._hi  # found the mapping in /proc/self/maps
-    other = ctypes.create_string_buffer(raw, len(raw))  # on the heap: decoded by copying
-    lo = dec._lo
-    assert dec(ctypes.addressof(other), len(raw)) == e
-    assert dec._lo == lo
-    dec.release()
+    assert (e.data, type(e.data), e.peer_addr, e.comm) == (b"payload", bytes, "127.0.0.1", "redis-cli")
+    corrupt = record(b"abc", kind=1, captured_len=1000)
+    region[0 : len(corrupt)] = corrupt
+    assert ev.decode_at(region, 0, len(corrupt)).data == b"abc"
+
+
+def v6(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+@pytest.mark.parametrize(
+    ("peer", "want"),
+    [
+        # an AF_INET6 socket accepting an IPv4 client: the kernel names it ::ffff:a.b.c.d
+        (v6("::ffff:127.0.0.1"), "127.0.0.1"),
+        (v6("::ffff:10.1.2.3"), "10.1.2.3"),  # bytes only: no traffic leaves loopback
+        (v6("::1"), "::1"),
+        (v6("::127.0.0.1"), "::127.0.0.1"),  # IPv4-compatible (deprecated), not mapped: left as is
+        (v6("::fffe:7f00:1"), "::fffe:7f00:1"),
+        (v6("64:ff9b::7f00:1"), "64:ff9b::7f00:1"),  # NAT64 prefix: a real IPv6 address
+        (v6("fe80::ffff:7f00:1"), "fe80::ffff:7f00:1"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_ipv4_mapped_addresses_are_reported_as_ipv4(peer: bytes, want: str) -> None:
+    raw = record(kind=1, family=socket.AF_INET6, peer_port=8080, peer_addr=peer, local_port=8080, local_addr=peer)
+    e = ev.decode(raw, len(raw))
+    assert (e.family, e.peer_addr, e.local_addr) == (socket.AF_INET6, want, want)
+    assert ev.peer_str(socket.AF_INET6, peer) == want
+
+
+def test_memo_keeps_families_and_endpoints_apart() -> None:
+    """The same 16 address bytes mean different addresses per family; a memo keyed on the raw
+    header tail must not hand one the other's strings."""
+    same = bytes([127, 0, 0, 1]) + bytes(12)
+    v4 = record(kind=1, family=socket.AF_INET, peer_port=80, peer_addr=same, comm=b"a")
+    v6_ = record(kind=1, family=socket.AF_INET6, peer_port=80, peer_addr=same, comm=b"a")
+    other_port = record(kind=1, family=socket.AF_INET, peer_port=81, peer_addr=same, comm=b"a")
+    other_comm = record(kind=1, family=socket.AF_INET, peer_port=80, peer_addr=same, comm=b"b")
+    for _ in range(2):  # the second round comes from the memo
+        got = [
+            (e.family, e.peer_addr, e.peer_port, e.comm)
+            for e in (ev.decode(r, len(r)) for r in (v4, v6_, other_port, other_comm))
+        ]
+        assert got == [(2, "127.0.0.1", 80, "a"), (10, "7f00:1::", 80, "a"), (2, "127.0.0.1", 81, "a"),
+                       (2, "127.0.0.1", 80, "b")]  # fmt: skip
+
+
+def test_memo_stays_bounded() -> None:
+    for port in range(ev._CACHE_MAX + 10):
+        raw = record(kind=1, family=socket.AF_INET, peer_port=port % 65536, peer_addr=bytes([127, 0, 0, 1]),
+                     local_port=1 + port // 65536)  # fmt: skip
+        assert ev.decode(raw, len(raw)).peer_port == port % 65536
+    assert len(ev._tail_cache) <= ev._CACHE_MAX

@@ -1,0 +1,184 @@
+"""The consumer side of a BPF ring buffer (BPF_MAP_TYPE_RINGBUF), read directly from Python.
+
+Why not libbpf's consumer (bcc's ``bpf_new_ringbuf``): it calls back into Python through a ctypes
+trampoline once per record and stores the consumer position after every record. Here the records
+are walked in a Python loop over the ring's own mapping, the caller decodes each one in place,
+and the consumer position is stored once per batch.
+
+The kernel's layout (kernel/bpf/ringbuf.c, the same mapping libbpf makes):
+
+- offset 0 of the map fd: one page holding ``consumer_pos`` (u64), the only page the consumer
+  may map read-write; writing it hands the space back to the producers.
+- offset page_size: one page holding ``producer_pos`` (u64), then the data area mapped twice
+  back to back (read-only), so a record that wraps past the end is contiguous in memory.
+  libbpf maps both in one go; any read-only range of them can be mapped, so here the producer
+  page and the (doubled) data area are two mappings and sample offsets index ``data`` directly.
+- each record: an 8-byte header (u32 ``len`` with BUSY_BIT while the producer is still writing
+  and DISCARD_BIT when it gave the space up; u32 page offset, kernel-internal), ``len`` sample
+  bytes, padding to 8 bytes. Positions only grow; ``pos & (size - 1)`` is the offset in the area.
+
+``consume`` is the pure part (any buffer laid out like the data area), ``RingReader`` maps a
+real ring's fd and drains it in batches. One consumer only: its position is kept in Python.
+Memory order: a producer publishes a record by clearing BUSY_BIT with a release store; on x86
+(TSO) plain loads see the record's bytes once they see the cleared bit. libbpf reads with
+acquire loads for weaker CPUs (arm64); Python has none, which is an accepted gap there.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+import struct
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
+
+BUSY_BIT = 1 << 31
+DISCARD_BIT = 1 << 30
+LEN_MASK = DISCARD_BIT - 1  # sample length without the flag bits
+HDR_SZ = 8  # struct bpf_ringbuf_hdr: u32 len, u32 pg_off
+
+_POS = struct.Struct("=Q")
+T = TypeVar("T")
+
+
+def consume(
+    lens: Any,
+    buf: Any,
+    mask: int,
+    cons: int,
+    prod: int,
+    decode: Callable[[Any, int, int], T],
+    deliver: Callable[[T], object],
+    on_error: Callable[[], object],
+) -> tuple[int, int]:
+    """Decode and deliver every committed record between positions ``cons`` and ``prod``.
+
+    ``lens`` is the data area as 32-bit words (``lens[off >> 2]`` is the header word of the
+    record at byte ``off``) and ``buf`` the same area as bytes; both cover it twice (mapped twice,
+    or a buffer laid out the same way). Each record becomes ``deliver(decode(buf, offset, length))``
+    with the sample's offset and length; an exception from either is counted by ``on_error`` and
+    costs that record only. Discarded records are skipped; the walk stops at a record still being
+    written (BUSY_BIT), which the next walk starts from. Returns (records delivered or failed,
+    the new consumer position). The loop is the hot path: flag tests share one branch."""
+    n = 0
+    while cons < prod:
+        off = cons & mask
+        word = lens[off >> 2]
+        if word & 0xC0000000:  # BUSY_BIT | DISCARD_BIT
+            if word & BUSY_BIT:
+                break
+            cons += ((word & LEN_MASK) + HDR_SZ + 7) & ~7
+            continue
+        cons += (word + HDR_SZ + 7) & ~7
+        n += 1
+        try:
+            deliver(decode(buf, off + HDR_SZ, word))
+        except Exception:
+            on_error()
+    return n, cons
+
+
+class RingReader:
+    """A BPF ring buffer's fd, mapped as libbpf maps it; ``drain`` consumes it.
+
+    ``data`` is the data area mapped twice (an mmap: slicing it gives ``bytes``), the buffer
+    ``decode`` gets with each sample's offset. ``wait`` blocks on the fd with epoll: the
+    kernel marks the ring readable only when a producer wakes it (BPF_RB_NO_WAKEUP records do
+    not), exactly as libbpf's poll does. ``wakeups=False`` leaves epoll out, for a file laid out
+    like the map (tests over a memfd, which epoll refuses)."""
+
+    def __init__(self, map_fd: int, size: int, page_size: int = mmap.PAGESIZE, wakeups: bool = True) -> None:
+        if size <= 0 or size & (size - 1) or size % page_size:
+            raise ValueError(f"ring size must be a power of two multiple of the page size, got {size}")
+        self.size = size
+        self._mask = size - 1
+        rw, ro = mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ
+        maps: list[mmap.mmap] = []
+        try:
+            maps.append(mmap.mmap(map_fd, page_size, mmap.MAP_SHARED, rw, offset=0))
+            maps.append(mmap.mmap(map_fd, page_size, mmap.MAP_SHARED, ro, offset=page_size))
+            maps.append(mmap.mmap(map_fd, 2 * size, mmap.MAP_SHARED, ro, offset=2 * page_size))
+        except BaseException:
+            for m in maps:
+                m.close()
+            raise
+        self._consumer, self._producer, self.data = maps
+        self._prod = memoryview(self._producer)[:8].cast("Q")  # producer_pos
+        self._lens = memoryview(self.data).cast("I")  # the data area as header-sized words
+        self._cons: int = _POS.unpack_from(self._consumer, 0)[0]
+        self._closed = False
+        # Registered now, while nothing is attached: registering a ring that already holds
+        # records marks it readable once, and the first wait would return at once.
+        self._epoll: Optional[select.epoll] = None
+        if wakeups:
+            self._epoll = select.epoll()
+            self._epoll.register(map_fd, select.EPOLLIN)
+
+    @property
+    def consumer_pos(self) -> int:
+        return self._cons
+
+    def producer_pos(self) -> int:
+        return int(self._prod[0])
+
+    def drain(
+        self,
+        decode: Callable[[Any, int, int], T],
+        deliver: Callable[[T], object],
+        on_error: Callable[[], object],
+        batch_bytes: Optional[int] = None,
+    ) -> int:
+        """Consume what the producers committed before this call (what they add meanwhile waits
+        for the next call, so a busy ring cannot keep the caller here forever). The consumer
+        position is stored after each ``batch_bytes`` (default: an eighth of the ring), so
+        producers get space back while the rest is decoded. Returns the records consumed."""
+        step = batch_bytes or max(self.size >> 3, 1)
+        prod = self._prod[0]
+        total = 0
+        while self._cons < prod:
+            n, cons = consume(self._lens, self.data, self._mask, self._cons, min(prod, self._cons + step),
+                              decode, deliver, on_error)  # fmt: skip
+            total += n
+            if cons == self._cons:
+                break  # a record still being written
+            self.release(cons)
+        return total
+
+    def release(self, pos: int) -> None:
+        """Hand the space before ``pos`` back to the producers (one store per batch)."""
+        if pos != self._cons:
+            self._cons = pos
+            _POS.pack_into(self._consumer, 0, pos)
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Block until a producer wakes the ring or ``timeout_ms`` passes (0: do not block)."""
+        if self._epoll is None:
+            raise RuntimeError("made with wakeups=False: nothing can wake it")
+        try:
+            return bool(self._epoll.poll(max(timeout_ms, 0) / 1000, 1))
+        except InterruptedError:  # a signal; Python retries EINTR itself, this is belt and braces
+            return False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        self._prod.release()
+        self._lens.release()
+        for m in (self.data, self._producer, self._consumer):
+            m.close()
+
+
+def ring_size_of(map_fd: int) -> Optional[int]:
+    """max_entries of a BPF map, from /proc/self/fdinfo (a ring's data size in bytes)."""
+    try:
+        with open(f"/proc/self/fdinfo/{map_fd}") as f:
+            for line in f:
+                if line.startswith("max_entries:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
