@@ -89,7 +89,9 @@ struct inflight {
     u8 direction;
     u16 _pad;
     u32 _pad2;
-    u64 ts;          /* at sys_enter: when bytes a process writes start to leave (see exit_data) */
+    u64 ts;          /* egress data: sys_enter's time, when the bytes start to leave (exit_data) */
+    struct sock_info si; /* data ops: the socket's entry as sys_enter found it, so sys_exit needs
+                            no second sockets/proc_gen lookup */
 };
 
 /* Made at fork for a child of a process with sockets (keyed by the new task's pid; for a thread
@@ -139,6 +141,8 @@ struct accepted_key {
 struct scratch {
     struct event_hdr hdr;
     u8 data[2 * MAX_PAYLOAD];
+    u32 submits;   /* records this CPU submitted (see submit) */
+    u32 _pad;
 };
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
@@ -149,7 +153,10 @@ BPF_ARRAY(scratch_buf, struct scratch, NR_CPUS);
 BPF_TABLE("lru_hash", u64, struct sock_info, sockets, 65536);  /* tgid<<32|fd -> info */
 BPF_TABLE("lru_hash", u64, u8, muted, 65536);                  /* tgid<<32|fd: no DATA */
 BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);              /* tgid -> bumped at exit */
-BPF_HASH(inflight, u64, struct inflight, 16384);               /* pid_tgid -> args */
+/* pid_tgid -> args. A thread's slot is reused from call to call (op cleared at sys_exit, the
+ * slot deleted at thread exit): an in-place write and a lookup per syscall instead of a hash
+ * insert and delete. LRU, so slots of threads whose exit went unseen cannot fill it for good. */
+BPF_TABLE("lru_hash", u64, struct inflight, inflight, 16384);
 BPF_TABLE("lru_hash", u32, struct recent_fds, recent, 16384);  /* tgid -> last socket fds */
 BPF_TABLE("lru_hash", u32, struct fork_link, fork_link, 16384);/* child pid -> its fork */
 BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for the stack */
@@ -286,12 +293,19 @@ static __always_inline struct sock_info *lookup_or_inherit(u32 tgid, u32 fd) {
     return si ? si : inherit(tgid, fd);
 }
 
+/* How often (in records per CPU) submit asks how full the ring is: the query reads the ring's
+ * positions (a cache line the consumer and the other CPUs write) and cost about as much as the
+ * ringbuf_output after it; a wake-up that comes up to 15 records late changes nothing. */
+#define QUERY_EVERY 16
+
 static __always_inline void submit(struct scratch *s, u32 captured) {
     u64 flags = BPF_RB_NO_WAKEUP;
-    int zero = 0;
-    void *rb = ring_ref.lookup(&zero);
-    if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > WAKE_BYTES)
-        flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
+    if ((s->submits++ & (QUERY_EVERY - 1)) == 0) {
+        int zero = 0;
+        void *rb = ring_ref.lookup(&zero);
+        if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > WAKE_BYTES)
+            flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
+    }
     u64 len = captured;
     asm volatile("" : "+r"(len));  /* bound the very register passed to the helper */
     if (len > MAX_PAYLOAD)
@@ -327,6 +341,37 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
     h->local_port = 0;
     h->_pad1 = 0;
     __builtin_memset(h->local_addr, 0, sizeof(h->local_addr));
+    return s;
+}
+
+/* new_event for DATA on a tracked socket: each header field written once, from the entry. */
+static __always_inline struct scratch *new_data_event(u64 pid_tgid, struct sock_info *si, u8 op,
+                                                      u8 dir, u64 ts, u64 size) {
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch *s = scratch_buf.lookup(&cpu);
+    if (!s)
+        return 0;
+    struct event_hdr *h = &s->hdr;
+    h->ts_ns = ts;
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->size = size;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->fd = si->id_fd;
+    h->captured_len = 0;
+    h->kind = EVENT_DATA;
+    h->direction = dir;
+    h->syscall = op;
+    h->flags = 0;
+    h->family = si->family;
+    h->sock_type = si->sock_type;
+    h->peer_port = si->peer_port;
+    h->_pad0 = 0;
+    __builtin_memcpy(h->peer_addr, si->peer_addr, sizeof(h->peer_addr));
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    h->local_port = si->local_port;
+    h->_pad1 = 0;
+    __builtin_memcpy(h->local_addr, si->local_addr, sizeof(h->local_addr));
     return s;
 }
 
@@ -442,9 +487,23 @@ static __always_inline u32 copy_iov_short(struct scratch *s, u64 iov, u64 iovcnt
 }
 
 static __always_inline void save(u64 pid_tgid, struct inflight *in) {
-    in->ts = bpf_ktime_get_ns();
+    struct inflight *p = inflight.lookup(&pid_tgid);
+    if (p) {
+        __builtin_memcpy(p, in, sizeof(*in));
+        return;
+    }
     if (inflight.update(&pid_tgid, in) != 0)
         count_drop(DROP_INFLIGHT_FULL);
+}
+
+/* The args this thread's sys_enter saved, if any; the slot stays (op cleared) for its next call. */
+static __always_inline int take(u64 pid_tgid, struct inflight *a) {
+    struct inflight *p = inflight.lookup(&pid_tgid);
+    if (!p || p->op == OP_NONE)
+        return 0;
+    __builtin_memcpy(a, p, sizeof(*a));
+    p->op = OP_NONE;
+    return 1;
 }
 
 /* ---- data syscalls: enter ------------------------------------------------------------------ */
@@ -469,6 +528,9 @@ static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count,
     in.count = count;
     in.op = op;
     in.direction = dir;
+    if (dir == DIR_EGRESS)
+        in.ts = bpf_ktime_get_ns();
+    __builtin_memcpy(&in.si, si, sizeof(in.si));
     save(id, &in);
     return 0;
 }
@@ -479,6 +541,7 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
     u32 n = ret;
     if (n > MAX_MMSG)
         count_drop(DROP_MMSG_TRUNCATED);
+    u64 ts = a->direction == DIR_EGRESS ? a->ts : bpf_ktime_get_ns();
     for (int i = 0; i < MAX_MMSG; i++) {
         if (i >= n)
             break;
@@ -488,14 +551,11 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
         if (bpf_probe_read_user(&mh, sizeof(mh), (void *)m) != 0)
             break;
         bpf_probe_read_user(&moved, sizeof(moved), (void *)(m + U_MMSG_LEN_OFF));
-        struct scratch *s = new_event(EVENT_DATA, id, si->id_fd, a->op);
+        struct scratch *s = new_data_event(id, si, a->op, a->direction, ts, moved);
         if (!s)
             return 0;
-        peer_from_sock(&s->hdr, si);
         if (mh.name && mh.namelen)
             peer_from_user(&s->hdr, mh.name);
-        s->hdr.direction = a->direction;
-        s->hdr.size = moved;
         u32 len = copy_iov_short(s, mh.iov, mh.iovlen, moved);
         s->hdr.captured_len = len;
         submit(s, len);
@@ -505,53 +565,56 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
 
 static __always_inline int exit_data(long ret) {
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
-    struct inflight a = *p;
-    inflight.delete(&id);
-    if (ret <= 0)
+    if (ret <= 0 || a.op < OP_READ || a.op > OP_SENDFILE)
         return 0;
-    struct sock_info *si = lookup_sock(id >> 32, a.fd);
-    if (!si)
-        return 0;  /* closed by another thread meanwhile */
+    struct sock_info *si = &a.si;  /* closed by another thread meanwhile: still its bytes */
     if (a.op == OP_RECVMMSG || a.op == OP_SENDMMSG)
         return emit_mmsg(id, &a, si, ret);
 
-    struct scratch *s = new_event(EVENT_DATA, id, si->id_fd, a.op);
+    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
+     * before the writer's syscall does, and a server's span must end before its client's. */
+    u64 ts = a.direction == DIR_EGRESS ? a.ts : bpf_ktime_get_ns();
+    struct scratch *s = new_data_event(id, si, a.op, a.direction, ts, ret);
     if (!s)
         return 0;
     struct event_hdr *h = &s->hdr;
-    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
-     * before the writer's syscall does, and a server's span must end before its client's. */
-    if (a.direction == DIR_EGRESS)
-        h->ts_ns = a.ts;
-    peer_from_sock(h, si);
-    h->direction = a.direction;
-    h->size = ret;
-    u32 len = 0;
+    /* One copy_user and one copy_iov call site: each is inlined, and a second 128-iovec walk
+     * would double what the verifier goes through (it is near its 1M-instruction budget). */
+    u64 buf = 0;
+    u64 iov = 0;
+    u64 iovcnt = 0;
     if (a.op == OP_READ || a.op == OP_WRITE) {
-        len = copy_user(s, 0, a.buf, ret);
+        buf = a.buf;
     } else if (a.op == OP_SENDTO) {
         if (a.addr && a.addrlen)
             peer_from_user(h, a.addr);
-        len = copy_user(s, 0, a.buf, ret);
+        buf = a.buf;
     } else if (a.op == OP_RECVFROM) {
         int alen = 0;
         if (a.addr && a.addrlen &&
             bpf_probe_read_user(&alen, sizeof(alen), (void *)a.addrlen) == 0 && alen > 0)
             peer_from_user(h, a.addr);
-        len = copy_user(s, 0, a.buf, ret);
+        buf = a.buf;
     } else if (a.op == OP_READV || a.op == OP_WRITEV) {
-        len = copy_iov(s, a.buf, a.count, ret);
+        iov = a.buf;
+        iovcnt = a.count;
     } else if (a.op == OP_RECVMSG || a.op == OP_SENDMSG) {
         struct u_msghdr mh = {};
         if (bpf_probe_read_user(&mh, sizeof(mh), (void *)a.buf) == 0) {
             if (mh.name && mh.namelen)  /* recvmsg: namelen was updated by the kernel */
                 peer_from_user(h, mh.name);
-            len = copy_iov(s, mh.iov, mh.iovlen, ret);
+            iov = mh.iov;
+            iovcnt = mh.iovlen;
         }
     }
+    u32 len = 0;
+    if (buf)
+        len = copy_user(s, 0, buf, ret);
+    else if (iovcnt)
+        len = copy_iov(s, iov, iovcnt, ret);
     /* OP_SENDFILE: the bytes never pass through user memory; size only. */
     h->captured_len = len;
     submit(s, len);
@@ -621,11 +684,9 @@ int sock__enter_socket(struct tracepoint__syscalls__sys_enter_socket *args) {
 
 int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
-    struct inflight a = *p;
-    inflight.delete(&id);
     long fd = args->ret;
     if (fd < 0 || a.op != OP_SOCKET)
         return 0;
@@ -662,11 +723,9 @@ int sock__enter_connect(struct tracepoint__syscalls__sys_enter_connect *args) {
 
 int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
-    struct inflight a = *p;
-    inflight.delete(&id);
     long ret = args->ret;
     if (a.op != OP_CONNECT || (ret != 0 && ret != -EINPROGRESS_))
         return 0;
@@ -732,11 +791,9 @@ int sock__enter_accept4(struct tracepoint__syscalls__sys_enter_accept4 *args) {
 
 static __always_inline int exit_accept(long ret) {
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
-    struct inflight a = *p;
-    inflight.delete(&id);
     if (ret < 0 || a.op != OP_ACCEPT)
         return 0;
     u32 tgid = id >> 32;
@@ -832,6 +889,7 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
 int sock__process_exit(void *ctx) {  /* reads no field: bcc allows one fn per tp struct */
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
+    inflight.delete(&id);  /* every thread: its slot (see take) */
     if ((u32)id != tgid)
         return 0;
     u64 gen = bpf_ktime_get_ns();
@@ -929,11 +987,9 @@ int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
 
 int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
-    struct inflight a = *p;
-    inflight.delete(&id);
     long ret = args->ret;
     if (ret < 0 || a.op != OP_DUP || (u32)ret == a.fd)
         return 0;
@@ -973,11 +1029,9 @@ int sock__enter_bind(struct tracepoint__syscalls__sys_enter_bind *args) {
  * a listener's to the sockets it accepts when the handshake did not say better. */
 int sock__exit_bind(struct tracepoint__syscalls__sys_exit_bind *args) {
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
-    struct inflight a = *p;
-    inflight.delete(&id);
     if (args->ret != 0 || a.op != OP_BIND)
         return 0;
     u32 tgid = id >> 32;
