@@ -41,6 +41,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{args.path}: OK")
         return 0
     if args.command == "run":
+        from hostagent.memory import limit_malloc_arenas
+
+        # Before any thread exists: each would get a glibc malloc arena of its own (up to 8 per
+        # core), each keeping its freed memory; two are plenty for one busy poll thread.
+        limit_malloc_arenas(2)
         try:
             config = load_config(args.config)
         except ConfigError as exc:

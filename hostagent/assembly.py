@@ -7,8 +7,6 @@ own, and so that what is wired to what is in one place.
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,8 @@ from hostagent.config import Config
 from hostagent.export.console import ConsoleExporter
 from hostagent.export.otlp import make_otlp_exporter
 from hostagent.export.queue import ExportQueue
-from hostagent.kernel import check_bpf_usable, ensure_tracefs, find_kernel_headers
+from hostagent.kernel.background import BackgroundCompile
+from hostagent.kernel.prepare import prepare_kernel
 from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
@@ -40,12 +39,7 @@ log = logging.getLogger(__name__)
 SOCKET_PROBES = ("http", "http2", "postgres", "mysql", "redis", "dns")
 
 
-def prepare_kernel(config: Config) -> dict[str, str]:
-    """tracefs, kernel headers for bcc, bpf() usable -- or KernelNotReady with one sentence."""
-    ensure_tracefs()
-    choice = find_kernel_headers(config.agent.kernel_headers or None, Path(config.agent.runtime_dir))
-    check_bpf_usable(headers_found=True)
-    return {"kernel": platform.release(), "headers": f"{choice.path} ({choice.source} {choice.version})"}
+__all__ = ["Parts", "build_pipeline", "prepare_kernel"]  # prepare_kernel lives in hostagent.kernel now
 
 
 class Capture:
@@ -281,7 +275,9 @@ class Metrics:
     provider: Any
 
 
-def build_pipeline(agent: Agent) -> Parts:
+def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
+    """Every stage, wired; the BPF compile goes on meanwhile on its own thread (``compiling``):
+    the capture in Parts is attachable only once ``compiling.result()`` has returned."""
     from hostagent.daemon import console_wanted
     from hostagent.policy.redaction import PiiCounters, load_or_create_key, redactor_for
     from hostagent.receiver.wiring import Layering
@@ -303,10 +299,10 @@ def build_pipeline(agent: Agent) -> Parts:
     redaction_key = load_or_create_key(state_dir)
     pii = PiiCounters()
     builder = SpanBuilder(clock, resource_for=RedactedResources(resource_for, holder, redaction_key, pii))
-    capture_ref: dict[str, BpfCapture] = {}
+    bpf = compiling.capture
 
     def mute(pid: int, fd: int) -> None:
-        capture_ref["bpf"].mute(pid, fd)
+        bpf.mute(pid, fd)
 
     def enabled_protocols() -> tuple[Any, ...]:
         current = holder.current
@@ -326,16 +322,8 @@ def build_pipeline(agent: Agent) -> Parts:
         linker=layering,
     )
     layering.start()
-    bpf = BpfCapture(
-        on_event=pipeline.on_event,
-        payload_bytes=config.probes.payload_bytes,
-        ring_bytes=config.probes.ring_buffer_mib << 20,
-        configured_headers=config.agent.kernel_headers or None,
-        runtime_dir=Path(config.agent.runtime_dir),
-        self_tgid=os.getpid(),
-    )
-    capture_ref["bpf"] = bpf
-    bpf.load()
+    bpf.on_event = pipeline.on_event  # read at every poll; nothing polls before start() attaches
+
     def start_admin() -> Any:
         from hostagent.admin.wiring import start_admin as start
 
