@@ -2,8 +2,8 @@
 
 1. Record: load bpf/capture.c (the real BpfCapture), drive nginx with wrk for a moment and keep
    every ring-buffer record as the raw bytes the kernel wrote (one per syscall event).
-2. Replay: feed those exact records, through the same ``decode`` the ring-buffer callback uses
-   (from a ctypes buffer, so the same ``string_at`` path), into the daemon's real pipeline --
+2. Replay: feed those exact records, through the same ``decode_at`` the ring reader uses (in
+   place, from one buffer holding them all), into the daemon's real pipeline --
    tracker, HTTP/1 parser, identity (ServiceCache on the live /proc), redaction, span building,
    sampling, the export queue and the real OTLP/gRPC exporter to a counting receiver in another
    process. The replay process is pinned to one CPU; its own CPU time (all threads: pipeline and
@@ -19,7 +19,6 @@ nginx gives two per request (wrk's client span and nginx's server span).
 from __future__ import annotations
 
 import cProfile
-import ctypes
 import inspect
 import os
 import pstats
@@ -45,21 +44,9 @@ def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
 
     records: Recording = []
 
-    class _Raw:  # stands in for ev.RingDecoder while recording: keep the record's bytes as they are
-        def __call__(self, addr: int, size: int) -> bytes:
-            return ctypes.string_at(addr, size)
-
-        def release(self) -> None:
-            pass
-
-    real = ev.RingDecoder
-    ev.RingDecoder = _Raw  # type: ignore[misc,assignment]
-    try:
-        bpf = BpfCapture(on_event=records.append,  # type: ignore[arg-type]
-                         runtime_dir=workdir / "run")
-        bpf.load()
-    finally:
-        ev.RingDecoder = real  # type: ignore[misc]
+    # raw_records: on_event gets each record's bytes as the kernel wrote them
+    bpf = BpfCapture(on_event=records.append, runtime_dir=workdir / "run", raw_records=True)  # type: ignore[arg-type]
+    bpf.load()
     stop = threading.Event()
 
     def drain() -> None:
@@ -191,11 +178,14 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
 
 
 def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
-    bufs = []
+    """(buffer, offset, length) per record, all in one buffer: decoded in place by the same
+    ``decode_at`` the loader runs over the ring's mapping."""
+    whole = b"".join(records)
+    out, off = [], 0
     for r in records:
-        b = ctypes.create_string_buffer(r, len(r))
-        bufs.append((b, ctypes.addressof(b), len(r)))
-    return bufs
+        out.append((whole, off, len(r)))
+        off += len(r)
+    return out
 
 
 def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
@@ -203,10 +193,10 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     """Runs the records through a fresh pipeline ``repeat`` times; CPU per span, spans/s."""
     pipeline, queue, timed = build(workdir, endpoint, max_queue=len(records) * repeat + 1024)
     bufs = _buffers(records)
-    decode, on_event = ev.decode, pipeline.on_event
+    decode, on_event = ev.decode_at, pipeline.on_event
     # Warm up identity (first sight of a pid reads /proc once, which never recurs per call).
-    for _, addr, size in bufs[:200]:
-        on_event(decode(addr, size))
+    for buf, off, size in bufs[:200]:
+        on_event(decode(buf, off, size))
     pipeline.bench_layering.linker.flush_all()
     queue.force_flush(30)
     base_exported, base_spans = queue.stats().exported, pipeline.spans
@@ -216,8 +206,8 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     if prof:
         prof.enable()
     for _ in range(repeat):
-        for _, addr, size in bufs:
-            on_event(decode(addr, size))
+        for buf, off, size in bufs:
+            on_event(decode(buf, off, size))
     if prof:
         prof.disable()
     pipeline.bench_layering.linker.flush_all()  # what the linker still holds, as at a stop
@@ -250,7 +240,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
 
 # Stage -> functions whose *cumulative* time is that stage (the pipeline thread only).
 STAGES = {
-    "decode (ring record -> CaptureEvent)": ("events.py", "decode"),
+    "decode (ring record -> CaptureEvent)": ("events.py", "decode_at"),
     "tracker + HTTP/1 parser": ("tracker.py", "handle"),
     "identity lookup": ("service.py", "service_for"),
     "redaction": ("redaction.py", "apply"),
@@ -275,7 +265,7 @@ def summarize(prof: cProfile.Profile, spans: int) -> dict[str, float]:
         if k[2] == "on_event" and k[0].endswith("pipeline.py"):
             total += v[3]
     out["pipeline total (on_event + decode)"] = round(
-        (total + sum(v[3] for k, v in raw.items() if k[0].endswith("events.py") and k[2] == "decode"))
+        (total + sum(v[3] for k, v in raw.items() if k[0].endswith("events.py") and k[2] == "decode_at"))
         / spans * 1e6, 2) if spans else 0.0
     return out
 
@@ -311,7 +301,7 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
     current = pipeline.settings.current
     identity = pipeline.identity
     bufs = _buffers(records)
-    decode = ev.decode
+    decode = ev.decode_at
     best: dict[str, float] = {}
 
     def clock(name: str, fn: Any, n_spans: int) -> Any:
@@ -322,14 +312,14 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
         return out
 
     for _ in range(passes):
-        events = [decode(addr, size) for _, addr, size in bufs[:50]]  # warm caches
+        events = [decode(buf, off, size) for buf, off, size in bufs[:50]]  # warm caches
         tracker = ConnectionTracker(lambda: for_probes(current.probes))
         calls_probe: list[Any] = []
         for e in events:
             calls_probe.extend(tracker.handle(e))
         tracker = ConnectionTracker(lambda: for_probes(current.probes))
         t0 = time.thread_time()
-        events = [decode(addr, size) for _, addr, size in bufs]
+        events = [decode(buf, off, size) for buf, off, size in bufs]
         t_decode = time.thread_time() - t0
         handle = tracker.handle
         calls: list[Any] = []
