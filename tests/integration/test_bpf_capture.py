@@ -2,7 +2,8 @@
 
 One BpfCapture is compiled for the module; each test starts its own processes after it is
 attached and looks only at events of those pids, so tests do not see each other's traffic.
-Ports 18100-18199; the fork-inheritance and local-endpoint tests use 19400-19499.
+Ports 18100-18199; the fork-inheritance and local-endpoint tests use 19400-19499, the
+IPv4-mapped one 19240.
 """
 
 from __future__ import annotations
@@ -244,6 +245,14 @@ CHILD = textwrap.dedent(
         ls.bind(("::1", port)); ls.listen(4)
         c = socket.create_connection(("::1", port)); s, _ = ls.accept()
         c.sendall(b"over-ipv6"); recv_exactly(s, 9)
+    elif mode == "v4mapped":                          # a dual-stack listener, an IPv4 client
+        ls = socket.socket(socket.AF_INET6); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        ls.bind(("::", port)); ls.listen(4)
+        c = socket.create_connection(("127.0.0.1", port)); s, peer = ls.accept()
+        assert peer[0] == "::ffff:127.0.0.1", peer   # what the AF_INET6 socket itself reports
+        c.sendall(b"mapped"); recv_exactly(s, 6)
+        s.sendall(b"back"); recv_exactly(c, 4)
     elif mode == "huge":
         c, s = pair()
         c.sendall(bytes(range(256)) * 64)             # 16384 bytes
@@ -453,6 +462,50 @@ def test_ipv6_peer(capture: tuple[BpfCapture, Collector]) -> None:
         (conn.fd, b"over-ipv6", "::1"),
         (acc.fd, b"over-ipv6", "::1"),
     ]
+
+
+def test_ipv4_mapped_peer_and_local_end_are_ipv4(capture: tuple[BpfCapture, Collector]) -> None:
+    """An AF_INET6 listener accepting an IPv4 client sees ::ffff:127.0.0.1; events name it
+    127.0.0.1 (OpenTelemetry's network.peer.address), the family stays the socket's."""
+    cap, col = capture
+    evs = finish(cap, col, run_child("v4mapped", 19240))
+    (conn,) = [e for e in evs if e.kind == C]
+    (acc,) = [e for e in evs if e.kind == A]
+    assert (conn.family, conn.peer_addr, conn.peer_port) == (socket.AF_INET, "127.0.0.1", 19240)
+    assert (acc.family, acc.peer_addr, acc.peer_port) == (socket.AF_INET6, "127.0.0.1", conn.local_port)
+    served = [e for e in evs if e.kind == D and e.fd == acc.fd]
+    assert [(e.direction, e.data) for e in served] == [(Direction.INGRESS, b"mapped"), (Direction.EGRESS, b"back")]
+    assert {(e.family, e.peer_addr, e.local_addr, e.local_port) for e in served} == {
+        (socket.AF_INET6, "127.0.0.1", "127.0.0.1", 19240)
+    }
+    assert not [e for e in evs if "::ffff:" in e.peer_addr + e.local_addr]
+
+
+def test_raw_records_and_an_on_event_that_fails(headers: HeadersChoice) -> None:
+    """raw_records=True hands on_event each record's bytes (what bench/capacity.py records); an
+    exception from on_event costs that record only and is counted."""
+    target: list[int] = []
+    got: list[CaptureEvent] = []
+
+    def on_event(rec: bytes) -> None:
+        e = ev.decode(rec, len(rec))
+        assert type(rec) is bytes and len(rec) == ev.HDR_SIZE + len(e.data)
+        if target and e.pid == target[0] and e.kind == EventKind.EXEC:
+            raise RuntimeError("a pipeline bug")
+        got.append(e)
+
+    with BpfCapture(on_event=on_event, raw_records=True, headers=headers,  # type: ignore[arg-type]
+                    runtime_dir=RUNTIME_DIR) as cap:  # fmt: skip
+        cap.load()
+        assert cap.attach({"process"})["process"].state == "attached"
+        cap.poll(0)
+        p = subprocess.Popen(["/bin/true"])
+        target.append(p.pid)
+        p.wait(5)
+        drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in got if e.pid == p.pid))
+        assert [(e.kind, e.comm) for e in got if e.pid == p.pid] == [(EventKind.EXIT, "true")]
+        assert cap.callback_errors == 1 and cap.drop_counts()["callback_errors"] == 1
+        assert cap.events_seen >= len(got) + 1
 
 
 def test_disabled_flag_keeps_maps_but_emits_nothing(capture: tuple[BpfCapture, Collector]) -> None:
