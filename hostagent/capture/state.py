@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Optional
 
-from hostagent.model import Connection, Endpoint, Role, Segment
+from hostagent.model import Call, Connection, Endpoint, Role, Segment
 from hostagent.protocols.base import ProtocolSpec, StreamParser
+from hostagent.protocols.fast_call import new_connection
 
 # Detection gives up after this many segments or bytes without a protocol match.
 DETECT_SEGMENTS = 3
@@ -26,7 +28,8 @@ class ConnState:
     """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
 
     __slots__ = (
-        "cgroup_id", "comm", "conn", "fd", "held", "local", "parser", "peer", "phase", "pid", "role_hint",
+        "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "local", "parser", "peer", "phase", "pid",
+        "role_hint",
         "seen_bytes", "seen_segments", "spec", "tids", "transport",
     )  # fmt: skip
 
@@ -54,6 +57,9 @@ class ConnState:
         self.phase = DETECTING
         self.spec: Optional[ProtocolSpec] = None
         self.parser: Optional[StreamParser] = None
+        # The parser's ``feed_bytes(direction, data, size, ts_ns)`` when it has one (stream sockets
+        # only): ``feed`` without a Segment built per event.
+        self.feed_bytes: Optional[Callable[[int, bytes, int, int], list[Call]]] = None
         self.seen_segments = 0
         self.seen_bytes = 0
         # Stream segments seen while DETECTING (at most DETECT_SEGMENTS): a client that reads a
@@ -85,10 +91,10 @@ class ConnState:
 
     def connection(self, tid: int, peer: Optional[Endpoint]) -> Connection:
         conn = self.conn
-        if conn is None or conn.tid != tid or conn.peer != peer or conn.local is not self.local:
-            conn = Connection(
-                pid=self.pid, tid=tid, fd=self.fd, cgroup_id=self.cgroup_id, local=self.local,
-                peer=peer, transport=self.transport, comm=self.comm,
-            )  # fmt: skip
+        if (
+            conn is None or conn.tid != tid or (conn.peer is not peer and conn.peer != peer)
+            or conn.local is not self.local
+        ):  # fmt: skip
+            conn = new_connection(self.pid, tid, self.fd, self.cgroup_id, self.local, peer, self.transport, self.comm)
             self.conn = conn
         return conn

@@ -31,13 +31,18 @@ from hostagent.capture.state import (
 )
 from hostagent.model import Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
 from hostagent.protocols.base import ProtocolSpec
+from hostagent.protocols.fast_call import new_endpoint
 
 _set = object.__setattr__  # Call is frozen; see _tag
 SPECS_REFRESH_NS = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
 
+PICK_MEMO_MAX = 1024  # distinct first-bytes remembered by protocol detection
+PICK_MEMO_BYTES = 1024  # longer first segments are tested every time
+
 _DATA, _CONNECT, _ACCEPT, _CLOSE, _EXIT = (
     EventKind.DATA, EventKind.CONNECT, EventKind.ACCEPT, EventKind.CLOSE, EventKind.EXIT,
 )  # fmt: skip
+_EGRESS, _INGRESS, _CLIENT = Direction.EGRESS, Direction.INGRESS, Role.CLIENT
 
 
 class ConnectionTracker:
@@ -57,6 +62,8 @@ class ConnectionTracker:
         self._by_pid: dict[int, set[int]] = {}
         self._specs: tuple[ProtocolSpec, ...] = protocols()
         self._specs_ts = -1
+        # (ingress?, transport, first bytes) -> the spec they select (None: none), for _specs.
+        self._picks: dict[tuple[bool, str, bytes], Optional[ProtocolSpec]] = {}
         self._counters: dict[str, int] = {
             "connections_created": 0, "evicted": 0, "unknown": 0, "muted": 0, "upgraded": 0,
             "closed": 0, "calls": 0,
@@ -66,17 +73,48 @@ class ConnectionTracker:
 
     # -- public ---------------------------------------------------------------------------------
     def handle(self, event: CaptureEvent) -> list[Call]:
-        kind = event.kind
-        if kind == _DATA:
-            return self._data(event)
-        if kind == _CONNECT or kind == _ACCEPT:
-            return self._open(event)
-        if kind == _CLOSE:
-            state = self._forget(event.pid << 32 | (event.fd & 0xFFFFFFFF))
-            return self._finish(state, event.ts_ns) if state is not None else []
-        if kind == _EXIT:
-            return self._exit(event.pid, event.ts_ns)
-        return []
+        """One event in; the Calls it finished out. A DATA event (nearly all of them) is handled
+        here without a further method layer; a parser with ``feed_bytes`` gets no Segment."""
+        if event.kind != _DATA:
+            return self._control(event)
+        key = event.pid << 32 | (event.fd & 0xFFFFFFFF)
+        conns = self._conns
+        state = conns.get(key)
+        if state is None:
+            state = self._create(key, event, Role.UNKNOWN)
+        else:
+            conns.move_to_end(key)
+            if state.local is None and event.local_port:
+                state.local = new_endpoint(event.local_addr, event.local_port)
+        phase = state.phase
+        if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
+            return []
+        ts = event.ts_ns
+        # abs(): events from different CPUs arrive slightly out of order; only a jump either way
+        # by more than the period (or the period passing) triggers a re-read.
+        if abs(ts - self._specs_ts) > SPECS_REFRESH_NS:
+            self.refresh(ts)
+            phase = state.phase
+            if phase != PARSING and phase != DETECTING:
+                return []
+        direction = event.direction
+        history = state.tids[direction]
+        if not history or history[-1][1] != event.tid:  # the thread changed (rare): remember it
+            state.note_tid(direction, ts, event.tid)
+        feed = state.feed_bytes
+        if feed is not None and phase == PARSING:
+            calls = feed(direction, event.data, event.size, ts)
+        else:
+            calls = self._feed_segment(state, event, phase)
+        parser = state.parser
+        if parser is not None and getattr(parser, "upgraded", False):
+            self._counters["upgraded"] += 1
+            self._mute(state, MUTED)
+        if not calls:
+            return calls
+        if state.transport == "udp" and event.peer_addr:
+            return self._tag(state, calls, new_endpoint(event.peer_addr, event.peer_port))
+        return self._tag(state, calls, state.peer)
 
     def refresh(self, ts_ns: int = 0) -> None:
         """Re-read the enabled protocols; mute sockets whose protocol was turned off."""
@@ -85,6 +123,7 @@ class ConnectionTracker:
         if specs == self._specs:
             return
         self._specs = specs
+        self._picks.clear()
         for state in list(self._conns.values()):
             if state.phase == PARSING and state.spec not in specs:
                 self._mute(state, MUTED)
@@ -103,63 +142,45 @@ class ConnectionTracker:
         return out
 
     # -- events ---------------------------------------------------------------------------------
+    def _control(self, event: CaptureEvent) -> list[Call]:
+        kind = event.kind
+        if kind == _CONNECT or kind == _ACCEPT:
+            return self._open(event)
+        if kind == _CLOSE:
+            state = self._forget(event.pid << 32 | (event.fd & 0xFFFFFFFF))
+            return self._finish(state, event.ts_ns) if state is not None else []
+        if kind == _EXIT:
+            return self._exit(event.pid, event.ts_ns)
+        return []
+
     def _open(self, event: CaptureEvent) -> list[Call]:
         key = event.pid << 32 | (event.fd & 0xFFFFFFFF)
-        old = self._forget(key)
+        old = self._forget(key) if key in self._conns else None
         calls = self._finish(old, event.ts_ns) if old is not None else []
-        role = Role.CLIENT if event.kind == _CONNECT else Role.SERVER
-        self._create(key, event, role)
+        self._create(key, event, Role.CLIENT if event.kind == _CONNECT else Role.SERVER)
         return calls
 
-    def _data(self, event: CaptureEvent) -> list[Call]:
-        key = event.pid << 32 | (event.fd & 0xFFFFFFFF)
-        conns = self._conns
-        state = conns.get(key)
-        if state is None:
-            state = self._create(key, event, Role.UNKNOWN)
-        else:
-            conns.move_to_end(key)
-            if state.local is None and event.local_port:
-                state.local = Endpoint(event.local_addr, event.local_port)
-        phase = state.phase
-        if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
-            return []
-        ts = event.ts_ns
-        # abs(): events from different CPUs arrive slightly out of order; only a jump either way
-        # by more than the period (or the period passing) triggers a re-read.
-        if abs(ts - self._specs_ts) > SPECS_REFRESH_NS:
-            self.refresh(ts)
-            if state.phase != PARSING and state.phase != DETECTING:
-                return []
-        direction = event.direction
-        state.note_tid(direction, ts, event.tid)
+    def _feed_segment(self, state: ConnState, event: CaptureEvent, phase: int) -> list[Call]:
+        """Detection, datagram sockets and parsers without ``feed_bytes``: through a Segment."""
         datagram = state.transport == "udp"
         segment = Segment(
-            direction, event.data, event.size, ts,
+            event.direction, event.data, event.size, event.ts_ns,
             event.peer_addr if datagram else "", event.peer_port if datagram else 0,
         )  # fmt: skip
+        if phase != DETECTING:
+            assert state.parser is not None
+            return state.parser.feed(segment)
+        if not self._detect(state, segment, datagram):
+            return []
         parser = state.parser
-        if phase == DETECTING:
-            if not self._detect(state, segment, datagram):
-                return []
-            parser = state.parser
-            assert parser is not None
-            held, state.held = state.held, []
-            calls = []
-            for earlier in held:  # the pieces the decision was made on, not the other direction's
-                if earlier.direction == direction:
-                    calls.extend(parser.feed(earlier))
-            calls.extend(parser.feed(segment))
-        else:
-            assert parser is not None
-            calls = parser.feed(segment)
-        if getattr(parser, "upgraded", False):
-            self._counters["upgraded"] += 1
-            self._mute(state, MUTED)
-        if not calls:
-            return calls
-        peer = Endpoint(event.peer_addr, event.peer_port) if datagram and event.peer_addr else state.peer
-        return self._tag(state, calls, peer)
+        assert parser is not None
+        held, state.held = state.held, []
+        calls: list[Call] = []
+        for earlier in held:  # the pieces the decision was made on, not the other direction's
+            if earlier.direction == segment.direction:
+                calls.extend(parser.feed(earlier))
+        calls.extend(parser.feed(segment))
+        return calls
 
     def _detect(self, state: ConnState, segment: Segment, datagram: bool) -> bool:
         """Pick the protocol from the first bytes of either direction; on a stream, the bytes of
@@ -168,26 +189,50 @@ class ConnectionTracker:
         data = segment.data
         if state.held and not datagram:
             data = b"".join([s.data for s in state.held if s.direction == direction] + [data])[:DETECT_BYTES]
-        stream = not datagram
-        for spec in self._specs:
-            transports = spec.transports
-            if (state.transport in transports or (stream and "tcp" in transports)) and spec.looks_like(
-                data, direction
-            ):
-                state.spec = spec
-                state.parser = spec.new_parser()
-                state.phase = PARSING
-                self._detected[spec.name] = self._detected.get(spec.name, 0) + 1
-                return True
+        spec = self._pick(data, direction, state.transport)
+        if spec is not None:
+            state.spec = spec
+            parser = state.parser = spec.new_parser()
+            state.phase = PARSING
+            if not datagram:  # a datagram's Segment carries its peer: feed() only
+                state.feed_bytes = getattr(parser, "feed_bytes", None)
+            self._detected[spec.name] = self._detected.get(spec.name, 0) + 1
+            return True
         state.seen_segments += 1
         state.seen_bytes += len(segment.data)
         if state.seen_segments >= DETECT_SEGMENTS or state.seen_bytes >= DETECT_BYTES:
             state.held = []
             self._counters["unknown"] += 1
             self._mute(state, UNKNOWN)
-        elif stream:
+        elif not datagram:
             state.held.append(segment)
         return False
+
+    def _pick(self, data: bytes, direction: Direction, transport: str) -> Optional[ProtocolSpec]:
+        """The first enabled spec for this transport whose ``looks_like`` accepts ``data``.
+
+        ``looks_like`` is a pure function of (data, direction), and the first bytes of new
+        connections repeat (every client sends the same first request, every server the same
+        greeting): the answer is remembered per (direction, transport, bytes) for the current
+        specs, bounded, so detecting a new connection costs one dict lookup instead of a
+        ``looks_like`` per protocol tried before the one that matches.
+        """
+        key = (direction == Direction.INGRESS, transport, data)
+        memo = self._picks
+        if len(data) <= PICK_MEMO_BYTES and key in memo:  # bytes cache their hash: one hashing
+            return memo[key]
+        stream = transport != "udp"
+        found = None
+        for spec in self._specs:
+            transports = spec.transports
+            if (transport in transports or (stream and "tcp" in transports)) and spec.looks_like(data, direction):
+                found = spec
+                break
+        if len(data) <= PICK_MEMO_BYTES:
+            if len(memo) >= PICK_MEMO_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
 
     def _exit(self, pid: int, ts_ns: int) -> list[Call]:
         """The process is gone: its sockets closed without close() events; finish them all."""
@@ -206,12 +251,18 @@ class ConnectionTracker:
             self._unindex(victim)
             _add_parser_stats(self._closed_parser_stats, victim)
             self._counters["evicted"] += 1
-        peer = Endpoint(event.peer_addr, event.peer_port) if event.peer_addr else None
-        local = Endpoint(event.local_addr, event.local_port) if event.local_port else None
-        transport = transport_of(event.family, event.sock_type)
-        state = ConnState(event.pid, event.fd, event.cgroup_id, transport, peer, role, event.comm, local)
+        peer = new_endpoint(event.peer_addr, event.peer_port) if event.peer_addr else None
+        local = new_endpoint(event.local_addr, event.local_port) if event.local_port else None
+        pid = event.pid
+        state = ConnState(
+            pid, event.fd, event.cgroup_id, transport_of(event.family, event.sock_type), peer, role, event.comm, local
+        )
         conns[key] = state
-        self._by_pid.setdefault(event.pid, set()).add(key)
+        keys = self._by_pid.get(pid)
+        if keys is None:
+            self._by_pid[pid] = {key}
+        else:
+            keys.add(key)
         self._counters["connections_created"] += 1
         return state
 
@@ -248,10 +299,17 @@ class ConnectionTracker:
         stage is their only holder: setting ``conn`` in place, before anyone else sees them, is
         the same as ``dataclasses.replace`` at a tenth of the cost (1.5 us per Call here)."""
         self._counters["calls"] += len(calls)
+        tids = state.tids
         for call in calls:
             # The thread that handled the request: it read it (server) or wrote it (client).
-            req_dir = Direction.EGRESS if call.role == Role.CLIENT else Direction.INGRESS
-            _set(call, "conn", state.connection(state.tid_at(req_dir, call.start_ns), peer))
+            req_dir = _EGRESS if call.role == _CLIENT else _INGRESS
+            history = tids[req_dir]
+            # One thread ever on that side (nearly always): it is the one, whatever the time.
+            tid = history[0][1] if len(history) == 1 else state.tid_at(req_dir, call.start_ns)
+            conn = state.conn
+            if conn is None or conn.tid != tid or conn.peer is not peer or conn.local is not state.local:
+                conn = state.connection(tid, peer)
+            _set(call, "conn", conn)
         return calls
 
 

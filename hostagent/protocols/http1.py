@@ -16,9 +16,10 @@ message start seen at the beginning of a segment, a new request on the connectio
 Garbage (or a connection first seen mid-way) puts that direction in "sync" mode: segments are
 skipped until one starts like a message. Both are counted in ``stats``.
 
-Hot path: one ``bytes.find`` for the end of a head, one latin-1 decode and ``str.split`` of the
-head, then one dict lookup per header line already seen (a bounded memo of the split lines), or
-one lookup for a whole head seen before; bodies are counted, and only a bounded prefix is copied.
+Hot path: one ``bytes.find`` for the end of a head, then the head parser (``http1_head``: one dict
+lookup for a head seen before); bodies are counted, and only a bounded prefix is copied. What a
+Call takes from the request head alone (span name, URL and server attributes) is derived once per
+distinct head and shared. ``feed_bytes`` is ``feed`` without a Segment to build per event.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
-from hostagent.model import Call, Direction, Role, Segment
+from hostagent.model import Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
 from hostagent.protocols.fast_call import new_call
+from hostagent.protocols.http1_head import REQUEST_STARTS, STARTS, STATUS_START, Message, parse_head, plausible
 from hostagent.protocols.http_common import (
     ERROR_NO_RESPONSE,
     method_attributes,
@@ -37,20 +39,7 @@ from hostagent.protocols.http_common import (
     status_error,
 )
 
-# Request-line prefixes accepted as the start of a request: RFC 9110 methods, PATCH and the
-# common WebDAV / cache extensions. A request with another method is still parsed inside a
-# connection already known to be HTTP; it just cannot start one or end a resync.
-_METHODS = (
-    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
-    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "PURGE", "QUERY",
-    "REPORT", "SEARCH", "MKCALENDAR",
-)  # fmt: skip
-_REQUEST_STARTS = tuple(m.encode() + b" " for m in _METHODS)
-_STATUS_START = b"HTTP/1."
-_STARTS = (*_REQUEST_STARTS, _STATUS_START)
-
 MAX_HEAD = 16 * 1024  # a head not finished within this many bytes is garbage
-MAX_HEADERS = 64  # headers kept per message; the rest are still framed correctly
 MAX_LINE = 1024  # a chunk-size or trailer line longer than this is garbage
 MAX_PENDING = 64  # pipelined requests waiting for a response
 BODY_LIMIT = 1024  # body prefix kept per message (the traces stage trims further)
@@ -63,35 +52,7 @@ _CH_SIZE, _CH_DATA, _CH_CRLF, _CH_TRAILER = range(4)
 
 def looks_like(data: bytes, direction: Direction) -> bool:
     """A request line (known method + space) or an HTTP/1 status line; either direction."""
-    return data.startswith(_STARTS)
-
-
-class _Message:
-    """One request or response while it is being read; mutable, never leaves this module.
-
-    Defaults live on the class (no __slots__): a new message then costs two attribute writes
-    instead of seventeen, and most messages only ever set a few of them.
-    """
-
-    method = ""
-    target = ""
-    version = ""
-    status = 0
-    headers: tuple[tuple[str, str], ...] = ()
-    host = ""
-    user_agent = ""
-    traceparent: Optional[str] = None
-    tracestate: Optional[str] = None
-    length = -1  # Content-Length, -1 when absent
-    chunked = False
-    framed = False  # the message has a body whose size we report
-    body = b""  # contiguous captured prefix of the body (decoded when chunked)
-    body_size = 0  # body bytes on the wire, captured or not
-    gap = False  # uncaptured bytes were skipped: nothing after them is kept
-
-    def __init__(self, start_ns: int) -> None:
-        self.start_ns = start_ns
-        self.end_ns = start_ns
+    return data.startswith(STARTS)
 
 
 class _Half:
@@ -104,7 +65,7 @@ class _Half:
         self.state = _HEAD
         self.buf = b""  # partial head or chunk line
         self.head_ts = 0  # ts of the segment where the buffered head began
-        self.msg: Optional[_Message] = None
+        self.msg: Optional[Message] = None
         self.remaining = 0  # body bytes (or chunk bytes, or CRLF bytes) still to come
         self.chunk = _CH_SIZE
 
@@ -117,47 +78,52 @@ class Http1Parser:
         self.upgraded = False  # 101 or CONNECT tunnel: the bytes are no longer HTTP/1
         self._body_limit = body_limit
         self._req_dir: Optional[Direction] = None
+        self._role = Role.UNKNOWN  # of this process, known with _req_dir
         self._req = _Half(True)
         self._resp = _Half(False)
-        self._pending: deque[_Message] = deque()
+        self._pending: deque[Message] = deque()
         self._in_sync = True  # before the first message start: counted once as a resync
-        self._held: dict[Direction, Segment] = {}  # a message start still too short to recognise
+        # A message start still too short to recognise, per direction: (bytes, first timestamp).
+        self._held: dict[int, tuple[bytes, int]] = {}
         self._host_key = ""
         self._host: tuple[str, int] = ("", 0)
 
     # -- public -----------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
+        return self.feed_bytes(segment.direction, segment.data, segment.size, segment.ts_ns)
+
+    def feed_bytes(self, direction: int, data: bytes, size: int, ts_ns: int) -> list[Call]:
+        """``feed(Segment(direction, data, size, ts_ns))``, minus the Segment (the tracker's path)."""
         if self.upgraded:
             return []
-        if self._req_dir is None:
-            return self._first(segment)
+        req_dir = self._req_dir
+        if req_dir is None:
+            return self._first(direction, data, size, ts_ns)
         out: list[Call] = []
-        half = self._req if segment.direction == self._req_dir else self._resp
-        self._consume(half, segment, out)
+        self._consume(self._req if direction == req_dir else self._resp, data, size, ts_ns, out)
         return out
 
-    def _first(self, segment: Segment) -> list[Call]:
+    def _first(self, direction: int, data: bytes, size: int, ts: int) -> list[Call]:
         """Before any message start: find which side sends requests, then parse from there."""
-        direction = segment.direction
         held = self._held.pop(direction, None)
-        data = held.data + segment.data if held is not None else segment.data
-        if data.startswith(_STATUS_START):
+        joined = held[0] + data if held is not None else data
+        if joined.startswith(STATUS_START):
             self._req_dir = Direction(1 - direction)  # the other side asked
-        elif data.startswith(_REQUEST_STARTS):
-            self._req_dir = direction
-        elif len(data) < 8 and segment.size == len(segment.data) and any(s.startswith(data) for s in _STARTS):
+        elif joined.startswith(REQUEST_STARTS):
+            self._req_dir = Direction(direction)
+        elif len(joined) < 8 and size == len(data) and any(s.startswith(joined) for s in STARTS):
             # A start split across tiny reads ("G", "ET ..."): hold it, with its first timestamp.
-            ts = held.ts_ns if held is not None else segment.ts_ns
-            self._held[direction] = Segment(direction, data, len(data), ts)
+            self._held[direction] = (joined, held[1] if held is not None else ts)
             return []
         else:
             if self._in_sync:
                 self._in_sync = False
                 self.stats.resyncs += 1
             return []
+        self._role = Role.CLIENT if self._req_dir == Direction.EGRESS else Role.SERVER
         self._held.clear()
-        out = self.feed(held) if held is not None else []
-        return out + self.feed(segment)
+        out = self.feed_bytes(direction, held[0], len(held[0]), held[1]) if held is not None else []
+        return out + self.feed_bytes(direction, data, size, ts)
 
     def close(self, ts_ns: int) -> list[Call]:
         """Finish a response that runs until close (or lost its framing); fail the unanswered."""
@@ -180,14 +146,13 @@ class Http1Parser:
         return n + sum(len(m.body) for m in self._pending)
 
     # -- per direction ------------------------------------------------------------------------
-    def _consume(self, half: _Half, seg: Segment, out: list[Call]) -> None:
-        data = seg.data
+    def _consume(self, half: _Half, data: bytes, size: int, ts: int, out: list[Call]) -> None:
         n = len(data)
-        size = seg.size if seg.size > n else n
-        ts = seg.ts_ns
+        if size < n:
+            size = n
         state = half.state
         if state == _LOSSY or state == _SYNC:
-            if data.startswith(_REQUEST_STARTS if half.is_request else _STATUS_START):
+            if data.startswith(REQUEST_STARTS if half.is_request else STATUS_START):
                 if state == _LOSSY:
                     self._finish(half, out)
                 half.state = _HEAD
@@ -209,14 +174,19 @@ class Http1Parser:
             elif state == _LENGTH:
                 msg = half.msg
                 assert msg is not None
-                take = min(half.remaining, size - pos)
-                self._keep(msg, data, pos, pos + take)
+                remaining = half.remaining
+                take = remaining if remaining < size - pos else size - pos
+                if not msg.gap:
+                    self._keep(msg, data, pos, pos + take)
                 msg.body_size += take
                 msg.end_ns = ts
-                half.remaining -= take
+                half.remaining = remaining - take
                 pos += take
-                if half.remaining == 0:
-                    self._finish(half, out)
+                if remaining == take:
+                    if half.is_request:
+                        half.state = _HEAD
+                    else:
+                        self._response_done(half, out)
             elif state == _CHUNKED:
                 pos = self._chunked(half, data, n, size, pos, ts, out)
             elif state == _UNTIL_CLOSE or state == _LOSSY:
@@ -233,9 +203,10 @@ class Http1Parser:
         """Read (part of) a message head starting at ``pos``; return the new position."""
         if pos >= n:  # a head would start in bytes that were not captured: its message is lost
             return self._lose(half, size)
-        if half.buf:
-            old = len(half.buf)
-            buf = half.buf + data[pos:n]
+        buf = half.buf
+        if buf:
+            old = len(buf)
+            buf += data[pos:n]
             end = buf.find(b"\r\n\r\n", old - 3 if old > 3 else 0)
             if end >= 0:
                 half.buf = b""
@@ -245,18 +216,24 @@ class Http1Parser:
             if data.startswith(b"\r\n", pos):  # stray CRLF between messages (RFC 9112 2.2)
                 return pos + 2
             first = data[pos]
-            if not (65 <= first <= 90 if half.is_request else first == 72):  # 'A'-'Z' / 'H'
+            is_request = half.is_request
+            if not (65 <= first <= 90 if is_request else first == 72):  # 'A'-'Z' / 'H'
                 return self._resync(half, size, out)
             end = data.find(b"\r\n\r\n", pos, n)
-            if end >= 0:
-                return self._start(half, data[pos:end], False, ts, out, end + 4)
+            if end >= 0:  # the common case, _start inlined
+                msg = parse_head(data[pos:end], is_request, False, ts)
+                if msg is None:
+                    return self._resync(half, end + 4, out)
+                if is_request:
+                    return self._request_started(half, msg, False, out, end + 4)
+                return self._response_started(half, msg, False, out, end + 4)
             buf = data[pos:n]
             half.head_ts = ts
         if size > n:  # the head runs into bytes that were not captured: parse what we have
             half.buf = b""
             self.stats.truncated += 1
             return self._start(half, buf, True, ts, out, size)
-        if len(buf) > MAX_HEAD or (len(buf) >= 8 and not _plausible(buf, half.is_request)):
+        if len(buf) > MAX_HEAD or (len(buf) >= 8 and not plausible(buf, half.is_request)):
             half.buf = b""
             return self._resync(half, size, out)
         half.buf = buf
@@ -264,21 +241,22 @@ class Http1Parser:
 
     def _start(self, half: _Half, head: bytes, cut: bool, ts: int, out: list[Call], pos: int) -> int:
         """A complete (or cut) head: build the message and choose how its body is framed."""
-        msg = _parse_head(head, half.is_request, cut, ts)
+        msg = parse_head(head, half.is_request, cut, ts)
         if msg is None:
             return self._resync(half, pos, out)
         if half.is_request:
             return self._request_started(half, msg, cut, out, pos)
         return self._response_started(half, msg, cut, out, pos)
 
-    def _request_started(self, half: _Half, msg: _Message, cut: bool, out: list[Call], pos: int) -> int:
+    def _request_started(self, half: _Half, msg: Message, cut: bool, out: list[Call], pos: int) -> int:
         resp = self._resp
         if resp.msg is not None and (resp.state == _LOSSY or resp.state == _UNTIL_CLOSE):
             self._finish(resp, out)  # a new request means the previous response has ended
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            pending.popleft()
             self.stats.unpaired += 1
-        self._pending.append(msg)
+        pending.append(msg)
         half.msg = msg
         if msg.method == "CONNECT":  # whatever follows is tunnel bytes, until the answer says no
             half.state = _SYNC
@@ -295,7 +273,7 @@ class Http1Parser:
             half.state = _HEAD
         return pos
 
-    def _response_started(self, half: _Half, msg: _Message, cut: bool, out: list[Call], pos: int) -> int:
+    def _response_started(self, half: _Half, msg: Message, cut: bool, out: list[Call], pos: int) -> int:
         status = msg.status
         if 100 <= status < 200 and status != 101:  # interim (100 Continue, 103 Early Hints)
             self.stats.extra["interim"] = self.stats.extra.get("interim", 0) + 1
@@ -328,7 +306,6 @@ class Http1Parser:
             msg.framed = True
             half.state = _UNTIL_CLOSE
         return pos
-
     def _chunked(
         self, half: _Half, data: bytes, n: int, size: int, pos: int, ts: int, out: list[Call]
     ) -> int:
@@ -429,7 +406,7 @@ class Http1Parser:
             self._response_done(half, out)
         return self._lose(half, size)
 
-    def _keep(self, msg: _Message, data: bytes, start: int, stop: int) -> None:
+    def _keep(self, msg: Message, data: bytes, start: int, stop: int) -> None:
         """Keep body bytes [start, stop) of this segment while the prefix is contiguous and short."""
         if msg.gap:
             return
@@ -441,25 +418,16 @@ class Http1Parser:
         if stop > n:
             msg.gap = True
 
-    def _call(self, req: _Message, resp: Optional[_Message], end_ns: int) -> Call:
-        role = Role.CLIENT if self._req_dir == Direction.EGRESS else Role.SERVER
-        attrs: dict = {}
-        name = method_attributes(req.method, attrs)
-        scheme, path, query = split_target(req.target)
-        if req.method != "CONNECT":
-            attrs["url.path"] = path
-            if query:
-                attrs["url.query"] = query
-        attrs["url.scheme"] = scheme or "http"
-        host = req.host or (req.target if req.method == "CONNECT" else "")
-        if host:
-            if host != self._host_key:  # one Host per connection, nearly always
-                self._host_key, self._host = host, parse_host(host)
-            address, port = self._host
-            attrs["server.address"] = address
-            attrs["server.port"] = port
-            if role == Role.CLIENT and req.method != "CONNECT":
-                attrs["url.full"] = f"{scheme or 'http'}://{host}{path}" + (f"?{query}" if query else "")
+    def _call(self, req: Message, resp: Optional[Message], end_ns: int) -> Call:
+        role = self._role
+        derived = req.derived  # shared by every request parsed from the same head bytes
+        known = derived.get(role) if derived is not None else None
+        if known is None:
+            known = self._from_head(req, role)
+            if derived is not None:
+                derived[role] = known
+        name, head_attrs = known
+        attrs = head_attrs.copy()
         version = (resp.version if resp is not None else "") or req.version
         if version:
             attrs["network.protocol.version"] = version
@@ -484,107 +452,26 @@ class Http1Parser:
             response_body=resp_body, request_size=req.body_size, response_size=resp_size,
         )  # fmt: skip
 
+    def _from_head(self, req: Message, role: Role) -> tuple[str, Attributes]:
+        """Span name and the attributes that depend on the request head alone (and the role)."""
+        attrs: Attributes = {}
+        name = method_attributes(req.method, attrs)
+        scheme, path, query = split_target(req.target)
+        if req.method != "CONNECT":
+            attrs["url.path"] = path
+            if query:
+                attrs["url.query"] = query
+        attrs["url.scheme"] = scheme or "http"
+        host = req.host or (req.target if req.method == "CONNECT" else "")
+        if host:
+            if host != self._host_key:  # one Host per connection, nearly always
+                self._host_key, self._host = host, parse_host(host)
+            address, port = self._host
+            attrs["server.address"] = address
+            attrs["server.port"] = port
+            if role == Role.CLIENT and req.method != "CONNECT":
+                attrs["url.full"] = f"{scheme or 'http'}://{host}{path}" + (f"?{query}" if query else "")
+        return name, attrs
 
-def _parse_head(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_Message]:
-    """Start line and headers; None when it is not an HTTP/1 head. ``cut``: the tail is missing."""
-    heads = _REQUEST_HEADS if is_request else _RESPONSE_HEADS
-    if not cut:
-        fields = heads.get(head)
-        if fields is not None:
-            msg = _Message(ts)
-            msg.__dict__.update(fields)
-            return msg
-    parsed = _parse_head_text(head, is_request, cut, ts)
-    if parsed is not None and not cut and len(head) <= HEAD_MEMO_BYTES:
-        if len(heads) >= HEAD_MEMO_MAX:
-            heads.clear()
-        # Everything parsed from the head (immutable values); not the timestamps of this message.
-        heads[head] = {k: v for k, v in parsed.__dict__.items() if k != "start_ns" and k != "end_ns"}
-    return parsed
-
-
-def _parse_head_text(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[_Message]:
-    lines = head.decode("latin-1").split("\r\n")
-    first = lines[0]
-    msg = _Message(ts)
-    if is_request:
-        method, _, rest = first.partition(" ")
-        target, _, version = rest.rpartition(" ")
-        if not version.startswith("HTTP/1."):
-            if not (cut and len(lines) == 1):  # only a cut request line may lack its version
-                return None
-            target, version = rest, ""
-        if not method.isalpha() or not target or " " in target:
-            return None
-        msg.method, msg.target, msg.version = method, target, version[5:]
-    else:
-        version, _, rest = first.partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit() or rest[3:4] not in ("", " "):
-            return None
-        msg.version, msg.status = version[5:], int(code)
-    headers = []
-    memo = _LINES
-    # A cut head's last line is incomplete (a value may have lost digits): leave it out.
-    for line in lines[1 : min(len(lines) - 1 if cut else len(lines), MAX_HEADERS + 1)]:
-        header = memo.get(line)
-        if header is None:
-            name, sep, value = line.partition(":")
-            if not sep:
-                continue
-            # RFC 9112 5.1: no whitespace allowed between the name and the colon
-            header = (name.lower(), value.strip())
-            if len(line) <= LINE_MEMO_CHARS:
-                if len(memo) >= LINE_MEMO_MAX:
-                    memo.clear()
-                memo[line] = header
-        headers.append(header)
-        name, value = header
-        if name in _SPECIAL:
-            if name == "content-length":
-                if not value.isdigit():
-                    return None
-                msg.length = int(value)
-            elif name == "transfer-encoding":
-                msg.chunked = value.lower().endswith("chunked")
-            elif name == "host":
-                msg.host = value
-            elif name == "user-agent":
-                msg.user_agent = value
-            elif name == "traceparent":
-                msg.traceparent = value
-            elif name == "tracestate":
-                msg.tracestate = value
-    msg.headers = tuple(headers)
-    return msg
-
-
-def _plausible(buf: bytes, is_request: bool) -> bool:
-    """Whether the first 8+ bytes of a head still being buffered can start a message."""
-    if not is_request:
-        return buf.startswith(_STATUS_START)
-    space = buf.find(b" ", 0, 16)
-    return space > 0 and buf[:space].isalpha()
-
-
-# Whole heads seen before -> what parsing them set on the _Message. A client repeating a request
-# (no per-request header such as traceparent or a request id) and a server's answers to it (their
-# Date header changes once a second) parse with one dict lookup on bytes. Bounded; complete heads
-# only, never a cut one. A cache of a pure function of its key (no parser state).
-HEAD_MEMO_MAX = 1024
-HEAD_MEMO_BYTES = 1024
-_REQUEST_HEADS: dict[bytes, dict[str, object]] = {}
-_RESPONSE_HEADS: dict[bytes, dict[str, object]] = {}
-
-# Header line -> (lower-case name, stripped value). The same lines (Server, Content-Type, Host,
-# Accept...) recur on nearly every message of every connection; splitting each once saves most of
-# a head's parsing. A cache of a pure function of its key (no parser state), bounded.
-LINE_MEMO_MAX = 4096
-LINE_MEMO_CHARS = 256  # longer lines (cookies, tokens) are rarely repeated: split every time
-_LINES: dict[str, tuple[str, str]] = {}
-
-_SPECIAL = frozenset(
-    ("content-length", "transfer-encoding", "host", "user-agent", "traceparent", "tracestate")
-)
 
 SPEC = ProtocolSpec(name="http", probe="http", looks_like=looks_like, new_parser=Http1Parser)
