@@ -14,6 +14,12 @@ true:
 - ``sweep()``, on a timer, drops entries whose pid is gone or now has another start time (covers
   lost exit events).
 
+A pid that is gone when first looked up (never seen alive, or a forked child named from its
+parent) is answered without /proc for ``GONE_TTL_S``: a burst of late calls from a process that
+just exited costs one failed /proc read (~60 us here), not one per call. Exec and fork events for
+that pid forget the answer at once; the TTL bounds how long a pid reused without either event
+(a fork by a process that holds no socket) could be answered as the gone one.
+
 Attributes follow semantic conventions v1.44. The systemd unit has no semconv key; it goes under
 our own namespace as ``hostagent.systemd.unit`` (and ``hostagent.systemd.slice``).
 ``container.runtime`` is deprecated in v1.44 in favour of ``container.runtime.name``: both are
@@ -25,8 +31,10 @@ from __future__ import annotations
 import os
 import platform
 import threading
+import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -43,6 +51,8 @@ from hostagent.model import AttributeValue
 SYSTEMD_UNIT = "hostagent.systemd.unit"
 SYSTEMD_SLICE = "hostagent.systemd.slice"
 UNKNOWN_SERVICE = "unknown_service"
+GONE_TTL_S = 1.0  # how long a gone pid's made-up answer is served without looking at /proc again
+GONE_COMMS = 8  # made-up answers kept per gone pid (one per comm it was seen with)
 # Fixed namespace for service.instance.id (uuid5), so ids are stable across agent restarts.
 INSTANCE_NAMESPACE = uuid.UUID("6f1c3f0e-5d1b-4c39-9a4e-6b8d2f6c1a77")
 
@@ -197,6 +207,7 @@ class ServiceCache:
         host_info: Optional[HostInfo] = None,
         max_entries: int = 8192,
         max_exited: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.procfs = procfs
         self.docker = docker
@@ -210,6 +221,9 @@ class ServiceCache:
         # before its first call is read (a PostgreSQL backend, a forking httpd's handler) is
         # named from its parent instead of unknown_service.
         self._forked: OrderedDict[int, int] = OrderedDict()
+        # pid -> (until, comm -> entry): what a pid found gone at its first lookup was answered.
+        self._gone: OrderedDict[int, tuple[float, dict[str, _Entry]]] = OrderedDict()
+        self._clock = clock
         self._lock = threading.Lock()
         self._go_cache: dict[str, bool] = {}
         self.evictions = 0
@@ -258,6 +272,7 @@ class ServiceCache:
         with self._lock:
             self._live.pop(pid, None)
             self._exited.pop(pid, None)
+            self._gone.pop(pid, None)
         try:
             entry = self._compute(pid)
         except _UNREADABLE:
@@ -275,6 +290,7 @@ class ServiceCache:
     def on_fork(self, child: int, parent: int) -> None:
         """A new process (fork, not a thread): remember its parent; nothing is read now."""
         with self._lock:
+            self._gone.pop(child, None)  # a new process has the pid now
             self._forked[child] = parent
             self._forked.move_to_end(child)
             while len(self._forked) > self._max_exited:
@@ -329,6 +345,12 @@ class ServiceCache:
     # --- internals ---------------------------------------------------------------------------
     def _miss(self, pid: int, comm: str) -> _Entry:
         self.misses += 1
+        with self._lock:
+            gone = self._gone.get(pid)
+        if gone is not None:
+            entry = gone[1].get(comm)
+            if entry is not None and self._clock() < gone[0]:
+                return entry
         try:
             entry = self._compute(pid)
         except _UNREADABLE:
@@ -336,16 +358,28 @@ class ServiceCache:
                 exited = self._exited.get(pid)
             if exited is not None:
                 return exited
-            inherited = self._from_parent(pid)
-            if inherited is not None:
-                return inherited
-            return _Entry(self._unknown(pid, comm))
+            entry = self._from_parent(pid) or _Entry(self._unknown(pid, comm))
+            self._remember_gone(pid, comm, entry)
+            return entry
         self._put(pid, entry)
         return entry
 
+    def _remember_gone(self, pid: int, comm: str, entry: _Entry) -> None:
+        now = self._clock()
+        with self._lock:
+            gone = self._gone.get(pid)
+            if gone is None or now >= gone[0] or len(gone[1]) >= GONE_COMMS:
+                gone = (now + GONE_TTL_S, {})
+            gone[1][comm] = entry
+            self._gone[pid] = gone
+            self._gone.move_to_end(pid)
+            while len(self._gone) > self._max_exited:
+                self._gone.popitem(last=False)
+
     def _from_parent(self, pid: int) -> Optional[_Entry]:
         """The parent's service for a forked child that is already gone: the same program, so
-        the same name and instance; only the process ids are the child's own."""
+        the same name and instance; only the process ids are the child's own. Cheap (no /proc):
+        made again when the gone answer expires, from the parent's current entry."""
         with self._lock:
             parent = self._forked.get(pid)
             source = None
@@ -358,16 +392,12 @@ class ServiceCache:
         attrs["process.parent_pid"] = parent
         attrs.pop("process.creation.time", None)  # the child's own is not known
         service = replace(source.service, pid=pid, start_ticks=0, attributes=tuple(sorted(attrs.items())))
-        entry = _Entry(service)
-        with self._lock:  # served like the late calls of any exited process
-            self._exited[pid] = entry
-            while len(self._exited) > self._max_exited:
-                self._exited.popitem(last=False)
-        return entry
+        return _Entry(service)  # _miss remembers it with the other answers for gone pids
 
     def _put(self, pid: int, entry: _Entry) -> None:
         with self._lock:
             self._exited.pop(pid, None)
+            self._gone.pop(pid, None)
             self._live[pid] = entry
             self._live.move_to_end(pid)
             while len(self._live) > self._max:
