@@ -143,7 +143,8 @@ struct scratch {
     u8 data[2 * MAX_PAYLOAD];
     u32 submits;   /* records this CPU submitted (see submit) */
     u32 _pad;
-};
+} __attribute__((aligned(64)));  /* one CPU's counter never shares a cache line with the next
+                                    CPU's header: both are written on every record */
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 /* One slot per CPU, indexed by bpf_get_smp_processor_id(): a plain array because per-CPU map
