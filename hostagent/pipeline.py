@@ -49,6 +49,10 @@ class SpanSink(Protocol):
 
 Observer = Callable[[Call, ReadableSpan], None]
 _set = object.__setattr__  # Call is frozen; see _handle
+# Enum members read once: ``EventKind.DATA`` is a class attribute lookup through the enum's
+# metaclass (~90 ns), paid per event otherwise.
+_DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
+_CLIENT, _SERVER = Role.CLIENT, Role.SERVER
 
 
 class Pipeline:
@@ -92,13 +96,14 @@ class Pipeline:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
         self.events += 1
         try:
-            kind = event.kind
-            if kind == EventKind.EXEC and self.identity is not None:
-                self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"))
-            elif kind == EventKind.EXIT and self.identity is not None:
-                self.identity.on_exit(event.pid)
-            elif kind == EventKind.FORK and self.identity is not None:
-                self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
+            if event.kind != _DATA and self.identity is not None:  # DATA: nearly every event
+                kind = event.kind
+                if kind == _EXEC:
+                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"))
+                elif kind == _EXIT:
+                    self.identity.on_exit(event.pid)
+                elif kind == _FORK:
+                    self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent
@@ -125,13 +130,16 @@ class Pipeline:
         if PROBE_OF_PROTOCOL.get(call.protocol, call.protocol) not in current.probes:
             self.dropped["probe_disabled"] += 1
             return
-        _, redactor, sampler, may_drop = self._policies(current)
+        policy = self._policy
+        if policy[0] is not current:
+            policy = self._policies(current)
+        _, redactor, sampler, may_drop = policy
         service = None
         conn = call.conn
-        attrs = dict(call.attributes)
+        attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:
             service = self.identity.service_for(conn.pid, conn.comm)
-            if self.peers is not None and call.role == Role.CLIENT and conn.peer is not None:
+            if self.peers is not None and call.role == _CLIENT and conn.peer is not None:
                 peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:
                     attrs.update(peer)
@@ -155,7 +163,7 @@ class Pipeline:
             parent = span.parent
             decision = sampler.decide(
                 span.context.trace_id,
-                parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role == Role.SERVER
+                parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role == _SERVER
                 else None,
                 service=service.name if service is not None else None,
                 protocol=call.protocol,

@@ -222,11 +222,16 @@ class Http1Parser:
             end = data.find(b"\r\n\r\n", pos, n)
             if end >= 0:  # the common case, _start inlined
                 msg = parse_head(data[pos:end], is_request, False, ts)
+                pos = end + 4
                 if msg is None:
-                    return self._resync(half, end + 4, out)
+                    return self._resync(half, pos, out)
                 if is_request:
-                    return self._request_started(half, msg, False, out, end + 4)
-                return self._response_started(half, msg, False, out, end + 4)
+                    pos = self._request_started(half, msg, False, out, pos)
+                else:
+                    pos = self._response_started(half, msg, False, out, pos)
+                if half.state == _LENGTH and half.remaining <= n - pos:
+                    return self._whole_body(half, msg, data, pos, ts, out)  # all captured, here
+                return pos
             buf = data[pos:n]
             half.head_ts = ts
         if size > n:  # the head runs into bytes that were not captured: parse what we have
@@ -374,6 +379,24 @@ class Http1Parser:
         msg.end_ns = ts
         return pos
 
+    def _whole_body(self, half: _Half, msg: Message, data: bytes, pos: int, ts: int, out: list[Call]) -> int:
+        """A Content-Length body that lies whole in this segment's captured bytes, right after its
+        head: what the _LENGTH state would do over it, in one step (the common keep-alive case)."""
+        length = half.remaining
+        stop = pos + length
+        if not msg.gap:  # _keep, for a body that starts here and is all captured
+            room = self._body_limit - len(msg.body)
+            if room > 0 and length > 0:
+                msg.body += data[pos : stop if length <= room else pos + room]
+        msg.body_size += length
+        msg.end_ns = ts
+        half.remaining = 0
+        if half.is_request:
+            half.state = _HEAD
+        else:
+            self._response_done(half, out)
+        return stop
+
     # -- endings ------------------------------------------------------------------------------
     def _finish(self, half: _Half, out: list[Call]) -> None:
         if half.is_request:
@@ -443,7 +466,7 @@ class Http1Parser:
             attrs["http.response.status_code"] = resp.status
             if resp.framed:
                 attrs["http.response.body.size"] = resp.body_size
-            error = status_error(role, resp.status)
+            error = status_error(role, resp.status) if resp.status >= 400 else None
             resp_headers, resp_body, resp_size = resp.headers, resp.body, resp.body_size
         return new_call(
             protocol="http", role=role, start_ns=req.start_ns, end_ns=end_ns, name=name,

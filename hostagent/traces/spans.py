@@ -34,15 +34,11 @@ from hostagent.traces.resources import ProcessResources, ResourceFor
 SCOPE = InstrumentationScope("hostagent", hostagent.__version__)
 
 _KINDS = {Role.CLIENT: SpanKind.CLIENT, Role.SERVER: SpanKind.SERVER}
+_INTERNAL = SpanKind.INTERNAL
+_CLIENT, _SERVER = Role.CLIENT, Role.SERVER  # enum members read once, not per span
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _EMPTY_STATE = TraceState()
-
-
-def _network_type(address: str) -> Optional[str]:
-    if not address:
-        return None
-    return "ipv6" if ":" in address else "ipv4"
 
 
 def connection_attributes(attrs: dict, role: Role, conn: Connection) -> None:
@@ -52,27 +48,32 @@ def connection_attributes(attrs: dict, role: Role, conn: Connection) -> None:
     Host header, client.address from Forwarded) wins over what the socket says.
     """
     peer = conn.peer
-    if conn.transport:
-        attrs.setdefault("network.transport", conn.transport)
-    if peer is not None and peer.address:
-        attrs["network.peer.address"] = peer.address
-        if peer.port:
-            attrs["network.peer.port"] = peer.port
-        net_type = _network_type(peer.address) if conn.transport != "unix" else None
-        if net_type:
-            attrs.setdefault("network.type", net_type)
-        if role == Role.CLIENT:
-            if "server.address" not in attrs:
-                attrs["server.address"] = peer.address
-                if peer.port:
-                    attrs["server.port"] = peer.port
-            elif peer.port:
-                # Host header without a port: the port we really connected to is the truth.
-                attrs.setdefault("server.port", peer.port)
-        elif role == Role.SERVER:
-            attrs.setdefault("client.address", peer.address)
-    if role == Role.SERVER and conn.local is not None and conn.local.port:
-        attrs.setdefault("server.port", conn.local.port)
+    transport = conn.transport
+    if transport:
+        attrs.setdefault("network.transport", transport)
+    if peer is not None:
+        address = peer.address
+        if address:
+            port = peer.port
+            attrs["network.peer.address"] = address
+            if port:
+                attrs["network.peer.port"] = port
+            if transport != "unix":
+                attrs.setdefault("network.type", "ipv6" if ":" in address else "ipv4")
+            if role == _CLIENT:
+                if "server.address" not in attrs:
+                    attrs["server.address"] = address
+                    if port:
+                        attrs["server.port"] = port
+                elif port:
+                    # Host header without a port: the port we really connected to is the truth.
+                    attrs.setdefault("server.port", port)
+            elif role == _SERVER:
+                attrs.setdefault("client.address", address)
+    if role == _SERVER:
+        local = conn.local
+        if local is not None and local.port:
+            attrs.setdefault("server.port", local.port)
 
 
 class SpanBuilder:
@@ -88,11 +89,12 @@ class SpanBuilder:
 
     def build(self, call: Call) -> ReadableSpan:
         role = call.role
-        kind = _KINDS.get(role, SpanKind.INTERNAL)
+        kind = _KINDS.get(role, _INTERNAL)
 
-        attrs = dict(call.attributes)
-        if call.conn is not None:
-            connection_attributes(attrs, role, call.conn)
+        attrs = call.attributes.copy()
+        conn = call.conn
+        if conn is not None:
+            connection_attributes(attrs, role, conn)
 
         if call.error_type:
             attrs["error.type"] = call.error_type
