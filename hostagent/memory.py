@@ -19,6 +19,7 @@ from typing import Optional
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+MADV_DONTNEED = 4  # drop our mapping of these pages (a clean file page is read again on use)
 MADV_PAGEOUT = 21  # Linux 5.4: reclaim these pages now (a hint: contents never change)
 # Libraries that only bcc's compile runs: their text is paged back in if it ever runs again.
 COMPILER_LIBRARIES = ("libLLVM", "libclang")
@@ -58,8 +59,10 @@ def rss_kib(pid: str = "self") -> int:
 
 
 def _clean_file_ranges(smaps: Iterable[str], names: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(start, end) of the mappings of files whose name contains one of ``names`` and that hold no
-    private (copied-on-write) page: relocated data must never be handed back to the file."""
+    """(start, end) of the read-only mappings of files whose name contains one of ``names`` and
+    that hold no private (copied-on-write) page: relocated data (RELRO: read-only, yet written by
+    the dynamic loader) must never be handed back to the file, and a writable mapping could be
+    written between this look and the madvise."""
     out: list[tuple[int, int]] = []
     current: Optional[tuple[int, int]] = None
     for line in smaps:
@@ -67,7 +70,8 @@ def _clean_file_ranges(smaps: Iterable[str], names: tuple[str, ...]) -> list[tup
         if head and "-" in head[0] and not head[0].endswith(":"):
             current = None
             path = head[5].strip() if len(head) > 5 else ""
-            if path.startswith("/") and any(n in path.rsplit("/", 1)[-1] for n in names):
+            writable = len(head) > 1 and "w" in head[1]
+            if not writable and path.startswith("/") and any(n in path.rsplit("/", 1)[-1] for n in names):
                 lo, hi = head[0].split("-")
                 current = (int(lo, 16), int(hi, 16))
         elif current is not None and head and head[0] == "Anonymous:":
@@ -78,8 +82,10 @@ def _clean_file_ranges(smaps: Iterable[str], names: tuple[str, ...]) -> list[tup
 
 
 def page_out_libraries(names: tuple[str, ...] = COMPILER_LIBRARIES, smaps_path: str = "/proc/self/smaps") -> int:
-    """Ask the kernel to reclaim the resident pages of these libraries' clean file mappings
-    (MADV_PAGEOUT). Safe whatever runs later: the pages are read from the file again on use.
+    """Hand back the resident pages of these libraries' clean read-only file mappings: reclaimed
+    (MADV_PAGEOUT) where only this process maps them, else just unmapped from it (MADV_DONTNEED:
+    another process using the same library keeps them in the page cache). Safe whatever runs
+    later: a page is read from the file (or the page cache) again on use.
     Returns the KiB of RSS that went away (0 when nothing could be done)."""
     try:
         with open(smaps_path) as f:
@@ -92,9 +98,8 @@ def page_out_libraries(names: tuple[str, ...] = COMPILER_LIBRARIES, smaps_path: 
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     before = rss_kib()
     for lo, hi in ranges:
-        if madvise(lo, hi - lo, MADV_PAGEOUT) != 0:
-            err = ctypes.get_errno()
-            log.debug("madvise(PAGEOUT) refused: %s", os.strerror(err))
-            return 0
+        for advice in (MADV_PAGEOUT, MADV_DONTNEED):
+            if madvise(lo, hi - lo, advice) != 0:
+                log.debug("madvise(%d) refused: %s", advice, os.strerror(ctypes.get_errno()))
     return max(0, before - rss_kib())
 

@@ -32,6 +32,8 @@ Anonymous:             0 kB
 Anonymous:             0 kB
 7f0000450000-7f0000460000 r--p 00000000 00:00 0 [vvar]
 Anonymous:             0 kB
+7f0000460000-7f0000470000 rw-s 00000000 fe:01 999 /usr/lib/x86_64-linux-gnu/libclang-shared-writable
+Anonymous:             0 kB
 """
 
 
@@ -44,6 +46,7 @@ Anonymous:             0 kB
         (("libLLVM", "libclang"), [(0x7F0000000000, 0x7F0000200000), (0x7F0000200000, 0x7F0000400000),
                                    (0x7F0000430000, 0x7F0000440000)]),
         (("vvar",), []),  # not a file
+        (("libclang-shared",), []),  # writable: it could be written between the look and the madvise
         (("libfoo",), []),
     ],
 )
@@ -59,7 +62,7 @@ def test_glibc_calls_are_there() -> None:
     assert rss_kib("999999999") == 0
 
 
-def test_page_out_reclaims_a_clean_file_mapping_and_keeps_a_written_one(tmp_path: Path) -> None:
+def test_page_out_drops_a_clean_file_mapping_and_keeps_a_written_one(tmp_path: Path) -> None:
     size = 16 << 20
     clean = tmp_path / "hostagent-pageout-clean.bin"
     written = tmp_path / "hostagent-pageout-written.bin"
@@ -74,7 +77,7 @@ def test_page_out_reclaims_a_clean_file_mapping_and_keeps_a_written_one(tmp_path
                 cow[i] = (cow[i] + 1) % 256  # every page copied: private, not the file's any more
             cow_sum = sum(cow[i] for i in range(0, size, 4096))
             paged = page_out_libraries(("hostagent-pageout-",))
-            assert paged >= (size >> 10) // 2, paged  # the clean 16 MiB went (most of it at least)
+            assert paged >= (size >> 10) * 3 // 4, paged  # the clean 16 MiB went (most of it at least)
             assert sum(ro[i] for i in range(0, size, 4096)) == ro_sum  # read back from the file
             assert sum(cow[i] for i in range(0, size, 4096)) == cow_sum  # the written copy stayed
         finally:
