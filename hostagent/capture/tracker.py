@@ -10,7 +10,9 @@ leave HTTP/1 (101 / CONNECT tunnels) are muted: ``on_mute(pid, fd)`` asks the ke
 copying their bytes, because every event Python throws away is wasted work in both places.
 
 Bounded: at most ``max_connections`` states, least recently used evicted first (and counted).
-The hot path is one dict lookup by ``pid << 32 | fd`` and one Segment per event.
+The hot path is one dict lookup by ``pid << 32 | fd`` per event. A parser may offer, besides
+``feed(segment)``, ``feed_bytes(direction, data, size, ts_ns)`` with the same meaning: stream
+sockets then hand it the event's fields with no Segment built per event (HTTP/1 does).
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ class ConnectionTracker:
                 return []
         direction = event.direction
         history = state.tids[direction]
-        if not history or history[-1][1] != event.tid:  # the thread changed (rare): remember it
+        if not history:
+            history.append((ts, event.tid))
+        elif history[-1][1] != event.tid:  # the thread changed (rare): remember it
             state.note_tid(direction, ts, event.tid)
         feed = state.feed_bytes
         if feed is not None and phase == PARSING:
@@ -161,52 +165,55 @@ class ConnectionTracker:
         return calls
 
     def _feed_segment(self, state: ConnState, event: CaptureEvent, phase: int) -> list[Call]:
-        """Detection, datagram sockets and parsers without ``feed_bytes``: through a Segment."""
+        """Detection, datagram sockets and parsers without ``feed_bytes`` (which get Segments)."""
         datagram = state.transport == "udp"
-        segment = Segment(
-            event.direction, event.data, event.size, event.ts_ns,
-            event.peer_addr if datagram else "", event.peer_port if datagram else 0,
-        )  # fmt: skip
-        if phase != DETECTING:
-            assert state.parser is not None
-            return state.parser.feed(segment)
-        if not self._detect(state, segment, datagram):
-            return []
-        parser = state.parser
-        assert parser is not None
-        held, state.held = state.held, []
+        direction, data, size, ts = event.direction, event.data, event.size, event.ts_ns
         calls: list[Call] = []
-        for earlier in held:  # the pieces the decision was made on, not the other direction's
-            if earlier.direction == segment.direction:
-                calls.extend(parser.feed(earlier))
-        calls.extend(parser.feed(segment))
-        return calls
-
-    def _detect(self, state: ConnState, segment: Segment, datagram: bool) -> bool:
-        """Pick the protocol from the first bytes of either direction; on a stream, the bytes of
-        one direction joined over the segments seen so far (a message may arrive in pieces)."""
-        direction = segment.direction
-        data = segment.data
-        if state.held and not datagram:
-            data = b"".join([s.data for s in state.held if s.direction == direction] + [data])[:DETECT_BYTES]
-        spec = self._pick(data, direction, state.transport)
-        if spec is not None:
-            state.spec = spec
+        if phase == DETECTING:
+            # The first bytes of either direction; on a stream, the bytes of one direction joined
+            # over the segments seen so far (a message may arrive in pieces).
+            held = state.held
+            first = data
+            if held and not datagram:
+                first = b"".join([s.data for s in held if s.direction == direction] + [data])[:DETECT_BYTES]
+            spec = self._pick(first, direction, state.transport)
+            if spec is None:
+                self._undetected(state, None if datagram else Segment(direction, data, size, ts), len(data))
+                return calls
             parser = state.parser = spec.new_parser()
+            state.spec = spec
             state.phase = PARSING
             if not datagram:  # a datagram's Segment carries its peer: feed() only
                 state.feed_bytes = getattr(parser, "feed_bytes", None)
             self._detected[spec.name] = self._detected.get(spec.name, 0) + 1
-            return True
+            if held:
+                state.held = []
+                for earlier in held:  # the pieces the decision was made on, not the other direction's
+                    if earlier.direction == direction:
+                        calls.extend(parser.feed(earlier))
+        feed = state.feed_bytes
+        if feed is not None:
+            more = feed(direction, data, size, ts)
+        else:
+            assert state.parser is not None
+            more = state.parser.feed(Segment(
+                direction, data, size, ts, event.peer_addr if datagram else "", event.peer_port if datagram else 0,
+            ))  # fmt: skip
+        if not calls:
+            return more
+        calls.extend(more)
+        return calls
+
+    def _undetected(self, state: ConnState, segment: Optional[Segment], size: int) -> None:
+        """No protocol recognised these bytes yet: hold them (streams) or give up on the socket."""
         state.seen_segments += 1
-        state.seen_bytes += len(segment.data)
+        state.seen_bytes += size
         if state.seen_segments >= DETECT_SEGMENTS or state.seen_bytes >= DETECT_BYTES:
             state.held = []
             self._counters["unknown"] += 1
             self._mute(state, UNKNOWN)
-        elif not datagram:
+        elif segment is not None:
             state.held.append(segment)
-        return False
 
     def _pick(self, data: bytes, direction: Direction, transport: str) -> Optional[ProtocolSpec]:
         """The first enabled spec for this transport whose ``looks_like`` accepts ``data``.

@@ -121,9 +121,10 @@ class Http1Parser:
                 self.stats.resyncs += 1
             return []
         self._role = Role.CLIENT if self._req_dir == Direction.EGRESS else Role.SERVER
+        if held is None:
+            return self.feed_bytes(direction, data, size, ts)
         self._held.clear()
-        out = self.feed_bytes(direction, held[0], len(held[0]), held[1]) if held is not None else []
-        return out + self.feed_bytes(direction, data, size, ts)
+        return self.feed_bytes(direction, held[0], len(held[0]), held[1]) + self.feed_bytes(direction, data, size, ts)
 
     def close(self, ts_ns: int) -> list[Call]:
         """Finish a response that runs until close (or lost its framing); fail the unanswered."""
