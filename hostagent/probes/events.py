@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from hostagent.model import CaptureEvent, Direction, EventKind
 
@@ -129,8 +129,13 @@ _string_at = c.string_at
 _new = object.__new__
 _init = CaptureEvent.__init__
 
-_KINDS = {k.value: k for k in EventKind}
-_DIRS = {d.value: d for d in Direction}
+# Indexed by the raw byte (a tuple index is cheaper than a dict lookup); 0 and past the end are
+# not kinds: 0 gives None, which decode_at turns into an error, as an index past the end is.
+_KINDS: tuple[Optional[EventKind], ...] = tuple(
+    EventKind(i) if i in EventKind._value2member_map_ else None for i in range(max(EventKind) + 1)
+)
+_DIRS: tuple[Direction, ...] = tuple(Direction(i) for i in range(len(Direction)))
+assert [d.value for d in _DIRS] == sorted(d.value for d in Direction)
 _comm_cache: dict[bytes, str] = {}
 _peer_cache: dict[tuple[int, bytes], str] = {}
 _tail_cache: dict[bytes, tuple[Any, ...]] = {}
@@ -212,9 +217,13 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
     # Positional: ~2x cheaper than keywords; test_kernel_events pins CaptureEvent's field order.
     # __new__ then __init__ skips type.__call__'s generic path (~10%); __init__ still runs whole.
     e = _new(CaptureEvent)
-    _init(e, _KINDS[kind], ts, pid, tid, fd, cg, _DIRS[direction], moved, data,
+    _init(e, _KINDS[kind] or _not_a_kind(kind), ts, pid, tid, fd, cg, _DIRS[direction], moved, data,
           t[0], t[1], t[2], t[3], t[4], t[5], t[6])  # fmt: skip
     return e
+
+
+def _not_a_kind(kind: int) -> EventKind:
+    raise ValueError(f"not an event kind: {kind}")
 
 
 def decode(raw: Union[int, bytes], size: int) -> CaptureEvent:

@@ -98,6 +98,14 @@ def test_every_kind_decodes(kind: EventKind) -> None:
     assert ev.decode(raw, len(raw)).kind is kind
 
 
+@pytest.mark.parametrize(("kind", "direction"), [(0, 0), (8, 0), (200, 1), (1, 2), (1, 255)])
+def test_a_kind_or_direction_that_does_not_exist_raises(kind: int, direction: int) -> None:
+    """The loader counts such a record as a callback error instead of handing on garbage."""
+    raw = record(kind=kind, direction=direction)
+    with pytest.raises((ValueError, IndexError)):
+        ev.decode(raw, len(raw))
+
+
 @given(st.binary(min_size=ev.HDR_SIZE, max_size=ev.HDR_SIZE + 64))
 def test_decode_of_valid_kinds_never_raises(raw: bytes) -> None:
     b = bytearray(raw)
