@@ -21,9 +21,10 @@ pytestmark = pytest.mark.root
 ADMIN_UP = "admin API listening on"
 COMPILED = re.compile(r"compiled bpf/capture\.c in ([\d.]+) s")
 START_UP = re.compile(
-    r"start-up ([\d.]+) s after the process began: kernel checks ([\d.]+) s; compile ([\d.]+) s on its own "
-    r"thread while the pipeline and admin server were built \(([\d.]+) s\), then waited ([\d.]+) s for it; "
-    r"attach ([\d.]+) s; RSS (\d+) -> (\d+) MiB \((\d+) MiB of compiler code paged out\)")
+    r"start-up: READY ([\d.]+) s after the process began; the bcc compile started at ([\d.]+) s \(kernel checks "
+    r"([\d.]+) s\) and took ([\d.]+) s on its own thread while the pipeline and admin server were built "
+    r"\(([\d.]+) s\); waited ([\d.]+) s for it; attach ([\d.]+) s; memory handed back in ([\d.]+) s: "
+    r"RSS (\d+) -> (\d+) MiB \((\d+) MiB of compiler code paged out\)")
 
 
 def test_the_pipeline_and_admin_server_are_built_while_bcc_compiles(tmp_path: Path) -> None:
@@ -36,11 +37,14 @@ def test_the_pipeline_and_admin_server_are_built_while_bcc_compiles(tmp_path: Pa
         assert admin < compiled, log  # the admin server was up before the compile was over
         m = START_UP.search(log)
         assert m is not None, log
-        total, kernel, compile_s, built, waited, attach = (float(x) for x in m.groups()[:6])
+        total, began, kernel, compile_s, built, waited, attach, handed = (float(x) for x in m.groups()[:8])
+        rss_before, rss_after = int(m.group(9)), int(m.group(10))
         assert compile_s == float(COMPILED.search(log).group(1))  # type: ignore[union-attr]
         # the main thread built the pipeline meanwhile, so it waited less than the compile lasted
         assert waited < compile_s
-        assert total >= kernel + built + waited + attach
+        assert total >= began + built + waited + attach + handed
+        assert rss_after <= rss_before
+        assert began >= kernel  # the compile starts once the kernel checks chose the headers
         assert agent.notify is not None and "READY=1" in agent.notify.lines()
     finally:
         assert agent.stop() == 0
