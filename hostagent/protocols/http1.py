@@ -128,8 +128,11 @@ class Http1Parser:
 
     def close(self, ts_ns: int) -> list[Call]:
         """Finish a response that runs until close (or lost its framing); fail the unanswered."""
-        out: list[Call] = []
         resp = self._resp
+        if resp.msg is None and not self._pending:  # idle between messages: the usual close
+            self._req.state = resp.state = _DONE
+            return []
+        out: list[Call] = []
         if resp.msg is not None and resp.state in (_UNTIL_CLOSE, _LOSSY, _LENGTH, _CHUNKED):
             if resp.state in (_LENGTH, _CHUNKED):
                 self.stats.truncated += 1
