@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hostagent.model import Call, Role
 from hostagent.policy.redaction import Redactor
 from hostagent.settings import CaptureOverride, CaptureSettings, RedactionRule, RedactionSettings
-from hostagent.traces.wire import MASK, capture_for, with_wire_detail
+from hostagent.traces.wire import MASK, capture_for, header_attributes, with_wire_detail
 
 # Headers as the HTTP/1 parser returns them for a real curl request and a Flask answer.
 REQUEST_HEADERS = (
@@ -163,3 +163,20 @@ def test_remembered_header_sets_give_the_same_attributes_and_keep_masking_apart(
     assert first["http.request.header.x-tag"] == ("a", "b")
     assert first["http.response.header.set-cookie"] == ("sid=1", "x=2")
     assert masked["http.response.header.set-cookie"] == (MASK, MASK)
+
+
+def test_same_header_tuple_object_keeps_prefix_and_masking_apart() -> None:
+    """One tuple object (a parser hands on the same one for every message with the same head) is
+    looked up by identity: prefix and masking must still select their own attributes."""
+    headers = (("authorization", "Bearer x"), ("accept", "*/*"))
+    out: dict = {}
+    header_attributes("http.request.header.", headers, False, out)
+    header_attributes("http.response.header.", headers, True, out)
+    header_attributes("http.request.header.", headers, False, out)  # again, from memory
+    assert out == {
+        "http.request.header.authorization": ("Bearer x",), "http.request.header.accept": ("*/*",),
+        "http.response.header.authorization": (MASK,), "http.response.header.accept": ("*/*",),
+    }  # fmt: skip
+    masked: dict = {}
+    header_attributes("http.request.header.", headers, True, masked)
+    assert masked == {"http.request.header.authorization": (MASK,), "http.request.header.accept": ("*/*",)}
