@@ -30,9 +30,10 @@ SWEEP_S = 0.02
 
 def _endpoints(address: str, port: int) -> set[tuple[str, int]]:
     host = address.rpartition(":")[0].strip("[]")
+    # Events give IPv4-mapped peers in their IPv4 form (hostagent.probes.events), so no ::ffff: here.
     if host in ("0.0.0.0", "", "::"):
-        return {("127.0.0.1", port), ("::1", port), ("::ffff:127.0.0.1", port)}
-    return {(host, port), ("::ffff:" + host, port)}
+        return {("127.0.0.1", port), ("::1", port)}
+    return {(host, port)}
 
 
 class Layering:

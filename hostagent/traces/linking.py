@@ -61,7 +61,8 @@ def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSp
 
 
 def is_local_address(address: str) -> bool:
-    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
+    # IPv4-mapped peers arrive in their IPv4 form (hostagent.probes.events)
+    return address.startswith("127.") or address == "::1"
 
 
 class Node:
