@@ -1,9 +1,11 @@
 """The agent's lifecycle: config -> kernel readiness -> probes -> READY -> poll loop -> drain.
 
-Threads: the main thread runs the ring-buffer poll loop and the whole pipeline (one thread, no
-hand-off per event); the export queue has its own worker; the watchdog pings from its own thread
-only while the poll loop keeps beating; the admin API runs in gRPC's pool. Signals only set
-flags that the poll loop acts on between polls (Python runs handlers on the main thread).
+Threads: during start-up bcc compiles on a thread of its own while the main thread builds the
+rest (hostagent.kernel.background); the main thread runs the ring-buffer poll loop and the whole
+pipeline (one thread, no hand-off per event); the export queue has its own worker; the watchdog
+pings from its own thread only while the poll loop keeps beating; the admin API runs in gRPC's
+pool. Signals only set flags that the poll loop acts on between polls (Python runs handlers on
+the main thread).
 """
 
 from __future__ import annotations
