@@ -16,7 +16,11 @@
  *
  * Cost control (see PERFORMANCE-NOTES.md): every filter runs in the kernel (self, not a socket,
  * muted connection, probes off); records are submitted with BPF_RB_NO_WAKEUP and Python drains
- * the ring on a short timer, except when the ring fills past WAKE_BYTES.
+ * the ring on a short timer, except when the ring fills past WAKE_BYTES (asked every QUERY_EVERY
+ * records). A tracked read/write costs four hash lookups at sys_enter (sockets, proc_gen, muted,
+ * the thread's inflight slot, written in place) and one at sys_exit (the same slot): the socket's
+ * entry travels from enter to exit inside the slot. Measure with bench-style A/B runs of
+ * kernel.bpf_stats_enabled (run_time_ns / run_cnt per program), never against an old figure.
  *
  * Specialised with cflags: -DMAX_PAYLOAD=<bytes> -DSELF_TGID=<agent pid> -DRING_PAGES=<pages>
  * -DWAKE_BYTES=<bytes> -DNR_CPUS=<possible cpus>.
