@@ -20,6 +20,13 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return str(v)
 
 
+def _rss(r: dict[str, Any]) -> str:
+    """VmRSS when the load ended (steady) / VmHWM (peak: includes bcc's compile at start)."""
+    if r.get("agent_peak_rss_mib") is None:
+        return "-"
+    return f"{_fmt(r.get('agent_rss_mib'), 0)} / {_fmt(r.get('agent_peak_rss_mib'), 0)}"
+
+
 def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     rows = []
     for workload in ("nginx", "flask", "pgbench", "redis"):
@@ -39,7 +46,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"(fidelity: pinned to CPU {m['agent_cpu']}); "
              f"load average at start {m['loadavg_start']}, other BPF programs loaded: {m['other_bpf_progs']})", "",
              "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | agent CPU s/1k req "
-             "| agent peak RSS MiB | spans / expected | drops |",
+             "| agent RSS MiB end of load / peak | spans / expected | drops |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for workload, cfg, r in overhead_rows(results):
         spans = f"{r['spans']:.0f} / {r['spans_expected']:.0f}" if "spans_expected" in r else (
@@ -47,7 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {workload} | {cfg} | {r['rps']:.0f} | {_fmt(r.get('ratio_rps'), 3)} | {_fmt(r.get('p50_ms'))} | "
             f"{_fmt(r.get('p99_ms', r.get('mean_ms')))} | {_fmt(r.get('ratio_p99'), 3)} | "
-            f"{_fmt(r.get('agent_cpu_s_per_1k'), 3)} | {_fmt(r.get('agent_peak_rss_mib'), 0)} | {spans} | "
+            f"{_fmt(r.get('agent_cpu_s_per_1k'), 3)} | {_rss(r)} | {spans} | "
             f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if cfg == 'agent' else None))} |")
     fid = results.get("fidelity")
     if fid:

@@ -93,7 +93,8 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
     expected = res.requests * spans_per_request
     return {**res.as_dict(), "agent_cpu_s_per_1k": round(cpu / max(res.requests, 1) * 1000, 4),
             "agent_cpu_share": round(cpu / res.seconds, 3) if res.seconds else 0.0,
-            "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1), "spans": spans,
+            "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1),
+            "agent_rss_mib": round(mem["rss_kib"] / 1024, 1), "spans": spans,
             "spans_expected": expected, "span_ratio": round(spans / expected, 4) if expected else 0.0,
             "drops": drops, "dropped": sum(drops.values())}
 
@@ -284,7 +285,8 @@ def _db_with_agent(ctx: Ctx, probes: tuple[str, ...], run: Callable[[], dict[str
     finally:
         sink.stop()
     return {**res, "agent_cpu_s_per_1k": round(cpu / max(res["requests"], 1) * 1000, 4),
-            "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1), "spans": spans,
+            "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1),
+            "agent_rss_mib": round(mem["rss_kib"] / 1024, 1), "spans": spans,
             "drops": drops, "dropped": sum(drops.values())}
 
 

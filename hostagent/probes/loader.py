@@ -113,6 +113,9 @@ class BpfCapture:
 
     def cflags(self) -> list[str]:
         return [
+            # bcc passes -g (debug info + BTF for the verifier's source lines) before these; off,
+            # the compile takes ~20% less time and ~30 MiB less peak memory.
+            "-g0",
             f"-I{bpf_dir()}",
             f"-DMAX_PAYLOAD={self.payload_bytes}",
             f"-DSELF_TGID={self.self_tgid}",
