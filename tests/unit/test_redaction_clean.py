@@ -75,3 +75,18 @@ def test_inactive_redactor_is_always_clean() -> None:
     r = Redactor(RedactionSettings(pii_detection=False), KEY)
     assert r.active is False
     assert r.is_clean(call(name="a@b.io")) is True
+
+
+def test_a_header_tuple_known_by_identity_is_still_checked_per_object() -> None:
+    r = Redactor(RedactionSettings(), KEY)
+    r.apply(call())
+    same = call()  # the very HEADERS object: answered from the identity memo after one hash lookup
+    assert r.is_clean(same) is True
+    assert r.is_clean(same) is True
+    # an equal tuple built anew is clean too; a tuple with a sensitive header never is, whatever
+    # objects were seen before
+    assert r.is_clean(call(response_headers=tuple(list(HEADERS)))) is True
+    dirty = call(response_headers=(*HEADERS, ("set-cookie", "sid=1")))
+    assert r.is_clean(dirty) is False
+    assert r.apply(dirty).counts == {"sensitive_header": 1}
+    assert r.is_clean(dirty) is False
