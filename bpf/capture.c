@@ -144,7 +144,7 @@ struct scratch {
     struct event_hdr hdr;
     u8 data[2 * MAX_PAYLOAD];
     u32 submits;   /* records this CPU submitted (see submit) */
-    u32 walk_off;  /* copy_iov's offset and bytes left between iterations (see there) */
+    u32 walk_off;  /* walk_iov's offset and bytes left between iterations (see there) */
     u64 walk_left;
     u64 walk_iov;  /* the iovec array and its count, read back for the same reason */
     u64 walk_cnt;
@@ -453,23 +453,23 @@ static __always_inline u32 copy_user(struct scratch *s, u32 off, u64 src, u64 le
     return off + (u32)len;
 }
 
-/* Copies the first `moved` bytes spread over an iovec array. A real bounded loop (kernel >=
- * 5.3; the ring buffer needs 5.8 anyway) instead of 128 unrolled copies: clang compiles one
- * body (bcc's compile ~1.4 s less CPU), and the verifier walks one path per iteration where it
- * used to multiply (sock__exit_data: ~336k instructions processed instead of ~765k at 4 KiB
- * payloads). The walk's state lives in the scratch map value rather than in registers: the
- * verifier does not track what a map value holds, so every path through an iteration (read
- * fault or not, clipped or not, whichever syscall led here) reaches the next one in the same
- * state and all but the first are pruned. Kept in registers (even with the old `off &= mask`
- * widening) the states differ and the loop runs past the 1M-instruction budget by 16 iovecs.
- * The 8 x 4 mmsg walk stays unrolled: as nested loops it blew the budget the same way. */
-static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
+/* Copies the first `moved` bytes spread over an iovec array, at most max_iov iovecs. A real
+ * bounded loop (kernel >= 5.3; the ring buffer needs 5.8 anyway) instead of unrolled copies:
+ * clang compiles one body (bcc's compile ~1.5 s less CPU), and the verifier walks one path per
+ * iteration where it used to multiply (sock__exit_data: ~200k instructions processed instead
+ * of ~765k at 4 KiB payloads). The walk's state lives in the scratch map value rather than in
+ * registers: the verifier does not track what a map value holds, so every path through an
+ * iteration (read fault or not, clipped or not, whichever syscall led here) reaches the next
+ * one in the same state and all but the first are pruned. Kept in registers (even with an
+ * `off &= mask` widening) the states differ and 16 iovecs already exceed the 1M budget. */
+static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved,
+                                    const u32 max_iov) {
     *(volatile u32 *)&s->walk_off = 0;
     *(volatile u64 *)&s->walk_left = moved;
     *(volatile u64 *)&s->walk_iov = iov;
     *(volatile u64 *)&s->walk_cnt = iovcnt;
 #pragma clang loop unroll(disable)
-    for (u32 i = 0; i < MAX_IOV; i++) {
+    for (u32 i = 0; i < max_iov; i++) {
         /* Read back from the map value, which the verifier does not track: every path through
          * the previous iteration leaves the same state behind, so all but one are pruned. */
         u32 off = *(volatile u32 *)&s->walk_off;
@@ -488,20 +488,12 @@ static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
     return *(volatile u32 *)&s->walk_off;
 }
 
+static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
+    return walk_iov(s, iov, iovcnt, moved, MAX_IOV);
+}
+
 static __always_inline u32 copy_iov_short(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
-    u32 off = 0;
-#pragma unroll
-    for (int i = 0; i < MMSG_IOV; i++) {
-        if (i >= iovcnt || moved == 0 || off >= MAX_PAYLOAD)
-            break;
-        struct u_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
-            break;
-        u64 n = v.len < moved ? v.len : moved;
-        off = copy_user(s, off, v.base, n);
-        moved -= n;
-    }
-    return off;
+    return walk_iov(s, iov, iovcnt, moved, MMSG_IOV);
 }
 
 static __always_inline void save(u64 pid_tgid, struct inflight *in) {
@@ -560,7 +552,8 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
     if (n > MAX_MMSG)
         count_drop(DROP_MMSG_TRUNCATED);
     u64 ts = a->direction == DIR_EGRESS ? a->ts : bpf_ktime_get_ns();
-    for (int i = 0; i < MAX_MMSG; i++) {
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_MMSG; i++) {
         if (i >= n)
             break;
         u64 m = a->buf + (u64)i * U_MMSGHDR_SIZE;
