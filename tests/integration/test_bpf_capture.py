@@ -193,6 +193,12 @@ CHILD = textwrap.dedent(
         c, s = pair()
         c.sendmsg([b"a" * 10, b"b" * 10, b"c" * 5])  # one sendmsg, three iovecs
         recv_exactly(s, 25)
+    elif mode == "manyiov":                           # the iovec walk's bounds: 128 iovecs
+        c, s = pair()
+        c.sendmsg([bytes([65 + i % 26]) * 3 for i in range(130)])  # 390 B in 130 iovecs
+        recv_exactly(s, 390)
+        os.writev(c.fileno(), [bytes([97 + i % 26]) * 50 for i in range(30)])  # 1500 B
+        recv_exactly(s, 1500)
     elif mode == "vec":
         c, s = pair()
         os.writev(c.fileno(), [b"hello ", b"world"])
@@ -330,6 +336,19 @@ def test_writev_and_readv(capture: tuple[BpfCapture, Collector]) -> None:
     assert [(e.direction, e.size, e.data) for e in evs if e.kind == D and e.fd == s] == [
         (Direction.INGRESS, 11, b"hello world")
     ]
+
+
+def test_many_iovecs_walk_128_and_clip_at_payload(capture: tuple[BpfCapture, Collector]) -> None:
+    """copy_iov is a bounded loop: it must still walk exactly MAX_IOV (128) iovecs and stop
+    mid-iovec at the payload limit, with the true size kept."""
+    cap, col = capture
+    evs = finish(cap, col, run_child("manyiov", 19520))
+    c, s = conn_fds(evs)
+    sent = [(e.size, e.data) for e in evs if e.kind == D and e.fd == c]
+    first = b"".join(bytes([65 + i % 26]) * 3 for i in range(128))  # iovecs 129, 130 unread
+    second = b"".join(bytes([97 + i % 26]) * 50 for i in range(30))[:PAYLOAD]  # 20.48 iovecs
+    assert sent == [(390, first), (1500, second)]
+    assert len(first) == 384 and len(second) == PAYLOAD
 
 
 def test_sendmmsg_gives_one_event_per_datagram_with_peer(capture: tuple[BpfCapture, Collector]) -> None:
