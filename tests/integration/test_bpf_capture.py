@@ -343,7 +343,7 @@ def test_many_iovecs_walk_128_and_clip_at_payload(capture: tuple[BpfCapture, Col
     mid-iovec at the payload limit, with the true size kept."""
     cap, col = capture
     evs = finish(cap, col, run_child("manyiov", 19520))
-    c, s = conn_fds(evs)
+    c, _ = conn_fds(evs)
     sent = [(e.size, e.data) for e in evs if e.kind == D and e.fd == c]
     first = b"".join(bytes([65 + i % 26]) * 3 for i in range(128))  # iovecs 129, 130 unread
     second = b"".join(bytes([97 + i % 26]) * 50 for i in range(30))[:PAYLOAD]  # 20.48 iovecs
