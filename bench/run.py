@@ -62,24 +62,13 @@ def main() -> int:
         "cpus": os.cpu_count(), "kernel": os.uname().release, "python": sys.version.split()[0],
         "loadavg_start": os.getloadavg()[0], "other_bpf_progs": _bpf_prog_count(),
     }}
-    with tempfile.TemporaryDirectory(prefix="hostagent-bench-") as tmp:
-        ctx = scenarios.Ctx(Path(tmp), seconds, rounds, log)
-        if "startup" in only:
-            log("start-up (first start: header tree built)")
-            scenarios.startup_cold(ctx)
-        if "overhead" in only:
-            results["overhead"] = {"nginx": scenarios.overhead_nginx(ctx), "flask": scenarios.overhead_flask(ctx)}
-        if "fidelity" in only:
-            levels = ("5k", "20k") if quick else ("1k", "5k", "20k", "saturation")
-            results["fidelity"] = scenarios.fidelity(ctx, levels)
-        if "capacity" in only:
-            log("capacity (record + replay)")
-            results["capacity"] = scenarios.capacity(ctx, record_seconds=1.0 if quick else 2.0,
-                                                     repeat=1 if quick else 2)
-        if "db" in only and not quick:
-            results["db"] = scenarios.databases(ctx)
-        if ctx.starts:
-            results["startup"] = scenarios.startup_summary(ctx)
+    try:
+        _measure(results, only, quick, seconds, rounds, log)
+    except BaseException:
+        # what was measured before the failure is still written (and the failure re-raised)
+        results["meta"]["failed"] = True
+        report.write(results, args.out)
+        raise
     results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
     results["meta"]["loadavg_end"] = os.getloadavg()[0]
     paths = report.write(results, args.out)
@@ -87,6 +76,30 @@ def main() -> int:
     for kind, p in paths.items():
         print(f"{kind}: {p}")
     return 0
+
+
+def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: float, rounds: int,
+             log: Any) -> None:
+    with tempfile.TemporaryDirectory(prefix="hostagent-bench-") as tmp:
+        ctx = scenarios.Ctx(Path(tmp), seconds, rounds, log)
+        try:
+            if "startup" in only:
+                log("start-up (first start: header tree built)")
+                scenarios.startup_cold(ctx)
+            if "overhead" in only:
+                results["overhead"] = {"nginx": scenarios.overhead_nginx(ctx), "flask": scenarios.overhead_flask(ctx)}
+            if "fidelity" in only:
+                levels = ("5k", "20k") if quick else ("1k", "5k", "20k", "saturation")
+                results["fidelity"] = scenarios.fidelity(ctx, levels)
+            if "capacity" in only:
+                log("capacity (record + replay)")
+                results["capacity"] = scenarios.capacity(ctx, record_seconds=1.0 if quick else 2.0,
+                                                         repeat=1 if quick else 2)
+            if "db" in only and not quick:
+                results["db"] = scenarios.databases(ctx)
+        finally:
+            if ctx.starts:
+                results["startup"] = scenarios.startup_summary(ctx)
 
 
 if __name__ == "__main__":

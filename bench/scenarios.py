@@ -148,7 +148,9 @@ def _compare(runs: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> dic
     plain = out["plain"]
     for cfg in runs:
         out[cfg]["ratio_rps"] = round(out[cfg]["rps"] / plain["rps"], 4) if plain["rps"] else 0.0
-        out[cfg]["ratio_p99"] = round(out[cfg]["p99_ms"] / plain["p99_ms"], 4) if plain["p99_ms"] else 0.0
+        # pgbench reports a mean latency only: the ratio is of the mean there
+        lat = "p99_ms" if "p99_ms" in plain and "p99_ms" in out[cfg] else "mean_ms"
+        out[cfg]["ratio_p99"] = round(out[cfg][lat] / plain[lat], 4) if plain.get(lat) else 0.0
         # per-round ratios (each round's agent run against the same round's plain run)
         out[cfg]["round_ratios_rps"] = [round(a["rps"] / p["rps"], 4) for a, p in zip(runs[cfg], runs["plain"])]
     return out
