@@ -94,7 +94,7 @@ def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: floa
             if "capacity" in only:
                 log("capacity (record + replay)")
                 results["capacity"] = scenarios.capacity(ctx, record_seconds=1.0 if quick else 2.0,
-                                                         repeat=1 if quick else 2)
+                                                         repeat=1 if quick else 2, new_connection=not quick)
             if "db" in only and not quick:
                 results["db"] = scenarios.databases(ctx)
         finally:

@@ -294,13 +294,14 @@ def _db_with_agent(ctx: Ctx, probes: tuple[str, ...], run: Callable[[], dict[str
 
 # ---- 3. capacity ---------------------------------------------------------------------------------
 
-def capacity(ctx: Ctx, record_seconds: float, repeat: int) -> dict[str, Any]:
+def capacity(ctx: Ctx, record_seconds: float, repeat: int, new_connection: bool = True) -> dict[str, Any]:
     """Record real kernel events of wrk -> nginx, replay them through the pipeline on one core:
     keep-alive connections (2 ring records per transaction), then a new connection per request
     (connect/accept/close too: ~4-5 records per transaction, as Flask under gunicorn or any
     client without a pool produces)."""
     out = _capacity_one(ctx, record_seconds, repeat, close=False, stages=True)
-    out["new_connection"] = _capacity_one(ctx, record_seconds, repeat, close=True, stages=False)
+    if new_connection:
+        out["new_connection"] = _capacity_one(ctx, record_seconds, repeat, close=True, stages=False)
     return out
 
 
