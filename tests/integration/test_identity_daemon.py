@@ -487,10 +487,13 @@ def test_burst_of_shell_exec_clients_is_named_curl(receiver: OtlpGrpcReceiver, t
 def test_child_of_a_shell_has_the_shell_as_parent(receiver: OtlpGrpcReceiver, target: Server) -> None:
     """``sh -c 'curl ...; exit 0'``: curl is a child of the shell (a fork, then exec)."""
     url = f"http://127.0.0.1:{TARGET_PORT}/child"
-    shell = subprocess.Popen(["sh", "-c", f"curl -s -o /dev/null {url}; exit 0"])
+    # curl reads an (empty) config from the pipe first: it lives 0.3 s after its exec, so the
+    # agent reads its /proc entry at the exec event (a curl that is gone by then is named from
+    # the exec event alone, without a parent: test_burst_of_shell_exec_clients_is_named_curl covers that).
+    shell = subprocess.Popen(["sh", "-c", f"sleep 0.3 | curl -s -o /dev/null -K - {url}; exit 0"])
     assert shell.wait(30) == 0
     spans = wait_spans(receiver, TARGET_PORT, 2)
     r = one(spans, "CLIENT").resource
     assert (r["service.name"], r["process.parent_pid"]) == ("curl", shell.pid)
     assert r["process.pid"] != shell.pid
-    assert r["process.command_args"] == ("curl", "-s", "-o", "/dev/null", url)
+    assert r["process.command_args"] == ("curl", "-s", "-o", "/dev/null", "-K", "-", url)
