@@ -13,19 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hostagent.probes.fdinfo import read_fdinfo
+
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 def read_prog_stats(fd: int, pid: str = "self") -> tuple[int, int]:
     """(run_cnt, run_time_ns) of one program fd; (0, 0) when the kernel does not count."""
-    cnt = ns = 0
-    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == "run_cnt":
-            cnt = int(value)
-        elif key == "run_time_ns":
-            ns = int(value)
-    return cnt, ns
+    info = read_fdinfo(fd, pid)
+    return int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))
 
 
 def snapshot(fds: dict[str, int]) -> dict[str, tuple[int, int]]:

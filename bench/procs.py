@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from hostagent.memory import status_kib
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -28,16 +30,8 @@ def cpu_seconds(pid: int) -> float:
 
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak RSS) in KiB."""
-    out = {"rss_kib": 0, "peak_rss_kib": 0}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                out["rss_kib"] = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                out["peak_rss_kib"] = int(line.split()[1])
-    except OSError:
-        pass
-    return out
+    status = status_kib(str(pid))
+    return {"rss_kib": status.get("VmRSS", 0), "peak_rss_kib": status.get("VmHWM", 0)}
 
 
 def children(pid: int) -> list[int]:

@@ -47,15 +47,23 @@ def trim_heap() -> bool:
     return bool(fn is not None and fn(0))
 
 
-def rss_kib(pid: str = "self") -> int:
+def status_kib(pid: str = "self") -> dict[str, int]:
+    """The ``kB`` lines of /proc/<pid>/status (VmRSS, VmHWM, ...) in KiB; {} when it is gone."""
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    out[key] = int(parts[0])
     except OSError:
         pass
-    return 0
+    return out
+
+
+def rss_kib(pid: str = "self") -> int:
+    return status_kib(pid).get("VmRSS", 0)
 
 
 def _clean_file_ranges(smaps: Iterable[str], names: tuple[str, ...]) -> list[tuple[int, int]]:

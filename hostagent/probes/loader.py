@@ -30,6 +30,7 @@ from typing import Any, Optional
 from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
 from hostagent.model import CaptureEvent
 from hostagent.probes import events as ev
+from hostagent.probes.fdinfo import read_fdinfo
 from hostagent.probes.registry import GROUP_PROGRAMS, SOCKET_GROUP
 from hostagent.probes.ring import RingReader, ring_size_of
 from hostagent.probes.seed import seed_sockets
@@ -255,9 +256,9 @@ class BpfCapture:
             fn = self._bpf.funcs.get(name)
             if fn is None:
                 continue
-            for line in Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines():
-                if line.startswith("prog_id:"):
-                    ids.append(int(line.split()[1]))
+            prog_id = read_fdinfo(fn.fd).get("prog_id")
+            if prog_id is not None:
+                ids.append(int(prog_id))
         return ids
 
     def set_socket_enabled(self, enabled: bool) -> None:

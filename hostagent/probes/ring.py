@@ -32,6 +32,8 @@ import struct
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar
 
+from hostagent.probes.fdinfo import read_fdinfo
+
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 LEN_MASK = DISCARD_BIT - 1  # sample length without the flag bits
@@ -175,10 +177,7 @@ class RingReader:
 def ring_size_of(map_fd: int) -> Optional[int]:
     """max_entries of a BPF map, from /proc/self/fdinfo (a ring's data size in bytes)."""
     try:
-        with open(f"/proc/self/fdinfo/{map_fd}") as f:
-            for line in f:
-                if line.startswith("max_entries:"):
-                    return int(line.split()[1])
+        entries = read_fdinfo(map_fd).get("max_entries")
     except OSError:
         return None
-    return None
+    return int(entries) if entries is not None else None

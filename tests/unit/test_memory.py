@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from hostagent.memory import _clean_file_ranges, limit_malloc_arenas, page_out_libraries, rss_kib, trim_heap
+from hostagent.memory import (
+    _clean_file_ranges,
+    limit_malloc_arenas,
+    page_out_libraries,
+    rss_kib,
+    status_kib,
+    trim_heap,
+)
 
 SMAPS = """\
 7f0000000000-7f0000200000 r--p 00000000 fe:01 123 /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1
@@ -60,6 +67,13 @@ def test_glibc_calls_are_there() -> None:
     assert trim_heap() in (True, False)  # 1 when memory was released, 0 when there was none
     assert rss_kib() > 0
     assert rss_kib("999999999") == 0
+
+
+def test_status_kib_gives_the_kb_lines_and_nothing_for_a_gone_pid() -> None:
+    status = status_kib()
+    assert status["VmHWM"] >= status["VmRSS"] > 0  # peak RSS, RSS now
+    assert "Pid" not in status and "Name" not in status  # lines without a kB value are left out
+    assert status_kib("999999999") == {}
 
 
 def test_page_out_drops_a_clean_file_mapping_and_keeps_a_written_one(tmp_path: Path) -> None:
