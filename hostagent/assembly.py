@@ -22,7 +22,6 @@ from hostagent.export.console import ConsoleExporter
 from hostagent.export.otlp import make_otlp_exporter
 from hostagent.export.queue import ExportQueue
 from hostagent.kernel.background import BackgroundCompile
-from hostagent.kernel.prepare import prepare_kernel
 from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOCKET_PROBES = ("http", "http2", "postgres", "mysql", "redis", "dns")
-
-
-__all__ = ["Parts", "build_pipeline", "prepare_kernel"]  # prepare_kernel lives in hostagent.kernel now
 
 
 class Capture:

@@ -71,10 +71,6 @@ class BackgroundCompile:
         if self.started_at:
             self._thread.join()
 
-    def waited_s(self, since: float) -> float:
-        """How long a caller that started waiting at ``since`` actually waited for the compile."""
-        return max(0.0, self.finished_at - since)
-
 
 def begin_compile(config: Config, after: Optional[Callable[[], Any]] = None) -> BackgroundCompile:
     """The BPF side for this config, compiling from now on (call after prepare_kernel: the
