@@ -95,16 +95,10 @@ def _request_of(call: Call) -> tuple[Any, Any]:
 _REQUEST_KEYS = ("http.request.method", "url.path", "url.query", "rpc.method", "rpc.service")
 
 
-def _same_request(client: Node, server: Node) -> bool:
-    """The server call answered this client request: inside its time (cheap, checked first) and
-    the same request."""
-    return (client.start - TOLERANCE_NS <= server.start and server.end <= client.end + TOLERANCE_NS
-            and client.request == server.request)
-
-
 def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
-    """Up to two of ``servers`` that answered ``client`` (_same_request inlined; it runs for every
-    local client call): one is a link, two already make it ambiguous, so the scan stops there."""
+    """Up to two of ``servers`` that answered ``client``: inside its time (within TOLERANCE_NS;
+    cheap, checked first) and the same request. One is a link, two already make it ambiguous,
+    so the scan stops there (it runs for every local client call)."""
     lo, hi, req = client.start - TOLERANCE_NS, client.end + TOLERANCE_NS, client.request
     found: list[Node] = []
     for s in servers:
@@ -116,7 +110,8 @@ def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
 
 
 def _two_clients_around(server: Node, clients: deque[Node]) -> list[Node]:
-    """Up to two of ``clients`` that ``server`` may have answered, newest first (see above)."""
+    """Up to two of ``clients`` that ``server`` may have answered, newest first: the same rule
+    as ``_two_servers_in`` seen from the server (it runs for every local server call)."""
     start, end, req = server.start + TOLERANCE_NS, server.end - TOLERANCE_NS, server.request
     found: list[Node] = []
     for c in reversed(clients):
