@@ -32,6 +32,7 @@ class AgentConfig:
     log_level: str = "info"
     kernel_headers: str = ""
     console: str = "auto"
+    nice: int = 10  # hostagent.priority: under CPU contention the traced applications come first
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def _agent(r: _Reader) -> AgentConfig:
         log_level=r.string("log_level", "info", ("debug", "info", "warning", "error")),
         kernel_headers=r.string("kernel_headers", ""),
         console=r.string("console", "auto", ("auto", "on", "off")),
+        nice=r.integer("nice", AgentConfig.nice, -20, 19),
     )
 
 

@@ -93,6 +93,7 @@ class Agent:
         from hostagent.kernel.background import begin_compile
         from hostagent.kernel.prepare import prepare_kernel
         from hostagent.memory import trim_heap
+        from hostagent.priority import set_nice
 
         t0 = time.monotonic()
         Path(self.config.agent.runtime_dir).mkdir(parents=True, exist_ok=True)
@@ -124,6 +125,8 @@ class Agent:
         t_attached = time.monotonic()
         memory = release_start_up_memory()
         t_released = time.monotonic()
+        # After the compile (READY is not delayed on a busy host); threads started later inherit it.
+        log.info("cpu priority: %s", set_nice(self.config.agent.nice))
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
@@ -217,6 +220,10 @@ class Agent:
             log.error("reload failed, keeping the running config: %s", exc)
             self.notifier.ready(self.status_line())
             return False, str(exc)
+        if config.agent.nice != self.config.agent.nice:
+            from hostagent.priority import set_nice
+
+            log.info("cpu priority: %s", set_nice(config.agent.nice))
         self.config = config
         base = settings_from_config(config)
         if self.admin is not None and hasattr(self.admin, "reapply_persisted"):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hostagent.priority import thread_nice
 from tests.support.agent import REPO, Agent, write_config
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app
@@ -56,6 +57,10 @@ def test_ready_status_and_stopping_with_spans_flushed(tmp_path: Path, app: Serve
         assert any(x.startswith("EXTEND_TIMEOUT_USEC=") for x in lines[:ready])
         assert re.fullmatch(r"STATUS=\d+ probes attached, exporting to http://127\.0\.0\.1:\d+ \(grpc\), 0 dropped",
                             status[-1]), status
+        # every thread yields to the applications once READY ([agent] nice, default 10)
+        assert agent.proc is not None
+        nice = thread_nice(agent.proc.pid)
+        assert len(nice) > 3 and set(nice.values()) == {10}, nice
         # spans captured just before SIGTERM are exported before the process exits
         for i in range(5):
             curl(f"/last?i={i}")
@@ -119,11 +124,14 @@ def test_sighup_reloads_the_config_and_keeps_it_on_errors(tmp_path: Path, app: S
         wait_ours(receiver, 2)
         # reload with http disabled: no new HTTP spans
         config_text = agent.config.read_text()
-        agent.config.write_text(config_text.replace('enabled = ["http"]', 'enabled = ["redis"]'))
+        agent.config.write_text(config_text.replace('enabled = ["http"]', 'enabled = ["redis"]')
+                                .replace("[agent]\n", "[agent]\nnice = 15\n"))
         mark = len(agent.notify.lines())
         agent.signal(signal.SIGHUP)
         reloading = agent.notify.wait_for("RELOADING=1", after=mark)
         agent.notify.wait_for("READY=1", after=reloading)
+        assert agent.proc is not None
+        assert set(thread_nice(agent.proc.pid).values()) == {15}  # a new [agent] nice applies at reload
         receiver.recorder.clear()
         curl("/disabled")
         time.sleep(3)

@@ -24,6 +24,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
     assert config.admin.socket == "/run/hostagent/admin.sock"
     assert config.probes.enabled == ("http",)
     assert config.probes.payload_bytes == 4096
+    assert config.agent.nice == 10
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,8 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ('[admin]\nlisten = "0.0.0.0"\n', "admin.listen: expected an address"),
         ('[admin.tls]\ncert = "a"\n', "admin.tls.key: expected a file path"),
         ("agent = 3\n", "[agent] must be a table"),
+        ("[agent]\nnice = 20\n", "agent.nice: expected an integer from -20 to 19, got 20"),
+        ('[agent]\nnice = "low"\n', "agent.nice: expected an integer from -20 to 19"),
     ],
 )
 def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, message: str) -> None:

@@ -1,0 +1,66 @@
+"""hostagent.priority: every thread of the process gets the nice value, later threads inherit it."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from hostagent.priority import set_nice, thread_nice
+
+
+def _in_child(fn: object) -> int:
+    """Runs ``fn`` in a forked child (nice cannot be lowered again without CAP_SYS_NICE, and the
+    test process must keep its own); returns the child's exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            fn()  # type: ignore[operator]
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
+    def child() -> None:
+        started = threading.Event()
+        stop = threading.Event()
+        before = threading.Thread(target=lambda: (started.set(), stop.wait(5)))
+        before.start()
+        started.wait(5)
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        target = min(base + 5, 19)
+        threads = len(os.listdir("/proc/self/task"))  # the forked child's and ``before``, at least
+        sentence = set_nice(target)
+        assert threads >= 2 and f"nice {target} on {threads} threads" in sentence, sentence
+        seen: list[int] = []
+        after = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+        after.start()
+        after.join()
+        values = thread_nice(os.getpid())
+        stop.set()
+        before.join()
+        assert len(values) == threads and set(values.values()) == {target}, values
+        assert seen == [target]
+
+    assert _in_child(child) == 0
+
+
+def test_raising_priority_without_the_capability_is_reported_not_raised() -> None:
+    def child() -> None:
+        if os.geteuid() == 0:  # root may raise its priority (CAP_SYS_NICE): become nobody first
+            os.setgid(65534)
+            os.setuid(65534)
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        sentence = set_nice(-5)
+        assert "not applied" in sentence and "CAP_SYS_NICE" in sentence, sentence
+        assert os.getpriority(os.PRIO_PROCESS, 0) == current
+
+    assert _in_child(child) == 0
+
+
+def test_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="from -20 to 19"):
+        set_nice(20)
