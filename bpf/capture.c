@@ -148,6 +148,8 @@ struct scratch {
     u64 walk_left;
     u64 walk_iov;  /* the iovec array and its count, read back for the same reason */
     u64 walk_cnt;
+    u32 ring_full; /* this CPU's last ringbuf_output failed: shed data at sys_enter (see shed) */
+    u32 shed;      /* data calls shed since ring_full was set (the ring is asked every SHED_ASK) */
 } __attribute__((aligned(64)));  /* one CPU's counter never shares a cache line with the next
                                     CPU's header: both are written on every record */
 
@@ -169,7 +171,9 @@ BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for th
 BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
 BPF_TABLE("lru_hash", struct accepted_key, struct endpoint, accepted, 16384);
-BPF_ARRAY(drops, u64, DROP_CAUSES);
+/* Per CPU: a shared counter would be one cache line written by every CPU for every event shed
+ * while the ring is full, exactly when the traced processes are busiest. Python sums the CPUs. */
+BPF_PERCPU_ARRAY(drops, u64, DROP_CAUSES);
 /* Holds "events" itself (Python puts it at index 0): a map-in-map lookup is the way bcc C can
  * get a map pointer to pass to bpf_ringbuf_query. */
 BPF_ARRAY_OF_MAPS(ring_ref, "events", 1);
@@ -178,7 +182,7 @@ BPF_ARRAY(config, u32, CONF_KEYS);
 static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
     if (c)
-        lock_xadd(c, 1);
+        *c += 1;  /* this CPU's slot; tracepoint programs do not nest on one CPU */
 }
 
 static __always_inline int socket_enabled(void) {
@@ -316,8 +320,38 @@ static __always_inline void submit(struct scratch *s, u32 captured) {
     asm volatile("" : "+r"(len));  /* bound the very register passed to the helper */
     if (len > MAX_PAYLOAD)
         len = MAX_PAYLOAD;
-    if (events.ringbuf_output(s, sizeof(struct event_hdr) + len, flags) != 0)
+    if (events.ringbuf_output(s, sizeof(struct event_hdr) + len, flags) != 0) {
         count_drop(DROP_RINGBUF_FULL);
+        s->ring_full = 1;
+        s->shed = 0;
+    }
+}
+
+/* While the ring is full (the agent is behind, e.g. at nice 10 on a saturated host), a data
+ * call's event would be built -- user bytes copied, header filled -- only for ringbuf_output to
+ * refuse it. Instead the call is shed at sys_enter: counted as DROP_RINGBUF_FULL like the
+ * refused ones (the same loss, so the same cause), and nothing is saved for sys_exit, which
+ * then costs one lookup. Every SHED_ASK-th shed call asks the ring; once it is below
+ * SHED_RESUME_BYTES (half of it drained) this CPU builds events again. A stream cut this way
+ * resynchronises at its next message, as after any refused record. Connect, accept and close
+ * events are never shed (they are few and carry the connection's state). */
+#define SHED_ASK 16
+#define SHED_RESUME_BYTES (RING_PAGES * 4096 / 2)
+static __always_inline int shed(void) {
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch *s = scratch_buf.lookup(&cpu);
+    if (!s || !s->ring_full)
+        return 0;
+    if ((s->shed++ & (SHED_ASK - 1)) == SHED_ASK - 1) {
+        int zero = 0;
+        void *rb = ring_ref.lookup(&zero);
+        if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) < SHED_RESUME_BYTES) {
+            s->ring_full = 0;
+            return 0;
+        }
+    }
+    count_drop(DROP_RINGBUF_FULL);
+    return 1;
 }
 
 /* Fills the fixed header; every field is written because the scratch buffer is reused. */
@@ -529,6 +563,8 @@ static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count,
         return 0;
     u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
     if (muted.lookup(&key))
+        return 0;
+    if (shed())
         return 0;
     struct inflight in = {};
     in.buf = buf;

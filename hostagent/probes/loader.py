@@ -359,8 +359,8 @@ class BpfCapture:
         return n
 
     def drop_counts(self) -> dict[str, int]:
-        drops = self._bpf[b"drops"]
-        out = {name: int(drops[ctypes.c_int(i)].value) for i, name in enumerate(ev.DROP_CAUSES)}
+        drops = self._bpf[b"drops"]  # per CPU (bpf/capture.c): summed here
+        out = {name: int(drops.sum(ctypes.c_int(i)).value) for i, name in enumerate(ev.DROP_CAUSES)}
         out["callback_errors"] = self.callback_errors
         return out
 
