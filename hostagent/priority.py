@@ -44,7 +44,10 @@ def set_nice(value: int) -> str:
         except ProcessLookupError:
             continue
         except PermissionError as e:
-            refused = f"{e.strerror} (raising priority needs CAP_SYS_NICE)"
+            current = os.getpriority(os.PRIO_PROCESS, 0)
+            why = ("raising priority needs CAP_SYS_NICE" if value < current
+                   else "setpriority refused: a seccomp filter without setpriority?")
+            refused = f"{e.strerror} ({why})"
             break
     if refused:
         return f"nice {value} not applied: {refused}; threads stay at nice {os.getpriority(os.PRIO_PROCESS, 0)}"

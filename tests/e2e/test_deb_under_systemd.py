@@ -78,6 +78,9 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
     assert re.search(r"^Seccomp:\s+2$", status, re.M)
     assert int(re.search(r"^CapBnd:\s+([0-9a-f]+)$", status, re.M).group(1), 16) == int(  # type: ignore[union-attr]
         re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    # ...and lets the agent lower its own priority ([agent] nice = 10): every thread, field 19 of stat
+    tasks = box.run(["sh", "-c", f"cat /proc/{pid}/task/*/stat"]).stdout.splitlines()
+    assert len(tasks) > 3 and {int(t[t.rindex(")") + 2:].split()[16]) for t in tasks} == {10}, tasks
 
 
 def debs_version(box: Container) -> str:
