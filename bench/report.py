@@ -27,15 +27,20 @@ def _rss(r: dict[str, Any]) -> str:
     return f"{_fmt(r.get('agent_rss_mib'), 0)} / {_fmt(r.get('agent_peak_rss_mib'), 0)}"
 
 
+# How a config is named in the tables and the chart.
+CONFIG_LABELS = {"agent": "agent (nice 10, default)", "agent_nice0": "agent at nice 0",
+                 "otel": "OpenTelemetry zero-code"}
+
+
 def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     rows = []
     for workload in ("nginx", "flask", "pgbench", "redis"):
         block = results.get("overhead", {}).get(workload) or results.get("db", {}).get(workload)
         if not block:
             continue
-        for cfg in ("plain", "agent", "otel"):
+        for cfg in ("plain", "agent", "agent_nice0", "otel"):
             if cfg in block:
-                rows.append((workload, cfg, block[cfg]))
+                rows.append((workload, CONFIG_LABELS.get(cfg, cfg), block[cfg]))
     return rows
 
 
@@ -49,13 +54,14 @@ def markdown(results: dict[str, Any]) -> str:
              "| agent RSS MiB end of load / peak | spans / expected | drops |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for workload, cfg, r in overhead_rows(results):
+        is_agent = cfg.startswith("agent")
         spans = f"{r['spans']:.0f} / {r['spans_expected']:.0f}" if "spans_expected" in r else (
             f"{r['spans']:.0f}" if "spans" in r else "-")
         lines.append(
             f"| {workload} | {cfg} | {r['rps']:.0f} | {_fmt(r.get('ratio_rps'), 3)} | {_fmt(r.get('p50_ms'))} | "
             f"{_fmt(r.get('p99_ms', r.get('mean_ms')))} | {_fmt(r.get('ratio_p99'), 3)} | "
             f"{_fmt(r.get('agent_cpu_s_per_1k'), 3)} | {_rss(r)} | {spans} | "
-            f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if cfg == 'agent' else None))} |")
+            f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if is_agent else None))} |")
     fid = results.get("fidelity")
     if fid:
         lines += ["", "Fidelity (nginx, agent pinned to one CPU shared with wrk; 2 spans per request: wrk's client "
@@ -118,10 +124,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = overhead_rows(results)
-    labels = [f"{w}\n{c}" for w, c, _ in rows]
+    labels = [f"{w}\n{c.replace(' (', chr(10) + '(').replace('zero-code', chr(10) + 'zero-code')}" for w, c, _ in rows]
     ratios = [r.get("ratio_rps", 0) for _, _, r in rows]
     p99 = [r.get("p99_ms", r.get("mean_ms", 0)) for _, _, r in rows]
-    colors = ["#888888" if c == "plain" else "#2a7ab9" if c == "agent" else "#d9822b" for _, c, _ in rows]
+    colors = ["#888888" if c == "plain" else "#2a7ab9" if c.startswith("agent (") else
+              "#9ec5e5" if c.startswith("agent") else "#d9822b" for _, c, _ in rows]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(6, len(rows) * 0.9), 7))
     a1.bar(labels, ratios, color=colors)
     a1.axhline(1.0, color="black", linewidth=0.8)

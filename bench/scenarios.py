@@ -42,12 +42,16 @@ class Ctx:
         self.runtime_dir = workdir / "agent-run"
         self.starts: list[dict[str, Any]] = []
         self._n = 0
+        # The overhead runs add an agent at nice 0 (equal weight with the apps) next to the default
+        # ([agent] nice = 10): what the priority is worth, measured in the same rounds.
+        self.compare_nice = False
 
     def agent(self, endpoint: str, probes: tuple[str, ...] = ("http",), runtime_dir: Optional[Path] = None,
-              cpus: Optional[str] = None) -> BenchAgent:
+              cpus: Optional[str] = None, nice: Optional[int] = None) -> BenchAgent:
         self._n += 1
+        extra = {"agent": {"nice": nice}} if nice is not None else None
         a = BenchAgent(self.workdir / f"agent-{self._n}", endpoint, runtime_dir=runtime_dir or self.runtime_dir,
-                       probes=probes, cpus=cpus).start()
+                       probes=probes, cpus=cpus, extra=extra).start()
         self.starts.append({"ready_s": round(a.ready_s, 3), "rss_mib": round(a.rss_after_start_kib / 1024, 1),
                             "cold": runtime_dir is not None, **a.timings()})
         return a
@@ -75,11 +79,16 @@ def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None) -> Wr
     return run_wrk(url, seconds=ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
 
 
+# config name -> [agent] nice of the agent run under it (None: the default, 10)
+AGENT_CONFIGS: dict[str, Optional[int]] = {"agent": None, "agent_nice0": 0}
+
+
 def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_per_request: int = 2,
-                probes: tuple[str, ...] = ("http",), cpus: Optional[str] = None) -> dict[str, Any]:
+                probes: tuple[str, ...] = ("http",), cpus: Optional[str] = None,
+                nice: Optional[int] = None) -> dict[str, Any]:
     sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU, server_port=server_port)
     try:
-        agent = ctx.agent(sink.endpoint, probes, cpus=cpus)
+        agent = ctx.agent(sink.endpoint, probes, cpus=cpus, nice=nice)
         try:
             cpu0 = agent.cpu_seconds()
             res = run()
@@ -102,14 +111,17 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
 def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
     srv = nginx(ctx.workdir / "nginx", PORT_NGINX, SERVER_CPU)
     url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
-    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "agent": []}
+    agents = [c for c in AGENT_CONFIGS if c == "agent" or ctx.compare_nice]
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], **{c: [] for c in agents}}
     try:
         _wrk_run(ctx, url, conns)  # warm-up, not recorded
         for r in range(ctx.rounds):
             ctx.log(f"nginx round {r + 1}/{ctx.rounds}: plain")
             runs["plain"].append(_wrk_run(ctx, url, conns).as_dict())
-            ctx.log(f"nginx round {r + 1}/{ctx.rounds}: agent")
-            runs["agent"].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns)))
+            for cfg in agents:
+                ctx.log(f"nginx round {r + 1}/{ctx.rounds}: {cfg}")
+                runs[cfg].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns),
+                                             nice=AGENT_CONFIGS[cfg]))
     finally:
         srv.stop()
     return _compare(runs, {"server": "nginx 1 process, static 15-byte file, keep-alive", "conns": conns})
@@ -117,16 +129,18 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
 
 def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
     url = f"http://127.0.0.1:{PORT_FLASK}/work"
-    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "agent": [], "otel": []}
+    configs = ["plain", *(c for c in AGENT_CONFIGS if c == "agent" or ctx.compare_nice), "otel"]
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for r in range(ctx.rounds):
-        for cfg in ("plain", "agent", "otel"):
+        for cfg in configs:
             ctx.log(f"flask round {r + 1}/{ctx.rounds}: {cfg}")
             otel_sink = Sink(ctx.workdir, PORT_OTEL_SINK, cpus=LOAD_CPU) if cfg == "otel" else None
             srv = gunicorn(PORT_FLASK, SERVER_CPU, otel_sink.endpoint if otel_sink else None)
             try:
                 _wrk_run(ctx, url, conns) if r == 0 and cfg == "plain" else None  # warm-up
-                if cfg == "agent":
-                    runs[cfg].append(_with_agent(ctx, PORT_FLASK, lambda: _wrk_run(ctx, url, conns)))
+                if cfg in AGENT_CONFIGS:
+                    runs[cfg].append(_with_agent(ctx, PORT_FLASK, lambda: _wrk_run(ctx, url, conns),
+                                                 nice=AGENT_CONFIGS[cfg]))
                 else:
                     res = _wrk_run(ctx, url, conns).as_dict()
                     if otel_sink is not None:
