@@ -4,9 +4,9 @@ PY      := $(VENV)/bin/python
 CONFIG  ?= packaging/hostagent.toml
 PROTO_OUT := hostagent/admin/v1
 
-.PHONY: setup deps venv run test test-unit lint proto clean
+.PHONY: setup deps venv compile run test test-unit lint proto clean
 
-setup: deps $(VENV)/.installed
+setup: deps $(VENV)/.installed compile
 
 deps:
 	bash .ci/install-deps.sh
@@ -17,6 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# The per-span stages compiled with mypyc (setup.py lists them; hostagent/compiled.py falls back to
+# the source when a module was edited since). Rebuilt when any hostagent source is newer.
+COMPILED_STAMP := hostagent/.compiled
+$(COMPILED_STAMP): setup.py $(shell find hostagent -name '*.py' -not -path '*/v1/*') | $(VENV)/.installed
+	HOSTAGENT_COMPILE=1 $(PY) setup.py -q build_ext --inplace
+	touch $@
+
+compile: $(COMPILED_STAMP)
 
 run: setup
 	$(VENV)/bin/hostagent run --config $(CONFIG)
@@ -40,4 +49,5 @@ include packaging/packaging.mk
 include bench/bench.mk
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache $(COMPILED_STAMP)
+	find hostagent -name '*.so' -delete

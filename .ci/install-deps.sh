@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  python3-bpfcc python3-venv python3-dev linux-headers-amd64 bpftool
+  python3-bpfcc python3-venv python3-dev gcc linux-headers-amd64 bpftool
   curl wrk openssl procps iproute2 util-linux
   nginx postgresql mariadb-server mariadb-client redis-server redis-tools
   dnsmasq-base docker.io busybox-static

@@ -76,7 +76,11 @@ def markdown(results: dict[str, Any]) -> str:
     if cap:
         lines += ["", f"Capacity (recorded kernel events of wrk -> nginx replayed through the whole pipeline, one "
                   f"core, export included): **{cap['us_per_span_median']:.1f} us per transaction = "
-                  f"{cap['spans_per_core_s_median']} transactions/s per core** (median of {len(cap['runs'])}).",
+                  f"{cap['spans_per_core_s_median']} transactions/s per core** (median of {len(cap['runs'])}; "
+                  f"per-span stages: {cap.get('stages', '-')})."
+                  + (f" The same stages from their Python source (`HOSTAGENT_PURE=1`), alternated with it: "
+                     f"{cap['pure']['us_per_span_median']:.1f} us = {cap['pure']['spans_per_core_s_median']}/s; "
+                     f"compiled is **{cap['pure']['compiled_speedup']}x** faster." if cap.get("pure") else ""),
                   "", "Where the time goes: each stage timed alone over the same recording (thread CPU, best of 2), "
                   "and the cProfile of the whole replay (pipeline thread; profiling inflates, read the shares):",
                   "", "| stage | us/span alone | us/span cProfile |", "|---|---|---|"]
@@ -93,7 +97,9 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["", f"With a new connection per request (wrk `Connection: close` -> nginx: connect, accept and "
                       f"close events too, {nc['events_per_span']} ring records per transaction instead of "
                       f"{cap.get('events_per_span', '-')}): **{nc['us_per_span_median']:.1f} us per transaction = "
-                      f"{nc['spans_per_core_s_median']} transactions/s per core** (median of {len(nc['runs'])})."]
+                      f"{nc['spans_per_core_s_median']} transactions/s per core** (median of {len(nc['runs'])})"
+                      + (f"; from source {nc['pure']['us_per_span_median']:.1f} us ({nc['pure']['compiled_speedup']}x)."
+                         if nc.get("pure") else ".")]
         probes = [(name, blk["recorded"].get("probe")) for name, blk in (("keep-alive", cap), ("new connection "
                   "per request", nc or {"recorded": {}}))]
         probes = [(n, p) for n, p in probes if p]

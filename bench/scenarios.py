@@ -10,20 +10,24 @@ Every comparison alternates configurations round by round (A/B/A/B) and keeps th
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.agent_proc import BenchAgent
+from bench.agent_proc import REPO, BenchAgent
 from bench.load import WrkResult, run_wrk
 from bench.procs import children, memory_kib, pinned
 from bench.servers import gunicorn, nginx
 from bench.sink_proc import Sink
+from hostagent import compiled
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -319,6 +323,18 @@ def capacity(ctx: Ctx, record_seconds: float, repeat: int, new_connection: bool 
     return out
 
 
+def _replay_proc(ctx: Ctx, recording: Path, endpoint: str, repeat: int, pure: bool) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "HOSTAGENT_PURE"}
+    if pure:
+        env["HOSTAGENT_PURE"] = "1"
+    out = subprocess.run([sys.executable, "-m", "bench.replay_proc", str(recording), endpoint, str(ctx.workdir),
+                          str(repeat), AGENT_CPU], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"replay failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, stages: bool) -> dict[str, Any]:
     from bench import capacity as cap
 
@@ -330,10 +346,20 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
         # wrk is gone by now: its events get this process's pid (a live, distinct process).
         pids = [p for p in cap.record_pids(records) if p != srv.pid and not Path(f"/proc/{p}").exists()]
         records = cap.remap_pids(records, {p: os.getpid() for p in pids[:1]})
+        # Each replay in a fresh process: the stages as shipped (compiled when make compile ran)
+        # and, alternated with it, the same stages from their Python source (HOSTAGENT_PURE=1).
+        recording = ctx.workdir / f"recording-{'close' if close else 'keep-alive'}.pickle"
+        recording.write_bytes(pickle.dumps(records))
+        compiled_in_use = bool(compiled.COMPILED_MODULES)
+        runs: list[dict[str, Any]] = []
+        runs_pure: list[dict[str, Any]] = []
+        for _ in range(ctx.rounds):
+            runs.append(_replay_proc(ctx, recording, sink.endpoint, repeat, pure=False))
+            if compiled_in_use:
+                runs_pure.append(_replay_proc(ctx, recording, sink.endpoint, repeat, pure=True))
         saved = os.sched_getaffinity(0)
         cap.pin_self(AGENT_CPU)  # threads started from here on (exporter, gRPC) inherit it
         try:
-            runs = [cap.replay(ctx.workdir, records, sink.endpoint, repeat=repeat) for _ in range(ctx.rounds)]
             prof = cap.replay(ctx.workdir, records, sink.endpoint, repeat=1, profile=True)
             stage = cap.stage_costs(ctx.workdir, records, sink.endpoint, passes=2) if stages else None
         finally:
@@ -343,7 +369,14 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
         srv.stop()
     best = min(runs, key=lambda r: r["us_per_span"] or 1e9)
     med = median([r["us_per_span"] for r in runs if r["us_per_span"]])
-    return {"connections": "new per request" if close else "keep-alive",
+    pure: Optional[dict[str, Any]] = None
+    if runs_pure:
+        med_pure = median([r["us_per_span"] for r in runs_pure if r["us_per_span"]])
+        pure = {"runs": runs_pure, "us_per_span_median": round(med_pure, 2),
+                "spans_per_core_s_median": round(1e6 / med_pure) if med_pure else None,
+                "compiled_speedup": round(med_pure / med, 2) if med else None}
+    return {"connections": "new per request" if close else "keep-alive", "stages": runs[0].get("stages"),
+            "pure": pure,
             "recorded": {"events": len(records), **info}, "runs": runs,
             "events_per_span": round(len(records) * repeat / max(runs[0]["spans"], 1), 2),
             "us_per_span_median": round(med, 2), "spans_per_core_s_median": round(1e6 / med) if med else None,

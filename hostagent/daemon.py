@@ -90,12 +90,14 @@ class Agent:
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
+        from hostagent import compiled
         from hostagent.kernel.background import begin_compile
         from hostagent.kernel.prepare import prepare_kernel
         from hostagent.memory import trim_heap
         from hostagent.priority import set_nice
 
         t0 = time.monotonic()
+        log.info("per-span stages: %s", compiled.STATE)
         Path(self.config.agent.runtime_dir).mkdir(parents=True, exist_ok=True)
         self.notifier.status("checking the kernel (tracefs, headers, bpf)")
         self.kernel_info = prepare_kernel(self.config)

@@ -37,6 +37,19 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
 "$PYTHON" -m pip wheel -q --no-deps -w "$WORK/project" "./$WORK/src"
 wheel=$(ls "$WORK"/project/hostagent-"$VERSION"-*.whl)
 log "project wheel: $wheel"
+# ...and the same with the per-span stages compiled (setup.py, mypyc) for the build python's CPython
+# only: pip on a host with that CPython prefers it to the pure wheel, every other host takes the
+# pure one, and a host where the compiled library does not load runs the source it also carries
+# (hostagent/compiled.py). --no-build-isolation: mypy (mypyc) comes from the build python's env.
+rm -rf "$WORK/compiled" && mkdir -p "$WORK/compiled"
+compiled_wheel=""
+if HOSTAGENT_COMPILE=1 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/compiled" \
+    "./$WORK/src" >"$WORK/compile.log" 2>&1; then
+  compiled_wheel=$(ls "$WORK"/compiled/hostagent-"$VERSION"-*.whl)
+  log "compiled wheel: $compiled_wheel"
+else
+  log "no compiled wheel (pure Python only); see $WORK/compile.log"
+fi
 
 # --- 2. the dependency wheelhouse, cached by the hash of pyproject.toml and the version list.
 key=$(cat pyproject.toml <(echo "$PYTHON_VERSIONS $PLATFORMS") | sha256sum | cut -c1-16)
@@ -75,7 +88,7 @@ stage() {  # $1 root, $2 unit dir
   rm -rf "$root" && mkdir -p "$opt/wheels" "$opt/libexec" "$root/usr/bin" "$root/etc/hostagent" \
     "$root$unitdir" "$root/usr/share/bash-completion/completions" "$root/usr/share/man/man8" \
     "$root/usr/share/doc/hostagent"
-  cp "$WH"/*.whl "$wheel" "$opt/wheels/"
+  cp "$WH"/*.whl "$wheel" $compiled_wheel "$opt/wheels/"
   sed "s/@VERSION@/$VERSION/" $SRC/packaging/libexec/install-venv > "$opt/libexec/install-venv"
   chmod 0755 "$opt/libexec/install-venv"
   install -m 0755 $SRC/packaging/bin/hostagent $SRC/packaging/bin/hostagentctl "$root/usr/bin/"
