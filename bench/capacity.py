@@ -172,9 +172,21 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     pipeline = Pipeline(holder, tracker, SpanBuilder(MonotonicToUnix(), resource_for=resource_for).build,
                         Sink(), identity=identity, redaction_key=load_or_create_key(workdir / "state"),
                         pii_counters=PiiCounters(), linker=layering, **extra)
-    pipeline.bench_identity = built  # type: ignore[attr-defined]  # stopped with the queue
-    pipeline.bench_layering = layering  # type: ignore[attr-defined]  # flushed before the queue
+    # kept apart from the pipeline (a compiled class has fixed attributes): identity is stopped
+    # with the queue, the layering flushed before it
+    _PARTS[id(pipeline)] = (built, layering)
     return pipeline, queue, timed
+
+
+_PARTS: dict[int, tuple[Any, Any]] = {}  # id(pipeline) -> (identity, layering), see build
+
+
+def _identity_of(pipeline: Any) -> Any:
+    return _PARTS[id(pipeline)][0]
+
+
+def _layering_of(pipeline: Any) -> Any:
+    return _PARTS[id(pipeline)][1]
 
 
 def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
@@ -197,7 +209,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     # Warm up identity (first sight of a pid reads /proc once, which never recurs per call).
     for buf, off, size in bufs[:200]:
         on_event(decode(buf, off, size))
-    pipeline.bench_layering.linker.flush_all()
+    _layering_of(pipeline).linker.flush_all()
     queue.force_flush(30)
     base_exported, base_spans = queue.stats().exported, pipeline.spans
     export_cpu0 = timed.cpu_s
@@ -210,7 +222,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
             on_event(decode(buf, off, size))
     if prof:
         prof.disable()
-    pipeline.bench_layering.linker.flush_all()  # what the linker still holds, as at a stop
+    _layering_of(pipeline).linker.flush_all()  # what the linker still holds, as at a stop
     producer_cpu = time.thread_time() - thread0
     queue.force_flush(120)
     cpu = time.process_time() - cpu0
@@ -219,9 +231,9 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     spans = pipeline.spans - base_spans
     exported = st.exported - base_exported
     queue.shutdown(10)
-    pipeline.bench_layering.stop(1)
-    if hasattr(pipeline.bench_identity, "stop"):
-        pipeline.bench_identity.stop()
+    _layering_of(pipeline).stop(1)
+    if hasattr(_identity_of(pipeline), "stop"):
+        _identity_of(pipeline).stop()
     out: dict[str, Any] = {
         "events": len(bufs) * repeat, "spans": spans, "exported": exported,
         "dropped": dict(pipeline.dropped) | {"queue_full": st.dropped_queue_full,
@@ -346,8 +358,8 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
             clock("OTLP encode", lambda: [encode_spans(spans[i:i + 512]).SerializeToString()  # noqa: B023
                                           for i in range(0, len(spans), 512)], n)  # noqa: B023
     queue.shutdown(5)
-    pipeline.bench_layering.stop(1)
-    if hasattr(pipeline.bench_identity, "stop"):
-        pipeline.bench_identity.stop()
+    _layering_of(pipeline).stop(1)
+    if hasattr(_identity_of(pipeline), "stop"):
+        _identity_of(pipeline).stop()
     best["sum"] = round(sum(v for k, v in best.items() if k != "sum"), 2)
     return best

@@ -25,3 +25,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords or "e2e" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from hostagent import compiled
+
+    return f"hostagent per-span stages: {compiled.STATE}"  # compiled, or why the source runs

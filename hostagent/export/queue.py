@@ -82,7 +82,7 @@ class ExportQueue:
         self._failed_attempts = 0
         self._last_error = ""
         self._last_success: Optional[float] = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
 
     # -- producer side -------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class ExportQueue:
     def start(self) -> ExportQueue:
         if not self._started:
             self._started = True
-            self._thread.start()
+            self._worker.start()
         return self
 
     def put(self, span: ReadableSpan) -> bool:
@@ -114,7 +114,7 @@ class ExportQueue:
 
     def force_flush(self, timeout_s: float = 30.0) -> bool:
         """Export everything queued now; True when done within ``timeout_s``."""
-        if not self._started or not self._thread.is_alive():
+        if not self._started or not self._worker.is_alive():
             return not self._queue
         done = threading.Event()
         with self._flush_lock:
@@ -133,13 +133,13 @@ class ExportQueue:
         self._wake.set()
         clean = True
         if self._started:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
+            self._worker.join(timeout_s)
+            if self._worker.is_alive():
                 # An export is stuck on the network: shutting the exporters down aborts their
                 # retry backoff and closes the channel, which ends the call.
                 clean = False
                 self._shutdown_exporters()
-                self._thread.join(2.0)
+                self._worker.join(2.0)
         leftover = 0
         while self._queue:
             try:
