@@ -14,13 +14,14 @@ import os
 from setuptools import setup
 
 # The stages every captured call goes through. Left out on purpose: probes/events.py (ctypes:
-# mypyc 1.19 emits C that does not build), export/otlp_fast.py (nested classes are not supported),
+# mypyc 1.19 emits C that does not build), export/otlp_grpc.py (nested classes are not supported),
 # protocols/http1_head.py (its Message objects are filled through __dict__, which native classes
 # do not have). A compiled class has a fixed set of attributes: nothing may add one from outside.
 # (An attribute named ``_thread`` makes C that does not build: ``__thread`` is a C keyword.)
 COMPILED = [
     "hostagent/capture/state.py",
     "hostagent/capture/tracker.py",
+    "hostagent/export/otlp_fast.py",
     "hostagent/export/queue.py",
     "hostagent/pipeline.py",
     "hostagent/policy/redaction.py",

@@ -115,7 +115,7 @@ def make_otlp_exporter(
     """
     _check(protocol, compression)
     if protocol == "grpc":
-        from hostagent.export.otlp_fast import grpc_span_exporter
+        from hostagent.export.otlp_grpc import grpc_span_exporter
 
         # The SDK's gRPC exporter (channel, TLS, retries) with our own encoder: see otlp_fast.
         options = _grpc_options(endpoint, insecure, certificate, client_certificate, client_key, compression)
