@@ -81,6 +81,8 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
     # ...and lets the agent lower its own priority ([agent] nice = 10): every thread, field 19 of stat
     tasks = box.run(["sh", "-c", f"cat /proc/{pid}/task/*/stat"]).stdout.splitlines()
     assert len(tasks) > 3 and {int(t[t.rindex(")") + 2:].split()[16]) for t in tasks} == {10}, tasks
+    # bookworm's python3 is the CPython the package's compiled wheel was built for
+    assert "per-span stages: compiled (mypyc): " in journal(box), journal(box)[-3000:]
 
 
 def debs_version(box: Container) -> str:
