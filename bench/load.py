@@ -45,9 +45,15 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     errors: int
+    # CPU seconds the server under test (its whole process tree) used during the run: what the
+    # agent costs inside the traced app itself, apart from the CPU the agent takes from the machine
+    server_cpu_s: Optional[float] = None
 
     def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if self.server_cpu_s is not None and self.requests:
+            out["server_cpu_us_per_req"] = round(self.server_cpu_s / self.requests * 1e6, 2)
+        return out
 
 
 def write_script(workdir: Path, rate: Optional[float], conns: int, close: bool = False) -> Path:

@@ -1,6 +1,6 @@
 """One capacity replay in a fresh process; prints its result as JSON.
 
-    python -m bench.replay_proc RECORDING.pickle ENDPOINT WORKDIR REPEAT CPU
+    python -m bench.replay_proc RECORDING.pickle ENDPOINT WORKDIR REPEAT CPU [profile]
 
 The process pins itself to CPU first (every thread it starts inherits it). With ``HOSTAGENT_PURE=1``
 in its environment the per-span stages run from their Python source instead of the compiled
@@ -24,7 +24,7 @@ def main() -> int:
 
     with open(recording, "rb") as f:
         records = pickle.load(f)
-    out = capacity.replay(Path(workdir), records, endpoint, repeat=int(repeat))
+    out = capacity.replay(Path(workdir), records, endpoint, repeat=int(repeat), profile=sys.argv[6:7] == ["profile"])
     out["stages"] = compiled.STATE
     print(json.dumps(out))
     return 0

@@ -20,6 +20,15 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return str(v)
 
 
+def _app_cpu(r: dict[str, Any]) -> str:
+    """CPU of the traced server itself per request: what tracing costs inside the app, apart from
+    the CPU the agent takes from the machine (on 2 cores, partly from the load generator)."""
+    if r.get("server_cpu_us_per_req") is None:
+        return "-"
+    ratio = r.get("ratio_server_cpu")
+    return f"{r['server_cpu_us_per_req']:.1f}" + (f" ({ratio:.3f})" if ratio is not None else "")
+
+
 def _rss(r: dict[str, Any]) -> str:
     """VmRSS when the load ended (steady) / VmHWM (peak: includes bcc's compile at start)."""
     if r.get("agent_peak_rss_mib") is None:
@@ -50,16 +59,16 @@ def markdown(results: dict[str, Any]) -> str:
              f"medians; server CPU {m['server_cpu']}, load CPU {m['load_cpu']}, agent unpinned "
              f"(fidelity: pinned to CPU {m['agent_cpu']}); "
              f"load average at start {m['loadavg_start']}, other BPF programs loaded: {m['other_bpf_progs']})", "",
-             "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | agent CPU s/1k req "
-             "| agent RSS MiB end of load / peak | spans / expected | drops |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | app CPU us/req (vs plain) "
+             "| agent CPU s/1k req | agent RSS MiB end of load / peak | spans / expected | drops |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for workload, cfg, r in overhead_rows(results):
         is_agent = cfg.startswith("agent")
         spans = f"{r['spans']:.0f} / {r['spans_expected']:.0f}" if "spans_expected" in r else (
             f"{r['spans']:.0f}" if "spans" in r else "-")
         lines.append(
             f"| {workload} | {cfg} | {r['rps']:.0f} | {_fmt(r.get('ratio_rps'), 3)} | {_fmt(r.get('p50_ms'))} | "
-            f"{_fmt(r.get('p99_ms', r.get('mean_ms')))} | {_fmt(r.get('ratio_p99'), 3)} | "
+            f"{_fmt(r.get('p99_ms', r.get('mean_ms')))} | {_fmt(r.get('ratio_p99'), 3)} | {_app_cpu(r)} | "
             f"{_fmt(r.get('agent_cpu_s_per_1k'), 3)} | {_rss(r)} | {spans} | "
             f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if is_agent else None))} |")
     fid = results.get("fidelity")
@@ -82,7 +91,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{cap['pure']['us_per_span_median']:.1f} us = {cap['pure']['spans_per_core_s_median']}/s; "
                      f"compiled is **{cap['pure']['compiled_speedup']}x** faster." if cap.get("pure") else ""),
                   "", "Where the time goes: each stage timed alone over the same recording (thread CPU, best of 2), "
-                  "and the cProfile of the whole replay (pipeline thread; profiling inflates, read the shares):",
+                  "and the cProfile of the whole replay run on the stages' Python source (cProfile sees nothing "
+                  "inside a compiled module; pipeline thread; profiling inflates, read the shares):",
                   "", "| stage | us/span alone | us/span cProfile |", "|---|---|---|"]
         prof = cap.get("profile_us_per_span") or {}
         for k, v in (cap.get("stage_us_per_span") or {}).items():

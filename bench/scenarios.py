@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from bench.agent_proc import REPO, BenchAgent
 from bench.load import WrkResult, run_wrk
-from bench.procs import children, memory_kib, pinned
+from bench.procs import children, cpu_seconds, memory_kib, pinned
 from bench.servers import gunicorn, nginx
 from bench.sink_proc import Sink
 from hostagent import compiled
@@ -79,8 +79,18 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ---- 1. traced-app overhead ------------------------------------------------------------------
 
-def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None) -> WrkResult:
-    return run_wrk(url, seconds=ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
+def _tree_cpu_s(pid: int) -> float:
+    return cpu_seconds(pid) + sum(_tree_cpu_s(c) for c in children(pid))
+
+
+def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None,
+             server_pid: Optional[int] = None) -> WrkResult:
+    """wrk against ``url``; with ``server_pid``, the server tree's CPU seconds during the run too."""
+    cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
+    res = run_wrk(url, seconds=ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
+    if server_pid:
+        res.server_cpu_s = _tree_cpu_s(server_pid) - cpu0
+    return res
 
 
 # config name -> [agent] nice of the agent run under it (None: the default, 10)
@@ -121,10 +131,10 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
         _wrk_run(ctx, url, conns)  # warm-up, not recorded
         for r in range(ctx.rounds):
             ctx.log(f"nginx round {r + 1}/{ctx.rounds}: plain")
-            runs["plain"].append(_wrk_run(ctx, url, conns).as_dict())
+            runs["plain"].append(_wrk_run(ctx, url, conns, server_pid=srv.pid).as_dict())
             for cfg in agents:
                 ctx.log(f"nginx round {r + 1}/{ctx.rounds}: {cfg}")
-                runs[cfg].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns),
+                runs[cfg].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid),
                                              nice=AGENT_CONFIGS[cfg]))
     finally:
         srv.stop()
@@ -143,10 +153,11 @@ def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
             try:
                 _wrk_run(ctx, url, conns) if r == 0 and cfg == "plain" else None  # warm-up
                 if cfg in AGENT_CONFIGS:
-                    runs[cfg].append(_with_agent(ctx, PORT_FLASK, lambda: _wrk_run(ctx, url, conns),
+                    runs[cfg].append(_with_agent(ctx, PORT_FLASK,
+                                                 lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid),  # noqa: B023
                                                  nice=AGENT_CONFIGS[cfg]))
                 else:
-                    res = _wrk_run(ctx, url, conns).as_dict()
+                    res = _wrk_run(ctx, url, conns, server_pid=srv.pid).as_dict()
                     if otel_sink is not None:
                         srv.stop()  # flushes the SDK's batch processor
                         res["spans"] = otel_sink.settle()
@@ -169,6 +180,8 @@ def _compare(runs: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> dic
         # pgbench reports a mean latency only: the ratio is of the mean there
         lat = "p99_ms" if "p99_ms" in plain and "p99_ms" in out[cfg] else "mean_ms"
         out[cfg]["ratio_p99"] = round(out[cfg][lat] / plain[lat], 4) if plain.get(lat) else 0.0
+        if plain.get("server_cpu_us_per_req") and "server_cpu_us_per_req" in out[cfg]:
+            out[cfg]["ratio_server_cpu"] = round(out[cfg]["server_cpu_us_per_req"] / plain["server_cpu_us_per_req"], 4)
         # per-round ratios (each round's agent run against the same round's plain run)
         out[cfg]["round_ratios_rps"] = [round(a["rps"] / p["rps"], 4) for a, p in zip(runs[cfg], runs["plain"])]
     return out
@@ -323,12 +336,14 @@ def capacity(ctx: Ctx, record_seconds: float, repeat: int, new_connection: bool 
     return out
 
 
-def _replay_proc(ctx: Ctx, recording: Path, endpoint: str, repeat: int, pure: bool) -> dict[str, Any]:
+def _replay_proc(ctx: Ctx, recording: Path, endpoint: str, repeat: int, pure: bool,
+                 profile: bool = False) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "HOSTAGENT_PURE"}
     if pure:
         env["HOSTAGENT_PURE"] = "1"
     out = subprocess.run([sys.executable, "-m", "bench.replay_proc", str(recording), endpoint, str(ctx.workdir),
-                          str(repeat), AGENT_CPU], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                          str(repeat), AGENT_CPU, *(["profile"] if profile else [])],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"replay failed ({out.returncode}):\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -360,7 +375,8 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
         saved = os.sched_getaffinity(0)
         cap.pin_self(AGENT_CPU)  # threads started from here on (exporter, gRPC) inherit it
         try:
-            prof = cap.replay(ctx.workdir, records, sink.endpoint, repeat=1, profile=True)
+            # cProfile sees no function inside a compiled module: profile the same stages' source
+            prof = _replay_proc(ctx, recording, sink.endpoint, 1, pure=True, profile=True)
             stage = cap.stage_costs(ctx.workdir, records, sink.endpoint, passes=2) if stages else None
         finally:
             os.sched_setaffinity(0, saved)
