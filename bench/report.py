@@ -41,6 +41,10 @@ CONFIG_LABELS = {"agent": "agent (nice 10, default)", "agent_nice0": "agent at n
                  "otel": "OpenTelemetry zero-code"}
 
 
+CHART_LABELS = {"agent (nice 10, default)": "agent\nnice 10", "agent at nice 0": "agent\nnice 0",
+                "OpenTelemetry zero-code": "OTel\nzero-code"}
+
+
 def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     rows = []
     for workload in ("nginx", "flask", "pgbench", "redis"):
@@ -140,7 +144,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = overhead_rows(results)
-    labels = [f"{w}\n{c.replace(' (', chr(10) + '(').replace('zero-code', chr(10) + 'zero-code')}" for w, c, _ in rows]
+    labels = [f"{w}\n{CHART_LABELS.get(c, c)}" for w, c, _ in rows]
     ratios = [r.get("ratio_rps", 0) for _, _, r in rows]
     p99 = [r.get("p99_ms", r.get("mean_ms", 0)) for _, _, r in rows]
     colors = ["#888888" if c == "plain" else "#2a7ab9" if c.startswith("agent (") else

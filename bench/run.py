@@ -83,6 +83,7 @@ def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: floa
     with tempfile.TemporaryDirectory(prefix="hostagent-bench-") as tmp:
         ctx = scenarios.Ctx(Path(tmp), seconds, rounds, log)
         ctx.compare_nice = not quick
+        ctx.quick = quick
         try:
             if "startup" in only:
                 log("start-up (first start: header tree built)")

@@ -49,6 +49,7 @@ class Ctx:
         # The overhead runs add an agent at nice 0 (equal weight with the apps) next to the default
         # ([agent] nice = 10): what the priority is worth, measured in the same rounds.
         self.compare_nice = False
+        self.quick = False  # bench-quick: fewer side runs (one replay of the pure-Python stages)
 
     def agent(self, endpoint: str, probes: tuple[str, ...] = ("http",), runtime_dir: Optional[Path] = None,
               cpus: Optional[str] = None, nice: Optional[int] = None) -> BenchAgent:
@@ -368,9 +369,9 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
         compiled_in_use = bool(compiled.COMPILED_MODULES)
         runs: list[dict[str, Any]] = []
         runs_pure: list[dict[str, Any]] = []
-        for _ in range(ctx.rounds):
+        for r in range(ctx.rounds):
             runs.append(_replay_proc(ctx, recording, sink.endpoint, repeat, pure=False))
-            if compiled_in_use:
+            if compiled_in_use and (r == 0 or not ctx.quick):
                 runs_pure.append(_replay_proc(ctx, recording, sink.endpoint, repeat, pure=True))
         saved = os.sched_getaffinity(0)
         cap.pin_self(AGENT_CPU)  # threads started from here on (exporter, gRPC) inherit it
