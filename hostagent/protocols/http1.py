@@ -446,6 +446,11 @@ class Http1Parser:
             msg.gap = True
 
     def _call(self, req: Message, resp: Optional[Message], end_ns: int) -> Call:
+        if end_ns < req.start_ns:
+            # Only after a resync: a response whose head was buffered before this request was seen
+            # (its timestamp is where the head began) is paired with it. A span never ends before
+            # it starts (Hypothesis found: "HTTP/1. 101 " out, "A " in, then the head cut short).
+            end_ns = req.start_ns
         role = self._role
         derived = req.derived  # shared by every request parsed from the same head bytes
         known = derived.get(role) if derived is not None else None

@@ -63,3 +63,15 @@ def test_any_split_of_a_recorded_exchange_gives_the_same_calls(fixture: str, cut
             split.append(Segment(seg.direction, piece, len(piece), seg.ts_ns))
             pos += step
     assert run(split) == run(whole)
+
+
+def test_a_response_head_buffered_before_its_request_never_ends_the_span_early() -> None:
+    # Found by the property above: a response head began (ts 0) before the request (ts 1); both
+    # heads were then cut short by uncaptured bytes and paired.
+    parser = Http1Parser()
+    calls = []
+    for ts, (direction, data, extra) in enumerate([(Direction.EGRESS, b"HTTP/1. 101 ", 0),
+                                                   (Direction.INGRESS, b"A \x00", 1),
+                                                   (Direction.EGRESS, b"\x00", 1)]):
+        calls += parser.feed(Segment(direction, data, len(data) + extra, ts))
+    assert [(c.start_ns, c.end_ns) for c in calls] == [(1, 1)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
+import traceback
 
 import pytest
 
@@ -19,6 +21,7 @@ def _in_child(fn: object) -> int:
             fn()  # type: ignore[operator]
             os._exit(0)
         except BaseException:
+            traceback.print_exc()  # shown by pytest with the failure (the child's stderr is captured)
             os._exit(1)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
@@ -32,9 +35,12 @@ def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
         started.wait(5)
         base = os.getpriority(os.PRIO_PROCESS, 0)
         target = min(base + 5, 19)
-        threads = len(os.listdir("/proc/self/task"))  # the forked child's and ``before``, at least
+        # the forked child's thread and ``before`` at least; a library's fork handler (grpc's, once a
+        # test imported it) may start more meanwhile, so the counts are lower bounds
+        threads = len(os.listdir("/proc/self/task"))
         sentence = set_nice(target)
-        assert threads >= 2 and f"nice {target} on {threads} threads" in sentence, sentence
+        m = re.search(rf"nice {target} on (\d+) threads", sentence)
+        assert threads >= 2 and m is not None and int(m.group(1)) >= threads, sentence
         seen: list[int] = []
         after = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
         after.start()
@@ -42,7 +48,8 @@ def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
         values = thread_nice(os.getpid())
         stop.set()
         before.join()
-        assert len(values) == threads and set(values.values()) == {target}, values
+        # a joined thread can still be listed for a moment after join(): every one listed counts
+        assert len(values) >= threads and set(values.values()) == {target}, values
         assert seen == [target]
 
     assert _in_child(child) == 0
