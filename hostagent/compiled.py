@@ -71,8 +71,12 @@ def decide(environ: Any = os.environ, package_dir: Path = PACKAGE_DIR,
     if environ.get("HOSTAGENT_PURE") == "1":
         return False, f"pure Python (HOSTAGENT_PURE=1; {len(found)} compiled modules not used)", sources
     if (package_dir.parent / "setup.py").exists():  # a checkout: sources may have been edited
+        # The code lives in the shared library (hostagent/_hot__mypyc.*.so); each module's own
+        # extension is a shim that a rebuild leaves untouched when nothing about it changed.
+        shared = [p for p in package_dir.glob(SHARED_LIBRARY.rsplit(".", 1)[1] + ".*") if p.suffix == ".so"]
+        built = max((p.stat().st_mtime for p in shared), default=0.0)
         stale = sorted(str(src.relative_to(package_dir.parent)) for ext, src in found.values()
-                       if src.stat().st_mtime > ext.stat().st_mtime)
+                       if src.stat().st_mtime > max(ext.stat().st_mtime, built))
         if stale:
             return False, (f"pure Python: {len(stale)} compiled modules are older than their source "
                            f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}); run `make compile`"), sources

@@ -78,3 +78,16 @@ def test_this_checkout_uses_them_unless_told_not_to() -> None:
     state, where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   cwd=REPO, env={**env, "HOSTAGENT_PURE": "1"}).stdout.splitlines()
     assert state.startswith("pure Python (HOSTAGENT_PURE=1") and where.endswith("http1.py"), (state, where)
+
+
+def test_a_rebuilt_shared_library_makes_old_module_shims_current(tmp_path: Path) -> None:
+    # mypyc puts the code in hostagent/_hot__mypyc.*.so; a rebuild leaves a module's own shim
+    # untouched when nothing about the module's interface changed
+    pkg = checkout(tmp_path, ext_age_s=10)
+    source_time = (pkg / "protocols" / "x.py").stat().st_mtime
+    shared = pkg / f"_hot__mypyc{SUFFIX}"
+    shared.write_bytes(b"")
+    os.utime(shared, (source_time + 10, source_time + 10))
+    assert decide({}, pkg, "json")[:2] == (True, "compiled (mypyc): 1 modules")
+    os.utime(shared, (source_time - 10, source_time - 10))
+    assert decide({}, pkg, "json")[0] is False
