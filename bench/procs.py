@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from hostagent.identity.procfs import stat_fields
 from hostagent.memory import status_kib
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -22,7 +23,7 @@ def pinned(cmd: list[str], cpus: Optional[str]) -> list[str]:
 def cpu_seconds(pid: int) -> float:
     """user+sys seconds of the whole process (all threads) so far; 0 when it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)

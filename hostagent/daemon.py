@@ -265,9 +265,11 @@ class Agent:
 def process_started_at(now_monotonic: float) -> float:
     """The monotonic time this process began (its start in /proc is in clock ticks since boot),
     so that the start-up line counts the interpreter's own start and the imports too."""
+    from hostagent.identity.procfs import stat_fields
+
     try:
         with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+            ticks = int(stat_fields(f.read())[19])  # field 22: starttime
     except (OSError, ValueError, IndexError):
         return now_monotonic
     age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")

@@ -53,15 +53,3 @@ def set_nice(value: int) -> str:
         return f"nice {value} not applied: {refused}; threads stay at nice {os.getpriority(os.PRIO_PROCESS, 0)}"
     return f"nice {value} on {done} threads ([agent] nice: the traced applications come first under CPU contention)"
 
-
-def thread_nice(pid: int, proc: Path = Path("/proc")) -> dict[int, int]:
-    """tid -> nice of each thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
-    out: dict[int, int] = {}
-    for tid in thread_ids(proc / str(pid) / "task"):
-        try:
-            stat = (proc / str(pid) / "task" / str(tid) / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3
-        out[tid] = int(fields[16])
-    return out

@@ -41,11 +41,16 @@ class ProcessInfo:
     env: dict[str, str] = field(default_factory=dict)  # only ENV_KEYS
 
 
+def stat_fields(text: str) -> list[str]:
+    """The fields of /proc/PID/stat (or .../task/TID/stat) from field 3 (state) on: index i is
+    field i + 3. comm (field 2) may hold spaces and parentheses, so split after the *last* ')'.
+    Raises ValueError when there is no ')'."""
+    return text[text.rindex(")") + 2 :].split()
+
+
 def parse_stat(text: str) -> tuple[int, int]:
-    """(ppid, start_ticks) from /proc/PID/stat. comm (field 2) may hold spaces and parentheses,
-    so split after the *last* ')'."""
-    tail = text[text.rindex(")") + 2 :].split()
-    # tail[0] is field 3 (state): ppid is field 4, starttime field 22.
+    """(ppid, start_ticks) from /proc/PID/stat: fields 4 and 22."""
+    tail = stat_fields(text)
     return int(tail[1]), int(tail[19])
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hostagent.identity.procfs import stat_fields
 from tests.e2e.conftest import OTLP_PORT
 from tests.e2e.nspawn import Container, wait_for
 from tests.e2e.unitctl import DROPIN_DIR, UNIT, export_to, journal, main_pid, prop, wait_active_with_new_pid
@@ -80,7 +81,7 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
         re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
     # ...and lets the agent lower its own priority ([agent] nice = 10): every thread, field 19 of stat
     tasks = box.run(["sh", "-c", f"cat /proc/{pid}/task/*/stat"]).stdout.splitlines()
-    assert len(tasks) > 3 and {int(t[t.rindex(")") + 2:].split()[16]) for t in tasks} == {10}, tasks
+    assert len(tasks) > 3 and {int(stat_fields(t)[16]) for t in tasks} == {10}, tasks
     # bookworm's python3 is the CPython the package's compiled wheel was built for
     assert "per-span stages: compiled (mypyc): " in journal(box), journal(box)[-3000:]
 

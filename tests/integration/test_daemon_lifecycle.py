@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from hostagent.priority import thread_nice
 from tests.support.agent import REPO, Agent, write_config
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app
+from tests.support.threads import thread_nice
 
 pytestmark = pytest.mark.root
 

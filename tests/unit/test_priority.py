@@ -30,7 +30,8 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
     out = _run("""
         import os, threading
-        from hostagent.priority import set_nice, thread_nice
+        from hostagent.priority import set_nice
+        from tests.support.threads import thread_nice
         started, stop = threading.Event(), threading.Event()
         before = threading.Thread(target=lambda: (started.set(), stop.wait(5)))
         before.start()
