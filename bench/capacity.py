@@ -124,8 +124,10 @@ class _TimedExporter:
         return True
 
 
-def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _TimedExporter]:
-    """The daemon's pipeline stages, as hostagent.assembly wires them, minus the BPF side."""
+def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _TimedExporter, Any, Any]:
+    """The daemon's pipeline stages, as hostagent.assembly wires them, minus the BPF side:
+    (pipeline, export queue, timed exporter, identity, layering). Identity is stopped with the
+    queue, the layering flushed before it (a compiled Pipeline takes no attributes of ours)."""
     from hostagent.assembly import build_identity, make_exporters
     from hostagent.capture.tracker import ConnectionTracker
     from hostagent.config import load_config
@@ -172,21 +174,7 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     pipeline = Pipeline(holder, tracker, SpanBuilder(MonotonicToUnix(), resource_for=resource_for).build,
                         Sink(), identity=identity, redaction_key=load_or_create_key(workdir / "state"),
                         pii_counters=PiiCounters(), linker=layering, **extra)
-    # kept apart from the pipeline (a compiled class has fixed attributes): identity is stopped
-    # with the queue, the layering flushed before it
-    _PARTS[id(pipeline)] = (built, layering)
-    return pipeline, queue, timed
-
-
-_PARTS: dict[int, tuple[Any, Any]] = {}  # id(pipeline) -> (identity, layering), see build
-
-
-def _identity_of(pipeline: Any) -> Any:
-    return _PARTS[id(pipeline)][0]
-
-
-def _layering_of(pipeline: Any) -> Any:
-    return _PARTS[id(pipeline)][1]
+    return pipeline, queue, timed, built, layering
 
 
 def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
@@ -203,13 +191,13 @@ def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
 def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
            profile: bool = False) -> dict[str, Any]:
     """Runs the records through a fresh pipeline ``repeat`` times; CPU per span, spans/s."""
-    pipeline, queue, timed = build(workdir, endpoint, max_queue=len(records) * repeat + 1024)
+    pipeline, queue, timed, built, layering = build(workdir, endpoint, max_queue=len(records) * repeat + 1024)
     bufs = _buffers(records)
     decode, on_event = ev.decode_at, pipeline.on_event
     # Warm up identity (first sight of a pid reads /proc once, which never recurs per call).
     for buf, off, size in bufs[:200]:
         on_event(decode(buf, off, size))
-    _layering_of(pipeline).linker.flush_all()
+    layering.linker.flush_all()
     queue.force_flush(30)
     base_exported, base_spans = queue.stats().exported, pipeline.spans
     export_cpu0 = timed.cpu_s
@@ -222,7 +210,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
             on_event(decode(buf, off, size))
     if prof:
         prof.disable()
-    _layering_of(pipeline).linker.flush_all()  # what the linker still holds, as at a stop
+    layering.linker.flush_all()  # what the linker still holds, as at a stop
     producer_cpu = time.thread_time() - thread0
     queue.force_flush(120)
     cpu = time.process_time() - cpu0
@@ -231,9 +219,9 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     spans = pipeline.spans - base_spans
     exported = st.exported - base_exported
     queue.shutdown(10)
-    _layering_of(pipeline).stop(1)
-    if hasattr(_identity_of(pipeline), "stop"):
-        _identity_of(pipeline).stop()
+    layering.stop(1)
+    if hasattr(built, "stop"):
+        built.stop()
     out: dict[str, Any] = {
         "events": len(bufs) * repeat, "spans": spans, "exported": exported,
         "dropped": dict(pipeline.dropped) | {"queue_full": st.dropped_queue_full,
@@ -309,7 +297,7 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
     from hostagent.protocols.registry import for_probes
     from hostagent.traces.linking import LocalLinker
 
-    pipeline, queue, timed = build(workdir, endpoint, max_queue=1024)
+    pipeline, queue, timed, built, layering = build(workdir, endpoint, max_queue=1024)
     current = pipeline.settings.current
     identity = pipeline.identity
     bufs = _buffers(records)
@@ -358,8 +346,8 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
             clock("OTLP encode", lambda: [encode_spans(spans[i:i + 512]).SerializeToString()  # noqa: B023
                                           for i in range(0, len(spans), 512)], n)  # noqa: B023
     queue.shutdown(5)
-    _layering_of(pipeline).stop(1)
-    if hasattr(_identity_of(pipeline), "stop"):
-        _identity_of(pipeline).stop()
+    layering.stop(1)
+    if hasattr(built, "stop"):
+        built.stop()
     best["sum"] = round(sum(v for k, v in best.items() if k != "sum"), 2)
     return best

@@ -82,7 +82,6 @@ def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: floa
              log: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="hostagent-bench-") as tmp:
         ctx = scenarios.Ctx(Path(tmp), seconds, rounds, log)
-        ctx.compare_nice = not quick
         ctx.quick = quick
         try:
             if "startup" in only:

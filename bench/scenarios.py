@@ -46,10 +46,8 @@ class Ctx:
         self.runtime_dir = workdir / "agent-run"
         self.starts: list[dict[str, Any]] = []
         self._n = 0
-        # The overhead runs add an agent at nice 0 (equal weight with the apps) next to the default
-        # ([agent] nice = 10): what the priority is worth, measured in the same rounds.
-        self.compare_nice = False
-        self.quick = False  # bench-quick: fewer side runs (one replay of the pure-Python stages)
+        # bench-quick: fewer side runs (no agent at nice 0, one replay of the pure-Python stages)
+        self.quick = False
 
     def agent(self, endpoint: str, probes: tuple[str, ...] = ("http",), runtime_dir: Optional[Path] = None,
               cpus: Optional[str] = None, nice: Optional[int] = None) -> BenchAgent:
@@ -98,6 +96,12 @@ def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None,
 AGENT_CONFIGS: dict[str, Optional[int]] = {"agent": None, "agent_nice0": 0}
 
 
+def _agent_configs(ctx: Ctx) -> list[str]:
+    """Full runs add the agent at nice 0 (equal weight with the apps) next to the default: what the
+    priority is worth, measured in the same rounds."""
+    return [c for c in AGENT_CONFIGS if c == "agent" or not ctx.quick]
+
+
 def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_per_request: int = 2,
                 probes: tuple[str, ...] = ("http",), cpus: Optional[str] = None,
                 nice: Optional[int] = None) -> dict[str, Any]:
@@ -126,7 +130,7 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
 def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
     srv = nginx(ctx.workdir / "nginx", PORT_NGINX, SERVER_CPU)
     url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
-    agents = [c for c in AGENT_CONFIGS if c == "agent" or ctx.compare_nice]
+    agents = _agent_configs(ctx)
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], **{c: [] for c in agents}}
     try:
         _wrk_run(ctx, url, conns)  # warm-up, not recorded
@@ -144,7 +148,7 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
 
 def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
     url = f"http://127.0.0.1:{PORT_FLASK}/work"
-    configs = ["plain", *(c for c in AGENT_CONFIGS if c == "agent" or ctx.compare_nice), "otel"]
+    configs = ["plain", *_agent_configs(ctx), "otel"]
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for r in range(ctx.rounds):
         for cfg in configs:
