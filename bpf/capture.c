@@ -308,14 +308,22 @@ static __always_inline struct sock_info *lookup_or_inherit(u32 tgid, u32 fd) {
  * ringbuf_output after it; a wake-up that comes up to 15 records late changes nothing. */
 #define QUERY_EVERY 16
 
+/* Bytes in the ring that the consumer has not read yet, in *avail; 0 when the ring's map cannot
+ * be had (ring_ref is filled by the loader before any program is attached). */
+static __always_inline int ring_avail(u64 *avail) {
+    int zero = 0;
+    void *rb = ring_ref.lookup(&zero);
+    if (!rb)
+        return 0;
+    *avail = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA);
+    return 1;
+}
+
 static __always_inline void submit(struct scratch *s, u32 captured) {
     u64 flags = BPF_RB_NO_WAKEUP;
-    if ((s->submits++ & (QUERY_EVERY - 1)) == 0) {
-        int zero = 0;
-        void *rb = ring_ref.lookup(&zero);
-        if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > WAKE_BYTES)
-            flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
-    }
+    u64 avail = 0;
+    if ((s->submits++ & (QUERY_EVERY - 1)) == 0 && ring_avail(&avail) && avail > WAKE_BYTES)
+        flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
     u64 len = captured;
     asm volatile("" : "+r"(len));  /* bound the very register passed to the helper */
     if (len > MAX_PAYLOAD)
@@ -342,13 +350,10 @@ static __always_inline int shed(void) {
     struct scratch *s = scratch_buf.lookup(&cpu);
     if (!s || !s->ring_full)
         return 0;
-    if ((s->shed++ & (SHED_ASK - 1)) == SHED_ASK - 1) {
-        int zero = 0;
-        void *rb = ring_ref.lookup(&zero);
-        if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) < SHED_RESUME_BYTES) {
-            s->ring_full = 0;
-            return 0;
-        }
+    u64 avail = 0;
+    if ((s->shed++ & (SHED_ASK - 1)) == SHED_ASK - 1 && ring_avail(&avail) && avail < SHED_RESUME_BYTES) {
+        s->ring_full = 0;
+        return 0;
     }
     count_drop(DROP_RINGBUF_FULL);
     return 1;
