@@ -39,11 +39,15 @@ def _module_name(path: Path, package_dir: Path) -> str:
 def find_compiled(package_dir: Path = PACKAGE_DIR) -> dict[str, tuple[Path, Path]]:
     """module name -> (extension file, source file), for each extension that has a source beside it."""
     out: dict[str, tuple[Path, Path]] = {}
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        for ext in package_dir.rglob("*" + suffix):
-            source = ext.with_name(ext.name[: -len(suffix)] + ".py")
-            if source.exists():
-                out[_module_name(source, package_dir)] = (ext, source)
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    # One walk (this runs at every import of hostagent); on Linux every extension suffix ends in .so
+    for ext in package_dir.rglob("*.so"):
+        for suffix in suffixes:
+            if ext.name.endswith(suffix):
+                source = ext.with_name(ext.name[: -len(suffix)] + ".py")
+                if source.exists():
+                    out[_module_name(source, package_dir)] = (ext, source)
+                    break
     return out
 
 
