@@ -1,26 +1,34 @@
 /* hostagent socket and process capture (bcc C, compiled at run time by hostagent.probes.loader).
  *
  * Two program groups, attached and detached separately by the loader:
- *   "socket"  : syscall tracepoints that learn which (tgid, fd) are AF_INET/AF_INET6 sockets and
- *               copy a bounded prefix of the bytes each read/write-family syscall really moved;
- *               sched_process_fork so a forked child's inherited sockets are followed (see
- *               inherit(); exec and close_range end what a child inherits, dup/dup2/dup3 copy
- *               an entry); sock:inet_sock_set_state for each TCP socket's own end (see
- *               sock__set_state) next to bind()'s.
+ *   "socket"  : syscall tracepoints that learn which (tgid, fd) are AF_INET/AF_INET6 sockets
+ *               (socket, connect, accept, bind, dup, close); sched_process_fork so a forked
+ *               child's inherited sockets are followed (see inherit(); exec and close_range end
+ *               what a child inherits, dup/dup2/dup3 copy an entry); sock:inet_sock_set_state for
+ *               each TCP socket's own end (see sock__set_state) next to bind()'s. The bytes each
+ *               read/write-family call really moved (a bounded prefix) come from one of two data
+ *               paths (the loader picks, [probes] data_hooks): the socket layer's
+ *               sock_send_length / sock_recv_length raw tracepoints (Linux >= 6.3, x86-64: one
+ *               program per socket call, none for file or pipe I/O; see sock_data), or a
+ *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
+ *               The *mmsg syscalls always use their pair.
  *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them).
  * Functions are named sock__* / proc__* (not TRACEPOINT_PROBE) so bcc does not auto-attach them.
  *
- * Kernel-struct independent: only tracepoint fields, syscall arguments and user memory are read
- * (struct iovec, msghdr, mmsghdr and sockaddr_in/in6 are user ABI, not kernel structs), so the
- * program is right whatever kernel headers bcc compiles against.
+ * Kernel-struct independent: only tracepoint fields, syscall arguments (from the tracepoint, or
+ * from the x86-64 user registers the kernel saved, whose layout is the ptrace ABI) and user
+ * memory are read (struct iovec, msghdr, mmsghdr and sockaddr_in/in6 are user ABI, not kernel
+ * structs), so the program is right whatever kernel headers bcc compiles against.
  *
  * Cost control (see PERFORMANCE-NOTES.md): every filter runs in the kernel (self, not a socket,
  * muted connection, probes off); records are submitted with BPF_RB_NO_WAKEUP and Python drains
  * the ring on a short timer, except when the ring fills past WAKE_BYTES (asked every QUERY_EVERY
- * records). A tracked read/write costs four hash lookups at sys_enter (sockets, proc_gen, muted,
- * the thread's inflight slot, written in place) and one at sys_exit (the same slot): the socket's
- * entry travels from enter to exit inside the slot. Measure with bench-style A/B runs of
- * kernel.bpf_stats_enabled (run_time_ns / run_cnt per program), never against an old figure.
+ * records). On the socket path a call costs three hash lookups (sockets, proc_gen, muted; a send
+ * one more for its start stamp) in one program. On the syscall path a tracked read/write costs
+ * four at sys_enter (sockets, proc_gen, muted, the thread's inflight slot, written in place) and
+ * one at sys_exit (the same slot): the socket's entry travels from enter to exit inside the slot.
+ * Measure with bench-style A/B runs of kernel.bpf_stats_enabled (run_time_ns / run_cnt per
+ * program), never against an old figure.
  *
  * Specialised with cflags: -DMAX_PAYLOAD=<bytes> -DSELF_TGID=<agent pid> -DRING_PAGES=<pages>
  * -DWAKE_BYTES=<bytes> -DNR_CPUS=<possible cpus>.
@@ -58,6 +66,8 @@
 #define TCP_ESTABLISHED_ 1
 #define TCP_SYN_SENT_ 2
 #define TCP_SYN_RECV_ 3
+#define MSG_PEEK_ 2
+#define MSG_ERRQUEUE_ 0x2000
 #define INHERIT_LEVELS 2           /* ancestors searched for an inherited fd: parent, grandparent */
 
 /* User ABI layouts (x86_64/arm64 LP64), read with bpf_probe_read_user. */
@@ -173,6 +183,16 @@ BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> c
 BPF_TABLE("lru_hash", struct accepted_key, struct endpoint, accepted, 16384);
 /* Per CPU: a shared counter would be one cache line written by every CPU for every event shed
  * while the ring is full, exactly when the traced processes are busiest. Python sums the CPUs. */
+/* When a TCP send began (tcp:tcp_sendmsg_locked, kernel >= 6.12), per thread: sock_send_length
+ * fires when the call returns, and on loopback the reader can return before that, so the bytes
+ * are stamped at the send's start as the syscall programs do (a server span ends before its
+ * client's). sk = 0: consumed. Without the tracepoint a send is stamped when it returns. */
+struct send_start {
+    u64 sk;
+    u64 msg;
+    u64 ts;
+};
+BPF_TABLE("lru_hash", u64, struct send_start, send_start, 16384);
 BPF_PERCPU_ARRAY(drops, u64, DROP_CAUSES);
 /* Holds "events" itself (Python puts it at index 0): a map-in-map lookup is the way bcc C can
  * get a map pointer to pass to bpf_ringbuf_query. */
@@ -615,21 +635,11 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
     return 0;
 }
 
-static __always_inline int exit_data(long ret) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct inflight a;
-    if (!take(id, &a))
-        return 0;
-    if (ret <= 0 || a.op < OP_READ || a.op > OP_SENDFILE)
-        return 0;
-    struct sock_info *si = &a.si;  /* closed by another thread meanwhile: still its bytes */
-    if (a.op == OP_RECVMMSG || a.op == OP_SENDMMSG)
-        return emit_mmsg(id, &a, si, ret);
-
-    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
-     * before the writer's syscall does, and a server's span must end before its client's. */
-    u64 ts = a.direction == DIR_EGRESS ? a.ts : bpf_ktime_get_ns();
-    struct scratch *s = new_data_event(id, si, a.op, a.direction, ts, ret);
+/* One DATA event for a call that moved ret > 0 bytes: the header from the socket's entry, a
+ * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring. */
+static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_info *si, long ret,
+                                     u64 ts) {
+    struct scratch *s = new_data_event(id, si, a->op, a->direction, ts, ret);
     if (!s)
         return 0;
     struct event_hdr *h = &s->hdr;
@@ -638,24 +648,24 @@ static __always_inline int exit_data(long ret) {
     u64 buf = 0;
     u64 iov = 0;
     u64 iovcnt = 0;
-    if (a.op == OP_READ || a.op == OP_WRITE) {
-        buf = a.buf;
-    } else if (a.op == OP_SENDTO) {
-        if (a.addr && a.addrlen)
-            peer_from_user(h, a.addr);
-        buf = a.buf;
-    } else if (a.op == OP_RECVFROM) {
+    if (a->op == OP_READ || a->op == OP_WRITE) {
+        buf = a->buf;
+    } else if (a->op == OP_SENDTO) {
+        if (a->addr && a->addrlen)
+            peer_from_user(h, a->addr);
+        buf = a->buf;
+    } else if (a->op == OP_RECVFROM) {
         int alen = 0;
-        if (a.addr && a.addrlen &&
-            bpf_probe_read_user(&alen, sizeof(alen), (void *)a.addrlen) == 0 && alen > 0)
-            peer_from_user(h, a.addr);
-        buf = a.buf;
-    } else if (a.op == OP_READV || a.op == OP_WRITEV) {
-        iov = a.buf;
-        iovcnt = a.count;
-    } else if (a.op == OP_RECVMSG || a.op == OP_SENDMSG) {
+        if (a->addr && a->addrlen &&
+            bpf_probe_read_user(&alen, sizeof(alen), (void *)a->addrlen) == 0 && alen > 0)
+            peer_from_user(h, a->addr);
+        buf = a->buf;
+    } else if (a->op == OP_READV || a->op == OP_WRITEV) {
+        iov = a->buf;
+        iovcnt = a->count;
+    } else if (a->op == OP_RECVMSG || a->op == OP_SENDMSG) {
         struct u_msghdr mh = {};
-        if (bpf_probe_read_user(&mh, sizeof(mh), (void *)a.buf) == 0) {
+        if (bpf_probe_read_user(&mh, sizeof(mh), (void *)a->buf) == 0) {
             if (mh.name && mh.namelen)  /* recvmsg: namelen was updated by the kernel */
                 peer_from_user(h, mh.name);
             iov = mh.iov;
@@ -673,6 +683,22 @@ static __always_inline int exit_data(long ret) {
     return 0;
 }
 
+static __always_inline int exit_data(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight a;
+    if (!take(id, &a))
+        return 0;
+    if (ret <= 0 || a.op < OP_READ || a.op > OP_SENDFILE)
+        return 0;
+    /* a.si: the entry as sys_enter saw it (closed by another thread meanwhile: still its bytes) */
+    if (a.op == OP_RECVMMSG || a.op == OP_SENDMMSG)
+        return emit_mmsg(id, &a, &a.si, ret);
+    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
+     * before the writer's syscall does, and a server's span must end before its client's. */
+    u64 ts = a.direction == DIR_EGRESS ? a.ts : bpf_ktime_get_ns();
+    return emit_data(id, &a, &a.si, ret, ts);
+}
+
 int sock__enter_read(struct tracepoint__syscalls__sys_enter_read *args) {
     return enter_data(OP_READ, DIR_INGRESS, args->fd, (u64)args->buf, 0, 0, 0);
 }
@@ -686,6 +712,8 @@ int sock__enter_writev(struct tracepoint__syscalls__sys_enter_writev *args) {
     return enter_data(OP_WRITEV, DIR_EGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
 }
 int sock__enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args) {
+    if (args->flags & MSG_PEEK_)
+        return 0;  /* the bytes stay queued: the read that takes them reports them */
     return enter_data(OP_RECVFROM, DIR_INGRESS, args->fd, (u64)args->ubuf, 0, (u64)args->addr,
                       (u64)args->addr_len);
 }
@@ -694,6 +722,8 @@ int sock__enter_sendto(struct tracepoint__syscalls__sys_enter_sendto *args) {
                       (u64)args->addr_len);
 }
 int sock__enter_recvmsg(struct tracepoint__syscalls__sys_enter_recvmsg *args) {
+    if (args->flags & (MSG_PEEK_ | MSG_ERRQUEUE_))
+        return 0;
     return enter_data(OP_RECVMSG, DIR_INGRESS, args->fd, (u64)args->msg, 0, 0, 0);
 }
 int sock__enter_sendmsg(struct tracepoint__syscalls__sys_enter_sendmsg *args) {
@@ -941,7 +971,8 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
 int sock__process_exit(void *ctx) {  /* reads no field: bcc allows one fn per tp struct */
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    inflight.delete(&id);  /* every thread: its slot (see take) */
+    inflight.delete(&id);  /* every thread: its slots (see take, sock__send_start) */
+    send_start.delete(&id);
     if ((u32)id != tgid)
         return 0;
     u64 gen = bpf_ktime_get_ns();
@@ -1206,4 +1237,119 @@ int proc__exit(struct tracepoint__sched__sched_process_exit *args) {
     if (s)
         submit(s, 0);
     return 0;
+}
+
+
+/* ---- data on a socket, from the socket layer ------------------------------------------------
+ * sock:sock_send_length / sock:sock_recv_length (kernel >= 6.3) fire once per sock_sendmsg /
+ * sock_recvmsg return, so only for socket I/O. Attached as raw tracepoints (no perf buffer) they
+ * replace the sys_enter/sys_exit pair of every data syscall but the *mmsg ones: one program per
+ * call instead of two, no inflight slot, and a file or pipe read/write runs no program at all.
+ * The syscall and its arguments come from the task's user registers (x86-64 syscall ABI,
+ * orig_ax = number, di si dx r10 r8 r9 = arguments); a socket call made by anything else than
+ * these syscalls (io_uring, the kernel's own sockets, 32-bit processes) is not captured, as with
+ * the syscall tracepoints. The loader uses these only where the kernel has them on x86-64
+ * ([probes] data_hooks). */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+/* The slice of x86-64 struct pt_regs (user registers saved at syscall entry; the ptrace ABI)
+ * from r10 to orig_ax: one read instead of one per register. */
+#define SYSCALL_REGS_OFF 56
+struct syscall_regs {
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+
+
+int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    u64 sk = ctx->args[0];
+    u64 msg = ctx->args[1];
+    struct send_start *p = send_start.lookup(&id);
+    if (p) {
+        if (p->sk == sk && p->msg == msg)
+            return 0;  /* the same call's next segment: keep its first stamp */
+        p->sk = sk;
+        p->msg = msg;
+        p->ts = bpf_ktime_get_ns();
+        return 0;
+    }
+    struct send_start n = {.sk = sk, .msg = msg, .ts = bpf_ktime_get_ns()};
+    send_start.update(&id, &n);
+    return 0;
+}
+
+static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid == SELF_TGID)
+        return 0;
+    u64 ts = 0;
+    if (dir == DIR_EGRESS) {
+        /* consumed whatever follows, so a later call never takes this call's stamp */
+        struct send_start *st = send_start.lookup(&id);
+        if (st && st->sk == sk) {
+            ts = st->ts;
+            st->sk = 0;
+        }
+    } else if (flags & (MSG_PEEK_ | MSG_ERRQUEUE_)) {
+        return 0;  /* the bytes stay queued (the read that takes them reports them), or are not
+                      the stream's */
+    }
+    if (ret <= 0 || !socket_enabled())
+        return 0;
+    struct syscall_regs r;
+    void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (!regs || bpf_probe_read_kernel(&r, sizeof(r), regs + SYSCALL_REGS_OFF) != 0)
+        return 0;
+    struct inflight a = {};
+    a.fd = r.di;
+    a.buf = r.si;
+    a.direction = dir;
+    switch (r.orig_ax) {
+    case NR_READ: a.op = OP_READ; break;
+    case NR_WRITE: a.op = OP_WRITE; break;
+    case NR_READV: a.op = OP_READV; a.count = r.dx; break;
+    case NR_WRITEV: a.op = OP_WRITEV; a.count = r.dx; break;
+    case NR_RECVFROM: a.op = OP_RECVFROM; a.addr = r.r8; a.addrlen = r.r9; break;
+    case NR_SENDTO: a.op = OP_SENDTO; a.addr = r.r8; a.addrlen = r.r9; break;
+    case NR_RECVMSG: a.op = OP_RECVMSG; break;
+    case NR_SENDMSG: a.op = OP_SENDMSG; break;
+    case NR_SENDFILE: a.op = OP_SENDFILE; break;
+    default: return 0;  /* recvmmsg/sendmmsg: their syscall programs; io_uring, the kernel */
+    }
+    struct sock_info *si = lookup_or_inherit(tgid, a.fd);
+    if (!si)
+        return 0;
+    u64 key = ((u64)tgid << 32) | si->id_fd;
+    if (muted.lookup(&key))
+        return 0;
+    if (shed())
+        return 0;
+    if (dir == DIR_INGRESS && si->sock_type == SOCK_DGRAM_ && (a.op == OP_RECVFROM || a.op == OP_RECVMSG)) {
+        /* A datagram's sender reaches the caller's sockaddr only after this tracepoint: the
+         * syscall's exit program (attached for these two) emits the event, as on the syscall
+         * path. A stream socket's peer is known from its entry, so TCP needs no such detour. */
+        __builtin_memcpy(&a.si, si, sizeof(a.si));
+        save(id, &a);
+        return 0;
+    }
+    return emit_data(id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
+}
+
+/* raw tracepoint arguments: (struct sock *sk, int ret, int flags) */
+int sock__send_length(struct bpf_raw_tracepoint_args *ctx) {
+    return sock_data(ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_EGRESS);
+}
+int sock__recv_length(struct bpf_raw_tracepoint_args *ctx) {
+    return sock_data(ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_INGRESS);
 }

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import tomli
 
+from hostagent.probes.registry import DATA_HOOKS
 from hostagent.settings import CaptureOverride
 
 PROBE_NAMES = ("http", "http2", "postgres", "mysql", "redis", "dns")
@@ -76,6 +77,7 @@ class ProbesConfig:
     enabled: tuple[str, ...] = ("http",)
     payload_bytes: int = 4096
     ring_buffer_mib: int = 8
+    data_hooks: str = "auto"  # "auto" | "socket" | "syscalls" (hostagent/probes/data_path.py)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ def _probes(r: _Reader) -> ProbesConfig:
         enabled=tuple(dict.fromkeys(enabled)),
         payload_bytes=r.integer("payload_bytes", 4096, 64, 16384),
         ring_buffer_mib=r.integer("ring_buffer_mib", 8, 1, 1024),
+        data_hooks=r.string("data_hooks", "auto", DATA_HOOKS),
     )
 
 

@@ -79,6 +79,7 @@ def begin_compile(config: Config, after: Optional[Callable[[], Any]] = None) -> 
         on_event=not_started,
         payload_bytes=config.probes.payload_bytes,
         ring_bytes=config.probes.ring_buffer_mib << 20,
+        data_hooks=config.probes.data_hooks,
         configured_headers=config.agent.kernel_headers or None,
         runtime_dir=Path(config.agent.runtime_dir),
         self_tgid=os.getpid(),

@@ -29,9 +29,17 @@ from typing import Any, Optional
 
 from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
 from hostagent.model import CaptureEvent
+from hostagent.probes import data_path
 from hostagent.probes import events as ev
 from hostagent.probes.fdinfo import read_fdinfo
-from hostagent.probes.registry import GROUP_PROGRAMS, SOCKET_GROUP
+from hostagent.probes.registry import (
+    DATA_PROGRAMS,
+    GROUP_PROGRAMS,
+    SOCKET_DATA,
+    SOCKET_DATA_OPTIONAL,
+    SOCKET_GROUP,
+    SYSCALL_DATA,
+)
 from hostagent.probes.ring import RingReader, ring_size_of
 from hostagent.probes.seed import seed_sockets
 from hostagent.probes.sources import bpf_dir
@@ -51,7 +59,8 @@ class ProbeState:
 
 @dataclass
 class _Group:
-    perf_fds: list[int] = field(default_factory=list)
+    perf_fds: list[int] = field(default_factory=list)  # tracepoint perf events
+    raw_fds: list[int] = field(default_factory=list)  # raw tracepoint links (closing detaches)
     funcs: list[bytes] = field(default_factory=list)
 
 
@@ -85,6 +94,7 @@ class BpfCapture:
         wake_fraction: float = 0.25,
         self_tgid: Optional[int] = None,
         raw_records: bool = False,
+        data_hooks: str = "auto",
     ) -> None:
         if not 1 <= payload_bytes <= MAX_PAYLOAD_LIMIT:
             raise ValueError(f"payload_bytes must be 1..{MAX_PAYLOAD_LIMIT}, got {payload_bytes}")
@@ -102,6 +112,8 @@ class BpfCapture:
         self._bpf: Any = None
         self._ring: Optional[RingReader] = None
         self.raw_records = raw_records
+        self.data_hooks = data_hooks  # [probes] data_hooks: "auto" | "socket" | "syscalls"
+        self.data_path = ""  # SOCKET_DATA or SYSCALL_DATA once the socket group was first attached
         self._groups: dict[str, _Group] = {}
         self.states: dict[str, ProbeState] = {g: ProbeState() for g in GROUP_PROGRAMS}
         self.compile_seconds = 0.0
@@ -177,6 +189,12 @@ class BpfCapture:
             if stale:
                 self._reset_socket_maps()  # before attaching: whatever is learnt from now on stays
             self.states[g] = self._attach_group(g)
+            if g == SOCKET_GROUP and self.states[g].state == "failed" and self.data_path == SOCKET_DATA \
+                    and self.data_hooks == "auto":
+                log.warning("socket-layer data programs failed (%s); using the syscall tracepoints",
+                            self.states[g].reason)
+                self.data_path = SYSCALL_DATA
+                self.states[g] = self._attach_group(g)
             if stale and self.states[g].state == "attached":
                 self._socket_maps_stale = False
                 self._reseeded = self._seed()
@@ -189,24 +207,48 @@ class BpfCapture:
         for name in self._SOCKET_MAPS:
             self._bpf[name].clear()
 
+    def _programs(self, group: str) -> list[tuple[str, str]]:
+        """The group's (tracepoint, function) pairs; the socket group's end with its data path's."""
+        progs = list(GROUP_PROGRAMS[group])
+        if group != SOCKET_GROUP:
+            return progs
+        for tp, fn_name in DATA_PROGRAMS[self.data_path]:
+            event = tp.split(":")[1]
+            if event in SOCKET_DATA_OPTIONAL and not data_path.tracepoint_exists(event):
+                log.info("no %s tracepoint (Linux < 6.12): bytes sent are stamped when the send returns", event)
+                continue
+            progs.append((tp, fn_name))
+        return progs
+
     def _attach_group(self, group: str) -> ProbeState:
         from bcc import BPF
         from bcc.libbcc import lib
 
         t0 = time.monotonic()
+        if group == SOCKET_GROUP and not self.data_path:
+            try:
+                self.data_path, why = data_path.choose(self.data_hooks)
+            except ValueError as e:
+                log.warning("probe group %s cannot attach: %s", group, e)
+                return ProbeState("failed", str(e))
+            log.info("socket data from %s", why)
         grp = _Group()
         self._groups[group] = grp
         try:
-            for tp, fn_name in GROUP_PROGRAMS[group]:
+            for tp, fn_name in self._programs(group):
                 name = fn_name.encode()
-                fn = self._bpf.load_func(name, BPF.TRACEPOINT)
+                cat, event = tp.split(":")
+                fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if cat == "raw" else BPF.TRACEPOINT)
                 if name not in grp.funcs:
                     grp.funcs.append(name)
-                cat, event = tp.split(":")
-                fd = lib.bpf_attach_tracepoint(fn.fd, cat.encode(), event.encode())
+                raw = cat == "raw"
+                if raw:
+                    fd = lib.bpf_attach_raw_tracepoint(fn.fd, event.encode())
+                else:
+                    fd = lib.bpf_attach_tracepoint(fn.fd, cat.encode(), event.encode())
                 if fd < 0:
                     raise OSError(f"attaching {fn_name} to {tp} failed: {os.strerror(ctypes.get_errno())}")
-                grp.perf_fds.append(fd)
+                (grp.raw_fds if raw else grp.perf_fds).append(fd)
         except Exception as e:
             self._release(group)
             log.warning("probe group %s failed to attach: %s", group, e)
@@ -217,10 +259,10 @@ class BpfCapture:
             "attached group %s: %d programs on %d tracepoints in %.3f s",
             group,
             len(grp.funcs),
-            len(grp.perf_fds),
+            len(grp.perf_fds) + len(grp.raw_fds),
             time.monotonic() - t0,
         )
-        return ProbeState("attached", "", len(grp.funcs), len(grp.perf_fds))
+        return ProbeState("attached", "", len(grp.funcs), len(grp.perf_fds) + len(grp.raw_fds))
 
     def detach(self, group: str) -> ProbeState:
         """Detach and unload the group's programs (they disappear from `bpftool prog`)."""
@@ -241,6 +283,8 @@ class BpfCapture:
             return
         for fd in grp.perf_fds:
             lib.bpf_close_perf_event_fd(fd)
+        for fd in grp.raw_fds:
+            os.close(fd)
         for name in grp.funcs:
             fn = self._bpf.funcs.pop(name, None)
             if fn is not None:

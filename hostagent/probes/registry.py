@@ -21,32 +21,63 @@ PROBE_GROUPS: dict[str, frozenset[str]] = {
 PROBE_NAMES: tuple[str, ...] = tuple(PROBE_GROUPS)
 
 # group -> (tracepoint, BPF function) pairs, in attach order: lifecycle programs first so a
-# socket is known before data on it is looked up.
+# socket is known before data on it is looked up. "raw:<name>" is a raw tracepoint.
 _DATA = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
          "recvmmsg", "sendmmsg", "sendfile64")  # fmt: skip
-GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
-    SOCKET_GROUP: (
-        ("sched:sched_process_exit", "sock__process_exit"),
-        ("sched:sched_process_fork", "sock__fork"),
-        ("sched:sched_process_exec", "sock__exec"),
-        ("syscalls:sys_enter_close_range", "sock__enter_close_range"),
-        ("sock:inet_sock_set_state", "sock__set_state"),
-        ("syscalls:sys_enter_bind", "sock__enter_bind"),
-        ("syscalls:sys_exit_bind", "sock__exit_bind"),
-        *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
-        *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in ("dup", "dup2", "dup3")),
-        ("syscalls:sys_enter_socket", "sock__enter_socket"),
-        ("syscalls:sys_exit_socket", "sock__exit_socket"),
-        ("syscalls:sys_enter_connect", "sock__enter_connect"),
-        ("syscalls:sys_exit_connect", "sock__exit_connect"),
-        ("syscalls:sys_enter_accept", "sock__enter_accept"),
-        ("syscalls:sys_exit_accept", "sock__exit_accept"),
-        ("syscalls:sys_enter_accept4", "sock__enter_accept4"),
-        ("syscalls:sys_exit_accept4", "sock__exit_accept4"),
-        ("syscalls:sys_enter_close", "sock__enter_close"),
-        *((f"syscalls:sys_enter_{s}", f"sock__enter_{s}") for s in _DATA),
-        *((f"syscalls:sys_exit_{s}", "sock__exit_data") for s in _DATA),
+_MMSG = ("recvmmsg", "sendmmsg")
+_LIFECYCLE: tuple[tuple[str, str], ...] = (
+    ("sched:sched_process_exit", "sock__process_exit"),
+    ("sched:sched_process_fork", "sock__fork"),
+    ("sched:sched_process_exec", "sock__exec"),
+    ("syscalls:sys_enter_close_range", "sock__enter_close_range"),
+    ("sock:inet_sock_set_state", "sock__set_state"),
+    ("syscalls:sys_enter_bind", "sock__enter_bind"),
+    ("syscalls:sys_exit_bind", "sock__exit_bind"),
+    *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
+    *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in ("dup", "dup2", "dup3")),
+    ("syscalls:sys_enter_socket", "sock__enter_socket"),
+    ("syscalls:sys_exit_socket", "sock__exit_socket"),
+    ("syscalls:sys_enter_connect", "sock__enter_connect"),
+    ("syscalls:sys_exit_connect", "sock__exit_connect"),
+    ("syscalls:sys_enter_accept", "sock__enter_accept"),
+    ("syscalls:sys_exit_accept", "sock__exit_accept"),
+    ("syscalls:sys_enter_accept4", "sock__enter_accept4"),
+    ("syscalls:sys_exit_accept4", "sock__exit_accept4"),
+    ("syscalls:sys_enter_close", "sock__enter_close"),
+)
+
+
+def _syscall_pairs(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return (*((f"syscalls:sys_enter_{s}", f"sock__enter_{s}") for s in names),
+            *((f"syscalls:sys_exit_{s}", "sock__exit_data") for s in names))  # fmt: skip
+
+
+# Where the socket group takes the bytes from ([probes] data_hooks, see bpf/capture.c):
+# "syscalls": a sys_enter/sys_exit pair per data syscall (any kernel >= 5.8);
+# "socket": the socket layer's sock_send_length / sock_recv_length (kernel >= 6.3, x86-64), one
+# program per socket call and none for file or pipe I/O; the *mmsg syscalls keep their pairs, and
+# recvfrom/recvmsg on a datagram socket are emitted at the syscall's exit (the sender's address).
+SYSCALL_DATA = "syscalls"
+SOCKET_DATA = "socket"
+DATA_HOOKS = ("auto", SOCKET_DATA, SYSCALL_DATA)
+# Raw tracepoints the "socket" data path needs / uses when present (send start stamps, >= 6.12).
+SOCKET_DATA_REQUIRED = ("sock_send_length", "sock_recv_length")
+SOCKET_DATA_OPTIONAL = ("tcp_sendmsg_locked",)
+DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
+    SYSCALL_DATA: _syscall_pairs(_DATA),
+    SOCKET_DATA: (
+        *_syscall_pairs(_MMSG),
+        # a datagram's sender is in the caller's sockaddr only at the syscall's exit (capture.c)
+        ("syscalls:sys_exit_recvfrom", "sock__exit_data"),
+        ("syscalls:sys_exit_recvmsg", "sock__exit_data"),
+        ("raw:tcp_sendmsg_locked", "sock__send_start"),  # before the programs that consume it
+        ("raw:sock_send_length", "sock__send_length"),
+        ("raw:sock_recv_length", "sock__recv_length"),
     ),
+}
+
+GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
+    SOCKET_GROUP: _LIFECYCLE,  # + DATA_PROGRAMS[the data path the loader chose]
     PROCESS_GROUP: (
         ("sched:sched_process_exec", "proc__exec"),
         ("sched:sched_process_exit", "proc__exit"),
