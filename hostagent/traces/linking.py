@@ -13,7 +13,11 @@ Two links, both for calls that carry no ``traceparent`` (a traceparent is always
 2. Both ends on this host: a SERVER call whose peer is local is the child of the CLIENT call that
    sent it -- same server port, method and path, and the server's request/response inside the
    client's (kernel timestamps of one clock, ``TOLERANCE_NS`` for the syscall exit race). Only a
-   single candidate links; two look-alike requests in flight at once link neither.
+   single candidate links; two look-alike requests in flight at once link neither. Where both
+   ends know the connection's two ports (the client's own port from the kernel, the server's
+   peer), candidates are looked for on that very connection only: look-alike requests of other
+   connections (16 keep-alive connections of a load generator) are then neither ambiguous nor
+   scanned; a call whose connection is not known in full is matched by server port as above.
    The server side completes first (it answers before the client reads), so local-peer server
    spans are held until their client arrives.
 
@@ -65,9 +69,23 @@ def is_local_address(address: str) -> bool:
     return address.startswith("127.") or address == "::1"
 
 
+ConnKey = tuple[int, int]  # (client port, server port) of a loopback connection
+
+
+def conn_key(call: Call) -> Optional[ConnKey]:
+    """The connection a local call travelled on, the same from both ends; None when not known in
+    full (a client whose own port the kernel did not report)."""
+    conn = call.conn
+    if conn is None or conn.local is None or conn.peer is None or not conn.local.port or not conn.peer.port:
+        return None
+    if call.role == Role.SERVER:
+        return conn.peer.port, conn.local.port
+    return conn.local.port, conn.peer.port
+
+
 class Node:
-    __slots__ = ("call", "children", "deadline", "done", "end", "parent", "request", "span", "start", "trace_id",
-                 "waiting")
+    __slots__ = ("call", "children", "deadline", "done", "end", "home", "parent", "request", "span", "start",
+                 "trace_id", "waiting")
 
     def __init__(self, call: Call, span: ReadableSpan, deadline: float) -> None:
         self.call, self.span, self.deadline = call, span, deadline
@@ -80,6 +98,7 @@ class Node:
         self.children: list[Node] = []
         self.done = False  # emitted; span/trace_id are final
         self.waiting = False
+        self.home: Any = None  # while waiting: (table, key) of the bucket it waits in
         self.trace_id = span.context.trace_id if span.context is not None else 0
 
     @property
@@ -144,7 +163,9 @@ class LocalLinker:
         self._expiry: deque[Node] = deque()  # deadlines only grow: hold_s is constant
         self._clients: dict[tuple[int, int], list[Node]] = {}  # (pid, tid) -> waiting client nodes
         self._servers: dict[tuple[Any, ...], list[Node]] = {}  # (port, method, path) -> waiting servers
+        self._servers_on: dict[ConnKey, list[Node]] = {}  # connection -> waiting servers
         self._recent: dict[int, deque[Node]] = {}  # server port -> recent local client nodes
+        self._recent_on: dict[ConnKey, deque[Node]] = {}  # connection -> its recent client nodes
         self._serving: OrderedDict[int, float] = OrderedDict()  # pids that served, last time
         self._window: dict[tuple[int, int], int] = {}  # (pid, tid) -> end of its last server call
         self.event_loop_pids: set[int] = set()
@@ -225,7 +246,8 @@ class LocalLinker:
                         self._adopt(node, child)
                         self.counters["thread_links"] += 1
         if call.traceparent is None and self._local_peer(call) and call.protocol in LINKED_PROTOCOLS:
-            parent = self._client_for(node)
+            key_on = conn_key(call)
+            parent = self._client_for(node, key_on)
             if parent is not None:
                 self.counters["peer_links"] += 1
                 if parent.done:
@@ -233,7 +255,8 @@ class LocalLinker:
                 else:
                     self._adopt(parent, node)
                 return
-            if self._hold(node, self._servers.setdefault(self._server_key(call), []), out):
+            table: Any = self._servers_on if key_on is not None else self._servers
+            if self._hold(node, table, key_on if key_on is not None else self._server_key(call), out):
                 return
         self._flush(node, None, out)
 
@@ -243,24 +266,28 @@ class LocalLinker:
         assert conn is not None
         if call.protocol in LINKED_PROTOCOLS and conn.peer is not None and is_local_address(conn.peer.address):
             port = conn.peer.port
-            waiting = self._servers.get((port, *_request_of(call)))
-            if waiting:
-                found = _two_servers_in(node, waiting)
-                if len(found) == 1:
-                    self._unwait(found[0])
-                    self._adopt(node, found[0])
-                    self.counters["peer_links"] += 1
-                elif found:
-                    self.counters["peer_ambiguous"] += 1
-            recent = self._recent.get(port)
+            key_on = conn_key(call)
+            # servers on this very connection, then those whose connection is not known in full
+            found = _two_servers_in(node, self._servers_on.get(key_on, [])) if key_on is not None else []
+            if not found:
+                found = _two_servers_in(node, self._servers.get((port, *_request_of(call)), []))
+            if len(found) == 1:
+                self._unwait(found[0])
+                self._adopt(node, found[0])
+                self.counters["peer_links"] += 1
+            elif found:
+                self.counters["peer_ambiguous"] += 1
+            table: Any = self._recent_on if key_on is not None else self._recent
+            key: Any = key_on if key_on is not None else port
+            recent = table.get(key)
             if recent is None:
-                if len(self._recent) > 4096:
-                    self._recent.clear()
-                recent = self._recent[port] = deque(maxlen=64)
+                if len(table) > 4096:
+                    table.clear()
+                recent = table[key] = deque(maxlen=64)
             recent.append(node)
         pid = conn.pid
         if call.traceparent is None and pid in self._serving and pid not in self.event_loop_pids:
-            if self._hold(node, self._clients.setdefault((pid, conn.tid), []), out):
+            if self._hold(node, self._clients, (pid, conn.tid), out):
                 return
         self._flush(node, None, out)
 
@@ -281,20 +308,31 @@ class LocalLinker:
         peer = call.conn.peer if call.conn is not None else None
         return peer is not None and is_local_address(peer.address)
 
-    def _client_for(self, node: Node) -> Optional[Node]:
-        """A client call already seen for this server call (the rarer order); unique or None."""
-        recent = self._recent.get(self._server_port(node.call))
-        if not recent:
+    def _client_for(self, node: Node, key_on: Optional[ConnKey]) -> Optional[Node]:
+        """A client call already seen for this server call (the rarer order); unique or None: on
+        its connection, else among the port's clients whose connection is not known in full."""
+        found: list[Node] = []
+        if key_on is not None:
+            recent = self._recent_on.get(key_on)
+            if recent:
+                found = _two_clients_around(node, recent)
+        if not found:
+            recent = self._recent.get(self._server_port(node.call))
+            if recent:
+                found = _two_clients_around(node, recent)
+        if not found:
             return None
-        found = _two_clients_around(node, recent)
         if len(found) > 1:
             self.counters["peer_ambiguous"] += 1
         return found[0] if len(found) == 1 else None
 
-    def _hold(self, node: Node, bucket: list[Node], out: list[Node]) -> bool:
+    def _hold(self, node: Node, table: dict[Any, list[Node]], key: Any, out: list[Node]) -> bool:
         if self._held >= self.max_held:
             self.counters["hold_overflow"] += 1
             return False
+        bucket = table.get(key)
+        if bucket is None:
+            bucket = table[key] = []
         if len(bucket) >= MAX_BUCKET:  # the oldest look-alike goes out as it is
             oldest = bucket[0]
             self._unwait(oldest)
@@ -302,6 +340,7 @@ class LocalLinker:
             if oldest.parent is None:
                 self._flush(oldest, None, out)
         node.waiting = True
+        node.home = (table, key)
         bucket.append(node)
         self._expiry.append(node)
         self._held += 1
@@ -310,16 +349,9 @@ class LocalLinker:
     def _unwait(self, node: Node) -> None:
         node.waiting = False
         self._held -= 1
-        conn = node.call.conn
-        assert conn is not None
-        if node.call.role == Role.SERVER:
-            key: Any = self._server_key(node.call)
-            bucket = self._servers.get(key)
-            table: dict = self._servers
-        else:
-            key = (conn.pid, conn.tid)
-            bucket = self._clients.get(key)
-            table = self._clients
+        table, key = node.home
+        node.home = None
+        bucket = table.get(key)
         if bucket is not None:
             try:
                 bucket.remove(node)

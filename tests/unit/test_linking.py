@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -179,3 +180,57 @@ def test_query_tells_look_alike_requests_apart() -> None:
     sent = offer(lk, replace(client, attributes={**client.attributes, "url.query": "i=1"}))
     linked = [s for _, s in out if s.parent is not None]
     assert len(linked) == 1 and ids(linked[0])[1] == ids(servers[1])[1] and ids(linked[0])[2] == ids(sent)[1]
+
+
+def on_conn(role: Role, pid: int, tid: int, start: float, end: float, client_port: int,
+            server_port: int = B_PORT) -> Call:
+    """An HTTP call on the loopback connection client_port -> server_port, both ends known."""
+    local, peer = (client_port, server_port) if role == Role.CLIENT else (server_port, client_port)
+    return Call(protocol="http", role=role, start_ns=ms(start), end_ns=ms(end), name="GET",
+                attributes={"http.request.method": "GET", "url.path": "/x", "server.port": server_port},
+                conn=Connection(pid=pid, tid=tid, fd=5, local=Endpoint("127.0.0.1", local),
+                                peer=Endpoint("127.0.0.1", peer)))
+
+
+@pytest.mark.parametrize("server_first", [True, False])
+def test_look_alike_requests_on_sixteen_connections_each_link_to_their_own_client(server_first: bool) -> None:
+    """A load generator's keep-alive connections: 16 identical requests in flight at once, all
+    within one another's time. By server port alone each is ambiguous; by connection each has one
+    client."""
+    lk, out, _ = linker()
+    pairs = []
+    for i in range(16):
+        server = on_conn(Role.SERVER, 200, 201, 1 + 0.01 * i, 1.5 + 0.01 * i, 50000 + i)
+        client = on_conn(Role.CLIENT, 400, 401, 0.9 + 0.01 * i, 1.6 + 0.01 * i, 50000 + i)
+        pairs.append((server, client))
+    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
+        offer(lk, call)
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 16 and lk.counters["peer_ambiguous"] == 0
+    emitted = {id(call): span for call, span in out}
+    assert len(emitted) == 32 and lk.held == 0
+    for server, client in pairs:
+        c_trace, c_span, c_parent = ids(emitted[id(client)])
+        s_trace, _, s_parent = ids(emitted[id(server)])
+        assert (s_trace, s_parent, c_parent) == (c_trace, c_span, 0)
+
+
+def test_a_client_whose_own_port_is_unknown_still_links_by_server_port() -> None:
+    lk, out, _ = linker()
+    server = on_conn(Role.SERVER, 200, 201, 2, 3, 50001)
+    client = http(Role.CLIENT, 400, 400, 1, 4, B_PORT)  # no local end: matched by port + request
+    offer(lk, client)  # the rarer order: the client first, then the server finds it among the port's
+    offer(lk, server)
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 1
+    emitted = {id(call): span for call, span in out}
+    assert ids(emitted[id(server)])[2] == ids(emitted[id(client)])[1]
+
+
+def test_a_server_on_another_connection_is_not_taken_for_this_clients() -> None:
+    lk, out, _ = linker()
+    offer(lk, on_conn(Role.SERVER, 200, 201, 2, 3, 50001))
+    offer(lk, on_conn(Role.CLIENT, 400, 401, 1, 4, 50002))  # same port, method, path and time
+    assert lk.counters["peer_links"] == 0
+    lk.flush_all()
+    assert len(out) == 2 and all(s.parent is None for _, s in out)
