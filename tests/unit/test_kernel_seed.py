@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hostagent.probes.registry import GROUP_PROGRAMS, PROBE_NAMES, groups_for
+from hostagent.probes.registry import DATA_PROGRAMS, GROUP_PROGRAMS, PROBE_NAMES, groups_for
 from hostagent.probes.seed import SeedInfo, parse_hex_addr, parse_net_table, seed_sockets
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
@@ -82,5 +82,12 @@ def test_registry_groups() -> None:
     assert groups_for({"http", "redis"}) == {"socket"}
     assert groups_for({"identity"}) == {"process"}
     assert groups_for({"nope"}) == set()
-    fns = {fn for _, fn in GROUP_PROGRAMS["socket"]}
-    assert len(fns) == 30 and len(GROUP_PROGRAMS["socket"]) == 44
+    lifecycle = GROUP_PROGRAMS["socket"]
+    assert len({fn for _, fn in lifecycle}) == 18 and len(lifecycle) == 22
+    # the two data paths: an enter/exit pair per data syscall, or the socket layer's tracepoints
+    # (+ the *mmsg pairs and the datagram receives' exits)
+    syscalls, sock = DATA_PROGRAMS["syscalls"], DATA_PROGRAMS["socket"]
+    assert len({fn for _, fn in lifecycle + syscalls}) == 30 and len(lifecycle + syscalls) == 44
+    assert len({fn for _, fn in lifecycle + sock}) == 24 and len(lifecycle + sock) == 31
+    assert [tp for tp, _ in sock if tp.startswith("raw:")] == [
+        "raw:tcp_sendmsg_locked", "raw:sock_send_length", "raw:sock_recv_length"]
