@@ -198,6 +198,11 @@ BPF_PERCPU_ARRAY(drops, u64, DROP_CAUSES);
  * get a map pointer to pass to bpf_ringbuf_query. */
 BPF_ARRAY_OF_MAPS(ring_ref, "events", 1);
 BPF_ARRAY(config, u32, CONF_KEYS);
+/* Datagram receives the socket path left to their syscall's exit and not yet emitted (see
+ * sock_data): while 0, the exit of every other recvfrom/recvmsg (TCP's) returns after one array
+ * read instead of a hash lookup. Only a thread that dies in between leaves it above 0 (then the
+ * exits just look up their slot). */
+BPF_ARRAY(dgram_pending, u64, 1);
 
 static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
@@ -1341,9 +1346,27 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
          * path. A stream socket's peer is known from its entry, so TCP needs no such detour. */
         __builtin_memcpy(&a.si, si, sizeof(a.si));
         save(id, &a);
+        int zero = 0;
+        u64 *pending = dgram_pending.lookup(&zero);
+        if (pending)
+            __sync_fetch_and_add(pending, 1);
         return 0;
     }
     return emit_data(id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
+}
+
+/* sys_exit of recvfrom/recvmsg on the socket path: emits a datagram receive sock_data deferred. */
+int sock__exit_dgram(struct tracepoint__syscalls__sys_exit_recvfrom *args) {
+    int zero = 0;
+    u64 *pending = dgram_pending.lookup(&zero);
+    if (!pending || *pending == 0)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p || p->op == OP_NONE)
+        return 0;
+    __sync_fetch_and_add(pending, -1);
+    return exit_data(args->ret);
 }
 
 /* raw tracepoint arguments: (struct sock *sk, int ret, int flags) */

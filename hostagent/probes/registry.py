@@ -68,8 +68,8 @@ DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     SOCKET_DATA: (
         *_syscall_pairs(_MMSG),
         # a datagram's sender is in the caller's sockaddr only at the syscall's exit (capture.c)
-        ("syscalls:sys_exit_recvfrom", "sock__exit_data"),
-        ("syscalls:sys_exit_recvmsg", "sock__exit_data"),
+        ("syscalls:sys_exit_recvfrom", "sock__exit_dgram"),
+        ("syscalls:sys_exit_recvmsg", "sock__exit_dgram"),
         ("raw:tcp_sendmsg_locked", "sock__send_start"),  # before the programs that consume it
         ("raw:sock_send_length", "sock__send_length"),
         ("raw:sock_recv_length", "sock__recv_length"),

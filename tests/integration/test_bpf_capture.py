@@ -666,10 +666,10 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
-        # lifecycle programs + the data path's: 13 enter/exit programs, or the *mmsg pairs' 3 + 3
-        # socket-layer programs (tcp_sendmsg_locked is on this kernel)
+        # lifecycle programs + the data path's: 12 enter/exit programs, or the *mmsg pairs' 3, the
+        # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel)
         assert cap.data_path == "socket"
-        assert len(ids) == 24 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 25 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]

@@ -88,6 +88,6 @@ def test_registry_groups() -> None:
     # (+ the *mmsg pairs and the datagram receives' exits)
     syscalls, sock = DATA_PROGRAMS["syscalls"], DATA_PROGRAMS["socket"]
     assert len({fn for _, fn in lifecycle + syscalls}) == 30 and len(lifecycle + syscalls) == 44
-    assert len({fn for _, fn in lifecycle + sock}) == 24 and len(lifecycle + sock) == 31
+    assert len({fn for _, fn in lifecycle + sock}) == 25 and len(lifecycle + sock) == 31
     assert [tp for tp, _ in sock if tp.startswith("raw:")] == [
         "raw:tcp_sendmsg_locked", "raw:sock_send_length", "raw:sock_recv_length"]
