@@ -22,6 +22,7 @@ import pytest
 from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
 from hostagent.model import CaptureEvent, Direction, EventKind
 from hostagent.probes import events as ev
+from hostagent.probes import registry
 from hostagent.probes.loader import BpfCapture
 from tests.support.servers import wait_port
 
@@ -573,6 +574,32 @@ def test_ipv4_mapped_peer_and_local_end_are_ipv4(capture: tuple[BpfCapture, Coll
         (socket.AF_INET6, "127.0.0.1", "127.0.0.1", 19240)
     }
     assert not [e for e in evs if "::ffff:" in e.peer_addr + e.local_addr]
+
+
+def test_socket_layer_that_cannot_attach(headers: HeadersChoice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket-layer program that fails to attach (here: a tracepoint this kernel lacks): with
+    data_hooks "auto" the group comes up on the syscall tracepoints and captures; with "socket"
+    it fails and says why."""
+    broken = (*registry.DATA_PROGRAMS["socket"], ("raw:hostagent_no_such_tracepoint", "sock__recv_length"))
+    monkeypatch.setitem(registry.DATA_PROGRAMS, "socket", broken)
+    col = Collector()
+    with BpfCapture(on_event=col, headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="socket") as cap:
+        cap.load()
+        state = cap.attach({"socket"})["socket"]
+        assert state.state == "failed"
+        assert "hostagent_no_such_tracepoint" in state.reason and cap.program_ids("socket") == []
+    with BpfCapture(on_event=col, headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="auto") as cap:
+        cap.load()
+        assert cap.attach({"socket"})["socket"].state == "attached"
+        assert cap.data_path == "syscalls"
+        p = run_child("sendmsg", 18121)
+        out, _ = p.communicate(timeout=10)
+        assert p.returncode == 0, out
+        drain_until(cap, lambda: len([e for e in col.of(p.pid) if e.kind == D]) >= 2)
+        assert [(e.direction, e.data) for e in col.of(p.pid) if e.kind == D] == [
+            (Direction.EGRESS, b"a" * 10 + b"b" * 10 + b"c" * 5),
+            (Direction.INGRESS, b"a" * 10 + b"b" * 10 + b"c" * 5),
+        ]
 
 
 def test_raw_records_and_an_on_event_that_fails(headers: HeadersChoice) -> None:
