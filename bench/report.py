@@ -77,14 +77,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if is_agent else None))} |")
     fid = results.get("fidelity")
     if fid:
-        lines += ["", "Fidelity (nginx, agent pinned to one CPU shared with wrk; 2 spans per request: wrk's client "
-                  "span and nginx's server span):", "",
-                  "| load | achieved req/s | requests | spans / expected | drops (by cause) | missing not counted |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Fidelity (nginx, agent pinned to one CPU shared with wrk and the OTLP receiver; "
+                  "2 spans per request: wrk's client span and nginx's server span):", "",
+                  "| load | achieved req/s | requests | spans / expected | drops (by cause) | missing not counted "
+                  "| agent / receiver CPU share |",
+                  "|---|---|---|---|---|---|---|"]
         for f in fid:
             drops = ", ".join(f"{k} {v}" for k, v in f["drops"].items()) or "0"
             lines.append(f"| {f['level']} | {f['rps']:.0f} | {f['requests']} | {f['spans']} / {f['spans_expected']} "
-                         f"({f['span_ratio'] * 100:.2f}%) | {drops} | {f['missing_not_counted']} |")
+                         f"({f['span_ratio'] * 100:.2f}%) | {drops} | {f['missing_not_counted']} "
+                         f"| {_fmt(f.get('agent_cpu_share'), 2)} / {_fmt(f.get('receiver_cpu_share'), 2)} |")
     cap = results.get("capacity")
     if cap:
         lines += ["", f"Capacity (recorded kernel events of wrk -> nginx replayed through the whole pipeline, one "

@@ -4,7 +4,8 @@ CPU layout (2 cores here): the server under test on CPU 0 (``SERVER_CPU``); the 
 the OTLP receivers on CPU 1 (``LOAD_CPU``). In the overhead runs the agent is not pinned (as it
 would run on a host: it takes CPU from whatever runs there, and its own CPU is reported apart, in
 seconds per 1,000 requests). In the fidelity runs it is pinned to one CPU (``AGENT_CPU``, after
-READY) so "one core" is what it has.
+READY) so "one core" is what it has, shared with wrk and the OTLP receiver (whose CPU share is
+reported beside the agent's).
 Every comparison alternates configurations round by round (A/B/A/B) and keeps the median.
 """
 
@@ -109,9 +110,10 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
     try:
         agent = ctx.agent(sink.endpoint, probes, cpus=cpus, nice=nice)
         try:
-            cpu0 = agent.cpu_seconds()
+            cpu0, sink0 = agent.cpu_seconds(), cpu_seconds(sink.proc.pid)
             res = run()
             cpu = agent.cpu_seconds() - cpu0
+            sink_cpu = cpu_seconds(sink.proc.pid) - sink0
             mem = agent.memory()
         finally:
             drops = agent.stop()
@@ -121,6 +123,7 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
     expected = res.requests * spans_per_request
     return {**res.as_dict(), "agent_cpu_s_per_1k": round(cpu / max(res.requests, 1) * 1000, 4),
             "agent_cpu_share": round(cpu / res.seconds, 3) if res.seconds else 0.0,
+            "receiver_cpu_share": round(sink_cpu / res.seconds, 3) if res.seconds else 0.0,
             "agent_peak_rss_mib": round(mem["peak_rss_kib"] / 1024, 1),
             "agent_rss_mib": round(mem["rss_kib"] / 1024, 1), "spans": spans,
             "spans_expected": expected, "span_ratio": round(spans / expected, 4) if expected else 0.0,
@@ -211,7 +214,7 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...]) -> list[dict[str, Any]]:
             lost = max(0, r["spans_expected"] - r["spans"])
             out.append({"level": name, "target_rps": rate, "conns": conns, **{k: r[k] for k in (
                 "rps", "requests", "spans", "spans_expected", "span_ratio", "drops", "dropped", "p99_ms",
-                "agent_cpu_share")}, "missing": lost,
+                "agent_cpu_share", "receiver_cpu_share")}, "missing": lost,
                 "missing_not_counted": max(0, lost - r["dropped"])})
     finally:
         srv.stop()
