@@ -21,9 +21,11 @@ def main() -> int:
     os.sched_setaffinity(0, {int(cpu)})
     from bench import capacity
     from hostagent import compiled
+    from hostagent.memory import freeze_start_up_objects
 
     with open(recording, "rb") as f:
         records = pickle.load(f)
+    freeze_start_up_objects()  # as the daemon does once READY
     out = capacity.replay(Path(workdir), records, endpoint, repeat=int(repeat), profile=sys.argv[6:7] == ["profile"])
     out["stages"] = compiled.STATE
     print(json.dumps(out))

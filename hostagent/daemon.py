@@ -280,12 +280,14 @@ def release_start_up_memory() -> str:
     """Hand back what only the start needed: LLVM's freed heap, and the compiler libraries'
     resident pages (attach and detach load programs already compiled: nothing runs them again;
     if anything did, the kernel would read them back in)."""
-    from hostagent.memory import page_out_libraries, rss_kib, trim_heap
+    from hostagent.memory import freeze_start_up_objects, page_out_libraries, rss_kib, trim_heap
 
     before = rss_kib()
+    frozen = freeze_start_up_objects()  # before the trim: what the collection frees goes back too
     trim_heap()
     paged = page_out_libraries()
-    return f"RSS {before >> 10} -> {rss_kib() >> 10} MiB ({paged >> 10} MiB of compiler code paged out)"
+    return (f"RSS {before >> 10} -> {rss_kib() >> 10} MiB ({paged >> 10} MiB of compiler code paged out); "
+            f"{frozen} start-up objects frozen out of the cyclic GC")
 
 
 def _admin_config_error() -> type[Exception]:

@@ -24,7 +24,8 @@ START_UP = re.compile(
     r"start-up: READY ([\d.]+) s after the process began; the bcc compile started at ([\d.]+) s \(kernel checks "
     r"([\d.]+) s\) and took ([\d.]+) s on its own thread while the pipeline and admin server were built "
     r"\(([\d.]+) s\); waited ([\d.]+) s for it; attach ([\d.]+) s; memory handed back in ([\d.]+) s: "
-    r"RSS (\d+) -> (\d+) MiB \((\d+) MiB of compiler code paged out\)")
+    r"RSS (\d+) -> (\d+) MiB \((\d+) MiB of compiler code paged out\); (\d+) start-up objects frozen out of "
+    r"the cyclic GC")
 
 
 def test_the_pipeline_and_admin_server_are_built_while_bcc_compiles(tmp_path: Path) -> None:
@@ -45,6 +46,7 @@ def test_the_pipeline_and_admin_server_are_built_while_bcc_compiles(tmp_path: Pa
         # the log gives each figure to 0.01 s: six roundings of up to 0.005 s each
         assert total >= began + built + waited + attach + handed - 6 * 0.005
         assert rss_after <= rss_before
+        assert int(m.group(12)) > 10_000  # the start's objects (modules, caches) left out of the GC
         assert began >= kernel  # the compile starts once the kernel checks chose the headers
         assert agent.notify is not None and "READY=1" in agent.notify.lines()
     finally:

@@ -102,3 +102,23 @@ def test_page_out_drops_a_clean_file_mapping_and_keeps_a_written_one(tmp_path: P
 def test_page_out_of_nothing_is_zero() -> None:
     assert page_out_libraries(("no-such-library-here",)) == 0
     assert page_out_libraries(smaps_path="/nonexistent/smaps") == 0
+
+
+def test_freeze_start_up_objects_hides_them_from_the_collector_and_raises_gen0() -> None:
+    import gc
+
+    from hostagent.memory import GC_GEN0_THRESHOLD, freeze_start_up_objects
+
+    threshold = gc.get_threshold()
+    try:
+        frozen = freeze_start_up_objects()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen  # this interpreter's modules at least
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, threshold[1], threshold[2])
+        assert gc.get_count()[2] == 0  # the collection ran first
+        cycle: list[object] = []
+        cycle.append(cycle)  # a cycle made later is still collected
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
