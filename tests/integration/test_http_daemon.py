@@ -194,6 +194,24 @@ def test_large_response_body_spread_over_many_reads(receiver: OtlpGrpcReceiver, 
     assert all(s.attributes["http.response.body.size"] == 200_000 for s in spans)
 
 
+def test_large_response_sent_by_sendfile(receiver: OtlpGrpcReceiver, agent: Agent,
+                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """1 MiB by sendfile(2): the bytes never pass through nginx's memory, and on the socket-layer
+    data path the kernel reports them in many chunks (one per splice into the socket), each a
+    size-only event. Both spans still carry the whole body's size and end with its last byte."""
+    port = 18018
+    server = start_nginx(tmp_path_factory.mktemp("nginx-sendfile"), port, sendfile=True)
+    try:
+        (Path(server.proc.args[2]).parent / "www" / "one.bin").write_bytes(os.urandom(1 << 20))
+        assert curl(f"http://127.0.0.1:{port}/one.bin").stdout == b"200"
+        spans = wait_spans(receiver, port, 2)
+    finally:
+        server.stop()
+    assert sorted(s.kind for s in spans) == ["CLIENT", "SERVER"]
+    assert all(s.attributes["http.response.status_code"] == 200 for s in spans)
+    assert all(s.attributes["http.response.body.size"] == 1 << 20 for s in spans)
+
+
 def _server_counts(points: list) -> dict[int, int]:  # type: ignore[type-arg]
     """Newest cumulative count per status of the app's DELETE series of http.server.request.duration
     (DELETE: no other test sends it, and the agent sees every process on the host)."""

@@ -73,6 +73,7 @@ http {{
     uwsgi_temp_path {root}/tmp;
     scgi_temp_path {root}/tmp;
     keepalive_requests 100000;
+    sendfile {sendfile};
     server {{
         listen 127.0.0.1:{port};
         root {root}/www;
@@ -82,14 +83,15 @@ http {{
 """
 
 
-def start_nginx(root: Path, port: int, body: Optional[bytes] = None) -> Server:
-    """nginx in the foreground, one process (master_process off), so its pid is the server's."""
+def start_nginx(root: Path, port: int, body: Optional[bytes] = None, sendfile: bool = False) -> Server:
+    """nginx in the foreground, one process (master_process off), so its pid is the server's.
+    ``sendfile``: files go out by sendfile(2) (size-only events), not read + write."""
     (root / "www").mkdir(parents=True, exist_ok=True)
     (root / "tmp").mkdir(exist_ok=True)
     (root / "www" / "index.html").write_bytes(body if body is not None else b"<h1>hello</h1>\n")
     assert_port_free(port)
     conf = root / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(root=root, port=port))
+    conf.write_text(NGINX_CONF.format(root=root, port=port, sendfile="on" if sendfile else "off"))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_port(port)
