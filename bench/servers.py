@@ -34,7 +34,7 @@ def nginx(root: Path, port: int, cpus: Optional[str]) -> Proc:
     (root / "tmp").mkdir(exist_ok=True)
     (root / "www" / "index.html").write_bytes(b"<h1>hello</h1>\n")
     conf = root / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(root=root, port=port))
+    conf.write_text(NGINX_CONF.format(root=root, port=port, sendfile="off"))
     proc = subprocess.Popen(pinned(["nginx", "-c", str(conf), "-p", str(root)], cpus),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
