@@ -717,8 +717,9 @@ int sock__enter_writev(struct tracepoint__syscalls__sys_enter_writev *args) {
     return enter_data(OP_WRITEV, DIR_EGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
 }
 int sock__enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args) {
-    if (args->flags & MSG_PEEK_)
-        return 0;  /* the bytes stay queued: the read that takes them reports them */
+    if (args->flags & (MSG_PEEK_ | MSG_ERRQUEUE_))
+        return 0;  /* the bytes stay queued (the read that takes them reports them), or are not
+                      the stream's */
     return enter_data(OP_RECVFROM, DIR_INGRESS, args->fd, (u64)args->ubuf, 0, (u64)args->addr,
                       (u64)args->addr_len);
 }
@@ -1249,7 +1250,8 @@ int proc__exit(struct tracepoint__sched__sched_process_exit *args) {
  * sock:sock_send_length / sock:sock_recv_length (kernel >= 6.3) fire once per sock_sendmsg /
  * sock_recvmsg return, so only for socket I/O. Attached as raw tracepoints (no perf buffer) they
  * replace the sys_enter/sys_exit pair of every data syscall but the *mmsg ones: one program per
- * call instead of two, no inflight slot, and a file or pipe read/write runs no program at all.
+ * call instead of two, no inflight slot (but for a datagram's receive, finished at the syscall's
+ * exit: see sock_data), and a file or pipe read/write runs no program at all.
  * The syscall and its arguments come from the task's user registers (x86-64 syscall ABI,
  * orig_ax = number, di si dx r10 r8 r9 = arguments); a socket call made by anything else than
  * these syscalls (io_uring, the kernel's own sockets, 32-bit processes) is not captured, as with
