@@ -181,8 +181,6 @@ BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for th
 BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
 BPF_TABLE("lru_hash", struct accepted_key, struct endpoint, accepted, 16384);
-/* Per CPU: a shared counter would be one cache line written by every CPU for every event shed
- * while the ring is full, exactly when the traced processes are busiest. Python sums the CPUs. */
 /* When a TCP send began (tcp:tcp_sendmsg_locked, kernel >= 6.12), per thread: sock_send_length
  * fires when the call returns, and on loopback the reader can return before that, so the bytes
  * are stamped at the send's start as the syscall programs do (a server span ends before its
@@ -193,6 +191,8 @@ struct send_start {
     u64 ts;
 };
 BPF_TABLE("lru_hash", u64, struct send_start, send_start, 16384);
+/* Per CPU: a shared counter would be one cache line written by every CPU for every event shed
+ * while the ring is full, exactly when the traced processes are busiest. Python sums the CPUs. */
 BPF_PERCPU_ARRAY(drops, u64, DROP_CAUSES);
 /* Holds "events" itself (Python puts it at index 0): a map-in-map lookup is the way bcc C can
  * get a map pointer to pass to bpf_ringbuf_query. */
@@ -582,12 +582,9 @@ static __always_inline int take(u64 pid_tgid, struct inflight *a) {
 
 /* ---- data syscalls: enter ------------------------------------------------------------------ */
 
-static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count, u64 addr,
-                                      u64 addrlen) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
-    if (tgid == SELF_TGID || !socket_enabled())
-        return 0;
+/* The entry of (tgid, fd) when a data call on it is to be captured: a tracked inet socket of this
+ * process (or one it inherited), not muted, and the ring not full (else the call is shed). */
+static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
     struct sock_info *si = lookup_or_inherit(tgid, fd);
     if (!si)
         return 0;
@@ -595,6 +592,18 @@ static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count,
     if (muted.lookup(&key))
         return 0;
     if (shed())
+        return 0;
+    return si;
+}
+
+static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count, u64 addr,
+                                      u64 addrlen) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid == SELF_TGID || !socket_enabled())
+        return 0;
+    struct sock_info *si = data_socket(tgid, fd);
+    if (!si)
         return 0;
     struct inflight in = {};
     in.buf = buf;
@@ -688,20 +697,25 @@ static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_inf
     return 0;
 }
 
+/* The event(s) for the call whose arguments this thread's slot held (taken into *a). */
+static __always_inline int finish_data(u64 id, struct inflight *a, long ret) {
+    if (ret <= 0 || a->op < OP_READ || a->op > OP_SENDFILE)
+        return 0;
+    /* a->si: the entry as sys_enter saw it (closed by another thread meanwhile: still its bytes) */
+    if (a->op == OP_RECVMMSG || a->op == OP_SENDMMSG)
+        return emit_mmsg(id, a, &a->si, ret);
+    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
+     * before the writer's syscall does, and a server's span must end before its client's. */
+    u64 ts = a->direction == DIR_EGRESS ? a->ts : bpf_ktime_get_ns();
+    return emit_data(id, a, &a->si, ret, ts);
+}
+
 static __always_inline int exit_data(long ret) {
     u64 id = bpf_get_current_pid_tgid();
     struct inflight a;
     if (!take(id, &a))
         return 0;
-    if (ret <= 0 || a.op < OP_READ || a.op > OP_SENDFILE)
-        return 0;
-    /* a.si: the entry as sys_enter saw it (closed by another thread meanwhile: still its bytes) */
-    if (a.op == OP_RECVMMSG || a.op == OP_SENDMMSG)
-        return emit_mmsg(id, &a, &a.si, ret);
-    /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
-     * before the writer's syscall does, and a server's span must end before its client's. */
-    u64 ts = a.direction == DIR_EGRESS ? a.ts : bpf_ktime_get_ns();
-    return emit_data(id, &a, &a.si, ret, ts);
+    return finish_data(id, &a, ret);
 }
 
 int sock__enter_read(struct tracepoint__syscalls__sys_enter_read *args) {
@@ -1334,13 +1348,8 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
     case NR_SENDFILE: a.op = OP_SENDFILE; break;
     default: return 0;  /* recvmmsg/sendmmsg: their syscall programs; io_uring, the kernel */
     }
-    struct sock_info *si = lookup_or_inherit(tgid, a.fd);
+    struct sock_info *si = data_socket(tgid, a.fd);
     if (!si)
-        return 0;
-    u64 key = ((u64)tgid << 32) | si->id_fd;
-    if (muted.lookup(&key))
-        return 0;
-    if (shed())
         return 0;
     if (dir == DIR_INGRESS && si->sock_type == SOCK_DGRAM_ && (a.op == OP_RECVFROM || a.op == OP_RECVMSG)) {
         /* A datagram's sender reaches the caller's sockaddr only after this tracepoint: the
@@ -1364,11 +1373,11 @@ int sock__exit_dgram(struct tracepoint__syscalls__sys_exit_recvfrom *args) {
     if (!pending || *pending == 0)
         return 0;
     u64 id = bpf_get_current_pid_tgid();
-    struct inflight *p = inflight.lookup(&id);
-    if (!p || p->op == OP_NONE)
+    struct inflight a;
+    if (!take(id, &a))
         return 0;
     __sync_fetch_and_add(pending, -1);
-    return exit_data(args->ret);
+    return finish_data(id, &a, args->ret);
 }
 
 /* raw tracepoint arguments: (struct sock *sk, int ret, int flags) */
