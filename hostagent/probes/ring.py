@@ -106,6 +106,12 @@ class RingReader:
             raise
         self._consumer, self._producer, self.data = maps
         self._prod = memoryview(self._producer)[:8].cast("Q")  # producer_pos
+        # consumer_pos is written through an 8-byte view: one aligned 64-bit store, which a
+        # producer on another CPU sees whole. struct.pack_into("=Q") zero-fills the field and
+        # then stores it byte by byte: a producer reading it meanwhile saw 0 (every byte ever
+        # written still unread) and refused the record -- "ring full" with the ring nearly
+        # empty (tests/integration/test_ring_reader.py; bench/README, sixth round).
+        self._cons_word = memoryview(self._consumer)[:8].cast("Q")
         self._lens = memoryview(self.data).cast("I")  # the data area as header-sized words
         self._cons: int = _POS.unpack_from(self._consumer, 0)[0]
         self._closed = False
@@ -122,6 +128,11 @@ class RingReader:
 
     def producer_pos(self) -> int:
         return int(self._prod[0])
+
+    def stored_consumer_pos(self) -> int:
+        """consumer_pos as the producers read it: the mapped page, not this reader's own copy
+        (after a fork, another process's reader is the one that moves it)."""
+        return int(self._cons_word[0])
 
     def drain(
         self,
@@ -150,7 +161,7 @@ class RingReader:
         """Hand the space before ``pos`` back to the producers (one store per batch)."""
         if pos != self._cons:
             self._cons = pos
-            _POS.pack_into(self._consumer, 0, pos)
+            self._cons_word[0] = pos
 
     def wait(self, timeout_ms: int) -> bool:
         """Block until a producer wakes the ring or ``timeout_ms`` passes (0: do not block)."""
@@ -169,6 +180,7 @@ class RingReader:
             self._epoll.close()
             self._epoll = None
         self._prod.release()
+        self._cons_word.release()
         self._lens.release()
         for m in (self.data, self._producer, self._consumer):
             m.close()

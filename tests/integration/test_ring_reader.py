@@ -1,9 +1,10 @@
 """RingReader against a real BPF ring buffer that a real BPF program fills (root, real BPF).
 
-A small program on the write() syscall tracepoint copies what this test process writes to one
-marker fd into a one-page ring, so the test decides every record's bytes and length exactly:
-records wrap around the page many times, discarded records come from bpf_ringbuf_discard, and
-wake-ups are chosen per record (BPF_RB_NO_WAKEUP / BPF_RB_FORCE_WAKEUP). No network traffic.
+A small program on the write() syscall tracepoint copies what this test process (or the one
+process the ``who`` map names) writes to one marker fd into a one-page ring, so the test decides
+every record's bytes and length exactly: records wrap around the page many times, discarded
+records come from bpf_ringbuf_discard, and wake-ups are chosen per record (BPF_RB_NO_WAKEUP /
+BPF_RB_FORCE_WAKEUP). No network traffic.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ PROGRAM = r"""
 #define MAX 512
 BPF_RINGBUF_OUTPUT(ring, 1);
 BPF_ARRAY(lost, u64, 1);
+BPF_ARRAY(who, u32, 1);  /* the writing process's tgid */
 struct scratch_t { char b[MAX]; };
 BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
-    if ((bpf_get_current_pid_tgid() >> 32) != TGID || args->fd != MARKER_FD)
+    int zero = 0;
+    u32 *who_p = who.lookup(&zero);
+    if (!who_p || (bpf_get_current_pid_tgid() >> 32) != *who_p || args->fd != MARKER_FD)
         return 0;
     u32 n = args->count;
-    int zero = 0;
     struct scratch_t *s = scratch.lookup(&zero);
     if (!s || n == 0 || n > MAX)
         return 0;
@@ -70,7 +73,7 @@ def bpf() -> Iterator[Any]:
 
     ensure_tracefs()
     find_kernel_headers(None, Path(RUNTIME_DIR))
-    b = BPF(text=PROGRAM.encode(), cflags=[f"-DTGID={os.getpid()}", f"-DMARKER_FD={MARKER_FD}"])
+    b = BPF(text=PROGRAM.encode(), cflags=[f"-DMARKER_FD={MARKER_FD}"])
     yield b
     b.cleanup()
 
@@ -84,6 +87,7 @@ def producer(bpf: Any) -> Iterator[tuple[Any, RingReader]]:
     reader = RingReader(ring.map_fd, PAGE)
     reader.drain(_raw, lambda _: None, lambda: None)  # whatever an earlier test left
     bpf[b"lost"][ctypes.c_int(0)] = ctypes.c_uint64(0)
+    bpf[b"who"][ctypes.c_int(0)] = ctypes.c_uint32(os.getpid())
     yield bpf, reader
     reader.close()
     os.close(MARKER_FD)
@@ -183,3 +187,56 @@ def test_no_wakeup_records_do_not_end_the_wait_and_a_forced_one_does(producer: t
     assert time.monotonic() - t0 < 0.5
     assert drain(reader) == ([b"quiet", b"W wake up"], 0)
     assert reader.wait(50) is False  # drained: level-triggered readiness is gone
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a producer and a consumer on two CPUs")
+def test_producers_never_see_a_torn_consumer_position(producer: tuple[Any, RingReader]) -> None:
+    """The kernel reads consumer_pos at every reservation, on the producer's CPU, while the
+    consumer may be storing it on another one: it must see the old value or the new one. Written
+    with ``struct.pack_into`` (which zero-fills, then stores byte by byte) a producer now and then
+    saw 0 -- every byte ever written unread, far more than the ring holds -- and the record was
+    refused: "ring full" with the ring nearly empty (bench/README, sixth round).
+
+    A child process on another CPU writes bursts of 16 records (256 bytes of a 4 KiB ring) and
+    waits until each burst is consumed, so the ring never holds more than that; this process
+    drains with a consumer store after every record. Nothing may be refused."""
+    bpf, reader = producer
+    cpus = sorted(os.sched_getaffinity(0))
+    bursts, per_burst, record = 3000, 16, b"r" * 8  # 16-byte records with the ring's header
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: the producer
+        code = 1
+        try:
+            os.sched_setaffinity(0, {cpus[1]})
+            os.read(go_r, 1)
+            for _ in range(bursts):
+                target = reader.producer_pos() + per_burst * 16
+                for _ in range(per_burst):
+                    os.write(MARKER_FD, record)
+                deadline = time.monotonic() + 0.5
+                while reader.stored_consumer_pos() < target:
+                    if time.monotonic() > deadline:
+                        os._exit(3)  # never consumed: some of the burst was refused
+            code = 0
+        finally:
+            os._exit(code)
+    saved = os.sched_getaffinity(0)
+    got = 0
+    try:
+        os.sched_setaffinity(0, {cpus[0]})
+        bpf[b"who"][ctypes.c_int(0)] = ctypes.c_uint32(pid)
+        os.write(go_w, b"g")
+        while True:
+            got += reader.drain(_raw, lambda _: None, lambda: None, batch_bytes=16)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+        got += reader.drain(_raw, lambda _: None, lambda: None)
+    finally:
+        os.sched_setaffinity(0, saved)
+        os.close(go_r)
+        os.close(go_w)
+    assert lost(bpf) == 0, f"{lost(bpf)} records refused by a ring that never held more than 256 bytes"
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert got == bursts * per_burst
