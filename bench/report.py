@@ -61,7 +61,7 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
     lines = [f"Run {m['date']} at {m['commit']} ({m['mode']}; {m['rounds']} rounds x {m['seconds']} s, "
              f"medians; server CPU {m['server_cpu']}, load CPU {m['load_cpu']}, agent unpinned "
-             f"(fidelity: pinned to CPU {m['agent_cpu']}); "
+             "(fidelity: placement per row); "
              f"load average at start {m['loadavg_start']}, other BPF programs loaded: {m['other_bpf_progs']})", "",
              "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | app CPU us/req (vs plain) "
              "| agent CPU s/1k req | agent RSS MiB end of load / peak | spans / expected | drops |",
@@ -77,14 +77,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if is_agent else None))} |")
     fid = results.get("fidelity")
     if fid:
-        lines += ["", "Fidelity (nginx, agent pinned to one CPU shared with wrk and the OTLP receiver; "
-                  "2 spans per request: wrk's client span and nginx's server span):", "",
-                  "| load | achieved req/s | requests | spans / expected | drops (by cause) | missing not counted "
-                  "| agent / receiver CPU share |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "Fidelity (nginx; 2 spans per request: wrk's client span and nginx's server span; the agent "
+                  f"either pinned to CPU {m['agent_cpu']}, shared with wrk and the OTLP receiver, or unpinned as "
+                  "the unit runs it):", "",
+                  "| load | agent | achieved req/s | requests | spans / expected | drops (by cause) "
+                  "| missing not counted | agent / receiver CPU share |",
+                  "|---|---|---|---|---|---|---|---|"]
         for f in fid:
             drops = ", ".join(f"{k} {v}" for k, v in f["drops"].items()) or "0"
-            lines.append(f"| {f['level']} | {f['rps']:.0f} | {f['requests']} | {f['spans']} / {f['spans_expected']} "
+            lines.append(f"| {f['level']} | {f.get('placement', 'pinned')} | {f['rps']:.0f} | {f['requests']} | "
+                         f"{f['spans']} / {f['spans_expected']} "
                          f"({f['span_ratio'] * 100:.2f}%) | {drops} | {f['missing_not_counted']} "
                          f"| {_fmt(f.get('agent_cpu_share'), 2)} / {_fmt(f.get('receiver_cpu_share'), 2)} |")
     cap = results.get("capacity")

@@ -202,17 +202,23 @@ LEVELS: dict[str, tuple[Optional[float], int]] = {  # name -> (rate, connections
 }
 
 
-def fidelity(ctx: Ctx, levels: tuple[str, ...]) -> list[dict[str, Any]]:
+# Where the agent runs in the fidelity runs: confined to the load generator's CPU (the harsh case
+# on 2 cores: it gets what wrk and the OTLP receiver leave), or unpinned, as the unit runs it.
+PLACEMENTS: dict[str, Optional[str]] = {"pinned": AGENT_CPU, "unpinned": None}
+
+
+def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("pinned",)) -> list[dict[str, Any]]:
     srv = nginx(ctx.workdir / "nginx-fid", PORT_NGINX, SERVER_CPU)
     url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
     out = []
     try:
-        for name in levels:
+        for placement, name in ((p, n) for p in placements for n in levels):
             rate, conns = LEVELS[name]
-            ctx.log(f"fidelity {name}")
-            r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate), cpus=AGENT_CPU)  # noqa: B023
+            ctx.log(f"fidelity {name}, agent {placement}")
+            r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate),  # noqa: B023
+                            cpus=PLACEMENTS[placement])
             lost = max(0, r["spans_expected"] - r["spans"])
-            out.append({"level": name, "target_rps": rate, "conns": conns, **{k: r[k] for k in (
+            out.append({"level": name, "placement": placement, "target_rps": rate, "conns": conns, **{k: r[k] for k in (
                 "rps", "requests", "spans", "spans_expected", "span_ratio", "drops", "dropped", "p99_ms",
                 "agent_cpu_share", "receiver_cpu_share")}, "missing": lost,
                 "missing_not_counted": max(0, lost - r["dropped"])})
