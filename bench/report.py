@@ -1,4 +1,4 @@
-"""Results -> bench/results/<date>-<shortsha>.json, a Markdown table and a PNG chart."""
+"""Results -> bench/results/<date>-<shortsha>[-quick][-N].json, a Markdown table and a PNG chart."""
 
 from __future__ import annotations
 
@@ -170,7 +170,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 def write(results: dict[str, Any], outdir: Path) -> dict[str, Path]:
     outdir.mkdir(parents=True, exist_ok=True)
-    stem = f"{results['meta']['date']}-{results['meta']['commit']}"
+    # a quick run is named as such, and no run overwrites another (two runs of one commit)
+    base = f"{results['meta']['date']}-{results['meta']['commit']}" + (
+        "-quick" if results["meta"].get("mode") == "quick" else "")
+    stem, n = base, 1
+    while (outdir / f"{stem}.json").exists():
+        n += 1
+        stem = f"{base}-{n}"
     paths = {"json": outdir / f"{stem}.json", "md": outdir / f"{stem}.md", "png": outdir / f"{stem}.png"}
     paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     paths["md"].write_text(markdown(results))
