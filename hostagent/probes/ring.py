@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import mmap
 import select
-import struct
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar
 
@@ -39,7 +38,6 @@ DISCARD_BIT = 1 << 30
 LEN_MASK = DISCARD_BIT - 1  # sample length without the flag bits
 HDR_SZ = 8  # struct bpf_ringbuf_hdr: u32 len, u32 pg_off
 
-_POS = struct.Struct("=Q")
 T = TypeVar("T")
 
 
@@ -113,7 +111,7 @@ class RingReader:
         # empty (tests/integration/test_ring_reader.py; bench/README, sixth round).
         self._cons_word = memoryview(self._consumer)[:8].cast("Q")
         self._lens = memoryview(self.data).cast("I")  # the data area as header-sized words
-        self._cons: int = _POS.unpack_from(self._consumer, 0)[0]
+        self._cons: int = int(self._cons_word[0])
         self._closed = False
         # Registered now, while nothing is attached: registering a ring that already holds
         # records marks it readable once, and the first wait would return at once.
