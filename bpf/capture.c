@@ -596,6 +596,12 @@ static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
     return si;
 }
 
+/* A receive whose bytes are not (yet) taken from the stream: MSG_PEEK leaves them queued (the
+ * read that takes them reports them), MSG_ERRQUEUE reads the error queue, not the stream. */
+static __always_inline int not_the_streams_bytes(int flags) {
+    return flags & (MSG_PEEK_ | MSG_ERRQUEUE_);
+}
+
 static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count, u64 addr,
                                       u64 addrlen) {
     u64 id = bpf_get_current_pid_tgid();
@@ -731,9 +737,8 @@ int sock__enter_writev(struct tracepoint__syscalls__sys_enter_writev *args) {
     return enter_data(OP_WRITEV, DIR_EGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
 }
 int sock__enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args) {
-    if (args->flags & (MSG_PEEK_ | MSG_ERRQUEUE_))
-        return 0;  /* the bytes stay queued (the read that takes them reports them), or are not
-                      the stream's */
+    if (not_the_streams_bytes(args->flags))
+        return 0;
     return enter_data(OP_RECVFROM, DIR_INGRESS, args->fd, (u64)args->ubuf, 0, (u64)args->addr,
                       (u64)args->addr_len);
 }
@@ -742,7 +747,7 @@ int sock__enter_sendto(struct tracepoint__syscalls__sys_enter_sendto *args) {
                       (u64)args->addr_len);
 }
 int sock__enter_recvmsg(struct tracepoint__syscalls__sys_enter_recvmsg *args) {
-    if (args->flags & (MSG_PEEK_ | MSG_ERRQUEUE_))
+    if (not_the_streams_bytes(args->flags))
         return 0;
     return enter_data(OP_RECVMSG, DIR_INGRESS, args->fd, (u64)args->msg, 0, 0, 0);
 }
@@ -1322,9 +1327,8 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
             ts = st->ts;
             st->sk = 0;
         }
-    } else if (flags & (MSG_PEEK_ | MSG_ERRQUEUE_)) {
-        return 0;  /* the bytes stay queued (the read that takes them reports them), or are not
-                      the stream's */
+    } else if (not_the_streams_bytes(flags)) {
+        return 0;
     }
     if (ret <= 0 || !socket_enabled())
         return 0;
