@@ -11,6 +11,7 @@ Every comparison alternates configurations round by round (A/B/A/B) and keeps th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -212,7 +213,7 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("
     url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
     out = []
     try:
-        for placement, name in ((p, n) for p in placements for n in levels):
+        for placement, name in itertools.product(placements, levels):
             rate, conns = LEVELS[name]
             ctx.log(f"fidelity {name}, agent {placement}")
             r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate),  # noqa: B023

@@ -238,10 +238,10 @@ class BpfCapture:
             for tp, fn_name in self._programs(group):
                 name = fn_name.encode()
                 cat, event = tp.split(":")
-                fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if cat == "raw" else BPF.TRACEPOINT)
+                raw = cat == "raw"
+                fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
                 if name not in grp.funcs:
                     grp.funcs.append(name)
-                raw = cat == "raw"
                 if raw:
                     fd = lib.bpf_attach_raw_tracepoint(fn.fd, event.encode())
                 else:

@@ -110,8 +110,6 @@ def _request_of(call: Call) -> tuple[Any, Any]:
     return a.get("http.request.method"), a.get("url.path") or a.get("rpc.method")
 
 
-
-
 def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
     """Up to two of ``servers`` that answered ``client``: inside its time (within TOLERANCE_NS;
     cheap, checked first) and the same request. One is a link, two already make it ambiguous,
