@@ -1,13 +1,15 @@
 """The stages between a kernel event and the export queue, run on the poll thread.
 
     CaptureEvent -> ConnectionTracker (reassembly, protocol parsers) -> Call
-        -> identity (service) -> wire detail -> redaction -> SpanBuilder -> sampling -> observers (tap, metrics)
+        -> identity (service) -> wire detail -> RED metrics -> redaction -> SpanBuilder
+        -> trace linking -> sampling -> observers (tap)
         -> export queue (bounded: the one hand-off to another thread)
 
-Everything here runs on the ring-buffer poll thread and must never block: the export queue
-drops and counts when full. Every drop has a named counter so ``hostagentctl status`` shows it.
-Settings are read once per call from the holder's immutable snapshot (no lock); what is compiled
-from a snapshot (redactor, sampler) is looked up again only when the snapshot changes.
+Everything here runs on the ring-buffer poll thread (the linker's held spans leave from its sweeper
+thread too) and must never block: the export queue drops and counts when full. Every drop has a
+named counter so ``hostagentctl status`` shows it. Settings are read once per call from the
+holder's immutable snapshot (no lock); what is compiled from a snapshot (redactor, sampler) is
+looked up again only when the snapshot changes.
 
 Calls that come from the tracker belong to the pipeline (the parser that built them kept no
 reference): their attributes are replaced in place, once, instead of a ``dataclasses.replace``
@@ -26,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.model import Call, CaptureEvent, EventKind, Role
 from hostagent.policy.redaction import PiiCounters, redactor_for
-from hostagent.policy.sampling import sampler_for
+from hostagent.policy.sampling import Pending, sampler_for
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
@@ -81,8 +83,11 @@ class Pipeline:
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
-        # hostagent.receiver.wiring.Layering: trace linking and SDK enrichment before the queue
+        # hostagent.receiver.wiring.Layering: trace linking and SDK enrichment before the queue;
+        # each span it emits passes through after_link (sampling, observers) first
         self.linker = linker
+        if linker is not None:
+            linker.set_gate(self.after_link)
         self.events = 0
         self.calls = 0
         self.spans = 0
@@ -159,24 +164,35 @@ class Pipeline:
             call = redacted.call
             self.pii.add(redacted.counts)
         span = self.build_span(call)
+        pending: Optional[Pending] = None
         if may_drop:
             parent = span.parent
-            decision = sampler.decide(
-                span.context.trace_id,
-                parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role == _SERVER
-                else None,
+            pending = Pending(
+                sampler,
                 service=service.name if service is not None else None,
                 protocol=call.protocol,
                 is_error=call.error_type is not None,
                 duration_ns=call.end_ns - call.start_ns,
+                wire_parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role == _SERVER
+                else None,
             )
-            if not decision.sampled:
+        if self.linker is not None:
+            # Sampling waits for the link: the trace id is final only then (see Pending).
+            self.linker.offer(call, span, pending)  # holds, links, then after_link, then enqueues
+        elif self.after_link(call, span, pending, None):
+            self.sink.enqueue(span)  # the queue counts what it drops when full
+
+    def after_link(self, call: Call, span: ReadableSpan, pending: Optional[Pending],
+                   parent_kept: Optional[bool]) -> bool:
+        """Sampling and the observers, once ``span``'s trace is final; True to export it. The
+        linker calls it for each span it emits, a parent before its children (``parent_kept``:
+        the local parent's decision, None for a root)."""
+        if pending is not None:
+            context = span.context
+            if not pending.decide(context.trace_id if context is not None else 0, parent_kept).sampled:
                 self.sampled_out += 1  # a decision, not a loss: counted apart from drops
-                return
+                return False
         self.spans += 1
         for observe in self.observers:
             observe(call, span)
-        if self.linker is not None:
-            self.linker.offer(call, span)  # holds, links, dedups, then enqueues
-        else:
-            self.sink.enqueue(span)  # the queue counts what it drops when full
+        return True

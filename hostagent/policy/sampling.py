@@ -4,7 +4,9 @@ The ratio decision is OpenTelemetry's TraceIdRatioBased (sdk/trace/sampling.py, 
 "TraceIdRatioBased" sampler): keep when the trace id's low 64 bits are below
 ``round(ratio * 2**64)``. SDKs configured with the same ratio therefore keep exactly the traces
 the agent keeps. On top of it, as OpenTelemetry's ParentBased does, a call that carried a
-``traceparent`` follows its sampled flag, so the agent never cuts a trace an SDK decided to keep.
+``traceparent`` follows its sampled flag, so the agent never cuts a trace an SDK decided to keep,
+and a call linked under a local parent (hostagent.traces.linking) follows that parent's decision
+(``Pending``): per-service and per-protocol ratios therefore apply to the roots of local traces.
 
 The agent sees whole calls (request and response) before it exports them, so two tail rules can
 override everything else: keep errors, keep calls slower than a threshold.
@@ -105,6 +107,29 @@ class Sampler:
         s = self.settings
         everything = (s.ratio, *(r for _, r in s.per_service), *(r for _, r in s.per_protocol))
         return any(r < 1.0 for r in everything)
+
+
+class Pending:
+    """One call's sampling inputs, decided once its trace is final.
+
+    Trace linking moves a server span into its local client's trace after the span is built, so a
+    decision taken on the span's own trace id would cut linked traces in two (each end kept or
+    dropped on its own id). The linker decides instead, root first: a span that carried a
+    ``traceparent`` follows its flag; a span linked under a local parent follows that parent's
+    decision (ParentBased, as an SDK child would); a root decides by the ratio on its trace id.
+    The tail rules (errors, slow calls) still keep a call whatever its trace's decision."""
+
+    __slots__ = ("duration_ns", "is_error", "protocol", "sampler", "service", "wire_parent_sampled")
+
+    def __init__(self, sampler: Sampler, *, service: Optional[str], protocol: Optional[str], is_error: bool,
+                 duration_ns: int, wire_parent_sampled: Optional[bool]) -> None:
+        self.sampler, self.service, self.protocol = sampler, service, protocol
+        self.is_error, self.duration_ns, self.wire_parent_sampled = is_error, duration_ns, wire_parent_sampled
+
+    def decide(self, trace_id: int, local_parent_kept: Optional[bool] = None) -> Decision:
+        parent = self.wire_parent_sampled if self.wire_parent_sampled is not None else local_parent_kept
+        return self.sampler.decide(trace_id, parent_sampled=parent, service=self.service, protocol=self.protocol,
+                                   is_error=self.is_error, duration_ns=self.duration_ns)
 
 
 @lru_cache(maxsize=8)

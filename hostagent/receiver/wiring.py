@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from hostagent.config import Config
 from hostagent.model import Call
 from hostagent.traces.enrich import SdkLayer, redact_request
-from hostagent.traces.linking import LocalLinker
+from hostagent.traces.linking import Gate, LocalLinker
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class Layering:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sweep, name="trace-linking", daemon=True)
 
-    def offer(self, call: Call, span: ReadableSpan) -> None:
-        self.linker.offer(call, span)
+    def offer(self, call: Call, span: ReadableSpan, pending: Any = None) -> None:
+        self.linker.offer(call, span, pending)
+
+    def set_gate(self, gate: Gate) -> None:
+        self.linker.set_gate(gate)
 
     def _on_sdk_request(self, request: ExportTraceServiceRequest, size: int) -> None:
         spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)

@@ -27,8 +27,12 @@ with no possible parent, or one whose hold ran out), then the whole tree is emit
 root's trace id. Everything is bounded: at most ``max_held`` spans wait; past that a span is
 emitted as it is, and counted.
 
-Runs on the poll thread (``offer``) and the sweeper thread (``sweep``), under one lock; ``emit``
-is called outside it.
+Sampling waits for the link: each span leaves through ``gate`` (the pipeline's sampling and
+observers) once its trace id is final, a parent before its children, so a linked tree is kept or
+dropped whole (policy.sampling.Pending).
+
+Runs on the poll thread (``offer``) and the sweeper thread (``sweep``), under one lock; ``gate``
+and ``emit`` are called outside it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,13 @@ MAX_BUCKET = 64  # spans waiting per (port, method, path) or per thread: scans s
 TOLERANCE_NS = 2_000_000  # a reader can return from read() before the writer returns from write()
 LINKED_PROTOCOLS = frozenset({"http", "http2", "grpc"})
 Emit = Callable[[Call, ReadableSpan], None]
+# (call, span with its final ids, the call's sampling inputs, the local parent's answer or None for
+# a root) -> export it? The pipeline's sampling and observers (Pipeline.after_link).
+Gate = Callable[[Call, ReadableSpan, Any, Optional[bool]], bool]
+
+
+def keep_all(call: Call, span: ReadableSpan, pending: Any, parent_kept: Optional[bool]) -> bool:
+    return True
 
 
 def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSpan:
@@ -82,11 +93,13 @@ def conn_key(call: Call) -> Optional[ConnKey]:
 
 
 class Node:
-    __slots__ = ("call", "children", "deadline", "done", "end", "home", "parent", "request", "span", "start",
-                 "trace_id", "waiting")
+    __slots__ = ("call", "children", "deadline", "done", "end", "home", "kept", "parent", "pending", "request", "span",
+                 "start", "trace_id", "waiting")
 
-    def __init__(self, call: Call, span: ReadableSpan, deadline: float) -> None:
+    def __init__(self, call: Call, span: ReadableSpan, deadline: float, pending: Any = None) -> None:
         self.call, self.span, self.deadline = call, span, deadline
+        self.pending = pending  # the call's sampling inputs (policy.sampling.Pending), for the gate
+        self.kept: Optional[bool] = None  # the gate's answer, once emitted
         # Read once here: every held span is compared with many others under load (look-alike
         # requests of a benchmark or a health check hit the same buckets).
         self.start, self.end = call.start_ns, call.end_ns
@@ -148,6 +161,7 @@ class LocalLinker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.emit = emit
+        self.gate: Gate = keep_all
         self.hold_s = hold_s
         self.enabled = enabled
         self.max_held = max_held
@@ -167,17 +181,22 @@ class LocalLinker:
         self.event_loop_pids: set[int] = set()
 
     # -- entry points ---------------------------------------------------------------------------
-    def offer(self, call: Call, span: ReadableSpan) -> None:
+    def set_gate(self, gate: Gate) -> None:
+        """What decides, per span leaving with its final trace id, whether it is exported."""
+        self.gate = gate
+
+    def offer(self, call: Call, span: ReadableSpan, pending: Any = None) -> None:
         conn = call.conn
         if conn is not None and conn.peer is not None and (conn.peer.address, conn.peer.port) in self.ignore_peers:
             self.counters["receiver_traffic"] += 1  # an SDK exporting to us: not the app's traffic
             return
         if not self.enabled or conn is None or call.role == Role.UNKNOWN:
-            self.emit(call, span)
+            if self.gate(call, span, pending, None):
+                self.emit(call, span)
             return
         out: list[Node] = []
         with self._lock:
-            node = Node(call, span, self.clock() + self.hold_s)
+            node = Node(call, span, self.clock() + self.hold_s, pending)
             if call.role == Role.SERVER:
                 self._on_server(node, out)
             else:
@@ -368,6 +387,7 @@ class LocalLinker:
         if done_parent is not None:
             root.span = respan(root.span, done_parent.trace_id, done_parent.span_id)
             root.trace_id = done_parent.trace_id
+            root.parent = done_parent  # _emit: the sampling decision follows the parent's
         stack = [root]
         while stack:
             node = stack.pop()
@@ -382,5 +402,10 @@ class LocalLinker:
             node.children = []
 
     def _emit(self, nodes: list[Node]) -> None:
+        """Outside the lock; a parent comes before its children (``_flush``), so its answer is known."""
+        gate = self.gate
         for node in nodes:
-            self.emit(node.call, node.span)
+            parent = node.parent
+            node.kept = kept = gate(node.call, node.span, node.pending, parent.kept if parent is not None else None)
+            if kept:
+                self.emit(node.call, node.span)

@@ -18,6 +18,7 @@ import pytest
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app, wait_port
+from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
 
@@ -195,3 +196,32 @@ def test_event_loop_service_is_not_thread_linked(receiver: OtlpGrpcReceiver, ser
             parent = by_id[s.parent_span_id]
             assert parent.attributes["url.path"] == s.attributes["url.path"]
             assert parent.attributes.get("url.query") == s.attributes.get("url.query")
+
+
+def test_sampling_keeps_or_drops_each_linked_trace_whole(agent: Agent, receiver: OtlpGrpcReceiver,
+                                                          services: dict[str, Server]) -> None:
+    """Sampling at 0.5 decides on the trace a span ends up in (after linking): every curl -> A -> B
+    chain is exported with its four spans or not at all, never a part of it."""
+    warm_up(receiver, A_THREADED_PORT, 4)
+    ctl = ["--socket", str(agent.workdir / "run" / "admin.sock"), "sampling", "set"]
+    assert cli(*ctl, "0.5").returncode == 0
+    try:
+        chains = 40
+        for _ in range(chains):
+            assert curl(f"http://127.0.0.1:{A_THREADED_PORT}/call?n=1").wait(30) == 0
+        spans: list[ReceivedSpan] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the count has not moved for 2 s (holds, batches)
+            time.sleep(2.0)
+            now = [s for s in receiver.recorder.spans if s.attributes.get("server.port") in (A_THREADED_PORT, B_PORT)]
+            if len(now) == len(spans):
+                break
+            spans = now
+    finally:
+        assert cli(*ctl, "1").returncode == 0
+    traces: dict[str, list[ReceivedSpan]] = {}
+    for s in spans:
+        traces.setdefault(s.trace_id, []).append(s)
+    sizes = sorted(len(t) for t in traces.values())
+    assert sizes == [4] * len(traces), sizes
+    assert 8 <= len(traces) <= 32, len(traces)  # binomial(40, 0.5): 20 +- 3.2
