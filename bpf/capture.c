@@ -4,10 +4,11 @@
  *   "socket"  : syscall tracepoints that learn which (tgid, fd) are AF_INET/AF_INET6 sockets
  *               (socket, connect, accept, bind, dup, close); sched_process_fork so a forked
  *               child's inherited sockets are followed (see inherit(); exec and close_range end
- *               what a child inherits, dup/dup2/dup3 copy an entry); sock:inet_sock_set_state for
- *               each TCP socket's own end (see sock__set_state) next to bind()'s. The bytes each
- *               read/write-family call really moved (a bounded prefix) come from one of two data
- *               paths (the loader picks, [probes] data_hooks): the socket layer's
+ *               what a child inherits, dup/dup2/dup3/fcntl(F_DUPFD) copy an entry);
+ *               sock:inet_sock_set_state for each TCP socket's own end (see sock__set_state)
+ *               next to bind()'s. The bytes each read/write-family call really moved (a
+ *               bounded prefix) come from one of two data paths (the loader picks, [probes]
+ *               data_hooks): the socket layer's
  *               sock_send_length / sock_recv_length raw tracepoints (Linux >= 6.3, x86-64: one
  *               program per socket call, none for file or pipe I/O; see sock_data), or a
  *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
@@ -1075,7 +1076,7 @@ int sock__enter_close_range(struct tracepoint__syscalls__sys_enter_close_range *
     return 0;
 }
 
-/* ---- dup(), dup2(), dup3() ------------------------------------------------------------------ */
+/* ---- dup(), dup2(), dup3(), fcntl(F_DUPFD) -------------------------------------------------- */
 
 /* Servers that hand a connection to a child often move it: busybox httpd's child dup2()s the
  * accepted socket to fds 0 and 1 (so do inetd and systemd's Accept=yes), then reads one and
@@ -1089,6 +1090,25 @@ int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
     struct inflight in = {};
     in.op = OP_DUP;
     in.fd = args->oldfd;
+    save(id, &in);
+    return 0;
+}
+
+/* fcntl(F_DUPFD / F_DUPFD_CLOEXEC) is a dup() too: CPython's os.dup(), socket.dup() and
+ * socket.fromfd() make their copies this way, Go's (*TCPConn).File() and libuv's as well. Every
+ * other fcntl command (O_NONBLOCK, locks) returns here after one comparison. */
+#define F_DUPFD_ 0
+#define F_DUPFD_CLOEXEC_ 1030
+int sock__enter_fcntl(struct tracepoint__syscalls__sys_enter_fcntl *args) {
+    u32 cmd = args->cmd;
+    if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct inflight in = {};
+    in.op = OP_DUP;
+    in.fd = args->fd;
     save(id, &in);
     return 0;
 }

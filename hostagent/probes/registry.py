@@ -35,6 +35,8 @@ _LIFECYCLE: tuple[tuple[str, str], ...] = (
     ("syscalls:sys_exit_bind", "sock__exit_bind"),
     *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
     *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in ("dup", "dup2", "dup3")),
+    ("syscalls:sys_enter_fcntl", "sock__enter_fcntl"),  # F_DUPFD, F_DUPFD_CLOEXEC
+    ("syscalls:sys_exit_fcntl", "sock__exit_dup"),
     ("syscalls:sys_enter_socket", "sock__enter_socket"),
     ("syscalls:sys_exit_socket", "sock__exit_socket"),
     ("syscalls:sys_enter_connect", "sock__enter_connect"),

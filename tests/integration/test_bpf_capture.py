@@ -696,7 +696,7 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         # lifecycle programs + the data path's: 12 enter/exit programs, or the *mmsg pairs' 3, the
         # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel)
         assert cap.data_path == "socket"
-        assert len(ids) == 25 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 26 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -850,6 +850,13 @@ FORKS = textwrap.dedent(
         s.close()
         os.waitpid(pid, 0)
         print(pid, flush=True)
+    elif mode == "fcntldup":                     # socket.dup(): fcntl(F_DUPFD_CLOEXEC), not dup()
+        ls = listener(); c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+        d = c.dup(); cfd = c.fileno(); c.close()
+        d.sendall(b"via-the-copy"); recv_exactly(s, 12)
+        s.sendall(b"back"); recv_exactly(d, 4)
+        print(cfd, d.fileno(), d.getsockname()[1], flush=True)
+        d.close()
     elif mode == "forkexec":                     # fd numbers of the parent's sockets reused for files
         import subprocess
         ls = listener(); c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
@@ -994,6 +1001,27 @@ def test_dup2_to_stdin_and_stdout_is_one_stream(capture: tuple[BpfCapture, Colle
     # close(conn) after the first dup2 ends the original fd's entry (named sfd too); the
     # listener's close in the child settles it and reports it (fd 3 in the parent, too)
     assert [g[1] for g in got if g[0] == X] == [3, sfd]
+
+
+def test_a_copy_made_by_fcntl_dupfd_is_followed(capture: tuple[BpfCapture, Collector]) -> None:
+    """CPython's socket.dup() / os.dup() / socket.fromfd() copy with fcntl(F_DUPFD_CLOEXEC): after
+    the original is closed, the copy's bytes are still captured, named by the original's fd."""
+    cap, col = capture
+    p = run_forks("fcntldup", 19405)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0 and out.endswith("done\n"), out
+    cfd, dfd, cport = (int(x) for x in out.split()[:3])
+    assert dfd != cfd
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    client = [(e.kind, e.fd, e.direction, e.data, e.local_port) for e in socket_events(col.of(p.pid))
+              if e.peer_port == 19405 and e.kind in (D, X)]  # fmt: skip
+    # c.close() ends the original's entry; the copy's bytes and close are named by the original fd
+    assert client == [
+        (X, cfd, Direction.EGRESS, b"", cport),
+        (D, cfd, Direction.EGRESS, b"via-the-copy", cport),
+        (D, cfd, Direction.INGRESS, b"back", cport),
+        (X, cfd, Direction.EGRESS, b"", cport),
+    ]
 
 
 def test_files_on_the_parents_socket_numbers_are_not_sockets(capture: tuple[BpfCapture, Collector]) -> None:

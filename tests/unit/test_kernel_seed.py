@@ -83,11 +83,11 @@ def test_registry_groups() -> None:
     assert groups_for({"identity"}) == {"process"}
     assert groups_for({"nope"}) == set()
     lifecycle = GROUP_PROGRAMS["socket"]
-    assert len({fn for _, fn in lifecycle}) == 18 and len(lifecycle) == 22
+    assert len({fn for _, fn in lifecycle}) == 19 and len(lifecycle) == 24  # dup/dup2/dup3/fcntl share an exit
     # the two data paths: an enter/exit pair per data syscall, or the socket layer's tracepoints
     # (+ the *mmsg pairs and the datagram receives' exits)
     syscalls, sock = DATA_PROGRAMS["syscalls"], DATA_PROGRAMS["socket"]
-    assert len({fn for _, fn in lifecycle + syscalls}) == 30 and len(lifecycle + syscalls) == 44
-    assert len({fn for _, fn in lifecycle + sock}) == 25 and len(lifecycle + sock) == 31
+    assert len({fn for _, fn in lifecycle + syscalls}) == 31 and len(lifecycle + syscalls) == 46
+    assert len({fn for _, fn in lifecycle + sock}) == 26 and len(lifecycle + sock) == 33
     assert [tp for tp, _ in sock if tp.startswith("raw:")] == [
         "raw:tcp_sendmsg_locked", "raw:sock_send_length", "raw:sock_recv_length"]
