@@ -358,6 +358,14 @@ static __always_inline void submit(struct scratch *s, u32 captured) {
         count_drop(DROP_RINGBUF_FULL);
         s->ring_full = 1;
         s->shed = 0;
+        if (s->hdr.kind == EVENT_DATA) {
+            /* the entry the event was named by; a dup()'d copy whose original is closed, or a
+             * forked child's inherited entry, is not found here and its loss goes unmarked */
+            u64 key = ((u64)s->hdr.pid << 32) | (u32)s->hdr.fd;
+            struct sock_info *si = sockets.lookup(&key);
+            if (si)
+                si->lost++;
+        }
     }
 }
 
@@ -406,7 +414,7 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
     h->family = 0;
     h->sock_type = 0;
     h->peer_port = 0;
-    h->_pad0 = 0;
+    h->lost = 0;
     __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
     h->local_port = 0;
@@ -437,7 +445,7 @@ static __always_inline struct scratch *new_data_event(u64 pid_tgid, struct sock_
     h->family = si->family;
     h->sock_type = si->sock_type;
     h->peer_port = si->peer_port;
-    h->_pad0 = 0;
+    h->lost = (u16)si->lost;
     __builtin_memcpy(h->peer_addr, si->peer_addr, sizeof(h->peer_addr));
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
     h->local_port = si->local_port;
@@ -592,8 +600,10 @@ static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
     u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
     if (muted.lookup(&key))
         return 0;
-    if (shed())
+    if (shed()) {
+        si->lost++;  /* its next event tells the parser that a call is missing before it */
         return 0;
+    }
     return si;
 }
 

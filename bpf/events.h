@@ -90,7 +90,7 @@ struct event_hdr {
     unsigned short family;         /* 44 AF_INET / AF_INET6 / 0 */
     unsigned short sock_type;      /* 46 SOCK_STREAM / SOCK_DGRAM / 0 */
     unsigned short peer_port;      /* 48 host byte order */
-    unsigned short _pad0;          /* 50 */
+    unsigned short lost;           /* 50 DATA: the socket's sock_info.lost when this was captured */
     unsigned char peer_addr[16];   /* 52 AF_INET: first 4 bytes; AF_INET6: all 16 */
     char comm[16];                 /* 68 */
     /* Appended: the socket's own end, when known (bind, accept, inet_sock_set_state). */
@@ -114,7 +114,9 @@ struct sock_info {
     unsigned int id_fd;            /* 56 the fd number events name this socket by: its own, or
                                          for a dup()/dup2() copy the original's, so both ends of
                                          a connection moved to fds 0 and 1 are one stream */
-    unsigned int _pad0;            /* 60 */
+    unsigned int lost;             /* 60 data calls on it not captured (shed, or the ring refused
+                                         the record): a change between two of its events tells
+                                         the parser that calls are missing in between */
 };                                 /* 64 */
 
 /* The last few socket fds a process created or accepted (value of the "recent" map, keyed by

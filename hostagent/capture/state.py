@@ -28,7 +28,7 @@ class ConnState:
     """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
 
     __slots__ = (
-        "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "local", "parser", "peer", "phase", "pid",
+        "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "local", "lost", "parser", "peer", "phase", "pid",
         "role_hint",
         "seen_bytes", "seen_segments", "spec", "tids", "transport",
     )  # fmt: skip
@@ -43,6 +43,7 @@ class ConnState:
         role_hint: Role,
         comm: str,
         local: Optional[Endpoint] = None,
+        lost: int = 0,
     ) -> None:
         self.pid = pid
         self.fd = fd
@@ -54,6 +55,7 @@ class ConnState:
         self.local = local
         self.role_hint = role_hint
         self.comm = comm
+        self.lost = lost  # the kernel's count of this socket's uncaptured calls (CaptureEvent.lost)
         self.phase = DETECTING
         self.spec: Optional[ProtocolSpec] = None
         self.parser: Optional[StreamParser] = None

@@ -68,7 +68,7 @@ class ConnectionTracker:
         self._picks: dict[tuple[bool, str, bytes], Optional[ProtocolSpec]] = {}
         self._counters: dict[str, int] = {
             "connections_created": 0, "evicted": 0, "unknown": 0, "muted": 0, "upgraded": 0,
-            "closed": 0, "calls": 0,
+            "closed": 0, "calls": 0, "lost_gaps": 0,
         }  # fmt: skip
         self._detected: dict[str, int] = {}
         self._closed_parser_stats: dict[str, int] = {"resyncs": 0, "unpaired": 0, "truncated": 0}
@@ -91,6 +91,10 @@ class ConnectionTracker:
         phase = state.phase
         if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
             return []
+        lost_calls: Optional[list[Call]] = None
+        if event.lost != state.lost:  # the kernel did not capture some calls before this one
+            state.lost = event.lost
+            lost_calls = self._after_lost(state)
         ts = event.ts_ns
         # abs(): events from different CPUs arrive slightly out of order; only a jump either way
         # by more than the period (or the period passing) triggers a re-read.
@@ -114,6 +118,8 @@ class ConnectionTracker:
         if parser is not None and getattr(parser, "upgraded", False):
             self._counters["upgraded"] += 1
             self._mute(state, MUTED)
+        if lost_calls:
+            calls = lost_calls + calls
         if not calls:
             return calls
         if state.transport == "udp" and event.peer_addr:
@@ -204,6 +210,16 @@ class ConnectionTracker:
         calls.extend(more)
         return calls
 
+    def _after_lost(self, state: ConnState) -> list[Call]:
+        """Calls of this connection were shed or refused in the kernel (counted there as drops):
+        a parser that pairs requests with responses in order must not pair the next response
+        with a request whose own response was lost (``lost()``: it drops what waits and
+        resynchronises); bytes held for detection may be half a message: dropped."""
+        self._counters["lost_gaps"] += 1
+        state.held = []
+        lost = getattr(state.parser, "lost", None) if state.parser is not None else None
+        return lost() if lost is not None else []
+
     def _undetected(self, state: ConnState, segment: Optional[Segment], size: int) -> None:
         """No protocol recognised these bytes yet: hold them (streams) or give up on the socket."""
         state.seen_segments += 1
@@ -262,7 +278,8 @@ class ConnectionTracker:
         local = new_endpoint(event.local_addr, event.local_port) if event.local_port else None
         pid = event.pid
         state = ConnState(
-            pid, event.fd, event.cgroup_id, transport_of(event.family, event.sock_type), peer, role, event.comm, local
+            pid, event.fd, event.cgroup_id, transport_of(event.family, event.sock_type), peer, role, event.comm, local,
+            event.lost,
         )
         conns[key] = state
         keys = self._by_pid.get(pid)

@@ -39,7 +39,7 @@ class EventHdr(c.Structure):
         ("family", c.c_uint16),
         ("sock_type", c.c_uint16),
         ("peer_port", c.c_uint16),
-        ("_pad0", c.c_uint16),
+        ("lost", c.c_uint16),
         ("peer_addr", c.c_uint8 * 16),
         ("comm", c.c_char * 16),
         ("local_port", c.c_uint16),
@@ -61,7 +61,7 @@ class SockInfo(c.Structure):
         ("peer_addr", c.c_uint8 * 16),
         ("local_addr", c.c_uint8 * 16),
         ("id_fd", c.c_uint32),
-        ("_pad0", c.c_uint32),
+        ("lost", c.c_uint32),
     )
 
 
@@ -123,7 +123,7 @@ assert struct.calcsize(HDR_FORMAT) == HDR_SIZE == 104
 _TAIL_AT = EventHdr.family.offset
 _HEAD_FORMAT = _struct_format(EventHdr, end="family", skip=("syscall", "flags")) + f"{HDR_SIZE - _TAIL_AT}s"
 _head = struct.Struct(_HEAD_FORMAT).unpack_from
-_tail_fields = struct.Struct(_struct_format(EventHdr, start="family", skip=("_pad0", "_pad1"))).unpack
+_tail_fields = struct.Struct(_struct_format(EventHdr, start="family", skip=("_pad1",))).unpack
 assert _HEAD_FORMAT == "<QQQIIiIBBxx60s" and struct.calcsize(_HEAD_FORMAT) == HDR_SIZE
 _string_at = c.string_at
 _new = object.__new__
@@ -181,8 +181,9 @@ def _peer(family: int, raw: bytes) -> str:
 
 def _tail(raw: bytes) -> tuple[Any, ...]:
     """header bytes from ``family`` to the end -> (family, peer_addr, peer_port, sock_type, comm,
-    local_addr, local_port), in CaptureEvent's order; memoised (bounded) by the raw bytes."""
-    fam, stype, port, addr, comm, lport, laddr = _tail_fields(raw)
+    local_addr, local_port, lost), in CaptureEvent's order; memoised (bounded) by the raw bytes
+    (``lost`` changes only after the kernel lost calls of the socket: a new entry then)."""
+    fam, stype, port, lost, addr, comm, lport, laddr = _tail_fields(raw)
     out = (
         fam,
         _peer(fam, addr) if fam else "",
@@ -191,6 +192,7 @@ def _tail(raw: bytes) -> tuple[Any, ...]:
         _comm(comm),
         _peer(fam, laddr) if lport and fam else "",
         lport,
+        lost,
     )
     if len(_tail_cache) >= _CACHE_MAX:
         _tail_cache.clear()
@@ -218,7 +220,7 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
     # __new__ then __init__ skips type.__call__'s generic path (~10%); __init__ still runs whole.
     e = _new(CaptureEvent)
     _init(e, _KINDS[kind] or _not_a_kind(kind), ts, pid, tid, fd, cg, _DIRS[direction], moved, data,
-          t[0], t[1], t[2], t[3], t[4], t[5], t[6])  # fmt: skip
+          t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])  # fmt: skip
     return e
 
 

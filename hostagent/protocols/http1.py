@@ -144,6 +144,26 @@ class Http1Parser:
         self._req.state = self._resp.state = _DONE
         return out
 
+    def lost(self) -> list[Call]:
+        """Calls of this connection were lost in the kernel (shed under load, counted there)
+        before the bytes that come next. Requests still waiting may have lost their responses: a
+        later response paired with them would give every later span the wrong answer, so they
+        are dropped (counted as unpaired; the kernel counted the calls) and both directions wait
+        for the next message start. A response being read ends here (its status is known)."""
+        out: list[Call] = []
+        resp = self._resp
+        if resp.msg is not None and resp.state != _DONE:
+            self._response_done(resp, out)
+        self.stats.unpaired += len(self._pending)
+        self._pending.clear()
+        self._held.clear()
+        for half in (self._req, resp):
+            if half.state != _DONE:
+                half.state = _SYNC
+                half.buf = b""
+                half.msg = None
+        return out
+
     def buffered(self) -> int:
         """Bytes held between segments (bounded by MAX_HEAD, MAX_LINE and body prefixes)."""
         n = len(self._req.buf) + len(self._resp.buf)

@@ -186,6 +186,19 @@ class MysqlParser:
         self._pending.clear()
         return []
 
+    def lost(self) -> list[Call]:
+        """Calls of this connection were lost in the kernel before the next bytes: commands
+        waiting may have lost their answers (dropped, counted as unpaired, as at close), so that
+        no later answer completes the wrong command; a result set being read is abandoned and
+        both framers start again at the next segment. Prepared statements stay known."""
+        self.close(0)
+        self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
+        self._coldefs = 0
+        self._prep = []
+        self._cl.drop()
+        self._sv.drop()
+        return self._take()
+
     @property
     def role(self) -> Role:
         return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER

@@ -172,6 +172,18 @@ class PostgresParser:
         self._items.clear()
         return []
 
+    def lost(self) -> list[Call]:
+        """Calls of this connection were lost in the kernel before the next bytes: what waits for
+        an answer may have lost it (dropped, counted as unpaired, as at close), so that no later
+        answer completes the wrong statement; both framers start again at the next segment.
+        Prepared statements and portals stay known."""
+        self.close(0)
+        self._req_bytes = 0
+        self._fe.drop()
+        self._be.drop()
+        out, self._out = self._out, []
+        return out
+
     # -- roles -----------------------------------------------------------------------------------
     def _guess_client_dir(self, data: bytes, direction: Direction) -> Optional[Direction]:
         other = Direction.INGRESS if direction == Direction.EGRESS else Direction.EGRESS

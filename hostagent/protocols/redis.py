@@ -146,6 +146,16 @@ class RedisParser:
         self._pending.clear()
         return []
 
+    def lost(self) -> list[Call]:
+        """Calls of this connection were lost in the kernel before the next bytes: commands
+        waiting may have lost their replies (dropped, counted as unpaired, as at close), so that
+        no later reply is paired with the wrong command; both readers start over and resync at
+        the next value they recognise."""
+        self.close(0)
+        self._req = RespReader(requests=True)
+        self._rep = RespReader(requests=False)
+        return self._take()
+
     @property
     def role(self) -> Role:
         return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER

@@ -241,3 +241,20 @@ def test_datagrams_carry_their_own_peer() -> None:
         ("ping from 127.0.0.2:1111", "udp", Endpoint("127.0.0.2", 1111)),
         ("ping from 127.0.0.3:2222", "udp", Endpoint("127.0.0.3", 2222)),
     ]  # fmt: skip
+
+
+def test_calls_lost_in_the_kernel_reset_the_parser_before_the_next_event() -> None:
+    """Request 1's response was shed (the socket's lost count went 0 -> 1): request 2's event says
+    so, and request 2 then pairs with its own response instead of request 1 with it."""
+    req2 = REQ.replace(b"a=1", b"a=2")
+    t, _ = tracker()
+    calls = feed(t, [
+        ev(EventKind.ACCEPT, 10, family=socket.AF_INET, peer_addr="127.0.0.1", peer_port=51000),
+        data(20, IN, REQ),
+        data(40, IN, req2, lost=1),
+        data(50, OUT, RESP, lost=1),
+        ev(EventKind.CLOSE, 60),
+    ])  # fmt: skip
+    assert [(c.attributes["url.query"], c.start_ns, c.end_ns) for c in calls] == [("a=2&b=two", 40, 50)]
+    stats = t.stats()
+    assert (stats["lost_gaps"], stats["parser_unpaired"]) == (1, 1)

@@ -257,6 +257,53 @@ def test_response_without_its_request_is_counted_not_emitted() -> None:
     assert (parser.stats.resyncs, parser.stats.unpaired) == (0, 1)
 
 
+def _cut_resp2(segs: list[Segment]) -> Segment:
+    return Segment(Direction.EGRESS, segs[3].data[:1000], 1000, 4000)  # the rest of its body lost
+
+
+# nginx_keepalive_3: 0 req "/", 1 its response, 2 req "/big.txt", 3 its response (4293 bytes),
+# 4 req "/index.html?page=2", 5 its response. Calls of the connection are lost in the kernel
+# (shed under load); the tracker calls lost() before the next captured segment.
+@pytest.mark.parametrize(
+    ("kept", "expected", "unpaired"),
+    [
+        # response 1 lost: request 1 waits; without lost() it took response 2, and every later
+        # request the response of the one after it
+        ([0, "lost", 2, 3, 4, 5], [("/big.txt", 4000), ("/index.html", 6000)], 1),
+        ([0, 1, "lost", 3, 4, 5], [("/", 2000), ("/index.html", 6000)], 1),  # request 2 lost
+        (["lost", 2, 3, 4, 5], [("/big.txt", 4000), ("/index.html", 6000)], 0),  # from the start
+        ([0, 1, 2, "cut", "lost", 4, 5], [("/", 2000), ("/big.txt", 4000), ("/index.html", 6000)], 0),
+        # lost between request 3 and its response: that may have been response 3 itself (and
+        # this one a later request's), so request 3 is dropped too and its response is unpaired
+        ([0, 1, 2, "lost", 4, "lost", 5], [("/", 2000)], 3),
+    ],
+)
+def test_calls_lost_in_the_kernel_never_pair_a_request_with_another_response(
+    kept: list, expected: list[tuple[str, int]], unpaired: int
+) -> None:
+    segs = segments("nginx_keepalive_3")
+    parser = Http1Parser()
+    calls: list[Call] = []
+    for item in kept:
+        if item == "lost":
+            calls += parser.lost()
+        else:
+            calls += parser.feed(_cut_resp2(segs) if item == "cut" else segs[item])
+    calls += parser.close(CLOSE_TS)
+    assert [(c.attributes["url.path"], c.end_ns) for c in calls] == expected
+    assert all(c.attributes["http.response.status_code"] == 200 for c in calls)
+    assert parser.stats.unpaired == unpaired
+
+
+def test_without_lost_a_lost_response_shifts_every_later_pair() -> None:
+    """What lost() prevents: the parser alone cannot tell that response 1 is missing."""
+    segs = segments("nginx_keepalive_3")
+    calls, _ = run([segs[0], segs[2], segs[3], segs[4], segs[5]])
+    assert [(c.attributes["url.path"], c.start_ns, c.end_ns) for c in calls] == [
+        ("/", 1000, 4000), ("/big.txt", 3000, 6000), ("/index.html", 5000, CLOSE_TS),
+    ]  # fmt: skip
+
+
 def test_garbage_then_http() -> None:
     garbage = Segment(Direction.INGRESS, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" * 20, 220, 500)
     calls, parser = run([garbage, *segments("nginx_get_query")])
