@@ -2,9 +2,11 @@
 
 A client span to 127.0.0.1:8080 should name the service on the other end when that end is on
 this host. ``ListenerMap`` keeps (address, port) -> pid for TCP sockets in LISTEN state, built
-from /proc/net/tcp{,6} (socket inodes) and /proc/*/fd (which pid holds which inode). The fd scan
-is the expensive part, so it is done only for inodes not seen before, by a background thread on a
-timer, or sooner when a lookup missed (rate-limited). Lookups only read a dict: no I/O.
+from the kernel's sock_diag netlink dump of LISTEN sockets (socket inodes; /proc/net/tcp{,6} where
+netlink is not available, or under a test root) and /proc/*/fd (which pid holds which inode). The
+fd scan is done only for inodes not seen before, by a background thread on a timer, or sooner when
+a lookup of a loopback endpoint missed (rate-limited, and once per endpoint per period: a remote
+peer, or a local port nobody listens on, asks nothing). Lookups only read a dict: no I/O.
 
 Wildcard listeners (0.0.0.0, ::) answer only for loopback peers: a peer 10.1.2.3:8080 is another
 host even if something here listens on *:8080. /proc/net is the agent's network namespace, so
@@ -22,6 +24,7 @@ import time
 from typing import Any, Callable, Optional
 
 from hostagent.identity.procfs import ProcFS
+from hostagent.identity.sock_diag import listening_sockets
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,12 @@ class ListenerMap:
         self.refreshes = 0
         self._warm: set[int] = set()  # pids whose service a lookup found missing (bounded)
         self.truncated = 0  # listeners not kept because of max_entries
+        # loopback endpoints whose miss asked for a refresh this period (bounded; see _run)
+        self._asked: set[tuple[str, int]] = set()
+        # Where the LISTEN sockets come from: sock_diag on the live system (its cost does not grow
+        # with the host's connections, /proc/net/tcp's does), the text files under another root.
+        self._listening: Callable[[], dict[int, tuple[str, int]]] = (
+            self._from_sock_diag if procfs.root == "/" else self._from_proc_net)
 
     # --- hot path ----------------------------------------------------------------------------
     def pid_for(self, address: str, port: int) -> Optional[int]:
@@ -104,8 +113,13 @@ class ListenerMap:
             pid = table.get(("0.0.0.0", port)) or table.get(("::", port))
             if pid is None and address == "::1":
                 pid = table.get(("127.0.0.1", port))
-        if pid is None and not self._wake.is_set() and time.monotonic() - self._last_refresh >= self.min_gap:
-            self._wake.set()
+        if pid is None and _is_loopback(address):
+            # a new local server, probably: refresh soon, once per endpoint and period
+            key = (address, port)
+            if (key not in self._asked and len(self._asked) < 4096 and not self._wake.is_set()
+                    and time.monotonic() - self._last_refresh >= self.min_gap):
+                self._asked.add(key)
+                self._wake.set()
         return pid
 
     def snapshot(self) -> dict[tuple[str, int], int]:
@@ -119,9 +133,21 @@ class ListenerMap:
             self._wake.set()
 
     # --- refresh -----------------------------------------------------------------------------
-    def refresh(self) -> None:
+    def _from_proc_net(self) -> dict[int, tuple[str, int]]:
         sockets = parse_listening(self.procfs.net_file("tcp"))
         sockets.update(parse_listening(self.procfs.net_file("tcp6")))
+        return sockets
+
+    def _from_sock_diag(self) -> dict[int, tuple[str, int]]:
+        try:
+            return listening_sockets()
+        except (OSError, ValueError) as e:
+            log.info("sock_diag netlink not available (%s): listeners are read from /proc/net/tcp", e)
+            self._listening = self._from_proc_net
+            return self._from_proc_net()
+
+    def refresh(self) -> None:
+        sockets = self._listening()
         known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets}
         missing = set(sockets) - set(known)
         if missing:
@@ -185,7 +211,8 @@ class ListenerMap:
                 self.refresh()
             except Exception:
                 log.exception("listener map refresh failed")
-            self._wake.wait(self.interval)
+            if not self._wake.wait(self.interval):
+                self._asked.clear()  # the periodic refresh: misses may ask again
             self._wake.clear()
             if self._stop.is_set():
                 return

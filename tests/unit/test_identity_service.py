@@ -281,6 +281,20 @@ def test_parse_listening_real_proc_net_tcp() -> None:
     assert 20065 not in v4  # the connected client
 
 
+def test_only_a_loopback_miss_asks_for_a_refresh_and_once_per_period() -> None:
+    """A remote peer can never be a local listener: its miss must not make the thread re-read
+    the listeners (every client call of a host that calls other hosts would)."""
+    listeners = ListenerMap(ProcFS(str(FIXTURES / "listeners")), min_gap=0.0)
+    listeners.refresh()
+    assert listeners.pid_for("10.1.2.3", 443) is None and not listeners._wake.is_set()
+    assert listeners.pid_for("2001:db8::1", 443) is None and not listeners._wake.is_set()
+    assert listeners.pid_for("127.0.0.1", 18499) is None and listeners._wake.is_set()  # a new server?
+    listeners._wake.clear()
+    listeners.refresh()
+    assert listeners.pid_for("127.0.0.1", 18499) is None and not listeners._wake.is_set()  # asked already
+    assert listeners.pid_for("::1", 18498) is None and listeners._wake.is_set()  # another endpoint
+
+
 def test_listener_map_and_peer_resolver(tree: Path) -> None:
     procfs = ProcFS(str(FIXTURES / "listeners"))
     warmed: list[int] = []
