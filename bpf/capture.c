@@ -1091,36 +1091,34 @@ int sock__enter_close_range(struct tracepoint__syscalls__sys_enter_close_range *
 /* Servers that hand a connection to a child often move it: busybox httpd's child dup2()s the
  * accepted socket to fds 0 and 1 (so do inetd and systemd's Accept=yes), then reads one and
  * writes the other. The copy shares the original's entry, id_fd included, so events name both
- * by the same fd and the tracker sees one connection. One enter program serves all three
- * (oldfd and dup's fildes sit at the same offset). */
-int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
+ * by the same fd and the tracker sees one connection; sock__exit_dup makes it from the fd saved
+ * here. */
+static __always_inline int save_dup(u32 oldfd) {
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
         return 0;
     struct inflight in = {};
     in.op = OP_DUP;
-    in.fd = args->oldfd;
+    in.fd = oldfd;
     save(id, &in);
     return 0;
 }
 
+/* One enter program serves dup, dup2 and dup3 (oldfd and dup's fildes sit at the same offset). */
+int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
+    return save_dup(args->oldfd);
+}
+
 /* fcntl(F_DUPFD / F_DUPFD_CLOEXEC) is a dup() too: CPython's os.dup(), socket.dup() and
- * socket.fromfd() make their copies this way, Go's (*TCPConn).File() and libuv's as well. Every
- * other fcntl command (O_NONBLOCK, locks) returns here after one comparison. */
+ * socket.fromfd() make their copies this way, as does Go's (*TCPConn).File(). Every other fcntl
+ * command (O_NONBLOCK, locks) returns after one comparison. */
 #define F_DUPFD_ 0
 #define F_DUPFD_CLOEXEC_ 1030
 int sock__enter_fcntl(struct tracepoint__syscalls__sys_enter_fcntl *args) {
     u32 cmd = args->cmd;
     if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
         return 0;
-    u64 id = bpf_get_current_pid_tgid();
-    if ((id >> 32) == SELF_TGID)
-        return 0;
-    struct inflight in = {};
-    in.op = OP_DUP;
-    in.fd = args->fd;
-    save(id, &in);
-    return 0;
+    return save_dup(args->fd);
 }
 
 int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
