@@ -35,7 +35,12 @@ log = logging.getLogger("hostagent")
 
 POLL_INTERVAL_S = 0.01  # ring buffer drained every 10 ms (events are submitted without wake-ups)
 STATUS_EVERY_S = 5.0
-STOP_FLUSH_TIMEOUT_S = 10.0
+# Stopping must end well inside the unit's TimeoutStopSec (30 s) even with the collector down, when
+# every export retries with backoff: spans get this long (plus 2 s for an export in flight to be
+# aborted), then the last metric points what is left of STOP_BUDGET_S (at least METRICS_FLUSH_MIN_S).
+STOP_FLUSH_TIMEOUT_S = 8.0
+STOP_BUDGET_S = 14.0
+METRICS_FLUSH_MIN_S = 1.0
 LOSSES_OF_CAPTURE = {
     "parser_truncated": "capture_truncated",  # a message head beyond the captured prefix
     "parser_unpaired": "capture_unpaired",  # a request or response without its counterpart
@@ -238,6 +243,7 @@ class Agent:
     def shutdown(self) -> None:
         self.notifier.stopping()
         log.info("stopping: detaching probes and flushing spans")
+        started = time.monotonic()
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.admin is not None:
@@ -252,14 +258,18 @@ class Agent:
                 self.pipeline.on_call(call)
         if self.queue is not None:
             self.queue.shutdown(STOP_FLUSH_TIMEOUT_S)
+        spans_done = time.monotonic()
         if self.identity is not None:
             self.identity.stop()
         if self.metrics is not None:
-            self.metrics.provider.shutdown()  # exports the last RED points
+            left_s = max(METRICS_FLUSH_MIN_S, STOP_BUDGET_S - (time.monotonic() - started))
+            self.metrics.provider.shutdown(timeout_millis=left_s * 1000)  # exports the last RED points
         drops = self.drops()
         lost = {k: v for k, v in drops.items() if not k.startswith("capture_")}
         partial = {k: v for k, v in drops.items() if k.startswith("capture_")}
-        log.info("stopped; dropped: %s; partly captured: %s", lost or "nothing", partial or "nothing")
+        now = time.monotonic()
+        log.info("stopped; dropped: %s; partly captured: %s; in %.1f s (spans flushed in %.1f s)",
+                 lost or "nothing", partial or "nothing", now - started, spans_done - started)
 
 
 def process_started_at(now_monotonic: float) -> float:

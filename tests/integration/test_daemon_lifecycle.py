@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hostagent.daemon import STOP_BUDGET_S
 from tests.support.agent import REPO, Agent, write_config
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app
@@ -75,6 +76,35 @@ def test_ready_status_and_stopping_with_spans_flushed(tmp_path: Path, app: Serve
     finally:
         agent.stop()
         receiver.stop()
+
+
+def test_stop_with_the_collector_down_ends_well_inside_the_units_stop_timeout(tmp_path: Path, app: Server) -> None:
+    """Spans and metric points waiting for a collector that is down: every export retries with
+    backoff (default exporter timeout, 10 s), and the stop must still end within its budget
+    (daemon.STOP_BUDGET_S plus the detach), far from systemd's TimeoutStopSec=30s, with the loss
+    counted."""
+    receiver = OtlpGrpcReceiver().start()
+    port = receiver.port
+    receiver.stop()
+    # the shipped exporter timeout (the test agents' default is 2 s)
+    agent = Agent(tmp_path, f"http://127.0.0.1:{port}", extra={"exporter": {"timeout_ms": 10000}}).start()
+    try:
+        for i in range(3):
+            curl(f"/never-exported?i={i}")
+        time.sleep(0.5)
+        started = time.monotonic()
+        agent.signal(signal.SIGTERM)
+        assert agent.proc is not None and agent.proc.wait(30) == 0
+        took = time.monotonic() - started
+        stopped = re.search(r"stopped; dropped: (.*); partly captured: .*; in ([\d.]+) s \(spans flushed in "
+                            r"([\d.]+) s\)", agent.log())
+        assert stopped is not None, agent.log()[-2000:]
+        print(f"\nstop with the collector down: {took:.1f} s ({stopped.group(0)})")
+        assert took < 20.0  # 24 s before the budget (each exporter retried for its own 10 s and more)
+        assert float(stopped.group(2)) <= STOP_BUDGET_S + 1.0
+        assert "export_failed" in stopped.group(1) or "export_shutdown" in stopped.group(1)
+    finally:
+        agent.stop()
 
 
 def test_collector_down_then_up(tmp_path: Path, app: Server) -> None:
