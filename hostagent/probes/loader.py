@@ -19,10 +19,12 @@ must not block. ``mute``/``drop_counts`` touch only BPF maps and are safe from o
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -281,10 +283,18 @@ class BpfCapture:
         grp = self._groups.pop(group, None)
         if grp is None:
             return
-        for fd in grp.perf_fds:
-            lib.bpf_close_perf_event_fd(fd)
-        for fd in grp.raw_fds:
-            os.close(fd)
+        # Each close unregisters a tracepoint and waits for an RCU grace period (~70 ms here, 2.3 s
+        # for the socket group one after the other); closed from threads the waits overlap (1.1 s).
+        closes: list[Callable[[], object]] = [
+            *(functools.partial(lib.bpf_close_perf_event_fd, fd) for fd in grp.perf_fds),
+            *(functools.partial(os.close, fd) for fd in grp.raw_fds),
+        ]
+        if len(closes) > 1:
+            with ThreadPoolExecutor(min(len(closes), 32), thread_name_prefix="detach") as pool:
+                list(pool.map(lambda close: close(), closes))
+        else:
+            for close in closes:
+                close()
         for name in grp.funcs:
             fn = self._bpf.funcs.pop(name, None)
             if fn is not None:
