@@ -22,10 +22,11 @@ from hostagent.model import Call, Direction, Segment
 class StreamParser(Protocol):
     """Per-connection decoder. ``feed`` gets each Segment once, in order.
 
-    A parser that pairs requests with responses in order also has ``lost() -> list[Call]``,
-    called when the kernel did not capture some calls of the connection before the next Segment
-    (capture.tracker): it must forget what waits for an answer rather than pair it with a later
-    one. HTTP/2 (stream ids) and DNS (message ids, one datagram each) do not need it."""
+    A parser with state across messages also has ``lost() -> list[Call]``, called when the kernel
+    did not capture some calls of the connection before the next Segment (capture.tracker): one
+    that pairs requests with responses in order must forget what waits for an answer rather than
+    pair it with a later one; HTTP/2 must stop trusting its HPACK tables. DNS (message ids, one
+    datagram each) does not need it."""
 
     def feed(self, segment: Segment) -> list[Call]: ...
 

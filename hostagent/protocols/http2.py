@@ -163,8 +163,33 @@ class Http2Parser:
         out, self._out = self._out, []
         return out
 
+    def lost(self) -> list[Call]:
+        """Calls of this connection were lost in the kernel before the next bytes: each direction's
+        frame reader takes up again at the next plausible frame start, and its HPACK table becomes
+        partly known (entries inserted from then on are known; a reference to an older one drops
+        that field, never a guessed value). Streams are named by their ids, so no answer can
+        complete another stream's call."""
+        self._count("calls_lost")
+        for stream in self._streams.values():
+            # its frames may be among the lost: message counts are unknowable, and if it never
+            # ends it is not reported as the connection's failure (close drops it, counted)
+            stream.frames_lost = True
+            stream.request_messages.count = None
+            stream.response_messages.count = None
+        for side in self._sides.values():
+            side.pending = None  # the preface, if any, may have been among the lost calls
+            side.reader.lose()
+            if side.hpack is None:  # the lost calls may have held this direction's first blocks
+                side.hpack = HeaderBlockDecoder(table_known=False, reference=self._reference_hpack)
+            self._lose_table(side)
+        return []
+
     def close(self, ts_ns: int) -> list[Call]:
-        for sid in list(self._streams):
+        for sid, stream in list(self._streams.items()):
+            if stream.frames_lost:  # its end may have been lost: not a failure we saw
+                del self._streams[sid]
+                self.stats.unpaired += 1
+                continue
             self._finish(sid, ts_ns, "connection_closed", "connection closed before the response ended")
         out, self._out = self._out, []
         return out

@@ -174,6 +174,11 @@ class FrameReader:
             self._skip = need - missing
         return frames, lost
 
+    def lose(self) -> None:
+        """Bytes of this direction went by unseen: drop what is buffered and take up again at the
+        next Segment that starts like a frame header."""
+        self._lose()
+
     def _lose(self) -> None:
         self._buf.clear()
         self._skip = 0

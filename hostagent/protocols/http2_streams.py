@@ -29,6 +29,7 @@ class Stream:
     response: Optional[list[Header]] = None  # final (non-1xx) response headers
     trailers: list[Header] = field(default_factory=list)
     incomplete: bool = False
+    frames_lost: bool = False  # in flight when calls of the connection were lost (Http2Parser.lost)
     request_ended: bool = False
     request_size: int = 0
     response_size: int = 0
