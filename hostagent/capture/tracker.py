@@ -217,7 +217,7 @@ class ConnectionTracker:
         resynchronises); bytes held for detection may be half a message: dropped."""
         self._counters["lost_gaps"] += 1
         state.held = []
-        lost = getattr(state.parser, "lost", None) if state.parser is not None else None
+        lost = getattr(state.parser, "lost", None)  # None too while no parser is chosen
         return lost() if lost is not None else []
 
     def _undetected(self, state: ConnState, segment: Optional[Segment], size: int) -> None:

@@ -19,7 +19,6 @@ must not block. ``mute``/``drop_counts`` touch only BPF maps and are safe from o
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import os
 import time
@@ -285,16 +284,13 @@ class BpfCapture:
             return
         # Each close unregisters a tracepoint and waits for an RCU grace period (~70 ms here, 2.3 s
         # for the socket group one after the other); closed from threads the waits overlap (1.1 s).
-        closes: list[Callable[[], object]] = [
-            *(functools.partial(lib.bpf_close_perf_event_fd, fd) for fd in grp.perf_fds),
-            *(functools.partial(os.close, fd) for fd in grp.raw_fds),
-        ]
-        if len(closes) > 1:
-            with ThreadPoolExecutor(min(len(closes), 32), thread_name_prefix="detach") as pool:
-                list(pool.map(lambda close: close(), closes))
-        else:
-            for close in closes:
-                close()
+        fds = len(grp.perf_fds) + len(grp.raw_fds)
+        if fds:
+            with ThreadPoolExecutor(min(fds, 32), thread_name_prefix="detach") as pool:
+                perf = pool.map(lib.bpf_close_perf_event_fd, grp.perf_fds)  # both submitted at once
+                raw = pool.map(os.close, grp.raw_fds)
+                for results in (perf, raw):
+                    list(results)  # an error in a close is raised here, as before
         for name in grp.funcs:
             fn = self._bpf.funcs.pop(name, None)
             if fn is not None:
