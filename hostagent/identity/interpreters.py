@@ -26,6 +26,9 @@ _RUNTIME_BY_KIND = {
     "php": "php",
 }
 _MULTICALL = frozenset({"busybox", "toybox"})
+# A name as typed on a command line: no path, no spaces, no "postgres: checkpointer" rewrite.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+COMM_LEN = 15  # the kernel keeps the first 15 bytes of the name execve() was given (TASK_COMM_LEN)
 
 # Options that consume the next argument, per interpreter (the script is the first argument
 # that is neither an option nor an option's value).
@@ -119,6 +122,10 @@ def program_name(exe: str, cmdline: tuple[str, ...], comm: str = "") -> str:
     if exe_name in _MULTICALL and argv0 and argv0 not in _MULTICALL:
         return argv0
     kind = interpreter_kind(exe_name)
+    if kind is None and cmdline:
+        called = _called_as(cmdline[0])
+        if _started_through_link(exe_name, called, comm):
+            return called
     args = cmdline[1:]
     name: Optional[str] = None
     if kind in ("python", "pypy"):
@@ -134,6 +141,22 @@ def program_name(exe: str, cmdline: tuple[str, ...], comm: str = "") -> str:
     elif kind == "php":
         name = _script_name(args, _PHP_ARG_OPTS, ("-r", "-S"))
     return name or exe_name or comm
+
+
+def _called_as(argv0: str) -> str:
+    """The program name in argv[0], also after a process retitled itself: redis writes
+    ``redis-server 127.0.0.1:6379`` there, nginx ``nginx: worker process``."""
+    return os.path.basename(argv0.split(" ", 1)[0]).rstrip(":")
+
+
+def _started_through_link(exe_name: str, called: str, comm: str) -> bool:
+    """Started as ``called``, a link to ``exe_name``: Debian's ``redis-server`` is a link to
+    ``redis-check-rdb`` (one binary that acts on the name it was called by), ``mysql`` one to
+    ``mariadb``. /proc/PID/exe names the link's target, but the kernel names the task (comm)
+    after the path execve() was given, as argv[0] usually does: when both say the same other
+    name, that is the name the program was started by, and goes by (ps, systemd, the logs)."""
+    return (bool(called) and bool(comm) and called != exe_name and comm == called[:COMM_LEN]
+            and comm != exe_name[:COMM_LEN] and _PLAIN_NAME.match(called) is not None)
 
 
 # --- Go binaries -------------------------------------------------------------------------------

@@ -176,6 +176,30 @@ def test_program_name(exe: str, argv: tuple[str, ...], name: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("exe", "argv", "comm", "name"),
+    [
+        # Debian: /usr/bin/redis-server -> redis-check-rdb; redis retitles argv[0]
+        ("/usr/bin/redis-check-rdb", ("redis-server 127.0.0.1:6379", "", ""), "redis-server", "redis-server"),
+        ("/usr/bin/redis-check-rdb", ("redis-check-rdb", "dump.rdb"), "redis-check-rd", "redis-check-rdb"),
+        ("/usr/bin/mariadb", ("mysql", "-h", "db"), "mysql", "mysql"),
+        # a name longer than the kernel keeps for comm (15 bytes)
+        ("/opt/bin/payments-v2", ("/usr/local/bin/payments-gateway", "--port", "80"), "payments-gatewa",
+         "payments-gateway"),
+        # not a link: the task renamed itself, or argv[0] was rewritten to something else
+        ("/usr/sbin/nginx", ("nginx: worker process",), "nginx", "nginx"),
+        ("/usr/lib/postgresql/15/bin/postgres", ("postgres: checkpointer ",), "postgres", "postgres"),
+        ("/usr/bin/app", ("app",), "worker-3", "app"),
+        ("/usr/bin/app", ("other",), "worker-3", "app"),
+        # interpreters keep their own rules (python3 -> python3.11 is a link too)
+        ("/usr/bin/python3.11", ("python3", "manage.py"), "python3", "manage.py"),
+        ("/usr/bin/python3.11", ("python3", "-c", "1"), "python3", "python3.11"),
+    ],
+)
+def test_program_name_started_through_a_link(exe: str, argv: tuple[str, ...], comm: str, name: str) -> None:
+    assert program_name(exe, argv, comm) == name
+
+
+@pytest.mark.parametrize(
     ("exe_name", "runtime"),
     [
         ("python3.11", "cpython"),
