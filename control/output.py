@@ -118,6 +118,8 @@ def layering_text(ly: Any) -> str:
             f"requests forwarded:  {ly.requests_forwarded}",
             f"hold overflow:       {ly.hold_overflow}",
             f"linked:              {ly.thread_links} same-thread, {ly.peer_links} client->server",
+            # a collector on this host: its side of the agent's own exports is not traced
+            f"own exports seen:    {ly.counters.get('agent_export_calls', 0)} (not traced)",
         ]
     )
 

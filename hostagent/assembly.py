@@ -21,6 +21,7 @@ from hostagent.config import Config
 from hostagent.export.console import ConsoleExporter
 from hostagent.export.otlp import make_otlp_exporter
 from hostagent.export.queue import ExportQueue
+from hostagent.identity.own_sockets import OwnConnections
 from hostagent.kernel.background import BackgroundCompile
 from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
@@ -316,6 +317,8 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
         redaction_key=redaction_key,
         pii_counters=pii,
         linker=layering,
+        # a collector on this host receiving the agent's exports: their spans are left out
+        own=OwnConnections() if config.exporter.endpoint else None,
     )
     layering.start()
     bpf.on_event = pipeline.on_event  # read at every poll; nothing polls before start() attaches

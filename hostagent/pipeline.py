@@ -72,6 +72,7 @@ class Pipeline:
         pii_counters: Optional[PiiCounters] = None,
         observers: tuple[Observer, ...] = (),
         linker: Optional[Any] = None,
+        own: Optional[Any] = None,
     ) -> None:
         self.settings = settings
         self.tracker = tracker
@@ -86,6 +87,9 @@ class Pipeline:
         # hostagent.receiver.wiring.Layering: trace linking and SDK enrichment before the queue;
         # each span it emits passes through after_link (sampling, observers) first
         self.linker = linker
+        # identity.own_sockets.OwnConnections: a local collector's side of the agent's own exports
+        self.own = own
+        self.own_traffic = 0  # such server calls, left out: not the apps' traffic, not a loss
         if linker is not None:
             linker.set_gate(self.after_link)
         self.events = 0
@@ -141,6 +145,10 @@ class Pipeline:
         _, redactor, sampler, may_drop = policy
         service = None
         conn = call.conn
+        own = self.own
+        if own is not None and call.role == _SERVER and conn is not None and _from_agent(own, conn):
+            self.own_traffic += 1
+            return
         attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:
             service = self.identity.service_for(conn.pid, conn.comm)
@@ -196,3 +204,10 @@ class Pipeline:
         for observe in self.observers:
             observe(call, span)
         return True
+
+
+def _from_agent(own: Any, conn: Any) -> bool:
+    """The agent's own export reaching a collector on this host: its spans would be exported in
+    turn, each export making the next one's (a loop, even on an idle host)."""
+    peer, local = conn.peer, conn.local
+    return peer is not None and local is not None and bool(own.is_own(peer.address, peer.port, local.port))

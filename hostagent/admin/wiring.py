@@ -67,20 +67,23 @@ class AgentStatusProvider:
             exporter_last_error=last_error,
             redacted=pipeline.pii.snapshot() if hasattr(pipeline, "pii") else {},
             healthy=bool(agent.alive()),
-            layering=layering_status(getattr(getattr(agent, "queue", None), "layering", None)),
+            layering=layering_status(getattr(getattr(agent, "queue", None), "layering", None),
+                                     own_traffic=int(getattr(pipeline, "own_traffic", 0))),
         )
 
 
-def layering_status(layering: Any) -> LayeringStatus:
-    """From hostagent.receiver.wiring.Layering (the QueueSink's ``layering``), or empty without one."""
+def layering_status(layering: Any, own_traffic: int = 0) -> LayeringStatus:
+    """From hostagent.receiver.wiring.Layering (the QueueSink's ``layering``), or empty without one;
+    ``own_traffic``: server calls of a local collector receiving the agent's own exports (Pipeline)."""
+    own = {"agent_export_calls": own_traffic} if own_traffic else {}
     if layering is None:
-        return LayeringStatus()
+        return LayeringStatus(counters=own)
     held = layering.held() if hasattr(layering, "held") else {}
     linker = getattr(layering, "linker", None)
     return LayeringStatus(
         receiver_enabled=getattr(layering, "sdk", None) is not None,
         linking_enabled=bool(getattr(linker, "enabled", False)),
-        counters={k: int(v) for k, v in layering.counters().items()},
+        counters={**{k: int(v) for k, v in layering.counters().items()}, **own},
         held_sdk_spans=int(held.get("sdk_spans", 0)),
         held_agent_spans=int(held.get("agent_spans", 0)),
     )

@@ -1,0 +1,88 @@
+"""The agent's own TCP connections, to tell its exports apart when a collector on this host
+receives them.
+
+The kernel programs skip the agent's own calls, but not the other end of them: a collector on the
+same host (the usual place for one) answers every export on a socket of its own, and the spans of
+those calls, exported in turn, made the next export's: a loop that never ended, one span per export
+interval even on an idle host. A server call whose peer is one of the agent's own sockets, on the
+port that socket talks to, is the agent's traffic and is left out (counted).
+
+``own_endpoints`` lists this process's TCP sockets (a few dozen fds, read on demand);
+``OwnConnections.is_own`` answers per server call from a set, re-reading on a miss at most once per
+``min_refresh_s`` (an exporter connects once and keeps its connection).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable
+
+# (local address, local port, remote port) of one of the agent's TCP sockets: from a collector's
+# side, the (peer address, peer port, local port) of a call the agent made to it.
+OwnKey = tuple[str, int, int]
+
+
+def _address(raw: str) -> str:
+    """As the decoder gives peers (hostagent.probes.events.peer_str): ``::ffff:a.b.c.d`` -> a.b.c.d."""
+    if raw.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(raw).ipv4_mapped
+        except ValueError:
+            return raw
+        return str(mapped) if mapped is not None else raw
+    return raw
+
+
+def own_endpoints(fd_dir: str = "/proc/self/fd") -> set[OwnKey]:
+    """(local address, local port, remote port) of this process's connected TCP sockets. Each is
+    looked at through a duplicate of its fd (closed here), so the agent's own sockets are never
+    touched; an fd closed or reused meanwhile is skipped."""
+    out: set[OwnKey] = set()
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            if not os.readlink(f"{fd_dir}/{name}").startswith("socket:["):
+                continue
+            copy = os.dup(int(name))
+        except (OSError, ValueError):
+            continue
+        try:
+            with socket.socket(fileno=copy) as sock:  # family and type read from the socket
+                if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+                    continue
+                local, remote = sock.getsockname(), sock.getpeername()
+        except OSError:  # not connected (a listener), or not a socket any more
+            continue
+        out.add((_address(local[0]), int(local[1]), int(remote[1])))
+    return out
+
+
+class OwnConnections:
+    """Is a server call's peer one of the agent's own sockets? Called by the pipeline thread only."""
+
+    def __init__(self, endpoints: Callable[[], set[OwnKey]] = own_endpoints,
+                 clock: Callable[[], float] = time.monotonic, min_refresh_s: float = 1.0) -> None:
+        self._endpoints = endpoints
+        self._clock = clock
+        self._min_refresh_s = min_refresh_s
+        self._own: set[OwnKey] = set()
+        self._read_at = float("-inf")
+        self.refreshes = 0
+
+    def is_own(self, peer_address: str, peer_port: int, local_port: int) -> bool:
+        key = (peer_address, peer_port, local_port)
+        if key in self._own:
+            return True
+        now = self._clock()
+        if now - self._read_at < self._min_refresh_s:
+            return False
+        self._read_at = now
+        self._own = self._endpoints()
+        self.refreshes += 1
+        return key in self._own

@@ -1,0 +1,138 @@
+"""The agent's own connections: a local collector's side of the agent's exports is left out.
+
+``own_endpoints`` on real sockets of this process (loopback); ``OwnConnections`` with a fake clock;
+the real Pipeline dropping (and counting) the server calls whose peer is one of ours.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+
+from hostagent.identity.own_sockets import OwnConnections, OwnKey, own_endpoints
+from hostagent.model import Call, Connection, Endpoint, Role
+from hostagent.pipeline import Pipeline
+from hostagent.settings import RuntimeSettings, SettingsHolder
+from hostagent.traces.clock import MonotonicToUnix
+from hostagent.traces.spans import SpanBuilder
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    yield listener, client, accepted
+    for s in (client, accepted, listener):
+        s.close()
+
+
+def test_own_endpoints_lists_connected_tcp_sockets_and_leaves_them_working(tcp_pair) -> None:
+    listener, client, accepted = tcp_pair
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.connect(("127.0.0.1", 9))
+    try:
+        own = own_endpoints()
+        c_addr, c_port = client.getsockname()
+        s_port = listener.getsockname()[1]
+        assert (c_addr, c_port, s_port) in own  # the client end: what a collector sees as its peer
+        assert ("127.0.0.1", s_port, c_port) in own  # the accepted end
+        assert all(port != udp.getsockname()[1] for _, port, _ in own)  # datagram sockets: not calls
+        assert all(local != s_port or remote != 0 for _, local, remote in own)  # a listener has no peer
+        # looked at through duplicates: the sockets themselves still work (and are still open)
+        client.sendall(b"ping")
+        assert accepted.recv(4) == b"ping"
+        assert own_endpoints() == own
+    finally:
+        udp.close()
+
+
+def test_own_endpoints_of_an_ipv6_socket_talking_ipv4_gives_the_ipv4_address() -> None:
+    listener = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+    client = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        client.connect(("::ffff:127.0.0.1", listener.getsockname()[1]))
+        assert ("127.0.0.1", client.getsockname()[1], listener.getsockname()[1]) in own_endpoints()
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_own_endpoints_without_the_fd_directory_is_empty(tmp_path) -> None:
+    assert own_endpoints(str(tmp_path / "missing")) == set()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_miss_reads_the_sockets_again_at_most_once_per_period() -> None:
+    clock = Clock()
+    reads: list[float] = []
+    current: set[OwnKey] = set()
+
+    def endpoints() -> set[OwnKey]:
+        reads.append(clock.now)
+        return set(current)
+
+    own = OwnConnections(endpoints, clock, min_refresh_s=1.0)
+    assert own.is_own("127.0.0.1", 40001, 4317) is False  # first miss: read (nothing yet)
+    current.add(("127.0.0.1", 40001, 4317))  # the exporter connects
+    clock.now += 0.5
+    assert own.is_own("127.0.0.1", 40001, 4317) is False  # within the period: not read again
+    clock.now += 0.6
+    assert own.is_own("127.0.0.1", 40001, 4317) is True  # read again
+    assert own.is_own("127.0.0.1", 40001, 4317) is True  # a hit: no read
+    assert own.is_own("127.0.0.1", 40001, 4318) is False  # same peer, another port: not ours
+    assert own.is_own("127.0.0.2", 40001, 4317) is False
+    assert reads == [100.0, 101.1] and own.refreshes == 2
+
+
+COLLECTOR_PORT = 4317
+AGENT_PORT = 40001
+
+
+class Exported:
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def enqueue(self, span: ReadableSpan) -> bool:
+        self.spans.append(span)
+        return True
+
+
+class NoTracker:
+    def handle(self, event: object) -> list[Call]:
+        return []
+
+
+def export_call(role: Role, peer: Endpoint, local: Endpoint) -> Call:
+    attrs = {"rpc.system.name": "grpc", "rpc.method": "opentelemetry.proto.collector.trace.v1.TraceService/Export"}
+    return Call(protocol="grpc", role=role, start_ns=1_000, end_ns=2_000, name=str(attrs["rpc.method"]),
+                attributes=attrs, conn=Connection(pid=300, tid=300, fd=7, peer=peer, local=local))
+
+
+def test_the_pipeline_leaves_out_a_collectors_side_of_the_agents_exports() -> None:
+    exported = Exported()
+    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
+    own = OwnConnections(lambda: {("127.0.0.1", AGENT_PORT, COLLECTOR_PORT)}, Clock())
+    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http2"}))), NoTracker(), builder.build,
+                    exported, own=own)
+    collector = Endpoint("127.0.0.1", COLLECTOR_PORT)
+    pipe.on_call(export_call(Role.SERVER, Endpoint("127.0.0.1", AGENT_PORT), collector))  # the agent's export
+    pipe.on_call(export_call(Role.SERVER, Endpoint("127.0.0.1", 40002), collector))  # an app's SDK exporting
+    pipe.on_call(export_call(Role.CLIENT, Endpoint("127.0.0.1", AGENT_PORT), collector))  # a client: never ours
+    assert pipe.own_traffic == 1
+    assert [(s.kind.name, s.attributes.get("rpc.method")) for s in exported.spans] == [
+        ("SERVER", "opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+        ("CLIENT", "opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+    ]
+    assert pipe.spans == 2 and not pipe.dropped
