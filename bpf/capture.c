@@ -149,6 +149,12 @@ struct accepted_key {
     u32 _pad;
 };
 
+/* Both ends of a connection as inet_sock_set_state reported them at ESTABLISHED. */
+struct conn_ends {
+    struct endpoint local;
+    struct endpoint peer;
+};
+
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
  * length that are each only known to the verifier as <= MAX_PAYLOAD. */
 struct scratch {
@@ -182,6 +188,11 @@ BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for th
 BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
 BPF_TABLE("lru_hash", struct accepted_key, struct endpoint, accepted, 16384);
+/* Listener ports (host order) whose accept() named no peer (libuv, so Node.js, passes NULL): for
+ * their connections the handshake's two ends are kept by the socket's address (ends_by_sk) until
+ * the first data call on the socket layer, which has that address, fills the entry in. */
+BPF_TABLE("lru_hash", u16, u8, anonymous_accept, 1024);
+BPF_TABLE("lru_hash", u64, struct conn_ends, ends_by_sk, 16384);
 /* When a TCP send began (tcp:tcp_sendmsg_locked, kernel >= 6.12), per thread: sock_send_length
  * fires when the call returns, and on loopback the reader can return before that, so the bytes
  * are stamped at the send's start as the syscall programs do (a server span ends before its
@@ -941,8 +952,14 @@ static __always_inline int exit_accept(long ret) {
         }
     }
     if (listener) {
-        if (!fam)
+        if (!fam) {
             fam = listener->family;  /* accept(fd, NULL, NULL) on a listener we know */
+            u16 lport = listener->local_port;
+            u8 yes = 1;
+            /* its next connections' peers come from the handshake (sock_data, ends_by_sk) */
+            if (lport && !anonymous_accept.lookup(&lport))
+                anonymous_accept.update(&lport, &yes);
+        }
         if (!si.local_port) {
             /* what bind() named: a wildcard address gives the port only */
             si.local_port = listener->local_port;
@@ -1256,7 +1273,18 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
             __builtin_memcpy(k.addr, args->daddr_v6, 16);
         k.port = args->dport;
         k.family = fam;
-        accepted.update(&k, &local);
+        u16 lport = local.port;
+        if (anonymous_accept.lookup(&lport)) {
+            /* accept() will not name the peer: its first data call takes both ends by sk */
+            struct conn_ends e = {};
+            __builtin_memcpy(&e.local, &local, sizeof(local));
+            __builtin_memcpy(e.peer.addr, k.addr, sizeof(e.peer.addr));
+            e.peer.port = k.port;
+            e.peer.family = fam;
+            ends_by_sk.update(&sk, &e);
+        } else {
+            accepted.update(&k, &local);
+        }
     }
     return 0;
 }
@@ -1342,6 +1370,21 @@ int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
     return 0;
 }
 
+/* A stream socket whose peer accept() did not name: the two ends its handshake reported, kept
+ * under the socket's address (sock__set_state, listeners in anonymous_accept), once. */
+static __always_inline void ends_from_handshake(u64 sk, struct sock_info *si) {
+    struct conn_ends *e = ends_by_sk.lookup(&sk);
+    if (!e)
+        return;
+    si->peer_port = e->peer.port;
+    __builtin_memcpy(si->peer_addr, e->peer.addr, sizeof(si->peer_addr));
+    if (!si->local_port) {
+        si->local_port = e->local.port;
+        __builtin_memcpy(si->local_addr, e->local.addr, sizeof(si->local_addr));
+    }
+    ends_by_sk.delete(&sk);
+}
+
 static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
@@ -1383,6 +1426,8 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
     struct sock_info *si = data_socket(tgid, a.fd);
     if (!si)
         return 0;
+    if (!si->peer_port && si->sock_type == SOCK_STREAM_)
+        ends_from_handshake(sk, si);
     if (dir == DIR_INGRESS && si->sock_type == SOCK_DGRAM_ && (a.op == OP_RECVFROM || a.op == OP_RECVMSG)) {
         /* A datagram's sender reaches the caller's sockaddr only after this tracepoint: the
          * syscall's exit program (attached for these two) emits the event, as on the syscall

@@ -88,6 +88,9 @@ class ConnectionTracker:
             conns.move_to_end(key)
             if state.local is None and event.local_port:
                 state.local = new_endpoint(event.local_addr, event.local_port)
+            if state.peer is None and event.peer_port and state.transport == "tcp":
+                # accept() named no peer (libuv): the kernel learnt it from the handshake
+                state.peer = new_endpoint(event.peer_addr, event.peer_port)
         phase = state.phase
         if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
             return []
@@ -274,7 +277,8 @@ class ConnectionTracker:
             self._unindex(victim)
             _add_parser_stats(self._closed_parser_stats, victim)
             self._counters["evicted"] += 1
-        peer = new_endpoint(event.peer_addr, event.peer_port) if event.peer_addr else None
+        # port 0: no peer known (accept(fd, NULL, NULL), an unconnected datagram socket)
+        peer = new_endpoint(event.peer_addr, event.peer_port) if event.peer_addr and event.peer_port else None
         local = new_endpoint(event.local_addr, event.local_port) if event.local_port else None
         pid = event.pid
         state = ConnState(

@@ -311,11 +311,14 @@ class LocalLinker:
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod
     def _server_port(call: Call) -> int:
-        port = call.attributes.get("server.port")
-        if isinstance(port, int):
-            return port
+        """The port the server call was received on (what its client connected to); the Host
+        header's port only when the socket's own end is not known: behind a proxy the header
+        names the proxy's upstream (``Host: back`` -> 80) or the original host."""
         local = call.conn.local if call.conn is not None else None
-        return local.port if local is not None else 0
+        if local is not None and local.port:
+            return local.port
+        port = call.attributes.get("server.port")
+        return port if isinstance(port, int) else 0
 
     def _server_key(self, call: Call) -> tuple[Any, ...]:
         return (self._server_port(call), *_request_of(call))

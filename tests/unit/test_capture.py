@@ -78,6 +78,29 @@ def test_server_connection_accept_data_close() -> None:
     )
 
 
+def test_a_peer_accept_did_not_name_comes_with_the_data() -> None:
+    """accept(fd, NULL, NULL) (libuv): the ACCEPT event has the listener's family and no peer (the
+    decoder gives 0.0.0.0 / 0); the kernel learns the peer from the handshake and the data events
+    carry it. Never a 0.0.0.0 peer; the peer once known."""
+    t, _ = tracker()
+    calls = feed(t, [
+        ev(EventKind.ACCEPT, 10, family=socket.AF_INET, peer_addr="0.0.0.0", peer_port=0, local_addr="127.0.0.1",
+           local_port=8080),
+        data(20, IN, REQ, peer_addr="127.0.0.1", peer_port=51000, local_addr="127.0.0.1", local_port=8080),
+        data(30, OUT, RESP, peer_addr="127.0.0.1", peer_port=51000, local_addr="127.0.0.1", local_port=8080),
+        data(40, IN, REQ, peer_addr="127.0.0.1", peer_port=51000),  # the next request, same peer
+        data(50, OUT, RESP, peer_addr="127.0.0.1", peer_port=51000),
+    ])  # fmt: skip
+    assert [c.conn.peer for c in calls if c.conn is not None] == [Endpoint("127.0.0.1", 51000)] * 2
+    # never known (the syscall data path): no peer rather than 0.0.0.0:0
+    t, _ = tracker()
+    calls = feed(t, [
+        ev(EventKind.ACCEPT, 10, family=socket.AF_INET, peer_addr="0.0.0.0", peer_port=0),
+        data(20, IN, REQ, peer_addr="0.0.0.0"), data(30, OUT, RESP, peer_addr="0.0.0.0"),
+    ])  # fmt: skip
+    assert len(calls) == 1 and calls[0].conn is not None and calls[0].conn.peer is None
+
+
 def test_client_connection_tid_is_the_writer() -> None:
     t, _ = tracker()
     calls = feed(t, [

@@ -6,6 +6,7 @@ spans by the real SpanBuilder. Times in ms for reading: ``ms(5)`` is 5 ms after 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Optional
 
 import pytest
@@ -220,6 +221,23 @@ def test_a_client_whose_own_port_is_unknown_still_links_by_server_port() -> None
     server = on_conn(Role.SERVER, 200, 201, 2, 3, 50001)
     client = http(Role.CLIENT, 400, 400, 1, 4, B_PORT)  # no local end: matched by port + request
     offer(lk, client)  # the rarer order: the client first, then the server finds it among the port's
+    offer(lk, server)
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 1
+    emitted = {id(call): span for call, span in out}
+    assert ids(emitted[id(server)])[2] == ids(emitted[id(client)])[1]
+
+
+def test_matching_by_port_uses_the_port_the_server_received_on_not_the_host_header() -> None:
+    """Behind a proxy the Host header names the upstream (``Host: back`` -> server.port 80) or
+    the original host: the client connected to the server's own port, which is what matches (the
+    client first, its own port unknown: the server looks among the clients of its port)."""
+    lk, out, _ = linker()
+    server = replace(on_conn(Role.SERVER, 200, 201, 2, 3, 50001), attributes={
+        "http.request.method": "GET", "url.path": "/x", "server.port": 80})
+    client = replace(http(Role.CLIENT, 400, 400, 1, 4, B_PORT), attributes={
+        "http.request.method": "GET", "url.path": "/x", "server.port": 80})  # no local end: by port
+    offer(lk, client)
     offer(lk, server)
     lk.flush_all()
     assert lk.counters["peer_links"] == 1
