@@ -155,6 +155,12 @@ struct conn_ends {
     struct endpoint peer;
 };
 
+/* Value of accepted: the local end the connection reached, and the socket's address (opaque). */
+struct accepted_end {
+    struct endpoint local;
+    u64 sk;
+};
+
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
  * length that are each only known to the verifier as <= MAX_PAYLOAD. */
 struct scratch {
@@ -187,11 +193,11 @@ BPF_TABLE("lru_hash", u32, struct fork_link, fork_link, 16384);/* child pid -> i
 BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for the stack */
 BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
-BPF_TABLE("lru_hash", struct accepted_key, struct endpoint, accepted, 16384);
-/* Listener ports (host order) whose accept() named no peer (libuv, so Node.js, passes NULL): for
- * their connections the handshake's two ends are kept by the socket's address (ends_by_sk) until
- * the first data call on the socket layer, which has that address, fills the entry in. */
-BPF_TABLE("lru_hash", u16, u8, anonymous_accept, 1024);
+BPF_TABLE("lru_hash", struct accepted_key, struct accepted_end, accepted, 16384);
+/* The same connections' two ends by the socket's address, for an accept() that names no peer
+ * (libuv, so every Node.js server, passes NULL): the first data call on the socket layer, which
+ * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
+ * deletes it (the address is in its accepted entry). */
 BPF_TABLE("lru_hash", u64, struct conn_ends, ends_by_sk, 16384);
 /* When a TCP send began (tcp:tcp_sendmsg_locked, kernel >= 6.12), per thread: sock_send_length
  * fires when the call returns, and on loopback the reader can return before that, so the bytes
@@ -944,22 +950,18 @@ static __always_inline int exit_accept(long ret) {
         __builtin_memcpy(k.addr, h->peer_addr, sizeof(k.addr));
         k.port = h->peer_port;
         k.family = fam;
-        struct endpoint *e = accepted.lookup(&k);
+        struct accepted_end *e = accepted.lookup(&k);
         if (e) {
-            si.local_port = e->port;
-            __builtin_memcpy(si.local_addr, e->addr, sizeof(si.local_addr));
+            si.local_port = e->local.port;
+            __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
+            u64 sk = e->sk;
+            ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
             accepted.delete(&k);
         }
     }
     if (listener) {
-        if (!fam) {
-            fam = listener->family;  /* accept(fd, NULL, NULL) on a listener we know */
-            u16 lport = listener->local_port;
-            u8 yes = 1;
-            /* its next connections' peers come from the handshake (sock_data, ends_by_sk) */
-            if (lport && !anonymous_accept.lookup(&lport))
-                anonymous_accept.update(&lport, &yes);
-        }
+        if (!fam)
+            fam = listener->family;  /* accept(fd, NULL, NULL): the peer comes with the data */
         if (!si.local_port) {
             /* what bind() named: a wildcard address gives the port only */
             si.local_port = listener->local_port;
@@ -1273,18 +1275,16 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
             __builtin_memcpy(k.addr, args->daddr_v6, 16);
         k.port = args->dport;
         k.family = fam;
-        u16 lport = local.port;
-        if (anonymous_accept.lookup(&lport)) {
-            /* accept() will not name the peer: its first data call takes both ends by sk */
-            struct conn_ends e = {};
-            __builtin_memcpy(&e.local, &local, sizeof(local));
-            __builtin_memcpy(e.peer.addr, k.addr, sizeof(e.peer.addr));
-            e.peer.port = k.port;
-            e.peer.family = fam;
-            ends_by_sk.update(&sk, &e);
-        } else {
-            accepted.update(&k, &local);
-        }
+        struct accepted_end a = {};
+        __builtin_memcpy(&a.local, &local, sizeof(local));
+        a.sk = sk;
+        accepted.update(&k, &a);
+        struct conn_ends e = {};  /* for an accept() that will not name the peer */
+        __builtin_memcpy(&e.local, &local, sizeof(local));
+        __builtin_memcpy(e.peer.addr, k.addr, sizeof(e.peer.addr));
+        e.peer.port = k.port;
+        e.peer.family = fam;
+        ends_by_sk.update(&sk, &e);
     }
     return 0;
 }
@@ -1371,7 +1371,7 @@ int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
 }
 
 /* A stream socket whose peer accept() did not name: the two ends its handshake reported, kept
- * under the socket's address (sock__set_state, listeners in anonymous_accept), once. */
+ * under the socket's address (sock__set_state), once. */
 static __always_inline void ends_from_handshake(u64 sk, struct sock_info *si) {
     struct conn_ends *e = ends_by_sk.lookup(&sk);
     if (!e)
@@ -1382,6 +1382,11 @@ static __always_inline void ends_from_handshake(u64 sk, struct sock_info *si) {
         si->local_port = e->local.port;
         __builtin_memcpy(si->local_addr, e->local.addr, sizeof(si->local_addr));
     }
+    struct accepted_key k = {};  /* what accept() would have taken, had it named the peer */
+    __builtin_memcpy(k.addr, e->peer.addr, sizeof(k.addr));
+    k.port = e->peer.port;
+    k.family = e->peer.family;
+    accepted.delete(&k);
     ends_by_sk.delete(&sk);
 }
 
