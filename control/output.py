@@ -118,8 +118,10 @@ def layering_text(ly: Any) -> str:
             f"requests forwarded:  {ly.requests_forwarded}",
             f"hold overflow:       {ly.hold_overflow}",
             f"linked:              {ly.thread_links} same-thread, {ly.peer_links} client->server",
-            # a collector on this host: its side of the agent's own exports is not traced
-            f"own exports seen:    {ly.counters.get('agent_export_calls', 0)} (not traced)",
+            # telemetry exports (OTLP, Jaeger, Zipkin) and a local collector's side of the agent's
+            # own: not traced ([capture] telemetry_calls)
+            f"telemetry calls:     {ly.counters.get('telemetry_calls', 0)} + "
+            f"{ly.counters.get('agent_export_calls', 0)} of the agent's own exports (not traced)",
         ]
     )
 

@@ -319,6 +319,7 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
         linker=layering,
         # a collector on this host receiving the agent's exports: their spans are left out
         own=OwnConnections() if config.exporter.endpoint else None,
+        trace_telemetry=config.capture.telemetry_calls,
     )
     layering.start()
     bpf.on_event = pipeline.on_event  # read at every poll; nothing polls before start() attaches

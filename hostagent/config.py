@@ -114,6 +114,9 @@ class CaptureConfig:
     # client -> server links between local processes; spans wait at most link_hold_ms for them.
     link_traces: bool = True
     link_hold_ms: int = 1500
+    # Trace the calls that carry telemetry (OTLP, Jaeger, Zipkin exports): off, as OpenTelemetry
+    # SDKs leave their own exporters untraced; on a host with a collector they would feed back.
+    telemetry_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,6 +353,7 @@ def _capture(r: _Reader) -> CaptureConfig:
         overrides=tuple(_capture_override(r, i, raw) for i, raw in enumerate(overrides)),
         link_traces=r.boolean("link_traces", True),
         link_hold_ms=r.integer("link_hold_ms", 1500, 0, 60_000),
+        telemetry_calls=r.boolean("telemetry_calls", False),
     )
 
 

@@ -232,6 +232,8 @@ class Agent:
 
             log.info("cpu priority: %s", set_nice(config.agent.nice))
         self.config = config
+        if self.pipeline is not None:
+            self.pipeline.trace_telemetry = config.capture.telemetry_calls
         base = settings_from_config(config)
         if self.admin is not None and hasattr(self.admin, "reapply_persisted"):
             base = self.admin.reapply_persisted(base)

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from hostagent.model import Call, CaptureEvent, EventKind, Role
 from hostagent.policy.redaction import PiiCounters, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
+from hostagent.policy.telemetry import is_telemetry_call
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
@@ -73,6 +74,7 @@ class Pipeline:
         observers: tuple[Observer, ...] = (),
         linker: Optional[Any] = None,
         own: Optional[Any] = None,
+        trace_telemetry: bool = False,
     ) -> None:
         self.settings = settings
         self.tracker = tracker
@@ -90,6 +92,8 @@ class Pipeline:
         # identity.own_sockets.OwnConnections: a local collector's side of the agent's own exports
         self.own = own
         self.own_traffic = 0  # such server calls, left out: not the apps' traffic, not a loss
+        self.trace_telemetry = trace_telemetry  # [capture] telemetry_calls (reload sets it)
+        self.telemetry_calls = 0  # exports of telemetry, left out while trace_telemetry is off
         if linker is not None:
             linker.set_gate(self.after_link)
         self.events = 0
@@ -148,6 +152,9 @@ class Pipeline:
         own = self.own
         if own is not None and call.role == _SERVER and conn is not None and _from_agent(own, conn):
             self.own_traffic += 1
+            return
+        if not self.trace_telemetry and is_telemetry_call(call):
+            self.telemetry_calls += 1
             return
         attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:

@@ -68,14 +68,16 @@ class AgentStatusProvider:
             redacted=pipeline.pii.snapshot() if hasattr(pipeline, "pii") else {},
             healthy=bool(agent.alive()),
             layering=layering_status(getattr(getattr(agent, "queue", None), "layering", None),
-                                     own_traffic=int(getattr(pipeline, "own_traffic", 0))),
+                                     own_traffic=int(getattr(pipeline, "own_traffic", 0)),
+                                     telemetry_calls=int(getattr(pipeline, "telemetry_calls", 0))),
         )
 
 
-def layering_status(layering: Any, own_traffic: int = 0) -> LayeringStatus:
+def layering_status(layering: Any, own_traffic: int = 0, telemetry_calls: int = 0) -> LayeringStatus:
     """From hostagent.receiver.wiring.Layering (the QueueSink's ``layering``), or empty without one;
-    ``own_traffic``: server calls of a local collector receiving the agent's own exports (Pipeline)."""
-    own = {"agent_export_calls": own_traffic} if own_traffic else {}
+    the Pipeline's ``own_traffic`` (a local collector's side of the agent's own exports) and
+    ``telemetry_calls`` (other processes' telemetry exports), both left out of the traces."""
+    own = {k: v for k, v in (("agent_export_calls", own_traffic), ("telemetry_calls", telemetry_calls)) if v}
     if layering is None:
         return LayeringStatus(counters=own)
     held = layering.held() if hasattr(layering, "held") else {}

@@ -2,13 +2,18 @@
 traces and metrics (every second) over OTLP/gRPC to a real receiver in this process, with the
 HTTP/2 probe on. The receiver's side of each export is an HTTP/2 server call; before the fix its
 span was exported in turn, each export made the next one's, and the spans never stopped coming on
-an idle host (measured: ~0.5 spans/s, growing by one per export, for as long as the agent ran)."""
+an idle host (measured: ~0.5 spans/s, growing by one per export, for as long as the agent ran).
+An application's OpenTelemetry SDK exporting to that collector: by default neither side of its
+exports is traced either ([capture] telemetry_calls), as the SDKs leave their exporters untraced."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,37 +28,86 @@ EXPORT_METHODS = ("opentelemetry.proto.collector.trace.v1.TraceService/Export",
                   "opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
 
 
-@pytest.fixture(scope="module")
-def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    a = Agent(tmp_path_factory.mktemp("agent"), receiver.endpoint, extra={
+def start_agent(tmp_path: Path, receiver: OtlpGrpcReceiver, **capture: object) -> Agent:
+    return Agent(tmp_path / "agent", receiver.endpoint, extra={
         "probes": {"enabled": ["http", "http2"]},
         "exporter": {"metrics": True, "metrics_interval_s": 1},
-    })
+        "capture": dict(capture),
+    }).start()
+
+
+@pytest.fixture
+def agent(receiver: OtlpGrpcReceiver, tmp_path: Path) -> Iterator[Agent]:
+    """As installed: telemetry exports not traced."""
+    a = start_agent(tmp_path, receiver)
     try:
-        a.start()
         yield a
     finally:
         assert a.stop() == 0
 
 
-@pytest.fixture(scope="module")
-def app(agent: Agent) -> Iterator[Server]:
+@pytest.fixture
+def tracing_telemetry(receiver: OtlpGrpcReceiver, tmp_path: Path) -> Iterator[Agent]:
+    """[capture] telemetry_calls = true: only the agent's own exports are left out."""
+    a = start_agent(tmp_path, receiver, telemetry_calls=True)
+    try:
+        yield a
+    finally:
+        assert a.stop() == 0
+
+
+@pytest.fixture
+def app(receiver: OtlpGrpcReceiver) -> Iterator[Server]:
     s = start_http_app(APP_PORT)
     yield s
     s.stop()
 
 
-def own_exports_seen(agent: Agent) -> int:
-    import json
-
+def counters(agent: Agent) -> dict[str, int]:
     out = cli("--socket", str(agent.workdir / "run" / "admin.sock"), "status", "-o", "json")
     assert out.returncode == 0, out.stderr
-    return int(json.loads(out.stdout)["layering"].get("counters", {}).get("agent_export_calls", 0))
+    return {k: int(v) for k, v in json.loads(out.stdout)["layering"].get("counters", {}).items()}
 
 
-def test_the_agents_exports_to_a_local_collector_make_no_spans(agent: Agent, app: Server,
+def own_exports_seen(agent: Agent) -> int:
+    return counters(agent).get("agent_export_calls", 0)
+
+
+SDK_APP = """
+import sys
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1], insecure=True)))
+with provider.get_tracer("app").start_as_current_span("sdk-app-work"):
+    pass
+provider.shutdown()
+"""
+
+
+def test_an_apps_otlp_export_to_a_local_collector_makes_no_spans(agent: Agent, receiver: OtlpGrpcReceiver) -> None:
+    """An application with an OpenTelemetry SDK exporting to the collector: its own span arrives
+    (the SDK's), the export call it made is traced on neither side, and is counted."""
+    receiver.recorder.clear()
+    before = counters(agent).get("telemetry_calls", 0)
+    subprocess.run([sys.executable, "-c", SDK_APP, f"127.0.0.1:{receiver.port}"], check=True, timeout=60)
+    receiver.recorder.wait_for_spans(lambda spans: any(s.name == "sdk-app-work" for s in spans), timeout=15)
+    deadline = time.monotonic() + 10
+    while counters(agent).get("telemetry_calls", 0) - before < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert counters(agent).get("telemetry_calls", 0) - before >= 2  # the app's client side, the receiver's server side
+    traced = [s for s in receiver.recorder.spans if s.scope_name == "hostagent" and (
+        s.attributes.get("rpc.method") in EXPORT_METHODS or s.attributes.get("server.port") == receiver.port)]
+    assert traced == [], [(s.name, s.kind, s.resource.get("service.name")) for s in traced]
+
+
+def test_the_agents_exports_to_a_local_collector_make_no_spans(tracing_telemetry: Agent, app: Server,
                                                                 receiver: OtlpGrpcReceiver) -> None:
+    agent = tracing_telemetry
     recorder = receiver.recorder
+    recorder.clear()
     for n in range(3):  # the apps' traffic: spans to export
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                               f"http://127.0.0.1:{APP_PORT}/own-{n}"], capture_output=True, timeout=30)

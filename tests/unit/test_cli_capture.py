@@ -120,7 +120,7 @@ def test_status_table_splits_capture_losses_and_shows_layering() -> None:
         layering=pb.Layering(receiver_enabled=True, linking_enabled=True, sdk_requests_received=3,
                              sdk_spans_received=12, sdk_spans_enriched=7, duplicates_dropped=6, sdk_spans_held=2,
                              agent_spans_held=1, requests_forwarded=3, hold_overflow=4, thread_links=8,
-                             peer_links=9, counters={"agent_export_calls": 5}),
+                             peer_links=9, counters={"agent_export_calls": 5, "telemetry_calls": 3}),
     )
     text = status_text(st)
     assert "\ndrops:          ring_buffer=2\ncapture losses: capture_truncated=5, capture_unpaired=1\n" in text
@@ -134,7 +134,7 @@ def test_status_table_splits_capture_losses_and_shows_layering() -> None:
         "  requests forwarded:  3\n"
         "  hold overflow:       4\n"
         "  linked:              8 same-thread, 9 client->server\n"
-        "  own exports seen:    5 (not traced)"
+        "  telemetry calls:     3 + 5 of the agent's own exports (not traced)"
     )
     assert "\ncapture\n  headers:   on\n  bodies:    on (up to 2048 bytes)\n  raw sql:   off\n  overrides: none\n" \
         in text

@@ -124,8 +124,9 @@ def test_the_pipeline_leaves_out_a_collectors_side_of_the_agents_exports() -> No
     exported = Exported()
     builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
     own = OwnConnections(lambda: {("127.0.0.1", AGENT_PORT, COLLECTOR_PORT)}, Clock())
+    # telemetry traced ([capture] telemetry_calls = true): the agent's own exports still are not
     pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http2"}))), NoTracker(), builder.build,
-                    exported, own=own)
+                    exported, own=own, trace_telemetry=True)
     collector = Endpoint("127.0.0.1", COLLECTOR_PORT)
     pipe.on_call(export_call(Role.SERVER, Endpoint("127.0.0.1", AGENT_PORT), collector))  # the agent's export
     pipe.on_call(export_call(Role.SERVER, Endpoint("127.0.0.1", 40002), collector))  # an app's SDK exporting
