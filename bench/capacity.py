@@ -156,6 +156,10 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     extra: dict[str, Any] = {}
     if getattr(built, "peers", None) is not None and "peers" in inspect.signature(Pipeline).parameters:
         extra["peers"] = built.peers
+    if "own" in inspect.signature(Pipeline).parameters:  # as the daemon: its own exports left out
+        from hostagent.identity.own_sockets import OwnConnections
+
+        extra["own"] = OwnConnections()
 
     def resource_for(call: Any) -> Any:
         conn = call.conn
