@@ -221,6 +221,11 @@ BPF_ARRAY(config, u32, CONF_KEYS);
  * read instead of a hash lookup. Only a thread that dies in between leaves it above 0 (then the
  * exits just look up their slot). */
 BPF_ARRAY(dgram_pending, u64, 1);
+/* dup()s saved at sys_enter and not yet taken at sys_exit: while 0, the exit of every fcntl()
+ * (F_GETFL, F_SETFL, locks: nearly all of them; gunicorn makes four per request) returns after
+ * one array read instead of looking the thread's slot up. As above, only a thread that dies in
+ * between leaves it above 0 (then the exits look their slot up, as before). */
+BPF_ARRAY(dup_pending, u64, 1);
 
 static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
@@ -1128,6 +1133,10 @@ static __always_inline int save_dup(u32 oldfd) {
     in.op = OP_DUP;
     in.fd = oldfd;
     save(id, &in);
+    int zero = 0;
+    u64 *pending = dup_pending.lookup(&zero);
+    if (pending)
+        __sync_fetch_and_add(pending, 1);
     return 0;
 }
 
@@ -1149,10 +1158,16 @@ int sock__enter_fcntl(struct tracepoint__syscalls__sys_enter_fcntl *args) {
 }
 
 int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
+    int zero = 0;
+    u64 *pending = dup_pending.lookup(&zero);
+    if (!pending || *pending == 0)
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
     struct inflight a;
     if (!take(id, &a))
         return 0;
+    if (a.op == OP_DUP)
+        __sync_fetch_and_add(pending, -1);
     long ret = args->ret;
     if (ret < 0 || a.op != OP_DUP || (u32)ret == a.fd)
         return 0;
