@@ -3,7 +3,8 @@
 OpenTelemetry SDKs leave their own exporters' calls untraced (the suppress-instrumentation context);
 the agent does the same for every process by default (``[capture] telemetry_calls``): on a host
 that runs a collector, the spans of its exports would be exported through it in turn, and the
-collector's exports of those to a backend would make more (a loop, one turn per export).
+collector's exports of those to a backend would make more (a loop, one turn per export). Only
+exact, well-known ingest paths count: an application's own ``POST /api/v1/metrics`` is traced.
 
 A pure function of the call's attributes: gRPC by its fully-qualified service, HTTP by the
 well-known ingest paths (POST only).
@@ -22,8 +23,11 @@ TELEMETRY_RPC_SERVICES = frozenset({
 })
 TELEMETRY_HTTP_PATHS = frozenset({
     "/v1/traces", "/v1/metrics", "/v1/logs", "/v1development/profiles",  # OTLP/HTTP
+    "/api/v1/otlp/v1/metrics",  # OTLP into Prometheus
     "/api/v2/spans", "/api/v1/spans",  # Zipkin
     "/api/traces",  # Jaeger's collector over HTTP (Thrift)
+    "/api/v1/write",  # Prometheus remote write
+    "/loki/api/v1/push",  # Loki
 })
 
 

@@ -37,6 +37,10 @@ def call(protocol: str, **attrs: Any) -> Call:
         ("http", {"http.request.method": "POST", "url.path": "/v1/logs"}, True),
         ("http", {"http.request.method": "POST", "url.path": "/api/v2/spans"}, True),
         ("http", {"http.request.method": "POST", "url.path": "/api/traces"}, True),
+        ("http", {"http.request.method": "POST", "url.path": "/api/v1/write"}, True),
+        ("http", {"http.request.method": "POST", "url.path": "/loki/api/v1/push"}, True),
+        ("http", {"http.request.method": "POST", "url.path": "/api/v1/otlp/v1/metrics"}, True),
+        ("http", {"http.request.method": "POST", "url.path": "/api/v1/metrics"}, False),  # an app's own
         # a gRPC export seen as plain HTTP/2 (its content-type indexed before the capture began)
         ("http2", {"http.request.method": "POST",
                    "url.path": "/opentelemetry.proto.collector.trace.v1.TraceService/Export"}, True),
