@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.identity.own_sockets import OwnConnections, OwnKey, own_endpoints
 from hostagent.model import Call, Connection, Endpoint, Role
@@ -19,6 +18,7 @@ from hostagent.pipeline import Pipeline
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
+from tests.support.pipeline_parts import Exported, NoTracker
 
 
 @pytest.fixture
@@ -100,18 +100,6 @@ COLLECTOR_PORT = 4317
 AGENT_PORT = 40001
 
 
-class Exported:
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def enqueue(self, span: ReadableSpan) -> bool:
-        self.spans.append(span)
-        return True
-
-
-class NoTracker:
-    def handle(self, event: object) -> list[Call]:
-        return []
 
 
 def export_call(role: Role, peer: Endpoint, local: Endpoint) -> Call:

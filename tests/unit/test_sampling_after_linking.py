@@ -21,23 +21,12 @@ from hostagent.receiver.wiring import Layering
 from hostagent.settings import RuntimeSettings, SamplingSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
+from tests.support.pipeline_parts import Exported, NoTracker
 
 SERVER_PORT = 18080
 ORIGIN_NS = 1_000_000_000
 
 
-class NoTracker:
-    def handle(self, event: object) -> list[Call]:
-        return []
-
-
-class Exported:
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def enqueue(self, span: ReadableSpan) -> bool:
-        self.spans.append(span)
-        return True
 
 
 def call(role: Role, n: int, *, status: Optional[int] = 200, traceparent: Optional[str] = None) -> Call:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.pipeline import Pipeline
@@ -15,6 +14,7 @@ from hostagent.policy.telemetry import is_telemetry_call
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
+from tests.support.pipeline_parts import Exported, NoTracker
 
 
 def call(protocol: str, **attrs: Any) -> Call:
@@ -55,18 +55,6 @@ def test_is_telemetry_call(protocol: str, attrs: dict[str, Any], telemetry: bool
     assert is_telemetry_call(call(protocol, **attrs)) is telemetry
 
 
-class Exported:
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def enqueue(self, span: ReadableSpan) -> bool:
-        self.spans.append(span)
-        return True
-
-
-class NoTracker:
-    def handle(self, event: object) -> list[Call]:
-        return []
 
 
 @pytest.mark.parametrize("traced", [False, True])
