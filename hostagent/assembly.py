@@ -21,7 +21,7 @@ from hostagent.config import Config
 from hostagent.export.console import ConsoleExporter
 from hostagent.export.otlp import make_otlp_exporter
 from hostagent.export.queue import ExportQueue
-from hostagent.identity.own_sockets import OwnConnections
+from hostagent.identity.own_sockets import OwnConnections, endpoint_port
 from hostagent.kernel.background import BackgroundCompile
 from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
@@ -272,6 +272,15 @@ class Metrics:
     provider: Any
 
 
+def own_connections(config: Config) -> Optional[OwnConnections]:
+    """What tells a local collector's side of the agent's own exports (none without an exporter)."""
+    exp = config.exporter
+    if not exp.endpoint:
+        return None
+    port = endpoint_port(exp.endpoint, exp.protocol)
+    return OwnConnections(ports=frozenset({port}) if port is not None else frozenset())
+
+
 def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     """Every stage, wired; the BPF compile goes on meanwhile on its own thread (``compiling``):
     the capture in Parts is attachable only once ``compiling.result()`` has returned."""
@@ -318,7 +327,7 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
         pii_counters=pii,
         linker=layering,
         # a collector on this host receiving the agent's exports: their spans are left out
-        own=OwnConnections() if config.exporter.endpoint else None,
+        own=own_connections(config),
         trace_telemetry=config.capture.telemetry_calls,
     )
     layering.start()

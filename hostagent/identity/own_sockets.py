@@ -7,9 +7,9 @@ those calls, exported in turn, made the next export's: a loop that never ended, 
 interval even on an idle host. A server call whose peer is one of the agent's own sockets, on the
 port that socket talks to, is the agent's traffic and is left out (counted).
 
-``own_endpoints`` lists this process's TCP sockets (a few dozen fds, read on demand);
-``OwnConnections.is_own`` answers per server call from a set, re-reading on a miss at most once per
-``min_refresh_s`` (an exporter connects once and keeps its connection).
+``own_endpoints`` lists this process's connected TCP sockets (read on demand);
+``OwnConnections.is_own`` answers per server call from a set, rereading on a miss now and then (an
+exporter connects once and keeps its connection).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Optional
+from urllib.parse import urlsplit
 
 # (local address, local port, remote port) of one of the agent's TCP sockets: from a collector's
 # side, the (peer address, peer port, local port) of a call the agent made to it.
@@ -64,13 +66,23 @@ def own_endpoints(fd_dir: str = "/proc/self/fd") -> set[OwnKey]:
 
 
 class OwnConnections:
-    """Is a server call's peer one of the agent's own sockets? Called by the pipeline thread only."""
+    """Is a server call's peer one of the agent's own sockets? Called by the pipeline thread only.
+
+    Reading the sockets costs a few ms (a readlink per fd; the agent holds hundreds of BPF fds),
+    so a miss rereads them at most once per ``min_refresh_s`` only for a call received on a port
+    the agent talks to (``ports``: the configured exporter's, and those its sockets were connected
+    to at the last read), and at most once per ``other_refresh_s`` for any other call (a server
+    call misses on every span of a busy server)."""
 
     def __init__(self, endpoints: Callable[[], set[OwnKey]] = own_endpoints,
-                 clock: Callable[[], float] = time.monotonic, min_refresh_s: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, min_refresh_s: float = 1.0,
+                 ports: frozenset[int] = frozenset(), other_refresh_s: float = 30.0) -> None:
         self._endpoints = endpoints
         self._clock = clock
         self._min_refresh_s = min_refresh_s
+        self._other_refresh_s = other_refresh_s
+        self._configured = ports
+        self._ports: frozenset[int] = ports
         self._own: set[OwnKey] = set()
         self._read_at = float("-inf")
         self.refreshes = 0
@@ -80,9 +92,23 @@ class OwnConnections:
         if key in self._own:
             return True
         now = self._clock()
-        if now - self._read_at < self._min_refresh_s:
+        period = self._min_refresh_s if local_port in self._ports else self._other_refresh_s
+        if now - self._read_at < period:
             return False
         self._read_at = now
         self._own = self._endpoints()
+        self._ports = self._configured | {remote for _, _, remote in self._own}
         self.refreshes += 1
         return key in self._own
+
+
+def endpoint_port(endpoint: str, protocol: str) -> Optional[int]:
+    """The port of an OTLP endpoint as configured (``http://host:4317``, ``host:4317``), or the
+    protocol's default (4317 for gRPC, 4318 for HTTP); None when it cannot be read."""
+    if not endpoint:
+        return None
+    try:
+        port = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint).port
+    except ValueError:
+        return None
+    return port if port is not None else (4317 if protocol == "grpc" else 4318)

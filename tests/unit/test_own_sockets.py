@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.resources import Resource
 
-from hostagent.identity.own_sockets import OwnConnections, OwnKey, own_endpoints
+from hostagent.identity.own_sockets import OwnConnections, OwnKey, endpoint_port, own_endpoints
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.pipeline import Pipeline
 from hostagent.settings import RuntimeSettings, SettingsHolder
@@ -83,7 +83,7 @@ def test_a_miss_reads_the_sockets_again_at_most_once_per_period() -> None:
         reads.append(clock.now)
         return set(current)
 
-    own = OwnConnections(endpoints, clock, min_refresh_s=1.0)
+    own = OwnConnections(endpoints, clock, min_refresh_s=1.0, ports=frozenset({4317}), other_refresh_s=30.0)
     assert own.is_own("127.0.0.1", 40001, 4317) is False  # first miss: read (nothing yet)
     current.add(("127.0.0.1", 40001, 4317))  # the exporter connects
     clock.now += 0.5
@@ -94,6 +94,45 @@ def test_a_miss_reads_the_sockets_again_at_most_once_per_period() -> None:
     assert own.is_own("127.0.0.1", 40001, 4318) is False  # same peer, another port: not ours
     assert own.is_own("127.0.0.2", 40001, 4317) is False
     assert reads == [100.0, 101.1] and own.refreshes == 2
+
+
+def test_calls_to_ports_the_agent_does_not_talk_to_reread_only_now_and_then() -> None:
+    """A busy server's every span misses: those misses reread the sockets twice a minute at most;
+    a port the agent's sockets were seen connected to counts as the exporter's."""
+    clock = Clock()
+    reads: list[float] = []
+    current: set[OwnKey] = {("127.0.0.1", 40001, 9000)}  # connected to 9000 (not configured)
+
+    def endpoints() -> set[OwnKey]:
+        reads.append(clock.now)
+        return set(current)
+
+    own = OwnConnections(endpoints, clock, min_refresh_s=1.0, ports=frozenset({4317}), other_refresh_s=30.0)
+    for _ in range(100):  # an app server's calls, one every 0.1 s
+        assert own.is_own("127.0.0.1", 50000, 8080) is False
+        clock.now += 0.1
+    assert reads == [100.0]  # once in 10 s
+    current.add(("127.0.0.1", 40002, 9000))  # a second connection to the port learnt above
+    clock.now += 1.0
+    assert own.is_own("127.0.0.1", 40002, 9000) is True  # learnt port: the one-second period
+    assert len(reads) == 2
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "protocol", "port"),
+    [
+        ("http://127.0.0.1:4317", "grpc", 4317),
+        ("127.0.0.1:14317", "grpc", 14317),
+        ("https://collector.example:443", "grpc", 443),
+        ("http://collector", "grpc", 4317),
+        ("http://collector/v1/traces", "http/protobuf", 4318),
+        ("http://[::1]:4318", "http/protobuf", 4318),
+        ("http://host:notaport", "grpc", None),
+        ("", "grpc", None),
+    ],
+)
+def test_endpoint_port(endpoint: str, protocol: str, port: int | None) -> None:
+    assert endpoint_port(endpoint, protocol) == port
 
 
 COLLECTOR_PORT = 4317
