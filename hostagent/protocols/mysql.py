@@ -150,6 +150,11 @@ class MysqlParser:
         self._prep: list[int] = []  # definition groups still to skip after a prepare OK
         self._statements_seen = StatementCache("mysql", raw_sql, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
+        # Framing lost inside a result (read in pieces longer than the captured prefix, by reads
+        # that start anywhere in a packet): until the client's next packet, server bytes only
+        # count towards the waiting command (its size, its end); see _run_aground.
+        self._adrift = False
+        self._adrift_end = 0
 
     # -- StreamParser ------------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
@@ -192,6 +197,7 @@ class MysqlParser:
         no later answer completes the wrong command; a result set being read is abandoned and
         both framers start again at the next segment. Prepared statements stay known."""
         self.close(0)
+        self._adrift = False
         self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
         self._coldefs = 0
         self._prep = []
@@ -221,6 +227,13 @@ class MysqlParser:
     def _consume(self, seg: Segment) -> None:
         client = seg.direction == self._client_dir
         framer = self._cl if client else self._sv
+        if self._adrift:
+            if not client:
+                self._adrift_end = seg.ts_ns
+                if self._pending:
+                    self._pending[0].resp_size += seg.size
+                return
+            self._run_aground()
         if framer.push(seg.data, seg.size, seg.ts_ns):
             self.stats.resyncs += 1
         while not self.upgraded:
@@ -237,6 +250,31 @@ class MysqlParser:
                 self._client_packet(frame)
             else:
                 self._server_packet(frame)
+        if not client and framer.lost and self._phase == "command" and self._pending:
+            self._adrift = True  # the answer goes on past a boundary the capture did not see
+            self._adrift_end = seg.ts_ns
+
+    def _run_aground(self) -> None:
+        """The client sends again: the answer it waited for is over (the classic protocol reads
+        a result whole before the next command). The command ends with the last server bytes
+        seen; its rows and outcome were in bytes not captured, so the span says neither. What
+        waited behind it is dropped (unpaired); the server framer starts again at the next
+        segment, the start of the next answer."""
+        self._adrift = False
+        if self._pending:
+            cmd = self._pending.popleft()
+            if cmd.code in (COM_QUERY, COM_STMT_EXECUTE):
+                statements = self._statements_of(cmd)
+                sql = statements[cmd.index] if cmd.index < len(statements) else cmd.sql
+                cmd.rows = 0  # counted before the capture lost the result: a part only
+                self._emit(cmd, self._adrift_end, None, sql)
+                self.stats.truncated += 1
+            self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
+            self._pending.clear()
+        self._cont[Direction.EGRESS if self._client_dir == Direction.INGRESS else Direction.INGRESS] = False
+        self._coldefs = 0
+        self._prep = []
+        self._sv.drop()
 
     # -- client ------------------------------------------------------------------------------------
     def _client_packet(self, f: Frame) -> None:

@@ -138,6 +138,12 @@ class PostgresParser:
         self._portals: dict[str, Optional[str]] = {}
         self._items: deque[_Item] = deque()
         self._req_bytes = 0  # Parse/Bind/Describe bytes waiting for their Execute
+        # Framing lost inside a response (a big result read in pieces longer than the captured
+        # prefix): the client's reads do not start on message boundaries, so the next backend
+        # bytes cannot be trusted to start one. Adrift, backend bytes only count towards the
+        # waiting statement (its size, its end) until the client's next message (_run_aground).
+        self._adrift = False
+        self._adrift_end = 0
         self._statements_seen = StatementCache("postgresql", raw_sql, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
 
@@ -179,6 +185,7 @@ class PostgresParser:
         Prepared statements and portals stay known."""
         self.close(0)
         self._req_bytes = 0
+        self._adrift = False
         self._fe.drop()
         self._be.drop()
         out, self._out = self._out, []
@@ -210,8 +217,13 @@ class PostgresParser:
     def _consume(self, seg: Segment) -> None:
         if seg.direction == self._client_dir:
             framer, handle, frame_len = self._fe, self._frontend, self._fe_len
+            if self._adrift:
+                self._run_aground()
         else:
             framer, handle, frame_len = self._be, self._backend, self._be_len
+            if self._adrift:
+                self._drift(seg)
+                return
         if framer.push(seg.data, seg.size, seg.ts_ns):
             self.stats.resyncs += 1
         while not self.upgraded:
@@ -221,6 +233,42 @@ class PostgresParser:
             if frame.truncated:
                 self.stats.truncated += 1
             handle(frame)
+        if framer is self._be and framer.lost and self._runner() is not None:
+            self._adrift = True  # the response goes on past a boundary the capture did not see
+            self._adrift_end = seg.ts_ns
+
+    def _drift(self, seg: Segment) -> None:
+        """A backend segment while adrift: more of the waiting statement's answer."""
+        self._adrift_end = seg.ts_ns
+        runner = self._runner()
+        if runner is not None:
+            runner.resp_size += seg.size
+
+    def _run_aground(self) -> None:
+        """The client sends again: the answer it waited for is over (a client reads a response
+        whole before its next request; pipelining clients are the exception). The statement ends
+        with the last backend bytes seen; its rows and outcome were in bytes not captured, so the
+        span says neither, rather than what bytes taken out of context would say. What waited
+        behind it is dropped (unpaired), and the backend framer starts again at the next segment,
+        the start of the next response."""
+        self._adrift = False
+        runner = self._runner()
+        if runner is not None:
+            sql: Optional[str]
+            if runner.kind == "query":
+                if not runner.statements:
+                    runner.statements = split_statements(runner.sql or "")
+                index = runner.index
+                sql = runner.statements[index] if index < len(runner.statements) else None
+                start = runner.next_start
+                req = runner.req_size if index == 0 else 0
+            else:
+                sql, start, req = runner.sql, runner.start_ns, runner.req_size
+            self._emit(sql, start, self._adrift_end, "", 0, None, req, runner.resp_size)
+            self.stats.truncated += 1
+        self.stats.unpaired += sum(1 for i in self._items if i.kind in ("query", "execute") and i is not runner)
+        self._items.clear()
+        self._be.drop()
 
     def _fe_len(self, head: bytes) -> Optional[int]:
         if self._untyped:
