@@ -155,6 +155,8 @@ class Http2Parser:
         if lost:
             self._count("sync_lost")
             self._lose_table(side)
+            # frames went by unseen (an uncaptured tail hid frame boundaries: big messages)
+            self._frames_lost()
         for frame in frames:
             if not frame.complete:
                 self.stats.truncated += 1
@@ -170,12 +172,7 @@ class Http2Parser:
         that field, never a guessed value). Streams are named by their ids, so no answer can
         complete another stream's call."""
         self._count("calls_lost")
-        for stream in self._streams.values():
-            # its frames may be among the lost: message counts are unknowable, and if it never
-            # ends it is not reported as the connection's failure (close drops it, counted)
-            stream.frames_lost = True
-            stream.request_messages.count = None
-            stream.response_messages.count = None
+        self._frames_lost()
         for side in self._sides.values():
             side.pending = None  # the preface, if any, may have been among the lost calls
             side.reader.lose()
@@ -183,6 +180,15 @@ class Http2Parser:
                 side.hpack = HeaderBlockDecoder(table_known=False, reference=self._reference_hpack)
             self._lose_table(side)
         return []
+
+    def _frames_lost(self) -> None:
+        """Frames of the streams in flight may be among those not seen: their message counts and
+        body sizes are unknowable, and a stream whose end is never seen is not reported as the
+        connection's failure (close drops it, counted as unpaired)."""
+        for stream in self._streams.values():
+            stream.frames_lost = True
+            stream.request_messages.count = None
+            stream.response_messages.count = None
 
     def close(self, ts_ns: int) -> list[Call]:
         for sid, stream in list(self._streams.items()):

@@ -29,7 +29,7 @@ class Stream:
     response: Optional[list[Header]] = None  # final (non-1xx) response headers
     trailers: list[Header] = field(default_factory=list)
     incomplete: bool = False
-    frames_lost: bool = False  # in flight when calls of the connection were lost (Http2Parser.lost)
+    frames_lost: bool = False  # in flight when frames went by unseen (Http2Parser._frames_lost)
     request_ended: bool = False
     request_size: int = 0
     response_size: int = 0
@@ -153,6 +153,7 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
         response_headers=response_headers,
         request_body=bytes(s.request_body),
         response_body=bytes(s.response_body),
-        request_size=s.request_size,
-        response_size=s.response_size,
+        # DATA frames may have gone by unseen: a size counted from those seen would be too small
+        request_size=0 if s.frames_lost else s.request_size,
+        response_size=0 if s.frames_lost else s.response_size,
     )

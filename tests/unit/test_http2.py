@@ -238,6 +238,7 @@ def assert_consistent(got: Call, want: Call) -> None:
     assert set(got.request_headers) <= set(want.request_headers)
     assert set(got.response_headers) <= set(want.response_headers)
     assert got.request_size <= want.request_size and got.response_size <= want.response_size
+    assert got.error_type in (None, want.error_type), (got.error_type, got.status_message)  # none made up
     attrs = dict(got.attributes)
     attrs.pop("hostagent.http2.headers_incomplete", None)
     if got.protocol == want.protocol:
