@@ -149,10 +149,11 @@ struct accepted_key {
     u32 _pad;
 };
 
-/* Both ends of a connection as inet_sock_set_state reported them at ESTABLISHED. */
+/* Both ends of a connection as inet_sock_set_state reported them at ESTABLISHED; the peer as
+ * accept() would have named it (the key of its accepted entry). */
 struct conn_ends {
     struct endpoint local;
-    struct endpoint peer;
+    struct accepted_key peer;
 };
 
 /* Value of accepted: the local end the connection reached, and the socket's address (opaque). */
@@ -401,10 +402,17 @@ static __always_inline void submit(struct scratch *s, u32 captured) {
  * events are never shed (they are few and carry the connection's state). */
 #define SHED_ASK 16
 #define SHED_RESUME_BYTES (RING_PAGES * 4096 / 2)
-static __always_inline int shed(void) {
+/* This CPU's scratch while the CPU sheds data calls, else 0. sock__send_start asks too: a
+ * send's start stamp would go unused (at saturation that is every send). */
+static __always_inline struct scratch *shedding(void) {
     u32 cpu = bpf_get_smp_processor_id();
     struct scratch *s = scratch_buf.lookup(&cpu);
-    if (!s || !s->ring_full)
+    return s && s->ring_full ? s : 0;
+}
+
+static __always_inline int shed(void) {
+    struct scratch *s = shedding();
+    if (!s)
         return 0;
     u64 avail = 0;
     if ((s->shed++ & (SHED_ASK - 1)) == SHED_ASK - 1 && ring_avail(&avail) && avail < SHED_RESUME_BYTES) {
@@ -413,14 +421,6 @@ static __always_inline int shed(void) {
     }
     count_drop(DROP_RINGBUF_FULL);
     return 1;
-}
-
-/* This CPU sheds data calls (see shed): a send's start stamp would go unused, so
- * sock__send_start need not take it (at saturation that is every send). */
-static __always_inline int cpu_sheds(void) {
-    u32 cpu = bpf_get_smp_processor_id();
-    struct scratch *s = scratch_buf.lookup(&cpu);
-    return s && s->ring_full;
 }
 
 /* Fills the fixed header; every field is written because the scratch buffer is reused. */
@@ -1304,9 +1304,7 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
         accepted.update(&k, &a);
         struct conn_ends e = {};  /* for an accept() that will not name the peer */
         __builtin_memcpy(&e.local, &local, sizeof(local));
-        __builtin_memcpy(e.peer.addr, k.addr, sizeof(e.peer.addr));
-        e.peer.port = k.port;
-        e.peer.family = fam;
+        __builtin_memcpy(&e.peer, &k, sizeof(k));
         ends_by_sk.update(&sk, &e);
     }
     return 0;
@@ -1375,7 +1373,7 @@ struct syscall_regs {
 
 int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
     u64 id = bpf_get_current_pid_tgid();
-    if ((id >> 32) == SELF_TGID || cpu_sheds())
+    if ((id >> 32) == SELF_TGID || shedding())
         return 0;  /* shed, the call needs no stamp; resumed meanwhile, it is stamped at its end */
     u64 sk = ctx->args[0];
     u64 msg = ctx->args[1];
@@ -1405,10 +1403,8 @@ static __always_inline void ends_from_handshake(u64 sk, struct sock_info *si) {
         si->local_port = e->local.port;
         __builtin_memcpy(si->local_addr, e->local.addr, sizeof(si->local_addr));
     }
-    struct accepted_key k = {};  /* what accept() would have taken, had it named the peer */
-    __builtin_memcpy(k.addr, e->peer.addr, sizeof(k.addr));
-    k.port = e->peer.port;
-    k.family = e->peer.family;
+    struct accepted_key k;  /* what accept() would have taken, had it named the peer */
+    __builtin_memcpy(&k, &e->peer, sizeof(k));
     accepted.delete(&k);
     ends_by_sk.delete(&sk);
 }

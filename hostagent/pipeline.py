@@ -143,11 +143,6 @@ class Pipeline:
         if PROBE_OF_PROTOCOL.get(call.protocol, call.protocol) not in current.probes:
             self.dropped["probe_disabled"] += 1
             return
-        policy = self._policy
-        if policy[0] is not current:
-            policy = self._policies(current)
-        _, redactor, sampler, may_drop = policy
-        service = None
         conn = call.conn
         own = self.own
         if own is not None and call.role == _SERVER and conn is not None and _from_agent(own, conn):
@@ -156,6 +151,11 @@ class Pipeline:
         if not self.trace_telemetry and is_telemetry_call(call):
             self.telemetry_calls += 1
             return
+        policy = self._policy
+        if policy[0] is not current:
+            policy = self._policies(current)
+        _, redactor, sampler, may_drop = policy
+        service = None
         attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:
             service = self.identity.service_for(conn.pid, conn.comm)

@@ -77,15 +77,15 @@ def layering_status(layering: Any, own_traffic: int = 0, telemetry_calls: int = 
     """From hostagent.receiver.wiring.Layering (the QueueSink's ``layering``), or empty without one;
     the Pipeline's ``own_traffic`` (a local collector's side of the agent's own exports) and
     ``telemetry_calls`` (other processes' telemetry exports), both left out of the traces."""
-    own = {k: v for k, v in (("agent_export_calls", own_traffic), ("telemetry_calls", telemetry_calls)) if v}
+    left_out = {k: v for k, v in (("agent_export_calls", own_traffic), ("telemetry_calls", telemetry_calls)) if v}
     if layering is None:
-        return LayeringStatus(counters=own)
+        return LayeringStatus(counters=left_out)
     held = layering.held() if hasattr(layering, "held") else {}
     linker = getattr(layering, "linker", None)
     return LayeringStatus(
         receiver_enabled=getattr(layering, "sdk", None) is not None,
         linking_enabled=bool(getattr(linker, "enabled", False)),
-        counters={**{k: int(v) for k, v in layering.counters().items()}, **own},
+        counters={**{k: int(v) for k, v in layering.counters().items()}, **left_out},
         held_sdk_spans=int(held.get("sdk_spans", 0)),
         held_agent_spans=int(held.get("agent_spans", 0)),
     )
