@@ -98,7 +98,10 @@ class OtlpTraceEncoder:
     """``encode(spans) -> bytes`` of an ExportTraceServiceRequest. One per exporter (its caches);
     used from the export thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause: Optional[Any] = None) -> None:
+        # called every 64 spans (hostagent.yielding.CpuYield: the export thread yields its CPU
+        # in the middle of a big batch); start() at each encode
+        self.pause: Optional[Any] = pause
         self._pairs: dict[Any, bytes] = {}
         # key -> {str or int value -> encoding}: the common pairs found with two lookups on objects
         # whose hashes are already known, instead of building and hashing a (key, value, type)
@@ -244,7 +247,14 @@ class OtlpTraceEncoder:
         Two equal Resource objects give two ResourceSpans, which OTLP allows."""
         groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         span_field = self.span
+        pause = self.pause
+        if pause is not None:
+            pause.start()
+        n = 0
         for s in spans:
+            n += 1
+            if pause is not None and not n & 63:
+                pause()
             res = s.resource
             g = groups.get(id(res))
             if g is None:

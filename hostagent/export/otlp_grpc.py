@@ -12,6 +12,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.export.otlp_fast import OtlpTraceEncoder
+from hostagent.yielding import CpuYield
 
 
 def grpc_span_exporter(**kwargs: Any) -> Any:
@@ -30,7 +31,7 @@ def grpc_span_exporter(**kwargs: Any) -> Any:
 
     class FastOTLPSpanExporter(OTLPSpanExporter):  # type: ignore[misc]
         def __init__(self, **kw: Any) -> None:
-            self._encoder = OtlpTraceEncoder()
+            self._encoder = OtlpTraceEncoder(pause=CpuYield())
             super().__init__(**kw)
 
         def _initialize_channel_and_stub(self) -> None:

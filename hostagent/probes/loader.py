@@ -44,10 +44,13 @@ from hostagent.probes.registry import (
 from hostagent.probes.ring import RingReader, ring_size_of
 from hostagent.probes.seed import seed_sockets
 from hostagent.probes.sources import bpf_dir
+from hostagent.yielding import CpuYield
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + header must fit one array value; verified up to here
+
+DRAIN_STEP_BYTES = 8 << 10  # a drain may yield the CPU between steps (hostagent.yielding)
 
 
 @dataclass
@@ -122,6 +125,7 @@ class BpfCapture:
         self._reseeded: Optional[int] = None  # attach() re-seeded: what seed_existing_sockets returns
         self.events_seen = 0
         self.callback_errors = 0
+        self._pause = CpuYield()
 
     # ---- load -------------------------------------------------------------------------------
 
@@ -328,7 +332,9 @@ class BpfCapture:
         if timeout_ms > 0:
             ring.wait(timeout_ms)
         decode: Callable[[Any, int, int], Any] = _raw_record if self.raw_records else ev.decode_at
-        n = ring.drain(decode, self.on_event, self._failed)
+        pause = self._pause
+        pause.start()
+        n = ring.drain(decode, self.on_event, self._failed, DRAIN_STEP_BYTES, pause)
         self.events_seen += n
         return n
 

@@ -138,11 +138,13 @@ class RingReader:
         deliver: Callable[[T], object],
         on_error: Callable[[], object],
         batch_bytes: Optional[int] = None,
+        between: Optional[Callable[[], object]] = None,
     ) -> int:
         """Consume what the producers committed before this call (what they add meanwhile waits
         for the next call, so a busy ring cannot keep the caller here forever). The consumer
         position is stored after each ``batch_bytes`` (default: an eighth of the ring), so
-        producers get space back while the rest is decoded. Returns the records consumed."""
+        producers get space back while the rest is decoded, and ``between`` is called then.
+        Returns the records consumed."""
         step = batch_bytes or max(self.size >> 3, 1)
         prod = self._prod[0]
         total = 0
@@ -153,6 +155,8 @@ class RingReader:
             if cons == self._cons:
                 break  # a record still being written
             self.release(cons)
+            if between is not None:
+                between()
         return total
 
     def release(self, pos: int) -> None:

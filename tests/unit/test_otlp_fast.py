@@ -115,3 +115,25 @@ _values = st.one_of(st.text(max_size=20), st.integers(-(2**63), 2**63 - 1), st.b
 @given(st.dictionaries(st.text(min_size=1, max_size=10), _values, max_size=8), st.text(max_size=30))
 def test_any_attributes_match_the_sdk(attrs: dict, name: str) -> None:
     same([span(name, attrs)])
+
+
+class CountingPause:
+    """Stands in for hostagent.yielding.CpuYield: counts starts and pauses."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self.pauses = 0
+
+    def start(self) -> None:
+        self.starts += 1
+
+    def __call__(self) -> None:
+        self.pauses += 1
+
+
+@pytest.mark.parametrize("n, pauses", [(0, 0), (63, 0), (64, 1), (200, 3)])
+def test_a_long_batch_pauses_every_64_spans_and_encodes_the_same(n: int, pauses: int) -> None:
+    pause = CountingPause()
+    batch = [span(f"s{i}", {"i": i}, RES_B if i % 3 else RES_A) for i in range(n)]
+    same(batch, OtlpTraceEncoder(pause=pause))
+    assert (pause.starts, pause.pauses) == (1, pauses)

@@ -219,12 +219,20 @@ def test_reader_drains_in_batches_and_stores_the_consumer_position() -> None:
         got.append(sample)
         stored.append(mem.consumer_pos())
 
+    paused_at: list[tuple[int, int]] = []  # (records delivered, stored position) at each pause
+
     try:
-        n = reader.drain(raw, deliver, lambda: None, batch_bytes=256)
+        n = reader.drain(raw, deliver, lambda: None, batch_bytes=256,
+                         between=lambda: paused_at.append((len(got), mem.consumer_pos())))
         assert (n, got) == (40, samples)
         assert mem.consumer_pos() == reader.consumer_pos == mem.img.prod
         # the position was stored once per batch of ~256 bytes, not per record
         assert 4 <= len(set(stored)) <= mem.img.prod // 256 + 1
+        # a pause after every batch, once the batch's space is handed back to the producers
+        assert len(paused_at) == len(set(stored))
+        assert [n for n, _ in paused_at] == sorted({n for n, _ in paused_at})
+        assert paused_at[-1] == (40, mem.img.prod)
+        assert all(0 < pos <= mem.img.prod for _, pos in paused_at)
         assert reader.drain(raw, deliver, lambda: None) == 0
     finally:
         reader.close()
