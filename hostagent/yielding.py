@@ -4,17 +4,38 @@ Why: under EEVDF (Linux 6.6+) a thread that slept keeps a claim to the CPU when 
 the scheduler only weighs it again at the next tick (4 ms at HZ=250) or wake-up on that CPU. A
 burst of the agent's work (a 10 ms ring's worth of records, an export batch being encoded: 1.5-3
 ms at 4k req/s) therefore kept a runnable nice-0 process off its CPU until the tick, whatever
-the agent's nice: under Flask the load generator waited so, and the p99 went from ~1.3 to ~4.5
-ms. ``sched_yield()`` makes the scheduler weigh the thread at once: a task that is waiting runs,
-and a thread alone on its CPU goes on without a switch (~1 us).
+the agent's nice (perf sched: a load generator runnable for 2.9 ms behind the poll thread; under
+Flask the p99 went from ~1.3 to ~4.5 ms). ``sched_yield()`` makes the scheduler weigh the thread
+at once: a task that is waiting runs, and a thread alone on its CPU goes on without a switch.
+
+The yield keeps the GIL (libc's sched_yield called through ``ctypes.PyDLL``, which does not
+release it; ``os.sched_yield`` does): it is a hint to the CPU scheduler, not a hand-over between
+the agent's threads. Released, each yield of the export thread let the busy poll thread take the
+GIL for up to a switch interval (5 ms): the export queue overflowed at 15k req/s, and a yield of
+the poll thread let the ring fill the same way.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
+from typing import Callable
 
-YIELD_AFTER_NS = 250_000  # the longest the agent keeps its CPU from a waiting app, give or take a step
+YIELD_AFTER_NS = 250_000  # the longest the agent keeps a CPU from a waiting app, give or take a step
+
+
+def _gil_keeping_yield() -> Callable[[], object]:
+    try:
+        fn = ctypes.PyDLL(None).sched_yield
+    except (OSError, AttributeError):  # no libc symbol to be had: the GIL-releasing one
+        return os.sched_yield
+    fn.restype = ctypes.c_int
+    fn.argtypes = []
+    return fn  # type: ignore[no-any-return]
+
+
+sched_yield = _gil_keeping_yield()
 
 
 class CpuYield:
@@ -33,5 +54,5 @@ class CpuYield:
     def __call__(self) -> None:
         now = time.monotonic_ns()
         if now - self.since >= self.after_ns:
-            os.sched_yield()
+            sched_yield()
             self.since = time.monotonic_ns()

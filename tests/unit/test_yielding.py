@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from hostagent import yielding
@@ -12,7 +14,7 @@ def test_yields_once_the_time_is_up_then_counts_again(monkeypatch: pytest.Monkey
     now = [1_000]
     yields: list[int] = []
     monkeypatch.setattr(yielding.time, "monotonic_ns", lambda: now[0])
-    monkeypatch.setattr(yielding.os, "sched_yield", lambda: yields.append(now[0]))
+    monkeypatch.setattr(yielding, "sched_yield", lambda: yields.append(now[0]))
     pause = CpuYield(after_ns=100)
     pause.start()
     for t in (1_050, 1_099):  # not yet
@@ -34,3 +36,31 @@ def test_yields_once_the_time_is_up_then_counts_again(monkeypatch: pytest.Monkey
     pause()
     assert yields == [1_100, 1_200]
 
+
+
+def test_the_yield_keeps_the_gil() -> None:
+    """Another Python thread must not run while one yields: the yield is a hint to the CPU
+    scheduler, not a hand-over of the GIL (see the module's docstring)."""
+    import threading
+
+    ran_during: list[int] = []
+    flag = [0]
+    stop = threading.Event()
+
+    def other() -> None:
+        while not stop.is_set():
+            flag[0] += 1
+
+    t = threading.Thread(target=other, daemon=True)
+    t.start()
+    try:
+        while flag[0] == 0:  # the other thread is running
+            time.sleep(0.001)
+        for _ in range(200):
+            before = flag[0]
+            yielding.sched_yield()
+            ran_during.append(flag[0] - before)
+    finally:
+        stop.set()
+        t.join()
+    assert ran_during == [0] * 200
