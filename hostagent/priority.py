@@ -10,13 +10,17 @@ nice only matters when a CPU has more runnable threads than it can serve.
 Linux keeps a nice value per thread (``setpriority(PRIO_PROCESS, tid)``), and a new thread starts
 with its creator's: every thread that exists is set here, and the threads started later (gRPC's,
 the exporter's retries) inherit the value. The bcc compile at start-up runs before this, at the
-priority the agent was started with, so READY is not delayed on a busy host.
+priority the agent was started with, so READY is not delayed on a busy host. Above 0 the agent's
+long bursts also hand the CPU back every 250 us (``hostagent.yielding``): a nice value weighs
+the CPU's share, not how long a woken thread keeps it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from hostagent.yielding import set_enabled as set_yielding
 
 NICE_MIN, NICE_MAX = -20, 19
 
@@ -36,6 +40,7 @@ def set_nice(value: int) -> str:
     skipped."""
     if not NICE_MIN <= value <= NICE_MAX:
         raise ValueError(f"nice must be from {NICE_MIN} to {NICE_MAX}, got {value}")
+    set_yielding(value > 0)  # the other half of "the applications first" (hostagent.yielding)
     done, refused = 0, ""
     for tid in thread_ids():
         try:

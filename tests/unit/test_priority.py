@@ -77,3 +77,20 @@ def test_raising_priority_without_the_capability_is_reported_not_raised() -> Non
 def test_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="from -20 to 19"):
         set_nice(20)
+
+
+@pytest.mark.parametrize("value, yields", [(-5, False), (0, False), (1, True), (10, True), (19, True)])
+def test_the_bursts_yield_only_above_nice_0(value: int, yields: bool) -> None:
+    """At nice <= 0 the agent competes at equal weight: hostagent.yielding's pauses are off there."""
+    out = _run(f"""
+        from hostagent import priority, yielding
+        calls = []
+        yielding.sched_yield = lambda: calls.append(1)
+        priority.set_nice({value})  # refused or not (raising needs CAP_SYS_NICE), the choice is made
+        pause = yielding.CpuYield(after_ns=0)
+        pause.start()
+        pause()
+        print(len(calls))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1" if yields else "0"]
