@@ -11,8 +11,8 @@ at once: a task that is waiting runs, and a thread alone on its CPU goes on with
 The yield keeps the GIL (libc's sched_yield called through ``ctypes.PyDLL``, which does not
 release it; ``os.sched_yield`` does): it is a hint to the CPU scheduler, not a hand-over between
 the agent's threads. Released, each yield of the export thread let the busy poll thread take the
-GIL for up to a switch interval (5 ms): the export queue overflowed at 15k req/s, and a yield of
-the poll thread let the ring fill the same way.
+GIL for up to a switch interval (5 ms): the export queue overflowed at 15k req/s (the poll
+thread's yields could hand the GIL to the export thread the same way).
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + header must fit one array value; veri
 
 # A drain may yield the CPU between steps (hostagent.yielding). 2 KiB is 10-20 records, ~0.1-0.2 ms
 # of the pipeline live: with 8 KiB steps one step still ran past 1.5 ms while a nice-0 process
-# waited (perf sched: the poll thread's share of such stalls under Flask 57-60 ms in 3 s, 23 ms with
-# 2 KiB); a step costs ~20 ns per record more than one drain in a single step.
+# waited (perf sched: the poll thread's share of such stalls under Flask 57-60 ms in 3 s, 13-23 ms
+# with 2 KiB); a step costs ~20 ns per record more than one drain in a single step.
 DRAIN_STEP_BYTES = 2 << 10
 
 
