@@ -40,7 +40,6 @@ def set_nice(value: int) -> str:
     skipped."""
     if not NICE_MIN <= value <= NICE_MAX:
         raise ValueError(f"nice must be from {NICE_MIN} to {NICE_MAX}, got {value}")
-    set_yielding(value > 0)  # the other half of "the applications first" (hostagent.yielding)
     done, refused = 0, ""
     for tid in thread_ids():
         try:
@@ -54,6 +53,9 @@ def set_nice(value: int) -> str:
                    else "setpriority refused: a seccomp filter without setpriority?")
             refused = f"{e.strerror} ({why})"
             break
+    # the other half of "the applications first" (hostagent.yielding), by the nice the threads
+    # have: a refused value leaves them at their own
+    set_yielding(os.getpriority(os.PRIO_PROCESS, 0) > 0)
     if refused:
         return f"nice {value} not applied: {refused}; threads stay at nice {os.getpriority(os.PRIO_PROCESS, 0)}"
     return f"nice {value} on {done} threads ([agent] nice: the traced applications come first under CPU contention)"

@@ -74,6 +74,31 @@ def test_raising_priority_without_the_capability_is_reported_not_raised() -> Non
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+def test_a_refused_value_leaves_the_yields_as_the_nice_the_threads_kept() -> None:
+    """nice 5, then 0 asked without CAP_SYS_NICE: the threads stay at 5, so the bursts still yield."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            from hostagent import yielding
+
+            calls: list[int] = []
+            yielding.sched_yield = lambda: calls.append(1)  # type: ignore[assignment]
+            os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), 5))
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            assert "not applied" in set_nice(0)
+            pause = yielding.CpuYield(after_ns=0)
+            pause.start()
+            pause()
+            assert calls == [1], calls
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="from -20 to 19"):
         set_nice(20)
@@ -86,7 +111,7 @@ def test_the_bursts_yield_only_above_nice_0(value: int, yields: bool) -> None:
         from hostagent import priority, yielding
         calls = []
         yielding.sched_yield = lambda: calls.append(1)
-        priority.set_nice({value})  # refused or not (raising needs CAP_SYS_NICE), the choice is made
+        priority.set_nice({value})  # as root: applied
         pause = yielding.CpuYield(after_ns=0)
         pause.start()
         pause()
