@@ -157,9 +157,9 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     if getattr(built, "peers", None) is not None and "peers" in inspect.signature(Pipeline).parameters:
         extra["peers"] = built.peers
     if "own" in inspect.signature(Pipeline).parameters:  # as the daemon: its own exports left out
-        from hostagent.identity.own_sockets import OwnConnections
+        from hostagent.assembly import own_connections
 
-        extra["own"] = OwnConnections()
+        extra["own"] = own_connections(config)  # the exporter's port wired as the daemon wires it
 
     def resource_for(call: Any) -> Any:
         conn = call.conn
