@@ -13,8 +13,9 @@ import os
 
 from setuptools import setup
 
-# The stages every captured call goes through. Left out on purpose: probes/events.py (ctypes:
-# mypyc 1.19 emits C that does not build), export/otlp_grpc.py (nested classes are not supported),
+# The stages every captured call goes through, and the records they pass on (model.py). Left out
+# on purpose: probes/events.py (ctypes: mypyc 1.19 emits C that does not build; its decoder is
+# probes/decode.py), export/otlp_grpc.py (nested classes are not supported),
 # protocols/http1_head.py (its Message objects are filled through __dict__, which native classes
 # do not have). A compiled class has a fixed set of attributes: nothing may add one from outside.
 # (An attribute named ``_thread`` makes C that does not build: ``__thread`` is a C keyword.)
@@ -23,7 +24,9 @@ COMPILED = [
     "hostagent/capture/tracker.py",
     "hostagent/export/otlp_fast.py",
     "hostagent/export/queue.py",
+    "hostagent/model.py",
     "hostagent/pipeline.py",
+    "hostagent/probes/decode.py",
     "hostagent/policy/redaction.py",
     "hostagent/protocols/fast_call.py",
     "hostagent/protocols/http1.py",

@@ -244,7 +244,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
 
 # Stage -> functions whose *cumulative* time is that stage (the pipeline thread only).
 STAGES = {
-    "decode (ring record -> CaptureEvent)": ("events.py", "decode_at"),
+    "decode (ring record -> CaptureEvent)": ("decode.py", "decode_at"),
     "tracker + HTTP/1 parser": ("tracker.py", "handle"),
     "identity lookup": ("service.py", "service_for"),
     "redaction": ("redaction.py", "apply"),
@@ -269,7 +269,7 @@ def summarize(prof: cProfile.Profile, spans: int) -> dict[str, float]:
         if k[2] == "on_event" and k[0].endswith("pipeline.py"):
             total += v[3]
     out["pipeline total (on_event + decode)"] = round(
-        (total + sum(v[3] for k, v in raw.items() if k[0].endswith("events.py") and k[2] == "decode_at"))
+        (total + sum(v[3] for k, v in raw.items() if k[0].endswith("decode.py") and k[2] == "decode_at"))
         / spans * 1e6, 2) if spans else 0.0
     return out
 

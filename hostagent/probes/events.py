@@ -1,22 +1,21 @@
-"""The Python mirror of bpf/events.h and the hot-path decoder of ring-buffer records.
+"""The Python mirror of bpf/events.h, and the entry points of the ring-buffer record decoder.
 
 ``EventHdr`` (ctypes) is the one Python definition of ``struct event_hdr``; the struct-module
-format used for decoding is derived from it at import, so the two cannot drift apart. A root
-test compiles events.h with bcc and checks this mirror's size and offsets against it.
+formats of the decoder (hostagent.probes.decode, compiled: ctypes classes do not compile) are
+checked against it at import, so the two cannot drift apart. A root test compiles events.h with
+bcc and checks this mirror's size and offsets against it.
 
-``decode_at`` runs once per event (hundreds of thousands per second) on the ring's own mapping:
-one ``struct.unpack_from``, one dict lookup for everything that repeats per connection
-(endpoints, comm; bounded memo) and one slice for the payload.
+``decode_at`` runs once per event (hundreds of thousands per second) on the ring's own mapping.
 """
 
 from __future__ import annotations
 
 import ctypes
-import socket
 import struct
-from typing import Any, Optional, Union
+from typing import Union
 
-from hostagent.model import CaptureEvent, Direction, EventKind
+from hostagent.model import CaptureEvent
+from hostagent.probes import decode as _decode
 
 c = ctypes
 
@@ -117,115 +116,16 @@ HDR_FORMAT = _struct_format(EventHdr)
 HDR_SIZE = c.sizeof(EventHdr)
 assert struct.calcsize(HDR_FORMAT) == HDR_SIZE == 104
 
-# The hot path unpacks the fixed fields one by one but takes everything from ``family`` to the end
-# (family, sock_type, both endpoints, comm) as one bytes object: per connection it hardly ever
-# changes, so one dict lookup turns it into the seven decoded fields (see _tail).
+# The decoder itself is hostagent.probes.decode (compiled): its formats must be this mirror's.
 _TAIL_AT = EventHdr.family.offset
-_HEAD_FORMAT = _struct_format(EventHdr, end="family", skip=("syscall", "flags")) + f"{HDR_SIZE - _TAIL_AT}s"
-_head = struct.Struct(_HEAD_FORMAT).unpack_from
-_tail_fields = struct.Struct(_struct_format(EventHdr, start="family", skip=("_pad1",))).unpack
-assert _HEAD_FORMAT == "<QQQIIiIBBxx60s" and struct.calcsize(_HEAD_FORMAT) == HDR_SIZE
-_string_at = c.string_at
-_new = object.__new__
-_init = CaptureEvent.__init__
-
-# Indexed by the raw byte (a tuple index is cheaper than a dict lookup); 0 and past the end are
-# not kinds: 0 gives None, which decode_at turns into an error, as an index past the end is.
-_KINDS: tuple[Optional[EventKind], ...] = tuple(
-    EventKind(i) if i in EventKind._value2member_map_ else None for i in range(max(EventKind) + 1)
+assert _decode.HDR_SIZE == HDR_SIZE
+assert _decode.HEAD_FORMAT == (
+    _struct_format(EventHdr, end="family", skip=("syscall", "flags")) + f"{HDR_SIZE - _TAIL_AT}s"
 )
-_DIRS: tuple[Direction, ...] = tuple(Direction(i) for i in range(len(Direction)))
-assert [d.value for d in _DIRS] == sorted(d.value for d in Direction)
-_comm_cache: dict[bytes, str] = {}
-_peer_cache: dict[tuple[int, bytes], str] = {}
-_tail_cache: dict[bytes, tuple[Any, ...]] = {}
-_CACHE_MAX = 4096
-_V4_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 peer of an AF_INET6 socket
-
-
-def _comm(raw: bytes) -> str:
-    s = _comm_cache.get(raw)
-    if s is None:
-        if len(_comm_cache) >= _CACHE_MAX:
-            _comm_cache.clear()
-        s = _comm_cache[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-    return s
-
-
-def peer_str(family: int, raw: bytes) -> str:
-    """The printable address of a 16-byte peer_addr ("" when family is not inet). An IPv4-mapped
-    IPv6 address (an AF_INET6 socket talking to an IPv4 client) is given as the IPv4 address,
-    as OpenTelemetry's network.peer.address expects: ``::ffff:127.0.0.1`` -> ``127.0.0.1``."""
-    s = _peer_cache.get((family, raw))
-    return s if s is not None else _peer(family, raw)
-
-
-def _peer(family: int, raw: bytes) -> str:
-    key = (family, raw)
-    s = _peer_cache.get(key)
-    if s is None:
-        if family == socket.AF_INET:
-            s = socket.inet_ntop(socket.AF_INET, raw[:4])
-        elif family == socket.AF_INET6:
-            if raw[:12] == _V4_MAPPED:
-                s = socket.inet_ntop(socket.AF_INET, raw[12:16])
-            else:
-                s = socket.inet_ntop(socket.AF_INET6, raw)
-        else:
-            return ""
-        if len(_peer_cache) >= _CACHE_MAX:
-            _peer_cache.clear()
-        _peer_cache[key] = s
-    return s
-
-
-def _tail(raw: bytes) -> tuple[Any, ...]:
-    """header bytes from ``family`` to the end -> (family, peer_addr, peer_port, sock_type, comm,
-    local_addr, local_port, lost), in CaptureEvent's order; memoised (bounded) by the raw bytes
-    (``lost`` changes only after the kernel lost calls of the socket: a new entry then)."""
-    fam, stype, port, lost, addr, comm, lport, laddr = _tail_fields(raw)
-    out = (
-        fam,
-        _peer(fam, addr) if fam else "",
-        port,
-        stype,
-        _comm(comm),
-        _peer(fam, laddr) if lport and fam else "",
-        lport,
-        lost,
-    )
-    if len(_tail_cache) >= _CACHE_MAX:
-        _tail_cache.clear()
-    _tail_cache[raw] = out
-    return out
-
-
-def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
-    """The record of ``length`` bytes at ``off`` in ``buf`` -> CaptureEvent, read in place.
-
-    ``buf`` is anything ``struct`` reads whose slices are ``bytes``: the ring's mmap (the
-    loader's hot path), or a record's own bytes. Only the payload is copied out."""
-    ts, cg, moved, pid, tid, fd, clen, kind, direction, tail = _head(buf, off)
-    t = _tail_cache.get(tail)
-    if t is None:
-        t = _tail(tail)
-    if clen:
-        if clen > length - HDR_SIZE:  # never past the record, whatever the header says
-            clen = length - HDR_SIZE
-        start = off + HDR_SIZE
-        data = buf[start : start + clen]
-    else:
-        data = b""
-    # Positional: ~2x cheaper than keywords; test_kernel_events pins CaptureEvent's field order.
-    # __new__ then __init__ skips type.__call__'s generic path (~10%); __init__ still runs whole.
-    e = _new(CaptureEvent)
-    _init(e, _KINDS[kind] or _not_a_kind(kind), ts, pid, tid, fd, cg, _DIRS[direction], moved, data,
-          t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])  # fmt: skip
-    return e
-
-
-def _not_a_kind(kind: int) -> EventKind:
-    raise ValueError(f"not an event kind: {kind}")
+assert _decode.TAIL_FORMAT == _struct_format(EventHdr, start="family", skip=("_pad1",))
+decode_at = _decode.decode_at
+peer_str = _decode.peer_str
+_string_at = c.string_at
 
 
 def decode(raw: Union[int, bytes], size: int) -> CaptureEvent:

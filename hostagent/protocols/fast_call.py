@@ -10,7 +10,9 @@ class so that they always set every field, with the same defaults, in the same o
 added to the model later is covered without touching this file.
 
 Only for code that builds a *new* record it then hands on (parsers, the tracker, the pipeline's
-copies): the result is an ordinary, frozen instance.
+copies): the result is an ordinary, frozen instance. Compiled (mypyc), hostagent.model's classes
+are native: the same works through their own ``__new__`` (object.__new__ refuses them) and their
+fields' descriptors, at about half the cost of their dataclass ``__init__``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ T = TypeVar("T")
 def fast_constructor(cls: type[T], name: str) -> Callable[..., T]:
     """A function taking the fields of the slotted dataclass ``cls`` (positionally or by name,
     with its defaults) that returns a new instance, its __init__ skipped."""
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    env: dict[str, Any] = {"_new": cls.__new__, "_cls": cls}
     params, body = [], []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.default is not _MISSING:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hostagent.model import Direction, EventKind
+from hostagent.probes import decode
 from hostagent.probes import events as ev
 
 
@@ -127,6 +128,28 @@ def test_capture_event_field_order_is_what_decode_passes_positionally() -> None:
     assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(CaptureEvent)[14:])
 
 
+def test_capture_event_init_written_out_matches_its_fields() -> None:
+    """CaptureEvent's __init__ is written by hand (compiled, it is C): every field, in order,
+    positionally and by name, with the dataclass's defaults."""
+    import dataclasses
+
+    from hostagent.model import CaptureEvent, Direction, EventKind
+
+    fields = dataclasses.fields(CaptureEvent)
+    values: list[object] = [EventKind.CLOSE, 11, 12, 13, 14, 15, Direction.INGRESS, 17, b"d", 19, "p", 21, 22, "c",
+                            "l", 25, 26]  # fmt: skip
+    assert len(values) == len(fields)
+    positional = CaptureEvent(*values)  # type: ignore[arg-type]
+    by_name = CaptureEvent(**{f.name: v for f, v in zip(fields, values)})  # type: ignore[arg-type]
+    for f, v in zip(fields, values):
+        assert getattr(positional, f.name) == v and getattr(by_name, f.name) == v, f.name
+    required = [f for f in fields if f.default is dataclasses.MISSING]
+    least = CaptureEvent(*values[: len(required)])  # type: ignore[arg-type]
+    for f in fields[len(required):]:
+        assert getattr(least, f.name) == f.default, f.name
+    assert positional == by_name and positional != least
+
+
 def test_decode_at_reads_a_record_in_place_in_a_mapping() -> None:
     import mmap
 
@@ -186,8 +209,8 @@ def test_memo_keeps_families_and_endpoints_apart() -> None:
 
 
 def test_memo_stays_bounded() -> None:
-    for port in range(ev._CACHE_MAX + 10):
+    for port in range(decode.CACHE_MAX + 10):
         raw = record(kind=1, family=socket.AF_INET, peer_port=port % 65536, peer_addr=bytes([127, 0, 0, 1]),
                      local_port=1 + port // 65536)  # fmt: skip
         assert ev.decode(raw, len(raw)).peer_port == port % 65536
-    assert len(ev._tail_cache) <= ev._CACHE_MAX
+    assert len(decode.tail_cache) <= decode.CACHE_MAX
