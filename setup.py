@@ -15,9 +15,8 @@ from setuptools import setup
 
 # The stages every captured call goes through, and the records they pass on (model.py). Left out
 # on purpose: probes/events.py (ctypes: mypyc 1.19 emits C that does not build; its decoder is
-# probes/decode.py), export/otlp_grpc.py (nested classes are not supported),
-# protocols/http1_head.py (its Message objects are filled through __dict__, which native classes
-# do not have). A compiled class has a fixed set of attributes: nothing may add one from outside.
+# probes/decode.py), export/otlp_grpc.py (nested classes are not supported). A compiled class
+# has a fixed set of attributes: nothing may add one from outside.
 # (An attribute named ``_thread`` makes C that does not build: ``__thread`` is a C keyword.)
 COMPILED = [
     "hostagent/capture/state.py",
@@ -30,6 +29,7 @@ COMPILED = [
     "hostagent/policy/redaction.py",
     "hostagent/protocols/fast_call.py",
     "hostagent/protocols/http1.py",
+    "hostagent/protocols/http1_head.py",
     "hostagent/protocols/http_common.py",
     "hostagent/traces/linking.py",
     "hostagent/traces/spans.py",

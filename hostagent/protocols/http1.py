@@ -48,6 +48,9 @@ BODY_LIMIT = 1024  # body prefix kept per message (the traces stage trims furthe
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _LOSSY, _SYNC, _DONE = range(7)
 # Chunked sub-states.
 _CH_SIZE, _CH_DATA, _CH_CRLF, _CH_TRAILER = range(4)
+# Direction by value: a tuple index, where Direction(value) runs the enum lookup in Python.
+_DIRECTIONS = (Direction.EGRESS, Direction.INGRESS)
+assert all(d.value == i for i, d in enumerate(_DIRECTIONS))
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
@@ -108,9 +111,9 @@ class Http1Parser:
         held = self._held.pop(direction, None)
         joined = held[0] + data if held is not None else data
         if joined.startswith(STATUS_START):
-            self._req_dir = Direction(1 - direction)  # the other side asked
+            self._req_dir = _DIRECTIONS[1 - direction]  # the other side asked
         elif joined.startswith(REQUEST_STARTS):
-            self._req_dir = Direction(direction)
+            self._req_dir = _DIRECTIONS[direction]
         elif len(joined) < 8 and size == len(data) and any(s.startswith(joined) for s in STARTS):
             # A start split across tiny reads ("G", "ET ..."): hold it, with its first timestamp.
             self._held[direction] = (joined, held[1] if held is not None else ts)

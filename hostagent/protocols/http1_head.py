@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from hostagent.model import Attributes, Role
+
 # Request-line prefixes accepted as the start of a request: RFC 9110 methods, PATCH and the
 # common WebDAV / cache extensions. A request with another method is still parsed inside a
 # connection already known to be HTTP; it just cannot start one or end a resync.
@@ -28,53 +30,69 @@ MAX_HEADERS = 64  # headers kept per message; the rest are still framed correctl
 class Message:
     """One request or response while it is being read; mutable, never leaves the HTTP/1 modules.
 
-    Defaults live on the class (no __slots__): a new message then costs two attribute writes
-    instead of seventeen, and most messages only ever set a few of them.
+    Compiled (mypyc) a native class: the defaults below are set in C when one is made. From the
+    source, they live on the class: a new message then costs two attribute writes.
     """
 
-    method = ""
-    target = ""
-    version = ""
-    status = 0
+    method: str = ""
+    target: str = ""
+    version: str = ""
+    status: int = 0
     headers: tuple[tuple[str, str], ...] = ()
-    host = ""
-    user_agent = ""
+    host: str = ""
+    user_agent: str = ""
     traceparent: Optional[str] = None
     tracestate: Optional[str] = None
-    length = -1  # Content-Length, -1 when absent
-    chunked = False
-    framed = False  # the message has a body whose size we report
-    body = b""  # contiguous captured prefix of the body (decoded when chunked)
-    body_size = 0  # body bytes on the wire, captured or not
-    gap = False  # uncaptured bytes were skipped: nothing after them is kept
+    length: int = -1  # Content-Length, -1 when absent
+    chunked: bool = False
+    framed: bool = False  # the message has a body whose size we report
+    body: bytes = b""  # contiguous captured prefix of the body (decoded when chunked)
+    body_size: int = 0  # body bytes on the wire, captured or not
+    gap: bool = False  # uncaptured bytes were skipped: nothing after them is kept
     # Shared by every message parsed from the same (memoised) head bytes: what the Call builder
     # derives from the head alone (span name, URL and server attributes), computed once per head
     # and role. None when the head was not memoised (cut, or too long).
-    derived: Optional[dict] = None
+    derived: Optional[dict[Role, tuple[str, Attributes]]] = None
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.end_ns = start_ns
 
 
+def _copy_head(head: Message, ts: int) -> Message:
+    """A new message at ``ts`` with what ``head`` parsed (a memoised head: no body state yet)."""
+    msg = Message(ts)
+    msg.method = head.method
+    msg.target = head.target
+    msg.version = head.version
+    msg.status = head.status
+    msg.headers = head.headers
+    msg.host = head.host
+    msg.user_agent = head.user_agent
+    msg.traceparent = head.traceparent
+    msg.tracestate = head.tracestate
+    msg.length = head.length
+    msg.chunked = head.chunked
+    msg.derived = head.derived
+    return msg
+
+
 def parse_head(head: bytes, is_request: bool, cut: bool, ts: int) -> Optional[Message]:
     """Start line and headers; None when it is not an HTTP/1 head. ``cut``: the tail is missing."""
     heads = _REQUEST_HEADS if is_request else _RESPONSE_HEADS
     if not cut:
-        fields = heads.get(head)
-        if fields is not None:
-            msg = Message(ts)
-            msg.__dict__.update(fields)
-            return msg
+        memo = heads.get(head)
+        if memo is not None:
+            return _copy_head(memo, ts)
     parsed = _parse_head_text(head, is_request, cut, ts)
     if parsed is not None and not cut and len(head) <= HEAD_MEMO_BYTES:
         if len(heads) >= HEAD_MEMO_MAX:
             heads.clear()
         if is_request:
             parsed.derived = {}
-        # Everything parsed from the head (immutable values, and the shared derived box); not the
-        # timestamps of this message.
-        heads[head] = {k: v for k, v in parsed.__dict__.items() if k != "start_ns" and k != "end_ns"}
+        # A copy of what was parsed from the head (immutable values, and the shared derived box),
+        # before the parser goes on with this message's body.
+        heads[head] = _copy_head(parsed, 0)
     return parsed
 
 
@@ -148,8 +166,8 @@ def plausible(buf: bytes, is_request: bool) -> bool:
 # only, never a cut one. A cache of a pure function of its key (no parser state).
 HEAD_MEMO_MAX = 1024
 HEAD_MEMO_BYTES = 1024
-_REQUEST_HEADS: dict[bytes, dict[str, object]] = {}
-_RESPONSE_HEADS: dict[bytes, dict[str, object]] = {}
+_REQUEST_HEADS: dict[bytes, Message] = {}
+_RESPONSE_HEADS: dict[bytes, Message] = {}
 
 # Header line -> (lower-case name, stripped value). The same lines (Server, Content-Type, Host,
 # Accept...) recur on nearly every message of every connection; splitting each once saves most of
