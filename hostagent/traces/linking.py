@@ -44,9 +44,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
 
 from hostagent.model import Call, Role
+from hostagent.traces.sdk_records import new_context
 
 MAX_BUCKET = 64  # spans waiting per (port, method, path) or per thread: scans stay short under load
 TOLERANCE_NS = 2_000_000  # a reader can return from read() before the writer returns from write()
@@ -68,8 +68,8 @@ def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSp
     ctx = span.context
     assert ctx is not None
     flags, state = ctx.trace_flags, ctx.trace_state
-    span._context = SpanContext(trace_id, ctx.span_id, False, flags, state)
-    span._parent = SpanContext(trace_id, parent_span_id, False, flags, state)
+    span._context = new_context(trace_id, ctx.span_id, False, flags, state)
+    span._parent = new_context(trace_id, parent_span_id, False, flags, state)
     return span
 
 

@@ -30,6 +30,7 @@ from hostagent.model import Call, Connection, Role
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.ids import new_span_id, new_trace_id, parse_traceparent
 from hostagent.traces.resources import ProcessResources, ResourceFor
+from hostagent.traces.sdk_records import new_context, new_span
 
 SCOPE = InstrumentationScope("hostagent", hostagent.__version__)
 
@@ -111,10 +112,10 @@ class SpanBuilder:
             flags = TraceFlags(raw_flags)
             if call.tracestate:
                 trace_state = TraceState.from_header([call.tracestate])
-            parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags, trace_state=trace_state)
+            parent = new_context(trace_id, parent_id, True, flags, trace_state)
         else:
             trace_id = new_trace_id()
-        context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state)
+        context = new_context(trace_id, new_span_id(), False, flags, trace_state)
 
         offset = self.clock.offset_ns
         start = call.start_ns + offset
@@ -122,15 +123,4 @@ class SpanBuilder:
         if end < start:
             end = start
         resource: Resource = self.resource_for(call)
-        return ReadableSpan(
-            name=call.name,
-            context=context,
-            parent=parent,
-            resource=resource,
-            attributes=attrs,
-            kind=kind,
-            status=status,
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=SCOPE,
-        )
+        return new_span(call.name, context, parent, resource, attrs, kind, status, start, end, SCOPE)
