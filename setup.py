@@ -23,6 +23,8 @@ COMPILED = [
     "hostagent/capture/tracker.py",
     "hostagent/export/otlp_fast.py",
     "hostagent/export/queue.py",
+    "hostagent/metrics/histograms.py",
+    "hostagent/metrics/red.py",
     "hostagent/model.py",
     "hostagent/pipeline.py",
     "hostagent/probes/decode.py",

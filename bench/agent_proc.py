@@ -73,7 +73,9 @@ class BenchAgent:
             "agent": {"state_dir": str(workdir / "state"),
                       "runtime_dir": str(runtime_dir or workdir / "run"),
                       "log_level": "info", "console": "off"},
-            "exporter": {"endpoint": endpoint, "protocol": "grpc", "timeout_ms": 5000, "metrics": False},
+            # metrics as shipped: RED metrics recorded per call, exported every 15 s (the sink
+            # accepts them)
+            "exporter": {"endpoint": endpoint, "protocol": "grpc", "timeout_ms": 5000},
             "admin": {"socket": str(workdir / "admin.sock")},
             "probes": {"enabled": list(probes)},
         }

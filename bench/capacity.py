@@ -124,7 +124,7 @@ class _TimedExporter:
         return True
 
 
-def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _TimedExporter, Any, Any]:
+def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _TimedExporter, Any, Any, Any]:
     """The daemon's pipeline stages, as hostagent.assembly wires them, minus the BPF side:
     (pipeline, export queue, timed exporter, identity, layering). Identity is stopped with the
     queue, the layering flushed before it (a compiled Pipeline takes no attributes of ours)."""
@@ -144,7 +144,7 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
 
     cfg_path = write_config(workdir / "replay.toml", {
         "agent": {"state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run"), "console": "off"},
-        "exporter": {"endpoint": endpoint, "protocol": "grpc", "metrics": False},
+        "exporter": {"endpoint": endpoint, "protocol": "grpc"},  # RED metrics on, as shipped
         "probes": {"enabled": ["http"]},
     })
     config = load_config(cfg_path)
@@ -160,6 +160,13 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
         from hostagent.assembly import own_connections
 
         extra["own"] = own_connections(config)  # the exporter's port wired as the daemon wires it
+    metrics = None
+    if "metrics" in inspect.signature(Pipeline).parameters:  # RED metrics per call, as the daemon
+        from hostagent.assembly import build_metrics
+
+        metrics = build_metrics(config, identity, queue, dict)
+        if metrics is not None:
+            extra["metrics"] = metrics.red.record
 
     def resource_for(call: Any) -> Any:
         conn = call.conn
@@ -178,7 +185,7 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     pipeline = Pipeline(holder, tracker, SpanBuilder(MonotonicToUnix(), resource_for=resource_for).build,
                         Sink(), identity=identity, redaction_key=load_or_create_key(workdir / "state"),
                         pii_counters=PiiCounters(), linker=layering, **extra)
-    return pipeline, queue, timed, built, layering
+    return pipeline, queue, timed, built, layering, metrics
 
 
 def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
@@ -195,7 +202,7 @@ def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
 def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
            profile: bool = False) -> dict[str, Any]:
     """Runs the records through a fresh pipeline ``repeat`` times; CPU per span, spans/s."""
-    pipeline, queue, timed, built, layering = build(workdir, endpoint, max_queue=len(records) * repeat + 1024)
+    pipeline, queue, timed, built, layering, metrics = build(workdir, endpoint, max_queue=len(records) * repeat + 1024)
     bufs = _buffers(records)
     decode, on_event = ev.decode_at, pipeline.on_event
     # Warm up identity (first sight of a pid reads /proc once, which never recurs per call).
@@ -226,6 +233,8 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     layering.stop(1)
     if hasattr(built, "stop"):
         built.stop()
+    if metrics is not None:
+        metrics.provider.shutdown()
     out: dict[str, Any] = {
         "events": len(bufs) * repeat, "spans": spans, "exported": exported,
         "dropped": dict(pipeline.dropped) | {"queue_full": st.dropped_queue_full,
@@ -247,6 +256,7 @@ STAGES = {
     "decode (ring record -> CaptureEvent)": ("decode.py", "decode_at"),
     "tracker + HTTP/1 parser": ("tracker.py", "handle"),
     "identity lookup": ("service.py", "service_for"),
+    "RED metrics": ("red.py", "record"),
     "redaction": ("redaction.py", "apply"),
     "span build (incl. resource)": ("spans.py", "build"),
     "trace linking": ("linking.py", "offer"),
@@ -301,7 +311,7 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
     from hostagent.protocols.registry import for_probes
     from hostagent.traces.linking import LocalLinker
 
-    pipeline, queue, timed, built, layering = build(workdir, endpoint, max_queue=1024)
+    pipeline, queue, timed, built, layering, metrics = build(workdir, endpoint, max_queue=1024)
     current = pipeline.settings.current
     identity = pipeline.identity
     bufs = _buffers(records)
@@ -336,6 +346,8 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
         best["tracker + parser"] = round(min(best.get("tracker + parser", 1e9), t_track / n * 1e6), 2)
         if identity is not None:
             clock("identity", lambda: [identity.service_for(c.conn.pid, c.conn.comm) for c in calls], n)  # noqa: B023
+        if metrics is not None:
+            clock("RED metrics", lambda: [metrics.red.record(c) for c in calls], n)  # noqa: B023
         redactor = redactor_for(current.redaction, pipeline.redaction_key)
         red = clock("redaction", lambda: [redactor.apply(c).call for c in calls], n)  # noqa: B023
         spans = clock("span build", lambda: [pipeline.build_span(c) for c in red], n)  # noqa: B023
@@ -353,5 +365,7 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
     layering.stop(1)
     if hasattr(built, "stop"):
         built.stop()
+    if metrics is not None:
+        metrics.provider.shutdown()
     best["sum"] = round(sum(v for k, v in best.items() if k != "sum"), 2)
     return best

@@ -188,3 +188,103 @@ def test_metrics_over_otlp_grpc(otlp_receiver: OtlpGrpcReceiver) -> None:
     (dropped,) = [p for p in got if p.name == "hostagent.dropped"]
     assert (dropped.type, dropped.value, dropped.attributes) == ("sum", 4.0, {"cause": "queue_full"})
     provider.shutdown()
+
+
+# -- the agent's own aggregation against the SDK's -------------------------------------------------
+
+def _sdk_and_ours(temporality: Any, values: list[tuple[float, dict[str, Any]]]) -> tuple[Any, Any]:
+    """The same values through an SDK histogram (one provider) and through RedMetrics' own
+    aggregation (another), read by readers asking the same temporality."""
+    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from hostagent.metrics.histograms import HistogramSet
+    from hostagent.metrics.provider import make_meter_provider as provider
+
+    sdk_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
+    ours_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
+    sdk = provider(extra_readers=[sdk_reader]).get_meter("hostagent", "1").create_histogram(
+        "h", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+    ours = HistogramSet(InstrumentationScope("hostagent", "1"), {"h": "d"}, DURATION_BUCKETS)
+    assert ours.attach(provider(extra_readers=[ours_reader]))
+    for seconds, attrs in values:
+        sdk.record(seconds, attrs)
+        ours.record("h", frozenset(attrs.items()), attrs, seconds)
+    return sdk_reader, ours_reader
+
+
+def _comparable(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
+    data = reader.get_metrics_data()
+    if data is None:
+        return []
+    out = []
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                for p in m.data.data_points:
+                    out.append((sm.scope.name, m.name, m.unit, m.description, m.data.aggregation_temporality,
+                                tuple(sorted(p.attributes.items())), p.count, p.sum, tuple(p.bucket_counts),
+                                tuple(p.explicit_bounds), p.min, p.max, len(p.exemplars)))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("temporality", ["CUMULATIVE", "DELTA"])
+def test_own_aggregation_makes_the_sdks_points(temporality: str) -> None:
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    t = AggregationTemporality[temporality]
+    a, b = {"k": "a"}, {"k": "b", "n": 1}
+    first = [(0.003, a), (0.005, a), (0.0051, a), (0.7, b), (12.0, b), (0.0, a)]  # on a bound, past the last
+    sdk, ours = _sdk_and_ours(t, first)
+    assert _comparable(ours) == _comparable(sdk) != []
+
+
+def test_delta_and_cumulative_over_two_collections() -> None:
+    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from hostagent.metrics.histograms import HistogramSet
+
+    for t in (AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA):
+        sdk_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: t})
+        ours_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: t})
+        sdk = make_meter_provider(extra_readers=[sdk_reader]).get_meter("hostagent", "1").create_histogram(
+            "h", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+        ours = HistogramSet(InstrumentationScope("hostagent", "1"), {"h": "d"}, DURATION_BUCKETS)
+        assert ours.attach(make_meter_provider(extra_readers=[ours_reader]))
+        a, b = {"k": "a"}, {"k": "b"}
+        for seconds, attrs in ((0.01, a), (0.2, b)):
+            sdk.record(seconds, attrs)
+            ours.record("h", frozenset(attrs.items()), attrs, seconds)
+        assert _comparable(ours_reader) == _comparable(sdk_reader)
+        sdk.record(0.03, a)
+        ours.record("h", frozenset(a.items()), a, 0.03)
+        got, want = _comparable(ours_reader), _comparable(sdk_reader)
+        assert got == want
+        assert len(got) == (2 if t is AggregationTemporality.CUMULATIVE else 1)
+        assert _comparable(ours_reader) == _comparable(sdk_reader)  # nothing new: delta has no point
+
+
+def test_red_falls_back_to_the_sdk_instruments_without_reachable_readers() -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    red = RedMetrics(NoOpMeterProvider())  # type: ignore[arg-type]
+    assert red.record(call()) and red.recorded == 1 and not red.aggregated
+    assert RedMetrics(make_meter_provider(extra_readers=[InMemoryMetricReader()])).aggregated
+
+
+def test_red_points_share_the_scope_of_the_self_metrics() -> None:
+    reader = InMemoryMetricReader()
+    provider = make_meter_provider(extra_readers=[reader])
+    own = SelfMetrics(provider)
+    own.watch_queue(ExportQueue([InMemoryExporter()]))
+    red = RedMetrics(provider)
+    red.record(call())
+    data = reader.get_metrics_data()
+    assert data is not None and len(data.resource_metrics) == 1
+    scopes = data.resource_metrics[0].scope_metrics
+    assert [sm.scope.name for sm in scopes] == ["hostagent"]
+    names = {m.name for m in scopes[0].metrics}
+    assert "http.server.request.duration" in names and len(names) > 1
+    assert data.resource_metrics[0].resource.attributes["service.name"] == "hostagent"
