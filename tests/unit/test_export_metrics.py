@@ -192,25 +192,30 @@ def test_metrics_over_otlp_grpc(otlp_receiver: OtlpGrpcReceiver) -> None:
 
 # -- the agent's own aggregation against the SDK's -------------------------------------------------
 
-def _sdk_and_ours(temporality: Any, values: list[tuple[float, dict[str, Any]]]) -> tuple[Any, Any]:
-    """The same values through an SDK histogram (one provider) and through RedMetrics' own
-    aggregation (another), read by readers asking the same temporality."""
-    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+class _SdkAndOurs:
+    """One SDK histogram (on its provider) and the agent's own aggregation of the same histogram
+    (on another), each read by an in-memory reader asking ``temporality``; ``record`` feeds both."""
 
-    from hostagent.metrics.histograms import HistogramSet
-    from hostagent.metrics.provider import make_meter_provider as provider
+    def __init__(self, temporality: Any) -> None:
+        from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    sdk_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
-    ours_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
-    sdk = provider(extra_readers=[sdk_reader]).get_meter("hostagent", "1").create_histogram(
-        "h", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-    ours = HistogramSet(InstrumentationScope("hostagent", "1"), {"h": "d"}, DURATION_BUCKETS)
-    assert ours.attach(provider(extra_readers=[ours_reader]))
-    for seconds, attrs in values:
-        sdk.record(seconds, attrs)
-        ours.record("h", frozenset(attrs.items()), attrs, seconds)
-    return sdk_reader, ours_reader
+        from hostagent.metrics.histograms import HistogramSet
+
+        self.sdk_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
+        self.ours_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
+        self.sdk = make_meter_provider(extra_readers=[self.sdk_reader]).get_meter("hostagent", "1").create_histogram(
+            "h", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+        self.ours = HistogramSet(InstrumentationScope("hostagent", "1"), {"h": "d"}, DURATION_BUCKETS)
+        assert self.ours.attach(make_meter_provider(extra_readers=[self.ours_reader]))
+
+    def record(self, seconds: float, attrs: dict[str, Any]) -> None:
+        self.sdk.record(seconds, attrs)
+        self.ours.record("h", frozenset(attrs.items()), attrs, seconds)
+
+    def collect(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """(ours, the SDK's) points, collected now."""
+        return _comparable(self.ours_reader), _comparable(self.sdk_reader)
 
 
 def _comparable(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
@@ -233,37 +238,20 @@ def test_own_aggregation_makes_the_sdks_points(temporality: str) -> None:
     from opentelemetry.sdk.metrics.export import AggregationTemporality
 
     t = AggregationTemporality[temporality]
+    both = _SdkAndOurs(t)
     a, b = {"k": "a"}, {"k": "b", "n": 1}
-    first = [(0.003, a), (0.005, a), (0.0051, a), (0.7, b), (12.0, b), (0.0, a)]  # on a bound, past the last
-    sdk, ours = _sdk_and_ours(t, first)
-    assert _comparable(ours) == _comparable(sdk) != []
-
-
-def test_delta_and_cumulative_over_two_collections() -> None:
-    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
-    from opentelemetry.sdk.metrics.export import AggregationTemporality
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    from hostagent.metrics.histograms import HistogramSet
-
-    for t in (AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA):
-        sdk_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: t})
-        ours_reader = InMemoryMetricReader(preferred_temporality={SdkHistogram: t})
-        sdk = make_meter_provider(extra_readers=[sdk_reader]).get_meter("hostagent", "1").create_histogram(
-            "h", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        ours = HistogramSet(InstrumentationScope("hostagent", "1"), {"h": "d"}, DURATION_BUCKETS)
-        assert ours.attach(make_meter_provider(extra_readers=[ours_reader]))
-        a, b = {"k": "a"}, {"k": "b"}
-        for seconds, attrs in ((0.01, a), (0.2, b)):
-            sdk.record(seconds, attrs)
-            ours.record("h", frozenset(attrs.items()), attrs, seconds)
-        assert _comparable(ours_reader) == _comparable(sdk_reader)
-        sdk.record(0.03, a)
-        ours.record("h", frozenset(a.items()), a, 0.03)
-        got, want = _comparable(ours_reader), _comparable(sdk_reader)
-        assert got == want
-        assert len(got) == (2 if t is AggregationTemporality.CUMULATIVE else 1)
-        assert _comparable(ours_reader) == _comparable(sdk_reader)  # nothing new: delta has no point
+    # 0.005 is a bound (it counts in the bucket it ends), 12 s is past the last one
+    for seconds, attrs in [(0.003, a), (0.005, a), (0.0051, a), (0.7, b), (12.0, b), (0.0, a)]:
+        both.record(seconds, attrs)
+    ours, sdk = both.collect()
+    assert ours == sdk != []
+    # a second collection after one more value of one series: cumulative repeats both series,
+    # delta has only what came since; a third with nothing new: delta has no point at all
+    both.record(0.03, a)
+    ours, sdk = both.collect()
+    assert ours == sdk and len(ours) == (2 if t is AggregationTemporality.CUMULATIVE else 1)
+    ours, sdk = both.collect()
+    assert ours == sdk and len(ours) == (2 if t is AggregationTemporality.CUMULATIVE else 0)
 
 
 def test_red_falls_back_to_the_sdk_instruments_without_reachable_readers() -> None:
