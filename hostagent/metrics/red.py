@@ -74,6 +74,11 @@ _ROUTES: dict[tuple[str, Role], str] = {
     ("dns", Role.CLIENT): "dns.lookup.duration",
 }
 
+# The only allowlisted attributes a connection can add (connection_attributes), and the metrics
+# that allow them: the others take nothing from the connection.
+_FROM_CONNECTION = ("server.address", "server.port")
+_USES_CONNECTION = {name: any(k in allowed for k in _FROM_CONNECTION) for name, (_, allowed) in METRICS.items()}
+
 OVERFLOW = {"otel.metric.overflow": True}
 _OVERFLOW_KEY = frozenset(OVERFLOW.items())
 
@@ -129,11 +134,17 @@ class RedMetrics:
 
     def attributes(self, call: Call, metric: str) -> dict[str, Any]:
         """The (low-cardinality) data point attributes for ``call`` in ``metric``."""
-        source = dict(call.attributes)
-        if call.conn is not None:
-            connection_attributes(source, call.role, call.conn)
+        source = call.attributes
         allowed = METRICS[metric][1]
         attrs = {key: source[key] for key in allowed if key in source}
+        if call.conn is not None and _USES_CONNECTION[metric]:
+            # what the Call says wins (connection_attributes only sets what is missing); only the
+            # keys it decides on are copied, not the whole attribute dict
+            ends = {key: source[key] for key in _FROM_CONNECTION if key in source}
+            connection_attributes(ends, call.role, call.conn)
+            for key in _FROM_CONNECTION:
+                if key in ends and key in allowed:
+                    attrs[key] = ends[key]
         if call.error_type:
             attrs["error.type"] = call.error_type
         attrs["service.name"] = self._service_name(call)

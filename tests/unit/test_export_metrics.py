@@ -127,6 +127,22 @@ def test_client_gets_server_address_from_the_connection() -> None:
     }
 
 
+def test_client_address_from_the_call_wins_over_the_connection() -> None:
+    """The Host header's name stays; the port really connected to fills the missing port; server
+    metrics take nothing from the connection."""
+    reader = InMemoryMetricReader()
+    red = RedMetrics(make_meter_provider(extra_readers=[reader]))
+    red.record(call("http", Role.CLIENT, attributes={"http.request.method": "GET", "server.address": "api.example",
+                                                     "url.path": "/a"}))  # fmt: skip
+    red.record(call("http", Role.SERVER, attributes={"http.request.method": "GET"}))
+    got = points(reader)
+    (client,) = got["http.client.request.duration"]
+    (server,) = got["http.server.request.duration"]
+    assert dict(client.attributes) == {"http.request.method": "GET", "server.address": "api.example",
+                                       "server.port": 5000, "service.name": "web"}  # fmt: skip
+    assert dict(server.attributes) == {"http.request.method": "GET", "service.name": "web"}
+
+
 def test_cardinality_cap_overflows() -> None:
     reader = InMemoryMetricReader()
     red = RedMetrics(make_meter_provider(extra_readers=[reader]), max_series_per_metric=3)
