@@ -14,7 +14,7 @@ import socket
 import struct
 from typing import Any, Final, Optional
 
-from hostagent.model import CaptureEvent, Direction, EventKind
+from hostagent.model import DIRECTIONS, CaptureEvent, EventKind
 
 HDR_SIZE: Final = 104
 # ts_ns cgroup_id size pid tid fd captured_len kind direction (syscall, flags skipped), then
@@ -54,8 +54,6 @@ class Tail:
 _KINDS: Final[tuple[Optional[EventKind], ...]] = tuple(
     EventKind(i) if i in EventKind._value2member_map_ else None for i in range(max(EventKind) + 1)
 )
-_DIRS: Final[tuple[Direction, ...]] = tuple(Direction(i) for i in range(len(Direction)))
-assert [d.value for d in _DIRS] == sorted(d.value for d in Direction)
 comm_cache: dict[bytes, str] = {}
 peer_cache: dict[tuple[int, bytes], str] = {}
 tail_cache: dict[bytes, Tail] = {}
@@ -134,6 +132,6 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
     if k is None:
         raise ValueError(f"not an event kind: {kind}")
     # Positional, in CaptureEvent's field order (test_kernel_events pins it).
-    return CaptureEvent(k, ts, pid, tid, fd, cg, _DIRS[direction], moved, data,
+    return CaptureEvent(k, ts, pid, tid, fd, cg, DIRECTIONS[direction], moved, data,
                         t.family, t.peer_addr, t.peer_port, t.sock_type, t.comm, t.local_addr, t.local_port,
                         t.lost)  # fmt: skip

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
-from hostagent.model import Attributes, Call, Direction, Role, Segment
+from hostagent.model import DIRECTIONS, Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
 from hostagent.protocols.fast_call import new_call
 from hostagent.protocols.http1_head import REQUEST_STARTS, STARTS, STATUS_START, Message, parse_head, plausible
@@ -48,9 +48,6 @@ BODY_LIMIT = 1024  # body prefix kept per message (the traces stage trims furthe
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _LOSSY, _SYNC, _DONE = range(7)
 # Chunked sub-states.
 _CH_SIZE, _CH_DATA, _CH_CRLF, _CH_TRAILER = range(4)
-# Direction by value: a tuple index, where Direction(value) runs the enum lookup in Python.
-_DIRECTIONS = (Direction.EGRESS, Direction.INGRESS)
-assert all(d.value == i for i, d in enumerate(_DIRECTIONS))
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
@@ -111,9 +108,9 @@ class Http1Parser:
         held = self._held.pop(direction, None)
         joined = held[0] + data if held is not None else data
         if joined.startswith(STATUS_START):
-            self._req_dir = _DIRECTIONS[1 - direction]  # the other side asked
+            self._req_dir = DIRECTIONS[1 - direction]  # the other side asked
         elif joined.startswith(REQUEST_STARTS):
-            self._req_dir = _DIRECTIONS[direction]
+            self._req_dir = DIRECTIONS[direction]
         elif len(joined) < 8 and size == len(data) and any(s.startswith(joined) for s in STARTS):
             # A start split across tiny reads ("G", "ET ..."): hold it, with its first timestamp.
             self._held[direction] = (joined, held[1] if held is not None else ts)
