@@ -126,8 +126,8 @@ class _TimedExporter:
 
 def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _TimedExporter, Any, Any, Any]:
     """The daemon's pipeline stages, as hostagent.assembly wires them, minus the BPF side:
-    (pipeline, export queue, timed exporter, identity, layering). Identity is stopped with the
-    queue, the layering flushed before it (a compiled Pipeline takes no attributes of ours)."""
+    (pipeline, export queue, timed exporter, identity, layering, metrics or None); ``stop`` takes
+    them down after the queue (a compiled Pipeline takes no attributes of ours)."""
     from hostagent.assembly import build_identity, make_exporters
     from hostagent.capture.tracker import ConnectionTracker
     from hostagent.config import load_config
@@ -188,6 +188,15 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
     return pipeline, queue, timed, built, layering, metrics
 
 
+def stop(built: Any, layering: Any, metrics: Any) -> None:
+    """What ``build`` started besides the export queue (shut down first, by the caller)."""
+    layering.stop(1)
+    if hasattr(built, "stop"):
+        built.stop()
+    if metrics is not None:
+        metrics.provider.shutdown()
+
+
 def _buffers(records: Recording) -> list[tuple[Any, int, int]]:
     """(buffer, offset, length) per record, all in one buffer: decoded in place by the same
     ``decode_at`` the loader runs over the ring's mapping."""
@@ -230,11 +239,7 @@ def replay(workdir: Path, records: Recording, endpoint: str, repeat: int = 1,
     spans = pipeline.spans - base_spans
     exported = st.exported - base_exported
     queue.shutdown(10)
-    layering.stop(1)
-    if hasattr(built, "stop"):
-        built.stop()
-    if metrics is not None:
-        metrics.provider.shutdown()
+    stop(built, layering, metrics)
     out: dict[str, Any] = {
         "events": len(bufs) * repeat, "spans": spans, "exported": exported,
         "dropped": dict(pipeline.dropped) | {"queue_full": st.dropped_queue_full,
@@ -362,10 +367,6 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
             clock("OTLP encode", lambda: [encode_spans(spans[i:i + 512]).SerializeToString()  # noqa: B023
                                           for i in range(0, len(spans), 512)], n)  # noqa: B023
     queue.shutdown(5)
-    layering.stop(1)
-    if hasattr(built, "stop"):
-        built.stop()
-    if metrics is not None:
-        metrics.provider.shutdown()
+    stop(built, layering, metrics)
     best["sum"] = round(sum(v for k, v in best.items() if k != "sum"), 2)
     return best
