@@ -4,11 +4,13 @@ BENCH_PY ?= .venv/bin/python
 
 .PHONY: bench bench-quick
 
+# Both install what a fresh machine lacks first (`setup`: wrk, nginx, PostgreSQL, Redis, the .venv
+# with Flask, gunicorn and opentelemetry-instrument, the compiled stages).
 # Everything: overhead (nginx; Flask plain/agent/OpenTelemetry), fidelity at 1k/5k/20k/saturation,
 # capacity (replay + profile), start-up, pgbench and redis-benchmark. < 15 min.
-bench:
+bench: setup
 	$(BENCH_PY) -m bench.run
 
 # Shorter runs, no database clients. < 3 min.
-bench-quick:
+bench-quick: setup
 	$(BENCH_PY) -m bench.run --quick
