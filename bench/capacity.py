@@ -349,10 +349,12 @@ def stage_costs(workdir: Path, records: Recording, endpoint: str, passes: int = 
         n = len(calls)
         best["decode"] = round(min(best.get("decode", 1e9), t_decode / n * 1e6), 2)
         best["tracker + parser"] = round(min(best.get("tracker + parser", 1e9), t_track / n * 1e6), 2)
+        names: list[Any] = [None] * n
         if identity is not None:
-            clock("identity", lambda: [identity.service_for(c.conn.pid, c.conn.comm) for c in calls], n)  # noqa: B023
-        if metrics is not None:
-            clock("RED metrics", lambda: [metrics.red.record(c) for c in calls], n)  # noqa: B023
+            found = clock("identity", lambda: [identity.service_for(c.conn.pid, c.conn.comm) for c in calls], n)  # noqa: B023
+            names = [s.name for s in found]
+        if metrics is not None:  # with the service.name the pipeline hands it
+            clock("RED metrics", lambda: [metrics.red.record(c, s) for c, s in zip(calls, names)], n)  # noqa: B023
         redactor = redactor_for(current.redaction, pipeline.redaction_key)
         red = clock("redaction", lambda: [redactor.apply(c).call for c in calls], n)  # noqa: B023
         spans = clock("span build", lambda: [pipeline.build_span(c) for c in red], n)  # noqa: B023

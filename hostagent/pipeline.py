@@ -68,7 +68,7 @@ class Pipeline:
         *,
         identity: Optional[Any] = None,
         peers: Optional[Any] = None,
-        metrics: Optional[Callable[[Call], Any]] = None,
+        metrics: Optional[Callable[[Call, Optional[str]], Any]] = None,
         redaction_key: bytes = b"",
         pii_counters: Optional[PiiCounters] = None,
         observers: tuple[Observer, ...] = (),
@@ -82,7 +82,7 @@ class Pipeline:
         self.sink = sink
         self.identity = identity
         self.peers = peers  # identity.listeners.PeerResolver: peer.service for local servers
-        self.metrics = metrics  # RED metrics: every call counts, sampled or not
+        self.metrics = metrics  # RED metrics (call, service.name or None): every call counts, sampled or not
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
@@ -173,7 +173,7 @@ class Pipeline:
         else:
             call = replace(call, attributes=attrs)
         if self.metrics is not None:
-            self.metrics(call)
+            self.metrics(call, service.name if service is not None else None)
         if redactor.active and not redactor.is_clean(call):  # known clean: nothing to build
             redacted = redactor.apply(call)
             call = redacted.call

@@ -132,8 +132,9 @@ class RedMetrics:
         self.overflowed = 0  # points that went to the overflow series
         self.skipped = 0  # calls with no metric in the conventions
 
-    def attributes(self, call: Call, metric: str) -> dict[str, Any]:
-        """The (low-cardinality) data point attributes for ``call`` in ``metric``."""
+    def attributes(self, call: Call, metric: str, service: Optional[str] = None) -> dict[str, Any]:
+        """The (low-cardinality) data point attributes for ``call`` in ``metric``; ``service``:
+        its service.name when the caller has it already (else looked up)."""
         source = call.attributes
         allowed = METRICS[metric][1]
         attrs = {key: source[key] for key in allowed if key in source}
@@ -147,16 +148,17 @@ class RedMetrics:
                     attrs[key] = ends[key]
         if call.error_type:
             attrs["error.type"] = call.error_type
-        attrs["service.name"] = self._service_name(call)
+        attrs["service.name"] = service if service is not None else self._service_name(call)
         return attrs
 
-    def record(self, call: Call) -> bool:
-        """Record one Call; False when no convention metric applies to it."""
+    def record(self, call: Call, service: Optional[str] = None) -> bool:
+        """Record one Call; False when no convention metric applies to it. ``service``: the
+        Call's service.name when the caller looked it up already (the pipeline has)."""
         metric = metric_for(call)
         if metric is None:
             self.skipped += 1
             return False
-        attrs = self.attributes(call, metric)
+        attrs = self.attributes(call, metric, service)
         key = frozenset(attrs.items())
         with self._lock:
             series = self._series[metric]

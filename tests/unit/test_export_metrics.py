@@ -3,10 +3,12 @@ and delivery over OTLP/gRPC to the real receiver."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 
 from hostagent.export.memory import InMemoryExporter
 from hostagent.export.otlp import make_otlp_metric_exporter
@@ -15,7 +17,12 @@ from hostagent.metrics.provider import agent_resource, make_meter_provider
 from hostagent.metrics.red import DURATION_BUCKETS, OVERFLOW, RedMetrics, metric_for
 from hostagent.metrics.self_metrics import SelfMetrics
 from hostagent.model import Call, Connection, Endpoint, Role
+from hostagent.pipeline import Pipeline
+from hostagent.settings import RuntimeSettings, SettingsHolder
+from hostagent.traces.clock import MonotonicToUnix
+from hostagent.traces.spans import SpanBuilder
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.pipeline_parts import Exported, NoTracker
 from tests.unit.test_export_queue import span
 
 
@@ -125,6 +132,44 @@ def test_client_gets_server_address_from_the_connection() -> None:
         "server.port": 5000,
         "service.name": "web",
     }
+
+
+def test_the_service_name_handed_in_is_used_and_not_looked_up_again() -> None:
+    """The pipeline has looked the service up already and hands its name to ``record``: the
+    name function (the daemon's asks the identity cache) runs only for a Call recorded without."""
+    reader = InMemoryMetricReader()
+    asked: list[int] = []
+
+    def service_name(c: Call) -> str:
+        asked.append(c.conn.pid if c.conn is not None else -1)
+        return "looked-up"
+
+    red = RedMetrics(make_meter_provider(extra_readers=[reader]), service_name=service_name)
+    red.record(call(ms=20), "checkout")
+    red.record(call(ms=30), "checkout")
+    red.record(call(ms=40))
+    got = points(reader)["http.server.request.duration"]
+    assert sorted((p.attributes["service.name"], p.count) for p in got) == [("checkout", 2), ("looked-up", 1)]
+    assert asked == [7]
+
+
+def test_the_pipeline_hands_red_metrics_the_service_it_looked_up() -> None:
+    class Identity:
+        looked_up = 0
+
+        def service_for(self, pid: int, comm: str = "") -> Any:
+            self.looked_up += 1
+            return SimpleNamespace(name=f"svc-{pid}")
+
+    recorded: list[tuple[str, Any]] = []
+    identity = Identity()
+    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
+    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http"}))), NoTracker(), builder.build,
+                    Exported(), identity=identity, metrics=lambda c, s: recorded.append((c.name, s)))
+    pipe.on_call(call(ms=20))
+    pipe.on_call(call(ms=20, conn=None))  # no connection, no service: RED names it itself
+    assert recorded == [("GET /x", "svc-7"), ("GET /x", None)]
+    assert identity.looked_up == 1
 
 
 def test_client_address_from_the_call_wins_over_the_connection() -> None:
