@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Optional, Protocol
 
-from hostagent.model import Call, Direction, Segment
+from hostagent.model import Call, Direction, Role, Segment
 
 
 class StreamParser(Protocol):
@@ -52,3 +52,50 @@ class ProtocolSpec:
     looks_like: Callable[[bytes, Direction], bool]
     new_parser: Callable[[], StreamParser]
     transports: tuple[str, ...] = ("tcp",)  # "udp" for DNS
+
+
+HELD_SEGMENTS_MAX = 64  # segments held while the roles are not known yet
+HELD_BYTES_MAX = 4096
+GUESS_BYTES = 64  # bytes of one direction a role guess looks at
+
+
+class RoleGuess:
+    """Which direction of a connection is the client's, and the segments held until that is known.
+
+    A database connection seen from its first byte starts with the client; one picked up later
+    (the agent started after it) may start with either side, a message may come in pieces, and a
+    parser cannot pair anything before it knows. ``guess(data, direction)`` is the protocol's
+    rule: given the first ``GUESS_BYTES`` that one direction's held segments carry (joined), the
+    client's direction, or None to wait for more. Held past ``HELD_SEGMENTS_MAX`` segments or
+    ``HELD_BYTES_MAX`` bytes, the oldest is dropped and counted as a resync."""
+
+    __slots__ = ("_guess", "_held", "_stats", "client")
+
+    def __init__(self, guess: Callable[[bytes, Direction], Optional[Direction]], stats: ParserStats) -> None:
+        self._guess = guess
+        self._stats = stats
+        self._held: list[Segment] = []
+        self.client: Optional[Direction] = None  # the direction the client's bytes go, once known
+
+    def ready(self, segment: Segment) -> list[Segment]:
+        """The segments to parse now: ``segment`` alone once the client is known; before, none
+        (it is held) until it decides, then every one held, ``segment`` last, in arrival order."""
+        if self.client is not None:
+            return [segment]
+        held = self._held
+        held.append(segment)
+        direction = segment.direction
+        first = b"".join([s.data for s in held if s.direction == direction])[:GUESS_BYTES]
+        self.client = self._guess(first, direction)
+        if self.client is None:
+            if len(held) > HELD_SEGMENTS_MAX or sum(len(s.data) for s in held) > HELD_BYTES_MAX:
+                held.pop(0)
+                self._stats.resyncs += 1
+            return []
+        self._held = []
+        return held
+
+    @property
+    def role(self) -> Role:
+        """The parsed process's side: the client when its own writes (EGRESS) are the client's."""
+        return Role.CLIENT if self.client == Direction.EGRESS else Role.SERVER

@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
-from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
 from hostagent.protocols.sql import StatementCache, span_name, split_statements, use_database
 
@@ -34,7 +34,6 @@ KEEP_CLIENT = 16 * 1024
 KEEP_SERVER = 1024
 MAX_STATEMENTS = 256  # prepared statements remembered (text capped at MAX_TEXT)
 MAX_PENDING = 256
-MAX_HELD = 64
 MAX_TEXT = 4096
 MAX_CACHE = 64
 
@@ -135,8 +134,7 @@ class MysqlParser:
         self.stats = ParserStats()
         self.upgraded = False  # TLS (or a binlog stream): stop parsing
         self.system = "mysql"
-        self._client_dir: Optional[Direction] = None
-        self._held: list[Segment] = []
+        self._roles = RoleGuess(self._guess_client_dir, self.stats)
         self._cl = LengthFramer(KEEP_CLIENT)
         self._sv = LengthFramer(KEEP_SERVER)
         self._phase = "command"  # greeting -> auth -> command
@@ -161,20 +159,8 @@ class MysqlParser:
         if self.upgraded:
             return []
         try:
-            if self._client_dir is None:
-                self._held.append(segment)
-                first = b"".join(s.data for s in self._held if s.direction == segment.direction)[:64]
-                self._client_dir = self._guess_client_dir(Segment(segment.direction, first, len(first), 0))
-                if self._client_dir is None:
-                    if len(self._held) > MAX_HELD or sum(len(s.data) for s in self._held) > 4096:
-                        self._held.pop(0)
-                        self.stats.resyncs += 1
-                    return []
-                held, self._held = self._held, []
-                for seg in held:
-                    self._consume(seg)
-                return self._take()
-            self._consume(segment)
+            for seg in self._roles.ready(segment):
+                self._consume(seg)
         except Exception:  # a parser bug must never take the pipeline down
             self.stats.resyncs += 1
             self._pending.clear()
@@ -207,11 +193,10 @@ class MysqlParser:
 
     @property
     def role(self) -> Role:
-        return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER
+        return self._roles.role
 
-    def _guess_client_dir(self, seg: Segment) -> Optional[Direction]:
-        data = seg.data
-        other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
+    def _guess_client_dir(self, data: bytes, direction: Direction) -> Optional[Direction]:
+        other = Direction.INGRESS if direction == Direction.EGRESS else Direction.EGRESS
         if len(data) < 5:
             return None
         if data[3] == 0 and data[4] == 0x0A:  # a greeting (COM_PROCESS_INFO is long gone)
@@ -220,12 +205,12 @@ class MysqlParser:
             self._phase = "greeting"
             return other
         if data[3] == 0 and data[4] in COMMANDS:
-            return seg.direction
+            return direction
         return other  # sequence id > 0, or 0xFF: an answer
 
     # -- framing -----------------------------------------------------------------------------------
     def _consume(self, seg: Segment) -> None:
-        client = seg.direction == self._client_dir
+        client = seg.direction == self._roles.client
         framer = self._cl if client else self._sv
         if self._adrift:
             if not client:
@@ -271,7 +256,7 @@ class MysqlParser:
                 self.stats.truncated += 1
             self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
             self._pending.clear()
-        self._cont[Direction.EGRESS if self._client_dir == Direction.INGRESS else Direction.INGRESS] = False
+        self._cont[Direction.EGRESS if self._roles.client == Direction.INGRESS else Direction.INGRESS] = False
         self._coldefs = 0
         self._prep = []
         self._sv.drop()

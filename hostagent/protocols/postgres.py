@@ -29,7 +29,7 @@ from collections import OrderedDict, deque
 from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
-from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
 from hostagent.protocols.sql import StatementCache, span_name, split_statements
 
@@ -44,7 +44,6 @@ KEEP_FRONTEND = 16 * 1024  # SQL text kept per message
 KEEP_BACKEND = 2048  # enough for an ErrorResponse's code and message
 MAX_PREPARED = 256  # named statements remembered per connection (text capped at MAX_TEXT)
 MAX_ITEMS = 1024  # requests waiting for their answers
-MAX_HELD = 64  # segments held while the roles are not known yet
 MAX_TEXT = 4096  # db.query.text length cap, and of each remembered statement
 MAX_CACHE = 64  # per-connection memo of sanitised statements
 
@@ -129,8 +128,7 @@ class PostgresParser:
         self.upgraded = False  # TLS/GSS accepted: the rest is encrypted, stop here
         self._fe = LengthFramer(KEEP_FRONTEND)
         self._be = LengthFramer(KEEP_BACKEND)
-        self._client_dir: Optional[Direction] = None
-        self._held: list[Segment] = []
+        self._roles = RoleGuess(self._guess_client_dir, self.stats)
         self._untyped = True  # the frontend may still send a startup-phase message
         self._ssl_answers = 0  # single-byte answers owed to SSLRequest/GSSENCRequest
         self._database: Optional[str] = None
@@ -152,19 +150,8 @@ class PostgresParser:
         if self.upgraded:
             return []
         try:
-            if self._client_dir is None:
-                self._held.append(segment)
-                self._client_dir = self._guess_client_dir(_held_prefix(self._held, segment.direction),
-                                                          segment.direction)  # fmt: skip
-                if self._client_dir is None:
-                    self._trim_held()
-                    return []
-                held, self._held = self._held, []
-                for seg in held:
-                    self._consume(seg)
-                segment = None  # type: ignore[assignment]
-            if segment is not None:
-                self._consume(segment)
+            for seg in self._roles.ready(segment):
+                self._consume(seg)
         except Exception:  # a parser bug must never take the pipeline down
             self.stats.resyncs += 1
             self._items.clear()
@@ -204,18 +191,13 @@ class PostgresParser:
             return direction
         return None
 
-    def _trim_held(self) -> None:
-        if len(self._held) > MAX_HELD or sum(len(s.data) for s in self._held) > 4096:
-            self._held.pop(0)
-            self.stats.resyncs += 1
-
     @property
     def role(self) -> Role:
-        return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER
+        return self._roles.role
 
     # -- framing ---------------------------------------------------------------------------------
     def _consume(self, seg: Segment) -> None:
-        if seg.direction == self._client_dir:
+        if seg.direction == self._roles.client:
             framer, handle, frame_len = self._fe, self._frontend, self._fe_len
             if self._adrift:
                 self._run_aground()
@@ -515,11 +497,6 @@ class PostgresParser:
             error_type=error_type, status_message=message[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
-
-
-def _held_prefix(held: list[Segment], direction: Direction) -> bytes:
-    """The first bytes the held segments of ``direction`` carry, joined (a message may be split)."""
-    return b"".join(s.data for s in held if s.direction == direction)[:64]
 
 
 def _typed_len(head: bytes, types: frozenset[int]) -> Optional[int]:

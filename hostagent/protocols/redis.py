@@ -24,12 +24,11 @@ from collections import deque
 from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
-from hostagent.protocols.base import ParserStats, ProtocolSpec
+from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value
 
 SYSTEM = "redis"
 MAX_PENDING = 4096
-MAX_HELD = 64
 
 # Commands a connection can start with (prefilter) and that name their first argument as a
 # subcommand. Unknown commands are still parsed once the connection is known to be Redis.
@@ -103,8 +102,7 @@ class RedisParser:
     def __init__(self) -> None:
         self.stats = ParserStats()
         self.upgraded = False  # never: Redis has no in-band TLS switch
-        self._client_dir: Optional[Direction] = None
-        self._held: list[Segment] = []
+        self._roles = RoleGuess(_guess_client_dir, self.stats)
         self._req = RespReader(requests=True)
         self._rep = RespReader(requests=False)
         self._pending: deque[_Command] = deque()
@@ -116,20 +114,8 @@ class RedisParser:
     # -- StreamParser ------------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
         try:
-            if self._client_dir is None:
-                self._held.append(segment)
-                first = b"".join(s.data for s in self._held if s.direction == segment.direction)[:64]
-                self._client_dir = _guess_client_dir(Segment(segment.direction, first, len(first), 0))
-                if self._client_dir is None:
-                    if len(self._held) > MAX_HELD or sum(len(s.data) for s in self._held) > 4096:
-                        self._held.pop(0)
-                        self.stats.resyncs += 1
-                    return []
-                held, self._held = self._held, []
-                for seg in held:
-                    self._consume(seg)
-                return self._take()
-            self._consume(segment)
+            for seg in self._roles.ready(segment):
+                self._consume(seg)
         except Exception:  # a parser bug must never take the pipeline down
             self.stats.resyncs += 1
             self._pending.clear()
@@ -158,10 +144,10 @@ class RedisParser:
 
     @property
     def role(self) -> Role:
-        return Role.CLIENT if self._client_dir == Direction.EGRESS else Role.SERVER
+        return self._roles.role
 
     def _consume(self, seg: Segment) -> None:
-        requests = seg.direction == self._client_dir
+        requests = seg.direction == self._roles.client
         reader = self._req if requests else self._rep
         for item in reader.feed(seg.data, seg.size, seg.ts_ns):
             if isinstance(item, Broken):
@@ -302,10 +288,9 @@ class RedisParser:
         ))  # fmt: skip
 
 
-def _guess_client_dir(seg: Segment) -> Optional[Direction]:
+def _guess_client_dir(data: bytes, direction: Direction) -> Optional[Direction]:
     """Commands are arrays of bulk strings starting with a command name, or inline lines."""
-    data = seg.data
-    other = Direction.INGRESS if seg.direction == Direction.EGRESS else Direction.EGRESS
+    other = Direction.INGRESS if direction == Direction.EGRESS else Direction.EGRESS
     if not data:
         return None
     if data[:1] == b"*":
@@ -313,13 +298,13 @@ def _guess_client_dir(seg: Segment) -> Optional[Direction]:
         if len(parts) < 4:
             return None if len(data) < 64 else other  # the first element is not complete yet
         word = parts[2]
-        command = looks_like(data, seg.direction) or (b"." in word and word.replace(b".", b"").isalnum())
-        return seg.direction if command else other
+        command = looks_like(data, direction) or (b"." in word and word.replace(b".", b"").isalnum())
+        return direction if command else other
     if data[0] in REPLY_START:
         return other
     if b"\n" not in data[:256]:
         return None
-    return seg.direction if looks_like(data, seg.direction) else None
+    return direction if looks_like(data, direction) else None
 
 
 def new_parser() -> RedisParser:
