@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable
 from typing import Optional
 
-from hostagent.model import Call, Connection, Endpoint, Role, Segment
+from hostagent.model import Call, Connection, Endpoint, Segment
 from hostagent.protocols.base import ProtocolSpec, StreamParser
 from hostagent.protocols.fast_call import new_connection
 
@@ -29,7 +29,6 @@ class ConnState:
 
     __slots__ = (
         "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "local", "lost", "parser", "peer", "phase", "pid",
-        "role_hint",
         "seen_bytes", "seen_segments", "spec", "tids", "transport",
     )  # fmt: skip
 
@@ -40,7 +39,6 @@ class ConnState:
         cgroup_id: int,
         transport: str,
         peer: Optional[Endpoint],
-        role_hint: Role,
         comm: str,
         local: Optional[Endpoint] = None,
         lost: int = 0,
@@ -53,7 +51,6 @@ class ConnState:
         # The socket's own end; a non-blocking connect() learns it after its CONNECT event,
         # so the tracker fills it from the first event that carries it.
         self.local = local
-        self.role_hint = role_hint
         self.comm = comm
         self.lost = lost  # the kernel's count of this socket's uncaptured calls (CaptureEvent.lost)
         self.phase = DETECTING

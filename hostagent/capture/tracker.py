@@ -83,7 +83,7 @@ class ConnectionTracker:
         conns = self._conns
         state = conns.get(key)
         if state is None:
-            state = self._create(key, event, Role.UNKNOWN)
+            state = self._create(key, event)
         else:
             conns.move_to_end(key)
             if state.local is None and event.local_port:
@@ -170,7 +170,7 @@ class ConnectionTracker:
         key = event.pid << 32 | (event.fd & 0xFFFFFFFF)
         old = self._forget(key) if key in self._conns else None
         calls = self._finish(old, event.ts_ns) if old is not None else []
-        self._create(key, event, Role.CLIENT if event.kind == _CONNECT else Role.SERVER)
+        self._create(key, event)
         return calls
 
     def _feed_segment(self, state: ConnState, event: CaptureEvent, phase: int) -> list[Call]:
@@ -270,7 +270,7 @@ class ConnectionTracker:
         return calls
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _create(self, key: int, event: CaptureEvent, role: Role) -> ConnState:
+    def _create(self, key: int, event: CaptureEvent) -> ConnState:
         conns = self._conns
         if len(conns) >= self._max:
             _, victim = conns.popitem(last=False)
@@ -282,7 +282,7 @@ class ConnectionTracker:
         local = new_endpoint(event.local_addr, event.local_port) if event.local_port else None
         pid = event.pid
         state = ConnState(
-            pid, event.fd, event.cgroup_id, transport_of(event.family, event.sock_type), peer, role, event.comm, local,
+            pid, event.fd, event.cgroup_id, transport_of(event.family, event.sock_type), peer, event.comm, local,
             event.lost,
         )
         conns[key] = state
