@@ -42,6 +42,12 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: run as root (BPF)", file=sys.stderr)
         return 2
+    needed = {int(scenarios.SERVER_CPU), int(scenarios.LOAD_CPU)}
+    usable = os.sched_getaffinity(0)
+    if not needed <= usable:
+        print(f"bench: needs CPUs {sorted(needed)} (the server pinned to CPU {scenarios.SERVER_CPU}, the load "
+              f"generator to CPU {scenarios.LOAD_CPU}); this process may use CPUs {sorted(usable)}", file=sys.stderr)
+        return 2
     only = set(args.only.split(","))
     quick = args.quick
     rounds = args.rounds or 3
