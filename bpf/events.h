@@ -77,7 +77,8 @@ enum config_key {
 
 struct event_hdr {
     unsigned long long ts_ns;      /*  0 bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-    unsigned long long cgroup_id;  /*  8 bpf_get_current_cgroup_id() */
+    unsigned long long cgroup_id;  /*  8 bpf_get_current_cgroup_id(); DATA: only in the first
+                                         event of a socket entry, 0 after (as comm) */
     unsigned long long size;       /* 16 bytes the syscall really moved (>= captured_len) */
     unsigned int pid;              /* 24 tgid */
     unsigned int tid;              /* 28 */
@@ -92,7 +93,8 @@ struct event_hdr {
     unsigned short peer_port;      /* 48 host byte order */
     unsigned short lost;           /* 50 DATA: the socket's sock_info.lost when this was captured */
     unsigned char peer_addr[16];   /* 52 AF_INET: first 4 bytes; AF_INET6: all 16 */
-    char comm[16];                 /* 68 */
+    char comm[16];                 /* 68 the thread's; DATA: only in the first event of a socket
+                                         entry (the tracker names a connection once), "" after */
     /* Appended: the socket's own end, when known (bind, accept, inet_sock_set_state). */
     unsigned short local_port;     /* 84 host byte order, 0 when unknown */
     unsigned short _pad1;          /* 86 */
@@ -114,9 +116,13 @@ struct sock_info {
     unsigned int id_fd;            /* 56 the fd number events name this socket by: its own, or
                                          for a dup()/dup2() copy the original's, so both ends of
                                          a connection moved to fds 0 and 1 are one stream */
-    unsigned int lost;             /* 60 data calls on it not captured (shed, or the ring refused
-                                         the record): a change between two of its events tells
-                                         the parser that calls are missing in between */
+    unsigned short lost;           /* 60 data calls on it not captured (shed, or the ring refused
+                                         the record), mod 2^16 as event_hdr.lost: a change between
+                                         two of its events tells the parser that calls are
+                                         missing in between */
+    unsigned char named;           /* 62 1 once a data event of this entry reached the ring: later
+                                         ones leave comm and cgroup_id zero (see new_data_event) */
+    unsigned char _pad0;           /* 63 */
 };                                 /* 64 */
 
 /* The last few socket fds a process created or accepted (value of the "recent" map, keyed by

@@ -146,7 +146,12 @@ def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None
     assert request.endswith(b"\r\n\r\n")
     egress = [e for e in cl if e.kind == D and e.direction == Direction.EGRESS]
     assert [e.size for e in egress] == [len(request)]  # all of it fits the payload
-    assert all(e.comm == "curl" and e.tid == curl.pid for e in cl)
+    assert all(e.tid == curl.pid for e in cl)
+    # the thread's comm and cgroup id: on connect/close, and on a socket's first data event only
+    # (the tracker names a connection once; later data events leave both out)
+    first, *later = [e for e in cl if e.kind == D]
+    assert [e.comm for e in cl if e.kind != D] == ["curl", "curl"] and first.comm == "curl" and first.cgroup_id
+    assert later and all(e.comm == "" and e.cgroup_id == 0 for e in later)
 
     # the server also accepted wait_port's probe connection (no data): keep the one with data
     conns = connections(col.of(srv.pid))
@@ -820,6 +825,7 @@ FORKS = textwrap.dedent(
         print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
         def send():
             c.sendall(b"from-%d;" % os.getpid())
+        send()                                   # the parent's own first: its entry is named
         kid = os.fork()
         if kid == 0:                             # a child: reads a file, then writes on c
             with open("/proc/self/stat", "rb") as f:
@@ -833,7 +839,7 @@ FORKS = textwrap.dedent(
             os._exit(0)
         os.waitpid(mid, 0)
         got = b""
-        while got.count(b";") < 2:
+        while got.count(b";") < 3:
             got += s.recv(100)
         print(kid, mid, got.decode(), flush=True)
     elif mode == "inetd":                        # busybox httpd: the child moves it to fds 0 and 1
@@ -946,13 +952,15 @@ def test_child_and_daemonised_grandchild_inherit_a_client_socket(capture: tuple[
     kid_s, mid_s, got = tail.split(" ", 2)
     kid, mid = int(kid_s), int(mid_s)
     senders = [int(part[5:]) for part in got.split(";") if part]
-    assert len(senders) == 2 and senders[0] == kid and senders[1] not in (p.pid, kid, mid)
-    grandchild = senders[1]
+    assert len(senders) == 3 and senders[:2] == [p.pid, kid] and senders[2] not in (p.pid, kid, mid)
+    grandchild = senders[2]
     drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(grandchild)))
-    for pid in senders:
-        sent = [(e.fd, e.direction, e.data, e.peer_port, e.local_addr, e.local_port)
+    for pid in senders[1:]:
+        sent = [(e.fd, e.direction, e.data, e.peer_port, e.local_addr, e.local_port, bool(e.comm))
                 for e in socket_events(col.of(pid)) if e.kind == D]  # fmt: skip
-        assert sent == [(cfd, Direction.EGRESS, b"from-%d;" % pid, 19401, "127.0.0.1", cport)]
+        # a process's first event on an inherited socket names it (comm), as a new connection
+        # does, although the parent's own event had named the parent's entry before the fork
+        assert sent == [(cfd, Direction.EGRESS, b"from-%d;" % pid, 19401, "127.0.0.1", cport, True)]
     assert socket_events(col.of(mid)) == []  # it closed nothing and sent nothing
     (connect,) = [e for e in col.of(p.pid) if e.kind == C]
     assert (connect.fd, connect.local_addr, connect.local_port) == (cfd, "127.0.0.1", cport)
