@@ -397,7 +397,8 @@ static __always_inline int submit(struct scratch *s, u32 captured) {
 }
 
 /* The entry of (the caller's tgid, fd) has had a data event reach the ring: later events of it
- * leave comm and cgroup_id out. For the syscall path, whose exit works on a copy of the entry. */
+ * leave comm and cgroup_id out. Looked up (once per socket) because the syscall path's exit works
+ * on a copy of the entry. */
 static __always_inline void name_entry(u64 pid_tgid, u32 fd) {
     u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
     struct sock_info *si = sockets.lookup(&key);
@@ -689,7 +690,6 @@ static __always_inline int enter_data(u8 op, u8 dir, u32 fd, u64 buf, u64 count,
 /* ---- data syscalls: exit ------------------------------------------------------------------- */
 
 static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_info *si, long ret) {
-    u8 was_named = si->named;
     u32 n = ret;
     if (n > MAX_MMSG)
         count_drop(DROP_MMSG_TRUNCATED);
@@ -711,17 +711,16 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
             peer_from_user(&s->hdr, mh.name);
         u32 len = copy_iov_short(s, mh.iov, mh.iovlen, moved);
         s->hdr.captured_len = len;
-        if (submit(s, len) == 0)
-            si->named = 1;  /* si: this call's copy of the entry; the entry itself below */
+        if (submit(s, len) == 0 && !si->named) {
+            si->named = 1;  /* si: this call's copy, for the batch's next messages */
+            name_entry(id, a->fd);
+        }
     }
-    if (!was_named && si->named)
-        name_entry(id, a->fd);
     return 0;
 }
 
 /* One DATA event for a call that moved ret > 0 bytes: the header from the socket's entry, a
- * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring.
- * Returns 1 when the event is in the ring. */
+ * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring. */
 static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_info *si, long ret,
                                      u64 ts) {
     struct scratch *s = new_data_event(id, si, a->op, a->direction, ts, ret);
@@ -764,7 +763,9 @@ static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_inf
         len = copy_iov(s, iov, iovcnt, ret);
     /* OP_SENDFILE: the bytes never pass through user memory; size only. */
     h->captured_len = len;
-    return submit(s, len) == 0;
+    if (submit(s, len) == 0 && !si->named)
+        name_entry(id, a->fd);  /* si may be this call's copy of the entry (syscall path) */
+    return 0;
 }
 
 /* The event(s) for the call whose arguments this thread's slot held (taken into *a). */
@@ -777,9 +778,7 @@ static __always_inline int finish_data(u64 id, struct inflight *a, long ret) {
     /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
      * before the writer's syscall does, and a server's span must end before its client's. */
     u64 ts = a->direction == DIR_EGRESS ? a->ts : bpf_ktime_get_ns();
-    if (emit_data(id, a, &a->si, ret, ts) && !a->si.named)
-        name_entry(id, a->fd);
-    return 0;
+    return emit_data(id, a, &a->si, ret, ts);
 }
 
 static __always_inline int exit_data(long ret) {
@@ -1489,9 +1488,7 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
             __sync_fetch_and_add(pending, 1);
         return 0;
     }
-    if (emit_data(id, &a, si, ret, ts ? ts : bpf_ktime_get_ns()) && !si->named)
-        si->named = 1;  /* si: the map's entry itself on this path */
-    return 0;
+    return emit_data(id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
 }
 
 /* sys_exit of recvfrom/recvmsg on the socket path: emits a datagram receive sock_data deferred. */
