@@ -37,11 +37,13 @@ def _rss(r: dict[str, Any]) -> str:
 
 
 # How a config is named in the tables and the chart.
-CONFIG_LABELS = {"agent": "agent (nice 10, default)", "agent_nice0": "agent at nice 0",
-                 "otel": "OpenTelemetry zero-code"}
+CONFIG_LABELS = {"agent": "agent (default: idle policy, nice 10)", "agent_nice10": "agent at nice 10 (normal policy)",
+                 "agent_nice0": "agent at nice 0 (normal policy)", "otel": "OpenTelemetry zero-code"}
 
 
-CHART_LABELS = {"agent (nice 10, default)": "agent\nnice 10", "agent at nice 0": "agent\nnice 0",
+CHART_LABELS = {"agent (default: idle policy, nice 10)": "agent\nidle",
+                "agent at nice 10 (normal policy)": "agent\nnice 10",
+                "agent at nice 0 (normal policy)": "agent\nnice 0",
                 "OpenTelemetry zero-code": "OTel\nzero-code"}
 
 
@@ -51,7 +53,7 @@ def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any
         block = results.get("overhead", {}).get(workload) or results.get("db", {}).get(workload)
         if not block:
             continue
-        for cfg in ("plain", "agent", "agent_nice0", "otel"):
+        for cfg in ("plain", "agent", "agent_nice10", "agent_nice0", "otel"):
             if cfg in block:
                 rows.append((workload, CONFIG_LABELS.get(cfg, cfg), block[cfg]))
     return rows

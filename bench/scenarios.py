@@ -48,13 +48,13 @@ class Ctx:
         self.runtime_dir = workdir / "agent-run"
         self.starts: list[dict[str, Any]] = []
         self._n = 0
-        # bench-quick: fewer side runs (no agent at nice 0, one replay of the pure-Python stages)
+        # bench-quick: fewer side runs (only the default agent, one replay of the pure-Python stages)
         self.quick = False
 
     def agent(self, endpoint: str, probes: tuple[str, ...] = ("http",), runtime_dir: Optional[Path] = None,
-              cpus: Optional[str] = None, nice: Optional[int] = None) -> BenchAgent:
+              cpus: Optional[str] = None, agent_keys: Optional[dict[str, Any]] = None) -> BenchAgent:
         self._n += 1
-        extra = {"agent": {"nice": nice}} if nice is not None else None
+        extra = {"agent": agent_keys} if agent_keys else None
         a = BenchAgent(self.workdir / f"agent-{self._n}", endpoint, runtime_dir=runtime_dir or self.runtime_dir,
                        probes=probes, cpus=cpus, extra=extra).start()
         self.starts.append({"ready_s": round(a.ready_s, 3), "rss_mib": round(a.rss_after_start_kib / 1024, 1),
@@ -94,22 +94,27 @@ def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None,
     return res
 
 
-# config name -> [agent] nice of the agent run under it (None: the default, 10)
-AGENT_CONFIGS: dict[str, Optional[int]] = {"agent": None, "agent_nice0": 0}
+# config name -> the [agent] keys of the agent run under it ({}: as shipped, cpu_policy idle at nice 10)
+AGENT_CONFIGS: dict[str, dict[str, Any]] = {
+    "agent": {},
+    "agent_nice10": {"cpu_policy": "normal"},  # the default before the twelfth round
+    "agent_nice0": {"cpu_policy": "normal", "nice": 0},
+}
 
 
 def _agent_configs(ctx: Ctx) -> list[str]:
-    """Full runs add the agent at nice 0 (equal weight with the apps) next to the default: what the
+    """Full runs add the agent at nice 10 and at nice 0 (SCHED_OTHER: a share of a busy CPU by weight;
+    at 0 equal with the apps) next to the default (SCHED_IDLE): what the
     priority is worth, measured in the same rounds."""
     return [c for c in AGENT_CONFIGS if c == "agent" or not ctx.quick]
 
 
 def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_per_request: int = 2,
                 probes: tuple[str, ...] = ("http",), cpus: Optional[str] = None,
-                nice: Optional[int] = None) -> dict[str, Any]:
+                agent_keys: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU, server_port=server_port)
     try:
-        agent = ctx.agent(sink.endpoint, probes, cpus=cpus, nice=nice)
+        agent = ctx.agent(sink.endpoint, probes, cpus=cpus, agent_keys=agent_keys)
         try:
             cpu0, sink0 = agent.cpu_seconds(), cpu_seconds(sink.proc.pid)
             res = run()
@@ -144,7 +149,7 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
             for cfg in agents:
                 ctx.log(f"nginx round {r + 1}/{ctx.rounds}: {cfg}")
                 runs[cfg].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid),
-                                             nice=AGENT_CONFIGS[cfg]))
+                                             agent_keys=AGENT_CONFIGS[cfg]))
     finally:
         srv.stop()
     return _compare(runs, {"server": "nginx 1 process, static 15-byte file, keep-alive", "conns": conns})
@@ -164,7 +169,7 @@ def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
                 if cfg in AGENT_CONFIGS:
                     runs[cfg].append(_with_agent(ctx, PORT_FLASK,
                                                  lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid),  # noqa: B023
-                                                 nice=AGENT_CONFIGS[cfg]))
+                                                 agent_keys=AGENT_CONFIGS[cfg]))
                 else:
                     res = _wrk_run(ctx, url, conns, server_pid=srv.pid).as_dict()
                     if otel_sink is not None:

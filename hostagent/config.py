@@ -34,6 +34,7 @@ class AgentConfig:
     kernel_headers: str = ""
     console: str = "auto"
     nice: int = 10  # hostagent.priority: under CPU contention the traced applications come first
+    cpu_policy: str = "idle"  # hostagent.priority: idle (SCHED_IDLE) | normal (SCHED_OTHER at nice)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ def _agent(r: _Reader) -> AgentConfig:
         kernel_headers=r.string("kernel_headers", ""),
         console=r.string("console", "auto", ("auto", "on", "off")),
         nice=r.integer("nice", AgentConfig.nice, -20, 19),
+        cpu_policy=r.string("cpu_policy", AgentConfig.cpu_policy, ("idle", "normal")),
     )
 
 

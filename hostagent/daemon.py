@@ -99,7 +99,7 @@ class Agent:
         from hostagent.kernel.background import begin_compile
         from hostagent.kernel.prepare import prepare_kernel
         from hostagent.memory import trim_heap
-        from hostagent.priority import set_nice
+        from hostagent.priority import set_priority
 
         t0 = time.monotonic()
         log.info("per-span stages: %s", compiled.STATE)
@@ -133,7 +133,8 @@ class Agent:
         memory = release_start_up_memory()
         t_released = time.monotonic()
         # After the compile (READY is not delayed on a busy host); threads started later inherit it.
-        log.info("cpu priority: %s", set_nice(self.config.agent.nice))
+        agent = self.config.agent
+        log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
@@ -227,10 +228,10 @@ class Agent:
             log.error("reload failed, keeping the running config: %s", exc)
             self.notifier.ready(self.status_line())
             return False, str(exc)
-        if config.agent.nice != self.config.agent.nice:
-            from hostagent.priority import set_nice
+        if (config.agent.nice, config.agent.cpu_policy) != (self.config.agent.nice, self.config.agent.cpu_policy):
+            from hostagent.priority import set_priority
 
-            log.info("cpu priority: %s", set_nice(config.agent.nice))
+            log.info("cpu priority: %s", set_priority(config.agent.nice, config.agent.cpu_policy))
         self.config = config
         if self.pipeline is not None:
             self.pipeline.trace_telemetry = config.capture.telemetry_calls

@@ -37,10 +37,11 @@ def _gil_keeping_yield() -> Callable[[], object]:
 
 sched_yield = _gil_keeping_yield()
 
-# Off when the agent runs at nice <= 0 (hostagent.priority.set_nice): there it is meant to compete
-# at equal weight, and yielding every 250 us would cost it that weight (a busy thread at nice 0
-# beside a busy nice-0 process: 50% of the CPU without the yields, 17% with them; at nice 10 it
-# keeps its 9.7% once the yields are 500 us apart, and drops to 4% at 250 us).
+# Off when the agent runs at nice <= 0 with cpu_policy normal (hostagent.priority.set_priority):
+# there it is meant to compete at equal weight, and yielding every 250 us would cost it that
+# weight (a busy thread at nice 0 beside a busy nice-0 process: 50% of the CPU without the yields,
+# 17% with them; at nice 10 it keeps its 9.7% once the yields are 500 us apart, and drops to 4% at
+# 250 us).
 _enabled = [True]
 
 

@@ -9,6 +9,7 @@ unit, with the unit's sandbox.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -79,9 +80,12 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
     assert re.search(r"^Seccomp:\s+2$", status, re.M)
     assert int(re.search(r"^CapBnd:\s+([0-9a-f]+)$", status, re.M).group(1), 16) == int(  # type: ignore[union-attr]
         re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
-    # ...and lets the agent lower its own priority ([agent] nice = 10): every thread, field 19 of stat
+    # ...and lets the agent lower its own priority ([agent] nice = 10, cpu_policy = "idle"): every
+    # thread, fields 19 (nice) and 41 (policy, 5 = SCHED_IDLE) of stat
     tasks = box.run(["sh", "-c", f"cat /proc/{pid}/task/*/stat"]).stdout.splitlines()
     assert len(tasks) > 3 and {int(stat_fields(t)[16]) for t in tasks} == {10}, tasks
+    assert {int(stat_fields(t)[38]) for t in tasks} == {os.SCHED_IDLE}, tasks
+    assert "cpu_policy idle on" in journal(box), journal(box)[-3000:]
     # bookworm's python3 is the CPython the package's compiled wheel was built for
     assert "per-span stages: compiled (mypyc): " in journal(box), journal(box)[-3000:]
 

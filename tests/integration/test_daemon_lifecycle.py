@@ -3,6 +3,7 @@ NOTIFY_SOCKET; collector outages; SIGHUP reload; SIGTERM drain-and-flush; bad co
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from hostagent.daemon import STOP_BUDGET_S
 from tests.support.agent import REPO, Agent, write_config
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app
-from tests.support.threads import thread_nice
+from tests.support.threads import thread_nice, thread_policy
 
 pytestmark = pytest.mark.root
 
@@ -58,10 +59,12 @@ def test_ready_status_and_stopping_with_spans_flushed(tmp_path: Path, app: Serve
         assert any(x.startswith("EXTEND_TIMEOUT_USEC=") for x in lines[:ready])
         assert re.fullmatch(r"STATUS=\d+ probes attached, exporting to http://127\.0\.0\.1:\d+ \(grpc\), 0 dropped",
                             status[-1]), status
-        # every thread yields to the applications once READY ([agent] nice, default 10)
+        # every thread yields to the applications once READY ([agent] nice, default 10; cpu_policy,
+        # default idle)
         assert agent.proc is not None
         nice = thread_nice(agent.proc.pid)
         assert len(nice) > 3 and set(nice.values()) == {10}, nice
+        assert set(thread_policy(agent.proc.pid).values()) == {os.SCHED_IDLE}
         # spans captured just before SIGTERM are exported before the process exits
         for i in range(5):
             curl(f"/last?i={i}")
@@ -155,13 +158,14 @@ def test_sighup_reloads_the_config_and_keeps_it_on_errors(tmp_path: Path, app: S
         # reload with http disabled: no new HTTP spans
         config_text = agent.config.read_text()
         agent.config.write_text(config_text.replace('enabled = ["http"]', 'enabled = ["redis"]')
-                                .replace("[agent]\n", "[agent]\nnice = 15\n"))
+                                .replace("[agent]\n", "[agent]\nnice = 15\ncpu_policy = \"normal\"\n"))
         mark = len(agent.notify.lines())
         agent.signal(signal.SIGHUP)
         reloading = agent.notify.wait_for("RELOADING=1", after=mark)
         agent.notify.wait_for("READY=1", after=reloading)
         assert agent.proc is not None
         assert set(thread_nice(agent.proc.pid).values()) == {15}  # a new [agent] nice applies at reload
+        assert set(thread_policy(agent.proc.pid).values()) == {os.SCHED_OTHER}  # and a new cpu_policy (as root)
         receiver.recorder.clear()
         curl("/disabled")
         time.sleep(3)

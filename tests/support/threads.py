@@ -1,4 +1,5 @@
-"""The nice value of each thread of a process, as the tests of [agent] nice read it."""
+"""The nice value and scheduling policy of each thread of a process, as the tests of [agent] nice
+and cpu_policy read them."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from hostagent.priority import thread_ids
 
 def thread_nice(pid: int, proc: Path = Path("/proc")) -> dict[int, int]:
     """tid -> nice of each thread of ``pid`` (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    return _thread_field(pid, 16, proc)
+
+
+def thread_policy(pid: int, proc: Path = Path("/proc")) -> dict[int, int]:
+    """tid -> scheduling policy of each thread of ``pid`` (field 41: 0 SCHED_OTHER, 5 SCHED_IDLE)."""
+    return _thread_field(pid, 38, proc)
+
+
+def _thread_field(pid: int, index: int, proc: Path) -> dict[int, int]:
+    """tid -> the stat field at ``index`` of stat_fields (fields after the command name)."""
     out: dict[int, int] = {}
     for tid in thread_ids(proc / str(pid) / "task"):
         try:
             stat = (proc / str(pid) / "task" / str(tid) / "stat").read_text()
         except OSError:
             continue
-        out[tid] = int(stat_fields(stat)[16])
+        out[tid] = int(stat_fields(stat)[index])
     return out

@@ -35,8 +35,8 @@ def test_the_tables_carry_the_runs_numbers() -> None:
     lines = md.splitlines()
     assert lines[0].startswith("Run 2026-12-05 at abc1234 (full; 3 rounds x 10.0 s, medians;")
     assert "| flask | plain | 4891 | 1.000 | 0.73 | 1.51 | 1.000 | 193.0 (1.000) | - | - | - | - |" in lines
-    assert ("| flask | agent (nice 10, default) | 4265 | 0.872 | 0.79 | 2.44 | 1.619 | 208.0 (1.078) | 0.081 "
-            "| 132 / 186 | 86148 / 86142 | 0 |") in lines
+    assert ("| flask | agent (default: idle policy, nice 10) | 4265 | 0.872 | 0.79 | 2.44 | 1.619 | 208.0 (1.078) "
+            "| 0.081 | 132 / 186 | 86148 / 86142 | 0 |") in lines
     assert ("| 20k | unpinned | 19789 | 198269 | 222673 / 396538 (56.16%) | kernel_ringbuf_full 347485 | 0 "
             "| 0.59 / 0.12 |") in lines
     assert lines[-1] == ("Start-up: start to READY=1 **2.30 s** with a header tree from an earlier start (compile "

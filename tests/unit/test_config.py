@@ -25,6 +25,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
     assert config.probes.enabled == ("http",)
     assert config.probes.payload_bytes == 4096
     assert config.agent.nice == 10
+    assert config.agent.cpu_policy == "idle"
     assert config.probes.data_hooks == "auto"
 
 
@@ -46,6 +47,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ("agent = 3\n", "[agent] must be a table"),
         ("[agent]\nnice = 20\n", "agent.nice: expected an integer from -20 to 19, got 20"),
         ('[agent]\nnice = "low"\n', "agent.nice: expected an integer from -20 to 19"),
+        ('[agent]\ncpu_policy = "batch"\n', 'agent.cpu_policy: expected one of "idle", "normal", got \'batch\''),
         ('[probes]\ndata_hooks = "kprobes"\n',
          'probes.data_hooks: expected one of "auto", "socket", "syscalls", got \'kprobes\''),
     ],

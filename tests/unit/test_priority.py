@@ -1,4 +1,5 @@
-"""hostagent.priority: every thread of the process gets the nice value, later threads inherit it.
+"""hostagent.priority: every thread of the process gets the nice value and the scheduling policy,
+later threads inherit them.
 
 Each case runs in another process (nice cannot be lowered again without CAP_SYS_NICE, and the test
 process must keep its own); the thread counts in a fresh interpreter, since a process forked from
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hostagent.priority import set_nice
+from hostagent.priority import set_priority
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,14 +31,14 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
     out = _run("""
         import os, threading
-        from hostagent.priority import set_nice
+        from hostagent.priority import set_priority
         from tests.support.threads import thread_nice
         started, stop = threading.Event(), threading.Event()
         before = threading.Thread(target=lambda: (started.set(), stop.wait(5)))
         before.start()
         started.wait(5)
         target = min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
-        print(set_nice(target))
+        print(set_priority(target))
         seen = []
         after = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
         after.start()
@@ -50,7 +51,8 @@ def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
     assert out.returncode == 0, out.stderr
     sentence, check = out.stdout.splitlines()
     target = int(check.split()[0])
-    assert sentence.startswith(f"nice {target} on 2 threads"), sentence  # the main thread and ``before``
+    # the main thread and ``before``
+    assert sentence.startswith(f"nice {target}, cpu_policy normal on 2 threads"), sentence
     assert check == f"{target} [{target}] [{target}]"
 
 
@@ -64,7 +66,7 @@ def test_raising_priority_without_the_capability_is_reported_not_raised() -> Non
                 os.setgid(65534)
                 os.setuid(65534)
             current = os.getpriority(os.PRIO_PROCESS, 0)
-            sentence = set_nice(-5)
+            sentence = set_priority(-5)
             assert "not applied" in sentence and "CAP_SYS_NICE" in sentence, sentence
             assert os.getpriority(os.PRIO_PROCESS, 0) == current
             os._exit(0)
@@ -87,7 +89,7 @@ def test_a_refused_value_leaves_the_yields_as_the_nice_the_threads_kept() -> Non
             if os.geteuid() == 0:
                 os.setgid(65534)
                 os.setuid(65534)
-            assert "not applied" in set_nice(0)
+            assert "not applied" in set_priority(0)
             pause = yielding.CpuYield(after_ns=0)
             pause.start()
             pause()
@@ -101,7 +103,9 @@ def test_a_refused_value_leaves_the_yields_as_the_nice_the_threads_kept() -> Non
 
 def test_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="from -20 to 19"):
-        set_nice(20)
+        set_priority(20)
+    with pytest.raises(ValueError, match="cpu_policy must be one of idle, normal, got 'batch'"):
+        set_priority(10, "batch")
 
 
 @pytest.mark.parametrize("value, yields", [(-5, False), (0, False), (1, True), (10, True), (19, True)])
@@ -111,7 +115,79 @@ def test_the_bursts_yield_only_above_nice_0(value: int, yields: bool) -> None:
         from hostagent import priority, yielding
         calls = []
         yielding.sched_yield = lambda: calls.append(1)
-        priority.set_nice({value})  # as root: applied
+        priority.set_priority({value})  # as root: applied
+        pause = yielding.CpuYield(after_ns=0)
+        pause.start()
+        pause()
+        print(len(calls))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1" if yields else "0"]
+
+
+def test_idle_policy_on_every_existing_thread_and_every_later_one() -> None:
+    out = _run("""
+        import os, threading
+        from hostagent.priority import set_priority
+        from tests.support.threads import thread_nice, thread_policy
+        started, stop = threading.Event(), threading.Event()
+        before = threading.Thread(target=lambda: (started.set(), stop.wait(5)))
+        before.start()
+        started.wait(5)
+        target = min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
+        print(set_priority(target, "idle"))
+        seen = []
+        after = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+        after.start()
+        after.join()
+        policies, nice = thread_policy(os.getpid()), thread_nice(os.getpid())
+        stop.set()
+        before.join()
+        print(target, sorted(set(policies.values())), seen, sorted(set(nice.values())))
+    """)
+    assert out.returncode == 0, out.stderr
+    sentence, check = out.stdout.splitlines()
+    target = int(check.split()[0])
+    assert sentence == f"nice {target}, cpu_policy idle on 2 threads (only CPU time no application wants)"
+    assert check == f"{target} [{os.SCHED_IDLE}] [{os.SCHED_IDLE}] [{target}]"
+
+
+def test_leaving_idle_without_the_capability_is_reported_and_the_yields_stay() -> None:
+    """SCHED_IDLE back to normal needs CAP_SYS_NICE: refused, said, and the bursts still yield."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            from hostagent import yielding
+
+            calls: list[int] = []
+            yielding.sched_yield = lambda: calls.append(1)  # type: ignore[assignment]
+            nice = os.getpriority(os.PRIO_PROCESS, 0)
+            assert "cpu_policy idle on 1 threads" in set_priority(nice, "idle")
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            sentence = set_priority(nice, "normal")
+            assert sentence == (f"cpu_policy normal not applied: Operation not permitted (leaving SCHED_IDLE needs "
+                                f"CAP_SYS_NICE); threads stay at nice {nice}, cpu_policy idle"), sentence
+            assert os.sched_getscheduler(0) == os.SCHED_IDLE
+            pause = yielding.CpuYield(after_ns=0)
+            pause.start()
+            pause()
+            assert calls == [1], calls
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+@pytest.mark.parametrize("value, policy, yields", [(0, "idle", True), (-5, "idle", True), (0, "normal", False)])
+def test_the_bursts_yield_at_idle_whatever_the_nice(value: int, policy: str, yields: bool) -> None:
+    out = _run(f"""
+        from hostagent import priority, yielding
+        calls = []
+        yielding.sched_yield = lambda: calls.append(1)
+        priority.set_priority({value}, "{policy}")  # as root: applied
         pause = yielding.CpuYield(after_ns=0)
         pause.start()
         pause()
