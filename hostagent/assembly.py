@@ -71,6 +71,11 @@ class Capture:
     def poll(self, timeout_s: float) -> int:
         return self.bpf.poll(int(timeout_s * 1000))
 
+    def watch_backlog(self, watch: Callable[[float], object]) -> None:
+        """``watch(share of the ring unread)`` before each drain and between its steps."""
+        size = self.bpf.ring_bytes
+        self.bpf.on_backlog = lambda unread: watch(unread / size)
+
     def drop_counts(self) -> dict[str, int]:
         if self._final_drops is not None:
             return self._final_drops

@@ -89,6 +89,7 @@ class Agent:
         self.identity: Any = None
         self.metrics: Any = None
         self.watchdog: Optional[Watchdog] = None
+        self.idle_guard: Any = None  # hostagent.priority.IdleGuard at cpu_policy idle
         self.probe_states: dict[str, Any] = {}
         self.exporter_endpoint = ""
         self.compiling: Any = None  # hostagent.kernel.background.BackgroundCompile, once started
@@ -135,6 +136,8 @@ class Agent:
         # After the compile (READY is not delayed on a busy host); threads started later inherit it.
         agent = self.config.agent
         log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
+        self.idle_guard = _idle_guard(agent.nice, agent.cpu_policy)
+        self.capture.watch_backlog(self._guard_priority)
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
@@ -219,6 +222,14 @@ class Agent:
         self.shutdown()
         return 0
 
+    def _guard_priority(self, backlog: float) -> None:
+        guard = self.idle_guard
+        if guard is None:
+            return
+        said = guard.observe(backlog)
+        if said:
+            (log.warning if guard.refused else log.info)("cpu priority: %s", said)
+
     def reload(self) -> tuple[bool, str]:
         """Re-read the config file; on error keep running with the old one and say why."""
         self.notifier.reloading()
@@ -232,6 +243,7 @@ class Agent:
             from hostagent.priority import set_priority
 
             log.info("cpu priority: %s", set_priority(config.agent.nice, config.agent.cpu_policy))
+            self.idle_guard = _idle_guard(config.agent.nice, config.agent.cpu_policy)
         self.config = config
         if self.pipeline is not None:
             self.pipeline.trace_telemetry = config.capture.telemetry_calls
@@ -341,3 +353,10 @@ def run_agent(config: Config) -> int:
         agent.shutdown()
         raise
     return agent.run()
+
+
+def _idle_guard(nice: int, policy: str) -> Any:
+    """At cpu_policy idle, the floor that raises the agent while it is behind (None otherwise)."""
+    from hostagent.priority import IdleGuard
+
+    return IdleGuard(nice) if policy == "idle" else None

@@ -85,6 +85,8 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
     tasks = box.run(["sh", "-c", f"cat /proc/{pid}/task/*/stat"]).stdout.splitlines()
     assert len(tasks) > 3 and {int(stat_fields(t)[16]) for t in tasks} == {10}, tasks
     assert {int(stat_fields(t)[38]) for t in tasks} == {os.SCHED_IDLE}, tasks
+    # CAP_SYS_NICE (23) lets the idle policy's floor raise the agent while it is behind
+    assert int(re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16) & (1 << 23)  # type: ignore[union-attr]
     assert "cpu_policy idle on" in journal(box), journal(box)[-3000:]
     # bookworm's python3 is the CPython the package's compiled wheel was built for
     assert "per-span stages: compiled (mypyc): " in journal(box), journal(box)[-3000:]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hostagent.priority import set_priority
+from hostagent.priority import IdleGuard, set_priority
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,7 +162,7 @@ def test_leaving_idle_without_the_capability_is_reported_and_the_yields_stay() -
             calls: list[int] = []
             yielding.sched_yield = lambda: calls.append(1)  # type: ignore[assignment]
             nice = os.getpriority(os.PRIO_PROCESS, 0)
-            assert "cpu_policy idle on 1 threads" in set_priority(nice, "idle")
+            assert f"nice {nice}, cpu_policy idle on " in set_priority(nice, "idle")  # threads: see the docstring
             if os.geteuid() == 0:
                 os.setgid(65534)
                 os.setuid(65534)
@@ -195,3 +195,81 @@ def test_the_bursts_yield_at_idle_whatever_the_nice(value: int, policy: str, yie
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1" if yields else "0"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _guard(policy: list[str], clock: _Clock) -> tuple[IdleGuard, list[tuple[int, str]]]:
+    """An IdleGuard whose priority changes are recorded (and take effect in ``policy[0]``)."""
+    applied: list[tuple[int, str]] = []
+
+    def apply(nice: int, name: str) -> str:
+        applied.append((nice, name))
+        policy[0] = name
+        return f"nice {nice}, cpu_policy {name} on 7 threads"
+
+    return IdleGuard(10, apply=apply, policy_now=lambda: policy[0], clock=clock), applied
+
+
+def test_the_guard_raises_the_agent_while_the_ring_is_half_unread_and_lowers_it_once_calm() -> None:
+    clock, policy = _Clock(), ["idle"]
+    guard, applied = _guard(policy, clock)
+    assert [guard.observe(b) for b in (0.0, 0.2, 0.49)] == [None, None, None]
+    assert applied == []
+    assert guard.observe(0.5) == ("behind (50% of the ring unread): nice 10, cpu_policy normal on 7 threads; "
+                                  "back at idle after 2 s calm")
+    assert applied == [(10, "normal")] and guard.raised and guard.times_raised == 1
+    assert guard.observe(0.9) is None  # already raised: nothing asked twice
+    assert guard.observe(0.1) is None  # calm from now
+    clock.now += 1.9
+    assert guard.observe(0.0) is None
+    assert guard.observe(0.2) is None  # an eighth or more again: the calm starts over
+    clock.now += 5
+    assert guard.observe(0.05) is None
+    clock.now += 1.99
+    assert guard.observe(0.05) is None
+    clock.now += 0.01
+    assert guard.observe(0.05) == "caught up: nice 10, cpu_policy idle on 7 threads"
+    assert applied == [(10, "normal"), (10, "idle")] and not guard.raised
+
+
+def test_raised_again_within_a_minute_the_guard_waits_twice_as_long_up_to_a_minute() -> None:
+    clock, policy = _Clock(), ["idle"]
+    guard, applied = _guard(policy, clock)
+    calms = []
+    for _ in range(8):  # a host that stays busy: behind again 10 s after each return to idle
+        said = guard.observe(0.9)
+        assert said is not None and said.startswith("behind (90% of the ring unread)")
+        calms.append(guard.calm_s)
+        guard.observe(0.0)
+        clock.now += guard.calm_s
+        assert guard.observe(0.0) is not None and not guard.raised
+        clock.now += 10
+    assert calms == [2, 4, 8, 16, 32, 60, 60, 60]
+    clock.now += 60  # a minute or more after the last return: the host calmed down
+    assert guard.observe(0.7) is not None and guard.calm_s == 2
+    assert guard.times_raised == 9 and len(applied) == 17
+
+
+def test_a_guard_that_cannot_leave_idle_says_so_once_and_stops_asking() -> None:
+    clock, applied = _Clock(), []
+
+    def refuse(nice: int, name: str) -> str:
+        applied.append((nice, name))
+        return "cpu_policy normal not applied: Operation not permitted (leaving SCHED_IDLE needs CAP_SYS_NICE)"
+
+    guard = IdleGuard(10, apply=refuse, policy_now=lambda: "idle", clock=clock)
+    said = guard.observe(0.75)
+    assert said == ("the ring is 75% unread but the agent cannot leave SCHED_IDLE (cpu_policy normal not applied: "
+                    "Operation not permitted (leaving SCHED_IDLE needs CAP_SYS_NICE)); it stays there and what it "
+                    "cannot keep up with is dropped, counted")
+    assert guard.refused and not guard.raised
+    assert [guard.observe(b) for b in (0.9, 1.0, 0.0)] == [None, None, None]
+    assert applied == [(10, "normal")]
+

@@ -1,0 +1,91 @@
+"""[agent] cpu_policy idle and its floor, live: with every CPU busy the agent at SCHED_IDLE falls
+behind, its threads go to SCHED_OTHER at [agent] nice until the ring is drained, then back.
+
+CPU hogs (one busy nice-0 process per CPU, stopped by PID) stand in for a saturated host; the
+ring is 1 MiB so that a few thousand requests fill half of it while the agent gets ~0.3% of a CPU.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent import Agent
+from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.servers import Server, start_http_app
+from tests.support.threads import thread_policy
+
+PORT = 19571
+
+
+@pytest.fixture
+def app() -> Iterator[Server]:
+    srv = start_http_app(PORT)
+    yield srv
+    srv.stop()
+
+
+def _policies(pid: int) -> set[int]:
+    return set(thread_policy(pid).values())
+
+
+def _wait(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _traffic(stop: threading.Event, sent: list[int]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    try:
+        while not stop.is_set():
+            conn.request("GET", f"/busy?i={sent[0]}&pad={'x' * 600}")
+            conn.getresponse().read()
+            sent[0] += 1
+    finally:
+        conn.close()
+
+
+def test_a_starved_agent_is_raised_while_behind_and_lowered_once_drained(tmp_path: Path, app: Server) -> None:
+    receiver = OtlpGrpcReceiver().start()
+    agent = Agent(tmp_path, receiver.endpoint, extra={"probes": {"ring_buffer_mib": 1}}).start()
+    hogs: list[subprocess.Popen[bytes]] = []
+    stop, sent = threading.Event(), [0]
+    client = threading.Thread(target=_traffic, args=(stop, sent), daemon=True)
+    try:
+        assert _policies(agent.pid) == {os.SCHED_IDLE}
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+        client.start()
+        raised = _wait(lambda: os.SCHED_OTHER in _policies(agent.pid), 60)
+        stop.set()
+        client.join(30)
+        log = agent.log()
+        assert raised, (sent, log[-3000:])
+        assert re.search(r"cpu priority: behind \(\d+% of the ring unread\): nice 10, cpu_policy normal on \d+ "
+                         r"threads .*; back at idle after 2 s calm", log), log[-3000:]
+        for h in hogs:
+            h.kill()
+            h.wait()
+        hogs = []
+        # drained, then two calm seconds: every thread back at SCHED_IDLE, and the log says so
+        assert _wait(lambda: _policies(agent.pid) == {os.SCHED_IDLE}, 20), thread_policy(agent.pid)
+        assert "cpu priority: caught up: nice 10, cpu_policy idle on" in agent.log()
+    finally:
+        stop.set()
+        for h in hogs:
+            h.kill()
+            h.wait()
+        agent.stop()
+        receiver.stop()
