@@ -15,11 +15,12 @@ an agent at nice 0, a sixth at nice 10). Once the agent is READY every thread ge
   and what it cannot process in time is dropped in the kernel and counted
   (``kernel_ringbuf_full``), never lost silently.
   A floor keeps it from falling behind for good (``IdleGuard``): while the ring is more than half
-  unread when a drain begins, every thread runs at SCHED_OTHER at ``nice``; two seconds after the
-  ring is back under an eighth, SCHED_IDLE again. (Side runs here: two rounds of Flask under
-  gunicorn in about thirty lost 19k and 39k records at SCHED_IDLE alone, counted, when the idle
-  time on both busy CPUs ran short for longer than the ring lasts.) Leaving SCHED_IDLE needs CAP_SYS_NICE
-  (the unit grants it); without it the guard says so once and the agent stays at SCHED_IDLE.
+  unread when a drain begins or between its steps, every thread runs at SCHED_OTHER at ``nice``;
+  two seconds after the ring is back under an eighth (up to a minute when raised again within
+  one), SCHED_IDLE again. (Side runs here: two rounds of Flask under gunicorn in about thirty lost
+  19k and 39k records at SCHED_IDLE alone, counted, when the idle time on both busy CPUs ran short
+  for longer than the ring lasts.) Leaving SCHED_IDLE needs CAP_SYS_NICE (the unit grants it);
+  without it the guard says so once and the agent stays at SCHED_IDLE.
 - ``normal``: SCHED_OTHER at ``nice``: the agent keeps its weight's share of a busy CPU (nice 10:
   ~10% beside one busy nice-0 thread; 0: equal weight), for hosts where spans matter more than
   the last percent of the applications' throughput.
@@ -38,15 +39,12 @@ not how long a woken thread keeps it.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from hostagent.yielding import set_enabled as set_yielding
-
-log = logging.getLogger(__name__)
 
 NICE_MIN, NICE_MAX = -20, 19
 # [agent] cpu_policy -> the Linux scheduling policy
