@@ -137,7 +137,7 @@ class Agent:
         agent = self.config.agent
         log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
         self.idle_guard = _idle_guard(agent.nice, agent.cpu_policy)
-        self.capture.watch_backlog(self._guard_priority)
+        self.capture.watch_backlog(self._drain_progress)
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
@@ -222,7 +222,11 @@ class Agent:
         self.shutdown()
         return 0
 
-    def _guard_priority(self, backlog: float) -> None:
+    def _drain_progress(self, backlog: float) -> None:
+        """Before a drain and between its steps: a long drain (far behind, or on a starved CPU
+        before the idle policy's floor raises the agent) is the loop making progress, not a stall
+        for the watchdog; and the floor sees how far behind the agent is."""
+        self.heartbeat = time.monotonic()
         guard = self.idle_guard
         if guard is None:
             return
