@@ -197,7 +197,12 @@ class Agent:
         failed = sorted(name for name, st in self.probe_states.items() if st.state == "failed")
         problems = f" ({', '.join(failed)} failed: see hostagentctl status)" if failed else ""
         line = f"{self.attached_count()} probes attached{problems}, exporting to {target}, {dropped} dropped"
-        return f"{line}, {partial} partly captured" if partial else line
+        if partial:
+            line += f", {partial} partly captured"
+        guard = self.idle_guard
+        if guard is not None and guard.raised:  # systemctl status shows the floor at work
+            line += f", behind: at nice {guard.nice} until drained"
+        return line
 
     def alive(self) -> bool:
         """The poll loop beat recently (the watchdog pings only then)."""
