@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hostagent import __version__
-from hostagent.config import Config, ConfigError, load_config
+from hostagent.config import AgentConfig, Config, ConfigError, load_config
 from hostagent.notify import Notifier, Watchdog, watchdog_interval_s
 from hostagent.settings import (
     CaptureSettings,
@@ -100,7 +100,6 @@ class Agent:
         from hostagent.kernel.background import begin_compile
         from hostagent.kernel.prepare import prepare_kernel
         from hostagent.memory import trim_heap
-        from hostagent.priority import set_priority
 
         t0 = time.monotonic()
         log.info("per-span stages: %s", compiled.STATE)
@@ -134,9 +133,7 @@ class Agent:
         memory = release_start_up_memory()
         t_released = time.monotonic()
         # After the compile (READY is not delayed on a busy host); threads started later inherit it.
-        agent = self.config.agent
-        log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
-        self.idle_guard = _idle_guard(agent.nice, agent.cpu_policy)
+        self._apply_priority(self.config.agent)
         self.capture.watch_backlog(self._drain_progress)
         interval = watchdog_interval_s()
         if interval:
@@ -227,6 +224,14 @@ class Agent:
         self.shutdown()
         return 0
 
+    def _apply_priority(self, agent: AgentConfig) -> None:
+        """[agent] nice and cpu_policy on every thread, and at idle the floor that raises them
+        while the agent is behind."""
+        from hostagent.priority import IdleGuard, set_priority
+
+        log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
+        self.idle_guard = IdleGuard(agent.nice) if agent.cpu_policy == "idle" else None
+
     def _drain_progress(self, backlog: float) -> None:
         """Before a drain and between its steps: a long drain (far behind, or on a starved CPU
         before the idle policy's floor raises the agent) is the loop making progress, not a stall
@@ -249,10 +254,7 @@ class Agent:
             self.notifier.ready(self.status_line())
             return False, str(exc)
         if (config.agent.nice, config.agent.cpu_policy) != (self.config.agent.nice, self.config.agent.cpu_policy):
-            from hostagent.priority import set_priority
-
-            log.info("cpu priority: %s", set_priority(config.agent.nice, config.agent.cpu_policy))
-            self.idle_guard = _idle_guard(config.agent.nice, config.agent.cpu_policy)
+            self._apply_priority(config.agent)
         self.config = config
         if self.pipeline is not None:
             self.pipeline.trace_telemetry = config.capture.telemetry_calls
@@ -363,9 +365,3 @@ def run_agent(config: Config) -> int:
         raise
     return agent.run()
 
-
-def _idle_guard(nice: int, policy: str) -> Any:
-    """At cpu_policy idle, the floor that raises the agent while it is behind (None otherwise)."""
-    from hostagent.priority import IdleGuard
-
-    return IdleGuard(nice) if policy == "idle" else None

@@ -115,8 +115,8 @@ def current_policy() -> str:
 
 
 class IdleGuard:
-    """cpu_policy idle with a floor: ``observe(backlog)`` after each drain raises every thread to
-    SCHED_OTHER at ``nice`` once the ring is ``raise_at`` unread, and lowers them to SCHED_IDLE
+    """cpu_policy idle with a floor: ``observe(backlog)``, before each drain and between its steps,
+    raises every thread to SCHED_OTHER at ``nice`` once the ring is ``raise_at`` unread, and lowers them to SCHED_IDLE
     again after ``calm_s`` below ``calm_below``. Returns a sentence for the log when it changed
     something, else None. Called by the poll loop only, so it needs no lock."""
 

@@ -129,7 +129,6 @@ class BpfCapture:
         self._reseeded: Optional[int] = None  # attach() re-seeded: what seed_existing_sockets returns
         self.events_seen = 0
         self.callback_errors = 0
-        self.backlog_bytes = 0  # unread ring bytes when the last poll began draining
         self.on_backlog: Optional[Callable[[int], object]] = None  # told the unread bytes as a drain goes
         self._pause = CpuYield()
 
@@ -337,15 +336,14 @@ class BpfCapture:
             return 0
         if timeout_ms > 0:
             ring.wait(timeout_ms)
-        # what the producers had committed and this drain will read: how far behind the agent is
-        self.backlog_bytes = ring.producer_pos() - ring.consumer_pos
         decode: Callable[[Any, int, int], Any] = _raw_record if self.raw_records else ev.decode_at
         pause = self._pause
         pause.start()
         between: Callable[[], object] = pause
         watch = self.on_backlog
         if watch is not None:
-            watch(self.backlog_bytes)
+            # what the producers had committed and this drain will read: how far behind the agent is
+            watch(ring.producer_pos() - ring.consumer_pos)
 
             def between() -> None:  # and between steps: a drain far behind is long on a starved CPU
                 pause()

@@ -24,6 +24,8 @@ from tests.support.otlp_receiver import OtlpGrpcReceiver
 from tests.support.servers import Server, start_http_app
 from tests.support.threads import thread_policy
 
+pytestmark = pytest.mark.root
+
 PORT = 19571
 
 
