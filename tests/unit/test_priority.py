@@ -28,32 +28,36 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def test_every_existing_thread_and_every_later_one_gets_the_value() -> None:
-    out = _run("""
+@pytest.mark.parametrize("policy, expected", [("normal", os.SCHED_OTHER), ("idle", os.SCHED_IDLE)])
+def test_every_existing_thread_and_every_later_one_gets_the_values(policy: str, expected: int) -> None:
+    out = _run(f"""
         import os, threading
         from hostagent.priority import set_priority
-        from tests.support.threads import thread_nice
+        from tests.support.threads import thread_nice, thread_policy
         started, stop = threading.Event(), threading.Event()
         before = threading.Thread(target=lambda: (started.set(), stop.wait(5)))
         before.start()
         started.wait(5)
         target = min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
-        print(set_priority(target))
+        print(set_priority(target, "{policy}"))
         seen = []
-        after = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+        after = threading.Thread(target=lambda: seen.append((os.getpriority(os.PRIO_PROCESS, 0),
+                                                             os.sched_getscheduler(0))))
         after.start()
         after.join()
-        values = thread_nice(os.getpid())
+        nice, policies = thread_nice(os.getpid()), thread_policy(os.getpid())
         stop.set()
         before.join()
-        print(target, sorted(set(values.values())), seen)
+        print(target, sorted(set(nice.values())), sorted(set(policies.values())), seen)
     """)
     assert out.returncode == 0, out.stderr
     sentence, check = out.stdout.splitlines()
     target = int(check.split()[0])
-    # the main thread and ``before``
-    assert sentence.startswith(f"nice {target}, cpu_policy normal on 2 threads"), sentence
-    assert check == f"{target} [{target}] [{target}]"
+    if policy == "idle":
+        assert sentence == f"nice {target}, cpu_policy idle on 2 threads (only CPU time no application wants)"
+    else:  # the main thread and ``before``
+        assert sentence.startswith(f"nice {target}, cpu_policy normal on 2 threads"), sentence
+    assert check == f"{target} [{target}] [{expected}] [({target}, {expected})]"
 
 
 def test_raising_priority_without_the_capability_is_reported_not_raised() -> None:
@@ -123,33 +127,6 @@ def test_the_bursts_yield_only_above_nice_0(value: int, yields: bool) -> None:
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1" if yields else "0"]
-
-
-def test_idle_policy_on_every_existing_thread_and_every_later_one() -> None:
-    out = _run("""
-        import os, threading
-        from hostagent.priority import set_priority
-        from tests.support.threads import thread_nice, thread_policy
-        started, stop = threading.Event(), threading.Event()
-        before = threading.Thread(target=lambda: (started.set(), stop.wait(5)))
-        before.start()
-        started.wait(5)
-        target = min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
-        print(set_priority(target, "idle"))
-        seen = []
-        after = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
-        after.start()
-        after.join()
-        policies, nice = thread_policy(os.getpid()), thread_nice(os.getpid())
-        stop.set()
-        before.join()
-        print(target, sorted(set(policies.values())), seen, sorted(set(nice.values())))
-    """)
-    assert out.returncode == 0, out.stderr
-    sentence, check = out.stdout.splitlines()
-    target = int(check.split()[0])
-    assert sentence == f"nice {target}, cpu_policy idle on 2 threads (only CPU time no application wants)"
-    assert check == f"{target} [{os.SCHED_IDLE}] [{os.SCHED_IDLE}] [{target}]"
 
 
 def test_leaving_idle_without_the_capability_is_reported_and_the_yields_stay() -> None:
