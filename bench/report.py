@@ -59,6 +59,14 @@ def overhead_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any
     return rows
 
 
+def _spread(f: dict[str, Any]) -> str:
+    """A repeated level's row is its median run: say so, and how far the runs ranged."""
+    ratios = f.get("span_ratios") or []
+    if len(ratios) < 2:
+        return ""
+    return f"; median of {len(ratios)} runs, {min(ratios) * 100:.1f}-{max(ratios) * 100:.1f}%"
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
     lines = [f"Run {m['date']} at {m['commit']} ({m['mode']}; {m['rounds']} rounds x {m['seconds']} s, "
@@ -89,7 +97,7 @@ def markdown(results: dict[str, Any]) -> str:
             drops = ", ".join(f"{k} {v}" for k, v in f["drops"].items()) or "0"
             lines.append(f"| {f['level']} | {f.get('placement', 'pinned')} | {f['rps']:.0f} | {f['requests']} | "
                          f"{f['spans']} / {f['spans_expected']} "
-                         f"({f['span_ratio'] * 100:.2f}%) | {drops} | {f['missing_not_counted']} "
+                         f"({f['span_ratio'] * 100:.2f}%{_spread(f)}) | {drops} | {f['missing_not_counted']} "
                          f"| {_fmt(f.get('agent_cpu_share'), 2)} / {_fmt(f.get('receiver_cpu_share'), 2)} |")
     cap = results.get("capacity")
     if cap:

@@ -97,7 +97,8 @@ def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: floa
                 results["overhead"] = {"nginx": scenarios.overhead_nginx(ctx), "flask": scenarios.overhead_flask(ctx)}
             if "fidelity" in only:
                 levels = ("5k", "20k") if quick else ("1k", "5k", "20k", "saturation")
-                results["fidelity"] = scenarios.fidelity(ctx, levels, ("pinned",) if quick else ("pinned", "unpinned"))
+                results["fidelity"] = scenarios.fidelity(ctx, levels, ("pinned",) if quick else ("pinned", "unpinned"),
+                                                         repeat=None if quick else {"20k": 3})
             if "capacity" in only:
                 log("capacity (record + replay)")
                 results["capacity"] = scenarios.capacity(ctx, record_seconds=1.0 if quick else 2.0,

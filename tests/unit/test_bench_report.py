@@ -43,6 +43,22 @@ def test_the_tables_carry_the_runs_numbers() -> None:
                          "1.54 s, attach 0.47 s), 6.85 s on a first start; RSS after start 91 MiB.")
 
 
+def test_a_repeated_level_shows_its_median_run_and_the_spread() -> None:
+    from bench.scenarios import _median_run
+
+    def run(ratio: float, spans: int, not_counted: int) -> dict[str, Any]:
+        return {**results()["fidelity"][0], "span_ratio": ratio, "spans": spans, "missing_not_counted": not_counted}
+
+    row = _median_run([run(0.8917, 356254, 0), run(0.7673, 306660, 7), run(1.0, 399684, 0)])
+    assert row["spans"] == 356254 and row["span_ratio"] == 0.8917
+    assert row["span_ratios"] == [0.8917, 0.7673, 1.0]
+    assert row["missing_not_counted"] == 7  # the worst run's, not the median's
+    md = report.markdown({**results(), "fidelity": [row]})
+    assert ("| 20k | unpinned | 19789 | 198269 | 356254 / 396538 (89.17%; median of 3 runs, 76.7-100.0%) "
+            "| kernel_ringbuf_full 347485 | 7 | 0.59 / 0.12 |") in md.splitlines()
+    assert _median_run([run(0.9, 1, 0), run(0.5, 2, 0)])["spans"] == 2  # even count: the lower middle
+
+
 def test_write_keeps_every_run(tmp_path: Path) -> None:
     first = report.write(results(), tmp_path)
     second = report.write(results(), tmp_path)  # the same commit measured again
