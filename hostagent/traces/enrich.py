@@ -41,7 +41,7 @@ from opentelemetry.trace import SpanKind
 
 from hostagent.model import Call, Role
 from hostagent.traces.ids import parse_traceparent
-from hostagent.traces.linking import respan
+from hostagent.traces.linking import EXPIRY_SLACK, respan
 
 Key = tuple[str, int, int]
 _WIRE_KEYS = frozenset({"http.request.body.size", "http.response.body.size", "network.peer.address",
@@ -207,7 +207,7 @@ class SdkLayer:
         self._agents[key] = agent
         if span.context is not None:
             self._agent_by_span[span.context.span_id] = agent
-        heapq.heappush(self._timers, (agent.deadline, next(self._seq), agent))
+        self._push_timer(agent.deadline, agent)
 
     def _match(self, call: Call, span: ReadableSpan, pb: PbSpan, out: list) -> None:
         add_attributes(pb, wire_attributes(call, span))
@@ -274,7 +274,7 @@ class SdkLayer:
                     self._sdk[key] = (req, pb)
                 self._held_spans += len(held)
                 self._held_bytes += size
-                heapq.heappush(self._timers, (req.deadline, next(self._seq), req))
+                self._push_timer(req.deadline, req)
             else:
                 forwards.append(req)
         self._flush_out(out, forwards)
@@ -289,6 +289,19 @@ class SdkLayer:
             out.append((call, respan(span, trace_id, span_id)))
 
     # -- timers ---------------------------------------------------------------------------------------
+    def _push_timer(self, deadline: float, item: Any) -> None:
+        """Queue ``item``'s deadline. An agent span matched early, or a request forwarded early,
+        stays in the heap until its deadline (up to ``sdk_wait_s``) and keeps its call, span or
+        request alive: the heap is rebuilt without them once it holds more than twice what can
+        still be live (waiting agent spans; held requests, each holding at least one held span)
+        plus EXPIRY_SLACK, as the linker's deadline queue is."""
+        timers = self._timers
+        heapq.heappush(timers, (deadline, next(self._seq), item))
+        if len(timers) > 2 * (len(self._agents) + self._held_spans) + EXPIRY_SLACK:
+            live = [t for t in timers if (t[2].waiting if isinstance(t[2], _Agent) else not t[2].forwarded)]
+            heapq.heapify(live)
+            self._timers = live
+
     def sweep(self, now: Optional[float] = None, everything: bool = False) -> None:
         now = self.clock() if now is None else now
         out: list[tuple[Call, ReadableSpan]] = []

@@ -130,6 +130,34 @@ def test_thread_linked_child_of_a_dropped_agent_span_moves_under_the_sdk_span() 
     assert emitted[0].parent.span_id == 0x3333333333333333 and emitted[0].context.trace_id == TRACE  # type: ignore[union-attr]
 
 
+def test_matched_agent_spans_are_not_kept_alive_until_their_deadline() -> None:
+    """An agent span matched by its SDK span at once must not stay referenced by the deadline
+    heap for the rest of its wait (up to sdk_wait_s), call and span with it."""
+    import gc
+    import weakref
+
+    from hostagent.traces.linking import EXPIRY_SLACK
+
+    sdk, emitted, forwarded, clock = layer()
+    alive: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
+    n = 3 * EXPIRY_SLACK
+    for i in range(n):
+        client_id = 0x1000 + i
+        call = agent_call(Role.CLIENT, f"00-{TRACE:032x}-{client_id:016x}-01")
+        span = BUILD.build(call)
+        alive.add(span)
+        sdk.offer(call, span)
+        req = sdk_request(PbSpan.SPAN_KIND_CLIENT, client_id, parent=UPSTREAM)
+        sdk.on_request(req, req.ByteSize())
+    assert emitted == [] and len(forwarded) == n and sdk.counters["agent_spans_deduplicated"] == n
+    gc.collect()
+    assert len(alive) <= EXPIRY_SLACK + 2  # before the fix all n, until their deadlines
+    clock.now = 10.0
+    sdk.sweep()
+    assert emitted == [] and sdk.counters["agent_spans_unmatched"] == 0
+    assert sdk.held == {"sdk_spans": 0, "sdk_bytes": 0, "agent_spans": 0}
+
+
 def test_unmatched_both_sides_after_the_hold() -> None:
     sdk, emitted, forwarded, clock = layer(hold_s=1.5)
     call = agent_call(Role.CLIENT, TP_OUT)
