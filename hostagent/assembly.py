@@ -68,13 +68,17 @@ class Capture:
         self.states["identity"] = groups[PROCESS_GROUP]
         return dict(self.states)
 
-    def poll(self, timeout_s: float) -> int:
-        return self.bpf.poll(int(timeout_s * 1000))
+    def poll(self, timeout_s: float, budget_s: Optional[float] = None) -> int:
+        return self.bpf.poll(int(timeout_s * 1000), budget_s)
 
     def watch_backlog(self, watch: Callable[[float], object]) -> None:
         """``watch(share of the ring unread)`` before each drain and between its steps."""
         size = self.bpf.ring_bytes
         self.bpf.on_backlog = lambda unread: watch(unread / size)
+
+    def records_read(self) -> int:
+        """Records taken from the ring so far."""
+        return int(self.bpf.events_seen)
 
     def drop_counts(self) -> dict[str, int]:
         if self._final_drops is not None:

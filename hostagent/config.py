@@ -35,6 +35,7 @@ class AgentConfig:
     console: str = "auto"
     nice: int = 10  # hostagent.priority: under CPU contention the traced applications come first
     cpu_policy: str = "idle"  # hostagent.priority: idle (SCHED_IDLE) | normal (SCHED_OTHER at nice)
+    overload_duty: float = 0.2  # hostagent.overload: share of the time it works while hopelessly behind
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ def _agent(r: _Reader) -> AgentConfig:
         console=r.string("console", "auto", ("auto", "on", "off")),
         nice=r.integer("nice", AgentConfig.nice, -20, 19),
         cpu_policy=r.string("cpu_policy", AgentConfig.cpu_policy, ("idle", "normal")),
+        overload_duty=r.number("overload_duty", AgentConfig.overload_duty, 0.05, 1.0) or AgentConfig.overload_duty,
     )
 
 

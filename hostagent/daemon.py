@@ -90,6 +90,7 @@ class Agent:
         self.metrics: Any = None
         self.watchdog: Optional[Watchdog] = None
         self.idle_guard: Any = None  # hostagent.priority.IdleGuard at cpu_policy idle
+        self.backoff: Any = None  # hostagent.overload.OverloadBackoff unless [agent] overload_duty = 1
         self.probe_states: dict[str, Any] = {}
         self.exporter_endpoint = ""
         self.compiling: Any = None  # hostagent.kernel.background.BackgroundCompile, once started
@@ -199,6 +200,9 @@ class Agent:
         guard = self.idle_guard
         if guard is not None and guard.raised:  # systemctl status shows the floor at work
             line += f", behind: at nice {guard.nice} until drained"
+        backoff = self.backoff
+        if backoff is not None and backoff.resting:
+            line += f", overloaded: working {backoff.duty:.0%} of the time"
         return line
 
     def alive(self) -> bool:
@@ -209,9 +213,14 @@ class Agent:
     def run(self) -> int:
         last_status = time.monotonic()
         while not self.stop_requested:
-            self.capture.poll(POLL_INTERVAL_S)
+            backoff = self.backoff
+            budget = backoff.burst_s() if backoff is not None else None
+            began = time.monotonic()
+            self.capture.poll(POLL_INTERVAL_S, budget)
             now = time.monotonic()
             self.heartbeat = now
+            if backoff is not None:
+                self._pace(backoff, now, now - began if budget is not None else 0.0)
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
@@ -225,12 +234,39 @@ class Agent:
         return 0
 
     def _apply_priority(self, agent: AgentConfig) -> None:
-        """[agent] nice and cpu_policy on every thread, and at idle the floor that raises them
-        while the agent is behind."""
+        """[agent] nice and cpu_policy on every thread, at idle the floor that raises them while
+        the agent is behind, and the backoff for when it is hopelessly behind (overload_duty)."""
+        from hostagent.overload import OverloadBackoff
         from hostagent.priority import IdleGuard, set_priority
 
         log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
         self.idle_guard = IdleGuard(agent.nice) if agent.cpu_policy == "idle" else None
+        duty = agent.overload_duty
+        self.backoff = OverloadBackoff(duty, time.monotonic()) if duty < 1.0 else None
+
+    def _pace(self, backoff: Any, now: float, burst_s: float) -> None:
+        """Hopeless overload (hostagent.overload): once a second the kernel's ring-full drops
+        against the records read; while backed off, a rest after each burst and the floor held."""
+        guard = self.idle_guard
+        backoff.note_effort(guard is None or guard.full_effort)
+        if backoff.due(now):
+            dropped = self.capture.drop_counts().get("kernel_ringbuf_full", 0)
+            said = backoff.observe(now, self.capture.records_read(), dropped)
+            if said:
+                (log.warning if backoff.resting else log.info)("cpu effort: %s", said)
+            if guard is not None:
+                lowered = guard.hold(backoff.resting)
+                if lowered:
+                    log.info("cpu priority: %s", lowered)
+        rest = backoff.rest_after(burst_s)
+        if rest > 0:
+            end = time.monotonic() + rest
+            while not (self.stop_requested or self.reload_requested):
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, 0.1))
+            self.heartbeat = time.monotonic()
 
     def _drain_progress(self, backlog: float) -> None:
         """Before a drain and between its steps: a long drain (far behind, or on a starved CPU
@@ -253,7 +289,8 @@ class Agent:
             log.error("reload failed, keeping the running config: %s", exc)
             self.notifier.ready(self.status_line())
             return False, str(exc)
-        if (config.agent.nice, config.agent.cpu_policy) != (self.config.agent.nice, self.config.agent.cpu_policy):
+        a, b = config.agent, self.config.agent
+        if (a.nice, a.cpu_policy, a.overload_duty) != (b.nice, b.cpu_policy, b.overload_duty):
             self._apply_priority(config.agent)
         self.config = config
         if self.pipeline is not None:

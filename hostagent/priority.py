@@ -135,12 +135,13 @@ class IdleGuard:
         self.base_calm_s = calm_s
         self.raised = False
         self.refused = False  # leaving SCHED_IDLE was refused once: not asked again
+        self.held = False  # kept at SCHED_IDLE while hopelessly behind (hostagent.overload)
         self.times_raised = 0
         self._calm_since: float | None = None
         self._lowered_at: float | None = None
 
     def observe(self, backlog: float) -> str | None:
-        if self.refused:
+        if self.refused or self.held:
             return None
         if not self.raised:
             if backlog < self.raise_at:
@@ -168,3 +169,21 @@ class IdleGuard:
         self.raised = False
         self._lowered_at = now
         return f"caught up: {self._apply(self.nice, 'idle')}"
+
+    @property
+    def full_effort(self) -> bool:
+        """At the priority it takes when behind (or cannot leave SCHED_IDLE: idle is all it has)."""
+        return self.raised or self.refused
+
+    def hold(self, on: bool) -> str | None:
+        """While on, the floor does not raise; turned on while raised, it lowers at once (a sentence
+        for the log then). The agent is too far behind for a raise to help (hostagent.overload)."""
+        if on == self.held:
+            return None
+        self.held = on
+        self._calm_since = None
+        if on and self.raised:
+            self.raised = False
+            self._lowered_at = self._clock()
+            return f"overloaded, not competing: {self._apply(self.nice, 'idle')}"
+        return None

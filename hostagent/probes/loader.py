@@ -326,9 +326,10 @@ class BpfCapture:
 
     # ---- consume ----------------------------------------------------------------------------
 
-    def poll(self, timeout_ms: int = 10) -> int:
+    def poll(self, timeout_ms: int = 10, budget_s: Optional[float] = None) -> int:
         """Wait up to timeout_ms for a wake-up (the C only wakes us when the ring is filling),
-        then drain what was committed by then; returns the number of events delivered to
+        then drain what was committed by then, or as much of it as ``budget_s`` of wall time
+        allows (a burst of the overload backoff); returns the number of events delivered to
         on_event (or that failed: see callback_errors)."""
         ring = self._ring
         if ring is None:
@@ -348,6 +349,13 @@ class BpfCapture:
             def between() -> None:  # and between steps: a drain far behind is long on a starved CPU
                 pause()
                 watch(ring.producer_pos() - ring.consumer_pos)
+        if budget_s is not None:
+            deadline = time.monotonic() + budget_s
+            step = between
+
+            def between() -> bool:
+                step()
+                return time.monotonic() >= deadline
         n = ring.drain(decode, self.on_event, self._failed, DRAIN_STEP_BYTES, between)
         self.events_seen += n
         return n

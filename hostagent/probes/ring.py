@@ -143,7 +143,8 @@ class RingReader:
         """Consume what the producers committed before this call (what they add meanwhile waits
         for the next call, so a busy ring cannot keep the caller here forever). The consumer
         position is stored after each ``batch_bytes`` (default: an eighth of the ring), so
-        producers get space back while the rest is decoded, and ``between`` is called then.
+        producers get space back while the rest is decoded, and ``between`` is called then; a
+        true answer from it ends the drain there (what is left waits for the next call).
         Returns the records consumed."""
         step = batch_bytes or max(self.size >> 3, 1)
         prod = self._prod[0]
@@ -155,8 +156,8 @@ class RingReader:
             if cons == self._cons:
                 break  # a record still being written
             self.release(cons)
-            if between is not None:
-                between()
+            if between is not None and between():
+                break
         return total
 
     def release(self, pos: int) -> None:

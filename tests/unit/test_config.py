@@ -26,6 +26,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
     assert config.probes.payload_bytes == 4096
     assert config.agent.nice == 10
     assert config.agent.cpu_policy == "idle"
+    assert config.agent.overload_duty == 0.2
     assert config.probes.data_hooks == "auto"
 
 
@@ -48,6 +49,8 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ("[agent]\nnice = 20\n", "agent.nice: expected an integer from -20 to 19, got 20"),
         ('[agent]\nnice = "low"\n', "agent.nice: expected an integer from -20 to 19"),
         ('[agent]\ncpu_policy = "batch"\n', 'agent.cpu_policy: expected one of "idle", "normal", got \'batch\''),
+        ("[agent]\noverload_duty = 0\n", "agent.overload_duty: expected a number from 0.05 to 1, got 0"),
+        ('[agent]\noverload_duty = "half"\n', "agent.overload_duty: expected a number from 0.05 to 1"),
         ('[probes]\ndata_hooks = "kprobes"\n',
          'probes.data_hooks: expected one of "auto", "socket", "syscalls", got \'kprobes\''),
     ],

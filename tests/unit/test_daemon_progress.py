@@ -13,6 +13,8 @@ class _RecordingGuard:
     refused = False
     raised = False
     nice = 10
+    full_effort = True
+    held = False
 
     def __init__(self) -> None:
         self.seen: list[float] = []
@@ -20,6 +22,23 @@ class _RecordingGuard:
     def observe(self, backlog: float) -> str | None:
         self.seen.append(backlog)
         return None
+
+    def hold(self, on: bool) -> str | None:
+        self.held = on
+        return None
+
+
+class _CountingCapture:
+    """Stands in for assembly.Capture: the counters the backoff reads, set by the test."""
+
+    def __init__(self) -> None:
+        self.read = self.dropped = 0
+
+    def records_read(self) -> int:
+        return self.read
+
+    def drop_counts(self) -> dict[str, int]:
+        return {"kernel_ringbuf_full": self.dropped}
 
 
 def test_a_drain_in_progress_is_the_loop_alive_and_the_floor_sees_each_backlog() -> None:
@@ -50,3 +69,34 @@ def test_the_status_line_says_while_the_floor_holds_the_agent_up() -> None:
     guard.raised = True
     assert agent.status_line() == ("0 probes attached, exporting to nowhere (console only), 0 dropped, "
                                    "behind: at nice 10 until drained")
+
+
+def test_hopelessly_behind_the_loop_rests_holds_the_floor_and_the_status_line_says_so() -> None:
+    from hostagent.overload import OverloadBackoff
+
+    agent = Agent(Config())
+    guard, capture = _RecordingGuard(), _CountingCapture()
+    agent.idle_guard, agent.capture = guard, capture
+    now = time.monotonic()
+    agent.backoff = backoff = OverloadBackoff(0.2, now)
+    agent._pace(backoff, now, 0.0)  # the baseline
+    for _ in range(3):  # three seconds losing 95% at full effort
+        now += 1.0
+        capture.read += 8_000
+        capture.dropped += 142_000
+        agent._pace(backoff, now, 0.0)
+    assert backoff.resting and guard.held
+    assert agent.status_line().endswith(", overloaded: working 20% of the time")
+    agent.heartbeat = 0.0
+    started = time.monotonic()
+    agent._pace(backoff, now + 0.1, 0.01)  # a burst of 10 ms: 40 ms of rest
+    rested = time.monotonic() - started
+    assert 0.035 <= rested < 0.5 and agent.alive()
+    agent.stop_requested = True
+    started = time.monotonic()
+    agent._pace(backoff, now + 0.2, 1.0)  # a stop asked for: no rest
+    assert time.monotonic() - started < 0.05
+    for _ in range(3):  # the load is gone
+        now += 1.0
+        agent._pace(backoff, now, 0.0)
+    assert not backoff.resting and not guard.held

@@ -250,3 +250,25 @@ def test_a_guard_that_cannot_leave_idle_says_so_once_and_stops_asking() -> None:
     assert [guard.observe(b) for b in (0.9, 1.0, 0.0)] == [None, None, None]
     assert applied == [(10, "normal")]
 
+
+
+def test_held_while_hopelessly_behind_the_guard_lowers_at_once_and_does_not_raise() -> None:
+    clock, policy = _Clock(), ["idle"]
+    guard, applied = _guard(policy, clock)
+    assert guard.full_effort is False
+    assert guard.observe(0.9) is not None and guard.full_effort
+    assert guard.hold(True) == "overloaded, not competing: nice 10, cpu_policy idle on 7 threads"
+    assert applied == [(10, "normal"), (10, "idle")] and not guard.raised and not guard.full_effort
+    assert guard.hold(True) is None  # already held
+    assert [guard.observe(b) for b in (0.9, 1.0)] == [None, None]  # the ring full: still not raised
+    assert applied == [(10, "normal"), (10, "idle")]
+    assert guard.hold(False) is None  # released: nothing applied until the ring says so
+    said = guard.observe(0.9)
+    assert said is not None and said.startswith("behind (90% of the ring unread)")
+    assert applied[-1] == (10, "normal") and guard.raised
+
+
+def test_a_guard_that_cannot_leave_idle_is_at_its_full_effort() -> None:
+    guard = IdleGuard(10, apply=lambda n, p: "refused", policy_now=lambda: "idle", clock=_Clock())
+    guard.observe(0.9)
+    assert guard.refused and guard.full_effort

@@ -290,3 +290,29 @@ def test_ring_size_of_reads_max_entries_from_fdinfo_and_none_for_other_fds() -> 
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_true_answer_from_between_ends_the_drain_and_the_next_one_goes_on_from_there() -> None:
+    mem = MemfdRing()
+    samples = [bytes([i]) * 40 for i in range(30)]
+    for s in samples:
+        mem.img.put(s)
+    mem.publish()
+    reader = RingReader(mem.fd, SIZE, PAGE, wakeups=False)
+    got: list[bytes] = []
+    steps = [0]
+
+    def two_steps() -> bool:  # a burst's budget spent after the second step
+        steps[0] += 1
+        return steps[0] >= 2
+
+    try:
+        first = reader.drain(raw, got.append, lambda: None, batch_bytes=256, between=two_steps)
+        assert 0 < first < 30 and got == samples[:first]
+        assert mem.consumer_pos() == reader.consumer_pos < mem.img.prod  # what was read is handed back
+        rest = reader.drain(raw, got.append, lambda: None)
+        assert first + rest == 30 and got == samples
+        assert mem.consumer_pos() == mem.img.prod
+    finally:
+        reader.close()
+        mem.close()

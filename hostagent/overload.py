@@ -1,0 +1,151 @@
+"""Backing off when the agent cannot keep up at its full effort (hopeless overload).
+
+Why (bench/README, fourteenth round): nginx at saturation on the bench machine kept 0.92 of its
+throughput beside our programs alone (the agent's process stopped: every call shed in the kernel)
+but 0.75 beside the agent at work, which turned ~5% of the calls into spans there; working a
+quarter of the time (stopped and continued from outside) it kept 0.88. A SCHED_IDLE busy loop
+with no BPF at all, on the load generator's CPU, cost nginx 18%: whatever runs in an app's idle
+gaps makes each wake-up of that app a preemption (a reschedule IPI, a VM exit here) instead of a
+CPU leaving its idle loop. So when most of what arrives is dropped even with the agent raised to
+its full effort, its work buys a few percent of the calls with a large share of the apps'
+throughput. Then it works in short bursts (BURST_S of draining) and rests between them, so that it
+works ``duty`` of the time, at SCHED_IDLE; the calls it cannot take are shed in the kernel and
+counted (kernel_ringbuf_full), as before.
+
+    NORMAL   -- ENTER_WINDOWS windows in a row at full effort with loss >= ENTER_LOSS -->  BACKED_OFF
+    BACKED_OFF -- arrivals fall under half of what they were when it backed off -->  NORMAL
+    BACKED_OFF -- every PROBE_EVERY_S -->  PROBING (full effort again)
+    PROBING  -- ENTER_WINDOWS windows at full effort, all with loss >= ENTER_LOSS -->  BACKED_OFF
+             -- any of them under it (the host has room again) -->  NORMAL
+
+A window is WINDOW_S of the loop; its loss is the kernel's ring-full drops over what arrived
+(records read + dropped). Full effort: the agent at the priority it would take when behind
+(cpu_policy normal, or idle with its floor raised or refused). Pure logic: the daemon feeds it
+counters and a clock, drains for at most ``burst_s()`` and rests ``rest_after(burst)`` after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+WINDOW_S = 1.0
+ENTER_WINDOWS = 3
+ENTER_LOSS = 0.75  # more than three quarters dropped: arrivals over four times what it can take
+EXIT_ARRIVALS = 0.5  # of the arrival rate it backed off at
+PROBE_EVERY_S = 60.0
+BURST_S = 0.025  # wall time of one drain while backed off (25 ms on, 100 ms off at a duty of 0.2)
+MAX_REST_S = 2.0  # one rest at most (the poll loop beats between rests: watchdog, stop requests)
+
+NORMAL, BACKED_OFF, PROBING = "normal", "backed off", "probing"
+
+
+@dataclass(frozen=True)
+class Window:
+    seconds: float
+    read: int  # records the agent read from the ring
+    dropped: int  # calls the kernel could not put in the ring
+    full_effort: bool
+
+    @property
+    def arrivals_per_s(self) -> float:
+        return (self.read + self.dropped) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def loss(self) -> float:
+        total = self.read + self.dropped
+        return self.dropped / total if total else 0.0
+
+
+class OverloadBackoff:
+    """From the poll loop: ``note_effort(full)`` on every turn; when ``due(now)``,
+    ``observe(now, read_total, dropped_total)`` (a sentence for the log on a change of state);
+    ``burst_s()`` as the drain's time budget; ``rest_after(burst_s)`` after it."""
+
+    def __init__(self, duty: float, now: float) -> None:
+        if not 0.0 < duty <= 1.0:
+            raise ValueError(f"duty must be in (0, 1], got {duty}")
+        self.duty = duty
+        self.state = NORMAL
+        self._windows: deque[Window] = deque(maxlen=ENTER_WINDOWS)
+        self._start = now
+        self._read = self._dropped = -1  # the first observe() sets the baseline
+        self._full = True  # every turn of the loop in the current window was at full effort
+        self._entry_arrivals = 0.0
+        self._next_probe = 0.0
+        self.times_backed_off = 0
+        self.backed_off_s = 0.0  # time spent backed off, for status
+
+    @property
+    def resting(self) -> bool:
+        return self.state == BACKED_OFF
+
+    def note_effort(self, full: bool) -> None:
+        """A window is at full effort only if every turn of the loop in it was."""
+        if not full:
+            self._full = False
+
+    def due(self, now: float) -> bool:
+        """A window has passed (the counters are read only then: the kernel's is a map lookup)."""
+        return self.duty < 1.0 and (self._read < 0 or now - self._start >= WINDOW_S)
+
+    def observe(self, now: float, read_total: int, dropped_total: int) -> Optional[str]:
+        if self._read < 0:
+            self._start, self._read, self._dropped, self._full = now, read_total, dropped_total, True
+            return None
+        elapsed = now - self._start
+        if elapsed < WINDOW_S or self.duty >= 1.0:
+            return None
+        w = Window(elapsed, max(read_total - self._read, 0), max(dropped_total - self._dropped, 0), self._full)
+        self._start, self._read, self._dropped, self._full = now, read_total, dropped_total, True
+        if self.state == BACKED_OFF:
+            self.backed_off_s += w.seconds
+        return self._step(now, w)
+
+    def _step(self, now: float, w: Window) -> Optional[str]:
+        if self.state == BACKED_OFF:
+            if w.arrivals_per_s < self._entry_arrivals * EXIT_ARRIVALS:
+                self.state = NORMAL
+                self._windows.clear()
+                return (f"back to full effort: arrivals fell to {w.arrivals_per_s:,.0f}/s "
+                        f"(from {self._entry_arrivals:,.0f}/s when it backed off)")
+            if now >= self._next_probe:
+                self.state = PROBING
+                self._windows.clear()
+            return None
+        if not w.full_effort:
+            self._windows.clear()
+            return None
+        if self.state == PROBING and w.loss < ENTER_LOSS:
+            self.state = NORMAL
+            self._windows.clear()
+            return f"back to full effort: it keeps up again ({w.loss:.0%} of the calls dropped)"
+        self._windows.append(w)
+        if len(self._windows) < ENTER_WINDOWS or any(x.loss < ENTER_LOSS for x in self._windows):
+            return None
+        windows = list(self._windows)
+        self._windows.clear()
+        arrivals = sum(x.arrivals_per_s for x in windows) / len(windows)
+        loss = sum(x.loss for x in windows) / len(windows)
+        probing = self.state == PROBING
+        self.state = BACKED_OFF
+        self._entry_arrivals = arrivals
+        self._next_probe = now + PROBE_EVERY_S
+        if probing:
+            return None  # still hopeless: rests on, as said when it backed off
+        self.times_backed_off += 1
+        return (f"overloaded: {loss:.0%} of the calls dropped at full effort ({arrivals:,.0f}/s arriving); "
+                f"working {self.duty:.0%} of the time until arrivals halve "
+                f"(full effort tried again every {PROBE_EVERY_S:g} s)")
+
+    def burst_s(self) -> Optional[float]:
+        """How long the next drain may take: BURST_S while backed off, else no limit (None)."""
+        return BURST_S if self.state == BACKED_OFF else None
+
+    def rest_after(self, burst_s: float) -> float:
+        """Seconds to rest after a drain that took ``burst_s`` (wall time: what the agent would
+        have spent on a CPU, had it been given one): none unless backed off."""
+        if self.state != BACKED_OFF or burst_s <= 0:
+            return 0.0
+        return min(burst_s * (1.0 - self.duty) / self.duty, MAX_REST_S)

@@ -1,0 +1,96 @@
+"""[agent] overload_duty, live: hopelessly behind (nginx at saturation, the agent sharing the load
+generator's CPU with a 1 MiB ring), the agent backs off -- says so, holds its threads at SCHED_IDLE
+and STATUS says it -- and returns to full effort once the load is gone; what it did not take is
+counted as dropped.
+
+nginx is pinned to CPU 0, wrk and the agent to CPU 1 (the bench's placement): there nginx serves
+tens of thousands of requests a second and the agent gets a tenth of a CPU at most, so more than
+three quarters of the calls are dropped at its full effort on any machine with two CPUs or more.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.load import run_wrk
+from bench.servers import Proc, nginx
+from tests.support.agent import Agent
+from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.threads import thread_policy
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a CPU for nginx and one for wrk and the agent"),
+]
+
+PORT = 19581
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Proc]:
+    proc = nginx(tmp_path / "nginx", PORT, "0")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` on ``cpu`` (threads started later inherit it from their creator)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:
+            pass  # a thread that just ended
+
+
+def _wait(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone(
+    tmp_path: Path, server: Proc
+) -> None:
+    receiver = OtlpGrpcReceiver().start()
+    agent = Agent(tmp_path, receiver.endpoint, extra={"probes": {"ring_buffer_mib": 1}}).start()
+    load = threading.Thread(
+        target=run_wrk,
+        kwargs={"url": f"http://127.0.0.1:{PORT}/index.html", "seconds": 12.0, "conns": 16, "cpus": "1",
+                "workdir": tmp_path},
+        daemon=True,
+    )
+    try:
+        _pin(agent.pid, 1)
+        load.start()
+        backed_off = _wait(lambda: "cpu effort: overloaded" in agent.log(), 11)
+        log = agent.log()
+        assert backed_off, log[-3000:]
+        said = re.search(r"cpu effort: overloaded: (\d+)% of the calls dropped at full effort \(([\d,]+)/s arriving\); "
+                         r"working 20% of the time until arrivals halve \(full effort tried again every 60 s\)", log)
+        assert said, log[-3000:]
+        assert int(said.group(1)) >= 75 and int(said.group(2).replace(",", "")) > 10_000
+        # it had been raised by the floor to get there; backed off, it is held at SCHED_IDLE
+        assert "cpu priority: overloaded, not competing: nice 10, cpu_policy idle on" in log
+        assert load.is_alive()
+        assert set(thread_policy(agent.pid).values()) == {os.SCHED_IDLE}
+        load.join(30)
+        # the load gone, the arrivals fall under half within a window or two
+        assert _wait(lambda: "cpu effort: back to full effort: arrivals fell to" in agent.log(), 10), agent.log()[-3000:]
+    finally:
+        load.join(30)
+        agent.stop()
+        receiver.stop()
+    stopped = re.search(r"stopped; dropped: (\{[^}]*\})", agent.log())
+    assert stopped and "'kernel_ringbuf_full'" in stopped.group(1), agent.log()[-2000:]

@@ -1,0 +1,166 @@
+"""OverloadBackoff: when it backs off, how long it rests, when it comes back (hostagent.overload)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hostagent.overload import (
+    BACKED_OFF,
+    BURST_S,
+    ENTER_WINDOWS,
+    MAX_REST_S,
+    NORMAL,
+    PROBE_EVERY_S,
+    PROBING,
+    OverloadBackoff,
+)
+
+
+class _Feed:
+    """Drives a backoff one-second window at a time with per-window read/dropped counts."""
+
+    def __init__(self, duty: float = 0.2) -> None:
+        self.now = 100.0
+        self.read = self.dropped = 0
+        self.backoff = OverloadBackoff(duty, self.now)
+        assert self.backoff.due(self.now)
+        assert self.backoff.observe(self.now, 0, 0) is None  # the baseline
+
+    def window(self, read: int, dropped: int, full_effort: bool = True) -> str | None:
+        self.backoff.note_effort(True)
+        self.backoff.note_effort(full_effort)
+        self.now += 1.0
+        self.read += read
+        self.dropped += dropped
+        assert self.backoff.due(self.now)
+        return self.backoff.observe(self.now, self.read, self.dropped)
+
+
+def _saturated(feed: _Feed, n: int = ENTER_WINDOWS) -> list[str | None]:
+    return [feed.window(8_000, 142_000) for _ in range(n)]  # nginx at saturation: 95% dropped
+
+
+def test_three_hopeless_windows_at_full_effort_back_it_off_and_say_so_once() -> None:
+    feed = _Feed()
+    said = _saturated(feed)
+    assert said[:2] == [None, None]
+    assert said[2] == ("overloaded: 95% of the calls dropped at full effort (150,000/s arriving); working 20% "
+                       "of the time until arrivals halve (full effort tried again every 60 s)")
+    assert feed.backoff.state == BACKED_OFF and feed.backoff.resting and feed.backoff.times_backed_off == 1
+    assert _saturated(feed, 5) == [None] * 5  # stays, silently
+
+
+@pytest.mark.parametrize(
+    ("windows", "state"),
+    [
+        # (read, dropped, full effort) per window
+        ([(8_000, 142_000, True)] * 2, NORMAL),  # two windows are not three
+        ([(8_000, 142_000, True), (8_000, 142_000, False), (8_000, 142_000, True)], NORMAL),  # starved, not hopeless
+        ([(40_000, 100_000, True)] * 3, NORMAL),  # 71%: under three quarters
+        ([(30_000, 100_000, True)] * 3, BACKED_OFF),  # 77%
+        ([(36_000, 4_000, True)] * 10, NORMAL),  # the 20k level's worst windows: 10% dropped
+        ([(8_000, 142_000, True), (100_000, 0, True), (8_000, 142_000, True)], NORMAL),  # not in a row
+        ([(100_000, 0, True)] + [(8_000, 142_000, True)] * 3, BACKED_OFF),
+        ([(0, 0, True)] * 5, NORMAL),  # idle host
+    ],
+)
+def test_it_backs_off_only_after_three_windows_in_a_row_at_full_effort_losing_three_quarters(
+    windows: list[tuple[int, int, bool]], state: str
+) -> None:
+    feed = _Feed()
+    for read, dropped, full in windows:
+        feed.window(read, dropped, full)
+    assert feed.backoff.state == state
+
+
+def test_a_starved_window_is_not_full_effort_even_if_one_turn_in_it_was() -> None:
+    feed = _Feed()
+    for _ in range(ENTER_WINDOWS):
+        feed.backoff.note_effort(False)  # e.g. at SCHED_IDLE before the floor raised it
+        feed.window(8_000, 142_000, True)
+    assert feed.backoff.state == NORMAL
+
+
+def test_backed_off_it_drains_in_bursts_and_rests_four_times_each_at_a_duty_of_a_fifth() -> None:
+    feed = _Feed(duty=0.2)
+    assert feed.backoff.burst_s() is None  # not backed off: no limit on a drain
+    assert feed.backoff.rest_after(0.05) == 0.0  # and no rest
+    _saturated(feed)
+    assert feed.backoff.burst_s() == BURST_S
+    assert feed.backoff.rest_after(BURST_S) == pytest.approx(4 * BURST_S)
+    assert feed.backoff.rest_after(0.05) == pytest.approx(0.2)
+    assert feed.backoff.rest_after(0.0) == 0.0
+    assert feed.backoff.rest_after(5.0) == MAX_REST_S  # the loop must beat (watchdog, stop)
+    half = _Feed(duty=0.5)
+    _saturated(half)
+    assert half.backoff.rest_after(0.05) == pytest.approx(0.05)
+
+
+def test_when_arrivals_halve_it_returns_to_full_effort_at_once() -> None:
+    feed = _Feed()
+    _saturated(feed)
+    # backed off: it reads less, the kernel drops more, arrivals (read + dropped) stay what they were
+    assert feed.window(2_000, 148_000) is None
+    assert feed.window(1_000, 80_000) is None  # 81,000/s: not under half of 150,000
+    assert feed.window(1_000, 70_000) == ("back to full effort: arrivals fell to 71,000/s "
+                                          "(from 150,000/s when it backed off)")
+    assert feed.backoff.state == NORMAL and feed.backoff.rest_after(0.1) == 0.0
+
+
+def test_every_minute_it_tries_full_effort_again_and_stays_backed_off_while_still_hopeless() -> None:
+    feed = _Feed()
+    _saturated(feed)
+    for _ in range(int(PROBE_EVERY_S) - 1):
+        assert feed.window(2_000, 148_000) is None
+    assert feed.backoff.state == BACKED_OFF
+    feed.window(2_000, 148_000)
+    assert feed.backoff.state == PROBING and feed.backoff.rest_after(0.1) == 0.0  # full effort
+    assert _saturated(feed) == [None, None, None]  # still hopeless: back off without a new log line
+    assert feed.backoff.state == BACKED_OFF and feed.backoff.times_backed_off == 1
+    assert feed.backoff.backed_off_s == pytest.approx(PROBE_EVERY_S)
+
+
+def test_a_probe_that_keeps_up_returns_to_full_effort() -> None:
+    feed = _Feed()
+    _saturated(feed)
+    for _ in range(int(PROBE_EVERY_S)):
+        feed.window(2_000, 148_000)
+    assert feed.backoff.state == PROBING
+    # the host has room again (the same arrivals, but the agent now takes most of them)
+    assert feed.window(120_000, 30_000) == "back to full effort: it keeps up again (20% of the calls dropped)"
+    assert feed.backoff.state == NORMAL
+
+
+def test_a_probe_waits_for_full_effort_windows() -> None:
+    feed = _Feed()
+    _saturated(feed)
+    for _ in range(int(PROBE_EVERY_S)):
+        feed.window(2_000, 148_000)
+    assert feed.window(8_000, 142_000, full_effort=False) is None  # the floor not raised yet
+    assert feed.backoff.state == PROBING
+    _saturated(feed)
+    assert feed.backoff.state == BACKED_OFF
+
+
+def test_a_duty_of_one_never_backs_off_and_reads_no_counters() -> None:
+    feed = _Feed.__new__(_Feed)
+    feed.now, feed.read, feed.dropped = 0.0, 0, 0
+    feed.backoff = OverloadBackoff(1.0, 0.0)
+    assert not feed.backoff.due(5.0)
+    assert feed.backoff.observe(5.0, 0, 0) is None
+    assert feed.backoff.observe(6.0, 8_000, 142_000) is None
+    assert feed.backoff.observe(7.0, 16_000, 284_000) is None
+    assert feed.backoff.state == NORMAL
+
+
+@pytest.mark.parametrize("duty", [0.0, -0.1, 1.5])
+def test_a_duty_outside_0_to_1_is_refused(duty: float) -> None:
+    with pytest.raises(ValueError, match="duty must be in"):
+        OverloadBackoff(duty, 0.0)
+
+
+def test_counters_read_before_a_window_has_passed_change_nothing() -> None:
+    feed = _Feed()
+    assert not feed.backoff.due(feed.now + 0.5)
+    assert feed.backoff.observe(feed.now + 0.5, 8_000, 142_000) is None
+    assert feed.backoff.state == NORMAL
