@@ -87,7 +87,8 @@ def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone
         assert set(thread_policy(agent.pid).values()) == {os.SCHED_IDLE}
         load.join(30)
         # the load gone, the arrivals fall under half within a window or two
-        assert _wait(lambda: "cpu effort: back to full effort: arrivals fell to" in agent.log(), 10), agent.log()[-3000:]
+        back = "cpu effort: back to full effort: arrivals fell to"
+        assert _wait(lambda: back in agent.log(), 10), agent.log()[-3000:]
     finally:
         load.join(30)
         agent.stop()
