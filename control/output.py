@@ -142,6 +142,7 @@ def status_text(st: Any) -> str:
         f"drops:          {_counts({k: v for k, v in st.drops.items() if not k.startswith(CAPTURE_LOSS_PREFIX)})}",
         f"capture losses: {_counts({k: v for k, v in st.drops.items() if k.startswith(CAPTURE_LOSS_PREFIX)})}",
         f"exporter:       {exporter}",
+        f"cpu effort:     {st.cpu_effort or '-'}",
         f"redacted:       {_counts(st.redacted)}",
         f"runtime changes: {'yes (hostagentctl reset drops them)' if st.runtime_overrides else 'none'}",
         "",

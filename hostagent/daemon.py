@@ -205,6 +205,19 @@ class Agent:
             line += f", overloaded: working {backoff.duty:.0%} of the time"
         return line
 
+    def cpu_effort(self) -> str:
+        """The agent's CPU priority, its floor and the overload backoff, in words (hostagentctl status)."""
+        agent = self.config.agent
+        guard, backoff = self.idle_guard, self.backoff
+        if backoff is not None and backoff.resting:
+            return (f"backed off: overloaded, working {backoff.duty:.0%} of the time "
+                    f"(for {backoff.backed_off_s:.0f} s in all)")
+        if guard is not None and guard.raised:
+            return f"raised: behind, at nice {guard.nice} until drained"
+        if guard is not None:
+            return "idle (SCHED_IDLE)" + (": cannot leave it (no CAP_SYS_NICE)" if guard.refused else "")
+        return f"normal (nice {agent.nice})"
+
     def alive(self) -> bool:
         """The poll loop beat recently (the watchdog pings only then)."""
         return time.monotonic() - self.heartbeat < 5.0

@@ -108,6 +108,7 @@ def status_msg(
         runtime_overrides=overrides,
         capture=capture_msg(settings.capture),
         layering=layering_msg(st.layering),
+        cpu_effort=st.cpu_effort,
     )
 
 

@@ -43,6 +43,7 @@ class AgentStatus:
     redacted: dict[str, int] = field(default_factory=dict)  # PiiCounters.snapshot()
     healthy: bool = True
     layering: LayeringStatus = field(default_factory=LayeringStatus)
+    cpu_effort: str = ""  # the agent's CPU priority / overload backoff, in words
 
 
 class StatusProvider(Protocol):

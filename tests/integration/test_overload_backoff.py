@@ -10,6 +10,7 @@ three quarters of the calls are dropped at its full effort on any machine with t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ from bench.servers import Proc, nginx
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver
 from tests.support.threads import thread_policy
+from tests.unit.admin_harness import cli
 
 pytestmark = [
     pytest.mark.root,
@@ -49,6 +51,12 @@ def _pin(pid: int, cpu: int) -> None:
             os.sched_setaffinity(int(tid), {cpu})
         except OSError:
             pass  # a thread that just ended
+
+
+def _cpu_effort(agent: Agent) -> str:
+    out = cli("--socket", str(agent.workdir / "run" / "admin.sock"), "status", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout).get("cpu_effort", ""))
 
 
 def _wait(predicate: object, timeout: float) -> bool:
@@ -85,10 +93,12 @@ def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone
         assert "cpu priority: overloaded, not competing: nice 10, cpu_policy idle on" in log
         assert load.is_alive()
         assert set(thread_policy(agent.pid).values()) == {os.SCHED_IDLE}
+        assert _cpu_effort(agent).startswith("backed off: overloaded, working 20% of the time (for ")
         load.join(30)
         # the load gone, the arrivals fall under half within a window or two
         back = "cpu effort: back to full effort: arrivals fell to"
         assert _wait(lambda: back in agent.log(), 10), agent.log()[-3000:]
+        assert _cpu_effort(agent) in ("idle (SCHED_IDLE)", "raised: behind, at nice 10 until drained")
     finally:
         load.join(30)
         agent.stop()

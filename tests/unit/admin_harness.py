@@ -40,6 +40,7 @@ STATUS = AgentStatus(
     exporter_endpoint="http://127.0.0.1:4317",
     exporter_last_error="",
     redacted={"email": 7},
+    cpu_effort="backed off: overloaded, working 20% of the time (for 42 s in all)",
 )
 
 

@@ -100,3 +100,23 @@ def test_hopelessly_behind_the_loop_rests_holds_the_floor_and_the_status_line_sa
         now += 1.0
         agent._pace(backoff, now, 0.0)
     assert not backoff.resting and not guard.held
+
+
+def test_the_cpu_effort_in_words_for_hostagentctl_status() -> None:
+    from hostagent.overload import OverloadBackoff
+
+    agent = Agent(Config())
+    agent.idle_guard = None
+    assert agent.cpu_effort() == "normal (nice 10)"  # cpu_policy normal
+    guard = _RecordingGuard()
+    agent.idle_guard = guard
+    assert agent.cpu_effort() == "idle (SCHED_IDLE)"
+    guard.raised = True
+    assert agent.cpu_effort() == "raised: behind, at nice 10 until drained"
+    guard.raised, guard.refused = False, True
+    assert agent.cpu_effort() == "idle (SCHED_IDLE): cannot leave it (no CAP_SYS_NICE)"
+    agent.backoff = backoff = OverloadBackoff(0.2, 0.0)
+    backoff.observe(0.0, 0, 0)
+    for i in range(1, 5):
+        backoff.observe(float(i), 8_000 * i, 142_000 * i)
+    assert agent.cpu_effort() == "backed off: overloaded, working 20% of the time (for 1 s in all)"

@@ -23,7 +23,7 @@ class ProbeState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "kernel_release", "kernel_headers", "probes", "events_per_second", "spans_exported", "drops", "exporter_endpoint", "exporter_last_error", "sampling", "redaction", "redacted", "settings_generation", "healthy", "runtime_overrides", "capture", "layering")
+    __slots__ = ("version", "uptime_seconds", "kernel_release", "kernel_headers", "probes", "events_per_second", "spans_exported", "drops", "exporter_endpoint", "exporter_last_error", "sampling", "redaction", "redacted", "settings_generation", "healthy", "runtime_overrides", "capture", "layering", "cpu_effort")
     class DropsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class GetStatusResponse(_message.Message):
     RUNTIME_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_FIELD_NUMBER: _ClassVar[int]
     LAYERING_FIELD_NUMBER: _ClassVar[int]
+    CPU_EFFORT_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     kernel_release: str
@@ -74,7 +75,8 @@ class GetStatusResponse(_message.Message):
     runtime_overrides: bool
     capture: Capture
     layering: Layering
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., kernel_release: _Optional[str] = ..., kernel_headers: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[ProbeState, _Mapping]]] = ..., events_per_second: _Optional[float] = ..., spans_exported: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., exporter_endpoint: _Optional[str] = ..., exporter_last_error: _Optional[str] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., redaction: _Optional[_Union[Redaction, _Mapping]] = ..., redacted: _Optional[_Mapping[str, int]] = ..., settings_generation: _Optional[int] = ..., healthy: _Optional[bool] = ..., runtime_overrides: _Optional[bool] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ..., layering: _Optional[_Union[Layering, _Mapping]] = ...) -> None: ...
+    cpu_effort: str
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., kernel_release: _Optional[str] = ..., kernel_headers: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[ProbeState, _Mapping]]] = ..., events_per_second: _Optional[float] = ..., spans_exported: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., exporter_endpoint: _Optional[str] = ..., exporter_last_error: _Optional[str] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., redaction: _Optional[_Union[Redaction, _Mapping]] = ..., redacted: _Optional[_Mapping[str, int]] = ..., settings_generation: _Optional[int] = ..., healthy: _Optional[bool] = ..., runtime_overrides: _Optional[bool] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ..., layering: _Optional[_Union[Layering, _Mapping]] = ..., cpu_effort: _Optional[str] = ...) -> None: ...
 
 class Layering(_message.Message):
     __slots__ = ("receiver_enabled", "linking_enabled", "sdk_requests_received", "sdk_spans_received", "sdk_spans_enriched", "duplicates_dropped", "sdk_spans_held", "agent_spans_held", "requests_forwarded", "hold_overflow", "thread_links", "peer_links", "counters")
