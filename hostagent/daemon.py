@@ -41,6 +41,9 @@ STATUS_EVERY_S = 5.0
 STOP_FLUSH_TIMEOUT_S = 8.0
 STOP_BUDGET_S = 14.0
 METRICS_FLUSH_MIN_S = 1.0
+# Nothing listening at the collector's address when the stop begins: no retry can deliver, so the
+# spans get this long (an export in flight is aborted) and the metric points METRICS_FLUSH_MIN_S.
+STOP_FLUSH_REFUSED_S = 1.0
 LOSSES_OF_CAPTURE = {
     "parser_truncated": "capture_truncated",  # a message head beyond the captured prefix
     "parser_unpaired": "capture_unpaired",  # a request or response without its counterpart
@@ -316,6 +319,20 @@ class Agent:
         self.notifier.ready(self.status_line())
         return True, ""
 
+    def _collector_refuses(self) -> bool:
+        """At stop: is the collector's address refusing connections (nothing listens)? Said in the
+        log, since what waits for it is then counted as dropped without the full wait."""
+        from hostagent.export.otlp import refuses_connections
+
+        exporter = self.config.exporter
+        if self.queue is None or not exporter.endpoint:
+            return False
+        if not refuses_connections(exporter.endpoint, exporter.protocol):
+            return False
+        log.warning("stopping: the collector at %s refuses connections; not waiting for it (what it "
+                    "has not taken is counted as dropped)", exporter.endpoint)
+        return True
+
     def shutdown(self) -> None:
         self.notifier.stopping()
         log.info("stopping: detaching probes and flushing spans")
@@ -332,13 +349,15 @@ class Agent:
         if self.pipeline is not None and hasattr(self.pipeline.tracker, "close_all"):
             for call in self.pipeline.tracker.close_all():
                 self.pipeline.on_call(call)
+        refused = self._collector_refuses()
         if self.queue is not None:
-            self.queue.shutdown(STOP_FLUSH_TIMEOUT_S)
+            self.queue.shutdown(STOP_FLUSH_REFUSED_S if refused else STOP_FLUSH_TIMEOUT_S)
         spans_done = time.monotonic()
         if self.identity is not None:
             self.identity.stop()
         if self.metrics is not None:
-            left_s = max(METRICS_FLUSH_MIN_S, STOP_BUDGET_S - (time.monotonic() - started))
+            left_s = METRICS_FLUSH_MIN_S if refused else max(
+                METRICS_FLUSH_MIN_S, STOP_BUDGET_S - (time.monotonic() - started))
             self.metrics.provider.shutdown(timeout_millis=left_s * 1000)  # exports the last RED points
         drops = self.drops()
         lost = {k: v for k, v in drops.items() if not k.startswith("capture_")}

@@ -11,6 +11,8 @@ batch can occupy the export worker while the collector is down.
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any, Optional
 from urllib.parse import urlparse, urlunparse
 
@@ -34,6 +36,41 @@ def http_signal_endpoint(endpoint: str, signal: str = "traces") -> str:
     if path.endswith(suffix):
         return endpoint
     return urlunparse(parsed._replace(path=path.rstrip("/") + suffix))
+
+
+_DEFAULT_PORTS = {"grpc": 4317, "http/protobuf": 4318}
+
+
+def endpoint_address(endpoint: str, protocol: str) -> Optional[tuple[str, int]]:
+    """The (host, port) an OTLP endpoint connects to, or None when it cannot be told."""
+    if not endpoint:
+        return None
+    parsed = urlparse(endpoint if "://" in endpoint else f"//{endpoint}")
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if not parsed.hostname:
+        return None
+    if port is None:
+        port = 443 if parsed.scheme == "https" and protocol != "grpc" else _DEFAULT_PORTS.get(protocol, 4317)
+    return parsed.hostname, port
+
+
+def refuses_connections(endpoint: str, protocol: str, timeout_s: float = 0.5) -> bool:
+    """True only when nothing listens at the collector's address (the connection is refused at
+    once): then no retry can deliver within a stop's budget. A slow or unresolvable collector is
+    not called down (False): it may still answer."""
+    address = endpoint_address(endpoint, protocol)
+    if address is None:
+        return False
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ECONNREFUSED
 
 
 def _read(path: Optional[str]) -> Optional[bytes]:

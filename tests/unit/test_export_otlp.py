@@ -7,6 +7,7 @@ goes away costs counted drops, never a blocked pipeline, and that export resumes
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ import grpc
 import pytest
 from opentelemetry.sdk.resources import Resource
 
-from hostagent.export.otlp import http_signal_endpoint, make_otlp_exporter
+from hostagent.export.otlp import endpoint_address, http_signal_endpoint, make_otlp_exporter, refuses_connections
 from hostagent.export.queue import ExportQueue
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.traces.clock import MonotonicToUnix
@@ -253,3 +254,37 @@ def test_grpc_endpoint_without_scheme(tls_files: tuple[str, str], otlp_receiver:
         exporter.shutdown()
     finally:
         secure.stop()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "protocol", "address"),
+    [
+        ("http://127.0.0.1:4317", "grpc", ("127.0.0.1", 4317)),
+        ("127.0.0.1:4317", "grpc", ("127.0.0.1", 4317)),
+        ("https://collector.example", "grpc", ("collector.example", 4317)),
+        ("http://collector.example", "http/protobuf", ("collector.example", 4318)),
+        ("https://gw.example/otlp", "http/protobuf", ("gw.example", 443)),
+        ("http://[::1]:4317", "grpc", ("::1", 4317)),
+        ("http://127.0.0.1:4318/v1/traces", "http/protobuf", ("127.0.0.1", 4318)),
+        ("", "grpc", None),
+        ("http://127.0.0.1:port", "grpc", None),
+    ],
+)
+def test_the_address_an_endpoint_connects_to(endpoint: str, protocol: str, address: object) -> None:
+    assert endpoint_address(endpoint, protocol) == address
+
+
+def test_a_collector_is_called_down_only_when_its_port_refuses() -> None:
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    free_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    try:
+        assert not refuses_connections(f"http://127.0.0.1:{listening.getsockname()[1]}", "grpc")
+        assert refuses_connections(f"http://127.0.0.1:{free_port}", "grpc")
+        assert not refuses_connections("", "grpc")  # console only: nothing to wait for anyway
+    finally:
+        listening.close()
