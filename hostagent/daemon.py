@@ -277,7 +277,7 @@ class Agent:
         rest = backoff.rest_after(burst_s)
         if rest > 0:
             end = time.monotonic() + rest
-            while not (self.stop_requested or self.reload_requested):
+            while not (self.stop_requested or self.reload_requested or self.probes_wanted is not None):
                 left = end - time.monotonic()
                 if left <= 0:
                     break
