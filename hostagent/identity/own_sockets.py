@@ -20,7 +20,8 @@ import socket
 import time
 from collections.abc import Callable
 from typing import Optional
-from urllib.parse import urlsplit
+
+from hostagent.export.otlp import endpoint_address
 
 # (local address, local port, remote port) of one of the agent's TCP sockets: from a collector's
 # side, the (peer address, peer port, local port) of a call the agent made to it.
@@ -104,11 +105,6 @@ class OwnConnections:
 
 def endpoint_port(endpoint: str, protocol: str) -> Optional[int]:
     """The port of an OTLP endpoint as configured (``http://host:4317``, ``host:4317``), or the
-    protocol's default (4317 for gRPC, 4318 for HTTP); None when it cannot be read."""
-    if not endpoint:
-        return None
-    try:
-        port = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint).port
-    except ValueError:
-        return None
-    return port if port is not None else (4317 if protocol == "grpc" else 4318)
+    port its exporter connects to without one; None when it cannot be read."""
+    address = endpoint_address(endpoint, protocol)
+    return address[1] if address is not None else None

@@ -127,6 +127,7 @@ def test_calls_to_ports_the_agent_does_not_talk_to_reread_only_now_and_then() ->
         ("http://collector", "grpc", 4317),
         ("http://collector/v1/traces", "http/protobuf", 4318),
         ("http://[::1]:4318", "http/protobuf", 4318),
+        ("https://gw.example/otlp", "http/protobuf", 443),  # what the HTTP exporter connects to
         ("http://host:notaport", "grpc", None),
         ("", "grpc", None),
     ],
