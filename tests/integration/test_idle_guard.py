@@ -13,14 +13,13 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.agent import Agent
-from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
 from tests.support.servers import Server, start_http_app
 from tests.support.threads import thread_policy
 
@@ -38,15 +37,6 @@ def app() -> Iterator[Server]:
 
 def _policies(pid: int) -> set[int]:
     return set(thread_policy(pid).values())
-
-
-def _wait(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _traffic(stop: threading.Event, sent: list[int]) -> None:
@@ -70,7 +60,7 @@ def test_a_starved_agent_is_raised_while_behind_and_lowered_once_drained(tmp_pat
         assert _policies(agent.pid) == {os.SCHED_IDLE}
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
         client.start()
-        raised = _wait(lambda: os.SCHED_OTHER in _policies(agent.pid), 60)
+        raised = wait_until(lambda: os.SCHED_OTHER in _policies(agent.pid), 60, 0.1)
         stop.set()
         client.join(30)
         log = agent.log()
@@ -82,7 +72,7 @@ def test_a_starved_agent_is_raised_while_behind_and_lowered_once_drained(tmp_pat
             h.wait()
         hogs = []
         # drained, then two calm seconds: every thread back at SCHED_IDLE, and the log says so
-        assert _wait(lambda: _policies(agent.pid) == {os.SCHED_IDLE}, 20), thread_policy(agent.pid)
+        assert wait_until(lambda: _policies(agent.pid) == {os.SCHED_IDLE}, 20, 0.1), thread_policy(agent.pid)
         assert "cpu priority: caught up: nice 10, cpu_policy idle on" in agent.log()
     finally:
         stop.set()

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from bench.load import run_wrk
 from bench.servers import Proc, nginx
 from tests.support.agent import Agent
-from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
 from tests.support.threads import thread_policy
 from tests.unit.admin_harness import cli
 
@@ -59,15 +58,6 @@ def _cpu_effort(agent: Agent) -> str:
     return str(json.loads(out.stdout).get("cpu_effort", ""))
 
 
-def _wait(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone(
     tmp_path: Path, server: Proc
 ) -> None:
@@ -82,7 +72,7 @@ def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone
     try:
         _pin(agent.pid, 1)
         load.start()
-        backed_off = _wait(lambda: "cpu effort: overloaded" in agent.log(), 11)
+        backed_off = wait_until(lambda: "cpu effort: overloaded" in agent.log(), 11, 0.1)
         log = agent.log()
         assert backed_off, log[-3000:]
         said = re.search(r"cpu effort: overloaded: (\d+)% of the calls dropped at full effort \(([\d,]+)/s arriving\); "
@@ -97,7 +87,7 @@ def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone
         load.join(30)
         # the load gone, the arrivals fall under half within a window or two
         back = "cpu effort: back to full effort: arrivals fell to"
-        assert _wait(lambda: back in agent.log(), 10), agent.log()[-3000:]
+        assert wait_until(lambda: back in agent.log(), 10, 0.1), agent.log()[-3000:]
         assert _cpu_effort(agent) in ("idle (SCHED_IDLE)", "raised: behind, at nice 10 until drained")
     finally:
         load.join(30)
