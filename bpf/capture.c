@@ -479,7 +479,9 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
         return 0;
     struct event_hdr *h = &s->hdr;
     h->ts_ns = bpf_ktime_get_ns();
-    h->cgroup_id = bpf_get_current_cgroup_id();
+    /* A close ends a connection the tracker named at its first event: no comm or cgroup id (two
+     * helper calls; kind is a constant at every inlined call site, so the test costs nothing) */
+    h->cgroup_id = kind == EVENT_CLOSE ? 0 : bpf_get_current_cgroup_id();
     h->size = 0;
     h->pid = pid_tgid >> 32;
     h->tid = (u32)pid_tgid;
@@ -494,7 +496,10 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
     h->peer_port = 0;
     h->lost = (u16)shed_epoch();  /* a connection's state starts at its control event's epoch */
     __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
-    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    if (kind == EVENT_CLOSE)
+        __builtin_memset(h->comm, 0, sizeof(h->comm));
+    else
+        bpf_get_current_comm(&h->comm, sizeof(h->comm));
     h->local_port = 0;
     h->_pad1 = 0;
     __builtin_memset(h->local_addr, 0, sizeof(h->local_addr));
