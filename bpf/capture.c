@@ -436,8 +436,8 @@ static __always_inline void name_entry(u64 pid_tgid, u32 fd) {
  * refuse it. Instead, from the first refused record on, every CPU sheds data calls (shed_state):
  * counted as DROP_RINGBUF_FULL like the refused ones (the same loss, so the same cause). On the
  * socket path the call is shed first thing, before its registers are read or its socket looked
- * up (~0.2 us less per shed call here: nginx at saturation 0.92 -> 0.95 of plain with the
- * agent's process stopped); on the syscall path at sys_enter, nothing saved for sys_exit. Every
+ * up (a shed send 282 -> 124 ns here, a shed receive 248 -> 113: bench/README, fifteenth
+ * round); on the syscall path at sys_enter, nothing saved for sys_exit. Every
  * SHED_ASK-th call a CPU sheds asks the ring; once it is below SHED_RESUME_BYTES (half of it
  * drained) calls are captured again. A stream cut this way resynchronises at its next message,
  * as after any refused record: the epoch in its events' headers changed. Connect, accept and
