@@ -229,17 +229,24 @@ BPF_ARRAY(dgram_pending, u64, 1);
  * one array read instead of looking the thread's slot up. As above, only a thread that dies in
  * between leaves it above 0 (then the exits look their slot up, as before). */
 BPF_ARRAY(dup_pending, u64, 1);
-/* Whether data calls are shed (the ring was full), for every CPU at once, and the shed epoch:
- * bumped when shedding begins and when it ends, and written into every event's header (lost). A
- * socket whose events carry two different epochs may have lost calls in between: that is all the
- * parser needs to know (resynchronise), and it lets a call be shed before its socket is looked up
- * (see shed_call). One flag for all CPUs, not one per CPU: a socket used from two CPUs (a thread
- * that migrates) must not have a call shed on one while the other captures with the same epoch. */
+/* Whether data calls are shed (the ring was full), for every CPU at once, and the shed epoch,
+ * bumped when shedding begins and when it ends. One flag for all CPUs, not one per CPU: a socket
+ * used from two CPUs (a thread that migrates) must not have a call shed on one while the other
+ * captures it unmarked. */
 struct shed_state {
     u32 on;
     u32 epoch;
 };
 BPF_ARRAY(shed_state, struct shed_state, 1);
+/* Which sockets lost calls, without looking them up where the call is shed: a call shed on the
+ * socket path writes the episode's epoch into its socket's slot (by the kernel's socket address,
+ * hashed); the socket's next captured call finds the slot changed since it last looked
+ * (sock_info.shed_seen) and counts a loss (sock_info.lost), which its event carries to the
+ * parser. Only the sockets that lost calls resynchronise (and the rare one sharing a slot with
+ * such a socket), not every connection of the host: a request waiting for a slow answer on a
+ * socket that lost nothing keeps its span. */
+#define SHED_MARK_BITS 14
+BPF_ARRAY(shed_marks, u32, 1 << SHED_MARK_BITS);
 
 static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
@@ -392,6 +399,11 @@ static __always_inline u32 shed_epoch(void) {
     return st ? st->epoch : 0;
 }
 
+static __always_inline u32 *shed_mark(u64 sk) {
+    u32 idx = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> (64 - SHED_MARK_BITS));
+    return shed_marks.lookup(&idx);
+}
+
 /* A record was refused: shed from now on, and a new epoch, so that the refused call's socket
  * shows a change at its next event. */
 static __always_inline void begin_shedding(void) {
@@ -416,6 +428,14 @@ static __always_inline int submit(struct scratch *s, u32 captured) {
         count_drop(DROP_RINGBUF_FULL);
         s->shed = 0;
         begin_shedding();
+        if (s->hdr.kind == EVENT_DATA) {
+            /* the entry the event was named by; a dup()'d copy whose original is closed, or a
+             * forked child's inherited entry, is not found here and its loss goes unmarked */
+            u64 key = ((u64)s->hdr.pid << 32) | (u32)s->hdr.fd;
+            struct sock_info *si = sockets.lookup(&key);
+            if (si)
+                si->lost++;
+        }
         return -1;
     }
     return 0;
@@ -436,12 +456,13 @@ static __always_inline void name_entry(u64 pid_tgid, u32 fd) {
  * refuse it. Instead, from the first refused record on, every CPU sheds data calls (shed_state):
  * counted as DROP_RINGBUF_FULL like the refused ones (the same loss, so the same cause). On the
  * socket path the call is shed first thing, before its registers are read or its socket looked
- * up (a shed send 282 -> 124 ns here, a shed receive 248 -> 113: bench/README, fifteenth
- * round); on the syscall path at sys_enter, nothing saved for sys_exit. Every
- * SHED_ASK-th call a CPU sheds asks the ring; once it is below SHED_RESUME_BYTES (half of it
- * drained) calls are captured again. A stream cut this way resynchronises at its next message,
- * as after any refused record: the epoch in its events' headers changed. Connect, accept and
- * close events are never shed (they are few and carry the connection's state). */
+ * up, and marked by its socket's address (shed_marks; a shed send 282-305 -> 130-135 ns here, a
+ * shed receive 248-263 -> 118-123: bench/README, fifteenth round); on the syscall path at
+ * sys_enter, nothing saved for sys_exit, the loss counted on the entry. Every SHED_ASK-th call a
+ * CPU sheds asks the ring; once it is below SHED_RESUME_BYTES (half of it drained) calls are
+ * captured again. A stream cut this way resynchronises at its next message, as after any refused
+ * record: its count of lost calls changed. Connect, accept and close events are never shed (they
+ * are few and carry the connection's state). */
 #define SHED_ASK 16
 #define SHED_RESUME_BYTES (RING_PAGES * 4096 / 2)
 /* Whether to shed this data call: 1 while the ring is full, except that every SHED_ASK-th call a
@@ -494,7 +515,7 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
     h->family = 0;
     h->sock_type = 0;
     h->peer_port = 0;
-    h->lost = (u16)shed_epoch();  /* a connection's state starts at its control event's epoch */
+    h->lost = 0;
     __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
     if (kind == EVENT_CLOSE)
         __builtin_memset(h->comm, 0, sizeof(h->comm));
@@ -531,7 +552,7 @@ static __always_inline struct scratch *new_data_event(u64 pid_tgid, struct sock_
     h->family = si->family;
     h->sock_type = si->sock_type;
     h->peer_port = si->peer_port;
-    h->lost = (u16)shed_epoch();
+    h->lost = si->lost;
     __builtin_memcpy(h->peer_addr, si->peer_addr, sizeof(h->peer_addr));
     if (si->named)
         __builtin_memset(h->comm, 0, sizeof(h->comm));
@@ -689,8 +710,10 @@ static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
     u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
     if (muted.lookup(&key))
         return 0;
-    if (shed())
-        return 0;  /* the epoch changes before its next event: the parser knows calls are missing */
+    if (shed()) {
+        si->lost++;  /* its next event tells the parser that a call is missing before it */
+        return 0;
+    }
     return si;
 }
 
@@ -1496,8 +1519,12 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
      * not tracked or is muted is counted too while the ring is full. A shed send leaves its
      * start stamp behind: stamped in an earlier epoch, no later call takes it. */
     if (wanted && shed_call()) {
-        if (sk_is_inet(sk))
+        if (sk_is_inet(sk)) {
             count_drop(DROP_RINGBUF_FULL);
+            u32 *mark = shed_mark(sk);
+            if (mark)
+                *mark = shed_epoch();
+        }
         return 0;
     }
     u64 ts = 0;
@@ -1535,6 +1562,16 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
     struct sock_info *si = data_socket(tgid, a.fd);
     if (!si)
         return 0;
+    u32 *mark = shed_mark(sk);
+    if (mark) {
+        u16 m = (u16)*mark;
+        if (!si->named)
+            si->shed_seen = m;  /* a new entry to the tracker: nothing of it to resynchronise */
+        else if (m != si->shed_seen) {
+            si->shed_seen = m;
+            si->lost++;  /* shed (its slot's epoch changed): this event tells the parser */
+        }
+    }
     if (!si->peer_port && si->sock_type == SOCK_STREAM_)
         ends_from_handshake(sk, si);
     if (dir == DIR_INGRESS && si->sock_type == SOCK_DGRAM_ && (a.op == OP_RECVFROM || a.op == OP_RECVMSG)) {

@@ -91,10 +91,7 @@ struct event_hdr {
     unsigned short family;         /* 44 AF_INET / AF_INET6 / 0 */
     unsigned short sock_type;      /* 46 SOCK_STREAM / SOCK_DGRAM / 0 */
     unsigned short peer_port;      /* 48 host byte order */
-    unsigned short lost;           /* 50 the shed epoch (mod 2^16) when this was built: it changes
-                                         whenever calls are shed or refused (the ring full), so two
-                                         events of a socket with different values may have lost
-                                         calls between them (the parser resynchronises) */
+    unsigned short lost;           /* 50 DATA: the socket's sock_info.lost when this was captured */
     unsigned char peer_addr[16];   /* 52 AF_INET: first 4 bytes; AF_INET6: all 16 */
     char comm[16];                 /* 68 the thread's; DATA: only in the first event of a socket
                                          entry (the tracker names a connection once), "" after */
@@ -119,13 +116,17 @@ struct sock_info {
     unsigned int id_fd;            /* 56 the fd number events name this socket by: its own, or
                                          for a dup()/dup2() copy the original's, so both ends of
                                          a connection moved to fds 0 and 1 are one stream */
-    unsigned short _pad1;          /* 60 (was a per-socket count of lost calls: event_hdr.lost is
-                                         now the shed epoch, so a call is shed before its socket is
-                                         looked up) */
+    unsigned short lost;           /* 60 data calls on it not captured (shed, or the ring refused
+                                         the record), mod 2^16 as event_hdr.lost: a change between
+                                         two of its events tells the parser that calls are
+                                         missing in between */
     unsigned char named;           /* 62 1 once a data event of this entry reached the ring: later
                                          ones leave comm and cgroup_id zero (see new_data_event) */
     unsigned char _pad0;           /* 63 */
-};                                 /* 64 */
+    unsigned short shed_seen;      /* 64 the socket's shed mark (capture.c: shed_marks) when its last
+                                         call was captured on the socket path */
+    unsigned short _pad1[3];       /* 66 */
+};                                 /* 72 */
 
 /* The last few socket fds a process created or accepted (value of the "recent" map, keyed by
  * tgid). Its presence marks a process whose forks are worth following; at fork the entries of

@@ -76,9 +76,9 @@ class CaptureEvent:
     # family as the peer; "0.0.0.0"/"::" for a wildcard-bound listener's port only.
     local_addr: str = ""
     local_port: int = 0  # 0 when unknown
-    # The kernel's shed epoch when the event was built (mod 2**16): it changes whenever calls are
-    # shed under load or refused by a full ring. A change between two events of a connection
-    # means calls may be missing between them (the tracker tells the parser: Tracker.handle).
+    # DATA: how many of this socket's data calls the kernel did not capture so far (shed under
+    # load, or the ring refused them), mod 2**16. A change between two events of a connection
+    # means calls are missing between them (the tracker tells the parser: Tracker.handle).
     lost: int = 0
 
     # Written out (init=False): compiled (mypyc), an explicit __init__ is C, where the one

@@ -52,7 +52,7 @@ class ConnState:
         # so the tracker fills it from the first event that carries it.
         self.local = local
         self.comm = comm
-        self.lost = lost  # the kernel's shed epoch at this socket's last event (CaptureEvent.lost)
+        self.lost = lost  # the kernel's count of this socket's uncaptured calls (CaptureEvent.lost)
         self.phase = DETECTING
         self.spec: Optional[ProtocolSpec] = None
         self.parser: Optional[StreamParser] = None

@@ -95,7 +95,7 @@ class ConnectionTracker:
         if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
             return []
         lost_calls: Optional[list[Call]] = None
-        if event.lost != state.lost:  # the kernel shed calls since this socket's last event
+        if event.lost != state.lost:  # the kernel did not capture some calls before this one
             state.lost = event.lost
             lost_calls = self._after_lost(state)
         ts = event.ts_ns

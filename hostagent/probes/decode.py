@@ -93,7 +93,7 @@ def peer_str(family: int, raw: bytes) -> str:
 
 def _tail(raw: bytes) -> Tail:
     """Header bytes from ``family`` to the end, decoded and memoised (bounded) by the raw bytes
-    (``lost``, the kernel's shed epoch, changes only when calls were shed: a new entry then)."""
+    (``lost`` changes only after the kernel lost calls of the socket: a new entry then)."""
     fam, stype, port, lost, addr, comm, lport, laddr = _tail_fields(raw)
     out = Tail(
         fam,

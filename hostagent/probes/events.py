@@ -60,9 +60,11 @@ class SockInfo(c.Structure):
         ("peer_addr", c.c_uint8 * 16),
         ("local_addr", c.c_uint8 * 16),
         ("id_fd", c.c_uint32),
-        ("_pad1", c.c_uint16),
+        ("lost", c.c_uint16),
         ("named", c.c_uint8),
         ("_pad0", c.c_uint8),
+        ("shed_seen", c.c_uint16),
+        ("_pad1", c.c_uint16 * 3),
     )
 
 

@@ -119,3 +119,96 @@ def test_lost_calls_never_pair_a_request_with_another_response(small_ring: tuple
     assert tracker.stats()["lost_gaps"] >= 2
     assert [e for e in mine if e.kind == EventKind.DATA and e.lost] != []
     assert cap.drop_counts()["callback_errors"] == 0
+
+
+# Two keep-alive connections: "burst N" sends N requests on the fast one (overflowing the ring when
+# the test does not drain it); "slow" opens the other and sends GET /slow, whose answer the server
+# holds until "answer", when the client reads it.
+SLOW_PAIR = textwrap.dedent(
+    """
+    import socket, sys, threading
+    port, per_burst = int(sys.argv[1]), int(sys.argv[2])
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port)); ls.listen(2)
+    release = threading.Event()
+    def serve(s, hold):
+        buf = b""
+        while True:
+            while b"\\r\\n\\r\\n" not in buf:
+                more = s.recv(4096)
+                if not more:
+                    return
+                buf += more
+            head, _, buf = buf.partition(b"\\r\\n\\r\\n")
+            if hold:
+                release.wait()
+            s.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+    fast = socket.create_connection(("127.0.0.1", port)); s2, _ = ls.accept()
+    threading.Thread(target=serve, args=(s2, False), daemon=True).start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()[0]
+        if cmd == "slow":  # connected now: its server's first receive begins after the warm-up
+            slow = socket.create_connection(("127.0.0.1", port)); s1, _ = ls.accept()
+            threading.Thread(target=serve, args=(s1, True), daemon=True).start()
+            slow.sendall(b"GET /slow HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
+        elif cmd == "burst":
+            for n in range(int(line.split()[1])):
+                fast.sendall(b"GET /fast HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n" + b"x" * 0)
+                got = b""
+                while not got.endswith(b"ok"):
+                    got += fast.recv(4096)
+        elif cmd == "answer":
+            release.set()
+            got = b""
+            while not got.endswith(b"ok"):
+                got += slow.recv(4096)
+        print("done", flush=True)
+    """
+)
+
+
+def test_a_connection_that_lost_nothing_keeps_its_waiting_request(small_ring: tuple[BpfCapture, list]) -> None:
+    """Another connection's calls are shed while this one waits for a slow answer: only the
+    connection that lost calls resynchronises; the waiting request still gets its span."""
+    cap, events = small_ring
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PAIR, str(PORT + 1), str(PER_BURST)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+
+    def say(line: str) -> None:
+        proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        assert proc.stdout.readline() == "done\n"  # type: ignore[union-attr]
+
+    try:
+        for _ in range(50):
+            cap.poll(0)
+        say("burst 20")  # a ring left shedding by an earlier test captures again (test_bpf_shed)
+        for _ in range(50):
+            cap.poll(0)
+        say("slow")
+        for _ in range(50):
+            cap.poll(0)  # /slow's request is in (both ends) before anything is shed
+        drops0 = cap.drop_counts()["ringbuf_full"]
+        say("burst 600")  # not drained meanwhile: the ring overflows, the fast connection's calls shed
+        shed = cap.drop_counts()["ringbuf_full"] - drops0
+        for _ in range(50):
+            cap.poll(0)
+        say("burst 40")  # drained: calls are captured again (after at most SHED_ASK - 1 more shed)
+        say("answer")
+        for _ in range(50):
+            cap.poll(0)
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    tracker = ConnectionTracker(lambda: (http1.SPEC,))
+    calls = [call for e in events if e.pid == proc.pid for call in tracker.handle(e)]
+    answered = [c for c in calls if "http.response.status_code" in c.attributes]
+    slow = sorted(c.role.name for c in answered if c.attributes.get("url.path") == "/slow")
+    fast_answered = [c for c in answered if c.attributes.get("url.path") == "/fast"]
+    assert shed > 100  # the scenario did shed the fast connection's calls ...
+    assert tracker.stats()["lost_gaps"] >= 1  # ... and its parser was told
+    assert 0 < len(fast_answered) < 2 * (20 + 600 + 40)
+    assert slow == ["CLIENT", "SERVER"]  # ... while /slow, which lost nothing, kept both spans

@@ -33,7 +33,7 @@ def test_layout_matches_the_c_comments() -> None:
             "peer_port": 48, "peer_addr": 52, "comm": 68, "local_port": 84, "local_addr": 88}  # fmt: skip
     assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
     assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 104
-    assert ctypes.sizeof(ev.SockInfo) == 64
+    assert ctypes.sizeof(ev.SockInfo) == 72
     assert ctypes.sizeof(ev.RecentFds) == 24
     assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sHH16s"
 
