@@ -404,8 +404,8 @@ static __always_inline u32 *shed_mark(u64 sk) {
     return shed_marks.lookup(&idx);
 }
 
-/* A record was refused: shed from now on, and a new epoch, so that the refused call's socket
- * shows a change at its next event. */
+/* A record was refused: shed from now on, in a new epoch (the value this episode's shed calls
+ * mark their sockets with, and that makes a send's earlier start stamp stale). */
 static __always_inline void begin_shedding(void) {
     struct shed_state *st = shed_state_get();
     if (!st)
@@ -467,7 +467,7 @@ static __always_inline void name_entry(u64 pid_tgid, u32 fd) {
 #define SHED_RESUME_BYTES (RING_PAGES * 4096 / 2)
 /* Whether to shed this data call: 1 while the ring is full, except that every SHED_ASK-th call a
  * CPU sheds asks the ring, and once it is below SHED_RESUME_BYTES (half drained) ends the episode
- * for every CPU (a new epoch: the sockets that lost calls show it at their next event).
+ * for every CPU (a new epoch, so the next episode marks its sockets with another value).
  * sock__send_start asks too: a send's start stamp would go unused (at saturation, every send). */
 static __always_inline int shed_call(void) {
     struct shed_state *st = shed_state_get();
@@ -1514,10 +1514,10 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
         return 0;
     int wanted = ret > 0 && socket_enabled();
     /* Shed before anything is looked up or read: at saturation nearly every call ends here,
-     * and the socket's entry is not needed to mark the loss (the epoch does). Counted when the
-     * socket is an inet one (a Unix socket's calls are never captured); an inet socket that is
-     * not tracked or is muted is counted too while the ring is full. A shed send leaves its
-     * start stamp behind: stamped in an earlier epoch, no later call takes it. */
+     * and the socket's entry is not needed to mark the loss (its slot in shed_marks is).
+     * Counted when the socket is an inet one (a Unix socket's calls are never captured); an
+     * inet socket that is not tracked or is muted is counted too while the ring is full. A shed
+     * send leaves its start stamp behind: stamped in an earlier epoch, no later call takes it. */
     if (wanted && shed_call()) {
         if (sk_is_inet(sk)) {
             count_drop(DROP_RINGBUF_FULL);
