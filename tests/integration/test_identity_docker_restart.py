@@ -15,17 +15,9 @@ import pytest
 
 from hostagent.identity.docker import DockerClient, DockerMetadata
 from tests.support.docker_engine import DockerEngine
+from tests.support.otlp_receiver import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
-
-
-def _wait(condition: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_event_stream_reconnects_after_engine_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -40,7 +32,7 @@ def test_event_stream_reconnects_after_engine_restart(tmp_path: Path, caplog: py
         assert metadata.connected.wait(10)
 
         engine.stop()
-        assert _wait(lambda: not metadata.connected.is_set(), 10)
+        assert wait_until(lambda: not metadata.connected.is_set(), 10, interval=0.05)
         assert metadata.get("0" * 64) is None  # no exception while the engine is down
         time.sleep(1.5)  # several reconnect attempts at 0.1-0.5 s backoff...
         outage_logs = [r for r in caplog.records if "not answering" in r.getMessage()]
@@ -55,7 +47,7 @@ def test_event_stream_reconnects_after_engine_restart(tmp_path: Path, caplog: py
         container_id = engine.cli("create", "--network", "none", "--name", "hostagent-id-r1", image, "sleep", "1")
         assert metadata.get(container_id).name == "hostagent-id-r1"  # type: ignore[union-attr]
         engine.cli("rename", "hostagent-id-r1", "hostagent-id-r2")
-        assert _wait(lambda: container_id in changes, 3)
+        assert wait_until(lambda: container_id in changes, 3, interval=0.05)
         assert metadata.get(container_id).name == "hostagent-id-r2"  # type: ignore[union-attr]
     finally:
         metadata.stop()
