@@ -394,11 +394,6 @@ static __always_inline struct shed_state *shed_state_get(void) {
     return shed_state.lookup(&zero);
 }
 
-static __always_inline u32 shed_epoch(void) {
-    struct shed_state *st = shed_state_get();
-    return st ? st->epoch : 0;
-}
-
 static __always_inline u32 *shed_mark(u64 sk) {
     u32 idx = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> (64 - SHED_MARK_BITS));
     return shed_marks.lookup(&idx);
@@ -469,8 +464,7 @@ static __always_inline void name_entry(u64 pid_tgid, u32 fd) {
  * CPU sheds asks the ring, and once it is below SHED_RESUME_BYTES (half drained) ends the episode
  * for every CPU (a new epoch, so the next episode marks its sockets with another value).
  * sock__send_start asks too: a send's start stamp would go unused (at saturation, every send). */
-static __always_inline int shed_call(void) {
-    struct shed_state *st = shed_state_get();
+static __always_inline int shed_call(struct shed_state *st) {
     if (!st || !st->on)
         return 0;
     u32 cpu = bpf_get_smp_processor_id();
@@ -486,7 +480,7 @@ static __always_inline int shed_call(void) {
 
 /* shed_call, and the shed call counted (the same loss as a refused record, so the same cause). */
 static __always_inline int shed(void) {
-    if (!shed_call())
+    if (!shed_call(shed_state_get()))
         return 0;
     count_drop(DROP_RINGBUF_FULL);
     return 1;
@@ -1512,18 +1506,19 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID || (dir == DIR_INGRESS && not_the_streams_bytes(flags)))
         return 0;
+    struct shed_state *shedding = shed_state_get();  /* looked up once: shed, mark, stamp */
     int wanted = ret > 0 && socket_enabled();
     /* Shed before anything is looked up or read: at saturation nearly every call ends here,
      * and the socket's entry is not needed to mark the loss (its slot in shed_marks is).
      * Counted when the socket is an inet one (a Unix socket's calls are never captured); an
      * inet socket that is not tracked or is muted is counted too while the ring is full. A shed
      * send leaves its start stamp behind: stamped in an earlier epoch, no later call takes it. */
-    if (wanted && shed_call()) {
+    if (wanted && shed_call(shedding)) {
         if (sk_is_inet(sk)) {
             count_drop(DROP_RINGBUF_FULL);
             u32 *mark = shed_mark(sk);
             if (mark)
-                *mark = shed_epoch();
+                *mark = shedding->epoch;
         }
         return 0;
     }
@@ -1532,7 +1527,7 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
         /* consumed whatever follows, so a later call never takes this call's stamp */
         struct send_start *st = send_start.lookup(&id);
         if (st && st->sk == sk) {
-            if (st->epoch == shed_epoch())
+            if (shedding && st->epoch == shedding->epoch)
                 ts = st->ts;
             st->sk = 0;
         }
