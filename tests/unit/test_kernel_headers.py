@@ -85,9 +85,8 @@ def test_nearest_installed_version_is_chosen(tmp_path: Path) -> None:
     debian_pair(src, "6.1.0-56")
     c = choose(tmp_path, "6.18.44-fc-v782")
     assert (c.source, c.version, c.exact) == ("nearest", "6.1.0-56-amd64", False)
-    assert (c.path / "include" / "generated" / "autoconf.h").is_symlink()
-    assert os.readlink(c.path / "include" / "generated" / "autoconf.h") == str(
-        src / "linux-headers-6.1.0-56-amd64" / "include" / "generated" / "autoconf.h"
+    assert os.readlink(c.path / "include" / "generated") == str(
+        src / "linux-headers-6.1.0-56-amd64" / "include" / "generated"
     )
 
 
@@ -151,3 +150,41 @@ def test_env_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         usr_src=tmp_path / "usr" / "src",
     )
     assert os.environ["BCC_KERNEL_SOURCE"] == str(build)
+
+
+def test_merged_tree_links_directories_only_one_side_has(tmp_path: Path) -> None:
+    """Only directories both halves have are made (and merged entry by entry); the rest are one
+    link each, so a start does not create (nor a stop remove) a link per header file."""
+    src = tmp_path / "usr" / "src"
+    common, arch = debian_pair(src, "6.1.0-56")
+    for i in range(50):
+        (common / "include" / "linux" / f"h{i}.h").write_text("x\n")
+    (common / "include" / "uapi" / "linux").mkdir(parents=True)
+    (common / "include" / "uapi" / "linux" / "bpf.h").write_text("uapi bpf\n")
+    (common / "arch" / "x86" / "include" / "asm").mkdir(parents=True)
+    (common / "arch" / "x86" / "include" / "asm" / "page.h").write_text("common page\n")
+    (arch / "arch" / "x86" / "include" / "generated" / "asm").mkdir(parents=True)
+    (arch / "arch" / "x86" / "include" / "generated" / "asm" / "rwonce.h").write_text("generated\n")
+    (arch / "include" / "linux").mkdir()  # both have include/linux: merged, arch's file wins
+    (arch / "include" / "linux" / "h7.h").write_text("arch h7\n")
+    kbuild = src / "linux-kbuild-6.1" / "scripts"  # Debian: the arch half links scripts/ here
+    kbuild.mkdir(parents=True)
+    (kbuild / "gcc-version.sh").write_text("kbuild\n")
+    (common / "scripts").mkdir()
+    (common / "scripts" / "common-script").write_text("common\n")
+    os.symlink(kbuild, arch / "scripts")
+    dest = merge_split_tree(common, arch, tmp_path / "run" / "m")
+
+    links = [p for p in dest.rglob("*") if p.is_symlink()]
+    made = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_dir() and not p.is_symlink())
+    assert made == ["arch", "arch/x86", "arch/x86/include", "include", "include/linux", "scripts"]
+    assert os.readlink(dest / "include" / "uapi") == str(common / "include" / "uapi")
+    x86 = Path("arch", "x86", "include", "generated")
+    assert os.readlink(dest / x86) == str(arch / x86)
+    assert (dest / "include" / "linux" / "h7.h").read_text() == "arch h7\n"
+    assert (dest / "include" / "linux" / "h8.h").read_text() == "x\n"
+    assert (dest / "include" / "uapi" / "linux" / "bpf.h").read_text() == "uapi bpf\n"
+    assert (dest / "arch" / "x86" / "include" / "asm" / "page.h").read_text() == "common page\n"
+    assert {p.name for p in (dest / "scripts").iterdir()} == {"gcc-version.sh", "common-script"}
+    assert len(links) == 58  # include/linux: its 51 files; Makefile, 4 directories, 2 scripts
+    assert (common / "include" / "linux" / "h7.h").read_text() == "x\n"  # sources untouched
