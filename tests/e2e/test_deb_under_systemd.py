@@ -150,6 +150,24 @@ def test_reload_rereads_config_in_the_same_process(installed: Container) -> None
              "the agent to log the reload")
 
 
+def test_restart_rebuilds_a_small_header_tree(installed: Container) -> None:
+    """systemd empties /run/hostagent at every stop (RuntimeDirectory=, not preserved), so each
+    start makes the merged kernel-header tree again: linked by directory, a hundred-odd entries,
+    not a link per header file (~16k, seconds on every start)."""
+    box = installed
+    before = int(box.run(["date", "+%s"]).stdout)
+    started = time.monotonic()
+    box.run(["systemctl", "restart", UNIT], timeout=200)  # Type=notify: returns at READY=1
+    print(f"systemctl restart to READY: {time.monotonic() - started:.2f} s")
+    stamps = box.run("ls -d /run/hostagent/headers-*/.hostagent-merged").stdout.split()
+    assert len(stamps) == 1
+    tree = stamps[0].rsplit("/", 1)[0]
+    assert int(box.run(["stat", "-c", "%Y", stamps[0]]).stdout) >= before  # made by this start
+    entries = int(box.run(f"find {tree} | wc -l").stdout)
+    assert 10 < entries < 1000
+    assert box.run(["test", "-f", f"{tree}/include/linux/types.h"], check=False).returncode == 0
+
+
 def test_sigkill_makes_systemd_restart_it(installed: Container, receiver: OtlpGrpcReceiver) -> None:
     box = installed
     pid = main_pid(box)
