@@ -44,7 +44,8 @@ class Ctx:
         self.seconds = seconds
         self.rounds = rounds
         self.log = log
-        # Kept across agent starts, as /run/hostagent is across restarts: the header tree is reused.
+        # Kept across the bench's agent starts (systemd empties /run/hostagent at every stop;
+        # startup_cold measures a start with a fresh one).
         self.runtime_dir = workdir / "agent-run"
         self.starts: list[dict[str, Any]] = []
         self._n = 0
@@ -253,7 +254,8 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("
 # ---- 4. start-up -------------------------------------------------------------------------------
 
 def startup_cold(ctx: Ctx) -> dict[str, Any]:
-    """A start with no header tree yet (first start after boot) and then a warm one."""
+    """A start with a fresh runtime directory: no merged header tree yet, as at every start under
+    systemd (it empties /run/hostagent at each stop) and the first after boot."""
     sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU)
     cold_dir = ctx.workdir / "agent-run-cold"
     shutil.rmtree(cold_dir, ignore_errors=True)
