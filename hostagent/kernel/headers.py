@@ -94,11 +94,26 @@ def merge_split_tree(common: Path, arch: Path, dest: Path) -> Path:
     want = f"{common}\n{arch}\nby directory\n"  # a tree linked file by file is rebuilt once
     if stamp.exists() and stamp.read_text() == want:
         return dest
+    # Made beside it and renamed into place: another agent starting on the same runtime directory
+    # (a `hostagent run` beside the unit) never compiles against a tree half made or half removed.
+    made = dest.with_name(f"{dest.name}.{os.getpid()}.new")
+    if made.exists():
+        _rmtree_links(made)
+    os.makedirs(made)
+    _merge_dirs(str(common), str(arch), str(made), depth=0)
+    (made / stamp.name).write_text(want)
     if dest.exists():
-        _rmtree_links(dest)
-    os.makedirs(dest)
-    _merge_dirs(str(common), str(arch), str(dest), depth=0)
-    stamp.write_text(want)
+        old = dest.with_name(f"{dest.name}.{os.getpid()}.old")
+        try:
+            os.rename(dest, old)
+        except FileNotFoundError:  # another start moved it first
+            pass
+        else:
+            _rmtree_links(old)
+    try:
+        os.rename(made, dest)
+    except OSError:  # another start put its tree (from the same halves) there first
+        _rmtree_links(made)
     return dest
 
 

@@ -188,3 +188,29 @@ def test_merged_tree_links_directories_only_one_side_has(tmp_path: Path) -> None
     assert {p.name for p in (dest / "scripts").iterdir()} == {"gcc-version.sh", "common-script"}
     assert len(links) == 58  # include/linux: its 51 files; Makefile, 4 directories, 2 scripts
     assert (common / "include" / "linux" / "h7.h").read_text() == "x\n"  # sources untouched
+
+
+def test_merged_tree_is_made_beside_and_renamed_into_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another agent starting on the same runtime directory sees the old tree or the new one,
+    never one half made: the new one is made under another name and renamed."""
+    from hostagent.kernel import headers
+
+    src = tmp_path / "usr" / "src"
+    common, arch = debian_pair(src, "6.1.0-56")
+    dest = tmp_path / "run" / "m"
+    merge_split_tree(common, arch, dest)
+    common2, arch2 = debian_pair(src, "6.1.0-57")
+    seen: list[str] = []
+    real = headers._merge_dirs
+
+    def watched(c: str, a: str, dst: str, depth: int) -> None:
+        if depth == 0:
+            seen.append(os.readlink(dest / "Makefile"))  # the old tree, whole, while the new is made
+            assert dst != str(dest)
+        real(c, a, dst, depth)
+
+    monkeypatch.setattr(headers, "_merge_dirs", watched)
+    merge_split_tree(common2, arch2, dest)
+    assert seen == [str(arch / "Makefile")]
+    assert os.readlink(dest / "Makefile") == str(arch2 / "Makefile")
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["m"]  # nothing left beside it
