@@ -88,7 +88,7 @@ def merge_split_tree(common: Path, arch: Path, dest: Path) -> Path:
     Reused when a previous run built it from the same two directories. It lives in the runtime
     directory, which systemd empties at every stop: linked file by file (~16k links) it cost 0.3 s
     to several seconds on each start and about a second to remove on each stop; by directory
-    it is a few dozen links.
+    it is about a hundred (117 links and 12 directories for Debian 12's 6.1 headers).
     """
     stamp = dest / ".hostagent-merged"
     want = f"{common}\n{arch}\nby directory\n"  # a tree linked file by file is rebuilt once
