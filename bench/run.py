@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from bench import report, scenarios
 
@@ -31,14 +31,49 @@ def _bpf_prog_count() -> int:
     return sum(1 for line in out.splitlines() if line[:1].isdigit() and "tracepoint" in line)
 
 
+def _names(value: str) -> frozenset[str]:
+    """``--only``'s comma-separated measurements; an unknown name is an error, not a run of nothing."""
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
+    unknown = sorted(names - set(ALL))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown measurement {', '.join(unknown) or repr(value)}: "
+                                         f"choose from {', '.join(ALL)}")
+    return names
+
+
+def _positive(kind: type) -> Any:
+    def parse(value: str) -> Any:
+        try:
+            n = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value!r}") from None
+        if n <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value!r}")
+        return n
+    return parse
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="hostagent benchmarks (issue 7): overhead on traced apps, fidelity under load, capacity, "
+                    "start-up, database clients. Root; loopback only.")
+    ap.add_argument("--quick", action="store_true", help="shorter runs, no database clients unless --only names "
+                    "them (< 3 min)")
+    ap.add_argument("--only", type=_names, metavar="NAME[,NAME]",
+                    help=f"only these measurements, of {','.join(ALL)} (default: all; --quick: all but db)")
+    ap.add_argument("--rounds", type=_positive(int), help="A/B rounds per configuration (default 3)")
+    ap.add_argument("--seconds", type=_positive(float), help="seconds of load per run (default 10, --quick 3)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results",
+                    help="directory for the JSON, Markdown and PNG results (default bench/results)")
+    args = ap.parse_args(argv)
+    if args.only is None:
+        args.only = frozenset(n for n in ALL if not (args.quick and n == "db"))
+    return args
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="shorter runs (< 3 min)")
-    ap.add_argument("--only", default=",".join(ALL))
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--seconds", type=float)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = ap.parse_args()
+    args = parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (BPF)", file=sys.stderr)
         return 2
@@ -48,7 +83,7 @@ def main() -> int:
         print(f"bench: needs CPUs {sorted(needed)} (the server pinned to CPU {scenarios.SERVER_CPU}, the load "
               f"generator to CPU {scenarios.LOAD_CPU}); this process may use CPUs {sorted(usable)}", file=sys.stderr)
         return 2
-    only = set(args.only.split(","))
+    only = set(args.only)
     quick = args.quick
     rounds = args.rounds or 3
     seconds = args.seconds or (3.0 if quick else 10.0)
@@ -103,7 +138,7 @@ def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: floa
                 log("capacity (record + replay)")
                 results["capacity"] = scenarios.capacity(ctx, record_seconds=1.0 if quick else 2.0,
                                                          repeat=1 if quick else 2, new_connection=not quick)
-            if "db" in only and not quick:
+            if "db" in only:
                 results["db"] = scenarios.databases(ctx)
         finally:
             if ctx.starts:
