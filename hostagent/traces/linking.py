@@ -131,11 +131,16 @@ def _request_of(call: Call) -> tuple[Any, Any]:
 def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
     """Up to two of ``servers`` that answered ``client``: inside its time (within TOLERANCE_NS;
     cheap, checked first) and the same request. One is a link, two already make it ambiguous,
-    so the scan stops there (it runs for every local client call)."""
-    lo, hi, req = client.start - TOLERANCE_NS, client.end + TOLERANCE_NS, client.request
+    so the scan stops there (it runs for every local client call).
+
+    The server must also have received the request before the client had its answer
+    (``s.start <= client.end``, no tolerance: causal, no syscall race in it). Without that, on a
+    keep-alive connection the previous exchange's server call (which ended within the tolerance
+    of this one) looked like this request's server too."""
+    lo, hi, end, req = client.start - TOLERANCE_NS, client.end + TOLERANCE_NS, client.end, client.request
     found: list[Node] = []
     for s in servers:
-        if lo <= s.start and s.end <= hi and s.request == req:
+        if lo <= s.start <= end and s.end <= hi and s.request == req:
             found.append(s)
             if len(found) == 2:
                 break
@@ -144,11 +149,14 @@ def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
 
 def _two_clients_around(server: Node, clients: deque[Node]) -> list[Node]:
     """Up to two of ``clients`` that ``server`` may have answered, newest first: the same rule
-    as ``_two_servers_in`` seen from the server (it runs for every local server call)."""
-    start, end, req = server.start + TOLERANCE_NS, server.end - TOLERANCE_NS, server.request
+    as ``_two_servers_in`` seen from the server (it runs for every local server call). A client
+    that had its answer before this server call received its request is an earlier exchange of
+    the connection (keep-alive: the previous request's client, while this one's is not complete
+    yet), never this call's."""
+    received, start, end, req = server.start, server.start + TOLERANCE_NS, server.end - TOLERANCE_NS, server.request
     found: list[Node] = []
     for c in reversed(clients):
-        if c.start <= start and end <= c.end and c.request == req:
+        if c.start <= start and end <= c.end and received <= c.end and c.request == req:
             found.append(c)
             if len(found) == 2:
                 break

@@ -279,3 +279,40 @@ def test_a_server_on_another_connection_is_not_taken_for_this_clients() -> None:
     assert lk.counters["peer_links"] == 0
     lk.flush_all()
     assert len(out) == 2 and all(s.parent is None for _, s in out)
+
+
+@pytest.mark.parametrize("by_connection", [True, False])
+def test_keep_alive_exchanges_each_link_to_their_own_client_not_the_previous_one(by_connection: bool) -> None:
+    """curl fetching one URL three times on one keep-alive connection, 0.2 ms per exchange (well
+    inside the 2 ms syscall-race tolerance), each server call reaching the linker before its
+    client (it answers before the client reads). The previous exchange's client is complete and
+    within the tolerance of this server call, but it had its answer before this request was even
+    received: never this call's parent (every server after the first was linked to the client
+    before it). Also when the client's own port is unknown (matched by server port; then the
+    client reaches the linker first, the order in which such a pair links)."""
+    lk, out, _ = linker()
+    pairs = []
+    for i in range(3):
+        t = 0.3 * i
+        server = on_conn(Role.SERVER, 200, 201, t + 0.05, t + 0.15, 50001)
+        client = (on_conn(Role.CLIENT, 400, 401, t, t + 0.2, 50001) if by_connection
+                  else http(Role.CLIENT, 400, 400, t, t + 0.2, B_PORT))
+        for call in (server, client) if by_connection else (client, server):
+            offer(lk, call)
+        pairs.append((server, client))
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 3 and lk.counters["peer_ambiguous"] == 0
+    emitted = {id(call): span for call, span in out}
+    for server, client in pairs:
+        assert ids(emitted[id(server)])[2] == ids(emitted[id(client)])[1]
+
+
+def test_a_server_call_received_after_the_client_had_its_answer_is_not_its_child() -> None:
+    """The client first (the rarer order): a later exchange's server call on the same connection,
+    inside the tolerance of that client's end, is not its child."""
+    lk, out, _ = linker()
+    offer(lk, on_conn(Role.CLIENT, 400, 401, 0, 0.2, 50001))
+    offer(lk, on_conn(Role.SERVER, 200, 201, 0.25, 0.3, 50001))  # received 50 us after the answer
+    assert lk.counters["peer_links"] == 0
+    lk.flush_all()
+    assert len(out) == 2 and all(s.parent is None for _, s in out)
