@@ -48,6 +48,8 @@ from hostagent.protocols.http2_frames import (
     GOAWAY,
     HEADER_LEN,
     HEADERS,
+    LOST_AFTER,
+    LOST_BEFORE,
     PREFACE,
     PUSH_PROMISE,
     RST_STREAM,
@@ -59,7 +61,7 @@ from hostagent.protocols.http2_frames import (
     plausible_header,
 )
 from hostagent.protocols.http2_hpack import Header, HeaderBlockDecoder
-from hostagent.protocols.http2_streams import Stream, to_call
+from hostagent.protocols.http2_streams import END_UNSEEN, Stream, to_call
 
 _PREFACE_LEN = len(PREFACE)
 
@@ -152,18 +154,25 @@ class Http2Parser:
             if side.pending is not None:
                 return []
         frames, lost = side.reader.feed(data, size)
-        if lost:
-            self._count("sync_lost")
-            self._lose_table(side)
-            # frames went by unseen (an uncaptured tail hid frame boundaries: big messages)
-            self._frames_lost()
+        if lost & LOST_BEFORE:
+            self._sync_lost(side)
         for frame in frames:
             if not frame.complete:
                 self.stats.truncated += 1
             self._frame(side, segment.direction, frame, segment.ts_ns)
+        if lost & LOST_AFTER:
+            # After the frames: they were whole and decode with the table as it was (a big gRPC
+            # message's own HEADERS come before the tail the capture cut).
+            self._sync_lost(side)
         self.stats.resyncs = sum(s.reader.resyncs for s in self._sides.values())
         out, self._out = self._out, []
         return out
+
+    def _sync_lost(self, side: _Side) -> None:
+        """Frames went by unseen (an uncaptured tail hid frame boundaries: big messages)."""
+        self._count("sync_lost")
+        self._lose_table(side)
+        self._frames_lost()
 
     def lost(self) -> list[Call]:
         """Calls of this connection were lost in the kernel before the next bytes: each direction's
@@ -184,7 +193,8 @@ class Http2Parser:
     def _frames_lost(self) -> None:
         """Frames of the streams in flight may be among those not seen: their message counts and
         body sizes are unknowable, and a stream whose end is never seen is not reported as the
-        connection's failure (close drops it, counted as unpaired)."""
+        connection's failure: at close it is reported with what was seen (``END_UNSEEN``, ending
+        at its last frame seen) when its response began, else dropped (counted as unpaired)."""
         for stream in self._streams.values():
             stream.frames_lost = True
             stream.request_messages.count = None
@@ -193,8 +203,11 @@ class Http2Parser:
     def close(self, ts_ns: int) -> list[Call]:
         for sid, stream in list(self._streams.items()):
             if stream.frames_lost:  # its end may have been lost: not a failure we saw
-                del self._streams[sid]
-                self.stats.unpaired += 1
+                if stream.response is None:  # nor its answer: nothing to say of its outcome
+                    del self._streams[sid]
+                    self.stats.unpaired += 1
+                else:  # an answer seen, its end cut from a big write (a 100 KB gRPC reply's trailers)
+                    self._finish(sid, stream.end_ns, end_unseen=True)
                 continue
             self._finish(sid, ts_ns, "connection_closed", "connection closed before the response ended")
         out, self._out = self._out, []
@@ -370,12 +383,15 @@ class Http2Parser:
             elif code != "NO_ERROR":
                 self._finish(sid, ts, code, f"GOAWAY {code}")
 
-    def _finish(self, sid: int, ts: int, reset: Optional[str] = None, message: str = "") -> None:
+    def _finish(self, sid: int, ts: int, reset: Optional[str] = None, message: str = "",
+                end_unseen: bool = False) -> None:
         stream = self._streams.pop(sid, None)
         if stream is None:
             return
         stream.end_ns = max(stream.end_ns, ts)
         call = to_call(stream, reset, message if reset else "", self._grpc_seen)
+        if end_unseen:
+            call.attributes[END_UNSEEN] = True
         self._grpc_seen = self._grpc_seen or call.protocol == "grpc"
         self._out.append(call)
 

@@ -16,7 +16,8 @@ many frames in one Segment come out one by one. When a Segment's tail was not ca
 (``size > len(data)``) the reader still knows where the current frame ends from its header, so it
 hands the frame on marked incomplete (DATA lengths still count) and skips the rest honestly. Only
 when the lost bytes run past a frame boundary does it lose sync; it then waits for a Segment that
-starts with a plausible frame header.
+starts with a plausible frame header. ``feed`` says where the loss was (``LOST_BEFORE`` the frames
+it returns, ``LOST_AFTER`` them, or both): frames before a loss decode with the state as it was.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ _DEFINED_FLAGS = {
 }
 _STREAM_ZERO = frozenset({SETTINGS, PING, GOAWAY})  # connection-level frames only
 _FIXED_LENGTH = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
+
+# FrameReader.feed's loss, as bits: unknown bytes went by before the frames it returns (it was out
+# of sync and regained it at this Segment), or after them (this Segment's uncaptured tail ran past
+# a frame boundary).
+LOST_BEFORE = 1
+LOST_AFTER = 2
 
 # RFC 9113 section 7: error codes, by name, for RST_STREAM and GOAWAY.
 ERROR_CODES = (
@@ -123,19 +130,20 @@ class FrameReader:
         self.max_frame = ABSOLUTE_MAX_FRAME  # an observer cannot know every SETTINGS it missed
         self.resyncs = 0
 
-    def feed(self, data: bytes, size: int) -> tuple[list[Frame], bool]:
-        """Frames completed by this Segment, and whether sync was lost (bytes of unknown meaning
-        went by, so frames - possibly HEADERS - were missed)."""
-        lost = False
+    def feed(self, data: bytes, size: int) -> tuple[list[Frame], int]:
+        """Frames completed by this Segment, and where sync was lost (``LOST_BEFORE`` /
+        ``LOST_AFTER`` bits; 0: nowhere): bytes of unknown meaning went by, so frames - possibly
+        HEADERS - were missed."""
+        lost = 0
         missing = max(size - len(data), 0)
         if not self.in_sync:
             if not plausible_header(data):
                 self.resyncs += 1
-                return [], True
+                return [], LOST_BEFORE
             self.in_sync = True
             self._buf.clear()
             self._skip = 0
-            lost = True  # whatever came between the loss and here is unknown
+            lost = LOST_BEFORE  # whatever came between the loss and here is unknown
         if self._skip:
             n = min(self._skip, len(data))
             self._skip -= n
@@ -153,7 +161,7 @@ class FrameReader:
             length, ftype, flags, sid = parse_header(buf, pos)
             if length > self.max_frame:
                 self._lose()
-                return frames, True
+                return frames, lost | LOST_AFTER
             stop = pos + HEADER_LEN + length
             if stop > end:
                 break
@@ -163,14 +171,14 @@ class FrameReader:
         if missing:
             if len(buf) < HEADER_LEN:
                 self._lose()
-                return frames, True
+                return frames, lost | LOST_AFTER
             length, ftype, flags, sid = parse_header(buf, 0)
             need = HEADER_LEN + length - len(buf)
             frames.append(Frame(ftype, flags, sid, length, bytes(buf[HEADER_LEN:]), complete=False))
             buf.clear()
             if missing > need:
                 self._lose()
-                return frames, True
+                return frames, lost | LOST_AFTER
             self._skip = need - missing
         return frames, lost
 

@@ -17,6 +17,9 @@ from hostagent.protocols.http2_hpack import Header
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 HEADERS_INCOMPLETE = "hostagent.http2.headers_incomplete"  # some HPACK fields were unknowable
+# The stream's end (END_STREAM, gRPC trailers) went by in bytes the capture cut (a big message);
+# the span ends at its last frame seen and says no outcome it did not see.
+END_UNSEEN = "hostagent.http2.end_unseen"
 
 
 @dataclass(slots=True)

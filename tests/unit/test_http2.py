@@ -241,6 +241,7 @@ def assert_consistent(got: Call, want: Call) -> None:
     assert got.error_type in (None, want.error_type), (got.error_type, got.status_message)  # none made up
     attrs = dict(got.attributes)
     attrs.pop("hostagent.http2.headers_incomplete", None)
+    attrs.pop("hostagent.http2.end_unseen", None)  # what less bytes say of themselves
     if got.protocol == want.protocol:
         for key, value in attrs.items():
             if not key.endswith("message_count"):  # a count may be unknowable, never wrong
@@ -430,3 +431,60 @@ def test_reference_hpack_gives_the_same_calls(name: str) -> None:
         ours, _ = replay(conn_segs)
         ref, _ = replay(conn_segs, Http2Parser(reference_hpack=True))
         assert ours == ref
+
+
+def _grpc_exchange(enc_out: hpack.Encoder, enc_in: hpack.Encoder, sid: int, request: bytes, reply: bytes,
+                   ) -> tuple[bytes, bytes]:
+    """grpcio's write shapes (strace of grpcio 1.x on loopback): the client writes HEADERS,
+    WINDOW_UPDATE, DATA(END_STREAM), WINDOW_UPDATE(0) in one sendmsg; the server HEADERS and DATA
+    and the trailers (END_STREAM) after them."""
+    head = enc_out.encode([(":method", "POST"), (":scheme", "http"), (":path", "/acc.v1.Shop/Get"),
+                           (":authority", "127.0.0.1:1"), ("content-type", "application/grpc"), ("te", "trailers")])
+    win = (1000).to_bytes(4, "big")
+    out = (frame(HEADERS, 0x4, sid, head) + frame(0x8, 0, sid, win)
+           + frame(DATA, 0x1, sid, b"\x00" + len(request).to_bytes(4, "big") + request) + frame(0x8, 0, 0, win))
+    resp = enc_in.encode([(":status", "200"), ("content-type", "application/grpc")])
+    trailers = enc_in.encode([("grpc-status", "0")])
+    back = (frame(HEADERS, 0x4, sid, resp) + frame(DATA, 0, sid, b"\x00" + len(reply).to_bytes(4, "big") + reply)
+            + frame(HEADERS, 0x5, sid, trailers))
+    return out, back
+
+
+def test_a_big_grpc_message_cut_by_the_capture_keeps_its_own_call_and_reports_a_cut_reply() -> None:
+    """Messages bigger than the captured prefix (payload_bytes, 4096): the frames before the cut
+    decode with the HPACK table as it was (the big request's own :path and content-type), and a
+    reply whose trailers were cut is reported at close with what was seen (status 200, no gRPC
+    status, no error made up), ending at its last frame seen, instead of vanishing."""
+    enc_out, enc_in = hpack.Encoder(), hpack.Encoder()
+    out, inn = Direction.EGRESS, Direction.INGRESS
+    p = Http2Parser()
+    calls = p.feed(seg(out, PREFACE + frame(SETTINGS, 0, 0, b""), 1))
+    calls += p.feed(seg(inn, frame(SETTINGS, 0, 0, b""), 2))
+
+    def exchange(sid: int, request: bytes, reply: bytes, t: int, keep: int = 4096) -> list[Call]:
+        req, resp = _grpc_exchange(enc_out, enc_in, sid, request, reply)
+        got = p.feed(Segment(out, req[:keep], len(req), t))
+        return got + p.feed(Segment(inn, resp[:keep], len(resp), t + 5))
+
+    calls += exchange(1, b"small", b"pong", 10)
+    big_request = exchange(3, b"Q" * 4200, b"pong", 20)  # the WINDOW_UPDATE after its DATA is cut
+    calls += big_request
+    calls += exchange(5, b"big", b"R" * 100_000, 30)  # the trailers are cut
+    calls += p.close(99)
+    by_start = {c.start_ns: c for c in calls}
+    assert sorted(by_start) == [10, 20, 30]
+    for start in (10, 20):
+        assert by_start[start].attributes["rpc.method"] == "acc.v1.Shop/Get", start
+        assert "hostagent.http2.headers_incomplete" not in by_start[start].attributes, start
+    assert [c.start_ns for c in big_request] == [20]
+    # What the cut tail of the big request may have held is unknown (here a WINDOW_UPDATE; it
+    # could have been HEADERS adding to the table): the client's later blocks decode partially,
+    # never with a guessed entry.
+    assert by_start[30].attributes["hostagent.http2.headers_incomplete"] is True
+    assert "rpc.method" not in by_start[30].attributes
+    assert by_start[20].attributes["rpc.response.status_code"] == "OK"
+    cut = by_start[30]
+    assert cut.attributes["hostagent.http2.end_unseen"] is True
+    assert "rpc.response.status_code" not in cut.attributes and cut.error_type is None
+    assert (cut.end_ns, cut.response_size) == (35, 0)  # the size is unknowable: not reported
+    assert "hostagent.http2.end_unseen" not in by_start[10].attributes
