@@ -189,7 +189,8 @@ class ConnectionTracker:
             if spec is None:
                 self._undetected(state, None if datagram else Segment(direction, data, size, ts), len(data))
                 return calls
-            parser = state.parser = spec.new_parser()
+            make_for = spec.new_parser_for
+            parser = state.parser = make_for(state.transport) if make_for is not None else spec.new_parser()
             state.spec = spec
             state.phase = PARSING
             if not datagram:  # a datagram's Segment carries its peer: feed() only

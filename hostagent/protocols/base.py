@@ -52,6 +52,9 @@ class ProtocolSpec:
     looks_like: Callable[[bytes, Direction], bool]
     new_parser: Callable[[], StreamParser]
     transports: tuple[str, ...] = ("tcp",)  # "udp" for DNS
+    # A parser told the socket's transport ("tcp"/"udp"), for a protocol framed differently on
+    # each (DNS: a length prefix on TCP); None: ``new_parser()``.
+    new_parser_for: Optional[Callable[[str], StreamParser]] = None
 
 
 HELD_SEGMENTS_MAX = 64  # segments held while the roles are not known yet

@@ -8,9 +8,9 @@ https://www.rfc-editor.org/rfc/rfc1035#section-4.1
 
 UDP: one Segment is one datagram (sendto/recvfrom/sendmsg/sendmmsg name the peer in
 Segment.peer_addr/peer_port; connected sockets using write/read leave them empty). TCP: each
-message has a 2-byte length prefix (RFC 1035 section 4.2.2). ``DnsParser(transport="auto")`` (what
-``SPEC.new_parser`` makes) decides from the first Segment: a length prefix that matches the bytes
-that follow means TCP.
+message has a 2-byte length prefix (RFC 1035 section 4.2.2). The capture stage makes the parser
+for the socket's type (``SPEC.new_parser_for``); ``DnsParser(transport="auto")`` decides from the
+first Segment instead: a length prefix that matches the bytes that follow means TCP.
 
 Pairing: by (id, question name case-folded, qtype), so glibc's A + AAAA pair sent in one
 sendmmsg (two datagrams, two Segments) gives two Calls even when both share an id; the
@@ -355,4 +355,7 @@ SPEC = ProtocolSpec(
     looks_like=looks_like,
     new_parser=DnsParser,
     transports=("udp", "tcp"),
+    # the socket's type, not a guess from the first bytes: a server reading the length prefix a
+    # byte at a time (dnsmasq) or two queries in one write made TCP look like UDP
+    new_parser_for=lambda transport: DnsParser(transport if transport in ("tcp", "udp") else "auto"),
 )

@@ -212,3 +212,42 @@ def test_looks_like_and_spec() -> None:
     assert looks_like(load("tcp")[0].data, Direction.EGRESS)
     assert (dns.SPEC.name, dns.SPEC.probe, dns.SPEC.transports) == ("dns", "dns", ("udp", "tcp"))
     assert isinstance(dns.SPEC.new_parser(), DnsParser)
+
+
+def _tracker_calls(segs: list[Segment], view: str) -> list[Call]:
+    """The capture stage's view: one TCP socket's events, the parser made for its transport."""
+    import socket
+
+    from hostagent.capture.tracker import ConnectionTracker
+    from hostagent.model import CaptureEvent, EventKind
+    from hostagent.protocols.registry import for_probes
+
+    specs = for_probes(frozenset({"dns", "http", "redis"}))
+    tracker = ConnectionTracker(lambda: specs)
+    calls: list[Call] = []
+    for s in segs:
+        calls += tracker.handle(CaptureEvent(
+            EventKind.DATA, s.ts_ns, 7, 7, 3, direction=s.direction, size=s.size, data=s.data,
+            family=socket.AF_INET, sock_type=socket.SOCK_STREAM, peer_addr="127.0.0.1",
+            peer_port=53 if view == "client" else 40000))  # fmt: skip
+    calls += tracker.handle(CaptureEvent(EventKind.CLOSE, 10**15, 7, 7, 3))
+    return calls
+
+
+@pytest.mark.parametrize("view", ["client", "server"])
+def test_tcp_socket_read_a_byte_at_a_time_or_written_two_queries_at_once_is_tcp(view: str) -> None:
+    """Seen live with dnsmasq and a pipelining client: dnsmasq's TCP child reads the length prefix
+    one byte at a time, and a client may write two queries in one write; judged from the first
+    Segment both looked like UDP (every dnsmasq span "timeout", the pipelined client's queries
+    gone). The capture stage knows the socket is TCP and makes the parser for it."""
+    segs = load("tcp", view)
+    want = [summary(c) for c in run(load("tcp", view))]
+    prefix_bytewise = [replace(s, data=piece, size=len(piece))
+                       for s in segs for piece in (s.data[:1], s.data[1:2], s.data[2:])]  # as dnsmasq reads
+    assert [summary(c) for c in _tracker_calls(prefix_bytewise, view)] == want
+    queries = [s for s in segs if s.direction == segs[0].direction]
+    answers = [s for s in segs if s.direction != segs[0].direction]
+    pipelined = [replace(queries[0], data=b"".join(q.data for q in queries), size=sum(q.size for q in queries)),
+                 *answers]
+    got = _tracker_calls(pipelined, view)
+    assert [(c.name, c.attributes["dns.question.name"]) for c in got] == [(w[0], w[1]) for w in want]
