@@ -27,7 +27,7 @@ from typing import Optional
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import StatementCache, span_name, split_statements, use_database
+from hostagent.protocols.sql import StatementCache, scrub_error_message, span_name, split_statements, use_database
 
 MAX_PAYLOAD = 0xFFFFFF  # a payload this long continues in the next packet
 KEEP_CLIENT = 16 * 1024
@@ -521,7 +521,7 @@ class MysqlParser:
         self._out.append(Call(
             protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
             name=span_name(self.system, op, coll), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=message[:256],
+            error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
         ))  # fmt: skip
         cmd.next_start = end

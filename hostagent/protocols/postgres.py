@@ -31,7 +31,7 @@ from typing import Optional
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import StatementCache, span_name, split_statements
+from hostagent.protocols.sql import StatementCache, scrub_error_message, span_name, split_statements
 
 SYSTEM = "postgresql"
 PROTOCOL_3 = 196608
@@ -494,7 +494,7 @@ class PostgresParser:
         self._out.append(Call(
             protocol=SYSTEM, role=self.role, start_ns=start, end_ns=max(end, start),
             name=span_name(SYSTEM, op, coll), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=message[:256],
+            error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
 

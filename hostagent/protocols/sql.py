@@ -272,3 +272,21 @@ def _put(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
     cache[key] = value
     if len(cache) > size:
         cache.popitem(last=False)
+
+
+# A server's error message quotes the values it refused (PostgreSQL: ``invalid input syntax for
+# type integer: "4111 1111..."``; MySQL: ``Duplicate entry 'alice@x' for key ...`` and ``near
+# '<the statement>'``), which without raw_sql must not reach the span any more than the literals of
+# db.query.text do. Single-quoted text is a value or SQL in both; a double-quoted text after ": "
+# is PostgreSQL's value (its identifiers, ``relation "users"``, are kept).
+_MYSQL_ECHO = re.compile(r"near '.*' at line (\d+)", re.DOTALL)  # the statement from the error on
+_QUOTED_VALUE = re.compile(r"(?<!\w)'(?:[^']|'')*'(?!\w)|(?<!\w)'(?:[^']|'')*$")  # not "doesn't"
+_PG_VALUE = re.compile(r': "(?:[^"]|"")*"?')
+
+
+def scrub_error_message(message: str, raw_sql: bool) -> str:
+    """``message`` with the values it quotes replaced by ``?`` unless ``raw_sql``."""
+    if raw_sql or ("'" not in message and '"' not in message):
+        return message
+    message = _MYSQL_ECHO.sub(r"near '?' at line \1", message)
+    return _PG_VALUE.sub(': "?"', _QUOTED_VALUE.sub("'?'", message))

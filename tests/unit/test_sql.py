@@ -10,6 +10,7 @@ from hostagent.protocols.sql import (
     operation_and_collection,
     sanitize,
     sanitize_by_tokens,
+    scrub_error_message,
     span_name,
     split_statements,
     tokenize,
@@ -117,3 +118,24 @@ def test_fast_sanitize_agrees_with_the_tokenizer(parts: list[str], dialect: str)
     sql = " ".join(parts)
     assume(dialect != "mysql" or "$" not in sql)  # "$1" is not MySQL; "a$1" is an identifier
     assert sanitize(sql, dialect) == sanitize_by_tokens(sql, dialect)
+
+
+@pytest.mark.parametrize("message, scrubbed", [
+    # PostgreSQL (psql against 15): the refused value after ": ", identifiers kept
+    ('invalid input syntax for type integer: "topsecret-lit"', 'invalid input syntax for type integer: "?"'),
+    ('relation "missing_table" does not exist', 'relation "missing_table" does not exist'),
+    ('duplicate key value violates unique constraint "t_pkey"', 'duplicate key value violates unique constraint "t_pkey"'),
+    ('invalid input value for enum mood: "it""s"', 'invalid input value for enum mood: "?"'),
+    # MariaDB 10.11: the statement echoed back from the error on (literals inside), duplicate values
+    ("You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version "
+     "for the right syntax to use near 'SELEC 'mysecret-literal-99' FROM t1' at line 1",
+     "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version "
+     "for the right syntax to use near '?' at line 1"),
+    ("Duplicate entry '50' for key 'PRIMARY'", "Duplicate entry '?' for key '?'"),
+    ("Table 'db.missing' doesn't exist", "Table '?' doesn't exist"),
+    ("no quotes at all", "no quotes at all"),
+    ("cut in the middle: 'secr", "cut in the middle: '?'"),
+])
+def test_error_messages_lose_the_values_they_quote(message: str, scrubbed: str) -> None:
+    assert scrub_error_message(message, raw_sql=False) == scrubbed
+    assert scrub_error_message(message, raw_sql=True) == message
