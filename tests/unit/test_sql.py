@@ -124,7 +124,8 @@ def test_fast_sanitize_agrees_with_the_tokenizer(parts: list[str], dialect: str)
     # PostgreSQL (psql against 15): the refused value after ": ", identifiers kept
     ('invalid input syntax for type integer: "topsecret-lit"', 'invalid input syntax for type integer: "?"'),
     ('relation "missing_table" does not exist', 'relation "missing_table" does not exist'),
-    ('duplicate key value violates unique constraint "t_pkey"', 'duplicate key value violates unique constraint "t_pkey"'),
+    ('duplicate key value violates unique constraint "t_pkey"',
+     'duplicate key value violates unique constraint "t_pkey"'),
     ('invalid input value for enum mood: "it""s"', 'invalid input value for enum mood: "?"'),
     # MariaDB 10.11: the statement echoed back from the error on (literals inside), duplicate values
     ("You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version "
