@@ -46,7 +46,7 @@ def _positive(kind: type) -> Any:
         try:
             n = kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value!r}") from None
+            n = 0  # not a number: refused below, with the same words
         if n <= 0:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value!r}")
         return n
