@@ -319,11 +319,14 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     def mute(pid: int, fd: int) -> None:
         bpf.mute(pid, fd)
 
+    def unmute(pid: int, fd: int) -> None:
+        bpf.unmute(pid, fd)
+
     def enabled_protocols() -> tuple[Any, ...]:
         current = holder.current
         return for_probes(current.probes, current.capture.raw_sql)
 
-    tracker = ConnectionTracker(enabled_protocols, on_mute=mute)
+    tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
     red = build_metrics(config, cache, queue, agent.drops)
     layering = Layering(config, sink.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
     sink.layering = layering

@@ -164,7 +164,12 @@ class Agent:
             self.probes_wanted = new.probes
 
     def apply_probes(self, enabled: frozenset[str]) -> None:
-        self.probe_states = self.capture.apply_probes(enabled)
+        states = self.capture.apply_probes(enabled)
+        if self.pipeline is not None:
+            # now, on this (the poll) thread: a socket muted in the kernel while its probe was off
+            # sends no event that would let the tracker notice the probe is back on
+            self.pipeline.tracker.refresh()
+        self.probe_states = states
         for name, state in sorted(self.probe_states.items()):
             level = logging.ERROR if state.state == "failed" else logging.INFO
             log.log(level, "probe %s: %s%s", name, state.state, f" ({state.reason})" if state.reason else "")

@@ -15,7 +15,10 @@ DETECT_SEGMENTS = 3
 DETECT_BYTES = 4096
 TID_HISTORY = 8  # thread changes remembered per direction (request -> handling thread)
 
-DETECTING, PARSING, UNKNOWN, MUTED = range(4)
+# UNKNOWN: no enabled protocol recognised the first bytes; MUTED: left the protocol (101 upgrade);
+# OFF: its protocol's probe was turned off (taken up again when it is back on). All three above
+# PARSING are muted in the kernel.
+DETECTING, PARSING, UNKNOWN, MUTED, OFF = range(5)
 
 
 def transport_of(family: int, sock_type: int) -> str:
@@ -28,8 +31,8 @@ class ConnState:
     """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
 
     __slots__ = (
-        "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "local", "lost", "parser", "peer", "phase", "pid",
-        "seen_bytes", "seen_segments", "spec", "tids", "transport",
+        "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "judged", "local", "lost", "parser", "peer", "phase",
+        "pid", "seen_bytes", "seen_segments", "spec", "tids", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -65,9 +68,20 @@ class ConnState:
         # 4-byte MySQL packet header before its body only shows a greeting over two reads, and
         # the parser chosen then needs both.
         self.held: list[Segment] = []
+        # UNKNOWN: the names of the protocols enabled when detection gave up; one enabled later
+        # was never tried on this socket.
+        self.judged: frozenset[str] = frozenset()
         # Per direction (index = Direction): [(ts_ns, tid), ...] each time the thread changed.
         self.tids: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
         self.conn: Optional[Connection] = None  # last Connection built (reused while tid/peer hold)
+
+    def restart_detection(self) -> None:
+        """Detect again from the next bytes; what was held or counted before is forgotten."""
+        self.phase = DETECTING
+        self.held = []
+        self.seen_segments = 0
+        self.seen_bytes = 0
+        self.judged = frozenset()
 
     def note_tid(self, direction: int, ts_ns: int, tid: int) -> None:
         """Remember which thread moved bytes from ``ts_ns`` on (only changes are stored)."""

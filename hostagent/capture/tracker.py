@@ -8,6 +8,11 @@ returns with the ``Connection`` they travelled on.
 Sockets that never look like a known protocol, whose protocol's probe gets disabled, or that
 leave HTTP/1 (101 / CONNECT tunnels) are muted: ``on_mute(pid, fd)`` asks the kernel side to stop
 copying their bytes, because every event Python throws away is wasted work in both places.
+When a probe is turned back on, ``on_unmute(pid, fd)`` undoes its mutes: a socket muted because
+its protocol was off goes on with its parser from the next message (what was half seen before is
+dropped, never paired with a later answer), and one judged unknown while the protocol was off is
+detected again. Bytes held for detection while a protocol was off are forgotten for the same
+reason.
 
 Bounded: at most ``max_connections`` states, least recently used evicted first (and counted).
 The hot path is one dict lookup by ``pid << 32 | fd`` per event. A parser may offer, besides
@@ -26,6 +31,7 @@ from hostagent.capture.state import (
     DETECT_SEGMENTS,
     DETECTING,
     MUTED,
+    OFF,
     PARSING,
     UNKNOWN,
     ConnState,
@@ -56,13 +62,18 @@ class ConnectionTracker:
         *,
         max_connections: int = 65536,
         on_mute: Optional[Callable[[int, int], None]] = None,
+        on_unmute: Optional[Callable[[int, int], None]] = None,
     ) -> None:
         self._protocols = protocols
         self._max = max_connections
         self._on_mute = on_mute
+        self._on_unmute = on_unmute
         self._conns: OrderedDict[int, ConnState] = OrderedDict()
         self._by_pid: dict[int, set[int]] = {}
         self._specs: tuple[ProtocolSpec, ...] = protocols()
+        # Names, not specs, say whether a protocol is on: [capture] raw_sql swaps the SQL specs
+        # for equal ones with another parser factory, which turns nothing off.
+        self._names: frozenset[str] = frozenset(spec.name for spec in self._specs)
         self._specs_ts = -1
         # (ingress?, transport, first bytes) -> the spec they select (None: none), for _specs.
         self._picks: dict[tuple[bool, str, bytes], Optional[ProtocolSpec]] = {}
@@ -129,17 +140,48 @@ class ConnectionTracker:
             return self._tag(state, calls, new_endpoint(event.peer_addr, event.peer_port))
         return self._tag(state, calls, state.peer)
 
-    def refresh(self, ts_ns: int = 0) -> None:
-        """Re-read the enabled protocols; mute sockets whose protocol was turned off."""
+    def refresh(self, ts_ns: Optional[int] = None) -> None:
+        """Re-read the enabled protocols: mute sockets whose protocol was turned off, take up
+        again those muted (or left undetected) while a protocol now on was off. Called per event
+        time period from ``handle`` and, with no time, by the daemon right after a probe change:
+        a muted socket sends no event that would get it here."""
         specs = self._protocols()
-        self._specs_ts = ts_ns
+        if ts_ns is not None:
+            self._specs_ts = ts_ns
         if specs == self._specs:
             return
         self._specs = specs
         self._picks.clear()
+        names = frozenset(spec.name for spec in specs)
+        gained = not names <= self._names
+        self._names = names
         for state in list(self._conns.values()):
-            if state.phase == PARSING and state.spec not in specs:
-                self._mute(state, MUTED)
+            phase = state.phase
+            if phase == PARSING:
+                if state.spec is not None and state.spec.name not in names:
+                    self._mute(state, OFF)
+            elif not gained:
+                continue
+            elif phase == OFF:
+                if state.spec is not None and state.spec.name in names:
+                    self._resume(state)
+            elif phase == UNKNOWN:
+                if not names <= state.judged:
+                    state.restart_detection()
+                    self._unmute(state)
+            elif phase == DETECTING:
+                # held bytes were seen while a protocol now on was off: maybe half an exchange
+                state.restart_detection()
+
+    def _resume(self, state: ConnState) -> None:
+        """Its probe is on again: parse from the next message. The parser forgets what waited
+        for an answer (``lost()``, as after calls lost in the kernel): the bytes in between were
+        never seen, so no later answer may complete a request from before."""
+        state.phase = PARSING
+        lost = getattr(state.parser, "lost", None)
+        if lost is not None:
+            lost()  # calls it finishes were half seen before the probe went off: dropped
+        self._unmute(state)
 
     def stats(self) -> dict[str, int]:
         """Counters for status and metrics (parser counters include live connections)."""
@@ -230,6 +272,7 @@ class ConnectionTracker:
         state.seen_bytes += size
         if state.seen_segments >= DETECT_SEGMENTS or state.seen_bytes >= DETECT_BYTES:
             state.held = []
+            state.judged = self._names
             self._counters["unknown"] += 1
             self._mute(state, UNKNOWN)
         elif segment is not None:
@@ -318,10 +361,14 @@ class ConnectionTracker:
 
     def _mute(self, state: ConnState, phase: int) -> None:
         state.phase = phase
-        if phase == MUTED:
+        if phase == MUTED or phase == OFF:
             self._counters["muted"] += 1
         if self._on_mute is not None:
             self._on_mute(state.pid, state.fd)
+
+    def _unmute(self, state: ConnState) -> None:
+        if self._on_unmute is not None:
+            self._on_unmute(state.pid, state.fd)
 
     def _tag(self, state: ConnState, calls: list[Call], peer: Optional[Endpoint]) -> list[Call]:
         """Attach the Connection. The parser just built these Calls and kept no reference, so this
