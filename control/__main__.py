@@ -24,6 +24,8 @@ from hostagent import __version__
 from hostagent.admin.v1 import admin_pb2 as pb
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DEFAULT_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 30.0  # re-attaching the socket programs takes seconds on a loaded host
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token, when the agent requires one (env HOSTAGENT_TOKEN)",
     )
     conn.add_argument("--tls-server-name", default="", help="name expected in the agent's certificate")
-    conn.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    conn.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT_S:g}; {PROBE_TIMEOUT_S:g} for probes "
+        "enable/disable, which answer once the probe is attached or detached)",
+    )
 
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
@@ -160,8 +168,10 @@ class Ctl:
             self._channel = open_channel(self.target)
         return stub(self._channel)
 
-    def call(self, method: str, request: Any) -> Any:
-        return getattr(self.api, method)(request, timeout=self.ns.timeout, metadata=metadata(self.target))
+    def call(self, method: str, request: Any, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        if self.ns.timeout is not None:
+            timeout = self.ns.timeout
+        return getattr(self.api, method)(request, timeout=timeout, metadata=metadata(self.target))
 
     def show(self, msg: Any, text: Callable[[Any], str]) -> None:
         print(output.dump_json(msg) if self.json else text(msg))
@@ -204,7 +214,8 @@ class Ctl:
         if ns.action == "list":
             resp = self.call("ListProbes", pb.ListProbesRequest())
         else:
-            resp = self.call("SetProbeEnabled", pb.SetProbeEnabledRequest(name=ns.name, enabled=ns.action == "enable"))
+            req = pb.SetProbeEnabledRequest(name=ns.name, enabled=ns.action == "enable")
+            resp = self.call("SetProbeEnabled", req, timeout=PROBE_TIMEOUT_S)  # the answer waits for the attach
         self.show(resp, lambda r: output.probes_table(r.probes))
         return EXIT_OK
 

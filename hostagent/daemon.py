@@ -95,6 +95,9 @@ class Agent:
         self.idle_guard: Any = None  # hostagent.priority.IdleGuard at cpu_policy idle
         self.backoff: Any = None  # hostagent.overload.OverloadBackoff unless [agent] overload_duty = 1
         self.probe_states: dict[str, Any] = {}
+        # the enabled probes the capture was last attached/detached for (the admin API's
+        # SetProbeEnabled answers once this matches the settings: the state after the change)
+        self.probes_applied: Optional[frozenset[str]] = None
         self.exporter_endpoint = ""
         self.compiling: Any = None  # hostagent.kernel.background.BackgroundCompile, once started
 
@@ -170,6 +173,7 @@ class Agent:
             # sends no event that would let the tracker notice the probe is back on
             self.pipeline.tracker.refresh()
         self.probe_states = states
+        self.probes_applied = enabled
         for name, state in sorted(self.probe_states.items()):
             level = logging.ERROR if state.state == "failed" else logging.INFO
             log.log(level, "probe %s: %s%s", name, state.state, f" ({state.reason})" if state.reason else "")

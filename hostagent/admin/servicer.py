@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -28,6 +29,9 @@ from hostagent.settings import RedactionRule, RuntimeSettings, SettingsHolder
 
 log = logging.getLogger(__name__)
 MAX_TEST_TEXT = 64 * 1024
+# How long SetProbeEnabled waits for the daemon to attach/detach (measured: up to 7.5 s to
+# re-attach the socket programs on a loaded machine), unless the call's deadline is sooner.
+PROBE_APPLY_WAIT_S = 30.0
 Reloader = Callable[[], "tuple[bool, str]"]
 
 
@@ -172,7 +176,23 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             sorted,
             request.name,
         )
-        return pb.ListProbesResponse(probes=convert.probes_msg(new, self.d.probe_names, self._status()))
+        return pb.ListProbesResponse(probes=convert.probes_msg(new, self.d.probe_names, self._applied_status(context)))
+
+    def _applied_status(self, context: grpc.ServicerContext) -> AgentStatus:
+        """The status once the daemon has applied the enabled probes (it attaches and detaches
+        on its poll thread, seconds later), so that the answer is the state after the change;
+        at the call's deadline (or PROBE_APPLY_WAIT_S), the state as it is then."""
+        wait = PROBE_APPLY_WAIT_S
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, remaining - 0.25)  # leave time for the answer itself
+        deadline = time.monotonic() + wait
+        while True:
+            status = self._status()
+            applied = status.probes_applied
+            if applied is None or applied == self.d.holder.current.probes or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.05)
 
     def SetSampling(self, request: pb.SetSamplingRequest, context: grpc.ServicerContext) -> pb.Sampling:
         kwargs: dict[str, Any] = {

@@ -7,7 +7,7 @@ the SettingsHolder, so a provider only reports what the running pipeline knows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Optional, Protocol
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class AgentStatus:
     kernel_release: str = ""
     kernel_headers: str = ""  # which headers bcc uses and how they were found
     probes: tuple[ProbeStatus, ...] = ()
+    # The enabled probes ``probes`` reflects (the daemon attaches and detaches on its own thread,
+    # after the settings changed); None: not known, the states are as good as it gets.
+    probes_applied: Optional[frozenset[str]] = None
     events_per_second: float = 0.0
     spans_exported: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # cause -> count

@@ -60,6 +60,7 @@ class AgentStatusProvider:
             kernel_release=kernel.get("kernel", ""),
             kernel_headers=kernel.get("headers", ""),
             probes=probes,
+            probes_applied=getattr(agent, "probes_applied", None),
             events_per_second=self._events_per_second(),
             spans_exported=exported,
             drops=dict(agent.drops()),

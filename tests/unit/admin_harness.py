@@ -91,7 +91,7 @@ def running(
 
     server = AdminServer(
         holder=holder,
-        status=StaticStatus(STATUS),
+        status=kwargs.pop("status", None) or StaticStatus(STATUS),
         reload=reload,
         base_settings=lambda: base,
         state_dir=base_dir / "state",

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hostagent.admin.server import AdminConfigError, AdminServer, TlsFiles
-from hostagent.admin.status import LayeringStatus, StaticStatus
+from hostagent.admin.status import AgentStatus, LayeringStatus, ProbeStatus, StaticStatus
 from hostagent.admin.tap import SpanSummary
 from hostagent.admin.v1 import admin_pb2 as pb
 from hostagent.settings import CaptureOverride, CaptureSettings, RuntimeSettings, SamplingSettings, SettingsHolder
@@ -87,6 +87,49 @@ def test_probe_enable_disable_and_unknown(base_dir: Path) -> None:
         assert h.holder.current.generation == gen
         listed = api.ListProbes(pb.ListProbesRequest(), timeout=T)
         assert [p.name for p in listed.probes if p.enabled] == ["redis", "dns"]
+
+
+class SlowDaemon:
+    """A status provider like the daemon's: the probes are attached/detached on another thread,
+    ``delay`` seconds after the settings changed (never, with None)."""
+
+    def __init__(self, holder: SettingsHolder, delay: float | None) -> None:
+        self.value = replace(STATUS, probes_applied=holder.current.probes, probes=self._states(holder.current.probes))
+        if delay is not None:
+            holder.subscribe(lambda old, new: threading.Timer(delay, self._apply, (new.probes,)).start())
+
+    @staticmethod
+    def _states(enabled: frozenset[str]) -> tuple[ProbeStatus, ...]:
+        return tuple(ProbeStatus(n, "attached" if n in enabled else "detached") for n in ("http", "redis", "dns"))
+
+    def _apply(self, enabled: frozenset[str]) -> None:
+        self.value = replace(self.value, probes=self._states(enabled), probes_applied=enabled)
+
+    def status(self) -> AgentStatus:
+        return self.value
+
+
+def test_probe_change_answers_with_the_state_after_it(base_dir: Path) -> None:
+    holder = SettingsHolder(BASE)
+    with running(base_dir, holder=holder, status=SlowDaemon(holder, 0.4)) as h:
+        api = h.stub()
+        t0 = time.monotonic()
+        resp = api.SetProbeEnabled(pb.SetProbeEnabledRequest(name="redis", enabled=True), timeout=T)
+        assert time.monotonic() - t0 >= 0.4
+        states = {p.name: (p.enabled, p.state) for p in resp.probes}
+        assert (states["redis"], states["http"]) == ((True, "attached"), (True, "attached"))
+        resp = api.SetProbeEnabled(pb.SetProbeEnabledRequest(name="http", enabled=False), timeout=T)
+        assert {p.name: (p.enabled, p.state) for p in resp.probes}["http"] == (False, "detached")
+
+
+def test_probe_change_not_applied_by_the_deadline_answers_the_state_then(base_dir: Path) -> None:
+    holder = SettingsHolder(BASE)
+    with running(base_dir, holder=holder, status=SlowDaemon(holder, None)) as h:
+        t0 = time.monotonic()
+        resp = h.stub().SetProbeEnabled(pb.SetProbeEnabledRequest(name="redis", enabled=True), timeout=1.0)
+        assert 0.5 < time.monotonic() - t0 < 1.0  # an answer, not DEADLINE_EXCEEDED
+        assert {p.name: (p.enabled, p.state) for p in resp.probes}["redis"] == (True, "detached")
+        assert holder.current.probes == {"http", "redis", "dns"}
 
 
 def test_sampling_set_get_and_refusals(base_dir: Path) -> None:

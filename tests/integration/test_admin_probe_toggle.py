@@ -1,0 +1,119 @@
+"""hostagentctl probes disable -> enable against the real daemon, with keep-alive connections open
+across the change: real BPF, a real redis-server, redis-py clients in this process, the toggle
+through the real CLI and admin API, spans at a real OTLP receiver.
+
+The other socket probes stay on, so the socket programs stay attached and the connections of the
+disabled probe are muted in the kernel; after enable they must be unmuted and traced again from
+the next command, and no span may pair a command sent while disabled with a later reply
+(the acceptance run's /tmp/acc-db/probe_toggle.py). Port 19252.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.support import db_servers
+from tests.support.agent import Agent
+from tests.support.db_daemon import start_db_agent, stopped_cleanly, wait_sides
+from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.unit.admin_harness import cli
+
+pytestmark = pytest.mark.root
+
+PORT = 19252
+
+
+@pytest.fixture(scope="module")
+def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    a = start_db_agent(tmp_path_factory.mktemp("agent-toggle"), receiver)
+    yield a
+    stopped_cleanly(a)
+
+
+@pytest.fixture(scope="module")
+def rds(agent: Agent) -> Iterator[db_servers.RunningServer]:
+    with db_servers.redis_server(PORT) as server:
+        yield server
+
+
+def ctl(agent: Agent, *args: str) -> dict:
+    out = cli("--socket", str(agent.workdir / "run" / "admin.sock"), *args, "-o", "json")
+    assert out.returncode == 0, out.stderr + agent.log()[-3000:]
+    return json.loads(out.stdout)
+
+
+def redis_state(doc: dict) -> tuple[bool, str]:
+    probe = next(p for p in doc["probes"] if p["name"] == "redis")
+    return probe["enabled"], probe["state"]
+
+
+def connect() -> tuple[redis.Redis, int]:
+    """One keep-alive connection (redis-py connects and says hello at once); its local port."""
+    r = redis.Redis(host="127.0.0.1", port=PORT, single_connection_client=True)
+    assert r.connection is not None
+    r.ping()
+    return r, r.connection._sock.getsockname()[1]  # type: ignore[union-attr]
+
+
+def names_by_port(spans: list[ReceivedSpan]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for s in spans:
+        out.setdefault(s.attributes["network.peer.port"], []).append(s.name)
+    return out
+
+
+def test_connections_open_across_disable_are_traced_again_after_enable(
+    agent: Agent, rds: db_servers.RunningServer, receiver: OtlpGrpcReceiver
+) -> None:
+    a, port_a = connect()
+    a.set("A_before", "1")
+    b, port_b = connect()  # open and idle while the probe is off
+    time.sleep(1.0)
+    receiver.recorder.clear()
+    disabled_at = time.time_ns()
+    try:
+        assert redis_state(ctl(agent, "probes", "disable", "redis")) == (False, "detached")
+        a.set("A_during", "1")
+        c, port_c = connect()  # opened and used while the probe is off
+        c.set("C_during", "1")
+        time.sleep(1.0)
+    finally:
+        enabled_at = time.time_ns()
+        assert redis_state(ctl(agent, "probes", "enable", "redis")) == (True, "attached")
+    a.set("A_after", "1")
+    b.set("B_after", "1")
+    c.set("C_after", "1")
+    d, port_d = connect()
+    d.set("D_after", "1")
+    for r in (a, b, c, d):
+        r.close()
+
+    sides = wait_sides(receiver, PORT, {rds.proc.pid}, 5, 5)
+    mine = [s for s in sides.client if s.resource.get("process.pid") == os.getpid()]
+    log = agent.log()[-3000:]
+    for span in mine + sides.server:  # nothing from the disabled gap, nothing spanning it
+        assert span.start_unix_ns > enabled_at or span.end_unix_ns < disabled_at, (span, log)
+        assert span.end_unix_ns - span.start_unix_ns < 500_000_000, (span, log)
+    # every connection open before enable traced again from its next command, on both sides; D's
+    # first commands are redis-py's hello (HELLO, CLIENT ..., as this redis-py version sends them)
+    got = names_by_port(sides.server)
+    hello = got.get(port_d, [])[:-2]
+    assert got == {port_a: ["SET"], port_b: ["SET"], port_c: ["SET"], port_d: [*hello, "PING", "SET"]}, (got, log)
+    assert "SET" not in hello and [s.name for s in mine] == ["SET", "SET", "SET", *hello, "PING", "SET"], log
+
+
+def test_probes_enable_disable_print_the_state_after_the_change(agent: Agent) -> None:
+    """The daemon attaches/detaches on its poll thread, after the answer used to be sent: the
+    CLI printed the state from before the change."""
+    sock = str(agent.workdir / "run" / "admin.sock")
+    for action, row in (("disable", ["mysql", "no", "detached"]), ("enable", ["mysql", "yes", "attached"])):
+        out = cli("--socket", sock, "probes", action, "mysql")
+        assert out.returncode == 0, out.stderr
+        rows = [line.split() for line in out.stdout.splitlines()]
+        assert rows[0] == ["PROBE", "ENABLED", "STATE", "REASON"] and row in rows, out.stdout
