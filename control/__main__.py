@@ -22,6 +22,7 @@ from hostagentctl.parse import byte_size, duration_ms, on_off, ratio
 
 from hostagent import __version__
 from hostagent.admin.v1 import admin_pb2 as pb
+from hostagent.policy.sampling import KNOWN_PROTOCOLS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT_S = 5.0
@@ -140,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = verbs.add_parser("tail", parents=[fmt], help="live spans (Ctrl-C to stop)")
     tail.add_argument("--service", default="")
-    tail.add_argument("--protocol", default="")
+    # checked here too: a filter nothing can match would print nothing, silently
+    tail.add_argument("--protocol", default="", choices=KNOWN_PROTOCOLS, help="only this protocol's spans")
     tail.add_argument("--status", choices=("ok", "error"), default="")
     tail.add_argument("--min-duration", type=duration_ms, default=0.0, metavar="DURATION")
     tail.add_argument("--count", type=int, default=0, help="stop after N spans")

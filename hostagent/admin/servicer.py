@@ -25,6 +25,7 @@ from hostagent.admin.tap import SpanTap, TapFilter
 from hostagent.admin.v1 import admin_pb2 as pb
 from hostagent.admin.v1 import admin_pb2_grpc as pb_grpc
 from hostagent.policy.redaction import redactor_for
+from hostagent.policy.sampling import KNOWN_PROTOCOLS
 from hostagent.settings import RedactionRule, RuntimeSettings, SettingsHolder
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "status must be 'ok' or 'error'")
         if request.min_duration_ms < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_duration_ms must be >= 0")
+        if request.protocol and request.protocol not in KNOWN_PROTOCOLS:  # would match nothing, silently
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown protocol {request.protocol[:64]!r}; valid protocols: {', '.join(KNOWN_PROTOCOLS)}",
+            )
         flt = TapFilter(request.service, request.protocol, request.status, request.min_duration_ms)
         try:
             sub = self.d.tap.subscribe(flt)

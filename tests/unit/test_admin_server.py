@@ -250,6 +250,18 @@ def test_audit_lines_say_who_what_old_new(base_dir: Path) -> None:
         assert refused["ok"] is False and "between 0 and 1" in refused["error"]
 
 
+def test_tail_refuses_an_unknown_protocol(base_dir: Path) -> None:
+    with running(base_dir) as h:
+        stream = h.stub().TailSpans(pb.TailSpansRequest(protocol="nosuch"), timeout=T)
+        with pytest.raises(grpc.RpcError) as exc:
+            next(stream)
+        assert (exc.value.code(), exc.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown protocol 'nosuch'; valid protocols: http, http2, grpc, postgresql, mysql, redis, dns",
+        )
+        assert h.tap.subscribers == 0
+
+
 def test_tail_streams_filtered_spans(base_dir: Path) -> None:
     with running(base_dir) as h:
         stream = h.stub().TailSpans(pb.TailSpansRequest(protocol="redis", min_duration_ms=5), timeout=10)

@@ -179,6 +179,16 @@ def test_tail_json_lines_with_filters(h) -> None:
     assert [(x["span_id"], x["duration_ms"]) for x in lines] == [(f"{2:016x}", 120.0), (f"{3:016x}", 300.0)]
 
 
+def test_tail_refuses_an_unknown_protocol(h) -> None:
+    """A filter nothing can match used to print nothing, forever."""
+    out = cli("--socket", str(h.socket), "tail", "--protocol", "nosuch", timeout=10)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines()[-1] == (
+        "hostagentctl tail: error: argument --protocol: invalid choice: 'nosuch' "
+        "(choose from 'http', 'http2', 'grpc', 'postgresql', 'mysql', 'redis', 'dns')"
+    )
+
+
 def test_usage_errors_exit_2(h) -> None:
     for args in (
         ["bogus"],
