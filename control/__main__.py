@@ -75,15 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     probes = verbs.add_parser("probes", help="list, enable, disable probes").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    probes.add_parser("list", parents=[fmt])
-    for action in ("enable", "disable"):
-        sp = probes.add_parser(action, parents=[fmt])
-        sp.add_argument("name", metavar="NAME")
+    probes.add_parser("list", parents=[fmt], help="each probe: enabled, attached, and why not")
+    for action, what in (("enable", "turn a probe on (attaches its programs)"),
+                         ("disable", "turn a probe off (its spans stop, its programs detach)")):  # fmt: skip
+        sp = probes.add_parser(action, parents=[fmt], help=what, description=f"{what[0].upper()}{what[1:]}; "
+                               "answers once the agent has done it, with the state after.")  # fmt: skip
+        sp.add_argument("name", metavar="NAME", help="the probe's name, as probes list shows it")
 
     sampling = verbs.add_parser("sampling", help="get or set sampling").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    sampling.add_parser("get", parents=[fmt])
+    sampling.add_parser("get", parents=[fmt], help="the sampling in force")
     sset = sampling.add_parser("set", parents=[fmt], help="set the global ratio or an override")
     sset.add_argument("ratio", metavar="RATIO", type=ratio, nargs="?", help="0..1")
     which = sset.add_mutually_exclusive_group()
@@ -107,13 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     red = verbs.add_parser("redaction", help="redaction rules and PII detection").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    red.add_parser("list", parents=[fmt])
-    radd = red.add_parser("add", parents=[fmt])
-    radd.add_argument("--name", required=True)
+    red.add_parser("list", parents=[fmt], help="the rules and the PII detection in force")
+    radd = red.add_parser("add", parents=[fmt], help="add a rule: what a pattern matches is hidden in every span")
+    radd.add_argument("--name", required=True, help="the rule's name (shown in what it hides)")
     radd.add_argument("--pattern", required=True, help="Python regular expression")
     radd.add_argument("--mode", choices=("redact", "hash"), default="redact")
-    rrem = red.add_parser("remove", parents=[fmt])
-    rrem.add_argument("name", metavar="NAME")
+    rrem = red.add_parser("remove", parents=[fmt], help="remove a rule by its name")
+    rrem.add_argument("name", metavar="NAME", nargs="?", help="the rule's name (or --name, as add takes it)")
+    rrem.add_argument("--name", dest="name_option", default=None, metavar="NAME", help="the rule's name")
     rtest = red.add_parser("test", parents=[fmt], help="show what the agent would hide in TEXT")
     rtest.add_argument("text", metavar="TEXT")
     rpii = red.add_parser("pii", parents=[fmt], help="turn the built-in PII detectors on or off")
@@ -122,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cap = verbs.add_parser("capture", help="which wire detail spans carry (headers, bodies, raw SQL)")
     capture = cap.add_subparsers(dest="action", metavar="ACTION", required=True)
-    capture.add_parser("get", parents=[fmt])
+    capture.add_parser("get", parents=[fmt], help="the capture settings in force")
     cset = capture.add_parser(
         "set",
         parents=[fmt],
@@ -256,7 +259,7 @@ class Ctl:
             rule = pb.RedactionRule(name=ns.name, pattern=ns.pattern, mode=ns.mode)
             resp = self.call("AddRedactionRule", pb.AddRedactionRuleRequest(rule=rule))
         elif ns.action == "remove":
-            resp = self.call("RemoveRedactionRule", pb.RemoveRedactionRuleRequest(name=ns.name))
+            resp = self.call("RemoveRedactionRule", pb.RemoveRedactionRuleRequest(name=_rule_name(ns)))
         else:
             resp = self.call("SetPiiDetection", pb.SetPiiDetectionRequest(enabled=ns.state == "on", mode=ns.mode))
         self.show(resp, output.redaction_text)
@@ -305,6 +308,14 @@ class Ctl:
 
 class UsageError(Exception):
     pass
+
+
+def _rule_name(ns: argparse.Namespace) -> str:
+    """``redaction remove NAME`` or ``--name NAME`` (as ``add`` names a rule); one of them."""
+    given = [n for n in (ns.name, ns.name_option) if n is not None]
+    if len(given) != 1:
+        raise UsageError("redaction remove: give the rule's name once, as NAME or --name NAME")
+    return str(given[0])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -189,6 +189,55 @@ def test_tail_refuses_an_unknown_protocol(h) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "verb, actions",
+    [
+        ("probes", [
+            ("list", "each probe: enabled, attached, and why not"),
+            ("enable", "turn a probe on (attaches its programs)"),
+            ("disable", "turn a probe off (its spans stop, its programs detach)"),
+        ]),
+        ("redaction", [
+            ("list", "the rules and the PII detection in force"),
+            ("add", "add a rule: what a pattern matches is hidden in every span"),
+            ("remove", "remove a rule by its name"),
+            ("test", "show what the agent would hide in TEXT"),
+            ("pii", "turn the built-in PII detectors on or off"),
+        ]),
+        ("sampling", [
+            ("get", "the sampling in force"),
+            ("set", "set the global ratio or an override"),
+            ("clear", "remove a per-service or per-protocol override"),
+        ]),
+        ("capture", [
+            ("get", "the capture settings in force"),
+            ("set", "change the base values, or with --service/--protocol the override for them"),
+            ("clear", "remove the override for a service and/or protocol"),
+        ]),
+    ],
+)  # fmt: skip
+def test_help_lists_every_action(verb: str, actions: list[tuple[str, str]]) -> None:
+    out = cli(verb, "--help", env={"COLUMNS": "200"})  # one line per action
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    start = lines.index("  ACTION") + 1
+    listed = [line.split(None, 1) for line in lines[start : start + len(actions)]]
+    assert [(x[0], x[1].strip()) for x in listed] == actions, out.stdout
+
+
+def test_redaction_remove_takes_the_name_as_add_gives_it(h) -> None:
+    js(h, "redaction", "add", "--name", "ticket", "--pattern", r"TCK-\d+")
+    assert [r["name"] for r in js(h, "redaction", "list")["rules"]] == ["ticket"]
+    assert js(h, "redaction", "remove", "--name", "ticket")["rules"] == []
+    js(h, "redaction", "add", "--name", "ticket", "--pattern", r"TCK-\d+")
+    assert js(h, "redaction", "remove", "ticket")["rules"] == []
+    for args in (["redaction", "remove"], ["redaction", "remove", "a", "--name", "b"]):
+        out = run(h, *args)
+        assert (out.returncode, out.stderr.splitlines()[-1]) == (
+            2, "hostagentctl: redaction remove: give the rule's name once, as NAME or --name NAME",
+        ), args  # fmt: skip
+
+
 def test_usage_errors_exit_2(h) -> None:
     for args in (
         ["bogus"],
