@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import tomli
 
@@ -236,10 +237,32 @@ def _agent(r: _Reader) -> AgentConfig:
     )
 
 
+ENDPOINT_EXPECTED = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
+
+
+def endpoint_ok(endpoint: str, scheme_required: bool = False) -> bool:
+    """An OTLP endpoint the exporters can use: ``http(s)://host[:port][/path]`` or ``host[:port]``,
+    a port from 1 to 65535. The scheme is checked on its own: "ftp://h" also reads as host "ftp:"
+    followed by a path."""
+    if not endpoint or any(c.isspace() for c in endpoint):
+        return False
+    scheme, sep, _ = endpoint.partition("://")
+    if sep and scheme not in ("http", "https"):
+        return False
+    if not sep and scheme_required:
+        return False
+    try:
+        parts = urlsplit(endpoint if sep else f"//{endpoint}")
+        port = parts.port  # ValueError when not a number from 0 to 65535
+    except ValueError:
+        return False
+    return bool(parts.hostname) and port != 0
+
+
 def _exporter(r: _Reader) -> ExporterConfig:
     endpoint = r.string("endpoint", ExporterConfig.endpoint)
-    if endpoint and not re.match(r"^(https?://)?[^\s/]+(:\d+)?(/\S*)?$", endpoint):
-        raise r.fail("endpoint", 'a URL such as "http://127.0.0.1:4317" or ""', endpoint)
+    if endpoint and not endpoint_ok(endpoint):
+        raise r.fail("endpoint", f'{ENDPOINT_EXPECTED} or ""', endpoint)
     headers = r.get("headers", dict, {}, "a table of header = value")
     for key, value in headers.items():
         if not isinstance(value, str):
@@ -273,8 +296,8 @@ def _admin(r: _Reader) -> AdminConfig:
             if not getattr(tls, name):
                 raise ConfigError(f"{r.path}: admin.tls.{name}: expected a file path (mTLS needs all three)")
     listen = r.string("listen", "")
-    if listen and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):\d{1,5}$", listen):
-        raise r.fail("listen", 'an address such as "127.0.0.1:7443"', listen)
+    if listen and not _address_ok(listen):
+        raise r.fail("listen", 'an address such as "127.0.0.1:7443" (port 1-65535)', listen)
     if listen and tls is None:
         raise ConfigError(
             f"{r.path}: admin.listen: a remote admin listener needs [admin.tls] with cert, key and client_ca "
@@ -361,10 +384,16 @@ def _capture(r: _Reader) -> CaptureConfig:
     )
 
 
+def _address_ok(value: str) -> bool:
+    """host:port or [v6]:port to listen on, the port from 1 to 65535."""
+    found = re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):(\d{1,5})$", value)
+    return found is not None and 1 <= int(found.group(2)) <= 65535
+
+
 def _listen_address(r: _Reader, name: str) -> str:
     value = r.string(name, "")
-    if value and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):\d{1,5}$", value):
-        raise r.fail(name, 'an address such as "127.0.0.1:14317" or "" (off)', value)
+    if value and not _address_ok(value):
+        raise r.fail(name, 'an address such as "127.0.0.1:14317" (port 1-65535) or "" (off)', value)
     return value
 
 

@@ -9,6 +9,7 @@ import pytest
 from hostagent.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
+ENDPOINT = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -53,6 +54,14 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ('[agent]\noverload_duty = "half"\n', "agent.overload_duty: expected a number from 0.05 to 1"),
         ('[probes]\ndata_hooks = "kprobes"\n',
          'probes.data_hooks: expected one of "auto", "socket", "syscalls", got \'kprobes\''),
+        *((f'[exporter]\nendpoint = "{bad}"\n', f"exporter.endpoint: expected {ENDPOINT} or \"\", got {bad!r}")
+          for bad in ("ftp://127.0.0.1:21", "http://127.0.0.1:99999", "127.0.0.1:99999", "https://127.0.0.1:0",
+                      "http://:4317", "http://127.0.0.1:43x7", "grpc://127.0.0.1:4317", "127.0.0.1 :4317")),
+        ('[admin]\nlisten = "127.0.0.1:99999"\n',
+         "admin.listen: expected an address such as \"127.0.0.1:7443\" (port 1-65535), got '127.0.0.1:99999'"),
+        ('[receiver]\ngrpc = "127.0.0.1:0"\n',
+         "receiver.grpc: expected an address such as \"127.0.0.1:14317\" (port 1-65535) or \"\" (off), got "
+         "'127.0.0.1:0'"),
     ],
 )
 def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, message: str) -> None:
@@ -61,6 +70,16 @@ def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, me
         load_config(path, environ={})
     assert str(err.value).startswith(f"{path}: ")
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:4317", "https://otel.example.com/v1/traces", "http://[::1]:4318", "127.0.0.1:4317",
+     "collector", "http://127.0.0.1:65535", "https://127.0.0.1:1", ""],
+)  # fmt: skip
+def test_good_endpoints_are_accepted(tmp_path: Path, endpoint: str) -> None:
+    config = load_config(write(tmp_path, f'[exporter]\nendpoint = "{endpoint}"\n'), environ={})
+    assert config.exporter.endpoint == endpoint
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -104,6 +123,11 @@ def test_traces_specific_variables_win(tmp_path: Path) -> None:
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "OTEL_EXPORTER_OTLP_TIMEOUT: expected a positive integer"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", 'OTEL_EXPORTER_OTLP_PROTOCOL: expected "grpc"'),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317", "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:99999",
+         "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL starting with http:// or https://, port 1-65535, got "
+         "'http://127.0.0.1:99999'"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://127.0.0.1:21/v1/traces",
+         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected a URL starting with http"),
         ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "OTEL_EXPORTER_OTLP_HEADERS: expected comma-separated"),
     ],
 )
