@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 
@@ -117,3 +118,48 @@ def test_probes_enable_disable_print_the_state_after_the_change(agent: Agent) ->
         assert out.returncode == 0, out.stderr
         rows = [line.split() for line in out.stdout.splitlines()]
         assert rows[0] == ["PROBE", "ENABLED", "STATE", "REASON"] and row in rows, out.stdout
+
+
+def resp_command(sock: socket.socket, *args: str) -> None:
+    """One RESP command and its reply, as /tmp/acc-db/probe_toggle.py sent them."""
+    out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in args)
+    sock.sendall(out)
+    assert sock.recv(65536) == b"+OK\r\n"
+
+
+def test_acceptance_reproduction_with_plain_sockets(
+    agent: Agent, rds: db_servers.RunningServer, receiver: OtlpGrpcReceiver
+) -> None:
+    """probe_toggle.py itself: C is opened and used while the probe is off, so detection holds its
+    first command and reply (two segments); after enable its next SET was paired with that
+    first command (a 1.8 s span there)."""
+    a = socket.create_connection(("127.0.0.1", PORT))
+    resp_command(a, "SET", "A_before", "1")
+    b = socket.create_connection(("127.0.0.1", PORT))
+    time.sleep(1.0)
+    receiver.recorder.clear()
+    disabled_at = time.time_ns()
+    try:
+        assert redis_state(ctl(agent, "probes", "disable", "redis")) == (False, "detached")
+        resp_command(a, "SET", "A_during", "1")
+        c = socket.create_connection(("127.0.0.1", PORT))
+        resp_command(c, "SET", "C_during", "1")
+        time.sleep(1.0)
+    finally:
+        enabled_at = time.time_ns()
+        assert redis_state(ctl(agent, "probes", "enable", "redis")) == (True, "attached")
+    d = socket.create_connection(("127.0.0.1", PORT))
+    for s in (a, b, c, d):
+        resp_command(s, "SET", "after", "1")
+    ports = [s.getsockname()[1] for s in (a, b, c, d)]
+    for s in (a, b, c, d):
+        s.close()
+
+    sides = wait_sides(receiver, PORT, {rds.proc.pid}, 4, 4)
+    mine = [s for s in sides.client if s.resource.get("process.pid") == os.getpid()]
+    log = agent.log()[-3000:]
+    for span in mine + sides.server:
+        assert span.start_unix_ns > enabled_at or span.end_unix_ns < disabled_at, (span, log)
+        assert span.end_unix_ns - span.start_unix_ns < 500_000_000, (span, log)
+    assert [(s.name, s.attributes["db.query.text"]) for s in mine] == [("SET", "SET ? ?")] * 4, log
+    assert names_by_port(sides.server) == {port: ["SET"] for port in ports}, log
