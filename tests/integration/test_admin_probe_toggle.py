@@ -1,15 +1,17 @@
 """hostagentctl probes disable -> enable against the real daemon, with keep-alive connections open
 across the change: real BPF, a real redis-server, redis-py clients in this process, the toggle
-through the real CLI and admin API, spans at a real OTLP receiver.
+through the real CLI and admin API, spans at a real OTLP receiver; and the same for HTTP/1 with a
+keep-alive http.client connection to tests/support's HTTP server.
 
 The other socket probes stay on, so the socket programs stay attached and the connections of the
 disabled probe are muted in the kernel; after enable they must be unmuted and traced again from
 the next command, and no span may pair a command sent while disabled with a later reply
-(the acceptance run's /tmp/acc-db/probe_toggle.py). Port 19252.
+(the acceptance run's /tmp/acc-db/probe_toggle.py). Ports 19252 (redis) and 19253 (HTTP).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -21,18 +23,21 @@ import redis
 
 from tests.support import db_servers
 from tests.support.agent import Agent
-from tests.support.db_daemon import start_db_agent, stopped_cleanly, wait_sides
+from tests.support.db_daemon import DB_PROBES, stopped_cleanly, wait_sides
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.servers import start_http_app
 from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
 
 PORT = 19252
+HTTP_PORT = 19253
 
 
 @pytest.fixture(scope="module")
 def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    a = start_db_agent(tmp_path_factory.mktemp("agent-toggle"), receiver)
+    workdir = tmp_path_factory.mktemp("agent-toggle")
+    a = Agent(workdir, receiver.endpoint, extra={"probes": {"enabled": ["http", *DB_PROBES]}}).start()
     yield a
     stopped_cleanly(a)
 
@@ -49,8 +54,8 @@ def ctl(agent: Agent, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def redis_state(doc: dict) -> tuple[bool, str]:
-    probe = next(p for p in doc["probes"] if p["name"] == "redis")
+def redis_state(doc: dict, name: str = "redis") -> tuple[bool, str]:
+    probe = next(p for p in doc["probes"] if p["name"] == name)
     return probe["enabled"], probe["state"]
 
 
@@ -163,3 +168,44 @@ def test_acceptance_reproduction_with_plain_sockets(
         assert span.end_unix_ns - span.start_unix_ns < 500_000_000, (span, log)
     assert [(s.name, s.attributes["db.query.text"]) for s in mine] == [("SET", "SET ? ?")] * 4, log
     assert names_by_port(sides.server) == {port: ["SET"] for port in ports}, log
+
+
+def test_http_keep_alive_connection_is_traced_again_after_enable(agent: Agent, receiver: OtlpGrpcReceiver) -> None:
+    """hostagentctl probes disable http / enable http with redis still on (the socket programs stay
+    attached): the keep-alive connection, muted while http was off, is traced again."""
+    app = start_http_app(HTTP_PORT)
+    conn = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=10)
+
+    def get(path: str) -> None:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"ok")
+
+    def paths() -> list[tuple[str, str]]:
+        return sorted((s.kind, s.attributes["url.path"]) for s in receiver.recorder.spans
+                      if s.attributes.get("server.port") == HTTP_PORT
+                      or s.resource.get("process.pid") == app.pid)  # fmt: skip
+
+    try:
+        get("/before")
+        receiver.recorder.wait_for_spans(lambda _: len(paths()) >= 2, 15)
+        assert paths() == [("CLIENT", "/before"), ("SERVER", "/before")]
+        try:
+            assert redis_state(ctl(agent, "probes", "disable", "http"), "http") == (False, "detached")
+            get("/while-disabled")
+            time.sleep(1.0)
+        finally:
+            assert redis_state(ctl(agent, "probes", "enable", "http"), "http") == (True, "attached")
+        receiver.recorder.clear()
+        get("/after")
+        get("/after-2")
+        try:
+            receiver.recorder.wait_for_spans(lambda _: len(paths()) >= 4, 15)
+        except TimeoutError:
+            pass  # the exact list below says what is missing
+        time.sleep(1.0)  # a span too many must show up as a failure
+        assert paths() == [("CLIENT", "/after"), ("CLIENT", "/after-2"), ("SERVER", "/after"),
+                           ("SERVER", "/after-2")], agent.log()[-3000:]  # fmt: skip
+    finally:
+        conn.close()
+        app.stop()
