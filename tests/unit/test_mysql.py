@@ -164,7 +164,8 @@ def test_raw_sql_option() -> None:
         (packet(0, b"\x16SELECT ? FROM t"), True),  # COM_STMT_PREPARE
         (packet(1, b"\x03SELECT 1"), False),  # sequence id 1 is an answer
         (packet(0, b"\x03\x00\x01\x02\xff\xfe"), False),  # binary after COM_QUERY
-        (packet(0, b"\x0e"), False),  # COM_PING alone is too little to claim a connection
+        (packet(0, b"\x0e"), True),  # COM_PING: a pool checking a connection opened before the agent
+        (packet(0, b"\x0e\x00"), False),  # COM_PING has no argument
         (b"Q\x00\x00\x00\x0dSELECT 1\x00", False),  # PostgreSQL Query
         (b"GET / HTTP/1.1\r\n", False),
         (b"", False),
