@@ -260,6 +260,55 @@ s.close()
 """
 
 
+# Commands no list of the parser has, each a connection's first command in the tests (which cut the
+# recording before it): ACL (a container), module commands (JSON.GET, FT.SEARCH: unknown to a
+# plain Redis, which answers an error), a read-only variant; then known ones.
+RAW_FIRST = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(0.3)
+for cmd in ([b"ACL", b"WHOAMI"], [b"JSON.GET", b"doc", b"$"], [b"GEORADIUS_RO", b"g", b"0", b"0", b"1", b"km"],
+            [b"FT.SEARCH", b"idx", b"it's"], [b"SET", b"after", b"v"], [b"GET", b"after"]):
+    s.sendall(b"*%d\\r\\n" % len(cmd) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in cmd))
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        pass
+s.close()
+"""
+
+
+# Error messages that quote what the client sent, apostrophes inside and around the quotes.
+RAW_ERRORS = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(0.3)
+for cmd in ([b"GET"], [b"CONFIG", b"it's"], [b"NOSUCHCMD", b"it's", b"s3cret"], [b"ACL", b"SETUSER", b"u", b"it's"],
+            [b"SET", b"k", b"v", b"EX", b"it's"], [b"SUBSCRIBE", b"ch"], [b"SET", b"k", b"it's"]):
+    s.sendall(b"*%d\\r\\n" % len(cmd) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in cmd))
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        pass
+s.close()
+"""
+
+
+def record_redis_more(server_port: int, listen_port: int = 18558) -> None:
+    note = ("raw socket, one command at a time: ACL WHOAMI, JSON.GET doc $, GEORADIUS_RO g 0 0 1 km, "
+            "FT.SEARCH idx it's (plain Redis 7: unknown command errors for the two module commands), "
+            "SET after v, GET after")
+    with recording("redis_first_commands", note, server_port, listen_port) as port:
+        run_py(RAW_FIRST, port)
+    note = ("raw socket, one command at a time, each an error quoting what was sent: GET (no key), "
+            "CONFIG it's, NOSUCHCMD it's s3cret, ACL SETUSER u it's, SET k v EX it's, SUBSCRIBE ch, "
+            "then SET k it's in subscribed mode")
+    with recording("redis_errors", note, server_port, listen_port + 1) as port:
+        run_py(RAW_ERRORS, port)
+
+
 def record_redis(server_port: int, auth_port: int) -> None:
     scen: list[tuple[str, str, int, Callable[[int], None]]] = [
         ("redis_cli", "redis-cli from stdin: SET, GET, INCR, DEL, PING (5 commands, one connection)",
@@ -290,7 +339,7 @@ def record_redis(server_port: int, auth_port: int) -> None:
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis"}
+    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more"}
     if "pg" in which:
         with db_servers.postgres_server(18500) as pg:
             record_postgres(pg.port)
@@ -301,6 +350,9 @@ def main() -> None:
         with db_servers.redis_server(18520, extra_args=("--enable-debug-command", "yes")) as rd, \
                 db_servers.redis_server(18522, "s3cr3t-Pa55") as ra:
             record_redis(rd.port, ra.port)
+    if "redis_more" in which:
+        with db_servers.redis_server(18524) as rm:
+            record_redis_more(rm.port)
 
 
 if __name__ == "__main__":

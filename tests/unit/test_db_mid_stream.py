@@ -10,19 +10,16 @@ started; the other protocols' recordings are the negatives.
 from __future__ import annotations
 
 import json
-import socket
 import struct
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from hostagent.capture.tracker import ConnectionTracker
-from hostagent.model import Call, CaptureEvent, Direction, EventKind, Role, Segment
+from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import mysql, postgres
-from hostagent.protocols.registry import PROTOCOLS
 from tests.fixtures.http1.load import chunks as http1_chunks
-from tests.support.db_fixtures import chunks
+from tests.support.db_fixtures import chunks, tracked
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -153,23 +150,9 @@ def _rows(calls: list[Call], key: str) -> list[Row]:
     ]  # fmt: skip
 
 
-def _tracked(name: str, first: int, side: str) -> list[Call]:
-    """The recording from chunk ``first`` on, through the tracker with every protocol enabled,
-    as the probes would report a socket opened before the agent started."""
-    tracker = ConnectionTracker(lambda: PROTOCOLS)
-    calls: list[Call] = []
-    for i, (who, data) in enumerate(chunks(name)[first:]):
-        mine = (who == "c") == (side == "client")
-        event = CaptureEvent(kind=EventKind.DATA, ts_ns=1000 * (i + 1), pid=4242, tid=4242, fd=7, cgroup_id=1,
-                             direction=Direction.EGRESS if mine else Direction.INGRESS, data=data, size=len(data),
-                             sock_type=socket.SOCK_STREAM, family=socket.AF_INET)  # fmt: skip
-        calls += tracker.handle(event)
-    return calls
-
-
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_postgres_pool_prepared_before_the_agent(side: str) -> None:
-    calls = _tracked("pg_psycopg_prepared", 4, side)  # from the first Bind/Describe/Execute/Sync on
+    calls = tracked("pg_psycopg_prepared", 4, side)  # from the first Bind/Describe/Execute/Sync on
     assert _rows(calls, "hostagent.db.statement.name") == PG_AFTER_PREPARE
     assert {c.role for c in calls} == {Role.CLIENT if side == "client" else Role.SERVER}
     assert all(c.attributes["db.system.name"] == "postgresql" for c in calls)
@@ -177,7 +160,7 @@ def test_postgres_pool_prepared_before_the_agent(side: str) -> None:
 
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_mysql_pool_prepared_before_the_agent(side: str) -> None:
-    calls = _tracked("my_connector_prepared", 11, side)  # from COM_STMT_RESET 1, COM_STMT_EXECUTE 1 on
+    calls = tracked("my_connector_prepared", 11, side)  # from COM_STMT_RESET 1, COM_STMT_EXECUTE 1 on
     assert _rows(calls, "hostagent.db.statement.id") == MY_AFTER_PREPARE
     assert {c.role for c in calls} == {Role.CLIENT if side == "client" else Role.SERVER}
     assert "db.operation.name" not in calls[0].attributes

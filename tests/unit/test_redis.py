@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hostagent.model import Direction, Role, Segment
 from hostagent.protocols import redis, resp
 from hostagent.protocols.redis import RedisParser, looks_like
-from tests.support.db_fixtures import cut_at, run, segments, summary
+from tests.support.db_fixtures import chunks, cut_at, run, segments, summary, tracked
 
 Names = list[tuple[str, Optional[str]]]  # span name, error type
 SETINFO: Names = [("CLIENT SETINFO", "ERR")] * 2  # redis-py 8 announces itself; Redis 7.0 refuses
@@ -181,8 +181,16 @@ def test_select_sets_namespace_and_monitor_lines_are_not_replies() -> None:
         (b"*1\r\n$4\r\nPING\r\n", True),  # array of 1 bulk string: PING
         (b"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$1\r\nv\r\n", True),  # lower case command
         (b"PING\r\n", True),  # inline
-        (b"*1\r\n$4\r\nNOPE\r\n", False),  # unknown command cannot start a connection
+        (b"*1\r\n$4\r\nNOPE\r\n", True),  # any command name: the RESP shape tells, not a list
         (b"*1\r\n$5\r\nPING\r\n", False),  # wrong bulk length
+        (b"*2\r\n$3\r\nACL\r\n$7\r\nWHOAMI\r\n", False),  # the second length is wrong
+        (b"*2\r\n$3\r\nACL\r\n$6\r\nWHO", True),  # the capture cut the second argument
+        (b"*2\r\n$3\r\nACL\r\n:1\r\n", False),  # a command's arguments are bulk strings
+        (b"*0\r\n", False),  # no command
+        (b"*1\r\n$3\r\n\x00\x01\x02\r\n", False),  # not a command name
+        (b"* OK [CAPABILITY IMAP4rev1] ready\r\n", False),  # IMAP's greeting
+        (b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n", True),  # a pipeline
+        (b"*1\r\n$4\r\nPING\r\n+OK\r\n", False),  # a command, then not one
         (b"GET / HTTP/1.1\r\n", False),  # HTTP, not an inline GET
         (b"+OK\r\n", False),  # a reply
         (b"\x00\x00\x00\x08\x04\xd2\x16/", False),  # PostgreSQL SSLRequest
@@ -191,6 +199,21 @@ def test_select_sets_namespace_and_monitor_lines_are_not_replies() -> None:
 )  # fmt: skip
 def test_looks_like(data: bytes, expected: bool) -> None:
     assert looks_like(data, Direction.EGRESS) is expected
+
+
+FIRST = chunks("redis_first_commands")  # raw socket: ACL WHOAMI, JSON.GET, GEORADIUS_RO, FT.SEARCH, SET, GET
+FIRST_SPANS = [("ACL WHOAMI", None), ("JSON.GET", "ERR"), ("GEORADIUS_RO", None), ("FT.SEARCH", "ERR"),
+               ("SET", None), ("GET", None)]  # fmt: skip
+
+
+@pytest.mark.parametrize("first", [0, 2, 4, 6])  # the chunk a connection starts with
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_connection_starting_with_a_command_no_list_has(first: int, side: str) -> None:
+    """ACL, module commands and *_RO variants as a connection's first command (real Redis 7)."""
+    assert looks_like(FIRST[first][1], Direction.EGRESS) is True
+    calls = tracked("redis_first_commands", first, side)
+    assert [(c.name, c.error_type) for c in calls] == FIRST_SPANS[first // 2 :]
+    assert {c.role for c in calls} == {Role.CLIENT if side == "client" else Role.SERVER}
 
 
 @pytest.mark.parametrize(
