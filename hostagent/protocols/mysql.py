@@ -157,7 +157,7 @@ def _command_shape(code: int, length: int, payload: bytes) -> bool:
 
 
 class _Command:
-    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "rows",
+    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "result", "rows",
                  "sql", "start_ns", "statements")  # fmt: skip
 
     def __init__(self, code: int, start_ns: int, sql: Optional[str], arg: object, req_size: int) -> None:
@@ -169,6 +169,7 @@ class _Command:
         self.statements: list[str] = []
         self.index = 0
         self.rows = 0
+        self.result = False  # the current result is a result set (rows counted), not an OK
         self.kind_state = _START
         self.req_size = req_size
         self.resp_size = 0
@@ -300,6 +301,7 @@ class MysqlParser:
                 statements = self._statements_of(cmd)
                 sql = statements[cmd.index] if cmd.index < len(statements) else cmd.sql
                 cmd.rows = 0  # counted before the capture lost the result: a part only
+                cmd.result = False
                 self._emit(cmd, self._adrift_end, None, sql)
                 self.stats.truncated += 1
             self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
@@ -422,6 +424,7 @@ class MysqlParser:
             elif code in (COM_QUERY, COM_STMT_EXECUTE) and first not in (0x00, 0xFE):
                 count, at = _lenenc(p, 0)
                 self._coldefs = max(count, 0)
+                cmd.result = True
                 metadata_follows = p[at] if at < len(p) else 1  # MariaDB metadata cache
                 cmd.kind_state = _COLDEFS if metadata_follows and self._coldefs else _AFTER_COLDEFS
             elif code in (COM_QUERY, COM_STMT_EXECUTE):
@@ -560,7 +563,7 @@ class MysqlParser:
             attrs["db.operation.name"] = op
         if coll:
             attrs["db.collection.name"] = coll
-        if cmd.rows:
+        if cmd.result:  # a result set without rows returned 0 rows; an OK returned none
             attrs["db.response.returned_rows"] = cmd.rows
         error_type = None
         message = ""
@@ -576,6 +579,7 @@ class MysqlParser:
         ))  # fmt: skip
         cmd.next_start = end
         cmd.rows = 0
+        cmd.result = False
         cmd.resp_size = 0
 
 

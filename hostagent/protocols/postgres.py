@@ -211,7 +211,7 @@ def _bind_ok(body: bytes, whole: bool) -> bool:
 class _Item:
     """A frontend message still waiting for its answer (mutable, module-private)."""
 
-    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "rows", "sql", "start_ns",
+    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "result", "rows", "sql", "start_ns",
                  "statement", "statements")  # fmt: skip
 
     def __init__(self, kind: str, start_ns: int, sql: Optional[str] = None, req_size: int = 0) -> None:
@@ -223,6 +223,7 @@ class _Item:
         self.index = 0  # next statement of a query to complete
         self.next_start = start_ns
         self.rows = 0
+        self.result = False  # a RowDescription announced rows: their count is worth saying, 0 too
         self.req_size = req_size
         self.resp_size = 0
 
@@ -356,7 +357,7 @@ class PostgresParser:
                 req = runner.req_size if index == 0 else 0
             else:
                 sql, start, req = runner.sql, runner.start_ns, runner.req_size
-            self._emit(sql, start, self._adrift_end, "", 0, None, req, runner.resp_size, runner.statement)
+            self._emit(sql, start, self._adrift_end, "", -1, None, req, runner.resp_size, runner.statement)
             self.stats.truncated += 1
         self.stats.unpaired += sum(1 for i in self._items if i.kind in ("query", "execute") and i is not runner)
         self._items.clear()
@@ -461,6 +462,10 @@ class PostgresParser:
             runner = self._runner()
             if runner is not None:
                 runner.rows += 1
+        elif kind == 0x54 and head is not None and head.kind != "describe":  # 'T' RowDescription
+            runner = self._runner()
+            if runner is not None:
+                runner.result = True
         elif kind == 0x45:  # 'E' ErrorResponse
             self._error(f, _error_fields(data[5:]))
         elif kind == 0x5A:  # 'Z' ReadyForQuery: everything up to a Sync or Query is answered
@@ -474,6 +479,9 @@ class PostgresParser:
                 self._pop("close")
             elif kind in b"Tn" and head.kind == "describe":  # row shape or NoData ends a Describe
                 items.popleft()
+                runner = self._runner()
+                if kind == 0x54 and runner is not None and runner.kind == "execute":
+                    runner.result = True  # Describe portal: the rows of the Execute behind it
 
     def _pop(self, kind: str) -> None:
         if self._items and self._items[0].kind == kind:
@@ -503,17 +511,18 @@ class PostgresParser:
         item = items[0]
         if item.kind == "execute":
             items.popleft()
-            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows, error, item.req_size,
-                       item.resp_size, item.statement)  # fmt: skip
+            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows if item.result else -1, error,
+                       item.req_size, item.resp_size, item.statement)  # fmt: skip
             return
         if not item.statements:
             item.statements = split_statements(item.sql or "")
         sql = item.statements[item.index] if item.index < len(item.statements) else None
-        self._emit(sql, item.next_start, f.end_ns, tag, item.rows, error,
+        self._emit(sql, item.next_start, f.end_ns, tag, item.rows if item.result else -1, error,
                    item.req_size if item.index == 0 else 0, item.resp_size)  # fmt: skip
         item.index += 1
         item.next_start = f.end_ns
         item.rows = 0
+        item.result = False
         item.resp_size = 0
 
     def _error(self, f: Frame, fields: dict[str, str]) -> None:
@@ -545,7 +554,7 @@ class PostgresParser:
                 sql = item.sql or sql
                 statement = item.statement or statement
                 break
-        self._emit(sql, start, f.end_ns, "", 0, error, req, f.total, statement)
+        self._emit(sql, start, f.end_ns, "", -1, error, req, f.total, statement)
         while items and items[0].kind != "sync":
             if items.popleft().kind == "execute":
                 break
@@ -603,7 +612,7 @@ class PostgresParser:
         words = tag.split(" ")
         if words[0] in ("SELECT", "FETCH") and words[-1].isdigit():
             attrs["db.response.returned_rows"] = int(words[-1])
-        elif rows:
+        elif rows >= 0:  # rows -1: no result set (or its rows were not captured)
             attrs["db.response.returned_rows"] = rows
         error_type = None
         message = ""

@@ -338,8 +338,60 @@ def record_redis(server_port: int, auth_port: int) -> None:
             fn(port)
 
 
+# Result sets without rows (db.response.returned_rows 0), and statements with no result set.
+PSYCOPG_ZERO_ROWS = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       sslmode="disable", autocommit=True)
+conn.execute("SELECT id, name FROM users WHERE id < %s", (0,)).fetchall()
+conn.execute("INSERT INTO users SELECT %s, 'x' WHERE false RETURNING id", (99,)).fetchall()
+conn.execute("UPDATE users SET name = %s WHERE id < 0", ("y",))
+conn.execute("SELECT 1 WHERE false").fetchall()
+conn.close()
+"""
+
+PYMYSQL_ZERO_ROWS = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test", autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT id, name FROM people WHERE id < %s", (0,)); cur.fetchall()
+cur.execute("UPDATE people SET name = %s WHERE id < 0", ("y",))
+cur.execute("SELECT id FROM people WHERE id = %s", (1,)); cur.fetchall()
+conn.close()
+"""
+
+CONNECTOR_ZERO_ROWS = """
+import sys, mysql.connector
+conn = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test",
+                               ssl_disabled=True, use_pure=True, autocommit=True)
+cur = conn.cursor(prepared=True)
+cur.execute("SELECT id, name FROM people WHERE id < ?", (0,)); cur.fetchall()
+cur.execute("SELECT id, name FROM people WHERE id = ?", (1,)); cur.fetchall()
+cur.close()
+conn.close()
+"""
+
+
+def record_zero_rows(pg_port: int, my_port: int, listen_port: int = 18560) -> None:
+    psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
+    mysql_cli(my_port, "CREATE TABLE people (id int primary key, name varchar(40)); INSERT INTO people VALUES (1, 'a')")
+    scen: list[tuple[str, str, int, Callable[[int], None]]] = [
+        ("pg_psycopg_zero_rows", "psycopg: SELECT WHERE id < 0 (no rows), INSERT ... WHERE false RETURNING id "
+                                 "(no rows), UPDATE of no row, SELECT 1 WHERE false",
+         pg_port, lambda p: run_py(PSYCOPG_ZERO_ROWS, p)),
+        ("my_pymysql_zero_rows", "PyMySQL: SELECT WHERE id < 0 (no rows), UPDATE of no row, SELECT WHERE id = 1",
+         my_port, lambda p: run_py(PYMYSQL_ZERO_ROWS, p)),
+        ("my_connector_zero_rows", "mysql-connector prepared=True: SELECT WHERE id < ? (no rows), "
+                                   "SELECT WHERE id = ? (one row)",
+         my_port, lambda p: run_py(CONNECTOR_ZERO_ROWS, p)),
+    ]
+    for i, (name, note, server_port, fn) in enumerate(scen):
+        with recording(name, note, server_port, listen_port + i) as port:
+            fn(port)
+
+
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more"}
+    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows"}
     if "pg" in which:
         with db_servers.postgres_server(18500) as pg:
             record_postgres(pg.port)
@@ -350,6 +402,9 @@ def main() -> None:
         with db_servers.redis_server(18520, extra_args=("--enable-debug-command", "yes")) as rd, \
                 db_servers.redis_server(18522, "s3cr3t-Pa55") as ra:
             record_redis(rd.port, ra.port)
+    if "zero_rows" in which:
+        with db_servers.postgres_server(18504) as pg, db_servers.mariadb_server(18514) as my:
+            record_zero_rows(pg.port, my.port)
     if "redis_more" in which:
         with db_servers.redis_server(18524) as rm:
             record_redis_more(rm.port)

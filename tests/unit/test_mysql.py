@@ -57,6 +57,20 @@ CASES: dict[str, list[Row]] = {
         ("UPDATE people", "UPDATE people SET name = ? WHERE id = ?", None, None),
         ("SELECT missing_table", "SELECT * FROM missing_table WHERE id = ?", "1146", None),
     ],
+    # a result set without rows returned 0 rows (text protocol); an UPDATE's OK returned none
+    "my_pymysql_zero_rows": [
+        ("SET", "SET NAMES utf8mb4", None, None),
+        ("SELECT people", "SELECT id, name FROM people WHERE id < ?", None, 0),
+        ("UPDATE people", "UPDATE people SET name = ? WHERE id < ?", None, None),
+        ("SELECT people", "SELECT id FROM people WHERE id = ?", None, 1),
+    ],
+    # the same in the binary protocol (COM_STMT_EXECUTE)
+    "my_connector_zero_rows": [
+        ("SET", "SET NAMES ? COLLATE ?", None, None),
+        ("SET", "SET @@session.autocommit = ON", None, None),
+        ("SELECT people", "SELECT id, name FROM people WHERE id < ?", None, 0),
+        ("SELECT people", "SELECT id, name FROM people WHERE id = ?", None, 1),
+    ],
 }
 
 

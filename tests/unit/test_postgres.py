@@ -69,6 +69,14 @@ CASES: dict[str, list[Row]] = {
         ("SELECT", "SELECT ?", None, 1),
         ("SELECT nope", "SELECT * FROM nope", "42P01", None),
     ],
+    # rows announced by a RowDescription but none came: 0 (SELECT's tag says so too; INSERT
+    # ... RETURNING's tag counts inserted rows, "INSERT 0 0"); an UPDATE returns no rows at all
+    "pg_psycopg_zero_rows": [
+        ("SELECT users", "SELECT id, name FROM users WHERE id < $1", None, 0),
+        ("INSERT users", "INSERT INTO users SELECT $1, ? WHERE false RETURNING id", None, 0),
+        ("UPDATE users", "UPDATE users SET name = $1 WHERE id < ?", None, None),
+        ("SELECT", "SELECT ? WHERE false", None, 0),
+    ],
 }
 
 
