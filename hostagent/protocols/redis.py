@@ -145,7 +145,7 @@ class _Command:
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.name = ""  # lowercased command name
-        self.op = ""  # db.operation.name (as sent, with the subcommand of a container command)
+        self.op = ""  # db.operation.name: upper case (Redis' own spelling), with a container's subcommand
         self.args = 0  # arguments after ``op``
         self.size = 0
         self.gap = False  # stands for commands lost in a capture hole
@@ -235,10 +235,10 @@ class RedisParser:
         argc = v.count - 1
         sub = words[1] if len(words) > 1 else None
         if cmd.name in CONTAINERS and isinstance(sub, bytes) and sub.isalnum() and len(sub) <= 32:
-            cmd.op = f"{name} {sub.decode('latin-1')}"
+            cmd.op = f"{name} {sub.decode('latin-1')}".upper()
             argc -= 1
         else:
-            cmd.op = name if len(name) <= 64 and name.isprintable() else name[:64].encode().hex()
+            cmd.op = name.upper() if len(name) <= 64 and name.isprintable() else name[:64].encode().hex()
         cmd.args = max(argc, 0)
         key = cmd.name.encode()
         if key in SUBSCRIBES:

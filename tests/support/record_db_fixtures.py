@@ -390,8 +390,27 @@ def record_zero_rows(pg_port: int, my_port: int, listen_port: int = 18560) -> No
             fn(port)
 
 
+def record_lowercase(pg_port: int, my_port: int, redis_port: int, listen_port: int = 18570) -> None:
+    """Statements and commands typed in lower case: db.operation.name is the keyword as the server
+    knows it (upper case) whatever the case it was sent in."""
+    psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
+    mysql_cli(my_port, "CREATE TABLE people (id int primary key, name varchar(40)); INSERT INTO people VALUES (1, 'a')")
+    scen: list[tuple[str, str, Callable[[int], None]]] = [
+        ("pg_psql_lowercase", "psql -c: select ... from users where id = 1; update users set ...",
+         lambda p: psql(p, "-c", "select id, name from users where id = 1; update users set name = 'b' where id = 1")),
+        ("my_cli_lowercase", "mariadb -e: select ... from people where id = 1; delete from people where id = 9",
+         lambda p: mysql_cli(p, "select id, name from people where id = 1; delete from people where id = 9")),
+        ("redis_cli_lowercase", "redis-cli from stdin: set k v, get k, client setname x, hgetall h",
+         lambda p: sh(["redis-cli", "-h", HOST, "-p", str(p)], stdin="set k v\nget k\nclient setname x\nhgetall h\n")),
+    ]
+    ports = (pg_port, my_port, redis_port)
+    for i, (name, note, fn) in enumerate(scen):
+        with recording(name, note, ports[i], listen_port + i) as port:
+            fn(port)
+
+
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows"}
+    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase"}
     if "pg" in which:
         with db_servers.postgres_server(18500) as pg:
             record_postgres(pg.port)
@@ -405,6 +424,10 @@ def main() -> None:
     if "zero_rows" in which:
         with db_servers.postgres_server(18504) as pg, db_servers.mariadb_server(18514) as my:
             record_zero_rows(pg.port, my.port)
+    if "lowercase" in which:
+        with db_servers.postgres_server(18505) as pg, db_servers.mariadb_server(18515) as my, \
+                db_servers.redis_server(18525) as rd:
+            record_lowercase(pg.port, my.port, rd.port)
     if "redis_more" in which:
         with db_servers.redis_server(18524) as rm:
             record_redis_more(rm.port)

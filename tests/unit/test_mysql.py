@@ -57,6 +57,11 @@ CASES: dict[str, list[Row]] = {
         ("UPDATE people", "UPDATE people SET name = ? WHERE id = ?", None, None),
         ("SELECT missing_table", "SELECT * FROM missing_table WHERE id = ?", "1146", None),
     ],
+    # lower-case statements: the operation is the keyword as the server knows it, the text as sent
+    "my_cli_lowercase": [
+        ("SELECT people", "select id, name from people where id = ?", None, 1),
+        ("DELETE people", "delete from people where id = ?", None, None),
+    ],
     # a result set without rows returned 0 rows (text protocol); an UPDATE's OK returned none
     "my_pymysql_zero_rows": [
         ("SET", "SET NAMES utf8mb4", None, None),
@@ -96,6 +101,8 @@ def test_recorded_sessions(name: str, side: str) -> None:
         assert call.attributes["db.namespace"] == "test"  # HandshakeResponse41 with CONNECT_WITH_DB
         assert call.error_type == call.attributes.get("db.response.status_code")
         assert call.start_ns <= call.end_ns
+        assert call.name.startswith(str(call.attributes["db.operation.name"]))
+        assert str(call.attributes["db.operation.name"]).isupper()
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0
 
 

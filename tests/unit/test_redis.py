@@ -40,6 +40,9 @@ CASES: dict[str, Names] = {
     "redis_raw_attrib": [("HELLO", None), ("DEBUG PROTOCOL", None), ("DEBUG PROTOCOL", None),
                          ("PING", None)],
     "redis_py_pipeline100": [*SETINFO] + [("SET", None), ("GET", None)] * 50,
+    # redis-cli with commands typed in lower case: the names are Redis' own (upper case)
+    "redis_cli_lowercase": [("COMMAND DOCS", None), ("SET", None), ("GET", None), ("CLIENT SETNAME", None),
+                            ("HGETALL", None)],
 }  # fmt: skip
 
 
@@ -72,6 +75,13 @@ def test_split_and_joined_reads_give_the_same_calls(name: str, mode: str) -> Non
 def test_big_replies_joined(name: str) -> None:
     want = [summary(c) for c in run(RedisParser(), segments(name))]
     assert [summary(c) for c in run(RedisParser(), segments(name, mode="joined"))] == want
+
+
+def test_lower_case_commands_are_named_in_upper_case() -> None:
+    calls = run(RedisParser(), segments("redis_cli_lowercase"))
+    assert [(c.attributes["db.operation.name"], c.attributes["db.query.text"]) for c in calls[1:]] == [
+        ("SET", "SET ? ?"), ("GET", "GET ?"), ("CLIENT SETNAME", "CLIENT SETNAME ?"), ("HGETALL", "HGETALL ?"),
+    ]  # fmt: skip
 
 
 def test_pipeline_of_100_commands_in_order() -> None:
