@@ -8,7 +8,8 @@ Values never leave this module: a Call has the command name (with the subcommand
 commands such as ``CLIENT SETNAME``) and ``db.query.text`` with every argument replaced by ``?``;
 ``request_body`` is always empty, so an AUTH password appears nowhere. Error replies (``-ERR``,
 ``-WRONGTYPE``, ``!`` blob errors) give ``db.response.status_code`` = their prefix; the message
-is kept with quoted parts replaced by ``?`` (Redis quotes the arguments it complains about).
+is kept with quoted parts replaced by ``?`` (Redis quotes the arguments it complains about, as they
+came: ``scrub_error``).
 
 Not replies: RESP3 pushes (``>``) and, in RESP2 subscribed mode, ``message``/``pmessage``/
 ``smessage`` arrays; (P|S)(UN)SUBSCRIBE take one confirmation per channel (an argument-less
@@ -66,7 +67,15 @@ SUBSCRIBES = frozenset({b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscrib
 MESSAGES = frozenset({b"message", b"pmessage", b"smessage"})
 MAX_ARGS = (1 << 31) - 1  # Redis refuses a multibulk count above INT_MAX
 MAX_BULK = 512 * 1024 * 1024  # proto-max-bulk-len's default
-_QUOTED = re.compile(r"'[^']*'")
+# Redis quotes what it refuses as it came, quotes inside included ('it's'), so SQL's rule (a
+# doubled '' is a quote inside; a quote before a letter is an apostrophe, which would keep 'it's'
+# whole) does not fit: a quoted part starts at a quote that follows no letter (not "Can't") and ends
+# at the first quote followed by a space, punctuation or the end; cut short by the capture, at the end.
+_QUOTED = re.compile(r"""(?<![\w'])'(?:.*?'(?=[\s,.:;)\]"]|\Z)|.*\Z)""", re.DOTALL)
+# "unknown command '<name>', with args beginning with: '<arg>' '<arg>' ": all the client's, and an
+# argument may hold "' " itself, so the whole tail goes.
+_UNKNOWN = re.compile(r"unknown command '.*\Z", re.DOTALL)
+_ARGS = ", with args beginning with: "
 _PREFIX = re.compile(r"[A-Z][A-Z_]*\Z")
 
 
@@ -336,7 +345,7 @@ class RedisParser:
             text = (reply.text or b"").decode("utf-8", "replace")
             prefix = text.split(" ", 1)[0]
             error_type = prefix if _PREFIX.match(prefix) else "ERR"
-            message = _QUOTED.sub("'?'", text)
+            message = scrub_error(text)
             attrs["db.response.status_code"] = error_type
         self._out.append(Call(
             protocol=SYSTEM, role=self.role, start_ns=cmd.start_ns, end_ns=max(end_ns, cmd.start_ns),
@@ -344,6 +353,16 @@ class RedisParser:
             error_type=error_type, status_message=message[:256], request_body=b"",
             request_size=cmd.size, response_size=reply.size if reply is not None else 0,
         ))  # fmt: skip
+
+
+def scrub_error(text: str) -> str:
+    """An error reply's message with what it quotes of the command (values, names) as ``'?'``."""
+    unknown = _UNKNOWN.search(text)
+    if unknown is None:
+        return _QUOTED.sub("'?'", text)
+    tail = unknown.group(0)
+    args = "" if _ARGS not in tail else _ARGS if tail.endswith(_ARGS) else _ARGS + "'?' "
+    return text[: unknown.start()] + "unknown command '?'" + args
 
 
 def _guess_client_dir(data: bytes, direction: Direction) -> Optional[Direction]:

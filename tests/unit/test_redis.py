@@ -110,6 +110,49 @@ def test_error_messages_lose_quoted_arguments() -> None:
     assert calls[-2].status_message == "WRONGTYPE Operation against a key holding the wrong kind of value"
 
 
+# Error replies of a real Redis 7 to what the recordings sent (redis_errors, redis_first_commands,
+# redis_py_multi): apostrophes inside the quoted arguments ('it's'), around none ("Can't"), a
+# quoted part ended by a space, '.', ':' or ','; and one cut by the capture (the reader keeps 256 bytes).
+ERRORS = [
+    ("ERR wrong number of arguments for 'get' command", "ERR wrong number of arguments for '?' command"),
+    ("ERR unknown subcommand 'it's'. Try CONFIG HELP.", "ERR unknown subcommand '?'. Try CONFIG HELP."),
+    ("ERR unknown command 'NOSUCHCMD', with args beginning with: 'it's' 's3cret' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR Error in ACL SETUSER modifier 'it's': Syntax error", "ERR Error in ACL SETUSER modifier '?': Syntax error"),
+    ("ERR value is not an integer or out of range", "ERR value is not an integer or out of range"),
+    ("ERR Can't execute 'set': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this "
+     "context", "ERR Can't execute '?': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed "
+     "in this context"),
+    ("ERR unknown command 'JSON.GET', with args beginning with: 'doc' '$' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR unknown command 'FT.SEARCH', with args beginning with: 'idx' 'it's' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.", "ERR unknown subcommand '?'. Try CLIENT HELP."),
+    ("WRONGTYPE Operation against a key holding the wrong kind of value",
+     "WRONGTYPE Operation against a key holding the wrong kind of value"),
+    ("ERR unknown command 'NOSUCHCMD', with args beginning with: 'secretarg' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR unknown subcommand 'a-very-long-secret", "ERR unknown subcommand '?'"),  # cut by the capture
+    ("ERR unknown command 'X', with args beginning with: ", "ERR unknown command '?', with args beginning with: "),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("message", "scrubbed"), ERRORS)
+def test_error_messages_quoting_arguments_with_apostrophes(message: str, scrubbed: str) -> None:
+    assert redis.scrub_error(message) == scrubbed
+
+
+@pytest.mark.parametrize("name", ["redis_errors", "redis_first_commands", "redis_py_multi"])
+def test_recorded_error_replies_are_scrubbed(name: str) -> None:
+    """Each error reply of the recordings is one of ERRORS, and its Call says it scrubbed."""
+    table = dict(ERRORS)
+    replies = [data[1:-2].decode() for who, data in chunks(name) if who == "s" and data[:1] == b"-"]
+    calls = [c for c in run(RedisParser(), segments(name)) if c.error_type]
+    assert [c.status_message for c in calls] == [table[m] for m in replies]
+    for secret in ("it's", "s3cret", "secretarg", "doc"):
+        assert all(secret not in c.status_message for c in calls)
+
+
 def test_pushes_are_not_replies() -> None:
     parser = RedisParser()
     run(parser, segments("redis_py_pubsub"))
