@@ -176,3 +176,19 @@ def test_postgres_role_from_an_execute_and_sync_alone() -> None:
     assert [(c.name, c.role, c.attributes.get("db.response.returned_rows")) for c in calls] == [
         ("SELECT", Role.SERVER, 1)
     ]
+
+
+def _all_chunks(prefix: str) -> list[tuple[str, bytes]]:
+    return [(f"{p.stem}[{i}]", data) for p in sorted((FIXTURES / "db").glob(f"{prefix}_*.json"))
+            for i, (_, data) in enumerate(chunks(p.stem))]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "data"), _all_chunks("my"))
+def test_postgres_takes_no_mysql_bytes(name: str, data: bytes) -> None:
+    """PostgreSQL is tried first: a MySQL packet whose length byte is 'B' or 'E' must not pass."""
+    assert postgres.looks_like(data, Direction.EGRESS) is False
+
+
+@pytest.mark.parametrize(("name", "data"), _all_chunks("pg"))
+def test_mysql_takes_no_postgres_typed_message(name: str, data: bytes) -> None:
+    assert mysql.looks_like(data, Direction.EGRESS) is False
