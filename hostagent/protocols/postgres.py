@@ -58,6 +58,7 @@ BACKEND_ONLY = frozenset(b"RKZT123nstIAGWVvN")
 FRONTEND_TYPES = frozenset(b"QPBDESCHXFpdcf")
 STATEMENT_NAME = "hostagent.db.statement.name"
 MID_STREAM = frozenset(b"QPBEDCSH")  # what a client's write can start with once connected
+AFTER_A_MESSAGE = frozenset(b"Xdc")  # what can follow one in the same write (a Query's COPY data)
 BACKEND_TYPES = frozenset(b"RSKZTDCEIN123nstAGHWdcVv")
 
 
@@ -107,13 +108,16 @@ def _frontend_run(data: bytes) -> bool:
     strong = False
     while at < n:
         kind = data[at]
-        if kind not in MID_STREAM:
+        if kind not in MID_STREAM and not (complete and kind in AFTER_A_MESSAGE):
             return False
         if n - at < 5:
             break  # the capture (or a role guess's first bytes) ends inside a header
         length = _int32(data, at + 1)
-        if not 4 <= length < MAX_MESSAGE or (kind in b"SH" and length != 4):
+        if not 4 <= length < MAX_MESSAGE or (kind in b"SHXc" and length != 4):
             return False
+        if kind in AFTER_A_MESSAGE:  # Terminate, COPY data / done: nothing more to check
+            at += 1 + length
+            continue
         body = data[at + 5 : at + 1 + length]
         whole = len(body) == length - 4
         if not _frontend_body_ok(kind, body, whole):

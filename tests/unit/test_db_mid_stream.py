@@ -71,6 +71,8 @@ BIND = PSYCOPG_EXECUTE[: 1 + 0x1C]  # 'B', length 28, portal "", "_pg3_0", forma
         (BIND + msg(b"E", b"\x00\x00\x00\x00\x00") + msg(b"S", b""), True),  # pgx/JDBC: B E S
         (msg(b"E", b"\x00\x00\x00\x00\x00") + msg(b"S", b""), True),  # Execute of a bound portal
         (msg(b"C", b"Sstmt_1\x00") + msg(b"S", b""), True),  # Close a statement, Sync
+        (b"Q\x00\x00\x00\x0dSELECT 1\x00" + msg(b"X", b""), True),  # a Query, then Terminate
+        (msg(b"X", b"") + b"Q\x00\x00\x00\x0dSELECT 1\x00", False),  # Terminate cannot start a write
         (msg(b"S", b""), False),  # a lone Sync: 5 bytes prove little
         (msg(b"D", b"Sstmt_1\x00"), False),  # a lone Describe, likewise
         (msg(b"S", b"x"), False),  # Sync has no body
