@@ -16,7 +16,10 @@ id). A failing COM_STMT_PREPARE is a Call too (the statement was sent and failed
 Result sets: column count, column definitions, an EOF unless CLIENT_DEPRECATE_EOF, rows, then an
 EOF or OK terminator (0xFE, shorter than a 16 MiB packet: a row cannot be), whose status says
 whether more results follow. A connection first seen mid-way has unknown capabilities; EOF (5
-bytes) and OK-as-terminator (7 or more) still tell themselves apart by length.
+bytes) and OK-as-terminator (7 or more) still tell themselves apart by length. Such a connection
+is recognised by its client's next command, prepared-statement commands included (``looks_like``):
+a COM_STMT_EXECUTE of a statement prepared before the capture started has no text and no
+operation (neither can be known), only ``hostagent.db.statement.id``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ MAX_STATEMENTS = 256  # prepared statements remembered (text capped at MAX_TEXT)
 MAX_PENDING = 256
 MAX_TEXT = 4096
 MAX_CACHE = 64
+STATEMENT_ID = "hostagent.db.statement.id"
 
 CLIENT_CONNECT_WITH_DB = 0x00000008
 CLIENT_PROTOCOL_41 = 0x00000200
@@ -49,7 +53,8 @@ COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
 COM_STATISTICS, COM_CHANGE_USER = 0x09, 0x11
 COM_BINLOG_DUMP, COM_BINLOG_DUMP_GTID = 0x12, 0x1E
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
-COM_STMT_CLOSE, COM_STMT_FETCH = 0x19, 0x1C
+COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH = 0x19, 0x1A, 0x1B, 0x1C
+COM_PING, COM_RESET_CONNECTION = 0x0E, 0x1F
 NO_RESPONSE = frozenset({COM_QUIT, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE})
 COMMANDS = frozenset(range(0x00, 0x20)) - {0x00}
 
@@ -96,20 +101,63 @@ def _sql_like(text: bytes) -> bool:
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
-    """A server greeting (the server speaks first), or a COM_QUERY / COM_STMT_PREPARE whose text
-    is SQL (a connection first seen mid-way)."""
-    if _greeting_version(data) is not None:
-        return True
-    if len(data) < 6 or data[3] != 0 or data[4] not in (COM_QUERY, COM_STMT_PREPARE):
+    """A server greeting (the server speaks first), or a command of a connection first seen mid-way
+    (``_mid_stream_command``)."""
+    return _greeting_version(data) is not None or _mid_stream_command(data)
+
+
+def _mid_stream_command(data: bytes) -> bool:
+    """Whether ``data`` starts with a client command packet (sequence id 0) laid out as its code
+    says: COM_QUERY / COM_STMT_PREPARE of SQL text, or what a pool whose statements were prepared
+    before the agent started keeps sending (COM_STMT_EXECUTE / RESET / CLOSE / FETCH /
+    SEND_LONG_DATA, COM_PING, COM_INIT_DB, COM_SET_OPTION, COM_RESET_CONNECTION), each with its
+    fixed length or fields checked, so that other protocols are not taken for MySQL. The classic
+    protocol sends one command per answer: more bytes after the packet may only be another
+    command after one that has no answer (CLOSE, SEND_LONG_DATA)."""
+    if len(data) < 5 or data[3] != 0:
         return False
     length = _le(data, 0, 3)
-    if length < 2 or (len(data) > 4 + length and length < 64):
+    payload = data[4 : 4 + length]
+    code = data[4]
+    if code in (COM_QUERY, COM_STMT_PREPARE):
+        # a long statement may be cut by the capture; a short one is the whole write
+        return length >= 2 and not (len(data) > 4 + length and length < 64) and _sql_like(payload[1:])
+    if not _command_shape(code, length, payload):
         return False
-    return _sql_like(data[5 : 4 + length])
+    after = data[4 + length :]
+    if not after:
+        return True
+    return code in (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA) and _mid_stream_command(after)
+
+
+# The payload length of commands that have one; COM_STMT_EXECUTE and SEND_LONG_DATA: a minimum.
+_FIXED = {COM_PING: 1, COM_RESET_CONNECTION: 1, COM_SET_OPTION: 3, COM_STMT_CLOSE: 5, COM_STMT_RESET: 5,
+          COM_STMT_FETCH: 9}  # fmt: skip
+
+
+def _command_shape(code: int, length: int, payload: bytes) -> bool:
+    fixed = _FIXED.get(code)
+    if fixed is not None:
+        if length != fixed or len(payload) != length:
+            return False
+        if code == COM_SET_OPTION:
+            return payload[1:] in (b"\x00\x00", b"\x01\x00")  # MULTI_STATEMENTS on / off
+        return fixed < 5 or _le(payload, 1, 4) != 0  # statement ids start at 1
+    if code == COM_STMT_EXECUTE:
+        # statement id, flags (cursor type, PARAMETER_COUNT_AVAILABLE), iteration count: always 1
+        return length >= 10 and len(payload) >= 10 and _le(payload, 1, 4) != 0 and payload[5] < 0x10 and (
+            _le(payload, 6, 4) == 1
+        )
+    if code == COM_STMT_SEND_LONG_DATA:
+        return length >= 7 and len(payload) >= 7 and _le(payload, 1, 4) != 0
+    if code == COM_INIT_DB:
+        name = payload[1:]
+        return 2 <= length <= 65 and len(payload) == length and all(0x20 < c != 0x60 for c in name)
+    return False
 
 
 class _Command:
-    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "rows",
+    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "result", "rows",
                  "sql", "start_ns", "statements")  # fmt: skip
 
     def __init__(self, code: int, start_ns: int, sql: Optional[str], arg: object, req_size: int) -> None:
@@ -121,6 +169,7 @@ class _Command:
         self.statements: list[str] = []
         self.index = 0
         self.rows = 0
+        self.result = False  # the current result is a result set (rows counted), not an OK
         self.kind_state = _START
         self.req_size = req_size
         self.resp_size = 0
@@ -252,6 +301,7 @@ class MysqlParser:
                 statements = self._statements_of(cmd)
                 sql = statements[cmd.index] if cmd.index < len(statements) else cmd.sql
                 cmd.rows = 0  # counted before the capture lost the result: a part only
+                cmd.result = False
                 self._emit(cmd, self._adrift_end, None, sql)
                 self.stats.truncated += 1
             self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
@@ -374,6 +424,7 @@ class MysqlParser:
             elif code in (COM_QUERY, COM_STMT_EXECUTE) and first not in (0x00, 0xFE):
                 count, at = _lenenc(p, 0)
                 self._coldefs = max(count, 0)
+                cmd.result = True
                 metadata_follows = p[at] if at < len(p) else 1  # MariaDB metadata cache
                 cmd.kind_state = _COLDEFS if metadata_follows and self._coldefs else _AFTER_COLDEFS
             elif code in (COM_QUERY, COM_STMT_EXECUTE):
@@ -506,11 +557,13 @@ class MysqlParser:
         if sql is not None:
             op, coll, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
+        elif cmd.code == COM_STMT_EXECUTE and isinstance(cmd.arg, int):
+            attrs[STATEMENT_ID] = cmd.arg  # prepared before the capture started: no text, no guess
         if op:
             attrs["db.operation.name"] = op
         if coll:
             attrs["db.collection.name"] = coll
-        if cmd.rows:
+        if cmd.result:  # a result set without rows returned 0 rows; an OK returned none
             attrs["db.response.returned_rows"] = cmd.rows
         error_type = None
         message = ""
@@ -526,6 +579,7 @@ class MysqlParser:
         ))  # fmt: skip
         cmd.next_start = end
         cmd.rows = 0
+        cmd.result = False
         cmd.resp_size = 0
 
 

@@ -17,6 +17,12 @@ What becomes a Call (one span each):
   follows) carries the error; the skipped Executes make no Call and are counted.
 - Parse/Bind/Describe/Close/Sync, authentication, ParameterStatus, notices: no Call.
 
+A connection first seen mid-way (open before the agent started) is recognised by its client's
+next write, the extended protocol's messages included (``looks_like``): a pool whose statements
+were prepared before keeps sending Bind/Execute/Sync only. Those Executes have no text (it was in
+a Parse not seen): their Calls carry the statement's name, the CommandComplete tag's operation,
+and nothing guessed.
+
 ``db.namespace`` is the startup message's database (which defaults to the user name, as the
 server does). SSLRequest/GSSENCRequest answered 'N' keep parsing; 'S'/'G' mean TLS/GSS from the
 next byte on: ``upgraded`` is set so the capture stage mutes the connection. COPY data in either
@@ -50,6 +56,9 @@ MAX_CACHE = 64  # per-connection memo of sanitised statements
 FRONTEND_ONLY = frozenset(b"QPBXFpf")
 BACKEND_ONLY = frozenset(b"RKZT123nstIAGWVvN")
 FRONTEND_TYPES = frozenset(b"QPBDESCHXFpdcf")
+STATEMENT_NAME = "hostagent.db.statement.name"
+MID_STREAM = frozenset(b"QPBEDCSH")  # what a client's write can start with once connected
+AFTER_A_MESSAGE = frozenset(b"Xdc")  # what can follow one in the same write (a Query's COPY data)
 BACKEND_TYPES = frozenset(b"RSKZTDCEIN123nstAGHWdcVv")
 
 
@@ -76,45 +85,149 @@ def _printable(b: bytes) -> bool:
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
-    """A startup/SSLRequest/GSSENCRequest/CancelRequest, or a Query/Parse whose text is SQL-like.
-
-    A connection first seen mid-way starts with a typed message; only Query and Parse are taken
-    (their length must be sane and their text printable), so random binary is not claimed.
-    """
+    """A startup/SSLRequest/GSSENCRequest/CancelRequest, or frontend messages of a connection
+    first seen mid-way (``_frontend_run``)."""
     code = _untyped_code(data)
     if code:
         return code != PROTOCOL_3 or _printable(data[8:40].replace(b"\x00", b" "))
-    if len(data) < 6 or data[0] not in b"QP":
-        return False
-    length = _int32(data, 1)
-    if not 6 <= length < MAX_MESSAGE:
-        return False
-    body = data[5 : 1 + length]
-    if data[0] == 0x50:  # Parse: a statement name first
-        name_end = body.find(b"\x00")
-        if name_end < 0 or name_end > 64 or not _printable(body[:name_end]):
+    return _frontend_run(data)
+
+
+def _frontend_run(data: bytes) -> bool:
+    """Whether ``data`` is a client's write of typed frontend messages: a Query or Parse of SQL,
+    or the extended protocol's Bind/Execute/Describe/Close/Sync/Flush that a pool which prepared
+    its statements before the agent started sends (usually Bind, Describe, Execute, Sync in one
+    write). Every message must be laid out as its type says (lengths consistent with the names
+    and values inside, known format codes), so that other protocols' bytes are not taken for
+    PostgreSQL; only a message that runs past the captured bytes is checked as far as it goes.
+    One message alone must be a Query, Parse, Bind or Execute: a lone Sync is 5 bytes of little
+    evidence."""
+    at = 0
+    n = len(data)
+    complete = 0
+    strong = False
+    while at < n:
+        kind = data[at]
+        if kind not in MID_STREAM and not (complete and kind in AFTER_A_MESSAGE):
             return False
-        body = body[name_end + 1 :]
-    text = body.split(b"\x00", 1)[0][:64].lstrip()
+        if n - at < 5:
+            break  # the capture (or a role guess's first bytes) ends inside a header
+        length = _int32(data, at + 1)
+        if not 4 <= length < MAX_MESSAGE or (kind in b"SHXc" and length != 4):
+            return False
+        if kind in AFTER_A_MESSAGE:  # Terminate, COPY data / done: nothing more to check
+            at += 1 + length
+            continue
+        body = data[at + 5 : at + 1 + length]
+        whole = len(body) == length - 4
+        if not _frontend_body_ok(kind, body, whole):
+            return False
+        if kind in b"QPBE":
+            strong = True
+        if not whole:
+            break
+        complete += 1
+        at += 1 + length
+    return strong or complete >= 2
+
+
+def _frontend_body_ok(kind: int, body: bytes, whole: bool) -> bool:
+    """The body of one frontend message has its type's layout (``whole``: all of it is here)."""
+    if kind in b"SH":  # Sync, Flush: no body
+        return True
+    if kind in b"DC":  # Describe / Close: 'S'tatement or 'P'ortal, then its name
+        if body[:1] not in (b"S", b"P"):
+            return not body and not whole
+        name, rest = _name(body[1:])
+        return name is not None and not rest if whole else name is not None or _printable(body[1:65])
+    if kind == 0x45:  # Execute: portal name, int32 row limit
+        name, rest = _name(body)
+        if name is None:
+            return _cut_name(body, whole)
+        return len(rest) == 4 if whole else len(rest) <= 4
+    if kind == 0x42:  # Bind: portal, statement, formats, values, result formats
+        return _bind_ok(body, whole)
+    if kind == 0x50:  # Parse: statement name, SQL, parameter types
+        name, rest = _name(body)
+        if name is None:
+            return _cut_name(body, whole)
+        if not _sql_start(rest.split(b"\x00", 1)[0]):
+            return False
+        end = rest.find(b"\x00")
+        if not whole or end < 0:
+            return not whole
+        types = rest[end + 1 :]  # int16 count, an int32 type OID each
+        return len(types) >= 2 and len(types) == 2 + 4 * int.from_bytes(types[:2], "big")
+    return _sql_start(body.split(b"\x00", 1)[0])  # Query
+
+
+def _name(body: bytes) -> tuple[Optional[bytes], bytes]:
+    """A statement or portal name (at most NAMEDATALEN-1 printable bytes) and what follows it."""
+    end = body.find(b"\x00", 0, 65)
+    if end < 0 or not _printable(body[:end]):
+        return None, body
+    return body[:end], body[end + 1 :]
+
+
+def _cut_name(body: bytes, whole: bool) -> bool:
+    """A name that the end of the captured bytes cut: printable as far as it goes."""
+    return not whole and len(body) < 64 and _printable(body)
+
+
+def _sql_start(text: bytes) -> bool:
+    text = text[:64].lstrip()
     if not text or not _printable(text):
         return False
     return text[:1].isalpha() or text[:1] == b"(" or text[:2] in (b"--", b"/*")
 
 
+def _bind_ok(body: bytes, whole: bool) -> bool:
+    """Bind's layout: portal, statement, format codes (0 text, 1 binary), parameter values
+    (int32 length, -1 for NULL), result format codes; consumed exactly when ``whole``."""
+    portal, rest = _name(body)
+    if portal is None:
+        return _cut_name(body, whole)
+    statement, rest = _name(rest)
+    if statement is None:
+        return _cut_name(rest, whole)
+    at = 0
+    for part in range(3):
+        if at + 2 > len(rest):
+            return not whole
+        count = int.from_bytes(rest[at : at + 2], "big")
+        at += 2
+        if part == 1:  # values
+            for _ in range(count):
+                if at + 4 > len(rest):
+                    return not whole
+                size = int.from_bytes(rest[at : at + 4], "big", signed=True)
+                if size < -1:
+                    return False
+                at += 4 + max(size, 0)
+            continue
+        codes = rest[at : at + 2 * count]
+        if any(codes[i] != 0 or codes[i + 1] > 1 for i in range(0, len(codes) - 1, 2)):
+            return False
+        at += 2 * count
+    return at == len(rest) or not whole
+
+
 class _Item:
     """A frontend message still waiting for its answer (mutable, module-private)."""
 
-    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "rows", "sql", "start_ns",
-                 "statements")  # fmt: skip
+    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "result", "rows", "sql", "start_ns",
+                 "statement", "statements")  # fmt: skip
 
     def __init__(self, kind: str, start_ns: int, sql: Optional[str] = None, req_size: int = 0) -> None:
         self.kind = kind  # query | parse | bind | describe | execute | close | sync
         self.start_ns = start_ns
         self.sql = sql
+        self.statement = ""  # the prepared statement a Bind/Execute runs, by name
         self.statements: list[str] = []
         self.index = 0  # next statement of a query to complete
         self.next_start = start_ns
         self.rows = 0
+        self.result = False  # a RowDescription announced rows: their count is worth saying, 0 too
         self.req_size = req_size
         self.resp_size = 0
 
@@ -133,7 +246,7 @@ class PostgresParser:
         self._ssl_answers = 0  # single-byte answers owed to SSLRequest/GSSENCRequest
         self._database: Optional[str] = None
         self._prepared: OrderedDict[str, str] = OrderedDict()
-        self._portals: dict[str, Optional[str]] = {}
+        self._portals: dict[str, tuple[str, Optional[str]]] = {}  # portal -> statement name, its SQL
         self._items: deque[_Item] = deque()
         self._req_bytes = 0  # Parse/Bind/Describe bytes waiting for their Execute
         # Framing lost inside a response (a big result read in pieces longer than the captured
@@ -185,6 +298,8 @@ class PostgresParser:
             return None
         if data[0] in BACKEND_ONLY or data in (b"N", b"S", b"G"):
             return other
+        if _frontend_run(data):  # Execute/Describe/Close/Sync share type bytes with the backend's
+            return direction
         if len(data) < 8 and data[0] not in FRONTEND_ONLY:
             return None  # a startup message's length: wait for its code
         if _untyped_code(data) or data[0] in FRONTEND_ONLY:
@@ -246,7 +361,7 @@ class PostgresParser:
                 req = runner.req_size if index == 0 else 0
             else:
                 sql, start, req = runner.sql, runner.start_ns, runner.req_size
-            self._emit(sql, start, self._adrift_end, "", 0, None, req, runner.resp_size)
+            self._emit(sql, start, self._adrift_end, "", -1, None, req, runner.resp_size, runner.statement)
             self.stats.truncated += 1
         self.stats.unpaired += sum(1 for i in self._items if i.kind in ("query", "execute") and i is not runner)
         self._items.clear()
@@ -289,15 +404,16 @@ class PostgresParser:
             self._add(_Item("parse", f.start_ns, sql))
         elif kind == 0x42:  # 'B' portal name, statement name, formats, values
             portal, rest = _cstr(body)
-            self._portals[portal] = self._prepared.get(_cstr(rest)[0])
+            statement = _cstr(rest)[0]
+            self._portals[portal] = (statement, self._prepared.get(statement))
             if len(self._portals) > MAX_PREPARED:
                 self._portals.pop(next(iter(self._portals)))
             self._req_bytes += f.total
-            self._add(_Item("bind", f.start_ns, self._portals[portal]))
+            self._add(_bound(_Item("bind", f.start_ns), self._portals[portal]))
         elif kind == 0x45:  # 'E' portal name, max rows
-            item = _Item("execute", f.start_ns, self._portals.get(_cstr(body)[0]), self._req_bytes + f.total)
+            item = _Item("execute", f.start_ns, None, self._req_bytes + f.total)
             self._req_bytes = 0
-            self._add(item)
+            self._add(_bound(item, self._portals.get(_cstr(body)[0], ("", None))))
         elif kind == 0x44:  # 'D' 'S'|'P', name
             self._req_bytes += f.total
             self._add(_Item("describe", f.start_ns))
@@ -350,6 +466,10 @@ class PostgresParser:
             runner = self._runner()
             if runner is not None:
                 runner.rows += 1
+        elif kind == 0x54 and head is not None and head.kind != "describe":  # 'T' RowDescription
+            runner = self._runner()
+            if runner is not None:
+                runner.result = True
         elif kind == 0x45:  # 'E' ErrorResponse
             self._error(f, _error_fields(data[5:]))
         elif kind == 0x5A:  # 'Z' ReadyForQuery: everything up to a Sync or Query is answered
@@ -363,6 +483,9 @@ class PostgresParser:
                 self._pop("close")
             elif kind in b"Tn" and head.kind == "describe":  # row shape or NoData ends a Describe
                 items.popleft()
+                runner = self._runner()
+                if kind == 0x54 and runner is not None and runner.kind == "execute":
+                    runner.result = True  # Describe portal: the rows of the Execute behind it
 
     def _pop(self, kind: str) -> None:
         if self._items and self._items[0].kind == kind:
@@ -392,17 +515,18 @@ class PostgresParser:
         item = items[0]
         if item.kind == "execute":
             items.popleft()
-            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows, error, item.req_size,
-                       item.resp_size)  # fmt: skip
+            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows if item.result else -1, error,
+                       item.req_size, item.resp_size, item.statement)  # fmt: skip
             return
         if not item.statements:
             item.statements = split_statements(item.sql or "")
         sql = item.statements[item.index] if item.index < len(item.statements) else None
-        self._emit(sql, item.next_start, f.end_ns, tag, item.rows, error,
+        self._emit(sql, item.next_start, f.end_ns, tag, item.rows if item.result else -1, error,
                    item.req_size if item.index == 0 else 0, item.resp_size)  # fmt: skip
         item.index += 1
         item.next_start = f.end_ns
         item.rows = 0
+        item.result = False
         item.resp_size = 0
 
     def _error(self, f: Frame, fields: dict[str, str]) -> None:
@@ -424,6 +548,7 @@ class PostgresParser:
         # Parse/Bind/Describe/Close failed: the Call is the Execute that would have run it.
         start = head.start_ns
         sql = head.sql
+        statement = head.statement
         req = 0
         for item in items:
             if item.kind == "sync":
@@ -431,8 +556,9 @@ class PostgresParser:
             req += item.req_size
             if item.kind == "execute":
                 sql = item.sql or sql
+                statement = item.statement or statement
                 break
-        self._emit(sql, start, f.end_ns, "", 0, error, req, f.total)
+        self._emit(sql, start, f.end_ns, "", -1, error, req, f.total, statement)
         while items and items[0].kind != "sync":
             if items.popleft().kind == "execute":
                 break
@@ -466,7 +592,11 @@ class PostgresParser:
 
     # -- Calls ---------------------------------------------------------------------------------------
     def _emit(self, sql: Optional[str], start: int, end: int, tag: str, rows: int,
-              error: Optional[tuple[str, str]], req_size: int, resp_size: int) -> None:  # fmt: skip
+              error: Optional[tuple[str, str]], req_size: int, resp_size: int,
+              statement: str = "") -> None:  # fmt: skip
+        """One Call. A statement whose Parse was not seen (prepared before the capture started)
+        has no text, and no operation but the one its CommandComplete tag names; its name says
+        which statement it was (``hostagent.db.statement.name``)."""
         attrs: dict[str, object] = {"db.system.name": SYSTEM}
         if self._database:
             attrs["db.namespace"] = self._database
@@ -475,6 +605,8 @@ class PostgresParser:
         if sql is not None:
             op, coll, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
+        elif statement:
+            attrs[STATEMENT_NAME] = statement
         if op is None and tag:
             op = tag.split(" ", 1)[0]
         if op:
@@ -484,7 +616,7 @@ class PostgresParser:
         words = tag.split(" ")
         if words[0] in ("SELECT", "FETCH") and words[-1].isdigit():
             attrs["db.response.returned_rows"] = int(words[-1])
-        elif rows:
+        elif rows >= 0:  # rows -1: no result set (or its rows were not captured)
             attrs["db.response.returned_rows"] = rows
         error_type = None
         message = ""
@@ -497,6 +629,12 @@ class PostgresParser:
             error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
+
+
+def _bound(item: _Item, portal: tuple[str, Optional[str]]) -> _Item:
+    """``item`` runs the statement bound to a portal: (statement name, its SQL if known)."""
+    item.statement, item.sql = portal
+    return item
 
 
 def _typed_len(head: bytes, types: frozenset[int]) -> Optional[int]:

@@ -8,7 +8,8 @@ Values never leave this module: a Call has the command name (with the subcommand
 commands such as ``CLIENT SETNAME``) and ``db.query.text`` with every argument replaced by ``?``;
 ``request_body`` is always empty, so an AUTH password appears nowhere. Error replies (``-ERR``,
 ``-WRONGTYPE``, ``!`` blob errors) give ``db.response.status_code`` = their prefix; the message
-is kept with quoted parts replaced by ``?`` (Redis quotes the arguments it complains about).
+is kept with quoted parts replaced by ``?`` (Redis quotes the arguments it complains about, as they
+came: ``scrub_error``).
 
 Not replies: RESP3 pushes (``>``) and, in RESP2 subscribed mode, ``message``/``pmessage``/
 ``smessage`` arrays; (P|S)(UN)SUBSCRIBE take one confirmation per channel (an argument-less
@@ -30,8 +31,9 @@ from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value
 SYSTEM = "redis"
 MAX_PENDING = 4096
 
-# Commands a connection can start with (prefilter) and that name their first argument as a
-# subcommand. Unknown commands are still parsed once the connection is known to be Redis.
+# Redis 7's commands: they tell a command from a reply that is also an array of bulk strings when
+# a connection's roles are guessed (``_command_name``). Detection goes by the RESP shape, so a
+# connection may start with a command no list has (module commands, newer ones).
 COMMANDS = frozenset("""
 append auth bgrewriteaof bgsave bitcount bitfield bitfield_ro bitop bitpos blmove blmpop blpop
 brpop brpoplpush bzmpop bzpopmax bzpopmin client cluster command config copy dbsize debug decr
@@ -63,22 +65,87 @@ INLINE_COMMANDS = frozenset("ping echo info get set del exists incr keys dbsize 
 SUBSCRIBES = frozenset({b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe",
                         b"sunsubscribe"})  # fmt: skip
 MESSAGES = frozenset({b"message", b"pmessage", b"smessage"})
-_QUOTED = re.compile(r"'[^']*'")
+MAX_ARGS = (1 << 31) - 1  # Redis refuses a multibulk count above INT_MAX
+MAX_BULK = 512 * 1024 * 1024  # proto-max-bulk-len's default
+# Redis quotes what it refuses as it came, quotes inside included ('it's'), so SQL's rule (a
+# doubled '' is a quote inside; a quote before a letter is an apostrophe, which would keep 'it's'
+# whole) does not fit: a quoted part starts at a quote that follows no letter (not "Can't") and ends
+# at the first quote followed by a space, punctuation or the end; cut short by the capture, at the end.
+_QUOTED = re.compile(r"""(?<![\w'])'(?:.*?'(?=[\s,.:;)\]"]|\Z)|.*\Z)""", re.DOTALL)
+# "unknown command '<name>', with args beginning with: '<arg>' '<arg>' ": all the client's, and an
+# argument may hold "' " itself, so the whole tail goes.
+_UNKNOWN = re.compile(r"unknown command '.*\Z", re.DOTALL)
+_ARGS = ", with args beginning with: "
 _PREFIX = re.compile(r"[A-Z][A-Z_]*\Z")
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
-    """A command: ``*N\\r\\n$M\\r\\n<known command>\\r\\n`` or a known inline command line."""
+    """Commands in RESP (``*N\\r\\n$L\\r\\n<name>\\r\\n...``, any command name: ACL, JSON.GET,
+    FT.SEARCH, *_RO variants and module commands are not in any list), or a known inline command.
+
+    The array is checked strictly (``_command_arrays``); an inline line is bare words, which many
+    text protocols also are, so only the list tells it from them."""
     if data[:1] == b"*":
-        parts = data[:64].split(b"\r\n", 3)
-        if len(parts) < 3 or not parts[0][1:].isdigit() or parts[1][:1] != b"$" or not parts[1][1:].isdigit():
-            return False
-        return int(parts[1][1:]) == len(parts[2]) and parts[2].decode("latin-1").lower() in COMMANDS
+        return _command_arrays(data)
     line = data[:256].split(b"\n", 1)
     if len(line) < 2 or b" HTTP/" in line[0]:
         return False
     words = line[0].rstrip(b"\r").split()
     return bool(words) and words[0].decode("latin-1").lower() in INLINE_COMMANDS
+
+
+_CUT = -2  # _header: the bytes end inside the header
+
+
+def _header(data: bytes, pos: int, marker: int) -> tuple[int, int]:
+    """``<marker><digits>\\r\\n`` at ``pos``: (value, position after it); (-1, pos) when it is
+    something else, (_CUT, pos) when the captured bytes end inside it."""
+    if data[pos] != marker:
+        return -1, pos
+    end = data.find(b"\r\n", pos + 1, pos + 13)
+    digits = data[pos + 1 : end if end >= 0 else pos + 13]
+    if end < 0:
+        cut = len(data) < pos + 13 and (not digits or digits.rstrip(b"\r").isdigit())
+        return (_CUT if cut else -1), pos
+    if not digits.isdigit():
+        return -1, pos
+    return int(digits), end + 2
+
+
+def _command_arrays(data: bytes) -> bool:
+    """Whether ``data`` is one or more (a pipeline) arrays of bulk strings, each bulk string's
+    length matching the CRLF after it and each array starting with a name-like word; bytes cut
+    by the capture end the check once a command name has been seen whole."""
+    pos = 0
+    n = len(data)
+    named = False
+    while pos < n:
+        count, pos = _header(data, pos, 0x2A)  # '*'
+        if count == _CUT:
+            return named
+        if not 1 <= count <= MAX_ARGS:
+            return False
+        for i in range(count):
+            if pos >= n:
+                return named
+            size, pos = _header(data, pos, 0x24)  # '$'
+            if size == _CUT:
+                return named
+            if not 0 <= size <= MAX_BULK:
+                return False
+            end = pos + size
+            if end + 2 > n:
+                return named and data[end : end + 2] == b"\r\n"[: max(0, n - end)]
+            if data[end : end + 2] != b"\r\n" or (i == 0 and not _name_like(data[pos:end])):
+                return False
+            named = True
+            pos = end + 2
+    return named
+
+
+def _name_like(word: bytes) -> bool:
+    """A command name: a letter, then letters, digits and ``._-|:`` (``JSON.GET``, ``FT._LIST``)."""
+    return 0 < len(word) <= 64 and word[:1].isalpha() and word.translate(None, b"._-|:").isalnum()
 
 
 class _Command:
@@ -87,7 +154,7 @@ class _Command:
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.name = ""  # lowercased command name
-        self.op = ""  # db.operation.name (as sent, with the subcommand of a container command)
+        self.op = ""  # db.operation.name: upper case (Redis' own spelling), with a container's subcommand
         self.args = 0  # arguments after ``op``
         self.size = 0
         self.gap = False  # stands for commands lost in a capture hole
@@ -177,10 +244,10 @@ class RedisParser:
         argc = v.count - 1
         sub = words[1] if len(words) > 1 else None
         if cmd.name in CONTAINERS and isinstance(sub, bytes) and sub.isalnum() and len(sub) <= 32:
-            cmd.op = f"{name} {sub.decode('latin-1')}"
+            cmd.op = f"{name} {sub.decode('latin-1')}".upper()
             argc -= 1
         else:
-            cmd.op = name if len(name) <= 64 and name.isprintable() else name[:64].encode().hex()
+            cmd.op = name.upper() if len(name) <= 64 and name.isprintable() else name[:64].encode().hex()
         cmd.args = max(argc, 0)
         key = cmd.name.encode()
         if key in SUBSCRIBES:
@@ -278,7 +345,7 @@ class RedisParser:
             text = (reply.text or b"").decode("utf-8", "replace")
             prefix = text.split(" ", 1)[0]
             error_type = prefix if _PREFIX.match(prefix) else "ERR"
-            message = _QUOTED.sub("'?'", text)
+            message = scrub_error(text)
             attrs["db.response.status_code"] = error_type
         self._out.append(Call(
             protocol=SYSTEM, role=self.role, start_ns=cmd.start_ns, end_ns=max(end_ns, cmd.start_ns),
@@ -286,6 +353,16 @@ class RedisParser:
             error_type=error_type, status_message=message[:256], request_body=b"",
             request_size=cmd.size, response_size=reply.size if reply is not None else 0,
         ))  # fmt: skip
+
+
+def scrub_error(text: str) -> str:
+    """An error reply's message with what it quotes of the command (values, names) as ``'?'``."""
+    unknown = _UNKNOWN.search(text)
+    if unknown is None:
+        return _QUOTED.sub("'?'", text)
+    tail = unknown.group(0)
+    args = "" if _ARGS not in tail else _ARGS if tail.endswith(_ARGS) else _ARGS + "'?' "
+    return text[: unknown.start()] + "unknown command '?'" + args
 
 
 def _guess_client_dir(data: bytes, direction: Direction) -> Optional[Direction]:
@@ -297,14 +374,22 @@ def _guess_client_dir(data: bytes, direction: Direction) -> Optional[Direction]:
         parts = data[:64].split(b"\r\n", 3)
         if len(parts) < 4:
             return None if len(data) < 64 else other  # the first element is not complete yet
-        word = parts[2]
-        command = looks_like(data, direction) or (b"." in word and word.replace(b".", b"").isalnum())
-        return direction if command else other
+        return direction if _command_name(parts[2]) and _command_arrays(data) else other
     if data[0] in REPLY_START:
         return other
     if b"\n" not in data[:256]:
         return None
     return direction if looks_like(data, direction) else None
+
+
+def _command_name(word: bytes) -> bool:
+    """A reply can be an array of bulk strings too: its first word tells a command from one.
+    Known commands and containers, module commands (``JSON.GET``), read-only variants (``*_RO``),
+    and names written the way clients send the ones no list has (upper case, ``FOO``)."""
+    if not _name_like(word):
+        return False
+    name = word.decode("latin-1").lower()
+    return name in COMMANDS or name in CONTAINERS or b"." in word or name.endswith("_ro") or word.isupper()
 
 
 def new_parser() -> RedisParser:

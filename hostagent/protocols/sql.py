@@ -8,8 +8,9 @@ or a comment never splits a statement, a ``1`` inside ``t1`` is never a literal.
 - ``sanitize``: ``db.query.text`` as the semantic conventions want it by default: every string,
   number, hex, bit or dollar-quoted literal replaced by ``?`` (``IN (1, 2)`` -> ``IN (?, ?)``);
   identifiers, keywords, comments and bind markers (``$1``, ``?``) are kept.
-- ``operation_and_collection``: ``db.operation.name`` (the first operation keyword, as written)
-  and ``db.collection.name`` (the first table the statement works on, as written, with any schema
+- ``operation_and_collection``: ``db.operation.name`` (the first operation keyword, upper case as
+  the server knows it and the conventions show it, whatever case it was sent in) and
+  ``db.collection.name`` (the first table the statement works on, as written, with any schema
   prefix) when the statement shape makes it certain; ``None`` otherwise.
 
 Text cut short by the capture (an unterminated string at the end) is handled: the unterminated
@@ -156,23 +157,22 @@ def operation_and_collection(sql: str, dialect: str = "postgresql") -> tuple[Opt
         i += 1
     if i >= len(toks) or toks[i][0] != IDENT:
         return None, None
-    op = toks[i][1]
-    upper = op.upper()
+    upper = toks[i][1].upper()
     if upper == "WITH":
         j = _after_with(toks, i + 1)
         if j is None:
-            return op, None
-        i, op, upper = j, toks[j][1], toks[j][1].upper()
+            return upper, None
+        i, upper = j, toks[j][1].upper()
     rest = toks[i + 1 :]
     if upper == "SELECT":
-        return op, _after_from(rest)
+        return upper, _after_from(rest)
     if upper in ("INSERT", "REPLACE", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE"):
-        return op, _name_after_modifiers(rest)
+        return upper, _name_after_modifiers(rest)
     if upper in _DDL_TABLE:
         words = [t.upper() for k, t in rest[:6] if k == IDENT]
         if "TABLE" in words:
-            return op, _name_after_modifiers(rest)
-    return op, None
+            return upper, _name_after_modifiers(rest)
+    return upper, None
 
 
 def _after_with(toks: list[Token], i: int) -> Optional[int]:

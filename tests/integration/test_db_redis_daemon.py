@@ -223,3 +223,33 @@ def test_password_on_a_command_line_is_not_exported(receiver: OtlpGrpcReceiver, 
     exported = receiver.recorder.all_bytes()
     receiver.recorder.clear()  # only the assertion below may fail, not the fixture's
     assert PASSWORD.encode() not in exported
+
+
+FIRST_COMMANDS = """
+import os, socket, sys
+def command(s, *args):
+    s.sendall(b"*%d\\r\\n" % len(args) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in args))
+    s.recv(65536)
+password = os.environ["TEST_REDIS_PASSWORD"].encode()
+for first in ([b"ACL", b"WHOAMI"], [b"JSON.GET", b"doc", b"$"], [b"GEORADIUS_RO", b"g", b"0", b"0", b"1", b"km"]):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    command(s, *first)  # before AUTH: NOAUTH (ERR for a command the server lacks)
+    command(s, b"AUTH", password)
+    command(s, b"GET", b"k")
+    s.close()
+"""
+
+
+def test_connections_starting_with_commands_no_list_has(
+    receiver: OtlpGrpcReceiver, rds: db_servers.RunningServer
+) -> None:
+    """ACL, a module command (JSON.GET) and a *_RO variant each open a connection: all traced."""
+    pid, _ = run_python(FIRST_COMMANDS, str(PORT), env=SECRETS)
+    sides = wait_sides(receiver, rds, 9)
+    then = [("AUTH", "AUTH", "AUTH ?", None), ("GET", "GET", "GET ?", None)]
+    assert summary(sides.client, *KEYS) == [
+        ("ACL WHOAMI", "ACL WHOAMI", "ACL WHOAMI", "NOAUTH"), *then,
+        ("JSON.GET", "JSON.GET", "JSON.GET ? ?", "ERR"), *then,  # unknown to a plain Redis, before NOAUTH
+        ("GEORADIUS_RO", "GEORADIUS_RO", "GEORADIUS_RO ? ? ? ? ?", "NOAUTH"), *then,
+    ]  # fmt: skip
+    check_sides(sides, pid, rds)

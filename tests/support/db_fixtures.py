@@ -8,11 +8,14 @@ consecutive chunks of one direction in one segment (many messages in one read).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from hostagent.model import Call, Direction, Segment
+from hostagent.capture.tracker import ConnectionTracker
+from hostagent.model import Call, CaptureEvent, Direction, EventKind, Segment
 from hostagent.protocols.base import StreamParser
+from hostagent.protocols.registry import PROTOCOLS
 from tests.support.tcp_recorder import load
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "db"
@@ -70,3 +73,18 @@ def cut_at(segs: list[Segment], draw_points: Callable[[Segment], list[int]]) -> 
                 cut.append(Segment(seg.direction, seg.data[prev:p], p - prev, seg.ts_ns))
                 prev = p
     return cut
+
+
+def tracked(name: str, first: int, side: str = "client") -> list[Call]:
+    """The recording from chunk ``first`` on, through the capture stage with every protocol
+    enabled: detection included, as for a socket whose first bytes the agent sees there (opened
+    before it started, or a connection's first command)."""
+    tracker = ConnectionTracker(lambda: PROTOCOLS)
+    calls: list[Call] = []
+    for i, (who, data) in enumerate(chunks(name)[first:]):
+        mine = (who == "c") == (side == "client")
+        event = CaptureEvent(kind=EventKind.DATA, ts_ns=1000 * (i + 1), pid=4242, tid=4242, fd=7, cgroup_id=1,
+                             direction=Direction.EGRESS if mine else Direction.INGRESS, data=data, size=len(data),
+                             sock_type=socket.SOCK_STREAM, family=socket.AF_INET)  # fmt: skip
+        calls += tracker.handle(event)
+    return calls

@@ -260,6 +260,55 @@ s.close()
 """
 
 
+# Commands no list of the parser has, each a connection's first command in the tests (which cut the
+# recording before it): ACL (a container), module commands (JSON.GET, FT.SEARCH: unknown to a
+# plain Redis, which answers an error), a read-only variant; then known ones.
+RAW_FIRST = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(0.3)
+for cmd in ([b"ACL", b"WHOAMI"], [b"JSON.GET", b"doc", b"$"], [b"GEORADIUS_RO", b"g", b"0", b"0", b"1", b"km"],
+            [b"FT.SEARCH", b"idx", b"it's"], [b"SET", b"after", b"v"], [b"GET", b"after"]):
+    s.sendall(b"*%d\\r\\n" % len(cmd) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in cmd))
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        pass
+s.close()
+"""
+
+
+# Error messages that quote what the client sent, apostrophes inside and around the quotes.
+RAW_ERRORS = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(0.3)
+for cmd in ([b"GET"], [b"CONFIG", b"it's"], [b"NOSUCHCMD", b"it's", b"s3cret"], [b"ACL", b"SETUSER", b"u", b"it's"],
+            [b"SET", b"k", b"v", b"EX", b"it's"], [b"SUBSCRIBE", b"ch"], [b"SET", b"k", b"it's"]):
+    s.sendall(b"*%d\\r\\n" % len(cmd) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in cmd))
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        pass
+s.close()
+"""
+
+
+def record_redis_more(server_port: int, listen_port: int = 18558) -> None:
+    note = ("raw socket, one command at a time: ACL WHOAMI, JSON.GET doc $, GEORADIUS_RO g 0 0 1 km, "
+            "FT.SEARCH idx it's (plain Redis 7: unknown command errors for the two module commands), "
+            "SET after v, GET after")
+    with recording("redis_first_commands", note, server_port, listen_port) as port:
+        run_py(RAW_FIRST, port)
+    note = ("raw socket, one command at a time, each an error quoting what was sent: GET (no key), "
+            "CONFIG it's, NOSUCHCMD it's s3cret, ACL SETUSER u it's, SET k v EX it's, SUBSCRIBE ch, "
+            "then SET k it's in subscribed mode")
+    with recording("redis_errors", note, server_port, listen_port + 1) as port:
+        run_py(RAW_ERRORS, port)
+
+
 def record_redis(server_port: int, auth_port: int) -> None:
     scen: list[tuple[str, str, int, Callable[[int], None]]] = [
         ("redis_cli", "redis-cli from stdin: SET, GET, INCR, DEL, PING (5 commands, one connection)",
@@ -289,8 +338,79 @@ def record_redis(server_port: int, auth_port: int) -> None:
             fn(port)
 
 
+# Result sets without rows (db.response.returned_rows 0), and statements with no result set.
+PSYCOPG_ZERO_ROWS = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       sslmode="disable", autocommit=True)
+conn.execute("SELECT id, name FROM users WHERE id < %s", (0,)).fetchall()
+conn.execute("INSERT INTO users SELECT %s, 'x' WHERE false RETURNING id", (99,)).fetchall()
+conn.execute("UPDATE users SET name = %s WHERE id < 0", ("y",))
+conn.execute("SELECT 1 WHERE false").fetchall()
+conn.close()
+"""
+
+PYMYSQL_ZERO_ROWS = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test", autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT id, name FROM people WHERE id < %s", (0,)); cur.fetchall()
+cur.execute("UPDATE people SET name = %s WHERE id < 0", ("y",))
+cur.execute("SELECT id FROM people WHERE id = %s", (1,)); cur.fetchall()
+conn.close()
+"""
+
+CONNECTOR_ZERO_ROWS = """
+import sys, mysql.connector
+conn = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test",
+                               ssl_disabled=True, use_pure=True, autocommit=True)
+cur = conn.cursor(prepared=True)
+cur.execute("SELECT id, name FROM people WHERE id < ?", (0,)); cur.fetchall()
+cur.execute("SELECT id, name FROM people WHERE id = ?", (1,)); cur.fetchall()
+cur.close()
+conn.close()
+"""
+
+
+def record_zero_rows(pg_port: int, my_port: int, listen_port: int = 18560) -> None:
+    psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
+    mysql_cli(my_port, "CREATE TABLE people (id int primary key, name varchar(40)); INSERT INTO people VALUES (1, 'a')")
+    scen: list[tuple[str, str, int, Callable[[int], None]]] = [
+        ("pg_psycopg_zero_rows", "psycopg: SELECT WHERE id < 0 (no rows), INSERT ... WHERE false RETURNING id "
+                                 "(no rows), UPDATE of no row, SELECT 1 WHERE false",
+         pg_port, lambda p: run_py(PSYCOPG_ZERO_ROWS, p)),
+        ("my_pymysql_zero_rows", "PyMySQL: SELECT WHERE id < 0 (no rows), UPDATE of no row, SELECT WHERE id = 1",
+         my_port, lambda p: run_py(PYMYSQL_ZERO_ROWS, p)),
+        ("my_connector_zero_rows", "mysql-connector prepared=True: SELECT WHERE id < ? (no rows), "
+                                   "SELECT WHERE id = ? (one row)",
+         my_port, lambda p: run_py(CONNECTOR_ZERO_ROWS, p)),
+    ]
+    for i, (name, note, server_port, fn) in enumerate(scen):
+        with recording(name, note, server_port, listen_port + i) as port:
+            fn(port)
+
+
+def record_lowercase(pg_port: int, my_port: int, redis_port: int, listen_port: int = 18570) -> None:
+    """Statements and commands typed in lower case: db.operation.name is the keyword as the server
+    knows it (upper case) whatever the case it was sent in."""
+    psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
+    mysql_cli(my_port, "CREATE TABLE people (id int primary key, name varchar(40)); INSERT INTO people VALUES (1, 'a')")
+    scen: list[tuple[str, str, Callable[[int], None]]] = [
+        ("pg_psql_lowercase", "psql -c: select ... from users where id = 1; update users set ...",
+         lambda p: psql(p, "-c", "select id, name from users where id = 1; update users set name = 'b' where id = 1")),
+        ("my_cli_lowercase", "mariadb -e: select ... from people where id = 1; delete from people where id = 9",
+         lambda p: mysql_cli(p, "select id, name from people where id = 1; delete from people where id = 9")),
+        ("redis_cli_lowercase", "redis-cli from stdin: set k v, get k, client setname x, hgetall h",
+         lambda p: sh(["redis-cli", "-h", HOST, "-p", str(p)], stdin="set k v\nget k\nclient setname x\nhgetall h\n")),
+    ]
+    ports = (pg_port, my_port, redis_port)
+    for i, (name, note, fn) in enumerate(scen):
+        with recording(name, note, ports[i], listen_port + i) as port:
+            fn(port)
+
+
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis"}
+    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase"}
     if "pg" in which:
         with db_servers.postgres_server(18500) as pg:
             record_postgres(pg.port)
@@ -301,6 +421,16 @@ def main() -> None:
         with db_servers.redis_server(18520, extra_args=("--enable-debug-command", "yes")) as rd, \
                 db_servers.redis_server(18522, "s3cr3t-Pa55") as ra:
             record_redis(rd.port, ra.port)
+    if "zero_rows" in which:
+        with db_servers.postgres_server(18504) as pg, db_servers.mariadb_server(18514) as my:
+            record_zero_rows(pg.port, my.port)
+    if "lowercase" in which:
+        with db_servers.postgres_server(18505) as pg, db_servers.mariadb_server(18515) as my, \
+                db_servers.redis_server(18525) as rd:
+            record_lowercase(pg.port, my.port, rd.port)
+    if "redis_more" in which:
+        with db_servers.redis_server(18524) as rm:
+            record_redis_more(rm.port)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,8 @@ def test_a_result_bigger_than_the_capture(new_parser: Callable[[], Any], make: C
     calls = run(new_parser(), segs)
     assert [shape(c) for c in calls] == [
         # rows and outcome were in bytes not captured: neither is said; it ends with its answer
-        ("select big", "select n, pad from big", None, None, 1, last_piece),
-        ("select", "select ?", 1, None, 10_000, 10_001),
+        ("SELECT big", "select n, pad from big", None, None, 1, last_piece),
+        ("SELECT", "select ?", 1, None, 10_000, 10_001),
     ]
 
 
@@ -154,4 +154,4 @@ def test_the_big_result_whole_is_parsed_as_before(new_parser: Callable[[], Any],
     whole = [segs[0], Segment(segs[1].direction, big, len(big), 10), segs[-2], segs[-1]]
     calls = run(new_parser(), whole)
     assert [(c.name, c.attributes.get("db.response.returned_rows"), c.error_type) for c in calls] == [
-        ("select big", ROWS, None), ("select", 1, None)]
+        ("SELECT big", ROWS, None), ("SELECT", 1, None)]

@@ -57,6 +57,25 @@ CASES: dict[str, list[Row]] = {
         ("UPDATE people", "UPDATE people SET name = ? WHERE id = ?", None, None),
         ("SELECT missing_table", "SELECT * FROM missing_table WHERE id = ?", "1146", None),
     ],
+    # lower-case statements: the operation is the keyword as the server knows it, the text as sent
+    "my_cli_lowercase": [
+        ("SELECT people", "select id, name from people where id = ?", None, 1),
+        ("DELETE people", "delete from people where id = ?", None, None),
+    ],
+    # a result set without rows returned 0 rows (text protocol); an UPDATE's OK returned none
+    "my_pymysql_zero_rows": [
+        ("SET", "SET NAMES utf8mb4", None, None),
+        ("SELECT people", "SELECT id, name FROM people WHERE id < ?", None, 0),
+        ("UPDATE people", "UPDATE people SET name = ? WHERE id < ?", None, None),
+        ("SELECT people", "SELECT id FROM people WHERE id = ?", None, 1),
+    ],
+    # the same in the binary protocol (COM_STMT_EXECUTE)
+    "my_connector_zero_rows": [
+        ("SET", "SET NAMES ? COLLATE ?", None, None),
+        ("SET", "SET @@session.autocommit = ON", None, None),
+        ("SELECT people", "SELECT id, name FROM people WHERE id < ?", None, 0),
+        ("SELECT people", "SELECT id, name FROM people WHERE id = ?", None, 1),
+    ],
 }
 
 
@@ -82,6 +101,8 @@ def test_recorded_sessions(name: str, side: str) -> None:
         assert call.attributes["db.namespace"] == "test"  # HandshakeResponse41 with CONNECT_WITH_DB
         assert call.error_type == call.attributes.get("db.response.status_code")
         assert call.start_ns <= call.end_ns
+        assert call.name.startswith(str(call.attributes["db.operation.name"]))
+        assert str(call.attributes["db.operation.name"]).isupper()
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0
 
 
@@ -164,7 +185,8 @@ def test_raw_sql_option() -> None:
         (packet(0, b"\x16SELECT ? FROM t"), True),  # COM_STMT_PREPARE
         (packet(1, b"\x03SELECT 1"), False),  # sequence id 1 is an answer
         (packet(0, b"\x03\x00\x01\x02\xff\xfe"), False),  # binary after COM_QUERY
-        (packet(0, b"\x0e"), False),  # COM_PING alone is too little to claim a connection
+        (packet(0, b"\x0e"), True),  # COM_PING: a pool checking a connection opened before the agent
+        (packet(0, b"\x0e\x00"), False),  # COM_PING has no argument
         (b"Q\x00\x00\x00\x0dSELECT 1\x00", False),  # PostgreSQL Query
         (b"GET / HTTP/1.1\r\n", False),
         (b"", False),

@@ -69,6 +69,20 @@ CASES: dict[str, list[Row]] = {
         ("SELECT", "SELECT ?", None, 1),
         ("SELECT nope", "SELECT * FROM nope", "42P01", None),
     ],
+    # rows announced by a RowDescription but none came: 0 (SELECT's tag says so too; INSERT
+    # ... RETURNING's tag counts inserted rows, "INSERT 0 0"); an UPDATE returns no rows at all
+    # psql -c with lower-case statements: the operation is the keyword as the server knows it,
+    # the text stays as sent
+    "pg_psql_lowercase": [
+        ("SELECT users", "select id, name from users where id = ?", None, 1),
+        ("UPDATE users", "update users set name = ? where id = ?", None, None),
+    ],
+    "pg_psycopg_zero_rows": [
+        ("SELECT users", "SELECT id, name FROM users WHERE id < $1", None, 0),
+        ("INSERT users", "INSERT INTO users SELECT $1, ? WHERE false RETURNING id", None, 0),
+        ("UPDATE users", "UPDATE users SET name = $1 WHERE id < ?", None, None),
+        ("SELECT", "SELECT ? WHERE false", None, 0),
+    ],
 }
 
 
@@ -95,6 +109,8 @@ def test_recorded_sessions(name: str, side: str) -> None:
         assert call.start_ns <= call.end_ns
         assert call.error_type == call.attributes.get("db.response.status_code")
         assert call.request_body == b""
+        assert call.name.startswith(str(call.attributes["db.operation.name"]))
+        assert str(call.attributes["db.operation.name"]).isupper()
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0 and parser.stats.truncated == 0
 
 

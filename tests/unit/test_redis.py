@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hostagent.model import Direction, Role, Segment
 from hostagent.protocols import redis, resp
 from hostagent.protocols.redis import RedisParser, looks_like
-from tests.support.db_fixtures import cut_at, run, segments, summary
+from tests.support.db_fixtures import chunks, cut_at, run, segments, summary, tracked
 
 Names = list[tuple[str, Optional[str]]]  # span name, error type
 SETINFO: Names = [("CLIENT SETINFO", "ERR")] * 2  # redis-py 8 announces itself; Redis 7.0 refuses
@@ -40,6 +40,9 @@ CASES: dict[str, Names] = {
     "redis_raw_attrib": [("HELLO", None), ("DEBUG PROTOCOL", None), ("DEBUG PROTOCOL", None),
                          ("PING", None)],
     "redis_py_pipeline100": [*SETINFO] + [("SET", None), ("GET", None)] * 50,
+    # redis-cli with commands typed in lower case: the names are Redis' own (upper case)
+    "redis_cli_lowercase": [("COMMAND DOCS", None), ("SET", None), ("GET", None), ("CLIENT SETNAME", None),
+                            ("HGETALL", None)],
 }  # fmt: skip
 
 
@@ -74,6 +77,13 @@ def test_big_replies_joined(name: str) -> None:
     assert [summary(c) for c in run(RedisParser(), segments(name, mode="joined"))] == want
 
 
+def test_lower_case_commands_are_named_in_upper_case() -> None:
+    calls = run(RedisParser(), segments("redis_cli_lowercase"))
+    assert [(c.attributes["db.operation.name"], c.attributes["db.query.text"]) for c in calls[1:]] == [
+        ("SET", "SET ? ?"), ("GET", "GET ?"), ("CLIENT SETNAME", "CLIENT SETNAME ?"), ("HGETALL", "HGETALL ?"),
+    ]  # fmt: skip
+
+
 def test_pipeline_of_100_commands_in_order() -> None:
     calls = run(RedisParser(), segments("redis_py_pipeline100", mode="joined"))[2:]
     assert len(calls) == 100
@@ -98,6 +108,49 @@ def test_error_messages_lose_quoted_arguments() -> None:
     assert calls[-1].status_message == "ERR unknown command '?', with args beginning with: '?' "
     assert all("secretarg" not in repr(c) for c in calls)
     assert calls[-2].status_message == "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+
+# Error replies of a real Redis 7 to what the recordings sent (redis_errors, redis_first_commands,
+# redis_py_multi): apostrophes inside the quoted arguments ('it's'), around none ("Can't"), a
+# quoted part ended by a space, '.', ':' or ','; and one cut by the capture (the reader keeps 256 bytes).
+ERRORS = [
+    ("ERR wrong number of arguments for 'get' command", "ERR wrong number of arguments for '?' command"),
+    ("ERR unknown subcommand 'it's'. Try CONFIG HELP.", "ERR unknown subcommand '?'. Try CONFIG HELP."),
+    ("ERR unknown command 'NOSUCHCMD', with args beginning with: 'it's' 's3cret' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR Error in ACL SETUSER modifier 'it's': Syntax error", "ERR Error in ACL SETUSER modifier '?': Syntax error"),
+    ("ERR value is not an integer or out of range", "ERR value is not an integer or out of range"),
+    ("ERR Can't execute 'set': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this "
+     "context", "ERR Can't execute '?': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed "
+     "in this context"),
+    ("ERR unknown command 'JSON.GET', with args beginning with: 'doc' '$' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR unknown command 'FT.SEARCH', with args beginning with: 'idx' 'it's' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.", "ERR unknown subcommand '?'. Try CLIENT HELP."),
+    ("WRONGTYPE Operation against a key holding the wrong kind of value",
+     "WRONGTYPE Operation against a key holding the wrong kind of value"),
+    ("ERR unknown command 'NOSUCHCMD', with args beginning with: 'secretarg' ",
+     "ERR unknown command '?', with args beginning with: '?' "),
+    ("ERR unknown subcommand 'a-very-long-secret", "ERR unknown subcommand '?'"),  # cut by the capture
+    ("ERR unknown command 'X', with args beginning with: ", "ERR unknown command '?', with args beginning with: "),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("message", "scrubbed"), ERRORS)
+def test_error_messages_quoting_arguments_with_apostrophes(message: str, scrubbed: str) -> None:
+    assert redis.scrub_error(message) == scrubbed
+
+
+@pytest.mark.parametrize("name", ["redis_errors", "redis_first_commands", "redis_py_multi"])
+def test_recorded_error_replies_are_scrubbed(name: str) -> None:
+    """Each error reply of the recordings is one of ERRORS, and its Call says it scrubbed."""
+    table = dict(ERRORS)
+    replies = [data[1:-2].decode() for who, data in chunks(name) if who == "s" and data[:1] == b"-"]
+    calls = [c for c in run(RedisParser(), segments(name)) if c.error_type]
+    assert [c.status_message for c in calls] == [table[m] for m in replies]
+    for secret in ("it's", "s3cret", "secretarg", "doc"):
+        assert all(secret not in c.status_message for c in calls)
 
 
 def test_pushes_are_not_replies() -> None:
@@ -181,8 +234,16 @@ def test_select_sets_namespace_and_monitor_lines_are_not_replies() -> None:
         (b"*1\r\n$4\r\nPING\r\n", True),  # array of 1 bulk string: PING
         (b"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$1\r\nv\r\n", True),  # lower case command
         (b"PING\r\n", True),  # inline
-        (b"*1\r\n$4\r\nNOPE\r\n", False),  # unknown command cannot start a connection
+        (b"*1\r\n$4\r\nNOPE\r\n", True),  # any command name: the RESP shape tells, not a list
         (b"*1\r\n$5\r\nPING\r\n", False),  # wrong bulk length
+        (b"*2\r\n$3\r\nACL\r\n$7\r\nWHOAMI\r\n", False),  # the second length is wrong
+        (b"*2\r\n$3\r\nACL\r\n$6\r\nWHO", True),  # the capture cut the second argument
+        (b"*2\r\n$3\r\nACL\r\n:1\r\n", False),  # a command's arguments are bulk strings
+        (b"*0\r\n", False),  # no command
+        (b"*1\r\n$3\r\n\x00\x01\x02\r\n", False),  # not a command name
+        (b"* OK [CAPABILITY IMAP4rev1] ready\r\n", False),  # IMAP's greeting
+        (b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n", True),  # a pipeline
+        (b"*1\r\n$4\r\nPING\r\n+OK\r\n", False),  # a command, then not one
         (b"GET / HTTP/1.1\r\n", False),  # HTTP, not an inline GET
         (b"+OK\r\n", False),  # a reply
         (b"\x00\x00\x00\x08\x04\xd2\x16/", False),  # PostgreSQL SSLRequest
@@ -191,6 +252,21 @@ def test_select_sets_namespace_and_monitor_lines_are_not_replies() -> None:
 )  # fmt: skip
 def test_looks_like(data: bytes, expected: bool) -> None:
     assert looks_like(data, Direction.EGRESS) is expected
+
+
+FIRST = chunks("redis_first_commands")  # raw socket: ACL WHOAMI, JSON.GET, GEORADIUS_RO, FT.SEARCH, SET, GET
+FIRST_SPANS = [("ACL WHOAMI", None), ("JSON.GET", "ERR"), ("GEORADIUS_RO", None), ("FT.SEARCH", "ERR"),
+               ("SET", None), ("GET", None)]  # fmt: skip
+
+
+@pytest.mark.parametrize("first", [0, 2, 4, 6])  # the chunk a connection starts with
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_connection_starting_with_a_command_no_list_has(first: int, side: str) -> None:
+    """ACL, module commands and *_RO variants as a connection's first command (real Redis 7)."""
+    assert looks_like(FIRST[first][1], Direction.EGRESS) is True
+    calls = tracked("redis_first_commands", first, side)
+    assert [(c.name, c.error_type) for c in calls] == FIRST_SPANS[first // 2 :]
+    assert {c.role for c in calls} == {Role.CLIENT if side == "client" else Role.SERVER}
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def test_split_statements(sql: str, expected: list[str]) -> None:
     ("sql", "op", "collection"),
     [
         ("SELECT id FROM users WHERE id = $1", "SELECT", "users"),
-        ("select * from public.users u join orders o on o.uid = u.id", "select", "public.users"),
+        ("select * from public.users u join orders o on o.uid = u.id", "SELECT", "public.users"),  # keyword's case
         ("SELECT count(*) FROM (SELECT 1 FROM t) s", "SELECT", None),  # a subquery is no collection
         ("SELECT (SELECT max(a) FROM inner_t) FROM outer_t", "SELECT", "outer_t"),
         ("SELECT 1", "SELECT", None),
@@ -69,6 +69,8 @@ def test_split_statements(sql: str, expected: list[str]) -> None:
         ("UPDATE ONLY users SET a = 1", "UPDATE", "users"),
         ("DELETE FROM \"Users\" WHERE id = 1", "DELETE", '"Users"'),
         ("WITH x AS (SELECT 1 FROM a) INSERT INTO b SELECT * FROM x", "INSERT", "b"),
+        ("with x as (select 1 from a) insert into b select * from x", "INSERT", "b"),
+        ("Delete From Users", "DELETE", "Users"),  # the collection stays as written
         ("CREATE TABLE IF NOT EXISTS users (id int)", "CREATE", "users"),
         ("DROP TABLE users", "DROP", "users"),
         ("CREATE INDEX i ON users (id)", "CREATE", None),

@@ -1,0 +1,131 @@
+"""Connections whose statements were prepared before the agent started, through the real daemon.
+
+A pool prepares once and then only executes: psycopg 3 with ``prepare=True`` sends Bind/Describe/
+Execute/Sync, mysql-connector-python's prepared cursor COM_STMT_RESET + COM_STMT_EXECUTE. Each
+client here connects and prepares, then waits; the agent starts (its /proc seeding finds the
+sockets); then the client executes. Every execute must be a span on both ends, saying what the
+wire says (the operation in PostgreSQL's CommandComplete tag, the rows, the statement's name or
+id) and no text, which went by before the agent. Ports 19260-19269.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import db_servers
+from tests.support.db_daemon import SETTLE_S, Sides, start_db_agent, stopped_cleanly
+from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+
+pytestmark = pytest.mark.root
+
+PG_PORT, MY_PORT = 19260, 19261
+EXECUTES = 3
+
+PSYCOPG = """
+import sys, psycopg
+conn = psycopg.connect(sys.argv[1], autocommit=True)
+conn.execute("SELECT %s::int AS early", (0,), prepare=True).fetchall()  # Parse: before the agent
+print("prepared", flush=True)
+sys.stdin.readline()
+for i in range(1, int(sys.argv[2]) + 1):
+    conn.execute("SELECT %s::int AS early", (i,), prepare=True).fetchall()
+conn.close()
+"""
+
+CONNECTOR = """
+import sys, mysql.connector
+conn = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test",
+                               use_pure=True, autocommit=True)
+cur = conn.cursor(prepared=True)
+cur.execute("SELECT ? AS early", (0,)); cur.fetchall()  # COM_STMT_PREPARE: before the agent
+print("prepared", flush=True)
+sys.stdin.readline()
+for i in range(1, int(sys.argv[2]) + 1):
+    cur.execute("SELECT ? AS early", (i,)); cur.fetchall()
+conn.close()
+"""
+
+
+def _prepared_client(code: str, *args: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line != b"prepared\n":
+        proc.kill()
+        raise AssertionError(f"client did not prepare: {line!r} {proc.communicate(timeout=10)[1]!r}")
+    return proc
+
+
+def _go(proc: subprocess.Popen[bytes]) -> None:
+    _, err = proc.communicate(b"go\n", timeout=60)
+    assert proc.returncode == 0, err.decode(errors="replace")
+
+
+def _wait_by_port(receiver: OtlpGrpcReceiver, port: int) -> Sides:
+    """Both ends' spans by the server port they name: a PostgreSQL backend forked before the agent
+    started has no ``process.parent_pid`` to find it by (the agent did not see the fork)."""
+
+    def sides(spans: list[ReceivedSpan]) -> Sides:
+        mine = sorted((s for s in spans if s.attributes.get("server.port") == port), key=lambda s: s.start_unix_ns)
+        return Sides([s for s in mine if s.kind == "CLIENT"], [s for s in mine if s.kind == "SERVER"])
+
+    def enough(spans: list[ReceivedSpan]) -> bool:
+        got = sides(spans)
+        return len(got.client) >= EXECUTES and len(got.server) >= EXECUTES
+
+    with contextlib.suppress(TimeoutError):  # the exact assertions say what was missing
+        receiver.recorder.wait_for_spans(enough, 30.0)
+    time.sleep(SETTLE_S)
+    return sides(receiver.recorder.spans)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[db_servers.RunningServer, db_servers.RunningServer]]:
+    with db_servers.postgres_server(PG_PORT) as pg, db_servers.mariadb_server(MY_PORT) as maria:
+        yield pg, maria
+
+
+def test_statements_prepared_before_the_agent_started(
+    receiver: OtlpGrpcReceiver,
+    servers: tuple[db_servers.RunningServer, db_servers.RunningServer],
+    tmp_path: Path,
+) -> None:
+    pg = servers[0]
+    receiver.recorder.clear()
+    clients = [_prepared_client(PSYCOPG, pg.dsn, str(EXECUTES))]
+    try:
+        clients.append(_prepared_client(CONNECTOR, str(MY_PORT), str(EXECUTES)))
+        agent = start_db_agent(tmp_path / "agent", receiver)
+        try:
+            for client in clients:
+                _go(client)
+            pg_sides = _wait_by_port(receiver, PG_PORT)
+            my_sides = _wait_by_port(receiver, MY_PORT)
+        finally:
+            assert stopped_cleanly(agent) == "nothing"
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    for spans in (pg_sides.client, pg_sides.server):
+        assert [(s.name, s.attributes.get("db.operation.name"), s.attributes.get("db.query.text"),
+                 s.attributes.get("hostagent.db.statement.name"), s.attributes.get("db.response.returned_rows"),
+                 s.attributes.get("db.system.name")) for s in spans] == [
+            ("SELECT", "SELECT", None, "_pg3_0", 1, "postgresql")
+        ] * EXECUTES  # fmt: skip
+    for spans in (my_sides.client, my_sides.server):
+        # no greeting seen: MariaDB cannot be told from MySQL; no text, so no operation either
+        assert [(s.name, s.attributes.get("db.operation.name"), s.attributes.get("db.query.text"),
+                 s.attributes.get("hostagent.db.statement.id"), s.attributes.get("db.response.returned_rows"),
+                 s.attributes.get("db.system.name")) for s in spans] == [
+            ("mysql", None, None, 1, 1, "mysql")
+        ] * EXECUTES  # fmt: skip
