@@ -159,4 +159,5 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
         # DATA frames may have gone by unseen: a size counted from those seen would be too small
         request_size=0 if s.frames_lost else s.request_size,
         response_size=0 if s.frames_lost else s.response_size,
+        stream_id=s.sid,
     )

@@ -236,6 +236,30 @@ def test_twenty_concurrent_calls_on_one_channel(receiver: OtlpGrpcReceiver, grpc
     assert max_in_flight(client) >= 2, [(s.start_unix_ns, s.end_unix_ns) for s in client]
 
 
+def test_concurrent_calls_on_one_channel_each_link_to_their_own_client(receiver: OtlpGrpcReceiver,
+                                                                      grpc_server: Server) -> None:
+    """Look-alike calls in flight together on one connection: only the HTTP/2 stream id tells
+    which client call a server call answered. Each call names itself in metadata (``x-call``,
+    exported as a header attribute) so that the test can tell."""
+    spawn_client("""
+        calls = [stub.Unary.future(demo_pb2.EchoRequest(text="x"), metadata=(("x-call", f"c{i}"),))
+                 for i in range(20)]
+        for call in calls:
+            call.result(timeout=10)
+    """)
+    spans = wait_spans(receiver, GRPC_PORT, 40)
+    assert len(spans) == 40, [summary(s) for s in spans]
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert len(server) == 20 and len(client) == 20
+    assert max_in_flight(client) >= 2, [(s.start_unix_ns, s.end_unix_ns) for s in client]
+    client_of = {c.attributes["http.request.header.x-call"][0]: c for c in client}
+    assert sorted(client_of) == sorted(f"c{i}" for i in range(20))
+    for s in server:
+        c = client_of[s.attributes["http.request.header.x-call"][0]]
+        assert (s.trace_id, s.parent_span_id) == (c.trace_id, c.span_id), s.attributes["http.request.header.x-call"]
+    assert {c.parent_span_id for c in client} == {""}  # roots: the client process serves nothing
+
+
 def max_in_flight(spans: list[ReceivedSpan]) -> int:
     edges = sorted([(s.start_unix_ns, 1) for s in spans] + [(s.end_unix_ns, -1) for s in spans])
     depth = best = 0

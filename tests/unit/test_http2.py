@@ -139,6 +139,18 @@ def test_twenty_concurrent_calls_on_one_connection() -> None:
         assert parser.stats.extra == {}
 
 
+def test_each_call_names_its_stream_the_same_at_both_ends() -> None:
+    """Concurrent calls on one connection are told apart by stream id (traces.linking): grpcio
+    opens the channel's streams 1, 3, 5... (not in the order of the futures)."""
+    streams = {}
+    for view in ("client", "server"):
+        (segs,) = segments(chunks("grpc_concurrent"), view).values()
+        calls, _ = replay(segs)
+        streams[view] = {c.request_body[7:].decode(): c.stream_id for c in calls}
+    assert streams["client"] == streams["server"]
+    assert sorted(streams["client"].values()) == list(range(1, 40, 2))
+
+
 def test_client_cancel_is_rst_stream_cancel() -> None:
     ch = chunks("grpc_cancel")
     (client_segs,) = segments(ch, "client").values()
