@@ -298,6 +298,22 @@ def test_cancelled_stream_is_an_error_on_the_client(receiver: OtlpGrpcReceiver, 
     assert server.status_code == 0  # CANCELLED is not a server error (v1.44)
 
 
+def test_deadline_passed_is_deadline_exceeded(receiver: OtlpGrpcReceiver, grpc_server: Server) -> None:
+    spawn_client("run_deadline_exceeded(stub)")  # asserts that grpcio itself saw DEADLINE_EXCEEDED
+    spans = wait_spans(receiver, GRPC_PORT, 2)
+    assert len(spans) == 2, [summary(s) for s in spans]
+    # no reply came: the one request message, none back; the client's RST_STREAM(CANCEL) ends both
+    deadline = (METHOD + "Unary", METHOD + "Unary", "DEADLINE_EXCEEDED", 1, None, ERROR, "DEADLINE_EXCEEDED")
+    for s in spans:
+        assert summary(s) == deadline, s.kind
+        # the time left when the request went out: under 100 ms when the channel connected first
+        (timeout,) = s.attributes["http.request.header.grpc-timeout"]
+        assert timeout.endswith("m") and 50 <= int(timeout[:-1]) <= 100, timeout
+        assert s.status_message == f"deadline exceeded (grpc-timeout {timeout}): RST_STREAM CANCEL"
+    client = by_kind(spans, "CLIENT")[0]
+    assert 100_000_000 <= client.end_unix_ns - client.start_unix_ns < 400_000_000  # not the server's 500 ms
+
+
 # -- plain HTTP/2 (h2c) ---------------------------------------------------------------------------
 
 def curl_h2(*args: str) -> bytes:

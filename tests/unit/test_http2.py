@@ -176,6 +176,40 @@ def test_client_cancel_is_rst_stream_cancel() -> None:
     assert client.end_ns == ch[9].ts  # the RST_STREAM's chunk
 
 
+DEADLINE_MESSAGE = "deadline exceeded (grpc-timeout 100m): RST_STREAM CANCEL"
+
+
+@pytest.mark.parametrize(
+    ("view", "reset_after_ms", "status", "error_type", "message"),
+    [
+        # as recorded: 101 ms after the request
+        ("client", None, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", DEADLINE_MESSAGE),
+        ("server", None, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", DEADLINE_MESSAGE),
+        # the same reset 50 ms after the request, inside its 100 ms: the application cancelled
+        ("client", 50, "CANCELLED", "CANCEL", "RST_STREAM CANCEL"),
+    ],
+)
+def test_a_reset_once_the_deadline_passed_is_deadline_exceeded(
+    view: str, reset_after_ms: int | None, status: str, error_type: str, message: str
+) -> None:
+    """grpcio, timeout=0.1 against a server that waits 500 ms: the request carries
+    ``grpc-timeout: 100m``; 101 ms later the client resets the stream with CANCEL, no status on the
+    wire, and its application sees DEADLINE_EXCEEDED (an error on the server side too, v1.44)."""
+    ch = chunks("grpc_deadline")
+    assert bytes.fromhex("00000403000000000100000008") in ch[6].data  # RST_STREAM stream 1 CANCEL
+    if reset_after_ms is not None:
+        ch = [*ch[:6], replace(ch[6], ts=ch[3].ts + reset_after_ms * 1_000_000)]
+    (segs,) = segments(ch, view).values()
+    (call,), parser = replay(segs)
+    role = Role.CLIENT if view == "client" else Role.SERVER
+    # no reply came: 1 request message of 14 bytes, no response
+    assert summary(call) == ("grpc", role, METHOD + "Unary", METHOD + "Unary", status, error_type, message,
+                             1, None, 14, 0)
+    assert ("grpc-timeout", "100m") in call.request_headers
+    assert call.end_ns == ch[6].ts  # the RST_STREAM's chunk
+    assert parser.stats.extra == {}
+
+
 CURL_EXPECTED = [
     ("/index.html", "lang=en", 200, None, 19),
     ("/missing", None, 404, "404", 153),  # nginx's 404 page; an error for the client
