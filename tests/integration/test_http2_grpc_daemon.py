@@ -314,6 +314,23 @@ def test_deadline_passed_is_deadline_exceeded(receiver: OtlpGrpcReceiver, grpc_s
     assert 100_000_000 <= client.end_unix_ns - client.start_unix_ns < 400_000_000  # not the server's 500 ms
 
 
+@pytest.mark.parametrize("true_binary", [1, 0])
+def test_binary_metadata_is_exported_as_base64_text(receiver: OtlpGrpcReceiver, grpc_server: Server,
+                                                    true_binary: int) -> None:
+    """grpcio sends ``-bin`` metadata as NUL + raw bytes to a peer that allows it (SETTINGS
+    0xFE03), else as unpadded base64; either way the span carries the base64 text."""
+    spawn_client(f"""
+        channel, stub = stub_for({GRPC_PORT}, (("grpc.http2.true_binary", {true_binary}),))
+        run_binary_metadata(stub)
+    """)
+    spans = wait_spans(receiver, GRPC_PORT, 2)
+    assert len(spans) == 2, [summary(s) for s in spans]
+    for s in spans:
+        assert s.attributes["rpc.response.status_code"] == "NOT_FOUND"
+        assert s.attributes["http.request.header.echo-bin"] == ("//6AAGFiYw",), s.kind  # b"\xff\xfe\x80\x00abc"
+        assert s.attributes["http.response.header.grpc-status-details-bin"] == ("//6AAGFiYw",), s.kind
+
+
 # -- plain HTTP/2 (h2c) ---------------------------------------------------------------------------
 
 def curl_h2(*args: str) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 
 import hpack
 import pytest
+from hpack.huffman_table import decode_huffman
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import http2
@@ -210,6 +211,43 @@ def test_a_reset_once_the_deadline_passed_is_deadline_exceeded(
     assert parser.stats.extra == {}
 
 
+# grpcio sent b"\xff\xfe\x80\x00abc" (not UTF-8, a NUL inside) as metadata "echo-bin"; the server
+# returned it as "grpc-status-details-bin". Unpadded base64, as PROTOCOL-HTTP2.md has it sent.
+BINARY_B64 = "//6AAGFiYw"
+# The HPACK string literals on the wire, after the field name (length byte first).
+TRUE_BINARY = b"\x08" + b"\x00\xff\xfe\x80\x00abc"  # 8 bytes, plain: NUL + the raw bytes
+HUFFMAN_B64 = b"\x88" + bytes.fromhex("618721871613 73f1")  # 8 bytes, Huffman-coded "//6AAGFiYw"
+
+
+@pytest.mark.parametrize(
+    ("name", "view", "request_wire", "response_wire"),
+    [
+        # both peers allow true binary (SETTINGS 0xFE03): each sends NUL + the raw bytes
+        ("grpc_binary_metadata", "client", TRUE_BINARY, TRUE_BINARY),
+        ("grpc_binary_metadata", "server", TRUE_BINARY, TRUE_BINARY),
+        # the client does not allow it: the server sends base64; the client still sends binary
+        ("grpc_binary_metadata_base64", "client", TRUE_BINARY, HUFFMAN_B64),
+        ("grpc_binary_metadata_base64", "server", TRUE_BINARY, HUFFMAN_B64),
+    ],
+)
+def test_binary_metadata_is_base64_text_however_it_travelled(
+    name: str, view: str, request_wire: bytes, response_wire: bytes
+) -> None:
+    assert decode_huffman(HUFFMAN_B64[1:]) == BINARY_B64.encode()
+    ch = chunks(name)
+    c2s = b"".join(c.data for c in ch if c.dir == "c2s")
+    s2c = b"".join(c.data for c in ch if c.dir == "s2c")
+    assert b"echo-bin" + request_wire in c2s
+    assert b"grpc-status-details-bin" + response_wire in s2c
+    (segs,) = segments(ch, view).values()
+    (call,), parser = replay(segs)
+    assert ("echo-bin", BINARY_B64) in call.request_headers
+    assert ("grpc-status-details-bin", BINARY_B64) in call.response_headers
+    assert call.attributes["rpc.response.status_code"] == "NOT_FOUND"
+    assert parser.stats.extra == {}
+
+
+
 CURL_EXPECTED = [
     ("/index.html", "lang=en", 200, None, 19),
     ("/missing", None, 404, "404", 153),  # nginx's 404 page; an error for the client
@@ -250,7 +288,8 @@ def split_bytewise(segs: list[Segment]) -> list[Segment]:
     return [replace(s, data=s.data[i : i + 1], size=1) for s in segs for i in range(len(s.data))]
 
 
-@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel"])
+@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel",
+                                  "grpc_deadline", "grpc_binary_metadata", "grpc_binary_metadata_base64"])
 def test_same_calls_when_every_byte_is_its_own_segment(name: str) -> None:
     for conn_segs in segments(chunks(name), "client").values():
         whole, _ = replay(conn_segs)
@@ -471,7 +510,8 @@ def test_synthetic_hpack_garbage_is_counted_not_raised() -> None:
     assert after.attributes["url.path"] == "/after"  # literals still decode after the table is lost
 
 
-@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel"])
+@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel",
+                                  "grpc_deadline", "grpc_binary_metadata", "grpc_binary_metadata_base64"])
 def test_reference_hpack_gives_the_same_calls(name: str) -> None:
     for conn_segs in segments(chunks(name), "server").values():
         ours, _ = replay(conn_segs)

@@ -7,7 +7,10 @@
 - grpc_concurrent.json: 20 unary calls in flight at once on one channel.
 - grpc_cancel.json: a Bidi call the client cancels after the first reply (RST_STREAM CANCEL).
 - grpc_deadline.json: a unary call whose 100 ms deadline (grpc-timeout) passes before the reply.
-- grpc_binary_metadata.json: Fail(NOT_FOUND) with binary metadata both ways (``-bin`` headers).
+- grpc_binary_metadata.json: Fail(NOT_FOUND) with binary metadata both ways (``-bin`` headers):
+  both peers allow "true binary" metadata (SETTINGS 0xFE03), so both send NUL + raw bytes.
+- grpc_binary_metadata_base64.json: the same from a channel that does not allow true binary
+  (``grpc.http2.true_binary`` 0): the client still sends true binary, the server base64.
 - curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
   requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
 Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
@@ -60,7 +63,9 @@ GRPC_SCENARIOS = {
     "grpc_cancel": run_cancelled_bidi,
     "grpc_deadline": run_deadline_exceeded,
     "grpc_binary_metadata": run_binary_metadata,
+    "grpc_binary_metadata_base64": run_binary_metadata,
 }
+CHANNEL_OPTIONS = {"grpc_binary_metadata_base64": (("grpc.http2.true_binary", 0),)}
 
 
 def record_grpc(out: Path, names: list[str]) -> None:
@@ -69,7 +74,7 @@ def record_grpc(out: Path, names: list[str]) -> None:
         for name in names:
             scenario = GRPC_SCENARIOS[name]
             rec = Recorder(GRPC_RELAY, GRPC_PORT).start()
-            channel, stub = stub_for(GRPC_RELAY)
+            channel, stub = stub_for(GRPC_RELAY, CHANNEL_OPTIONS.get(name, ()))
             scenario(stub)
             time.sleep(0.2)
             channel.close()

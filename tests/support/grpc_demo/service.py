@@ -72,8 +72,8 @@ def start_server(port: int, workers: int = 8) -> grpc.Server:
     return server
 
 
-def stub_for(port: int) -> tuple[grpc.Channel, demo_pb2_grpc.DemoStub]:
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+def stub_for(port: int, options: tuple[tuple[str, int], ...] = ()) -> tuple[grpc.Channel, demo_pb2_grpc.DemoStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
     return channel, demo_pb2_grpc.DemoStub(channel)
 
 
