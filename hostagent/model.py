@@ -170,3 +170,6 @@ class Call:
     response_size: int = 0
     conn: Optional[Connection] = None  # set by the capture stage
     service: Any = None  # hostagent.identity.Service, set by the identity stage
+    # HTTP/2 stream id (0: not HTTP/2). Concurrent calls share one connection; the stream id is
+    # what tells them apart, the same at both ends (hostagent.traces.linking).
+    stream_id: int = 0

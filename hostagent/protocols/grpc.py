@@ -22,6 +22,12 @@ only when every message prefix was seen.
 Errors: client side, every status but OK; server side, only UNKNOWN, DEADLINE_EXCEEDED,
 UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS (v1.44). ``error.type`` is the status name, or the
 HTTP/2 error code name (e.g. "CANCEL") when the stream was reset before a status came.
+
+Deadlines: a client library whose deadline passes resets the stream with CANCEL (no status goes
+on the wire) and reports DEADLINE_EXCEEDED to its application. So a RST_STREAM(CANCEL) of a
+request that carried ``grpc-timeout``, coming once that timeout has run from the request (less
+``DEADLINE_SLACK``), is DEADLINE_EXCEEDED (status and error.type), on both sides; earlier it is a
+cancel (CANCELLED).
 """
 
 from __future__ import annotations
@@ -66,6 +72,32 @@ def status_name(raw: str) -> str:
 
 def status_from_h2_error(h2_error: str) -> str:
     return _STATUS_FROM_H2.get(h2_error, "INTERNAL")
+
+
+# PROTOCOL-HTTP2.md: Timeout -> "grpc-timeout" TimeoutValue TimeoutUnit, at most 8 digits.
+_TIMEOUT_UNIT_NS = {"H": 3_600_000_000_000, "M": 60_000_000_000, "S": 1_000_000_000, "m": 1_000_000,
+                    "u": 1_000, "n": 1}
+# The wire's timeout may exceed the time really left: gRPC C-core rounds it up (to 100 ms units from
+# 1 s, coarser further up: under 10 %), and the request is written after the deadline started.
+DEADLINE_SLACK = 10  # percent of the timeout
+
+
+def timeout_ns(raw: Optional[str]) -> Optional[int]:
+    """``grpc-timeout`` value -> ns; None when absent or malformed."""
+    if raw is None or not 2 <= len(raw) <= 9:
+        return None
+    digits, scale = raw[:-1], _TIMEOUT_UNIT_NS.get(raw[-1])
+    if scale is None or not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(digits) * scale
+
+
+def status_from_reset(h2_error: str, timeout: Optional[int], elapsed_ns: int) -> str:
+    """The status a client derives from a reset stream; ``timeout``: the request's grpc-timeout
+    (ns) if any, ``elapsed_ns``: from the request to the reset."""
+    if h2_error == "CANCEL" and timeout is not None and elapsed_ns * 100 >= timeout * (100 - DEADLINE_SLACK):
+        return "DEADLINE_EXCEEDED"
+    return status_from_h2_error(h2_error)
 
 
 def is_error(status: str, role: Role) -> bool:

@@ -480,7 +480,9 @@ class Http1Parser:
                 derived[role] = known
         name, head_attrs = known
         attrs = head_attrs.copy()
-        version = (resp.version if resp is not None else "") or req.version
+        # The request's: the version the client speaks (a server answers an HTTP/1.0 request with
+        # its own "HTTP/1.1", RFC 9110 2.5); the response's only when the request line was cut.
+        version = req.version or (resp.version if resp is not None else "")
         if version:
             attrs["network.protocol.version"] = version
         if req.user_agent:

@@ -95,7 +95,12 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
         protocol = "grpc"
         status = grpc.status_name(grpc_status) if grpc_status is not None else None
         if status is None and reset is not None:
-            status = grpc.status_from_h2_error(reset)
+            timeout = _get(s.request, "grpc-timeout")
+            status = grpc.status_from_reset(reset, grpc.timeout_ns(timeout), s.end_ns - s.start_ns)
+            if status == "DEADLINE_EXCEEDED":
+                # what the client's application saw; the reset code alone would say CANCEL
+                reset = status
+                message = f"deadline exceeded (grpc-timeout {timeout}): {message}"
         rpc_attrs, name = grpc.call_attributes(path, status)
         attrs.update(rpc_attrs)
         if s.request_messages.count is not None:
@@ -159,4 +164,5 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
         # DATA frames may have gone by unseen: a size counted from those seen would be too small
         request_size=0 if s.frames_lost else s.request_size,
         response_size=0 if s.frames_lost else s.response_size,
+        stream_id=s.sid,
     )

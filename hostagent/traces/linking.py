@@ -18,6 +18,8 @@ Two links, both for calls that carry no ``traceparent`` (a traceparent is always
    peer), candidates are looked for on that very connection only: look-alike requests of other
    connections (16 keep-alive connections of a load generator) are then neither ambiguous nor
    scanned; a call whose connection is not known in full is matched by server port as above.
+   On one connection, HTTP/2 calls name their stream: the same stream id at both ends is the same
+   exchange, so a gRPC channel's concurrent look-alike calls each link to their own client.
    The server side completes first (it answers before the client reads), so local-peer server
    spans are held until their client arrives.
 
@@ -99,7 +101,7 @@ def conn_key(call: Call) -> Optional[ConnKey]:
 
 class Node:
     __slots__ = ("call", "children", "deadline", "done", "end", "home", "kept", "parent", "pending", "request", "span",
-                 "start", "trace_id", "waiting")
+                 "start", "stream", "trace_id", "waiting")
 
     def __init__(self, call: Call, span: ReadableSpan, deadline: float, pending: Any = None) -> None:
         self.call, self.span, self.deadline = call, span, deadline
@@ -107,7 +109,7 @@ class Node:
         self.kept: Optional[bool] = None  # the gate's answer, once emitted
         # Read once here: every held span is compared with many others under load (look-alike
         # requests of a benchmark or a health check hit the same buckets).
-        self.start, self.end = call.start_ns, call.end_ns
+        self.start, self.end, self.stream = call.start_ns, call.end_ns, call.stream_id
         a = call.attributes
         self.request = (a.get("http.request.method"), a.get("url.path"), a.get("url.query"), a.get("rpc.method"),
                         a.get("rpc.service"))
@@ -128,10 +130,17 @@ def _request_of(call: Call) -> tuple[Any, Any]:
     return a.get("http.request.method"), a.get("url.path") or a.get("rpc.method")
 
 
-def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
+def _other_stream(a: Node, b: Node) -> bool:
+    """Two calls of one connection that name different HTTP/2 streams: different exchanges.
+    Only for calls of one connection: every channel's first call is stream 1."""
+    return a.stream != b.stream and a.stream != 0 and b.stream != 0
+
+
+def _two_servers_in(client: Node, servers: list[Node], one_connection: bool = False) -> list[Node]:
     """Up to two of ``servers`` that answered ``client``: inside its time (within TOLERANCE_NS;
     cheap, checked first) and the same request. One is a link, two already make it ambiguous,
-    so the scan stops there (it runs for every local client call).
+    so the scan stops there (it runs for every local client call). ``one_connection``: the
+    servers are of the client's own connection, so a server of another stream is not its.
 
     The server must also have received the request before the client had its answer
     (``s.start <= client.end``, no tolerance: causal, no syscall race in it). Without that, on a
@@ -141,13 +150,15 @@ def _two_servers_in(client: Node, servers: list[Node]) -> list[Node]:
     found: list[Node] = []
     for s in servers:
         if lo <= s.start <= end and s.end <= hi and s.request == req:
+            if one_connection and _other_stream(client, s):
+                continue
             found.append(s)
             if len(found) == 2:
                 break
     return found
 
 
-def _two_clients_around(server: Node, clients: deque[Node]) -> list[Node]:
+def _two_clients_around(server: Node, clients: deque[Node], one_connection: bool = False) -> list[Node]:
     """Up to two of ``clients`` that ``server`` may have answered, newest first: the same rule
     as ``_two_servers_in`` seen from the server (it runs for every local server call). A client
     that had its answer before this server call received its request is an earlier exchange of
@@ -157,6 +168,8 @@ def _two_clients_around(server: Node, clients: deque[Node]) -> list[Node]:
     found: list[Node] = []
     for c in reversed(clients):
         if c.start <= start and end <= c.end and received <= c.end and c.request == req:
+            if one_connection and _other_stream(server, c):
+                continue
             found.append(c)
             if len(found) == 2:
                 break
@@ -296,7 +309,7 @@ class LocalLinker:
             port = conn.peer.port
             key_on = conn_key(call)
             # servers on this very connection, then those whose connection is not known in full
-            found = _two_servers_in(node, self._servers_on.get(key_on, [])) if key_on is not None else []
+            found = _two_servers_in(node, self._servers_on.get(key_on, []), True) if key_on is not None else []
             if not found:
                 found = _two_servers_in(node, self._servers.get((port, *_request_of(call)), []))
             if len(found) == 1:
@@ -348,7 +361,7 @@ class LocalLinker:
         if key_on is not None:
             recent = self._recent_on.get(key_on)
             if recent:
-                found = _two_clients_around(node, recent)
+                found = _two_clients_around(node, recent, True)
         if not found:
             recent = self._recent.get(self._server_port(node.call))
             if recent:

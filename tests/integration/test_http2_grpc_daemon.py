@@ -236,6 +236,30 @@ def test_twenty_concurrent_calls_on_one_channel(receiver: OtlpGrpcReceiver, grpc
     assert max_in_flight(client) >= 2, [(s.start_unix_ns, s.end_unix_ns) for s in client]
 
 
+def test_concurrent_calls_on_one_channel_each_link_to_their_own_client(receiver: OtlpGrpcReceiver,
+                                                                      grpc_server: Server) -> None:
+    """Look-alike calls in flight together on one connection: only the HTTP/2 stream id tells
+    which client call a server call answered. Each call names itself in metadata (``x-call``,
+    exported as a header attribute) so that the test can tell."""
+    spawn_client("""
+        calls = [stub.Unary.future(demo_pb2.EchoRequest(text="x"), metadata=(("x-call", f"c{i}"),))
+                 for i in range(20)]
+        for call in calls:
+            call.result(timeout=10)
+    """)
+    spans = wait_spans(receiver, GRPC_PORT, 40)
+    assert len(spans) == 40, [summary(s) for s in spans]
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert len(server) == 20 and len(client) == 20
+    assert max_in_flight(client) >= 2, [(s.start_unix_ns, s.end_unix_ns) for s in client]
+    client_of = {c.attributes["http.request.header.x-call"][0]: c for c in client}
+    assert sorted(client_of) == sorted(f"c{i}" for i in range(20))
+    for s in server:
+        c = client_of[s.attributes["http.request.header.x-call"][0]]
+        assert (s.trace_id, s.parent_span_id) == (c.trace_id, c.span_id), s.attributes["http.request.header.x-call"]
+    assert {c.parent_span_id for c in client} == {""}  # roots: the client process serves nothing
+
+
 def max_in_flight(spans: list[ReceivedSpan]) -> int:
     edges = sorted([(s.start_unix_ns, 1) for s in spans] + [(s.end_unix_ns, -1) for s in spans])
     depth = best = 0
@@ -272,6 +296,39 @@ def test_cancelled_stream_is_an_error_on_the_client(receiver: OtlpGrpcReceiver, 
     assert client.attributes[MESSAGE_IN] == 1 and client.attributes[MESSAGE_OUT] == 1
     assert server.attributes["rpc.response.status_code"] == "CANCELLED"
     assert server.status_code == 0  # CANCELLED is not a server error (v1.44)
+
+
+def test_deadline_passed_is_deadline_exceeded(receiver: OtlpGrpcReceiver, grpc_server: Server) -> None:
+    spawn_client("run_deadline_exceeded(stub)")  # asserts that grpcio itself saw DEADLINE_EXCEEDED
+    spans = wait_spans(receiver, GRPC_PORT, 2)
+    assert len(spans) == 2, [summary(s) for s in spans]
+    # no reply came: the one request message, none back; the client's RST_STREAM(CANCEL) ends both
+    deadline = (METHOD + "Unary", METHOD + "Unary", "DEADLINE_EXCEEDED", 1, None, ERROR, "DEADLINE_EXCEEDED")
+    for s in spans:
+        assert summary(s) == deadline, s.kind
+        # the time left when the request went out: under 100 ms when the channel connected first
+        (timeout,) = s.attributes["http.request.header.grpc-timeout"]
+        assert timeout.endswith("m") and 50 <= int(timeout[:-1]) <= 100, timeout
+        assert s.status_message == f"deadline exceeded (grpc-timeout {timeout}): RST_STREAM CANCEL"
+    client = by_kind(spans, "CLIENT")[0]
+    assert 100_000_000 <= client.end_unix_ns - client.start_unix_ns < 400_000_000  # not the server's 500 ms
+
+
+@pytest.mark.parametrize("true_binary", [1, 0])
+def test_binary_metadata_is_exported_as_base64_text(receiver: OtlpGrpcReceiver, grpc_server: Server,
+                                                    true_binary: int) -> None:
+    """grpcio sends ``-bin`` metadata as NUL + raw bytes to a peer that allows it (SETTINGS
+    0xFE03), else as unpadded base64; either way the span carries the base64 text."""
+    spawn_client(f"""
+        channel, stub = stub_for({GRPC_PORT}, (("grpc.http2.true_binary", {true_binary}),))
+        run_binary_metadata(stub)
+    """)
+    spans = wait_spans(receiver, GRPC_PORT, 2)
+    assert len(spans) == 2, [summary(s) for s in spans]
+    for s in spans:
+        assert s.attributes["rpc.response.status_code"] == "NOT_FOUND"
+        assert s.attributes["http.request.header.echo-bin"] == ("//6AAGFiYw",), s.kind  # b"\xff\xfe\x80\x00abc"
+        assert s.attributes["http.response.header.grpc-status-details-bin"] == ("//6AAGFiYw",), s.kind
 
 
 # -- plain HTTP/2 (h2c) ---------------------------------------------------------------------------

@@ -184,6 +184,19 @@ def test_nginx_static_file_and_404(receiver: OtlpGrpcReceiver, nginx: Server) ->
     assert client_404[0].status_code == 2 and client_404[0].attributes["error.type"] == "404"
 
 
+@pytest.mark.parametrize(("option", "version"), [("--http1.0", "1.0"), ("--http1.1", "1.1")])
+def test_protocol_version_is_the_requests(receiver: OtlpGrpcReceiver, nginx: Server, option: str,
+                                          version: str) -> None:
+    """nginx answers an HTTP/1.0 request with its own "HTTP/1.1 200 OK": the exchange's version is
+    the one the client spoke, on both spans."""
+    out = subprocess.run(["curl", "-s", option, "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                          f"http://127.0.0.1:{NGINX_PORT}/index.html"], capture_output=True, timeout=30)
+    assert out.stdout == b"1.1 200"  # what curl read: the response's status line
+    spans = wait_spans(receiver, NGINX_PORT, 2)
+    assert sorted(s.kind for s in spans) == ["CLIENT", "SERVER"]
+    assert [s.attributes["network.protocol.version"] for s in spans] == [version, version]
+
+
 def test_large_response_body_spread_over_many_reads(receiver: OtlpGrpcReceiver, nginx: Server,
                                                     tmp_path: Path) -> None:
     body = os.urandom(200_000)

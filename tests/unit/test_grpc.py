@@ -98,3 +98,41 @@ def test_message_counter_skips_uncaptured_bytes_honestly() -> None:
     assert counter.count is None
     counter.feed(REPLY)
     assert counter.count is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "ns"),
+    [
+        ("100m", 100_000_000),  # grpcio, timeout=0.1
+        ("1S", 1_000_000_000),
+        ("2H", 7_200_000_000_000),
+        ("5M", 300_000_000_000),
+        ("250u", 250_000),
+        ("99999999n", 99_999_999),  # 8 digits at most
+        ("123456789n", None),
+        ("100", None),  # no unit
+        ("m", None),
+        ("10x", None),
+        ("-1S", None),
+        ("\u0661\u0660S", None),  # Arabic-Indic digits: str.isdigit, not ASCII
+        (None, None),
+    ],
+)
+def test_grpc_timeout(raw: str | None, ns: int | None) -> None:
+    assert grpc.timeout_ns(raw) == ns
+
+
+@pytest.mark.parametrize(
+    ("h2", "timeout", "elapsed_ms", "status"),
+    [
+        ("CANCEL", 100, 101, "DEADLINE_EXCEEDED"),  # grpcio: RST_STREAM 101 ms after the request
+        ("CANCEL", 100, 100, "DEADLINE_EXCEEDED"),
+        ("CANCEL", 1100, 1000, "DEADLINE_EXCEEDED"),  # 1.01 s left, sent as "11" x 100 ms
+        ("CANCEL", 100, 89, "CANCELLED"),  # cancelled before its deadline
+        ("CANCEL", None, 5000, "CANCELLED"),  # no deadline at all
+        ("REFUSED_STREAM", 100, 200, "UNAVAILABLE"),  # only CANCEL is how a deadline resets
+    ],
+)
+def test_status_from_reset(h2: str, timeout: int | None, elapsed_ms: int, status: str) -> None:
+    ns = None if timeout is None else timeout * 1_000_000
+    assert grpc.status_from_reset(h2, ns, elapsed_ms * 1_000_000) == status

@@ -40,6 +40,7 @@ def attrs(
     ua: str = "curl/7.88.1",
     req_body: Optional[int] = None,
     resp_body: Optional[int] = None,
+    version: str = "1.1",
 ) -> dict:
     """Server-side attributes as the stable HTTP conventions name them."""
     out: dict = {"http.request.method": method, "url.path": path}
@@ -49,7 +50,7 @@ def attrs(
         "url.scheme": "http",
         "server.address": host,
         "server.port": port,
-        "network.protocol.version": "1.1",
+        "network.protocol.version": version,
     }
     if ua:
         out["user_agent.original"] = ua
@@ -94,6 +95,9 @@ RECORDED = [
     ("py_expect_100", [("POST", 1000, 5000, None,
                         attrs("/echo", 18228, 200, method="POST", req_body=300, resp_body=13), 300, 13)]),
     ("nginx_204", [("GET", 1000, 2000, None, attrs("/nocontent", 18229, 204), 0, 0)]),
+    # curl --http1.0: nginx answers "HTTP/1.1 200 OK"; the exchange's version is the request's
+    ("nginx_http10", [("GET", 1000, 2000, None,
+                       attrs("/index.html", 27820, 200, version="1.0", resp_body=17), 0, 17)]),
     # If-None-Match with the file's ETag -> 304 without a body
     ("nginx_304", [("GET", 1000, 2000, None, attrs("/index.html", 18230, 304), 0, 0)]),
     # no Content-Length, no chunking: the body ends at close; end_ns is its last segment, not the close
@@ -120,6 +124,23 @@ def test_recorded_exchange_server_side(fixture: str, expected: list[tuple]) -> N
     assert [summary(c) for c in calls] == expected
     assert all(c.protocol == "http" and c.role == Role.SERVER for c in calls)
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0
+
+
+@pytest.mark.parametrize(
+    ("fixture", "request_line", "status_line", "version"),
+    [
+        ("nginx_http10", b"GET /index.html HTTP/1.0\r\n", b"HTTP/1.1 200 OK\r\n", "1.0"),
+        ("nginx_get_query", b"GET /index.html?a=1&b=two HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", "1.1"),
+    ],
+)
+@pytest.mark.parametrize("traced", ["client", "server"])
+def test_protocol_version_is_the_requests(fixture: str, request_line: bytes, status_line: bytes, version: str,
+                                          traced: str) -> None:
+    (client, request), (server, response) = chunks(fixture)
+    assert (client, server) == ("client", "server")
+    assert request.startswith(request_line) and response.startswith(status_line)
+    (call,), _ = run(segments(fixture, traced=traced))
+    assert call.attributes["network.protocol.version"] == version
 
 
 def test_client_side_roles_errors_and_url_full() -> None:

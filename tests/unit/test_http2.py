@@ -12,6 +12,7 @@ from typing import Any
 
 import hpack
 import pytest
+from hpack.huffman_table import decode_huffman
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import http2
@@ -139,6 +140,18 @@ def test_twenty_concurrent_calls_on_one_connection() -> None:
         assert parser.stats.extra == {}
 
 
+def test_each_call_names_its_stream_the_same_at_both_ends() -> None:
+    """Concurrent calls on one connection are told apart by stream id (traces.linking): grpcio
+    opens the channel's streams 1, 3, 5... (not in the order of the futures)."""
+    streams = {}
+    for view in ("client", "server"):
+        (segs,) = segments(chunks("grpc_concurrent"), view).values()
+        calls, _ = replay(segs)
+        streams[view] = {c.request_body[7:].decode(): c.stream_id for c in calls}
+    assert streams["client"] == streams["server"]
+    assert sorted(streams["client"].values()) == list(range(1, 40, 2))
+
+
 def test_client_cancel_is_rst_stream_cancel() -> None:
     ch = chunks("grpc_cancel")
     (client_segs,) = segments(ch, "client").values()
@@ -162,6 +175,77 @@ def test_client_cancel_is_rst_stream_cancel() -> None:
         "",
     )
     assert client.end_ns == ch[9].ts  # the RST_STREAM's chunk
+
+
+DEADLINE_MESSAGE = "deadline exceeded (grpc-timeout 100m): RST_STREAM CANCEL"
+
+
+@pytest.mark.parametrize(
+    ("view", "reset_after_ms", "status", "error_type", "message"),
+    [
+        # as recorded: 101 ms after the request
+        ("client", None, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", DEADLINE_MESSAGE),
+        ("server", None, "DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", DEADLINE_MESSAGE),
+        # the same reset 50 ms after the request, inside its 100 ms: the application cancelled
+        ("client", 50, "CANCELLED", "CANCEL", "RST_STREAM CANCEL"),
+    ],
+)
+def test_a_reset_once_the_deadline_passed_is_deadline_exceeded(
+    view: str, reset_after_ms: int | None, status: str, error_type: str, message: str
+) -> None:
+    """grpcio, timeout=0.1 against a server that waits 500 ms: the request carries
+    ``grpc-timeout: 100m``; 101 ms later the client resets the stream with CANCEL, no status on the
+    wire, and its application sees DEADLINE_EXCEEDED (an error on the server side too, v1.44)."""
+    ch = chunks("grpc_deadline")
+    assert bytes.fromhex("00000403000000000100000008") in ch[6].data  # RST_STREAM stream 1 CANCEL
+    if reset_after_ms is not None:
+        ch = [*ch[:6], replace(ch[6], ts=ch[3].ts + reset_after_ms * 1_000_000)]
+    (segs,) = segments(ch, view).values()
+    (call,), parser = replay(segs)
+    role = Role.CLIENT if view == "client" else Role.SERVER
+    # no reply came: 1 request message of 14 bytes, no response
+    assert summary(call) == ("grpc", role, METHOD + "Unary", METHOD + "Unary", status, error_type, message,
+                             1, None, 14, 0)
+    assert ("grpc-timeout", "100m") in call.request_headers
+    assert call.end_ns == ch[6].ts  # the RST_STREAM's chunk
+    assert parser.stats.extra == {}
+
+
+# grpcio sent b"\xff\xfe\x80\x00abc" (not UTF-8, a NUL inside) as metadata "echo-bin"; the server
+# returned it as "grpc-status-details-bin". Unpadded base64, as PROTOCOL-HTTP2.md has it sent.
+BINARY_B64 = "//6AAGFiYw"
+# The HPACK string literals on the wire, after the field name (length byte first).
+TRUE_BINARY = b"\x08" + b"\x00\xff\xfe\x80\x00abc"  # 8 bytes, plain: NUL + the raw bytes
+HUFFMAN_B64 = b"\x88" + bytes.fromhex("618721871613 73f1")  # 8 bytes, Huffman-coded "//6AAGFiYw"
+
+
+@pytest.mark.parametrize(
+    ("name", "view", "request_wire", "response_wire"),
+    [
+        # both peers allow true binary (SETTINGS 0xFE03): each sends NUL + the raw bytes
+        ("grpc_binary_metadata", "client", TRUE_BINARY, TRUE_BINARY),
+        ("grpc_binary_metadata", "server", TRUE_BINARY, TRUE_BINARY),
+        # the client does not allow it: the server sends base64; the client still sends binary
+        ("grpc_binary_metadata_base64", "client", TRUE_BINARY, HUFFMAN_B64),
+        ("grpc_binary_metadata_base64", "server", TRUE_BINARY, HUFFMAN_B64),
+    ],
+)
+def test_binary_metadata_is_base64_text_however_it_travelled(
+    name: str, view: str, request_wire: bytes, response_wire: bytes
+) -> None:
+    assert decode_huffman(HUFFMAN_B64[1:]) == BINARY_B64.encode()
+    ch = chunks(name)
+    c2s = b"".join(c.data for c in ch if c.dir == "c2s")
+    s2c = b"".join(c.data for c in ch if c.dir == "s2c")
+    assert b"echo-bin" + request_wire in c2s
+    assert b"grpc-status-details-bin" + response_wire in s2c
+    (segs,) = segments(ch, view).values()
+    (call,), parser = replay(segs)
+    assert ("echo-bin", BINARY_B64) in call.request_headers
+    assert ("grpc-status-details-bin", BINARY_B64) in call.response_headers
+    assert call.attributes["rpc.response.status_code"] == "NOT_FOUND"
+    assert parser.stats.extra == {}
+
 
 
 CURL_EXPECTED = [
@@ -204,7 +288,8 @@ def split_bytewise(segs: list[Segment]) -> list[Segment]:
     return [replace(s, data=s.data[i : i + 1], size=1) for s in segs for i in range(len(s.data))]
 
 
-@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel"])
+@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel",
+                                  "grpc_deadline", "grpc_binary_metadata", "grpc_binary_metadata_base64"])
 def test_same_calls_when_every_byte_is_its_own_segment(name: str) -> None:
     for conn_segs in segments(chunks(name), "client").values():
         whole, _ = replay(conn_segs)
@@ -425,7 +510,8 @@ def test_synthetic_hpack_garbage_is_counted_not_raised() -> None:
     assert after.attributes["url.path"] == "/after"  # literals still decode after the table is lost
 
 
-@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel"])
+@pytest.mark.parametrize("name", ["grpc_shapes", "grpc_concurrent", "curl_nginx", "grpc_cancel",
+                                  "grpc_deadline", "grpc_binary_metadata", "grpc_binary_metadata_base64"])
 def test_reference_hpack_gives_the_same_calls(name: str) -> None:
     for conn_segs in segments(chunks(name), "server").values():
         ours, _ = replay(conn_segs)

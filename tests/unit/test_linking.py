@@ -316,3 +316,36 @@ def test_a_server_call_received_after_the_client_had_its_answer_is_not_its_child
     assert lk.counters["peer_links"] == 0
     lk.flush_all()
     assert len(out) == 2 and all(s.parent is None for _, s in out)
+
+
+def grpc_on_conn(role: Role, start: float, end: float, stream_id: int, client_port: int = 50001) -> Call:
+    """A unary gRPC call on HTTP/2 stream ``stream_id`` of the loopback connection client_port -> B."""
+    pid = 200 if role == Role.SERVER else 400
+    call = on_conn(role, pid, pid + 1, start, end, client_port)
+    return replace(call, protocol="grpc", name="demo.Demo/Unary", stream_id=stream_id,
+                   attributes={"rpc.system.name": "grpc", "rpc.method": "demo.Demo/Unary", "server.port": B_PORT})
+
+
+@pytest.mark.parametrize("server_first", [True, False])
+def test_concurrent_grpc_calls_on_one_connection_each_link_to_their_own_stream(server_first: bool) -> None:
+    """grpcio's futures: 20 look-alike unary calls in flight at once on one channel, every one
+    inside every other's time. Time, connection and method cannot tell them apart; the HTTP/2
+    stream id (1, 3, 5... at both ends) can."""
+    lk, out, _ = linker()
+    pairs = []
+    for i in range(20):
+        sid = 2 * i + 1
+        client = grpc_on_conn(Role.CLIENT, 0.01 * i, 5 + 0.01 * (19 - i), sid)
+        server = grpc_on_conn(Role.SERVER, 1 + 0.01 * i, 4 + 0.01 * (19 - i), sid)
+        pairs.append((server, client))
+    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
+        offer(lk, call)
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 20 and lk.counters["peer_ambiguous"] == 0
+    emitted = {id(call): span for call, span in out}
+    assert len(emitted) == 40 and lk.held == 0
+    for server, client in pairs:
+        c_trace, c_span, c_parent = ids(emitted[id(client)])
+        s_trace, _, s_parent = ids(emitted[id(server)])
+        assert (s_trace, s_parent, c_parent) == (c_trace, c_span, 0)
+

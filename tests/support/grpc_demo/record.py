@@ -1,11 +1,16 @@
 """Record the HTTP/2 fixtures from real traffic on loopback (run from the repository root).
 
-    .venv/bin/python -m tests.support.grpc_demo.record tests/fixtures/http2
+    .venv/bin/python -m tests.support.grpc_demo.record tests/fixtures/http2 [fixture name...]
 
 - grpc_shapes.json: one grpcio channel: Unary, ServerStream(3), ClientStream(3), Bidi(2),
   Fail(UNAVAILABLE), Fail(NOT_FOUND) - all on one HTTP/2 connection.
 - grpc_concurrent.json: 20 unary calls in flight at once on one channel.
 - grpc_cancel.json: a Bidi call the client cancels after the first reply (RST_STREAM CANCEL).
+- grpc_deadline.json: a unary call whose 100 ms deadline (grpc-timeout) passes before the reply.
+- grpc_binary_metadata.json: Fail(NOT_FOUND) with binary metadata both ways (``-bin`` headers):
+  both peers allow "true binary" metadata (SETTINGS 0xFE03), so both send NUL + raw bytes.
+- grpc_binary_metadata_base64.json: the same from a channel that does not allow true binary
+  (``grpc.http2.true_binary`` 0): the client still sends true binary, the server base64.
 - curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
   requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
 Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
@@ -20,8 +25,10 @@ import time
 from pathlib import Path
 
 from tests.support.grpc_demo.service import (
+    run_binary_metadata,
     run_cancelled_bidi,
     run_concurrent_unary,
+    run_deadline_exceeded,
     run_every_shape,
     start_server,
     stub_for,
@@ -50,16 +57,24 @@ http {{
 """
 
 
-def record_grpc(out: Path) -> None:
+GRPC_SCENARIOS = {
+    "grpc_shapes": run_every_shape,
+    "grpc_concurrent": run_concurrent_unary,
+    "grpc_cancel": run_cancelled_bidi,
+    "grpc_deadline": run_deadline_exceeded,
+    "grpc_binary_metadata": run_binary_metadata,
+    "grpc_binary_metadata_base64": run_binary_metadata,
+}
+CHANNEL_OPTIONS = {"grpc_binary_metadata_base64": (("grpc.http2.true_binary", 0),)}
+
+
+def record_grpc(out: Path, names: list[str]) -> None:
     server = start_server(GRPC_PORT)
     try:
-        for name, scenario in (
-            ("grpc_shapes", run_every_shape),
-            ("grpc_concurrent", run_concurrent_unary),
-            ("grpc_cancel", run_cancelled_bidi),
-        ):
+        for name in names:
+            scenario = GRPC_SCENARIOS[name]
             rec = Recorder(GRPC_RELAY, GRPC_PORT).start()
-            channel, stub = stub_for(GRPC_RELAY)
+            channel, stub = stub_for(GRPC_RELAY, CHANNEL_OPTIONS.get(name, ()))
             scenario(stub)
             time.sleep(0.2)
             channel.close()
@@ -107,9 +122,12 @@ def record_curl_nginx(out: Path) -> None:
 
 
 def main() -> None:
+    """Records every fixture, or only those named after the directory."""
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/http2")
-    record_grpc(out)
-    record_curl_nginx(out)
+    names = sys.argv[2:] or [*GRPC_SCENARIOS, "curl_nginx"]
+    record_grpc(out, [n for n in names if n in GRPC_SCENARIOS])
+    if "curl_nginx" in names:
+        record_curl_nginx(out)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 The server answers in-process on 127.0.0.1 (loopback only). ``Fail`` answers with the status code
 the request names, so one method covers both server-side error rules (UNAVAILABLE is an error on
-both sides; NOT_FOUND only on the client side).
+both sides; NOT_FOUND only on the client side); it returns the binary metadata ``echo-bin`` the
+client sent as ``grpc-status-details-bin`` (what grpcio-status sends for rich errors). ``Unary``
+waits ``count`` ms before answering (0: at once), for deadlines.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -20,6 +23,8 @@ METHOD_PREFIX = "/hostagent.demo.v1.Demo/"
 
 class DemoServicer(demo_pb2_grpc.DemoServicer):
     def Unary(self, request: demo_pb2.EchoRequest, context: grpc.ServicerContext) -> demo_pb2.EchoReply:
+        if request.count > 0:
+            time.sleep(request.count / 1000)
         return demo_pb2.EchoReply(text=request.text, seq=1)
 
     def ServerStream(
@@ -42,6 +47,9 @@ class DemoServicer(demo_pb2_grpc.DemoServicer):
 
     def Fail(self, request: demo_pb2.EchoRequest, context: grpc.ServicerContext) -> demo_pb2.EchoReply:
         code = grpc.StatusCode(_code_by_value(request.fail_code))
+        details = [v for k, v in context.invocation_metadata() if k == "echo-bin"]
+        if details:
+            context.set_trailing_metadata((("grpc-status-details-bin", details[0]),))
         context.abort(code, f"failing on purpose: {request.text}")
         raise AssertionError("abort returns by raising")
 
@@ -64,8 +72,8 @@ def start_server(port: int, workers: int = 8) -> grpc.Server:
     return server
 
 
-def stub_for(port: int) -> tuple[grpc.Channel, demo_pb2_grpc.DemoStub]:
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+def stub_for(port: int, options: tuple[tuple[str, int], ...] = ()) -> tuple[grpc.Channel, demo_pb2_grpc.DemoStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
     return channel, demo_pb2_grpc.DemoStub(channel)
 
 
@@ -104,3 +112,31 @@ def run_concurrent_unary(stub: demo_pb2_grpc.DemoStub, n: int = 20) -> None:
     calls = [stub.Unary.future(demo_pb2.EchoRequest(text=f"c{i}")) for i in range(n)]
     for call in calls:
         call.result(timeout=10)
+
+
+def run_deadline_exceeded(stub: demo_pb2_grpc.DemoStub) -> None:
+    """A unary call whose 100 ms deadline passes while the server waits 500 ms: the client
+    library resets the stream (RST_STREAM CANCEL) and its application sees DEADLINE_EXCEEDED."""
+    try:
+        stub.Unary(demo_pb2.EchoRequest(text="late", count=500), timeout=0.1)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code()
+    else:
+        raise AssertionError("the deadline must pass")
+    time.sleep(0.6)  # the server's answer, if it sends one, is part of the recording
+
+
+BINARY_METADATA = b"\xff\xfe\x80\x00abc"  # not UTF-8, a NUL inside: only base64 carries it
+
+
+def run_binary_metadata(stub: demo_pb2_grpc.DemoStub) -> None:
+    """A Fail(NOT_FOUND) call carrying binary metadata (``echo-bin``) that the server returns as
+    ``grpc-status-details-bin`` in its trailers."""
+    try:
+        stub.Fail(demo_pb2.EchoRequest(text="rich", fail_code=grpc.StatusCode.NOT_FOUND.value[0]),
+                  metadata=(("echo-bin", BINARY_METADATA),))
+    except grpc.RpcError as e:
+        got = dict(e.trailing_metadata())  # type: ignore[attr-defined]
+        assert got["grpc-status-details-bin"] == BINARY_METADATA, got
+    else:
+        raise AssertionError("Fail must fail")
