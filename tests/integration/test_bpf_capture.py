@@ -200,6 +200,14 @@ CHILD = textwrap.dedent(
         c, s = pair()
         c.sendall(bytes(range(256)) * 20)            # 5120 bytes, one sendto
         recv_exactly(s, 5120)
+    elif mode == "tails":                            # calls bigger than the head copy, each syscall
+        c, s = pair()
+        pat = lambda n, k: bytes((i * 7 + k) % 251 for i in range(n))
+        os.write(c.fileno(), pat(5000, 1)); recv_exactly(s, 5000)
+        c.send(pat(3000, 2)); recv_exactly(s, 3000)                    # sendto
+        c.sendmsg([pat(1000, 3), pat(3000, 4), pat(300, 5), pat(200, 6)]); recv_exactly(s, 4500)
+        os.writev(c.fileno(), [pat(600, 7), pat(700, 8)]); recv_exactly(s, 1300)  # no gap
+        c.sendmsg([pat(4000, 9), b"", pat(100, 10)]); recv_exactly(s, 4100)       # tail over 2
     elif mode == "sendmsg":
         c, s = pair()
         c.sendmsg([b"a" * 10, b"b" * 10, b"c" * 5])  # one sendmsg, three iovecs
@@ -397,6 +405,34 @@ def test_body_larger_than_payload_keeps_true_size(capture: tuple[BpfCapture, Col
     received = [e for e in evs if e.kind == D and e.fd == s]
     assert sum(e.size for e in received) == 5120
     assert all(len(e.data) == min(e.size, PAYLOAD) for e in received)
+
+
+def test_calls_bigger_than_the_head_carry_their_tail(capture: tuple[BpfCapture, Collector]) -> None:
+    """write, sendto, sendmsg and writev (several iovecs, the tail over the last ones) and the
+    reads on the other end: the head is the first PAYLOAD bytes, the tail the call's last
+    TAIL_BYTES (512), never overlapping the head, with the true size kept."""
+    cap, col = capture
+    evs = finish(cap, col, run_child("tails", 19530))
+    c, s = conn_fds(evs)
+
+    def pat(n: int, k: int) -> bytes:
+        return bytes((i * 7 + k) % 251 for i in range(n))
+
+    calls = [pat(5000, 1), pat(3000, 2), pat(1000, 3) + pat(3000, 4) + pat(300, 5) + pat(200, 6),
+             pat(600, 7) + pat(700, 8), pat(4000, 9) + pat(100, 10)]  # fmt: skip
+    sent = [e for e in evs if e.kind == D and e.fd == c]
+    assert [(e.size, e.data, e.tail) for e in sent] == [
+        (len(b), b[:PAYLOAD], b[max(PAYLOAD, len(b) - 512):]) for b in calls
+    ]
+    assert [len(e.tail) for e in sent] == [512, 512, 512, 276, 512]
+    stream = b"".join(calls)
+    pos = 0
+    received = [e for e in evs if e.kind == D and e.fd == s]
+    for e in received:  # however the reads fell, each carries its own head and tail
+        assert e.data == stream[pos : pos + min(e.size, PAYLOAD)]
+        assert e.tail == (stream[pos + max(PAYLOAD, e.size - 512) : pos + e.size] if e.size > PAYLOAD else b"")
+        pos += e.size
+    assert pos == len(stream) and any(e.tail for e in received)
 
 
 def test_sendmsg_iovecs_in_order(capture: tuple[BpfCapture, Collector]) -> None:
