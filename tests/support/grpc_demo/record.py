@@ -6,6 +6,7 @@
   Fail(UNAVAILABLE), Fail(NOT_FOUND) - all on one HTTP/2 connection.
 - grpc_concurrent.json: 20 unary calls in flight at once on one channel.
 - grpc_cancel.json: a Bidi call the client cancels after the first reply (RST_STREAM CANCEL).
+- grpc_big.json: a Unary call of 20 KB each way, then a small one (run_big_then_small).
 - curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
   requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
 Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from tests.support.grpc_demo.service import (
+    run_big_then_small,
     run_cancelled_bidi,
     run_concurrent_unary,
     run_every_shape,
@@ -57,6 +59,7 @@ def record_grpc(out: Path) -> None:
             ("grpc_shapes", run_every_shape),
             ("grpc_concurrent", run_concurrent_unary),
             ("grpc_cancel", run_cancelled_bidi),
+            ("grpc_big", run_big_then_small),
         ):
             rec = Recorder(GRPC_RELAY, GRPC_PORT).start()
             channel, stub = stub_for(GRPC_RELAY)

@@ -104,3 +104,10 @@ def run_concurrent_unary(stub: demo_pb2_grpc.DemoStub, n: int = 20) -> None:
     calls = [stub.Unary.future(demo_pb2.EchoRequest(text=f"c{i}")) for i in range(n)]
     for call in calls:
         call.result(timeout=10)
+
+
+def run_big_then_small(stub: demo_pb2_grpc.DemoStub, size: int = 20_000) -> None:
+    """A Unary call of ``size`` bytes each way (grpcio writes each message in one sendmsg: one
+    DATA frame, the reply with its HEADERS before and its trailers after), then a small one."""
+    stub.Unary(demo_pb2.EchoRequest(text="R" * size))
+    stub.Unary(demo_pb2.EchoRequest(text="small"))
