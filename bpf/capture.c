@@ -708,10 +708,12 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
     *(volatile u64 *)&s->walk_left = moved;
     *(volatile u64 *)&s->walk_iov = iov;
     *(volatile u64 *)&s->walk_cnt = iovcnt;
-    *(volatile u64 *)&s->walk_pos = 0;
     *(volatile u64 *)&s->walk_from = from;
-    *(volatile u32 *)&s->walk_tidx = NO_IOV;
-    *(volatile u32 *)&s->walk_tail = 0;
+    if (from) {  /* a call no bigger than the head (nearly all) pays for none of the tail's state */
+        *(volatile u64 *)&s->walk_pos = 0;
+        *(volatile u32 *)&s->walk_tidx = NO_IOV;
+        *(volatile u32 *)&s->walk_tail = 0;
+    }
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < max_iov; i++) {
         /* Read back from the map value, which the verifier does not track: every path through
@@ -721,8 +723,8 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
         u64 cnt = *(volatile u64 *)&s->walk_cnt;
         u64 base = *(volatile u64 *)&s->walk_iov;
         u64 tail_at = *(volatile u64 *)&s->walk_from;
-        u32 tidx = *(volatile u32 *)&s->walk_tidx;
-        if (i >= cnt || left == 0 || (off >= MAX_PAYLOAD && (!tail_at || tidx != NO_IOV)))
+        if (i >= cnt || left == 0 ||
+            (off >= MAX_PAYLOAD && (!tail_at || *(volatile u32 *)&s->walk_tidx != NO_IOV)))
             break;
         struct u_iovec v = {};
         if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
@@ -732,12 +734,14 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
         *(volatile u64 *)&s->walk_left = left - n;
         /* Only where the tail starts is noted here: copied in this loop, the tail's branches
          * multiplied the paths of each of the 128 iterations past the verifier's budget. */
-        u64 pos = *(volatile u64 *)&s->walk_pos;
-        if (tail_at && tidx == NO_IOV && pos + n > tail_at) {
-            *(volatile u32 *)&s->walk_tidx = i;
-            *(volatile u64 *)&s->walk_skip = tail_at - pos;
+        if (tail_at) {
+            u64 pos = *(volatile u64 *)&s->walk_pos;
+            if (*(volatile u32 *)&s->walk_tidx == NO_IOV && pos + n > tail_at) {
+                *(volatile u32 *)&s->walk_tidx = i;
+                *(volatile u64 *)&s->walk_skip = tail_at - pos;
+            }
+            *(volatile u64 *)&s->walk_pos = pos + n;
         }
-        *(volatile u64 *)&s->walk_pos = pos + n;
     }
     if (from)
         walk_tail(s, moved - from);
