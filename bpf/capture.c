@@ -166,11 +166,11 @@ struct accepted_end {
 };
 
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
- * length that are each only known to the verifier as <= MAX_PAYLOAD (and for the head and the
- * tail after it: TAIL_BYTES <= MAX_PAYLOAD). */
+ * length that are each only known to the verifier as <= MAX_PAYLOAD, and for the tail's offset
+ * and length (each <= TAIL_BYTES <= MAX_PAYLOAD) after a head of MAX_PAYLOAD. */
 struct scratch {
     struct event_hdr hdr;
-    u8 data[2 * MAX_PAYLOAD];
+    u8 data[2 * MAX_PAYLOAD + TAIL_BYTES];
     u32 submits;   /* records this CPU submitted (see submit) */
     u32 walk_off;  /* walk_iov's offset and bytes left between iterations (see there) */
     u64 walk_left;

@@ -693,6 +693,22 @@ def test_payload_of_16_kib(headers: HeadersChoice) -> None:
     assert data(evs, s, Direction.INGRESS) == bytes(range(256)) * 64
 
 
+@pytest.mark.parametrize(("payload", "mode"), [(256, "socket"), (700, "syscalls"), (4096, "socket")])
+def test_tail_with_other_payload_sizes(headers: HeadersChoice, payload: int, mode: str) -> None:
+    """The tail is min(512, payload_bytes) bytes: the programs load, and copy it, whatever the head
+    size (a scratch buffer sized for the head only was refused by the verifier below 1024)."""
+    col = Collector()
+    with BpfCapture(on_event=col, payload_bytes=payload, headers=headers, runtime_dir=RUNTIME_DIR,
+                    data_hooks=mode) as cap:
+        cap.load()
+        assert cap.attach({"socket", "process"})["socket"].state == "attached"
+        evs = finish(cap, col, run_child("big", 19540))
+    c, _ = conn_fds(evs)
+    (sent,) = [e for e in evs if e.kind == D and e.fd == c]
+    body = bytes(range(256)) * 20
+    assert (sent.size, sent.data, sent.tail) == (5120, body[:payload], body[-min(512, payload):])
+
+
 def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) -> None:
     cap, col = capture
     with socket.socket() as ls:
