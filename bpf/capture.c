@@ -908,7 +908,8 @@ static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_inf
      * whole and right after a whole head (a fault or the iovec limit leaves either short). */
     if (!from || len != MAX_PAYLOAD || tail != ret - from)
         tail = 0;
-    h->tail_len = tail;
+    /* A tail right after the head makes the call whole: plain payload, no tail to tell apart */
+    h->tail_len = from == MAX_PAYLOAD ? 0 : tail;
     h->captured_len = len + tail;
     if (submit(s, len + tail) == 0 && !si->named)
         name_entry(id, a->fd);  /* si may be this call's copy of the entry (syscall path) */

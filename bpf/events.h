@@ -6,7 +6,8 @@
  *
  * DATA of a call that moved more than MAX_PAYLOAD bytes: the payload is the first MAX_PAYLOAD
  * bytes (the head), then the call's last hdr.tail_len bytes (the tail, which starts at byte
- * hdr.size - hdr.tail_len of what moved; 0 when it could not be copied). A big HTTP/2 write
+ * hdr.size - hdr.tail_len of what moved; 0 when it could not be copied). A call of at most
+ * MAX_PAYLOAD + TAIL_BYTES is copied whole (captured_len == size, tail_len 0). A big HTTP/2 write
  * ends with the frames that close its streams (gRPC trailers): without them the connection's
  * HPACK table is lost for good (see hostagent/protocols/http2_frames.py).
  *

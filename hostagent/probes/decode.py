@@ -24,7 +24,7 @@ HEAD_FORMAT: Final = "<QQQIIiIBBxx60s"
 # family sock_type peer_port lost peer_addr comm local_port (_pad1) local_addr
 TAIL_FORMAT: Final = "<HHHH16s16sHxx16s"
 # tail_len (u16, little endian): the last bytes of the payload that are the call's own tail,
-# read only for an event with payload (it is in the memo's key bytes, skipped by its format).
+# read only for a call not captured whole (it is in the memo's key bytes, skipped by its format).
 TAIL_LEN_AT: Final = 86
 CACHE_MAX: Final = 4096
 
@@ -129,8 +129,10 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
         if clen > length - HDR_SIZE:  # never past the record, whatever the header says
             clen = length - HDR_SIZE
         start = off + HDR_SIZE
-        tlen: int = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
-        if 0 < tlen <= clen:  # head, then the call's last tlen bytes (bpf/events.h)
+        tlen = 0
+        if moved > clen:  # not whole: its last bytes may follow the head (bpf/events.h)
+            tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
+        if 0 < tlen <= clen:
             data = buf[start : start + clen - tlen]
             tail = buf[start + clen - tlen : start + clen]
         else:

@@ -216,8 +216,8 @@ CHILD = textwrap.dedent(
         c, s = pair()
         c.sendmsg([bytes([65 + i % 26]) * 3 for i in range(130)])  # 390 B in 130 iovecs
         recv_exactly(s, 390)
-        os.writev(c.fileno(), [bytes([97 + i % 26]) * 50 for i in range(30)])  # 1500 B
-        recv_exactly(s, 1500)
+        os.writev(c.fileno(), [bytes([97 + i % 26]) * 50 for i in range(40)])  # 2000 B
+        recv_exactly(s, 2000)
     elif mode == "vec":
         c, s = pair()
         os.writev(c.fileno(), [b"hello ", b"world"])
@@ -410,7 +410,8 @@ def test_body_larger_than_payload_keeps_true_size(capture: tuple[BpfCapture, Col
 def test_calls_bigger_than_the_head_carry_their_tail(capture: tuple[BpfCapture, Collector]) -> None:
     """write, sendto, sendmsg and writev (several iovecs, the tail over the last ones) and the
     reads on the other end: the head is the first PAYLOAD bytes, the tail the call's last
-    TAIL_BYTES (512), never overlapping the head, with the true size kept."""
+    TAIL_BYTES (512), never overlapping the head, with the true size kept; a call of at most
+    PAYLOAD + 512 bytes comes whole."""
     cap, col = capture
     evs = finish(cap, col, run_child("tails", 19530))
     c, s = conn_fds(evs)
@@ -422,15 +423,16 @@ def test_calls_bigger_than_the_head_carry_their_tail(capture: tuple[BpfCapture, 
              pat(600, 7) + pat(700, 8), pat(4000, 9) + pat(100, 10)]  # fmt: skip
     sent = [e for e in evs if e.kind == D and e.fd == c]
     assert [(e.size, e.data, e.tail) for e in sent] == [
-        (len(b), b[:PAYLOAD], b[max(PAYLOAD, len(b) - 512):]) for b in calls
+        (len(b), b[:PAYLOAD], b[-512:]) if len(b) > PAYLOAD + 512 else (len(b), b, b"") for b in calls
     ]
-    assert [len(e.tail) for e in sent] == [512, 512, 512, 276, 512]
+    assert [(len(e.data), len(e.tail)) for e in sent] == [(PAYLOAD, 512)] * 3 + [(1300, 0), (PAYLOAD, 512)]
     stream = b"".join(calls)
     pos = 0
     received = [e for e in evs if e.kind == D and e.fd == s]
     for e in received:  # however the reads fell, each carries its own head and tail
-        assert e.data == stream[pos : pos + min(e.size, PAYLOAD)]
-        assert e.tail == (stream[pos + max(PAYLOAD, e.size - 512) : pos + e.size] if e.size > PAYLOAD else b"")
+        whole = e.size <= PAYLOAD + 512
+        assert e.data == stream[pos : pos + (e.size if whole else PAYLOAD)]
+        assert e.tail == (b"" if whole else stream[pos + e.size - 512 : pos + e.size])
         pos += e.size
     assert pos == len(stream) and any(e.tail for e in received)
 
@@ -462,11 +464,12 @@ def test_many_iovecs_walk_128_and_clip_at_payload(capture: tuple[BpfCapture, Col
     cap, col = capture
     evs = finish(cap, col, run_child("manyiov", 19520))
     c, _ = conn_fds(evs)
-    sent = [(e.size, e.data) for e in evs if e.kind == D and e.fd == c]
+    sent = [(e.size, e.data, e.tail) for e in evs if e.kind == D and e.fd == c]
     first = b"".join(bytes([65 + i % 26]) * 3 for i in range(128))  # iovecs 129, 130 unread
-    second = b"".join(bytes([97 + i % 26]) * 50 for i in range(30))[:PAYLOAD]  # 20.48 iovecs
-    assert sent == [(390, first), (1500, second)]
-    assert len(first) == 384 and len(second) == PAYLOAD
+    second = b"".join(bytes([97 + i % 26]) * 50 for i in range(40))
+    # the head stops in iovec 21 (20.48 iovecs), the tail starts in iovec 30 (29.76)
+    assert sent == [(390, first, b""), (2000, second[:PAYLOAD], second[-512:])]
+    assert len(first) == 384
 
 
 def test_sendmmsg_gives_one_event_per_datagram_with_peer(capture: tuple[BpfCapture, Collector]) -> None:
