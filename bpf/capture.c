@@ -57,8 +57,8 @@
 #define MAX_MMSG 8                 /* messages reported per recvmmsg/sendmmsg */
 #endif
 #define MMSG_IOV 4                 /* iovecs walked per message of an mmsg call */
-#define TAIL_IOV 16                /* iovecs a call's tail may span (grpcio: a frame header and its
-                                      payload are apart, TAIL_BYTES hold a few frames) */
+#define TAIL_IOV 16                /* iovecs a call's tail may span: a few frames, whose headers and
+                                      payloads may each be an iovec of their own */
 #define NO_IOV 0xffffffffu
 
 #define AF_INET_ 2

@@ -25,9 +25,9 @@
 #endif
 #ifndef TAIL_MAX
 /* Bytes copied from the end of a call larger than MAX_PAYLOAD. What ends grpcio's and Go's
- * big writes: the trailers HEADERS (9 + 30..100 bytes, more with custom trailing metadata),
- * WINDOW_UPDATEs (13 each), a PING (17); 512 holds them with the end of the DATA frame before,
- * whose last bytes the frame walk needs to find where the trailers start. */
+ * big writes: the trailers HEADERS (9 + 30..100 bytes, more with custom trailing metadata; grpcio
+ * 1.x: 39), WINDOW_UPDATEs (13 each), a PING (17). 512 holds them with room to spare, and the
+ * more of the write's end is copied, the likelier the frame after the cut starts in it. */
 #define TAIL_MAX 512
 #endif
 #define TAIL_BYTES (MAX_PAYLOAD < TAIL_MAX ? MAX_PAYLOAD : TAIL_MAX)
