@@ -57,6 +57,9 @@
 #define MAX_MMSG 8                 /* messages reported per recvmmsg/sendmmsg */
 #endif
 #define MMSG_IOV 4                 /* iovecs walked per message of an mmsg call */
+#define TAIL_IOV 16                /* iovecs a call's tail may span: a few frames, whose headers and
+                                      payloads may each be an iovec of their own */
+#define NO_IOV 0xffffffffu
 
 #define AF_INET_ 2
 #define AF_INET6_ 10
@@ -163,15 +166,21 @@ struct accepted_end {
 };
 
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
- * length that are each only known to the verifier as <= MAX_PAYLOAD. */
+ * length that are each only known to the verifier as <= MAX_PAYLOAD, and for the tail's offset
+ * and length (each <= TAIL_BYTES <= MAX_PAYLOAD) after a head of MAX_PAYLOAD. */
 struct scratch {
     struct event_hdr hdr;
-    u8 data[2 * MAX_PAYLOAD];
+    u8 data[2 * MAX_PAYLOAD + TAIL_BYTES];
     u32 submits;   /* records this CPU submitted (see submit) */
     u32 walk_off;  /* walk_iov's offset and bytes left between iterations (see there) */
     u64 walk_left;
     u64 walk_iov;  /* the iovec array and its count, read back for the same reason */
     u64 walk_cnt;
+    u64 walk_pos;  /* bytes of the call before the current iovec */
+    u64 walk_from; /* where the tail starts in the call's bytes, 0: no tail to copy */
+    u64 walk_skip; /* bytes of iovec walk_tidx before the tail */
+    u32 walk_tidx; /* the iovec the tail starts in, NO_IOV until found */
+    u32 walk_tail; /* tail bytes copied so far */
     u32 shed;      /* data calls this CPU shed (the ring is asked every SHED_ASK: see shed_call) */
     u32 _pad0;
 } __attribute__((aligned(64)));  /* one CPU's counter never shares a cache line with the next
@@ -417,8 +426,8 @@ static __always_inline int submit(struct scratch *s, u32 captured) {
         flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
     u64 len = captured;
     asm volatile("" : "+r"(len));  /* bound the very register passed to the helper */
-    if (len > MAX_PAYLOAD)
-        len = MAX_PAYLOAD;
+    if (len > MAX_PAYLOAD + TAIL_BYTES)
+        len = MAX_PAYLOAD + TAIL_BYTES;
     if (events.ringbuf_output(s, sizeof(struct event_hdr) + len, flags) != 0) {
         count_drop(DROP_RINGBUF_FULL);
         s->shed = 0;
@@ -516,7 +525,7 @@ static __always_inline struct scratch *new_event(u8 kind, u64 pid_tgid, int fd, 
     else
         bpf_get_current_comm(&h->comm, sizeof(h->comm));
     h->local_port = 0;
-    h->_pad1 = 0;
+    h->tail_len = 0;
     __builtin_memset(h->local_addr, 0, sizeof(h->local_addr));
     return s;
 }
@@ -553,7 +562,7 @@ static __always_inline struct scratch *new_data_event(u64 pid_tgid, struct sock_
     else
         bpf_get_current_comm(&h->comm, sizeof(h->comm));
     h->local_port = si->local_port;
-    h->_pad1 = 0;
+    h->tail_len = 0;
     __builtin_memcpy(h->local_addr, si->local_addr, sizeof(h->local_addr));
     return s;
 }
@@ -630,6 +639,60 @@ static __always_inline u32 copy_user(struct scratch *s, u32 off, u64 src, u64 le
     return off + (u32)len;
 }
 
+/* Copies up to len user bytes to the tail part of data (after a full head), from off on, never
+ * past TAIL_BYTES; returns the new offset. A fault leaves it short: the caller drops the tail. */
+static __always_inline u32 copy_tail(struct scratch *s, u32 off, u64 src, u64 len) {
+    if (off >= TAIL_BYTES || len == 0)
+        return off;
+    u64 room = TAIL_BYTES - off;
+    if (len > room)
+        len = room;
+    asm volatile("" : "+r"(len));  /* as in copy_user: each bounded on its own */
+    asm volatile("" : "+r"(off));
+    if (len > TAIL_BYTES || off > TAIL_BYTES)
+        return off;
+    if (bpf_probe_read_user(&s->data[MAX_PAYLOAD + off], len, (void *)src) != 0) {
+        count_drop(DROP_READ_FAULT);
+        return off;
+    }
+    return off + (u32)len;
+}
+
+/* Where the tail of a call that moved `moved` bytes starts (0: the head holds it all): its last
+ * TAIL_BYTES, never overlapping the head. */
+static __always_inline u64 tail_from(u64 moved) {
+    if (moved <= MAX_PAYLOAD)
+        return 0;
+    return moved - MAX_PAYLOAD > TAIL_BYTES ? moved - TAIL_BYTES : MAX_PAYLOAD;
+}
+
+/* Copies the tail (`len` bytes from byte walk_skip of iovec walk_tidx on, as walk_iov found them)
+ * into the tail part of data: at most TAIL_IOV iovecs, state in the map value as in walk_iov. */
+static __always_inline void walk_tail(struct scratch *s, u64 len) {
+#pragma clang loop unroll(disable)
+    for (u32 j = 0; j < TAIL_IOV; j++) {
+        u32 got = *(volatile u32 *)&s->walk_tail;
+        u32 idx = *(volatile u32 *)&s->walk_tidx;
+        u64 cnt = *(volatile u64 *)&s->walk_cnt;
+        u64 base = *(volatile u64 *)&s->walk_iov;
+        u64 skip = *(volatile u64 *)&s->walk_skip;
+        if (idx == NO_IOV || idx + j >= cnt || got >= len)
+            break;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)(idx + j) * sizeof(v))) != 0)
+            break;
+        if (v.len <= skip) {  /* an empty iovec */
+            *(volatile u64 *)&s->walk_skip = 0;
+            continue;
+        }
+        u64 n = v.len - skip;
+        if (n > len - got)
+            n = len - got;
+        *(volatile u32 *)&s->walk_tail = copy_tail(s, got, v.base + skip, n);
+        *(volatile u64 *)&s->walk_skip = 0;
+    }
+}
+
 /* Copies the first `moved` bytes spread over an iovec array, at most max_iov iovecs. A real
  * bounded loop (kernel >= 5.3; the ring buffer needs 5.8 anyway) instead of unrolled copies:
  * clang compiles one body (bcc's compile ~1.5 s less CPU), and the verifier walks one path per
@@ -640,11 +703,17 @@ static __always_inline u32 copy_user(struct scratch *s, u32 off, u64 src, u64 le
  * one in the same state and all but the first are pruned. Kept in registers (even with an
  * `off &= mask` widening) the states differ and 16 iovecs already exceed the 1M budget. */
 static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved,
-                                    const u32 max_iov) {
+                                    const u32 max_iov, u64 from) {
     *(volatile u32 *)&s->walk_off = 0;
     *(volatile u64 *)&s->walk_left = moved;
     *(volatile u64 *)&s->walk_iov = iov;
     *(volatile u64 *)&s->walk_cnt = iovcnt;
+    *(volatile u64 *)&s->walk_from = from;
+    if (from) {  /* a call no bigger than the head (nearly all) pays for none of the tail's state */
+        *(volatile u64 *)&s->walk_pos = 0;
+        *(volatile u32 *)&s->walk_tidx = NO_IOV;
+        *(volatile u32 *)&s->walk_tail = 0;
+    }
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < max_iov; i++) {
         /* Read back from the map value, which the verifier does not track: every path through
@@ -653,7 +722,9 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
         u64 left = *(volatile u64 *)&s->walk_left;
         u64 cnt = *(volatile u64 *)&s->walk_cnt;
         u64 base = *(volatile u64 *)&s->walk_iov;
-        if (i >= cnt || left == 0 || off >= MAX_PAYLOAD)
+        u64 tail_at = *(volatile u64 *)&s->walk_from;
+        if (i >= cnt || left == 0 ||
+            (off >= MAX_PAYLOAD && (!tail_at || *(volatile u32 *)&s->walk_tidx != NO_IOV)))
             break;
         struct u_iovec v = {};
         if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
@@ -661,16 +732,28 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
         u64 n = v.len < left ? v.len : left;
         *(volatile u32 *)&s->walk_off = copy_user(s, off, v.base, n);
         *(volatile u64 *)&s->walk_left = left - n;
+        /* Only where the tail starts is noted here: copied in this loop, the tail's branches
+         * multiplied the paths of each of the 128 iterations past the verifier's budget. */
+        if (tail_at) {
+            u64 pos = *(volatile u64 *)&s->walk_pos;
+            if (*(volatile u32 *)&s->walk_tidx == NO_IOV && pos + n > tail_at) {
+                *(volatile u32 *)&s->walk_tidx = i;
+                *(volatile u64 *)&s->walk_skip = tail_at - pos;
+            }
+            *(volatile u64 *)&s->walk_pos = pos + n;
+        }
     }
+    if (from)
+        walk_tail(s, moved - from);
     return *(volatile u32 *)&s->walk_off;
 }
 
 static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
-    return walk_iov(s, iov, iovcnt, moved, MAX_IOV);
+    return walk_iov(s, iov, iovcnt, moved, MAX_IOV, tail_from(moved));
 }
 
 static __always_inline u32 copy_iov_short(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
-    return walk_iov(s, iov, iovcnt, moved, MMSG_IOV);
+    return walk_iov(s, iov, iovcnt, moved, MMSG_IOV, 0);  /* datagrams: no tail */
 }
 
 static __always_inline void save(u64 pid_tgid, struct inflight *in) {
@@ -811,13 +894,24 @@ static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_inf
         }
     }
     u32 len = 0;
-    if (buf)
+    u32 tail = 0;
+    u64 from = tail_from(ret);
+    if (buf) {
         len = copy_user(s, 0, buf, ret);
-    else if (iovcnt)
+        if (from)
+            tail = copy_tail(s, 0, buf + from, ret - from);
+    } else if (iovcnt) {
         len = copy_iov(s, iov, iovcnt, ret);
-    /* OP_SENDFILE: the bytes never pass through user memory; size only. */
-    h->captured_len = len;
-    if (submit(s, len) == 0 && !si->named)
+        tail = *(volatile u32 *)&s->walk_tail;
+    }
+    /* OP_SENDFILE: the bytes never pass through user memory; size only. The tail is kept only
+     * whole and right after a whole head (a fault or the iovec limit leaves either short). */
+    if (!from || len != MAX_PAYLOAD || tail != ret - from)
+        tail = 0;
+    /* A tail right after the head makes the call whole: plain payload, no tail to tell apart */
+    h->tail_len = from == MAX_PAYLOAD ? 0 : tail;
+    h->captured_len = len + tail;
+    if (submit(s, len + tail) == 0 && !si->named)
         name_entry(id, a->fd);  /* si may be this call's copy of the entry (syscall path) */
     return 0;
 }

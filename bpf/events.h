@@ -1,8 +1,15 @@
 /* The one definition of what the kernel side hands to Python.
  *
  * Every record in the "events" ring buffer is a struct event_hdr followed by
- * hdr.captured_len payload bytes (0 <= captured_len <= MAX_PAYLOAD). Records are
+ * hdr.captured_len payload bytes (0 <= captured_len <= MAX_PAYLOAD + TAIL_BYTES). Records are
  * variable-size so that a 40-byte request does not cost a MAX_PAYLOAD copy.
+ *
+ * DATA of a call that moved more than MAX_PAYLOAD bytes: the payload is the first MAX_PAYLOAD
+ * bytes (the head), then the call's last hdr.tail_len bytes (the tail, which starts at byte
+ * hdr.size - hdr.tail_len of what moved; 0 when it could not be copied). A call of at most
+ * MAX_PAYLOAD + TAIL_BYTES is copied whole (captured_len == size, tail_len 0). A big HTTP/2 write
+ * ends with the frames that close its streams (gRPC trailers): without them the connection's
+ * HPACK table is lost for good (see hostagent/protocols/http2_frames.py).
  *
  * hostagent/probes/events.py mirrors these structs with ctypes; a root test
  * compiles this header with bcc and checks sizes and offsets against the mirror.
@@ -16,6 +23,14 @@
 #ifndef MAX_PAYLOAD
 #define MAX_PAYLOAD 1024   /* bytes of payload copied per event; -DMAX_PAYLOAD=... */
 #endif
+#ifndef TAIL_MAX
+/* Bytes copied from the end of a call larger than MAX_PAYLOAD. What ends grpcio's and Go's
+ * big writes: the trailers HEADERS (9 + 30..100 bytes, more with custom trailing metadata; grpcio
+ * 1.x: 39), WINDOW_UPDATEs (13 each), a PING (17). 512 holds them with room to spare, and the
+ * more of the write's end is copied, the likelier the frame after the cut starts in it. */
+#define TAIL_MAX 512
+#endif
+#define TAIL_BYTES (MAX_PAYLOAD < TAIL_MAX ? MAX_PAYLOAD : TAIL_MAX)
 
 enum event_kind {
     EVENT_DATA = 1,     /* bytes moved on a tracked socket */
@@ -97,7 +112,7 @@ struct event_hdr {
                                          entry (the tracker names a connection once), "" after */
     /* Appended: the socket's own end, when known (bind, accept, inet_sock_set_state). */
     unsigned short local_port;     /* 84 host byte order, 0 when unknown */
-    unsigned short _pad1;          /* 86 */
+    unsigned short tail_len;       /* 86 DATA: payload bytes that are the call's tail (see top) */
     unsigned char local_addr[16];  /* 88 same family as peer; all zero for a wildcard bind */
 };                                 /* 104 */
 

@@ -80,13 +80,16 @@ class CaptureEvent:
     # load, or the ring refused them), mod 2**16. A change between two events of a connection
     # means calls are missing between them (the tracker tells the parser: Tracker.handle).
     lost: int = 0
+    # DATA of a call larger than the kernel's head copy: its last bytes (they end at ``size``;
+    # bpf/events.h), after a gap of size - len(data) - len(tail) uncaptured bytes. b"" if none.
+    tail: bytes = b""
 
     # Written out (init=False): compiled (mypyc), an explicit __init__ is C, where the one
     # dataclasses generates is Python code setting each field through setattr (~3x slower).
     def __init__(self, kind: EventKind, ts_ns: int, pid: int, tid: int, fd: int, cgroup_id: int = 0,
                  direction: Direction = Direction.EGRESS, size: int = 0, data: bytes = b"", family: int = 0,
                  peer_addr: str = "", peer_port: int = 0, sock_type: int = 0, comm: str = "",
-                 local_addr: str = "", local_port: int = 0, lost: int = 0) -> None:
+                 local_addr: str = "", local_port: int = 0, lost: int = 0, tail: bytes = b"") -> None:
         self.kind = kind
         self.ts_ns = ts_ns
         self.pid = pid
@@ -104,6 +107,7 @@ class CaptureEvent:
         self.local_addr = local_addr
         self.local_port = local_port
         self.lost = lost
+        self.tail = tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,9 @@ class Segment:
     """Bytes of one direction handed to a protocol parser, in order for that connection.
 
     ``data`` is what the kernel copied; ``size`` is what really moved. When ``size > len(data)``
-    the tail was not captured: parsers must count it (body sizes) but never invent its content.
+    the rest was not captured: parsers must count it (body sizes) but never invent its content.
+    ``tail``, when not empty, is the segment's last bytes (from ``tail_at`` to ``size``), copied
+    apart from the head: a parser that cannot use it treats it as lost like the bytes before it.
     """
 
     direction: Direction
@@ -120,6 +126,12 @@ class Segment:
     ts_ns: int
     peer_addr: str = ""  # datagram sockets: the peer named by this very syscall
     peer_port: int = 0
+    tail: bytes = b""
+
+    @property
+    def tail_at(self) -> int:
+        """Offset of ``tail`` in the segment's bytes (``size`` when there is none)."""
+        return self.size - len(self.tail)
 
 
 @dataclass(frozen=True, slots=True)

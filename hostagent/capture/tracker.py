@@ -229,7 +229,8 @@ class ConnectionTracker:
                 first = b"".join([s.data for s in held if s.direction == direction] + [data])[:DETECT_BYTES]
             spec = self._pick(first, direction, state.transport)
             if spec is None:
-                self._undetected(state, None if datagram else Segment(direction, data, size, ts), len(data))
+                kept = None if datagram else Segment(direction, data, size, ts, tail=event.tail)
+                self._undetected(state, kept, len(data))
                 return calls
             make_for = spec.new_parser_for
             parser = state.parser = make_for(state.transport) if make_for is not None else spec.new_parser()
@@ -250,6 +251,7 @@ class ConnectionTracker:
             assert state.parser is not None
             more = state.parser.feed(Segment(
                 direction, data, size, ts, event.peer_addr if datagram else "", event.peer_port if datagram else 0,
+                event.tail,
             ))  # fmt: skip
         if not calls:
             return more

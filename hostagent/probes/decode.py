@@ -23,6 +23,9 @@ HDR_SIZE: Final = 104
 HEAD_FORMAT: Final = "<QQQIIiIBBxx60s"
 # family sock_type peer_port lost peer_addr comm local_port (_pad1) local_addr
 TAIL_FORMAT: Final = "<HHHH16s16sHxx16s"
+# tail_len (u16, little endian): the last bytes of the payload that are the call's own tail,
+# read only for a call not captured whole (it is in the memo's key bytes, skipped by its format).
+TAIL_LEN_AT: Final = 86
 CACHE_MAX: Final = 4096
 
 _head = struct.Struct(HEAD_FORMAT).unpack_from
@@ -116,16 +119,24 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
 
     ``buf`` is anything ``struct`` reads whose slices are ``bytes``: the ring's mmap (the
     loader's hot path), or a record's own bytes. Only the payload is copied out."""
-    ts, cg, moved, pid, tid, fd, clen, kind, direction, tail = _head(buf, off)
-    t = tail_cache.get(tail)
+    ts, cg, moved, pid, tid, fd, clen, kind, direction, rest = _head(buf, off)
+    t = tail_cache.get(rest)
     if t is None:
-        t = _tail(tail)
+        t = _tail(rest)
     data: bytes
+    tail: bytes = b""
     if clen:
         if clen > length - HDR_SIZE:  # never past the record, whatever the header says
             clen = length - HDR_SIZE
         start = off + HDR_SIZE
-        data = buf[start : start + clen]
+        tlen = 0
+        if moved > clen:  # not whole: its last bytes may follow the head (bpf/events.h)
+            tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
+        if 0 < tlen <= clen:
+            data = buf[start : start + clen - tlen]
+            tail = buf[start + clen - tlen : start + clen]
+        else:
+            data = buf[start : start + clen]
     else:
         data = b""
     k = _KINDS[kind] if kind < len(_KINDS) else None
@@ -134,4 +145,4 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
     # Positional, in CaptureEvent's field order (test_kernel_events pins it).
     return CaptureEvent(k, ts, pid, tid, fd, cg, DIRECTIONS[direction], moved, data,
                         t.family, t.peer_addr, t.peer_port, t.sock_type, t.comm, t.local_addr, t.local_port,
-                        t.lost)  # fmt: skip
+                        t.lost, tail)  # fmt: skip

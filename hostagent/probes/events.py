@@ -42,7 +42,7 @@ class EventHdr(c.Structure):
         ("peer_addr", c.c_uint8 * 16),
         ("comm", c.c_char * 16),
         ("local_port", c.c_uint16),
-        ("_pad1", c.c_uint16),
+        ("tail_len", c.c_uint16),
         ("local_addr", c.c_uint8 * 16),
     )
 
@@ -126,7 +126,8 @@ assert _decode.HDR_SIZE == HDR_SIZE
 assert _decode.HEAD_FORMAT == (
     _struct_format(EventHdr, end="family", skip=("syscall", "flags")) + f"{HDR_SIZE - _TAIL_AT}s"
 )
-assert _decode.TAIL_FORMAT == _struct_format(EventHdr, start="family", skip=("_pad1",))
+assert _decode.TAIL_FORMAT == _struct_format(EventHdr, start="family", skip=("tail_len",))
+assert _decode.TAIL_LEN_AT == EventHdr.tail_len.offset
 decode_at = _decode.decode_at
 peer_str = _decode.peer_str
 _string_at = c.string_at

@@ -48,7 +48,7 @@ from hostagent.yielding import CpuYield
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + header must fit one array value; verified up to here
+MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + tail (512) + header must fit one array value; verified up to here
 
 # A drain may yield the CPU between steps (hostagent.yielding). 2 KiB is 10-20 records, ~0.1-0.2 ms
 # of the pipeline live: with 8 KiB steps one step still ran past 1.5 ms while a nice-0 process

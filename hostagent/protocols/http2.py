@@ -28,7 +28,8 @@ Switching Protocols`` with stream 1 already holding the HTTP/1.1 request (RFC 75
 
 ``stats.extra`` keys: "hpack_unknown_table" (header blocks with fields dropped because the
 dynamic table was unknown), "hpack_errors", "midstream" (directions first seen mid-way),
-"sync_lost", "push_streams", "streams_evicted".
+"sync_lost", "frames_skipped" (frames of a big write not seen, the ones that end it found in
+its captured tail), "push_streams", "streams_evicted".
 """
 
 from __future__ import annotations
@@ -153,12 +154,14 @@ class Http2Parser:
             data, size = self._strip_preface(side, segment.direction, data, size)
             if side.pending is not None:
                 return []
-        frames, lost = side.reader.feed(data, size)
+        frames, lost = side.reader.feed(data, size, segment.tail, self._streams)
         if lost & LOST_BEFORE:
             self._sync_lost(side)
         for frame in frames:
             if not frame.complete:
                 self.stats.truncated += 1
+            if frame.after_gap:
+                self._gap(side)
             self._frame(side, segment.direction, frame, segment.ts_ns)
         if lost & LOST_AFTER:
             # After the frames: they were whole and decode with the table as it was (a big gRPC
@@ -172,6 +175,15 @@ class Http2Parser:
         """Frames went by unseen (an uncaptured tail hid frame boundaries: big messages)."""
         self._count("sync_lost")
         self._lose_table(side)
+        self._frames_lost()
+
+    def _gap(self, side: _Side) -> None:
+        """Frames went by unseen in a big write, and the ones that end it were found in its tail
+        (http2_frames): no header block was among the unseen (the HPACK table stays whole) unless
+        one was open, but their DATA lengths and messages are unknown."""
+        self._count("frames_skipped")
+        if side.block is not None:  # its CONTINUATION frames may have been in the gap
+            self._lose_table(side)
         self._frames_lost()
 
     def lost(self) -> list[Call]:

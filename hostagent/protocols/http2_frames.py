@@ -18,10 +18,22 @@ hands the frame on marked incomplete (DATA lengths still count) and skips the re
 when the lost bytes run past a frame boundary does it lose sync; it then waits for a Segment that
 starts with a plausible frame header. ``feed`` says where the loss was (``LOST_BEFORE`` the frames
 it returns, ``LOST_AFTER`` them, or both): frames before a loss decode with the state as it was.
+
+A Segment bigger than the kernel's head copy may carry its last bytes too (``tail``, the last
+``len(tail)`` of ``size``). After the head's last whole frame, the frame the cut went through has a
+known length: when the next frame starts inside the tail, the reader goes on from there, frame by
+frame, with nothing lost. When it starts in the gap (several 16 KB DATA frames of a 100 KB gRPC
+reply), the frames at the end of the tail are found by a strict check (``frames_ending_at``: a
+chain of plausible headers, each on stream 0 or an open stream, ending exactly at the Segment's
+end, accepted only when no other chain is possible); the first of them is marked ``after_gap``:
+frames went by unseen before it, but a header block (HPACK) was not among them. (The senders this
+is for put HEADERS before a message's DATA and the trailers after it, in the tail.) DATA payload
+in the gap is never guessed at.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -52,6 +64,7 @@ _DEFINED_FLAGS = {
     CONTINUATION: FLAG_END_HEADERS,
 }
 _STREAM_ZERO = frozenset({SETTINGS, PING, GOAWAY})  # connection-level frames only
+_BLOCK_TYPES = frozenset({HEADERS, CONTINUATION, PUSH_PROMISE})  # they change the HPACK table
 _FIXED_LENGTH = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 
 # FrameReader.feed's loss, as bits: unknown bytes went by before the frames it returns (it was out
@@ -106,6 +119,46 @@ def plausible_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> bo
     return ftype == WINDOW_UPDATE or sid != 0
 
 
+def frames_ending_at(buf: bytes, streams: Container[int]) -> int:
+    """Where, in ``buf`` (the last bytes of a write whose start is unknown), the whole frames that end
+    exactly at its end begin; -1 when none can be told apart with certainty.
+
+    A start is a ``plausible_header`` on stream 0 or one of ``streams`` (open streams) whose frame
+    ends exactly at the end or where another start is. Every start must lie on the chain of the
+    earliest one (else payload bytes look like headers too, and two chains are possible). A
+    header block (HEADERS, CONTINUATION, PUSH_PROMISE) on another stream counts as a start too,
+    and fails the chain it begins: taking the frames after it would let it go by unseen, and the
+    HPACK table with it. Frame headers only, never a payload, are read here.
+    """
+    end = len(buf)
+    chained = bytearray(end + 1)  # chained[p]: a chain of frames from p ends exactly at the end
+    chained[end] = 1
+    nxt: dict[int, int] = {}
+    for p in range(end - HEADER_LEN, -1, -1):
+        if buf[p] or buf[p + 1] > 0x40:  # length > 16384: never plausible (cheap first test)
+            continue
+        stop = p + HEADER_LEN + ((buf[p + 1] << 8) | buf[p + 2])
+        if stop > end or not chained[stop] or not plausible_header(buf, p):
+            continue
+        sid = int.from_bytes(buf[p + 5 : p + 9], "big")
+        if sid and sid not in streams and buf[p + 3] not in _BLOCK_TYPES:
+            continue  # zero bytes read as an empty DATA frame are common; a header block is not
+        chained[p] = 1
+        nxt[p] = stop
+    if not nxt:
+        return -1
+    first = min(nxt)
+    on_chain = 0
+    p = first
+    while p != end:
+        sid = int.from_bytes(buf[p + 5 : p + 9], "big")
+        if sid and sid not in streams:
+            return -1
+        on_chain += 1
+        p = nxt[p]
+    return first if on_chain == len(nxt) else -1
+
+
 @dataclass(slots=True)
 class Frame:
     """One frame. ``payload`` is what was captured; ``complete`` is False when bytes were lost."""
@@ -116,6 +169,7 @@ class Frame:
     length: int  # payload length from the header: what really moved
     payload: bytes
     complete: bool = True
+    after_gap: bool = False  # frames of unknown type went by just before (found in a tail)
 
 
 class FrameReader:
@@ -130,57 +184,105 @@ class FrameReader:
         self.max_frame = ABSOLUTE_MAX_FRAME  # an observer cannot know every SETTINGS it missed
         self.resyncs = 0
 
-    def feed(self, data: bytes, size: int) -> tuple[list[Frame], int]:
+    def feed(self, data: bytes, size: int, tail: bytes = b"",
+             streams: Container[int] = ()) -> tuple[list[Frame], int]:
         """Frames completed by this Segment, and where sync was lost (``LOST_BEFORE`` /
         ``LOST_AFTER`` bits; 0: nowhere): bytes of unknown meaning went by, so frames - possibly
-        HEADERS - were missed."""
+        HEADERS - were missed. ``tail``: the Segment's last bytes, when captured apart from
+        ``data`` (see the module docstring); ``streams``: the open streams (a tail's frames must
+        be on one of them, or on stream 0)."""
         lost = 0
-        missing = max(size - len(data), 0)
+        if tail:
+            tail_at = size - len(tail)
+            if tail_at <= len(data):  # no gap: the tail goes on where the head stopped
+                data += tail[len(data) - tail_at :]
+                tail = b""
+        got = len(data)
+        missing = max(size - got, 0)
         if not self.in_sync:
             if not plausible_header(data):
                 self.resyncs += 1
+                if tail:  # sync may be regained at frames that end this Segment
+                    regained, _ = self._past_cut([], -1, tail, size, streams, 0)
+                    if regained:
+                        regained[0].after_gap = False  # LOST_BEFORE says more: the table is lost
+                    return regained, LOST_BEFORE
                 return [], LOST_BEFORE
             self.in_sync = True
             self._buf.clear()
             self._skip = 0
             lost = LOST_BEFORE  # whatever came between the loss and here is unknown
         if self._skip:
-            n = min(self._skip, len(data))
+            n = min(self._skip, got)
             self._skip -= n
             data = data[n:]
-            if self._skip:
-                n = min(self._skip, missing)
-                self._skip -= n
-                missing -= n
+            if self._skip:  # the frame being skipped goes on past the head
+                nxt, self._skip = got + self._skip, 0
+                if nxt >= size:
+                    self._skip = nxt - size
+                    return [], lost
+                return self._past_cut([], nxt, tail, size, streams, lost)
         frames: list[Frame] = []
         buf = self._buf
         buf += data
+        if not self._whole_frames(frames):
+            return frames, lost | LOST_AFTER
+        if missing:
+            if len(buf) < HEADER_LEN:
+                self._buf.clear()
+                return self._past_cut(frames, -1, tail, size, streams, lost)
+            length, ftype, flags, sid = parse_header(buf, 0)
+            need = HEADER_LEN + length - len(buf)
+            frames.append(Frame(ftype, flags, sid, length, bytes(buf[HEADER_LEN:]), complete=False))
+            buf.clear()
+            if missing > need:
+                return self._past_cut(frames, got + need, tail, size, streams, lost)
+            self._skip = need - missing
+        return frames, lost
+
+    def _whole_frames(self, frames: list[Frame]) -> bool:
+        """Appends the whole frames at the start of the buffer and keeps what follows them; False
+        (sync lost) on a length no peer may send."""
+        buf = self._buf
         pos = 0
         end = len(buf)
         while end - pos >= HEADER_LEN:
             length, ftype, flags, sid = parse_header(buf, pos)
             if length > self.max_frame:
                 self._lose()
-                return frames, lost | LOST_AFTER
+                return False
             stop = pos + HEADER_LEN + length
             if stop > end:
                 break
             frames.append(Frame(ftype, flags, sid, length, bytes(buf[pos + HEADER_LEN : stop])))
             pos = stop
         del buf[:pos]
-        if missing:
-            if len(buf) < HEADER_LEN:
-                self._lose()
+        return True
+
+    def _past_cut(self, frames: list[Frame], nxt: int, tail: bytes, size: int, streams: Container[int],
+                  lost: int) -> tuple[list[Frame], int]:
+        """The Segment's uncaptured bytes run past a frame boundary: at offset ``nxt`` of the
+        Segment a frame starts (-1: where is unknown). From the tail, if it holds that offset or
+        an unambiguous chain of frames ending the Segment; else sync is lost. The buffer is empty."""
+        tail_at = size - len(tail)
+        if tail and nxt >= tail_at:
+            self._buf += tail[nxt - tail_at :]
+            self.in_sync = True
+            if not self._whole_frames(frames):
                 return frames, lost | LOST_AFTER
-            length, ftype, flags, sid = parse_header(buf, 0)
-            need = HEADER_LEN + length - len(buf)
-            frames.append(Frame(ftype, flags, sid, length, bytes(buf[HEADER_LEN:]), complete=False))
-            buf.clear()
-            if missing > need:
-                self._lose()
-                return frames, lost | LOST_AFTER
-            self._skip = need - missing
-        return frames, lost
+            return frames, lost
+        if tail:
+            opened = {f.stream_id for f in frames if f.type == HEADERS}  # this Segment's new streams
+            start = frames_ending_at(tail, _Either(streams, opened))
+            if start >= 0:  # nxt (if known) is in the gap, before the tail: before start
+                self.in_sync = True
+                found: list[Frame] = []
+                self._buf += tail[start:]
+                if self._whole_frames(found) and found:
+                    found[0].after_gap = True
+                    return frames + found, lost
+        self._lose()
+        return frames, lost | LOST_AFTER
 
     def lose(self) -> None:
         """Bytes of this direction went by unseen: drop what is buffered and take up again at the
@@ -191,3 +293,16 @@ class FrameReader:
         self._buf.clear()
         self._skip = 0
         self.in_sync = False
+
+
+class _Either:
+    """Membership in either of two containers (open streams, and those this Segment opened)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Container[int], b: Container[int]) -> None:
+        self.a = a
+        self.b = b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b

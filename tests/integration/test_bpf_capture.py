@@ -200,6 +200,14 @@ CHILD = textwrap.dedent(
         c, s = pair()
         c.sendall(bytes(range(256)) * 20)            # 5120 bytes, one sendto
         recv_exactly(s, 5120)
+    elif mode == "tails":                            # calls bigger than the head copy, each syscall
+        c, s = pair()
+        pat = lambda n, k: bytes((i * 7 + k) % 251 for i in range(n))
+        os.write(c.fileno(), pat(5000, 1)); recv_exactly(s, 5000)
+        c.send(pat(3000, 2)); recv_exactly(s, 3000)                    # sendto
+        c.sendmsg([pat(1000, 3), pat(3000, 4), pat(300, 5), pat(200, 6)]); recv_exactly(s, 4500)
+        os.writev(c.fileno(), [pat(600, 7), pat(700, 8)]); recv_exactly(s, 1300)  # no gap
+        c.sendmsg([pat(4000, 9), b"", pat(100, 10)]); recv_exactly(s, 4100)       # tail over 2
     elif mode == "sendmsg":
         c, s = pair()
         c.sendmsg([b"a" * 10, b"b" * 10, b"c" * 5])  # one sendmsg, three iovecs
@@ -208,8 +216,8 @@ CHILD = textwrap.dedent(
         c, s = pair()
         c.sendmsg([bytes([65 + i % 26]) * 3 for i in range(130)])  # 390 B in 130 iovecs
         recv_exactly(s, 390)
-        os.writev(c.fileno(), [bytes([97 + i % 26]) * 50 for i in range(30)])  # 1500 B
-        recv_exactly(s, 1500)
+        os.writev(c.fileno(), [bytes([97 + i % 26]) * 50 for i in range(40)])  # 2000 B
+        recv_exactly(s, 2000)
     elif mode == "vec":
         c, s = pair()
         os.writev(c.fileno(), [b"hello ", b"world"])
@@ -399,6 +407,36 @@ def test_body_larger_than_payload_keeps_true_size(capture: tuple[BpfCapture, Col
     assert all(len(e.data) == min(e.size, PAYLOAD) for e in received)
 
 
+def test_calls_bigger_than_the_head_carry_their_tail(capture: tuple[BpfCapture, Collector]) -> None:
+    """write, sendto, sendmsg and writev (several iovecs, the tail over the last ones) and the
+    reads on the other end: the head is the first PAYLOAD bytes, the tail the call's last
+    TAIL_BYTES (512), never overlapping the head, with the true size kept; a call of at most
+    PAYLOAD + 512 bytes comes whole."""
+    cap, col = capture
+    evs = finish(cap, col, run_child("tails", 19530))
+    c, s = conn_fds(evs)
+
+    def pat(n: int, k: int) -> bytes:
+        return bytes((i * 7 + k) % 251 for i in range(n))
+
+    calls = [pat(5000, 1), pat(3000, 2), pat(1000, 3) + pat(3000, 4) + pat(300, 5) + pat(200, 6),
+             pat(600, 7) + pat(700, 8), pat(4000, 9) + pat(100, 10)]  # fmt: skip
+    sent = [e for e in evs if e.kind == D and e.fd == c]
+    assert [(e.size, e.data, e.tail) for e in sent] == [
+        (len(b), b[:PAYLOAD], b[-512:]) if len(b) > PAYLOAD + 512 else (len(b), b, b"") for b in calls
+    ]
+    assert [(len(e.data), len(e.tail)) for e in sent] == [(PAYLOAD, 512)] * 3 + [(1300, 0), (PAYLOAD, 512)]
+    stream = b"".join(calls)
+    pos = 0
+    received = [e for e in evs if e.kind == D and e.fd == s]
+    for e in received:  # however the reads fell, each carries its own head and tail
+        whole = e.size <= PAYLOAD + 512
+        assert e.data == stream[pos : pos + (e.size if whole else PAYLOAD)]
+        assert e.tail == (b"" if whole else stream[pos + e.size - 512 : pos + e.size])
+        pos += e.size
+    assert pos == len(stream) and any(e.tail for e in received)
+
+
 def test_sendmsg_iovecs_in_order(capture: tuple[BpfCapture, Collector]) -> None:
     cap, col = capture
     evs = finish(cap, col, run_child("sendmsg", 18111))
@@ -426,11 +464,12 @@ def test_many_iovecs_walk_128_and_clip_at_payload(capture: tuple[BpfCapture, Col
     cap, col = capture
     evs = finish(cap, col, run_child("manyiov", 19520))
     c, _ = conn_fds(evs)
-    sent = [(e.size, e.data) for e in evs if e.kind == D and e.fd == c]
+    sent = [(e.size, e.data, e.tail) for e in evs if e.kind == D and e.fd == c]
     first = b"".join(bytes([65 + i % 26]) * 3 for i in range(128))  # iovecs 129, 130 unread
-    second = b"".join(bytes([97 + i % 26]) * 50 for i in range(30))[:PAYLOAD]  # 20.48 iovecs
-    assert sent == [(390, first), (1500, second)]
-    assert len(first) == 384 and len(second) == PAYLOAD
+    second = b"".join(bytes([97 + i % 26]) * 50 for i in range(40))
+    # the head stops in iovec 21 (20.48 iovecs), the tail starts in iovec 30 (29.76)
+    assert sent == [(390, first, b""), (2000, second[:PAYLOAD], second[-512:])]
+    assert len(first) == 384
 
 
 def test_sendmmsg_gives_one_event_per_datagram_with_peer(capture: tuple[BpfCapture, Collector]) -> None:
@@ -655,6 +694,22 @@ def test_payload_of_16_kib(headers: HeadersChoice) -> None:
     (sent,) = [e for e in evs if e.kind == D and e.fd == c]
     assert (sent.size, sent.data) == (16384, bytes(range(256)) * 64)
     assert data(evs, s, Direction.INGRESS) == bytes(range(256)) * 64
+
+
+@pytest.mark.parametrize(("payload", "mode"), [(256, "socket"), (700, "syscalls"), (4096, "socket")])
+def test_tail_with_other_payload_sizes(headers: HeadersChoice, payload: int, mode: str) -> None:
+    """The tail is min(512, payload_bytes) bytes: the programs load, and copy it, whatever the head
+    size (a scratch buffer sized for the head only was refused by the verifier below 1024)."""
+    col = Collector()
+    with BpfCapture(on_event=col, payload_bytes=payload, headers=headers, runtime_dir=RUNTIME_DIR,
+                    data_hooks=mode) as cap:
+        cap.load()
+        assert cap.attach({"socket", "process"})["socket"].state == "attached"
+        evs = finish(cap, col, run_child("big", 19540))
+    c, _ = conn_fds(evs)
+    (sent,) = [e for e in evs if e.kind == D and e.fd == c]
+    body = bytes(range(256)) * 20
+    assert (sent.size, sent.data, sent.tail) == (5120, body[:payload], body[-min(512, payload):])
 
 
 def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) -> None:

@@ -260,6 +260,25 @@ def test_concurrent_calls_on_one_channel_each_link_to_their_own_client(receiver:
     assert {c.parent_span_id for c in client} == {""}  # roots: the client process serves nothing
 
 
+def test_a_100_kb_message_leaves_the_channels_next_call_whole(receiver: OtlpGrpcReceiver,
+                                                             grpc_server: Server) -> None:
+    """A call whose request and reply (100 KB each) are far bigger than payload_bytes: each is one
+    big write whose middle is not captured, and its end (the reply's trailers) only in the write's
+    captured tail. The big call ends with its own status from those trailers (not end_unseen),
+    and the channel's next call is decoded whole on both sides: the HPACK tables were kept."""
+    spawn_client("run_big_then_small(stub, 100_000)")
+    spans = wait_spans(receiver, GRPC_PORT, 4)
+    assert len(spans) == 4, [summary(s) for s in spans]
+    for side in (by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")):
+        big, small = side
+        assert summary(big)[:3] == (METHOD + "Unary", METHOD + "Unary", "OK"), summary(big)
+        assert "hostagent.http2.end_unseen" not in big.attributes
+        assert "hostagent.http2.headers_incomplete" not in big.attributes
+        assert summary(small) == (METHOD + "Unary", METHOD + "Unary", "OK", 1, 1, 0, None)
+        assert "hostagent.http2.headers_incomplete" not in small.attributes
+        assert big.end_unix_ns <= small.start_unix_ns
+
+
 def max_in_flight(spans: list[ReceivedSpan]) -> int:
     edges = sorted([(s.start_unix_ns, 1) for s in spans] + [(s.end_unix_ns, -1) for s in spans])
     depth = best = 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hostagent.model import Direction, Segment
+from hostagent.protocols.http2_frames import DATA, HEADERS, parse_header
 
 
 @dataclass
@@ -121,4 +122,25 @@ def segments(chunks: list[Chunk], view: str) -> dict[int, list[Segment]]:
         egress = (c.dir == "c2s") == (view == "client")
         direction = Direction.EGRESS if egress else Direction.INGRESS
         out.setdefault(c.conn, []).append(Segment(direction, c.data, len(c.data), c.ts))
+    return out
+
+
+def in_16k_frames(write: bytes, skip_headers: bool = False) -> bytes:
+    """The same frames with each DATA frame cut into 16 KB ones, as Go's and nginx's HTTP/2 send
+    them (grpcio sends a message as one frame); ``skip_headers``: without the leading HEADERS
+    (Go writes a response's HEADERS apart)."""
+    out, pos = b"", 0
+    while pos < len(write):
+        length, ftype, flags, sid = parse_header(write, pos)
+        payload = write[pos + 9 : pos + 9 + length]
+        pos += 9 + length
+        if ftype == HEADERS and skip_headers and not out:
+            continue
+        if ftype != DATA:
+            out += write[pos - 9 - length : pos]
+            continue
+        for at in range(0, length, 16384):
+            part = payload[at : at + 16384]
+            last = at + 16384 >= length
+            out += len(part).to_bytes(3, "big") + bytes([DATA, flags if last else 0]) + sid.to_bytes(4, "big") + part
     return out

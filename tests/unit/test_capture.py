@@ -281,3 +281,37 @@ def test_calls_lost_in_the_kernel_reset_the_parser_before_the_next_event() -> No
     assert [(c.attributes["url.query"], c.start_ns, c.end_ns) for c in calls] == [("a=2&b=two", 40, 50)]
     stats = t.stats()
     assert (stats["lost_gaps"], stats["parser_unpaired"]) == (1, 1)
+
+
+@dataclass
+class KeepingParser:
+    """Keeps every Segment it is fed (a stream protocol that exists only in this test)."""
+
+    stats: ParserStats = field(default_factory=ParserStats)
+    seen: list[Segment] = field(default_factory=list)
+
+    def feed(self, segment: Segment) -> list[Call]:
+        self.seen.append(segment)
+        return []
+
+    def close(self, ts_ns: int) -> list[Call]:
+        return []
+
+
+def test_a_big_calls_tail_reaches_segment_parsers_held_or_not() -> None:
+    """A call bigger than the head copy: the Segment carries its tail and where it starts, also
+    for the Segments held while the protocol was not yet decided."""
+    parsers: list[KeepingParser] = []
+
+    def make() -> KeepingParser:
+        parsers.append(KeepingParser())
+        return parsers[-1]
+
+    spec = ProtocolSpec("keep", "keep", lambda d, _dir: d.startswith(b"KEEP"), make)
+    t, _ = tracker(specs=(spec,))
+    feed(t, [data(1, OUT, b"KE", size=9000, tail=b"end-of-first"),
+             data(2, OUT, b"EP!", size=5000, tail=b"end-of-second")])  # fmt: skip
+    (parser,) = parsers
+    assert [(s.data, s.size, s.tail, s.tail_at) for s in parser.seen] == [
+        (b"KE", 9000, b"end-of-first", 8988), (b"EP!", 5000, b"end-of-second", 4987),
+    ]  # fmt: skip

@@ -17,8 +17,8 @@ from hpack.huffman_table import decode_huffman
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import http2
 from hostagent.protocols.http2 import Http2Parser, looks_like
-from hostagent.protocols.http2_frames import DATA, GOAWAY, HEADERS, PREFACE, SETTINGS
-from tests.support.h2_recorder import Chunk, load_chunks, segments
+from hostagent.protocols.http2_frames import DATA, GOAWAY, HEADERS, PREFACE, SETTINGS, parse_header
+from tests.support.h2_recorder import Chunk, in_16k_frames, load_chunks, segments
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "http2"
 METHOD = "hostagent.demo.v1.Demo/"
@@ -574,3 +574,48 @@ def test_a_big_grpc_message_cut_by_the_capture_keeps_its_own_call_and_reports_a_
     assert "rpc.response.status_code" not in cut.attributes and cut.error_type is None
     assert (cut.end_ns, cut.response_size) == (35, 0)  # the size is unknowable: not reported
     assert "hostagent.http2.end_unseen" not in by_start[10].attributes
+
+
+def captured(seg: Segment, head: int = 4096, tail: int = 512) -> Segment:
+    """The Segment as the kernel hands it on: its head, and its last bytes when it is bigger."""
+    if len(seg.data) <= head:
+        return seg
+    data = seg.data
+    return replace(seg, data=data[:head], tail=data[max(head, len(data) - tail) :])
+
+
+@pytest.mark.parametrize("view", ["client", "server"])
+def test_a_big_grpc_message_keeps_the_channels_hpack_tables(view: str) -> None:
+    """grpcio writes a 20 KB message as one DATA frame in one sendmsg, the reply's trailers after
+    it (tests/fixtures/http2/grpc_big.json). The capture keeps 4096 bytes and the write's last 512:
+    the big call ends with its own trailers, and the next call on the channel decodes whole."""
+    (conn,) = segments(chunks("grpc_big"), view).values()
+    calls, parser = replay([captured(s) for s in conn])
+    unary = "hostagent.demo.v1.Demo/Unary"
+    assert [summary(c)[3:9] for c in calls] == [(unary, "OK", None, "", 1, 1)] * 2
+    for c in calls:
+        assert not {k for k in c.attributes if k.startswith("hostagent.http2.")}, c.attributes
+    assert [c.response_size for c in calls] == [20011, 14]  # every DATA length was seen
+    assert parser.stats.truncated == 2 and parser.stats.extra == {}
+
+
+def test_frames_found_at_the_end_of_a_big_write_keep_the_table() -> None:
+    """A 100 KB reply in 16 KB DATA frames (Go, nginx): the frames after the first are not seen,
+    the trailers are found at the end of the write's tail. The big call gets its status, its size
+    is unknowable (not reported), and the next call's trailers decode with the table kept."""
+    enc_out, enc_in = hpack.Encoder(), hpack.Encoder()
+    out, inn = Direction.EGRESS, Direction.INGRESS
+    p = Http2Parser()
+    calls = p.feed(seg(out, PREFACE + frame(SETTINGS, 0, 0, b""), 1))
+    calls += p.feed(seg(inn, frame(SETTINGS, 0, 0, b""), 2))
+    for sid, reply, t in ((1, b"R" * 100_000, 10), (3, b"pong", 20)):
+        req, resp = _grpc_exchange(enc_out, enc_in, sid, b"ping", reply)
+        head, rest = resp[: 9 + parse_header(resp)[0]], resp[9 + parse_header(resp)[0] :]
+        calls += p.feed(captured(Segment(out, req, len(req), t)))
+        calls += p.feed(captured(Segment(inn, head + in_16k_frames(rest), len(head) + len(in_16k_frames(rest)), t + 5)))
+    assert [(c.start_ns, c.attributes["rpc.response.status_code"], c.response_size) for c in calls] == [
+        (10, "OK", 0), (20, "OK", 9)
+    ]
+    assert all("hostagent.http2.headers_incomplete" not in c.attributes for c in calls)
+    assert "hostagent.http2.end_unseen" not in calls[0].attributes
+    assert p.stats.extra == {"frames_skipped": 1}

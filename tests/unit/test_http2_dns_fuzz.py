@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from hostagent.model import Direction, Segment
 from hostagent.protocols import dns, http2
-from tests.support.h2_recorder import load_chunks, segments
+from tests.support.h2_recorder import in_16k_frames, load_chunks, segments
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 GRPC = next(iter(segments(load_chunks(FIX / "http2" / "grpc_shapes.json"), "client").values()))
+BIG = next(iter(segments(load_chunks(FIX / "http2" / "grpc_big.json"), "server").values()))
 DNS_SEGS = [
     Segment(
         Direction.EGRESS if s["dir"] == "egress" else Direction.INGRESS,
@@ -73,6 +74,25 @@ def test_http2_corrupted_recording(data: st.DataObject) -> None:
                 raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
         keep = data.draw(st.integers(0, len(raw)))
         p.feed(replace(seg, data=bytes(raw[:keep])))
+    p.close(10**12)
+    assert len(p._streams) <= 1024
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_http2_big_writes_cut_with_tails(data: st.DataObject) -> None:
+    """The big-message recording (DATA frames whole or in 16 KB ones) cut as the kernel does at a
+    random head and tail size, with bytes flipped: neither the frame walk into a tail nor the
+    search for the frames ending one raises, and memory stays bounded."""
+    p = http2.Http2Parser()
+    for seg in BIG:
+        raw = bytearray(in_16k_frames(seg.data) if data.draw(st.booleans()) else seg.data)
+        for _ in range(data.draw(st.integers(0, 3))):
+            if raw:
+                raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        head, tail = data.draw(st.integers(0, 5000)), data.draw(st.integers(0, 600))
+        cut = bytes(raw[max(head, len(raw) - tail) :]) if len(raw) > head else b""
+        p.feed(replace(seg, data=bytes(raw[:head]), size=len(raw), tail=cut))
     p.close(10**12)
     assert len(p._streams) <= 1024
 

@@ -30,7 +30,8 @@ def test_layout_matches_the_c_comments() -> None:
     # offsets written next to each field in bpf/events.h
     want = {"ts_ns": 0, "cgroup_id": 8, "size": 16, "pid": 24, "tid": 28, "fd": 32, "captured_len": 36,
             "kind": 40, "direction": 41, "syscall": 42, "flags": 43, "family": 44, "sock_type": 46,
-            "peer_port": 48, "peer_addr": 52, "comm": 68, "local_port": 84, "local_addr": 88}  # fmt: skip
+            "peer_port": 48, "peer_addr": 52, "comm": 68, "local_port": 84, "tail_len": 86,
+            "local_addr": 88}  # fmt: skip
     assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
     assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 104
     assert ctypes.sizeof(ev.SockInfo) == 72
@@ -80,6 +81,22 @@ def test_decode_from_address_equals_decode_from_bytes() -> None:
     buf = ctypes.create_string_buffer(raw, len(raw))
     assert ev.decode(ctypes.addressof(buf), len(raw)) == ev.decode(raw, len(raw))
     assert ev.decode(raw, len(raw)).peer_addr == "::1"
+
+
+@pytest.mark.parametrize(
+    ("payload", "size", "tail_len", "data", "tail"),
+    [
+        (b"HEAD" + b"tail", 100, 4, b"HEAD", b"tail"),  # a gap of 92 bytes between them
+        (b"HEADtail", 8, 4, b"HEADtail", b""),  # whole (the kernel sends no tail_len then)
+        (b"HEADtail", 100, 0, b"HEADtail", b""),  # no tail copied (a fault, the iovec limit)
+        (b"abc", 100, 9, b"abc", b""),  # a corrupt tail_len larger than the payload: ignored
+    ],
+)
+def test_a_big_calls_tail_comes_apart_from_its_head(payload: bytes, size: int, tail_len: int, data: bytes,
+                                                     tail: bytes) -> None:
+    raw = record(payload, kind=1, size=size, tail_len=tail_len)
+    e = ev.decode(raw, len(raw))
+    assert (e.size, e.data, e.tail) == (size, data, tail)
 
 
 def test_captured_len_never_reads_past_the_record() -> None:
@@ -137,7 +154,7 @@ def test_capture_event_init_written_out_matches_its_fields() -> None:
 
     fields = dataclasses.fields(CaptureEvent)
     values: list[object] = [EventKind.CLOSE, 11, 12, 13, 14, 15, Direction.INGRESS, 17, b"d", 19, "p", 21, 22, "c",
-                            "l", 25, 26]  # fmt: skip
+                            "l", 25, 26, b"t"]  # fmt: skip
     assert len(values) == len(fields)
     positional = CaptureEvent(*values)  # type: ignore[arg-type]
     by_name = CaptureEvent(**{f.name: v for f, v in zip(fields, values)})  # type: ignore[arg-type]

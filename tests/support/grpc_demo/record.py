@@ -11,6 +11,7 @@
   both peers allow "true binary" metadata (SETTINGS 0xFE03), so both send NUL + raw bytes.
 - grpc_binary_metadata_base64.json: the same from a channel that does not allow true binary
   (``grpc.http2.true_binary`` 0): the client still sends true binary, the server base64.
+- grpc_big.json: a Unary call of 20 KB each way, then a small one (run_big_then_small).
 - curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
   requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
 Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from tests.support.grpc_demo.service import (
+    run_big_then_small,
     run_binary_metadata,
     run_cancelled_bidi,
     run_concurrent_unary,
@@ -64,6 +66,7 @@ GRPC_SCENARIOS = {
     "grpc_deadline": run_deadline_exceeded,
     "grpc_binary_metadata": run_binary_metadata,
     "grpc_binary_metadata_base64": run_binary_metadata,
+    "grpc_big": run_big_then_small,
 }
 CHANNEL_OPTIONS = {"grpc_binary_metadata_base64": (("grpc.http2.true_binary", 0),)}
 

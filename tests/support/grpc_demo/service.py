@@ -140,3 +140,10 @@ def run_binary_metadata(stub: demo_pb2_grpc.DemoStub) -> None:
         assert got["grpc-status-details-bin"] == BINARY_METADATA, got
     else:
         raise AssertionError("Fail must fail")
+
+
+def run_big_then_small(stub: demo_pb2_grpc.DemoStub, size: int = 20_000) -> None:
+    """A Unary call of ``size`` bytes each way (grpcio writes each message in one sendmsg: one
+    DATA frame, the reply with its HEADERS before and its trailers after), then a small one."""
+    stub.Unary(demo_pb2.EchoRequest(text="R" * size))
+    stub.Unary(demo_pb2.EchoRequest(text="small"))
