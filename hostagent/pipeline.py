@@ -112,7 +112,8 @@ class Pipeline:
             if event.kind != _DATA and self.identity is not None:  # DATA: nearly every event
                 kind = event.kind
                 if kind == _EXEC:
-                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"))
+                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
+                                          cgroup_id=event.cgroup_id)
                 elif kind == _EXIT:
                     self.identity.on_exit(event.pid)
                 elif kind == _FORK:

@@ -35,17 +35,18 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from opentelemetry.sdk.resources import Resource
 
 from hostagent import __version__
 from hostagent.identity.cgroup import CgroupInfo, parse_cgroup
+from hostagent.identity.cgroup_ids import CgroupIds
 from hostagent.identity.docker import ContainerInfo, DockerMetadata
 from hostagent.identity.interpreters import go_binary, interpreter_kind, runtime_name
 from hostagent.identity.naming import NameDecision, ServiceRule, decide_name, parse_resource_attributes
-from hostagent.identity.procfs import ProcessGone, ProcessInfo, ProcFS
+from hostagent.identity.procfs import ProcessExiting, ProcessGone, ProcessInfo, ProcFS
 from hostagent.model import AttributeValue
 
 SYSTEMD_UNIT = "hostagent.systemd.unit"
@@ -137,7 +138,8 @@ def build_service(
         attrs.pop("service.namespace", None)
     attrs["service.instance.id"] = instance
     attrs["process.pid"] = proc.pid
-    attrs["process.parent_pid"] = proc.ppid
+    if proc.ppid or proc.start_ticks:  # both 0: known from an exec event only, parent unknown
+        attrs["process.parent_pid"] = proc.ppid
     if proc.creation_time:
         attrs["process.creation.time"] = proc.creation_time
     exe_name = os.path.basename(proc.exe) if proc.exe else proc.comm
@@ -193,6 +195,10 @@ _UNREADABLE = (ProcessGone, OSError, ValueError, IndexError)
 class _Entry:
     service: Service
     resource: Optional[Resource] = None
+    # What a child that is gone before it is read may share with this process (_after_exec):
+    # its /proc/PID/cgroup text and its ENV_KEYS.
+    cgroup_text: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class ServiceCache:
@@ -224,6 +230,7 @@ class ServiceCache:
         # pid -> (until, comm -> entry): what a pid found gone at its first lookup was answered.
         self._gone: OrderedDict[int, tuple[float, dict[str, _Entry]]] = OrderedDict()
         self._clock = clock
+        self.cgroups = CgroupIds(procfs, clock)
         self._lock = threading.Lock()
         self._go_cache: dict[str, bool] = {}
         self.evictions = 0
@@ -264,26 +271,27 @@ class ServiceCache:
             return entry.service if entry is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def on_exec(self, pid: int, comm: str = "", exe: str = "") -> Optional[Service]:
-        """sched_process_exec: the pid now runs another program; read it now. ``comm`` and
-        ``exe`` (the file name given to execve) come with the kernel event: when the process is
-        already gone -- a burst of short processes can outrun the poll thread -- they still name
-        it by its program instead of ``unknown_service``."""
+    def on_exec(self, pid: int, comm: str = "", exe: str = "", cgroup_id: int = 0) -> Optional[Service]:
+        """sched_process_exec: the pid now runs another program; read it now. ``comm``, ``exe``
+        (the file name given to execve) and ``cgroup_id`` come with the kernel event: when the
+        process is already gone -- a burst of short processes can outrun the poll thread -- they
+        and its parent still say what it was (``_after_exec``) instead of ``unknown_service``."""
         with self._lock:
             self._live.pop(pid, None)
             self._exited.pop(pid, None)
             self._gone.pop(pid, None)
         try:
             entry = self._compute(pid)
-        except _UNREADABLE:
+        except _UNREADABLE as exc:
             if not (comm or exe):
                 return None
-            service = self._exec_only(pid, comm, exe)
+            ppid = exc.ppid if isinstance(exc, ProcessExiting) else 0
+            entry = self._after_exec(pid, comm, exe, cgroup_id, ppid)
             with self._lock:  # gone: served like the late calls of any exited process
-                self._exited[pid] = _Entry(service)
+                self._exited[pid] = entry
                 while len(self._exited) > self._max_exited:
                     self._exited.popitem(last=False)
-            return service
+            return entry.service
         self._put(pid, entry)
         return entry.service
 
@@ -392,7 +400,8 @@ class ServiceCache:
         attrs["process.parent_pid"] = parent
         attrs.pop("process.creation.time", None)  # the child's own is not known
         service = replace(source.service, pid=pid, start_ticks=0, attributes=tuple(sorted(attrs.items())))
-        return _Entry(service)  # _miss remembers it with the other answers for gone pids
+        # _miss remembers it with the other answers for gone pids
+        return _Entry(service, cgroup_text=source.cgroup_text, env=source.env)
 
     def _put(self, pid: int, entry: _Entry) -> None:
         with self._lock:
@@ -420,33 +429,58 @@ class ServiceCache:
 
     def _compute(self, pid: int) -> _Entry:
         proc = self.procfs.process_info(pid)
+        return self._entry_of(proc, self._runtime(proc))
+
+    def _entry_of(self, proc: ProcessInfo, runtime: Optional[str]) -> _Entry:
         cgroup = parse_cgroup(proc.cgroup_text)
         container: Optional[ContainerInfo] = None
         if cgroup.container_id and self.docker is not None and cgroup.runtime in ("docker", None):
             container = self.docker.get(cgroup.container_id)
         decision = decide_name(self.rules, proc, container, cgroup)
-        service = build_service(proc, cgroup, container, decision, self.host, self._runtime(proc))
-        return _Entry(service)
+        service = build_service(proc, cgroup, container, decision, self.host, runtime)
+        return _Entry(service, cgroup_text=proc.cgroup_text, env=proc.env)
 
-    def _exec_only(self, pid: int, comm: str, exe: str) -> Service:
-        """What the exec event alone says: the program. Config rules still apply (an ``exe``
-        glob can match); nothing the event does not carry (parent, args, owner) is invented."""
+    def _after_exec(self, pid: int, comm: str, exe: str, cgroup_id: int, ppid: int) -> _Entry:
+        """A process gone (or exiting) before its exec event was handled: what the event says
+        (the program, its cgroup id) and what its parent certainly shares with it. Nothing that
+        may differ (args, owner, start time) is invented. The parent is the fork event's, else
+        ``ppid`` (the exiting process's /proc/PID/stat); its entry is cached or read now."""
         path = exe if exe.startswith("/") else ""
-        proc = ProcessInfo(pid=pid, ppid=0, comm=comm, exe=path, cmdline=(), start_ticks=0, creation_time=None,
-                           uid=None, owner=None, cgroup_text="")  # fmt: skip
-        decision = decide_name(self.rules, proc, None, parse_cgroup(""))
-        attrs: dict[str, AttributeValue] = dict(self.host.attributes())
-        attrs.update({"service.name": decision.name, "process.pid": pid,
-                      "service.instance.id": instance_id(self.host.id, pid, 0, None)})  # fmt: skip
-        if decision.namespace:
-            attrs["service.namespace"] = decision.namespace
-        name = os.path.basename(path) or comm
-        if name:
-            attrs["process.executable.name"] = name
-        if path:
-            attrs["process.executable.path"] = path
-        return Service(decision.name, decision.namespace, str(attrs["service.instance.id"]), decision.rule, pid, 0,
-                       None, None, tuple(sorted(attrs.items())))  # fmt: skip
+        with self._lock:
+            parent = self._forked.get(pid) or ppid
+        source = self._parent_entry(parent) if parent else None
+        cgroup_text = ""
+        env: dict[str, str] = {}
+        if source is not None and cgroup_id and self.cgroups.id_of(source.cgroup_text) == cgroup_id:
+            # The kernel saw the exec in the parent's very cgroup (unified hierarchy): the child
+            # has the parent's cgroups (a child inherits every hierarchy's at fork, and systemd
+            # and container runtimes move a process in all of them at once), so its container
+            # or unit. The environment is inherited at fork and kept by exec unless the caller
+            # passes another one (env -i, a runtime's exec): an assumption, made only here,
+            # where no runtime moved the child, and only for the keys that name a service.
+            cgroup_text = source.cgroup_text
+            env = source.env
+        elif cgroup_id:
+            unified = self.cgroups.path_of(cgroup_id)  # a container's process: not its parent's
+            if unified is not None:
+                cgroup_text = f"0::{unified}\n"
+        proc = ProcessInfo(pid=pid, ppid=parent, comm=comm, exe=path, cmdline=(), start_ticks=0, creation_time=None,
+                           uid=None, owner=None, cgroup_text=cgroup_text, env=env)  # fmt: skip
+        base = os.path.basename(path)
+        # No Go check: /proc/PID/exe is gone, and a failed look would be cached for the path.
+        return self._entry_of(proc, runtime_name(base) if interpreter_kind(base) else None)
+
+    def _parent_entry(self, parent: int) -> Optional[_Entry]:
+        with self._lock:
+            entry = self._live.get(parent) or self._exited.get(parent)
+        if entry is not None:
+            return entry
+        try:
+            entry = self._compute(parent)
+        except _UNREADABLE:
+            return None
+        self._put(parent, entry)
+        return entry
 
     def _unknown(self, pid: int, comm: str) -> Service:
         name = f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE
