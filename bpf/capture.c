@@ -13,7 +13,8 @@
  *               program per socket call, none for file or pipe I/O; see sock_data), or a
  *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
  *               The *mmsg syscalls always use their pair.
- *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them).
+ *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them),
+ *               cgroup:cgroup_mkdir of the unified hierarchy as CGROUP events (id -> path).
  * Functions are named sock__* / proc__* (not TRACEPOINT_PROBE) so bcc does not auto-attach them.
  *
  * Kernel-struct independent: only tracepoint fields, syscall arguments (from the tracepoint, or
@@ -1404,6 +1405,25 @@ int proc__exec(struct tracepoint__sched__sched_process_exec *args) {
     u32 len = n > 0 ? n - 1 : 0;
     s->hdr.captured_len = len;
     s->hdr.size = len;
+    submit(s, len);
+    return 0;
+}
+
+/* A container's or a unit's cgroup is made before its first process runs, and a short-lived
+ * one (docker run ... redis-cli) is often removed before the agent reads its exec event: the id
+ * the exec event carries is then resolved from this event, which precedes it in the ring. Only
+ * the unified hierarchy (root 0): bpf_get_current_cgroup_id() gives ids of that one. */
+int proc__cgroup_mkdir(struct tracepoint__cgroup__cgroup_mkdir *args) {
+    if (args->root != 0)
+        return 0;
+    struct scratch *s = new_event(EVENT_CGROUP, bpf_get_current_pid_tgid(), -1, OP_NONE);
+    if (!s)
+        return 0;
+    unsigned short off = args->data_loc_path & 0xFFFF;
+    int n = bpf_probe_read_kernel_str(s->data, MAX_PAYLOAD < 256 ? MAX_PAYLOAD : 256, (char *)args + off);
+    u32 len = n > 0 ? n - 1 : 0;
+    s->hdr.captured_len = len;
+    s->hdr.size = args->id;
     submit(s, len);
     return 0;
 }

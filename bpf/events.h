@@ -27,6 +27,10 @@ enum event_kind {
     EVENT_FORK = 7,     /* a process with sockets forked (socket group): pid = the child (for a
                            thread, its tid), size = the parent's tgid. Identity can name a child
                            that exits before its /proc is read by its parent */
+    EVENT_CGROUP = 8,   /* cgroup_mkdir in the unified (v2) hierarchy: size = the new cgroup's id
+                           (what bpf_get_current_cgroup_id() gives its tasks), payload = its path.
+                           Identity maps an exec event's cgroup id to a container or unit with it
+                           even when the cgroup is removed before the event is handled */
 };
 
 enum direction {

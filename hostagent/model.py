@@ -31,6 +31,7 @@ class EventKind(IntEnum):
     EXEC = 5  # sched_process_exec
     EXIT = 6  # sched_process_exit (thread group leader)
     FORK = 7  # a process with sockets forked: pid = child (a thread's tid too), size = parent tgid
+    CGROUP = 8  # cgroup_mkdir (unified hierarchy): size = the cgroup's id, data = its path
 
 
 class Direction(IntEnum):

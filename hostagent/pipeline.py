@@ -55,6 +55,7 @@ _set = object.__setattr__  # Call is frozen; see _handle
 # Enum members read once: ``EventKind.DATA`` is a class attribute lookup through the enum's
 # metaclass (~90 ns), paid per event otherwise.
 _DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
+_CGROUP = EventKind.CGROUP
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER
 
 
@@ -118,6 +119,8 @@ class Pipeline:
                     self.identity.on_exit(event.pid)
                 elif kind == _FORK:
                     self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
+                elif kind == _CGROUP:
+                    self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent

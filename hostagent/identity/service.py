@@ -304,6 +304,10 @@ class ServiceCache:
             while len(self._forked) > self._max_exited:
                 self._forked.popitem(last=False)
 
+    def on_cgroup(self, cgroup_id: int, path: str) -> None:
+        """cgroup_mkdir (unified hierarchy): remember the path of the id its tasks' events carry."""
+        self.cgroups.learn(cgroup_id, path)
+
     def on_exit(self, pid: int) -> None:
         """sched_process_exit of a thread-group leader."""
         with self._lock:

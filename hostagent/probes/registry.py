@@ -83,6 +83,7 @@ GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     PROCESS_GROUP: (
         ("sched:sched_process_exec", "proc__exec"),
         ("sched:sched_process_exit", "proc__exit"),
+        ("cgroup:cgroup_mkdir", "proc__cgroup_mkdir"),
     ),
 }
 

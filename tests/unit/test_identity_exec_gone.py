@@ -19,6 +19,11 @@ import pytest
 from hostagent.identity import cgroup_ids
 from hostagent.identity.procfs import PF_EXITING, ProcessExiting, ProcFS
 from hostagent.identity.service import INSTANCE_NAMESPACE, HostInfo, ServiceCache
+from hostagent.model import EventKind
+from hostagent.pipeline import Pipeline
+from hostagent.probes import events as ev
+from hostagent.settings import RuntimeSettings, SettingsHolder
+from tests.support.pipeline_parts import Exported, NoTracker
 
 HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
 CID = "f18805fd0d82f7ccec4b979d1db70203430aaa39fb3d745e742a109bad3d2a02"
@@ -204,3 +209,33 @@ def test_no_unified_hierarchy_resolves_nothing(tmp_path: Path) -> None:
     cache = ServiceCache(ProcFS(str(tmp_path), clock_ticks=100), host_info=HOST)
     assert cache.cgroups.path_of(12345) is None and cache.cgroups.walks == 0
     assert cache.cgroups.id_of("0::/system.slice/demo.service\n") is None
+
+
+def test_cgroup_learnt_at_mkdir_resolves_after_it_is_removed(host: Host) -> None:
+    """docker run --rm ... redis-cli: the container's cgroup is made, used and removed before the
+    exec event is handled. The cgroup_mkdir event (earlier in the ring) named it: no walk needed,
+    and none could have found it."""
+    learnt_id = 4_000_000_001  # never a directory of this tree
+    host.cache.on_cgroup(learnt_id, DOCKER)
+    attrs = attrs_of(host, learnt_id, forked_from=None)
+    assert attrs["container.id"] == CID
+    assert host.cache.cgroups.walks == 0
+
+
+def test_pipeline_hands_cgroup_and_exec_events_to_identity(host: Host) -> None:
+    """Ring records (struct event_hdr + payload) through the real decoder and Pipeline.on_event:
+    CGROUP carries the id in ``size`` and the path as payload; EXEC its cgroup id in the header."""
+    def record(kind: EventKind, pid: int, cgroup_id: int, size: int, payload: bytes, comm: bytes) -> bytes:
+        h = ev.EventHdr(kind=int(kind), pid=pid, tid=pid, fd=-1, cgroup_id=cgroup_id, size=size,
+                        captured_len=len(payload), comm=comm)  # fmt: skip
+        return bytes(h) + payload
+
+    pipe = Pipeline(SettingsHolder(RuntimeSettings()), NoTracker(), lambda call: None,  # type: ignore[arg-type,return-value]
+                    Exported(), identity=host.cache)  # fmt: skip
+    learnt_id = 4_000_000_002
+    for raw in (record(EventKind.CGROUP, 1234, 1, learnt_id, DOCKER.encode(), b"runc"),
+                record(EventKind.EXEC, CHILD, learnt_id, 13, b"/usr/bin/curl", b"curl")):  # fmt: skip
+        pipe.on_event(ev.decode(raw, len(raw)))
+    assert pipe.dropped == {}
+    attrs = host.cache.service_for(CHILD, "curl").attributes_dict()
+    assert (attrs["container.id"], attrs["process.executable.path"]) == (CID, "/usr/bin/curl")
