@@ -452,7 +452,7 @@ class ServiceCache:
         path = exe if exe.startswith("/") else ""
         with self._lock:
             parent = self._forked.get(pid) or ppid
-        source = self._parent_entry(parent) if parent else None
+        source = self._parent_entry(parent, cgroup_id) if parent else None
         cgroup_text = ""
         env: dict[str, str] = {}
         if source is not None and cgroup_id and self.cgroups.id_of(source.cgroup_text) == cgroup_id:
@@ -474,17 +474,23 @@ class ServiceCache:
         # No Go check: /proc/PID/exe is gone, and a failed look would be cached for the path.
         return self._entry_of(proc, runtime_name(base) if interpreter_kind(base) else None)
 
-    def _parent_entry(self, parent: int) -> Optional[_Entry]:
+    def _parent_entry(self, parent: int, cgroup_id: int) -> Optional[_Entry]:
+        """The parent's entry; read again when its cached cgroup is not the child's, as a process
+        that moved itself after its exec (a shell writing $$ to a unit's cgroup.procs) has."""
         with self._lock:
-            entry = self._live.get(parent) or self._exited.get(parent)
-        if entry is not None:
-            return entry
+            live = self._live.get(parent)
+            entry = live or self._exited.get(parent)
+        if entry is not None and (live is None or not cgroup_id
+                                  or self.cgroups.id_of(entry.cgroup_text) == cgroup_id):  # fmt: skip
+            return entry  # an exited parent's pid may be another process's now: never re-read
         try:
-            entry = self._compute(parent)
+            fresh = self._compute(parent)
         except _UNREADABLE:
-            return None
-        self._put(parent, entry)
-        return entry
+            return entry  # gone too: what was known of it
+        if entry is not None and fresh.service.start_ticks != entry.service.start_ticks:
+            return entry  # the pid is another process's now (its exit event not handled yet)
+        self._put(parent, fresh)
+        return fresh
 
     def _unknown(self, pid: int, comm: str) -> Service:
         name = f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE

@@ -106,9 +106,12 @@ def test_every_short_lived_curl_of_a_unit_has_the_unit(receiver: OtlpGrpcReceive
                                                        unit_dirs: list[Path]) -> None:  # fmt: skip
     receiver.recorder.clear()
     url = f"http://127.0.0.1:{target.port}/unit"
+    # The shell joins the unit, then execs the loop's shell (as systemd starts a unit's process
+    # in its cgroup): the agent reads the loop's shell at its exec, in the unit.
     joins = " && ".join(f'echo $$ > "{unit / "cgroup.procs"}"' for unit in unit_dirs)
-    loop = f'{joins} && i=0; while [ $i -lt {LOOPS} ]; do curl -s -o /dev/null "{url}?u=$i"; i=$((i+1)); done'
-    shell = subprocess.Popen(["sh", "-c", loop], env={"PATH": os.environ["PATH"], "OTEL_SERVICE_NAME": "nightly-sync"})
+    loop = f'i=0; while [ $i -lt {LOOPS} ]; do curl -s -o /dev/null "{url}?u=$i"; i=$((i+1)); done'
+    shell = subprocess.Popen(["sh", "-c", f'{joins} && exec sh -c "$0"', loop],
+                             env={"PATH": os.environ["PATH"], "OTEL_SERVICE_NAME": "nightly-sync"})
     assert shell.wait(60) == 0
     spans = clients(receiver, "u", LOOPS)
     assert [s.attributes["url.query"] for s in spans] == [f"u={n}" for n in range(LOOPS)]

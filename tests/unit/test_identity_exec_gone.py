@@ -239,3 +239,26 @@ def test_pipeline_hands_cgroup_and_exec_events_to_identity(host: Host) -> None:
     assert pipe.dropped == {}
     attrs = host.cache.service_for(CHILD, "curl").attributes_dict()
     assert (attrs["container.id"], attrs["process.executable.path"]) == (CID, "/usr/bin/curl")
+
+
+def test_parent_that_moved_itself_after_its_exec_is_read_again(host: Host) -> None:
+    """``sh -c 'echo $$ > .../cgroup.procs; curl ...'``: the shell was cached at its exec, in the
+    root cgroup; it is read again (it is alive) before its child is judged not in its cgroup."""
+    host.shell("/", env=b"OTEL_SERVICE_NAME=nightly-sync\0")
+    assert host.cache.on_exec(SHELL, "sh", exe="/usr/bin/sh") is not None  # cached in "/"
+    (host.root / "proc" / str(SHELL) / "cgroup").write_text(f"9:name=systemd:{UNIT}\n0::{UNIT}\n")
+    attrs = attrs_of(host, host.cgroup(UNIT))
+    assert (attrs["service.name"], attrs["hostagent.systemd.unit"]) == ("nightly-sync", "demo.service")
+    assert host.cache.service_for(SHELL).attributes_dict()["process.linux.cgroup"] == UNIT
+
+
+def test_exited_parent_is_never_read_again(host: Host) -> None:
+    """Its pid may be another process's by now: what was known of it stands."""
+    host.shell("/", env=b"OTEL_SERVICE_NAME=nightly-sync\0")
+    host.cache.on_exec(SHELL, "sh", exe="/usr/bin/sh")
+    host.cache.on_exit(SHELL)
+    shutil.rmtree(host.root / "proc" / str(SHELL))
+    host.process(SHELL, 1, "other", "/usr/bin/other", ("other",), UNIT, env=b"OTEL_SERVICE_NAME=impostor\0")
+    attrs = attrs_of(host, host.cgroup(UNIT))
+    assert attrs["service.name"] == "demo"  # the child's own unit; neither shell's environment
+    assert attrs["process.parent_pid"] == SHELL
