@@ -162,7 +162,7 @@ class Pipeline:
         service = None
         attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:
-            service = self.identity.service_for(conn.pid, conn.comm)
+            service = self.identity.service_for(conn.pid, conn.comm, conn.cgroup_id)
             if self.peers is not None and call.role == _CLIENT and conn.peer is not None:
                 peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:

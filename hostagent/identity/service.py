@@ -45,7 +45,13 @@ from hostagent.identity.cgroup import CgroupInfo, parse_cgroup
 from hostagent.identity.cgroup_ids import CgroupIds
 from hostagent.identity.docker import ContainerInfo, DockerMetadata
 from hostagent.identity.interpreters import go_binary, interpreter_kind, runtime_name
-from hostagent.identity.naming import NameDecision, ServiceRule, decide_name, parse_resource_attributes
+from hostagent.identity.naming import (
+    RULE_EXECUTABLE,
+    NameDecision,
+    ServiceRule,
+    decide_name,
+    parse_resource_attributes,
+)
 from hostagent.identity.procfs import ProcessExiting, ProcessGone, ProcessInfo, ProcFS
 from hostagent.model import AttributeValue
 
@@ -239,17 +245,19 @@ class ServiceCache:
             docker.subscribe(self.on_container_change)
 
     # --- hot path ----------------------------------------------------------------------------
-    def service_for(self, pid: int, comm: str = "") -> Service:
-        """The Service of ``pid``; computed on first sight. ``comm`` (from the kernel event)
-        names a process that is already gone and was never seen: ``unknown_service:<comm>``."""
+    def service_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Service:
+        """The Service of ``pid``; computed on first sight. ``comm`` and ``cgroup_id`` (from the
+        connection's first kernel event) describe a process that is already gone and was never
+        seen at exec (its exec event lost, or before the agent started):
+        ``unknown_service:<comm>``, in its container or unit when the cgroup id resolves."""
         with self._lock:
             entry = self._live.get(pid)
             if entry is not None:
                 self._live.move_to_end(pid)
                 return entry.service
-        return self._miss(pid, comm).service
+        return self._miss(pid, comm, cgroup_id).service
 
-    def resource_for(self, pid: int, comm: str = "") -> Resource:
+    def resource_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Resource:
         """The OpenTelemetry Resource of ``pid`` (built once per entry, with ``Resource(attrs)``:
         ``Resource.create()`` would merge the agent's own environment and SDK attributes)."""
         with self._lock:
@@ -259,7 +267,7 @@ class ServiceCache:
                 if entry.resource is None:
                     entry.resource = Resource(entry.service.attributes_dict())
                 return entry.resource
-        entry = self._miss(pid, comm)
+        entry = self._miss(pid, comm, cgroup_id)
         if entry.resource is None:
             entry.resource = Resource(entry.service.attributes_dict())
         return entry.resource
@@ -355,7 +363,7 @@ class ServiceCache:
         return len(self._live)
 
     # --- internals ---------------------------------------------------------------------------
-    def _miss(self, pid: int, comm: str) -> _Entry:
+    def _miss(self, pid: int, comm: str, cgroup_id: int) -> _Entry:
         self.misses += 1
         with self._lock:
             gone = self._gone.get(pid)
@@ -370,7 +378,7 @@ class ServiceCache:
                 exited = self._exited.get(pid)
             if exited is not None:
                 return exited
-            entry = self._from_parent(pid) or _Entry(self._unknown(pid, comm))
+            entry = self._from_parent(pid) or self._unknown_in(pid, comm, cgroup_id)
             self._remember_gone(pid, comm, entry)
             return entry
         self._put(pid, entry)
@@ -435,12 +443,15 @@ class ServiceCache:
         proc = self.procfs.process_info(pid)
         return self._entry_of(proc, self._runtime(proc))
 
-    def _entry_of(self, proc: ProcessInfo, runtime: Optional[str]) -> _Entry:
+    def _entry_of(self, proc: ProcessInfo, runtime: Optional[str], unknown_name: str = "") -> _Entry:
+        """``unknown_name``: the name to give instead of the program's (not known)."""
         cgroup = parse_cgroup(proc.cgroup_text)
         container: Optional[ContainerInfo] = None
         if cgroup.container_id and self.docker is not None and cgroup.runtime in ("docker", None):
             container = self.docker.get(cgroup.container_id)
         decision = decide_name(self.rules, proc, container, cgroup)
+        if unknown_name and decision.rule == RULE_EXECUTABLE:
+            decision = NameDecision(unknown_name, decision.namespace, "unknown")
         service = build_service(proc, cgroup, container, decision, self.host, runtime)
         return _Entry(service, cgroup_text=proc.cgroup_text, env=proc.env)
 
@@ -491,6 +502,17 @@ class ServiceCache:
             return entry  # the pid is another process's now (its exit event not handled yet)
         self._put(parent, fresh)
         return fresh
+
+    def _unknown_in(self, pid: int, comm: str, cgroup_id: int) -> _Entry:
+        """A process never seen alive: ``_unknown``, but in its container or unit when the
+        cgroup id of its connection resolves (container and unit are the cgroup's, whichever
+        process of it calls; the comm is a thread's, so it never names the program)."""
+        path = self.cgroups.path_of(cgroup_id) if cgroup_id else None
+        if path is None:
+            return _Entry(self._unknown(pid, comm))
+        proc = ProcessInfo(pid=pid, ppid=0, comm=comm, exe="", cmdline=(), start_ticks=0, creation_time=None,
+                           uid=None, owner=None, cgroup_text=f"0::{path}\n")  # fmt: skip
+        return self._entry_of(proc, None, f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE)
 
     def _unknown(self, pid: int, comm: str) -> Service:
         name = f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE

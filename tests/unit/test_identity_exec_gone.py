@@ -262,3 +262,26 @@ def test_exited_parent_is_never_read_again(host: Host) -> None:
     attrs = attrs_of(host, host.cgroup(UNIT))
     assert attrs["service.name"] == "demo"  # the child's own unit; neither shell's environment
     assert attrs["process.parent_pid"] == SHELL
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "name", "want"),
+    [
+        (DOCKER, "unknown_service:curl", {"container.id": CID, "container.runtime.name": "docker"}),
+        (UNIT, "demo", {"hostagent.systemd.unit": "demo.service"}),  # the unit names it, as any of its processes
+        (None, "unknown_service:curl", {}),  # a connection without a cgroup id
+    ],
+)
+def test_never_seen_gone_pid_is_placed_by_its_connections_cgroup(host: Host, cgroup: Optional[str], name: str,
+                                                                 want: dict[str, object]) -> None:  # fmt: skip
+    """Its exec event lost (ring full) or before the agent started: the connection's first event
+    still carried the cgroup id. The comm is a thread's: never a program name, never a parent."""
+    cgroup_id = host.cgroup(cgroup) if cgroup else 0
+    service = host.cache.service_for(CHILD, "curl", cgroup_id)
+    attrs = service.attributes_dict()
+    assert (service.name, attrs["service.name"]) == (name, name)
+    assert {k: attrs[k] for k in want} == want
+    for key in ("process.parent_pid", "process.executable.path", *NEVER_INVENTED):
+        assert key not in attrs, key
+    assert host.cache.resource_for(CHILD, "curl", cgroup_id).attributes["service.name"] == name
+    assert len(host.cache) == 0
