@@ -114,7 +114,7 @@ class Pipeline:
                 kind = event.kind
                 if kind == _EXEC:
                     self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
-                                          cgroup_id=event.cgroup_id)
+                                          cgroup_id=event.cgroup_id, parent=event.size)
                 elif kind == _EXIT:
                     self.identity.on_exit(event.pid)
                 elif kind == _FORK:

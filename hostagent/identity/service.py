@@ -279,15 +279,19 @@ class ServiceCache:
             return entry.service if entry is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def on_exec(self, pid: int, comm: str = "", exe: str = "", cgroup_id: int = 0) -> Optional[Service]:
+    def on_exec(self, pid: int, comm: str = "", exe: str = "", cgroup_id: int = 0,
+                parent: int = 0) -> Optional[Service]:  # fmt: skip
         """sched_process_exec: the pid now runs another program; read it now. ``comm``, ``exe``
-        (the file name given to execve) and ``cgroup_id`` come with the kernel event: when the
-        process is already gone -- a burst of short processes can outrun the poll thread -- they
-        and its parent still say what it was (``_after_exec``) instead of ``unknown_service``."""
+        (the file name given to execve), ``cgroup_id`` and ``parent`` (the tgid that forked it,
+        0 if unknown) come with the kernel event: when the process is already gone -- a burst of
+        short processes can outrun the poll thread -- they and its parent still say what it was
+        (``_after_exec``) instead of ``unknown_service``."""
         with self._lock:
             self._live.pop(pid, None)
             self._exited.pop(pid, None)
             self._gone.pop(pid, None)
+        if parent:
+            self.on_fork(pid, parent)
         try:
             entry = self._compute(pid)
         except _UNREADABLE as exc:

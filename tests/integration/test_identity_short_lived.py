@@ -126,11 +126,9 @@ def test_every_short_lived_curl_of_a_unit_has_the_unit(receiver: OtlpGrpcReceive
         if "process.command_args" not in r:  # gone at its exec event: never made up
             named_at_exec += 1
             assert "process.owner" not in r and "process.creation.time" not in r
-        if "process.parent_pid" in r:  # read from /proc, or the parent known (exiting, or fork event)
-            assert r["process.parent_pid"] == shell.pid
-            assert r["service.name"] == "nightly-sync"  # the shell's OTEL_SERVICE_NAME, inherited
-        else:  # gone, parent unknown: its environment is not known either; the unit names it
-            assert r["service.name"] == UNIT.removesuffix(".service")
+        # read from /proc, or named from its parent (the EXEC event says which): the same answer
+        assert r["process.parent_pid"] == shell.pid
+        assert r["service.name"] == "nightly-sync"  # the shell's OTEL_SERVICE_NAME, inherited
     print(f"{named_at_exec}/{LOOPS} curls named after their exec event")
 
 

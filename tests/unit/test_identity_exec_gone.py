@@ -233,12 +233,25 @@ def test_pipeline_hands_cgroup_and_exec_events_to_identity(host: Host) -> None:
     pipe = Pipeline(SettingsHolder(RuntimeSettings()), NoTracker(), lambda call: None,  # type: ignore[arg-type,return-value]
                     Exported(), identity=host.cache)  # fmt: skip
     learnt_id = 4_000_000_002
-    for raw in (record(EventKind.CGROUP, 1234, 1, learnt_id, DOCKER.encode(), b"runc"),
-                record(EventKind.EXEC, CHILD, learnt_id, 13, b"/usr/bin/curl", b"curl")):  # fmt: skip
+    runc = 1234  # forked the container's process: in another cgroup, so only its pid is taken
+    for raw in (record(EventKind.CGROUP, runc, 1, learnt_id, DOCKER.encode(), b"runc"),
+                record(EventKind.EXEC, CHILD, learnt_id, runc, b"/usr/bin/curl", b"curl")):  # fmt: skip
         pipe.on_event(ev.decode(raw, len(raw)))
     assert pipe.dropped == {}
     attrs = host.cache.service_for(CHILD, "curl").attributes_dict()
     assert (attrs["container.id"], attrs["process.executable.path"]) == (CID, "/usr/bin/curl")
+    assert attrs["process.parent_pid"] == runc
+
+
+def test_exec_event_names_the_parent_without_a_fork_event(host: Host) -> None:
+    """A shell loop's curl: the shell has no socket (no FORK event); the EXEC event's parent
+    (the process group's own fork map) is enough to take its unit and service name."""
+    host.shell(UNIT, env=b"OTEL_SERVICE_NAME=nightly-sync\0")
+    service = host.cache.on_exec(CHILD, "curl", exe="/usr/bin/curl", cgroup_id=host.cgroup(UNIT), parent=SHELL)
+    assert service is not None
+    attrs = service.attributes_dict()
+    assert (attrs["service.name"], attrs["process.parent_pid"]) == ("nightly-sync", SHELL)
+    assert attrs["hostagent.systemd.unit"] == "demo.service"
 
 
 def test_parent_that_moved_itself_after_its_exec_is_read_again(host: Host) -> None:
