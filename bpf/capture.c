@@ -1432,9 +1432,10 @@ int proc__exec(struct tracepoint__sched__sched_process_exec *args) {
  * the exec event carries is then resolved from this event, which precedes it in the ring. Only
  * the unified hierarchy (root 0): bpf_get_current_cgroup_id() gives ids of that one. */
 int proc__cgroup_mkdir(struct tracepoint__cgroup__cgroup_mkdir *args) {
-    if (args->root != 0)
+    u64 id = bpf_get_current_pid_tgid();
+    if (args->root != 0 || (id >> 32) == SELF_TGID)
         return 0;
-    struct scratch *s = new_event(EVENT_CGROUP, bpf_get_current_pid_tgid(), -1, OP_NONE);
+    struct scratch *s = new_event(EVENT_CGROUP, id, -1, OP_NONE);
     if (!s)
         return 0;
     unsigned short off = args->data_loc_path & 0xFFFF;
