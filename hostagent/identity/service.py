@@ -462,8 +462,9 @@ class ServiceCache:
     def _after_exec(self, pid: int, comm: str, exe: str, cgroup_id: int, ppid: int) -> _Entry:
         """A process gone (or exiting) before its exec event was handled: what the event says
         (the program, its cgroup id) and what its parent certainly shares with it. Nothing that
-        may differ (args, owner, start time) is invented. The parent is the fork event's, else
-        ``ppid`` (the exiting process's /proc/PID/stat); its entry is cached or read now."""
+        may differ (args, owner, start time) is invented. The parent is the exec (or fork)
+        event's, else ``ppid`` (an exiting process's /proc/PID/stat); its entry is cached or read
+        now."""
         path = exe if exe.startswith("/") else ""
         with self._lock:
             parent = self._forked.get(pid) or ppid
