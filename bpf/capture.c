@@ -13,7 +13,9 @@
  *               program per socket call, none for file or pipe I/O; see sock_data), or a
  *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
  *               The *mmsg syscalls always use their pair.
- *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them).
+ *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them;
+ *               sched_process_fork remembers each child's parent for its EXEC event),
+ *               cgroup:cgroup_mkdir of the unified hierarchy as CGROUP events (id -> path).
  * Functions are named sock__* / proc__* (not TRACEPOINT_PROBE) so bcc does not auto-attach them.
  *
  * Kernel-struct independent: only tracepoint fields, syscall arguments (from the tracepoint, or
@@ -209,6 +211,11 @@ BPF_TABLE("lru_hash", struct accepted_key, struct accepted_end, accepted, 16384)
  * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
  * deletes it (the address is in its accepted entry). */
 BPF_TABLE("lru_hash", u64, struct conn_ends, ends_by_sk, 16384);
+/* Process group: child pid -> the tgid that forked it, handed on in its EXEC events (size). A
+ * program gone before the agent reads its /proc (a shell loop's curl) still has its parent; the
+ * socket group's FORK events name only children of processes with sockets. Kept across execs
+ * (sh -c 'exec curl' execs twice); a fork with the pid overwrites it; LRU forgets the rest. */
+BPF_TABLE("lru_hash", u32, u32, exec_parent, 16384);
 /* When a TCP send began (tcp:tcp_sendmsg_locked, kernel >= 6.12), per thread: sock_send_length
  * fires when the call returns, and on loopback the reader can return before that, so the bytes
  * are stamped at the send's start as the syscall programs do (a server span ends before its
@@ -1484,20 +1491,52 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
 
 /* ---- process group ------------------------------------------------------------------------- */
 
+/* Every fork (threads too: a thread that execs becomes its group's leader, whose entry is the
+ * process's). One map update; fork itself costs tens of microseconds. */
+int proc__fork(void *ctx) {  /* bcc made this tracepoint's struct for sock__fork, above */
+    struct tracepoint__sched__sched_process_fork *args = ctx;
+    u32 parent = bpf_get_current_pid_tgid() >> 32;  /* args->parent_pid is the forking tid */
+    u32 child = args->child_pid;
+    exec_parent.update(&child, &parent);
+    return 0;
+}
+
 int proc__exec(struct tracepoint__sched__sched_process_exec *args) {
     u64 id = bpf_get_current_pid_tgid();
-    if ((id >> 32) == SELF_TGID)
+    u32 tgid = id >> 32;
+    if (tgid == SELF_TGID)
         return 0;
     struct scratch *s = new_event(EVENT_EXEC, id, -1, OP_NONE);
     if (!s)
         return 0;
+    u32 *parent = exec_parent.lookup(&tgid);
     /* payload: the executed file name, NUL excluded */
     unsigned short off = args->data_loc_filename & 0xFFFF;
     int n = bpf_probe_read_kernel_str(s->data, MAX_PAYLOAD < 256 ? MAX_PAYLOAD : 256,
                                       (char *)args + off);
     u32 len = n > 0 ? n - 1 : 0;
     s->hdr.captured_len = len;
-    s->hdr.size = len;
+    s->hdr.size = parent ? *parent : 0;
+    submit(s, len);
+    return 0;
+}
+
+/* A container's or a unit's cgroup is made before its first process runs, and a short-lived
+ * one (docker run ... redis-cli) is often removed before the agent reads its exec event: the id
+ * the exec event carries is then resolved from this event, which precedes it in the ring. Only
+ * the unified hierarchy (root 0): bpf_get_current_cgroup_id() gives ids of that one. */
+int proc__cgroup_mkdir(struct tracepoint__cgroup__cgroup_mkdir *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (args->root != 0 || (id >> 32) == SELF_TGID)
+        return 0;
+    struct scratch *s = new_event(EVENT_CGROUP, id, -1, OP_NONE);
+    if (!s)
+        return 0;
+    unsigned short off = args->data_loc_path & 0xFFFF;
+    int n = bpf_probe_read_kernel_str(s->data, MAX_PAYLOAD < 256 ? MAX_PAYLOAD : 256, (char *)args + off);
+    u32 len = n > 0 ? n - 1 : 0;
+    s->hdr.captured_len = len;
+    s->hdr.size = args->id;
     submit(s, len);
     return 0;
 }

@@ -37,11 +37,16 @@ enum event_kind {
     EVENT_CONNECT = 2,  /* connect() returned 0 or -EINPROGRESS */
     EVENT_ACCEPT = 3,   /* accept()/accept4() returned a new socket (fd = new fd) */
     EVENT_CLOSE = 4,    /* close() of a tracked socket; comm and cgroup_id left empty */
-    EVENT_EXEC = 5,     /* sched_process_exec; payload = filename */
+    EVENT_EXEC = 5,     /* sched_process_exec; payload = filename, size = the tgid that forked
+                           the process (0: its fork was before the probes were attached) */
     EVENT_EXIT = 6,     /* sched_process_exit of a thread group leader */
     EVENT_FORK = 7,     /* a process with sockets forked (socket group): pid = the child (for a
                            thread, its tid), size = the parent's tgid. Identity can name a child
                            that exits before its /proc is read by its parent */
+    EVENT_CGROUP = 8,   /* cgroup_mkdir in the unified (v2) hierarchy: size = the new cgroup's id
+                           (what bpf_get_current_cgroup_id() gives its tasks), payload = its path.
+                           Identity maps an exec event's cgroup id to a container or unit with it
+                           even when the cgroup is removed before the event is handled */
 };
 
 enum direction {

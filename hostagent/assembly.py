@@ -260,7 +260,9 @@ def build_metrics(config: Config, cache: Any, queue: ExportQueue, drops: Callabl
 
     def service_name(call: Any) -> str:
         conn = call.conn
-        return str(cache.service_for(conn.pid, conn.comm).name) if conn is not None else "unknown_service"
+        if conn is None:
+            return "unknown_service"
+        return str(cache.service_for(conn.pid, conn.comm, conn.cgroup_id).name)
 
     red = RedMetrics(provider, service_name=service_name)
     self_metrics = SelfMetrics(provider)
@@ -306,7 +308,7 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
 
     def resource_for(call: Any) -> Any:
         conn = call.conn
-        return cache.resource_for(conn.pid, conn.comm) if conn is not None else cache.resource_for(0)
+        return cache.resource_for(conn.pid, conn.comm, conn.cgroup_id) if conn is not None else cache.resource_for(0)
 
     holder = agent.settings
     state_dir = Path(config.agent.state_dir)

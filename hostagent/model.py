@@ -28,9 +28,10 @@ class EventKind(IntEnum):
     CONNECT = 2  # connect() on a socket (client side); peer from the sockaddr argument
     ACCEPT = 3  # accept()/accept4() returned a new socket (server side)
     CLOSE = 4  # close() of a tracked socket
-    EXEC = 5  # sched_process_exec
+    EXEC = 5  # sched_process_exec: data = the file name, size = the parent's tgid (0: unknown)
     EXIT = 6  # sched_process_exit (thread group leader)
     FORK = 7  # a process with sockets forked: pid = child (a thread's tid too), size = parent tgid
+    CGROUP = 8  # cgroup_mkdir (unified hierarchy): size = the cgroup's id, data = its path
 
 
 class Direction(IntEnum):

@@ -55,6 +55,7 @@ _set = object.__setattr__  # Call is frozen; see _handle
 # Enum members read once: ``EventKind.DATA`` is a class attribute lookup through the enum's
 # metaclass (~90 ns), paid per event otherwise.
 _DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
+_CGROUP = EventKind.CGROUP
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER
 
 
@@ -112,11 +113,14 @@ class Pipeline:
             if event.kind != _DATA and self.identity is not None:  # DATA: nearly every event
                 kind = event.kind
                 if kind == _EXEC:
-                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"))
+                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
+                                          cgroup_id=event.cgroup_id, parent=event.size)
                 elif kind == _EXIT:
                     self.identity.on_exit(event.pid)
                 elif kind == _FORK:
                     self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
+                elif kind == _CGROUP:
+                    self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent
@@ -158,7 +162,7 @@ class Pipeline:
         service = None
         attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:
-            service = self.identity.service_for(conn.pid, conn.comm)
+            service = self.identity.service_for(conn.pid, conn.comm, conn.cgroup_id)
             if self.peers is not None and call.role == _CLIENT and conn.peer is not None:
                 peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:

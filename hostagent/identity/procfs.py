@@ -24,6 +24,20 @@ class ProcessGone(LookupError):
     """The process exited (or never existed) before it could be read."""
 
 
+class ProcessExiting(ProcessGone):
+    """The process was exiting while it was read: /proc still answered, but from a dying task
+    (see ``ProcFS.process_info``). ``ppid`` is still its parent's."""
+
+    def __init__(self, pid: int, ppid: int) -> None:
+        super().__init__(pid)
+        self.ppid = ppid
+
+
+# PF_EXITING (include/linux/sched.h), in the flags field of /proc/PID/stat: set by do_exit()
+# before it drops the task's memory, files and cgroups.
+PF_EXITING = 0x4
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
     """A snapshot of one process, taken once."""
@@ -52,6 +66,11 @@ def parse_stat(text: str) -> tuple[int, int]:
     """(ppid, start_ticks) from /proc/PID/stat: fields 4 and 22."""
     tail = stat_fields(text)
     return int(tail[1]), int(tail[19])
+
+
+def parse_stat_flags(text: str) -> int:
+    """The task flags (PF_*) from /proc/PID/stat: field 9."""
+    return int(stat_fields(text)[6])
 
 
 def parse_environ(raw: bytes, keys: tuple[str, ...] = ENV_KEYS) -> dict[str, str]:
@@ -151,21 +170,34 @@ class ProcFS:
         return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
 
     def process_info(self, pid: int) -> ProcessInfo:
-        """Everything identity needs about ``pid``; raises ProcessGone if it is not there."""
-        ppid, start = self.stat(pid)
+        """Everything identity needs about ``pid``; raises ProcessGone if it is not there, and
+        ProcessExiting if it was exiting: a task past exit_mm() still has its /proc directory
+        but reads as an empty cmdline and environ and no exe, and past cgroup_exit() as the root
+        cgroup (cgroup v1), which would be cached as the truth about it. do_exit() sets
+        PF_EXITING before either, so stat is read last: clear then, every read before was of
+        the live process."""
         uid = self.uid(pid)
+        comm = self.comm(pid)
+        exe = self.exe(pid)
+        cmdline = self.cmdline(pid)
+        cgroup_text = self.cgroup(pid)
+        env = self.environ(pid)
+        text = self._pid_bytes(pid, "stat").decode("utf-8", "replace")
+        ppid, start = parse_stat(text)
+        if parse_stat_flags(text) & PF_EXITING:
+            raise ProcessExiting(pid, ppid)
         return ProcessInfo(
             pid=pid,
             ppid=ppid,
-            comm=self.comm(pid),
-            exe=self.exe(pid),
-            cmdline=self.cmdline(pid),
+            comm=comm,
+            exe=exe,
+            cmdline=cmdline,
             start_ticks=start,
             creation_time=self.creation_time(start),
             uid=uid,
             owner=_owner(uid),
-            cgroup_text=self.cgroup(pid),
-            env=self.environ(pid),
+            cgroup_text=cgroup_text,
+            env=env,
         )
 
     def pids(self) -> list[int]:
@@ -188,6 +220,49 @@ class ProcFS:
             except OSError:
                 continue
         return targets
+
+    # --- cgroups ------------------------------------------------------------------------------
+    def unified_cgroup_mount(self) -> Optional[str]:
+        """The unified (v2) hierarchy: /sys/fs/cgroup/unified on hybrid hosts, /sys/fs/cgroup on
+        v2 hosts (only v2 has cgroup.controllers), None on v1-only hosts."""
+        for parts in (("sys", "fs", "cgroup", "unified"), ("sys", "fs", "cgroup")):
+            if os.path.exists(self.path(*parts, "cgroup.controllers")):
+                return self.path(*parts)
+        return None
+
+    def cgroup_dirs(self, mount: str, max_depth: int, limit: int) -> list[tuple[int, str]]:
+        """(inode, path) of the cgroups under ``mount`` (path "/" for the mount itself), at most
+        ``limit`` of them, ``max_depth`` levels deep. The inode of a cgroup v2 directory is the
+        cgroup's id, as bpf_get_current_cgroup_id() gives it. Directories removed while walking
+        are skipped."""
+        try:
+            found = [(os.stat(mount).st_ino, "/")]
+        except OSError:
+            return []
+        level = [(mount, "")]
+        for _ in range(max_depth):
+            below: list[tuple[str, str]] = []
+            for directory, path in level:
+                try:
+                    entries = list(os.scandir(directory))
+                except OSError:
+                    continue
+                for entry in entries:
+                    if len(found) >= limit:
+                        return found
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = f"{path}/{entry.name}"
+                        found.append((entry.inode(), sub))
+                        below.append((entry.path, sub))
+            level = below
+        return found
+
+    def cgroup_id(self, mount: str, path: str) -> Optional[int]:
+        """The id (directory inode) of the cgroup at ``path`` under ``mount``; None when gone."""
+        try:
+            return os.stat(os.path.join(mount, path.lstrip("/"))).st_ino
+        except OSError:
+            return None
 
     # --- host wide ---------------------------------------------------------------------------
     def boot_time(self) -> Optional[int]:

@@ -35,17 +35,24 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from opentelemetry.sdk.resources import Resource
 
 from hostagent import __version__
 from hostagent.identity.cgroup import CgroupInfo, parse_cgroup
+from hostagent.identity.cgroup_ids import CgroupIds
 from hostagent.identity.docker import ContainerInfo, DockerMetadata
 from hostagent.identity.interpreters import go_binary, interpreter_kind, runtime_name
-from hostagent.identity.naming import NameDecision, ServiceRule, decide_name, parse_resource_attributes
-from hostagent.identity.procfs import ProcessGone, ProcessInfo, ProcFS
+from hostagent.identity.naming import (
+    RULE_EXECUTABLE,
+    NameDecision,
+    ServiceRule,
+    decide_name,
+    parse_resource_attributes,
+)
+from hostagent.identity.procfs import ProcessExiting, ProcessGone, ProcessInfo, ProcFS
 from hostagent.model import AttributeValue
 
 SYSTEMD_UNIT = "hostagent.systemd.unit"
@@ -137,7 +144,8 @@ def build_service(
         attrs.pop("service.namespace", None)
     attrs["service.instance.id"] = instance
     attrs["process.pid"] = proc.pid
-    attrs["process.parent_pid"] = proc.ppid
+    if proc.ppid or proc.start_ticks:  # both 0: known from an exec event only, parent unknown
+        attrs["process.parent_pid"] = proc.ppid
     if proc.creation_time:
         attrs["process.creation.time"] = proc.creation_time
     exe_name = os.path.basename(proc.exe) if proc.exe else proc.comm
@@ -193,6 +201,10 @@ _UNREADABLE = (ProcessGone, OSError, ValueError, IndexError)
 class _Entry:
     service: Service
     resource: Optional[Resource] = None
+    # What a child that is gone before it is read may share with this process (_after_exec):
+    # its /proc/PID/cgroup text and its ENV_KEYS.
+    cgroup_text: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class ServiceCache:
@@ -224,6 +236,7 @@ class ServiceCache:
         # pid -> (until, comm -> entry): what a pid found gone at its first lookup was answered.
         self._gone: OrderedDict[int, tuple[float, dict[str, _Entry]]] = OrderedDict()
         self._clock = clock
+        self.cgroups = CgroupIds(procfs, clock)
         self._lock = threading.Lock()
         self._go_cache: dict[str, bool] = {}
         self.evictions = 0
@@ -232,17 +245,19 @@ class ServiceCache:
             docker.subscribe(self.on_container_change)
 
     # --- hot path ----------------------------------------------------------------------------
-    def service_for(self, pid: int, comm: str = "") -> Service:
-        """The Service of ``pid``; computed on first sight. ``comm`` (from the kernel event)
-        names a process that is already gone and was never seen: ``unknown_service:<comm>``."""
+    def service_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Service:
+        """The Service of ``pid``; computed on first sight. ``comm`` and ``cgroup_id`` (from the
+        connection's first kernel event) describe a process that is already gone and was never
+        seen at exec (its exec event lost, or before the agent started):
+        ``unknown_service:<comm>``, in its container or unit when the cgroup id resolves."""
         with self._lock:
             entry = self._live.get(pid)
             if entry is not None:
                 self._live.move_to_end(pid)
                 return entry.service
-        return self._miss(pid, comm).service
+        return self._miss(pid, comm, cgroup_id).service
 
-    def resource_for(self, pid: int, comm: str = "") -> Resource:
+    def resource_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Resource:
         """The OpenTelemetry Resource of ``pid`` (built once per entry, with ``Resource(attrs)``:
         ``Resource.create()`` would merge the agent's own environment and SDK attributes)."""
         with self._lock:
@@ -252,7 +267,7 @@ class ServiceCache:
                 if entry.resource is None:
                     entry.resource = Resource(entry.service.attributes_dict())
                 return entry.resource
-        entry = self._miss(pid, comm)
+        entry = self._miss(pid, comm, cgroup_id)
         if entry.resource is None:
             entry.resource = Resource(entry.service.attributes_dict())
         return entry.resource
@@ -264,26 +279,31 @@ class ServiceCache:
             return entry.service if entry is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def on_exec(self, pid: int, comm: str = "", exe: str = "") -> Optional[Service]:
-        """sched_process_exec: the pid now runs another program; read it now. ``comm`` and
-        ``exe`` (the file name given to execve) come with the kernel event: when the process is
-        already gone -- a burst of short processes can outrun the poll thread -- they still name
-        it by its program instead of ``unknown_service``."""
+    def on_exec(self, pid: int, comm: str = "", exe: str = "", cgroup_id: int = 0,
+                parent: int = 0) -> Optional[Service]:  # fmt: skip
+        """sched_process_exec: the pid now runs another program; read it now. ``comm``, ``exe``
+        (the file name given to execve), ``cgroup_id`` and ``parent`` (the tgid that forked it,
+        0 if unknown) come with the kernel event: when the process is already gone -- a burst of
+        short processes can outrun the poll thread -- they and its parent still say what it was
+        (``_after_exec``) instead of ``unknown_service``."""
         with self._lock:
             self._live.pop(pid, None)
             self._exited.pop(pid, None)
             self._gone.pop(pid, None)
+        if parent:
+            self.on_fork(pid, parent)
         try:
             entry = self._compute(pid)
-        except _UNREADABLE:
+        except _UNREADABLE as exc:
             if not (comm or exe):
                 return None
-            service = self._exec_only(pid, comm, exe)
+            ppid = exc.ppid if isinstance(exc, ProcessExiting) else 0
+            entry = self._after_exec(pid, comm, exe, cgroup_id, ppid)
             with self._lock:  # gone: served like the late calls of any exited process
-                self._exited[pid] = _Entry(service)
+                self._exited[pid] = entry
                 while len(self._exited) > self._max_exited:
                     self._exited.popitem(last=False)
-            return service
+            return entry.service
         self._put(pid, entry)
         return entry.service
 
@@ -295,6 +315,10 @@ class ServiceCache:
             self._forked.move_to_end(child)
             while len(self._forked) > self._max_exited:
                 self._forked.popitem(last=False)
+
+    def on_cgroup(self, cgroup_id: int, path: str) -> None:
+        """cgroup_mkdir (unified hierarchy): remember the path of the id its tasks' events carry."""
+        self.cgroups.learn(cgroup_id, path)
 
     def on_exit(self, pid: int) -> None:
         """sched_process_exit of a thread-group leader."""
@@ -343,7 +367,7 @@ class ServiceCache:
         return len(self._live)
 
     # --- internals ---------------------------------------------------------------------------
-    def _miss(self, pid: int, comm: str) -> _Entry:
+    def _miss(self, pid: int, comm: str, cgroup_id: int) -> _Entry:
         self.misses += 1
         with self._lock:
             gone = self._gone.get(pid)
@@ -358,7 +382,7 @@ class ServiceCache:
                 exited = self._exited.get(pid)
             if exited is not None:
                 return exited
-            entry = self._from_parent(pid) or _Entry(self._unknown(pid, comm))
+            entry = self._from_parent(pid) or self._unknown_in(pid, comm, cgroup_id)
             self._remember_gone(pid, comm, entry)
             return entry
         self._put(pid, entry)
@@ -392,7 +416,8 @@ class ServiceCache:
         attrs["process.parent_pid"] = parent
         attrs.pop("process.creation.time", None)  # the child's own is not known
         service = replace(source.service, pid=pid, start_ticks=0, attributes=tuple(sorted(attrs.items())))
-        return _Entry(service)  # _miss remembers it with the other answers for gone pids
+        # _miss remembers it with the other answers for gone pids
+        return _Entry(service, cgroup_text=source.cgroup_text, env=source.env)
 
     def _put(self, pid: int, entry: _Entry) -> None:
         with self._lock:
@@ -420,33 +445,79 @@ class ServiceCache:
 
     def _compute(self, pid: int) -> _Entry:
         proc = self.procfs.process_info(pid)
+        return self._entry_of(proc, self._runtime(proc))
+
+    def _entry_of(self, proc: ProcessInfo, runtime: Optional[str], unknown_name: str = "") -> _Entry:
+        """``unknown_name``: the name to give instead of the program's (not known)."""
         cgroup = parse_cgroup(proc.cgroup_text)
         container: Optional[ContainerInfo] = None
         if cgroup.container_id and self.docker is not None and cgroup.runtime in ("docker", None):
             container = self.docker.get(cgroup.container_id)
         decision = decide_name(self.rules, proc, container, cgroup)
-        service = build_service(proc, cgroup, container, decision, self.host, self._runtime(proc))
-        return _Entry(service)
+        if unknown_name and decision.rule == RULE_EXECUTABLE:
+            decision = NameDecision(unknown_name, decision.namespace, "unknown")
+        service = build_service(proc, cgroup, container, decision, self.host, runtime)
+        return _Entry(service, cgroup_text=proc.cgroup_text, env=proc.env)
 
-    def _exec_only(self, pid: int, comm: str, exe: str) -> Service:
-        """What the exec event alone says: the program. Config rules still apply (an ``exe``
-        glob can match); nothing the event does not carry (parent, args, owner) is invented."""
+    def _after_exec(self, pid: int, comm: str, exe: str, cgroup_id: int, ppid: int) -> _Entry:
+        """A process gone (or exiting) before its exec event was handled: what the event says
+        (the program, its cgroup id) and what its parent certainly shares with it. Nothing that
+        may differ (args, owner, start time) is invented. The parent is the exec (or fork)
+        event's, else ``ppid`` (an exiting process's /proc/PID/stat); its entry is cached or read
+        now."""
         path = exe if exe.startswith("/") else ""
-        proc = ProcessInfo(pid=pid, ppid=0, comm=comm, exe=path, cmdline=(), start_ticks=0, creation_time=None,
-                           uid=None, owner=None, cgroup_text="")  # fmt: skip
-        decision = decide_name(self.rules, proc, None, parse_cgroup(""))
-        attrs: dict[str, AttributeValue] = dict(self.host.attributes())
-        attrs.update({"service.name": decision.name, "process.pid": pid,
-                      "service.instance.id": instance_id(self.host.id, pid, 0, None)})  # fmt: skip
-        if decision.namespace:
-            attrs["service.namespace"] = decision.namespace
-        name = os.path.basename(path) or comm
-        if name:
-            attrs["process.executable.name"] = name
-        if path:
-            attrs["process.executable.path"] = path
-        return Service(decision.name, decision.namespace, str(attrs["service.instance.id"]), decision.rule, pid, 0,
-                       None, None, tuple(sorted(attrs.items())))  # fmt: skip
+        with self._lock:
+            parent = self._forked.get(pid) or ppid
+        source = self._parent_entry(parent, cgroup_id) if parent else None
+        cgroup_text = ""
+        env: dict[str, str] = {}
+        if source is not None and cgroup_id and self.cgroups.id_of(source.cgroup_text) == cgroup_id:
+            # The kernel saw the exec in the parent's very cgroup (unified hierarchy): the child
+            # has the parent's cgroups (a child inherits every hierarchy's at fork, and systemd
+            # and container runtimes move a process in all of them at once), so its container
+            # or unit. The environment is inherited at fork and kept by exec unless the caller
+            # passes another one (env -i, a runtime's exec): an assumption, made only here,
+            # where no runtime moved the child, and only for the keys that name a service.
+            cgroup_text = source.cgroup_text
+            env = source.env
+        elif cgroup_id:
+            unified = self.cgroups.path_of(cgroup_id)  # a container's process: not its parent's
+            if unified is not None:
+                cgroup_text = f"0::{unified}\n"
+        proc = ProcessInfo(pid=pid, ppid=parent, comm=comm, exe=path, cmdline=(), start_ticks=0, creation_time=None,
+                           uid=None, owner=None, cgroup_text=cgroup_text, env=env)  # fmt: skip
+        base = os.path.basename(path)
+        # No Go check: /proc/PID/exe is gone, and a failed look would be cached for the path.
+        return self._entry_of(proc, runtime_name(base) if interpreter_kind(base) else None)
+
+    def _parent_entry(self, parent: int, cgroup_id: int) -> Optional[_Entry]:
+        """The parent's entry; read again when its cached cgroup is not the child's, as a process
+        that moved itself after its exec (a shell writing $$ to a unit's cgroup.procs) has."""
+        with self._lock:
+            live = self._live.get(parent)
+            entry = live or self._exited.get(parent)
+        if entry is not None and (live is None or not cgroup_id
+                                  or self.cgroups.id_of(entry.cgroup_text) == cgroup_id):  # fmt: skip
+            return entry  # an exited parent's pid may be another process's now: never re-read
+        try:
+            fresh = self._compute(parent)
+        except _UNREADABLE:
+            return entry  # gone too: what was known of it
+        if entry is not None and fresh.service.start_ticks != entry.service.start_ticks:
+            return entry  # the pid is another process's now (its exit event not handled yet)
+        self._put(parent, fresh)
+        return fresh
+
+    def _unknown_in(self, pid: int, comm: str, cgroup_id: int) -> _Entry:
+        """A process never seen alive: ``_unknown``, but in its container or unit when the
+        cgroup id of its connection resolves (container and unit are the cgroup's, whichever
+        process of it calls; the comm is a thread's, so it never names the program)."""
+        path = self.cgroups.path_of(cgroup_id) if cgroup_id else None
+        if path is None:
+            return _Entry(self._unknown(pid, comm))
+        proc = ProcessInfo(pid=pid, ppid=0, comm=comm, exe="", cmdline=(), start_ticks=0, creation_time=None,
+                           uid=None, owner=None, cgroup_text=f"0::{path}\n")  # fmt: skip
+        return self._entry_of(proc, None, f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE)
 
     def _unknown(self, pid: int, comm: str) -> Service:
         name = f"{UNKNOWN_SERVICE}:{comm}" if comm else UNKNOWN_SERVICE

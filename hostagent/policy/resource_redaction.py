@@ -26,6 +26,14 @@ SECRET_FLAGS = frozenset({
     "--apikey", "--secret", "--client-secret", "--auth", "--access-token",
 })
 FLAG_TOKEN = "[REDACTED:password_flag]"
+# Identifiers the agent itself read from the kernel, Docker or /etc: hex and uuids, never
+# personal data, but long enough to hold a digit run that passes the card check (a container id
+# with 4569758610681387 in it came out as ...d[REDACTED:card]a3de954, no longer matching its
+# container). Users' own attributes (OTEL_RESOURCE_ATTRIBUTES) and command lines are scanned.
+IDENTIFIER_KEYS = frozenset({
+    "container.id", "container.image.id", "host.id", "service.instance.id", "process.linux.cgroup",
+    "k8s.pod.uid",
+})
 
 
 def redact_argv(args: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
@@ -87,7 +95,9 @@ class RedactedResources:
                 counts["password_flag"] = hidden
         redactor = redactor_for(redaction, self._key)
         if redactor.active:
+            ids = {k: attributes.pop(k) for k in IDENTIFIER_KEYS if k in attributes}
             attributes, found = redactor.redact_attributes(attributes)
+            attributes.update(ids)
             for kind, n in found.items():
                 counts[kind] = counts.get(kind, 0) + n
         if not counts:

@@ -81,8 +81,10 @@ DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
 GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     SOCKET_GROUP: _LIFECYCLE,  # + DATA_PROGRAMS[the data path the loader chose]
     PROCESS_GROUP: (
+        ("sched:sched_process_fork", "proc__fork"),  # before exec: a child's parent, for its EXEC
         ("sched:sched_process_exec", "proc__exec"),
         ("sched:sched_process_exit", "proc__exit"),
+        ("cgroup:cgroup_mkdir", "proc__cgroup_mkdir"),
     ),
 }
 

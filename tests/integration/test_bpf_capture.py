@@ -177,6 +177,37 @@ def test_exec_and_exit_events(capture: tuple[BpfCapture, Collector]) -> None:
     drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
     got = [(e.kind, e.data, e.comm) for e in col.of(p.pid)]
     assert got == [(EventKind.EXEC, b"/bin/true", "true"), (EventKind.EXIT, b"", "true")]
+    assert col.of(p.pid)[0].size == os.getpid()  # EXEC: who forked it
+
+
+def test_cgroup_mkdir_and_exec_in_it_carry_the_same_id(capture: tuple[BpfCapture, Collector]) -> None:
+    """What identity resolves a gone process's container or unit with: the CGROUP event (id,
+    path) of a new unified-hierarchy cgroup, and the cgroup id of an EXEC in it -- equal to the
+    directory's inode -- and the EXEC's parent, through sh -c 'exec ...' (two execs)."""
+    cap, col = capture
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if line.partition(" - ")[2].startswith("cgroup2 ")]  # fmt: skip
+    if not mounts:
+        pytest.skip("no unified cgroup hierarchy")
+    unit = Path(mounts[0]) / "hostagent-bpf-test.scope"
+    subprocess.run(["mkdir", str(unit)], check=True)  # by another process: the agent's own are left out
+    try:
+        cgroup_id = os.stat(unit).st_ino
+        p = subprocess.Popen(["/bin/sh", "-c", f"echo $$ > {unit}/cgroup.procs && exec /bin/true"])
+        assert p.wait(5) == 0
+        drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    finally:
+        for _ in range(50):
+            try:
+                unit.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    made = [e for e in col.events if e.kind == EventKind.CGROUP and e.size == cgroup_id]
+    assert [e.data for e in made] == [b"/hostagent-bpf-test.scope"]
+    execs = [e for e in col.of(p.pid) if e.kind == EventKind.EXEC]
+    assert [(e.data, e.size) for e in execs] == [(b"/bin/sh", os.getpid()), (b"/bin/true", os.getpid())]
+    assert execs[1].cgroup_id == cgroup_id != execs[0].cgroup_id
 
 
 CHILD = textwrap.dedent(

@@ -461,8 +461,8 @@ BURST = 40
 def test_burst_of_shell_exec_clients_is_named_curl(receiver: OtlpGrpcReceiver, target: Server) -> None:
     """No pause anywhere: 40 parallel ``sh -c 'exec curl ...'``, each living a few ms. A burst can
     outrun the daemon's poll thread, so some are gone from /proc before their exec event is
-    handled: those are still named from the exec event (comm, file name) -- never ``sh``, never
-    ``unknown_service:curl`` -- and what was read from /proc is exact."""
+    handled: those are still named from the exec event (comm, file name, parent) -- never ``sh``,
+    never ``unknown_service:curl`` -- and what was read from /proc is exact."""
     url = f"http://127.0.0.1:{TARGET_PORT}/fire"
     procs = [subprocess.Popen(["sh", "-c", f"exec curl -s -o /dev/null '{url}?n={n}'"]) for n in range(BURST)]
     assert [p.wait(30) for p in procs] == [0] * BURST
@@ -478,8 +478,9 @@ def test_burst_of_shell_exec_clients_is_named_curl(receiver: OtlpGrpcReceiver, t
             read_from_proc += 1
             assert r["process.command_args"] == ("curl", "-s", "-o", "/dev/null", f"{url}?n={n}")
             assert r["process.parent_pid"] == os.getpid()
-        else:  # named from the exec event alone: nothing it did not carry is made up
-            assert "process.parent_pid" not in r and "process.owner" not in r
+        else:  # named after the exec event: nothing it did not carry is made up
+            assert "process.owner" not in r and "process.creation.time" not in r
+            assert r["process.parent_pid"] == os.getpid()  # the EXEC event names who forked it
     assert len({s.resource["service.instance.id"] for s in clients}) == BURST
     print(f"{read_from_proc}/{BURST} read from /proc at exec, the rest named from the exec event")
 
@@ -489,7 +490,7 @@ def test_child_of_a_shell_has_the_shell_as_parent(receiver: OtlpGrpcReceiver, ta
     url = f"http://127.0.0.1:{TARGET_PORT}/child"
     # curl reads an (empty) config from the pipe first: it lives 0.3 s after its exec, so the
     # agent reads its /proc entry at the exec event (a curl that is gone by then is named from
-    # the exec event alone, without a parent: test_burst_of_shell_exec_clients_is_named_curl covers that).
+    # the exec event and its parent: test_burst_of_shell_exec_clients_is_named_curl covers that).
     shell = subprocess.Popen(["sh", "-c", f"sleep 0.3 | curl -s -o /dev/null -K - {url}; exit 0"])
     assert shell.wait(30) == 0
     spans = wait_spans(receiver, TARGET_PORT, 2)

@@ -157,7 +157,7 @@ def test_the_pipeline_hands_red_metrics_the_service_it_looked_up() -> None:
     class Identity:
         looked_up = 0
 
-        def service_for(self, pid: int, comm: str = "") -> Any:
+        def service_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Any:
             self.looked_up += 1
             return SimpleNamespace(name=f"svc-{pid}")
 

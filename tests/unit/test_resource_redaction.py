@@ -58,3 +58,18 @@ def test_clean_resource_is_returned_as_is() -> None:
     redacted, counters = make(resource, RedactionSettings())
     assert redacted(object()) is resource
     assert counters.snapshot() == {}
+
+
+def test_identifiers_are_not_taken_for_card_numbers() -> None:
+    """A real container id (docker run, this machine) with a Luhn-valid 16-digit run: it must
+    reach the backend whole, as must the cgroup path that names it; args are still scanned."""
+    container = "96602d6d85bd4439527376552c94ef2c12330843d4569758610681387a3de954"
+    ids = {"container.id": container, "process.linux.cgroup": f"/docker/{container}",
+           "container.image.id": f"sha256:{container}", "host.id": "4569758610681387aaaaaaaaaaaaaaaa",
+           "service.instance.id": "45697586-1068-1387-aaaa-aaaaaaaaaaaa"}  # fmt: skip
+    resource = Resource({**ids, "service.name": "w", "process.command_args": ("pay", "4569758610681387")})
+    redacted, counters = make(resource, RedactionSettings())
+    out = redacted(object())
+    assert {k: out.attributes[k] for k in ids} == ids
+    assert out.attributes["process.command_args"] == ("pay", "[REDACTED:card]")
+    assert counters.snapshot() == {"card": 1}
