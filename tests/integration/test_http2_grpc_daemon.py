@@ -321,16 +321,21 @@ def test_deadline_passed_is_deadline_exceeded(receiver: OtlpGrpcReceiver, grpc_s
     spawn_client("run_deadline_exceeded(stub)")  # asserts that grpcio itself saw DEADLINE_EXCEEDED
     spans = wait_spans(receiver, GRPC_PORT, 2)
     assert len(spans) == 2, [summary(s) for s in spans]
-    # no reply came: the one request message, none back; the client's RST_STREAM(CANCEL) ends both
-    deadline = (METHOD + "Unary", METHOD + "Unary", "DEADLINE_EXCEEDED", 1, None, ERROR, "DEADLINE_EXCEEDED")
+    # No reply message: the one request message, none back. Which end speaks first is a race: the
+    # client's RST_STREAM(CANCEL) at its deadline, or grpcio's server enforcing the same deadline from
+    # grpc-timeout with a trailers-only answer (grpc-status 4, no message: response count 0).
+    deadline = (METHOD + "Unary", METHOD + "Unary", "DEADLINE_EXCEEDED", 1, ERROR, "DEADLINE_EXCEEDED")
     for s in spans:
-        assert summary(s) == deadline, s.kind
+        got = summary(s)
+        assert got[:4] + got[5:] == deadline, (s.kind, got)
         # the time left when the request went out: under 100 ms when the channel connected first
         (timeout,) = s.attributes["http.request.header.grpc-timeout"]
         assert timeout.endswith("m") and 50 <= int(timeout[:-1]) <= 100, timeout
-        assert s.status_message == f"deadline exceeded (grpc-timeout {timeout}): RST_STREAM CANCEL"
-    client = by_kind(spans, "CLIENT")[0]
-    assert 100_000_000 <= client.end_unix_ns - client.start_unix_ns < 400_000_000  # not the server's 500 ms
+        by_reset = f"deadline exceeded (grpc-timeout {timeout}): RST_STREAM CANCEL"
+        assert (s.status_message, got[4]) in ((by_reset, None), ("Deadline Exceeded", 0)), (s.kind, s.status_message)
+        # from the request to the deadline (the time left that grpc-timeout carried, rounded up by the
+        # C core), not the server's 500 ms
+        assert 0.9 * int(timeout[:-1]) * 1e6 <= s.end_unix_ns - s.start_unix_ns < 400_000_000, s.kind
 
 
 @pytest.mark.parametrize("true_binary", [1, 0])
