@@ -176,6 +176,8 @@ class RedisParser:
         self._subscribed = False
         self._monitor = False
         self._database: Optional[str] = None
+        self._answered = False  # a reply to a command seen here has begun: RESP, checked once
+        self._foreign = False  # answered in something else than RESP: not Redis (see _consume)
         self._out: list[Call] = []
 
     # -- StreamParser ------------------------------------------------------------------------------
@@ -215,6 +217,12 @@ class RedisParser:
 
     def _consume(self, seg: Segment) -> None:
         requests = seg.direction == self._roles.client
+        if not requests and not self._answered and self._pending and seg.data:
+            if seg.data[0] not in REPLY_START:
+                self._not_redis()
+            self._answered = True
+        if self._foreign:
+            return
         reader = self._req if requests else self._rep
         for item in reader.feed(seg.data, seg.size, seg.ts_ns):
             if isinstance(item, Broken):
@@ -229,6 +237,16 @@ class RedisParser:
                 self._reply(item)
             if item is not None and getattr(item, "truncated", False):
                 self.stats.truncated += 1
+
+    def _not_redis(self) -> None:
+        """The first reply to a command seen here is not RESP: the inline lines that detection
+        took for Redis commands were another text protocol's (memcached's ``get``/``set``, a line
+        sent to an HTTP server, which answers ``HTTP/1.1 400``). Nothing of the connection becomes
+        a span. Only a reply's first byte is judged, and only when a command seen here waits for
+        it: a connection picked up mid-way may first show the rest of an earlier reply."""
+        self._foreign = True
+        self._pending.clear()
+        self.stats.extra["not_redis"] = 1
 
     # -- commands ----------------------------------------------------------------------------------
     def _command(self, v: Value) -> None:

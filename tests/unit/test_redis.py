@@ -325,3 +325,36 @@ def test_real_session_with_random_cuts_gives_the_same_calls(data: st.DataObject)
     want = [summary(c) for c in run(RedisParser(), segs)]
     cut = cut_at(segs, lambda seg: list(data.draw(st.sets(st.integers(1, max(1, len(seg.data) - 1)), max_size=4))))
     assert [summary(c) for c in run(RedisParser(), cut)] == want
+
+
+# Text protocols whose lines Redis' inline detection accepts (``set``, ``get``, ``select`` are
+# inline commands), recorded from the real servers: a reply that is not RESP says the connection
+# is not Redis, and none of its commands may become a Redis span.
+NOT_REDIS = ["notredis_memcached", "notredis_nginx_inline"]
+
+
+@pytest.mark.parametrize("name", NOT_REDIS)
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("mode", ["chunks", "bytes", "joined"])
+def test_connection_answered_in_no_resp_is_not_redis(name: str, side: str, mode: str) -> None:
+    assert looks_like(chunks(name)[0][1], Direction.EGRESS) is True  # what made it a Redis connection
+    parser = RedisParser()
+    assert run(parser, segments(name, side, mode)) == []
+    assert parser.stats.extra == {"not_redis": 1}
+    assert parser.stats.unpaired == 0
+
+
+@pytest.mark.parametrize("name", NOT_REDIS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_not_redis_through_the_capture_stage(name: str, side: str) -> None:
+    """Detection included (every protocol enabled): no Call of any protocol comes of them."""
+    assert tracked(name, 0, side) == []
+
+
+def test_resp_reply_after_a_first_reply_split_anywhere_is_still_redis() -> None:
+    """Only a reply's first byte is judged, once: the rest of a reply cut across reads is no
+    evidence (redis_cli's 100 KB COMMAND DOCS reply comes in many reads)."""
+    parser = RedisParser()
+    calls = run(parser, segments("redis_cli", "server"))
+    assert [c.name for c in calls] == [n for n, _ in CASES["redis_cli"]]
+    assert "not_redis" not in parser.stats.extra
