@@ -77,6 +77,9 @@ _QUOTED = re.compile(r"""(?<![\w'])'(?:.*?'(?=[\s,.:;)\]"]|\Z)|.*\Z)""", re.DOTA
 _UNKNOWN = re.compile(r"unknown command '.*\Z", re.DOTALL)
 _ARGS = ", with args beginning with: "
 _PREFIX = re.compile(r"[A-Z][A-Z_]*\Z")
+# A container's subcommand as Redis names it: CLIENT NO-EVICT, CLUSTER COUNT-FAILURE-REPORTS, and
+# redis-py's CLIENT MAINT_NOTIFICATIONS hold '-' and '_'
+_SUBCOMMAND = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
@@ -261,7 +264,7 @@ class RedisParser:
         cmd.name = name.lower()
         argc = v.count - 1
         sub = words[1] if len(words) > 1 else None
-        if cmd.name in CONTAINERS and isinstance(sub, bytes) and sub.isalnum() and len(sub) <= 32:
+        if cmd.name in CONTAINERS and isinstance(sub, bytes) and _SUBCOMMAND.match(sub):
             cmd.op = f"{name} {sub.decode('latin-1')}".upper()
             argc -= 1
         else:

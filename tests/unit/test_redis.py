@@ -43,6 +43,11 @@ CASES: dict[str, Names] = {
     # redis-cli with commands typed in lower case: the names are Redis' own (upper case)
     "redis_cli_lowercase": [("COMMAND DOCS", None), ("SET", None), ("GET", None), ("CLIENT SETNAME", None),
                             ("HGETALL", None)],
+    # subcommands are named whole, '-' and '_' included (Redis' own names: client|no-evict)
+    "redis_cli_hyphen_subcommands": [("COMMAND DOCS", None), ("CLIENT NO-EVICT", None), ("CLIENT NO-EVICT", None),
+                                     ("CLUSTER COUNT-FAILURE-REPORTS", "ERR"), ("PING", None)],
+    # redis-py 8.2's handshake: HELLO 3, then three CLIENT subcommands that Redis 7.0 refuses
+    "redis_py_handshake": [("HELLO", None), ("CLIENT MAINT_NOTIFICATIONS", "ERR"), *SETINFO, ("PING", None)],
 }  # fmt: skip
 
 
@@ -64,17 +69,32 @@ def test_recorded_sessions(name: str, side: str) -> None:
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"redis_cli", "redis_cli_resp3"}))
+BIG_REPLIES = {"redis_cli", "redis_cli_resp3", "redis_cli_hyphen_subcommands"}  # COMMAND DOCS: 100 KB+
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - BIG_REPLIES))
 @pytest.mark.parametrize("mode", ["bytes", "joined"])
 def test_split_and_joined_reads_give_the_same_calls(name: str, mode: str) -> None:
     want = [summary(c) for c in run(RedisParser(), segments(name))]
     assert [summary(c) for c in run(RedisParser(), segments(name, mode=mode))] == want
 
 
-@pytest.mark.parametrize("name", ["redis_cli", "redis_cli_resp3"])
+@pytest.mark.parametrize("name", sorted(BIG_REPLIES))
 def test_big_replies_joined(name: str) -> None:
     want = [summary(c) for c in run(RedisParser(), segments(name))]
     assert [summary(c) for c in run(RedisParser(), segments(name, mode="joined"))] == want
+
+
+@pytest.mark.parametrize(
+    ("name", "texts"),
+    [
+        ("redis_cli_hyphen_subcommands", ["CLIENT NO-EVICT ?", "CLIENT NO-EVICT ?", "CLUSTER COUNT-FAILURE-REPORTS ?"]),
+        ("redis_py_handshake", ["CLIENT MAINT_NOTIFICATIONS ? ? ?", "CLIENT SETINFO ? ?", "CLIENT SETINFO ? ?"]),
+    ],
+)  # fmt: skip
+def test_subcommand_with_hyphen_or_underscore_is_named(name: str, texts: list[str]) -> None:
+    calls = run(RedisParser(), segments(name))
+    assert [c.attributes["db.query.text"] for c in calls if c.name.startswith(("CLIENT", "CLUSTER"))] == texts
 
 
 def test_lower_case_commands_are_named_in_upper_case() -> None:
