@@ -362,8 +362,9 @@ class RedisParser:
             attrs["db.namespace"] = self._database
         error_type = None
         message = ""
-        if reply is not None and reply.kind in (0x2D, 0x21):  # '-' simple error, '!' blob error
-            text = (reply.text or b"").decode("utf-8", "replace")
+        failed = _error_text(cmd, reply)
+        if failed is not None:
+            text = failed.decode("utf-8", "replace")
             prefix = text.split(" ", 1)[0]
             error_type = prefix if _PREFIX.match(prefix) else "ERR"
             message = scrub_error(text)
@@ -374,6 +375,19 @@ class RedisParser:
             error_type=error_type, status_message=message[:256], request_body=b"",
             request_size=cmd.size, response_size=reply.size if reply is not None else 0,
         ))  # fmt: skip
+
+
+def _error_text(cmd: _Command, reply: Optional[Value]) -> Optional[bytes]:
+    """The error a command's reply carries: an error reply, or the first error among EXEC's
+    results (a queued command that failed when run, which the client raises for the transaction;
+    its own +QUEUED span cannot say so)."""
+    if reply is None:
+        return None
+    if reply.kind in (0x2D, 0x21):  # '-' simple error, '!' blob error
+        return reply.text or b""
+    if cmd.name == "exec":
+        return reply.error
+    return None
 
 
 def scrub_error(text: str) -> str:

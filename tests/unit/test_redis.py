@@ -46,6 +46,11 @@ CASES: dict[str, Names] = {
     # subcommands are named whole, '-' and '_' included (Redis' own names: client|no-evict)
     "redis_cli_hyphen_subcommands": [("COMMAND DOCS", None), ("CLIENT NO-EVICT", None), ("CLIENT NO-EVICT", None),
                                      ("CLUSTER COUNT-FAILURE-REPORTS", "ERR"), ("PING", None)],
+    # EXEC's results holding an error fail EXEC with it (the queued LPUSH ran into WRONGTYPE);
+    # a refused queued command aborts EXEC (EXECABORT); a clean transaction
+    "redis_cli_exec_errors": [("COMMAND DOCS", None), ("MULTI", None), ("SET", None), ("LPUSH", None), ("INCR", None),
+                              ("EXEC", "WRONGTYPE"), ("MULTI", None), ("SET", None), ("NOSUCH", "ERR"),
+                              ("EXEC", "EXECABORT"), ("MULTI", None), ("INCR", None), ("EXEC", None)],
     # redis-py 8.2's handshake: HELLO 3, then three CLIENT subcommands that Redis 7.0 refuses
     "redis_py_handshake": [("HELLO", None), ("CLIENT MAINT_NOTIFICATIONS", "ERR"), *SETINFO, ("PING", None)],
 }  # fmt: skip
@@ -69,7 +74,8 @@ def test_recorded_sessions(name: str, side: str) -> None:
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0
 
 
-BIG_REPLIES = {"redis_cli", "redis_cli_resp3", "redis_cli_hyphen_subcommands"}  # COMMAND DOCS: 100 KB+
+# redis-cli's first command, COMMAND DOCS: a 100 KB+ reply
+BIG_REPLIES = {"redis_cli", "redis_cli_resp3", "redis_cli_hyphen_subcommands", "redis_cli_exec_errors"}
 
 
 @pytest.mark.parametrize("name", sorted(set(CASES) - BIG_REPLIES))
@@ -95,6 +101,16 @@ def test_big_replies_joined(name: str) -> None:
 def test_subcommand_with_hyphen_or_underscore_is_named(name: str, texts: list[str]) -> None:
     calls = run(RedisParser(), segments(name))
     assert [c.attributes["db.query.text"] for c in calls if c.name.startswith(("CLIENT", "CLUSTER"))] == texts
+
+
+def test_exec_failing_a_queued_command_says_which_error() -> None:
+    """The first error among EXEC's results is EXEC's (what a client raises for the transaction)."""
+    calls = [c for c in run(RedisParser(), segments("redis_cli_exec_errors")) if c.name == "EXEC"]
+    assert [(c.error_type, c.attributes.get("db.response.status_code"), c.status_message) for c in calls] == [
+        ("WRONGTYPE", "WRONGTYPE", "WRONGTYPE Operation against a key holding the wrong kind of value"),
+        ("EXECABORT", "EXECABORT", "EXECABORT Transaction discarded because of previous errors."),
+        (None, None, ""),
+    ]
 
 
 def test_lower_case_commands_are_named_in_upper_case() -> None:
