@@ -77,6 +77,9 @@ _QUOTED = re.compile(r"""(?<![\w'])'(?:.*?'(?=[\s,.:;)\]"]|\Z)|.*\Z)""", re.DOTA
 _UNKNOWN = re.compile(r"unknown command '.*\Z", re.DOTALL)
 _ARGS = ", with args beginning with: "
 _PREFIX = re.compile(r"[A-Z][A-Z_]*\Z")
+# A container's subcommand as Redis names it: CLIENT NO-EVICT, CLUSTER COUNT-FAILURE-REPORTS, and
+# redis-py's CLIENT MAINT_NOTIFICATIONS hold '-' and '_'
+_SUBCOMMAND = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_-]{0,31}\Z")
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
@@ -176,6 +179,8 @@ class RedisParser:
         self._subscribed = False
         self._monitor = False
         self._database: Optional[str] = None
+        self._answered = False  # a reply to a command seen here has begun: RESP, checked once
+        self._foreign = False  # answered in something else than RESP: not Redis (see _consume)
         self._out: list[Call] = []
 
     # -- StreamParser ------------------------------------------------------------------------------
@@ -215,6 +220,12 @@ class RedisParser:
 
     def _consume(self, seg: Segment) -> None:
         requests = seg.direction == self._roles.client
+        if not requests and not self._answered and self._pending and seg.data:
+            if seg.data[0] not in REPLY_START:
+                self._not_redis()
+            self._answered = True
+        if self._foreign:
+            return
         reader = self._req if requests else self._rep
         for item in reader.feed(seg.data, seg.size, seg.ts_ns):
             if isinstance(item, Broken):
@@ -230,6 +241,16 @@ class RedisParser:
             if item is not None and getattr(item, "truncated", False):
                 self.stats.truncated += 1
 
+    def _not_redis(self) -> None:
+        """The first reply to a command seen here is not RESP: the inline lines that detection
+        took for Redis commands were another text protocol's (memcached's ``get``/``set``, a line
+        sent to an HTTP server, which answers ``HTTP/1.1 400``). Nothing of the connection becomes
+        a span. Only a reply's first byte is judged, and only when a command seen here waits for
+        it: a connection picked up mid-way may first show the rest of an earlier reply."""
+        self._foreign = True
+        self._pending.clear()
+        self.stats.extra["not_redis"] = 1
+
     # -- commands ----------------------------------------------------------------------------------
     def _command(self, v: Value) -> None:
         words = v.words
@@ -243,7 +264,7 @@ class RedisParser:
         cmd.name = name.lower()
         argc = v.count - 1
         sub = words[1] if len(words) > 1 else None
-        if cmd.name in CONTAINERS and isinstance(sub, bytes) and sub.isalnum() and len(sub) <= 32:
+        if cmd.name in CONTAINERS and isinstance(sub, bytes) and _SUBCOMMAND.match(sub):
             cmd.op = f"{name} {sub.decode('latin-1')}".upper()
             argc -= 1
         else:
@@ -341,8 +362,9 @@ class RedisParser:
             attrs["db.namespace"] = self._database
         error_type = None
         message = ""
-        if reply is not None and reply.kind in (0x2D, 0x21):  # '-' simple error, '!' blob error
-            text = (reply.text or b"").decode("utf-8", "replace")
+        failed = _error_text(cmd, reply)
+        if failed is not None:
+            text = failed.decode("utf-8", "replace")
             prefix = text.split(" ", 1)[0]
             error_type = prefix if _PREFIX.match(prefix) else "ERR"
             message = scrub_error(text)
@@ -353,6 +375,19 @@ class RedisParser:
             error_type=error_type, status_message=message[:256], request_body=b"",
             request_size=cmd.size, response_size=reply.size if reply is not None else 0,
         ))  # fmt: skip
+
+
+def _error_text(cmd: _Command, reply: Optional[Value]) -> Optional[bytes]:
+    """The error a command's reply carries: an error reply, or the first error among EXEC's
+    results (a queued command that failed when run, which the client raises for the transaction;
+    its own +QUEUED span cannot say so)."""
+    if reply is None:
+        return None
+    if reply.kind in (0x2D, 0x21):  # '-' simple error, '!' blob error
+        return reply.text or b""
+    if cmd.name == "exec":
+        return reply.error
+    return None
 
 
 def scrub_error(text: str) -> str:

@@ -35,7 +35,7 @@ INLINE = 0  # Value.kind of an inline command
 class Value:
     """One complete top-level value."""
 
-    __slots__ = ("count", "end_ns", "kind", "size", "start_ns", "text", "truncated", "words")
+    __slots__ = ("count", "end_ns", "error", "kind", "size", "start_ns", "text", "truncated", "words")
 
     def __init__(self, kind: int, start_ns: int) -> None:
         self.kind = kind  # the type byte (b"*"[0]...), or INLINE
@@ -44,6 +44,7 @@ class Value:
         self.count = 0  # elements of an aggregate / arguments+1 of an inline command
         self.words: list[Scalar] = []  # first (up to 3) elements, captured prefixes
         self.text: Optional[bytes] = None  # a top-level scalar's captured content
+        self.error: Optional[bytes] = None  # an aggregate's first element that is an error (EXEC's results)
         self.size = 0  # bytes on the wire
         self.truncated = False
 
@@ -190,6 +191,8 @@ class RespReader:
             content: Scalar = body[:CAPTURE] if t != 0x3A else _int(body)  # ':' integer
             if not stack and t in b"-+":
                 content = body[:256]
+            elif t == 0x2D and len(stack) == 1 and self._top is not None and self._top.error is None:
+                self._top.error = body[:256]
             self._value_done(content, False, ts_ns, out)
         elif t in BULK_TYPES:
             if body == b"?":

@@ -158,14 +158,19 @@ def operation_and_collection(sql: str, dialect: str = "postgresql") -> tuple[Opt
     if i >= len(toks) or toks[i][0] != IDENT:
         return None, None
     upper = toks[i][1].upper()
+    ctes: set[str] = set()
     if upper == "WITH":
         j = _after_with(toks, i + 1)
         if j is None:
             return upper, None
+        ctes = _with_names(toks[i + 1 : j])
         i, upper = j, toks[j][1].upper()
     rest = toks[i + 1 :]
     if upper == "SELECT":
-        return upper, _after_from(rest)
+        found = _after_from(rest)
+        # a WITH query read by name is the statement's own result, no table: which of the tables
+        # it reads is the collection is not certain
+        return upper, None if found is not None and _folded(found) in ctes else found
     if upper in ("INSERT", "REPLACE", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE"):
         return upper, _name_after_modifiers(rest)
     if upper in _DDL_TABLE:
@@ -187,6 +192,30 @@ def _after_with(toks: list[Token], i: int) -> Optional[int]:
         elif depth == 0 and kind == IDENT and text.upper() in _DML_AFTER_WITH:
             return j
     return None
+
+
+def _with_names(toks: list[Token]) -> set[str]:
+    """The names a WITH list defines (``toks``: from after WITH to the statement keyword), folded
+    (``_folded``): each comes first, after RECURSIVE, or after a comma at parenthesis depth 0."""
+    names: set[str] = set()
+    depth = 0
+    expect = True
+    for kind, text in toks:
+        if kind == PUNCT and text == "(":
+            depth += 1
+        elif kind == PUNCT and text == ")":
+            depth -= 1
+        elif depth == 0 and kind == PUNCT and text == ",":
+            expect = True
+        elif depth == 0 and expect and kind in (IDENT, QIDENT) and text.upper() != "RECURSIVE":
+            names.add(_folded(text))
+            expect = False
+    return names
+
+
+def _folded(name: str) -> str:
+    """A name as the server compares it: unquoted ones in lower case, quoted ones as written."""
+    return name if name[:1] in ('"', "`") else name.lower()
 
 
 def _after_from(rest: list[Token]) -> Optional[str]:

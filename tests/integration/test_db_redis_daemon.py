@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import db_servers
+from tests.support import db_servers, servers
 from tests.support.agent import Agent
 from tests.support.db_daemon import PAYLOAD_BYTES, Sides, run_python, start_db_agent, stopped_cleanly, summary
 from tests.support.db_daemon import wait_sides as _wait_sides
@@ -253,3 +253,34 @@ def test_connections_starting_with_commands_no_list_has(
         ("GEORADIUS_RO", "GEORADIUS_RO", "GEORADIUS_RO ? ? ? ? ?", "NOAUTH"), *then,
     ]  # fmt: skip
     check_sides(sides, pid, rds)
+
+
+NGINX_PORT = 19245
+NOT_REDIS = """
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"get foo\\r\\n")  # an inline Redis GET to look at; nginx answers 400 and closes
+assert s.recv(65536).startswith(b"HTTP/1.1 400")
+s.close()
+s = socket.create_connection(("127.0.0.1", int(sys.argv[2])))  # then a real Redis command
+s.sendall(b"*1\\r\\n$4\\r\\nPING\\r\\n")
+assert s.recv(65536) == b"-NOAUTH Authentication required.\\r\\n"
+s.close()
+"""
+
+
+def test_line_answered_in_no_resp_is_not_redis(
+    receiver: OtlpGrpcReceiver, rds: db_servers.RunningServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A line Redis' inline detection takes for a command, sent to nginx, is no Redis span (it was
+    one, named GET with status OK, on both ends); the Redis PING sent after it is, so the agent got
+    that far."""
+    nginx = servers.start_nginx(tmp_path_factory.mktemp("nginx"), NGINX_PORT)
+    try:
+        pid, _ = run_python(NOT_REDIS, str(NGINX_PORT), str(PORT))
+        sides = wait_sides(receiver, rds, 1)
+    finally:
+        nginx.stop()
+    assert summary(sides.client, *KEYS) == [("PING", "PING", "PING", "NOAUTH")]
+    assert [(s.name, s.resource["process.pid"], s.attributes.get("server.port")) for s in receiver.recorder.spans
+            if s.resource["process.pid"] in (pid, nginx.pid)] == [("PING", pid, PORT)]  # fmt: skip

@@ -43,6 +43,16 @@ CASES: dict[str, Names] = {
     # redis-cli with commands typed in lower case: the names are Redis' own (upper case)
     "redis_cli_lowercase": [("COMMAND DOCS", None), ("SET", None), ("GET", None), ("CLIENT SETNAME", None),
                             ("HGETALL", None)],
+    # subcommands are named whole, '-' and '_' included (Redis' own names: client|no-evict)
+    "redis_cli_hyphen_subcommands": [("COMMAND DOCS", None), ("CLIENT NO-EVICT", None), ("CLIENT NO-EVICT", None),
+                                     ("CLUSTER COUNT-FAILURE-REPORTS", "ERR"), ("PING", None)],
+    # EXEC's results holding an error fail EXEC with it (the queued LPUSH ran into WRONGTYPE);
+    # a refused queued command aborts EXEC (EXECABORT); a clean transaction
+    "redis_cli_exec_errors": [("COMMAND DOCS", None), ("MULTI", None), ("SET", None), ("LPUSH", None), ("INCR", None),
+                              ("EXEC", "WRONGTYPE"), ("MULTI", None), ("SET", None), ("NOSUCH", "ERR"),
+                              ("EXEC", "EXECABORT"), ("MULTI", None), ("INCR", None), ("EXEC", None)],
+    # redis-py 8.2's handshake: HELLO 3, then three CLIENT subcommands that Redis 7.0 refuses
+    "redis_py_handshake": [("HELLO", None), ("CLIENT MAINT_NOTIFICATIONS", "ERR"), *SETINFO, ("PING", None)],
 }  # fmt: skip
 
 
@@ -64,17 +74,43 @@ def test_recorded_sessions(name: str, side: str) -> None:
     assert parser.stats.resyncs == 0 and parser.stats.unpaired == 0
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"redis_cli", "redis_cli_resp3"}))
+# redis-cli's first command, COMMAND DOCS: a 100 KB+ reply
+BIG_REPLIES = {"redis_cli", "redis_cli_resp3", "redis_cli_hyphen_subcommands", "redis_cli_exec_errors"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - BIG_REPLIES))
 @pytest.mark.parametrize("mode", ["bytes", "joined"])
 def test_split_and_joined_reads_give_the_same_calls(name: str, mode: str) -> None:
     want = [summary(c) for c in run(RedisParser(), segments(name))]
     assert [summary(c) for c in run(RedisParser(), segments(name, mode=mode))] == want
 
 
-@pytest.mark.parametrize("name", ["redis_cli", "redis_cli_resp3"])
+@pytest.mark.parametrize("name", sorted(BIG_REPLIES))
 def test_big_replies_joined(name: str) -> None:
     want = [summary(c) for c in run(RedisParser(), segments(name))]
     assert [summary(c) for c in run(RedisParser(), segments(name, mode="joined"))] == want
+
+
+@pytest.mark.parametrize(
+    ("name", "texts"),
+    [
+        ("redis_cli_hyphen_subcommands", ["CLIENT NO-EVICT ?", "CLIENT NO-EVICT ?", "CLUSTER COUNT-FAILURE-REPORTS ?"]),
+        ("redis_py_handshake", ["CLIENT MAINT_NOTIFICATIONS ? ? ?", "CLIENT SETINFO ? ?", "CLIENT SETINFO ? ?"]),
+    ],
+)  # fmt: skip
+def test_subcommand_with_hyphen_or_underscore_is_named(name: str, texts: list[str]) -> None:
+    calls = run(RedisParser(), segments(name))
+    assert [c.attributes["db.query.text"] for c in calls if c.name.startswith(("CLIENT", "CLUSTER"))] == texts
+
+
+def test_exec_failing_a_queued_command_says_which_error() -> None:
+    """The first error among EXEC's results is EXEC's (what a client raises for the transaction)."""
+    calls = [c for c in run(RedisParser(), segments("redis_cli_exec_errors")) if c.name == "EXEC"]
+    assert [(c.error_type, c.attributes.get("db.response.status_code"), c.status_message) for c in calls] == [
+        ("WRONGTYPE", "WRONGTYPE", "WRONGTYPE Operation against a key holding the wrong kind of value"),
+        ("EXECABORT", "EXECABORT", "EXECABORT Transaction discarded because of previous errors."),
+        (None, None, ""),
+    ]
 
 
 def test_lower_case_commands_are_named_in_upper_case() -> None:
@@ -325,3 +361,36 @@ def test_real_session_with_random_cuts_gives_the_same_calls(data: st.DataObject)
     want = [summary(c) for c in run(RedisParser(), segs)]
     cut = cut_at(segs, lambda seg: list(data.draw(st.sets(st.integers(1, max(1, len(seg.data) - 1)), max_size=4))))
     assert [summary(c) for c in run(RedisParser(), cut)] == want
+
+
+# Text protocols whose lines Redis' inline detection accepts (``set``, ``get``, ``select`` are
+# inline commands), recorded from the real servers: a reply that is not RESP says the connection
+# is not Redis, and none of its commands may become a Redis span.
+NOT_REDIS = ["notredis_memcached", "notredis_nginx_inline"]
+
+
+@pytest.mark.parametrize("name", NOT_REDIS)
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("mode", ["chunks", "bytes", "joined"])
+def test_connection_answered_in_no_resp_is_not_redis(name: str, side: str, mode: str) -> None:
+    assert looks_like(chunks(name)[0][1], Direction.EGRESS) is True  # what made it a Redis connection
+    parser = RedisParser()
+    assert run(parser, segments(name, side, mode)) == []
+    assert parser.stats.extra == {"not_redis": 1}
+    assert parser.stats.unpaired == 0
+
+
+@pytest.mark.parametrize("name", NOT_REDIS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_not_redis_through_the_capture_stage(name: str, side: str) -> None:
+    """Detection included (every protocol enabled): no Call of any protocol comes of them."""
+    assert tracked(name, 0, side) == []
+
+
+def test_resp_reply_after_a_first_reply_split_anywhere_is_still_redis() -> None:
+    """Only a reply's first byte is judged, once: the rest of a reply cut across reads is no
+    evidence (redis_cli's 100 KB COMMAND DOCS reply comes in many reads)."""
+    parser = RedisParser()
+    calls = run(parser, segments("redis_cli", "server"))
+    assert [c.name for c in calls] == [n for n, _ in CASES["redis_cli"]]
+    assert "not_redis" not in parser.stats.extra

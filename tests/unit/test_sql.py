@@ -70,6 +70,16 @@ def test_split_statements(sql: str, expected: list[str]) -> None:
         ("DELETE FROM \"Users\" WHERE id = 1", "DELETE", '"Users"'),
         ("WITH x AS (SELECT 1 FROM a) INSERT INTO b SELECT * FROM x", "INSERT", "b"),
         ("with x as (select 1 from a) insert into b select * from x", "INSERT", "b"),
+        # a WITH query's name is no collection (psql and pymysql sent these; was "q", "X")
+        ("WITH q AS (SELECT id FROM acc_items) SELECT count(*) FROM q", "SELECT", None),
+        ("WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT n FROM t",
+         "SELECT", None),
+        ("with a as (select 1), X as (select 2) select * from x", "SELECT", None),  # unquoted: any case
+        ('WITH "Q" AS (SELECT 1) SELECT * FROM "Q"', "SELECT", None),
+        ('WITH "Q" AS (SELECT 1) SELECT * FROM q', "SELECT", "q"),  # "Q" and q are two names
+        ("WITH q AS MATERIALIZED (SELECT 1) SELECT * FROM orders, q", "SELECT", "orders"),
+        ("WITH q AS (SELECT 1) SELECT * FROM other.q", "SELECT", "other.q"),  # a schema's table
+        ("WITH q AS (SELECT id FROM a) UPDATE b SET x = 1 FROM q WHERE b.id = q.id", "UPDATE", "b"),
         ("Delete From Users", "DELETE", "Users"),  # the collection stays as written
         ("CREATE TABLE IF NOT EXISTS users (id int)", "CREATE", "users"),
         ("DROP TABLE users", "DROP", "users"),
