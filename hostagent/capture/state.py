@@ -13,6 +13,10 @@ from hostagent.protocols.fast_call import new_connection
 # Detection gives up after this many segments or bytes without a protocol match.
 DETECT_SEGMENTS = 3
 DETECT_BYTES = 4096
+# A stream first seen mid-way (open before the agent started, or inherited: its first event is
+# data, not connect/accept) may show the rest of a message in flight first - a 4 MB Redis reply
+# is ~64 reads - so detection tries each segment on its own for this many before giving up.
+DETECT_SEGMENTS_MIDWAY = 256
 TID_HISTORY = 8  # thread changes remembered per direction (request -> handling thread)
 
 # UNKNOWN: no enabled protocol recognised the first bytes; MUTED: left the protocol (101 upgrade);
@@ -31,8 +35,25 @@ class ConnState:
     """What the tracker knows about one socket. Mutable; lives only inside the tracker."""
 
     __slots__ = (
-        "cgroup_id", "comm", "conn", "fd", "feed_bytes", "held", "judged", "local", "lost", "parser", "peer", "phase",
-        "pid", "seen_bytes", "seen_segments", "spec", "tids", "transport",
+        "cgroup_id",
+        "comm",
+        "conn",
+        "fd",
+        "feed_bytes",
+        "held",
+        "judged",
+        "local",
+        "lost",
+        "midway",
+        "parser",
+        "peer",
+        "phase",
+        "pid",
+        "seen_bytes",
+        "seen_segments",
+        "spec",
+        "tids",
+        "transport",
     )  # fmt: skip
 
     def __init__(
@@ -57,6 +78,7 @@ class ConnState:
         self.comm = comm
         self.lost = lost  # the kernel's count of this socket's uncaptured calls (CaptureEvent.lost)
         self.phase = DETECTING
+        self.midway = False  # a stream first seen by its data (see DETECT_SEGMENTS_MIDWAY)
         self.spec: Optional[ProtocolSpec] = None
         self.parser: Optional[StreamParser] = None
         # The parser's ``feed_bytes(direction, data, size, ts_ns)`` when it has one (stream sockets
@@ -76,8 +98,10 @@ class ConnState:
         self.conn: Optional[Connection] = None  # last Connection built (reused while tid/peer hold)
 
     def restart_detection(self) -> None:
-        """Detect again from the next bytes; what was held or counted before is forgotten."""
+        """Detect again from the next bytes; what was held or counted before is forgotten. The
+        bytes may resume mid-message (a probe turned back on): as for a stream first seen mid-way."""
         self.phase = DETECTING
+        self.midway = self.transport != "udp"
         self.held = []
         self.seen_segments = 0
         self.seen_bytes = 0

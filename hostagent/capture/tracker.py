@@ -29,6 +29,7 @@ from typing import Optional
 from hostagent.capture.state import (
     DETECT_BYTES,
     DETECT_SEGMENTS,
+    DETECT_SEGMENTS_MIDWAY,
     DETECTING,
     MUTED,
     OFF,
@@ -95,6 +96,7 @@ class ConnectionTracker:
         state = conns.get(key)
         if state is None:
             state = self._create(key, event)
+            state.midway = state.transport != "udp"
         else:
             conns.move_to_end(key)
             if state.local is None and event.local_port:
@@ -228,6 +230,11 @@ class ConnectionTracker:
             if held and not datagram:
                 first = b"".join([s.data for s in held if s.direction == direction] + [data])[:DETECT_BYTES]
             spec = self._pick(first, direction, state.transport)
+            if spec is None and first is not data and state.midway:
+                # what was held may be the end of a message from before the agent looked
+                spec = self._pick(data, direction, state.transport)
+                if spec is not None:
+                    held = state.held = []
             if spec is None:
                 kept = None if datagram else Segment(direction, data, size, ts, tail=event.tail)
                 self._undetected(state, kept, len(data))
@@ -272,13 +279,22 @@ class ConnectionTracker:
         """No protocol recognised these bytes yet: hold them (streams) or give up on the socket."""
         state.seen_segments += 1
         state.seen_bytes += size
-        if state.seen_segments >= DETECT_SEGMENTS or state.seen_bytes >= DETECT_BYTES:
-            state.held = []
-            state.judged = self._names
-            self._counters["unknown"] += 1
-            self._mute(state, UNKNOWN)
-        elif segment is not None:
-            state.held.append(segment)
+        if state.midway:
+            if state.seen_segments < DETECT_SEGMENTS_MIDWAY:
+                if segment is not None:  # the last few pieces only: a message that began in them
+                    held = state.held
+                    if len(held) >= DETECT_SEGMENTS:
+                        del held[0]
+                    held.append(segment)
+                return
+        elif state.seen_segments < DETECT_SEGMENTS and state.seen_bytes < DETECT_BYTES:
+            if segment is not None:
+                state.held.append(segment)
+            return
+        state.held = []
+        state.judged = self._names
+        self._counters["unknown"] += 1
+        self._mute(state, UNKNOWN)
 
     def _pick(self, data: bytes, direction: Direction, transport: str) -> Optional[ProtocolSpec]:
         """The first enabled spec for this transport whose ``looks_like`` accepts ``data``.

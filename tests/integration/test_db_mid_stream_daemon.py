@@ -6,6 +6,9 @@ client here connects and prepares, then waits; the agent starts (its /proc seedi
 sockets); then the client executes. Every execute must be a span on both ends, saying what the
 wire says (the operation in PostgreSQL's CommandComplete tag, the rows, the statement's name or
 id) and no text, which went by before the agent. Ports 19260-19269.
+
+A Redis connection busy reading a 4 MB reply when the agent starts shows it the reply's middle
+first: its next commands must still be traced (detection on a stream first seen mid-way).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.root
 
-PG_PORT, MY_PORT = 19260, 19261
+PG_PORT, MY_PORT, REDIS_PORT = 19260, 19261, 19262
 EXECUTES = 3
 
 PSYCOPG = """
@@ -50,6 +53,24 @@ sys.stdin.readline()
 for i in range(1, int(sys.argv[2]) + 1):
     cur.execute("SELECT ? AS early", (i,)); cur.fetchall()
 conn.close()
+"""
+
+
+BIG_READER = """
+import select, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def cmd(*a):
+    s.sendall(b"*%d\\r\\n" % len(a) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(x), x) for x in a))
+def reply(size):
+    got = 0
+    while got < size:
+        got += len(s.recv(1 << 16))
+cmd(b"SET", b"big", b"x" * 4_000_000); reply(5)
+print("prepared", flush=True)
+while not select.select([sys.stdin], [], [], 0)[0]:  # a 4 MB reply in flight most of the time
+    cmd(b"GET", b"big"); reply(len(b"$4000000\\r\\n") + 4_000_000 + 2)
+for _ in range(int(sys.argv[2])):
+    cmd(b"INCR", b"after"); s.recv(100)
 """
 
 
@@ -129,3 +150,31 @@ def test_statements_prepared_before_the_agent_started(
                  s.attributes.get("db.system.name")) for s in spans] == [
             ("mysql", None, None, 1, 1, "mysql")
         ] * EXECUTES  # fmt: skip
+
+
+def test_a_connection_first_seen_in_the_middle_of_a_big_reply(receiver: OtlpGrpcReceiver, tmp_path: Path) -> None:
+    receiver.recorder.clear()
+    with db_servers.redis_server(REDIS_PORT):
+        client = _prepared_client(BIG_READER, str(REDIS_PORT), str(EXECUTES))
+        try:
+            agent = start_db_agent(tmp_path / "agent", receiver)
+            try:
+                time.sleep(1.0)  # GETs of the 4 MB value go on while the agent watches
+                _go(client)
+
+                def incrs(spans: list[ReceivedSpan]) -> list[tuple[str, str]]:
+                    return sorted((s.kind, s.name) for s in spans if s.attributes.get("server.port") == REDIS_PORT
+                                  and s.name == "INCR")  # fmt: skip
+
+                with contextlib.suppress(TimeoutError):
+                    receiver.recorder.wait_for_spans(lambda spans: len(incrs(spans)) >= 2 * EXECUTES, 30.0)
+                time.sleep(SETTLE_S)
+            finally:
+                stopped_cleanly(agent)  # the GETs' reads (61 per reply) may fill the ring: counted drops
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    assert incrs(receiver.recorder.spans) == [("CLIENT", "INCR")] * EXECUTES + [("SERVER", "INCR")] * EXECUTES
+    gets = [s for s in receiver.recorder.spans if s.name == "GET" and s.kind == "CLIENT"]
+    assert gets and all(s.attributes.get("db.response.status_code") is None for s in gets)

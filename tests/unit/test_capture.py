@@ -26,6 +26,13 @@ def data(ts: int, direction: Direction, payload: bytes, **kw: object) -> Capture
               family=socket.AF_INET, **kw)  # type: ignore[arg-type]  # fmt: skip
 
 
+def opened(ts: int, **kw: object) -> CaptureEvent:
+    """A connection the kernel saw begin (accept): detection gives up soon on it; one first
+    seen by its data began before the agent looked and may start mid-message."""
+    return ev(EventKind.ACCEPT, ts, family=socket.AF_INET, sock_type=socket.SOCK_STREAM, peer_addr="127.0.0.1",
+              peer_port=51000, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
 class Recorder:
     def __init__(self) -> None:
         self.muted: list[tuple[int, int]] = []
@@ -130,6 +137,7 @@ def test_detection_sticks_and_unknown_is_muted_after_three_segments() -> None:
     feed(t, [data(1, IN, REQ), data(2, IN, b"\x00garbage"), data(3, OUT, b"\x01\x02")])
     assert rec.muted == [] and t.stats()["detected_http"] == 1  # garbage later does not undo the choice
     other = 8
+    t.handle(opened(9, fd=other))
     for ts in range(3):
         assert t.handle(data(10 + ts, IN, b"\x16\x03\x01 not http", fd=other)) == []
     assert rec.muted == [(PID, other)]
@@ -140,13 +148,14 @@ def test_detection_sticks_and_unknown_is_muted_after_three_segments() -> None:
 
 def test_four_kib_without_a_match_is_unknown_at_once() -> None:
     t, rec = tracker()
+    t.handle(opened(0))
     t.handle(data(1, IN, b"\x00" * 4096))
     assert rec.muted == [(PID, FD)]
 
 
 def test_udp_spec_is_not_tried_on_tcp() -> None:
     t, rec = tracker(specs=(DATAGRAM_SPEC,))
-    feed(t, [data(1, IN, b"ping"), data(2, IN, b"ping"), data(3, IN, b"ping")])
+    feed(t, [opened(0), data(1, IN, b"ping"), data(2, IN, b"ping"), data(3, IN, b"ping")])
     assert t.stats().get("detected_ping", 0) == 0
     assert rec.muted == [(PID, FD)]
 

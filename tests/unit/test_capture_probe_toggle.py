@@ -19,7 +19,7 @@ from hostagent.model import Call, Role
 from hostagent.protocols import http1, redis
 from hostagent.protocols.base import ProtocolSpec
 from tests.fixtures.http1.load import chunks
-from tests.unit.test_capture import FD, IN, OUT, PID, Recorder, data, feed
+from tests.unit.test_capture import FD, IN, OUT, PID, Recorder, data, feed, opened
 
 REQ, RESP = (c for _, c in chunks("nginx_get_query"))  # curl GET /index.html?a=1&b=two, nginx 200
 SET_DURING = b"*3\r\n$3\r\nSET\r\n$8\r\nC_during\r\n$1\r\n1\r\n"
@@ -77,7 +77,7 @@ def test_bytes_held_while_the_probe_was_off_never_pair_with_a_later_answer() -> 
 
 def test_unknown_while_its_protocol_was_off_is_detected_again() -> None:
     sw = Switch(http1.SPEC)
-    feed(sw.tracker, [data(1, OUT, SET_DURING), data(2, IN, OK), data(3, OUT, SET_DURING)])
+    feed(sw.tracker, [opened(0), data(1, OUT, SET_DURING), data(2, IN, OK), data(3, OUT, SET_DURING)])
     assert sw.muted.muted == [(PID, FD)] and sw.tracker.stats()["unknown"] == 1
     sw.set(http1.SPEC, redis.SPEC)
     assert sw.unmuted.muted == [(PID, FD)]
@@ -88,7 +88,7 @@ def test_unknown_while_its_protocol_was_off_is_detected_again() -> None:
 @pytest.mark.parametrize(
     "events",
     [
-        pytest.param([data(1, IN, b"\x16\x03\x01 not http")] * 3, id="unknown-with-every-protocol-on"),
+        pytest.param([opened(0)] + [data(1, IN, b"\x16\x03\x01 not http")] * 3, id="unknown-with-every-protocol-on"),
         pytest.param([data(i, IN if side == "client" else OUT, c) for i, (side, c) in
                       enumerate(chunks("py_upgrade_101"), 1)], id="upgraded-101"),
     ],

@@ -70,6 +70,7 @@ def test_header_then_body_reads_give_the_same_calls_as_whole_reads(side: str, ro
 
 def test_three_segments_without_a_match_still_mute() -> None:
     t = ConnectionTracker(lambda: SPECS)
+    t.handle(CaptureEvent(EventKind.ACCEPT, 0, 7, 7, 3, family=socket.AF_INET, sock_type=socket.SOCK_STREAM))
     for ts, piece in enumerate((b"\x00\x01", b"\x02\x03", b"\x04\x05")):
         t.handle(CaptureEvent(EventKind.DATA, ts + 1, 7, 7, 3, direction=Direction.INGRESS, size=2, data=piece,
                               family=socket.AF_INET, sock_type=socket.SOCK_STREAM))  # fmt: skip
