@@ -173,8 +173,20 @@ class Pipeline:
             capture = capture_for(capture, service.name if service is not None else "", call.protocol)
         # Before redaction: everything the wire adds is redacted like the rest of the Call.
         add_wire_detail(call, capture, not current.redaction.pii_detection, attrs)
+        # The raw headers and bodies are spent: what capture keeps of them is in attrs now. Left on
+        # the Call, redaction scanned them too, so a span whose body was not exported (bodies off)
+        # still said hostagent.pii.types=secret_param, and status counted an exported body's finding twice.
+        spent = bool(call.request_headers or call.response_headers or call.request_body or call.response_body)
         if owned:
             _set(call, "attributes", attrs)
+            if spent:
+                _set(call, "request_headers", ())
+                _set(call, "response_headers", ())
+                _set(call, "request_body", b"")
+                _set(call, "response_body", b"")
+        elif spent:
+            call = replace(call, attributes=attrs, request_headers=(), response_headers=(), request_body=b"",
+                           response_body=b"")
         else:
             call = replace(call, attributes=attrs)
         if self.metrics is not None:
