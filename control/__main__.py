@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--service", default="", help="set the override for this service.name")
     which.add_argument("--protocol", default="", help="set the override for this protocol")
     keep = sset.add_mutually_exclusive_group()
-    keep.add_argument("--keep-errors", dest="keep_errors", action="store_true", default=None)
-    keep.add_argument("--no-keep-errors", dest="keep_errors", action="store_false")
+    keep.add_argument("--keep-errors", dest="keep_errors", action="store_true", default=None,
+                      help="always keep calls that failed, whatever the ratio")
+    keep.add_argument("--no-keep-errors", dest="keep_errors", action="store_false",
+                      help="failed calls are sampled like the others")
     sset.add_argument(
         "--keep-slower-than",
         type=duration_ms,
@@ -103,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sclear = sampling.add_parser("clear", parents=[fmt], help="remove a per-service or per-protocol override")
     cw = sclear.add_mutually_exclusive_group(required=True)
-    cw.add_argument("--service", default="")
-    cw.add_argument("--protocol", default="")
+    cw.add_argument("--service", default="", help="remove the override for this service.name")
+    cw.add_argument("--protocol", default="", help="remove the override for this protocol")
 
     red = verbs.add_parser("redaction", help="redaction rules and PII detection").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -113,15 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     radd = red.add_parser("add", parents=[fmt], help="add a rule: what a pattern matches is hidden in every span")
     radd.add_argument("--name", required=True, help="the rule's name (shown in what it hides)")
     radd.add_argument("--pattern", required=True, help="Python regular expression")
-    radd.add_argument("--mode", choices=("redact", "hash"), default="redact")
+    radd.add_argument("--mode", choices=("redact", "hash"), default="redact",
+                      help="redact: [REDACTED:NAME]; hash: [HASHED:NAME:keyed hash], equal values stay "
+                      "equal (default redact)")
     rrem = red.add_parser("remove", parents=[fmt], help="remove a rule by its name")
     rrem.add_argument("name", metavar="NAME", nargs="?", help="the rule's name (or --name, as add takes it)")
     rrem.add_argument("--name", dest="name_option", default=None, metavar="NAME", help="the rule's name")
     rtest = red.add_parser("test", parents=[fmt], help="show what the agent would hide in TEXT")
-    rtest.add_argument("text", metavar="TEXT")
+    rtest.add_argument("text", metavar="TEXT", help="any text, e.g. a URL or a header value")
     rpii = red.add_parser("pii", parents=[fmt], help="turn the built-in PII detectors on or off")
-    rpii.add_argument("state", choices=("on", "off"))
-    rpii.add_argument("--mode", choices=("redact", "hash"), default="")
+    rpii.add_argument("state", choices=("on", "off"), help="the detectors on or off")
+    rpii.add_argument("--mode", choices=("redact", "hash"), default="",
+                      help="what the detectors put in place of what they find (default: unchanged)")
 
     cap = verbs.add_parser("capture", help="which wire detail spans carry (headers, bodies, raw SQL)")
     capture = cap.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -139,15 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     cset.add_argument("--service", default="", help="the override for this service.name")
     cset.add_argument("--protocol", default="", help="the override for this protocol")
     cclear = capture.add_parser("clear", parents=[fmt], help="remove the override for a service and/or protocol")
-    cclear.add_argument("--service", default="")
-    cclear.add_argument("--protocol", default="")
+    cclear.add_argument("--service", default="", help="the override for this service.name")
+    cclear.add_argument("--protocol", default="", help="the override for this protocol")
 
     tail = verbs.add_parser("tail", parents=[fmt], help="live spans (Ctrl-C to stop)")
-    tail.add_argument("--service", default="")
+    tail.add_argument("--service", default="", help="only this service.name's spans")
     # checked here too: a filter nothing can match would print nothing, silently
     tail.add_argument("--protocol", default="", choices=KNOWN_PROTOCOLS, help="only this protocol's spans")
-    tail.add_argument("--status", choices=("ok", "error"), default="")
-    tail.add_argument("--min-duration", type=duration_ms, default=0.0, metavar="DURATION")
+    tail.add_argument("--status", choices=("ok", "error"), default="", help="only spans with this status")
+    tail.add_argument("--min-duration", type=duration_ms, default=0.0, metavar="DURATION",
+                      help="only calls at least this slow, e.g. 100ms")
     tail.add_argument("--count", type=int, default=0, help="stop after N spans")
     return p
 

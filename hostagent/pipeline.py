@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from hostagent.model import Call, CaptureEvent, EventKind, Role
 from hostagent.policy.redaction import PiiCounters, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
-from hostagent.policy.telemetry import is_telemetry_call
+from hostagent.policy.telemetry import TelemetryConnections
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
@@ -95,6 +95,7 @@ class Pipeline:
         self.own_traffic = 0  # such server calls, left out: not the apps' traffic, not a loss
         self.trace_telemetry = trace_telemetry  # [capture] telemetry_calls (reload sets it)
         self.telemetry_calls = 0  # exports of telemetry, left out while trace_telemetry is off
+        self.telemetry = TelemetryConnections()  # and the connections that carried them
         if linker is not None:
             linker.set_gate(self.after_link)
         self.events = 0
@@ -152,7 +153,7 @@ class Pipeline:
         if own is not None and call.role == _SERVER and conn is not None and _from_agent(own, conn):
             self.own_traffic += 1
             return
-        if not self.trace_telemetry and is_telemetry_call(call):
+        if not self.trace_telemetry and self.telemetry.is_telemetry(call):
             self.telemetry_calls += 1
             return
         policy = self._policy
@@ -172,8 +173,20 @@ class Pipeline:
             capture = capture_for(capture, service.name if service is not None else "", call.protocol)
         # Before redaction: everything the wire adds is redacted like the rest of the Call.
         add_wire_detail(call, capture, not current.redaction.pii_detection, attrs)
+        # The raw headers and bodies are spent: what capture keeps of them is in attrs now. Left on
+        # the Call, redaction scanned them too, so a span whose body was not exported (bodies off)
+        # still said hostagent.pii.types=secret_param, and status counted an exported body's finding twice.
+        spent = bool(call.request_headers or call.response_headers or call.request_body or call.response_body)
         if owned:
             _set(call, "attributes", attrs)
+            if spent:
+                _set(call, "request_headers", ())
+                _set(call, "response_headers", ())
+                _set(call, "request_body", b"")
+                _set(call, "response_body", b"")
+        elif spent:
+            call = replace(call, attributes=attrs, request_headers=(), response_headers=(), request_body=b"",
+                           response_body=b"")
         else:
             call = replace(call, attributes=attrs)
         if self.metrics is not None:

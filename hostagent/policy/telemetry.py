@@ -6,13 +6,21 @@ that runs a collector, the spans of its exports would be exported through it in 
 collector's exports of those to a backend would make more (a loop, one turn per export). Only
 exact, well-known ingest paths count: an application's own ``POST /api/v1/metrics`` is traced.
 
-A pure function of the call's attributes: gRPC by its fully-qualified service, HTTP by the
-well-known ingest paths (POST only).
+``is_telemetry_call`` is a pure function of the call's attributes: gRPC by its fully-qualified
+service, HTTP by the well-known ingest paths (POST only). ``TelemetryConnections`` adds what one call
+cannot show: an HTTP/2 connection whose HPACK table became partly known (its client's big
+concurrent exports go by beyond the captured bytes) drops ``:path`` from every later call, because
+the exporter indexed it once; such an unnamed call on a connection that has carried an export is an
+export too (acceptance run: another agent's OTLP channel, 406 spans in 4 minutes).
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 from hostagent.model import Call
+
+ConnectionKey = tuple[int, int, str, int, int]
 
 TELEMETRY_RPC_SERVICES = frozenset({
     "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -41,3 +49,41 @@ def is_telemetry_call(call: Call) -> bool:
         return False
     # a gRPC call seen as plain HTTP/2 (its content-type in HPACK state from before the capture)
     return path in TELEMETRY_HTTP_PATHS or path[1:].rpartition("/")[0] in TELEMETRY_RPC_SERVICES
+
+
+def _connection_key(call: Call) -> Optional[ConnectionKey]:
+    conn = call.conn
+    if conn is None or conn.peer is None:
+        return None
+    local_port = conn.local.port if conn.local is not None else 0
+    return (conn.pid, conn.fd, conn.peer.address, conn.peer.port, local_port)
+
+
+def _unnamed_http2(call: Call) -> bool:
+    """An HTTP/2 call whose method and path went unseen (HPACK entries it refers to are unknown)."""
+    attrs = call.attributes
+    return (call.protocol in ("grpc", "http2") and not isinstance(attrs.get("rpc.method"), str)
+            and not isinstance(attrs.get("url.path"), str))
+
+
+class TelemetryConnections:
+    """Connections that carried a telemetry export, so that their later unnamed HTTP/2 calls count
+    as exports too. Only calls that show no method or path are judged by their connection: a named
+    call is judged by its name alone. Bounded: the oldest connection is forgotten first."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._exporting: dict[ConnectionKey, None] = {}  # insertion-ordered: oldest first
+
+    def is_telemetry(self, call: Call) -> bool:
+        key = _connection_key(call)
+        if is_telemetry_call(call):
+            if key is not None and key not in self._exporting:
+                if len(self._exporting) >= self.max_entries:
+                    del self._exporting[next(iter(self._exporting))]
+                self._exporting[key] = None
+            return True
+        return key is not None and key in self._exporting and _unnamed_http2(call)
+
+    def __len__(self) -> int:
+        return len(self._exporting)

@@ -19,7 +19,8 @@ Two links, both for calls that carry no ``traceparent`` (a traceparent is always
    connections (16 keep-alive connections of a load generator) are then neither ambiguous nor
    scanned; a call whose connection is not known in full is matched by server port as above.
    On one connection, HTTP/2 calls name their stream: the same stream id at both ends is the same
-   exchange, so a gRPC channel's concurrent look-alike calls each link to their own client.
+   exchange, so a gRPC channel's concurrent look-alike calls each link to their own client, and a
+   call one end decoded without its :path (HPACK table partly known) still links.
    The server side completes first (it answers before the client reads), so local-peer server
    spans are held until their client arrives.
 
@@ -130,28 +131,32 @@ def _request_of(call: Call) -> tuple[Any, Any]:
     return a.get("http.request.method"), a.get("url.path") or a.get("rpc.method")
 
 
-def _other_stream(a: Node, b: Node) -> bool:
-    """Two calls of one connection that name different HTTP/2 streams: different exchanges.
-    Only for calls of one connection: every channel's first call is stream 1."""
-    return a.stream != b.stream and a.stream != 0 and b.stream != 0
+def _same_exchange(a: Node, b: Node, one_connection: bool) -> bool:
+    """Whether two calls in each other's time are one exchange. On one connection two calls that
+    both name their HTTP/2 stream are one exchange exactly when the ids are equal, whatever each
+    end could decode of the headers: an end whose HPACK table became partly known (big concurrent
+    requests went by beyond the captured bytes) has no :path, so no method, while the other end
+    has them, and the request compare alone left every later call of that channel unlinked.
+    Stream ids only tell calls of one connection apart: every channel's first call is stream 1."""
+    if one_connection and a.stream != 0 and b.stream != 0:
+        return a.stream == b.stream
+    return a.request == b.request
 
 
 def _two_servers_in(client: Node, servers: list[Node], one_connection: bool = False) -> list[Node]:
     """Up to two of ``servers`` that answered ``client``: inside its time (within TOLERANCE_NS;
-    cheap, checked first) and the same request. One is a link, two already make it ambiguous,
-    so the scan stops there (it runs for every local client call). ``one_connection``: the
-    servers are of the client's own connection, so a server of another stream is not its.
+    cheap, checked first) and the same request (``_same_exchange``). One is a link, two already
+    make it ambiguous, so the scan stops there (it runs for every local client call).
+    ``one_connection``: the servers are of the client's own connection, told apart by stream.
 
     The server must also have received the request before the client had its answer
     (``s.start <= client.end``, no tolerance: causal, no syscall race in it). Without that, on a
     keep-alive connection the previous exchange's server call (which ended within the tolerance
     of this one) looked like this request's server too."""
-    lo, hi, end, req = client.start - TOLERANCE_NS, client.end + TOLERANCE_NS, client.end, client.request
+    lo, hi, end = client.start - TOLERANCE_NS, client.end + TOLERANCE_NS, client.end
     found: list[Node] = []
     for s in servers:
-        if lo <= s.start <= end and s.end <= hi and s.request == req:
-            if one_connection and _other_stream(client, s):
-                continue
+        if lo <= s.start <= end and s.end <= hi and _same_exchange(client, s, one_connection):
             found.append(s)
             if len(found) == 2:
                 break
@@ -164,12 +169,10 @@ def _two_clients_around(server: Node, clients: deque[Node], one_connection: bool
     that had its answer before this server call received its request is an earlier exchange of
     the connection (keep-alive: the previous request's client, while this one's is not complete
     yet), never this call's."""
-    received, start, end, req = server.start, server.start + TOLERANCE_NS, server.end - TOLERANCE_NS, server.request
+    received, start, end = server.start, server.start + TOLERANCE_NS, server.end - TOLERANCE_NS
     found: list[Node] = []
     for c in reversed(clients):
-        if c.start <= start and end <= c.end and received <= c.end and c.request == req:
-            if one_connection and _other_stream(server, c):
-                continue
+        if c.start <= start and end <= c.end and received <= c.end and _same_exchange(server, c, one_connection):
             found.append(c)
             if len(found) == 2:
                 break

@@ -279,6 +279,43 @@ def test_a_100_kb_message_leaves_the_channels_next_call_whole(receiver: OtlpGrpc
         assert big.end_unix_ns <= small.start_unix_ns
 
 
+def test_concurrent_100_kb_calls_then_small_ones_each_link_to_their_own_client(receiver: OtlpGrpcReceiver,
+                                                                                grpc_server: Server) -> None:
+    """Four 100 KB calls at once on one channel, three times, then three small calls (acceptance
+    run). grpcio writes the streams' frames in one big sendmsg, so later streams' HEADERS go by
+    beyond the captured head: that client's HPACK table becomes partly known and its later calls
+    have no :path (named "grpc", no rpc.method), and a few calls of either end are lost whole
+    (counted as capture_unpaired). Every server span whose client span was exported is its child,
+    linked by stream id, named or not; before, a named server span of a pathless client call was
+    left a root (the acceptance run: 13 of 15). Which end loses what varies from run to run: this
+    failed on the old code in 1 of 2 runs (4 at once; 0 of 2 with 6, where the server end lost its
+    table too and both ends matched, pathless); test_linking has the deterministic case."""
+    spawn_client("""
+        big = demo_pb2.EchoRequest(text="b" * 100_000)
+        for r in range(3):
+            calls = [stub.Unary.future(big, metadata=(("x-call", f"big{r}.{i}"),)) for i in range(4)]
+            for call in calls:
+                call.result(timeout=10)
+        for i in range(3):
+            stub.Unary(demo_pb2.EchoRequest(text="s"), metadata=(("x-call", f"small{i}"),))
+    """)
+    spans = wait_spans(receiver, GRPC_PORT, 30, timeout=10.0)
+    server, client = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    client_of = {c.attributes["http.request.header.x-call"][0]: c for c in client}
+    pathless = [c for c in client if "rpc.method" not in c.attributes]
+    linked = 0
+    for s in server:
+        c = client_of.get(s.attributes["http.request.header.x-call"][0])
+        if c is not None:
+            assert (s.trace_id, s.parent_span_id) == (c.trace_id, c.span_id), s.attributes["http.request.header.x-call"]
+            linked += 1
+        else:
+            assert s.parent_span_id == ""
+    assert linked >= 10, [summary(s) for s in spans]
+    assert all(c.attributes.get("hostagent.http2.headers_incomplete") for c in pathless)
+    print(f"{linked} linked, {len(pathless)} client spans without :path, {15 - len(client)} client calls lost")
+
+
 def max_in_flight(spans: list[ReceivedSpan]) -> int:
     edges = sorted([(s.start_unix_ns, 1) for s in spans] + [(s.end_unix_ns, -1) for s in spans])
     depth = best = 0

@@ -349,3 +349,41 @@ def test_concurrent_grpc_calls_on_one_connection_each_link_to_their_own_stream(s
         s_trace, _, s_parent = ids(emitted[id(server)])
         assert (s_trace, s_parent, c_parent) == (c_trace, c_span, 0)
 
+
+
+@pytest.mark.parametrize("server_first", [True, False])
+def test_grpc_calls_whose_client_lost_its_path_still_link_by_stream(server_first: bool) -> None:
+    """Acceptance run: 4 concurrent 100 KB calls on one grpcio channel, then small ones. The client's
+    HPACK table became partly known (later streams' HEADERS beyond the captured head of one big
+    write), so every later client call has no :path, no rpc.method; its server has them. Before,
+    the request compare left all 13 such server spans unlinked (hold_expired), each its own trace."""
+    lk, out, _ = linker()
+    pairs = []
+    for i in range(6):
+        sid = 2 * i + 1
+        client = grpc_on_conn(Role.CLIENT, 0.01 * i, 5 + 0.01 * (5 - i), sid)
+        # what the client end exported: named "grpc", no method (hostagent.http2.headers_incomplete)
+        client = replace(client, name="grpc", attributes={"rpc.system.name": "grpc", "server.port": B_PORT,
+                                                         "hostagent.http2.headers_incomplete": True})
+        server = grpc_on_conn(Role.SERVER, 1 + 0.01 * i, 4 + 0.01 * (5 - i), sid)
+        pairs.append((server, client))
+    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
+        offer(lk, call)
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 6 and lk.counters["peer_ambiguous"] == 0
+    emitted = {id(call): span for call, span in out}
+    for server, client in pairs:
+        c_trace, c_span, _ = ids(emitted[id(client)])
+        s_trace, _, s_parent = ids(emitted[id(server)])
+        assert (s_trace, s_parent) == (c_trace, c_span)
+
+
+def test_a_pathless_call_on_another_stream_is_not_linked() -> None:
+    """Stream ids still tell the exchanges of one connection apart, named or not."""
+    lk, out, _ = linker()
+    client = grpc_on_conn(Role.CLIENT, 0, 5, 3)
+    client = replace(client, name="grpc", attributes={"rpc.system.name": "grpc", "server.port": B_PORT})
+    offer(lk, grpc_on_conn(Role.SERVER, 1, 4, 5))
+    offer(lk, client)
+    lk.flush_all()
+    assert lk.counters["peer_links"] == 0 and all(s.parent is None for _, s in out)

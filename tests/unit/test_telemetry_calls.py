@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.pipeline import Pipeline
-from hostagent.policy.telemetry import is_telemetry_call
+from hostagent.policy.telemetry import TelemetryConnections, is_telemetry_call
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
@@ -82,3 +82,61 @@ def test_config_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"capture": {"telemetry_calls": "yes"}}, "t.toml")
     assert "t.toml" in str(info.value) and "telemetry_calls" in str(info.value)
+
+
+EXPORT = {"rpc.method": "opentelemetry.proto.collector.trace.v1.TraceService/Export"}
+# What the acceptance run exported from another agent's OTLP/gRPC channel once its client's HPACK
+# table was partly known: no :path (indexed at the first export), so no rpc.method or url.path.
+UNNAMED_GRPC = {"rpc.system.name": "grpc", "hostagent.http2.headers_incomplete": True}
+UNNAMED_HTTP2 = {"http.request.method": "POST", "hostagent.http2.headers_incomplete": True}
+
+
+def on(protocol: str, fd: int, attrs: dict[str, Any], local_port: int = 40001) -> Call:
+    return Call(protocol=protocol, role=Role.CLIENT, start_ns=1_000, end_ns=2_000, name="x", attributes=attrs,
+                conn=Connection(pid=300, tid=300, fd=fd, peer=Endpoint("127.0.0.1", 4317),
+                                local=Endpoint("127.0.0.1", local_port)))
+
+
+@pytest.mark.parametrize(
+    ("calls", "left_out"),
+    [
+        # an unnamed call on a connection that carried an export: an export too
+        ([on("grpc", 7, EXPORT), on("grpc", 7, UNNAMED_GRPC)], [True, True]),
+        ([on("grpc", 7, EXPORT), on("http2", 7, UNNAMED_HTTP2)], [True, True]),
+        # ... but not before it did, nor on another connection (fd, or the same fd reconnected)
+        ([on("grpc", 7, UNNAMED_GRPC), on("grpc", 7, EXPORT)], [False, True]),
+        ([on("grpc", 7, EXPORT), on("grpc", 8, UNNAMED_GRPC)], [True, False]),
+        ([on("grpc", 7, EXPORT), on("grpc", 7, UNNAMED_GRPC, local_port=40002)], [True, False]),
+        # a named call is judged by its name, whatever its connection carried
+        ([on("grpc", 7, EXPORT), on("grpc", 7, {"rpc.method": "acme.orders.v1.Orders/Create"})], [True, False]),
+        ([on("grpc", 7, EXPORT), on("http2", 7, {"http.request.method": "POST", "url.path": "/orders"})],
+         [True, False]),
+        # HTTP/1 paths are never lost to a table: a pathless HTTP/1 call is no export
+        ([on("http", 7, {"http.request.method": "POST", "url.path": "/v1/traces"}),
+          on("http", 7, {"http.request.method": "POST"})], [True, False]),
+    ],
+)
+def test_unnamed_http2_calls_of_an_exporting_connection(calls: list[Call], left_out: list[bool]) -> None:
+    telemetry = TelemetryConnections()
+    assert [telemetry.is_telemetry(c) for c in calls] == left_out
+
+
+def test_exporting_connections_are_bounded() -> None:
+    telemetry = TelemetryConnections(max_entries=2)
+    for fd in (1, 2, 3):
+        assert telemetry.is_telemetry(on("grpc", fd, EXPORT))
+    assert len(telemetry) == 2
+    assert not telemetry.is_telemetry(on("grpc", 1, UNNAMED_GRPC))  # the oldest, forgotten
+    assert telemetry.is_telemetry(on("grpc", 3, UNNAMED_GRPC))
+
+
+def test_the_pipeline_leaves_out_unnamed_calls_of_an_exporting_connection() -> None:
+    exported = Exported()
+    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
+    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http", "http2"}))), NoTracker(),
+                    builder.build, exported)
+    pipe.on_call(on("grpc", 7, EXPORT))
+    pipe.on_call(on("grpc", 7, UNNAMED_GRPC))
+    pipe.on_call(on("grpc", 8, {**UNNAMED_GRPC, "test.call": "fd 8"}))  # another connection: traced
+    assert pipe.telemetry_calls == 2
+    assert [s.attributes.get("test.call") for s in exported.spans] == ["fd 8"]
