@@ -76,14 +76,19 @@ class TelemetryConnections:
         self._exporting: dict[ConnectionKey, None] = {}  # insertion-ordered: oldest first
 
     def is_telemetry(self, call: Call) -> bool:
-        key = _connection_key(call)
+        # Per call of every protocol: the connection's key is built only for an export or for an
+        # unnamed HTTP/2 call while some connection has carried one (nearly never).
         if is_telemetry_call(call):
+            key = _connection_key(call)
             if key is not None and key not in self._exporting:
                 if len(self._exporting) >= self.max_entries:
                     del self._exporting[next(iter(self._exporting))]
                 self._exporting[key] = None
             return True
-        return key is not None and key in self._exporting and _unnamed_http2(call)
+        if not self._exporting or not _unnamed_http2(call):
+            return False
+        key = _connection_key(call)
+        return key is not None and key in self._exporting
 
     def __len__(self) -> int:
         return len(self._exporting)
