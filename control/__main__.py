@@ -27,6 +27,14 @@ from hostagent.policy.sampling import KNOWN_PROTOCOLS
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 30.0  # re-attaching the socket programs takes seconds on a loaded host
+# Probe names that differ from the protocol names spans carry (and filters take): `probes enable
+# postgres` and then `tail --protocol postgres` must both work.
+PROTOCOL_ALIASES = {"postgres": "postgresql"}
+
+
+def protocol_name(value: str) -> str:
+    """--protocol's value: a probe's name stands for its protocol's."""
+    return PROTOCOL_ALIASES.get(value, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sset.add_argument("ratio", metavar="RATIO", type=ratio, nargs="?", help="0..1")
     which = sset.add_mutually_exclusive_group()
     which.add_argument("--service", default="", help="set the override for this service.name")
-    which.add_argument("--protocol", default="", help="set the override for this protocol")
+    which.add_argument("--protocol", default="", type=protocol_name, help="set the override for this protocol")
     keep = sset.add_mutually_exclusive_group()
     keep.add_argument("--keep-errors", dest="keep_errors", action="store_true", default=None,
                       help="always keep calls that failed, whatever the ratio")
@@ -106,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sclear = sampling.add_parser("clear", parents=[fmt], help="remove a per-service or per-protocol override")
     cw = sclear.add_mutually_exclusive_group(required=True)
     cw.add_argument("--service", default="", help="remove the override for this service.name")
-    cw.add_argument("--protocol", default="", help="remove the override for this protocol")
+    cw.add_argument("--protocol", default="", type=protocol_name, help="remove the override for this protocol")
 
     red = verbs.add_parser("redaction", help="redaction rules and PII detection").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -142,15 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     cset.add_argument("--body-max", type=byte_size, default=None, metavar="BYTES", help="body prefix kept, e.g. 4k")
     cset.add_argument("--raw-sql", type=on_off, default=None, metavar="on|off", help="raw SQL and parameters (global)")
     cset.add_argument("--service", default="", help="the override for this service.name")
-    cset.add_argument("--protocol", default="", help="the override for this protocol")
+    cset.add_argument("--protocol", default="", type=protocol_name, help="the override for this protocol")
     cclear = capture.add_parser("clear", parents=[fmt], help="remove the override for a service and/or protocol")
     cclear.add_argument("--service", default="", help="the override for this service.name")
-    cclear.add_argument("--protocol", default="", help="the override for this protocol")
+    cclear.add_argument("--protocol", default="", type=protocol_name, help="the override for this protocol")
 
     tail = verbs.add_parser("tail", parents=[fmt], help="live spans (Ctrl-C to stop)")
     tail.add_argument("--service", default="", help="only this service.name's spans")
     # checked here too: a filter nothing can match would print nothing, silently
-    tail.add_argument("--protocol", default="", choices=KNOWN_PROTOCOLS, help="only this protocol's spans")
+    tail.add_argument("--protocol", default="", type=protocol_name, choices=KNOWN_PROTOCOLS,
+                      help="only this protocol's spans")
     tail.add_argument("--status", choices=("ok", "error"), default="", help="only spans with this status")
     tail.add_argument("--min-duration", type=duration_ms, default=0.0, metavar="DURATION",
                       help="only calls at least this slow, e.g. 100ms")

@@ -301,3 +301,22 @@ def test_every_option_and_argument_says_what_it_does() -> None:
               for path, parser in _parsers(build_parser()) for a in parser._actions
               if not isinstance(a, argparse._SubParsersAction) and not a.help]
     assert silent == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tail", "--protocol", "postgres"],
+        ["sampling", "set", "0.5", "--protocol", "postgres"],
+        ["sampling", "clear", "--protocol", "postgres"],
+        ["capture", "set", "--bodies", "on", "--protocol", "postgres"],
+        ["capture", "clear", "--protocol", "postgres"],
+    ],
+)
+def test_a_probes_name_stands_for_its_protocol(argv: list[str]) -> None:
+    """`probes enable postgres`, then `tail --protocol postgres`: the probe's name was refused (tail) or
+    set an override nothing matched (sampling, capture); spans carry the protocol's, postgresql."""
+    from control.__main__ import build_parser
+
+    assert build_parser().parse_args(argv).protocol == "postgresql"
+    assert build_parser().parse_args([*argv[:-1], "mysql"]).protocol == "mysql"
