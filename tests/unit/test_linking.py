@@ -60,6 +60,22 @@ def ids(span: ReadableSpan) -> tuple[int, int, int]:
     return span.context.trace_id, span.context.span_id, span.parent.span_id if span.parent else 0
 
 
+def link_pairs(pairs: list[tuple[Call, Call]], server_first: bool) -> tuple[LocalLinker, dict[int, ReadableSpan]]:
+    """Offer (server, client) pairs in that order or the other, flush; the spans by id of their call."""
+    lk, out, _ = linker()
+    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
+        offer(lk, call)
+    lk.flush_all()
+    return lk, {id(call): span for call, span in out}
+
+
+def assert_each_server_is_its_clients_child(pairs: list[tuple[Call, Call]], emitted: dict[int, ReadableSpan]) -> None:
+    for server, client in pairs:
+        c_trace, c_span, c_parent = ids(emitted[id(client)])
+        s_trace, _, s_parent = ids(emitted[id(server)])
+        assert (s_trace, s_parent, c_parent) == (c_trace, c_span, 0)
+
+
 def test_curl_a_b_in_completion_order_is_one_trace() -> None:
     """Calls complete bottom-up: B's server, A's client, A's server, curl's client."""
     lk, out, _ = linker()
@@ -225,22 +241,15 @@ def test_look_alike_requests_on_sixteen_connections_each_link_to_their_own_clien
     """A load generator's keep-alive connections: 16 identical requests in flight at once, all
     within one another's time. By server port alone each is ambiguous; by connection each has one
     client."""
-    lk, out, _ = linker()
     pairs = []
     for i in range(16):
         server = on_conn(Role.SERVER, 200, 201, 1 + 0.01 * i, 1.5 + 0.01 * i, 50000 + i)
         client = on_conn(Role.CLIENT, 400, 401, 0.9 + 0.01 * i, 1.6 + 0.01 * i, 50000 + i)
         pairs.append((server, client))
-    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
-        offer(lk, call)
-    lk.flush_all()
+    lk, emitted = link_pairs(pairs, server_first)
     assert lk.counters["peer_links"] == 16 and lk.counters["peer_ambiguous"] == 0
-    emitted = {id(call): span for call, span in out}
     assert len(emitted) == 32 and lk.held == 0
-    for server, client in pairs:
-        c_trace, c_span, c_parent = ids(emitted[id(client)])
-        s_trace, _, s_parent = ids(emitted[id(server)])
-        assert (s_trace, s_parent, c_parent) == (c_trace, c_span, 0)
+    assert_each_server_is_its_clients_child(pairs, emitted)
 
 
 def test_a_client_whose_own_port_is_unknown_still_links_by_server_port() -> None:
@@ -331,23 +340,16 @@ def test_concurrent_grpc_calls_on_one_connection_each_link_to_their_own_stream(s
     """grpcio's futures: 20 look-alike unary calls in flight at once on one channel, every one
     inside every other's time. Time, connection and method cannot tell them apart; the HTTP/2
     stream id (1, 3, 5... at both ends) can."""
-    lk, out, _ = linker()
     pairs = []
     for i in range(20):
         sid = 2 * i + 1
         client = grpc_on_conn(Role.CLIENT, 0.01 * i, 5 + 0.01 * (19 - i), sid)
         server = grpc_on_conn(Role.SERVER, 1 + 0.01 * i, 4 + 0.01 * (19 - i), sid)
         pairs.append((server, client))
-    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
-        offer(lk, call)
-    lk.flush_all()
+    lk, emitted = link_pairs(pairs, server_first)
     assert lk.counters["peer_links"] == 20 and lk.counters["peer_ambiguous"] == 0
-    emitted = {id(call): span for call, span in out}
     assert len(emitted) == 40 and lk.held == 0
-    for server, client in pairs:
-        c_trace, c_span, c_parent = ids(emitted[id(client)])
-        s_trace, _, s_parent = ids(emitted[id(server)])
-        assert (s_trace, s_parent, c_parent) == (c_trace, c_span, 0)
+    assert_each_server_is_its_clients_child(pairs, emitted)
 
 
 
@@ -357,7 +359,6 @@ def test_grpc_calls_whose_client_lost_its_path_still_link_by_stream(server_first
     HPACK table became partly known (later streams' HEADERS beyond the captured head of one big
     write), so every later client call has no :path, no rpc.method; its server has them. Before,
     the request compare left all 13 such server spans unlinked (hold_expired), each its own trace."""
-    lk, out, _ = linker()
     pairs = []
     for i in range(6):
         sid = 2 * i + 1
@@ -367,15 +368,9 @@ def test_grpc_calls_whose_client_lost_its_path_still_link_by_stream(server_first
                                                          "hostagent.http2.headers_incomplete": True})
         server = grpc_on_conn(Role.SERVER, 1 + 0.01 * i, 4 + 0.01 * (5 - i), sid)
         pairs.append((server, client))
-    for call in [c for p in pairs for c in (p if server_first else p[::-1])]:
-        offer(lk, call)
-    lk.flush_all()
+    lk, emitted = link_pairs(pairs, server_first)
     assert lk.counters["peer_links"] == 6 and lk.counters["peer_ambiguous"] == 0
-    emitted = {id(call): span for call, span in out}
-    for server, client in pairs:
-        c_trace, c_span, _ = ids(emitted[id(client)])
-        s_trace, _, s_parent = ids(emitted[id(server)])
-        assert (s_trace, s_parent) == (c_trace, c_span)
+    assert_each_server_is_its_clients_child(pairs, emitted)
 
 
 def test_a_pathless_call_on_another_stream_is_not_linked() -> None:
