@@ -20,6 +20,7 @@ import pytest
 from hostagent.identity.naming import parse_service_rules
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.service import ServiceCache
+from tests.support.cgroups import cgroup_dirs
 
 pytestmark = pytest.mark.root
 
@@ -47,20 +48,9 @@ def demo_unit(request: pytest.FixtureRequest) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root to create cgroups")
     mount = Path(request.param[1])
-    created: list[Path] = []
     unit = mount / "system.slice" / "demo.service"
-    for directory in (mount / "system.slice", unit):
-        if not directory.exists():
-            directory.mkdir()
-            created.append(directory)
-    yield unit
-    for directory in reversed(created):
-        for _ in range(50):  # rmdir fails while a (dying) member is still listed
-            try:
-                directory.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with cgroup_dirs(unit.parent, unit):
+        yield unit
 
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:

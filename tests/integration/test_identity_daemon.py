@@ -35,6 +35,7 @@ import pytest
 
 from hostagent.identity.service import INSTANCE_NAMESPACE
 from tests.support.agent import REPO, Agent
+from tests.support.cgroups import cgroup_dirs
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app, wait_port
@@ -285,19 +286,8 @@ class Unit:
 def demo_unit(request: pytest.FixtureRequest, agent: Agent) -> Iterator[Unit]:
     index, (_label, mount) = request.param
     unit = Path(mount) / "system.slice" / "demo.service"
-    created = []
-    for directory in (unit.parent, unit):
-        if not directory.exists():  # another test may own it: then it is left alone
-            directory.mkdir()
-            created.append(directory)
-    yield Unit(unit / "cgroup.procs", index)
-    for directory in reversed(created):
-        for _ in range(50):  # rmdir fails while a (dying) member is still listed
-            try:
-                directory.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with cgroup_dirs(unit.parent, unit):  # another test may own them: then they are left alone
+        yield Unit(unit / "cgroup.procs", index)
 
 
 def start_in_unit(unit: Unit, port: int, env: Optional[dict[str, str]] = None) -> Server:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import Agent
+from tests.support.cgroups import cgroup_dirs
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app
@@ -82,23 +83,9 @@ def unit_dirs() -> Iterator[list[Path]]:
     mounts = _mounts()
     if "cgroup2" not in mounts:
         pytest.skip("no unified cgroup hierarchy: exec events carry no cgroup id to resolve")
-    made: list[Path] = []
-    units = []
-    for mount in mounts.values():
-        unit = Path(mount) / "system.slice" / UNIT
-        for directory in (unit.parent, unit):
-            if not directory.exists():
-                directory.mkdir()
-                made.append(directory)
-        units.append(unit)
-    yield units
-    for directory in reversed(made):
-        for _ in range(50):  # rmdir fails while a (dying) member is still listed
-            try:
-                directory.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+    units = [Path(mount) / "system.slice" / UNIT for mount in mounts.values()]
+    with cgroup_dirs(*(d for unit in units for d in (unit.parent, unit))):
+        yield units
 
 
 @pytest.mark.parametrize("target", [UNIT_PORT], indirect=True)
