@@ -24,7 +24,8 @@ from hostagent.identity.naming import (
     parse_service_rules,
 )
 from hostagent.identity.procfs import ProcessGone, ProcessInfo, ProcFS
-from hostagent.identity.service import HostInfo, Service, ServiceCache
+from hostagent.identity.resource import HostInfo, Service
+from hostagent.identity.service import ServiceCache
 
 __all__ = [
     "CgroupInfo",

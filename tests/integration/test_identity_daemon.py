@@ -33,7 +33,7 @@ from typing import Optional
 
 import pytest
 
-from hostagent.identity.service import INSTANCE_NAMESPACE
+from hostagent.identity.resource import INSTANCE_NAMESPACE
 from tests.support.agent import REPO, Agent
 from tests.support.cgroups import cgroup_dirs
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)

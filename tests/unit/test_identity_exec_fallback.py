@@ -10,7 +10,8 @@ import pytest
 
 from hostagent.identity.naming import parse_service_rules
 from hostagent.identity.procfs import ProcFS
-from hostagent.identity.service import INSTANCE_NAMESPACE, HostInfo, ServiceCache
+from hostagent.identity.resource import INSTANCE_NAMESPACE, HostInfo
+from hostagent.identity.service import ServiceCache
 
 HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
 GONE = 4242  # no proc/4242 in the (empty) tree: exited before the exec event was handled

@@ -18,7 +18,8 @@ import pytest
 
 from hostagent.identity import cgroup_ids
 from hostagent.identity.procfs import PF_EXITING, ProcessExiting, ProcFS
-from hostagent.identity.service import INSTANCE_NAMESPACE, HostInfo, ServiceCache
+from hostagent.identity.resource import INSTANCE_NAMESPACE, HostInfo
+from hostagent.identity.service import ServiceCache
 from hostagent.model import EventKind
 from hostagent.pipeline import Pipeline
 from hostagent.probes import events as ev

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from hostagent.identity.procfs import ProcFS
-from hostagent.identity.service import HostInfo, ServiceCache
+from hostagent.identity.resource import HostInfo
+from hostagent.identity.service import ServiceCache
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
 HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
@@ -44,4 +45,4 @@ def test_fork_memory_is_bounded(tmp_path: Path) -> None:
     c = cache(tmp_path)
     for child in range(200_000, 200_000 + 5000):
         c.on_fork(child, 100)
-    assert len(c._forked) == c._max_exited  # type: ignore[attr-defined]
+    assert c.pids.sizes()["forked"] == c.pids.max_exited

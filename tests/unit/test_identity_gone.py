@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hostagent.identity.pid_maps import GONE_TTL_S
 from hostagent.identity.procfs import ProcessInfo, ProcFS
-from hostagent.identity.service import GONE_TTL_S, HostInfo, ServiceCache
+from hostagent.identity.resource import HostInfo
+from hostagent.identity.service import ServiceCache
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
 HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
@@ -110,4 +112,4 @@ def test_gone_answers_are_bounded(tree: Path) -> None:
     cache = ServiceCache(procfs, host_info=HOST, max_exited=16)
     for pid in range(200_000, 200_100):
         cache.service_for(pid, "x")
-    assert len(cache._gone) == 16  # type: ignore[attr-defined]
+    assert cache.pids.sizes()["gone"] == 16

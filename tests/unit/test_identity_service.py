@@ -17,7 +17,8 @@ from hostagent.identity.docker import DockerMetadata
 from hostagent.identity.listeners import ListenerMap, PeerResolver, parse_listening
 from hostagent.identity.naming import parse_service_rules
 from hostagent.identity.procfs import ProcFS, parse_environ, parse_stat
-from hostagent.identity.service import INSTANCE_NAMESPACE, HostInfo, ServiceCache
+from hostagent.identity.resource import INSTANCE_NAMESPACE, HostInfo
+from hostagent.identity.service import ServiceCache
 from tests.support.docker_engine import ReplayDockerClient
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
