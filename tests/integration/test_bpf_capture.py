@@ -24,6 +24,7 @@ from hostagent.model import CaptureEvent, Direction, EventKind
 from hostagent.probes import events as ev
 from hostagent.probes import registry
 from hostagent.probes.loader import BpfCapture
+from tests.support.cgroups import hierarchies
 from tests.support.servers import wait_port
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -185,8 +186,7 @@ def test_cgroup_mkdir_and_exec_in_it_carry_the_same_id(capture: tuple[BpfCapture
     path) of a new unified-hierarchy cgroup, and the cgroup id of an EXEC in it -- equal to the
     directory's inode -- and the EXEC's parent, through sh -c 'exec ...' (two execs)."""
     cap, col = capture
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if line.partition(" - ")[2].startswith("cgroup2 ")]  # fmt: skip
+    mounts = [mount for label, mount in hierarchies() if label == "unified"]
     if not mounts:
         pytest.skip("no unified cgroup hierarchy")
     unit = Path(mounts[0]) / "hostagent-bpf-test.scope"

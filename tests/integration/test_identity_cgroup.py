@@ -20,27 +20,12 @@ import pytest
 from hostagent.identity.naming import parse_service_rules
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.service import ServiceCache
-from tests.support.cgroups import cgroup_dirs
+from tests.support.cgroups import cgroup_dirs, hierarchies
 
 pytestmark = pytest.mark.root
 
 
-def _hierarchies() -> list[tuple[str, str]]:
-    """(label, mount point) of the systemd-named v1 hierarchy and the unified v2 one."""
-    found = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            left, _, right = line.partition(" - ")
-            fstype, _source, options = [*right.split(), "", "", ""][:3]
-            mount_point = left.split()[4]
-            if fstype == "cgroup" and "name=systemd" in options.split(","):
-                found.append(("name=systemd", mount_point))
-            elif fstype == "cgroup2":
-                found.append(("unified", mount_point))
-    return found
-
-
-HIERARCHIES = _hierarchies()
+HIERARCHIES = hierarchies()
 
 
 @pytest.fixture(params=HIERARCHIES, ids=[h[0] for h in HIERARCHIES])

@@ -35,7 +35,7 @@ import pytest
 
 from hostagent.identity.resource import INSTANCE_NAMESPACE
 from tests.support.agent import REPO, Agent
-from tests.support.cgroups import cgroup_dirs
+from tests.support.cgroups import cgroup_dirs, hierarchies
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app, wait_port
@@ -259,21 +259,7 @@ def test_busybox_httpd_server_spans_forked_child(receiver: OtlpGrpcReceiver,
 
 
 # --- systemd-like cgroups ------------------------------------------------------------------------
-def _hierarchies() -> list[tuple[str, str]]:
-    """(label, mount point) of the name=systemd v1 hierarchy and of the unified v2 one."""
-    found = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            left, _, right = line.partition(" - ")
-            fstype, _source, options = [*right.split(), "", "", ""][:3]
-            if fstype == "cgroup" and "name=systemd" in options.split(","):
-                found.append(("name=systemd", left.split()[4]))
-            elif fstype == "cgroup2":
-                found.append(("unified", left.split()[4]))
-    return found
-
-
-HIERARCHIES = _hierarchies()
+HIERARCHIES = hierarchies()
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import Agent
-from tests.support.cgroups import cgroup_dirs
+from tests.support.cgroups import cgroup_dirs, hierarchies
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.servers import Server, start_http_app
@@ -65,23 +65,10 @@ def clients(receiver: OtlpGrpcReceiver, tag: str, count: int, timeout: float = 3
     return sorted(found, key=lambda s: int(str(s.attributes["url.query"]).split("=")[1]))
 
 
-def _mounts() -> dict[str, str]:
-    """fstype or named v1 hierarchy -> mount point: 'cgroup2', 'name=systemd'."""
-    found = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        fstype, _source, options = [*right.split(), "", "", ""][:3]
-        if fstype == "cgroup2":
-            found["cgroup2"] = left.split()[4]
-        elif fstype == "cgroup" and "name=systemd" in options.split(","):
-            found["name=systemd"] = left.split()[4]
-    return found
-
-
 @pytest.fixture
 def unit_dirs() -> Iterator[list[Path]]:
-    mounts = _mounts()
-    if "cgroup2" not in mounts:
+    mounts = dict(hierarchies())
+    if "unified" not in mounts:
         pytest.skip("no unified cgroup hierarchy: exec events carry no cgroup id to resolve")
     units = [Path(mount) / "system.slice" / UNIT for mount in mounts.values()]
     with cgroup_dirs(*(d for unit in units for d in (unit.parent, unit))):
