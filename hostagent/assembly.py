@@ -204,6 +204,7 @@ class Identity:
         self.sweeper.cancel()
         self.listeners.stop()
         self.docker.stop()
+        self.cache.stop()
 
 
 class _Sweeper(threading.Thread):

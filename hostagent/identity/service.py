@@ -148,6 +148,10 @@ class ServiceCache:
                 dropped += 1
         return dropped
 
+    def stop(self) -> None:
+        """End the cgroup rescans' thread (the daemon's stop)."""
+        self.cgroups.stop()
+
     def __len__(self) -> int:
         return len(self.pids)
 
