@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import tomli
 
 from hostagent.probes.registry import DATA_HOOKS
-from hostagent.settings import CaptureOverride
+from hostagent.settings import CaptureOverride, CaptureSettings, RedactionRule, RedactionSettings, SamplingSettings
 
 PROBE_NAMES = ("http", "http2", "postgres", "mysql", "redis", "dns")
 
@@ -84,35 +84,11 @@ class ProbesConfig:
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    ratio: float = 1.0
-    keep_errors: bool = False
-    keep_slower_than_ms: Optional[float] = None
-    per_service: tuple[tuple[str, float], ...] = ()
-    per_protocol: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class RedactionRuleConfig:
-    name: str
-    pattern: str
-    mode: str = "redact"
-
-
-@dataclass(frozen=True)
-class RedactionConfig:
-    pii_detection: bool = True
-    mode: str = "redact"
-    rules: tuple[RedactionRuleConfig, ...] = ()
-
-
-@dataclass(frozen=True)
 class CaptureConfig:
-    headers: bool = True
-    bodies: bool = False
-    body_max_bytes: int = 1024
-    raw_sql: bool = False
-    overrides: tuple[CaptureOverride, ...] = ()  # [[capture.overrides]]
+    """[capture]: ``runtime`` is what the admin API can change while the agent runs (its
+    starting point); the rest holds until a reload."""
+
+    runtime: CaptureSettings = field(default_factory=CaptureSettings)
     # Whole traces without SDKs (hostagent.traces.linking): thread-per-request parents and
     # client -> server links between local processes; spans wait at most link_hold_ms for them.
     link_traces: bool = True
@@ -141,8 +117,10 @@ class Config:
     exporter: ExporterConfig = field(default_factory=ExporterConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    # [sampling] and [redaction] are runtime settings as a whole: the file gives their starting
+    # point, in the very types the admin API changes (one set of fields, nothing copied across).
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
     services: tuple[dict[str, Any], ...] = ()  # raw [[services]] rules; identity validates them
@@ -322,9 +300,9 @@ def _probes(r: _Reader) -> ProbesConfig:
     )
 
 
-def _sampling(r: _Reader) -> SamplingConfig:
+def _sampling(r: _Reader) -> SamplingSettings:
     ratio = r.number("ratio", 1.0, 0.0, 1.0)
-    return SamplingConfig(
+    return SamplingSettings(
         ratio=1.0 if ratio is None else ratio,
         keep_errors=r.boolean("keep_errors", False),
         keep_slower_than_ms=r.number("keep_slower_than_ms", None, 0.0, 86_400_000.0),
@@ -333,7 +311,7 @@ def _sampling(r: _Reader) -> SamplingConfig:
     )
 
 
-def _redaction(r: _Reader) -> RedactionConfig:
+def _redaction(r: _Reader) -> RedactionSettings:
     rules = []
     for i, raw in enumerate(r.get("rules", list, [], "an array of tables [[redaction.rules]]")):
         rr = _Reader(r.path, f"redaction.rules[{i}]", raw)
@@ -348,8 +326,8 @@ def _redaction(r: _Reader) -> RedactionConfig:
             raise ConfigError(
                 f"{r.path}: redaction.rules[{i}].pattern: expected a valid regular expression ({exc})"
             ) from None
-        rules.append(RedactionRuleConfig(name=name, pattern=pattern, mode=mode))
-    return RedactionConfig(
+        rules.append(RedactionRule(name=name, pattern=pattern, mode=mode))
+    return RedactionSettings(
         pii_detection=r.boolean("pii_detection", True),
         mode=r.string("mode", "redact", ("redact", "hash")),
         rules=tuple(rules),
@@ -372,12 +350,15 @@ def _capture_override(r: _Reader, i: int, raw: Any) -> CaptureOverride:
 
 def _capture(r: _Reader) -> CaptureConfig:
     overrides = r.get("overrides", list, [], "an array of tables [[capture.overrides]]")
-    return CaptureConfig(
+    runtime = CaptureSettings(
         headers=r.boolean("headers", True),
         bodies=r.boolean("bodies", False),
         body_max_bytes=r.integer("body_max_bytes", 1024, 0, 1 << 20),
         raw_sql=r.boolean("raw_sql", False),
         overrides=tuple(_capture_override(r, i, raw) for i, raw in enumerate(overrides)),
+    )
+    return CaptureConfig(
+        runtime=runtime,
         link_traces=r.boolean("link_traces", True),
         link_hold_ms=r.integer("link_hold_ms", 1500, 0, 60_000),
         telemetry_calls=r.boolean("telemetry_calls", False),

@@ -22,14 +22,7 @@ from typing import Any, Optional
 from hostagent import __version__
 from hostagent.config import AgentConfig, Config, ConfigError, load_config
 from hostagent.notify import Notifier, Watchdog, watchdog_interval_s
-from hostagent.settings import (
-    CaptureSettings,
-    RedactionRule,
-    RedactionSettings,
-    RuntimeSettings,
-    SamplingSettings,
-    SettingsHolder,
-)
+from hostagent.settings import RuntimeSettings, SettingsHolder
 
 log = logging.getLogger("hostagent")
 
@@ -53,16 +46,8 @@ LOSSES_OF_CAPTURE = {
 
 
 def settings_from_config(config: Config) -> RuntimeSettings:
-    s, r, c = config.sampling, config.redaction, config.capture
-    return RuntimeSettings(
-        probes=frozenset(config.probes.enabled),
-        sampling=SamplingSettings(ratio=s.ratio, per_service=s.per_service, per_protocol=s.per_protocol,
-                                  keep_errors=s.keep_errors, keep_slower_than_ms=s.keep_slower_than_ms),
-        redaction=RedactionSettings(pii_detection=r.pii_detection, mode=r.mode,
-                                    rules=tuple(RedactionRule(x.name, x.pattern, x.mode) for x in r.rules)),
-        capture=CaptureSettings(headers=c.headers, bodies=c.bodies, body_max_bytes=c.body_max_bytes,
-                                raw_sql=c.raw_sql, overrides=c.overrides),
-    )
+    return RuntimeSettings(probes=frozenset(config.probes.enabled), sampling=config.sampling,
+                           redaction=config.redaction, capture=config.capture.runtime)
 
 
 def console_wanted(config: Config) -> bool:

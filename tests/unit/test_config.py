@@ -134,3 +134,65 @@ def test_traces_specific_variables_win(tmp_path: Path) -> None:
 def test_bad_otel_variables_are_named(tmp_path: Path, var: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, ""), environ={var: value})
+
+
+RUNTIME_TOML = """\
+[probes]
+enabled = ["http", "redis"]
+
+[sampling]
+ratio = 0.25
+keep_errors = true
+keep_slower_than_ms = 250.0
+per_service = { checkout = 1.0 }
+per_protocol = { redis = 0.0 }
+
+[redaction]
+pii_detection = false
+mode = "hash"
+
+[[redaction.rules]]
+name = "ticket"
+pattern = "TK-[0-9]+"
+mode = "redact"
+
+[capture]
+headers = false
+bodies = true
+body_max_bytes = 64
+raw_sql = true
+link_hold_ms = 900
+
+[[capture.overrides]]
+service = "shop"
+bodies = false
+"""
+
+
+def test_the_files_runtime_sections_are_the_starting_runtime_settings(tmp_path: Path) -> None:
+    """[sampling], [redaction] and [capture]'s runtime keys are read into the types the admin API
+    changes, and reach the agent's settings whole: no second set of fields to copy across."""
+    from hostagent.daemon import settings_from_config
+    from hostagent.settings import (
+        CaptureOverride,
+        CaptureSettings,
+        RedactionRule,
+        RedactionSettings,
+        RuntimeSettings,
+        SamplingSettings,
+    )
+
+    config = load_config(write(tmp_path, RUNTIME_TOML), environ={})
+    settings = settings_from_config(config)
+    assert settings == RuntimeSettings(
+        probes=frozenset({"http", "redis"}),
+        sampling=SamplingSettings(ratio=0.25, per_service=(("checkout", 1.0),), per_protocol=(("redis", 0.0),),
+                                  keep_errors=True, keep_slower_than_ms=250.0),
+        redaction=RedactionSettings(pii_detection=False, mode="hash",
+                                    rules=(RedactionRule("ticket", "TK-[0-9]+", "redact"),)),
+        capture=CaptureSettings(headers=False, bodies=True, body_max_bytes=64, raw_sql=True,
+                                overrides=(CaptureOverride(service="shop", bodies=False),)),
+    )  # fmt: skip
+    assert settings.sampling is config.sampling and settings.redaction is config.redaction
+    assert settings.capture is config.capture.runtime
+    assert (config.capture.link_traces, config.capture.link_hold_ms) == (True, 900)  # not runtime: kept apart

@@ -141,7 +141,8 @@ def test_config_overrides_and_new_keys() -> None:
     c = parse_config({"capture": {"overrides": [{"service": "shop", "protocol": "http", "bodies": True,
                                                  "body_max_bytes": 64}], "link_hold_ms": 900},
                       "receiver": {"grpc": "127.0.0.1:14317", "http": "", "sdk_wait_ms": 7000}}, "t.toml")
-    assert c.capture.overrides == (CaptureOverride(service="shop", protocol="http", bodies=True, body_max_bytes=64),)
+    override = CaptureOverride(service="shop", protocol="http", bodies=True, body_max_bytes=64)
+    assert c.capture.runtime.overrides == (override,)
     assert c.capture.link_traces is True and c.capture.link_hold_ms == 900
     assert (c.receiver.grpc, c.receiver.http, c.receiver.sdk_wait_ms) == ("127.0.0.1:14317", "", 7000)
     for bad in ({"capture": {"overrides": [{"bodies": "yes"}]}}, {"capture": {"overrides": [{"typo": 1}]}},
