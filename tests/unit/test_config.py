@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from hostagent import settings as rt
 from hostagent.config import ConfigError, load_config
+from hostagent.daemon import settings_from_config
 
 REPO = Path(__file__).resolve().parents[2]
 ENDPOINT = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
@@ -172,26 +174,16 @@ bodies = false
 def test_the_files_runtime_sections_are_the_starting_runtime_settings(tmp_path: Path) -> None:
     """[sampling], [redaction] and [capture]'s runtime keys are read into the types the admin API
     changes, and reach the agent's settings whole: no second set of fields to copy across."""
-    from hostagent.daemon import settings_from_config
-    from hostagent.settings import (
-        CaptureOverride,
-        CaptureSettings,
-        RedactionRule,
-        RedactionSettings,
-        RuntimeSettings,
-        SamplingSettings,
-    )
-
     config = load_config(write(tmp_path, RUNTIME_TOML), environ={})
     settings = settings_from_config(config)
-    assert settings == RuntimeSettings(
+    assert settings == rt.RuntimeSettings(
         probes=frozenset({"http", "redis"}),
-        sampling=SamplingSettings(ratio=0.25, per_service=(("checkout", 1.0),), per_protocol=(("redis", 0.0),),
-                                  keep_errors=True, keep_slower_than_ms=250.0),
-        redaction=RedactionSettings(pii_detection=False, mode="hash",
-                                    rules=(RedactionRule("ticket", "TK-[0-9]+", "redact"),)),
-        capture=CaptureSettings(headers=False, bodies=True, body_max_bytes=64, raw_sql=True,
-                                overrides=(CaptureOverride(service="shop", bodies=False),)),
+        sampling=rt.SamplingSettings(ratio=0.25, per_service=(("checkout", 1.0),), per_protocol=(("redis", 0.0),),
+                                     keep_errors=True, keep_slower_than_ms=250.0),
+        redaction=rt.RedactionSettings(pii_detection=False, mode="hash",
+                                       rules=(rt.RedactionRule("ticket", "TK-[0-9]+", "redact"),)),
+        capture=rt.CaptureSettings(headers=False, bodies=True, body_max_bytes=64, raw_sql=True,
+                                   overrides=(rt.CaptureOverride(service="shop", bodies=False),)),
     )  # fmt: skip
     assert settings.sampling is config.sampling and settings.redaction is config.redaction
     assert settings.capture is config.capture.runtime
