@@ -39,6 +39,7 @@ MAX_STATEMENTS = 256  # prepared statements remembered (text capped at MAX_TEXT)
 MAX_PENDING = 256
 MAX_TEXT = 4096
 MAX_CACHE = 64
+MIN_PREFIX = 64  # the fewest bytes of a write the kernel copies ([probes] payload_bytes)
 STATEMENT_ID = "hostagent.db.statement.id"
 
 CLIENT_CONNECT_WITH_DB = 0x00000008
@@ -149,7 +150,12 @@ def _command_shape(code: int, length: int, payload: bytes) -> bool:
             _le(payload, 6, 4) == 1
         )
     if code == COM_STMT_SEND_LONG_DATA:
-        return length >= 7 and len(payload) >= 7 and _le(payload, 1, 4) != 0
+        # statement id, parameter id, data. Bytes short of the declared length were cut by the
+        # capture, which copies at least MIN_PREFIX bytes of a write: fewer are a whole write of
+        # something else (a 24-byte PostgreSQL Query, 'Q' 0 0 0 24, reads as this command's header)
+        return length >= 7 and len(payload) >= 7 and _le(payload, 1, 4) != 0 and (
+            len(payload) == length or 4 + len(payload) >= MIN_PREFIX
+        )
     if code == COM_INIT_DB:
         name = payload[1:]
         return 2 <= length <= 65 and len(payload) == length and all(0x20 < c != 0x60 for c in name)

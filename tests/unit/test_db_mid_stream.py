@@ -194,3 +194,19 @@ def test_postgres_takes_no_mysql_bytes(name: str, data: bytes) -> None:
 @pytest.mark.parametrize(("name", "data"), _all_chunks("pg"))
 def test_mysql_takes_no_postgres_typed_message(name: str, data: bytes) -> None:
     assert mysql.looks_like(data, Direction.EGRESS) is False
+
+
+@pytest.mark.parametrize(
+    ("data", "mysql_command"),
+    [
+        # COM_STMT_SEND_LONG_DATA (0x18) of statement 1, parameter 0, 200 bytes declared: whole, or
+        # cut by a 64-byte capture prefix
+        ((207).to_bytes(3, "little") + b"\x00\x18\x01\x00\x00\x00\x00\x00" + b"x" * 200, True),
+        (((207).to_bytes(3, "little") + b"\x00\x18\x01\x00\x00\x00\x00\x00" + b"x" * 200)[:64], True),
+        # psycopg's 'CALL public.touch()' Query: 'Q' 0 0 (length 81), sequence 0, 0x18: a 25-byte
+        # write cannot be 85 bytes cut by the capture
+        (b"Q\x00\x00\x00\x18CALL public.touch()\x00", False),
+    ],
+)  # fmt: skip
+def test_mysql_send_long_data_cut_short_only_by_the_capture(data: bytes, mysql_command: bool) -> None:
+    assert mysql.looks_like(data, Direction.EGRESS) is mysql_command
