@@ -559,9 +559,9 @@ class MysqlParser:
         attrs: dict[str, object] = {"db.system.name": self.system}
         if self._database:
             attrs["db.namespace"] = self._database
-        op = coll = None
+        op = coll = proc = None
         if sql is not None:
-            op, coll, text = self._statements_seen.describe(sql)
+            op, coll, proc, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
         elif cmd.code == COM_STMT_EXECUTE and isinstance(cmd.arg, int):
             attrs[STATEMENT_ID] = cmd.arg  # prepared before the capture started: no text, no guess
@@ -569,6 +569,8 @@ class MysqlParser:
             attrs["db.operation.name"] = op
         if coll:
             attrs["db.collection.name"] = coll
+        if proc:
+            attrs["db.stored_procedure.name"] = proc
         if cmd.result:  # a result set without rows returned 0 rows; an OK returned none
             attrs["db.response.returned_rows"] = cmd.rows
         error_type = None
@@ -579,7 +581,7 @@ class MysqlParser:
         start = cmd.next_start
         self._out.append(Call(
             protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
-            name=span_name(self.system, op, coll), attributes=attrs,  # type: ignore[arg-type]
+            name=span_name(self.system, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
             error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
         ))  # fmt: skip

@@ -26,7 +26,8 @@ and nothing guessed.
 ``db.namespace`` is the startup message's database (which defaults to the user name, as the
 server does). SSLRequest/GSSENCRequest answered 'N' keep parsing; 'S'/'G' mean TLS/GSS from the
 next byte on: ``upgraded`` is set so the capture stage mutes the connection. COPY data in either
-direction is framed and ignored; the COPY statement's Call ends at its CommandComplete.
+direction is framed and ignored; the COPY statement's Call ends at its CommandComplete, whose
+tag (``COPY n``) gives ``db.response.returned_rows`` of a COPY TO STDOUT.
 """
 
 from __future__ import annotations
@@ -470,6 +471,10 @@ class PostgresParser:
             runner = self._runner()
             if runner is not None:
                 runner.result = True
+        elif kind == 0x48:  # 'H' CopyOutResponse: COPY ... TO STDOUT sends rows (its tag counts them)
+            runner = self._runner()
+            if runner is not None:
+                runner.result = True
         elif kind == 0x45:  # 'E' ErrorResponse
             self._error(f, _error_fields(data[5:]))
         elif kind == 0x5A:  # 'Z' ReadyForQuery: everything up to a Sync or Query is answered
@@ -602,8 +607,9 @@ class PostgresParser:
             attrs["db.namespace"] = self._database
         op: Optional[str] = None
         coll: Optional[str] = None
+        proc: Optional[str] = None
         if sql is not None:
-            op, coll, text = self._statements_seen.describe(sql)
+            op, coll, proc, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
         elif statement:
             attrs[STATEMENT_NAME] = statement
@@ -613,8 +619,12 @@ class PostgresParser:
             attrs["db.operation.name"] = op
         if coll:
             attrs["db.collection.name"] = coll
+        if proc:
+            attrs["db.stored_procedure.name"] = proc
         words = tag.split(" ")
-        if words[0] in ("SELECT", "FETCH") and words[-1].isdigit():
+        # COPY's tag counts rows either way: returned only when they went out (CopyOutResponse:
+        # rows >= 0); those of COPY FROM STDIN were written, as an INSERT's are
+        if (words[0] in ("SELECT", "FETCH") or (words[0] == "COPY" and rows >= 0)) and words[-1].isdigit():
             attrs["db.response.returned_rows"] = int(words[-1])
         elif rows >= 0:  # rows -1: no result set (or its rows were not captured)
             attrs["db.response.returned_rows"] = rows
@@ -625,7 +635,7 @@ class PostgresParser:
             attrs["db.response.status_code"] = error_type
         self._out.append(Call(
             protocol=SYSTEM, role=self.role, start_ns=start, end_ns=max(end, start),
-            name=span_name(SYSTEM, op, coll), attributes=attrs,  # type: ignore[arg-type]
+            name=span_name(SYSTEM, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
             error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
