@@ -112,6 +112,7 @@ def test_recorded_sessions(name: str, side: str) -> None:
         assert call.role == role
         assert call.protocol == "mysql"
         assert call.attributes["db.system.name"] == "mariadb"  # greeting: 5.5.5-10.11.19-MariaDB...
+        assert "hostagent.db.system.inferred" not in call.attributes
         assert call.attributes["db.namespace"] == "test"  # HandshakeResponse41 with CONNECT_WITH_DB
         assert call.error_type == call.attributes.get("db.response.status_code")
         assert call.start_ns <= call.end_ns
@@ -158,7 +159,9 @@ def test_first_seen_mid_connection_unknown_capabilities() -> None:
         direction = Direction.EGRESS if who == "c" else Direction.INGRESS
         calls += parser.feed(Segment(direction, data, len(data), i))
     assert _rows(calls) == CASES["my_cli_queries"]
-    assert calls[0].attributes["db.system.name"] == "mysql"  # no greeting seen: cannot tell MariaDB
+    # no greeting seen, but the mariadb client's column definitions carry MariaDB's extended metadata
+    assert calls[0].attributes["db.system.name"] == "mariadb"
+    assert "hostagent.db.system.inferred" not in calls[0].attributes
     assert "db.namespace" not in calls[0].attributes
 
 
