@@ -216,8 +216,8 @@ def _bind_ok(body: bytes, whole: bool) -> bool:
 class _Item:
     """A frontend message still waiting for its answer (mutable, module-private)."""
 
-    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "result", "rows", "sql", "start_ns",
-                 "statement", "statements")  # fmt: skip
+    __slots__ = ("copy_out", "index", "kind", "next_start", "req_size", "resp_size", "result", "rows", "sql",
+                 "start_ns", "statement", "statements")  # fmt: skip
 
     def __init__(self, kind: str, start_ns: int, sql: Optional[str] = None, req_size: int = 0) -> None:
         self.kind = kind  # query | parse | bind | describe | execute | close | sync
@@ -229,6 +229,7 @@ class _Item:
         self.next_start = start_ns
         self.rows = 0
         self.result = False  # a RowDescription announced rows: their count is worth saying, 0 too
+        self.copy_out = False  # COPY ... TO STDOUT: rows come as CopyData, counted by the tag only
         self.req_size = req_size
         self.resp_size = 0
 
@@ -474,7 +475,7 @@ class PostgresParser:
         elif kind == 0x48:  # 'H' CopyOutResponse: COPY ... TO STDOUT sends rows (its tag counts them)
             runner = self._runner()
             if runner is not None:
-                runner.result = True
+                runner.copy_out = True
         elif kind == 0x45:  # 'E' ErrorResponse
             self._error(f, _error_fields(data[5:]))
         elif kind == 0x5A:  # 'Z' ReadyForQuery: everything up to a Sync or Query is answered
@@ -520,18 +521,19 @@ class PostgresParser:
         item = items[0]
         if item.kind == "execute":
             items.popleft()
-            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows if item.result else -1, error,
+            self._emit(item.sql, item.start_ns, f.end_ns, tag, _returned(item, tag), error,
                        item.req_size, item.resp_size, item.statement)  # fmt: skip
             return
         if not item.statements:
             item.statements = split_statements(item.sql or "")
         sql = item.statements[item.index] if item.index < len(item.statements) else None
-        self._emit(sql, item.next_start, f.end_ns, tag, item.rows if item.result else -1, error,
+        self._emit(sql, item.next_start, f.end_ns, tag, _returned(item, tag), error,
                    item.req_size if item.index == 0 else 0, item.resp_size)  # fmt: skip
         item.index += 1
         item.next_start = f.end_ns
         item.rows = 0
         item.result = False
+        item.copy_out = False
         item.resp_size = 0
 
     def _error(self, f: Frame, fields: dict[str, str]) -> None:
@@ -622,9 +624,7 @@ class PostgresParser:
         if proc:
             attrs["db.stored_procedure.name"] = proc
         words = tag.split(" ")
-        # COPY's tag counts rows either way: returned only when they went out (CopyOutResponse:
-        # rows >= 0); those of COPY FROM STDIN were written, as an INSERT's are
-        if (words[0] in ("SELECT", "FETCH") or (words[0] == "COPY" and rows >= 0)) and words[-1].isdigit():
+        if words[0] in ("SELECT", "FETCH") and words[-1].isdigit():
             attrs["db.response.returned_rows"] = int(words[-1])
         elif rows >= 0:  # rows -1: no result set (or its rows were not captured)
             attrs["db.response.returned_rows"] = rows
@@ -639,6 +639,16 @@ class PostgresParser:
             error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
+
+
+def _returned(item: _Item, tag: str) -> int:
+    """The rows ``item`` returned, -1 when none or not known. COPY ... TO STDOUT's are in CopyData
+    (one per row in text and CSV, not in binary) and its tag says how many (``COPY n``); one that
+    failed part-way says nothing. COPY FROM STDIN's tag counts rows written, as an INSERT's does."""
+    if item.copy_out:
+        words = tag.split(" ")
+        return int(words[1]) if len(words) == 2 and words[0] == "COPY" and words[1].isdigit() else -1
+    return item.rows if item.result else -1
 
 
 def _bound(item: _Item, portal: tuple[str, Optional[str]]) -> _Item:

@@ -491,6 +491,12 @@ def record_copy_call(pg_port: int, my_port: int, listen_port: int = 18580) -> No
             fn(port)
 
 
+def record_copy_error(pg_port: int, listen_port: int = 18590) -> None:
+    note = "psql -c: COPY (SELECT 10 / (3 - i) FROM generate_series(1, 5) i) TO STDOUT: 2 rows out, then 22012"
+    with recording("pg_psql_copy_error", note, pg_port, listen_port) as port:
+        psql(port, "-c", "COPY (SELECT 10 / (3 - i) FROM generate_series(1, 5) i) TO STDOUT", check=False)
+
+
 def main() -> None:
     which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase", "copy_call"}
     if "pg" in which:
@@ -513,6 +519,7 @@ def main() -> None:
     if "copy_call" in which:
         with db_servers.postgres_server(18506) as pg, db_servers.mariadb_server(18516) as my:
             record_copy_call(pg.port, my.port)
+            record_copy_error(pg.port)
     if "redis_more" in which:
         with db_servers.redis_server(18524) as rm:
             record_redis_more(rm.port)

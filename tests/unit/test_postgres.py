@@ -60,6 +60,11 @@ CASES: dict[str, list[Row]] = {
         ("COPY users", "COPY users (id, name) TO STDOUT", None, 4),
         ("COPY users", "COPY users (id, name) FROM STDIN", "23505", None),
     ],
+    # COPY TO STDOUT failing part-way (CopyOutResponse, 2 CopyData, then ErrorResponse 22012): the
+    # rows sent are not counted (CopyData is not one per row in binary), so the span says none
+    "pg_psql_copy_error": [
+        ("COPY", "COPY (SELECT ? / (? - i) FROM generate_series(?, ?) i) TO STDOUT", "22012", None),
+    ],
     # CALL: the span is named after the stored procedure; an INOUT parameter returns one row
     "pg_psycopg_call": [
         ("CALL add_one", "CALL add_one($1)", None, 1),
