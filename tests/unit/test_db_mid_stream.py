@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import mysql, postgres
@@ -271,3 +273,10 @@ def test_mysql_takes_no_postgres_typed_message(name: str, data: bytes) -> None:
 )  # fmt: skip
 def test_mysql_send_long_data_cut_short_only_by_the_capture(data: bytes, mysql_command: bool) -> None:
     assert mysql.looks_like(data, Direction.EGRESS) is mysql_command
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80), st.binary(max_size=20))
+def test_mariadb_column_never_raises(head: bytes, tail: bytes) -> None:
+    mysql._mariadb_column(b"\x03def" + head + tail)
+    mysql._mariadb_column(head)
