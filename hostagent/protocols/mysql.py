@@ -203,6 +203,7 @@ class MysqlParser:
         self.system = "mysql"
         # ``system`` is known: from the greeting, or from what only MariaDB sends (_mariadb_only)
         self._system_known = False
+        self._columns_seen = False  # a column definition was looked at (_column_says)
         self._roles = RoleGuess(self._guess_client_dir, self.stats)
         self._cl = LengthFramer(KEEP_CLIENT)
         self._sv = LengthFramer(KEEP_SERVER)
@@ -458,7 +459,7 @@ class MysqlParser:
                     self._database = cmd.arg
                 self._pending.popleft()
         elif state == _COLDEFS:
-            if not self._system_known:
+            if not self._columns_seen:
                 self._column_says(p)
             self._coldefs -= 1
             if self._coldefs <= 0:
@@ -547,14 +548,17 @@ class MysqlParser:
         cmd.kind_state = _PREP_DEFS
 
     def _column_says(self, p: bytes) -> None:
-        """A column definition, on a connection whose greeting went by: MariaDB if only it sends it."""
-        if _mariadb_column(p):
+        """The connection's first column definition: MariaDB if only it sends it. Extended
+        metadata, asked for at the handshake, is in every column definition or in none, so one
+        is enough (a pool's connections picked up mid-way are not parsed again and again)."""
+        self._columns_seen = True
+        if not self._system_known and _mariadb_column(p):
             self.system = "mariadb"
             self._system_known = True
 
     def _prepare_defs(self, cmd: _Command, f: Frame, p: bytes) -> None:
         if cmd.kind_state == _PREP_DEFS:
-            if not self._system_known:
+            if not self._columns_seen:
                 self._column_says(p)
             self._coldefs -= 1
             if self._coldefs > 0:
