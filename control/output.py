@@ -144,6 +144,7 @@ def status_text(st: Any) -> str:
         f"exporter:       {exporter}",
         f"cpu effort:     {st.cpu_effort or '-'}",
         f"redacted:       {_counts(st.redacted)}",
+        f"connections:    {_counts(st.connections)}",
         f"runtime changes: {'yes (hostagentctl reset drops them)' if st.runtime_overrides else 'none'}",
         "",
         probes_table(st.probes),

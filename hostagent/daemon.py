@@ -44,6 +44,10 @@ LOSSES_OF_CAPTURE = {
     "evicted": "capture_evicted",  # connection state dropped by the LRU bound
 }
 
+# The tracker's counts of what detection made of connections (rejected_<protocol>: detected, then
+# proved not to be it, e.g. a memcached line taken for a Redis inline command).
+CONNECTION_COUNTS = ("detected_", "rejected_", "unknown", "upgraded")
+
 
 def settings_from_config(config: Config) -> RuntimeSettings:
     return RuntimeSettings(probes=frozenset(config.probes.enabled), sampling=config.sampling,
@@ -181,6 +185,13 @@ class Agent:
         if self.queue is not None:
             out.update(self.queue.drop_counts())
         return {k: v for k, v in out.items() if v}
+
+    def connection_counts(self) -> dict[str, int]:
+        """What protocol detection made of the connections seen (hostagentctl status)."""
+        if self.pipeline is None:
+            return {}
+        stats = self.pipeline.tracker.stats()
+        return {k: v for k, v in stats.items() if k.startswith(CONNECTION_COUNTS) and v}
 
     def status_line(self) -> str:
         target = self.exporter_endpoint or "nowhere (console only)"

@@ -109,6 +109,7 @@ def status_msg(
         capture=capture_msg(settings.capture),
         layering=layering_msg(st.layering),
         cpu_effort=st.cpu_effort,
+        connections={k: int(v) for k, v in st.connections.items()},
     )
 
 

@@ -47,6 +47,8 @@ class AgentStatus:
     healthy: bool = True
     layering: LayeringStatus = field(default_factory=LayeringStatus)
     cpu_effort: str = ""  # the agent's CPU priority / overload backoff, in words
+    # ConnectionTracker.stats(): detected_<protocol>, rejected_<protocol>, unknown, upgraded
+    connections: dict[str, int] = field(default_factory=dict)
 
 
 class StatusProvider(Protocol):

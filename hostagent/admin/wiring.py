@@ -69,6 +69,7 @@ class AgentStatusProvider:
             redacted=pipeline.pii.snapshot() if hasattr(pipeline, "pii") else {},
             healthy=bool(agent.alive()),
             cpu_effort=agent.cpu_effort() if hasattr(agent, "cpu_effort") else "",
+            connections=agent.connection_counts() if hasattr(agent, "connection_counts") else {},
             layering=layering_status(getattr(getattr(agent, "queue", None), "layering", None),
                                      own_traffic=int(getattr(pipeline, "own_traffic", 0)),
                                      telemetry_calls=int(getattr(pipeline, "telemetry_calls", 0))),

@@ -5,8 +5,9 @@ protocol from the first bytes (the first enabled spec, in registry order, whose 
 accepts them; the choice sticks), feeds the parser each segment in order and tags the Calls it
 returns with the ``Connection`` they travelled on.
 
-Sockets that never look like a known protocol, whose protocol's probe gets disabled, or that
-leave HTTP/1 (101 / CONNECT tunnels) are muted: ``on_mute(pid, fd)`` asks the kernel side to stop
+Sockets that never look like a known protocol, that prove not to be the one detected (a
+parser's ``rejected``), whose protocol's probe gets disabled, or that leave their protocol
+(``upgraded``: TLS, 101 / CONNECT tunnels) are muted: ``on_mute(pid, fd)`` asks the kernel side to stop
 copying their bytes, because every event Python throws away is wasted work in both places.
 When a probe is turned back on, ``on_unmute(pid, fd)`` undoes its mutes: a socket muted because
 its protocol was off goes on with its parser from the next message (what was half seen before is
@@ -83,6 +84,7 @@ class ConnectionTracker:
             "closed": 0, "calls": 0, "lost_gaps": 0,
         }  # fmt: skip
         self._detected: dict[str, int] = {}
+        self._rejected: dict[str, int] = {}  # "rejected_<protocol>": detected, then proved not to be it
         self._closed_parser_stats: dict[str, int] = {"resyncs": 0, "unpaired": 0, "truncated": 0}
 
     # -- public ---------------------------------------------------------------------------------
@@ -132,8 +134,7 @@ class ConnectionTracker:
             calls = self._feed_segment(state, event, phase)
         parser = state.parser
         if parser is not None and getattr(parser, "upgraded", False):
-            self._counters["upgraded"] += 1
-            self._mute(state, MUTED)
+            self._leave(state, parser)
         if lost_calls:
             calls = lost_calls + calls
         if not calls:
@@ -191,6 +192,7 @@ class ConnectionTracker:
         out["connections_open"] = len(self._conns)
         for name, count in self._detected.items():
             out[f"detected_{name}"] = count
+        out.update(self._rejected)
         parser_totals = dict(self._closed_parser_stats)
         for state in self._conns.values():
             _add_parser_stats(parser_totals, state)
@@ -295,6 +297,22 @@ class ConnectionTracker:
         state.judged = self._names
         self._counters["unknown"] += 1
         self._mute(state, UNKNOWN)
+
+    def _leave(self, state: ConnState, parser: object) -> None:
+        """The parser stopped (``upgraded``): the connection left its protocol (TLS, a 101 or
+        CONNECT tunnel, a replication stream), or - ``rejected`` - was never of it: its answers
+        proved detection wrong (a memcached or HTTP line taken for a Redis inline command). A
+        rejected one is muted as unknown, counted per protocol next to the detections
+        (``rejected_<name>``), and detected again if a protocol not tried on it is turned on."""
+        if getattr(parser, "rejected", False) and state.spec is not None:
+            key = f"rejected_{state.spec.name}"
+            self._rejected[key] = self._rejected.get(key, 0) + 1
+            state.judged = self._names
+            self._counters["unknown"] += 1
+            self._mute(state, UNKNOWN)
+            return
+        self._counters["upgraded"] += 1
+        self._mute(state, MUTED)
 
     def _pick(self, data: bytes, direction: Direction, transport: str) -> Optional[ProtocolSpec]:
         """The first enabled spec for this transport whose ``looks_like`` accepts ``data``.

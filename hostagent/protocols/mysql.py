@@ -20,6 +20,16 @@ bytes) and OK-as-terminator (7 or more) still tell themselves apart by length. S
 is recognised by its client's next command, prepared-statement commands included (``looks_like``):
 a COM_STMT_EXECUTE of a statement prepared before the capture started has no text and no
 operation (neither can be known), only ``hostagent.db.statement.id``.
+
+MySQL or MariaDB: only the greeting says (MariaDB's version reads ``5.5.5-10.11.6-MariaDB...``).
+After it, both speak the same protocol: the same commands, OK/EOF/ERR packets, status flags and
+error codes for what ordinary clients do; what only MariaDB sends (COM_STMT_BULK_EXECUTE, progress
+reports, extended column metadata, the ANSI_QUOTES status flag) appears only with clients or
+settings that ask for it, and another connection's greeting to the same address may be another
+server (another network namespace). So a connection whose greeting was not seen says
+``db.system.name`` "mysql", the protocol's, with ``hostagent.db.system.inferred`` true: it may
+be a MariaDB server, and no span claims what the wire did not say - until a result's column
+definitions carry MariaDB's extended type info (``_mariadb_column``): from then on "mariadb".
 """
 
 from __future__ import annotations
@@ -39,7 +49,10 @@ MAX_STATEMENTS = 256  # prepared statements remembered (text capped at MAX_TEXT)
 MAX_PENDING = 256
 MAX_TEXT = 4096
 MAX_CACHE = 64
+MIN_PREFIX = 64  # the fewest bytes of a write the kernel copies ([probes] payload_bytes)
 STATEMENT_ID = "hostagent.db.statement.id"
+# db.system.name is "mysql" by default, not read from a greeting (see the module docstring)
+SYSTEM_INFERRED = "hostagent.db.system.inferred"
 
 CLIENT_CONNECT_WITH_DB = 0x00000008
 CLIENT_PROTOCOL_41 = 0x00000200
@@ -149,7 +162,12 @@ def _command_shape(code: int, length: int, payload: bytes) -> bool:
             _le(payload, 6, 4) == 1
         )
     if code == COM_STMT_SEND_LONG_DATA:
-        return length >= 7 and len(payload) >= 7 and _le(payload, 1, 4) != 0
+        # statement id, parameter id, data. Bytes short of the declared length were cut by the
+        # capture, which copies at least MIN_PREFIX bytes of a write: fewer are a whole write of
+        # something else (a 24-byte PostgreSQL Query, 'Q' 0 0 0 24, reads as this command's header)
+        return length >= 7 and len(payload) >= 7 and _le(payload, 1, 4) != 0 and (
+            len(payload) == length or 4 + len(payload) >= MIN_PREFIX
+        )
     if code == COM_INIT_DB:
         name = payload[1:]
         return 2 <= length <= 65 and len(payload) == length and all(0x20 < c != 0x60 for c in name)
@@ -183,6 +201,9 @@ class MysqlParser:
         self.stats = ParserStats()
         self.upgraded = False  # TLS (or a binlog stream): stop parsing
         self.system = "mysql"
+        # ``system`` is known: from the greeting, or from what only MariaDB sends (_mariadb_only)
+        self._system_known = False
+        self._columns_seen = False  # a column definition was looked at (_column_says)
         self._roles = RoleGuess(self._guess_client_dir, self.stats)
         self._cl = LengthFramer(KEEP_CLIENT)
         self._sv = LengthFramer(KEEP_SERVER)
@@ -402,6 +423,7 @@ class MysqlParser:
     def _greeting(self, payload: bytes) -> None:
         end = payload.find(b"\x00", 1)
         version = payload[1:end].decode("ascii", "replace")
+        self._system_known = True
         if "mariadb" in version.lower():
             self.system = "mariadb"
         at = end + 1 + 4 + 8 + 1  # thread id, auth data part 1, filler
@@ -437,6 +459,8 @@ class MysqlParser:
                     self._database = cmd.arg
                 self._pending.popleft()
         elif state == _COLDEFS:
+            if not self._columns_seen:
+                self._column_says(p)
             self._coldefs -= 1
             if self._coldefs <= 0:
                 cmd.kind_state = _AFTER_COLDEFS
@@ -523,8 +547,19 @@ class MysqlParser:
         self._coldefs = self._prep.pop(0)
         cmd.kind_state = _PREP_DEFS
 
+    def _column_says(self, p: bytes) -> None:
+        """The connection's first column definition: MariaDB if only it sends it. Extended
+        metadata, asked for at the handshake, is in every column definition or in none, so one
+        is enough (a pool's connections picked up mid-way are not parsed again and again)."""
+        self._columns_seen = True
+        if not self._system_known and _mariadb_column(p):
+            self.system = "mariadb"
+            self._system_known = True
+
     def _prepare_defs(self, cmd: _Command, f: Frame, p: bytes) -> None:
         if cmd.kind_state == _PREP_DEFS:
+            if not self._columns_seen:
+                self._column_says(p)
             self._coldefs -= 1
             if self._coldefs > 0:
                 return
@@ -551,11 +586,13 @@ class MysqlParser:
         if cmd.code == COM_STMT_PREPARE and error is None:
             return  # a successful prepare is not an execution
         attrs: dict[str, object] = {"db.system.name": self.system}
+        if not self._system_known:
+            attrs[SYSTEM_INFERRED] = True
         if self._database:
             attrs["db.namespace"] = self._database
-        op = coll = None
+        op = coll = proc = None
         if sql is not None:
-            op, coll, text = self._statements_seen.describe(sql)
+            op, coll, proc, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
         elif cmd.code == COM_STMT_EXECUTE and isinstance(cmd.arg, int):
             attrs[STATEMENT_ID] = cmd.arg  # prepared before the capture started: no text, no guess
@@ -563,6 +600,8 @@ class MysqlParser:
             attrs["db.operation.name"] = op
         if coll:
             attrs["db.collection.name"] = coll
+        if proc:
+            attrs["db.stored_procedure.name"] = proc
         if cmd.result:  # a result set without rows returned 0 rows; an OK returned none
             attrs["db.response.returned_rows"] = cmd.rows
         error_type = None
@@ -573,7 +612,7 @@ class MysqlParser:
         start = cmd.next_start
         self._out.append(Call(
             protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
-            name=span_name(self.system, op, coll), attributes=attrs,  # type: ignore[arg-type]
+            name=span_name(self.system, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
             error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
         ))  # fmt: skip
@@ -581,6 +620,30 @@ class MysqlParser:
         cmd.rows = 0
         cmd.result = False
         cmd.resp_size = 0
+
+
+def _mariadb_column(p: bytes) -> bool:
+    """A column definition only a MariaDB server sends: with extended type info (a lenenc string
+    between the column's original name and the fixed fields, MARIADB_CLIENT_EXTENDED_METADATA,
+    which MariaDB's Connector/C 3.3+ and Connector/J 3 ask for). A MySQL server always puts the
+    fixed fields' length, 0x0C, right after the name; this must be any other byte, a whole string,
+    then 0x0C and exactly the 12 bytes of fixed fields (charset, length, type, flags, decimals, 2
+    unused)."""
+    if not p.startswith(b"\x03def"):  # the catalog, always "def"
+        return False
+    at = 4
+    for _ in range(5):  # schema, table alias, table, column alias, column
+        n, at = _lenenc(p, at)
+        if n < 0:
+            return False
+        at += n
+    if at >= len(p) or p[at] == 0x0C:
+        return False
+    n, at = _lenenc(p, at)
+    if n < 0:
+        return False
+    at += n
+    return at + 13 == len(p) and p[at] == 0x0C
 
 
 def _packet_len(head: bytes) -> Optional[int]:

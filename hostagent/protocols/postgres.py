@@ -26,7 +26,8 @@ and nothing guessed.
 ``db.namespace`` is the startup message's database (which defaults to the user name, as the
 server does). SSLRequest/GSSENCRequest answered 'N' keep parsing; 'S'/'G' mean TLS/GSS from the
 next byte on: ``upgraded`` is set so the capture stage mutes the connection. COPY data in either
-direction is framed and ignored; the COPY statement's Call ends at its CommandComplete.
+direction is framed and ignored; the COPY statement's Call ends at its CommandComplete, whose
+tag (``COPY n``) gives ``db.response.returned_rows`` of a COPY TO STDOUT.
 """
 
 from __future__ import annotations
@@ -215,8 +216,8 @@ def _bind_ok(body: bytes, whole: bool) -> bool:
 class _Item:
     """A frontend message still waiting for its answer (mutable, module-private)."""
 
-    __slots__ = ("index", "kind", "next_start", "req_size", "resp_size", "result", "rows", "sql", "start_ns",
-                 "statement", "statements")  # fmt: skip
+    __slots__ = ("copy_out", "index", "kind", "next_start", "req_size", "resp_size", "result", "rows", "sql",
+                 "start_ns", "statement", "statements")  # fmt: skip
 
     def __init__(self, kind: str, start_ns: int, sql: Optional[str] = None, req_size: int = 0) -> None:
         self.kind = kind  # query | parse | bind | describe | execute | close | sync
@@ -228,6 +229,7 @@ class _Item:
         self.next_start = start_ns
         self.rows = 0
         self.result = False  # a RowDescription announced rows: their count is worth saying, 0 too
+        self.copy_out = False  # COPY ... TO STDOUT: rows come as CopyData, counted by the tag only
         self.req_size = req_size
         self.resp_size = 0
 
@@ -470,6 +472,10 @@ class PostgresParser:
             runner = self._runner()
             if runner is not None:
                 runner.result = True
+        elif kind == 0x48:  # 'H' CopyOutResponse: COPY ... TO STDOUT sends rows (its tag counts them)
+            runner = self._runner()
+            if runner is not None:
+                runner.copy_out = True
         elif kind == 0x45:  # 'E' ErrorResponse
             self._error(f, _error_fields(data[5:]))
         elif kind == 0x5A:  # 'Z' ReadyForQuery: everything up to a Sync or Query is answered
@@ -515,18 +521,19 @@ class PostgresParser:
         item = items[0]
         if item.kind == "execute":
             items.popleft()
-            self._emit(item.sql, item.start_ns, f.end_ns, tag, item.rows if item.result else -1, error,
+            self._emit(item.sql, item.start_ns, f.end_ns, tag, _returned(item, tag), error,
                        item.req_size, item.resp_size, item.statement)  # fmt: skip
             return
         if not item.statements:
             item.statements = split_statements(item.sql or "")
         sql = item.statements[item.index] if item.index < len(item.statements) else None
-        self._emit(sql, item.next_start, f.end_ns, tag, item.rows if item.result else -1, error,
+        self._emit(sql, item.next_start, f.end_ns, tag, _returned(item, tag), error,
                    item.req_size if item.index == 0 else 0, item.resp_size)  # fmt: skip
         item.index += 1
         item.next_start = f.end_ns
         item.rows = 0
         item.result = False
+        item.copy_out = False
         item.resp_size = 0
 
     def _error(self, f: Frame, fields: dict[str, str]) -> None:
@@ -602,8 +609,9 @@ class PostgresParser:
             attrs["db.namespace"] = self._database
         op: Optional[str] = None
         coll: Optional[str] = None
+        proc: Optional[str] = None
         if sql is not None:
-            op, coll, text = self._statements_seen.describe(sql)
+            op, coll, proc, text = self._statements_seen.describe(sql)
             attrs["db.query.text"] = text
         elif statement:
             attrs[STATEMENT_NAME] = statement
@@ -613,6 +621,8 @@ class PostgresParser:
             attrs["db.operation.name"] = op
         if coll:
             attrs["db.collection.name"] = coll
+        if proc:
+            attrs["db.stored_procedure.name"] = proc
         words = tag.split(" ")
         if words[0] in ("SELECT", "FETCH") and words[-1].isdigit():
             attrs["db.response.returned_rows"] = int(words[-1])
@@ -625,10 +635,20 @@ class PostgresParser:
             attrs["db.response.status_code"] = error_type
         self._out.append(Call(
             protocol=SYSTEM, role=self.role, start_ns=start, end_ns=max(end, start),
-            name=span_name(SYSTEM, op, coll), attributes=attrs,  # type: ignore[arg-type]
+            name=span_name(SYSTEM, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
             error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
+
+
+def _returned(item: _Item, tag: str) -> int:
+    """The rows ``item`` returned, -1 when none or not known. COPY ... TO STDOUT's are in CopyData
+    (one per row in text and CSV, not in binary) and its tag says how many (``COPY n``); one that
+    failed part-way says nothing. COPY FROM STDIN's tag counts rows written, as an INSERT's does."""
+    if item.copy_out:
+        words = tag.split(" ")
+        return int(words[1]) if len(words) == 2 and words[0] == "COPY" and words[1].isdigit() else -1
+    return item.rows if item.result else -1
 
 
 def _bound(item: _Item, portal: tuple[str, Optional[str]]) -> _Item:

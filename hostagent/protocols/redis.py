@@ -171,7 +171,10 @@ class RedisParser:
 
     def __init__(self) -> None:
         self.stats = ParserStats()
-        self.upgraded = False  # never: Redis has no in-band TLS switch
+        # Redis has no in-band TLS switch: set with ``rejected`` only, when the connection proves
+        # not to be Redis (``_not_redis``), so that the capture stage mutes it
+        self.upgraded = False
+        self.rejected = False
         self._roles = RoleGuess(_guess_client_dir, self.stats)
         self._req = RespReader(requests=True)
         self._rep = RespReader(requests=False)
@@ -245,11 +248,13 @@ class RedisParser:
         """The first reply to a command seen here is not RESP: the inline lines that detection
         took for Redis commands were another text protocol's (memcached's ``get``/``set``, a line
         sent to an HTTP server, which answers ``HTTP/1.1 400``). Nothing of the connection becomes
-        a span. Only a reply's first byte is judged, and only when a command seen here waits for
-        it: a connection picked up mid-way may first show the rest of an earlier reply."""
+        a span, and the capture stage mutes it as of no known protocol (``rejected``). Only a
+        reply's first byte is judged, and only when a command seen here waits for it: a
+        connection picked up mid-way may first show the rest of an earlier reply."""
         self._foreign = True
         self._pending.clear()
         self.stats.extra["not_redis"] = 1
+        self.rejected = self.upgraded = True
 
     # -- commands ----------------------------------------------------------------------------------
     def _command(self, v: Value) -> None:

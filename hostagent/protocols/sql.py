@@ -8,10 +8,11 @@ or a comment never splits a statement, a ``1`` inside ``t1`` is never a literal.
 - ``sanitize``: ``db.query.text`` as the semantic conventions want it by default: every string,
   number, hex, bit or dollar-quoted literal replaced by ``?`` (``IN (1, 2)`` -> ``IN (?, ?)``);
   identifiers, keywords, comments and bind markers (``$1``, ``?``) are kept.
-- ``operation_and_collection``: ``db.operation.name`` (the first operation keyword, upper case as
-  the server knows it and the conventions show it, whatever case it was sent in) and
+- ``statement_shape``: ``db.operation.name`` (the first operation keyword, upper case as the
+  server knows it and the conventions show it, whatever case it was sent in),
   ``db.collection.name`` (the first table the statement works on, as written, with any schema
-  prefix) when the statement shape makes it certain; ``None`` otherwise.
+  prefix) when the statement shape makes it certain, and ``db.stored_procedure.name`` (the
+  procedure a ``CALL`` runs); ``None`` for each one not known.
 
 Text cut short by the capture (an unterminated string at the end) is handled: the unterminated
 literal is still a literal. Dialects: ``"postgresql"`` (double quotes are identifiers,
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 # Token kinds.
 WS, COMMENT, STRING, NUMBER, IDENT, QIDENT, PARAM, PUNCT = range(8)
@@ -149,20 +150,32 @@ _SKIP_WORDS = {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "QU
 _DDL_TABLE = {"CREATE", "DROP", "ALTER", "TRUNCATE"}
 
 
+Shape = tuple[Optional[str], Optional[str], Optional[str]]  # operation, collection, stored procedure
+
+
 def operation_and_collection(sql: str, dialect: str = "postgresql") -> tuple[Optional[str], Optional[str]]:
     """``(db.operation.name, db.collection.name)`` read from the statement text."""
+    op, coll, _ = statement_shape(sql, dialect)
+    return op, coll
+
+
+def statement_shape(sql: str, dialect: str = "postgresql") -> Shape:
+    """``(db.operation.name, db.collection.name, db.stored_procedure.name)`` read from the text.
+
+    ``CALL name(...)`` (PostgreSQL 11+, MySQL/MariaDB) runs a stored procedure: its name, as
+    written (schema prefix and quotes kept, as for a collection), is the span's target."""
     toks = [(k, t) for k, t in tokenize(sql[:4096], dialect) if k not in (WS, COMMENT)]
     i = 0
     while i < len(toks) and toks[i] == (PUNCT, "("):
         i += 1
     if i >= len(toks) or toks[i][0] != IDENT:
-        return None, None
+        return None, None, None
     upper = toks[i][1].upper()
     ctes: set[str] = set()
     if upper == "WITH":
         j = _after_with(toks, i + 1)
         if j is None:
-            return upper, None
+            return upper, None, None
         ctes = _with_names(toks[i + 1 : j])
         i, upper = j, toks[j][1].upper()
     rest = toks[i + 1 :]
@@ -170,14 +183,16 @@ def operation_and_collection(sql: str, dialect: str = "postgresql") -> tuple[Opt
         found = _after_from(rest)
         # a WITH query read by name is the statement's own result, no table: which of the tables
         # it reads is the collection is not certain
-        return upper, None if found is not None and _folded(found) in ctes else found
+        return upper, None if found is not None and _folded(found) in ctes else found, None
     if upper in ("INSERT", "REPLACE", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE"):
-        return upper, _name_after_modifiers(rest)
+        return upper, _name_after_modifiers(rest), None
+    if upper == "CALL":
+        return upper, None, _dotted_name(rest, 0)
     if upper in _DDL_TABLE:
         words = [t.upper() for k, t in rest[:6] if k == IDENT]
         if "TABLE" in words:
-            return upper, _name_after_modifiers(rest)
-    return upper, None
+            return upper, _name_after_modifiers(rest), None
+    return upper, None, None
 
 
 def _after_with(toks: list[Token], i: int) -> Optional[int]:
@@ -249,10 +264,11 @@ def _dotted_name(toks: list[Token], j: int) -> Optional[str]:
     return ".".join(parts) if parts else None
 
 
-def span_name(system: str, operation: Optional[str], collection: Optional[str]) -> str:
-    """The conventions' database span name: ``{operation} {collection}``, ``{operation}`` or system."""
-    if operation and collection:
-        return f"{operation} {collection}"
+def span_name(system: str, operation: Optional[str], target: Optional[str]) -> str:
+    """The conventions' database span name: ``{operation} {target}``, ``{operation}`` or system;
+    the target is the collection, or the stored procedure a CALL runs."""
+    if operation and target:
+        return f"{operation} {target}"
     return operation or system
 
 
@@ -265,11 +281,20 @@ def use_database(sql: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+class Described(NamedTuple):
+    """What the span says of a statement: ``statement_shape`` and ``db.query.text``."""
+
+    operation: Optional[str]
+    collection: Optional[str]
+    procedure: Optional[str]  # db.stored_procedure.name
+    text: str
+
+
 class StatementCache:
-    """``describe(sql)`` -> (operation, collection, db.query.text), memoised per connection.
+    """``describe(sql)`` -> ``Described``, memoised per connection.
 
     Prepared statements repeat the same text; ad-hoc queries repeat the same shape with other
-    literals, so operation and collection are memoised by the sanitised text too. Bounded LRU.
+    literals, so the shape is memoised by the sanitised text too. Bounded LRU.
     """
 
     def __init__(self, dialect: str, raw: bool, size: int = 256, max_text: int = 8192) -> None:
@@ -277,10 +302,10 @@ class StatementCache:
         self.raw = raw
         self.size = size
         self.max_text = max_text
-        self._by_text: OrderedDict[str, tuple[Optional[str], Optional[str], str]] = OrderedDict()
-        self._by_shape: OrderedDict[str, tuple[Optional[str], Optional[str]]] = OrderedDict()
+        self._by_text: OrderedDict[str, Described] = OrderedDict()
+        self._by_shape: OrderedDict[str, Shape] = OrderedDict()
 
-    def describe(self, sql: str) -> tuple[Optional[str], Optional[str], str]:
+    def describe(self, sql: str) -> Described:
         hit = self._by_text.get(sql)
         if hit is not None:
             self._by_text.move_to_end(sql)
@@ -288,10 +313,10 @@ class StatementCache:
         clean = sanitize(sql, self.dialect)
         shape = self._by_shape.get(clean)
         if shape is None:
-            shape = operation_and_collection(clean, self.dialect)
+            shape = statement_shape(clean, self.dialect)
             if len(clean) <= 2048:
                 _put(self._by_shape, clean, shape, self.size)
-        hit = (shape[0], shape[1], (sql if self.raw else clean)[: self.max_text])
+        hit = Described(shape[0], shape[1], shape[2], (sql if self.raw else clean)[: self.max_text])
         if len(sql) <= 2048:  # long one-off texts are not worth their memory
             _put(self._by_text, sql, hit, self.size)
         return hit

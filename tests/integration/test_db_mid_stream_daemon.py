@@ -90,7 +90,7 @@ def _go(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == 0, err.decode(errors="replace")
 
 
-def _wait_by_port(receiver: OtlpGrpcReceiver, port: int) -> Sides:
+def _wait_by_port(receiver: OtlpGrpcReceiver, port: int, count: int = EXECUTES) -> Sides:
     """Both ends' spans by the server port they name: a PostgreSQL backend forked before the agent
     started has no ``process.parent_pid`` to find it by (the agent did not see the fork)."""
 
@@ -100,7 +100,7 @@ def _wait_by_port(receiver: OtlpGrpcReceiver, port: int) -> Sides:
 
     def enough(spans: list[ReceivedSpan]) -> bool:
         got = sides(spans)
-        return len(got.client) >= EXECUTES and len(got.server) >= EXECUTES
+        return len(got.client) >= count and len(got.server) >= count
 
     with contextlib.suppress(TimeoutError):  # the exact assertions say what was missing
         receiver.recorder.wait_for_spans(enough, 30.0)
@@ -144,12 +144,75 @@ def test_statements_prepared_before_the_agent_started(
             ("SELECT", "SELECT", None, "_pg3_0", 1, "postgresql")
         ] * EXECUTES  # fmt: skip
     for spans in (my_sides.client, my_sides.server):
-        # no greeting seen: MariaDB cannot be told from MySQL; no text, so no operation either
+        # no greeting seen: MariaDB cannot be told from MySQL (the span says so); no text, so no
+        # operation either
         assert [(s.name, s.attributes.get("db.operation.name"), s.attributes.get("db.query.text"),
                  s.attributes.get("hostagent.db.statement.id"), s.attributes.get("db.response.returned_rows"),
-                 s.attributes.get("db.system.name")) for s in spans] == [
-            ("mysql", None, None, 1, 1, "mysql")
+                 s.attributes.get("db.system.name"), s.attributes.get("hostagent.db.system.inferred"))
+                for s in spans] == [
+            ("mysql", None, None, 1, 1, "mysql", True)
         ] * EXECUTES  # fmt: skip
+
+
+PYMYSQL = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test", autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT %s AS early", (0,)); cur.fetchall()
+print("prepared", flush=True)
+sys.stdin.readline()
+for i in range(1, int(sys.argv[2]) + 1):
+    cur.execute("SELECT %s AS plain", (i,)); cur.fetchall()
+conn.close()
+"""
+
+
+def _mariadb_cli() -> subprocess.Popen[bytes]:
+    """The mariadb client (MariaDB Connector/C: asks for extended column metadata), connected and
+    one query answered before the agent starts."""
+    proc = subprocess.Popen(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(MY_PORT), "-uroot",
+                             "--skip-ssl", "-n", "-B", "test"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"SELECT 0 AS early;\n")
+    proc.stdin.flush()
+    assert [proc.stdout.readline(), proc.stdout.readline()] == [b"early\n", b"0\n"]
+    return proc
+
+
+def test_mariadb_without_its_greeting_is_mysql_inferred_unless_its_columns_say(
+    receiver: OtlpGrpcReceiver,
+    servers: tuple[db_servers.RunningServer, db_servers.RunningServer],
+    tmp_path: Path,
+) -> None:
+    """Two connections to MariaDB opened before the agent (a pool's): PyMySQL's traffic has
+    nothing only MariaDB sends, so its spans say "mysql", inferred (they said "mysql" with nothing
+    to tell it was a guess); the mariadb client's SELECTs carry MariaDB's extended column
+    metadata, so its spans say "mariadb", on both ends."""
+    receiver.recorder.clear()
+    clients = [_mariadb_cli()]
+    cli = clients[0]
+    try:
+        plain = _prepared_client(PYMYSQL, str(MY_PORT), str(EXECUTES))
+        clients.append(plain)
+        agent = start_db_agent(tmp_path / "agent", receiver)
+        try:
+            _go(plain)
+            _, err = cli.communicate(b"".join(b"SELECT %d AS cli;\n" % i for i in range(1, EXECUTES + 1)), timeout=60)
+            assert cli.returncode == 0, err
+            got = _wait_by_port(receiver, MY_PORT, 2 * EXECUTES)
+        finally:
+            assert stopped_cleanly(agent) == "nothing"
+    finally:
+        for proc in clients:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for spans in (got.client, got.server):
+        assert sorted((s.attributes.get("db.query.text"), s.attributes.get("db.system.name"),
+                       s.attributes.get("hostagent.db.system.inferred")) for s in spans) == sorted(
+            [("SELECT ? AS cli", "mariadb", None)] * EXECUTES + [("SELECT ? AS plain", "mysql", True)] * EXECUTES
+        )  # fmt: skip
 
 
 def test_a_connection_first_seen_in_the_middle_of_a_big_reply(receiver: OtlpGrpcReceiver, tmp_path: Path) -> None:

@@ -149,3 +149,46 @@ def test_connector_prepared_statements(receiver: OtlpGrpcReceiver, maria: db_ser
         ("UPDATE users", "UPDATE", "users", "UPDATE users SET name = ? WHERE id = ?", None),
     ]
     check_sides(sides, pid, maria)
+
+
+CALLS = """
+import sys, mysql.connector, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database=sys.argv[2], autocommit=True)
+cur = conn.cursor()
+cur.execute("CALL users_from(%s)", (0,))
+cur.fetchall()
+while cur.nextset():
+    pass
+conn.close()
+conn = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database=sys.argv[2],
+                               autocommit=True, ssl_disabled=True, use_pure=True)
+cur = conn.cursor(prepared=True)
+cur.execute("CALL users_from(?)", (0,))  # COM_STMT_PREPARE, then COM_STMT_EXECUTE
+cur.fetchall()
+while cur.nextset():
+    pass
+cur.close()
+conn.close()
+"""
+
+
+def test_call_names_the_stored_procedure(receiver: OtlpGrpcReceiver, maria: db_servers.RunningServer) -> None:
+    """CALL as text (PyMySQL) and prepared (mysql-connector's COM_STMT_EXECUTE): each one span named
+    after its procedure, with db.stored_procedure.name and the rows of its result."""
+    run(["mariadb", "--no-defaults", f"--socket={maria.extra['socket']}", "-uroot", DB, "-e",
+         "DELETE FROM users; INSERT INTO users VALUES (1, 'a'), (2, 'b');"
+         "CREATE OR REPLACE PROCEDURE users_from(IN first INT) "
+         "SELECT id, name FROM users WHERE id >= first"])  # fmt: skip
+    pid, _ = run_python(CALLS, str(PORT), DB)
+    sides = wait_sides(receiver, PORT, {maria.proc.pid}, 5, 5)
+    keys = (*KEYS, "db.stored_procedure.name", "db.response.returned_rows")
+    pymysql_call = ("CALL users_from", "CALL", None, "CALL users_from(?)", None, "users_from", 2)
+    for spans in (sides.client, sides.server):
+        assert summary(spans, *keys) == [
+            ("SET", "SET", None, "SET NAMES utf8mb4", None, None, None),
+            pymysql_call,
+            ("SET", "SET", None, "SET NAMES ? COLLATE ?", None, None, None),
+            ("SET", "SET", None, "SET @@session.autocommit = ON", None, None, None),
+            pymysql_call,  # the prepared text is the same: its ? is a parameter marker
+        ]
+    assert {s.resource["process.pid"] for s in sides.client} == {pid}

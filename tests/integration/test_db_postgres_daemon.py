@@ -211,6 +211,39 @@ def test_psycopg_prepared_statements_and_pipeline(receiver: OtlpGrpcReceiver, pg
     check_common(sides, pid)
 
 
+PSYCOPG_COPY_CALL = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname=sys.argv[2],
+                       autocommit=True, sslmode="disable")
+cur = conn.cursor()
+with cur.copy("COPY events (id, kind) FROM STDIN") as cp:
+    for i in range(5):
+        cp.write_row((100 + i, "copied"))
+with cur.copy("COPY (SELECT id FROM events WHERE kind = 'copied') TO STDOUT") as cp:
+    assert sum(1 for _ in cp.rows()) == 5
+assert len(conn.execute("CALL add_to(%s, %s)", (1, 5)).fetchall()) == 1  # INOUT total: one row
+conn.close()
+"""
+
+
+def test_copy_both_ways_and_call(receiver: OtlpGrpcReceiver, pg: db_servers.RunningServer) -> None:
+    """COPY FROM STDIN ends at its CommandComplete (no rows returned: they were written); COPY TO
+    STDOUT returns the rows its tag counts; CALL names its stored procedure. Both ends alike."""
+    local(pg, "CREATE OR REPLACE PROCEDURE add_to(id int, INOUT total int) LANGUAGE plpgsql AS "
+              "$$ BEGIN SELECT balance + total INTO total FROM accounts WHERE accounts.id = add_to.id; END $$",
+          DB)  # fmt: skip
+    pid, _ = run_python(PSYCOPG_COPY_CALL, str(PORT), DB)
+    sides = wait_sides(receiver, PORT, postmaster(pg), 3, 3)
+    keys = (*QUERY_KEYS, "db.stored_procedure.name", "db.response.returned_rows")
+    for spans in (sides.client, sides.server):
+        assert summary(spans, *keys) == [
+            ("COPY events", "COPY", "events", "COPY events (id, kind) FROM STDIN", None, None, None),
+            ("COPY", "COPY", None, "COPY (SELECT id FROM events WHERE kind = ?) TO STDOUT", None, None, 5),
+            ("CALL add_to", "CALL", None, "CALL add_to($1, $2)", None, "add_to", 1),
+        ]
+    check_common(sides, pid)
+
+
 def test_backend_side_makes_server_spans(receiver: OtlpGrpcReceiver, pg: db_servers.RunningServer) -> None:
     """The server is on this host: each statement is also a SERVER span, in the backend process."""
     psql("SELECT 1", "SELECT name FROM users WHERE id = 7")

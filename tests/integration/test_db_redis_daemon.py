@@ -9,6 +9,7 @@ with the same name and ``db.query.text`` (every argument a ``?``). The server li
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.support.agent import Agent
 from tests.support.db_daemon import PAYLOAD_BYTES, Sides, run_python, start_db_agent, stopped_cleanly, summary
 from tests.support.db_daemon import wait_sides as _wait_sides
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
 
@@ -270,11 +272,14 @@ s.close()
 
 
 def test_line_answered_in_no_resp_is_not_redis(
-    receiver: OtlpGrpcReceiver, rds: db_servers.RunningServer, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+    agent: Agent, receiver: OtlpGrpcReceiver, rds: db_servers.RunningServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
     """A line Redis' inline detection takes for a command, sent to nginx, is no Redis span (it was
     one, named GET with status OK, on both ends); the Redis PING sent after it is, so the agent got
-    that far."""
+    that far. Both ends of the nginx connection (the client's, nginx's) are counted as rejected
+    Redis in hostagentctl status (and muted, as connections of no known protocol)."""
+    before = connection_counts(agent)
     nginx = servers.start_nginx(tmp_path_factory.mktemp("nginx"), NGINX_PORT)
     try:
         pid, _ = run_python(NOT_REDIS, str(NGINX_PORT), str(PORT))
@@ -284,3 +289,13 @@ def test_line_answered_in_no_resp_is_not_redis(
     assert summary(sides.client, *KEYS) == [("PING", "PING", "PING", "NOAUTH")]
     assert [(s.name, s.resource["process.pid"], s.attributes.get("server.port")) for s in receiver.recorder.spans
             if s.resource["process.pid"] in (pid, nginx.pid)] == [("PING", pid, PORT)]  # fmt: skip
+    after = connection_counts(agent)
+    assert after.get("rejected_redis", 0) - before.get("rejected_redis", 0) == 2
+    assert after["unknown"] - before.get("unknown", 0) >= 2
+
+
+def connection_counts(agent: Agent) -> dict[str, int]:
+    """``hostagentctl status``'s connection counts (what detection made of connections)."""
+    out = cli("--socket", str(agent.workdir / "run" / "admin.sock"), "status", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return {k: int(v) for k, v in json.loads(out.stdout).get("connections", {}).items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 from hostagent.capture.tracker import ConnectionTracker
 from hostagent.model import Call, CaptureEvent, Direction, EventKind, Segment
@@ -75,11 +76,12 @@ def cut_at(segs: list[Segment], draw_points: Callable[[Segment], list[int]]) -> 
     return cut
 
 
-def tracked(name: str, first: int, side: str = "client") -> list[Call]:
-    """The recording from chunk ``first`` on, through the capture stage with every protocol
-    enabled: detection included, as for a socket whose first bytes the agent sees there (opened
-    before it started, or a connection's first command)."""
-    tracker = ConnectionTracker(lambda: PROTOCOLS)
+def tracked(name: str, first: int, side: str = "client", tracker: Optional[ConnectionTracker] = None) -> list[Call]:
+    """The recording from chunk ``first`` on, through the capture stage (``tracker``; by default
+    one with every protocol enabled): detection included, as for a socket whose first bytes the
+    agent sees there (opened before it started, or a connection's first command). Pid 4242, fd 7."""
+    if tracker is None:
+        tracker = ConnectionTracker(lambda: PROTOCOLS)
     calls: list[Call] = []
     for i, (who, data) in enumerate(chunks(name)[first:]):
         mine = (who == "c") == (side == "client")

@@ -409,8 +409,96 @@ def record_lowercase(pg_port: int, my_port: int, redis_port: int, listen_port: i
             fn(port)
 
 
+# COPY both ways and stored procedures (CALL), each client as it is used.
+PSYCOPG_COPY = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       sslmode="disable", autocommit=True)
+cur = conn.cursor()
+with cur.copy("COPY users (id, name) FROM STDIN") as cp:
+    for row in ((20, "u20"), (21, "u21"), (22, "u22")):
+        cp.write_row(row)
+with cur.copy("COPY users (id, name) TO STDOUT") as cp:
+    print(sum(1 for _ in cp.rows()))
+try:
+    with cur.copy("COPY users (id, name) FROM STDIN") as cp:
+        cp.write_row((20, "dup"))
+except psycopg.errors.UniqueViolation:
+    pass
+conn.close()
+"""
+
+PSYCOPG_CALL = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       sslmode="disable", autocommit=True)
+print(conn.execute("CALL add_one(%s)", (41,)).fetchall())
+conn.execute("CALL public.touch()")
+conn.close()
+"""
+
+PYMYSQL_CALL = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test", autocommit=True)
+cur = conn.cursor()
+cur.execute("CALL get_people(%s)", (1,))
+cur.fetchall()
+while cur.nextset():
+    pass
+cur.callproc("get_people", (2,))
+cur.fetchall()
+while cur.nextset():
+    pass
+conn.close()
+"""
+
+CONNECTOR_CALL = """
+import sys, mysql.connector
+conn = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test",
+                               ssl_disabled=True, use_pure=True, autocommit=True)
+cur = conn.cursor(prepared=True)
+cur.execute("CALL get_people(?)", (1,))
+cur.fetchall()
+while cur.nextset():
+    pass
+cur.close()
+conn.close()
+"""
+
+
+def record_copy_call(pg_port: int, my_port: int, listen_port: int = 18580) -> None:
+    psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
+    psql(pg_port, "-c", "CREATE PROCEDURE add_one(INOUT x int) LANGUAGE plpgsql AS $$ BEGIN x := x + 1; END $$")
+    psql(pg_port, "-c", "CREATE PROCEDURE touch() LANGUAGE plpgsql AS $$ BEGIN NULL; END $$")
+    mysql_cli(my_port, "CREATE TABLE people (id int primary key, name varchar(40)); "
+                       "INSERT INTO people VALUES (1, 'a'), (2, 'b'), (3, 'c'); "
+                       "CREATE PROCEDURE get_people(IN minid INT) SELECT id, name FROM people WHERE id >= minid")
+    scen: list[tuple[str, str, int, Callable[[int], None]]] = [
+        ("pg_psycopg_copy", "psycopg cursor.copy: COPY users (id, name) FROM STDIN of 3 rows, COPY users "
+                            "(id, name) TO STDOUT (4 rows), COPY FROM STDIN of a duplicate id -> 23505",
+         pg_port, lambda p: run_py(PSYCOPG_COPY, p)),
+        ("pg_psycopg_call", "psycopg: CALL add_one(41) (INOUT: one row, 42), CALL public.touch() (no result)",
+         pg_port, lambda p: run_py(PSYCOPG_CALL, p)),
+        ("my_pymysql_call", "PyMySQL: CALL get_people(1) (3 rows, then the CALL's OK), callproc('get_people', "
+                            "(2,)): SET @_get_people_0=2, CALL get_people(@_get_people_0) (2 rows, OK)",
+         my_port, lambda p: run_py(PYMYSQL_CALL, p)),
+        ("my_connector_call", "mysql-connector prepared=True: CALL get_people(?) with 1 (prepare, execute: "
+                              "3 rows, then the CALL's OK)",
+         my_port, lambda p: run_py(CONNECTOR_CALL, p)),
+    ]
+    for i, (name, note, server_port, fn) in enumerate(scen):
+        with recording(name, note, server_port, listen_port + i) as port:
+            fn(port)
+
+
+def record_copy_error(pg_port: int, listen_port: int = 18590) -> None:
+    note = "psql -c: COPY (SELECT 10 / (3 - i) FROM generate_series(1, 5) i) TO STDOUT: 2 rows out, then 22012"
+    with recording("pg_psql_copy_error", note, pg_port, listen_port) as port:
+        psql(port, "-c", "COPY (SELECT 10 / (3 - i) FROM generate_series(1, 5) i) TO STDOUT", check=False)
+
+
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase"}
+    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase", "copy_call"}
     if "pg" in which:
         with db_servers.postgres_server(18500) as pg:
             record_postgres(pg.port)
@@ -428,6 +516,10 @@ def main() -> None:
         with db_servers.postgres_server(18505) as pg, db_servers.mariadb_server(18515) as my, \
                 db_servers.redis_server(18525) as rd:
             record_lowercase(pg.port, my.port, rd.port)
+    if "copy_call" in which:
+        with db_servers.postgres_server(18506) as pg, db_servers.mariadb_server(18516) as my:
+            record_copy_call(pg.port, my.port)
+            record_copy_error(pg.port)
     if "redis_more" in which:
         with db_servers.redis_server(18524) as rm:
             record_redis_more(rm.port)

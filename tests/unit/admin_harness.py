@@ -41,6 +41,7 @@ STATUS = AgentStatus(
     exporter_last_error="",
     redacted={"email": 7},
     cpu_effort="backed off: overloaded, working 20% of the time (for 42 s in all)",
+    connections={"detected_http": 5, "detected_redis": 2, "rejected_redis": 1, "unknown": 3},
 )
 
 

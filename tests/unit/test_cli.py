@@ -62,11 +62,14 @@ def test_status_json_is_complete_and_stable(h) -> None:
         "capture",
         "layering",
         "cpu_effort",
+        "connections",
     }
+    assert doc["connections"] == {"detected_http": "5", "detected_redis": "2", "rejected_redis": "1", "unknown": "3"}
     assert doc["cpu_effort"] == "backed off: overloaded, working 20% of the time (for 42 s in all)"
     table = run(h, "status")
     assert table.returncode == 0
     assert "hostagent 9.9.9-test  up 1h02m03s  healthy: yes" in table.stdout
+    assert "\nconnections:    detected_http=5, detected_redis=2, rejected_redis=1, unknown=3\n" in table.stdout
     assert "\ncpu effort:     backed off: overloaded, working 20% of the time (for 42 s in all)\n" in table.stdout
     assert "\ndns       yes      failed    no tracepoint sys_enter_sendmmsg\n" in table.stdout
 

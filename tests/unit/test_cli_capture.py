@@ -116,6 +116,7 @@ def test_status_table_splits_capture_losses_and_shows_layering() -> None:
 
     st = pb.GetStatusResponse(
         version="1", drops={"ring_buffer": 2, "capture_truncated": 5, "capture_unpaired": 1},
+        connections={"detected_redis": 3, "rejected_redis": 1, "unknown": 2, "detected_http": 4},
         capture=pb.Capture(headers=True, bodies=True, body_max_bytes=2048),
         layering=pb.Layering(receiver_enabled=True, linking_enabled=True, sdk_requests_received=3,
                              sdk_spans_received=12, sdk_spans_enriched=7, duplicates_dropped=6, sdk_spans_held=2,
@@ -124,6 +125,7 @@ def test_status_table_splits_capture_losses_and_shows_layering() -> None:
     )
     text = status_text(st)
     assert "\ndrops:          ring_buffer=2\ncapture losses: capture_truncated=5, capture_unpaired=1\n" in text
+    assert "\nconnections:    detected_http=4, detected_redis=3, rejected_redis=1, unknown=2\n" in text
     assert text.endswith(
         "layering\n"
         "  receiver: on   linking: on\n"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import mysql, postgres
@@ -166,6 +168,67 @@ def test_mysql_pool_prepared_before_the_agent(side: str) -> None:
     assert _rows(calls, "hostagent.db.statement.id") == MY_AFTER_PREPARE
     assert {c.role for c in calls} == {Role.CLIENT if side == "client" else Role.SERVER}
     assert "db.operation.name" not in calls[0].attributes
+    # a MariaDB server, but its greeting went by: the protocol's name, and the span says it is inferred
+    assert {(c.attributes["db.system.name"], c.attributes.get("hostagent.db.system.inferred")) for c in calls} == {
+        ("mysql", True)
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "system"),
+    [
+        ("my_pymysql", 0, ("mariadb", None)),  # the greeting: 5.5.5-10.11.19-MariaDB-0+deb12u1
+        ("my_pymysql", 3, ("mysql", True)),  # from SET NAMES utf8mb4 on: no greeting
+        ("my_pymysql", 7, ("mysql", True)),  # from the SELECT on
+        ("my_connector_prepared", 11, ("mysql", True)),  # COM_STMT_EXECUTE of statements prepared unseen
+        ("my_cli_queries", 0, ("mariadb", None)),
+        # the mariadb client (Connector/C 3.3) asks for extended column metadata: its SELECTs' column
+        # definitions say MariaDB (an empty type-info string before the fixed fields)
+        ("my_cli_queries", 3, ("mariadb", None)),
+        ("my_cli_queries", 5, ("mariadb", None)),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_mysql_or_mariadb_only_from_what_only_mariadb_sends(name: str, first: int, system: tuple, side: str) -> None:
+    """The greeting, or a column definition with MariaDB's extended metadata, tells MariaDB; nothing
+    else the ordinary clients' traffic carries does: without either every span says "mysql" (the
+    protocol) and that this is inferred, never "mariadb" by guess."""
+    calls = tracked(name, first, side)
+    assert calls
+    assert {(c.attributes["db.system.name"], c.attributes.get("hostagent.db.system.inferred")) for c in calls} == {
+        system
+    }
+
+
+def test_mariadb_only_from_the_first_column_definition_that_says_so() -> None:
+    """mariadb -e 'UPDATE ...; SELECT ...' picked up at the UPDATE: its OK says nothing (mysql,
+    inferred); the SELECT's column definitions say MariaDB, for it and what follows."""
+    segs = chunks("my_cli_queries")
+    update = next(i for i, (who, d) in enumerate(segs) if who == "c" and d[5:11] == b"UPDATE")
+    select = next(i for i, (who, d) in enumerate(segs) if who == "c" and d[5:11] == b"SELECT")
+    order = segs[update : update + 2] + segs[select : select + 2]  # UPDATE and its OK, then a SELECT
+    parser = mysql.MysqlParser()
+    calls = [c for i, (who, d) in enumerate(order)
+             for c in parser.feed(Segment(Direction.EGRESS if who == "c" else Direction.INGRESS, d, len(d), i))]
+    assert [(c.name, c.attributes["db.system.name"], c.attributes.get("hostagent.db.system.inferred"))
+            for c in calls] == [("UPDATE people", "mysql", True), ("SELECT people", "mariadb", None)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("payload", "mariadb"),
+    [
+        # recorded: the mariadb client (Connector/C) asks for extended metadata, PyMySQL does not
+        (chunks("my_cli_queries")[4][1][10:10 + 0x2B], True),  # ... 02 'id' 02 'id', 00 (no type info), 0c ...
+        (chunks("my_pymysql")[8][1][9:9 + 0x2A], False),  # ... 02 'id' 02 'id', 0c ...: what MySQL sends
+        # type info "\x00\x04json" (MariaDB's JSON column): a 6-byte string, then the fixed fields
+        (b"\x03def\x04test\x01t\x01t\x01j\x01j\x06\x00\x04json\x0c" + bytes(12), True),
+        (b"\x03def\x04test\x01t\x01t\x01j\x01j\x06\x00\x04json\x0c" + bytes(11), False),  # cut short
+        (b"\x03def\x04test\x01t\x01t\x01j\x01j\x06\x00\x04json\x0d" + bytes(12), False),  # no 0x0C after it
+        (b"\x03abc\x04test\x01t\x01t\x01j\x01j\x00\x0c" + bytes(12), False),  # not a column definition
+    ],
+)  # fmt: skip
+def test_mariadb_column_definition(payload: bytes, mariadb: bool) -> None:
+    assert mysql._mariadb_column(payload) is mariadb
 
 
 def test_postgres_role_from_an_execute_and_sync_alone() -> None:
@@ -194,3 +257,26 @@ def test_postgres_takes_no_mysql_bytes(name: str, data: bytes) -> None:
 @pytest.mark.parametrize(("name", "data"), _all_chunks("pg"))
 def test_mysql_takes_no_postgres_typed_message(name: str, data: bytes) -> None:
     assert mysql.looks_like(data, Direction.EGRESS) is False
+
+
+@pytest.mark.parametrize(
+    ("data", "mysql_command"),
+    [
+        # COM_STMT_SEND_LONG_DATA (0x18) of statement 1, parameter 0, 200 bytes declared: whole, or
+        # cut by a 64-byte capture prefix
+        ((207).to_bytes(3, "little") + b"\x00\x18\x01\x00\x00\x00\x00\x00" + b"x" * 200, True),
+        (((207).to_bytes(3, "little") + b"\x00\x18\x01\x00\x00\x00\x00\x00" + b"x" * 200)[:64], True),
+        # psycopg's 'CALL public.touch()' Query: 'Q' 0 0 (length 81), sequence 0, 0x18: a 25-byte
+        # write cannot be 85 bytes cut by the capture
+        (b"Q\x00\x00\x00\x18CALL public.touch()\x00", False),
+    ],
+)  # fmt: skip
+def test_mysql_send_long_data_cut_short_only_by_the_capture(data: bytes, mysql_command: bool) -> None:
+    assert mysql.looks_like(data, Direction.EGRESS) is mysql_command
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80), st.binary(max_size=20))
+def test_mariadb_column_never_raises(head: bytes, tail: bytes) -> None:
+    mysql._mariadb_column(b"\x03def" + head + tail)
+    mysql._mariadb_column(head)

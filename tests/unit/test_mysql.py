@@ -76,6 +76,20 @@ CASES: dict[str, list[Row]] = {
         ("SELECT people", "SELECT id, name FROM people WHERE id < ?", None, 0),
         ("SELECT people", "SELECT id, name FROM people WHERE id = ?", None, 1),
     ],
+    # CALL: the procedure's result sets and its own OK end one Call (rows of every result); PyMySQL's
+    # callproc sets a user variable and CALLs the procedure by its quoted name
+    "my_pymysql_call": [
+        ("SET", "SET NAMES utf8mb4", None, None),
+        ("CALL get_people", "CALL get_people(?)", None, 3),
+        ("SET", "SET @`_get_people_0`=?", None, None),
+        ("CALL `get_people`", "CALL `get_people`(@`_get_people_0`)", None, 2),
+    ],
+    # a prepared CALL: COM_STMT_EXECUTE names the procedure from the COM_STMT_PREPARE text
+    "my_connector_call": [
+        ("SET", "SET NAMES ? COLLATE ?", None, None),
+        ("SET", "SET @@session.autocommit = ON", None, None),
+        ("CALL get_people", "CALL get_people(?)", None, 3),
+    ],
 }
 
 
@@ -98,6 +112,7 @@ def test_recorded_sessions(name: str, side: str) -> None:
         assert call.role == role
         assert call.protocol == "mysql"
         assert call.attributes["db.system.name"] == "mariadb"  # greeting: 5.5.5-10.11.19-MariaDB...
+        assert "hostagent.db.system.inferred" not in call.attributes
         assert call.attributes["db.namespace"] == "test"  # HandshakeResponse41 with CONNECT_WITH_DB
         assert call.error_type == call.attributes.get("db.response.status_code")
         assert call.start_ns <= call.end_ns
@@ -111,6 +126,19 @@ def test_recorded_sessions(name: str, side: str) -> None:
 def test_split_and_joined_reads_give_the_same_calls(name: str, mode: str) -> None:
     want = [summary(c) for c in run(MysqlParser(), segments(name))]
     assert [summary(c) for c in run(MysqlParser(), segments(name, mode=mode))] == want
+
+
+@pytest.mark.parametrize(
+    ("name", "procedures"),
+    [("my_pymysql_call", [None, "get_people", None, "`get_people`"]),
+     ("my_connector_call", [None, None, "get_people"])],
+)  # fmt: skip
+def test_call_names_its_stored_procedure(name: str, procedures: list[Optional[str]]) -> None:
+    calls = run(MysqlParser(), segments(name))
+    assert [c.attributes.get("db.stored_procedure.name") for c in calls] == procedures
+    assert [c.attributes["db.operation.name"] for c in calls if c.name.startswith("CALL")] == ["CALL"] * (
+        len(procedures) // 2
+    )
 
 
 def test_error_message_and_sqlstate() -> None:
@@ -131,7 +159,9 @@ def test_first_seen_mid_connection_unknown_capabilities() -> None:
         direction = Direction.EGRESS if who == "c" else Direction.INGRESS
         calls += parser.feed(Segment(direction, data, len(data), i))
     assert _rows(calls) == CASES["my_cli_queries"]
-    assert calls[0].attributes["db.system.name"] == "mysql"  # no greeting seen: cannot tell MariaDB
+    # no greeting seen, but the mariadb client's column definitions carry MariaDB's extended metadata
+    assert calls[0].attributes["db.system.name"] == "mariadb"
+    assert "hostagent.db.system.inferred" not in calls[0].attributes
     assert "db.namespace" not in calls[0].attributes
 
 

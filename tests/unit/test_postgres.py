@@ -50,7 +50,25 @@ CASES: dict[str, list[Row]] = {
     ],
     # COPY ... TO STDOUT: CopyOutResponse, CopyData rows, CopyDone, then CommandComplete "COPY 3"
     "pg_psql_copy": [
-        ("COPY", "COPY (SELECT id, name FROM users ORDER BY id) TO STDOUT", None, None),
+        ("COPY", "COPY (SELECT id, name FROM users ORDER BY id) TO STDOUT", None, 3),
+    ],
+    # psycopg cursor.copy: FROM STDIN (CopyInResponse, the client's CopyData, CopyDone; its tag
+    # "COPY 3" counts rows written, not returned), TO STDOUT (tag "COPY 4": returned), and a
+    # FROM STDIN that fails at CopyDone with 23505
+    "pg_psycopg_copy": [
+        ("COPY users", "COPY users (id, name) FROM STDIN", None, None),
+        ("COPY users", "COPY users (id, name) TO STDOUT", None, 4),
+        ("COPY users", "COPY users (id, name) FROM STDIN", "23505", None),
+    ],
+    # COPY TO STDOUT failing part-way (CopyOutResponse, 2 CopyData, then ErrorResponse 22012): the
+    # rows sent are not counted (CopyData is not one per row in binary), so the span says none
+    "pg_psql_copy_error": [
+        ("COPY", "COPY (SELECT ? / (? - i) FROM generate_series(?, ?) i) TO STDOUT", "22012", None),
+    ],
+    # CALL: the span is named after the stored procedure; an INOUT parameter returns one row
+    "pg_psycopg_call": [
+        ("CALL add_one", "CALL add_one($1)", None, 1),
+        ("CALL public.touch", "CALL public.touch()", None, None),
     ],
     # psycopg prepare_threshold=0: named statements _pg3_0.. prepared (Parse+Sync) then
     # Bind/Describe/Execute/Sync; the failing one fails at Parse with 42P01
@@ -119,6 +137,14 @@ def test_recorded_sessions(name: str, side: str) -> None:
 def test_split_and_joined_reads_give_the_same_calls(name: str, mode: str) -> None:
     want = [summary(c) for c in run(PostgresParser(), segments(name))]
     assert [summary(c) for c in run(PostgresParser(), segments(name, mode=mode))] == want
+
+
+def test_call_names_its_stored_procedure() -> None:
+    calls = run(PostgresParser(), segments("pg_psycopg_call"))
+    assert [(c.attributes["db.operation.name"], c.attributes["db.stored_procedure.name"]) for c in calls] == [
+        ("CALL", "add_one"), ("CALL", "public.touch"),
+    ]  # fmt: skip
+    assert "db.collection.name" not in calls[0].attributes
 
 
 def test_pipeline_error_skips_until_sync_and_counts() -> None:

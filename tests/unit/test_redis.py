@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostagent.capture.tracker import ConnectionTracker
 from hostagent.model import Direction, Role, Segment
 from hostagent.protocols import redis, resp
 from hostagent.protocols.redis import RedisParser, looks_like
+from hostagent.protocols.registry import PROTOCOLS
 from tests.support.db_fixtures import chunks, cut_at, run, segments, summary, tracked
 
 Names = list[tuple[str, Optional[str]]]  # span name, error type
@@ -385,6 +387,19 @@ def test_connection_answered_in_no_resp_is_not_redis(name: str, side: str, mode:
 def test_not_redis_through_the_capture_stage(name: str, side: str) -> None:
     """Detection included (every protocol enabled): no Call of any protocol comes of them."""
     assert tracked(name, 0, side) == []
+
+
+@pytest.mark.parametrize("name", NOT_REDIS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_not_redis_is_muted_and_counted_next_to_the_detections(name: str, side: str) -> None:
+    """Judged not Redis: the kernel is told to stop copying the socket's bytes (once), and the
+    capture stage counts it as rejected Redis and unknown, not as a protocol upgrade."""
+    muted: list[tuple[int, int]] = []
+    t = ConnectionTracker(lambda: PROTOCOLS, on_mute=lambda pid, fd: muted.append((pid, fd)))
+    assert tracked(name, 0, side, t) == []
+    assert muted == [(4242, 7)]
+    stats = t.stats()
+    assert (stats["detected_redis"], stats["rejected_redis"], stats["unknown"], stats["upgraded"]) == (1, 1, 1, 0)
 
 
 def test_resp_reply_after_a_first_reply_split_anywhere_is_still_redis() -> None:

@@ -13,6 +13,7 @@ from hostagent.protocols.sql import (
     scrub_error_message,
     span_name,
     split_statements,
+    statement_shape,
     tokenize,
     use_database,
 )
@@ -95,6 +96,24 @@ def test_split_statements(sql: str, expected: list[str]) -> None:
 def test_operation_and_collection(sql: str, op: str, collection: str) -> None:
     dialect = "mysql" if "`" in sql else "postgresql"
     assert operation_and_collection(sql, dialect) == (op, collection)
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "shape"),
+    [
+        ("CALL add_one($1)", "postgresql", ("CALL", None, "add_one")),
+        ("call Public.Touch()", "postgresql", ("CALL", None, "Public.Touch")),  # as written
+        ('CALL "My Proc"(1)', "postgresql", ("CALL", None, '"My Proc"')),
+        ("CALL get_people(?)", "mysql", ("CALL", None, "get_people")),
+        ("CALL `get_people`(@`_get_people_0`)", "mysql", ("CALL", None, "`get_people`")),
+        ("CALL shop.restock", "mysql", ("CALL", None, "shop.restock")),  # MySQL: no parentheses needed
+        ("CALL", "mysql", ("CALL", None, None)),
+        ("SELECT * FROM users", "postgresql", ("SELECT", "users", None)),
+        ("SELECT call FROM t", "postgresql", ("SELECT", "t", None)),
+    ],
+)  # fmt: skip
+def test_statement_shape_names_the_stored_procedure(sql: str, dialect: str, shape: tuple) -> None:
+    assert statement_shape(sql, dialect) == shape
 
 
 def test_span_name() -> None:

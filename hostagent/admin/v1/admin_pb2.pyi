@@ -23,7 +23,7 @@ class ProbeState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "kernel_release", "kernel_headers", "probes", "events_per_second", "spans_exported", "drops", "exporter_endpoint", "exporter_last_error", "sampling", "redaction", "redacted", "settings_generation", "healthy", "runtime_overrides", "capture", "layering", "cpu_effort")
+    __slots__ = ("version", "uptime_seconds", "kernel_release", "kernel_headers", "probes", "events_per_second", "spans_exported", "drops", "exporter_endpoint", "exporter_last_error", "sampling", "redaction", "redacted", "settings_generation", "healthy", "runtime_overrides", "capture", "layering", "cpu_effort", "connections")
     class DropsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,13 @@ class GetStatusResponse(_message.Message):
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     class RedactedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ConnectionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +64,7 @@ class GetStatusResponse(_message.Message):
     CAPTURE_FIELD_NUMBER: _ClassVar[int]
     LAYERING_FIELD_NUMBER: _ClassVar[int]
     CPU_EFFORT_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     kernel_release: str
@@ -76,7 +84,8 @@ class GetStatusResponse(_message.Message):
     capture: Capture
     layering: Layering
     cpu_effort: str
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., kernel_release: _Optional[str] = ..., kernel_headers: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[ProbeState, _Mapping]]] = ..., events_per_second: _Optional[float] = ..., spans_exported: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., exporter_endpoint: _Optional[str] = ..., exporter_last_error: _Optional[str] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., redaction: _Optional[_Union[Redaction, _Mapping]] = ..., redacted: _Optional[_Mapping[str, int]] = ..., settings_generation: _Optional[int] = ..., healthy: _Optional[bool] = ..., runtime_overrides: _Optional[bool] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ..., layering: _Optional[_Union[Layering, _Mapping]] = ..., cpu_effort: _Optional[str] = ...) -> None: ...
+    connections: _containers.ScalarMap[str, int]
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., kernel_release: _Optional[str] = ..., kernel_headers: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[ProbeState, _Mapping]]] = ..., events_per_second: _Optional[float] = ..., spans_exported: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., exporter_endpoint: _Optional[str] = ..., exporter_last_error: _Optional[str] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., redaction: _Optional[_Union[Redaction, _Mapping]] = ..., redacted: _Optional[_Mapping[str, int]] = ..., settings_generation: _Optional[int] = ..., healthy: _Optional[bool] = ..., runtime_overrides: _Optional[bool] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ..., layering: _Optional[_Union[Layering, _Mapping]] = ..., cpu_effort: _Optional[str] = ..., connections: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Layering(_message.Message):
     __slots__ = ("receiver_enabled", "linking_enabled", "sdk_requests_received", "sdk_spans_received", "sdk_spans_enriched", "duplicates_dropped", "sdk_spans_held", "agent_spans_held", "requests_forwarded", "hold_overflow", "thread_links", "peer_links", "counters")
