@@ -829,8 +829,11 @@ static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
     if (!si)
         return 0;
     u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
-    if (muted.lookup(&key))
+    if (muted.lookup(&key)) {
+        if (si->h2)  /* its frames go by unwalked: where the next one starts is unknown */
+            si->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
         return 0;
+    }
     if (shed()) {
         si->lost++;  /* its next event tells the parser that a call is missing before it */
         return 0;
@@ -1087,6 +1090,12 @@ static __always_inline int h2_finish(struct scratch *s) {
         } else {
             e->h2 |= H2_CONN | lost_bit;
         }
+        if (e->lost != e->h2_lost) {  /* the other direction resynchronises on its own */
+            e->h2_lost = e->lost;
+            e->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
+            if (w->state == H2W_DONE)
+                e->h2 &= ~lost_bit;
+        }
     }
     u32 captured = w->captured;  /* head and tail, as emit_data would have sent them */
     if (moved > w->head && !(w->start == moved && w->state != H2W_DONE)) {
@@ -1171,6 +1180,7 @@ static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
             e->h2 = H2_CONN;
             e->h2_left[0] = 0;
             e->h2_left[1] = 0;
+            e->h2_lost = e->lost;
         }
     }
     if (!(h2 & lost_bit) && left >= moved) {
@@ -1229,6 +1239,8 @@ static __always_inline void h2_note(struct scratch *s, u64 id, u32 fd, struct so
     w->key = (id & 0xffffffff00000000ULL) | fd;
     w->dir = dir;
     w->h2 = si->h2;
+    if (si->lost != si->h2_lost)  /* calls went by unwalked (shed, refused): the frames' place is unknown */
+        w->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
     w->left = dir == DIR_INGRESS ? si->h2_left[1] : si->h2_left[0];
     w->named = si->named;
     w->vbase = buf;

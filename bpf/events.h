@@ -172,7 +172,9 @@ struct sock_info {
     unsigned char h2;              /* 63 H2_* bits: an HTTP/2 connection (its preface went by) */
     unsigned short shed_seen;      /* 64 the socket's shed mark (capture.c: shed_marks) when its last
                                          call was captured on the socket path */
-    unsigned short _pad1[3];       /* 66 */
+    unsigned short h2_lost;        /* 66 `lost` when h2_left was last set: calls lost since (shed, or
+                                         refused by the ring) leave it unknown where frames start */
+    unsigned short _pad1[2];       /* 68 */
     unsigned int h2_left[2];       /* 72 per direction: bytes of the frame in progress still to come
                                          before the next frame header (H2_LOST_*: unknown) */
 };                                 /* 80 */

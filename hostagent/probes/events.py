@@ -64,7 +64,8 @@ class SockInfo(c.Structure):
         ("named", c.c_uint8),
         ("h2", c.c_uint8),
         ("shed_seen", c.c_uint16),
-        ("_pad1", c.c_uint16 * 3),
+        ("h2_lost", c.c_uint16),
+        ("_pad1", c.c_uint16 * 2),
         ("h2_left", c.c_uint32 * 2),
     )
 

@@ -35,7 +35,7 @@ def test_layout_matches_the_c_comments() -> None:
     assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
     assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 104
     assert ctypes.sizeof(ev.SockInfo) == 80
-    assert (ev.SockInfo.h2.offset, ev.SockInfo.h2_left.offset) == (63, 72)
+    assert (ev.SockInfo.h2.offset, ev.SockInfo.h2_lost.offset, ev.SockInfo.h2_left.offset) == (63, 66, 72)
     assert ctypes.sizeof(ev.RecentFds) == 24
     assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sHH16s"
 
