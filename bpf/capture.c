@@ -912,7 +912,7 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
  * the head hands on the headers of the frames from the head's cut to its end and the payloads of
  * all but DATA (struct h2_block, bpf/events.h) in place of its tail; every call moves h2_left on,
  * so the next one knows where its first frame starts (a read may begin inside a frame).
- * Cost: a call on any other socket pays a compare (sock_info.h2, or a first byte 'P'); a call that
+ * Cost: a call on any other socket pays two compares (sock_info.h2, its first 8 bytes); a call that
  * lies inside one frame (most reads of a big message) a subtraction; the rest are walked by a
  * program of their own, tail-called (bcc 0.26 cannot relocate bpf_loop callbacks): H2_ROUNDS
  * steps a program, the state in the CPU's scratch, the same program tail-called again while steps
@@ -1306,7 +1306,9 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
     /* A tail right after the head makes the call whole: plain payload, no tail to tell apart */
     h->tail_len = from == MAX_PAYLOAD ? 0 : tail;
     h->captured_len = len + tail;
-    if (si->h2 || (len >= 24 && s->data[0] == 'P')) {  /* HTTP/2, or its preface perhaps */
+    /* HTTP/2, or its preface: any other call pays these compares (an HTTP/1 POST or a PostgreSQL
+     * Parse starts with 'P' too, hence all 8 bytes) */
+    if (si->h2 || (len >= 24 && *(u64 *)s->data == H2_PREFACE)) {
         h2_note(s, id, a->fd, si, a->direction, buf, iov, iovcnt, ret, len, len + tail);
         h2_begin(ctx, raw, s);
     }
