@@ -167,12 +167,49 @@ struct accepted_end {
     u64 sk;
 };
 
+/* The state of an HTTP/2 frame walk (see "HTTP/2 frame chains"), kept in the CPU's scratch from
+ * the data program to the walker program it tail-calls, and from one run of that to the next. */
+struct h2_walk {
+    u64 key;        /* the socket's entry */
+    u64 iov;        /* iovec array; 0: one buffer (vbase, vlen) */
+    u64 cnt;        /* iovecs */
+    u64 moved;      /* the call's bytes */
+    u64 head;       /* frames that end inside the head are in the event already */
+    u64 at;         /* where the next frame header starts */
+    u64 vbase;      /* the current iovec */
+    u64 vlen;
+    u64 vpos;       /* where the current iovec starts in the call's bytes */
+    u64 copy_at;    /* a non-DATA payload being copied: from here, this many bytes */
+    u64 copy_left;
+    u32 idx;        /* the current iovec's index */
+    u32 hgot;       /* bytes of the frame header at `at` read so far (into scratch.h2hdr) */
+    u32 out;        /* frame block bytes written after struct h2_block */
+    u32 state;      /* H2W_* */
+    u32 start;      /* where the first frame of the block starts; moved: none */
+    u32 from;       /* where the call's first frame starts */
+    u32 frames;
+    u32 full;       /* the block had no room for a frame: the rest is not in it */
+    u32 strict;     /* the first header ends a loss: only a plausible one is taken */
+    u32 small;      /* the call is whole in the head: walked there */
+    u32 calls;      /* walker runs so far */
+    u32 captured;   /* the event's payload (head and tail) before the walk */
+    u32 left;       /* the entry's h2_left of the direction, as the event was built */
+    u8 dir;
+    u8 named;       /* the entry's named, as the event was built */
+    u8 h2;          /* the entry's h2, as the event was built */
+    u8 _pad;
+};
+
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
  * length that are each only known to the verifier as <= MAX_PAYLOAD, and for the tail's offset
  * and length (each <= TAIL_BYTES <= MAX_PAYLOAD) after a head of MAX_PAYLOAD. */
 struct scratch {
     struct event_hdr hdr;
-    u8 data[2 * MAX_PAYLOAD + TAIL_BYTES];
+    /* the head, then the tail or an HTTP/2 frame block (h2_walk: an offset and a length each
+     * bounded by H2_BLOCK) */
+    u8 data[MAX_PAYLOAD + (MAX_PAYLOAD + TAIL_BYTES > 2 * H2_BLOCK ? MAX_PAYLOAD + TAIL_BYTES : 2 * H2_BLOCK)];
+    u8 h2hdr[32];  /* the frame header a walk is reading (it may span two iovecs) */
+    struct h2_walk h2w;
     u32 submits;   /* records this CPU submitted (see submit) */
     u32 walk_off;  /* walk_iov's offset and bytes left between iterations (see there) */
     u64 walk_left;
@@ -433,8 +470,8 @@ static __always_inline int submit(struct scratch *s, u32 captured) {
         flags = BPF_RB_FORCE_WAKEUP;  /* the ring is filling: do not wait for the timer */
     u64 len = captured;
     asm volatile("" : "+r"(len));  /* bound the very register passed to the helper */
-    if (len > MAX_PAYLOAD + TAIL_BYTES)
-        len = MAX_PAYLOAD + TAIL_BYTES;
+    if (len > MAX_PAYLOAD + PAYLOAD_EXTRA)
+        len = MAX_PAYLOAD + PAYLOAD_EXTRA;
     if (events.ringbuf_output(s, sizeof(struct event_hdr) + len, flags) != 0) {
         count_drop(DROP_RINGBUF_FULL);
         s->shed = 0;
@@ -792,8 +829,11 @@ static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
     if (!si)
         return 0;
     u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
-    if (muted.lookup(&key))
+    if (muted.lookup(&key)) {
+        if (si->h2)  /* its frames go by unwalked: where the next one starts is unknown */
+            si->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
         return 0;
+    }
     if (shed()) {
         si->lost++;  /* its next event tells the parser that a call is missing before it */
         return 0;
@@ -863,9 +903,357 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
     return 0;
 }
 
+/* ---- HTTP/2 frame chains -------------------------------------------------------------------
+ * A big write on an HTTP/2 connection carries many frames (grpcio: HEADERS, WINDOW_UPDATE and a
+ * 100 KB DATA frame per concurrent call, 400 KB in one sendmsg); a header block in the middle of
+ * it is neither in the head nor in the tail, and without it every later header block of the
+ * connection refers to HPACK entries the parser never saw. So on a connection whose preface went
+ * by (sock_info.h2) each call's frames are followed by their 9-byte headers: a call larger than
+ * the head hands on the headers of the frames from the head's cut to its end and the payloads of
+ * all but DATA (struct h2_block, bpf/events.h) in place of its tail; every call moves h2_left on,
+ * so the next one knows where its first frame starts (a read may begin inside a frame).
+ * Cost: a call on any other socket pays two compares (sock_info.h2, its first 8 bytes); a call that
+ * lies inside one frame (most reads of a big message) a subtraction; the rest are walked by a
+ * program of their own, tail-called (bcc 0.26 cannot relocate bpf_loop callbacks): H2_ROUNDS
+ * steps a program, the state in the CPU's scratch, the same program tail-called again while steps
+ * remain (at most H2_CALLS times, the kernel's tail-call limit bounds it anyway); verified once,
+ * a few thousand instructions, whatever the number of frames. A small call (whole in the head)
+ * is walked in its copy, without helper calls. What cannot be followed (a fault, the limits, a
+ * full block) is counted (DROP_H2_UNWALKED) and the parser loses sync as it would have.
+ * Connections picked up after their preface are not followed: the tail serves them, as before. */
+#define H2_PREFACE 0x5448202a20495250ULL  /* "PRI * HT", little endian */
+#define H2_HDR 9
+#define H2_DATA 0
+#define H2_ROUNDS 32               /* walk steps per program run */
+#define H2_CALLS 30                /* program runs per call: 960 steps, ~300 frames of a writev
+                                      whose headers and payloads are iovecs of their own */
+#define H2_OUT (H2_BLOCK - (u32)sizeof(struct h2_block))
+#define H2W_WALKING 0
+#define H2W_DONE 1                 /* the frames reached the call's end */
+#define H2W_LOST 2                 /* the chain broke (a fault, an implausible header, limits) */
+
+/* The walker programs, by the type of the program that tail-calls them (a program array serves
+ * one program type). The loader puts sock__h2_walk_raw / sock__h2_walk_tp at index 0. */
+BPF_PROG_ARRAY(h2_walk_raw, 1);
+BPF_PROG_ARRAY(h2_walk_tp, 1);
+
+/* A frame header a peer may send where the chain's position is a guess (RFC 9113 4.1, 6): a
+ * defined type, no frame on a stream but the connection's own ones on stream 0. */
+static __always_inline int h2_plausible(u8 type, u32 len, u32 sid) {
+    if (type > 9 || len > (1 << 20))
+        return 0;
+    if (type == 4 || type == 6 || type == 7)  /* SETTINGS, PING, GOAWAY */
+        return sid == 0;
+    return type == 8 || sid != 0;             /* WINDOW_UPDATE: either */
+}
+
+static __always_inline void h2_set_left(struct sock_info *e, u8 dir, u32 left) {
+    if (dir == DIR_INGRESS)  /* by name, not index: clang would build the address with an `|` */
+        e->h2_left[1] = left;
+    else
+        e->h2_left[0] = left;
+}
+
+/* Takes the frame header now in s->h2hdr: emits it (and arranges its payload's copy) when the
+ * frame does not end inside the head, then moves on to the next frame. */
+static __always_inline void h2_frame(struct h2_walk *w, struct scratch *s) {
+    u32 len = ((u32)s->h2hdr[0] << 16) | ((u32)s->h2hdr[1] << 8) | s->h2hdr[2];
+    u8 type = s->h2hdr[3];
+    u32 sid = (((u32)s->h2hdr[5] & 0x7f) << 24) | ((u32)s->h2hdr[6] << 16) | ((u32)s->h2hdr[7] << 8) |
+              s->h2hdr[8];
+    if (w->strict && !h2_plausible(type, len, sid)) {
+        w->state = H2W_LOST;
+        return;
+    }
+    w->strict = 0;
+    u64 at = w->at;
+    u64 end = at + H2_HDR + len;
+    w->at = end;
+    w->hgot = 0;
+    if (end <= w->head || w->full)
+        return;
+    u64 body = type == H2_DATA ? 0 : len;
+    if (at + H2_HDR + body > w->moved)
+        body = w->moved - at - H2_HDR;  /* the rest of it is the next call's */
+    u32 out = w->out;
+    if (out > H2_OUT || H2_HDR + body > H2_OUT - out) {
+        w->full = 1;  /* no room: the frames from here on are not in the block */
+        return;
+    }
+    asm volatile("" : "+r"(out));
+    if (out > H2_OUT)
+        return;
+    bpf_probe_read_kernel(&s->data[MAX_PAYLOAD + sizeof(struct h2_block) + out], H2_HDR, s->h2hdr);
+    w->out = out + H2_HDR;
+    if (w->start == w->moved)
+        w->start = at;
+    w->frames++;
+    w->copy_at = at + H2_HDR;
+    w->copy_left = body;
+}
+
+/* One step of the walk over user memory: the next iovec, a piece of a frame header, or a piece
+ * of a payload to copy. Returns 0 when the walk is over (w->state says how). */
+static __always_inline int h2_step(struct h2_walk *w, struct scratch *s) {
+    if (!w->copy_left && !w->hgot && w->at >= w->moved) {
+        w->state = H2W_DONE;
+        return 0;
+    }
+    u64 end = w->vpos + w->vlen;
+    if (end > w->moved)
+        end = w->moved;
+    u64 want = w->copy_left ? w->copy_at : w->at + w->hgot;
+    if (want >= end) {  /* on to the next iovec */
+        if (!w->iov || w->idx + 1 >= w->cnt || end >= w->moved) {
+            w->state = H2W_LOST;  /* a frame header cut by the call's end: the next start is unknown */
+            return 0;
+        }
+        w->vpos += w->vlen;
+        w->idx++;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + (u64)w->idx * sizeof(v))) != 0) {
+            w->state = H2W_LOST;
+            return 0;
+        }
+        w->vbase = v.base;
+        w->vlen = v.len;
+        return 1;
+    }
+    u64 n = end - want;
+    u64 src = w->vbase + (want - w->vpos);
+    if (w->copy_left) {
+        if (n > w->copy_left)
+            n = w->copy_left;
+        u32 out = w->out;
+        asm volatile("" : "+r"(n));
+        asm volatile("" : "+r"(out));
+        if (n > H2_OUT || out > H2_OUT ||
+            bpf_probe_read_user(&s->data[MAX_PAYLOAD + sizeof(struct h2_block) + out], n, (void *)src) != 0) {
+            w->state = H2W_LOST;  /* h2_frame made room for it: only a fault gets here */
+            return 0;
+        }
+        w->out = out + (u32)n;
+        w->copy_at += n;
+        w->copy_left -= n;
+        return 1;
+    }
+    u32 got = w->hgot & 15;  /* < H2_HDR; the mask is what the verifier sees (h2hdr holds 15 + 9) */
+    if (n > H2_HDR - got)
+        n = H2_HDR - got;
+    asm volatile("" : "+r"(n));
+    if (got >= H2_HDR || n > H2_HDR || bpf_probe_read_user(&s->h2hdr[got], n, (void *)src) != 0) {
+        w->state = H2W_LOST;
+        return 0;
+    }
+    w->hgot = got + (u32)n;
+    if (w->hgot == H2_HDR)
+        h2_frame(w, s);  /* else the header goes on in the next iovec */
+    return w->state == H2W_WALKING;
+}
+
+/* One step of the walk over a call captured whole (its copy in s->data): no helper call. */
+static __always_inline int h2_small_step(struct h2_walk *w, struct scratch *s) {
+    u64 at = w->at;
+    if (at >= w->moved) {
+        w->state = H2W_DONE;
+        return 0;
+    }
+    if (at + H2_HDR > w->moved || at > MAX_PAYLOAD - H2_HDR) {
+        w->state = H2W_LOST;  /* a frame header cut by the call's end */
+        return 0;
+    }
+    u8 *h = &s->data[at];
+    u32 len = ((u32)h[0] << 16) | ((u32)h[1] << 8) | h[2];
+    if (w->strict) {
+        u32 sid = (((u32)h[5] & 0x7f) << 24) | ((u32)h[6] << 16) | ((u32)h[7] << 8) | h[8];
+        if (!h2_plausible(h[3], len, sid)) {
+            w->state = H2W_LOST;
+            return 0;
+        }
+        w->strict = 0;
+    }
+    w->at = at + H2_HDR + len;
+    return 1;
+}
+
+/* The event's last words once the walk is over: where the next call's first frame starts, the
+ * frame block in place of the tail (a big call), and the record itself. */
+static __always_inline int h2_finish(struct scratch *s) {
+    struct h2_walk *w = &s->h2w;
+    u64 moved = w->moved;
+    u8 lost_bit = H2_LOST_EGRESS << (w->dir & 1);
+    struct sock_info *e = sockets.lookup(&w->key);
+    if (e) {
+        if (w->state == H2W_DONE) {
+            e->h2 = (e->h2 | H2_CONN) & ~lost_bit;
+            h2_set_left(e, w->dir, w->at - moved);
+        } else {
+            e->h2 |= H2_CONN | lost_bit;
+        }
+        if (e->lost != e->h2_lost) {  /* the other direction resynchronises on its own */
+            e->h2_lost = e->lost;
+            e->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
+            if (w->state == H2W_DONE)
+                e->h2 &= ~lost_bit;
+        }
+    }
+    u32 captured = w->captured;  /* head and tail, as emit_data would have sent them */
+    if (moved > w->head && !(w->start == moved && w->state != H2W_DONE)) {
+        struct h2_block b = {};
+        b.start = w->start;
+        b.from = w->from;
+        b.complete = w->state == H2W_DONE && !w->full;
+        b.frames = w->frames;
+        if (!b.complete)
+            count_drop(DROP_H2_UNWALKED);
+        __builtin_memcpy(&s->data[MAX_PAYLOAD], &b, sizeof(b));
+        u32 out = w->out;
+        if (out > H2_OUT)
+            out = H2_OUT;
+        u32 blk = sizeof(b) + out;
+        s->hdr.tail_len = blk | TAIL_IS_FRAMES;
+        captured = w->head + blk;
+    } else if (w->state != H2W_DONE && moved > w->head) {
+        count_drop(DROP_H2_UNWALKED);  /* lost at its first frame: the tail stays */
+    }
+    s->hdr.captured_len = captured;
+    if (submit(s, captured) == 0 && !w->named && e)
+        e->named = 1;
+    return 0;
+}
+
+/* A walker program's run: H2_ROUNDS steps, then itself again, or the end. */
+static __always_inline int h2_walk_run(void *ctx, int raw) {
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch *s = scratch_buf.lookup(&cpu);
+    if (!s)
+        return 0;
+    struct h2_walk *w = &s->h2w;
+    int more = 1;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < H2_ROUNDS; i++) {
+        more = w->small ? h2_small_step(w, s) : h2_step(w, s);
+        if (!more)
+            break;
+    }
+    if (more) {
+        if (w->calls++ < H2_CALLS) {
+            if (raw)
+                h2_walk_raw.call(ctx, 0);
+            else
+                h2_walk_tp.call(ctx, 0);
+        }
+        w->state = H2W_LOST;  /* out of steps (or the tail call failed) */
+    }
+    return h2_finish(s);
+}
+
+int sock__h2_walk_raw(struct bpf_raw_tracepoint_args *ctx) {
+    return h2_walk_run(ctx, 1);
+}
+int sock__h2_walk_tp(void *ctx) {
+    return h2_walk_run(ctx, 0);
+}
+
+/* The walk of a call on an HTTP/2 connection (or one whose first bytes may be its preface), set
+ * up in the scratch and handed to the walker program. The caller put the call's facts in s->h2w
+ * (h2_note) and they are read back from there: the verifier does not track a map value, so every
+ * path of the head and tail copies reaches this one in the same state and all but one are pruned
+ * (taken as arguments, they multiplied sock__exit_data's paths past the 1M-instruction budget).
+ * Returns only when the caller is to submit the event itself (nothing to walk, or no walker). */
+static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
+    struct h2_walk *w = &s->h2w;
+    u8 dir = *(volatile u8 *)&w->dir;
+    u8 h2 = *(volatile u8 *)&w->h2;
+    u32 left = *(volatile u32 *)&w->left;
+    u64 moved = *(volatile u64 *)&w->moved;
+    u64 head = *(volatile u64 *)&w->head;
+    u8 lost_bit = H2_LOST_EGRESS << (dir & 1);
+    if (!(h2 & H2_CONN)) {
+        /* the preface: both directions start with a frame, this one after it */
+        if (head < 24 || *(u64 *)s->data != H2_PREFACE)
+            return;
+        h2 = H2_CONN;
+        left = 24;
+        struct sock_info *e = sockets.lookup(&w->key);  /* the syscall path has a copy of it */
+        if (e) {
+            e->h2 = H2_CONN;
+            e->h2_left[0] = 0;
+            e->h2_left[1] = 0;
+            e->h2_lost = e->lost;
+        }
+    }
+    if (!(h2 & lost_bit) && left >= moved) {
+        /* inside one frame: the common case of a big message's reads costs this */
+        struct sock_info *e = sockets.lookup(&w->key);
+        if (e)
+            h2_set_left(e, dir, left - moved);
+        return;
+    }
+    if (head != moved && head != MAX_PAYLOAD) {
+        struct sock_info *e = sockets.lookup(&w->key);  /* the head itself is short (a fault) */
+        if (e)
+            e->h2 |= lost_bit;
+        return;
+    }
+    w->start = moved;
+    w->at = h2 & lost_bit ? 0 : left;
+    w->from = w->at;
+    w->strict = h2 & lost_bit ? 1 : 0;
+    w->small = moved <= head;
+    w->hgot = 0;
+    w->out = 0;
+    w->state = H2W_WALKING;
+    w->frames = 0;
+    w->full = 0;
+    w->calls = 0;
+    w->copy_left = 0;
+    w->copy_at = 0;
+    w->idx = 0;
+    w->vpos = 0;
+    u64 iov = *(volatile u64 *)&w->iov;
+    if (iov && !w->small) {
+        struct u_iovec v = {};
+        if (!w->cnt || bpf_probe_read_user(&v, sizeof(v), (void *)iov) != 0)
+            return;
+        w->vbase = v.base;
+        w->vlen = v.len;
+    } else {
+        w->iov = 0;
+        w->cnt = 1;
+        w->vlen = moved;  /* vbase: the buffer, as h2_note put it */
+    }
+    if (raw)
+        h2_walk_raw.call(ctx, 0);
+    else
+        h2_walk_tp.call(ctx, 0);
+    struct sock_info *e = sockets.lookup(&w->key);  /* no walker loaded: the event goes as it is */
+    if (e)
+        e->h2 |= H2_CONN | lost_bit;
+}
+
+/* The facts of a call h2_begin works from, into s->h2w (see there). */
+static __always_inline void h2_note(struct scratch *s, u64 id, u32 fd, struct sock_info *si, u8 dir, u64 buf,
+                                    u64 iov, u64 iovcnt, u64 moved, u32 head, u32 captured) {
+    struct h2_walk *w = &s->h2w;
+    w->key = (id & 0xffffffff00000000ULL) | fd;
+    w->dir = dir;
+    w->h2 = si->h2;
+    if (si->lost != si->h2_lost)  /* calls went by unwalked (shed, refused): the frames' place is unknown */
+        w->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
+    w->left = dir == DIR_INGRESS ? si->h2_left[1] : si->h2_left[0];
+    w->named = si->named;
+    w->vbase = buf;
+    w->iov = buf ? 0 : iov;
+    w->cnt = iovcnt;
+    w->moved = moved;
+    w->head = head;
+    w->captured = captured;
+}
+
 /* One DATA event for a call that moved ret > 0 bytes: the header from the socket's entry, a
  * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring. */
-static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_info *si, long ret,
+static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct inflight *a, struct sock_info *si, long ret,
                                      u64 ts) {
     struct scratch *s = new_data_event(id, si, a->op, a->direction, ts, ret);
     if (!s)
@@ -918,13 +1306,19 @@ static __always_inline int emit_data(u64 id, struct inflight *a, struct sock_inf
     /* A tail right after the head makes the call whole: plain payload, no tail to tell apart */
     h->tail_len = from == MAX_PAYLOAD ? 0 : tail;
     h->captured_len = len + tail;
-    if (submit(s, len + tail) == 0 && !si->named)
+    /* HTTP/2, or its preface: any other call pays these compares (an HTTP/1 POST or a PostgreSQL
+     * Parse starts with 'P' too, hence all 8 bytes) */
+    if (si->h2 || (len >= 24 && *(u64 *)s->data == H2_PREFACE)) {
+        h2_note(s, id, a->fd, si, a->direction, buf, iov, iovcnt, ret, len, len + tail);
+        h2_begin(ctx, raw, s);
+    }
+    if (submit(s, *(volatile u32 *)&h->captured_len) == 0 && !si->named)
         name_entry(id, a->fd);  /* si may be this call's copy of the entry (syscall path) */
     return 0;
 }
 
 /* The event(s) for the call whose arguments this thread's slot held (taken into *a). */
-static __always_inline int finish_data(u64 id, struct inflight *a, long ret) {
+static __always_inline int finish_data(void *ctx, u64 id, struct inflight *a, long ret) {
     if (ret <= 0 || a->op < OP_READ || a->op > OP_SENDFILE)
         return 0;
     /* a->si: the entry as sys_enter saw it (closed by another thread meanwhile: still its bytes) */
@@ -933,15 +1327,15 @@ static __always_inline int finish_data(u64 id, struct inflight *a, long ret) {
     /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
      * before the writer's syscall does, and a server's span must end before its client's. */
     u64 ts = a->direction == DIR_EGRESS ? a->ts : bpf_ktime_get_ns();
-    return emit_data(id, a, &a->si, ret, ts);
+    return emit_data(ctx, 0, id, a, &a->si, ret, ts);
 }
 
-static __always_inline int exit_data(long ret) {
+static __always_inline int exit_data(void *ctx, long ret) {
     u64 id = bpf_get_current_pid_tgid();
     struct inflight a;
     if (!take(id, &a))
         return 0;
-    return finish_data(id, &a, ret);
+    return finish_data(ctx, id, &a, ret);
 }
 
 int sock__enter_read(struct tracepoint__syscalls__sys_enter_read *args) {
@@ -986,7 +1380,7 @@ int sock__enter_sendfile64(struct tracepoint__syscalls__sys_enter_sendfile64 *ar
 
 /* One exit program serves every data syscall: the saved op says which it was. */
 int sock__exit_data(struct tracepoint__syscalls__sys_exit_read *args) {
-    return exit_data(args->ret);
+    return exit_data(args, args->ret);
 }
 
 /* ---- socket lifecycle ---------------------------------------------------------------------- */
@@ -1634,7 +2028,7 @@ static __always_inline void ends_from_handshake(u64 sk, struct sock_info *si) {
     ends_by_sk.delete(&sk);
 }
 
-static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
+static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 dir) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID || (dir == DIR_INGRESS && not_the_streams_bytes(flags)))
@@ -1714,7 +2108,7 @@ static __always_inline int sock_data(u64 sk, long ret, int flags, u8 dir) {
             __sync_fetch_and_add(pending, 1);
         return 0;
     }
-    return emit_data(id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
+    return emit_data(ctx, 1, id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
 }
 
 /* sys_exit of recvfrom/recvmsg on the socket path: emits a datagram receive sock_data deferred. */
@@ -1728,13 +2122,13 @@ int sock__exit_dgram(struct tracepoint__syscalls__sys_exit_recvfrom *args) {
     if (!take(id, &a))
         return 0;
     __sync_fetch_and_add(pending, -1);
-    return finish_data(id, &a, args->ret);
+    return finish_data(args, id, &a, args->ret);
 }
 
 /* raw tracepoint arguments: (struct sock *sk, int ret, int flags) */
 int sock__send_length(struct bpf_raw_tracepoint_args *ctx) {
-    return sock_data(ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_EGRESS);
+    return sock_data(ctx, ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_EGRESS);
 }
 int sock__recv_length(struct bpf_raw_tracepoint_args *ctx) {
-    return sock_data(ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_INGRESS);
+    return sock_data(ctx, ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_INGRESS);
 }

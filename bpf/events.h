@@ -11,6 +11,13 @@
  * ends with the frames that close its streams (gRPC trailers): without them the connection's
  * HPACK table is lost for good (see hostagent/protocols/http2_frames.py).
  *
+ * On an HTTP/2 connection (sock_info.h2) the frames of such a call are followed instead, from
+ * the first one that does not end inside the head to the call's end, and the tail is replaced by
+ * a frame block (hdr.tail_len = its length | TAIL_IS_FRAMES): struct h2_block, then per frame its
+ * 9-byte header as on the wire, followed by its payload unless it is DATA (whose payload is not
+ * copied). Header blocks anywhere in a write of any size (HEADERS of later streams in a
+ * multi-stream gRPC write) and every frame boundary are known that way.
+ *
  * hostagent/probes/events.py mirrors these structs with ctypes; a root test
  * compiles this header with bcc and checks sizes and offsets against the mirror.
  * Numeric ids mirror hostagent/model.py (EventKind, Direction): change both or neither.
@@ -31,6 +38,23 @@
 #define TAIL_MAX 512
 #endif
 #define TAIL_BYTES (MAX_PAYLOAD < TAIL_MAX ? MAX_PAYLOAD : TAIL_MAX)
+#ifndef H2_BLOCK
+/* Bytes of a frame block (header included): 4 concurrent 100 KB gRPC requests need ~300 (12
+ * frame headers, 4 header blocks of 20-30 bytes); 4 MiB of 16 KiB DATA frames 2.3 KiB. */
+#define H2_BLOCK 4096
+#endif
+#define TAIL_IS_FRAMES 0x8000      /* event_hdr.tail_len: the payload's end is a frame block */
+#define PAYLOAD_EXTRA (TAIL_BYTES > H2_BLOCK ? TAIL_BYTES : H2_BLOCK)  /* after the head */
+
+/* The start of a frame block; offsets are in the call's bytes. */
+struct h2_block {
+    unsigned int start;            /*  0 where the first frame of the block starts */
+    unsigned int from;             /*  4 where the call's first frame started (the rest of an
+                                         earlier call's frame came before it) */
+    unsigned int complete;         /*  8 1: the frames go on to the call's end; 0: they stop
+                                         early (counted as DROP_H2_UNWALKED) */
+    unsigned int frames;           /* 12 frames in the block */
+};                                 /* 16 */
 
 enum event_kind {
     EVENT_DATA = 1,     /* bytes moved on a tracked socket */
@@ -86,7 +110,10 @@ enum drop_cause {
     DROP_INFLIGHT_FULL = 1, /* per-thread syscall-args map full: event for that call lost */
     DROP_READ_FAULT = 2,    /* bpf_probe_read_user failed: event sent with fewer bytes */
     DROP_MMSG_TRUNCATED = 3,/* *mmsg call moved more messages than MAX_MMSG: the rest not sent */
-    DROP_CAUSES = 4,
+    DROP_H2_UNWALKED = 4,   /* a big call on an HTTP/2 socket whose frame chain could not be
+                               followed to its end (block full, step limit, fault): the parser
+                               loses sync after the frames it got */
+    DROP_CAUSES = 5,
 };
 
 /* Index into the "config" array map (u32 values) that Python writes. */
@@ -142,11 +169,20 @@ struct sock_info {
                                          missing in between */
     unsigned char named;           /* 62 1 once a data event of this entry reached the ring: later
                                          ones leave comm and cgroup_id zero (see new_data_event) */
-    unsigned char _pad0;           /* 63 */
+    unsigned char h2;              /* 63 H2_* bits: an HTTP/2 connection (its preface went by) */
     unsigned short shed_seen;      /* 64 the socket's shed mark (capture.c: shed_marks) when its last
                                          call was captured on the socket path */
-    unsigned short _pad1[3];       /* 66 */
-};                                 /* 72 */
+    unsigned short h2_lost;        /* 66 `lost` when h2_left was last set: calls lost since (shed, or
+                                         refused by the ring) leave it unknown where frames start */
+    unsigned short _pad1[2];       /* 68 */
+    unsigned int h2_left[2];       /* 72 per direction: bytes of the frame in progress still to come
+                                         before the next frame header (H2_LOST_*: unknown) */
+};                                 /* 80 */
+
+/* sock_info.h2 */
+#define H2_CONN 1                  /* the connection preface went by: its frames are followed */
+#define H2_LOST_EGRESS 2           /* where the next frame starts is unknown in that direction */
+#define H2_LOST_INGRESS 4
 
 /* The last few socket fds a process created or accepted (value of the "recent" map, keyed by
  * tgid). Its presence marks a process whose forks are worth following; at fork the entries of

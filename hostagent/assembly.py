@@ -268,8 +268,8 @@ def build_metrics(config: Config, cache: Any, queue: ExportQueue, drops: Callabl
     red = RedMetrics(provider, service_name=service_name)
     self_metrics = SelfMetrics(provider)
     self_metrics.watch_queue(queue)
-    for cause in ("kernel_ringbuf_full", "kernel_inflight_full", "kernel_mmsg_truncated", "pipeline_error",
-                  "callback_errors"):
+    for cause in ("kernel_ringbuf_full", "kernel_inflight_full", "kernel_mmsg_truncated", "kernel_h2_unwalked",
+                  "pipeline_error", "callback_errors"):
         self_metrics.register_drops(cause, partial(_count_of, drops, cause))
     return Metrics(red=red, provider=provider)
 

@@ -84,13 +84,17 @@ class CaptureEvent:
     # DATA of a call larger than the kernel's head copy: its last bytes (they end at ``size``;
     # bpf/events.h), after a gap of size - len(data) - len(tail) uncaptured bytes. b"" if none.
     tail: bytes = b""
+    # DATA of a call larger than the head on an HTTP/2 connection: instead of the tail, the frames
+    # from the head's cut to the call's end (bpf/events.h: struct h2_block; http2_frames reads it).
+    frames: bytes = b""
 
     # Written out (init=False): compiled (mypyc), an explicit __init__ is C, where the one
     # dataclasses generates is Python code setting each field through setattr (~3x slower).
     def __init__(self, kind: EventKind, ts_ns: int, pid: int, tid: int, fd: int, cgroup_id: int = 0,
                  direction: Direction = Direction.EGRESS, size: int = 0, data: bytes = b"", family: int = 0,
                  peer_addr: str = "", peer_port: int = 0, sock_type: int = 0, comm: str = "",
-                 local_addr: str = "", local_port: int = 0, lost: int = 0, tail: bytes = b"") -> None:
+                 local_addr: str = "", local_port: int = 0, lost: int = 0, tail: bytes = b"",
+                 frames: bytes = b"") -> None:
         self.kind = kind
         self.ts_ns = ts_ns
         self.pid = pid
@@ -109,6 +113,7 @@ class CaptureEvent:
         self.local_port = local_port
         self.lost = lost
         self.tail = tail
+        self.frames = frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,7 @@ class Segment:
     peer_addr: str = ""  # datagram sockets: the peer named by this very syscall
     peer_port: int = 0
     tail: bytes = b""
+    frames: bytes = b""  # an HTTP/2 frame block in place of the tail (CaptureEvent.frames)
 
     @property
     def tail_at(self) -> int:

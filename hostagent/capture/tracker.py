@@ -238,7 +238,7 @@ class ConnectionTracker:
                 if spec is not None:
                     held = state.held = []
             if spec is None:
-                kept = None if datagram else Segment(direction, data, size, ts, tail=event.tail)
+                kept = None if datagram else Segment(direction, data, size, ts, tail=event.tail, frames=event.frames)
                 self._undetected(state, kept, len(data))
                 return calls
             make_for = spec.new_parser_for
@@ -260,7 +260,7 @@ class ConnectionTracker:
             assert state.parser is not None
             more = state.parser.feed(Segment(
                 direction, data, size, ts, event.peer_addr if datagram else "", event.peer_port if datagram else 0,
-                event.tail,
+                event.tail, event.frames,
             ))  # fmt: skip
         if not calls:
             return more

@@ -26,6 +26,7 @@ TAIL_FORMAT: Final = "<HHHH16s16sHxx16s"
 # tail_len (u16, little endian): the last bytes of the payload that are the call's own tail,
 # read only for a call not captured whole (it is in the memo's key bytes, skipped by its format).
 TAIL_LEN_AT: Final = 86
+TAIL_IS_FRAMES: Final = 0x8000  # tail_len's flag: the payload ends with an HTTP/2 frame block
 CACHE_MAX: Final = 4096
 
 _head = struct.Struct(HEAD_FORMAT).unpack_from
@@ -125,6 +126,7 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
         t = _tail(rest)
     data: bytes
     tail: bytes = b""
+    frames: bytes = b""
     if clen:
         if clen > length - HDR_SIZE:  # never past the record, whatever the header says
             clen = length - HDR_SIZE
@@ -132,9 +134,14 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
         tlen = 0
         if moved > clen:  # not whole: its last bytes may follow the head (bpf/events.h)
             tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
+        block = tlen & TAIL_IS_FRAMES
+        tlen &= TAIL_IS_FRAMES - 1
         if 0 < tlen <= clen:
             data = buf[start : start + clen - tlen]
-            tail = buf[start + clen - tlen : start + clen]
+            if block:
+                frames = buf[start + clen - tlen : start + clen]
+            else:
+                tail = buf[start + clen - tlen : start + clen]
         else:
             data = buf[start : start + clen]
     else:
@@ -145,4 +152,4 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
     # Positional, in CaptureEvent's field order (test_kernel_events pins it).
     return CaptureEvent(k, ts, pid, tid, fd, cg, DIRECTIONS[direction], moved, data,
                         t.family, t.peer_addr, t.peer_port, t.sock_type, t.comm, t.local_addr, t.local_port,
-                        t.lost, tail)  # fmt: skip
+                        t.lost, tail, frames)  # fmt: skip

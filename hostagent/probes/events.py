@@ -62,9 +62,11 @@ class SockInfo(c.Structure):
         ("id_fd", c.c_uint32),
         ("lost", c.c_uint16),
         ("named", c.c_uint8),
-        ("_pad0", c.c_uint8),
+        ("h2", c.c_uint8),
         ("shed_seen", c.c_uint16),
-        ("_pad1", c.c_uint16 * 3),
+        ("h2_lost", c.c_uint16),
+        ("_pad1", c.c_uint16 * 2),
+        ("h2_left", c.c_uint32 * 2),
     )
 
 
@@ -87,7 +89,7 @@ SYSCALL_OPS = (
     "none", "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
     "recvmmsg", "sendmmsg", "sendfile", "socket", "connect", "accept", "close", "bind", "dup",
 )  # fmt: skip
-DROP_CAUSES = ("ringbuf_full", "inflight_full", "read_fault", "mmsg_truncated")
+DROP_CAUSES = ("ringbuf_full", "inflight_full", "read_fault", "mmsg_truncated", "h2_unwalked")
 CONF_SOCKET_ENABLED = 0
 EVF_READ_FAULT = 1
 EVF_PEER_FROM_CALL = 2

@@ -56,6 +56,10 @@ MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + tail (512) + header must fit one arra
 # with 2 KiB); a step costs ~20 ns per record more than one drain in a single step.
 DRAIN_STEP_BYTES = 2 << 10
 
+# The HTTP/2 frame walkers the socket group's data programs tail-call (bpf/capture.c, "HTTP/2 frame
+# chains"): (function, raw tracepoint type or not, the program array it is called through).
+_WALKERS = ((b"sock__h2_walk_raw", True, b"h2_walk_raw"), (b"sock__h2_walk_tp", False, b"h2_walk_tp"))
+
 
 @dataclass
 class ProbeState:
@@ -245,6 +249,8 @@ class BpfCapture:
         grp = _Group()
         self._groups[group] = grp
         try:
+            if group == SOCKET_GROUP:
+                self._load_walkers(grp)
             for tp, fn_name in self._programs(group):
                 name = fn_name.encode()
                 cat, event = tp.split(":")
@@ -274,6 +280,16 @@ class BpfCapture:
         )
         return ProbeState("attached", "", len(grp.funcs), len(grp.perf_fds) + len(grp.raw_fds))
 
+    def _load_walkers(self, grp: _Group) -> None:
+        """Loads the walkers into their program arrays before any data program can call them (a
+        call that finds none sends its event unwalked and the connection's frames lose track)."""
+        from bcc import BPF
+
+        for name, raw, table in _WALKERS:
+            fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
+            grp.funcs.append(name)
+            self._bpf[table][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
+
     def detach(self, group: str) -> ProbeState:
         """Detach and unload the group's programs (they disappear from `bpftool prog`)."""
         if group == SOCKET_GROUP and self._bpf is not None:
@@ -291,6 +307,12 @@ class BpfCapture:
         grp = self._groups.pop(group, None)
         if grp is None:
             return
+        if group == SOCKET_GROUP:  # a program array's reference would keep the walkers loaded
+            for _, _, table in _WALKERS:
+                try:
+                    del self._bpf[table][ctypes.c_int(0)]
+                except KeyError:
+                    pass
         # Each close unregisters a tracepoint and waits for an RCU grace period (~70 ms here, 2.3 s
         # for the socket group one after the other); closed from threads the waits overlap (1.1 s).
         fds = len(grp.perf_fds) + len(grp.raw_fds)

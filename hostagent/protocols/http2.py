@@ -150,11 +150,15 @@ class Http2Parser:
     def feed(self, segment: Segment) -> list[Call]:
         side = self._sides[segment.direction]
         data, size = segment.data, max(segment.size, len(segment.data))
+        moved = size
         if side.pending is not None:
             data, size = self._strip_preface(side, segment.direction, data, size)
             if side.pending is not None:
                 return []
-        frames, lost = side.reader.feed(data, size, segment.tail, self._streams)
+        if segment.frames:
+            frames, lost = side.reader.feed_block(data, size, segment.frames, moved - size)
+        else:
+            frames, lost = side.reader.feed(data, size, segment.tail, self._streams)
         if lost & LOST_BEFORE:
             self._sync_lost(side)
         for frame in frames:

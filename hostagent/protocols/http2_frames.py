@@ -29,10 +29,16 @@ end, accepted only when no other chain is possible); the first of them is marked
 frames went by unseen before it, but a header block (HPACK) was not among them. (The senders this
 is for put HEADERS before a message's DATA and the trailers after it, in the tail.) DATA payload
 in the gap is never guessed at.
+
+On a connection whose preface the kernel saw, a big Segment comes with a frame block instead of a
+tail (``feed_block``): the kernel followed the frames from the head's cut to the Segment's end and
+copied every frame header and every payload but DATA's. Nothing is guessed then: header blocks in
+the middle of a multi-stream write are decoded, and the reader stays in sync.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Container
 from dataclasses import dataclass
 
@@ -72,6 +78,9 @@ _FIXED_LENGTH = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 # a frame boundary).
 LOST_BEFORE = 1
 LOST_AFTER = 2
+
+# bpf/events.h struct h2_block: start, from, complete, frames (u32 each, little endian)
+_BLOCK_HEAD = struct.Struct("<IIII")
 
 # RFC 9113 section 7: error codes, by name, for RST_STREAM and GOAWAY.
 ERROR_CODES = (
@@ -238,6 +247,61 @@ class FrameReader:
             if missing > need:
                 return self._past_cut(frames, got + need, tail, size, streams, lost)
             self._skip = need - missing
+        return frames, lost
+
+    def feed_block(self, data: bytes, size: int, block: bytes, shift: int = 0) -> tuple[list[Frame], int]:
+        """``feed`` for a Segment whose frames from the head's cut on the kernel followed (module
+        docstring; bpf/events.h struct h2_block). ``shift``: bytes taken off the Segment's start
+        (the preface) since the kernel numbered its offsets. A block that does not agree with what
+        the reader knows (the kernel's first frame is not where the reader's is) wins over it: the
+        reader takes up again at the kernel's first frame (``LOST_BEFORE``)."""
+        if len(block) < _BLOCK_HEAD.size:
+            return self.feed(data, size)
+        start, first, complete, count = _BLOCK_HEAD.unpack_from(block)
+        start -= shift
+        first -= shift
+        if not 0 <= first <= start <= size:
+            return self.feed(data, size)
+        lost = 0
+        if not self.in_sync or (not self._buf and self._skip != first):
+            # Out of sync, or the two disagree on where this Segment's first frame starts (the
+            # kernel saw every byte; the reader may have missed some): take up again where the
+            # kernel says, what went before unknown.
+            self._lose()
+            self.in_sync = True
+            lost = LOST_BEFORE
+            data, size, start = data[first:], size - first, start - first
+        frames, head_lost = self.feed(data[:start], start)
+        if head_lost or self._buf or self._skip or not self.in_sync:
+            self._lose()  # the head's frames do not end where the kernel's start: sync is lost
+            return frames, lost | head_lost | LOST_AFTER
+        pos = start
+        at = _BLOCK_HEAD.size
+        for _ in range(count):
+            if at + HEADER_LEN > len(block):
+                break
+            length, ftype, flags, sid = parse_header(block, at)
+            at += HEADER_LEN
+            stop = pos + HEADER_LEN + length
+            if ftype == DATA:  # not copied: what the head holds of it, if anything
+                payload = data[pos + HEADER_LEN : stop] if pos + HEADER_LEN < len(data) else b""
+            else:
+                n = min(length, size - pos - HEADER_LEN)
+                payload = block[at : at + n]
+                at += n
+            if stop > size:  # it goes on in the next Segment
+                if ftype == DATA:
+                    frames.append(Frame(ftype, flags, sid, length, payload, complete=False))
+                    self._skip = stop - size
+                else:
+                    self._buf += block[at - len(payload) - HEADER_LEN : at]
+                pos = size
+                break
+            frames.append(Frame(ftype, flags, sid, length, payload, complete=len(payload) == length))
+            pos = stop
+        if not complete or pos < size:
+            self._lose()
+            lost |= LOST_AFTER
         return frames, lost
 
     def _whole_frames(self, frames: list[Frame]) -> bool:

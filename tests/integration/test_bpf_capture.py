@@ -786,9 +786,10 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
         # lifecycle programs + the data path's: 12 enter/exit programs, or the *mmsg pairs' 3, the
-        # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel)
+        # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel),
+        # and the 2 HTTP/2 frame walkers the data programs tail-call
         assert cap.data_path == "socket"
-        assert len(ids) == 26 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 28 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -827,7 +828,7 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         drain_until(cap, lambda: len(col.of(p.pid)) >= 4)
         assert [e.data for e in col.of(p.pid)][2:] == [b"again\n", b"again\n"]
         assert cap.drop_counts() == {
-            "ringbuf_full": 0, "inflight_full": 0, "read_fault": 0, "mmsg_truncated": 0,
+            "ringbuf_full": 0, "inflight_full": 0, "read_fault": 0, "mmsg_truncated": 0, "h2_unwalked": 0,
             "callback_errors": 0,
         }  # fmt: skip
     p.stdin.close()

@@ -34,7 +34,8 @@ def test_layout_matches_the_c_comments() -> None:
             "local_addr": 88}  # fmt: skip
     assert {k: getattr(ev.EventHdr, k).offset for k in want} == want
     assert ctypes.sizeof(ev.EventHdr) == ev.HDR_SIZE == 104
-    assert ctypes.sizeof(ev.SockInfo) == 72
+    assert ctypes.sizeof(ev.SockInfo) == 80
+    assert (ev.SockInfo.h2.offset, ev.SockInfo.h2_lost.offset, ev.SockInfo.h2_left.offset) == (63, 66, 72)
     assert ctypes.sizeof(ev.RecentFds) == 24
     assert ev.HDR_FORMAT == "<QQQIIiIBBBBHHHH16s16sHH16s"
 
@@ -84,19 +85,22 @@ def test_decode_from_address_equals_decode_from_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "size", "tail_len", "data", "tail"),
+    ("payload", "size", "tail_len", "data", "tail", "frames"),
     [
-        (b"HEAD" + b"tail", 100, 4, b"HEAD", b"tail"),  # a gap of 92 bytes between them
-        (b"HEADtail", 8, 4, b"HEADtail", b""),  # whole (the kernel sends no tail_len then)
-        (b"HEADtail", 100, 0, b"HEADtail", b""),  # no tail copied (a fault, the iovec limit)
-        (b"abc", 100, 9, b"abc", b""),  # a corrupt tail_len larger than the payload: ignored
+        (b"HEAD" + b"tail", 100, 4, b"HEAD", b"tail", b""),  # a gap of 92 bytes between them
+        (b"HEADtail", 8, 4, b"HEADtail", b"", b""),  # whole (the kernel sends no tail_len then)
+        (b"HEADtail", 100, 0, b"HEADtail", b"", b""),  # no tail copied (a fault, the iovec limit)
+        (b"abc", 100, 9, b"abc", b"", b""),  # a corrupt tail_len larger than the payload: ignored
+        # an HTTP/2 frame block in place of the tail (TAIL_IS_FRAMES): a struct h2_block only
+        (b"HEAD" + bytes(16), 100_000, 0x8000 | 16, b"HEAD", b"", bytes(16)),
+        (b"abc", 100_000, 0x8000 | 9, b"abc", b"", b""),  # corrupt: ignored as above
     ],
 )
 def test_a_big_calls_tail_comes_apart_from_its_head(payload: bytes, size: int, tail_len: int, data: bytes,
-                                                     tail: bytes) -> None:
+                                                     tail: bytes, frames: bytes) -> None:
     raw = record(payload, kind=1, size=size, tail_len=tail_len)
     e = ev.decode(raw, len(raw))
-    assert (e.size, e.data, e.tail) == (size, data, tail)
+    assert (e.size, e.data, e.tail, e.frames) == (size, data, tail, frames)
 
 
 def test_captured_len_never_reads_past_the_record() -> None:
@@ -154,7 +158,7 @@ def test_capture_event_init_written_out_matches_its_fields() -> None:
 
     fields = dataclasses.fields(CaptureEvent)
     values: list[object] = [EventKind.CLOSE, 11, 12, 13, 14, 15, Direction.INGRESS, 17, b"d", 19, "p", 21, 22, "c",
-                            "l", 25, 26, b"t"]  # fmt: skip
+                            "l", 25, 26, b"t", b"f"]  # fmt: skip
     assert len(values) == len(fields)
     positional = CaptureEvent(*values)  # type: ignore[arg-type]
     by_name = CaptureEvent(**{f.name: v for f, v in zip(fields, values)})  # type: ignore[arg-type]
