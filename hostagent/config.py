@@ -218,29 +218,90 @@ def _agent(r: _Reader) -> AgentConfig:
 ENDPOINT_EXPECTED = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
 
 
-def endpoint_ok(endpoint: str, scheme_required: bool = False) -> bool:
-    """An OTLP endpoint the exporters can use: ``http(s)://host[:port][/path]`` or ``host[:port]``,
-    a port from 1 to 65535. The scheme is checked on its own: "ftp://h" also reads as host "ftp:"
-    followed by a path."""
-    if not endpoint or any(c.isspace() for c in endpoint):
-        return False
+HEADERS_EXAMPLE = '{ "authorization" = "Basic <base64 of user:password>" }'
+_CREDENTIALS = "it carries credentials"
+
+
+def _authority(endpoint: str) -> tuple[int, int]:
+    """Where ``[userinfo@]host[:port]`` is in ``endpoint``: (start, end)."""
+    scheme_end = endpoint.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    end = len(endpoint)
+    for c in "/?#":
+        i = endpoint.find(c, start)
+        if i != -1 and i < end:
+            end = i
+    return start, end
+
+
+def endpoint_has_credentials(endpoint: str) -> bool:
+    """``http://user:password@host``: the exporters would not send them (OTLP authenticates with
+    headers), and the URL would carry a secret into logs and ``hostagentctl status``."""
+    start, end = _authority(endpoint)
+    return "@" in endpoint[start:end]
+
+
+def endpoint_shown(endpoint: str) -> str:
+    """``endpoint`` as an error message may quote it: anything before an ``@`` after the scheme
+    (a user and password, whatever characters the password has) replaced by ``***``."""
+    start = _authority(endpoint)[0]
+    at = endpoint.rfind("@")
+    return endpoint if at < start else f"{endpoint[:start]}***{endpoint[at:]}"
+
+
+def endpoint_problem(endpoint: str, scheme_required: bool = False) -> str:
+    """Why the exporters cannot use ``endpoint``, "" when they can: ``http(s)://host[:port][/path]``
+    or ``host[:port]``, a port from 1 to 65535, no credentials. The scheme is checked on its own:
+    "ftp://h" also reads as host "ftp:" followed by a path."""
+    if not endpoint:
+        return "it is empty"
+    if any(c.isspace() for c in endpoint):
+        return "it contains white space"
     scheme, sep, _ = endpoint.partition("://")
     if sep and scheme not in ("http", "https"):
-        return False
+        return "the scheme is not http or https"
     if not sep and scheme_required:
-        return False
+        return "the scheme (http:// or https://) is missing"
+    if endpoint_has_credentials(endpoint):
+        return _CREDENTIALS
     try:
         parts = urlsplit(endpoint if sep else f"//{endpoint}")
+    except ValueError:  # an unclosed [ of an IPv6 address
+        return "the host is not a valid name or address"
+    try:
         port = parts.port  # ValueError when not a number from 0 to 65535
     except ValueError:
-        return False
-    return bool(parts.hostname) and port != 0
+        port = 0
+    if not parts.hostname:
+        return "the host is missing"
+    if port == 0:
+        return "the port is not a number from 1 to 65535"
+    return ""
+
+
+def endpoint_error(where: str, expected: str, endpoint: str, headers: str,
+                   scheme_required: bool = False) -> Optional[ConfigError]:  # fmt: skip
+    """The error for a bad ``endpoint`` read from ``where`` (a file and key, or a variable), or
+    None; ``headers`` says where credentials go instead. The endpoint is quoted without
+    credentials: the message goes to logs and terminals."""
+    problem = endpoint_problem(endpoint, scheme_required)
+    if not problem:
+        return None
+    shown = endpoint_shown(endpoint)
+    if problem == _CREDENTIALS:
+        return ConfigError(
+            f"{where}: expected a URL without user:password@ (credentials belong in {headers}), got {shown!r}"
+        )
+    return ConfigError(f"{where}: expected {expected}, got {shown!r}: {problem}")
 
 
 def _exporter(r: _Reader) -> ExporterConfig:
     endpoint = r.string("endpoint", ExporterConfig.endpoint)
-    if endpoint and not endpoint_ok(endpoint):
-        raise r.fail("endpoint", f'{ENDPOINT_EXPECTED} or ""', endpoint)
+    if endpoint:
+        error = endpoint_error(f"{r.path}: {r.key('endpoint')}", f'{ENDPOINT_EXPECTED} or ""', endpoint,
+                               f"{r.key('headers')}, such as {HEADERS_EXAMPLE}")  # fmt: skip
+        if error is not None:
+            raise error
     headers = r.get("headers", dict, {}, "a table of header = value")
     for key, value in headers.items():
         if not isinstance(value, str):

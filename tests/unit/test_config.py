@@ -74,6 +74,67 @@ def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, me
     assert message in str(err.value)
 
 
+CREDENTIALS = ('exporter.endpoint: expected a URL without user:password@ (credentials belong in exporter.headers, '
+               'such as { "authorization" = "Basic <base64 of user:password>" }), got ')
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        # OTLP authenticates with headers: a URL's user and password would not be sent, and the
+        # URL would carry the secret into logs; the message never quotes them
+        ("http://user:hunter2@127.0.0.1:4317", CREDENTIALS + "'http://***@127.0.0.1:4317'"),
+        ("https://user:hunter2@otel.example.com/v1/traces", CREDENTIALS + "'https://***@otel.example.com/v1/traces'"),
+        ("http://hunter2@127.0.0.1:4317", CREDENTIALS + "'http://***@127.0.0.1:4317'"),
+        ("https://:hunter2@127.0.0.1", CREDENTIALS + "'https://***@127.0.0.1'"),
+        ("user:hunter2@127.0.0.1:4317", CREDENTIALS + "'***@127.0.0.1:4317'"),
+        ("http://user:hunter2@[::1]:4317", CREDENTIALS + "'http://***@[::1]:4317'"),
+        # the reason follows what was expected
+        ("http://:4317", f"expected {ENDPOINT} or \"\", got 'http://:4317': the host is missing"),
+        ("https://", f"expected {ENDPOINT} or \"\", got 'https://': the host is missing"),
+        (":4317", f"expected {ENDPOINT} or \"\", got ':4317': the host is missing"),
+        ("http://127.0.0.1:0", "got 'http://127.0.0.1:0': the port is not a number from 1 to 65535"),
+        ("http://127.0.0.1:43x7", "got 'http://127.0.0.1:43x7': the port is not a number from 1 to 65535"),
+        ("http://[::1:4317", "got 'http://[::1:4317': the host is not a valid name or address"),
+        ("grpc://127.0.0.1:4317", "got 'grpc://127.0.0.1:4317': the scheme is not http or https"),
+        ("127.0.0.1 :4317", "got '127.0.0.1 :4317': it contains white space"),
+        # a '/' in the password ends the URL's authority: a bad port, and still not quoted
+        ("http://user:hunt/er2@127.0.0.1:4317",
+         "got 'http://***@127.0.0.1:4317': the port is not a number from 1 to 65535"),
+        ("ftp://user:hunter2@127.0.0.1", "got 'ftp://***@127.0.0.1': the scheme is not http or https"),
+    ],
+)
+def test_bad_endpoint_says_why_and_never_quotes_credentials(tmp_path: Path, endpoint: str, message: str) -> None:
+    path = write(tmp_path, f'[exporter]\nendpoint = "{endpoint}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value).startswith(f"{path}: exporter.endpoint: expected ")
+    assert str(err.value).endswith(message)
+    assert "hunter2" not in str(err.value) and "hunt" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:hunter2@127.0.0.1:4318",
+         "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL without user:password@ (credentials belong in "
+         "OTEL_EXPORTER_OTLP_HEADERS, such as authorization=Basic%20<base64 of user:password>), got "
+         "'http://***@127.0.0.1:4318'"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://:4318/v1/traces",
+         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected a URL starting with http:// or https://, port 1-65535, got "
+         "'http://:4318/v1/traces': the host is missing"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317",
+         "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL starting with http:// or https://, port 1-65535, got "
+         "'127.0.0.1:4317': the scheme (http:// or https://) is missing"),
+    ],
+)  # fmt: skip
+def test_bad_endpoint_variable_says_why_and_never_quotes_credentials(tmp_path: Path, var: str, value: str,
+                                                                      message: str) -> None:  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, ""), environ={var: value})
+    assert str(err.value) == message
+
+
 @pytest.mark.parametrize(
     "endpoint",
     ["http://127.0.0.1:4317", "https://otel.example.com/v1/traces", "http://[::1]:4318", "127.0.0.1:4317",
