@@ -22,19 +22,11 @@ from hostagentctl.parse import byte_size, duration_ms, on_off, ratio
 
 from hostagent import __version__
 from hostagent.admin.v1 import admin_pb2 as pb
-from hostagent.policy.sampling import KNOWN_PROTOCOLS
+from hostagent.policy.sampling import KNOWN_PROTOCOLS, protocol_name
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 30.0  # re-attaching the socket programs takes seconds on a loaded host
-# Probe names that differ from the protocol names spans carry (and filters take): `probes enable
-# postgres` and then `tail --protocol postgres` must both work.
-PROTOCOL_ALIASES = {"postgres": "postgresql"}
-
-
-def protocol_name(value: str) -> str:
-    """--protocol's value: a probe's name stands for its protocol's."""
-    return PROTOCOL_ALIASES.get(value, value)
 
 
 def build_parser() -> argparse.ArgumentParser:

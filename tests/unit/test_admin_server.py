@@ -416,3 +416,44 @@ def test_status_has_the_layering_section(base_dir: Path) -> None:
                 ly.sdk_spans_held, ly.agent_spans_held, ly.requests_forwarded, ly.hold_overflow, ly.thread_links,
                 ly.peer_links) == (4, 9, 5, 5, 2, 1, 4, 0, 1, 2)
         assert dict(ly.counters)["agent_spans_deduplicated"] == 5
+
+
+def test_a_probes_name_stands_for_its_protocol_over_the_api(base_dir: Path) -> None:
+    """hostagentctl maps `--protocol postgres` to postgresql itself; any other API client sending
+    the probe's name got INVALID_ARGUMENT (tail, sampling, capture set) where the CLI worked. The
+    server now maps it with the same table (hostagent.policy.sampling.PROTOCOL_ALIASES)."""
+    with running(base_dir) as h:
+        api = h.stub()
+        api.SetSampling(pb.SetSamplingRequest(ratio=0.5, protocol="postgres"), timeout=T)
+        assert h.holder.current.sampling.per_protocol == (("postgresql", 0.5),)
+        api.SetCapture(pb.SetCaptureRequest(bodies=True, protocol="postgres"), timeout=T)
+        assert h.holder.current.capture.overrides == (CaptureOverride(protocol="postgresql", bodies=True),)
+        assert [(a["action"], a["ok"], a["new"]["request"]["protocol"]) for a in h.audit()] == [
+            ("sampling.set", True, "postgresql"), ("capture.set", True, "postgresql")]  # fmt: skip
+        api.SetSampling(pb.SetSamplingRequest(protocol="postgres", clear_override=True), timeout=T)
+        api.SetCapture(pb.SetCaptureRequest(protocol="postgres", clear_override=True), timeout=T)
+        assert (h.holder.current.sampling.per_protocol, h.holder.current.capture.overrides) == ((), ())
+
+        stream = h.stub().TailSpans(pb.TailSpansRequest(protocol="postgres"), timeout=10)
+
+        def publish() -> None:
+            while h.tap.subscribers == 0:
+                time.sleep(0.01)
+            for n, proto in enumerate(["http", "postgresql", "redis", "postgresql"]):
+                h.tap.publish(SpanSummary(f"{n:032x}", f"{n:016x}", "SELECT", "shop", proto, "client", 0, 1.0, "ok"))
+
+        threading.Thread(target=publish).start()
+        got = [next(stream), next(stream)]
+        stream.cancel()
+        assert [(s.span_id, s.protocol) for s in got] == [(f"{1:016x}", "postgresql"), (f"{3:016x}", "postgresql")]
+
+        for call, req in [
+            (api.SetSampling, pb.SetSamplingRequest(ratio=0.5, protocol="postgre")),
+            (api.SetCapture, pb.SetCaptureRequest(bodies=True, protocol="postgre")),
+        ]:
+            assert code_of(call, req) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                          "unknown protocol 'postgre'; valid protocols: http, http2, grpc, "
+                                          "postgresql, mysql, redis, dns")  # fmt: skip
+        with pytest.raises(grpc.RpcError) as exc:
+            next(h.stub().TailSpans(pb.TailSpansRequest(protocol="postgre"), timeout=T))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
