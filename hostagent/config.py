@@ -335,7 +335,7 @@ def _admin(r: _Reader) -> AdminConfig:
             if not getattr(tls, name):
                 raise ConfigError(f"{r.path}: admin.tls.{name}: expected a file path (mTLS needs all three)")
     listen = r.string("listen", "")
-    if listen and not _address_ok(listen):
+    if listen and not address_ok(listen):
         raise r.fail("listen", 'an address such as "127.0.0.1:7443" (port 1-65535)', listen)
     if listen and tls is None:
         raise ConfigError(
@@ -426,15 +426,15 @@ def _capture(r: _Reader) -> CaptureConfig:
     )
 
 
-def _address_ok(value: str) -> bool:
-    """host:port or [v6]:port to listen on, the port from 1 to 65535."""
+def address_ok(value: str) -> bool:
+    """host:port or [v6]:port (to listen on, or hostagentctl's --address), the port from 1 to 65535."""
     found = re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):(\d{1,5})$", value)
     return found is not None and 1 <= int(found.group(2)) <= 65535
 
 
 def _listen_address(r: _Reader, name: str) -> str:
     value = r.string(name, "")
-    if value and not _address_ok(value):
+    if value and not address_ok(value):
         raise r.fail(name, 'an address such as "127.0.0.1:14317" (port 1-65535) or "" (off)', value)
     return value
 
