@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import tomli
 
+from hostagent.policy.sampling import KNOWN_PROTOCOLS, protocol_name
 from hostagent.probes.registry import DATA_HOOKS
 from hostagent.settings import CaptureOverride, CaptureSettings, RedactionRule, RedactionSettings, SamplingSettings
 
@@ -361,6 +362,28 @@ def _probes(r: _Reader) -> ProbesConfig:
     )
 
 
+def _protocol(where: str, value: str) -> str:
+    """A protocol as spans carry it and overrides are keyed by it: a probe's name stands for its
+    protocol's (postgres -> postgresql), as in hostagentctl and the admin API. An unknown name made
+    an override nothing matched, silently."""
+    name = protocol_name(value)
+    if name not in KNOWN_PROTOCOLS:
+        raise ConfigError(f"{where}: unknown protocol {value!r} (valid: {', '.join(KNOWN_PROTOCOLS)})")
+    return name
+
+
+def _protocol_ratios(r: _Reader) -> tuple[tuple[str, float], ...]:
+    out: dict[str, float] = {}
+    given: dict[str, str] = {}  # protocol -> the key that gave it
+    for key, value in _ratio_table(r, "per_protocol"):
+        name = _protocol(f"{r.path}: {r.key('per_protocol')}", key)
+        if name in given:
+            raise ConfigError(f"{r.path}: {r.key('per_protocol')}: {name} is given twice, as {given[name]!r} "
+                              f"and {key!r}")  # fmt: skip
+        out[name], given[name] = value, key
+    return tuple(out.items())
+
+
 def _sampling(r: _Reader) -> SamplingSettings:
     ratio = r.number("ratio", 1.0, 0.0, 1.0)
     return SamplingSettings(
@@ -368,7 +391,7 @@ def _sampling(r: _Reader) -> SamplingSettings:
         keep_errors=r.boolean("keep_errors", False),
         keep_slower_than_ms=r.number("keep_slower_than_ms", None, 0.0, 86_400_000.0),
         per_service=_ratio_table(r, "per_service"),
-        per_protocol=_ratio_table(r, "per_protocol"),
+        per_protocol=_protocol_ratios(r),
     )
 
 
@@ -400,8 +423,10 @@ def _capture_override(r: _Reader, i: int, raw: Any) -> CaptureOverride:
     limit = o.get("body_max_bytes", int, None, "an integer from 0 to 1048576")
     if limit is not None and not 0 <= limit <= 1 << 20:
         raise o.fail("body_max_bytes", "an integer from 0 to 1048576", limit)
+    protocol = o.string("protocol", "*")
     override = CaptureOverride(
-        service=o.string("service", "*"), protocol=o.string("protocol", "*"),
+        service=o.string("service", "*"),
+        protocol=protocol if protocol == "*" else _protocol(f"{r.path}: {o.key('protocol')}", protocol),
         headers=o.get("headers", bool, None, "true or false"),
         bodies=o.get("bodies", bool, None, "true or false"), body_max_bytes=limit,
     )

@@ -9,6 +9,7 @@ import pytest
 from hostagent import settings as rt
 from hostagent.config import ConfigError, load_config
 from hostagent.daemon import settings_from_config
+from hostagent.settings import CaptureOverride
 
 REPO = Path(__file__).resolve().parents[2]
 ENDPOINT = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
@@ -133,6 +134,46 @@ def test_bad_endpoint_variable_says_why_and_never_quotes_credentials(tmp_path: P
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, ""), environ={var: value})
     assert str(err.value) == message
+
+
+VALID_PROTOCOLS = "(valid: http, http2, grpc, postgresql, mysql, redis, dns)"
+
+
+@pytest.mark.parametrize(
+    ("text", "per_protocol", "overrides"),
+    [
+        # a probe's name stands for its protocol's, as in hostagentctl and the admin API: spans
+        # carry postgresql, so an override keyed "postgres" matched nothing
+        ("[sampling]\nper_protocol = { postgres = 0.1, dns = 0.5 }\n", (("postgresql", 0.1), ("dns", 0.5)), ()),
+        ('[[capture.overrides]]\nprotocol = "postgres"\nbodies = true\n', (),
+         (CaptureOverride(protocol="postgresql", bodies=True),)),
+        ('[[capture.overrides]]\nservice = "shop"\nheaders = false\n', (),
+         (CaptureOverride(service="shop", headers=False),)),  # no protocol: any
+    ],
+)  # fmt: skip
+def test_protocols_in_overrides_are_the_ones_spans_carry(tmp_path: Path, text: str, per_protocol: object,
+                                                         overrides: object) -> None:  # fmt: skip
+    config = load_config(write(tmp_path, text), environ={})
+    assert (config.sampling.per_protocol, config.capture.runtime.overrides) == (per_protocol, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[sampling]\nper_protocol = { htp = 0.1 }\n",
+         f"sampling.per_protocol: unknown protocol 'htp' {VALID_PROTOCOLS}"),
+        ("[sampling]\nper_protocol = { postgres = 0.1, postgresql = 0.2 }\n",
+         "sampling.per_protocol: postgresql is given twice, as 'postgres' and 'postgresql'"),
+        ('[[capture.overrides]]\nprotocol = "kafka"\nbodies = true\n',
+         f"capture.overrides[0].protocol: unknown protocol 'kafka' {VALID_PROTOCOLS}"),
+    ],
+)  # fmt: skip
+def test_an_override_for_no_protocol_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    """check-config said OK, and the override matched nothing, silently."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value) == f"{path}: {message}"
 
 
 @pytest.mark.parametrize(
