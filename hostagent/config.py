@@ -343,7 +343,10 @@ def _admin(r: _Reader) -> AdminConfig:
             f"{r.path}: admin.listen: a remote admin listener needs [admin.tls] with cert, key and client_ca "
             "(it is served only with mutual TLS); remove admin.listen or add [admin.tls]"
         )
-    return AdminConfig(socket=r.string("socket", AdminConfig.socket), listen=listen,
+    socket = r.string("socket", AdminConfig.socket)
+    if not socket:  # "" named the working directory, "." (the admin API could not start)
+        raise r.fail("socket", 'the path of the admin Unix socket (such as "/run/hostagent/admin.sock")', socket)
+    return AdminConfig(socket=socket, listen=listen,
                        token=r.string("token", ""), group=r.string("group", "hostagent"), tls=tls)
 
 

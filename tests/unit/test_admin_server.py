@@ -56,20 +56,38 @@ def test_status_merges_provider_and_settings(base_dir: Path) -> None:
         assert "email" in st.redaction.detectors and st.runtime_overrides is False
 
 
+def second_server(base_dir: Path, socket_path: Path) -> AdminServer:
+    return AdminServer(holder=SettingsHolder(BASE), status=StaticStatus(STATUS), reload=lambda: (True, ""),
+                       base_settings=lambda: BASE, state_dir=base_dir / "s2", socket_path=socket_path)  # fmt: skip
+
+
 def test_socket_is_0660_and_replaced_when_stale(base_dir: Path) -> None:
     with running(base_dir) as h:
         mode = stat.S_IMODE(h.socket.stat().st_mode)
         assert mode == 0o660 and stat.S_ISSOCK(h.socket.stat().st_mode)
         with pytest.raises(AdminConfigError, match="another agent is already listening"):
-            AdminServer(
-                holder=h.holder,
-                status=StaticStatus(STATUS),
-                reload=lambda: (True, ""),
-                base_settings=lambda: BASE,
-                state_dir=base_dir / "s2",
-                socket_path=h.socket,
-            ).start()
+            second_server(base_dir, h.socket).start()
+        # the refused start left the running agent's socket alone (it removed it: the running
+        # agent could no longer be reached)
+        assert stat.S_ISSOCK(h.socket.stat().st_mode)
+        assert h.stub().GetStatus(pb.GetStatusRequest(), timeout=T).version == "9.9.9-test"
     assert not h.socket.exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_socket_path_that_is_not_a_socket_is_refused_and_left_alone(base_dir: Path, kind: str) -> None:
+    """[admin] socket naming the config file by mistake: the start was refused, then the refusal's
+    clean-up deleted that file (a directory, such as the "." that socket = "" named, failed the
+    clean-up with IsADirectoryError, a traceback in place of the refusal)."""
+    path = base_dir / "hostagent.toml"
+    if kind == "file":
+        path.write_text("[agent]\n")
+    else:
+        path.mkdir()
+    with pytest.raises(AdminConfigError) as exc:
+        second_server(base_dir, path).start()
+    assert str(exc.value) == f"[admin] socket {str(path)!r}: {path} exists and is not a socket; refusing to replace it"
+    assert path.read_text() == "[agent]\n" if kind == "file" else path.is_dir()
 
 
 def test_probe_enable_disable_and_unknown(base_dir: Path) -> None:

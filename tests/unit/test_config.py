@@ -48,6 +48,8 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ("[exporter\n", "not valid TOML"),
         ('[[redaction.rules]]\nname = "x"\npattern = "("\n', "rules[0].pattern: expected a valid"),
         ('[admin]\nlisten = "0.0.0.0"\n', "admin.listen: expected an address"),
+        ('[admin]\nsocket = ""\n',
+         'admin.socket: expected the path of the admin Unix socket (such as "/run/hostagent/admin.sock"), got \'\''),
         ('[admin.tls]\ncert = "a"\n', "admin.tls.key: expected a file path"),
         ("agent = 3\n", "[agent] must be a table"),
         ("[agent]\nnice = 20\n", "agent.nice: expected an integer from -20 to 19, got 20"),
