@@ -126,8 +126,8 @@ class Pipeline:
                     # A server started listening: its first client call (handled after this event,
                     # queued before the connection could exist) names it as the peer. Its Service
                     # is read now, once per process as at exec: a peer lookup only peeks the cache.
-                    self.identity.service_for(event.pid, event.comm, event.cgroup_id)
-                    self.peers.listeners.learn(event.local_addr, event.local_port, event.pid)
+                    if self.peers.listeners.learn(event.local_addr, event.local_port, event.pid):
+                        self.identity.service_for(event.pid, event.comm, event.cgroup_id)
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent

@@ -105,6 +105,8 @@ class ListenerMap:
         # kernel before the event keeps them (see _swap). Pruned by each refresh.
         self._learnt: dict[tuple[str, int], tuple[int, float]] = {}
         self._swap_lock = threading.Lock()  # learn() against the refresh's swap; never per lookup
+        self._own_netns = ""  # the agent's network namespace, read at the first LISTEN event
+        self.other_netns = 0  # LISTEN events not learnt: another network namespace, or gone
         # Where the LISTEN sockets come from: sock_diag on the live system (its cost does not grow
         # with the host's connections, /proc/net/tcp's does), the text files under another root.
         self._listening: Callable[[], dict[int, tuple[str, int]]] = (
@@ -140,18 +142,31 @@ class ListenerMap:
             self._warm.add(pid)
             self._wake.set()
 
-    def learn(self, address: str, port: int, pid: int) -> None:
+    def learn(self, address: str, port: int, pid: int) -> bool:
         """The kernel says ``pid`` listens on (address, port) now (a LISTEN event): served from
-        the next lookup on. The table is updated in place; lookups read it without a lock."""
+        the next lookup on; True when learnt. The table is updated in place; lookups read it
+        without a lock.
+
+        Only a listener in the agent's network namespace is learnt, as the refresh sees only
+        those: a container's own 127.0.0.1:5432 or a pod's :8080 is not this host's port, and
+        would name the wrong peer until the next refresh. One readlink per listen(); a process
+        already gone is left to the refresh."""
+        own = self._own_netns
+        if not own:
+            own = self._own_netns = self.procfs.net_namespace("self")
+        if not own or self.procfs.net_namespace(pid) != own:
+            self.other_netns += 1
+            return False
         key = (_normalise(address), port)
         with self._swap_lock:
             table = self._by_endpoint
             if key not in table and len(table) >= self.max_entries:
                 self.truncated += 1
-                return
+                return False
             self._learnt[key] = (pid, time.monotonic())
             table[key] = pid
         self._asked.discard(key)
+        return True
 
     # --- refresh -----------------------------------------------------------------------------
     def _from_proc_net(self) -> dict[int, tuple[str, int]]:

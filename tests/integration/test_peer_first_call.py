@@ -26,7 +26,12 @@ from tests.support.servers import Server, start_nginx, wait_port
 
 pytestmark = pytest.mark.root
 
-NGINX_PORT, DUAL_PORT = 22400, 22401
+NGINX_PORT, DUAL_PORT, SHARED_PORT = 22400, 22401, 22402
+# Listens on 127.0.0.1:PORT in a network namespace of its own (as a container or pod does), then
+# waits for stdin to close.
+OTHER_NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1" "$2"', sys.executable,
+               "import socket, sys\ns = socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\n"
+               "print('listening', flush=True)\nsys.stdin.read()"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -99,4 +104,24 @@ def test_first_call_to_a_new_dual_stack_wildcard_listener_names_it(agent: Agent,
     assert [(s.attributes.get("url.query"), peer(s)) for s in spans] == [
         ("via=v4", {"service.peer.name": "http.server", "peer.service": "http.server"}),
         ("via=v6", {"service.peer.name": "http.server", "peer.service": "http.server"}),
+    ]
+
+
+def test_a_listener_in_another_network_namespace_is_not_the_peer(agent: Agent, receiver: OtlpGrpcReceiver,
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    """The kernel reports every listen(), in any network namespace: a container's own
+    127.0.0.1:PORT, started after the host's server on the same address, is not what a host
+    client reaches (it named the container's process as the peer until the next refresh)."""
+    server = start_nginx(tmp_path, SHARED_PORT)
+    other = subprocess.Popen([*OTHER_NETNS, str(SHARED_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "listening\n"
+        time.sleep(0.3)  # its LISTEN event handled
+        curl(f"http://127.0.0.1:{SHARED_PORT}/?after=netns")
+        spans = client_spans(receiver, SHARED_PORT, 1)
+    finally:
+        other.communicate("", timeout=10)
+        server.stop()
+    assert [(s.attributes.get("url.query"), peer(s)) for s in spans] == [
+        ("after=netns", {"service.peer.name": "nginx", "peer.service": "nginx"})
     ]

@@ -52,11 +52,33 @@ def client_call(address: str, port: int) -> Call:
                 conn=Connection(pid=200, tid=200, fd=5, peer=Endpoint(address, port), comm="curl"))  # fmt: skip
 
 
+HOST_NET, CONTAINER_NET = "net:[4026531840]", "net:[4026532999]"
+
+
+def netns(root: Path, **links: str) -> Path:
+    """/proc/<pid>/ns/net links (as readlink gives them) in a fixture tree: key "self" is the agent."""
+    for pid, target in links.items():
+        (root / "proc" / pid.lstrip("p") / "ns").mkdir(parents=True, exist_ok=True)
+        (root / "proc" / pid.lstrip("p") / "ns" / "net").symlink_to(target)
+    return root
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
+    """The host tree with nginx (pid 100) in the agent's network namespace and pid 101 in a
+    container's own."""
     root = tmp_path / "host"
     shutil.copytree(FIXTURES / "host", root, symlinks=True)
-    return root
+    return netns(root, self=HOST_NET, p100=HOST_NET, p101=CONTAINER_NET)
+
+
+@pytest.fixture
+def listeners_tree(tmp_path: Path) -> Path:
+    """The listeners tree (pid 4242 listens on 127.0.0.1:18401...), pids 77 and 78 in the host's
+    network namespace."""
+    root = tmp_path / "listeners"
+    shutil.copytree(FIXTURES / "listeners", root, symlinks=True)
+    return netns(root, self=HOST_NET, p77=HOST_NET, p78=HOST_NET)
 
 
 def pipeline(tree: Path) -> tuple[Pipeline, ListenerMap, ServiceCache, Exported]:
@@ -100,6 +122,23 @@ def test_first_client_call_after_listen_names_the_peer(tree: Path, family: int, 
     assert listeners.refreshes == 0  # no /proc scan was needed
 
 
+@pytest.mark.parametrize(
+    ("pid", "why"),
+    [
+        (101, "a container's own network namespace: its 127.0.0.1:22407 is not the host's"),
+        (4321, "gone before its event was handled: the refresh decides"),
+    ],
+)
+def test_a_listener_elsewhere_is_not_learnt(tree: Path, pid: int, why: str) -> None:
+    pipe, listeners, cache, exported = pipeline(tree)
+    raw = listen_record(V4, "127.0.0.1", 22407, pid=pid)
+    pipe.on_event(ev.decode(raw, len(raw)))
+    pipe.on_call(client_call("127.0.0.1", 22407))
+    (span,) = exported.spans
+    assert "service.peer.name" not in dict(span.attributes or {}), why
+    assert (listeners.snapshot(), listeners.other_netns, cache.peek(pid)) == ({}, 1, None)
+
+
 def test_without_the_event_the_first_call_has_no_peer(tree: Path) -> None:
     """The same call with no LISTEN event before it: the table has not learnt the server."""
     pipe, _, _, exported = pipeline(tree)
@@ -108,10 +147,10 @@ def test_without_the_event_the_first_call_has_no_peer(tree: Path) -> None:
     assert "service.peer.name" not in dict(span.attributes or {})
 
 
-def test_listen_learnt_during_a_refresh_survives_it(tree: Path) -> None:
+def test_listen_learnt_during_a_refresh_survives_it(listeners_tree: Path) -> None:
     """The refresh thread read the kernel's listeners just before the server listened; the LISTEN
     event lands while it scans /proc: the table it installs keeps the new listener."""
-    listeners = ListenerMap(ProcFS(str(FIXTURES / "listeners")), min_gap=0.0)
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), min_gap=0.0)
     real = listeners._listening
 
     def read_then_listen() -> dict[int, tuple[str, int]]:
@@ -125,9 +164,9 @@ def test_listen_learnt_during_a_refresh_survives_it(tree: Path) -> None:
     assert listeners.pid_for("127.0.0.1", 18401) == 4242  # what the read found
 
 
-def test_refresh_after_the_event_replaces_what_it_taught(tree: Path) -> None:
+def test_refresh_after_the_event_replaces_what_it_taught(listeners_tree: Path) -> None:
     """What the kernel read later says wins: the listener gone (no entry) or held by another pid."""
-    listeners = ListenerMap(ProcFS(str(FIXTURES / "listeners")), min_gap=0.0)
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), min_gap=0.0)
     listeners.learn("127.0.0.1", 22411, 77)  # closed before the refresh: not in the fixture
     listeners.learn("127.0.0.1", 18401, 77)  # the fixture's fd scan says pid 4242 holds it
     assert (listeners.pid_for("127.0.0.1", 22411), listeners.pid_for("127.0.0.1", 18401)) == (77, 77)
@@ -136,8 +175,8 @@ def test_refresh_after_the_event_replaces_what_it_taught(tree: Path) -> None:
     assert listeners._learnt == {}
 
 
-def test_learn_is_bounded_like_the_refresh() -> None:
-    listeners = ListenerMap(ProcFS(str(FIXTURES / "listeners")), max_entries=2)
+def test_learn_is_bounded_like_the_refresh(listeners_tree: Path) -> None:
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), max_entries=2)
     for port in (22420, 22421, 22422):
         listeners.learn("127.0.0.1", port, 77)
     assert listeners.snapshot() == {("127.0.0.1", 22420): 77, ("127.0.0.1", 22421): 77}
