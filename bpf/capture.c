@@ -6,9 +6,9 @@
  *               child's inherited sockets are followed (see inherit(); exec and close_range end
  *               what a child inherits, dup/dup2/dup3/fcntl(F_DUPFD) copy an entry);
  *               sock:inet_sock_set_state for each TCP socket's own end (see sock__set_state)
- *               next to bind()'s. The bytes each read/write-family call really moved (a
- *               bounded prefix) come from one of two data paths (the loader picks, [probes]
- *               data_hooks): the socket layer's
+ *               next to bind()'s, and for each new listener (LISTEN events). The bytes each
+ *               read/write-family call really moved (a bounded prefix) come from one of two
+ *               data paths (the loader picks, [probes] data_hooks): the socket layer's
  *               sock_send_length / sock_recv_length raw tracepoints (Linux >= 6.3, x86-64: one
  *               program per socket call, none for file or pipe I/O; see sock_data), or a
  *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
@@ -72,6 +72,7 @@
 #define TCP_ESTABLISHED_ 1
 #define TCP_SYN_SENT_ 2
 #define TCP_SYN_RECV_ 3
+#define TCP_LISTEN_ 10
 #define MSG_PEEK_ 2
 #define MSG_ERRQUEUE_ 0x2000
 #define INHERIT_LEVELS 2           /* ancestors searched for an inherited fd: parent, grandparent */
@@ -1828,6 +1829,27 @@ static __always_inline int on_syn_sent(u64 sk) {
     return 0;
 }
 
+/* listen() moved a socket to LISTEN, in the listening process's context: tell identity who
+ * serves (address, port) now, so the first client call to a server started a moment ago names
+ * its peer (the listener table's own refresh reads /proc, seconds or a miss later). A socket
+ * listen() bound itself (no bind() before) has no port yet at this point: no event, the refresh
+ * finds it. Its LISTEN -> CLOSE is not reported: a newer listen() replaces the entry, and the
+ * refresh drops stale ones. */
+static __always_inline int on_listen(struct endpoint *local) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (local->port == 0 || (id >> 32) == SELF_TGID || !socket_enabled())
+        return 0;
+    struct scratch *s = new_event(EVENT_LISTEN, id, -1, OP_NONE);
+    if (!s)
+        return 0;
+    s->hdr.family = local->family;
+    s->hdr.sock_type = SOCK_STREAM_;
+    s->hdr.local_port = local->port;
+    __builtin_memcpy(s->hdr.local_addr, local->addr, sizeof(s->hdr.local_addr));
+    submit(s, 0);
+    return 0;
+}
+
 /* Tracepoint fields only: skaddr is used as an opaque key, never dereferenced. */
 int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
     if (args->protocol != IPPROTO_TCP_)
@@ -1837,7 +1859,7 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
     u64 sk = (u64)args->skaddr;
     if (newstate == TCP_SYN_SENT_)
         return on_syn_sent(sk);
-    if (newstate != TCP_ESTABLISHED_)
+    if (newstate != TCP_ESTABLISHED_ && newstate != TCP_LISTEN_)
         return 0;
     u16 fam = args->family;
     struct endpoint local = {};
@@ -1847,6 +1869,8 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
         __builtin_memcpy(local.addr, args->saddr, 4);
     else
         __builtin_memcpy(local.addr, args->saddr_v6, 16);
+    if (newstate == TCP_LISTEN_)
+        return on_listen(&local);
     if (oldstate == TCP_SYN_SENT_) {
         /* client: any task's context (softirq), so go through what on_syn_sent saved */
         struct connecting *c = connecting.lookup(&sk);

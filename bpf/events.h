@@ -71,6 +71,8 @@ enum event_kind {
                            (what bpf_get_current_cgroup_id() gives its tasks), payload = its path.
                            Identity maps an exec event's cgroup id to a container or unit with it
                            even when the cgroup is removed before the event is handled */
+    EVENT_LISTEN = 9,   /* a TCP socket entered LISTEN (socket group): pid = the listening tgid,
+                           local_addr/local_port = where (all-zero address: a wildcard) */
 };
 
 enum direction {

@@ -18,23 +18,15 @@ from typing import Any, Callable, Optional
 import grpc
 from hostagentctl import output
 from hostagentctl.client import DEFAULT_SOCKET, CliError, Target, explain, metadata, open_channel, stub
-from hostagentctl.parse import byte_size, duration_ms, on_off, ratio
+from hostagentctl.parse import byte_size, count, duration_ms, on_off, ratio, seconds
 
 from hostagent import __version__
 from hostagent.admin.v1 import admin_pb2 as pb
-from hostagent.policy.sampling import KNOWN_PROTOCOLS
+from hostagent.policy.sampling import KNOWN_PROTOCOLS, protocol_name
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 30.0  # re-attaching the socket programs takes seconds on a loaded host
-# Probe names that differ from the protocol names spans carry (and filters take): `probes enable
-# postgres` and then `tail --protocol postgres` must both work.
-PROTOCOL_ALIASES = {"postgres": "postgresql"}
-
-
-def protocol_name(value: str) -> str:
-    """--protocol's value: a probe's name stands for its protocol's."""
-    return PROTOCOL_ALIASES.get(value, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     conn.add_argument("--tls-server-name", default="", help="name expected in the agent's certificate")
     conn.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=None,
         help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT_S:g}; {PROBE_TIMEOUT_S:g} for probes "
         "enable/disable, which answer once the probe is attached or detached)",
@@ -163,8 +155,39 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--status", choices=("ok", "error"), default="", help="only spans with this status")
     tail.add_argument("--min-duration", type=duration_ms, default=0.0, metavar="DURATION",
                       help="only calls at least this slow, e.g. 100ms")
-    tail.add_argument("--count", type=int, default=0, help="stop after N spans")
+    tail.add_argument("--count", type=count, default=0, help="stop after N spans")
+    _remember_parsers(p)
     return p
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each command's parser becomes its namespace's ``command``, so that an error found after
+    parsing (extra arguments, a missing choice) shows that command's usage, not hostagentctl's."""
+    parser.set_defaults(command=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _remember_parsers(sub)
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> set[str]:
+    return {o for group in parser._action_groups if group.title == "connection"
+            for a in group._group_actions for o in a.option_strings}  # fmt: skip
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse; arguments left over are refused by the command they were given to. argparse's own
+    refusal printed hostagentctl's usage, which does not show the command's arguments, and a
+    connection option after the verb (``status --socket PATH``) was just "unrecognized"."""
+    ns, extra = parser.parse_known_args(argv)  # exits 2 on other usage errors
+    if extra:
+        message = f"unrecognized arguments: {' '.join(extra)}"
+        misplaced = sorted({a.split("=", 1)[0] for a in extra} & _connection_options(parser))
+        if misplaced:
+            message += (f" ({', '.join(misplaced)} is a connection option: it goes before the verb, as in "
+                        f"hostagentctl {misplaced[0]} ... {ns.command.prog.split(' ', 1)[-1]})")  # fmt: skip
+        ns.command.error(message)
+    return ns
 
 
 class Ctl:
@@ -257,7 +280,7 @@ class Ctl:
             if ns.keep_slower_than is not None:
                 req.keep_slower_than_ms = ns.keep_slower_than
             if ns.ratio is None and ns.keep_errors is None and ns.keep_slower_than is None:
-                raise UsageError("sampling set: give RATIO, --keep-errors/--no-keep-errors or --keep-slower-than")
+                raise UsageError("give RATIO, --keep-errors/--no-keep-errors or --keep-slower-than")
             resp = self.call("SetSampling", req)
         self.show(resp, output.sampling_text)
         return EXIT_OK
@@ -286,14 +309,14 @@ class Ctl:
             resp = self.call("GetCapture", pb.GetCaptureRequest())
         elif ns.action == "clear":
             if not (ns.service or ns.protocol):
-                raise UsageError("capture clear: give --service and/or --protocol")
+                raise UsageError("give --service and/or --protocol")
             req = pb.SetCaptureRequest(service=ns.service, protocol=ns.protocol, clear_override=True)
             resp = self.call("SetCapture", req)
         else:
             req = pb.SetCaptureRequest(service=ns.service, protocol=ns.protocol)
             values = {"headers": ns.headers, "bodies": ns.bodies, "body_max_bytes": ns.body_max, "raw_sql": ns.raw_sql}
             if all(v is None for v in values.values()):
-                raise UsageError("capture set: give --headers, --bodies, --body-max or --raw-sql")
+                raise UsageError("give --headers, --bodies, --body-max or --raw-sql")
             for name, value in values.items():
                 if value is not None:
                     setattr(req, name, value)
@@ -329,19 +352,18 @@ def _rule_name(ns: argparse.Namespace) -> str:
     """``redaction remove NAME`` or ``--name NAME`` (as ``add`` names a rule); one of them."""
     given = [n for n in (ns.name, ns.name_option) if n is not None]
     if len(given) != 1:
-        raise UsageError("redaction remove: give the rule's name once, as NAME or --name NAME")
+        raise UsageError("give the rule's name once, as NAME or --name NAME")
     return str(given[0])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)  # exits 2 on usage errors
+    ns = _parse(build_parser(), argv)
     ctl = Ctl(ns)
     try:
         return int(getattr(ctl, ns.verb)())
     except UsageError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"hostagentctl: {exc}", file=sys.stderr)
+        ns.command.print_usage(sys.stderr)
+        print(f"{ns.command.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CliError as exc:
         print(f"hostagentctl: {exc}", file=sys.stderr)

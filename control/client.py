@@ -6,6 +6,7 @@ Connection errors become one sentence that says which address was tried and what
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,7 @@ from typing import Any, Optional
 import grpc
 
 from hostagent.admin.v1 import admin_pb2_grpc
+from hostagent.config import address_ok
 
 DEFAULT_SOCKET = "/run/hostagent/admin.sock"
 
@@ -36,25 +38,33 @@ class Target:
         return f"tcp {self.address} (TLS)" if self.address else f"unix:{self.socket}"
 
 
-def _read(path: str, what: str) -> bytes:
+def _read_pem(path: str, what: str) -> bytes:
+    """A PEM file's bytes. gRPC takes anything and fails later in its own log lines, followed by
+    "Connection refused" or a TLS error that names neither the option nor the file."""
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise CliError(f"{what} {path!r} is not a PEM file (no -----BEGIN line)")
+    return data
 
 
 def open_channel(target: Target) -> grpc.Channel:
     options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
     if not target.address:
         return grpc.insecure_channel(f"unix:{target.socket}", options=options)
+    if not address_ok(target.address):  # gRPC would try 127.0.0.1:99999 as port 34463
+        raise CliError(f"--address {target.address!r}: expected HOST:PORT, the port from 1 to 65535 "
+                       "(such as agent.example.com:7443)")  # fmt: skip
     if not target.cacert:
         raise CliError("--address needs --cacert (the CA that signed the agent's certificate)")
     if bool(target.cert) != bool(target.key):
         raise CliError("--cert and --key go together")
     creds = grpc.ssl_channel_credentials(
-        root_certificates=_read(target.cacert, "--cacert"),
-        private_key=_read(target.key, "--key") if target.key else None,
-        certificate_chain=_read(target.cert, "--cert") if target.cert else None,
+        root_certificates=_read_pem(target.cacert, "--cacert"),
+        private_key=_read_pem(target.key, "--key") if target.key else None,
+        certificate_chain=_read_pem(target.cert, "--cert") if target.cert else None,
     )
     if target.server_name:
         options.append(("grpc.ssl_target_name_override", target.server_name))
@@ -78,6 +88,8 @@ def explain(error: grpc.RpcError, target: Target) -> str:
             sock = target.socket
             if not os.path.exists(sock):
                 why = f"{sock} does not exist"
+            elif not stat.S_ISSOCK(os.stat(sock).st_mode):
+                why = f"{sock} is not a Unix socket"
             elif not os.access(sock, os.R_OK | os.W_OK):
                 return (
                     f"permission denied on {sock}: only root and members of the 'hostagent' group may "

@@ -1,9 +1,10 @@
 """Argument values the CLI accepts: durations ("500ms", "2s", "1.5m", plain numbers are ms), byte
-sizes ("4096", "4k", "64KiB", "1M"), on/off switches."""
+sizes ("4096", "4k", "64KiB", "1M"), on/off switches, a timeout in seconds, a count."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|h)?\s*")
@@ -48,3 +49,28 @@ def on_off(text: str) -> bool:
     if value in ("off", "false", "no", "0"):
         return False
     raise argparse.ArgumentTypeError(f"invalid switch {text!r}: use on or off")
+
+
+def seconds(text: str) -> float:
+    """--timeout: seconds above 0 and finite. 0, a negative number, nan or inf gave "the agent did
+    not answer in time (try --timeout)" at once, whatever the agent did."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # nan fails both
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use seconds above 0, e.g. 5 or 0.5")
+    return value
+
+
+def count(text: str) -> int:
+    """tail --count: 1 or more. A negative count was never reached: tail ran until Ctrl-C."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid count {text!r}: use a whole number from 1 (without --count, tail runs until Ctrl-C)"
+        )
+    return value

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import tomli
 
+from hostagent.policy.sampling import KNOWN_PROTOCOLS, protocol_name
 from hostagent.probes.registry import DATA_HOOKS
 from hostagent.settings import CaptureOverride, CaptureSettings, RedactionRule, RedactionSettings, SamplingSettings
 
@@ -218,29 +219,90 @@ def _agent(r: _Reader) -> AgentConfig:
 ENDPOINT_EXPECTED = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
 
 
-def endpoint_ok(endpoint: str, scheme_required: bool = False) -> bool:
-    """An OTLP endpoint the exporters can use: ``http(s)://host[:port][/path]`` or ``host[:port]``,
-    a port from 1 to 65535. The scheme is checked on its own: "ftp://h" also reads as host "ftp:"
-    followed by a path."""
-    if not endpoint or any(c.isspace() for c in endpoint):
-        return False
+HEADERS_EXAMPLE = '{ "authorization" = "Basic <base64 of user:password>" }'
+_CREDENTIALS = "it carries credentials"
+
+
+def _authority(endpoint: str) -> tuple[int, int]:
+    """Where ``[userinfo@]host[:port]`` is in ``endpoint``: (start, end)."""
+    scheme_end = endpoint.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    end = len(endpoint)
+    for c in "/?#":
+        i = endpoint.find(c, start)
+        if i != -1 and i < end:
+            end = i
+    return start, end
+
+
+def endpoint_has_credentials(endpoint: str) -> bool:
+    """``http://user:password@host``: the exporters would not send them (OTLP authenticates with
+    headers), and the URL would carry a secret into logs and ``hostagentctl status``."""
+    start, end = _authority(endpoint)
+    return "@" in endpoint[start:end]
+
+
+def endpoint_shown(endpoint: str) -> str:
+    """``endpoint`` as an error message may quote it: anything before an ``@`` after the scheme
+    (a user and password, whatever characters the password has) replaced by ``***``."""
+    start = _authority(endpoint)[0]
+    at = endpoint.rfind("@")
+    return endpoint if at < start else f"{endpoint[:start]}***{endpoint[at:]}"
+
+
+def endpoint_problem(endpoint: str, scheme_required: bool = False) -> str:
+    """Why the exporters cannot use ``endpoint``, "" when they can: ``http(s)://host[:port][/path]``
+    or ``host[:port]``, a port from 1 to 65535, no credentials. The scheme is checked on its own:
+    "ftp://h" also reads as host "ftp:" followed by a path."""
+    if not endpoint:
+        return "it is empty"
+    if any(c.isspace() for c in endpoint):
+        return "it contains white space"
     scheme, sep, _ = endpoint.partition("://")
     if sep and scheme not in ("http", "https"):
-        return False
+        return "the scheme is not http or https"
     if not sep and scheme_required:
-        return False
+        return "the scheme (http:// or https://) is missing"
+    if endpoint_has_credentials(endpoint):
+        return _CREDENTIALS
     try:
         parts = urlsplit(endpoint if sep else f"//{endpoint}")
+    except ValueError:  # an unclosed [ of an IPv6 address
+        return "the host is not a valid name or address"
+    try:
         port = parts.port  # ValueError when not a number from 0 to 65535
     except ValueError:
-        return False
-    return bool(parts.hostname) and port != 0
+        port = 0
+    if not parts.hostname:
+        return "the host is missing"
+    if port == 0:
+        return "the port is not a number from 1 to 65535"
+    return ""
+
+
+def endpoint_error(where: str, expected: str, endpoint: str, headers: str,
+                   scheme_required: bool = False) -> Optional[ConfigError]:  # fmt: skip
+    """The error for a bad ``endpoint`` read from ``where`` (a file and key, or a variable), or
+    None; ``headers`` says where credentials go instead. The endpoint is quoted without
+    credentials: the message goes to logs and terminals."""
+    problem = endpoint_problem(endpoint, scheme_required)
+    if not problem:
+        return None
+    shown = endpoint_shown(endpoint)
+    if problem == _CREDENTIALS:
+        return ConfigError(
+            f"{where}: expected a URL without user:password@ (credentials belong in {headers}), got {shown!r}"
+        )
+    return ConfigError(f"{where}: expected {expected}, got {shown!r}: {problem}")
 
 
 def _exporter(r: _Reader) -> ExporterConfig:
     endpoint = r.string("endpoint", ExporterConfig.endpoint)
-    if endpoint and not endpoint_ok(endpoint):
-        raise r.fail("endpoint", f'{ENDPOINT_EXPECTED} or ""', endpoint)
+    if endpoint:
+        error = endpoint_error(f"{r.path}: {r.key('endpoint')}", f'{ENDPOINT_EXPECTED} or ""', endpoint,
+                               f"{r.key('headers')}, such as {HEADERS_EXAMPLE}")  # fmt: skip
+        if error is not None:
+            raise error
     headers = r.get("headers", dict, {}, "a table of header = value")
     for key, value in headers.items():
         if not isinstance(value, str):
@@ -274,14 +336,17 @@ def _admin(r: _Reader) -> AdminConfig:
             if not getattr(tls, name):
                 raise ConfigError(f"{r.path}: admin.tls.{name}: expected a file path (mTLS needs all three)")
     listen = r.string("listen", "")
-    if listen and not _address_ok(listen):
+    if listen and not address_ok(listen):
         raise r.fail("listen", 'an address such as "127.0.0.1:7443" (port 1-65535)', listen)
     if listen and tls is None:
         raise ConfigError(
             f"{r.path}: admin.listen: a remote admin listener needs [admin.tls] with cert, key and client_ca "
             "(it is served only with mutual TLS); remove admin.listen or add [admin.tls]"
         )
-    return AdminConfig(socket=r.string("socket", AdminConfig.socket), listen=listen,
+    socket = r.string("socket", AdminConfig.socket)
+    if not socket:  # "" named the working directory, "." (the admin API could not start)
+        raise r.fail("socket", 'the path of the admin Unix socket (such as "/run/hostagent/admin.sock")', socket)
+    return AdminConfig(socket=socket, listen=listen,
                        token=r.string("token", ""), group=r.string("group", "hostagent"), tls=tls)
 
 
@@ -300,6 +365,28 @@ def _probes(r: _Reader) -> ProbesConfig:
     )
 
 
+def _protocol(where: str, value: str) -> str:
+    """A protocol as spans carry it and overrides are keyed by it: a probe's name stands for its
+    protocol's (postgres -> postgresql), as in hostagentctl and the admin API. An unknown name made
+    an override nothing matched, silently."""
+    name = protocol_name(value)
+    if name not in KNOWN_PROTOCOLS:
+        raise ConfigError(f"{where}: unknown protocol {value!r} (valid: {', '.join(KNOWN_PROTOCOLS)})")
+    return name
+
+
+def _protocol_ratios(r: _Reader) -> tuple[tuple[str, float], ...]:
+    out: dict[str, float] = {}
+    given: dict[str, str] = {}  # protocol -> the key that gave it
+    for key, value in _ratio_table(r, "per_protocol"):
+        name = _protocol(f"{r.path}: {r.key('per_protocol')}", key)
+        if name in given:
+            raise ConfigError(f"{r.path}: {r.key('per_protocol')}: {name} is given twice, as {given[name]!r} "
+                              f"and {key!r}")  # fmt: skip
+        out[name], given[name] = value, key
+    return tuple(out.items())
+
+
 def _sampling(r: _Reader) -> SamplingSettings:
     ratio = r.number("ratio", 1.0, 0.0, 1.0)
     return SamplingSettings(
@@ -307,7 +394,7 @@ def _sampling(r: _Reader) -> SamplingSettings:
         keep_errors=r.boolean("keep_errors", False),
         keep_slower_than_ms=r.number("keep_slower_than_ms", None, 0.0, 86_400_000.0),
         per_service=_ratio_table(r, "per_service"),
-        per_protocol=_ratio_table(r, "per_protocol"),
+        per_protocol=_protocol_ratios(r),
     )
 
 
@@ -339,8 +426,10 @@ def _capture_override(r: _Reader, i: int, raw: Any) -> CaptureOverride:
     limit = o.get("body_max_bytes", int, None, "an integer from 0 to 1048576")
     if limit is not None and not 0 <= limit <= 1 << 20:
         raise o.fail("body_max_bytes", "an integer from 0 to 1048576", limit)
+    protocol = o.string("protocol", "*")
     override = CaptureOverride(
-        service=o.string("service", "*"), protocol=o.string("protocol", "*"),
+        service=o.string("service", "*"),
+        protocol=protocol if protocol == "*" else _protocol(f"{r.path}: {o.key('protocol')}", protocol),
         headers=o.get("headers", bool, None, "true or false"),
         bodies=o.get("bodies", bool, None, "true or false"), body_max_bytes=limit,
     )
@@ -365,15 +454,15 @@ def _capture(r: _Reader) -> CaptureConfig:
     )
 
 
-def _address_ok(value: str) -> bool:
-    """host:port or [v6]:port to listen on, the port from 1 to 65535."""
+def address_ok(value: str) -> bool:
+    """host:port or [v6]:port (to listen on, or hostagentctl's --address), the port from 1 to 65535."""
     found = re.match(r"^(\[[0-9a-fA-F:]+\]|[^\s:\[\]]+):(\d{1,5})$", value)
     return found is not None and 1 <= int(found.group(2)) <= 65535
 
 
 def _listen_address(r: _Reader, name: str) -> str:
     value = r.string(name, "")
-    if value and not _address_ok(value):
+    if value and not address_ok(value):
         raise r.fail(name, 'an address such as "127.0.0.1:14317" (port 1-65535) or "" (off)', value)
     return value
 

@@ -32,6 +32,7 @@ class EventKind(IntEnum):
     EXIT = 6  # sched_process_exit (thread group leader)
     FORK = 7  # a process with sockets forked: pid = child (a thread's tid too), size = parent tgid
     CGROUP = 8  # cgroup_mkdir (unified hierarchy): size = the cgroup's id, data = its path
+    LISTEN = 9  # a TCP socket entered LISTEN: pid = the listener, local_addr/local_port = where
 
 
 class Direction(IntEnum):

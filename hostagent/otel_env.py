@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from urllib.parse import unquote
 
-from hostagent.config import Config, ConfigError, endpoint_ok
+from hostagent.config import Config, ConfigError, endpoint_error
 
 _PREFIX = "OTEL_EXPORTER_OTLP_"
 
@@ -42,8 +42,11 @@ def apply_otel_env(config: Config, env: Mapping[str, str]) -> Config:
     changes: dict[str, object] = {}
     if found := _pick(env, "ENDPOINT"):
         var, value = found
-        if not endpoint_ok(value, scheme_required=True):
-            raise ConfigError(f"{var}: expected a URL starting with http:// or https://, port 1-65535, got {value!r}")
+        error = endpoint_error(var, "a URL starting with http:// or https://, port 1-65535", value,
+                               f"{_PREFIX}HEADERS, such as authorization=Basic%20<base64 of user:password>",
+                               scheme_required=True)  # fmt: skip
+        if error is not None:
+            raise error
         changes["endpoint"] = value
         changes["endpoint_is_signal_specific"] = var.startswith(f"{_PREFIX}TRACES_")
     if found := _pick(env, "PROTOCOL"):

@@ -55,7 +55,7 @@ _set = object.__setattr__  # Call is frozen; see _handle
 # Enum members read once: ``EventKind.DATA`` is a class attribute lookup through the enum's
 # metaclass (~90 ns), paid per event otherwise.
 _DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
-_CGROUP = EventKind.CGROUP
+_CGROUP, _LISTEN = EventKind.CGROUP, EventKind.LISTEN
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER
 
 
@@ -122,6 +122,12 @@ class Pipeline:
                     self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
                 elif kind == _CGROUP:
                     self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
+                elif kind == _LISTEN and self.peers is not None:
+                    # A server started listening: its first client call (handled after this event,
+                    # queued before the connection could exist) names it as the peer. Its Service
+                    # is read now, once per process as at exec: a peer lookup only peeks the cache.
+                    if self.peers.listeners.learn(event.local_addr, event.local_port, event.pid):
+                        self.identity.service_for(event.pid, event.comm, event.cgroup_id)
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent

@@ -25,7 +25,7 @@ from hostagent.admin.tap import SpanTap, TapFilter
 from hostagent.admin.v1 import admin_pb2 as pb
 from hostagent.admin.v1 import admin_pb2_grpc as pb_grpc
 from hostagent.policy.redaction import redactor_for
-from hostagent.policy.sampling import KNOWN_PROTOCOLS
+from hostagent.policy.sampling import KNOWN_PROTOCOLS, protocol_name
 from hostagent.settings import RedactionRule, RuntimeSettings, SettingsHolder
 
 log = logging.getLogger(__name__)
@@ -151,12 +151,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "status must be 'ok' or 'error'")
         if request.min_duration_ms < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_duration_ms must be >= 0")
-        if request.protocol and request.protocol not in KNOWN_PROTOCOLS:  # would match nothing, silently
+        protocol = protocol_name(request.protocol)
+        if protocol and protocol not in KNOWN_PROTOCOLS:  # would match nothing, silently
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"unknown protocol {request.protocol[:64]!r}; valid protocols: {', '.join(KNOWN_PROTOCOLS)}",
             )
-        flt = TapFilter(request.service, request.protocol, request.status, request.min_duration_ms)
+        flt = TapFilter(request.service, protocol, request.status, request.min_duration_ms)
         try:
             sub = self.d.tap.subscribe(flt)
         except RuntimeError as exc:
@@ -204,7 +205,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         kwargs: dict[str, Any] = {
             "ratio": request.ratio if request.HasField("ratio") else None,
             "service": request.service,
-            "protocol": request.protocol,
+            "protocol": protocol_name(request.protocol),
             "clear_override": request.clear_override,
             "keep_errors": request.keep_errors if request.HasField("keep_errors") else None,
             "keep_slower_than_ms": (request.keep_slower_than_ms if request.HasField("keep_slower_than_ms") else None),
@@ -260,7 +261,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             name: getattr(request, name) if request.HasField(name) else None
             for name in ("headers", "bodies", "body_max_bytes", "raw_sql")
         }
-        kwargs.update(service=request.service, protocol=request.protocol, clear_override=request.clear_override)
+        kwargs.update(service=request.service, protocol=protocol_name(request.protocol),
+                      clear_override=request.clear_override)  # fmt: skip
         new = self._change(
             context,
             "capture.clear" if request.clear_override else "capture.set",

@@ -76,6 +76,7 @@ class UnixCredProxy:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._stopping = False
+        self._published: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of the socket we put there
 
     def start(self) -> None:
         staging = make_private_dir(self.public_path.parent, ".admin-staging-")
@@ -89,6 +90,8 @@ class UnixCredProxy:
             listener.listen(64)
             self._remove_stale()
             os.rename(staged, self.public_path)
+            st = os.lstat(self.public_path)
+            self._published = (st.st_dev, st.st_ino)
         except BaseException:
             listener.close()
             raise
@@ -124,8 +127,7 @@ class UnixCredProxy:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.public_path)
+        self._unpublish()
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
@@ -133,6 +135,19 @@ class UnixCredProxy:
                 conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=2)
+
+    def _unpublish(self) -> None:
+        """Remove the public socket if it is still the one this proxy put there. A start that was
+        refused (the path is another agent's live socket, or not a socket at all: a typo naming
+        the config file) removed whatever the path named, as did a stop after another agent
+        replaced a stale socket of ours."""
+        published, self._published = self._published, None
+        if published is None:
+            return
+        with contextlib.suppress(OSError):
+            st = os.lstat(self.public_path)
+            if (st.st_dev, st.st_ino) == published:
+                os.unlink(self.public_path)
 
     def _accept_loop(self) -> None:
         assert self._listener is not None

@@ -8,6 +8,10 @@ fd scan is done only for inodes not seen before, by a background thread on a tim
 a lookup of a loopback endpoint missed (rate-limited, and once per endpoint per period: a remote
 peer, or a local port nobody listens on, asks nothing). Lookups only read a dict: no I/O.
 
+A server started after the agent is learnt at once from the kernel's LISTEN event (``learn``,
+from the pipeline thread, before any call to it can be handled): the refresh alone came too late
+for the first client call, whose span was built before the table held the new listener.
+
 Wildcard listeners (0.0.0.0, ::) answer only for loopback peers: a peer 10.1.2.3:8080 is another
 host even if something here listens on *:8080. /proc/net is the agent's network namespace, so
 containers with their own network namespace are not seen (``--network host`` ones are).
@@ -97,6 +101,12 @@ class ListenerMap:
         self.truncated = 0  # listeners not kept because of max_entries
         # loopback endpoints whose miss asked for a refresh this period (bounded; see _run)
         self._asked: set[tuple[str, int]] = set()
+        # endpoint -> (pid, monotonic time) learnt from LISTEN events: a refresh that read the
+        # kernel before the event keeps them (see _swap). Pruned by each refresh.
+        self._learnt: dict[tuple[str, int], tuple[int, float]] = {}
+        self._swap_lock = threading.Lock()  # learn() against the refresh's swap; never per lookup
+        self._own_netns = ""  # the agent's network namespace, read at the first LISTEN event
+        self.other_netns = 0  # LISTEN events not learnt: another network namespace, or gone
         # Where the LISTEN sockets come from: sock_diag on the live system (its cost does not grow
         # with the host's connections, /proc/net/tcp's does), the text files under another root.
         self._listening: Callable[[], dict[int, tuple[str, int]]] = (
@@ -132,6 +142,32 @@ class ListenerMap:
             self._warm.add(pid)
             self._wake.set()
 
+    def learn(self, address: str, port: int, pid: int) -> bool:
+        """The kernel says ``pid`` listens on (address, port) now (a LISTEN event): served from
+        the next lookup on; True when learnt. The table is updated in place; lookups read it
+        without a lock.
+
+        Only a listener in the agent's network namespace is learnt, as the refresh sees only
+        those: a container's own 127.0.0.1:5432 or a pod's :8080 is not this host's port, and
+        would name the wrong peer until the next refresh. One readlink per listen(); a process
+        already gone is left to the refresh."""
+        own = self._own_netns
+        if not own:
+            own = self._own_netns = self.procfs.net_namespace("self")
+        if not own or self.procfs.net_namespace(pid) != own:
+            self.other_netns += 1
+            return False
+        key = (_normalise(address), port)
+        with self._swap_lock:
+            table = self._by_endpoint
+            if key not in table and len(table) >= self.max_entries:
+                self.truncated += 1
+                return False
+            self._learnt[key] = (pid, time.monotonic())
+            table[key] = pid
+        self._asked.discard(key)
+        return True
+
     # --- refresh -----------------------------------------------------------------------------
     def _from_proc_net(self) -> dict[int, tuple[str, int]]:
         sockets = parse_listening(self.procfs.net_file("tcp"))
@@ -147,6 +183,7 @@ class ListenerMap:
             return self._from_proc_net()
 
     def refresh(self) -> None:
+        started = time.monotonic()
         sockets = self._listening()
         known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets}
         missing = set(sockets) - set(known)
@@ -163,7 +200,7 @@ class ListenerMap:
             table[(_normalise(address), port)] = pid
         new_pids = set(table.values()) - set(self._by_endpoint.values())
         self._pid_of_inode = known
-        self._by_endpoint = table
+        self._swap(table, started)
         self._last_refresh = time.monotonic()
         self.refreshes += 1
         if self.on_new_pid is not None:
@@ -172,6 +209,17 @@ class ListenerMap:
                     self.on_new_pid(pid)
                 except Exception:
                     log.debug("warming the service of listener pid %d failed", pid, exc_info=True)
+
+    def _swap(self, table: dict[tuple[str, int], int], started: float) -> None:
+        """Install a refreshed table, keeping what LISTEN events taught after its kernel read
+        started (the read did not see those listeners yet); older lessons are in the read."""
+        with self._swap_lock:
+            learnt = {key: value for key, value in self._learnt.items() if value[1] >= started}
+            for key, (pid, _) in learnt.items():
+                if key in table or len(table) < self.max_entries:
+                    table[key] = pid
+            self._learnt = learnt
+            self._by_endpoint = table
 
     def _scan_fds(self, wanted: set[int]) -> dict[int, int]:
         found: dict[int, int] = {}

@@ -13,7 +13,7 @@ import os
 import pwd
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Optional, Union
 
 # The only environment variables identity needs. Reading just these keeps secrets that live in
 # environments (tokens, passwords) out of the agent's memory.
@@ -291,6 +291,14 @@ class ProcFS:
             return self.read_text("proc", "sys", "kernel", "hostname").strip()
         except OSError:
             return os.uname().nodename
+
+    def net_namespace(self, pid: Union[int, str]) -> str:
+        """The network namespace of ``pid`` ("self": the agent's) as /proc/PID/ns/net names it,
+        "net:[4026531840]"; "" when the process is gone or the link cannot be read."""
+        try:
+            return os.readlink(os.path.join(self.root, "proc", str(pid), "ns", "net"))
+        except OSError:
+            return ""
 
     def net_file(self, name: str) -> str:
         """/proc/net/<name> (tcp, tcp6): the agent's network namespace."""

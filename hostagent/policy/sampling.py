@@ -26,6 +26,16 @@ from hostagent.settings import SamplingSettings
 TRACE_ID_LIMIT = (1 << 64) - 1
 # Call.protocol values (hostagent/model.py); per-protocol overrides are keyed by these.
 KNOWN_PROTOCOLS = ("http", "http2", "grpc", "postgresql", "mysql", "redis", "dns")
+# Probe names that differ from the protocol names spans carry: wherever a protocol is asked for
+# (hostagentctl's --protocol, the admin API's protocol fields) a probe's name stands for its
+# protocol's, so `probes enable postgres` then `tail --protocol postgres` works, from the CLI and
+# from any other API client alike.
+PROTOCOL_ALIASES = {"postgres": "postgresql"}
+
+
+def protocol_name(value: str) -> str:
+    """The protocol a name given for one stands for: a probe's name -> its protocol's."""
+    return PROTOCOL_ALIASES.get(value, value)
 
 
 def ratio_bound(ratio: float) -> int:

@@ -1132,3 +1132,49 @@ def test_files_on_the_parents_socket_numbers_are_not_sockets(capture: tuple[BpfC
     assert socket_events(col.of(kid)) == []
     assert socket_events(col.of(exec_kid)) == []  # python's start-up reads dozens of files on fd 3+
     assert [e.kind for e in socket_events(col.of(p.pid))] == [C, A, X, X, X]  # its own, untouched
+
+
+LISTENS = textwrap.dedent(
+    """
+    import socket, sys
+    held = []
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
+                            (socket.AF_INET6, "::"), (socket.AF_INET6, "::1")):
+        s = socket.socket(family)
+        if address == "::":
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
+        s.bind((address, 0))  # the kernel picks the port at bind: known at LISTEN
+        s.listen()
+        held.append(s)
+    auto = socket.socket()
+    auto.listen()  # bound by listen() itself: its port is picked after LISTEN
+    c = socket.create_connection(("127.0.0.1", held[0].getsockname()[1]))  # not a listener
+    print(*(s.getsockname()[1] for s in held), auto.getsockname()[1], flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_listen_names_the_listener_and_its_local_end(capture: tuple[BpfCapture, Collector]) -> None:
+    """Each listen() of a port the socket already had is one LISTEN event of the listening
+    process, with the family and local end it listens on (a wildcard as an all-zero address)."""
+    cap, col = capture
+    p = subprocess.Popen([sys.executable, "-c", LISTENS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        v4, any4, any6, v6, auto = (int(x) for x in p.stdout.readline().split())
+        drain_until(cap, lambda: sum(e.kind == EventKind.LISTEN for e in col.of(p.pid)) >= 4)
+        time.sleep(0.2)
+        cap.poll(10)
+    finally:
+        p.communicate("", timeout=10)
+    listens = [(e.family, e.local_addr, e.local_port, e.comm, e.fd, e.cgroup_id > 0)
+               for e in col.of(p.pid) if e.kind == EventKind.LISTEN]  # fmt: skip
+    comm = Path(sys.executable).name[:15]  # the kernel names a task after the path it ran
+    assert listens == [
+        (socket.AF_INET, "127.0.0.1", v4, comm, -1, True),
+        (socket.AF_INET, "0.0.0.0", any4, comm, -1, True),
+        (socket.AF_INET6, "::", any6, comm, -1, True),
+        (socket.AF_INET6, "::1", v6, comm, -1, True),
+    ]
+    assert auto not in (v4, any4, any6, v6)

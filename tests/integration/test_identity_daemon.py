@@ -102,15 +102,6 @@ def curl(url: str) -> None:
     assert done.stdout == b"200", (url, done)
 
 
-def warm_peer(receiver: OtlpGrpcReceiver, port: int) -> None:
-    """One call to a just-started server, then a pause: the daemon's listener table refreshes on
-    a miss (at most every 0.5 s) and warms the listener's service, so the *next* client span
-    carries peer.service. Spans of the warm-up call are discarded."""
-    curl(f"http://127.0.0.1:{port}/warm-up")
-    wait_spans(receiver, port, 2)
-    receiver.recorder.clear()
-
-
 def peer(span: ReceivedSpan) -> dict[str, object]:
     keys = ("service.peer.name", "peer.service", "service.peer.namespace")
     return {k: span.attributes[k] for k in keys if k in span.attributes}
@@ -168,7 +159,6 @@ def assert_checkout_resource(resource: dict[str, object], box: Container) -> Non
 def test_compose_container_server_and_client_spans(receiver: OtlpGrpcReceiver,
                                                    containers: dict[int, Container]) -> None:  # fmt: skip
     box = containers[PY_CHECKOUT]
-    warm_peer(receiver, box.port)
     curl(f"http://127.0.0.1:{box.port}/cart?id=7")
     spans = wait_spans(receiver, box.port, 2)
     assert len(spans) == 2, spans
@@ -193,7 +183,6 @@ def test_unlabelled_container_named_by_its_name_and_renamed(
     docker_engine: DockerEngine,  # noqa: F811
 ) -> None:
     box = containers[PY_PLAIN]
-    warm_peer(receiver, box.port)
     curl(f"http://127.0.0.1:{box.port}/before")
     spans = wait_spans(receiver, box.port, 2)
     server, client = one(spans, "SERVER"), one(spans, "CLIENT")
@@ -233,19 +222,12 @@ def test_busybox_httpd_is_the_peer_of_curl(receiver: OtlpGrpcReceiver, container
     """busybox httpd under the Compose label: the client span names it (its listener is the
     container's first process)."""
     box = containers[BB_CHECKOUT]
-    warm_peer_client_only(receiver, box.port)
     curl(f"http://127.0.0.1:{box.port}/etc/hostname")  # a file every container has
     spans = wait_spans(receiver, box.port, 1)
     client = one(spans, "CLIENT")
     assert client.attributes["http.response.status_code"] == 200
     assert peer(client) == {"service.peer.name": "checkout", "peer.service": "checkout",
                             "service.peer.namespace": "shop"}  # fmt: skip
-
-
-def warm_peer_client_only(receiver: OtlpGrpcReceiver, port: int) -> None:
-    curl(f"http://127.0.0.1:{port}/etc/hostname")
-    wait_spans(receiver, port, 1)
-    receiver.recorder.clear()
 
 
 def test_busybox_httpd_server_spans_forked_child(receiver: OtlpGrpcReceiver,
@@ -294,7 +276,6 @@ def served_in_unit(receiver: OtlpGrpcReceiver, unit: Unit, port: int,
                    env: Optional[dict[str, str]] = None) -> tuple[ReceivedSpan, ReceivedSpan, Server]:  # fmt: skip
     server = start_in_unit(unit, port, env)
     try:
-        warm_peer(receiver, port)
         curl(f"http://127.0.0.1:{port}/unit")
         spans = wait_spans(receiver, port, 2)
         assert len(spans) == 2, spans

@@ -56,20 +56,38 @@ def test_status_merges_provider_and_settings(base_dir: Path) -> None:
         assert "email" in st.redaction.detectors and st.runtime_overrides is False
 
 
+def second_server(base_dir: Path, socket_path: Path) -> AdminServer:
+    return AdminServer(holder=SettingsHolder(BASE), status=StaticStatus(STATUS), reload=lambda: (True, ""),
+                       base_settings=lambda: BASE, state_dir=base_dir / "s2", socket_path=socket_path)  # fmt: skip
+
+
 def test_socket_is_0660_and_replaced_when_stale(base_dir: Path) -> None:
     with running(base_dir) as h:
         mode = stat.S_IMODE(h.socket.stat().st_mode)
         assert mode == 0o660 and stat.S_ISSOCK(h.socket.stat().st_mode)
         with pytest.raises(AdminConfigError, match="another agent is already listening"):
-            AdminServer(
-                holder=h.holder,
-                status=StaticStatus(STATUS),
-                reload=lambda: (True, ""),
-                base_settings=lambda: BASE,
-                state_dir=base_dir / "s2",
-                socket_path=h.socket,
-            ).start()
+            second_server(base_dir, h.socket).start()
+        # the refused start left the running agent's socket alone (it removed it: the running
+        # agent could no longer be reached)
+        assert stat.S_ISSOCK(h.socket.stat().st_mode)
+        assert h.stub().GetStatus(pb.GetStatusRequest(), timeout=T).version == "9.9.9-test"
     assert not h.socket.exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_socket_path_that_is_not_a_socket_is_refused_and_left_alone(base_dir: Path, kind: str) -> None:
+    """[admin] socket naming the config file by mistake: the start was refused, then the refusal's
+    clean-up deleted that file (a directory, such as the "." that socket = "" named, failed the
+    clean-up with IsADirectoryError, a traceback in place of the refusal)."""
+    path = base_dir / "hostagent.toml"
+    if kind == "file":
+        path.write_text("[agent]\n")
+    else:
+        path.mkdir()
+    with pytest.raises(AdminConfigError) as exc:
+        second_server(base_dir, path).start()
+    assert str(exc.value) == f"[admin] socket {str(path)!r}: {path} exists and is not a socket; refusing to replace it"
+    assert path.read_text() == "[agent]\n" if kind == "file" else path.is_dir()
 
 
 def test_probe_enable_disable_and_unknown(base_dir: Path) -> None:
@@ -416,3 +434,44 @@ def test_status_has_the_layering_section(base_dir: Path) -> None:
                 ly.sdk_spans_held, ly.agent_spans_held, ly.requests_forwarded, ly.hold_overflow, ly.thread_links,
                 ly.peer_links) == (4, 9, 5, 5, 2, 1, 4, 0, 1, 2)
         assert dict(ly.counters)["agent_spans_deduplicated"] == 5
+
+
+def test_a_probes_name_stands_for_its_protocol_over_the_api(base_dir: Path) -> None:
+    """hostagentctl maps `--protocol postgres` to postgresql itself; any other API client sending
+    the probe's name got INVALID_ARGUMENT (tail, sampling, capture set) where the CLI worked. The
+    server now maps it with the same table (hostagent.policy.sampling.PROTOCOL_ALIASES)."""
+    with running(base_dir) as h:
+        api = h.stub()
+        api.SetSampling(pb.SetSamplingRequest(ratio=0.5, protocol="postgres"), timeout=T)
+        assert h.holder.current.sampling.per_protocol == (("postgresql", 0.5),)
+        api.SetCapture(pb.SetCaptureRequest(bodies=True, protocol="postgres"), timeout=T)
+        assert h.holder.current.capture.overrides == (CaptureOverride(protocol="postgresql", bodies=True),)
+        assert [(a["action"], a["ok"], a["new"]["request"]["protocol"]) for a in h.audit()] == [
+            ("sampling.set", True, "postgresql"), ("capture.set", True, "postgresql")]  # fmt: skip
+        api.SetSampling(pb.SetSamplingRequest(protocol="postgres", clear_override=True), timeout=T)
+        api.SetCapture(pb.SetCaptureRequest(protocol="postgres", clear_override=True), timeout=T)
+        assert (h.holder.current.sampling.per_protocol, h.holder.current.capture.overrides) == ((), ())
+
+        stream = h.stub().TailSpans(pb.TailSpansRequest(protocol="postgres"), timeout=10)
+
+        def publish() -> None:
+            while h.tap.subscribers == 0:
+                time.sleep(0.01)
+            for n, proto in enumerate(["http", "postgresql", "redis", "postgresql"]):
+                h.tap.publish(SpanSummary(f"{n:032x}", f"{n:016x}", "SELECT", "shop", proto, "client", 0, 1.0, "ok"))
+
+        threading.Thread(target=publish).start()
+        got = [next(stream), next(stream)]
+        stream.cancel()
+        assert [(s.span_id, s.protocol) for s in got] == [(f"{1:016x}", "postgresql"), (f"{3:016x}", "postgresql")]
+
+        for call, req in [
+            (api.SetSampling, pb.SetSamplingRequest(ratio=0.5, protocol="postgre")),
+            (api.SetCapture, pb.SetCaptureRequest(bodies=True, protocol="postgre")),
+        ]:
+            assert code_of(call, req) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                          "unknown protocol 'postgre'; valid protocols: http, http2, grpc, "
+                                          "postgresql, mysql, redis, dns")  # fmt: skip
+        with pytest.raises(grpc.RpcError) as exc:
+            next(h.stub().TailSpans(pb.TailSpansRequest(protocol="postgre"), timeout=T))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -238,7 +238,7 @@ def test_redaction_remove_takes_the_name_as_add_gives_it(h) -> None:
     for args in (["redaction", "remove"], ["redaction", "remove", "a", "--name", "b"]):
         out = run(h, *args)
         assert (out.returncode, out.stderr.splitlines()[-1]) == (
-            2, "hostagentctl: redaction remove: give the rule's name once, as NAME or --name NAME",
+            2, "hostagentctl redaction remove: error: give the rule's name once, as NAME or --name NAME",
         ), args  # fmt: skip
 
 
@@ -254,6 +254,72 @@ def test_usage_errors_exit_2(h) -> None:
         out = run(h, *args)
         assert out.returncode == 2, (args, out.stderr)
         assert "usage: hostagentctl" in out.stderr
+
+
+TIMEOUT = "hostagentctl: error: argument --timeout: invalid timeout {!r}: use seconds above 0, e.g. 5 or 0.5"
+COUNT = ("hostagentctl tail: error: argument --count: invalid count {!r}: use a whole number from 1 (without "
+         "--count, tail runs until Ctrl-C)")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "usage", "error"),
+    [
+        # 0, negative, nan, inf: "the agent did not answer in time (try --timeout)", whatever it did
+        *((["--timeout", t, "status"], "hostagentctl [-h]", TIMEOUT.format(t)) for t in ("0", "-1", "nan", "inf")),
+        # a negative count was never reached: tail ran until Ctrl-C
+        *((["tail", "--count", c], "hostagentctl tail [-h]", COUNT.format(c)) for c in ("-1", "0", "two")),
+        # left-over arguments and checks made after parsing: the command's usage and name, not
+        # hostagentctl's (which does not show the command's arguments)
+        (["probes", "enable", "http", "extra"], "hostagentctl probes enable [-h]",
+         "hostagentctl probes enable: error: unrecognized arguments: extra"),
+        (["status", "--socket", "/run/x.sock"], "hostagentctl status [-h]",
+         "hostagentctl status: error: unrecognized arguments: --socket /run/x.sock (--socket is a connection "
+         "option: it goes before the verb, as in hostagentctl --socket ... status)"),
+        (["probes", "list", "--timeout=9"], "hostagentctl probes list [-h]",
+         "hostagentctl probes list: error: unrecognized arguments: --timeout=9 (--timeout is a connection "
+         "option: it goes before the verb, as in hostagentctl --timeout ... probes list)"),
+        (["sampling", "set"], "hostagentctl sampling set [-h]",
+         "hostagentctl sampling set: error: give RATIO, --keep-errors/--no-keep-errors or --keep-slower-than"),
+        (["capture", "set"], "hostagentctl capture set [-h]",
+         "hostagentctl capture set: error: give --headers, --bodies, --body-max or --raw-sql"),
+        (["capture", "clear"], "hostagentctl capture clear [-h]",
+         "hostagentctl capture clear: error: give --service and/or --protocol"),
+    ],
+)  # fmt: skip
+def test_usage_error_names_the_command_and_shows_its_usage(h, args: list[str], usage: str, error: str) -> None:
+    out = cli("--socket", str(h.socket), *args, timeout=10)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert out.stderr.startswith(f"usage: {usage}"), out.stderr
+    assert out.stderr.splitlines()[-1] == error
+
+
+def test_connection_options_that_cannot_work_say_so(tmp_path: Path) -> None:
+    """gRPC dialled 127.0.0.1:99999 as port 34463, and took any file as a certificate (logging its
+    own errors, then "Connection refused"); a socket path that is a file or directory said
+    "nobody answered"."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a certificate\n")
+    cases = [
+        (["--address", "127.0.0.1:99999", "--cacert", str(pem)],
+         "hostagentctl: --address '127.0.0.1:99999': expected HOST:PORT, the port from 1 to 65535 "
+         "(such as agent.example.com:7443)"),
+        (["--address", "agent.example.com", "--cacert", str(pem)],
+         "hostagentctl: --address 'agent.example.com': expected HOST:PORT, the port from 1 to 65535 "
+         "(such as agent.example.com:7443)"),
+        (["--address", "127.0.0.1:18799", "--cacert", str(text)],
+         f"hostagentctl: --cacert {str(text)!r} is not a PEM file (no -----BEGIN line)"),
+        (["--address", "127.0.0.1:18799", "--cacert", str(pem), "--cert", str(text), "--key", str(pem)],
+         f"hostagentctl: --cert {str(text)!r} is not a PEM file (no -----BEGIN line)"),
+        *((["--socket", str(path)],
+           f"hostagentctl: cannot reach the hostagent admin API at unix:{path} ({path} is not a Unix socket). "
+           "Is the agent running? Check with `systemctl status hostagent`, or pass --socket PATH / set "
+           "HOSTAGENT_SOCKET.") for path in (text, tmp_path)),
+    ]  # fmt: skip
+    for args, error in cases:
+        out = cli(*args, "status", timeout=10)
+        assert (out.returncode, out.stdout, out.stderr) == (1, "", error + "\n"), args
 
 
 def test_unreachable_daemon_says_where_and_what_to_do(tmp_path: Path) -> None:

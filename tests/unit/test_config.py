@@ -9,6 +9,7 @@ import pytest
 from hostagent import settings as rt
 from hostagent.config import ConfigError, load_config
 from hostagent.daemon import settings_from_config
+from hostagent.settings import CaptureOverride
 
 REPO = Path(__file__).resolve().parents[2]
 ENDPOINT = 'an http:// or https:// URL or host:port, port 1-65535 (such as "http://127.0.0.1:4317")'
@@ -47,6 +48,8 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ("[exporter\n", "not valid TOML"),
         ('[[redaction.rules]]\nname = "x"\npattern = "("\n', "rules[0].pattern: expected a valid"),
         ('[admin]\nlisten = "0.0.0.0"\n', "admin.listen: expected an address"),
+        ('[admin]\nsocket = ""\n',
+         'admin.socket: expected the path of the admin Unix socket (such as "/run/hostagent/admin.sock"), got \'\''),
         ('[admin.tls]\ncert = "a"\n', "admin.tls.key: expected a file path"),
         ("agent = 3\n", "[agent] must be a table"),
         ("[agent]\nnice = 20\n", "agent.nice: expected an integer from -20 to 19, got 20"),
@@ -72,6 +75,107 @@ def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, me
         load_config(path, environ={})
     assert str(err.value).startswith(f"{path}: ")
     assert message in str(err.value)
+
+
+CREDENTIALS = ('exporter.endpoint: expected a URL without user:password@ (credentials belong in exporter.headers, '
+               'such as { "authorization" = "Basic <base64 of user:password>" }), got ')
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        # OTLP authenticates with headers: a URL's user and password would not be sent, and the
+        # URL would carry the secret into logs; the message never quotes them
+        ("http://user:hunter2@127.0.0.1:4317", CREDENTIALS + "'http://***@127.0.0.1:4317'"),
+        ("https://user:hunter2@otel.example.com/v1/traces", CREDENTIALS + "'https://***@otel.example.com/v1/traces'"),
+        ("http://hunter2@127.0.0.1:4317", CREDENTIALS + "'http://***@127.0.0.1:4317'"),
+        ("https://:hunter2@127.0.0.1", CREDENTIALS + "'https://***@127.0.0.1'"),
+        ("user:hunter2@127.0.0.1:4317", CREDENTIALS + "'***@127.0.0.1:4317'"),
+        ("http://user:hunter2@[::1]:4317", CREDENTIALS + "'http://***@[::1]:4317'"),
+        # the reason follows what was expected
+        ("http://:4317", f"expected {ENDPOINT} or \"\", got 'http://:4317': the host is missing"),
+        ("https://", f"expected {ENDPOINT} or \"\", got 'https://': the host is missing"),
+        (":4317", f"expected {ENDPOINT} or \"\", got ':4317': the host is missing"),
+        ("http://127.0.0.1:0", "got 'http://127.0.0.1:0': the port is not a number from 1 to 65535"),
+        ("http://127.0.0.1:43x7", "got 'http://127.0.0.1:43x7': the port is not a number from 1 to 65535"),
+        ("http://[::1:4317", "got 'http://[::1:4317': the host is not a valid name or address"),
+        ("grpc://127.0.0.1:4317", "got 'grpc://127.0.0.1:4317': the scheme is not http or https"),
+        ("127.0.0.1 :4317", "got '127.0.0.1 :4317': it contains white space"),
+        # a '/' in the password ends the URL's authority: a bad port, and still not quoted
+        ("http://user:hunt/er2@127.0.0.1:4317",
+         "got 'http://***@127.0.0.1:4317': the port is not a number from 1 to 65535"),
+        ("ftp://user:hunter2@127.0.0.1", "got 'ftp://***@127.0.0.1': the scheme is not http or https"),
+    ],
+)
+def test_bad_endpoint_says_why_and_never_quotes_credentials(tmp_path: Path, endpoint: str, message: str) -> None:
+    path = write(tmp_path, f'[exporter]\nendpoint = "{endpoint}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value).startswith(f"{path}: exporter.endpoint: expected ")
+    assert str(err.value).endswith(message)
+    assert "hunter2" not in str(err.value) and "hunt" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:hunter2@127.0.0.1:4318",
+         "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL without user:password@ (credentials belong in "
+         "OTEL_EXPORTER_OTLP_HEADERS, such as authorization=Basic%20<base64 of user:password>), got "
+         "'http://***@127.0.0.1:4318'"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://:4318/v1/traces",
+         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected a URL starting with http:// or https://, port 1-65535, got "
+         "'http://:4318/v1/traces': the host is missing"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317",
+         "OTEL_EXPORTER_OTLP_ENDPOINT: expected a URL starting with http:// or https://, port 1-65535, got "
+         "'127.0.0.1:4317': the scheme (http:// or https://) is missing"),
+    ],
+)  # fmt: skip
+def test_bad_endpoint_variable_says_why_and_never_quotes_credentials(tmp_path: Path, var: str, value: str,
+                                                                      message: str) -> None:  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, ""), environ={var: value})
+    assert str(err.value) == message
+
+
+VALID_PROTOCOLS = "(valid: http, http2, grpc, postgresql, mysql, redis, dns)"
+
+
+@pytest.mark.parametrize(
+    ("text", "per_protocol", "overrides"),
+    [
+        # a probe's name stands for its protocol's, as in hostagentctl and the admin API: spans
+        # carry postgresql, so an override keyed "postgres" matched nothing
+        ("[sampling]\nper_protocol = { postgres = 0.1, dns = 0.5 }\n", (("postgresql", 0.1), ("dns", 0.5)), ()),
+        ('[[capture.overrides]]\nprotocol = "postgres"\nbodies = true\n', (),
+         (CaptureOverride(protocol="postgresql", bodies=True),)),
+        ('[[capture.overrides]]\nservice = "shop"\nheaders = false\n', (),
+         (CaptureOverride(service="shop", headers=False),)),  # no protocol: any
+    ],
+)  # fmt: skip
+def test_protocols_in_overrides_are_the_ones_spans_carry(tmp_path: Path, text: str, per_protocol: object,
+                                                         overrides: object) -> None:  # fmt: skip
+    config = load_config(write(tmp_path, text), environ={})
+    assert (config.sampling.per_protocol, config.capture.runtime.overrides) == (per_protocol, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[sampling]\nper_protocol = { htp = 0.1 }\n",
+         f"sampling.per_protocol: unknown protocol 'htp' {VALID_PROTOCOLS}"),
+        ("[sampling]\nper_protocol = { postgres = 0.1, postgresql = 0.2 }\n",
+         "sampling.per_protocol: postgresql is given twice, as 'postgres' and 'postgresql'"),
+        ('[[capture.overrides]]\nprotocol = "kafka"\nbodies = true\n',
+         f"capture.overrides[0].protocol: unknown protocol 'kafka' {VALID_PROTOCOLS}"),
+    ],
+)  # fmt: skip
+def test_an_override_for_no_protocol_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    """check-config said OK, and the override matched nothing, silently."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value) == f"{path}: {message}"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,185 @@
+"""A server that starts listening after the agent is the peer of its very first client call.
+
+Acceptance run: ``python -m http.server`` started, then three curls 0.7 s apart: the first client
+span had no ``service.peer.name``, the next two had it. The listener table learnt the new server
+only on the first call's miss, from a /proc scan on its thread, after that span was built. The
+kernel's LISTEN event (bpf/capture.c on_listen) now teaches the table, and the pipeline reads the
+listener's Service, before any call to the server is handled.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+
+from hostagent.identity.docker import DockerMetadata
+from hostagent.identity.listeners import ListenerMap, PeerResolver
+from hostagent.identity.procfs import ProcFS
+from hostagent.identity.service import HostInfo, ServiceCache
+from hostagent.model import Call, Connection, Endpoint, EventKind, Role
+from hostagent.pipeline import Pipeline
+from hostagent.probes import events as ev
+from hostagent.settings import RuntimeSettings, SettingsHolder
+from hostagent.traces.clock import MonotonicToUnix
+from hostagent.traces.spans import SpanBuilder
+from tests.support.docker_engine import ReplayDockerClient
+from tests.support.pipeline_parts import Exported, NoTracker
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
+HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
+NGINX = 100  # tests/fixtures/proc/host: pid 100 is nginx (nginx.service)
+NGINX_PEER = {"service.peer.name": "nginx", "peer.service": "nginx"}
+V4, V6 = socket.AF_INET, socket.AF_INET6
+
+
+def listen_record(family: int, address: str, port: int, pid: int = NGINX) -> bytes:
+    """A LISTEN ring record as bpf/capture.c on_listen writes it: the listener's tgid, comm and
+    cgroup id, its socket's family and local end (an AF_INET address in the first 4 bytes)."""
+    raw = socket.inet_pton(family, address)
+    h = ev.EventHdr(kind=int(EventKind.LISTEN), pid=pid, tid=pid, fd=-1, cgroup_id=1, family=family,
+                    sock_type=socket.SOCK_STREAM, local_port=port, comm=b"nginx")  # fmt: skip
+    h.local_addr[: len(raw)] = list(raw)
+    return bytes(h)
+
+
+def client_call(address: str, port: int) -> Call:
+    return Call(protocol="http", role=Role.CLIENT, start_ns=1_000, end_ns=2_000, name="GET",
+                attributes={"http.request.method": "GET", "http.response.status_code": 200},
+                conn=Connection(pid=200, tid=200, fd=5, peer=Endpoint(address, port), comm="curl"))  # fmt: skip
+
+
+HOST_NET, CONTAINER_NET = "net:[4026531840]", "net:[4026532999]"
+
+
+def netns(root: Path, **links: str) -> Path:
+    """/proc/<pid>/ns/net links (as readlink gives them) in a fixture tree: key "self" is the agent."""
+    for pid, target in links.items():
+        (root / "proc" / pid.lstrip("p") / "ns").mkdir(parents=True, exist_ok=True)
+        (root / "proc" / pid.lstrip("p") / "ns" / "net").symlink_to(target)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """The host tree with nginx (pid 100) in the agent's network namespace and pid 101 in a
+    container's own."""
+    root = tmp_path / "host"
+    shutil.copytree(FIXTURES / "host", root, symlinks=True)
+    return netns(root, self=HOST_NET, p100=HOST_NET, p101=CONTAINER_NET)
+
+
+@pytest.fixture
+def listeners_tree(tmp_path: Path) -> Path:
+    """The listeners tree (pid 4242 listens on 127.0.0.1:18401...), pids 77 and 78 in the host's
+    network namespace."""
+    root = tmp_path / "listeners"
+    shutil.copytree(FIXTURES / "listeners", root, symlinks=True)
+    return netns(root, self=HOST_NET, p77=HOST_NET, p78=HOST_NET)
+
+
+def pipeline(tree: Path) -> tuple[Pipeline, ListenerMap, ServiceCache, Exported]:
+    """A pipeline whose listener table is empty and stays so unless told: its refresh thread is
+    not started, as if the new server came up between two refreshes."""
+    cache = ServiceCache(ProcFS(str(tree), clock_ticks=100),
+                         DockerMetadata(ReplayDockerClient(str(FIXTURES / "docker"))), host_info=HOST)  # fmt: skip
+    listeners = ListenerMap(ProcFS(str(tree)), min_gap=0.0)
+    exported = Exported()
+    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
+    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http"}))), NoTracker(), builder.build,
+                    exported, identity=cache, peers=PeerResolver(listeners, cache.peek))  # fmt: skip
+    return pipe, listeners, cache, exported
+
+
+@pytest.mark.parametrize(
+    ("family", "listen_on", "port", "peer", "named"),
+    [
+        (V4, "127.0.0.1", 22401, "127.0.0.1", True),
+        (V4, "127.0.0.1", 22401, "::ffff:127.0.0.1", True),  # an AF_INET6 client's view of it
+        (V4, "0.0.0.0", 22402, "127.0.0.1", True),  # wildcard, loopback peer
+        (V4, "0.0.0.0", 22402, "127.0.0.5", True),
+        (V4, "0.0.0.0", 22402, "10.1.2.3", False),  # another host's port 22402
+        (V6, "::", 22403, "127.0.0.1", True),  # dual-stack wildcard
+        (V6, "::", 22403, "::1", True),
+        (V6, "::1", 22404, "::1", True),
+        (V6, "::ffff:127.0.0.1", 22405, "127.0.0.1", True),  # IPv4-mapped bind of an AF_INET6 socket
+    ],
+)
+def test_first_client_call_after_listen_names_the_peer(tree: Path, family: int, listen_on: str, port: int,
+                                                       peer: str, named: bool) -> None:  # fmt: skip
+    pipe, listeners, cache, exported = pipeline(tree)
+    raw = listen_record(family, listen_on, port)
+    pipe.on_event(ev.decode(raw, len(raw)))
+    assert pipe.dropped == {}
+    assert cache.peek(NGINX) is not None  # read at the event: the span's lookup only peeks
+    pipe.on_call(client_call(peer, port))
+    (span,) = exported.spans
+    attrs = dict(span.attributes or {})
+    assert {k: attrs[k] for k in NGINX_PEER if k in attrs} == (NGINX_PEER if named else {})
+    assert listeners.refreshes == 0  # no /proc scan was needed
+
+
+@pytest.mark.parametrize(
+    ("pid", "why"),
+    [
+        (101, "a container's own network namespace: its 127.0.0.1:22407 is not the host's"),
+        (4321, "gone before its event was handled: the refresh decides"),
+    ],
+)
+def test_a_listener_elsewhere_is_not_learnt(tree: Path, pid: int, why: str) -> None:
+    pipe, listeners, cache, exported = pipeline(tree)
+    raw = listen_record(V4, "127.0.0.1", 22407, pid=pid)
+    pipe.on_event(ev.decode(raw, len(raw)))
+    pipe.on_call(client_call("127.0.0.1", 22407))
+    (span,) = exported.spans
+    assert "service.peer.name" not in dict(span.attributes or {}), why
+    assert (listeners.snapshot(), listeners.other_netns, cache.peek(pid)) == ({}, 1, None)
+
+
+def test_without_the_event_the_first_call_has_no_peer(tree: Path) -> None:
+    """The same call with no LISTEN event before it: the table has not learnt the server."""
+    pipe, _, _, exported = pipeline(tree)
+    pipe.on_call(client_call("127.0.0.1", 22401))
+    (span,) = exported.spans
+    assert "service.peer.name" not in dict(span.attributes or {})
+
+
+def test_listen_learnt_during_a_refresh_survives_it(listeners_tree: Path) -> None:
+    """The refresh thread read the kernel's listeners just before the server listened; the LISTEN
+    event lands while it scans /proc: the table it installs keeps the new listener."""
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), min_gap=0.0)
+    real = listeners._listening
+
+    def read_then_listen() -> dict[int, tuple[str, int]]:
+        sockets = real()
+        listeners.learn("127.0.0.1", 22410, 77)
+        return sockets
+
+    listeners._listening = read_then_listen
+    listeners.refresh()
+    assert listeners.pid_for("127.0.0.1", 22410) == 77
+    assert listeners.pid_for("127.0.0.1", 18401) == 4242  # what the read found
+
+
+def test_refresh_after_the_event_replaces_what_it_taught(listeners_tree: Path) -> None:
+    """What the kernel read later says wins: the listener gone (no entry) or held by another pid."""
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), min_gap=0.0)
+    listeners.learn("127.0.0.1", 22411, 77)  # closed before the refresh: not in the fixture
+    listeners.learn("127.0.0.1", 18401, 77)  # the fixture's fd scan says pid 4242 holds it
+    assert (listeners.pid_for("127.0.0.1", 22411), listeners.pid_for("127.0.0.1", 18401)) == (77, 77)
+    listeners.refresh()
+    assert (listeners.pid_for("127.0.0.1", 22411), listeners.pid_for("127.0.0.1", 18401)) == (None, 4242)
+    assert listeners._learnt == {}
+
+
+def test_learn_is_bounded_like_the_refresh(listeners_tree: Path) -> None:
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), max_entries=2)
+    for port in (22420, 22421, 22422):
+        listeners.learn("127.0.0.1", port, 77)
+    assert listeners.snapshot() == {("127.0.0.1", 22420): 77, ("127.0.0.1", 22421): 77}
+    assert listeners.truncated == 1
+    listeners.learn("127.0.0.1", 22420, 78)  # a known endpoint may change hands at the bound
+    assert listeners.pid_for("127.0.0.1", 22420) == 78
