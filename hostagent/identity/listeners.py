@@ -3,10 +3,16 @@
 A client span to 127.0.0.1:8080 should name the service on the other end when that end is on
 this host. ``ListenerMap`` keeps (address, port) -> pid for TCP sockets in LISTEN state, built
 from the kernel's sock_diag netlink dump of LISTEN sockets (socket inodes; /proc/net/tcp{,6} where
-netlink is not available, or under a test root) and /proc/*/fd (which pid holds which inode). The
-fd scan is done only for inodes not seen before, by a background thread on a timer, or sooner when
-a lookup of a loopback endpoint missed (rate-limited, and once per endpoint per period: a remote
-peer, or a local port nobody listens on, asks nothing). Lookups only read a dict: no I/O.
+netlink is not available, or under a test root) and /proc/*/fd (which pid holds which inode).
+A background thread reads the LISTEN sockets on a timer, or sooner when a lookup of a loopback
+endpoint missed (rate-limited, and once per endpoint per period: a remote peer asks nothing). The
+kernel's list is cheap (~50 us); walking every process's fds is not (~3 ms per 400 fds, more on a
+busy host), so a refresh reads fds only for inodes it has not seen: first those of the pid a LISTEN
+event named for the same endpoint, and only what is still unknown by a walk of /proc. A listener
+whose holder no walk finds (a kernel socket, a process in a PID namespace the agent cannot see) is
+looked for again after a growing delay, not at every refresh: such a socket made every refresh, and
+every miss of a client port that is no listener at all, walk all of /proc. Lookups only read a
+dict: no I/O.
 
 A server started after the agent is learnt at once from the kernel's LISTEN event (``learn``,
 from the pipeline thread, before any call to it can be handled): the refresh alone came too late
@@ -62,6 +68,16 @@ def parse_listening(text: str) -> dict[int, tuple[str, int]]:
     return sockets
 
 
+def _socket_inode(target: str) -> int:
+    """The inode of a "socket:[12345]" fd link; -1 for any other file."""
+    if target.startswith("socket:[") and target.endswith("]"):
+        try:
+            return int(target[8:-1])
+        except ValueError:
+            return -1
+    return -1
+
+
 def _normalise(address: str) -> str:
     if address.startswith("::ffff:") and "." in address:
         return address[7:]
@@ -84,8 +100,10 @@ class ListenerMap:
         min_gap: float = 0.5,
         max_entries: int = 16384,
         on_new_pid: Optional[Callable[[int], object]] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.procfs = procfs
+        self._clock = clock  # monotonic seconds; a test's own clock to step through the delays
         self.interval = interval
         self.min_gap = min_gap
         self.max_entries = max_entries
@@ -97,6 +115,11 @@ class ListenerMap:
         self._thread: Optional[threading.Thread] = None
         self._last_refresh = 0.0
         self.refreshes = 0
+        self.refresh_reasons: dict[str, int] = {"periodic": 0, "miss": 0}  # the thread's, by cause
+        self.fd_walks = 0  # walks of every process's fds (what a refresh costs when it has to)
+        self._refresh_asked = False  # a loopback miss asked; a warm request alone does not refresh
+        # inode -> (monotonic time to look again, walks that missed it): holders no walk found
+        self._orphans: dict[int, tuple[float, int]] = {}
         self._warm: set[int] = set()  # pids whose service a lookup found missing (bounded)
         self.truncated = 0  # listeners not kept because of max_entries
         # loopback endpoints whose miss asked for a refresh this period (bounded; see _run)
@@ -126,9 +149,10 @@ class ListenerMap:
         if pid is None and _is_loopback(address):
             # a new local server, probably: refresh soon, once per endpoint and period
             key = (address, port)
-            if (key not in self._asked and len(self._asked) < 4096 and not self._wake.is_set()
-                    and time.monotonic() - self._last_refresh >= self.min_gap):
+            if (key not in self._asked and len(self._asked) < 4096 and not self._refresh_asked
+                    and self._clock() - self._last_refresh >= self.min_gap):
                 self._asked.add(key)
+                self._refresh_asked = True
                 self._wake.set()
         return pid
 
@@ -163,7 +187,7 @@ class ListenerMap:
             if key not in table and len(table) >= self.max_entries:
                 self.truncated += 1
                 return False
-            self._learnt[key] = (pid, time.monotonic())
+            self._learnt[key] = (pid, self._clock())
             table[key] = pid
         self._asked.discard(key)
         return True
@@ -183,12 +207,18 @@ class ListenerMap:
             return self._from_proc_net()
 
     def refresh(self) -> None:
-        started = time.monotonic()
+        started = self._clock()
+        self._refresh_asked = False  # this read of the kernel answers the misses asked so far
         sockets = self._listening()
         known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets}
-        missing = set(sockets) - set(known)
+        self._orphans = {inode: seen for inode, seen in self._orphans.items() if inode in sockets}
+        missing = {inode for inode in sockets if inode not in known and self._look_for(inode, started)}
         if missing:
-            known.update(self._scan_fds(missing))
+            found = self._find_holders(missing, sockets)
+            known.update(found)
+            for inode in found:
+                self._orphans.pop(inode, None)
+            self._note_orphans(missing - found.keys(), started)
         table: dict[tuple[str, int], int] = {}
         for inode, (address, port) in sockets.items():
             pid = known.get(inode)
@@ -201,7 +231,7 @@ class ListenerMap:
         new_pids = set(table.values()) - set(self._by_endpoint.values())
         self._pid_of_inode = known
         self._swap(table, started)
-        self._last_refresh = time.monotonic()
+        self._last_refresh = self._clock()
         self.refreshes += 1
         if self.on_new_pid is not None:
             for pid in new_pids:
@@ -221,7 +251,40 @@ class ListenerMap:
             self._learnt = learnt
             self._by_endpoint = table
 
+    def _look_for(self, inode: int, now: float) -> bool:
+        seen = self._orphans.get(inode)
+        return seen is None or now >= seen[0]
+
+    def _note_orphans(self, inodes: set[int], now: float) -> None:
+        """Holders not found: look again after interval, 2x, 4x... up to 64x (5 min by default).
+        The first retry catches a socket that was between two processes during the walk."""
+        for inode in inodes:
+            misses = self._orphans.get(inode, (0.0, 0))[1] + 1
+            self._orphans[inode] = (now + self.interval * (1 << min(misses - 1, 6)), misses)
+
+    def _find_holders(self, missing: set[int], sockets: dict[int, tuple[str, int]]) -> dict[int, int]:
+        """inode -> pid for ``missing``: the fds of the pid the table names for the same endpoint
+        (a LISTEN event's, nearly always the holder) first; a walk of /proc for the rest."""
+        hinted: dict[int, set[int]] = {}
+        table = self._by_endpoint
+        for inode in missing:
+            address, port = sockets[inode]
+            pid = table.get((_normalise(address), port))
+            if pid is not None:
+                hinted.setdefault(pid, set()).add(inode)
+        found: dict[int, int] = {}
+        for pid, inodes in hinted.items():
+            for target in self.procfs.fd_targets(pid):
+                inode = _socket_inode(target)
+                if inode in inodes:
+                    found[inode] = pid
+        rest = missing - found.keys()
+        if rest:
+            found.update(self._scan_fds(rest))
+        return found
+
     def _scan_fds(self, wanted: set[int]) -> dict[int, int]:
+        self.fd_walks += 1
         found: dict[int, int] = {}
         targets = {f"socket:[{inode}]": inode for inode in wanted}
         for pid in self.procfs.pids():
@@ -254,21 +317,29 @@ class ListenerMap:
                 log.debug("warming the service of pid %d failed", pid, exc_info=True)
 
     def _run(self) -> None:
+        next_periodic = 0.0
         while not self._stop.is_set():
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("listener map refresh failed")
-            if not self._wake.wait(self.interval):
-                self._asked.clear()  # the periodic refresh: misses may ask again
+            periodic = self._clock() >= next_periodic
+            if periodic or self._refresh_asked:
+                if periodic:
+                    self._asked.clear()  # misses may ask again
+                self.refresh_reasons["periodic" if periodic else "miss"] += 1
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("listener map refresh failed")
+                if periodic:
+                    next_periodic = self._clock() + self.interval
+            self._wake.wait(max(0.0, next_periodic - self._clock()))
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self._warm_requested()
-            # Rate limit: a burst of misses costs at most one refresh per min_gap.
-            remaining = self.min_gap - (time.monotonic() - self._last_refresh)
-            if remaining > 0:
-                self._stop.wait(remaining)
+            self._warm_requested()  # a warm request wakes the thread for that alone
+            if self._refresh_asked:
+                # Rate limit: a burst of misses costs at most one refresh per min_gap.
+                remaining = self.min_gap - (self._clock() - self._last_refresh)
+                if remaining > 0:
+                    self._stop.wait(remaining)
 
 
 class PeerResolver:
