@@ -187,6 +187,7 @@ class Agent:
             # cost calls: counted here so that such a loss is never silent.
             for key, cause in LOSSES_OF_CAPTURE.items():
                 out[cause] = stats.get(key, 0)
+            out["in_flight_at_stop"] = stats.get("in_flight_at_stop", 0)
         if self.queue is not None:
             out.update(self.queue.drop_counts())
         return {k: v for k, v in out.items() if v}
@@ -357,8 +358,7 @@ class Agent:
             self.capture.poll(0)  # what the kernel already captured still becomes spans
             self.capture.close()
         if self.pipeline is not None and hasattr(self.pipeline.tracker, "close_all"):
-            for call in self.pipeline.tracker.close_all():
-                self.pipeline.on_call(call)
+            self.pipeline.tracker.close_all(time.monotonic_ns())  # counted: see ConnectionTracker.close_all
         refused = self._collector_refuses()
         if self.queue is not None:
             self.queue.shutdown(STOP_FLUSH_REFUSED_S if refused else STOP_FLUSH_TIMEOUT_S)

@@ -131,11 +131,15 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
         if clen > length - HDR_SIZE:  # never past the record, whatever the header says
             clen = length - HDR_SIZE
         start = off + HDR_SIZE
-        tlen = 0
-        if moved > clen:  # not whole: its last bytes may follow the head (bpf/events.h)
-            tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
+        # Not whole: its last bytes may follow the head (bpf/events.h). A frame block whatever
+        # the sizes: a call a few bytes over the head (nginx writes a 4096-byte DATA frame as
+        # 4105 bytes) gets a block longer than the bytes past the head, so the record is longer
+        # than the call; read as payload, the block broke that connection's frames.
+        tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
         block = tlen & TAIL_IS_FRAMES
         tlen &= TAIL_IS_FRAMES - 1
+        if not block and moved <= clen:
+            tlen = 0  # whole: the kernel sends no tail then
         if 0 < tlen <= clen:
             data = buf[start : start + clen - tlen]
             if block:

@@ -54,6 +54,17 @@ def _plain(headers: Optional[list[Header]]) -> tuple[tuple[str, str], ...]:
     return tuple((n.lower(), v) for n, v in headers or () if not n.startswith(":"))
 
 
+def _grpc_named(s: Stream) -> bool:
+    """A header only gRPC sends (``grpc-*``, PROTOCOL-HTTP2.md) was decoded: on a channel opened
+    before the agent looked, content-type and grpc-status come indexed from an HPACK table it never
+    saw, while grpc-message (a literal each time) still says the stream is gRPC."""
+    for headers in (s.request, s.response, s.trailers):
+        for n, _ in headers or ():
+            if n.startswith("grpc-"):
+                return True
+    return False
+
+
 def _authority(value: Optional[str]) -> tuple[Optional[str], Optional[int]]:
     if not value:
         return None, None
@@ -90,7 +101,7 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
     grpc_status = _get(s.trailers, "grpc-status") or _get(s.response, "grpc-status")
     content_type = _get(s.request, "content-type") or _get(s.response, "content-type")
     error_type: Optional[str] = None
-    grpc_by_connection = grpc_connection and s.incomplete and content_type is None
+    grpc_by_connection = s.incomplete and content_type is None and (grpc_connection or _grpc_named(s))
     if grpc.is_grpc(content_type) or grpc_status is not None or grpc_by_connection:
         protocol = "grpc"
         status = grpc.status_name(grpc_status) if grpc_status is not None else None

@@ -11,6 +11,8 @@ Ports 22400-22409. Each server is new to the agent, and called at once (no warm-
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,11 +24,11 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
-from tests.support.servers import Server, start_nginx, wait_port
+from tests.support.servers import NGINX_CONF, Server, start_nginx, wait_port
 
 pytestmark = pytest.mark.root
 
-NGINX_PORT, DUAL_PORT, SHARED_PORT = 22400, 22401, 22402
+NGINX_PORT, DUAL_PORT, SHARED_PORT, DAEMON_PORT = 22400, 22401, 22402, 22403
 # Listens on 127.0.0.1:PORT in a network namespace of its own (as a container or pod does), then
 # waits for stdin to close.
 OTHER_NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1" "$2"', sys.executable,
@@ -82,6 +84,35 @@ def test_first_call_to_a_new_nginx_names_it(agent: Agent, receiver: OtlpGrpcRece
         spans = client_spans(receiver, NGINX_PORT, 3)
     finally:
         server.stop()
+    assert [(s.attributes.get("url.query"), peer(s)) for s in spans] == [
+        (f"call={i}", {"service.peer.name": "nginx", "peer.service": "nginx"}) for i in range(3)
+    ]
+
+
+def test_first_call_to_a_daemonising_nginx_names_it(agent: Agent, receiver: OtlpGrpcReceiver, tmp_path: Path) -> None:
+    """nginx as its packages start it (systemd Type=forking; daemon and master process on): the
+    process that opens the port forks the master and exits before the agent handles its LISTEN
+    event (the ring is read every 50 ms), so the first call had no peer; the master is learnt
+    from its FORK event."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "www" / "index.html").write_bytes(b"<h1>hello</h1>\n")
+    conf = tmp_path / "nginx.conf"
+    # user root: its workers read the test's private directory
+    conf.write_text(NGINX_CONF.replace("daemon off;\nmaster_process off;\n", "user root;\n").format(
+        root=tmp_path, port=DAEMON_PORT, sendfile="off"))
+    subprocess.run(["nginx", "-c", str(conf), "-p", str(tmp_path)], check=True, timeout=30)  # returns once forked
+    master = int((tmp_path / "nginx.pid").read_text())
+    try:
+        wait_port(DAEMON_PORT)
+        for i in range(3):
+            curl(f"http://127.0.0.1:{DAEMON_PORT}/?call={i}")
+        spans = client_spans(receiver, DAEMON_PORT, 3)
+    finally:
+        os.kill(master, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (tmp_path / "nginx.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert [(s.attributes.get("url.query"), peer(s)) for s in spans] == [
         (f"call={i}", {"service.peer.name": "nginx", "peer.service": "nginx"}) for i in range(3)
     ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
-from hostagent.model import Role
+from hostagent.model import Direction, Role
 from hostagent.protocols import grpc
+from hostagent.protocols.http2_streams import Stream, to_call
 
 
 @pytest.mark.parametrize(
@@ -136,3 +139,34 @@ def test_grpc_timeout(raw: str | None, ns: int | None) -> None:
 def test_status_from_reset(h2: str, timeout: int | None, elapsed_ms: int, status: str) -> None:
     ns = None if timeout is None else timeout * 1_000_000
     assert grpc.status_from_reset(h2, ns, elapsed_ms * 1_000_000) == status
+
+
+# A grpcio channel opened before the agent (acceptance run, calls on it after the agent started):
+# what HPACK let the parser decode of each stream. content-type, te and grpc-status come indexed
+# from the dynamic table the channel filled earlier; grpc-message is a literal every time.
+_LATE_REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/acc.test.v1.Shop/ListItems"),
+                 ("x-i", "k1.sstream")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "response", "trailers", "protocol", "name", "method"),
+    [
+        (_LATE_REQUEST, [(":status", "200")], [("grpc-message", "")], "grpc", "acc.test.v1.Shop/ListItems",
+         "acc.test.v1.Shop/ListItems"),
+        # :path indexed too (the channel's GetItem): gRPC, method unknown
+        ([(":method", "POST"), ("x-i", "k1.small")], [(":status", "200"), ("x-srv", "1")],
+         [("grpc-message", "")], "grpc", "grpc", None),
+        # nothing gRPC's own decoded: an HTTP/2 POST as before
+        (_LATE_REQUEST, [(":status", "200")], [], "http2", "POST", None),
+    ],
+)
+def test_a_stream_with_headers_lost_is_grpc_by_a_grpc_header(
+    request_headers: list[tuple[str, str]], response: list[tuple[str, str]], trailers: list[tuple[str, str]],
+    protocol: str, name: str, method: Optional[str],
+) -> None:  # fmt: skip
+    s = Stream(sid=5, initiator=Direction.EGRESS, start_ns=1_000, end_ns=2_000, request=request_headers,
+               response=response, trailers=trailers, incomplete=True)  # fmt: skip
+    call = to_call(s)
+    assert (call.protocol, call.name, call.attributes.get("rpc.method")) == (protocol, name, method)
+    assert "rpc.response.status_code" not in call.attributes  # grpc-status was not decoded
+    assert "error.type" not in call.attributes

@@ -311,10 +311,12 @@ def test_first_seen_mid_way_degrades_honestly() -> None:
     for got, want in zip(partial, full[1:]):
         assert_consistent(got, want)
         assert got.attributes["hostagent.http2.headers_incomplete"] is True
-    # ServerStream's :path is a new literal (known) but content-type references an entry made
-    # before we watched: nothing on the wire says gRPC, so it is reported as the HTTP/2 POST it is.
-    assert (partial[0].protocol, partial[0].name) == ("http2", "POST")
-    assert partial[0].attributes["url.path"] == "/" + METHOD + "ServerStream"
+    # ServerStream's :path is a new literal (known) but content-type and grpc-status reference
+    # entries made before we watched: its trailers' grpc-message (a literal) says gRPC, so it is
+    # the gRPC call it is, its status left out (it was reported as an HTTP/2 POST 200).
+    assert (partial[0].protocol, partial[0].name) == ("grpc", METHOD + "ServerStream")
+    assert partial[0].attributes["rpc.method"] == METHOD + "ServerStream"
+    assert "rpc.response.status_code" not in partial[0].attributes
 
 
 def assert_consistent(got: Call, want: Call) -> None:

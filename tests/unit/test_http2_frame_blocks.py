@@ -14,7 +14,9 @@ import struct
 
 import pytest
 
-from hostagent.model import Direction, Segment
+from hostagent.model import Direction, EventKind, Segment
+from hostagent.probes import events as ev
+from hostagent.probes.decode import TAIL_IS_FRAMES
 from hostagent.protocols.http2 import Http2Parser
 from hostagent.protocols.http2_frames import (
     CONTINUATION,
@@ -170,3 +172,33 @@ def test_the_preface_taken_off_shifts_the_blocks_offsets() -> None:
     r = FrameReader()
     frames, lost = r.feed_block(frames_bytes, size - 24, blk, shift=24)
     assert (shape(frames), lost, r._skip) == ([(4, 0, 0, 0, 0, True), (DATA, 1, 1, 5000, 0, False)], 0, 0)
+
+
+# nginx 1.22 as a gRPC proxy (grpc_pass), its client side: a writev of a 4096-byte DATA frame of
+# stream 11 (9 + 4096 bytes: a few bytes over the kernel's 4096-byte head), then the stream's last
+# DATA frame and its trailers (grpc-status 0). For the first, the kernel sent the head and a
+# 25-byte frame block (h2_block: start 0, from 0, complete, 1 frame; the DATA frame's header):
+# the record is longer than the call.
+NGINX_DATA_HEAD = bytes.fromhex("00100000000000000b") + b"2" * 4087
+NGINX_DATA_BLOCK = bytes.fromhex("00000000000000000100000001000000" "00100000000000000b")
+NGINX_LAST_DATA = bytes.fromhex("00005400000000000b") + b"2" * 73 + bytes.fromhex("00000000066563686f3a33")
+NGINX_TRAILERS = bytes.fromhex("00001801050000000b00889acac8b21234da8f013000899acac8b5254207317f00")
+
+
+def nginx_record(payload: bytes, size: int, tail_len: int) -> bytes:
+    h = ev.EventHdr(kind=int(EventKind.DATA), pid=28452, tid=28452, fd=8, size=size, tail_len=tail_len,
+                    captured_len=len(payload), comm=b"nginx")  # fmt: skip
+    return bytes(h) + payload
+
+
+def test_a_call_a_few_bytes_over_the_head_keeps_its_block_apart() -> None:
+    raw = nginx_record(NGINX_DATA_HEAD + NGINX_DATA_BLOCK, 4105, TAIL_IS_FRAMES | len(NGINX_DATA_BLOCK))
+    e = ev.decode(raw, len(raw))
+    assert (e.size, e.data, e.tail, e.frames) == (4105, NGINX_DATA_HEAD, b"", NGINX_DATA_BLOCK)
+    r = FrameReader()
+    frames, lost = r.feed_block(e.data, e.size, e.frames)
+    assert (shape(frames), lost) == ([(DATA, 0, 11, 4096, 4087, False)], 0)
+    # the next writes are read in step: the stream's end and its trailers
+    assert r.feed(NGINX_LAST_DATA, len(NGINX_LAST_DATA)) == ([Frame(DATA, 0, 11, 84, NGINX_LAST_DATA[9:])], 0)
+    frames, lost = r.feed(NGINX_TRAILERS, len(NGINX_TRAILERS))
+    assert (shape(frames), lost) == ([(HEADERS, 5, 11, 24, 24, True)], 0)

@@ -94,6 +94,8 @@ def test_decode_from_address_equals_decode_from_bytes() -> None:
         # an HTTP/2 frame block in place of the tail (TAIL_IS_FRAMES): a struct h2_block only
         (b"HEAD" + bytes(16), 100_000, 0x8000 | 16, b"HEAD", b"", bytes(16)),
         (b"abc", 100_000, 0x8000 | 9, b"abc", b"", b""),  # corrupt: ignored as above
+        # a call a few bytes over the head: its block is longer than those bytes (nginx's 4105)
+        (b"HEAD" + bytes(16), 10, 0x8000 | 16, b"HEAD", b"", bytes(16)),
     ],
 )
 def test_a_big_calls_tail_comes_apart_from_its_head(payload: bytes, size: int, tail_len: int, data: bytes,

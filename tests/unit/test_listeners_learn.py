@@ -183,3 +183,43 @@ def test_learn_is_bounded_like_the_refresh(listeners_tree: Path) -> None:
     assert listeners.truncated == 1
     listeners.learn("127.0.0.1", 22420, 78)  # a known endpoint may change hands at the bound
     assert listeners.pid_for("127.0.0.1", 22420) == 78
+
+
+def proc_record(kind: EventKind, pid: int, parent: int = 0) -> bytes:
+    """A FORK (pid = the child, size = its parent's tgid) or EXIT ring record."""
+    h = ev.EventHdr(kind=int(kind), pid=pid, tid=pid, fd=-1, cgroup_id=1, size=parent, comm=b"nginx")
+    return bytes(h)
+
+
+GONE, GONE_TOO = 4321, 4322  # no /proc entry in the tree: exited before their events were handled
+
+
+@pytest.mark.parametrize(
+    ("events", "named"),
+    [
+        # nginx as systemd's Type=forking starts it: the launcher listens, forks the master, exits
+        ([listen_record(V4, "127.0.0.1", 22408, pid=GONE), proc_record(EventKind.FORK, NGINX, GONE),
+          proc_record(EventKind.EXIT, GONE)], True),
+        # a double fork: the first child is gone too when its FORK event is handled
+        ([listen_record(V4, "127.0.0.1", 22408, pid=GONE), proc_record(EventKind.FORK, GONE_TOO, GONE),
+          proc_record(EventKind.EXIT, GONE), proc_record(EventKind.FORK, NGINX, GONE_TOO)], True),
+        # the listener exited without a child: its socket went with it, nobody is named
+        ([listen_record(V4, "127.0.0.1", 22408, pid=GONE), proc_record(EventKind.EXIT, GONE),
+          proc_record(EventKind.FORK, NGINX, GONE)], False),
+        # a container's process, alive in its own namespace, forks: its child is not learnt either
+        ([listen_record(V4, "127.0.0.1", 22408, pid=101), proc_record(EventKind.FORK, NGINX, 101)], False),
+    ],
+)
+def test_a_gone_listener_is_learnt_from_the_child_it_forked(tree: Path, events: list[bytes], named: bool) -> None:
+    """A daemonising server's launcher (nginx -g 'daemon on;') opens its ports, forks and exits
+    before the agent handles its LISTEN event: the first client call had no peer."""
+    pipe, listeners, _, exported = pipeline(tree)
+    for raw in events:
+        pipe.on_event(ev.decode(raw, len(raw)))
+    pipe.on_call(client_call("127.0.0.1", 22408))
+    (span,) = exported.spans
+    attrs = dict(span.attributes or {})
+    assert pipe.dropped == {}
+    assert {k: attrs[k] for k in NGINX_PEER if k in attrs} == (NGINX_PEER if named else {})
+    assert listeners.snapshot() == ({("127.0.0.1", 22408): NGINX} if named else {})
+    assert pipe._orphan_listens == {}
