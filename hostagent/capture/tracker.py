@@ -315,11 +315,15 @@ class ConnectionTracker:
         """The parser stopped (``upgraded``): the connection left its protocol (TLS, a 101 or
         CONNECT tunnel, a replication stream), or - ``rejected`` - was never of it: its answers
         proved detection wrong (a memcached or HTTP line taken for a Redis inline command). A
-        rejected one is muted as unknown, counted per protocol next to the detections
-        (``rejected_<name>``), and detected again if a protocol not tried on it is turned on."""
+        rejected one is muted as unknown, its detection taken back (``detected_<name>`` counts
+        connections of that protocol, not guesses) and counted as ``rejected_<name>``; it is
+        detected again if a protocol not tried on it is turned on."""
         if getattr(parser, "rejected", False) and state.spec is not None:
-            key = f"rejected_{state.spec.name}"
+            name = state.spec.name
+            key = f"rejected_{name}"
             self._rejected[key] = self._rejected.get(key, 0) + 1
+            if self._detected.get(name, 0) > 0:
+                self._detected[name] -= 1
             state.judged = self._names
             self._counters["unknown"] += 1
             self._mute(state, UNKNOWN)

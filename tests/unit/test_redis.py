@@ -393,13 +393,14 @@ def test_not_redis_through_the_capture_stage(name: str, side: str) -> None:
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_not_redis_is_muted_and_counted_next_to_the_detections(name: str, side: str) -> None:
     """Judged not Redis: the kernel is told to stop copying the socket's bytes (once), and the
-    capture stage counts it as rejected Redis and unknown, not as a protocol upgrade."""
+    capture stage counts it as rejected Redis and unknown, not as a protocol upgrade, and no
+    longer as a Redis connection detected."""
     muted: list[tuple[int, int]] = []
     t = ConnectionTracker(lambda: PROTOCOLS, on_mute=lambda pid, fd: muted.append((pid, fd)))
     assert tracked(name, 0, side, t) == []
     assert muted == [(4242, 7)]
     stats = t.stats()
-    assert (stats["detected_redis"], stats["rejected_redis"], stats["unknown"], stats["upgraded"]) == (1, 1, 1, 0)
+    assert (stats["detected_redis"], stats["rejected_redis"], stats["unknown"], stats["upgraded"]) == (0, 1, 1, 0)
 
 
 def test_resp_reply_after_a_first_reply_split_anywhere_is_still_redis() -> None:
