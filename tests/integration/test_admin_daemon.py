@@ -20,11 +20,12 @@ import pytest
 import tests.support.agent as agent_support
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 from tests.unit.admin_harness import cli, world_dir
 
 pytestmark = pytest.mark.root
-APP_PORT = 18720
+APP_PORT = free_port()
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:

@@ -38,13 +38,14 @@ from tests.support.agent import REPO, Agent
 from tests.support.cgroups import cgroup_dirs, hierarchies
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port, free_ports
 from tests.support.servers import Server, start_http_app, wait_port
 
 pytestmark = pytest.mark.root
 
-PY_CHECKOUT, PY_PLAIN, BB_CHECKOUT = 19110, 19111, 19112  # containers
-DEMO_PORT, ORDERS_PORT, RULE_PORT = 19120, 19130, 19150  # + index of the cgroup hierarchy
-TARGET_PORT = 19160  # plain host server the short-lived clients call
+PY_CHECKOUT, PY_PLAIN, BB_CHECKOUT = free_port(), free_port(), free_port()  # containers
+DEMO_PORT, ORDERS_PORT, RULE_PORT = free_ports(10), free_ports(10), free_ports(10)  # + index of the cgroup hierarchy
+TARGET_PORT = free_port()  # plain host server the short-lived clients call
 
 CHECKOUT, PLAIN, PLAIN_RENAMED, BB = (
     "hostagent-k-checkout",

@@ -6,7 +6,7 @@ span had no ``service.peer.name`` / ``peer.service``, the next two had them (the
 learnt the server from the first call's miss, after that span was built). The kernel's LISTEN
 event now teaches it before any call to the server is handled.
 
-Ports 22400-22409. Each server is new to the agent, and called at once (no warm-up call).
+Each server is new to the agent, and called at once (no warm-up call).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_nginx, wait_port
 
 pytestmark = pytest.mark.root
 
-NGINX_PORT, DUAL_PORT, SHARED_PORT = 22400, 22401, 22402
+NGINX_PORT, DUAL_PORT, SHARED_PORT = free_port(), free_port(), free_port()
 # Listens on 127.0.0.1:PORT in a network namespace of its own (as a container or pod does), then
 # waits for stdin to close.
 OTHER_NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1" "$2"', sys.executable,
