@@ -28,6 +28,7 @@ from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
 from hostagent.protocols.registry import for_probes
+from hostagent.settings import SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
 
@@ -293,6 +294,21 @@ def own_connections(config: Config) -> Optional[OwnConnections]:
     return OwnConnections(ports=frozenset({port}) if port is not None else frozenset())
 
 
+def connection_tracker(
+    holder: SettingsHolder, mute: Callable[[int, int], None], unmute: Callable[[int, int], None],
+) -> ConnectionTracker:
+    """The tracker, parsing with the protocols the current settings enable; a settings change
+    reaches it before the change is acknowledged (reload's READY, the admin API's answer)."""
+
+    def enabled_protocols() -> tuple[Any, ...]:
+        current = holder.current
+        return for_probes(current.probes, current.capture.raw_sql)
+
+    tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
+    holder.subscribe(lambda old, new: tracker.settings_changed())
+    return tracker
+
+
 def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     """Every stage, wired; the BPF compile goes on meanwhile on its own thread (``compiling``):
     the capture in Parts is attachable only once ``compiling.result()`` has returned."""
@@ -325,11 +341,7 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     def unmute(pid: int, fd: int) -> None:
         bpf.unmute(pid, fd)
 
-    def enabled_protocols() -> tuple[Any, ...]:
-        current = holder.current
-        return for_probes(current.probes, current.capture.raw_sql)
-
-    tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
+    tracker = connection_tracker(holder, mute, unmute)
     red = build_metrics(config, cache, queue, agent.drops)
     layering = Layering(config, sink.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
     sink.layering = layering

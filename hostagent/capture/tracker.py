@@ -45,6 +45,9 @@ from hostagent.protocols.fast_call import new_endpoint
 
 _set = object.__setattr__  # Call is frozen; see _tag
 SPECS_REFRESH_NS = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
+# A period start no event time is within SPECS_REFRESH_NS of: the next event re-reads them
+# (settings_changed). Small enough for mypyc's unboxed ints.
+_SPECS_STALE = -(1 << 60)
 
 PICK_MEMO_MAX = 1024  # distinct first-bytes remembered by protocol detection
 PICK_MEMO_BYTES = 1024  # longer first segments are tested every time
@@ -148,9 +151,10 @@ class ConnectionTracker:
         again those muted (or left undetected) while a protocol now on was off. Called per event
         time period from ``handle`` and, with no time, by the daemon right after a probe change:
         a muted socket sends no event that would get it here."""
-        specs = self._protocols()
         if ts_ns is not None:
+            # before the read: a settings_changed() after the read must not be overwritten
             self._specs_ts = ts_ns
+        specs = self._protocols()
         if specs == self._specs:
             return
         self._specs = specs
@@ -175,6 +179,14 @@ class ConnectionTracker:
             elif phase == DETECTING:
                 # held bytes were seen while a protocol now on was off: maybe half an exchange
                 state.restart_detection()
+
+    def settings_changed(self) -> None:
+        """The runtime settings changed (reload or admin API, on their thread): the next event
+        re-reads the enabled protocols, so that a connection opened after the change was
+        acknowledged is parsed under it (100 ms of event time could pass before, and a psql
+        started right after a reload's READY kept the old SQL parser). Only the period's start
+        is touched, from another thread: the per-event path checks nothing more than before."""
+        self._specs_ts = _SPECS_STALE
 
     def _resume(self, state: ConnState) -> None:
         """Its probe is on again: parse from the next message. The parser forgets what waited

@@ -19,9 +19,10 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.root
-PORT = 19541
+PORT = free_port()
 
 SERVER = textwrap.dedent(f"""
     import ctypes, socket

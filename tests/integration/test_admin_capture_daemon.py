@@ -17,11 +17,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 from tests.unit.admin_harness import cli, world_dir
 
 pytestmark = pytest.mark.root
-APP_PORT, AGENT_OTLP_PORT = 19520, 19521
+APP_PORT, AGENT_OTLP_PORT = free_port(), free_port()
 APP = "tests.support.http_app"
 BODY = "capture-me-19520"
 

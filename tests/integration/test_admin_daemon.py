@@ -8,20 +8,23 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tests.support.agent as agent_support
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 from tests.unit.admin_harness import cli, world_dir
 
 pytestmark = pytest.mark.root
-APP_PORT = 18720
+APP_PORT = free_port()
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
@@ -34,7 +37,10 @@ def agent(receiver: OtlpGrpcReceiver, workdir: Path) -> Iterator[Agent]:
     a = Agent(
         workdir / "agent",
         receiver.endpoint,
-        extra={"exporter": {"batch_size": 16}, "admin": {"group": "hostagent-test-absent"}},
+        # cpu_policy normal (nice 10): at the default SCHED_IDLE, under 4 busy loops on 2 vCPUs, the
+        # tail's spans came after its 30 s and the stop took more than 30 s (test_peer_first_call)
+        extra={"exporter": {"batch_size": 16}, "admin": {"group": "hostagent-test-absent"},
+               "agent": {"cpu_policy": "normal"}},
     )
     try:
         a.start()
@@ -208,6 +214,10 @@ def test_redacted_values_appear_in_no_exported_byte(agent: Agent, app: Server, r
 
 
 def test_tail_shows_live_calls(agent: Agent, app: Server) -> None:
+    """The agent traces every process on the host: other runs' and engineers' HTTP calls reach the
+    tail too, so the test reads it until both ends of its own calls (a path no one else asks for)
+    came, then stops it (--count 2 counted whatever came first)."""
+    path = f"/tailed-{os.getpid()}-{time.monotonic_ns()}"
     env = {**os.environ, "PYTHONPATH": f"{agent_support.REPO}"}
     proc = subprocess.Popen(
         [
@@ -222,8 +232,6 @@ def test_tail_shows_live_calls(agent: Agent, app: Server) -> None:
             "tail",
             "--protocol",
             "http",
-            "--count",
-            "2",
             "-o",
             "json",
         ],
@@ -233,18 +241,40 @@ def test_tail_shows_live_calls(agent: Agent, app: Server) -> None:
         env=env,
         cwd="/",
     )
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(target=_read_json_lines, args=(proc, lines), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            curl("/tailed")
+        while _kinds(lines, path) != {"client", "server"} and proc.poll() is None and time.monotonic() < deadline:
+            curl(path)
             time.sleep(0.3)
-        stdout, stderr = proc.communicate(timeout=10)
     finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
-    lines = [json.loads(line) for line in stdout.splitlines()]
-    assert len(lines) == 2 and all(x["protocol"] == "http" for x in lines)
-    assert all(x["attributes"]["url.path"] == "/tailed" for x in lines)
+        # SIGTERM, not Ctrl-C: under 4 busy loops a SIGINT'ed tail did not exit within 30 s
+        # (hostagentctl's exit on Ctrl-C is not what this test is about; noted for a look)
+        proc.terminate()
+        proc.wait(30)
+        reader.join(10)
+    assert proc.stderr is not None
+    said = (proc.returncode, proc.stderr.read())  # a tail that ended by itself says why
+    assert all(x["protocol"] == "http" for x in lines), said
+    # curl's call and the app's answer to it, each a span of its own
+    assert _kinds(lines, path) == {"client", "server"}, said
+    assert {x["peer"] for x in _mine(lines, path) if x["kind"] == "client"} == {f"127.0.0.1:{APP_PORT}"}
+
+
+def _read_json_lines(proc: subprocess.Popen[str], into: list[dict[str, Any]]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.append(json.loads(line))
+
+
+def _mine(lines: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    return [x for x in list(lines) if x["attributes"].get("url.path") == path]
+
+
+def _kinds(lines: list[dict[str, Any]], path: str) -> set[str]:
+    return {x["kind"] for x in _mine(lines, path)}
 
 
 def test_other_users_are_refused(agent: Agent) -> None:

@@ -6,7 +6,7 @@ keep-alive http.client connection to tests/support's HTTP server.
 The other socket probes stay on, so the socket programs stay attached and the connections of the
 disabled probe are muted in the kernel; after enable they must be unmuted and traced again from
 the next command, and no span may pair a command sent while disabled with a later reply
-(the acceptance run's /tmp/acc-db/probe_toggle.py). Ports 19252 (redis) and 19253 (HTTP).
+(the acceptance run's /tmp/acc-db/probe_toggle.py). Ports: tests.support.ports.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from tests.support import db_servers
 from tests.support.agent import Agent
 from tests.support.db_daemon import DB_PROBES, stopped_cleanly, wait_sides
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import start_http_app
 from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
 
-PORT = 19252
-HTTP_PORT = 19253
+PORT = free_port()
+HTTP_PORT = free_port()
 
 
 @pytest.fixture(scope="module")

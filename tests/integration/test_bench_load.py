@@ -15,9 +15,10 @@ import pytest
 
 from bench.load import run_wrk
 from bench.servers import Proc, nginx
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.root
-PORT = 19561
+PORT = free_port()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ call after that must still be counted as ``ringbuf_full`` (delivered + counted >
 lost silently), and once the ring is drained events are built again after at most SHED_ASK - 1
 more calls shed on that CPU (bpf/capture.c). Shed before its socket is looked up, a call is
 counted only when its socket is an inet one: a Unix socket's calls, never captured, are not
-counted as lost. Ports 19500-19509.
+counted as lost.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import pytest
 from hostagent.kernel import ensure_tracefs, find_kernel_headers
 from hostagent.model import CaptureEvent, EventKind
 from hostagent.probes.loader import BpfCapture
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 RUNTIME_DIR = Path("/dev/shm/hostagent-test-bpf")
 SHED_ASK = 16
-PORT = 19500
+PORT = free_port()
 
 # Pinned to one CPU, whose count of shed calls decides when the ring is asked again: N sends of
 # 1000 bytes client -> server, each read whole by the server before the next (so reads do not

@@ -17,12 +17,13 @@ import pytest
 from hostagent.daemon import STOP_BUDGET_S
 from tests.support.agent import REPO, Agent, write_config
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 from tests.support.threads import thread_nice, thread_policy
 
 pytestmark = pytest.mark.root
 
-PORT = 18020
+PORT = free_port()
 
 
 @pytest.fixture

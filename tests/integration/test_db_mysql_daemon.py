@@ -3,8 +3,8 @@ mysql-connector-python (server-side prepared statements), spans at a real OTLP r
 
 mariadbd runs its connections on threads of one process, so both sides are captured: every
 statement gives one CLIENT span in the client's process and one SERVER span in mariadbd's, with
-the same name and query text. The server listens on 19220 (not 3306): detection is by content.
-Setup goes over the server's Unix socket (not captured). Ports 19220-19229.
+the same name and query text. The server listens on a free high port (not 3306): detection is by content.
+Setup goes over the server's Unix socket (not captured).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from tests.support import db_servers
 from tests.support.agent import Agent
 from tests.support.db_daemon import Sides, run, run_python, start_db_agent, stopped_cleanly, summary, wait_sides
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.root
 
-PORT = 19220
+PORT = free_port()
 DB = "test"
 KEYS = ("db.operation.name", "db.collection.name", "db.query.text", "db.response.status_code")
 

@@ -1,13 +1,12 @@
 """PostgreSQL 15 through the real daemon: real BPF, a real server, psql and psycopg 3, spans at a
 real OTLP receiver, each test asserting the exact spans.
 
-The server listens on 19200, not 5432, and nothing tells the agent it is PostgreSQL: detection is
+The server listens on a free high port, not 5432, and nothing tells the agent it is PostgreSQL: detection is
 by content. Setup statements (CREATE DATABASE, tables) go over the server's Unix socket, which the
 kernel side does not capture, so every span a test sees comes from the statements it sent.
 
 Sides: every statement gives one CLIENT span in the client's process. The SERVER side runs in
 a backend process the postmaster forks after accept(); see test_backend_side_makes_server_spans.
-Ports 19200-19209.
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from tests.support.db_daemon import (
     wait_sides,
 )
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.root
 
-PORT = 19200
+PORT = free_port()
 DB = "shop"
 QUERY_KEYS = ("db.operation.name", "db.collection.name", "db.query.text", "db.response.status_code")
 

@@ -3,8 +3,8 @@ redis-py, spans at a real OTLP receiver, each test asserting the exact spans.
 
 redis-server is one process on this host, so both ends are captured: every command is one
 CLIENT span in the client's process and one SERVER span in redis-server's, in the same order,
-with the same name and ``db.query.text`` (every argument a ``?``). The server listens on 19240
-(not 6379): detection is by content. Ports 19240-19249.
+with the same name and ``db.query.text`` (every argument a ``?``). The server listens on a free port
+(not 6379): detection is by content.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from tests.support.agent import Agent
 from tests.support.db_daemon import PAYLOAD_BYTES, Sides, run_python, start_db_agent, stopped_cleanly, summary
 from tests.support.db_daemon import wait_sides as _wait_sides
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.ports import free_port
 from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
 
-PORT = 19240
+PORT = free_port()
 PASSWORD = "Sup3r-S3cret-Pw-7f1c"
 VALUE = "private-value-4e2a"  # a value the tests write: values are never exported either
 KEYS = ("db.operation.name", "db.query.text", "db.response.status_code")
@@ -257,7 +258,7 @@ def test_connections_starting_with_commands_no_list_has(
     check_sides(sides, pid, rds)
 
 
-NGINX_PORT = 19245
+NGINX_PORT = free_port()
 NOT_REDIS = """
 import os, socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))

@@ -3,7 +3,7 @@
 The gRPC server and each client run as separate processes, so every span's resource names the
 process that really made or served the call. One agent (probe "http2" only) serves the module;
 tests look only at spans on their own server port, so other traffic on the host (including this
-process's OTLP receiver, itself a gRPC server) cannot confuse them. Ports 19010-19019.
+process's OTLP receiver, itself a gRPC server) cannot confuse them.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import pytest
 
 from tests.support.agent import REPO, Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, wait_port
 
 pytestmark = pytest.mark.root
 
-GRPC_PORT = 19010
-NGINX_PORT = 19011
-NGINX_UPSTREAM_PORT = 19012  # HTTP/1 behind the h2c server (probe "http" is off)
-NGINX_GRPC_PROXY_PORT = 19013  # nginx grpc_pass to GRPC_PORT
+GRPC_PORT = free_port()
+NGINX_PORT = free_port()
+NGINX_UPSTREAM_PORT = free_port()  # HTTP/1 behind the h2c server (probe "http" is off)
+NGINX_GRPC_PROXY_PORT = free_port()  # nginx grpc_pass to GRPC_PORT
 METHOD = "hostagent.demo.v1.Demo/"
 MESSAGE_IN, MESSAGE_OUT = "hostagent.rpc.request.message_count", "hostagent.rpc.response.message_count"
 ERROR = 2  # OTLP status code ERROR

@@ -17,12 +17,13 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app, start_nginx
 
 pytestmark = pytest.mark.root
 
-APP_PORT = 18010
-NGINX_PORT = 18011
+APP_PORT = free_port()
+NGINX_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +213,7 @@ def test_large_response_sent_by_sendfile(receiver: OtlpGrpcReceiver, agent: Agen
     """1 MiB by sendfile(2): the bytes never pass through nginx's memory, and on the socket-layer
     data path the kernel reports them in many chunks (one per splice into the socket), each a
     size-only event. Both spans still carry the whole body's size and end with its last byte."""
-    port = 18018
+    port = free_port()
     server = start_nginx(tmp_path_factory.mktemp("nginx-sendfile"), port, sendfile=True)
     try:
         (Path(server.proc.args[2]).parent / "www" / "one.bin").write_bytes(os.urandom(1 << 20))

@@ -16,11 +16,12 @@ from hostagent.identity.listeners import ListenerMap, PeerResolver
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.service import ServiceCache
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 WEB1, WEB2, WEB2_RENAMED = "hostagent-id-web1", "hostagent-id-web2", "hostagent-id-web2-renamed"
-PORT1, PORT2 = 18420, 18421
+PORT1, PORT2 = free_port(), free_port()
 
 
 @dataclass

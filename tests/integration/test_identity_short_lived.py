@@ -26,11 +26,12 @@ from tests.support.agent import Agent
 from tests.support.cgroups import cgroup_dirs, hierarchies
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 
 pytestmark = pytest.mark.root
 
-UNIT_PORT, DOCKER_PORT = 24610, 24611
+UNIT_PORT, DOCKER_PORT = free_port(), free_port()
 UNIT = "hostagent-short.service"
 LOOPS = 30  # curls in the unit
 RUNS = 6  # docker run (each ~0.5 s of engine work)
@@ -90,6 +91,7 @@ def test_every_short_lived_curl_of_a_unit_has_the_unit(receiver: OtlpGrpcReceive
     spans = clients(receiver, "u", LOOPS)
     assert [s.attributes["url.query"] for s in spans] == [f"u={n}" for n in range(LOOPS)]
     named_at_exec = 0
+    names = {span.resource["service.name"] for span in spans}
     for span in spans:
         r = span.resource
         assert r["hostagent.systemd.unit"] == UNIT, r
@@ -102,8 +104,17 @@ def test_every_short_lived_curl_of_a_unit_has_the_unit(receiver: OtlpGrpcReceive
             assert "process.owner" not in r and "process.creation.time" not in r
         # read from /proc, or named from its parent (the EXEC event says which): the same answer
         assert r["process.parent_pid"] == shell.pid
-        assert r["service.name"] == "nightly-sync"  # the shell's OTEL_SERVICE_NAME, inherited
-    print(f"{named_at_exec}/{LOOPS} curls named after their exec event")
+    # The name is the loop shell's OTEL_SERVICE_NAME, read from /proc (the curl's or, for a curl
+    # gone before its exec event, the shell's: the shell outlives every curl, so it was read
+    # alive whenever any curl was). When the agent is behind by more than the whole loop (a
+    # loaded machine), the shell is gone too at its exec event: the kernel proves the unit (the
+    # event's cgroup id), but nothing holds the environment any more (Popen's env=, not the
+    # parent's), so the unit names it, for every curl alike.
+    if named_at_exec < LOOPS:
+        assert names == {"nightly-sync"}
+    else:
+        assert names in ({"nightly-sync"}, {"hostagent-short"})
+    print(f"{named_at_exec}/{LOOPS} curls named after their exec event, as {names}")
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 from tests.support.threads import thread_policy
 
 pytestmark = pytest.mark.root
 
-PORT = 19571
+PORT = free_port()
 
 
 @pytest.fixture

@@ -23,10 +23,11 @@ from hostagent.model import CaptureEvent, EventKind, Role
 from hostagent.probes.loader import BpfCapture
 from hostagent.protocols import http1
 from tests.integration.test_bpf_capture import RUNTIME_DIR, headers  # noqa: F401 (the fixture)
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.root
 
-PORT = 19407
+PORT = free_ports(2)  # and PORT + 1
 BURSTS, PER_BURST = 8, 150
 
 # The children's servers: each request head of a keep-alive connection as it arrives, until EOF.

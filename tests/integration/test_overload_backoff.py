@@ -23,6 +23,7 @@ from bench.load import run_wrk
 from bench.servers import Proc, nginx
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
+from tests.support.ports import free_port
 from tests.support.threads import thread_policy
 from tests.unit.admin_harness import cli
 
@@ -31,7 +32,7 @@ pytestmark = [
     pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a CPU for nginx and one for wrk and the agent"),
 ]
 
-PORT = 19581
+PORT = free_port()
 
 
 @pytest.fixture

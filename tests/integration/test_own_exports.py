@@ -20,11 +20,12 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
 from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
-APP_PORT = 19531
+APP_PORT = free_port()
 EXPORT_METHODS = ("opentelemetry.proto.collector.trace.v1.TraceService/Export",
                   "opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
 

@@ -24,14 +24,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app, wait_port
 
 pytestmark = pytest.mark.root
 
-RECEIVER_GRPC = 19320
-RECEIVER_HTTP = 19321
-FLASK_PORT = 19322
-DOWNSTREAM_PORT = 19323
+RECEIVER_GRPC = free_port()
+RECEIVER_HTTP = free_port()
+FLASK_PORT = free_port()
+DOWNSTREAM_PORT = free_port()
 CANARY = "canary-0123456789abcdef"
 HOLD_MS = 1500
 

@@ -17,14 +17,15 @@ import pytest
 
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app, wait_port
 from tests.unit.admin_harness import cli
 
 pytestmark = pytest.mark.root
 
-B_PORT = 19301
-A_THREADED_PORT = 19302
-A_ASYNC_PORT = 19303
+B_PORT = free_port()
+A_THREADED_PORT = free_port()
+A_ASYNC_PORT = free_port()
 
 # A: serves GET /call?n=K by calling B's /sleep K times in the request thread, then answering.
 THREADED_A = '''

@@ -42,8 +42,11 @@ class Server:
 
 
 def assert_port_free(port: int, host: str = "127.0.0.1") -> None:
-    """A server left by another run would answer in place of ours: refuse to start instead."""
+    """A server left by another run would answer in place of ours: refuse to start instead. With
+    SO_REUSEADDR, as the servers bind: a port whose last connection is in TIME_WAIT (the same test
+    run again within a minute) is free to listen on, only a listener makes it busy."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
