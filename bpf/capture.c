@@ -302,6 +302,13 @@ BPF_ARRAY(shed_state, struct shed_state, 1);
 #define SHED_MARK_BITS 14
 BPF_ARRAY(shed_marks, u32, 1 << SHED_MARK_BITS);
 
+/* The HTTP/2 frame walker programs ("HTTP/2 frame chains"), by the type of the program that
+ * tail-calls them (a program array serves one program type). The loader puts sock__h2_walk_raw / sock__h2_walk_tp at index 0. Declared
+ * here with the other maps: declared further down, after the first functions, bcc 0.26 crashed
+ * (SIGSEGV) instead of reporting clang's errors when the kernel headers were broken. */
+BPF_PROG_ARRAY(h2_walk_raw, 1);
+BPF_PROG_ARRAY(h2_walk_tp, 1);
+
 static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
     if (c)
@@ -932,11 +939,6 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
 #define H2W_WALKING 0
 #define H2W_DONE 1                 /* the frames reached the call's end */
 #define H2W_LOST 2                 /* the chain broke (a fault, an implausible header, limits) */
-
-/* The walker programs, by the type of the program that tail-calls them (a program array serves
- * one program type). The loader puts sock__h2_walk_raw / sock__h2_walk_tp at index 0. */
-BPF_PROG_ARRAY(h2_walk_raw, 1);
-BPF_PROG_ARRAY(h2_walk_tp, 1);
 
 /* A frame header a peer may send where the chain's position is a guess (RFC 9113 4.1, 6): a
  * defined type, no frame on a stream but the connection's own ones on stream 0. */
