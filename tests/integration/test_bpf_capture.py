@@ -24,7 +24,7 @@ from hostagent.model import CaptureEvent, Direction, EventKind
 from hostagent.probes import events as ev
 from hostagent.probes import registry
 from hostagent.probes.loader import BpfCapture
-from tests.support.cgroups import hierarchies
+from tests.support.cgroups import hierarchies, remove_cgroup_dir
 from tests.support.servers import wait_port
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -197,12 +197,7 @@ def test_cgroup_mkdir_and_exec_in_it_carry_the_same_id(capture: tuple[BpfCapture
         assert p.wait(5) == 0
         drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
     finally:
-        for _ in range(50):
-            try:
-                unit.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_cgroup_dir(unit)
     made = [e for e in col.events if e.kind == EventKind.CGROUP and e.size == cgroup_id]
     assert [e.data for e in made] == [b"/hostagent-bpf-test.scope"]
     execs = [e for e in col.of(p.pid) if e.kind == EventKind.EXEC]

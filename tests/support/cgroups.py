@@ -51,9 +51,14 @@ def cgroup_dirs(*directories: Path) -> Iterator[None]:
         yield
     finally:
         for directory in reversed(made):
-            for _ in range(50):
-                try:
-                    directory.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_cgroup_dir(directory)
+
+
+def remove_cgroup_dir(directory: Path) -> None:
+    """rmdir fails while a (dying) member is still listed: retried for up to 5 s."""
+    for _ in range(50):
+        try:
+            directory.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
