@@ -68,16 +68,6 @@ def parse_listening(text: str) -> dict[int, tuple[str, int]]:
     return sockets
 
 
-def _socket_inode(target: str) -> int:
-    """The inode of a "socket:[12345]" fd link; -1 for any other file."""
-    if target.startswith("socket:[") and target.endswith("]"):
-        try:
-            return int(target[8:-1])
-        except ValueError:
-            return -1
-    return -1
-
-
 def _normalise(address: str) -> str:
     if address.startswith("::ffff:") and "." in address:
         return address[7:]
@@ -87,6 +77,12 @@ def _normalise(address: str) -> str:
 def _is_loopback(address: str) -> bool:
     # String tests, not ipaddress: this runs per client call (ipaddress parsing costs ~2 us).
     return address.startswith("127.") or address == "::1"
+
+
+def _fd_targets_of(inodes: set[int]) -> dict[str, int]:
+    """The fd links ("socket:[12345]") of these socket inodes -> the inode: an fd is matched by
+    its link text, no parse of every link read."""
+    return {f"socket:[{inode}]": inode for inode in inodes}
 
 
 class ListenerMap:
@@ -274,10 +270,11 @@ class ListenerMap:
                 hinted.setdefault(pid, set()).add(inode)
         found: dict[int, int] = {}
         for pid, inodes in hinted.items():
+            targets = _fd_targets_of(inodes)
             for target in self.procfs.fd_targets(pid):
-                inode = _socket_inode(target)
-                if inode in inodes:
-                    found[inode] = pid
+                held = targets.get(target)
+                if held is not None:
+                    found[held] = pid
         rest = missing - found.keys()
         if rest:
             found.update(self._scan_fds(rest))
@@ -286,7 +283,7 @@ class ListenerMap:
     def _scan_fds(self, wanted: set[int]) -> dict[int, int]:
         self.fd_walks += 1
         found: dict[int, int] = {}
-        targets = {f"socket:[{inode}]": inode for inode in wanted}
+        targets = _fd_targets_of(wanted)
         for pid in self.procfs.pids():
             for target in self.procfs.fd_targets(pid):
                 inode = targets.get(target)
