@@ -9,6 +9,12 @@ cache. Two launchers make that process the wrong one to name, and are followed h
   50 ms), so ``learn`` refuses it and the first calls to the new server had no peer. Its ends are
   kept (bounded) for the child of its next FORK event, which holds the sockets now; a child gone
   too passes them on (double fork). Its EXIT drops them.
+- A socket-activating launcher (systemd as PID 1, inetd) listens and keeps the socket; the
+  service it starts later inherits it and accepts on it. Its LISTEN event names the launcher, and
+  the first calls' peer was "systemd". The first accept by a process of another service than the
+  listener's names that process (``ListenerMap.serve``): its ACCEPT event comes before any reply
+  its client can read, so the client's first span names the server. A pre-fork server's workers
+  are the master's service: the master stays named. Each (endpoint, pid) is judged once.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ from __future__ import annotations
 from typing import Protocol
 
 from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.resource import Service
 from hostagent.model import CaptureEvent, EventKind
 
 # Bounds the listeners kept for a gone process's child: processes (their EXIT events clear them),
 # and ends per process (a server listens on a few).
 MAX_ORPHAN_LISTENERS = 64
+MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
 
-_EXIT, _FORK, _LISTEN = EventKind.EXIT, EventKind.FORK, EventKind.LISTEN
+_ACCEPT, _EXIT, _FORK, _LISTEN = EventKind.ACCEPT, EventKind.EXIT, EventKind.FORK, EventKind.LISTEN
 
 
 class Services(Protocol):
-    def service_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> object: ...
+    def service_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Service: ...
 
 
 class ListenEvents:
@@ -37,10 +45,15 @@ class ListenEvents:
         self.services = services  # ServiceCache: the listener's Service, read once at its event
         # pid gone before its LISTEN events were handled -> their (address, port): see _passed_on
         self._orphans: dict[int, list[tuple[str, int]]] = {}
+        # accepting pid -> the endpoints whose listener's service it was compared with
+        self._judged: dict[int, set[tuple[str, int]]] = {}
 
     def on_event(self, event: CaptureEvent) -> None:
         kind = event.kind
-        if kind == _LISTEN:
+        if kind == _ACCEPT:
+            if event.local_port:
+                self._accepted(event)
+        elif kind == _LISTEN:
             # A server started listening: its first client call (handled after this event, queued
             # before the connection could exist) names it as the peer.
             self._learn(event.pid, (event.local_addr, event.local_port), event)
@@ -49,6 +62,8 @@ class ListenEvents:
                 self._passed_on(event.size, event)  # size carries the parent's tgid
         elif kind == _EXIT:
             self._orphans.pop(event.pid, None)
+            self._judged.pop(event.pid, None)
+            self.listeners.holder_exited(event.pid)
 
     def _learn(self, pid: int, end: tuple[str, int], event: CaptureEvent) -> None:
         """``pid`` listens on ``end``: learnt with its Service, or, when ``pid`` is already gone,
@@ -69,3 +84,23 @@ class ListenEvents:
         ends = self._orphans.pop(parent, None)
         for end in ends or ():
             self._learn(event.pid, end, event)
+
+    def _accepted(self, event: CaptureEvent) -> None:
+        """``event.pid`` accepted a connection on its local end: when the table names another
+        process of another service for that listener, the accepting one serves it."""
+        found = self.listeners.holder(event.local_addr, event.local_port)
+        if found is None or found[1] == event.pid:
+            return
+        key, holder = found
+        pid = event.pid
+        judged = self._judged.get(pid)
+        if judged is not None and key in judged:
+            return
+        if judged is None:
+            if len(self._judged) >= MAX_JUDGED:
+                self._judged.clear()
+            judged = self._judged[pid] = set()
+        judged.add(key)
+        server = self.services.service_for(pid, event.comm, event.cgroup_id)
+        if server.name != self.services.service_for(holder).name:
+            self.listeners.serve(key, pid, holder)
