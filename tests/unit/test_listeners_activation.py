@@ -4,7 +4,8 @@ launcher (systemd, inetd) that listens for it and keeps it.
 tests/fixtures/proc/activation is a real systemd 252 (PID 1 in systemd-nspawn, host network) with
 web.socket (127.0.0.1:22080, Accept=no) and the web.service it started, which holds the listener
 as fd 3; systemd holds it as fd 33. The LISTEN event names systemd, and so could a walk of /proc:
-the first calls' peer was "systemd" (the real agent said so for every call of the capture run).
+the first calls' peer was "systemd" (the real agent before this fix named it for all 3 calls to this
+setup; the new one names "web").
 """
 
 from __future__ import annotations
