@@ -322,17 +322,12 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     identity = build_identity(config)
     cache = identity.cache
     clock = MonotonicToUnix()
-
-    def resource_for(call: Any) -> Any:
-        conn = call.conn
-        return cache.resource_for(conn.pid, conn.comm, conn.cgroup_id) if conn is not None else cache.resource_for(0)
-
     holder = agent.settings
     state_dir = Path(config.agent.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     redaction_key = load_or_create_key(state_dir)
     pii = PiiCounters()
-    builder = SpanBuilder(clock, resource_for=RedactedResources(resource_for, holder, redaction_key, pii))
+    builder = SpanBuilder(clock, resource_for=RedactedResources(cache.resource_of, holder, redaction_key, pii))
     bpf = compiling.capture
 
     def mute(pid: int, fd: int) -> None:
