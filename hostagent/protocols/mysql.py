@@ -35,12 +35,20 @@ definitions carry MariaDB's extended type info (``_mariadb_column``): from then 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import StatementCache, scrub_error_message, span_name, split_statements, use_database
+from hostagent.protocols.sql import (
+    RawSql,
+    StatementCache,
+    raw_sql_switch,
+    scrub_error_message,
+    span_name,
+    split_statements,
+    use_database,
+)
 
 MAX_PAYLOAD = 0xFFFFFF  # a payload this long continues in the next packet
 KEEP_CLIENT = 16 * 1024
@@ -194,10 +202,11 @@ class _Command:
 
 
 class MysqlParser:
-    """Per-connection MySQL/MariaDB decoder; ``raw_sql=True`` keeps db.query.text unsanitised."""
+    """Per-connection MySQL/MariaDB decoder; ``raw_sql`` on keeps db.query.text unsanitised (a
+    ``RawSql`` switch is read per call: a settings change reaches connections already open)."""
 
-    def __init__(self, raw_sql: bool = False) -> None:
-        self.raw_sql = raw_sql
+    def __init__(self, raw_sql: Union[bool, RawSql] = False) -> None:
+        self._raw = raw_sql_switch(raw_sql)
         self.stats = ParserStats()
         self.upgraded = False  # TLS (or a binlog stream): stop parsing
         self.system = "mysql"
@@ -216,13 +225,18 @@ class MysqlParser:
         self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
         self._coldefs = 0
         self._prep: list[int] = []  # definition groups still to skip after a prepare OK
-        self._statements_seen = StatementCache("mysql", raw_sql, MAX_CACHE, MAX_TEXT)
+        self._statements_seen = StatementCache("mysql", self._raw, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
         # Framing lost inside a result (read in pieces longer than the captured prefix, by reads
         # that start anywhere in a packet): until the client's next packet, server bytes only
         # count towards the waiting command (its size, its end); see _run_aground.
         self._adrift = False
         self._adrift_end = 0
+
+    @property
+    def raw_sql(self) -> bool:
+        """Whether db.query.text keeps its literals now."""
+        return self._raw.on
 
     # -- StreamParser ------------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
@@ -613,7 +627,7 @@ class MysqlParser:
         self._out.append(Call(
             protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
             name=span_name(self.system, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
+            error_type=error_type, status_message=scrub_error_message(message, self._raw.on)[:256],
             request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
         ))  # fmt: skip
         cmd.next_start = end
@@ -661,7 +675,7 @@ def _err(p: bytes) -> tuple[str, str]:
     return code, rest.decode("utf-8", "replace")
 
 
-def new_parser(raw_sql: bool = False) -> MysqlParser:
+def new_parser(raw_sql: Union[bool, RawSql] = False) -> MysqlParser:
     return MysqlParser(raw_sql=raw_sql)
 
 
