@@ -312,6 +312,31 @@ def record_redis_more(server_port: int) -> None:
         run_py(RAW_ERRORS, port)
 
 
+# A reply bigger than one read, then small commands: what a connection looks like around a 4 MB
+# GET (the unit tests cut the reply into reads, as a client's recv() does).
+RAW_BIG_REPLY = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def cmd(*a):
+    s.sendall(b"*%d\\r\\n" % len(a) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(x), x) for x in a))
+def reply(size):
+    got = b""
+    while len(got) < size:
+        got += s.recv(65536)
+cmd(b"SET", b"big", b"x" * 20000); reply(5)
+cmd(b"GET", b"big"); reply(len(b"$20000\\r\\n") + 20000 + 2)
+for n in (1, 2, 3):
+    cmd(b"INCR", b"after"); reply(4)
+s.close()
+"""
+
+
+def record_redis_big_reply(server_port: int) -> None:
+    note = "raw socket, one command at a time: SET big <20000 x>, GET big, INCR after (3 times)"
+    with recording("redis_big_reply", note, server_port) as port:
+        run_py(RAW_BIG_REPLY, port)
+
+
 def record_redis(server_port: int, auth_port: int) -> None:
     scen: list[tuple[str, str, int, Callable[[int], None]]] = [
         ("redis_cli", "redis-cli from stdin: SET, GET, INCR, DEL, PING (5 commands, one connection)",
@@ -501,7 +526,7 @@ def record_copy_error(pg_port: int) -> None:
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase", "copy_call"}
+    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "redis_big", "zero_rows", "lowercase", "copy_call"}
     if "pg" in which:
         with db_servers.postgres_server(free_port()) as pg:
             record_postgres(pg.port)
@@ -526,6 +551,9 @@ def main() -> None:
     if "redis_more" in which:
         with db_servers.redis_server(free_port()) as rm:
             record_redis_more(rm.port)
+    if "redis_big" in which:
+        with db_servers.redis_server(free_port()) as rb:
+            record_redis_big_reply(rb.port)
 
 
 if __name__ == "__main__":
