@@ -183,8 +183,8 @@ def _command_shape(code: int, length: int, payload: bytes) -> bool:
 
 
 class _Command:
-    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "result", "rows",
-                 "sql", "start_ns", "statements")  # fmt: skip
+    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "result",
+                 "results_end", "rows", "sql", "start_ns", "statements")  # fmt: skip
 
     def __init__(self, code: int, start_ns: int, sql: Optional[str], arg: object, req_size: int) -> None:
         self.code = code
@@ -199,6 +199,9 @@ class _Command:
         self.kind_state = _START
         self.req_size = req_size
         self.resp_size = 0
+        # The end of a result of its last statement that said more results follow (a CALL's
+        # rows, before the status that ends the CALL); 0: none. See MysqlParser.close.
+        self.results_end = 0
 
 
 class MysqlParser:
@@ -257,16 +260,31 @@ class MysqlParser:
         return out
 
     def close(self, ts_ns: int) -> list[Call]:
+        """The connection closed. A command whose last statement's results came, all but the
+        status that ends them, is a call all the same, ending with its last result: PyMySQL's
+        callproc() leaves a CALL's last OK unread until nextset() or the next query, and a
+        process that exits first never reads it when the server wrote it after the rows. What
+        else waits is counted unpaired."""
+        head = self._pending[0] if self._pending else None
+        if head is not None and head.results_end and head.kind_state == _START:
+            self._pending.popleft()
+            statements = self._statements_of(head)
+            sql = statements[head.index] if head.index < len(statements) else head.sql
+            self._emit(head, head.results_end, None, sql)
+        self._drop_pending()
+        return self._take()
+
+    def _drop_pending(self) -> None:
         self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
         self._pending.clear()
-        return []
 
     def lost(self) -> list[Call]:
         """Calls of this connection were lost in the kernel before the next bytes: commands
         waiting may have lost their answers (dropped, counted as unpaired, as at close), so that
         no later answer completes the wrong command; a result set being read is abandoned and
-        both framers start again at the next segment. Prepared statements stay known."""
-        self.close(0)
+        both framers start again at the next segment. Prepared statements stay known. Unlike at
+        close, a CALL whose last status was not seen is dropped too: what came after is unknown."""
+        self._drop_pending()
         self._adrift = False
         self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
         self._coldefs = 0
@@ -522,6 +540,8 @@ class MysqlParser:
             if cmd.index < len(statements) - 1:  # the next result is the next statement's
                 self._emit(cmd, f.end_ns, None, statements[cmd.index])
                 cmd.index += 1
+            else:
+                cmd.results_end = f.end_ns
             cmd.kind_state = _START
             return
         self._finish(cmd, f, None)

@@ -159,6 +159,26 @@ conn.close()
 """
 
 
+# PyMySQL's callproc(): the arguments as user variables, then CALL; the rows taken, no nextset(),
+# then the process exits (the unit tests leave out the CALL's last OK, as when it came too late).
+PYMYSQL_CALLPROC = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test", autocommit=True)
+cur = conn.cursor()
+cur.callproc("name_of", (1,))
+assert cur.fetchall() == (("a",),)
+"""
+
+
+def record_mariadb_callproc(server_port: int) -> None:
+    mysql_cli(server_port, "CREATE TABLE users (id int primary key, name varchar(20)); "
+                           "INSERT INTO users VALUES (1, 'a'), (2, 'b'); "
+                           "CREATE PROCEDURE name_of(IN i INT) SELECT name FROM users WHERE id = i")
+    note = "PyMySQL callproc('name_of', (1,)), fetchall, then the process exits (no nextset, no close)"
+    with recording("my_pymysql_callproc", note, server_port) as port:
+        run_py(PYMYSQL_CALLPROC, port)
+
+
 def record_mariadb(server_port: int) -> None:
     mysql_cli(server_port, "CREATE TABLE people (id int primary key, name varchar(40));"
                            "INSERT INTO people VALUES (1, 'ann'), (2, 'ben')")
@@ -526,13 +546,17 @@ def record_copy_error(pg_port: int) -> None:
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "redis_big", "zero_rows", "lowercase", "copy_call"}
+    which = set(sys.argv[1:]) or {"pg", "my", "my_callproc", "redis", "redis_more", "redis_big", "zero_rows",
+                                  "lowercase", "copy_call"}
     if "pg" in which:
         with db_servers.postgres_server(free_port()) as pg:
             record_postgres(pg.port)
     if "my" in which:
         with db_servers.mariadb_server(free_port()) as my:
             record_mariadb(my.port)
+    if "my_callproc" in which:
+        with db_servers.mariadb_server(free_port()) as my:
+            record_mariadb_callproc(my.port)
     if "redis" in which:
         with db_servers.redis_server(free_port(), extra_args=("--enable-debug-command", "yes")) as rd, \
                 db_servers.redis_server(free_port(), "s3cr3t-Pa55") as ra:
