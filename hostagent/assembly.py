@@ -28,7 +28,8 @@ from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
 from hostagent.protocols.registry import for_probes
-from hostagent.settings import SettingsHolder
+from hostagent.protocols.sql import RawSql
+from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
 
@@ -298,14 +299,21 @@ def connection_tracker(
     holder: SettingsHolder, mute: Callable[[int, int], None], unmute: Callable[[int, int], None],
 ) -> ConnectionTracker:
     """The tracker, parsing with the protocols the current settings enable; a settings change
-    reaches it before the change is acknowledged (reload's READY, the admin API's answer)."""
+    reaches it before the change is acknowledged (reload's READY, the admin API's answer).
+    [capture] raw_sql is one switch its SQL parsers read per call, flipped here as well: the
+    change applies to the next call of every connection, also one opened before it."""
+    raw_sql = RawSql(holder.current.capture.raw_sql)
 
     def enabled_protocols() -> tuple[Any, ...]:
-        current = holder.current
-        return for_probes(current.probes, current.capture.raw_sql)
+        return for_probes(holder.current.probes, raw_sql)
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
-    holder.subscribe(lambda old, new: tracker.settings_changed())
+
+    def changed(old: RuntimeSettings, new: RuntimeSettings) -> None:
+        raw_sql.set(new.capture.raw_sql)
+        tracker.settings_changed()
+
+    holder.subscribe(changed)
     return tracker
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache, partial
+from typing import Optional
 
 from hostagent.protocols import dns, http1, http2, mysql, postgres, redis
 from hostagent.protocols.base import ProtocolSpec, StreamParser
+from hostagent.protocols.sql import RawSql
 
 PROTOCOLS: tuple[ProtocolSpec, ...] = (
     postgres.SPEC,
@@ -31,20 +33,24 @@ PROTOCOLS: tuple[ProtocolSpec, ...] = (
 
 
 # SQL parsers that can keep literals in db.query.text when [capture] raw_sql is on.
-_RAW_SQL_FACTORIES: dict[str, Callable[[], StreamParser]] = {
-    postgres.SPEC.name: partial(postgres.new_parser, raw_sql=True),
-    mysql.SPEC.name: partial(mysql.new_parser, raw_sql=True),
+_SQL_PARSERS: dict[str, Callable[[RawSql], StreamParser]] = {
+    postgres.SPEC.name: postgres.new_parser,
+    mysql.SPEC.name: mysql.new_parser,
 }
 
 
 @lru_cache(maxsize=64)
-def for_probes(enabled: frozenset[str], raw_sql: bool = False) -> tuple[ProtocolSpec, ...]:
-    """The specs whose probe is enabled, in registry order (cached: called per new connection)."""
+def for_probes(enabled: frozenset[str], raw_sql: Optional[RawSql] = None) -> tuple[ProtocolSpec, ...]:
+    """The specs whose probe is enabled, in registry order (cached: called per new connection).
+
+    With ``raw_sql``, the SQL parsers read that switch per call, so that flipping it (a settings
+    change) reaches the connections already open and the specs stay the same; without, they
+    sanitise."""
     specs = []
     for spec in PROTOCOLS:
         if spec.probe not in enabled:
             continue
-        if raw_sql and spec.name in _RAW_SQL_FACTORIES:
-            spec = replace(spec, new_parser=_RAW_SQL_FACTORIES[spec.name])
+        if raw_sql is not None and spec.name in _SQL_PARSERS:
+            spec = replace(spec, new_parser=partial(_SQL_PARSERS[spec.name], raw_sql))
         specs.append(spec)
     return tuple(specs)
