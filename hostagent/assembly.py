@@ -27,7 +27,7 @@ from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
-from hostagent.protocols.registry import for_probes
+from hostagent.protocols.registry import body_limit, for_probes
 from hostagent.settings import SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
@@ -302,7 +302,7 @@ def connection_tracker(
 
     def enabled_protocols() -> tuple[Any, ...]:
         current = holder.current
-        return for_probes(current.probes, current.capture.raw_sql)
+        return for_probes(current.probes, current.capture.raw_sql, body_limit(current.capture))
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
     holder.subscribe(lambda old, new: tracker.settings_changed())
