@@ -191,7 +191,7 @@ struct h2_walk {
     u32 frames;
     u32 full;       /* the block had no room for a frame: the rest is not in it */
     u32 strict;     /* the first header ends a loss: only a plausible one is taken */
-    u32 small;      /* the call is whole in the head: walked there */
+    u32 small;      /* the call is whole in its copy (head, or head and tail): walked there */
     u32 calls;      /* walker runs so far */
     u32 captured;   /* the event's payload (head and tail) before the walk */
     u32 left;       /* the entry's h2_left of the direction, as the event was built */
@@ -925,8 +925,9 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
  * program of their own, tail-called (bcc 0.26 cannot relocate bpf_loop callbacks): H2_ROUNDS
  * steps a program, the state in the CPU's scratch, the same program tail-called again while steps
  * remain (at most H2_CALLS times, the kernel's tail-call limit bounds it anyway); verified once,
- * a few thousand instructions, whatever the number of frames. A small call (whole in the head)
- * is walked in its copy, without helper calls. What cannot be followed (a fault, the limits, a
+ * a few thousand instructions, whatever the number of frames. A call copied whole (in the head,
+ * or up to TAIL_BYTES past it in the tail) is walked in its copy, without helper calls, and keeps
+ * its bytes: no frame block. What cannot be followed (a fault, the limits, a
  * full block) is counted (DROP_H2_UNWALKED) and the parser loses sync as it would have.
  * Connections picked up after their preface are not followed: the tail serves them, as before. */
 #define H2_PREFACE 0x5448202a20495250ULL  /* "PRI * HT", little endian */
@@ -1054,14 +1055,15 @@ static __always_inline int h2_step(struct h2_walk *w, struct scratch *s) {
     return w->state == H2W_WALKING;
 }
 
-/* One step of the walk over a call captured whole (its copy in s->data): no helper call. */
+/* One step of the walk over a call captured whole (its copy in s->data, the head and a tail
+ * right after it): no helper call. */
 static __always_inline int h2_small_step(struct h2_walk *w, struct scratch *s) {
     u64 at = w->at;
     if (at >= w->moved) {
         w->state = H2W_DONE;
         return 0;
     }
-    if (at + H2_HDR > w->moved || at > MAX_PAYLOAD - H2_HDR) {
+    if (at + H2_HDR > w->moved || at > MAX_PAYLOAD + TAIL_BYTES - H2_HDR) {
         w->state = H2W_LOST;  /* a frame header cut by the call's end */
         return 0;
     }
@@ -1101,7 +1103,9 @@ static __always_inline int h2_finish(struct scratch *s) {
         }
     }
     u32 captured = w->captured;  /* head and tail, as emit_data would have sent them */
-    if (moved > w->head && !(w->start == moved && w->state != H2W_DONE)) {
+    /* A call captured whole (up to TAIL_BYTES past the head) keeps its bytes: a block in place
+     * of its tail would lose the DATA payload past the head (a body, gRPC message prefixes). */
+    if (moved > captured && !(w->start == moved && w->state != H2W_DONE)) {
         struct h2_block b = {};
         b.start = w->start;
         b.from = w->from;
@@ -1116,7 +1120,7 @@ static __always_inline int h2_finish(struct scratch *s) {
         u32 blk = sizeof(b) + out;
         s->hdr.tail_len = blk | TAIL_IS_FRAMES;
         captured = w->head + blk;
-    } else if (w->state != H2W_DONE && moved > w->head) {
+    } else if (w->state != H2W_DONE && moved > captured) {
         count_drop(DROP_H2_UNWALKED);  /* lost at its first frame: the tail stays */
     }
     s->hdr.captured_len = captured;
@@ -1171,6 +1175,7 @@ static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
     u32 left = *(volatile u32 *)&w->left;
     u64 moved = *(volatile u64 *)&w->moved;
     u64 head = *(volatile u64 *)&w->head;
+    u32 captured = *(volatile u32 *)&w->captured;
     u8 lost_bit = H2_LOST_EGRESS << (dir & 1);
     if (!(h2 & H2_CONN)) {
         /* the preface: both directions start with a frame, this one after it */
@@ -1203,7 +1208,7 @@ static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
     w->at = h2 & lost_bit ? 0 : left;
     w->from = w->at;
     w->strict = h2 & lost_bit ? 1 : 0;
-    w->small = moved <= head;
+    w->small = moved <= captured;  /* whole: the head, or the head and a tail right after it */
     w->hgot = 0;
     w->out = 0;
     w->state = H2W_WALKING;
