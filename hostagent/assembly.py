@@ -27,7 +27,7 @@ from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
-from hostagent.protocols.registry import for_probes
+from hostagent.protocols.registry import body_limit, for_probes
 from hostagent.protocols.sql import RawSql
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
@@ -305,7 +305,8 @@ def connection_tracker(
     raw_sql = RawSql(holder.current.capture.raw_sql)
 
     def enabled_protocols() -> tuple[Any, ...]:
-        return for_probes(holder.current.probes, raw_sql)
+        current = holder.current
+        return for_probes(current.probes, raw_sql, body_limit(current.capture))
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
 

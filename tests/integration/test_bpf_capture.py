@@ -804,9 +804,9 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         ids = cap.program_ids("socket")
         # lifecycle programs + the data path's: 12 enter/exit programs, or the *mmsg pairs' 3, the
         # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel),
-        # and the 2 HTTP/2 frame walkers the data programs tail-call
+        # and what the data programs tail-call: the 2 HTTP/2 frame walkers and the tail copy
         assert cap.data_path == "socket"
-        assert len(ids) == 28 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 29 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
