@@ -225,6 +225,9 @@ class SdkLayer:
         self._agent_by_span: dict[int, _Agent] = {}  # agent span id -> held agent span
         self._moved: OrderedDict[int, tuple[int, int]] = OrderedDict()  # dropped agent span id -> SDK ctx
         self._late: OrderedDict[Key, tuple[int, dict[str, Any]]] = OrderedDict()  # expired agent keys
+        # Root keys of untraced server calls that left -> pid: apart from _late, so that a host's
+        # untraced traffic does not push out the wire detail kept for late traced SDK spans.
+        self._late_roots: OrderedDict[Key, int] = OrderedDict()
         self._sdk_pids: OrderedDict[int, float] = OrderedDict()
         self._timers: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
@@ -284,10 +287,16 @@ class SdkLayer:
         pid = call.conn.pid if call.conn is not None else 0
         if key in self._sdk or pid in self._sdk_pids:
             return key
-        self._late[key] = (pid, {})  # only who: an SDK span with this key says the pid has an SDK
-        if len(self._late) > 8192:
-            self._late.popitem(last=False)
+        self._note_root(key, pid)
         return None
+
+    def _note_root(self, key: Key, pid: int) -> None:
+        """Only who: a root key is not unique (a keep-alive connection repeats it), so an SDK span
+        with it coming later learns that the pid has an SDK but takes no wire detail."""
+        self._late_roots[key] = pid
+        self._late_roots.move_to_end(key)
+        if len(self._late_roots) > 8192:
+            self._late_roots.popitem(last=False)
 
     def _match(self, call: Call, span: ReadableSpan, pb: PbSpan, out: list) -> None:
         add_attributes(pb, wire_attributes(call, span))
@@ -315,10 +324,10 @@ class SdkLayer:
         out.append((agent.call, agent.span))
         out.extend(agent.dependents)
         pid = agent.call.conn.pid if agent.call.conn is not None else 0
-        # A root key is not unique (a keep-alive connection repeats it): a late SDK span with it
-        # only tells that the process has an SDK, it takes no wire detail it may not own.
-        late = {} if agent.key[0] == "R" else wire_attributes(agent.call, agent.span)
-        self._late[agent.key] = (pid, late)
+        if agent.key[0] == "R":
+            self._note_root(agent.key, pid)
+            return
+        self._late[agent.key] = (pid, wire_attributes(agent.call, agent.span))
         if len(self._late) > 8192:
             self._late.popitem(last=False)
 
@@ -340,6 +349,12 @@ class SdkLayer:
                             del self._agents[key]
                             self._take_agent(agent, pb, out)
                             continue
+                        if key[0] == "R":
+                            pid = self._late_roots.pop(key, None)
+                            if pid is not None:  # its twin left: forwarded as sent, the pid learnt
+                                self._sdk_pids[pid] = self.clock()
+                                self.counters["sdk_spans_late"] += 1
+                                continue
                         late = self._late.pop(key, None)
                         if late is not None:  # the agent's span already left: enrich, learn
                             add_attributes(pb, late[1])

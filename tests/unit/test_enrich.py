@@ -309,3 +309,18 @@ def test_sdk_root_without_its_wire_parts_is_not_held() -> None:
     req = sdk_request(PbSpan.SPAN_KIND_SERVER, 0x9006, attrs=[("http.method", "GET")])  # no port, path
     sdk.on_request(req, req.ByteSize())
     assert len(forwarded) == 1
+
+
+def test_untraced_traffic_does_not_push_out_late_traced_wire_detail() -> None:
+    sdk, emitted, forwarded, clock = layer(hold_s=1.5)
+    call = agent_call(Role.CLIENT, TP_OUT)
+    sdk.offer(call, BUILD.build(call))
+    clock.now = 1.5
+    sdk.sweep()  # the traced agent span left unmatched: its wire detail is kept for a late SDK span
+    for port in range(1, 9001):  # a busy server without SDK, none of its spans held
+        other = untraced_server_call(port, "/busy", 1_000, 2_000)
+        sdk.offer(other, BUILD.build(other))
+    assert len(emitted) == 9001
+    late = sdk_request(PbSpan.SPAN_KIND_CLIENT, SDK_CLIENT_ID)
+    sdk.on_request(late, late.ByteSize())
+    assert attrs_of(only_span(forwarded[-1]))["hostagent.http.request.body"] == "hello"
