@@ -39,6 +39,21 @@ from hostagent.identity.resource import HostInfo, Service
 from hostagent.model import Call
 
 
+def _program_behind(path: str, pid: int, parent: int, source: Optional[Entry]) -> str:
+    """The program an exec'd file name stands for. An exec of ``/proc/self/exe`` (busybox's shell
+    running an applet, Go's and runc's re-exec of themselves) names a link, not the program: its
+    basename would name the service "exe". A fork runs its parent's program until it execs, so
+    the link (self's, the pid's or the parent's) is the parent's program when that is known; any
+    other /proc link, or an unknown parent, is no program ("": the comm names it)."""
+    if not path.startswith("/proc/") or not path.endswith("/exe"):
+        return path
+    owner = path[len("/proc/") : -len("/exe")]
+    if source is None or owner not in ("self", "thread-self", str(pid), str(parent)):
+        return ""
+    program = source.service.attributes_dict().get("process.executable.path")
+    return program if isinstance(program, str) else ""
+
+
 class ServiceCache:
     """See module docstring. Thread-safe: the pipeline thread looks up, the Docker thread and the
     exec/exit consumer update."""
@@ -201,6 +216,7 @@ class ServiceCache:
         path = exe if exe.startswith("/") else ""
         parent = self.pids.parent_of(pid) or ppid
         source = self._parent_entry(parent, cgroup_id) if parent else None
+        path = _program_behind(path, pid, parent, source)
         cgroup_text = ""
         env: dict[str, str] = {}
         if source is not None and cgroup_id and self.cgroups.id_of(source.cgroup_text) == cgroup_id:

@@ -32,6 +32,8 @@ from hostagent.protocols.base import ParserStats, ProtocolSpec
 from hostagent.protocols.fast_call import new_call
 from hostagent.protocols.http1_head import REQUEST_STARTS, STARTS, STATUS_START, Message, parse_head, plausible
 from hostagent.protocols.http_common import (
+    CUT_SHORT_MESSAGE,
+    ERROR_CUT_SHORT,
     ERROR_NO_RESPONSE,
     method_attributes,
     parse_host,
@@ -136,6 +138,7 @@ class Http1Parser:
         if resp.msg is not None and resp.state in (_UNTIL_CLOSE, _LOSSY, _LENGTH, _CHUNKED):
             if resp.state in (_LENGTH, _CHUNKED):
                 self.stats.truncated += 1
+                resp.msg.cut_short = True
             self._response_done(resp, out)
         for req in self._pending:
             out.append(self._call(req, None, ts_ns))
@@ -493,15 +496,20 @@ class Http1Parser:
         resp_headers: tuple[tuple[str, str], ...] = ()
         resp_body = b""
         resp_size = 0
+        message = ""
         if resp is not None:
             attrs["http.response.status_code"] = resp.status
             if resp.framed:
                 attrs["http.response.body.size"] = resp.body_size
             error = status_error(role, resp.status) if resp.status >= 400 else None
+            if resp.cut_short and error is None:
+                # The status line said it went well; the body never all arrived (or left).
+                error, message = ERROR_CUT_SHORT, CUT_SHORT_MESSAGE
             resp_headers, resp_body, resp_size = resp.headers, resp.body, resp.body_size
         return new_call(
             protocol="http", role=role, start_ns=req.start_ns, end_ns=end_ns, name=name,
-            attributes=attrs, error_type=error, traceparent=req.traceparent, tracestate=req.tracestate,
+            attributes=attrs, error_type=error, status_message=message, traceparent=req.traceparent,
+            tracestate=req.tracestate,
             request_headers=req.headers, response_headers=resp_headers, request_body=req.body,
             response_body=resp_body, request_size=req.body_size, response_size=resp_size,
         )  # fmt: skip

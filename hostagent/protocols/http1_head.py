@@ -49,6 +49,8 @@ class Message:
     body: bytes = b""  # contiguous captured prefix of the body (decoded when chunked)
     body_size: int = 0  # body bytes on the wire, captured or not
     gap: bool = False  # uncaptured bytes were skipped: nothing after them is kept
+    # The connection closed before the body its head announced (Content-Length, chunked) ended.
+    cut_short: bool = False
     # Shared by every message parsed from the same (memoised) head bytes: what the Call builder
     # derives from the head alone (span name, URL and server attributes), computed once per head
     # and role. None when the head was not memoised (cut, or too long).

@@ -21,6 +21,11 @@ KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 # error.type when the connection ended before any (final) response: OTel asks for a
 # low-cardinality, component-specific identifier when there is no status code.
 ERROR_NO_RESPONSE = "closed_without_response"
+# error.type when the connection closed in the middle of a response body its head framed (either
+# end gave up: a client that stopped reading, a server that died mid-write); the name and message
+# are the HTTP/2 parser's for a stream open at close.
+ERROR_CUT_SHORT = "connection_closed"
+CUT_SHORT_MESSAGE = "connection closed before the response ended"
 
 
 def method_attributes(method: str, attrs: dict) -> str:

@@ -6,7 +6,13 @@ pipeline hands every agent span to ``offer``. A pair is the same call when:
 - client side: the SDK CLIENT span's id is the parent-id of the traceparent the agent saw on the
   outgoing request -- key ("C", trace id, that id);
 - server side: the SDK SERVER span's trace id and parent span id are those of the traceparent on
-  the incoming request -- key ("S", trace id, parent id).
+  the incoming request -- key ("S", trace id, parent id);
+- an incoming request without a traceparent (curl, a browser, a load balancer): the SDK's SERVER
+  span is a root. Its peer port, method and path are the wire call's -- key ("R", port, hash of
+  method and path) -- and it starts inside the agent's span of the call (checked: a keep-alive
+  connection repeats a key). Agent spans of a process wait for such a twin only once one of its
+  SDK spans was paired (or came after an agent span with its key): every other process's server
+  spans leave at once, as before; the first requests of an SDK process stay duplicated.
 
 A matched SDK span gains the wire attributes (``wire_attributes``: headers, bodies per policy,
 peer, the process/container identity and kernel timings under ``hostagent.*``); the agent's span
@@ -107,8 +113,11 @@ def sdk_key(span: PbSpan) -> Optional[Key]:
         if any(kv.key in _UNMATCHABLE for kv in span.attributes):
             return None
         return ("C", int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"))
-    if span.kind == PbSpan.SPAN_KIND_SERVER and len(span.parent_span_id) == 8:
-        return ("S", int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"))
+    if span.kind == PbSpan.SPAN_KIND_SERVER:
+        if len(span.parent_span_id) == 8:
+            return ("S", int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"))
+        if not span.parent_span_id:
+            return sdk_root_key(span)
     return None
 
 
@@ -119,6 +128,60 @@ def agent_key(call: Call, span: ReadableSpan) -> Optional[Key]:
     if parsed is None:
         return None
     return ("C" if call.role == Role.CLIENT else "S", parsed[0], parsed[1])
+
+
+# How far before the agent's span of a call (first request byte read) the SDK's root span may
+# seem to start: the two clocks are converted apart (traces.clock). Consecutive requests on one
+# connection are further apart than this, or the key does not tell them apart.
+ROOT_SLACK_NS = 2_000_000
+_PEER_PORT_KEYS = ("network.peer.port", "net.peer.port", "client.port")
+_METHOD_KEYS = ("http.request.method", "http.method")
+
+
+def root_key(port: int, method: str, path: str) -> Key:
+    return ("R", port, hash((method, path)))
+
+
+def _pb_first(span: PbSpan, keys: tuple[str, ...]) -> Any:
+    values = {kv.key: kv.value for kv in span.attributes if kv.key in keys}
+    for key in keys:
+        value = values.get(key)
+        if value is not None:
+            which = value.WhichOneof("value")
+            return getattr(value, which) if which in ("int_value", "string_value") else None
+    return None
+
+
+def sdk_root_key(span: PbSpan) -> Optional[Key]:
+    """The key of an SDK root SERVER span (old and new HTTP conventions), None without its parts."""
+    port = _pb_first(span, _PEER_PORT_KEYS)
+    method = _pb_first(span, _METHOD_KEYS)
+    path = _pb_first(span, ("url.path",))
+    if path is None:
+        target = _pb_first(span, ("http.target",))
+        path = target.partition("?")[0] if isinstance(target, str) else None
+    if not (isinstance(port, int) and port and isinstance(method, str) and isinstance(path, str) and path):
+        return None
+    return root_key(port, method, path)
+
+
+def agent_root_key(call: Call, span: ReadableSpan) -> Optional[Key]:
+    """The key of an agent HTTP SERVER span whose request carried no traceparent."""
+    if call.traceparent is not None or call.role != Role.SERVER or span.kind != SpanKind.SERVER:
+        return None
+    attrs = span.attributes or {}
+    port, method, path = attrs.get("network.peer.port"), attrs.get("http.request.method"), attrs.get("url.path")
+    if not (isinstance(port, int) and port and isinstance(method, str) and isinstance(path, str) and path):
+        return None
+    return root_key(port, method, path)
+
+
+def starts_within(pb: PbSpan, span: ReadableSpan) -> bool:
+    """The SDK span starts while the agent's span of the call is open (a root key's check)."""
+    start, end = span.start_time, span.end_time
+    if start is None or end is None:
+        return False
+    return start - ROOT_SLACK_NS <= pb.start_time_unix_nano <= end
 
 
 class _Request:
@@ -162,6 +225,9 @@ class SdkLayer:
         self._agent_by_span: dict[int, _Agent] = {}  # agent span id -> held agent span
         self._moved: OrderedDict[int, tuple[int, int]] = OrderedDict()  # dropped agent span id -> SDK ctx
         self._late: OrderedDict[Key, tuple[int, dict[str, Any]]] = OrderedDict()  # expired agent keys
+        # Root keys of untraced server calls that left -> pid: apart from _late, so that a host's
+        # untraced traffic does not push out the wire detail kept for late traced SDK spans.
+        self._late_roots: OrderedDict[Key, int] = OrderedDict()
         self._sdk_pids: OrderedDict[int, float] = OrderedDict()
         self._timers: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
@@ -179,6 +245,8 @@ class SdkLayer:
     def _offer(self, call: Call, span: ReadableSpan, out: list, forwards: list[_Request]) -> None:
         key = agent_key(call, span)
         if key is None:
+            key = self._root_wanted(call, span)
+        if key is None:
             parent = span.parent
             if parent is not None:
                 held = self._agent_by_span.get(parent.span_id)
@@ -190,8 +258,9 @@ class SdkLayer:
                     span = respan(span, moved[0], moved[1])
             out.append((call, span))
             return
-        found = self._sdk.pop(key, None)
-        if found is not None:
+        found = self._sdk.get(key)
+        if found is not None and (key[0] != "R" or starts_within(found[1], span)):
+            del self._sdk[key]
             req, pb = found
             self._match(call, span, pb, out)
             req.pending -= 1
@@ -208,6 +277,26 @@ class SdkLayer:
         if span.context is not None:
             self._agent_by_span[span.context.span_id] = agent
         self._push_timer(agent.deadline, agent)
+
+    def _root_wanted(self, call: Call, span: ReadableSpan) -> Optional[Key]:
+        """The root key of an untraced server call when it is to wait for (or meets) its SDK
+        twin; otherwise None, after noting its process for an SDK root span coming later."""
+        key = agent_root_key(call, span)
+        if key is None:
+            return None
+        pid = call.conn.pid if call.conn is not None else 0
+        if key in self._sdk or pid in self._sdk_pids:
+            return key
+        self._note_root(key, pid)
+        return None
+
+    def _note_root(self, key: Key, pid: int) -> None:
+        """Only who: a root key is not unique (a keep-alive connection repeats it), so an SDK span
+        with it coming later learns that the pid has an SDK but takes no wire detail."""
+        self._late_roots[key] = pid
+        self._late_roots.move_to_end(key)
+        if len(self._late_roots) > 8192:
+            self._late_roots.popitem(last=False)
 
     def _match(self, call: Call, span: ReadableSpan, pb: PbSpan, out: list) -> None:
         add_attributes(pb, wire_attributes(call, span))
@@ -235,6 +324,9 @@ class SdkLayer:
         out.append((agent.call, agent.span))
         out.extend(agent.dependents)
         pid = agent.call.conn.pid if agent.call.conn is not None else 0
+        if agent.key[0] == "R":
+            self._note_root(agent.key, pid)
+            return
         self._late[agent.key] = (pid, wire_attributes(agent.call, agent.span))
         if len(self._late) > 8192:
             self._late.popitem(last=False)
@@ -252,10 +344,17 @@ class SdkLayer:
                         key = sdk_key(pb)
                         if key is None:
                             continue
-                        agent = self._agents.pop(key, None)
-                        if agent is not None and agent.waiting:
+                        agent = self._agents.get(key)
+                        if agent is not None and agent.waiting and (key[0] != "R" or starts_within(pb, agent.span)):
+                            del self._agents[key]
                             self._take_agent(agent, pb, out)
                             continue
+                        if key[0] == "R":
+                            pid = self._late_roots.pop(key, None)
+                            if pid is not None:  # its twin left: forwarded as sent, the pid learnt
+                                self._sdk_pids[pid] = self.clock()
+                                self.counters["sdk_spans_late"] += 1
+                                continue
                         late = self._late.pop(key, None)
                         if late is not None:  # the agent's span already left: enrich, learn
                             add_attributes(pb, late[1])

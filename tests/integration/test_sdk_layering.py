@@ -167,6 +167,43 @@ def test_one_trace_sdk_spans_enriched_no_duplicates(collector: OtlpGrpcReceiver,
     assert not [s for s in collector.recorder.spans if s.attributes.get("server.port") == RECEIVER_HTTP]
 
 
+def _post_order(ref: str, traceparent: str = "") -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", FLASK_PORT, timeout=10)
+    headers = {"Content-Type": "application/json"} | ({"traceparent": traceparent} if traceparent else {})
+    conn.request("POST", f"/order?ref={ref}", body=b"{}", headers=headers)
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b"{}"
+    conn.close()
+
+
+def test_untraced_requests_one_server_span_the_sdks(collector: OtlpGrpcReceiver, apps: dict[str, Server]) -> None:
+    """A request without traceparent (curl, a browser, a load balancer): the SDK's root SERVER
+    span is the call's only SERVER span in Flask, with the wire detail (before: the agent's span
+    of it too, in another trace). The first request makes the Flask process known to have an SDK
+    (the README: an SDK process's first requests may stay duplicated)."""
+    warm = os.urandom(16).hex()
+    _post_order("untraced-warm", traceparent=f"00-{warm}-{os.urandom(8).hex()}-01")
+    collector.recorder.wait_for_spans(lambda spans: any(
+        s.trace_id == warm and "hostagent.process.pid" in s.attributes for s in spans), 20)  # known now
+    refs = [f"untraced-{os.getpid()}-{i}" for i in range(3)]
+    for ref in refs:
+        _post_order(ref)
+    flask_pid = apps["flask"].pid
+
+    def server_spans(ref: str, spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in spans if s.kind == "SERVER" and ref in repr(s.attributes)
+                and (s.resource.get("process.pid") == flask_pid or s.scope_name != "hostagent")]
+
+    collector.recorder.wait_for_spans(lambda spans: all(server_spans(r, spans) for r in refs), 20)
+    time.sleep(HOLD_MS / 1000 + 6.5)  # a duplicate would have left by now (sdk_wait_s)
+    for ref in refs:
+        got = server_spans(ref, collector.recorder.spans)
+        assert [s.scope_name for s in got] == ["opentelemetry.instrumentation.flask"], ref
+        a = got[0].attributes
+        assert not got[0].parent_span_id and a["hostagent.process.pid"] == flask_pid
+        assert a["hostagent.kernel.start_time_unix_nano"] <= got[0].start_unix_ns
+
+
 Request = trace_service_pb2.ExportTraceServiceRequest
 
 

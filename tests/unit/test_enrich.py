@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -220,3 +221,106 @@ def test_redaction_of_what_the_sdk_sent() -> None:
     assert span.name == "GET [REDACTED:canary]"
     assert counts == {"canary": 2, "sensitive_header": 1}
     assert b"canary-0123" not in req.SerializeToString()
+
+
+# -- an incoming request without traceparent: the SDK's SERVER span is a root --------------------------
+def untraced_server_call(port: int, path: str, start: int, end: int) -> Call:
+    """The agent's call as the HTTP/1 parser and span builder give it (seen live: curl -> a Flask app
+    with the OTel SDK: 'GET' from the agent, 'GET /front/<name>' from the SDK, two traces)."""
+    return Call(protocol="http", role=Role.SERVER, start_ns=start, end_ns=end, name="GET",
+                attributes={"http.request.method": "GET", "url.path": path, "network.peer.port": port,
+                            "http.request.header.x-plain": (path,)},
+                conn=Connection(pid=77, tid=78, fd=9, peer=Endpoint("127.0.0.1", port)))  # fmt: skip
+
+
+OLD_CONVENTIONS = (("http.method", "GET"), ("net.peer.port", 0), ("http.target", "{path}?q=1"))
+NEW_CONVENTIONS = (("http.request.method", "GET"), ("network.peer.port", 0), ("url.path", "{path}"))
+
+
+def sdk_root(span_id: int, port: int, path: str, start: int, conventions: Any = NEW_CONVENTIONS,
+             ) -> ExportTraceServiceRequest:  # fmt: skip
+    """A Flask instrumentation's root SERVER span (no parent), both conventions' attribute names."""
+    req = sdk_request(PbSpan.SPAN_KIND_SERVER, span_id)
+    span = only_span(req)
+    span.start_time_unix_nano, span.end_time_unix_nano = start, start + 100
+    for key, value in conventions:
+        any_value = AnyValue(int_value=port) if key.endswith("port") else AnyValue(string_value=value.format(path=path))
+        span.attributes.append(KeyValue(key=key, value=any_value))
+    return req
+
+
+def wire(req: ExportTraceServiceRequest) -> tuple[Any, Any]:
+    a = attrs_of(only_span(req))
+    return a.get("hostagent.kernel.start_time_unix_nano"), a.get("http.request.header.x-plain")
+
+
+@pytest.mark.parametrize("conventions", [OLD_CONVENTIONS, NEW_CONVENTIONS])
+def test_untraced_request_sdk_root_learns_then_deduplicates(conventions: Any) -> None:
+    sdk, emitted, forwarded, _ = layer()
+    # a process not known to have an SDK: its span leaves at once, as every other process's
+    first = untraced_server_call(54164, "/front/amy", 1_000, 9_000)
+    sdk.offer(first, BUILD.build(first))
+    assert len(emitted) == 1
+    req = sdk_root(0x9001, 54164, "/front/amy", 2_000, conventions)
+    sdk.on_request(req, req.ByteSize())
+    assert len(forwarded) == 1 and wire(forwarded[0]) == (None, None)  # unchanged: the twin left
+    # now known: its next untraced server call waits for the SDK's root span, which takes its place
+    second = untraced_server_call(54164, "/front/bo", 20_000, 29_000)
+    sdk.offer(second, BUILD.build(second))
+    assert len(emitted) == 1
+    req = sdk_root(0x9002, 54164, "/front/bo", 21_000, conventions)
+    sdk.on_request(req, req.ByteSize())
+    assert len(emitted) == 1 and len(forwarded) == 2
+    assert wire(forwarded[1]) == (20_000, ("/front/bo",))
+    assert sdk.counters["agent_spans_deduplicated"] == 1
+    assert sdk.held == {"sdk_spans": 0, "sdk_bytes": 0, "agent_spans": 0}
+
+
+def test_untraced_request_sdk_root_first_then_agent_span() -> None:
+    sdk, emitted, forwarded, _ = layer()
+    req = sdk_root(0x9003, 40000, "/x", 5_000)
+    sdk.on_request(req, req.ByteSize())
+    assert forwarded == []  # held for its wire call
+    call = untraced_server_call(40000, "/x", 4_000, 8_000)
+    sdk.offer(call, BUILD.build(call))
+    assert emitted == [] and len(forwarded) == 1 and wire(forwarded[0]) == (4_000, ("/x",))
+
+
+def test_untraced_keep_alive_repeats_a_root_key_never_mispaired() -> None:
+    """Two identical requests on one keep-alive connection have one key: the second agent span lets
+    the first go; the first's SDK span starts outside the second's call and is not given its wire."""
+    sdk, emitted, forwarded, _ = layer()
+    sdk._sdk_pids[77] = 0.0  # an SDK process (learnt as in the test above)
+    ms = 1_000_000
+    a = untraced_server_call(40001, "/health", 10 * ms, 11 * ms)
+    b = untraced_server_call(40001, "/health", 20 * ms, 21 * ms)  # 9 ms later
+    sdk.offer(a, BUILD.build(a))
+    sdk.offer(b, BUILD.build(b))
+    assert [s.start_time for s in emitted] == [10 * ms]
+    for span_id, start in ((0x9004, 10 * ms + 50_000), (0x9005, 20 * ms + 50_000)):
+        req = sdk_root(span_id, 40001, "/health", start)
+        sdk.on_request(req, req.ByteSize())
+    assert [wire(r) for r in forwarded] == [(None, None), (20 * ms, ("/health",))]
+    assert [s.start_time for s in emitted] == [10 * ms]
+
+
+def test_sdk_root_without_its_wire_parts_is_not_held() -> None:
+    sdk, _, forwarded, _ = layer()
+    req = sdk_request(PbSpan.SPAN_KIND_SERVER, 0x9006, attrs=[("http.method", "GET")])  # no port, path
+    sdk.on_request(req, req.ByteSize())
+    assert len(forwarded) == 1
+
+
+def test_untraced_traffic_does_not_push_out_late_traced_wire_detail() -> None:
+    sdk, emitted, forwarded, clock = layer(hold_s=1.5)
+    call = agent_call(Role.CLIENT, TP_OUT)
+    sdk.offer(call, BUILD.build(call))
+    clock.now = 1.5
+    sdk.sweep()  # the traced agent span left unmatched: its wire detail is kept for a late SDK span
+    for port in range(1, 9001):  # a busy server without SDK, none of its spans held
+        other = untraced_server_call(port, "/busy", 1_000, 2_000)
+        sdk.offer(other, BUILD.build(other))
+    assert len(emitted) == 9001
+    late = sdk_request(PbSpan.SPAN_KIND_CLIENT, SDK_CLIENT_ID)
+    sdk.on_request(late, late.ByteSize())
+    assert attrs_of(only_span(forwarded[-1]))["hostagent.http.request.body"] == "hello"

@@ -353,13 +353,41 @@ def test_request_without_response_at_close() -> None:
     assert parser.stats.unpaired == 1
 
 
-def test_close_mid_body_keeps_the_status() -> None:
-    request, response = segments("nginx_big_body")
-    calls, parser = run([request, Segment(Direction.EGRESS, response.data[:1000], 1000, 2000)], close_ts=7000)
-    assert [(c.end_ns, c.error_type, c.attributes["http.response.status_code"]) for c in calls] == [
-        (2000, None, 200),
-    ]  # fmt: skip
-    assert parser.stats.truncated == 1
+CUT = "connection closed before the response ended"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "keep", "traced", "expected"),
+    [
+        # nginx's Content-Length: 4053 body, 1000 bytes of the write sent, then the close (a client
+        # that stopped reading: curl | head, a browser tab closed): status kept, the call failed
+        ("nginx_big_body", 1, "server", [(2000, 200, 1000 - 240, "connection_closed", CUT)]),
+        ("nginx_big_body", 1, "client", [(2000, 200, 1000 - 240, "connection_closed", CUT)]),
+        # http.server's chunked answer closed after its third chunk: no terminating 0 chunk
+        ("py_chunked_trailer", 3, "server", [(4000, 200, 62, "connection_closed", CUT)]),
+        # the terminating chunk came: the close after it is the usual one
+        ("py_chunked_trailer", 4, "server", [(5000, 200, 87, None, "")]),
+        # no framing: the body runs until the close, which is its end, not a failure
+        ("py_close_delimited", 9, "client", [(2000, 200, 24, None, "")]),
+        # a 5xx cut short stays the status's error
+        ("py_500", 9, "server", [(2000, 500, 15, "500", "")]),
+    ],
+)
+def test_close_mid_body(fixture: str, keep: int, traced: str, expected: list) -> None:
+    """A response whose framed body had not ended at the close is a failed call (as the HTTP/2
+    parser says of a stream open at close); its status line is kept."""
+    segs = segments(fixture, traced=traced)
+    request, responses = segs[0], segs[1:]
+    if fixture == "nginx_big_body":  # one 4293-byte write: keep its first 1000 bytes
+        responses = [Segment(responses[0].direction, responses[0].data[:1000], 1000, 2000)]
+    calls, parser = run([request, *responses[:keep]], close_ts=7000)
+    assert [
+        (c.end_ns, c.attributes["http.response.status_code"], c.attributes["http.response.body.size"],
+         c.error_type, c.status_message)
+        for c in calls
+    ] == expected  # fmt: skip
+    cut = [e for e in expected if e[3] == "connection_closed"]
+    assert parser.stats.truncated == len(cut)
 
 
 def test_unknown_method_traceparent_and_tracestate() -> None:

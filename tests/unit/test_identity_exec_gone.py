@@ -359,3 +359,35 @@ def test_never_seen_gone_pid_is_placed_by_its_connections_cgroup(host: Host, cgr
         assert key not in attrs, key
     assert host.cache.resource_for(CHILD, "curl", cgroup_id).attributes["service.name"] == name
     assert len(host.cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("exe", "parent_known", "path", "name"),
+    [
+        # busybox's sh runs an applet (wget in `sh -c 'wget ...'`) by exec'ing /proc/self/exe:
+        # the link is the forked shell's program, its parent's
+        ("/proc/self/exe", True, "/bin/busybox", "busybox"),
+        ("/proc/thread-self/exe", True, "/bin/busybox", "busybox"),
+        (f"/proc/{CHILD}/exe", True, "/bin/busybox", "busybox"),
+        (f"/proc/{SHELL}/exe", True, "/bin/busybox", "busybox"),
+        # another process's link, or no parent to say what self was: no program, the comm names it
+        ("/proc/1/exe", True, None, "exe"),
+        ("/proc/self/exe", False, None, "exe"),
+        # an ordinary path is the program
+        ("/bin/wget", True, "/bin/wget", "wget"),
+    ],
+)
+def test_reexec_of_own_program_gone(host: Host, exe: str, parent_known: bool, path: Optional[str],
+                                    name: str) -> None:  # fmt: skip
+    """Seen live in a container (`docker run ... busybox sh -c 'wget ...'`): the gone wget's
+    process.executable.path was "/proc/self/exe" and its name "exe"."""
+    host.process(SHELL, 1, "sh", "/bin/busybox", ("sh", "-c", "wget -q http://127.0.0.1/"), DOCKER)
+    if parent_known:
+        host.cache.on_fork(CHILD, SHELL)
+    # comm is the exec'd file name's basename, as the kernel sets it
+    service = host.cache.on_exec(CHILD, "exe", exe=exe, cgroup_id=host.cgroup(DOCKER))
+    assert service is not None
+    attrs = service.attributes_dict()
+    assert attrs.get("process.executable.path") == path
+    assert attrs["process.executable.name"] == name
+    assert attrs["service.name"] == name  # no Docker metadata here: the program names it
