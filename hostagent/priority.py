@@ -19,8 +19,15 @@ an agent at nice 0, a sixth at nice 10). Once the agent is READY every thread ge
   two seconds after the ring is back under an eighth (up to a minute when raised again within
   one), SCHED_IDLE again. (Side runs here: two rounds of Flask under gunicorn in about thirty lost
   19k and 39k records at SCHED_IDLE alone, counted, when the idle time on both busy CPUs ran short
-  for longer than the ring lasts.) Leaving SCHED_IDLE needs CAP_SYS_NICE (the unit grants it);
-  without it the guard says so once and the agent stays at SCHED_IDLE.
+  for longer than the ring lasts.) A second floor (``hostagent.starvation``) raises them the same
+  way once work has waited a second: the oldest unread event, the poll loop's last beat, spans
+  due for export. At a low call rate the ring never gets half full, and at ~0.3% of a CPU a
+  curl's span reached the collector 20-58 s late and ``hostagentctl status`` took seconds; the
+  poll loop cannot notice while it does not run, so a thread kept at SCHED_OTHER
+  (``keep_normal_here``) checks four times a second; the same calm rule lowers them again.
+  Raising threads that have nothing to do costs nothing: they sleep. Leaving SCHED_IDLE needs
+  CAP_SYS_NICE (the unit grants it); without it the guard says so once and the agent stays at
+  SCHED_IDLE.
 - ``normal``: SCHED_OTHER at ``nice``: the agent keeps its weight's share of a busy CPU (nice 10:
   ~10% beside one busy nice-0 thread; 0: equal weight), for hosts where spans matter more than
   the last percent of the applications' throughput.
