@@ -72,15 +72,23 @@ def thread_ids(proc: Path = Path("/proc/self/task")) -> list[int]:
 _STEADY: set[int] = set()
 
 
-def keep_normal_here() -> str:
-    """This thread to SCHED_OTHER (at its nice value) for good: later set_priority calls leave it
-    there. Returns "" or why it stays where it is (leaving SCHED_IDLE needs CAP_SYS_NICE)."""
-    _STEADY.add(threading.get_native_id())
+def keep_normal(tid: int) -> str:
+    """Thread ``tid`` to SCHED_OTHER (at its nice value) for good: later set_priority calls change
+    its nice only. Returns "" or why it stays where it is (leaving SCHED_IDLE needs CAP_SYS_NICE)."""
+    _STEADY.add(tid)
     try:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    except ProcessLookupError:
+        _STEADY.discard(tid)
+        return "the thread is gone"
     except PermissionError as e:
         return f"{e.strerror or e} (leaving SCHED_IDLE needs CAP_SYS_NICE)"
     return ""
+
+
+def keep_normal_here() -> str:
+    """keep_normal for the calling thread."""
+    return keep_normal(threading.get_native_id())
 
 
 def release_here() -> None:
@@ -157,9 +165,9 @@ class IdleGuard:
     raises every thread to SCHED_OTHER at ``nice`` once the ring is ``raise_at`` unread;
     ``starved(what, waited_s)``, from hostagent.starvation's watch, raises them once work has
     waited ``starved_after_s``. Either way they go back to SCHED_IDLE after ``calm_s`` below
-    ``calm_below`` (seen by observe: the poll loop runs again). Each returns a sentence for the
-    log when it changed something, else None. The poll loop and the watch call it: a lock keeps
-    their decisions apart."""
+    ``calm_below`` with nothing waiting that long (seen by observe: the poll loop runs again).
+    Each returns a sentence for the log when it changed something, else None. The poll loop and
+    the watch call it: a lock keeps their decisions apart."""
 
     # Raised again within a minute of going back: the host stays busy, so the next calm must last
     # twice as long (at most a minute): under lasting contention the agent changes policy about
@@ -183,6 +191,7 @@ class IdleGuard:
         self.times_starved = 0  # of times_raised, by starved()
         self._calm_since: float | None = None
         self._lowered_at: float | None = None
+        self._waited_s = 0.0  # the watch's last longest wait (starved)
         self._lock = threading.Lock()
 
     def observe(self, backlog: float) -> str | None:
@@ -201,6 +210,7 @@ class IdleGuard:
         poll loop's last beat, spans due for export): at idle beside busy threads they get almost
         no CPU at a rate too low to fill the ring, and the answer comes tens of seconds late."""
         with self._lock:
+            self._waited_s = waited_s  # raised already: the calm waits for it too
             if self.refused or self.held or self.raised or waited_s < self.starved_after_s:
                 return None
             said = self._raise(f"starved ({what} waited {waited_s:.1f} s)", f"{what} waited {waited_s:.1f} s")
@@ -222,7 +232,9 @@ class IdleGuard:
         return f"{why}: {sentence}; back at idle after {self.calm_s:g} s calm"
 
     def _maybe_lower(self, backlog: float) -> str | None:
-        if backlog >= self.calm_below:
+        # Both: a ring an eighth full can still hold records seconds old when the agent reads
+        # about as fast as they come (it went back to idle with its oldest record 8 s old).
+        if backlog >= self.calm_below or self._waited_s >= self.starved_after_s:
             self._calm_since = None
             return None
         now = self._clock()

@@ -76,7 +76,9 @@ def test_raised_by_starvation_the_guard_lowers_by_its_calm_rule_and_doubles_it_w
     clock = _Clock()
     guard, applied = _guard(clock)
     assert guard.starved("the oldest unread event", 1.2) is not None
-    assert guard.observe(0.0) is None  # the loop runs again: calm from now
+    assert guard.observe(0.0) is None  # the loop runs again, but the watch last saw 1.2 s
+    assert guard.starved("the oldest unread event", 0.1) is None  # its next tick: read
+    assert guard.observe(0.0) is None  # calm from now
     clock.now += 1.99
     assert guard.observe(0.0) is None
     clock.now += 0.01
@@ -221,3 +223,52 @@ def test_a_steady_thread_keeps_sched_other_when_the_others_go_idle() -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["True", str(os.SCHED_OTHER), f"[{os.SCHED_IDLE}]", "True"]
+
+
+def test_the_admin_threads_keep_sched_other_while_the_agent_idles() -> None:
+    """A person waiting on hostagentctl: the proxy's threads, gRPC's serving thread and the handler
+    stay at SCHED_OTHER (at the agent's nice) when every other thread goes to SCHED_IDLE; each of
+    them at SCHED_IDLE beside busy applications made a status call take seconds."""
+    code = textwrap.dedent("""
+        import os, threading
+        from pathlib import Path
+        import grpc
+        from hostagent import priority
+        from hostagent.admin.v1 import admin_pb2 as pb
+        from tests.support.threads import thread_policy
+        from tests.unit.admin_harness import running, world_dir
+        with world_dir() as d, running(d) as h:
+            print(priority.set_priority(os.getpriority(os.PRIO_PROCESS, 0), "idle"))
+            stub = h.stub()  # the client's threads start at idle: this thread's policy
+            assert stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
+            policies = thread_policy(os.getpid())
+            steady = priority._STEADY & policies.keys()
+            print(len(steady), sorted({policies[t] for t in steady}),
+                  sorted({p for t, p in policies.items() if t not in steady}))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    said, check = run.stdout.splitlines()
+    assert "cpu_policy idle on" in said
+    steady, policy, others = check.split(" ", 2)
+    # the proxy's accept thread and its two relays, gRPC's serving thread, at least one handler
+    assert int(steady) >= 5, check
+    assert (policy, others) == (f"[{os.SCHED_OTHER}]", f"[{os.SCHED_IDLE}]"), check
+
+
+def test_the_guard_stays_raised_while_work_still_waits_though_the_ring_is_calm() -> None:
+    """An agent reading about as fast as records come: the ring under an eighth, its oldest
+    record seconds old. Calm is both."""
+    clock = _Clock()
+    guard, applied = _guard(clock)
+    assert guard.observe(0.9) is not None  # raised by the ring's fill
+    assert guard.starved("the oldest unread event", 8.0) is None  # raised already: only noted
+    for _ in range(5):
+        assert guard.observe(0.05) is None
+        clock.now += 1
+    assert guard.raised
+    assert guard.starved("the oldest unread event", 0.25) is None
+    assert guard.observe(0.05) is None  # calm from now
+    clock.now += 2
+    assert guard.observe(0.05) == "caught up: nice 10, cpu_policy idle on 7 threads"
+    assert applied == ["normal", "idle"]
