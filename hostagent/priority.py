@@ -72,10 +72,19 @@ def thread_ids(proc: Path = Path("/proc/self/task")) -> list[int]:
 _STEADY: set[int] = set()
 
 
-def keep_normal(tid: int) -> str:
+STEADY_NAME_PREFIX = "steady-"
+
+
+def keep_normal(tid: int, role: str) -> str:
     """Thread ``tid`` to SCHED_OTHER (at its nice value) for good: later set_priority calls change
-    its nice only. Returns "" or why it stays where it is (leaving SCHED_IDLE needs CAP_SYS_NICE)."""
+    its nice only. Its name for the kernel (``ps -L``, ``top -H``) becomes ``steady-<role>``, so
+    that whoever reads the threads' policies knows which keep SCHED_OTHER on purpose. Returns ""
+    or why it stays where it is (leaving SCHED_IDLE needs CAP_SYS_NICE)."""
     _STEADY.add(tid)
+    try:
+        Path(f"/proc/self/task/{tid}/comm").write_text((STEADY_NAME_PREFIX + role)[:15])
+    except OSError:
+        pass  # a name only
     try:
         os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
     except ProcessLookupError:
@@ -86,9 +95,9 @@ def keep_normal(tid: int) -> str:
     return ""
 
 
-def keep_normal_here() -> str:
+def keep_normal_here(role: str) -> str:
     """keep_normal for the calling thread."""
-    return keep_normal(threading.get_native_id())
+    return keep_normal(threading.get_native_id(), role)
 
 
 def release_here() -> None:

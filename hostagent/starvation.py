@@ -68,7 +68,7 @@ class StarvationWatch(threading.Thread):
         self._failed = False  # a check failed: said once, not four times a second
 
     def run(self) -> None:
-        refused = keep_normal_here()
+        refused = keep_normal_here("watch")
         if refused:
             log.warning("cpu priority: the starvation watch stays at the agent's policy: %s", refused)
         try:

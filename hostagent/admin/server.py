@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -201,9 +202,10 @@ class AdminServer:
         # The admin's threads keep SCHED_OTHER at cpu_policy idle (hostagent.priority.keep_normal):
         # they run only while a person waits for an answer, and at SCHED_IDLE beside busy
         # applications each of a call's steps (the proxy, gRPC's serving thread, the handler) waits
-        # for scraps of CPU: hostagentctl answered in seconds, past its timeout.
+        # for scraps of CPU (hostagentctl took seconds; tens in the acceptance run).
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="admin", initializer=keep_normal_here),
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="admin",
+                                       initializer=partial(keep_normal_here, "admin")),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -234,7 +236,7 @@ class AdminServer:
         server.start()
         for thread in threading.enumerate():  # gRPC's serving thread: it takes each call from the core
             if thread.ident not in before and thread.name.endswith("(_serve)") and thread.native_id is not None:
-                keep_normal(thread.native_id)
+                keep_normal(thread.native_id, "admin-grpc")
         self._server = server
         gid = group_gid(self.group)
         if gid is None:

@@ -153,7 +153,7 @@ class UnixCredProxy:
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
-        keep_normal_here()  # an admin thread: SCHED_OTHER at cpu_policy idle too (AdminServer.start)
+        keep_normal_here("admin-accept")  # an admin thread: SCHED_OTHER at cpu_policy idle too (AdminServer.start)
         while not self._stopping:
             try:
                 client, _ = self._listener.accept()
@@ -201,7 +201,7 @@ class _Pair:
         self._forget = forget
 
     def relay(self, src: socket.socket, dst: socket.socket) -> None:
-        keep_normal_here()  # started by the accept thread: its policy, kept by later changes too
+        keep_normal_here("admin-relay")  # started by the accept thread: its policy, kept by later changes too
         try:
             self._copy(src, dst)
         finally:

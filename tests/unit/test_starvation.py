@@ -201,10 +201,10 @@ def test_a_steady_thread_keeps_sched_other_when_the_others_go_idle() -> None:
     code = textwrap.dedent("""
         import os, threading
         from hostagent.priority import current_policy, keep_normal_here, release_here, set_priority
-        from tests.support.threads import thread_policy
+        from tests.support.threads import steady_threads, thread_policy
         ready, stop, out = threading.Event(), threading.Event(), {}
         def steady():
-            out["refused"] = keep_normal_here()
+            out["refused"] = keep_normal_here("test")
             out["tid"] = threading.get_native_id()
             ready.set()
             stop.wait(5)
@@ -214,15 +214,16 @@ def test_a_steady_thread_keeps_sched_other_when_the_others_go_idle() -> None:
         t.start()
         ready.wait(5)
         set_priority(os.getpriority(os.PRIO_PROCESS, 0), "idle")
-        policies = thread_policy(os.getpid())
+        policies, named = thread_policy(os.getpid()), steady_threads(os.getpid())
         stop.set()
         t.join()
         others = {p for tid, p in policies.items() if tid != out["tid"]}
-        print(out["refused"] == "", policies[out["tid"]], sorted(others), "cpu_policy idle on" in out["said"])
+        print(out["refused"] == "", policies[out["tid"]], sorted(others), "cpu_policy idle on" in out["said"],
+              named == {out["tid"]})
     """)
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["True", str(os.SCHED_OTHER), f"[{os.SCHED_IDLE}]", "True"]
+    assert run.stdout.split() == ["True", str(os.SCHED_OTHER), f"[{os.SCHED_IDLE}]", "True", "True"]
 
 
 def test_the_admin_threads_keep_sched_other_while_the_agent_idles() -> None:
@@ -235,7 +236,7 @@ def test_the_admin_threads_keep_sched_other_while_the_agent_idles() -> None:
         import grpc
         from hostagent import priority
         from hostagent.admin.v1 import admin_pb2 as pb
-        from tests.support.threads import thread_policy
+        from tests.support.threads import steady_threads, thread_policy
         from tests.unit.admin_harness import running, world_dir
         with world_dir() as d, running(d) as h:
             print(priority.set_priority(os.getpriority(os.PRIO_PROCESS, 0), "idle"))
@@ -243,6 +244,7 @@ def test_the_admin_threads_keep_sched_other_while_the_agent_idles() -> None:
             assert stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
             policies = thread_policy(os.getpid())
             steady = priority._STEADY & policies.keys()
+            assert steady_threads(os.getpid()) == steady, (steady_threads(os.getpid()), steady)
             print(len(steady), sorted({policies[t] for t in steady}),
                   sorted({p for t, p in policies.items() if t not in steady}))
     """)
