@@ -11,21 +11,24 @@ an agent at nice 0, a sixth at nice 10). Once the agent is READY every thread ge
   (side runs here, alternated: Flask under gunicorn 4,668 req/s against 4,056 at nice 10, nginx
   at saturation 73.2k against 67.7k; bench/README, twelfth round). It is not starved: on a
   saturated host a SCHED_IDLE thread still runs at least every 30 ms beside one busy thread per
-  CPU, every 0.3 s beside four (measured here; the poll loop's heartbeat keeps the watchdog fed),
+  CPU, every 0.3 s beside four (measured here; the poll loop's heartbeat keeps the watchdog fed;
+  on a shared machine whose load was ~9, gaps of 2.7 s and 0.15% of a CPU),
   and what it cannot process in time is dropped in the kernel and counted
   (``kernel_ringbuf_full``), never lost silently.
   A floor keeps it from falling behind for good (``IdleGuard``): while the ring is more than half
   unread when a drain begins or between its steps, every thread runs at SCHED_OTHER at ``nice``;
-  two seconds after the ring is back under an eighth (up to a minute when raised again within
-  one), SCHED_IDLE again. (Side runs here: two rounds of Flask under gunicorn in about thirty lost
-  19k and 39k records at SCHED_IDLE alone, counted, when the idle time on both busy CPUs ran short
-  for longer than the ring lasts.) A second floor (``hostagent.starvation``) raises them the same
-  way once work has waited a second: the oldest unread event, the poll loop's last beat, spans
-  due for export. At a low call rate the ring never gets half full, and at ~0.3% of a CPU a
-  curl's span reached the collector 20-58 s late and ``hostagentctl status`` took seconds; the
-  poll loop cannot notice while it does not run, so a thread kept at SCHED_OTHER
-  (``keep_normal_here``) checks four times a second; the same calm rule lowers them again.
-  Raising threads that have nothing to do costs nothing: they sleep. Leaving SCHED_IDLE needs
+  two seconds after the ring is back under an eighth with nothing waiting a second (up to a minute
+  when raised again within one), SCHED_IDLE again. (Side runs here: two rounds of Flask under
+  gunicorn in about thirty lost 19k and 39k records at SCHED_IDLE alone, counted, when the idle
+  time on both busy CPUs ran short for longer than the ring lasts.) A second floor
+  (``hostagent.starvation``) raises them the same way once work has waited a second: the oldest
+  unread event, the poll loop's last beat, spans due for export. At a low call rate the ring never
+  gets half full, and at ~0.3% of a CPU a curl's span reached the collector 20-58 s late and
+  ``hostagentctl status`` took seconds; the poll loop cannot notice while it does not run, so a
+  thread kept at SCHED_OTHER (``keep_normal_here``) checks four times a second; the same calm rule
+  lowers them again. Raising threads that have nothing to do costs nothing: they sleep. The admin
+  API's threads stay at SCHED_OTHER too (they run only while a person waits for hostagentctl).
+  These threads are named ``steady-<role>`` for the kernel (``ps -L``). Leaving SCHED_IDLE needs
   CAP_SYS_NICE (the unit grants it); without it the guard says so once and the agent stays at
   SCHED_IDLE.
 - ``normal``: SCHED_OTHER at ``nice``: the agent keeps its weight's share of a busy CPU (nice 10:
