@@ -270,7 +270,8 @@ class Agent:
         from hostagent.priority import IdleGuard, set_priority
 
         log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
-        self.idle_guard = IdleGuard(agent.nice) if agent.cpu_policy == "idle" else None
+        self.idle_guard = (IdleGuard(agent.nice, starved_after_s=agent.starved_after_ms / 1000)
+                           if agent.cpu_policy == "idle" else None)
         duty = agent.overload_duty
         self.backoff = OverloadBackoff(duty, time.monotonic()) if duty < 1.0 else None
 
@@ -344,7 +345,8 @@ class Agent:
             self.notifier.ready(self.status_line())
             return False, str(exc)
         a, b = config.agent, self.config.agent
-        if (a.nice, a.cpu_policy, a.overload_duty) != (b.nice, b.cpu_policy, b.overload_duty):
+        if (a.nice, a.cpu_policy, a.overload_duty, a.starved_after_ms) != (
+                b.nice, b.cpu_policy, b.overload_duty, b.starved_after_ms):
             self._apply_priority(config.agent)
         self.config = config
         if self.pipeline is not None:

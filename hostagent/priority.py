@@ -28,7 +28,8 @@ an agent at nice 0, a sixth at nice 10). Once the agent is READY every thread ge
   thread kept at SCHED_OTHER (``keep_normal_here``) checks four times a second; the same calm rule
   lowers them again. Raising threads that have nothing to do costs nothing: they sleep. The admin
   API's threads stay at SCHED_OTHER too (they run only while a person waits for hostagentctl).
-  These threads are named ``steady-<role>`` for the kernel (``ps -L``). Leaving SCHED_IDLE needs
+  These threads are named ``steady-<role>`` for the kernel (``ps -L``). The second is
+  ``[agent] starved_after_ms`` (default 1000; 0 turns this floor off). Leaving SCHED_IDLE needs
   CAP_SYS_NICE (the unit grants it); without it the guard says so once and the agent stays at
   SCHED_IDLE.
 - ``normal``: SCHED_OTHER at ``nice``: the agent keeps its weight's share of a busy CPU (nice 10:
@@ -222,6 +223,8 @@ class IdleGuard:
         poll loop's last beat, spans due for export): at idle beside busy threads they get almost
         no CPU at a rate too low to fill the ring, and the answer comes tens of seconds late."""
         with self._lock:
+            if self.starved_after_s <= 0:  # [agent] starved_after_ms = 0: this floor is off
+                return None
             self._waited_s = waited_s  # raised already: the calm waits for it too
             if self.refused or self.held or self.raised or waited_s < self.starved_after_s:
                 return None
@@ -246,7 +249,7 @@ class IdleGuard:
     def _maybe_lower(self, backlog: float) -> str | None:
         # Both: a ring an eighth full can still hold records seconds old when the agent reads
         # about as fast as they come (it went back to idle with its oldest record 8 s old).
-        if backlog >= self.calm_below or self._waited_s >= self.starved_after_s:
+        if backlog >= self.calm_below or 0 < self.starved_after_s <= self._waited_s:
             self._calm_since = None
             return None
         now = self._clock()

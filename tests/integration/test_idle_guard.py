@@ -55,7 +55,9 @@ def _traffic(stop: threading.Event, sent: list[int]) -> None:
 
 def test_a_starved_agent_is_raised_while_behind_and_lowered_once_drained(tmp_path: Path, app: Server) -> None:
     receiver = OtlpGrpcReceiver().start()
-    agent = Agent(tmp_path, receiver.endpoint, extra={"probes": {"ring_buffer_mib": 1}}).start()
+    # the ring's floor alone: the second (hostagent.starvation) raises a loaded host's agent first
+    agent = Agent(tmp_path, receiver.endpoint, extra={"probes": {"ring_buffer_mib": 1},
+                                                      "agent": {"starved_after_ms": 0}}).start()
     hogs: list[subprocess.Popen[bytes]] = []
     stop, sent = threading.Event(), [0]
     client = threading.Thread(target=_traffic, args=(stop, sent), daemon=True)

@@ -274,3 +274,22 @@ def test_the_guard_stays_raised_while_work_still_waits_though_the_ring_is_calm()
     clock.now += 2
     assert guard.observe(0.05) == "caught up: nice 10, cpu_policy idle on 7 threads"
     assert applied == ["normal", "idle"]
+
+
+def test_starved_after_0_turns_the_second_floor_off_and_leaves_the_ring_floor_alone() -> None:
+    clock, applied = _Clock(), []
+
+    def apply(nice: int, name: str) -> str:
+        applied.append(name)
+        return f"nice {nice}, cpu_policy {name} on 7 threads"
+
+    policy = {"normal": "normal", "idle": "idle"}
+    guard = IdleGuard(10, apply=apply, policy_now=lambda: policy[applied[-1]] if applied else "idle", clock=clock,
+                      starved_after_s=0.0)
+    assert guard.starved("the poll loop", 60.0) is None and not guard.raised
+    assert guard.observe(0.9) is not None  # the ring's floor still raises
+    guard.starved("the oldest unread event", 30.0)  # and the watch cannot hold it up
+    assert guard.observe(0.0) is None
+    clock.now += 2
+    assert guard.observe(0.0) == "caught up: nice 10, cpu_policy idle on 7 threads"
+    assert applied == ["normal", "idle"]
