@@ -2,7 +2,8 @@
 the starvation floor (hostagent.starvation) raises the agent. Spans still arrive within seconds
 and hostagentctl answers within its default timeout.
 
-One busy nice-0 process per CPU (started and stopped by PID) stands in for the saturated host.
+One busy nice-0 process per CPU (started and stopped by PID) stands in for the saturated host,
+and 100 calls a second for the work the agent has there.
 Before the floor, a curl a second had its span at the collector 6-22 s late here (the acceptance
 run: 20-58 s) and the agent got ~0.3% of a CPU. The bound, 5 s: the floor's second, its
 quarter-second tick, the export's half-second batch delay and the trace linker's hold (1.5 s),
@@ -11,6 +12,7 @@ with 1.75 s to spare on a shared 2-vCPU machine.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -33,6 +35,10 @@ pytestmark = pytest.mark.root
 PORT = free_port()
 CALLS = 15
 BOUND_S = 5.0
+# Calls a second beside the measured ones: work enough that the ~0.3% of a CPU SCHED_IDLE leaves
+# does not keep up, far too little to fill half of the 8 MiB ring in the test's 20 s (the first
+# floor stays down; ~60 KiB/s).
+BACKGROUND_PER_S = 100
 
 
 @pytest.fixture
@@ -53,6 +59,20 @@ def _first_seen(receiver: OtlpGrpcReceiver, stop: threading.Event, seen: dict[st
         time.sleep(0.05)
 
 
+def _background(stop: threading.Event) -> None:
+    """BACKGROUND_PER_S keep-alive requests a second, paced, until ``stop``."""
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    began, n = time.monotonic(), 0
+    try:
+        while not stop.is_set():
+            conn.request("GET", f"/bg?i={n}")
+            conn.getresponse().read()
+            n += 1
+            time.sleep(max(0.0, began + n / BACKGROUND_PER_S - time.monotonic()))
+    finally:
+        conn.close()
+
+
 def _ring_full(workdir: Path) -> int:
     """Records the kernel dropped so far for a full ring (hostagentctl status, as JSON)."""
     out = cli("--socket", str(workdir / "run" / "admin.sock"), "status", "-o", "json", timeout=60)
@@ -66,9 +86,11 @@ def test_spans_and_admin_answers_arrive_within_seconds_on_a_saturated_host(tmp_p
     stop, seen, sent = threading.Event(), {}, {}
     watcher = threading.Thread(target=_first_seen, args=(receiver, stop, seen), daemon=True)
     watcher.start()
+    background = threading.Thread(target=_background, args=(stop,), daemon=True)
     statuses: list[tuple[float, int, str]] = []
     try:
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+        background.start()
         time.sleep(2)  # the agent's threads idle beside them
         for i in range(CALLS):
             query = f"starved={i}"
@@ -83,6 +105,7 @@ def test_spans_and_admin_answers_arrive_within_seconds_on_a_saturated_host(tmp_p
         time.sleep(BOUND_S + 1)
         stop.set()
         watcher.join(5)
+        background.join(30)
         delays = {q: round(seen[q] - sent[q], 2) if q in seen else None for q in sent}
         said = [line for line in agent.log().splitlines() if "cpu priority" in line]
         overflowed = _ring_full(tmp_path)
