@@ -22,7 +22,7 @@ from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
 from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
-from tests.support.threads import steady_threads, thread_policy
+from tests.support.threads import policies_but_steady, thread_policy
 
 pytestmark = pytest.mark.root
 
@@ -38,8 +38,7 @@ def app() -> Iterator[Server]:
 
 def _policies(pid: int) -> set[int]:
     """The policies of the threads the guard moves (not the starvation watch's nor the admin's)."""
-    steady = steady_threads(pid)
-    return {p for tid, p in thread_policy(pid).items() if tid not in steady}
+    return policies_but_steady(pid)
 
 
 def _traffic(stop: threading.Event, sent: list[int]) -> None:

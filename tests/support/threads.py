@@ -41,3 +41,9 @@ def steady_threads(pid: int, proc: Path = Path("/proc")) -> set[int]:
         except OSError:
             continue
     return out
+
+
+def policies_but_steady(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    """The policies of the threads [agent] cpu_policy and the floors move (not the steady ones)."""
+    steady = steady_threads(pid, proc)
+    return {p for tid, p in thread_policy(pid, proc).items() if tid not in steady}
