@@ -191,14 +191,14 @@ struct h2_walk {
     u32 frames;
     u32 full;       /* the block had no room for a frame: the rest is not in it */
     u32 strict;     /* the first header ends a loss: only a plausible one is taken */
-    u32 small;      /* the call is whole in the head: walked there */
+    u32 small;      /* the call is whole in its copy (head, or head and tail): walked there */
     u32 calls;      /* walker runs so far */
     u32 captured;   /* the event's payload (head and tail) before the walk */
     u32 left;       /* the entry's h2_left of the direction, as the event was built */
     u8 dir;
     u8 named;       /* the entry's named, as the event was built */
     u8 h2;          /* the entry's h2, as the event was built */
-    u8 _pad;
+    u8 sock_h2;     /* the entry's own h2 bits (no loss bits added): the tail program's test */
 };
 
 /* The per-CPU place where an event is built; the data array has room for an offset plus a
@@ -308,6 +308,8 @@ BPF_ARRAY(shed_marks, u32, 1 << SHED_MARK_BITS);
  * (SIGSEGV) instead of reporting clang's errors when the kernel headers were broken. */
 BPF_PROG_ARRAY(h2_walk_raw, 1);
 BPF_PROG_ARRAY(h2_walk_tp, 1);
+/* The tail copy of a big iovec call on the socket path (sock__tail_raw, "tail copy"), likewise. */
+BPF_PROG_ARRAY(tail_raw, 1);
 
 static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
@@ -718,7 +720,7 @@ static __always_inline u64 tail_from(u64 moved) {
     return moved - MAX_PAYLOAD > TAIL_BYTES ? moved - TAIL_BYTES : MAX_PAYLOAD;
 }
 
-/* Copies the tail (`len` bytes from byte walk_skip of iovec walk_tidx on, as walk_iov found them)
+/* Copies the tail (`len` bytes from byte walk_skip of iovec walk_tidx on, as tail_find found them)
  * into the tail part of data: at most TAIL_IOV iovecs, state in the map value as in walk_iov. */
 static __always_inline void walk_tail(struct scratch *s, u64 len) {
 #pragma clang loop unroll(disable)
@@ -745,6 +747,11 @@ static __always_inline void walk_tail(struct scratch *s, u64 len) {
     }
 }
 
+/* The socket path's programs leave the tail of an iovec call to the tail program ("tail copy"),
+ * except at payload_bytes <= TAIL_MAX: there sock__recv_length's verification went past the
+ * 1M-instruction budget with the lean loop (walk_iov) (64, 128, 256, 512 tried; not understood) */
+#define TAIL_PROG (MAX_PAYLOAD > TAIL_BYTES)
+
 /* Copies the first `moved` bytes spread over an iovec array, at most max_iov iovecs. A real
  * bounded loop (kernel >= 5.3; the ring buffer needs 5.8 anyway) instead of unrolled copies:
  * clang compiles one body (bcc's compile ~1.5 s less CPU), and the verifier walks one path per
@@ -753,9 +760,42 @@ static __always_inline void walk_tail(struct scratch *s, u64 len) {
  * registers: the verifier does not track what a map value holds, so every path through an
  * iteration (read fault or not, clipped or not, whichever syscall led here) reaches the next
  * one in the same state and all but the first are pruned. Kept in registers (even with an
- * `off &= mask` widening) the states differ and 16 iovecs already exceed the 1M budget. */
+ * `off &= mask` widening) the states differ and 16 iovecs already exceed the 1M budget.
+ * This one copies the head alone (the socket path's: its tail is the tail program's). */
 static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved,
-                                    const u32 max_iov, u64 from) {
+                                    const u32 max_iov) {
+    *(volatile u32 *)&s->walk_off = 0;
+    *(volatile u64 *)&s->walk_left = moved;
+    *(volatile u64 *)&s->walk_iov = iov;
+    *(volatile u64 *)&s->walk_cnt = iovcnt;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < max_iov; i++) {
+        /* Read back from the map value, which the verifier does not track: every path through
+         * the previous iteration leaves the same state behind, so all but one are pruned. */
+        u32 off = *(volatile u32 *)&s->walk_off;
+        u64 left = *(volatile u64 *)&s->walk_left;
+        u64 cnt = *(volatile u64 *)&s->walk_cnt;
+        u64 base = *(volatile u64 *)&s->walk_iov;
+        if (i >= cnt || left == 0 || off >= MAX_PAYLOAD)
+            break;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
+            break;
+        u64 n = v.len < left ? v.len : left;
+        /* before the copy, so that n is dead on copy_user's paths (5-10% fewer
+         * instructions verified at payload_bytes 4096) */
+        *(volatile u64 *)&s->walk_left = left - n;
+        *(volatile u32 *)&s->walk_off = copy_user(s, off, v.base, n);
+    }
+    return *(volatile u32 *)&s->walk_off;
+}
+
+/* walk_iov, and the tail of a call larger than the head (from: where it starts, 0: none): the
+ * syscall path's programs, which copy it themselves. With the lean loop above, sock__exit_data's
+ * verification went past the 1M-instruction budget (it carries the mmsg walk too; not understood),
+ * so they keep this one, as it was. */
+static __always_inline u32 walk_iov_tail(struct scratch *s, u64 iov, u64 iovcnt, u64 moved,
+                                         const u32 max_iov, u64 from) {
     *(volatile u32 *)&s->walk_off = 0;
     *(volatile u64 *)&s->walk_left = moved;
     *(volatile u64 *)&s->walk_iov = iov;
@@ -768,8 +808,6 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
     }
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < max_iov; i++) {
-        /* Read back from the map value, which the verifier does not track: every path through
-         * the previous iteration leaves the same state behind, so all but one are pruned. */
         u32 off = *(volatile u32 *)&s->walk_off;
         u64 left = *(volatile u64 *)&s->walk_left;
         u64 cnt = *(volatile u64 *)&s->walk_cnt;
@@ -800,12 +838,15 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
     return *(volatile u32 *)&s->walk_off;
 }
 
-static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
-    return walk_iov(s, iov, iovcnt, moved, MAX_IOV, tail_from(moved));
+/* The head (and, on the syscall path, the tail) of an iovec call. */
+static __always_inline u32 copy_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved, const int raw) {
+    if (raw)
+        return walk_iov(s, iov, iovcnt, moved, MAX_IOV);
+    return walk_iov_tail(s, iov, iovcnt, moved, MAX_IOV, tail_from(moved));
 }
 
 static __always_inline u32 copy_iov_short(struct scratch *s, u64 iov, u64 iovcnt, u64 moved) {
-    return walk_iov(s, iov, iovcnt, moved, MMSG_IOV, 0);  /* datagrams: no tail */
+    return walk_iov_tail(s, iov, iovcnt, moved, MMSG_IOV, 0);  /* datagrams: no tail */
 }
 
 static __always_inline void save(u64 pid_tgid, struct inflight *in) {
@@ -925,8 +966,9 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
  * program of their own, tail-called (bcc 0.26 cannot relocate bpf_loop callbacks): H2_ROUNDS
  * steps a program, the state in the CPU's scratch, the same program tail-called again while steps
  * remain (at most H2_CALLS times, the kernel's tail-call limit bounds it anyway); verified once,
- * a few thousand instructions, whatever the number of frames. A small call (whole in the head)
- * is walked in its copy, without helper calls. What cannot be followed (a fault, the limits, a
+ * a few thousand instructions, whatever the number of frames. A call copied whole (in the head,
+ * or up to TAIL_BYTES past it in the tail) is walked in its copy, without helper calls, and keeps
+ * its bytes: no frame block. What cannot be followed (a fault, the limits, a
  * full block) is counted (DROP_H2_UNWALKED) and the parser loses sync as it would have.
  * Connections picked up after their preface are not followed: the tail serves them, as before. */
 #define H2_PREFACE 0x5448202a20495250ULL  /* "PRI * HT", little endian */
@@ -1054,14 +1096,15 @@ static __always_inline int h2_step(struct h2_walk *w, struct scratch *s) {
     return w->state == H2W_WALKING;
 }
 
-/* One step of the walk over a call captured whole (its copy in s->data): no helper call. */
+/* One step of the walk over a call captured whole (its copy in s->data, the head and a tail
+ * right after it): no helper call. */
 static __always_inline int h2_small_step(struct h2_walk *w, struct scratch *s) {
     u64 at = w->at;
     if (at >= w->moved) {
         w->state = H2W_DONE;
         return 0;
     }
-    if (at + H2_HDR > w->moved || at > MAX_PAYLOAD - H2_HDR) {
+    if (at + H2_HDR > w->moved || at > MAX_PAYLOAD + TAIL_BYTES - H2_HDR) {
         w->state = H2W_LOST;  /* a frame header cut by the call's end */
         return 0;
     }
@@ -1101,7 +1144,9 @@ static __always_inline int h2_finish(struct scratch *s) {
         }
     }
     u32 captured = w->captured;  /* head and tail, as emit_data would have sent them */
-    if (moved > w->head && !(w->start == moved && w->state != H2W_DONE)) {
+    /* A call captured whole (up to TAIL_BYTES past the head) keeps its bytes: a block in place
+     * of its tail would lose the DATA payload past the head (a body, gRPC message prefixes). */
+    if (moved > captured && !(w->start == moved && w->state != H2W_DONE)) {
         struct h2_block b = {};
         b.start = w->start;
         b.from = w->from;
@@ -1116,7 +1161,7 @@ static __always_inline int h2_finish(struct scratch *s) {
         u32 blk = sizeof(b) + out;
         s->hdr.tail_len = blk | TAIL_IS_FRAMES;
         captured = w->head + blk;
-    } else if (w->state != H2W_DONE && moved > w->head) {
+    } else if (w->state != H2W_DONE && moved > captured) {
         count_drop(DROP_H2_UNWALKED);  /* lost at its first frame: the tail stays */
     }
     s->hdr.captured_len = captured;
@@ -1171,6 +1216,7 @@ static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
     u32 left = *(volatile u32 *)&w->left;
     u64 moved = *(volatile u64 *)&w->moved;
     u64 head = *(volatile u64 *)&w->head;
+    u32 captured = *(volatile u32 *)&w->captured;
     u8 lost_bit = H2_LOST_EGRESS << (dir & 1);
     if (!(h2 & H2_CONN)) {
         /* the preface: both directions start with a frame, this one after it */
@@ -1203,7 +1249,7 @@ static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
     w->at = h2 & lost_bit ? 0 : left;
     w->from = w->at;
     w->strict = h2 & lost_bit ? 1 : 0;
-    w->small = moved <= head;
+    w->small = moved <= captured;  /* whole: the head, or the head and a tail right after it */
     w->hgot = 0;
     w->out = 0;
     w->state = H2W_WALKING;
@@ -1254,6 +1300,77 @@ static __always_inline void h2_note(struct scratch *s, u64 id, u32 fd, struct so
     w->captured = captured;
 }
 
+/* ---- tail copy -----------------------------------------------------------------------------
+ * The last TAIL_BYTES of an iovec call larger than the head are copied by a program of their own,
+ * tail-called by the data program once the head is copied (as the frame walker is; bcc 0.26
+ * cannot relocate bpf_loop callbacks). Looked for inside the head's iovec loop, the tail's place
+ * doubled what the verifier goes through for the socket path's data programs, every start
+ * (instructions processed at payload_bytes 4096: sock__recv_length 393k -> 177k, sock__send_length
+ * 236k -> 98k, this program 10k; bench/README, nineteenth round). A call that fits in the head
+ * pays one compare. The data program leaves the call's facts in s->h2w
+ * (h2_note, read back here as h2_begin does) and s->walk_*; this program ends the event as the
+ * data program would have: the tail, the HTTP/2 walk, the ring. The syscall path's programs copy
+ * the tail themselves (see walk_iov). */
+
+/* Where the tail starts (iovec walk_tidx, walk_skip bytes into it) among the first MAX_IOV
+ * iovecs (those walk_iov goes through); the state in the map value, as in walk_iov. */
+static __always_inline void tail_find(struct scratch *s) {
+    *(volatile u64 *)&s->walk_pos = 0;
+    *(volatile u32 *)&s->walk_tidx = NO_IOV;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_IOV; i++) {
+        u64 pos = *(volatile u64 *)&s->walk_pos;
+        u64 cnt = *(volatile u64 *)&s->walk_cnt;
+        u64 base = *(volatile u64 *)&s->walk_iov;
+        u64 at = *(volatile u64 *)&s->walk_from;
+        if (i >= cnt)
+            break;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
+            break;
+        if (pos + v.len > at) {  /* the bytes fill the iovecs in order: no clipping needed */
+            *(volatile u64 *)&s->walk_skip = at - pos;
+            *(volatile u32 *)&s->walk_tidx = i;
+            break;
+        }
+        *(volatile u64 *)&s->walk_pos = pos + v.len;
+    }
+}
+
+static __always_inline int tail_run(void *ctx, int raw) {
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch *s = scratch_buf.lookup(&cpu);
+    if (!s)
+        return 0;
+    struct h2_walk *w = &s->h2w;
+    u64 moved = *(volatile u64 *)&w->moved;
+    u64 from = *(volatile u64 *)&s->walk_from;
+    u64 len = *(volatile u64 *)&w->head;
+    *(volatile u32 *)&s->walk_tail = 0;
+    tail_find(s);
+    walk_tail(s, moved - from);
+    u32 tail = *(volatile u32 *)&s->walk_tail;
+    /* kept only whole and right after a whole head, as emit_data keeps a buffer's */
+    if (len != MAX_PAYLOAD || tail != moved - from)
+        tail = 0;
+    s->hdr.tail_len = from == MAX_PAYLOAD ? 0 : tail;
+    s->hdr.captured_len = (u32)len + tail;
+    if (w->sock_h2 || (len >= 24 && *(u64 *)s->data == H2_PREFACE)) {
+        w->captured = (u32)len + tail;
+        h2_begin(ctx, raw, s);
+    }
+    if (submit(s, *(volatile u32 *)&s->hdr.captured_len) == 0 && !w->named) {
+        struct sock_info *e = sockets.lookup(&w->key);
+        if (e)
+            e->named = 1;
+    }
+    return 0;
+}
+
+int sock__tail_raw(struct bpf_raw_tracepoint_args *ctx) {
+    return tail_run(ctx, 1);
+}
+
 /* One DATA event for a call that moved ret > 0 bytes: the header from the socket's entry, a
  * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring. */
 static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct inflight *a, struct sock_info *si, long ret,
@@ -1299,11 +1416,19 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
         if (from)
             tail = copy_tail(s, 0, buf + from, ret - from);
     } else if (iovcnt) {
-        len = copy_iov(s, iov, iovcnt, ret);
-        tail = *(volatile u32 *)&s->walk_tail;
+        len = copy_iov(s, iov, iovcnt, ret, TAIL_PROG && raw);
+        if (TAIL_PROG && raw && from) {  /* the tail program ends the event ("tail copy"); returns only if none */
+            h2_note(s, id, a->fd, si, a->direction, 0, iov, iovcnt, ret, len, len);
+            s->h2w.sock_h2 = si->h2;
+            *(volatile u64 *)&s->walk_from = from;
+            *(volatile u32 *)&s->walk_tail = 0;
+            tail_raw.call(ctx, 0);
+        }
+        tail = *(volatile u32 *)&s->walk_tail;  /* 0 when the tail program is missing */
     }
     /* OP_SENDFILE: the bytes never pass through user memory; size only. The tail is kept only
-     * whole and right after a whole head (a fault or the iovec limit leaves either short). */
+     * whole and right after a whole head (a fault leaves either short); an iovec call's is the
+     * tail program's (without one, the event goes without a tail). */
     if (!from || len != MAX_PAYLOAD || tail != ret - from)
         tail = 0;
     /* A tail right after the head makes the call whole: plain payload, no tail to tell apart */

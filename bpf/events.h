@@ -11,9 +11,9 @@
  * ends with the frames that close its streams (gRPC trailers): without them the connection's
  * HPACK table is lost for good (see hostagent/protocols/http2_frames.py).
  *
- * On an HTTP/2 connection (sock_info.h2) the frames of such a call are followed instead, from
- * the first one that does not end inside the head to the call's end, and the tail is replaced by
- * a frame block (hdr.tail_len = its length | TAIL_IS_FRAMES): struct h2_block, then per frame its
+ * On an HTTP/2 connection (sock_info.h2) the frames of a call not copied whole (more than
+ * MAX_PAYLOAD + TAIL_BYTES) are followed instead, from the first one that does not end inside the
+ * head to the call's end, and the tail is replaced by a frame block (hdr.tail_len = its length | TAIL_IS_FRAMES): struct h2_block, then per frame its
  * 9-byte header as on the wire, followed by its payload unless it is DATA (whose payload is not
  * copied). Header blocks anywhere in a write of any size (HEADERS of later streams in a
  * multi-stream gRPC write) and every frame boundary are known that way.

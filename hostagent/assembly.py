@@ -27,8 +27,9 @@ from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
-from hostagent.protocols.registry import for_probes
-from hostagent.settings import SettingsHolder
+from hostagent.protocols.registry import body_limit, for_probes
+from hostagent.protocols.sql import RawSql
+from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
 
@@ -306,14 +307,22 @@ def connection_tracker(
     holder: SettingsHolder, mute: Callable[[int, int], None], unmute: Callable[[int, int], None],
 ) -> ConnectionTracker:
     """The tracker, parsing with the protocols the current settings enable; a settings change
-    reaches it before the change is acknowledged (reload's READY, the admin API's answer)."""
+    reaches it before the change is acknowledged (reload's READY, the admin API's answer).
+    [capture] raw_sql is one switch its SQL parsers read per call, flipped here as well: the
+    change applies to the next call of every connection, also one opened before it."""
+    raw_sql = RawSql(holder.current.capture.raw_sql)
 
     def enabled_protocols() -> tuple[Any, ...]:
         current = holder.current
-        return for_probes(current.probes, current.capture.raw_sql)
+        return for_probes(current.probes, raw_sql, body_limit(current.capture))
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
-    holder.subscribe(lambda old, new: tracker.settings_changed())
+
+    def changed(old: RuntimeSettings, new: RuntimeSettings) -> None:
+        raw_sql.set(new.capture.raw_sql)
+        tracker.settings_changed()
+
+    holder.subscribe(changed)
     return tracker
 
 
@@ -330,17 +339,12 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     identity = build_identity(config)
     cache = identity.cache
     clock = MonotonicToUnix()
-
-    def resource_for(call: Any) -> Any:
-        conn = call.conn
-        return cache.resource_for(conn.pid, conn.comm, conn.cgroup_id) if conn is not None else cache.resource_for(0)
-
     holder = agent.settings
     state_dir = Path(config.agent.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     redaction_key = load_or_create_key(state_dir)
     pii = PiiCounters()
-    builder = SpanBuilder(clock, resource_for=RedactedResources(resource_for, holder, redaction_key, pii))
+    builder = SpanBuilder(clock, resource_for=RedactedResources(cache.resource_of, holder, redaction_key, pii))
     bpf = compiling.capture
 
     def mute(pid: int, fd: int) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Optional, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from hostagent.identity.listen_events import ListenEvents
 from hostagent.model import Call, CaptureEvent, EventKind, Role
 from hostagent.policy.redaction import PiiCounters, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
@@ -55,11 +56,8 @@ _set = object.__setattr__  # Call is frozen; see _handle
 # Enum members read once: ``EventKind.DATA`` is a class attribute lookup through the enum's
 # metaclass (~90 ns), paid per event otherwise.
 _DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
-_CGROUP, _LISTEN = EventKind.CGROUP, EventKind.LISTEN
+_CGROUP = EventKind.CGROUP
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER
-# Bounds the listeners kept for a gone process's child: processes (their EXIT events clear them),
-# and ends per process (a server listens on a few).
-MAX_ORPHAN_LISTENERS = 64
 
 
 class Pipeline:
@@ -107,8 +105,9 @@ class Pipeline:
         self.sampled_out = 0
         self.dropped: Counter[str] = Counter()  # cause -> count
         self._errors_logged = 0
-        # pid gone before its LISTEN events were handled -> their (address, port): see _listens_passed_on
-        self._orphan_listens: dict[int, list[tuple[str, int]]] = {}
+        # What LISTEN events (and the process events after them) teach the listener table
+        self.listens: Optional[ListenEvents] = (
+            ListenEvents(peers.listeners, identity) if peers is not None and identity is not None else None)
         # (snapshot, redactor, sampler, sampler.may_drop): recompiled when the snapshot changes.
         self._policy: tuple[Any, ...] = (None, None, None, False)
 
@@ -116,25 +115,20 @@ class Pipeline:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
         self.events += 1
         try:
-            if event.kind != _DATA and self.identity is not None:  # DATA: nearly every event
-                kind = event.kind
-                if kind == _EXEC:
-                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
-                                          cgroup_id=event.cgroup_id, parent=event.size)
-                elif kind == _EXIT:
-                    self.identity.on_exit(event.pid)
-                    self._orphan_listens.pop(event.pid, None)
-                elif kind == _FORK:
-                    self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
-                    if self._orphan_listens:
-                        self._listens_passed_on(event.size, event)
-                elif kind == _CGROUP:
-                    self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
-                elif kind == _LISTEN and self.peers is not None:
-                    # A server started listening: its first client call (handled after this event,
-                    # queued before the connection could exist) names it as the peer. Its Service
-                    # is read now, once per process as at exec: a peer lookup only peeks the cache.
-                    self._learn_listener(event.pid, (event.local_addr, event.local_port), event)
+            if event.kind != _DATA:  # DATA: nearly every event
+                if self.identity is not None:
+                    kind = event.kind
+                    if kind == _EXEC:
+                        self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
+                                              cgroup_id=event.cgroup_id, parent=event.size)
+                    elif kind == _EXIT:
+                        self.identity.on_exit(event.pid)
+                    elif kind == _FORK:
+                        self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
+                    elif kind == _CGROUP:
+                        self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
+                if self.listens is not None:
+                    self.listens.on_event(event)  # after on_fork: a listener's child is read then
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent
@@ -142,32 +136,6 @@ class Pipeline:
             if self._errors_logged < 20:
                 self._errors_logged += 1
                 log.exception("pipeline error on %s event of pid %d (dropped)", event.kind.name, event.pid)
-
-    def _learn_listener(self, pid: int, end: tuple[str, int], event: CaptureEvent) -> None:
-        """``pid`` listens on ``end``: learnt with its Service, or, when ``pid`` is already gone,
-        kept for the child it forked before going, which holds the socket now."""
-        peers, identity = self.peers, self.identity
-        if peers is None or identity is None:
-            return
-        listeners = peers.listeners
-        if listeners.learn(end[0], end[1], pid):
-            identity.service_for(pid, event.comm, event.cgroup_id)
-        elif not listeners.procfs.net_namespace(pid):  # gone (another namespace's process is not)
-            ends = self._orphan_listens.get(pid)
-            if ends is None and len(self._orphan_listens) < MAX_ORPHAN_LISTENERS:
-                ends = self._orphan_listens[pid] = []
-            if ends is not None and len(ends) < MAX_ORPHAN_LISTENERS:
-                ends.append(end)
-
-    def _listens_passed_on(self, parent: int, event: CaptureEvent) -> None:
-        """A FORK of ``parent``, which listened and was gone when its LISTEN events were handled:
-        a daemon's launcher (nginx, as systemd's Type=forking runs it) opens its ports, forks the
-        master and exits, so that the LISTEN event's pid is gone 50 ms later, when the ring is
-        read, and the first call to the new server had no peer. The child has the sockets; a child
-        gone too (a double fork) passes them on to its own."""
-        ends = self._orphan_listens.pop(parent, None)
-        for end in ends or ():
-            self._learn_listener(event.pid, end, event)
 
     def on_call(self, call: Call) -> None:
         """A Call from outside the tracker (e.g. connections finished at shutdown): left unmodified."""

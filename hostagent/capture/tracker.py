@@ -203,7 +203,7 @@ class ConnectionTracker:
         (``in_flight_at_stop``, returned too) and not reported. How they end is unknown, and the
         parsers' close would report them as failed (connection closed) when nothing failed; not
         counted, they were lost without a trace (the daemon asked for this method, which did not
-        exist). MySQL's parser counts its own as unpaired and reports none."""
+        exist). MySQL's parser counts its own as unpaired, but for a CALL whose rows came (counted here)."""
         n = 0
         for state in self._conns.values():
             if state.parser is not None and state.phase == PARSING:

@@ -18,6 +18,15 @@ A server started after the agent is learnt at once from the kernel's LISTEN even
 from the pipeline thread, before any call to it can be handled): the refresh alone came too late
 for the first client call, whose span was built before the table held the new listener.
 
+A launcher may hold a listener for the process that serves it: under systemd socket activation
+(and inetd's ``wait`` services) PID 1 binds and listens, keeps the socket, and the service it
+starts later inherits it and accepts on it. The LISTEN event, and the first holder a walk meets,
+name the launcher, and the first calls' peer was "systemd". The process that accepts is the
+server: an accept by another process than the table's, of another service (a pre-fork server's
+worker is the same service as its master, which stays named), names the accepting process from
+that accept on (``serve``), until it exits (``holder_exited``: the launcher is named again). A walk
+names a launcher (PID 1, or a known launcher's comm) only when no other process holds the socket.
+
 Wildcard listeners (0.0.0.0, ::) answer only for loopback peers: a peer 10.1.2.3:8080 is another
 host even if something here listens on *:8080. /proc/net is the agent's network namespace, so
 containers with their own network namespace are not seen (``--network host`` ones are).
@@ -33,13 +42,17 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from hostagent.identity.procfs import ProcFS
+from hostagent.identity.procfs import ProcessGone, ProcFS
 from hostagent.identity.sock_diag import listening_sockets
 
 log = logging.getLogger(__name__)
 
 _LISTEN = "0A"
 _WILDCARDS = ("0.0.0.0", "::")
+# Processes that hold listening sockets for others (socket activation): a walk prefers any other
+# holder. PID 1 is one whatever its name; "systemd" is also a user manager or a container's init.
+LAUNCHER_COMMS = frozenset({"systemd", "inetd", "xinetd"})
+MAX_SERVED = 1024  # endpoints whose server an accept named (socket-activated services)
 
 
 def _decode_addr(hex_addr: str) -> str:
@@ -68,16 +81,6 @@ def parse_listening(text: str) -> dict[int, tuple[str, int]]:
     return sockets
 
 
-def _socket_inode(target: str) -> int:
-    """The inode of a "socket:[12345]" fd link; -1 for any other file."""
-    if target.startswith("socket:[") and target.endswith("]"):
-        try:
-            return int(target[8:-1])
-        except ValueError:
-            return -1
-    return -1
-
-
 def _normalise(address: str) -> str:
     if address.startswith("::ffff:") and "." in address:
         return address[7:]
@@ -87,6 +90,12 @@ def _normalise(address: str) -> str:
 def _is_loopback(address: str) -> bool:
     # String tests, not ipaddress: this runs per client call (ipaddress parsing costs ~2 us).
     return address.startswith("127.") or address == "::1"
+
+
+def _fd_targets_of(inodes: set[int]) -> dict[str, int]:
+    """The fd links ("socket:[12345]") of these socket inodes -> the inode: an fd is matched by
+    its link text, no parse of every link read."""
+    return {f"socket:[{inode}]": inode for inode in inodes}
 
 
 class ListenerMap:
@@ -129,6 +138,11 @@ class ListenerMap:
         self._learnt: dict[tuple[str, int], tuple[int, float]] = {}
         self._swap_lock = threading.Lock()  # learn() against the refresh's swap; never per lookup
         self._own_netns = ""  # the agent's network namespace, read at the first LISTEN event
+        # endpoint -> (pid that accepted on it, the launcher the table named before): see serve
+        self._served: dict[tuple[str, int], tuple[int, int]] = {}
+        self.served = 0  # endpoints an accept took from a launcher (socket activation)
+        self._holder_pids: set[int] = set()  # the table's pids: an EXIT of another costs nothing
+        self._gone: set[int] = set()  # holders that exited: the next refresh looks for their inodes again
         self.other_netns = 0  # LISTEN events not learnt: another network namespace, or gone
         # Where the LISTEN sockets come from: sock_diag on the live system (its cost does not grow
         # with the host's connections, /proc/net/tcp's does), the text files under another root.
@@ -175,10 +189,7 @@ class ListenerMap:
         those: a container's own 127.0.0.1:5432 or a pod's :8080 is not this host's port, and
         would name the wrong peer until the next refresh. One readlink per listen(); a process
         already gone is left to the refresh."""
-        own = self._own_netns
-        if not own:
-            own = self._own_netns = self.procfs.net_namespace("self")
-        if not own or self.procfs.net_namespace(pid) != own:
+        if not self._in_own_netns(pid):
             self.other_netns += 1
             return False
         key = (_normalise(address), port)
@@ -189,8 +200,63 @@ class ListenerMap:
                 return False
             self._learnt[key] = (pid, self._clock())
             table[key] = pid
+            self._holder_pids.add(pid)
+            self._served.pop(key, None)  # a new socket: what accepts on the old one said is past
         self._asked.discard(key)
         return True
+
+    def _in_own_netns(self, pid: int) -> bool:
+        own = self._own_netns
+        if not own:
+            own = self._own_netns = self.procfs.net_namespace("self")
+        return bool(own) and self.procfs.net_namespace(pid) == own
+
+    # --- what accepts and exits teach (socket activation) --------------------------------------
+    def holder(self, address: str, port: int) -> Optional[tuple[tuple[str, int], int]]:
+        """The table's endpoint that a connection accepted on local (address, port) came through,
+        and its pid; None when the table has none. No I/O, no refresh asked."""
+        table = self._by_endpoint
+        key = (_normalise(address), port)
+        pid = table.get(key)
+        if pid is None:
+            for key in (("0.0.0.0", port), ("::", port)):
+                pid = table.get(key)
+                if pid is not None:
+                    break
+        return (key, pid) if pid is not None else None
+
+    def serve(self, key: tuple[str, int], pid: int, launcher: int) -> bool:
+        """``pid`` accepted a connection on ``key``, whose listener the table says ``launcher``
+        holds: ``pid`` is named from now on (the caller decided that it is another service). True
+        when taken; not when the table changed meanwhile, ``pid`` is in another network namespace
+        or gone, or at the bound."""
+        if not self._in_own_netns(pid):
+            return False
+        with self._swap_lock:
+            table = self._by_endpoint
+            if table.get(key) != launcher or (key not in self._served and len(self._served) >= MAX_SERVED):
+                return False
+            self._served[key] = (pid, launcher)
+            table[key] = pid
+            self._holder_pids.add(pid)
+        self.served += 1
+        return True
+
+    def holder_exited(self, pid: int) -> None:
+        """EXIT of ``pid``: when the table names it, a socket it held may outlive it (a launcher's,
+        a pre-fork master's): its endpoints served by accept go back to their launcher, and the
+        next refresh looks for the holders of its other sockets again (a dead pid is no peer)."""
+        if pid not in self._holder_pids:
+            return
+        with self._swap_lock:
+            self._holder_pids.discard(pid)
+            self._gone.add(pid)
+            table = self._by_endpoint
+            for key, (server, launcher) in list(self._served.items()):
+                if server == pid:
+                    del self._served[key]
+                    if table.get(key) == pid:
+                        table[key] = launcher
 
     # --- refresh -----------------------------------------------------------------------------
     def _from_proc_net(self) -> dict[int, tuple[str, int]]:
@@ -210,7 +276,9 @@ class ListenerMap:
         started = self._clock()
         self._refresh_asked = False  # this read of the kernel answers the misses asked so far
         sockets = self._listening()
-        known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets}
+        with self._swap_lock:
+            gone, self._gone = self._gone, set()
+        known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets and pid not in gone}
         self._orphans = {inode: seen for inode, seen in self._orphans.items() if inode in sockets}
         missing = {inode for inode in sockets if inode not in known and self._look_for(inode, started)}
         if missing:
@@ -219,18 +287,7 @@ class ListenerMap:
             for inode in found:
                 self._orphans.pop(inode, None)
             self._note_orphans(missing - found.keys(), started)
-        table: dict[tuple[str, int], int] = {}
-        for inode, (address, port) in sockets.items():
-            pid = known.get(inode)
-            if pid is None:
-                continue
-            if len(table) >= self.max_entries:
-                self.truncated += 1
-                continue
-            table[(_normalise(address), port)] = pid
-        new_pids = set(table.values()) - set(self._by_endpoint.values())
-        self._pid_of_inode = known
-        self._swap(table, started)
+        new_pids = self._swap(sockets, known, started)
         self._last_refresh = self._clock()
         self.refreshes += 1
         if self.on_new_pid is not None:
@@ -240,16 +297,43 @@ class ListenerMap:
                 except Exception:
                     log.debug("warming the service of listener pid %d failed", pid, exc_info=True)
 
-    def _swap(self, table: dict[tuple[str, int], int], started: float) -> None:
+    def _table(self, sockets: dict[int, tuple[str, int]], known: dict[int, int]) -> dict[tuple[str, int], int]:
+        table: dict[tuple[str, int], int] = {}
+        for inode, (address, port) in sockets.items():
+            pid = known.get(inode)
+            if pid is None:
+                continue
+            if len(table) >= self.max_entries:
+                self.truncated += 1
+                continue
+            table[(_normalise(address), port)] = pid
+        return table
+
+    def _swap(self, sockets: dict[int, tuple[str, int]], known: dict[int, int], started: float) -> set[int]:
         """Install a refreshed table, keeping what LISTEN events taught after its kernel read
-        started (the read did not see those listeners yet); older lessons are in the read."""
+        started (the read did not see those listeners yet; older lessons are in the read), and
+        which processes serve a launcher's sockets. Holders that exited during the refresh are
+        left out (looked for again next time). Returns the pids new to the table."""
         with self._swap_lock:
+            if self._gone:
+                known = {inode: pid for inode, pid in known.items() if pid not in self._gone}
+            table = self._table(sockets, known)
             learnt = {key: value for key, value in self._learnt.items() if value[1] >= started}
             for key, (pid, _) in learnt.items():
                 if key in table or len(table) < self.max_entries:
                     table[key] = pid
             self._learnt = learnt
+            served: dict[tuple[str, int], tuple[int, int]] = {}
+            for key, (pid, launcher) in self._served.items():
+                if table.get(key) in (pid, launcher):  # else the listener closed or changed hands
+                    table[key] = pid
+                    served[key] = (pid, launcher)
+            self._served = served
+            new_pids = set(table.values()) - set(self._by_endpoint.values())
+            self._pid_of_inode = known
             self._by_endpoint = table
+            self._holder_pids = set(table.values())
+        return new_pids
 
     def _look_for(self, inode: int, now: float) -> bool:
         seen = self._orphans.get(inode)
@@ -273,28 +357,51 @@ class ListenerMap:
             if pid is not None:
                 hinted.setdefault(pid, set()).add(inode)
         found: dict[int, int] = {}
+        launched: dict[int, int] = {}  # inode -> a launcher holding it, until another holder is found
         for pid, inodes in hinted.items():
+            targets = _fd_targets_of(inodes)
+            held_by = launched if self._is_launcher(pid) else found
             for target in self.procfs.fd_targets(pid):
-                inode = _socket_inode(target)
-                if inode in inodes:
-                    found[inode] = pid
+                held = targets.get(target)
+                if held is not None:
+                    held_by[held] = pid
         rest = missing - found.keys()
         if rest:
-            found.update(self._scan_fds(rest))
+            found.update(self._scan_fds(rest, launched))
         return found
 
-    def _scan_fds(self, wanted: set[int]) -> dict[int, int]:
+    def _scan_fds(self, wanted: set[int], launched: dict[int, int]) -> dict[int, int]:
+        """inode -> its first (lowest listed) holder that is no launcher (pre-fork servers share
+        a socket: the master), else the launcher (a socket-activated service not started yet)."""
         self.fd_walks += 1
         found: dict[int, int] = {}
-        targets = {f"socket:[{inode}]": inode for inode in wanted}
+        targets = _fd_targets_of(wanted)
         for pid in self.procfs.pids():
+            launcher: Optional[bool] = None  # read once per pid, and only for a holder
             for target in self.procfs.fd_targets(pid):
                 inode = targets.get(target)
-                if inode is not None and inode not in found:
-                    found[inode] = pid  # first (lowest listed) holder: pre-fork servers share it
+                if inode is None or inode in found:
+                    continue
+                if launcher is None:
+                    launcher = self._is_launcher(pid)
+                if not launcher:
+                    found[inode] = pid
+                elif inode not in launched:
+                    launched[inode] = pid
             if len(found) == len(wanted):
                 break
+        for inode, pid in launched.items():
+            if inode in wanted and inode not in found:
+                found[inode] = pid
         return found
+
+    def _is_launcher(self, pid: int) -> bool:
+        if pid == 1:
+            return True
+        try:
+            return self.procfs.comm(pid) in LAUNCHER_COMMS
+        except (OSError, ProcessGone):
+            return False
 
     def start(self) -> None:
         if self._thread is None:

@@ -20,6 +20,7 @@ from hostagent.identity.naming import RULE_EXECUTABLE, NameDecision, ServiceRule
 from hostagent.identity.procfs import ProcessGone, ProcessInfo, ProcFS
 from hostagent.identity.resource import (
     UNKNOWN_SERVICE,
+    FrozenResource,
     HostInfo,
     Service,
     as_child,
@@ -46,7 +47,7 @@ class Entry:
         """Built once, with ``Resource(attrs)``: ``Resource.create()`` would merge the agent's
         own environment and SDK attributes into the process's."""
         if self.resource is None:
-            self.resource = Resource(self.service.attributes_dict())
+            self.resource = FrozenResource(self.service.attributes_dict())
         return self.resource
 
 

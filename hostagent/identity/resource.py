@@ -12,7 +12,9 @@ import os
 import platform
 import uuid
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
+
+from opentelemetry.sdk.resources import Resource
 
 from hostagent import __version__
 from hostagent.identity.cgroup import CgroupInfo
@@ -30,6 +32,27 @@ INSTANCE_NAMESPACE = uuid.UUID("6f1c3f0e-5d1b-4c39-9a4e-6b8d2f6c1a77")
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm32",
          "armv6l": "arm32", "i386": "x86", "i686": "x86", "ppc64le": "ppc64", "ppc64": "ppc64",
          "s390x": "s390x", "ia64": "ia64"}
+
+
+class FrozenResource(Resource):
+    """A Resource whose hash is computed once.
+
+    The OTLP encoder groups every batch by Resource through a dict, and ``Resource.__hash__``
+    serialises all attributes to JSON on each call: ~11% of encoding time per span. Ours never
+    change after construction, so the hash can be kept. Built with ``Resource(attrs)``, never
+    ``Resource.create()``, which would merge the agent's own environment (OTEL_SERVICE_NAME,
+    OTEL_RESOURCE_ATTRIBUTES) and the SDK's telemetry.sdk.* into a traced process's identity.
+    """
+
+    def __init__(self, attributes: dict[str, Any], schema_url: Optional[str] = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or super().__eq__(other)
 
 
 @dataclass(frozen=True)

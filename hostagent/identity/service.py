@@ -36,6 +36,7 @@ from hostagent.identity.pid_maps import PidMaps
 from hostagent.identity.procfs import ProcessExiting, ProcessInfo, ProcFS
 from hostagent.identity.reader import UNREADABLE, Entry, ServiceReader
 from hostagent.identity.resource import HostInfo, Service
+from hostagent.model import Call
 
 
 class ServiceCache:
@@ -83,6 +84,12 @@ class ServiceCache:
         if entry is None:
             entry = self._miss(pid, comm, cgroup_id)
         return entry.otel_resource()
+
+    def resource_of(self, call: Call) -> Resource:
+        """The Resource of the process that made ``call``: every span's (``SpanBuilder``'s
+        ``resource_for``); ``unknown_service`` for a call no process is known for."""
+        conn = call.conn
+        return self.resource_for(conn.pid, conn.comm, conn.cgroup_id) if conn is not None else self.resource_for(0)
 
     def peek(self, pid: int) -> Optional[Service]:
         """Cached Service or None; never reads /proc (for peer lookups on the hot path)."""

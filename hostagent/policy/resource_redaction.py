@@ -12,9 +12,9 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from hostagent.identity.resource import FrozenResource
 from hostagent.policy.redaction import PiiCounters, redactor_for
 from hostagent.settings import SettingsHolder
-from hostagent.traces.resources import FrozenResource
 
 MAX_CACHED = 8192
 

@@ -132,9 +132,9 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
             clen = length - HDR_SIZE
         start = off + HDR_SIZE
         # Not whole: its last bytes may follow the head (bpf/events.h). A frame block whatever
-        # the sizes: a call a few bytes over the head (nginx writes a 4096-byte DATA frame as
-        # 4105 bytes) gets a block longer than the bytes past the head, so the record is longer
-        # than the call; read as payload, the block broke that connection's frames.
+        # the sizes: one with many small frames past the head can be longer than the bytes past
+        # it, the record then longer than the call; read as payload, a block broke that
+        # connection's frames (a call of up to TAIL_BYTES past the head is sent whole, no block).
         tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
         block = tlen & TAIL_IS_FRAMES
         tlen &= TAIL_IS_FRAMES - 1

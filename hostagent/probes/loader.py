@@ -56,9 +56,13 @@ MAX_PAYLOAD_LIMIT = 32768  # 2 * payload + tail (512) + header must fit one arra
 # with 2 KiB); a step costs ~20 ns per record more than one drain in a single step.
 DRAIN_STEP_BYTES = 2 << 10
 
-# The HTTP/2 frame walkers the socket group's data programs tail-call (bpf/capture.c, "HTTP/2 frame
-# chains"): (function, raw tracepoint type or not, the program array it is called through).
-_WALKERS = ((b"sock__h2_walk_raw", True, b"h2_walk_raw"), (b"sock__h2_walk_tp", False, b"h2_walk_tp"))
+# The programs the socket group's data programs tail-call (bpf/capture.c, "HTTP/2 frame chains" and
+# "tail copy"): (function, raw tracepoint type or not, the program array it is called through).
+_WALKERS = (
+    (b"sock__h2_walk_raw", True, b"h2_walk_raw"),
+    (b"sock__h2_walk_tp", False, b"h2_walk_tp"),
+    (b"sock__tail_raw", True, b"tail_raw"),  # the socket path's only ("tail copy")
+)
 
 
 @dataclass

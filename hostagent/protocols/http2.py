@@ -303,7 +303,11 @@ class Http2Parser:
         counter.skip(length - len(payload))
         body = stream.request_body if request else stream.response_body
         room = self._body_limit - len(body)
-        if room > 0:
+        # Only while the body so far holds every byte that moved: after a DATA payload the capture
+        # cut short (the span says truncated) or frames that went by unseen, a later frame's bytes
+        # would join it across the gap.
+        moved = stream.request_size if request else stream.response_size
+        if room > 0 and len(body) == moved and not stream.frames_lost:
             body += payload[:room]
         if request:
             stream.request_size += length

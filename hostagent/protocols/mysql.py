@@ -35,12 +35,20 @@ definitions carry MariaDB's extended type info (``_mariadb_column``): from then 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import StatementCache, scrub_error_message, span_name, split_statements, use_database
+from hostagent.protocols.sql import (
+    RawSql,
+    StatementCache,
+    raw_sql_switch,
+    scrub_error_message,
+    span_name,
+    split_statements,
+    use_database,
+)
 
 MAX_PAYLOAD = 0xFFFFFF  # a payload this long continues in the next packet
 KEEP_CLIENT = 16 * 1024
@@ -175,8 +183,8 @@ def _command_shape(code: int, length: int, payload: bytes) -> bool:
 
 
 class _Command:
-    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "result", "rows",
-                 "sql", "start_ns", "statements")  # fmt: skip
+    __slots__ = ("arg", "code", "index", "kind_state", "next_start", "req_size", "resp_size", "result",
+                 "results_end", "rows", "sql", "start_ns", "statements")  # fmt: skip
 
     def __init__(self, code: int, start_ns: int, sql: Optional[str], arg: object, req_size: int) -> None:
         self.code = code
@@ -191,13 +199,17 @@ class _Command:
         self.kind_state = _START
         self.req_size = req_size
         self.resp_size = 0
+        # The end of a result of its last statement that said more results follow (a CALL's
+        # rows, before the status that ends the CALL); 0: none. See MysqlParser.close.
+        self.results_end = 0
 
 
 class MysqlParser:
-    """Per-connection MySQL/MariaDB decoder; ``raw_sql=True`` keeps db.query.text unsanitised."""
+    """Per-connection MySQL/MariaDB decoder; ``raw_sql`` on keeps db.query.text unsanitised (a
+    ``RawSql`` switch is read per call: a settings change reaches connections already open)."""
 
-    def __init__(self, raw_sql: bool = False) -> None:
-        self.raw_sql = raw_sql
+    def __init__(self, raw_sql: Union[bool, RawSql] = False) -> None:
+        self._raw = raw_sql_switch(raw_sql)
         self.stats = ParserStats()
         self.upgraded = False  # TLS (or a binlog stream): stop parsing
         self.system = "mysql"
@@ -216,13 +228,18 @@ class MysqlParser:
         self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
         self._coldefs = 0
         self._prep: list[int] = []  # definition groups still to skip after a prepare OK
-        self._statements_seen = StatementCache("mysql", raw_sql, MAX_CACHE, MAX_TEXT)
+        self._statements_seen = StatementCache("mysql", self._raw, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
         # Framing lost inside a result (read in pieces longer than the captured prefix, by reads
         # that start anywhere in a packet): until the client's next packet, server bytes only
         # count towards the waiting command (its size, its end); see _run_aground.
         self._adrift = False
         self._adrift_end = 0
+
+    @property
+    def raw_sql(self) -> bool:
+        """Whether db.query.text keeps its literals now."""
+        return self._raw.on
 
     # -- StreamParser ------------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
@@ -243,16 +260,31 @@ class MysqlParser:
         return out
 
     def close(self, ts_ns: int) -> list[Call]:
+        """The connection closed. A command whose last statement's results came, all but the
+        status that ends them, is a call all the same, ending with its last result: PyMySQL's
+        callproc() leaves a CALL's last OK unread until nextset() or the next query, and a
+        process that exits first never reads it when the server wrote it after the rows. What
+        else waits is counted unpaired."""
+        head = self._pending[0] if self._pending else None
+        if head is not None and head.results_end and head.kind_state == _START:
+            self._pending.popleft()
+            statements = self._statements_of(head)
+            sql = statements[head.index] if head.index < len(statements) else head.sql
+            self._emit(head, head.results_end, None, sql)
+        self._drop_pending()
+        return self._take()
+
+    def _drop_pending(self) -> None:
         self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
         self._pending.clear()
-        return []
 
     def lost(self) -> list[Call]:
         """Calls of this connection were lost in the kernel before the next bytes: commands
         waiting may have lost their answers (dropped, counted as unpaired, as at close), so that
         no later answer completes the wrong command; a result set being read is abandoned and
-        both framers start again at the next segment. Prepared statements stay known."""
-        self.close(0)
+        both framers start again at the next segment. Prepared statements stay known. Unlike at
+        close, a CALL whose last status was not seen is dropped too: what came after is unknown."""
+        self._drop_pending()
         self._adrift = False
         self._cont = {Direction.EGRESS: False, Direction.INGRESS: False}
         self._coldefs = 0
@@ -508,6 +540,8 @@ class MysqlParser:
             if cmd.index < len(statements) - 1:  # the next result is the next statement's
                 self._emit(cmd, f.end_ns, None, statements[cmd.index])
                 cmd.index += 1
+            else:
+                cmd.results_end = f.end_ns
             cmd.kind_state = _START
             return
         self._finish(cmd, f, None)
@@ -613,7 +647,7 @@ class MysqlParser:
         self._out.append(Call(
             protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
             name=span_name(self.system, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
+            error_type=error_type, status_message=scrub_error_message(message, self._raw.on)[:256],
             request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
         ))  # fmt: skip
         cmd.next_start = end
@@ -661,7 +695,7 @@ def _err(p: bytes) -> tuple[str, str]:
     return code, rest.decode("utf-8", "replace")
 
 
-def new_parser(raw_sql: bool = False) -> MysqlParser:
+def new_parser(raw_sql: Union[bool, RawSql] = False) -> MysqlParser:
     return MysqlParser(raw_sql=raw_sql)
 
 

@@ -33,12 +33,19 @@ tag (``COPY n``) gives ``db.response.returned_rows`` of a COPY TO STDOUT.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
 from hostagent.protocols.length_framer import Frame, LengthFramer
-from hostagent.protocols.sql import StatementCache, scrub_error_message, span_name, split_statements
+from hostagent.protocols.sql import (
+    RawSql,
+    StatementCache,
+    raw_sql_switch,
+    scrub_error_message,
+    span_name,
+    split_statements,
+)
 
 SYSTEM = "postgresql"
 PROTOCOL_3 = 196608
@@ -235,10 +242,11 @@ class _Item:
 
 
 class PostgresParser:
-    """Per-connection PostgreSQL decoder; ``raw_sql=True`` keeps db.query.text unsanitised."""
+    """Per-connection PostgreSQL decoder; ``raw_sql`` on keeps db.query.text unsanitised (a
+    ``RawSql`` switch is read per call: a settings change reaches connections already open)."""
 
-    def __init__(self, raw_sql: bool = False) -> None:
-        self.raw_sql = raw_sql
+    def __init__(self, raw_sql: Union[bool, RawSql] = False) -> None:
+        self._raw = raw_sql_switch(raw_sql)
         self.stats = ParserStats()
         self.upgraded = False  # TLS/GSS accepted: the rest is encrypted, stop here
         self._fe = LengthFramer(KEEP_FRONTEND)
@@ -257,8 +265,13 @@ class PostgresParser:
         # waiting statement (its size, its end) until the client's next message (_run_aground).
         self._adrift = False
         self._adrift_end = 0
-        self._statements_seen = StatementCache("postgresql", raw_sql, MAX_CACHE, MAX_TEXT)
+        self._statements_seen = StatementCache("postgresql", self._raw, MAX_CACHE, MAX_TEXT)
         self._out: list[Call] = []
+
+    @property
+    def raw_sql(self) -> bool:
+        """Whether db.query.text keeps its literals now."""
+        return self._raw.on
 
     # -- StreamParser ------------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
@@ -636,7 +649,7 @@ class PostgresParser:
         self._out.append(Call(
             protocol=SYSTEM, role=self.role, start_ns=start, end_ns=max(end, start),
             name=span_name(SYSTEM, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=scrub_error_message(message, self.raw_sql)[:256],
+            error_type=error_type, status_message=scrub_error_message(message, self._raw.on)[:256],
             request_size=req_size, response_size=resp_size,
         ))  # fmt: skip
 
@@ -687,7 +700,7 @@ def _error_fields(body: bytes) -> dict[str, str]:
     return out
 
 
-def new_parser(raw_sql: bool = False) -> PostgresParser:
+def new_parser(raw_sql: Union[bool, RawSql] = False) -> PostgresParser:
     return PostgresParser(raw_sql=raw_sql)
 
 

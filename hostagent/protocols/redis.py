@@ -15,7 +15,7 @@ Not replies: RESP3 pushes (``>``) and, in RESP2 subscribed mode, ``message``/``p
 ``smessage`` arrays; (P|S)(UN)SUBSCRIBE take one confirmation per channel (an argument-less
 UNSUBSCRIBE ends at the confirmation whose count is 0). After MONITOR every line is a feed.
 When a hole in the capture hides framing, pairing is made honest rather than complete: see
-``_broken_requests`` / ``_broken_replies``.
+``_broken_requests`` / ``_broken_replies``, and ``_lost_in_bulk`` for a hole nobody reported.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
-from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value
+from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value, whole_replies
 
 SYSTEM = "redis"
 MAX_PENDING = 4096
@@ -184,6 +184,7 @@ class RedisParser:
         self._database: Optional[str] = None
         self._answered = False  # a reply to a command seen here has begun: RESP, checked once
         self._foreign = False  # answered in something else than RESP: not Redis (see _consume)
+        self._last_reply_ns = 0  # when reply bytes were last seen (_lost_in_bulk)
         self._out: list[Call] = []
 
     # -- StreamParser ------------------------------------------------------------------------------
@@ -229,6 +230,10 @@ class RedisParser:
             self._answered = True
         if self._foreign:
             return
+        if not requests:
+            if self._rep.in_bulk and self._lost_in_bulk(seg):
+                self._realign()
+            self._last_reply_ns = seg.ts_ns
         reader = self._req if requests else self._rep
         for item in reader.feed(seg.data, seg.size, seg.ts_ns):
             if isinstance(item, Broken):
@@ -337,6 +342,35 @@ class RedisParser:
         self.stats.extra["pushes"] = self.stats.extra.get("pushes", 0) + 1
 
     # -- lost framing ----------------------------------------------------------------------------
+    def _lost_in_bulk(self, seg: Segment) -> bool:
+        """Whether bytes of the bulk string being read were lost without the capture stage being
+        told (``lost()``): not every loss in the kernel is reported (bpf/capture.c says which are
+        not), and inside a bulk string the reader would count every later reply towards the
+        bytes it still waits for, so that the connection made no span again (a 4 MB GET's reply
+        picked up mid-way, then INCRs). Said by the two directions together: the client wrote a
+        command after the last reply bytes came (a client that writes while a reply is still
+        coming pipelines, and wrote before its first bytes), and this segment, whole, is nothing
+        but complete replies."""
+        pending = self._pending
+        return (
+            len(pending) > 1
+            and pending[-1].start_ns > self._last_reply_ns
+            and seg.size == len(seg.data)
+            and whole_replies(seg.data)
+        )
+
+    def _realign(self) -> None:
+        """Read replies afresh from this segment (``_lost_in_bulk``). The commands written before
+        the last reply bytes came (the one in flight, at least) may have had their replies in what
+        was lost: dropped, counted as unpaired, never paired with a later reply; the segment's
+        replies answer the commands written since."""
+        self.stats.resyncs += 1
+        pending = self._pending
+        while pending and pending[0].start_ns <= self._last_reply_ns:
+            if not pending.popleft().gap:
+                self.stats.unpaired += 1
+        self._rep.restart()
+
     def _broken_requests(self, b: Broken) -> None:
         """Commands were lost: a gap stands for them until their replies have gone by."""
         if self._pending and self._pending[-1].gap:

@@ -11,7 +11,9 @@ Inline commands (a bare text line) are read on the request side only.
 
 Uncaptured bytes (``size`` > ``len(data)``): inside a bulk string they just count towards it.
 Anywhere else they hide framing: the reader reports ``BROKEN`` and resynchronises at the next
-segment that starts like a value (writes are value-aligned in practice).
+segment that starts like a value (writes are value-aligned in practice). Bytes lost with no
+one saying so leave the reader inside a bulk string for good; only the other direction can tell
+(redis.RedisParser._lost_in_bulk), which then ``restart``s it.
 """
 
 from __future__ import annotations
@@ -108,6 +110,21 @@ class RespReader:
             self._reset()
             self._lost = True
         return out
+
+    @property
+    def in_bulk(self) -> bool:
+        """Inside a bulk string: the next bytes are counted towards it, whatever they look like."""
+        return self._bulk > 0
+
+    @property
+    def idle(self) -> bool:
+        """Between values: nothing begun, nothing being skipped."""
+        return not (self._bulk or self._line_len or self._stack or self._lost) and self._top is None
+
+    def restart(self) -> None:
+        """Forget the value in progress: the next bytes start a new one."""
+        self._reset()
+        self._lost = False
 
     def _starts_value(self, data: bytes) -> bool:
         if not data:
@@ -290,6 +307,16 @@ class RespReader:
                 return
             stack.pop()
             content, attr = None, parent.attr
+
+
+def whole_replies(data: bytes) -> bool:
+    """Whether ``data`` is one or more complete replies and nothing more, as a read taken on value
+    boundaries shows them."""
+    if not data or data[0] not in REPLY_START:
+        return False
+    scratch = RespReader(requests=False)
+    got = scratch.feed(data, len(data), 0)
+    return bool(got) and scratch.idle and not any(isinstance(v, Broken) for v in got)
 
 
 def _int(body: bytes) -> int:

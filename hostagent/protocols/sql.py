@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 # Token kinds.
 WS, COMMENT, STRING, NUMBER, IDENT, QIDENT, PARAM, PUNCT = range(8)
@@ -290,22 +290,58 @@ class Described(NamedTuple):
     text: str
 
 
+class RawSql:
+    """Whether the SQL parsers keep the literals ([capture] raw_sql): ``db.query.text`` as sent and
+    the values a server's error message quotes.
+
+    One switch shared by every SQL parser of a tracker and flipped when the settings change
+    (hostagent.assembly), so that a change reaches the next call of every open connection, not
+    only of those opened after it: a pooled connection lives for days, and turning raw SQL off
+    must stop personal data at once. ``generation`` counts the flips: what a parser memoised under
+    the old value is stale, and one int compared per call says so (``StatementCache``).
+    """
+
+    __slots__ = ("generation", "on")
+
+    def __init__(self, on: bool = False) -> None:
+        self.on = on
+        self.generation = 0
+
+    def set(self, on: bool) -> None:
+        """Flip it; called on the settings' thread. ``on`` is written first: a parser that sees
+        the new generation sees the new value too."""
+        if on != self.on:
+            self.on = on
+            self.generation += 1
+
+
+def raw_sql_switch(raw_sql: Union[bool, RawSql]) -> RawSql:
+    """The shared switch given, or a parser's own fixed one for a plain flag."""
+    return raw_sql if isinstance(raw_sql, RawSql) else RawSql(raw_sql)
+
+
 class StatementCache:
     """``describe(sql)`` -> ``Described``, memoised per connection.
 
     Prepared statements repeat the same text; ad-hoc queries repeat the same shape with other
-    literals, so the shape is memoised by the sanitised text too. Bounded LRU.
+    literals, so the shape is memoised by the sanitised text too. Bounded LRU. The described
+    texts follow ``raw``: memoised under one value, they are forgotten when it flips.
     """
 
-    def __init__(self, dialect: str, raw: bool, size: int = 256, max_text: int = 8192) -> None:
+    def __init__(self, dialect: str, raw: Union[bool, RawSql], size: int = 256, max_text: int = 8192) -> None:
         self.dialect = dialect
-        self.raw = raw
+        self.raw = raw_sql_switch(raw)
         self.size = size
         self.max_text = max_text
+        self._generation = self.raw.generation
         self._by_text: OrderedDict[str, Described] = OrderedDict()
         self._by_shape: OrderedDict[str, Shape] = OrderedDict()
 
     def describe(self, sql: str) -> Described:
+        generation = self.raw.generation
+        if generation != self._generation:  # raw_sql flipped: the texts held were made under the other value
+            self._generation = generation
+            self._by_text.clear()
         hit = self._by_text.get(sql)
         if hit is not None:
             self._by_text.move_to_end(sql)
@@ -316,7 +352,7 @@ class StatementCache:
             shape = statement_shape(clean, self.dialect)
             if len(clean) <= 2048:
                 _put(self._by_shape, clean, shape, self.size)
-        hit = Described(shape[0], shape[1], shape[2], (sql if self.raw else clean)[: self.max_text])
+        hit = Described(shape[0], shape[1], shape[2], (sql if self.raw.on else clean)[: self.max_text])
         if len(sql) <= 2048:  # long one-off texts are not worth their memory
             _put(self._by_text, sql, hit, self.size)
         return hit

@@ -2,6 +2,5 @@
 
 - ``clock``: kernel CLOCK_MONOTONIC ns -> Unix ns (``MonotonicToUnix``).
 - ``ids``: span/trace ids, W3C traceparent parsing.
-- ``resources``: the default per-process Resource (``ProcessResources``; identity replaces it).
 - ``spans``: ``SpanBuilder.build(call) -> ReadableSpan`` with exact ids, times and context.
 """

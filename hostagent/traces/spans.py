@@ -17,6 +17,7 @@ Trace context (W3C traceparent found on the request):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 from opentelemetry.sdk.resources import Resource
@@ -29,9 +30,10 @@ import hostagent
 from hostagent.model import Call, Connection, Role
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.ids import new_span_id, new_trace_id, parse_traceparent
-from hostagent.traces.resources import ProcessResources, ResourceFor
 from hostagent.traces.sdk_records import new_context, new_span
 
+# call -> the Resource of the process that made it (identity's ServiceCache.resource_of)
+ResourceFor = Callable[[Call], Resource]
 SCOPE = InstrumentationScope("hostagent", hostagent.__version__)
 
 _KINDS = {Role.CLIENT: SpanKind.CLIENT, Role.SERVER: SpanKind.SERVER}
@@ -83,10 +85,12 @@ class SpanBuilder:
     def __init__(
         self,
         clock: Optional[MonotonicToUnix] = None,
-        resource_for: Optional[ResourceFor] = None,
+        *,
+        resource_for: ResourceFor,
     ) -> None:
         self.clock = clock if clock is not None else MonotonicToUnix()
-        self.resource_for: ResourceFor = resource_for if resource_for is not None else ProcessResources()
+        # identity's (ServiceCache.resource_of): the one place a process's Resource is built
+        self.resource_for = resource_for
 
     def build(self, call: Call) -> ReadableSpan:
         role = call.role

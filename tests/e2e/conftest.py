@@ -17,10 +17,11 @@ import pytest
 
 from tests.e2e.nspawn import Container, ensure_host_tracefs, ensure_rootfs
 from tests.support.otlp_receiver import OtlpGrpcReceiver
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / "build" / "e2e"
-OTLP_PORT = 18801  # this helper's port range is 18800-18899
+OTLP_PORT = free_port()  # the machines share the host's network: a port no other run holds
 
 
 PKG_DIR = WORK / "dist"  # seen as /pkgs in the machine

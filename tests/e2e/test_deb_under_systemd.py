@@ -22,10 +22,11 @@ from tests.e2e.conftest import OTLP_PORT
 from tests.e2e.nspawn import Container, wait_for
 from tests.e2e.unitctl import DROPIN_DIR, UNIT, export_to, journal, main_pid, prop, wait_active_with_new_pid
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first test also debootstraps (~5 min on a fresh machine)
 
-WEB_PORT = 18810
+WEB_PORT = free_port()
 MAX_EXPOSURE = 5.0
 
 

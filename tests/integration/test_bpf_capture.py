@@ -2,8 +2,7 @@
 
 One BpfCapture is compiled for the module; each test starts its own processes after it is
 attached and looks only at events of those pids, so tests do not see each other's traffic.
-Ports 18100-18199; the fork-inheritance and local-endpoint tests use 19400-19499, the
-IPv4-mapped one 19240.
+Each test's servers listen on a port from tests.support.ports.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from hostagent.probes import events as ev
 from hostagent.probes import registry
 from hostagent.probes.loader import BpfCapture
 from tests.support.cgroups import hierarchies, remove_cgroup_dir
+from tests.support.ports import free_port
 from tests.support.servers import wait_port
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -125,10 +125,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    srv = start_http_server(18101)
+    srv = start_http_server(port)
     try:
-        curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:18101/path?x=1"])
+        curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/path?x=1"])
         assert curl.wait(10) == 0
         drain_until(
             cap, lambda: any(e.kind == X for e in col.of(curl.pid)) and any(e.kind == X for e in col.of(srv.pid))
@@ -139,11 +140,11 @@ def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None
     connect = [e for e in cl if e.kind == C]
     assert len(connect) == 1
     fd = connect[0].fd
-    assert (connect[0].peer_addr, connect[0].peer_port) == ("127.0.0.1", 18101)
+    assert (connect[0].peer_addr, connect[0].peer_port) == ("127.0.0.1", port)
     assert connect[0].family == socket.AF_INET and connect[0].sock_type == socket.SOCK_STREAM
     assert kinds(cl, fd) == [C, D, D, X]
     request = data(cl, fd, Direction.EGRESS)
-    assert request.startswith(b"GET /path?x=1 HTTP/1.1\r\nHost: 127.0.0.1:18101\r\n")
+    assert request.startswith(b"GET /path?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port)
     assert request.endswith(b"\r\n\r\n")
     egress = [e for e in cl if e.kind == D and e.direction == Direction.EGRESS]
     assert [e.size for e in egress] == [len(request)]  # all of it fits the payload
@@ -161,14 +162,14 @@ def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None
     sv = conns[1]
     accept = [sv[0]]
     sfd = accept[0].fd
-    assert accept[0].peer_addr == "127.0.0.1" and accept[0].peer_port != 18101
+    assert accept[0].peer_addr == "127.0.0.1" and accept[0].peer_port != port
     assert kinds(sv, sfd) == [A, D, D, X]
     assert data(sv, sfd, Direction.INGRESS) == request
     response = data(sv, sfd, Direction.EGRESS)
     assert response.startswith(b"HTTP/1.0 404 File not found\r\n")
     assert data(cl, fd, Direction.INGRESS) == response
     # DATA events carry the connection's peer from the socket map
-    assert {(e.peer_addr, e.peer_port) for e in cl if e.kind == D} == {("127.0.0.1", 18101)}
+    assert {(e.peer_addr, e.peer_port) for e in cl if e.kind == D} == {("127.0.0.1", port)}
 
 
 def test_exec_and_exit_events(capture: tuple[BpfCapture, Collector]) -> None:
@@ -376,8 +377,9 @@ def conn_fds(evs: list[CaptureEvent]) -> tuple[int, int]:
 def test_unconnected_udp_datagrams_carry_their_sender(capture: tuple[BpfCapture, Collector]) -> None:
     """recvfrom/recvmsg learn the sender only as the syscall returns (on the socket path the
     event is emitted there): every received datagram names who sent it."""
+    port = free_port()
     cap, col = capture
-    p = run_child("udp", 18120)
+    p = run_child("udp", port)
     assert p.stdout is not None and p.stdin is not None
     tx, rx, tx_port = (int(x) for x in p.stdout.readline().split())
     p.stdin.write("go\n")
@@ -385,19 +387,20 @@ def test_unconnected_udp_datagrams_carry_their_sender(capture: tuple[BpfCapture,
     evs = finish(cap, col, p)
     got = [(e.fd, e.direction, e.data, e.peer_port) for e in evs if e.kind == D]
     assert got == [
-        (tx, Direction.EGRESS, b"question", 18120),
+        (tx, Direction.EGRESS, b"question", port),
         (rx, Direction.INGRESS, b"question", tx_port),
         (rx, Direction.EGRESS, b"answer", tx_port),
-        (tx, Direction.INGRESS, b"answer", 18120),
+        (tx, Direction.INGRESS, b"answer", port),
         (rx, Direction.EGRESS, b"second", tx_port),
-        (tx, Direction.INGRESS, b"second", 18120),
+        (tx, Direction.INGRESS, b"second", port),
     ]
 
 
 def test_peeked_bytes_are_reported_once_by_the_read_that_takes_them(
         capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("peek", 18118))
+    evs = finish(cap, col, run_child("peek", port))
     _, s = conn_fds(evs)
     assert [(e.size, e.data) for e in evs if e.kind == D and e.fd == s] == [(16, b"peeked-then-read")]
 
@@ -406,8 +409,9 @@ def test_sent_bytes_are_stamped_before_the_peer_reads_them(capture: tuple[BpfCap
     """Loopback: the reader may return before the writer's call does; bytes sent are stamped when
     the send began (sys_enter, or tcp_sendmsg_locked on the socket path), so every message is sent
     no later than it is received (a server span ends before its client's)."""
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("pingpong", 18119))
+    evs = finish(cap, col, run_child("pingpong", port))
     c, s = conn_fds(evs)
     on_pair = [e for e in evs if e.kind == D and e.fd in (c, s)]
     sent = {e.data: e.ts_ns for e in on_pair if e.direction == Direction.EGRESS}
@@ -422,8 +426,9 @@ def test_sent_bytes_are_stamped_before_the_peer_reads_them(capture: tuple[BpfCap
 
 
 def test_body_larger_than_payload_keeps_true_size(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("big", 18110))
+    evs = finish(cap, col, run_child("big", port))
     c, s = conn_fds(evs)
     sent = [e for e in evs if e.kind == D and e.fd == c]
     assert [(e.size, len(e.data)) for e in sent] == [(5120, PAYLOAD)]
@@ -438,8 +443,9 @@ def test_calls_bigger_than_the_head_carry_their_tail(capture: tuple[BpfCapture, 
     reads on the other end: the head is the first PAYLOAD bytes, the tail the call's last
     TAIL_BYTES (512), never overlapping the head, with the true size kept; a call of at most
     PAYLOAD + 512 bytes comes whole."""
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("tails", 19530))
+    evs = finish(cap, col, run_child("tails", port))
     c, s = conn_fds(evs)
 
     def pat(n: int, k: int) -> bytes:
@@ -464,8 +470,9 @@ def test_calls_bigger_than_the_head_carry_their_tail(capture: tuple[BpfCapture, 
 
 
 def test_sendmsg_iovecs_in_order(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("sendmsg", 18111))
+    evs = finish(cap, col, run_child("sendmsg", port))
     c, s = conn_fds(evs)
     sent = [e for e in evs if e.kind == D and e.fd == c]
     assert [(e.size, e.data) for e in sent] == [(25, b"a" * 10 + b"b" * 10 + b"c" * 5)]
@@ -473,8 +480,9 @@ def test_sendmsg_iovecs_in_order(capture: tuple[BpfCapture, Collector]) -> None:
 
 
 def test_writev_and_readv(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("vec", 18112))
+    evs = finish(cap, col, run_child("vec", port))
     c, s = conn_fds(evs)
     assert [(e.direction, e.size, e.data) for e in evs if e.kind == D and e.fd == c] == [
         (Direction.EGRESS, 11, b"hello world")
@@ -487,8 +495,9 @@ def test_writev_and_readv(capture: tuple[BpfCapture, Collector]) -> None:
 def test_many_iovecs_walk_128_and_clip_at_payload(capture: tuple[BpfCapture, Collector]) -> None:
     """copy_iov is a bounded loop: it must still walk exactly MAX_IOV (128) iovecs and stop
     mid-iovec at the payload limit, with the true size kept."""
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("manyiov", 19520))
+    evs = finish(cap, col, run_child("manyiov", port))
     c, _ = conn_fds(evs)
     sent = [(e.size, e.data, e.tail) for e in evs if e.kind == D and e.fd == c]
     first = b"".join(bytes([65 + i % 26]) * 3 for i in range(128))  # iovecs 129, 130 unread
@@ -499,18 +508,19 @@ def test_many_iovecs_walk_128_and_clip_at_payload(capture: tuple[BpfCapture, Col
 
 
 def test_sendmmsg_gives_one_event_per_datagram_with_peer(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    p = run_child("sendmmsg", 18113)
+    p = run_child("sendmmsg", port)
     evs = finish(cap, col, p)
     sent = [e for e in evs if e.kind == D and e.direction == Direction.EGRESS]
     assert [(e.data, e.size, e.peer_addr, e.peer_port, e.sock_type) for e in sent] == [
-        (b"first-datagram", 14, "127.0.0.1", 18113, socket.SOCK_DGRAM),
-        (b"second", 6, "127.0.0.1", 18113, socket.SOCK_DGRAM),
+        (b"first-datagram", 14, "127.0.0.1", port, socket.SOCK_DGRAM),
+        (b"second", 6, "127.0.0.1", port, socket.SOCK_DGRAM),
     ]
     received = [e for e in evs if e.kind == D and e.direction == Direction.INGRESS]
     assert [e.data for e in received] == [b"first-datagram", b"second"]
     # recvfrom names the sender: the tx socket's port, not the receiver's
-    assert len({e.peer_port for e in received}) == 1 and received[0].peer_port != 18113
+    assert len({e.peer_port for e in received}) == 1 and received[0].peer_port != port
 
 
 NGINX_SENDFILE_CONF = """
@@ -544,11 +554,12 @@ def start_nginx_sendfile(root: Path, port: int, body: bytes) -> subprocess.Popen
 
 
 def test_nginx_writev_and_sendfile(capture: tuple[BpfCapture, Collector], tmp_path: Path) -> None:
+    port = free_port()
     cap, col = capture
     body = b"N" * 5000
-    srv = start_nginx_sendfile(tmp_path, 18120, body)
+    srv = start_nginx_sendfile(tmp_path, port, body)
     try:
-        curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:18120/index.html"])
+        curl = subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/index.html"])
         assert curl.wait(10) == 0
         drain_until(cap, lambda: any(e.kind == X for e in col.of(curl.pid)))
     finally:
@@ -570,25 +581,27 @@ def test_nginx_writev_and_sendfile(capture: tuple[BpfCapture, Collector], tmp_pa
 
 
 def test_nonblocking_connect_einprogress(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("nonblock", 18117))
+    evs = finish(cap, col, run_child("nonblock", port))
     (conn,) = [e for e in evs if e.kind == C]
-    assert (conn.peer_port, conn.size) == (18117, 1)  # size 1: connect returned -EINPROGRESS
+    assert (conn.peer_port, conn.size) == (port, 1)  # size 1: connect returned -EINPROGRESS
     assert [e.data for e in evs if e.kind == D and e.fd == conn.fd] == [b"after-einprogress"]
 
 
 def test_python_http_client(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    srv = start_http_server(18102)
+    srv = start_http_server(port)
     try:
-        evs = finish(cap, col, run_child("httpclient", 18102))
+        evs = finish(cap, col, run_child("httpclient", port))
     finally:
         stop(srv)
     (conn,) = [e for e in evs if e.kind == C]
     assert kinds(evs, conn.fd) == [C, D, D, X]
     request = data(evs, conn.fd, Direction.EGRESS)
     assert request == (
-        b"GET /from-http-client?y=2 HTTP/1.1\r\nHost: 127.0.0.1:18102\r\nAccept-Encoding: identity\r\n\r\n"
+        b"GET /from-http-client?y=2 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept-Encoding: identity\r\n\r\n" % port
     )
     response = data(evs, conn.fd, Direction.INGRESS)
     assert response.startswith(b"HTTP/1.0 404 File not found\r\n")
@@ -618,11 +631,12 @@ def test_events_do_not_wake_the_consumer_below_the_fill_threshold(
 
 
 def test_ipv6_peer(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("v6", 18118))
+    evs = finish(cap, col, run_child("v6", port))
     (conn,) = [e for e in evs if e.kind == C]
     (acc,) = [e for e in evs if e.kind == A]
-    assert (conn.family, conn.peer_addr, conn.peer_port) == (socket.AF_INET6, "::1", 18118)
+    assert (conn.family, conn.peer_addr, conn.peer_port) == (socket.AF_INET6, "::1", port)
     assert (acc.family, acc.peer_addr) == (socket.AF_INET6, "::1")
     assert [(e.fd, e.data, e.peer_addr) for e in evs if e.kind == D] == [
         (conn.fd, b"over-ipv6", "::1"),
@@ -633,16 +647,17 @@ def test_ipv6_peer(capture: tuple[BpfCapture, Collector]) -> None:
 def test_ipv4_mapped_peer_and_local_end_are_ipv4(capture: tuple[BpfCapture, Collector]) -> None:
     """An AF_INET6 listener accepting an IPv4 client sees ::ffff:127.0.0.1; events name it
     127.0.0.1 (OpenTelemetry's network.peer.address), the family stays the socket's."""
+    port = free_port()
     cap, col = capture
-    evs = finish(cap, col, run_child("v4mapped", 19240))
+    evs = finish(cap, col, run_child("v4mapped", port))
     (conn,) = [e for e in evs if e.kind == C]
     (acc,) = [e for e in evs if e.kind == A]
-    assert (conn.family, conn.peer_addr, conn.peer_port) == (socket.AF_INET, "127.0.0.1", 19240)
+    assert (conn.family, conn.peer_addr, conn.peer_port) == (socket.AF_INET, "127.0.0.1", port)
     assert (acc.family, acc.peer_addr, acc.peer_port) == (socket.AF_INET6, "127.0.0.1", conn.local_port)
     served = [e for e in evs if e.kind == D and e.fd == acc.fd]
     assert [(e.direction, e.data) for e in served] == [(Direction.INGRESS, b"mapped"), (Direction.EGRESS, b"back")]
     assert {(e.family, e.peer_addr, e.local_addr, e.local_port) for e in served} == {
-        (socket.AF_INET6, "127.0.0.1", "127.0.0.1", 19240)
+        (socket.AF_INET6, "127.0.0.1", "127.0.0.1", port)
     }
     assert not [e for e in evs if "::ffff:" in e.peer_addr + e.local_addr]
 
@@ -651,6 +666,7 @@ def test_socket_layer_that_cannot_attach(headers: HeadersChoice, monkeypatch: py
     """A socket-layer program that fails to attach (here: a tracepoint this kernel lacks): with
     data_hooks "auto" the group comes up on the syscall tracepoints and captures; with "socket"
     it fails and says why."""
+    port = free_port()
     broken = (*registry.DATA_PROGRAMS["socket"], ("raw:hostagent_no_such_tracepoint", "sock__recv_length"))
     monkeypatch.setitem(registry.DATA_PROGRAMS, "socket", broken)
     col = Collector()
@@ -663,7 +679,7 @@ def test_socket_layer_that_cannot_attach(headers: HeadersChoice, monkeypatch: py
         cap.load()
         assert cap.attach({"socket"})["socket"].state == "attached"
         assert cap.data_path == "syscalls"
-        p = run_child("sendmsg", 18121)
+        p = run_child("sendmsg", port)
         out, _ = p.communicate(timeout=10)
         assert p.returncode == 0, out
         drain_until(cap, lambda: len([e for e in col.of(p.pid) if e.kind == D]) >= 2)
@@ -701,21 +717,23 @@ def test_raw_records_and_an_on_event_that_fails(headers: HeadersChoice) -> None:
 
 
 def test_disabled_flag_keeps_maps_but_emits_nothing(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
     cap.set_socket_enabled(False)
     try:
-        evs = finish(cap, col, run_child("sendmsg", 18119))
+        evs = finish(cap, col, run_child("sendmsg", port))
     finally:
         cap.set_socket_enabled(True)
     assert [e.kind for e in evs] == [EventKind.EXEC, EventKind.EXIT]
 
 
 def test_payload_of_16_kib(headers: HeadersChoice) -> None:
+    port = free_port()
     col = Collector()
     with BpfCapture(on_event=col, payload_bytes=16384, headers=headers, runtime_dir=RUNTIME_DIR) as cap:
         cap.load()
         assert cap.attach({"socket", "process"})["socket"].state == "attached"
-        evs = finish(cap, col, run_child("huge", 18121))
+        evs = finish(cap, col, run_child("huge", port))
     c, s = conn_fds(evs)
     (sent,) = [e for e in evs if e.kind == D and e.fd == c]
     assert (sent.size, sent.data) == (16384, bytes(range(256)) * 64)
@@ -726,12 +744,13 @@ def test_payload_of_16_kib(headers: HeadersChoice) -> None:
 def test_tail_with_other_payload_sizes(headers: HeadersChoice, payload: int, mode: str) -> None:
     """The tail is min(512, payload_bytes) bytes: the programs load, and copy it, whatever the head
     size (a scratch buffer sized for the head only was refused by the verifier below 1024)."""
+    port = free_port()
     col = Collector()
     with BpfCapture(on_event=col, payload_bytes=payload, headers=headers, runtime_dir=RUNTIME_DIR,
                     data_hooks=mode) as cap:
         cap.load()
         assert cap.attach({"socket", "process"})["socket"].state == "attached"
-        evs = finish(cap, col, run_child("big", 19540))
+        evs = finish(cap, col, run_child("big", port))
     c, _ = conn_fds(evs)
     (sent,) = [e for e in evs if e.kind == D and e.fd == c]
     body = bytes(range(256)) * 20
@@ -739,12 +758,13 @@ def test_tail_with_other_payload_sizes(headers: HeadersChoice, payload: int, mod
 
 
 def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
     with socket.socket() as ls:
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", 18114))
+        ls.bind(("127.0.0.1", port))
         ls.listen(1)
-        with socket.create_connection(("127.0.0.1", 18114)) as c:
+        with socket.create_connection(("127.0.0.1", port)) as c:
             s, _ = ls.accept()
             c.sendall(b"from the agent itself")
             s.recv(100)
@@ -756,8 +776,9 @@ def test_agent_own_process_is_excluded(capture: tuple[BpfCapture, Collector]) ->
 
 
 def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> None:
+    port = free_port()
     cap, col = capture
-    p = run_child("mute", 18115)
+    p = run_child("mute", port)
     assert p.stdout is not None
     fd1, fd2 = (int(x) for x in p.stdout.readline().split())
     cap.mute(p.pid, fd1)
@@ -772,7 +793,8 @@ def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> Non
 
 def test_seed_existing_sockets(headers: HeadersChoice) -> None:
     """A connection opened before the program was loaded is captured after seeding, not before."""
-    p = run_child("hold", 18116)
+    port = free_port()
+    p = run_child("hold", port)
     assert p.stdout is not None and p.stdin is not None
     cfd, sfd = (int(x) for x in p.stdout.readline().split())
     col = Collector()
@@ -782,9 +804,9 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         ids = cap.program_ids("socket")
         # lifecycle programs + the data path's: 12 enter/exit programs, or the *mmsg pairs' 3, the
         # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel),
-        # and the 2 HTTP/2 frame walkers the data programs tail-call
+        # and what the data programs tail-call: the 2 HTTP/2 frame walkers and the tail copy
         assert cap.data_path == "socket"
-        assert len(ids) == 28 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 29 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -797,14 +819,14 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         assert col.of(p.pid) == []
         assert cap.seed_existing_sockets() >= 2
         info = cap.socket_info(p.pid, cfd)
-        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 1, 18116)
+        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 1, port)
         say("seen")
         drain_until(cap, lambda: len(col.of(p.pid)) >= 2)
         assert [(e.fd, e.direction, e.data) for e in col.of(p.pid)] == [
             (cfd, Direction.EGRESS, b"seen\n"),
             (sfd, Direction.INGRESS, b"seen\n"),
         ]
-        assert col.of(p.pid)[0].peer_port == 18116
+        assert col.of(p.pid)[0].peer_port == port
         cap.detach("socket")
         assert cap.program_ids("socket") == []
         # detached programs are unloaded, not just unhooked (raw tracepoint links are freed after
@@ -817,7 +839,7 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         assert set(cap.program_ids("socket")) <= loaded_prog_ids()
         # closes went unseen while detached: the maps were reset and re-seeded by attach() itself
         info = cap.socket_info(p.pid, cfd)
-        assert info is not None and (info.peer_port, info.ts) == (18116, 0)  # ts 0: from /proc
+        assert info is not None and (info.peer_port, info.ts) == (port, 0)  # ts 0: from /proc
         assert cap.seed_existing_sockets() >= 2  # the count attach() got; /proc is not walked again
         say("again")
         drain_until(cap, lambda: len(col.of(p.pid)) >= 4)
@@ -987,10 +1009,11 @@ def test_accept_then_fork_child_serves(capture: tuple[BpfCapture, Collector]) ->
     """A postmaster-like server: the parent accepts and closes its copy right after fork(), then
     accepts the next connection under the very same fd number; each child still reads and writes
     its own connection, as its own pid."""
+    port = free_port()
     cap, col = capture
-    p = run_forks("acceptfork", 19400)
+    p = run_forks("acceptfork", port)
     assert p.stdout is not None and p.stdout.readline() == "ready\n"
-    clients = [socket.create_connection(("127.0.0.1", 19400)) for _ in range(2)]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     client_ports = [cl.getsockname()[1] for cl in clients]
     kids = [tuple(int(x) for x in p.stdout.readline().split()) for _ in range(2)]
     for cl, word in zip(clients, (b"one", b"two")):
@@ -1007,14 +1030,14 @@ def test_accept_then_fork_child_serves(capture: tuple[BpfCapture, Collector]) ->
         got = [(e.fd, e.direction, e.data, e.peer_addr, e.peer_port, e.local_addr, e.local_port)
                for e in socket_events(col.of(pid)) if e.kind == D]  # fmt: skip
         assert got == [
-            (fd, Direction.INGRESS, word, "127.0.0.1", peer_port, "127.0.0.1", 19400),
-            (fd, Direction.EGRESS, b"pong:" + word, "127.0.0.1", peer_port, "127.0.0.1", 19400),
+            (fd, Direction.INGRESS, word, "127.0.0.1", peer_port, "127.0.0.1", port),
+            (fd, Direction.EGRESS, b"pong:" + word, "127.0.0.1", peer_port, "127.0.0.1", port),
         ]
         assert [e.fd for e in col.of(pid) if e.kind == X][-1] == fd  # its close of the connection
     parent = socket_events(col.of(p.pid))
     assert [(e.kind, e.fd, e.peer_port, e.local_addr, e.local_port) for e in parent if e.fd == fd] == [
-        (A, fd, port1, "127.0.0.1", 19400), (X, fd, port1, "127.0.0.1", 19400),
-        (A, fd, port2, "127.0.0.1", 19400), (X, fd, port2, "127.0.0.1", 19400),
+        (A, fd, port1, "127.0.0.1", port), (X, fd, port1, "127.0.0.1", port),
+        (A, fd, port2, "127.0.0.1", port), (X, fd, port2, "127.0.0.1", port),
     ]  # fmt: skip
     assert [e for e in parent if e.kind == D] == []
     forks = [(e.pid, e.size, e.comm) for e in col.events if e.kind == EventKind.FORK and e.size == p.pid]
@@ -1026,8 +1049,9 @@ def test_child_and_daemonised_grandchild_inherit_a_client_socket(capture: tuple[
     """A connection made before fork() is followed in a child and, through a double fork whose
     middle process never touched it and has exited, in a grandchild; a file the child reads
     is not taken for a socket."""
+    port = free_port()
     cap, col = capture
-    p = run_forks("clientfork", 19401)
+    p = run_forks("clientfork", port)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 0 and out.endswith("done\n"), out
     head, tail, _ = out.split("\n", 2)
@@ -1043,7 +1067,7 @@ def test_child_and_daemonised_grandchild_inherit_a_client_socket(capture: tuple[
                 for e in socket_events(col.of(pid)) if e.kind == D]  # fmt: skip
         # a process's first event on an inherited socket names it (comm), as a new connection
         # does, although the parent's own event had named the parent's entry before the fork
-        assert sent == [(cfd, Direction.EGRESS, b"from-%d;" % pid, 19401, "127.0.0.1", cport, True)]
+        assert sent == [(cfd, Direction.EGRESS, b"from-%d;" % pid, port, "127.0.0.1", cport, True)]
     assert socket_events(col.of(mid)) == []  # it closed nothing and sent nothing
     (connect,) = [e for e in col.of(p.pid) if e.kind == C]
     assert (connect.fd, connect.local_addr, connect.local_port) == (cfd, "127.0.0.1", cport)
@@ -1053,8 +1077,9 @@ def test_child_and_daemonised_grandchild_inherit_a_client_socket(capture: tuple[
 def test_local_end_after_nonblocking_connect_and_from_bind(capture: tuple[BpfCapture, Collector]) -> None:
     """The client's ephemeral port arrives with the handshake after connect() returned
     EINPROGRESS; accept(fd, NULL, NULL) names no peer, so the local end is the listener's bind."""
+    port = free_port()
     cap, col = capture
-    p = run_forks("locals", 19402)
+    p = run_forks("locals", port)
     out, _ = p.communicate(timeout=10)
     assert p.returncode == 0 and out.endswith("done\n"), out
     cfd, sfd, cport = (int(x) for x in out.split()[:3])
@@ -1065,18 +1090,19 @@ def test_local_end_after_nonblocking_connect_and_from_bind(capture: tuple[BpfCap
     ]
     (acc,) = [e for e in evs if e.kind == A]
     # no peer named: all zero
-    want = (sfd, socket.AF_INET, "0.0.0.0", 0, "127.0.0.1", 19402)
+    want = (sfd, socket.AF_INET, "0.0.0.0", 0, "127.0.0.1", port)
     assert (acc.fd, acc.family, acc.peer_addr, acc.peer_port, acc.local_addr, acc.local_port) == want
-    assert [(e.data, e.local_port) for e in evs if e.kind == D and e.fd == sfd] == [(b"hello", 19402)]
+    assert [(e.data, e.local_port) for e in evs if e.kind == D and e.fd == sfd] == [(b"hello", port)]
 
 
 def test_dup2_to_stdin_and_stdout_is_one_stream(capture: tuple[BpfCapture, Collector]) -> None:
     """busybox httpd's child: dup2(conn, 0), close(conn), dup2(0, 1), read fd 0, write fd 1. Both
     directions are named by the accepted fd, so the tracker sees one connection."""
+    port = free_port()
     cap, col = capture
-    p = run_forks("inetd", 19403)
+    p = run_forks("inetd", port)
     assert p.stdout is not None and p.stdout.readline() == "ready\n"
-    with socket.create_connection(("127.0.0.1", 19403)) as cl:
+    with socket.create_connection(("127.0.0.1", port)) as cl:
         sfd, peer_port = (int(x) for x in p.stdout.readline().split())
         cl.sendall(b"ping")
         assert cl.recv(100) == b"pong:ping"
@@ -1086,8 +1112,8 @@ def test_dup2_to_stdin_and_stdout_is_one_stream(capture: tuple[BpfCapture, Colle
     got = [(e.kind, e.fd, e.direction, e.data, e.peer_port, e.local_port)
            for e in socket_events(col.of(kid))]  # fmt: skip
     assert [g for g in got if g[0] == D] == [
-        (D, sfd, Direction.INGRESS, b"ping", peer_port, 19403),
-        (D, sfd, Direction.EGRESS, b"pong:ping", peer_port, 19403),
+        (D, sfd, Direction.INGRESS, b"ping", peer_port, port),
+        (D, sfd, Direction.EGRESS, b"pong:ping", peer_port, port),
     ]
     # close(conn) after the first dup2 ends the original fd's entry (named sfd too); the
     # listener's close in the child settles it and reports it (fd 3 in the parent, too)
@@ -1097,15 +1123,16 @@ def test_dup2_to_stdin_and_stdout_is_one_stream(capture: tuple[BpfCapture, Colle
 def test_a_copy_made_by_fcntl_dupfd_is_followed(capture: tuple[BpfCapture, Collector]) -> None:
     """CPython's socket.dup() / os.dup() / socket.fromfd() copy with fcntl(F_DUPFD_CLOEXEC): after
     the original is closed, the copy's bytes are still captured, named by the original's fd."""
+    port = free_port()
     cap, col = capture
-    p = run_forks("fcntldup", 19405)
+    p = run_forks("fcntldup", port)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 0 and out.endswith("done\n"), out
     cfd, dfd, cport = (int(x) for x in out.split()[:3])
     assert dfd != cfd
     drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
     client = [(e.kind, e.fd, e.direction, e.data, e.local_port) for e in socket_events(col.of(p.pid))
-              if e.peer_port == 19405 and e.kind in (D, X)]  # fmt: skip
+              if e.peer_port == port and e.kind in (D, X)]  # fmt: skip
     # c.close() ends the original's entry; the copy's bytes and close are named by the original fd
     assert client == [
         (X, cfd, Direction.EGRESS, b"", cport),
@@ -1118,8 +1145,9 @@ def test_a_copy_made_by_fcntl_dupfd_is_followed(capture: tuple[BpfCapture, Colle
 def test_files_on_the_parents_socket_numbers_are_not_sockets(capture: tuple[BpfCapture, Collector]) -> None:
     """After close_range() in a forked child, and after exec (O_CLOEXEC, subprocess's close_range),
     the fd numbers the parent's sockets had are the child's files: nothing is inherited."""
+    port = free_port()
     cap, col = capture
-    p = run_forks("forkexec", 19404)
+    p = run_forks("forkexec", port)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 0 and out.endswith("done\n"), out
     kid, exec_kid = (int(x) for x in out.split()[:2])

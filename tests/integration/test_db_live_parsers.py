@@ -3,7 +3,7 @@
 No BPF here: the recording relay (tests/support/tcp_recorder.py) hands the parsers exactly what
 the peers wrote, so these tests prove the parsers against today's servers and drivers (the unit
 tests replay recordings). The capture-path versions of these scenarios live in the other
-tests/integration/test_db_*.py files. Ports 18560-18579.
+tests/integration/test_db_*.py files. Ports from tests.support.ports, servers and relays alike.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hostagent.protocols.mysql import MysqlParser
 from hostagent.protocols.postgres import PostgresParser
 from hostagent.protocols.redis import RedisParser
 from tests.support import db_servers
+from tests.support.ports import free_port
 from tests.support.tcp_recorder import Recorder
 
 pytestmark = pytest.mark.root
@@ -42,24 +43,24 @@ def _py(code: str, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[db_servers.RunningServer]:
-    with db_servers.postgres_server(18560) as server:
+    with db_servers.postgres_server(free_port()) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def maria() -> Iterator[db_servers.RunningServer]:
-    with db_servers.mariadb_server(18561) as server:
+    with db_servers.mariadb_server(free_port()) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def rds() -> Iterator[db_servers.RunningServer]:
-    with db_servers.redis_server(18562, "pw-live-123") as server:
+    with db_servers.redis_server(free_port(), "pw-live-123") as server:
         yield server
 
 
 def test_psycopg_pipeline_of_50_prepared_inserts(pg: db_servers.RunningServer) -> None:
-    rec = Recorder(18570, pg.port)
+    rec = Recorder(free_port(), pg.port)
     try:
         _py("""
 import sys, psycopg
@@ -71,7 +72,7 @@ with conn.pipeline():
         conn.execute("INSERT INTO live VALUES (%s, %s)", (i, "x"))
 conn.execute("SELECT count(*) FROM live").fetchone()
 conn.close()
-""", "18570")
+""", str(rec.listen_port))
     finally:
         rec.close()
     for side in ("client", "server"):
@@ -81,9 +82,10 @@ conn.close()
 
 
 def test_psql_error_and_multi_statement(pg: db_servers.RunningServer) -> None:
-    rec = Recorder(18571, pg.port)
+    rec = Recorder(free_port(), pg.port)
     try:
-        subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-p", "18571", "-U", "postgres", "-d", "postgres",
+        subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(rec.listen_port), "-U", "postgres",
+                        "-d", "postgres",
                         "-c", "SELECT 1; SELECT 2; SELECT * FROM no_such_table; SELECT 4"],
                        check=False, capture_output=True, timeout=60)  # fmt: skip
     finally:
@@ -96,10 +98,11 @@ def test_psql_error_and_multi_statement(pg: db_servers.RunningServer) -> None:
 
 
 def test_mariadb_client_queries_and_error(maria: db_servers.RunningServer) -> None:
-    rec = Recorder(18572, maria.port)
+    rec = Recorder(free_port(), maria.port)
     try:
-        subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", "18572", "-uroot", "--skip-ssl",
-                        "test", "-e", "CREATE TABLE IF NOT EXISTS t (a int); INSERT INTO t VALUES (1), (2); "
+        subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(rec.listen_port), "-uroot",
+                        "--skip-ssl", "test", "-e",
+                        "CREATE TABLE IF NOT EXISTS t (a int); INSERT INTO t VALUES (1), (2); "
                         "SELECT a FROM t; SELECT * FROM nope"],
                        check=False, capture_output=True, timeout=60)  # fmt: skip
     finally:
@@ -112,7 +115,7 @@ def test_mariadb_client_queries_and_error(maria: db_servers.RunningServer) -> No
 
 
 def test_redis_pipeline_auth_and_multi(rds: db_servers.RunningServer) -> None:
-    rec = Recorder(18573, rds.port)
+    rec = Recorder(free_port(), rds.port)
     try:
         _py("""
 import sys, redis
@@ -125,7 +128,7 @@ t = r.pipeline(transaction=True)
 t.incr("n"); t.get("n")
 t.execute()
 r.close()
-""", "18573")
+""", str(rec.listen_port))
     finally:
         rec.close()
     calls = _parse(rec, RedisParser())

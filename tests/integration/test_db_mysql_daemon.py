@@ -193,3 +193,43 @@ def test_call_names_the_stored_procedure(receiver: OtlpGrpcReceiver, maria: db_s
             pymysql_call,  # the prepared text is the same: its ? is a parameter marker
         ]
     assert {s.resource["process.pid"] for s in sides.client} == {pid}
+
+
+
+CALLPROC_EXIT = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database=sys.argv[2], autocommit=True)
+cur = conn.cursor()
+cur.callproc("name_then_sleep", (1,))
+assert cur.fetchall() == (("a",),)
+"""  # no nextset(), no close(): the process exits before the CALL's last OK comes
+
+PROCEDURE = """
+import sys, pymysql
+conn = pymysql.connect(unix_socket=sys.argv[1], user="root", database=sys.argv[2])
+conn.cursor().execute("CREATE OR REPLACE PROCEDURE name_then_sleep(IN i INT) "
+                      "BEGIN SELECT name FROM users WHERE id = i; DO SLEEP(1); END")
+"""
+
+
+def test_pymysql_callproc_then_the_process_exits(receiver: OtlpGrpcReceiver, maria: db_servers.RunningServer) -> None:
+    """PyMySQL's callproc() sets its arguments as user variables, then CALLs; the client takes
+    the rows and exits without nextset(), a second before the server ends the CALL with its last
+    OK (the procedure sleeps after its SELECT). The client made the CALL and got its rows: its
+    span ends with them; the server's ends with the OK it wrote a second later."""
+    run(["mariadb", "--no-defaults", f"--socket={maria.extra['socket']}", "-uroot", DB, "-e",
+         "DELETE FROM users; INSERT INTO users VALUES (1, 'a'), (2, 'b')"])  # fmt: skip
+    run_python(PROCEDURE, maria.extra["socket"], DB)  # over the Unix socket: not captured
+    pid, _ = run_python(CALLPROC_EXIT, str(PORT), DB)
+    sides = wait_sides(receiver, PORT, {maria.proc.pid}, 3, 3)
+    keys = (*KEYS, "db.stored_procedure.name", "db.response.returned_rows")
+    for spans in (sides.client, sides.server):
+        assert summary(spans, *keys) == [
+            ("SET", "SET", None, "SET NAMES utf8mb4", None, None, None),
+            ("SET", "SET", None, "SET @`_name_then_sleep_0`=?", None, None, None),
+            # the name as written (db.collection.name keeps its quotes too)
+            ("CALL `name_then_sleep`", "CALL", None, "CALL `name_then_sleep`(@`_name_then_sleep_0`)", None,
+             "`name_then_sleep`", 1),
+        ]  # fmt: skip
+    assert {s.resource["process.pid"] for s in sides.client} == {pid}
+    assert sides.server[2].end_unix_ns - sides.client[2].end_unix_ns > 900_000_000  # the SLEEP(1)

@@ -47,9 +47,9 @@ class WalkLog(ListenerMap):
 
     walked_for: list[set[int]]
 
-    def _scan_fds(self, wanted: set[int]) -> dict[int, int]:
+    def _scan_fds(self, wanted: set[int], launched: dict[int, int]) -> dict[int, int]:
         self.walked_for.append(set(wanted))
-        return super()._scan_fds(wanted)
+        return super()._scan_fds(wanted, launched)
 
     def walks_for(self, inode: int) -> int:
         return sum(inode in wanted for wanted in self.walked_for)

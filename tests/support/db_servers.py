@@ -7,7 +7,7 @@ root with their own temp directories. ``stop()`` ends only the process that ``st
 
 Usage (pytest)::
 
-    with postgres_server(18501) as pg:
+    with postgres_server(free_port()) as pg:  # tests.support.ports
         psycopg.connect(pg.dsn)
 """
 

@@ -5,7 +5,7 @@ Records (``--local=/test/`` makes every other name under .test NXDOMAIN, never f
     dual.test    A 127.0.0.6, AAAA ::6
     v4only.test  A 127.0.0.7 (--host-record: AAAA is NOERROR with no answers)
     names outside .test: no upstream to ask
-Ports (helper F's range): 18620 for tests, 18621 for recording fixtures.
+Tests and the fixture recording give it a port from tests.support.ports.
 
 Record tests/fixtures/dns/*.json from the repository root:
     .venv/bin/python -m tests.support.dns_server tests/fixtures/dns
@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from tests.support.ports import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
@@ -162,4 +164,4 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 if __name__ == "__main__":
-    record(Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/dns"), 18621)
+    record(Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/dns"), free_port())

@@ -4,7 +4,8 @@ Run as root from the repository root:  .venv/bin/python -m tests.support.record_
 It starts PostgreSQL 15, MariaDB and Redis 7 (tests.support.db_servers), puts a recording
 relay (tests.support.tcp_recorder) in front of each, drives real clients through it and writes
 tests/fixtures/db/<name>.json. Each scenario uses one client connection and says in its note
-what was sent, which is what the unit tests assert against. Ports 18500-18599.
+what was sent, which is what the unit tests assert against. Servers and relays listen on ports
+from tests.support.ports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.support import db_servers
+from tests.support.ports import free_port
 from tests.support.tcp_recorder import HOST, Recorder
 
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "db"
@@ -24,7 +26,8 @@ PY = sys.executable
 
 
 @contextlib.contextmanager
-def recording(name: str, note: str, server_port: int, listen_port: int) -> Iterator[int]:
+def recording(name: str, note: str, server_port: int) -> Iterator[int]:
+    listen_port = free_port()
     rec = Recorder(listen_port, server_port)
     try:
         yield listen_port
@@ -69,8 +72,8 @@ def record_postgres(server_port: int) -> None:
         ("pg_psycopg_pipeline", "psycopg pipeline: 3 executes (SELECT, INSERT, SELECT) then error",
          lambda p: run_py(PSYCOPG_PIPELINE, p)),
     ]
-    for i, (name, note, fn) in enumerate(scen):
-        with recording(name, note, server_port, 18530 + i) as port:
+    for name, note, fn in scen:
+        with recording(name, note, server_port) as port:
             fn(port)
 
 
@@ -156,6 +159,26 @@ conn.close()
 """
 
 
+# PyMySQL's callproc(): the arguments as user variables, then CALL; the rows taken, no nextset(),
+# then the process exits (the unit tests leave out the CALL's last OK, as when it came too late).
+PYMYSQL_CALLPROC = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test", autocommit=True)
+cur = conn.cursor()
+cur.callproc("name_of", (1,))
+assert cur.fetchall() == (("a",),)
+"""
+
+
+def record_mariadb_callproc(server_port: int) -> None:
+    mysql_cli(server_port, "CREATE TABLE users (id int primary key, name varchar(20)); "
+                           "INSERT INTO users VALUES (1, 'a'), (2, 'b'); "
+                           "CREATE PROCEDURE name_of(IN i INT) SELECT name FROM users WHERE id = i")
+    note = "PyMySQL callproc('name_of', (1,)), fetchall, then the process exits (no nextset, no close)"
+    with recording("my_pymysql_callproc", note, server_port) as port:
+        run_py(PYMYSQL_CALLPROC, port)
+
+
 def record_mariadb(server_port: int) -> None:
     mysql_cli(server_port, "CREATE TABLE people (id int primary key, name varchar(40));"
                            "INSERT INTO people VALUES (1, 'ann'), (2, 'ben')")
@@ -171,8 +194,8 @@ def record_mariadb(server_port: int) -> None:
         ("my_connector_prepared", "mysql-connector prepared=True: 2x SELECT ?, UPDATE ?, failing prepare",
          lambda p: run_py(CONNECTOR_PREPARED, p)),
     ]
-    for i, (name, note, fn) in enumerate(scen):
-        with recording(name, note, server_port, 18540 + i) as port:
+    for name, note, fn in scen:
+        with recording(name, note, server_port) as port:
             fn(port)
 
 
@@ -296,17 +319,42 @@ s.close()
 """
 
 
-def record_redis_more(server_port: int, listen_port: int = 18558) -> None:
+def record_redis_more(server_port: int) -> None:
     note = ("raw socket, one command at a time: ACL WHOAMI, JSON.GET doc $, GEORADIUS_RO g 0 0 1 km, "
             "FT.SEARCH idx it's (plain Redis 7: unknown command errors for the two module commands), "
             "SET after v, GET after")
-    with recording("redis_first_commands", note, server_port, listen_port) as port:
+    with recording("redis_first_commands", note, server_port) as port:
         run_py(RAW_FIRST, port)
     note = ("raw socket, one command at a time, each an error quoting what was sent: GET (no key), "
             "CONFIG it's, NOSUCHCMD it's s3cret, ACL SETUSER u it's, SET k v EX it's, SUBSCRIBE ch, "
             "then SET k it's in subscribed mode")
-    with recording("redis_errors", note, server_port, listen_port + 1) as port:
+    with recording("redis_errors", note, server_port) as port:
         run_py(RAW_ERRORS, port)
+
+
+# A reply bigger than one read, then small commands: what a connection looks like around a 4 MB
+# GET (the unit tests cut the reply into reads, as a client's recv() does).
+RAW_BIG_REPLY = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def cmd(*a):
+    s.sendall(b"*%d\\r\\n" % len(a) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(x), x) for x in a))
+def reply(size):
+    got = b""
+    while len(got) < size:
+        got += s.recv(65536)
+cmd(b"SET", b"big", b"x" * 20000); reply(5)
+cmd(b"GET", b"big"); reply(len(b"$20000\\r\\n") + 20000 + 2)
+for n in (1, 2, 3):
+    cmd(b"INCR", b"after"); reply(4)
+s.close()
+"""
+
+
+def record_redis_big_reply(server_port: int) -> None:
+    note = "raw socket, one command at a time: SET big <20000 x>, GET big, INCR after (3 times)"
+    with recording("redis_big_reply", note, server_port) as port:
+        run_py(RAW_BIG_REPLY, port)
 
 
 def record_redis(server_port: int, auth_port: int) -> None:
@@ -333,8 +381,8 @@ def record_redis(server_port: int, auth_port: int) -> None:
         ("redis_py_pubsub", "redis-py pubsub: SUBSCRIBE ch1 ch2, 2 messages, PING, UNSUBSCRIBE",
          server_port, lambda p: run_py(REDIS_PUBSUB, p, str(server_port))),
     ]
-    for i, (name, note, sport, fn) in enumerate(scen):
-        with recording(name, note, sport, 18550 + i) as port:
+    for name, note, sport, fn in scen:
+        with recording(name, note, sport) as port:
             fn(port)
 
 
@@ -372,7 +420,7 @@ conn.close()
 """
 
 
-def record_zero_rows(pg_port: int, my_port: int, listen_port: int = 18560) -> None:
+def record_zero_rows(pg_port: int, my_port: int) -> None:
     psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
     mysql_cli(my_port, "CREATE TABLE people (id int primary key, name varchar(40)); INSERT INTO people VALUES (1, 'a')")
     scen: list[tuple[str, str, int, Callable[[int], None]]] = [
@@ -385,12 +433,12 @@ def record_zero_rows(pg_port: int, my_port: int, listen_port: int = 18560) -> No
                                    "SELECT WHERE id = ? (one row)",
          my_port, lambda p: run_py(CONNECTOR_ZERO_ROWS, p)),
     ]
-    for i, (name, note, server_port, fn) in enumerate(scen):
-        with recording(name, note, server_port, listen_port + i) as port:
+    for name, note, server_port, fn in scen:
+        with recording(name, note, server_port) as port:
             fn(port)
 
 
-def record_lowercase(pg_port: int, my_port: int, redis_port: int, listen_port: int = 18570) -> None:
+def record_lowercase(pg_port: int, my_port: int, redis_port: int) -> None:
     """Statements and commands typed in lower case: db.operation.name is the keyword as the server
     knows it (upper case) whatever the case it was sent in."""
     psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
@@ -405,7 +453,7 @@ def record_lowercase(pg_port: int, my_port: int, redis_port: int, listen_port: i
     ]
     ports = (pg_port, my_port, redis_port)
     for i, (name, note, fn) in enumerate(scen):
-        with recording(name, note, ports[i], listen_port + i) as port:
+        with recording(name, note, ports[i]) as port:
             fn(port)
 
 
@@ -466,7 +514,7 @@ conn.close()
 """
 
 
-def record_copy_call(pg_port: int, my_port: int, listen_port: int = 18580) -> None:
+def record_copy_call(pg_port: int, my_port: int) -> None:
     psql(pg_port, "-c", "CREATE TABLE users (id int primary key, name text); INSERT INTO users VALUES (1, 'a')")
     psql(pg_port, "-c", "CREATE PROCEDURE add_one(INOUT x int) LANGUAGE plpgsql AS $$ BEGIN x := x + 1; END $$")
     psql(pg_port, "-c", "CREATE PROCEDURE touch() LANGUAGE plpgsql AS $$ BEGIN NULL; END $$")
@@ -486,43 +534,50 @@ def record_copy_call(pg_port: int, my_port: int, listen_port: int = 18580) -> No
                               "3 rows, then the CALL's OK)",
          my_port, lambda p: run_py(CONNECTOR_CALL, p)),
     ]
-    for i, (name, note, server_port, fn) in enumerate(scen):
-        with recording(name, note, server_port, listen_port + i) as port:
+    for name, note, server_port, fn in scen:
+        with recording(name, note, server_port) as port:
             fn(port)
 
 
-def record_copy_error(pg_port: int, listen_port: int = 18590) -> None:
+def record_copy_error(pg_port: int) -> None:
     note = "psql -c: COPY (SELECT 10 / (3 - i) FROM generate_series(1, 5) i) TO STDOUT: 2 rows out, then 22012"
-    with recording("pg_psql_copy_error", note, pg_port, listen_port) as port:
+    with recording("pg_psql_copy_error", note, pg_port) as port:
         psql(port, "-c", "COPY (SELECT 10 / (3 - i) FROM generate_series(1, 5) i) TO STDOUT", check=False)
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"pg", "my", "redis", "redis_more", "zero_rows", "lowercase", "copy_call"}
+    which = set(sys.argv[1:]) or {"pg", "my", "my_callproc", "redis", "redis_more", "redis_big", "zero_rows",
+                                  "lowercase", "copy_call"}
     if "pg" in which:
-        with db_servers.postgres_server(18500) as pg:
+        with db_servers.postgres_server(free_port()) as pg:
             record_postgres(pg.port)
     if "my" in which:
-        with db_servers.mariadb_server(18510) as my:
+        with db_servers.mariadb_server(free_port()) as my:
             record_mariadb(my.port)
+    if "my_callproc" in which:
+        with db_servers.mariadb_server(free_port()) as my:
+            record_mariadb_callproc(my.port)
     if "redis" in which:
-        with db_servers.redis_server(18520, extra_args=("--enable-debug-command", "yes")) as rd, \
-                db_servers.redis_server(18522, "s3cr3t-Pa55") as ra:
+        with db_servers.redis_server(free_port(), extra_args=("--enable-debug-command", "yes")) as rd, \
+                db_servers.redis_server(free_port(), "s3cr3t-Pa55") as ra:
             record_redis(rd.port, ra.port)
     if "zero_rows" in which:
-        with db_servers.postgres_server(18504) as pg, db_servers.mariadb_server(18514) as my:
+        with db_servers.postgres_server(free_port()) as pg, db_servers.mariadb_server(free_port()) as my:
             record_zero_rows(pg.port, my.port)
     if "lowercase" in which:
-        with db_servers.postgres_server(18505) as pg, db_servers.mariadb_server(18515) as my, \
-                db_servers.redis_server(18525) as rd:
+        with db_servers.postgres_server(free_port()) as pg, db_servers.mariadb_server(free_port()) as my, \
+                db_servers.redis_server(free_port()) as rd:
             record_lowercase(pg.port, my.port, rd.port)
     if "copy_call" in which:
-        with db_servers.postgres_server(18506) as pg, db_servers.mariadb_server(18516) as my:
+        with db_servers.postgres_server(free_port()) as pg, db_servers.mariadb_server(free_port()) as my:
             record_copy_call(pg.port, my.port)
             record_copy_error(pg.port)
     if "redis_more" in which:
-        with db_servers.redis_server(18524) as rm:
+        with db_servers.redis_server(free_port()) as rm:
             record_redis_more(rm.port)
+    if "redis_big" in which:
+        with db_servers.redis_server(free_port()) as rb:
+            record_redis_big_reply(rb.port)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,52 @@ def test_a_connection_after_the_change_uses_it(before: bool, after: bool, expect
     # 1 ms of event time later: well inside the period in which the tracker would not re-read
     second = [c for e in postgres_session(11, t0 + MS) for c in tracker.handle(e)]
     assert texts(second)[:1] == [expected]
+
+
+def set_raw_sql(holder: SettingsHolder, on: bool) -> None:
+    holder.update(lambda s: replace(s, capture=replace(s.capture, raw_sql=on)))
+
+
+def events(fixture: str, fd: int, t0: int, picks: list[int]) -> list[CaptureEvent]:
+    """Segments ``picks`` of a recording as one connection's events (the client's side), 10 us apart."""
+    recorded = chunks(fixture)
+    return [
+        CaptureEvent(
+            kind=EventKind.DATA, ts_ns=t0 + i * 10_000, pid=PID, tid=PID, fd=fd, cgroup_id=1,
+            direction=Direction.EGRESS if recorded[n][0] == "c" else Direction.INGRESS, data=recorded[n][1],
+            size=len(recorded[n][1]), sock_type=socket.SOCK_STREAM, family=socket.AF_INET,
+        )
+        for i, n in enumerate(picks)
+    ]
+
+
+# (recording, its opening up to a first statement, a statement + answer to repeat, what the
+# statement's span shows sanitised and raw: db.query.text or, for an error, the status message)
+OPEN_CONNECTIONS = [
+    ("pg_psql_simple", [0, 1, 2, 3], [4, 5], SANITISED, RAW),
+    ("my_pymysql", [0, 1, 2], [9, 10], "INSERT INTO people (id, name) VALUES (?, ?)",
+     "INSERT INTO people (id, name) VALUES (20, 'o\\'hara')"),
+    ("my_pymysql", [0, 1, 2], [11, 12], "Table '?' doesn't exist", "Table 'test.missing_table' doesn't exist"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fixture", "opening", "statement", "sanitised", "raw"), OPEN_CONNECTIONS)
+@pytest.mark.parametrize("first", [False, True])
+def test_an_open_connection_follows_each_change(
+    fixture: str, opening: list[int], statement: list[int], sanitised: str, raw: str, first: bool
+) -> None:
+    """A pooled connection opened before the change: its next statement follows it, both ways, the
+    same text too (what the parser memoised under the old value is not reused)."""
+    holder = SettingsHolder(RuntimeSettings(probes=frozenset({"postgres", "mysql"}),
+                                            capture=CaptureSettings(raw_sql=first)))  # fmt: skip
+    tracker = connection_tracker(holder, nothing, nothing)
+    t0 = 5 * SPECS_REFRESH_NS
+    seen = []
+    for step, raw_sql in enumerate([first, not first, first]):
+        if step:
+            set_raw_sql(holder, raw_sql)
+        picks = opening + statement if step == 0 else statement
+        calls = [c for e in events(fixture, 10, t0 + step * MS, picks) for c in tracker.handle(e)]
+        seen.append([c.status_message or c.attributes["db.query.text"] for c in calls])
+    want = [raw if on else sanitised for on in (first, not first, first)]
+    assert seen == [[w] for w in want]

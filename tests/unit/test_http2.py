@@ -621,3 +621,47 @@ def test_frames_found_at_the_end_of_a_big_write_keep_the_table() -> None:
     assert all("hostagent.http2.headers_incomplete" not in c.attributes for c in calls)
     assert "hostagent.http2.end_unseen" not in calls[0].attributes
     assert p.stats.extra == {"frames_skipped": 1}
+
+
+def _post(sid: int) -> bytes:
+    block = hpack.Encoder().encode([(":method", "POST"), (":path", "/b"), (":scheme", "http"), (":authority", "h")])
+    return frame(HEADERS, 0x4, sid, block)
+
+
+def _answer(p: Http2Parser, sid: int) -> Call:
+    resp = frame(HEADERS, 0x5, sid, hpack.Encoder().encode([(":status", "200")]))
+    (call,) = p.feed(seg(Direction.INGRESS, frame(SETTINGS, 0, 0, b"") + resp, 9))
+    return call
+
+
+@pytest.mark.parametrize(
+    ("first_captured", "body", "size"),
+    [
+        # (bytes of the first DATA frame's 5000-byte payload the capture holds, body, size)
+        (5000, b"a" * 5000 + b"b" * 100, 5100),  # all captured: both frames' bytes, in order
+        (4087, b"a" * 4087, 5100),  # cut (a call past the kernel's copy): the prefix, not b"b"s after the gap
+        (0, b"", 5100),  # nothing of it: nothing, though the next frame was captured
+    ],
+)
+def test_a_body_stops_where_the_capture_cut_a_data_frame(first_captured: int, body: bytes, size: int) -> None:
+    """The body is the bytes that moved, from the first, up to the first DATA payload the capture
+    did not hold whole: a later frame's bytes are never joined on across the gap."""
+    p = Http2Parser(body_limit=8192)
+    p.feed(seg(Direction.EGRESS, PREFACE + frame(SETTINGS, 0, 0, b"") + _post(1), 1))
+    first = frame(DATA, 0, 1, b"a" * 5000)
+    p.feed(Segment(Direction.EGRESS, first[: 9 + first_captured], len(first), 2))
+    p.feed(seg(Direction.EGRESS, frame(DATA, 0x1, 1, b"b" * 100), 3))
+    call = _answer(p, 1)
+    assert (call.request_body, call.request_size) == (body, size)
+
+
+def test_a_body_stops_where_frames_went_by_unseen() -> None:
+    """Calls lost in the kernel between two DATA frames: the size is unknowable (0) and the body
+    keeps only what came before the loss."""
+    p = Http2Parser(body_limit=8192)
+    p.feed(seg(Direction.EGRESS, PREFACE + frame(SETTINGS, 0, 0, b"") + _post(1) + frame(DATA, 0, 1, b"a" * 10), 1))
+    p.lost()
+    p.feed(seg(Direction.EGRESS, frame(DATA, 0x1, 1, b"c" * 10), 3))
+    call = _answer(p, 1)
+    assert (call.request_body, call.request_size) == (b"a" * 10, 0)
+

@@ -19,6 +19,7 @@ from hostagent.identity.naming import parse_service_rules
 from hostagent.identity.procfs import ProcFS, parse_environ, parse_stat
 from hostagent.identity.resource import INSTANCE_NAMESPACE, HostInfo
 from hostagent.identity.service import ServiceCache
+from hostagent.model import Call, Connection, Role
 from tests.support.docker_engine import ReplayDockerClient
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
@@ -158,6 +159,22 @@ def test_short_lived_process_named_at_exec(tree: Path) -> None:
     shutil.rmtree(tree / "proc" / "112")  # exits before its first call reaches identity
     cache.on_exit(112)
     assert cache.service_for(112).name == "http.server"
+
+
+def test_resource_of_a_call_is_its_process_never_the_agent(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every span's Resource (SpanBuilder's resource_for): the calling process's, built once; the
+    agent's own OTEL_* environment never leaks into it."""
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "the-agent")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=agent")
+    cache, _ = make_cache(tree)
+    nginx = Call(protocol="http", role=Role.SERVER, start_ns=0, end_ns=1, name="GET",
+                 conn=Connection(pid=100, tid=100, fd=3, comm="nginx"))  # fmt: skip
+    resource = cache.resource_of(nginx)
+    assert resource is cache.resource_for(100) and hash(resource) == hash(Resource(dict(resource.attributes)))
+    assert dict(resource.attributes) == cache.service_for(100).attributes_dict()
+    assert (resource.attributes["service.name"], "deployment.environment" in resource.attributes) == ("nginx", False)
+    no_process = Call(protocol="dns", role=Role.CLIENT, start_ns=0, end_ns=1, name="x")
+    assert cache.resource_of(no_process).attributes["service.name"] == "unknown_service"
 
 
 def test_unknown_process_uses_comm(tree: Path) -> None:

@@ -191,6 +191,36 @@ def test_linked_spans_are_not_kept_alive_for_the_rest_of_their_hold() -> None:
     assert lk.counters["hold_expired"] == 1 and lk.held == 0
 
 
+@pytest.mark.parametrize("server_first", [True, False])
+def test_emitted_spans_of_closed_connections_are_let_go(server_first: bool) -> None:
+    """A new connection per request (wrk -> Flask under gunicorn): each client call stays in its
+    connection's recent calls after it was linked and emitted, since a server call may still come
+    for it. What stays must be its ids and times, not its span and call: before, the 4,096
+    connections' tables kept every emitted client span alive (and the garbage collector walked them
+    at every collection). A later server call of a connection still links, under the emitted client."""
+    import gc
+    import weakref
+
+    emitted: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
+    out: list[tuple[int, int, int]] = []
+    lk = LocalLinker(lambda c, s: (emitted.add(s), out.append(ids(s))), clock=Clock())
+    n = 1000
+    for i in range(n):
+        server = on_conn(Role.SERVER, 200, 201, 1 + i, 2 + i, 50000 + i)
+        client = on_conn(Role.CLIENT, 400, 401, 0.9 + i, 2.1 + i, 50000 + i)
+        for call in (server, client) if server_first else (client, server):
+            offer(lk, call)
+    assert lk.counters["peer_links"] == n and lk.held == 0 and len(out) == 2 * n
+    gc.collect()
+    assert len(emitted) == 0
+    # the last connection's client, emitted and let go, still parents a late server call of its own
+    client_ids = out[-2]  # a parent leaves before its child, whichever came first
+    assert client_ids[2] == 0
+    late = offer(lk, on_conn(Role.SERVER, 200, 201, 1 + (n - 1) + 0.1, 2 + (n - 1) - 0.1, 50000 + n - 1))
+    assert lk.counters["peer_links"] == n + 1
+    assert (ids(late)[0], ids(late)[2]) == (client_ids[0], client_ids[1])
+
+
 def test_receiver_traffic_is_dropped() -> None:
     lk, out, _ = linker(ignore_peers=[("127.0.0.1", 14318)])
     offer(lk, http(Role.CLIENT, 400, 400, 0, 5, 14318))

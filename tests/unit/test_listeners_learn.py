@@ -222,4 +222,4 @@ def test_a_gone_listener_is_learnt_from_the_child_it_forked(tree: Path, events: 
     assert pipe.dropped == {}
     assert {k: attrs[k] for k in NGINX_PEER if k in attrs} == (NGINX_PEER if named else {})
     assert listeners.snapshot() == ({("127.0.0.1", 22408): NGINX} if named else {})
-    assert pipe._orphan_listens == {}
+    assert pipe.listens is not None and pipe.listens._orphans == {}

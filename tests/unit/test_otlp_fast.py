@@ -6,6 +6,8 @@ field the hand encoder got wrong (tag, wire type, varint, grouping) fails here.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,9 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 
 from hostagent.export.otlp_fast import OtlpTraceEncoder, _varint
+from hostagent.identity.procfs import ProcFS
+from hostagent.identity.resource import HostInfo
+from hostagent.identity.service import ServiceCache
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.traces.spans import SpanBuilder
 
@@ -91,12 +96,16 @@ def test_one_key_with_values_of_several_types(values: tuple) -> None:
 
 
 def test_spans_from_the_span_builder() -> None:
-    conn = Connection(pid=1, tid=1, fd=3, peer=Endpoint("127.0.0.1", 40000), transport="tcp", comm="nginx")
+    # pid 100 of the fixture host tree is nginx.service
+    conn = Connection(pid=100, tid=100, fd=3, peer=Endpoint("127.0.0.1", 40000), transport="tcp", comm="nginx")
     call = Call(protocol="http", role=Role.SERVER, start_ns=10, end_ns=20, name="GET /x",
                 attributes={"http.request.method": "GET", "url.path": "/x", "http.response.status_code": 404},
                 error_type="404", traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                 conn=conn)
-    builder = SpanBuilder()  # one Resource object per process, as in the agent
+    host = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
+    tree = Path(__file__).resolve().parents[1] / "fixtures" / "proc" / "host"
+    cache = ServiceCache(ProcFS(str(tree)), host_info=host)
+    builder = SpanBuilder(resource_for=cache.resource_of)  # one Resource object per process, as in the agent
     same([builder.build(call), builder.build(Call(protocol="http", role=Role.CLIENT, start_ns=1, end_ns=2,
                                                   name="GET", conn=conn))])
 

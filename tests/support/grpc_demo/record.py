@@ -14,7 +14,7 @@
 - grpc_big.json: a Unary call of 20 KB each way, then a small one (run_big_then_small).
 - curl_nginx.json: curl --http2-prior-knowledge against nginx (h2c, `listen ... http2`), three
   requests (one connection each: curl 7.88 cannot reuse a prior-knowledge connection).
-Ports (helper F's range): grpc 18600, relay 18601; nginx 18610, relay 18611.
+Ports: from tests.support.ports (the server, nginx and each relay).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from tests.support.grpc_demo.service import (
     stub_for,
 )
 from tests.support.h2_recorder import Recorder
+from tests.support.ports import free_port
 
-GRPC_PORT, GRPC_RELAY = 18600, 18601
-NGINX_PORT, NGINX_RELAY = 18610, 18611
+GRPC_PORT, GRPC_RELAY = free_port(), free_port()
+NGINX_PORT, NGINX_RELAY = free_port(), free_port()
 
 NGINX_CONF = """
 daemon off;

@@ -1,0 +1,106 @@
+"""What the kernel's process and LISTEN events teach the listener table (``ListenerMap``).
+
+A LISTEN event names the process that moved a socket to LISTEN; ``ListenerMap.learn`` serves it
+from the next lookup on, and its Service is read at once so that a peer lookup only peeks the
+cache. Two launchers make that process the wrong one to name, and are followed here:
+
+- A daemonising launcher (nginx as systemd's Type=forking starts it: daemon and master process
+  on) listens, forks and exits: its LISTEN event's pid is gone when the ring is read (every
+  50 ms), so ``learn`` refuses it and the first calls to the new server had no peer. Its ends are
+  kept (bounded) for the child of its next FORK event, which holds the sockets now; a child gone
+  too passes them on (double fork). Its EXIT drops them.
+- A socket-activating launcher (systemd as PID 1, inetd) listens and keeps the socket; the
+  service it starts later inherits it and accepts on it. Its LISTEN event names the launcher, and
+  the first calls' peer was "systemd". The first accept by a process of another service than the
+  listener's names that process (``ListenerMap.serve``): its ACCEPT event comes before any reply
+  its client can read, so the client's first span names the server. A pre-fork server's workers
+  are the master's service: the master stays named. Each (endpoint, pid) is judged once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.resource import Service
+from hostagent.model import CaptureEvent, EventKind
+
+# Bounds the listeners kept for a gone process's child: processes (their EXIT events clear them),
+# and ends per process (a server listens on a few).
+MAX_ORPHAN_LISTENERS = 64
+MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
+
+_ACCEPT, _EXIT, _FORK, _LISTEN = EventKind.ACCEPT, EventKind.EXIT, EventKind.FORK, EventKind.LISTEN
+
+
+class Services(Protocol):
+    def service_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Service: ...
+
+
+class ListenEvents:
+    """Feeds ``listeners`` from the pipeline's non-data events (``on_event``, poll thread only)."""
+
+    def __init__(self, listeners: ListenerMap, services: Services) -> None:
+        self.listeners = listeners
+        self.services = services  # ServiceCache: the listener's Service, read once at its event
+        # pid gone before its LISTEN events were handled -> their (address, port): see _passed_on
+        self._orphans: dict[int, list[tuple[str, int]]] = {}
+        # accepting pid -> the endpoints whose listener's service it was compared with
+        self._judged: dict[int, set[tuple[str, int]]] = {}
+
+    def on_event(self, event: CaptureEvent) -> None:
+        kind = event.kind
+        if kind == _ACCEPT:
+            if event.local_port:
+                self._accepted(event)
+        elif kind == _LISTEN:
+            # A server started listening: its first client call (handled after this event, queued
+            # before the connection could exist) names it as the peer.
+            self._learn(event.pid, (event.local_addr, event.local_port), event)
+        elif kind == _FORK:
+            if self._orphans:
+                self._passed_on(event.size, event)  # size carries the parent's tgid
+        elif kind == _EXIT:
+            self._orphans.pop(event.pid, None)
+            self._judged.pop(event.pid, None)
+            self.listeners.holder_exited(event.pid)
+
+    def _learn(self, pid: int, end: tuple[str, int], event: CaptureEvent) -> None:
+        """``pid`` listens on ``end``: learnt with its Service, or, when ``pid`` is already gone,
+        kept for the child it forked before going, which holds the socket now."""
+        listeners = self.listeners
+        if listeners.learn(end[0], end[1], pid):
+            self.services.service_for(pid, event.comm, event.cgroup_id)
+        elif not listeners.procfs.net_namespace(pid):  # gone (another namespace's process is not)
+            ends = self._orphans.get(pid)
+            if ends is None and len(self._orphans) < MAX_ORPHAN_LISTENERS:
+                ends = self._orphans[pid] = []
+            if ends is not None and len(ends) < MAX_ORPHAN_LISTENERS:
+                ends.append(end)
+
+    def _passed_on(self, parent: int, event: CaptureEvent) -> None:
+        """A FORK of ``parent``, which listened and was gone when its LISTEN events were handled:
+        the child has the sockets."""
+        ends = self._orphans.pop(parent, None)
+        for end in ends or ():
+            self._learn(event.pid, end, event)
+
+    def _accepted(self, event: CaptureEvent) -> None:
+        """``event.pid`` accepted a connection on its local end: when the table names another
+        process of another service for that listener, the accepting one serves it."""
+        found = self.listeners.holder(event.local_addr, event.local_port)
+        if found is None or found[1] == event.pid:
+            return
+        key, holder = found
+        pid = event.pid
+        judged = self._judged.get(pid)
+        if judged is not None and key in judged:
+            return
+        if judged is None:
+            if len(self._judged) >= MAX_JUDGED:
+                self._judged.clear()
+            judged = self._judged[pid] = set()
+        judged.add(key)
+        server = self.services.service_for(pid, event.comm, event.cgroup_id)
+        if server.name != self.services.service_for(holder).name:
+            self.listeners.serve(key, pid, holder)
