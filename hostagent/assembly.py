@@ -78,6 +78,10 @@ class Capture:
         size = self.bpf.ring_bytes
         self.bpf.on_backlog = lambda unread: watch(unread / size)
 
+    def ring_positions(self) -> Optional[tuple[int, int]]:
+        """(producer, consumer) positions of the ring, None when there is none (hostagent.starvation)."""
+        return self.bpf.ring_positions()
+
     def records_read(self) -> int:
         """Records taken from the ring so far."""
         return int(self.bpf.events_seen)
@@ -125,6 +129,10 @@ class QueueSink:
             counters = self.layering.counters()
             out.update({k: v for k, v in counters.items() if k in _LAYERING_DROPS})
         return out
+
+    def overdue_s(self, now: float) -> float:
+        """How long the primary queue's spans have waited past their export (hostagent.starvation)."""
+        return self.queue.overdue_s(now)
 
     def shutdown(self, timeout_s: float) -> bool:
         if self.layering is not None:

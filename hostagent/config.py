@@ -38,6 +38,7 @@ class AgentConfig:
     nice: int = 10  # hostagent.priority: under CPU contention the traced applications come first
     cpu_policy: str = "idle"  # hostagent.priority: idle (SCHED_IDLE) | normal (SCHED_OTHER at nice)
     overload_duty: float = 0.2  # hostagent.overload: share of the time it works while hopelessly behind
+    starved_after_ms: int = 1000  # hostagent.starvation: work waiting this long raises the idle agent; 0 off
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def _agent(r: _Reader) -> AgentConfig:
         nice=r.integer("nice", AgentConfig.nice, -20, 19),
         cpu_policy=r.string("cpu_policy", AgentConfig.cpu_policy, ("idle", "normal")),
         overload_duty=r.number("overload_duty", AgentConfig.overload_duty, 0.05, 1.0) or AgentConfig.overload_duty,
+        starved_after_ms=r.integer("starved_after_ms", AgentConfig.starved_after_ms, 0, 60000),
     )
 
 

@@ -94,6 +94,8 @@ class Agent:
         self.probes_applied: Optional[frozenset[str]] = None
         self.exporter_endpoint = ""
         self.compiling: Any = None  # hostagent.kernel.background.BackgroundCompile, once started
+        self.starvation: Any = None  # hostagent.starvation.StarvationWatch, once READY
+        self._ring_age: Any = None  # hostagent.starvation.RingAge, the watch's samples
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -136,6 +138,7 @@ class Agent:
         # After the compile (READY is not delayed on a busy host); threads started later inherit it.
         self._apply_priority(self.config.agent)
         self.capture.watch_backlog(self._drain_progress)
+        self._start_starvation_watch()
         interval = watchdog_interval_s()
         if interval:
             self.watchdog = Watchdog(self.notifier, interval, self.alive)
@@ -267,9 +270,34 @@ class Agent:
         from hostagent.priority import IdleGuard, set_priority
 
         log.info("cpu priority: %s", set_priority(agent.nice, agent.cpu_policy))
-        self.idle_guard = IdleGuard(agent.nice) if agent.cpu_policy == "idle" else None
+        self.idle_guard = (IdleGuard(agent.nice, starved_after_s=agent.starved_after_ms / 1000)
+                           if agent.cpu_policy == "idle" else None)
         duty = agent.overload_duty
         self.backoff = OverloadBackoff(duty, time.monotonic()) if duty < 1.0 else None
+
+    def _start_starvation_watch(self) -> None:
+        """The idle policy's second floor (hostagent.starvation): running whatever the policy, since
+        a reload may change it; at cpu_policy normal it only reads the clock."""
+        from hostagent.starvation import RingAge, StarvationWatch
+
+        self._ring_age = RingAge()
+        self.starvation = StarvationWatch(self.longest_wait, self._starved)
+        self.starvation.start()
+
+    def longest_wait(self) -> tuple[str, float]:
+        """What has waited longest for the agent's threads, and for how long (hostagent.starvation)."""
+        now = time.monotonic()
+        waits = [("the poll loop", now - self.heartbeat)]
+        positions = self.capture.ring_positions() if self.capture is not None else None
+        if positions is not None and self._ring_age is not None:
+            waits.append(("the oldest unread event", self._ring_age.sample(now, *positions)))
+        if self.queue is not None:
+            waits.append(("spans due for export", self.queue.overdue_s(now)))
+        return max(waits, key=lambda w: w[1])
+
+    def _starved(self, what: str, waited_s: float) -> Optional[str]:
+        guard = self.idle_guard
+        return guard.starved(what, waited_s) if guard is not None else None
 
     def _pace(self, backoff: Any, now: float, burst_s: float) -> None:
         """Hopeless overload (hostagent.overload): once a second the kernel's ring-full drops
@@ -317,7 +345,8 @@ class Agent:
             self.notifier.ready(self.status_line())
             return False, str(exc)
         a, b = config.agent, self.config.agent
-        if (a.nice, a.cpu_policy, a.overload_duty) != (b.nice, b.cpu_policy, b.overload_duty):
+        if (a.nice, a.cpu_policy, a.overload_duty, a.starved_after_ms) != (
+                b.nice, b.cpu_policy, b.overload_duty, b.starved_after_ms):
             self._apply_priority(config.agent)
         self.config = config
         if self.pipeline is not None:
@@ -369,6 +398,8 @@ class Agent:
             left_s = METRICS_FLUSH_MIN_S if refused else max(
                 METRICS_FLUSH_MIN_S, STOP_BUDGET_S - (time.monotonic() - started))
             self.metrics.provider.shutdown(timeout_millis=left_s * 1000)  # exports the last RED points
+        if self.starvation is not None:  # it watched the stop too: a starved one is raised
+            self.starvation.stop()
         drops = self.drops()
         lost = {k: v for k, v in drops.items() if not k.startswith("capture_")}
         partial = {k: v for k, v in drops.items() if k.startswith("capture_")}

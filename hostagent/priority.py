@@ -11,16 +11,27 @@ an agent at nice 0, a sixth at nice 10). Once the agent is READY every thread ge
   (side runs here, alternated: Flask under gunicorn 4,668 req/s against 4,056 at nice 10, nginx
   at saturation 73.2k against 67.7k; bench/README, twelfth round). It is not starved: on a
   saturated host a SCHED_IDLE thread still runs at least every 30 ms beside one busy thread per
-  CPU, every 0.3 s beside four (measured here; the poll loop's heartbeat keeps the watchdog fed),
+  CPU, every 0.3 s beside four (measured here; the poll loop's heartbeat keeps the watchdog fed;
+  on a shared machine whose load was ~9, gaps of 2.7 s and 0.15% of a CPU),
   and what it cannot process in time is dropped in the kernel and counted
   (``kernel_ringbuf_full``), never lost silently.
   A floor keeps it from falling behind for good (``IdleGuard``): while the ring is more than half
   unread when a drain begins or between its steps, every thread runs at SCHED_OTHER at ``nice``;
-  two seconds after the ring is back under an eighth (up to a minute when raised again within
-  one), SCHED_IDLE again. (Side runs here: two rounds of Flask under gunicorn in about thirty lost
-  19k and 39k records at SCHED_IDLE alone, counted, when the idle time on both busy CPUs ran short
-  for longer than the ring lasts.) Leaving SCHED_IDLE needs CAP_SYS_NICE (the unit grants it);
-  without it the guard says so once and the agent stays at SCHED_IDLE.
+  two seconds after the ring is back under an eighth with nothing waiting a second (up to a minute
+  when raised again within one), SCHED_IDLE again. (Side runs here: two rounds of Flask under
+  gunicorn in about thirty lost 19k and 39k records at SCHED_IDLE alone, counted, when the idle
+  time on both busy CPUs ran short for longer than the ring lasts.) A second floor
+  (``hostagent.starvation``) raises them the same way once work has waited a second: the oldest
+  unread event, the poll loop's last beat, spans due for export. At a low call rate the ring never
+  gets half full, and at ~0.3% of a CPU a curl's span reached the collector 20-58 s late and
+  ``hostagentctl status`` took seconds; the poll loop cannot notice while it does not run, so a
+  thread kept at SCHED_OTHER (``keep_normal_here``) checks four times a second; the same calm rule
+  lowers them again. Raising threads that have nothing to do costs nothing: they sleep. The admin
+  API's threads stay at SCHED_OTHER too (they run only while a person waits for hostagentctl).
+  These threads are named ``steady-<role>`` for the kernel (``ps -L``). The second is
+  ``[agent] starved_after_ms`` (default 1000; 0 turns this floor off). Leaving SCHED_IDLE needs
+  CAP_SYS_NICE (the unit grants it); without it the guard says so once and the agent stays at
+  SCHED_IDLE.
 - ``normal``: SCHED_OTHER at ``nice``: the agent keeps its weight's share of a busy CPU (nice 10:
   ~10% beside one busy nice-0 thread; 0: equal weight), for hosts where spans matter more than
   the last percent of the applications' throughput.
@@ -40,6 +51,7 @@ not how long a woken thread keeps it.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,10 +71,50 @@ def thread_ids(proc: Path = Path("/proc/self/task")) -> list[int]:
         return [os.getpid()]
 
 
-def _each_thread(apply: Callable[[int], None]) -> tuple[int, str]:
-    """Calls ``apply(tid)`` on every thread; returns (threads done, why it stopped or "")."""
+# Threads that keep SCHED_OTHER whatever the policy (hostagent.starvation's watch: it only reads
+# timestamps, and at SCHED_IDLE it would be as starved as what it watches)
+_STEADY: set[int] = set()
+
+
+STEADY_NAME_PREFIX = "steady-"
+
+
+def keep_normal(tid: int, role: str) -> str:
+    """Thread ``tid`` to SCHED_OTHER (at its nice value) for good: later set_priority calls change
+    its nice only. Its name for the kernel (``ps -L``, ``top -H``) becomes ``steady-<role>``, so
+    that whoever reads the threads' policies knows which keep SCHED_OTHER on purpose. Returns ""
+    or why it stays where it is (leaving SCHED_IDLE needs CAP_SYS_NICE)."""
+    _STEADY.add(tid)
+    try:
+        Path(f"/proc/self/task/{tid}/comm").write_text((STEADY_NAME_PREFIX + role)[:15])
+    except OSError:
+        pass  # a name only
+    try:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    except ProcessLookupError:
+        _STEADY.discard(tid)
+        return "the thread is gone"
+    except PermissionError as e:
+        return f"{e.strerror or e} (leaving SCHED_IDLE needs CAP_SYS_NICE)"
+    return ""
+
+
+def keep_normal_here(role: str) -> str:
+    """keep_normal for the calling thread."""
+    return keep_normal(threading.get_native_id(), role)
+
+
+def release_here() -> None:
+    """This thread no longer kept at SCHED_OTHER (it is ending; its id may be reused)."""
+    _STEADY.discard(threading.get_native_id())
+
+
+def _each_thread(apply: Callable[[int], None], skip: frozenset[int] = frozenset()) -> tuple[int, str]:
+    """Calls ``apply(tid)`` on every thread but ``skip``; returns (threads done, why it stopped or "")."""
     done = 0
     for tid in thread_ids():
+        if tid in skip:
+            continue
         try:
             apply(tid)
             done += 1
@@ -82,22 +134,24 @@ def set_priority(nice: int, policy: str = "normal") -> str:
         raise ValueError(f"nice must be from {NICE_MIN} to {NICE_MAX}, got {nice}")
     if policy not in POLICIES:
         raise ValueError(f"cpu_policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-    current = os.getpriority(os.PRIO_PROCESS, 0)
+    # read on the main thread: the caller may be a steady one (keep_normal_here)
+    main = os.getpid()
+    current = os.getpriority(os.PRIO_PROCESS, main)
     done, refused = _each_thread(lambda tid: os.setpriority(os.PRIO_PROCESS, tid, nice))
     if refused:
         why = ("raising priority needs CAP_SYS_NICE" if nice < current
                else "setpriority refused: a seccomp filter without setpriority?")
         refused = f"nice {nice} not applied: {refused} ({why})"
-    was = current_policy()
+    was = current_policy(main)
     _, policy_refused = _each_thread(
-        lambda tid: os.sched_setscheduler(tid, POLICIES[policy], os.sched_param(0)))
+        lambda tid: os.sched_setscheduler(tid, POLICIES[policy], os.sched_param(0)), frozenset(_STEADY))
     if policy_refused:
         why = ("leaving SCHED_IDLE needs CAP_SYS_NICE" if was == "idle"
                else "sched_setscheduler refused: a seccomp filter without it?")
         policy_refused = f"cpu_policy {policy} not applied: {policy_refused} ({why})"
     # the other half of "the applications first" (hostagent.yielding), by what the threads have:
     # a refused value leaves them at their own
-    now_nice, now_policy = os.getpriority(os.PRIO_PROCESS, 0), current_policy()
+    now_nice, now_policy = os.getpriority(os.PRIO_PROCESS, main), current_policy(main)
     set_yielding(now_nice > 0 or now_policy == "idle")
     problems = "; ".join(p for p in (refused, policy_refused) if p)
     if problems:
@@ -108,17 +162,25 @@ def set_priority(nice: int, policy: str = "normal") -> str:
     return f"nice {nice}, cpu_policy {policy} on {done} threads ({meaning})"
 
 
-def current_policy() -> str:
-    """This thread's [agent] cpu_policy name (another Linux policy by its number)."""
-    value = os.sched_getscheduler(0)
+def current_policy(tid: int = 0) -> str:
+    """The [agent] cpu_policy name of thread ``tid`` (0: this one; another Linux policy by its number)."""
+    value = os.sched_getscheduler(tid)
     return POLICY_NAMES.get(value, str(value))
 
 
+def main_thread_policy() -> str:
+    """The policy of the main thread (the poll loop's), whichever thread asks."""
+    return current_policy(os.getpid())
+
+
 class IdleGuard:
-    """cpu_policy idle with a floor: ``observe(backlog)``, before each drain and between its steps,
-    raises every thread to SCHED_OTHER at ``nice`` once the ring is ``raise_at`` unread, and lowers them to SCHED_IDLE
-    again after ``calm_s`` below ``calm_below``. Returns a sentence for the log when it changed
-    something, else None. Called by the poll loop only, so it needs no lock."""
+    """cpu_policy idle with a floor. ``observe(backlog)``, before each drain and between its steps,
+    raises every thread to SCHED_OTHER at ``nice`` once the ring is ``raise_at`` unread;
+    ``starved(what, waited_s)``, from hostagent.starvation's watch, raises them once work has
+    waited ``starved_after_s``. Either way they go back to SCHED_IDLE after ``calm_s`` below
+    ``calm_below`` with nothing waiting that long (seen by observe: the poll loop runs again).
+    Each returns a sentence for the log when it changed something, else None. The poll loop and
+    the watch call it: a lock keeps their decisions apart."""
 
     # Raised again within a minute of going back: the host stays busy, so the next calm must last
     # twice as long (at most a minute): under lasting contention the agent changes policy about
@@ -127,37 +189,67 @@ class IdleGuard:
     CALM_MAX_S = 60.0
 
     def __init__(self, nice: int, apply: Callable[[int, str], str] = set_priority,
-                 policy_now: Callable[[], str] = current_policy, clock: Callable[[], float] = time.monotonic,
-                 raise_at: float = 0.5, calm_below: float = 0.125, calm_s: float = 2.0) -> None:
+                 policy_now: Callable[[], str] = main_thread_policy, clock: Callable[[], float] = time.monotonic,
+                 raise_at: float = 0.5, calm_below: float = 0.125, calm_s: float = 2.0,
+                 starved_after_s: float = 1.0) -> None:
         self.nice = nice
         self._apply, self._policy_now, self._clock = apply, policy_now, clock
         self.raise_at, self.calm_below, self.calm_s = raise_at, calm_below, calm_s
+        self.starved_after_s = starved_after_s
         self.base_calm_s = calm_s
         self.raised = False
         self.refused = False  # leaving SCHED_IDLE was refused once: not asked again
         self.held = False  # kept at SCHED_IDLE while hopelessly behind (hostagent.overload)
         self.times_raised = 0
+        self.times_starved = 0  # of times_raised, by starved()
         self._calm_since: float | None = None
         self._lowered_at: float | None = None
+        self._waited_s = 0.0  # the watch's last longest wait (starved)
+        self._lock = threading.Lock()
 
     def observe(self, backlog: float) -> str | None:
-        if self.refused or self.held:
-            return None
-        if not self.raised:
-            if backlog < self.raise_at:
+        with self._lock:
+            if self.refused or self.held:
                 return None
-            sentence = self._apply(self.nice, "normal")
-            if self._policy_now() == "idle":
-                self.refused = True
-                return (f"the ring is {backlog:.0%} unread but the agent cannot leave SCHED_IDLE "
-                        f"({sentence}); it stays there and what it cannot keep up with is dropped, counted")
-            self.raised, self._calm_since = True, None
-            self.times_raised += 1
-            now = self._clock()
-            again = self._lowered_at is not None and now - self._lowered_at < self.AGAIN_WITHIN_S
-            self.calm_s = min(self.calm_s * 2, self.CALM_MAX_S) if again else self.base_calm_s
-            return f"behind ({backlog:.0%} of the ring unread): {sentence}; back at idle after {self.calm_s:g} s calm"
-        if backlog >= self.calm_below:
+            if not self.raised:
+                if backlog < self.raise_at:
+                    return None
+                return self._raise(f"behind ({backlog:.0%} of the ring unread)",
+                                   f"the ring is {backlog:.0%} unread")
+            return self._maybe_lower(backlog)
+
+    def starved(self, what: str, waited_s: float) -> str | None:
+        """``what`` has waited ``waited_s`` for the agent's threads (the oldest unread event, the
+        poll loop's last beat, spans due for export): at idle beside busy threads they get almost
+        no CPU at a rate too low to fill the ring, and the answer comes tens of seconds late."""
+        with self._lock:
+            if self.starved_after_s <= 0:  # [agent] starved_after_ms = 0: this floor is off
+                return None
+            self._waited_s = waited_s  # raised already: the calm waits for it too
+            if self.refused or self.held or self.raised or waited_s < self.starved_after_s:
+                return None
+            said = self._raise(f"starved ({what} waited {waited_s:.1f} s)", f"{what} waited {waited_s:.1f} s")
+            if self.raised:
+                self.times_starved += 1
+            return said
+
+    def _raise(self, why: str, refused_why: str) -> str:
+        sentence = self._apply(self.nice, "normal")
+        if self._policy_now() == "idle":
+            self.refused = True
+            return (f"{refused_why} but the agent cannot leave SCHED_IDLE "
+                    f"({sentence}); it stays there and what it cannot keep up with is dropped, counted")
+        self.raised, self._calm_since = True, None
+        self.times_raised += 1
+        now = self._clock()
+        again = self._lowered_at is not None and now - self._lowered_at < self.AGAIN_WITHIN_S
+        self.calm_s = min(self.calm_s * 2, self.CALM_MAX_S) if again else self.base_calm_s
+        return f"{why}: {sentence}; back at idle after {self.calm_s:g} s calm"
+
+    def _maybe_lower(self, backlog: float) -> str | None:
+        # Both: a ring an eighth full can still hold records seconds old when the agent reads
+        # about as fast as they come (it went back to idle with its oldest record 8 s old).
+        if backlog >= self.calm_below or 0 < self.starved_after_s <= self._waited_s:
             self._calm_since = None
             return None
         now = self._clock()
@@ -178,12 +270,13 @@ class IdleGuard:
     def hold(self, on: bool) -> str | None:
         """While on, the floor does not raise; turned on while raised, it lowers at once (a sentence
         for the log then). The agent is too far behind for a raise to help (hostagent.overload)."""
-        if on == self.held:
+        with self._lock:
+            if on == self.held:
+                return None
+            self.held = on
+            self._calm_since = None
+            if on and self.raised:
+                self.raised = False
+                self._lowered_at = self._clock()
+                return f"overloaded, not competing: {self._apply(self.nice, 'idle')}"
             return None
-        self.held = on
-        self._calm_since = None
-        if on and self.raised:
-            self.raised = False
-            self._lowered_at = self._clock()
-            return f"overloaded, not competing: {self._apply(self.nice, 'idle')}"
-        return None

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,6 +40,7 @@ from hostagent.admin.v1 import admin_pb2, admin_pb2_grpc
 from hostagent.policy.redaction import load_or_create_key
 from hostagent.policy.rules import RuleError, validate_rules
 from hostagent.policy.sampling import Sampler
+from hostagent.priority import keep_normal, keep_normal_here
 from hostagent.settings import RuntimeSettings, SettingsHolder
 
 log = logging.getLogger(__name__)
@@ -196,8 +199,13 @@ class AdminServer:
     def start(self) -> None:
         overrides = self.apply_saved_state()
         self.servicer = AdminServicer(self._deps, overrides)
+        # The admin's threads keep SCHED_OTHER at cpu_policy idle (hostagent.priority.keep_normal):
+        # they run only while a person waits for an answer, and at SCHED_IDLE beside busy
+        # applications each of a call's steps (the proxy, gRPC's serving thread, the handler) waits
+        # for scraps of CPU (hostagentctl took seconds; tens in the acceptance run).
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="admin"),
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="admin",
+                                       initializer=partial(keep_normal_here, "admin")),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -224,7 +232,11 @@ class AdminServer:
                 self.tcp_port = server.add_secure_port(self.listen, server_credentials(self.tls))
             except RuntimeError as exc:
                 raise AdminConfigError(f"[admin] listen = {self.listen!r}: cannot bind: {exc}") from None
+        before = {t.ident for t in threading.enumerate()}
         server.start()
+        for thread in threading.enumerate():  # gRPC's serving thread: it takes each call from the core
+            if thread.ident not in before and thread.name.endswith("(_serve)") and thread.native_id is not None:
+                keep_normal(thread.native_id, "admin-grpc")
         self._server = server
         gid = group_gid(self.group)
         if gid is None:

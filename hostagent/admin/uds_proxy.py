@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hostagent.priority import keep_normal_here, release_here
+
 log = logging.getLogger(__name__)
 PEER_PREFIX = "hostagent-admin"
 _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
@@ -151,6 +153,7 @@ class UnixCredProxy:
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
+        keep_normal_here("admin-accept")  # an admin thread: SCHED_OTHER at cpu_policy idle too (AdminServer.start)
         while not self._stopping:
             try:
                 client, _ = self._listener.accept()
@@ -198,6 +201,13 @@ class _Pair:
         self._forget = forget
 
     def relay(self, src: socket.socket, dst: socket.socket) -> None:
+        keep_normal_here("admin-relay")  # started by the accept thread: its policy, kept by later changes too
+        try:
+            self._copy(src, dst)
+        finally:
+            release_here()
+
+    def _copy(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while True:
                 data = src.recv(65536)

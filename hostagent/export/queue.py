@@ -82,6 +82,7 @@ class ExportQueue:
         self._failed_attempts = 0
         self._last_error = ""
         self._last_success: Optional[float] = None
+        self._beat = time.monotonic()  # the worker's last wake or batch done (overdue_s)
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
 
@@ -171,6 +172,13 @@ class ExportQueue:
 
     # -- worker --------------------------------------------------------------------------------
 
+    def overdue_s(self, now: float) -> float:
+        """How long queued spans have waited past the worker's next due wake (0 when none wait or
+        a batch is on its way: a slow collector is not the agent starved; hostagent.starvation)."""
+        if not self._queue or self._in_flight:
+            return 0.0
+        return max(0.0, now - self._beat - self._delay_s)
+
     def _shutdown_exporters(self) -> None:
         for exporter in self._exporters:
             try:
@@ -184,6 +192,7 @@ class ExportQueue:
     def _run(self) -> None:
         while True:
             self._wake.wait(self._delay_s)
+            self._beat = time.monotonic()
             self._wake.clear()
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
@@ -206,6 +215,7 @@ class ExportQueue:
                     break
             self._in_flight = len(batch)
             delivered = all([self._deliver(exporter, batch) for exporter in self._exporters])
+            self._beat = time.monotonic()
             with self._counts_lock:
                 self._in_flight = 0
                 if delivered:

@@ -386,6 +386,17 @@ class BpfCapture:
         self.events_seen += n
         return n
 
+    def ring_positions(self) -> Optional[tuple[int, int]]:
+        """(producer, consumer) positions of the ring, None once closed; safe from another thread
+        (two loads; hostagent.starvation only compares them)."""
+        ring = self._ring
+        if ring is None:
+            return None
+        try:
+            return ring.producer_pos(), ring.consumer_pos
+        except ValueError:  # closed meanwhile: its views are released
+            return None
+
     # ---- maps Python writes -----------------------------------------------------------------
 
     @staticmethod

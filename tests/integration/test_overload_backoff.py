@@ -24,7 +24,7 @@ from bench.servers import Proc, nginx
 from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
 from tests.support.ports import free_port
-from tests.support.threads import thread_policy
+from tests.support.threads import policies_but_steady
 from tests.unit.admin_harness import cli
 
 pytestmark = [
@@ -83,7 +83,7 @@ def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone
         # it had been raised by the floor to get there; backed off, it is held at SCHED_IDLE
         assert "cpu priority: overloaded, not competing: nice 10, cpu_policy idle on" in log
         assert load.is_alive()
-        assert set(thread_policy(agent.pid).values()) == {os.SCHED_IDLE}
+        assert policies_but_steady(agent.pid) == {os.SCHED_IDLE}
         assert _cpu_effort(agent).startswith("backed off: overloaded, working 20% of the time (for ")
         load.join(30)
         # the load gone, the arrivals fall under half within a window or two

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hostagent.identity.procfs import stat_fields
-from hostagent.priority import thread_ids
+from hostagent.priority import STEADY_NAME_PREFIX, thread_ids
 
 
 def thread_nice(pid: int, proc: Path = Path("/proc")) -> dict[int, int]:
@@ -29,3 +29,21 @@ def _thread_field(pid: int, index: int, proc: Path) -> dict[int, int]:
             continue
         out[tid] = int(stat_fields(stat)[index])
     return out
+
+
+def steady_threads(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    """The threads of ``pid`` kept at SCHED_OTHER on purpose (hostagent.priority.keep_normal names them)."""
+    out: set[int] = set()
+    for tid in thread_ids(proc / str(pid) / "task"):
+        try:
+            if (proc / str(pid) / "task" / str(tid) / "comm").read_text().startswith(STEADY_NAME_PREFIX):
+                out.add(tid)
+        except OSError:
+            continue
+    return out
+
+
+def policies_but_steady(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    """The policies of the threads [agent] cpu_policy and the floors move (not the steady ones)."""
+    steady = steady_threads(pid, proc)
+    return {p for tid, p in thread_policy(pid, proc).items() if tid not in steady}

@@ -31,6 +31,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
     assert config.agent.nice == 10
     assert config.agent.cpu_policy == "idle"
     assert config.agent.overload_duty == 0.2
+    assert config.agent.starved_after_ms == 1000
     assert config.probes.data_hooks == "auto"
 
 
@@ -57,6 +58,8 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
         ('[agent]\ncpu_policy = "batch"\n', 'agent.cpu_policy: expected one of "idle", "normal", got \'batch\''),
         ("[agent]\noverload_duty = 0\n", "agent.overload_duty: expected a number from 0.05 to 1, got 0"),
         ('[agent]\noverload_duty = "half"\n', "agent.overload_duty: expected a number from 0.05 to 1"),
+        ("[agent]\nstarved_after_ms = -1\n", "agent.starved_after_ms: expected an integer from 0 to 60000, got -1"),
+        ("[agent]\nstarved_after_ms = 1.5\n", "agent.starved_after_ms: expected an integer from 0 to 60000"),
         ('[probes]\ndata_hooks = "kprobes"\n',
          'probes.data_hooks: expected one of "auto", "socket", "syscalls", got \'kprobes\''),
         *((f'[exporter]\nendpoint = "{bad}"\n', f"exporter.endpoint: expected {ENDPOINT} or \"\", got {bad!r}")
