@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Optional
+from typing import Final, Optional
 
 from hostagent.model import Call, Connection, Endpoint, Segment
 from hostagent.protocols.base import ProtocolSpec, StreamParser
 from hostagent.protocols.fast_call import new_connection
+from hostagent.protocols.http1 import Http1Parser
 
 # Detection gives up after this many segments or bytes without a protocol match.
 DETECT_SEGMENTS = 3
@@ -25,10 +26,15 @@ TID_HISTORY = 8  # thread changes remembered per direction (request -> handling 
 DETECTING, PARSING, UNKNOWN, MUTED, OFF = range(5)
 
 
+_AF_UNIX: Final = int(socket.AF_UNIX)
+_SOCK_DGRAM: Final = int(socket.SOCK_DGRAM)
+
+
 def transport_of(family: int, sock_type: int) -> str:
-    if family == socket.AF_UNIX:
+    # module constants: compiled, ``socket.AF_UNIX`` would be an attribute lookup per connection
+    if family == _AF_UNIX:
         return "unix"
-    return "udp" if sock_type == socket.SOCK_DGRAM else "tcp"
+    return "udp" if sock_type == _SOCK_DGRAM else "tcp"
 
 
 class ConnState:
@@ -41,6 +47,7 @@ class ConnState:
         "fd",
         "feed_bytes",
         "held",
+        "http1",
         "judged",
         "local",
         "lost",
@@ -84,6 +91,10 @@ class ConnState:
         # The parser's ``feed_bytes(direction, data, size, ts_ns)`` when it has one (stream sockets
         # only): ``feed`` without a Segment built per event.
         self.feed_bytes: Optional[Callable[[int, bytes, int, int], list[Call]]] = None
+        # The parser again when it is HTTP/1 (most sockets): compiled, the tracker then calls it
+        # natively, its ints unboxed, instead of through the bound method (a third of a data
+        # event's cost in the tracker, fifth round (continued) in bench/README.md).
+        self.http1: Optional[Http1Parser] = None
         self.seen_segments = 0
         self.seen_bytes = 0
         # Stream segments seen while DETECTING (at most DETECT_SEGMENTS): a client that reads a

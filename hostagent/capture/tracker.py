@@ -42,6 +42,7 @@ from hostagent.capture.state import (
 from hostagent.model import Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
 from hostagent.protocols.base import ProtocolSpec
 from hostagent.protocols.fast_call import new_endpoint
+from hostagent.protocols.http1 import Http1Parser
 
 _set = object.__setattr__  # Call is frozen; see _tag
 SPECS_REFRESH_NS = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
@@ -130,14 +131,20 @@ class ConnectionTracker:
             history.append((ts, event.tid))
         elif history[-1][1] != event.tid:  # the thread changed (rare): remember it
             state.note_tid(direction, ts, event.tid)
-        feed = state.feed_bytes
-        if feed is not None and phase == PARSING:
-            calls = feed(direction, event.data, event.size, ts)
+        http1 = state.http1
+        if http1 is not None and phase == PARSING:
+            calls = http1.feed_bytes(direction, event.data, event.size, ts)
+            if http1.upgraded:
+                self._leave(state, http1)
         else:
-            calls = self._feed_segment(state, event, phase)
-        parser = state.parser
-        if parser is not None and getattr(parser, "upgraded", False):
-            self._leave(state, parser)
+            feed = state.feed_bytes
+            if feed is not None and phase == PARSING:
+                calls = feed(direction, event.data, event.size, ts)
+            else:
+                calls = self._feed_segment(state, event, phase)
+            parser = state.parser
+            if parser is not None and getattr(parser, "upgraded", False):
+                self._leave(state, parser)
         if lost_calls:
             calls = lost_calls + calls
         if not calls:
@@ -272,6 +279,7 @@ class ConnectionTracker:
             state.phase = PARSING
             if not datagram:  # a datagram's Segment carries its peer: feed() only
                 state.feed_bytes = getattr(parser, "feed_bytes", None)
+            state.http1 = parser if not datagram and isinstance(parser, Http1Parser) else None
             self._detected[spec.name] = self._detected.get(spec.name, 0) + 1
             if held:
                 state.held = []
@@ -456,8 +464,8 @@ class ConnectionTracker:
 
 def _add_parser_stats(totals: dict[str, int], state: ConnState) -> None:
     stats = getattr(state.parser, "stats", None)
-    if stats is None:
-        return
+    if stats is None or not (stats.resyncs or stats.unpaired or stats.truncated):
+        return  # nothing counted (nearly every connection): no three dict updates per close
     totals["resyncs"] += stats.resyncs
     totals["unpaired"] += stats.unpaired
     totals["truncated"] += stats.truncated

@@ -345,3 +345,33 @@ def test_calls_in_flight_when_the_agent_stops_are_counted_not_reported() -> None
     stats = t.stats()
     assert (stats["in_flight_at_stop"], stats["calls"]) == (1, 1)
     assert (t.close_all(70), t.stats()["in_flight_at_stop"]) == (0, 1)  # counted once
+
+
+def test_an_http1_socket_is_fed_its_parser_directly_and_other_parsers_through_feed_bytes() -> None:
+    """The tracker calls an HTTP/1 parser natively (``ConnState.http1``, nineteenth round
+    (continued) in bench/README.md), any other stream parser through its bound ``feed_bytes``:
+    both give the same Calls, and a closed connection's parser counters still reach the stats
+    when they counted something (a connection that counted nothing is skipped at its close)."""
+    t, _ = tracker()
+    calls = feed(t, [opened(1), data(2, IN, REQ), data(3, OUT, RESP)])
+    state = t._conns[PID << 32 | FD]
+    assert state.http1 is state.parser and isinstance(state.parser, http1.Http1Parser)
+    assert [(c.name, c.attributes["http.response.status_code"]) for c in calls] == [("GET", 200)]
+
+    class Wrapped:  # a stream parser with feed_bytes that is not an Http1Parser
+        def __init__(self) -> None:
+            self.inner = http1.Http1Parser()
+            self.stats = self.inner.stats
+            self.feed, self.feed_bytes, self.close = self.inner.feed, self.inner.feed_bytes, self.inner.close
+
+    t2, _ = tracker(specs=(ProtocolSpec("other", "other", http1.looks_like, Wrapped),))  # type: ignore[arg-type]
+    calls2 = feed(t2, [opened(1), data(2, IN, REQ), data(3, OUT, RESP)])
+    state2 = t2._conns[PID << 32 | FD]
+    assert state2.http1 is None and state2.feed_bytes is not None
+    assert [(c.name, c.attributes["http.response.status_code"]) for c in calls2] == [("GET", 200)]
+
+    feed(t, [ev(EventKind.CLOSE, 4)])  # counted nothing
+    feed(t, [opened(5, fd=8), data(6, IN, REQ, fd=8), data(7, OUT, b"\x00\x01garbage", fd=8),
+             ev(EventKind.CLOSE, 8, fd=8)])  # fmt: skip
+    stats = t.stats()
+    assert (stats["closed"], stats["parser_resyncs"], stats["parser_unpaired"]) == (2, 1, 1)
