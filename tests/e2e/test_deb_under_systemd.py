@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hostagent.identity.procfs import stat_fields
+from hostagent.priority import STEADY_NAME_PREFIX
 from tests.e2e.conftest import OTLP_PORT
 from tests.e2e.nspawn import Container, wait_for
 from tests.e2e.unitctl import DROPIN_DIR, UNIT, export_to, journal, main_pid, prop, wait_active_with_new_pid
@@ -82,10 +83,13 @@ def test_install_enables_and_starts_with_status_line(installed: Container) -> No
     assert int(re.search(r"^CapBnd:\s+([0-9a-f]+)$", status, re.M).group(1), 16) == int(  # type: ignore[union-attr]
         re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
     # ...and lets the agent lower its own priority ([agent] nice = 10, cpu_policy = "idle"): every
-    # thread, fields 19 (nice) and 41 (policy, 5 = SCHED_IDLE) of stat
+    # thread, fields 19 (nice) and 41 (policy, 5 = SCHED_IDLE) of stat, except the steady ones
+    # (the starvation watch and the admin API's threads: SCHED_OTHER at nice 10 on purpose)
     tasks = box.run(["sh", "-c", f"cat /proc/{pid}/task/*/stat"]).stdout.splitlines()
     assert len(tasks) > 3 and {int(stat_fields(t)[16]) for t in tasks} == {10}, tasks
-    assert {int(stat_fields(t)[38]) for t in tasks} == {os.SCHED_IDLE}, tasks
+    steady = [t for t in tasks if t[t.index("(") + 1:t.rindex(")")].startswith(STEADY_NAME_PREFIX)]
+    assert steady and {int(stat_fields(t)[38]) for t in steady} == {os.SCHED_OTHER}, tasks
+    assert {int(stat_fields(t)[38]) for t in tasks if t not in steady} == {os.SCHED_IDLE}, tasks
     # CAP_SYS_NICE (23) lets the idle policy's floor raise the agent while it is behind
     assert int(re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16) & (1 << 23)  # type: ignore[union-attr]
     assert "cpu_policy idle on" in journal(box), journal(box)[-3000:]
