@@ -377,6 +377,12 @@ class Agent:
         self.notifier.stopping()
         log.info("stopping: detaching probes and flushing spans")
         started = time.monotonic()
+        if self.starvation is not None:  # the poll loop no longer beats: IdleGuard.stopping instead
+            self.starvation.stop()
+        if self.idle_guard is not None:
+            said = self.idle_guard.stopping()
+            if said:
+                log.info("cpu priority: %s", said)
         if self.watchdog is not None:
             self.watchdog.stop()
         if self.admin is not None:
@@ -398,8 +404,6 @@ class Agent:
             left_s = METRICS_FLUSH_MIN_S if refused else max(
                 METRICS_FLUSH_MIN_S, STOP_BUDGET_S - (time.monotonic() - started))
             self.metrics.provider.shutdown(timeout_millis=left_s * 1000)  # exports the last RED points
-        if self.starvation is not None:  # it watched the stop too: a starved one is raised
-            self.starvation.stop()
         drops = self.drops()
         lost = {k: v for k, v in drops.items() if not k.startswith("capture_")}
         partial = {k: v for k, v in drops.items() if k.startswith("capture_")}

@@ -233,6 +233,22 @@ class IdleGuard:
                 self.times_starved += 1
             return said
 
+    def stopping(self) -> str | None:
+        """At stop: SCHED_OTHER at ``nice`` at once, for good. A stop is bounded (a few seconds: the
+        last drain, the flush) and must end within it on a busy host too (systemd's stop timeout);
+        at idle beside busy threads it took more than 30 s once. The watch cannot judge a stop:
+        the poll loop no longer beats, and the flush's wait for the collector would read as
+        starvation."""
+        with self._lock:
+            if self.refused or self.raised:
+                return None
+            sentence = self._apply(self.nice, "normal")
+            if self._policy_now() == "idle":
+                self.refused = True
+                return f"stopping at SCHED_IDLE: the agent cannot leave it ({sentence})"
+            self.raised, self._calm_since = True, None
+            return f"stopping: {sentence} until the end"
+
     def _raise(self, why: str, refused_why: str) -> str:
         sentence = self._apply(self.nice, "normal")
         if self._policy_now() == "idle":

@@ -13,7 +13,8 @@ path is untouched.
 
 What "waited" means (``Agent.longest_wait``): the oldest unread record in the ring (``RingAge``,
 from the producer position the watch samples: no record is read), the poll loop's last beat
-(a stop, a reload or an attach that does not finish is starved too), and spans due for export
+(a reload or an attach that does not finish is starved too; a stop is raised at once instead,
+``IdleGuard.stopping``, and the watch ends with the poll loop), and spans due for export
 that the export thread has not picked up. Its Python needs the GIL: when a starved idle thread
 holds it, the watch waits until that thread is scheduled again (tens of ms beside one busy
 thread per CPU), which is still far inside the second.

@@ -101,6 +101,24 @@ def test_a_guard_that_cannot_leave_idle_says_so_once_when_starved() -> None:
     assert applied == ["normal"]
 
 
+def test_a_stop_leaves_idle_at_once_for_good() -> None:
+    """The watch stops with the poll loop; the stop itself (bounded, a few seconds) runs raised, so
+    that a busy host cannot stretch it past systemd's stop timeout."""
+    clock = _Clock()
+    guard, applied = _guard(clock)
+    assert guard.stopping() == f"stopping: {RAISED} until the end"
+    assert guard.raised and applied == ["normal"] and guard.times_starved == 0
+    assert guard.stopping() is None and applied == ["normal"]
+    # already raised by a floor: nothing to change, nothing said
+    raised, applied = _guard(clock)
+    assert raised.observe(0.9) is not None and applied == ["normal"]
+    assert raised.stopping() is None and applied == ["normal"]
+    refused, applied = _guard(clock, refuse=True)
+    assert refused.stopping() == ("stopping at SCHED_IDLE: the agent cannot leave it (cpu_policy normal not "
+                                  "applied: Operation not permitted)")
+    assert refused.refused and refused.stopping() is None and applied == ["normal"]
+
+
 # each step: (now, producer position, consumer position) -> the oldest unread record's age
 @pytest.mark.parametrize("steps", [
     pytest.param([(0.0, 0, 0, 0.0), (0.25, 0, 0, 0.0)], id="nothing written"),
