@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.agent import REPO, Agent
+from tests.support.agent import Agent
 from tests.support.grpc_demo import demo_pb2
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.ports import free_port
-from tests.support.servers import Server, wait_port
+from tests.support.servers import Server, start_grpc_demo
 
 pytestmark = pytest.mark.root
 
@@ -51,14 +49,7 @@ def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def grpc_server(agent: Agent) -> Iterator[Server]:
-    code = f"from tests.support.grpc_demo.service import start_server; start_server({GRPC_PORT}).wait_for_termination()"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    try:
-        wait_port(GRPC_PORT)
-    except AssertionError:
-        proc.kill()
-        raise
-    s = Server(proc, GRPC_PORT, "grpc_demo")
+    s = start_grpc_demo(GRPC_PORT)
     yield s
     s.stop()
 

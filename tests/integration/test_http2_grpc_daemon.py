@@ -19,7 +19,7 @@ import pytest
 from tests.support.agent import REPO, Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.ports import free_port
-from tests.support.servers import Server, wait_port
+from tests.support.servers import Server, start_grpc_demo, wait_port
 
 pytestmark = pytest.mark.root
 
@@ -46,16 +46,7 @@ def agent(receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def grpc_server(agent: Agent) -> Iterator[Server]:
-    """The demo service in its own process, started after the agent so its accept is seen."""
-    code = f"from tests.support.grpc_demo.service import start_server; start_server({GRPC_PORT}).wait_for_termination()"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    try:
-        wait_port(GRPC_PORT)
-    except AssertionError:
-        proc.kill()
-        raise
-    # wait_port's probe connection sends nothing: it makes no span, and the server is ready
-    s = Server(proc, GRPC_PORT, "grpc_demo")
+    s = start_grpc_demo(GRPC_PORT)
     yield s
     s.stop()
 

@@ -61,6 +61,19 @@ def start_http_app(port: int) -> Server:
     return Server(proc, port, "http_app")
 
 
+
+def start_grpc_demo(port: int) -> Server:
+    """tests/support/grpc_demo's server in a process of its own (start it after the agent, so that
+    its accept is seen); wait_port's probe connection sends nothing, so it makes no span."""
+    code = f"from tests.support.grpc_demo.service import start_server; start_server({port}).wait_for_termination()"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    try:
+        wait_port(port)
+    except AssertionError:
+        proc.kill()
+        raise
+    return Server(proc, port, "grpc_demo")
+
 NGINX_CONF = """
 daemon off;
 master_process off;
