@@ -11,7 +11,6 @@ import http.client
 import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import Agent
+from tests.support.hogs import start_hogs, stop_hogs
 from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
 from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
@@ -62,7 +62,7 @@ def test_a_starved_agent_is_raised_while_behind_and_lowered_once_drained(tmp_pat
     client = threading.Thread(target=_traffic, args=(stop, sent), daemon=True)
     try:
         assert _policies(agent.pid) == {os.SCHED_IDLE}
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+        hogs = start_hogs()
         client.start()
         raised = wait_until(lambda: os.SCHED_OTHER in _policies(agent.pid), 60, 0.1)
         stop.set()
@@ -71,17 +71,13 @@ def test_a_starved_agent_is_raised_while_behind_and_lowered_once_drained(tmp_pat
         assert raised, (sent, log[-3000:])
         assert re.search(r"cpu priority: behind \(\d+% of the ring unread\): nice 10, cpu_policy normal on \d+ "
                          r"threads .*; back at idle after 2 s calm", log), log[-3000:]
-        for h in hogs:
-            h.kill()
-            h.wait()
+        stop_hogs(hogs)
         hogs = []
         # drained, then two calm seconds: every thread back at SCHED_IDLE, and the log says so
         assert wait_until(lambda: _policies(agent.pid) == {os.SCHED_IDLE}, 20, 0.1), thread_policy(agent.pid)
         assert "cpu priority: caught up: nice 10, cpu_policy idle on" in agent.log()
     finally:
         stop.set()
-        for h in hogs:
-            h.kill()
-            h.wait()
+        stop_hogs(hogs)
         agent.stop()
         receiver.stop()

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent import Agent
+from tests.support.hogs import start_hogs, stop_hogs
 from tests.support.otlp_receiver import OtlpGrpcReceiver, ReceivedSpan
 from tests.support.ports import free_port
 from tests.support.servers import Server, start_http_app
@@ -93,8 +92,7 @@ def test_spans_and_admin_answers_arrive_within_seconds_on_a_saturated_host(tmp_p
     background = threading.Thread(target=_background, args=(stop,), daemon=True)
     statuses: list[tuple[float, int, str]] = []
     try:
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(HOGS_PER_CPU * (os.cpu_count() or 1))]
+        hogs = start_hogs(HOGS_PER_CPU)
         background.start()
         time.sleep(2)  # the agent's threads idle beside them
         for i in range(CALLS):
@@ -124,8 +122,6 @@ def test_spans_and_admin_answers_arrive_within_seconds_on_a_saturated_host(tmp_p
         assert [rc for _, rc, _ in statuses] == [0, 0, 0], (statuses, said)
     finally:
         stop.set()
-        for h in hogs:
-            h.kill()
-            h.wait()
+        stop_hogs(hogs)
         agent.stop()
         receiver.stop()
