@@ -167,10 +167,7 @@ def test_sighup_reloads_the_config_and_keeps_it_on_errors(tmp_path: Path, app: S
         config_text = agent.config.read_text()
         agent.config.write_text(config_text.replace('enabled = ["http"]', 'enabled = ["redis"]')
                                 .replace("[agent]\n", "[agent]\nnice = 15\ncpu_policy = \"normal\"\n"))
-        mark = len(agent.notify.lines())
-        agent.signal(signal.SIGHUP)
-        reloading = agent.notify.wait_for("RELOADING=1", after=mark)
-        agent.notify.wait_for("READY=1", after=reloading)
+        agent.reload()
         assert agent.proc is not None
         assert set(thread_nice(agent.proc.pid).values()) == {15}  # a new [agent] nice applies at reload
         assert set(thread_policy(agent.proc.pid).values()) == {os.SCHED_OTHER}  # and a new cpu_policy (as root)

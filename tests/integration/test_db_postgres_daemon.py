@@ -11,7 +11,6 @@ a backend process the postmaster forks after accept(); see test_backend_side_mak
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,7 +261,7 @@ def test_raw_sql_after_reload(receiver: OtlpGrpcReceiver, agent: Agent, pg: db_s
     original = agent.config.read_text()
     agent.config.write_text(original + "\n[capture]\nraw_sql = true\n")
     try:
-        reload(agent)
+        agent.reload()
         pid, _ = psql("SELECT name FROM users WHERE id = 42 AND name <> 'x'")
         sides = wait_sides(receiver, PORT, postmaster(pg), 1, 0)
         assert summary(sides.client, "db.query.text") == [
@@ -271,12 +270,5 @@ def test_raw_sql_after_reload(receiver: OtlpGrpcReceiver, agent: Agent, pg: db_s
         check_common(sides, pid)
     finally:
         agent.config.write_text(original)
-        reload(agent)
+        agent.reload()
 
-
-def reload(agent: Agent) -> None:
-    assert agent.notify is not None
-    mark = len(agent.notify.lines())
-    agent.signal(signal.SIGHUP)
-    reloading = agent.notify.wait_for("RELOADING=1", after=mark)
-    agent.notify.wait_for("READY=1", after=reloading)

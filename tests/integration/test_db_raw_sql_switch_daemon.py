@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -123,13 +122,6 @@ def ctl(agent: Agent, *args: str) -> None:
     assert out.returncode == 0, out.stderr + agent.log()[-3000:]
 
 
-def reload(agent: Agent) -> None:
-    assert agent.notify is not None
-    mark = len(agent.notify.lines())
-    agent.signal(signal.SIGHUP)
-    reloading = agent.notify.wait_for("RELOADING=1", after=mark)
-    agent.notify.wait_for("READY=1", after=reloading)
-
 
 def switch(agent: Agent, how: str, raw: bool, original: str) -> None:
     """Turn raw_sql on or off, the admin API's way or the config file's, and wait for the answer."""
@@ -137,7 +129,7 @@ def switch(agent: Agent, how: str, raw: bool, original: str) -> None:
         ctl(agent, "capture", "set", "--raw-sql", "on" if raw else "off")
         return
     agent.config.write_text(original + "\n[capture]\nraw_sql = true\n" if raw else original)
-    reload(agent)
+    agent.reload()
 
 
 @pytest.mark.parametrize("how", ["ctl", "reload"])
@@ -158,6 +150,6 @@ def test_a_change_applies_to_an_open_connection_both_ways(
             a_round(receiver, pool, 3, servers, raw=first)
     finally:
         agent.config.write_text(original)
-        reload(agent)
+        agent.reload()
         if how == "ctl":
             ctl(agent, "reset")

@@ -108,6 +108,15 @@ class Agent:
                 continue
         raise AssertionError(f"agent not READY within {timeout}s:\n{self.log()}")
 
+    def reload(self) -> None:
+        """SIGHUP, as `systemctl reload` sends it; returns once the agent says RELOADING=1 and then
+        READY=1 (the new settings applied)."""
+        assert self.notify is not None
+        mark = len(self.notify.lines())
+        self.signal(signal.SIGHUP)
+        reloading = self.notify.wait_for("RELOADING=1", after=mark)
+        self.notify.wait_for("READY=1", after=reloading)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
