@@ -18,6 +18,7 @@ from hostagent.settings import RedactionRule, RedactionSettings
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.enrich import SdkLayer, redact_request
 from hostagent.traces.spans import SpanBuilder
+from tests.support.clock import ManualClock
 
 BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({"process.pid": 77, "service.name": "shop"}))
 TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -52,17 +53,10 @@ def sdk_request(kind: int, span_id: int, parent: int = 0, attrs: Any = ()) -> Ex
     return req
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def layer(**kw: Any) -> tuple[SdkLayer, list[ReadableSpan], list[ExportTraceServiceRequest], Clock]:
+def layer(**kw: Any) -> tuple[SdkLayer, list[ReadableSpan], list[ExportTraceServiceRequest], ManualClock]:
     emitted: list[ReadableSpan] = []
     forwarded: list[ExportTraceServiceRequest] = []
-    clock = Clock()
+    clock = ManualClock()
     sdk = SdkLayer(lambda c, s: emitted.append(s), forwarded.append, clock=clock, **kw)
     return sdk, emitted, forwarded, clock
 

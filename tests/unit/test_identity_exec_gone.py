@@ -27,6 +27,7 @@ from hostagent.model import EventKind
 from hostagent.pipeline import Pipeline
 from hostagent.probes import events as ev
 from hostagent.settings import RuntimeSettings, SettingsHolder
+from tests.support.clock import ManualClock
 from tests.support.pipeline_parts import Exported, NoTracker
 
 HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
@@ -36,14 +37,6 @@ UNIT = "/system.slice/demo.service"
 OTHER_UNIT = "/system.slice/other.service"
 SHELL, CHILD = 500, 501  # the parent (a shell loop) and the exec'd client
 PF_FORKNOEXEC_AND_SUPERPRIV = 0x400040  # flags of a running process, without PF_EXITING
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Host:
@@ -56,7 +49,7 @@ class Host:
         (self.unified / "cgroup.controllers").write_text("cpu memory pids\n")
         (root / "proc").mkdir()
         (root / "proc" / "stat").write_text("btime 1700000000\n")
-        self.clock = Clock()
+        self.clock = ManualClock(1000.0)
         self.procfs = ProcFS(str(root), clock_ticks=100)
         self.cache = ServiceCache(self.procfs, host_info=HOST, clock=self.clock)
 

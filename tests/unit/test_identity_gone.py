@@ -13,6 +13,7 @@ from hostagent.identity.pid_maps import GONE_TTL_S
 from hostagent.identity.procfs import ProcessInfo, ProcFS
 from hostagent.identity.resource import HostInfo
 from hostagent.identity.service import ServiceCache
+from tests.support.clock import ManualClock
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
 HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
@@ -31,14 +32,6 @@ class CountingProcFS(ProcFS):
         return super().process_info(pid)
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "host"
@@ -47,7 +40,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def make(tree: Path) -> tuple[ServiceCache, CountingProcFS, ManualClock]:
-    procfs, clock = CountingProcFS(str(tree)), ManualClock()
+    procfs, clock = CountingProcFS(str(tree)), ManualClock(1000.0)
     return ServiceCache(procfs, host_info=HOST, clock=clock), procfs, clock
 
 

@@ -17,6 +17,7 @@ from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.linking import LocalLinker
 from hostagent.traces.spans import SpanBuilder
+from tests.support.clock import ManualClock
 
 BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({}))
 A_PORT, B_PORT = 19302, 19301
@@ -35,17 +36,9 @@ def http(role: Role, pid: int, tid: int, start: float, end: float, port: int, pa
                 conn=Connection(pid=pid, tid=tid, fd=5, peer=Endpoint(peer, peer_port)))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def linker(**kw: Any) -> tuple[LocalLinker, list[tuple[Call, ReadableSpan]], Clock]:
+def linker(**kw: Any) -> tuple[LocalLinker, list[tuple[Call, ReadableSpan]], ManualClock]:
     out: list[tuple[Call, ReadableSpan]] = []
-    clock = Clock()
+    clock = ManualClock()
     return LocalLinker(lambda c, s: out.append((c, s)), clock=clock, **kw), out, clock
 
 
@@ -174,7 +167,7 @@ def test_linked_spans_are_not_kept_alive_for_the_rest_of_their_hold() -> None:
     from hostagent.traces.linking import EXPIRY_SLACK, MAX_BUCKET
 
     emitted: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
-    clock = Clock()
+    clock = ManualClock()
     lk = LocalLinker(lambda c, s: emitted.add(s), clock=clock, hold_s=1.5)
     offer(lk, http(Role.SERVER, 200, 201, 3, 4, B_PORT, "/never"))  # its client never comes
     n = 3 * EXPIRY_SLACK
@@ -203,7 +196,7 @@ def test_emitted_spans_of_closed_connections_are_let_go(server_first: bool) -> N
 
     emitted: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
     out: list[tuple[int, int, int]] = []
-    lk = LocalLinker(lambda c, s: (emitted.add(s), out.append(ids(s))), clock=Clock())
+    lk = LocalLinker(lambda c, s: (emitted.add(s), out.append(ids(s))), clock=ManualClock())
     n = 1000
     for i in range(n):
         server = on_conn(Role.SERVER, 200, 201, 1 + i, 2 + i, 50000 + i)
@@ -380,7 +373,6 @@ def test_concurrent_grpc_calls_on_one_connection_each_link_to_their_own_stream(s
     assert lk.counters["peer_links"] == 20 and lk.counters["peer_ambiguous"] == 0
     assert len(emitted) == 40 and lk.held == 0
     assert_each_server_is_its_clients_child(pairs, emitted)
-
 
 
 @pytest.mark.parametrize("server_first", [True, False])

@@ -19,6 +19,7 @@ import pytest
 
 from hostagent.identity.listeners import ListenerMap
 from hostagent.identity.procfs import ProcFS
+from tests.support.clock import ManualClock
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
 ORPHANS = (1195, 11873)  # in the fixture's /proc/net/tcp, in no fixture pid's fds
@@ -46,14 +47,6 @@ class CountingProcFS(ProcFS):
     def before_walk(self) -> list[object]:
         """What was read up to the first walk (the walk's own reads left out)."""
         return self.reads[: self.reads.index("walk") + 1] if "walk" in self.reads else list(self.reads)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -100,7 +93,7 @@ def test_fixture_has_listeners_no_process_holds(root: Path) -> None:
     ],
 )
 def test_a_listener_nobody_holds_is_looked_for_after_growing_delays(root: Path, seconds: float, walks: int) -> None:
-    procfs, clock = CountingProcFS(str(root)), Clock()
+    procfs, clock = CountingProcFS(str(root)), ManualClock(1000.0)
     listeners = ListenerMap(procfs, min_gap=0.0, clock=clock)
     start = clock.now
     # a refresh every 0.5 s (the most misses can ask for) up to ``seconds``
@@ -112,7 +105,7 @@ def test_a_listener_nobody_holds_is_looked_for_after_growing_delays(root: Path, 
 
 
 def test_a_holder_that_appears_is_found_at_the_next_look(root: Path) -> None:
-    procfs, clock = CountingProcFS(str(root)), Clock()
+    procfs, clock = CountingProcFS(str(root)), ManualClock(1000.0)
     listeners = ListenerMap(procfs, min_gap=0.0, clock=clock)
     listeners.refresh()
     (root / "proc" / "4242" / "fd" / "9").symlink_to("socket:[11873]")  # 127.0.0.1:18210
@@ -128,7 +121,7 @@ def test_a_holder_that_appears_is_found_at_the_next_look(root: Path) -> None:
 def test_a_miss_for_a_port_nobody_listens_on_reads_no_fds(root: Path) -> None:
     """A client port, or a resolver's UDP port: the kernel's list has no new listener, so the
     refresh the miss asks for reads no process's fds (it walked all of them)."""
-    procfs, clock = CountingProcFS(str(root)), Clock()
+    procfs, clock = CountingProcFS(str(root)), ManualClock(1000.0)
     listeners = ListenerMap(procfs, min_gap=0.0, clock=clock)
     listeners.refresh()
     procfs.fd_reads.clear()
@@ -151,7 +144,7 @@ def test_a_miss_for_a_port_nobody_listens_on_reads_no_fds(root: Path) -> None:
 )
 def test_a_new_listener_is_looked_for_in_the_learnt_pids_fds_first(root: Path, learnt: Optional[int], holder: int,
                                                                    reads: list[object]) -> None:  # fmt: skip
-    procfs, clock = CountingProcFS(str(root)), Clock()
+    procfs, clock = CountingProcFS(str(root)), ManualClock(1000.0)
     listeners = ListenerMap(procfs, min_gap=0.0, clock=clock)
     listeners.refresh()
     procfs.reads = []

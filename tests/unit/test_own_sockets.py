@@ -18,6 +18,7 @@ from hostagent.pipeline import Pipeline
 from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.spans import SpanBuilder
+from tests.support.clock import ManualClock
 from tests.support.pipeline_parts import Exported, NoTracker
 
 
@@ -66,16 +67,8 @@ def test_own_endpoints_without_the_fd_directory_is_empty(tmp_path) -> None:
     assert own_endpoints(str(tmp_path / "missing")) == set()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_miss_reads_the_sockets_again_at_most_once_per_period() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     reads: list[float] = []
     current: set[OwnKey] = set()
 
@@ -99,7 +92,7 @@ def test_a_miss_reads_the_sockets_again_at_most_once_per_period() -> None:
 def test_calls_to_ports_the_agent_does_not_talk_to_reread_only_now_and_then() -> None:
     """A busy server's every span misses: those misses reread the sockets twice a minute at most;
     a port the agent's sockets were seen connected to counts as the exporter's."""
-    clock = Clock()
+    clock = ManualClock(100.0)
     reads: list[float] = []
     current: set[OwnKey] = {("127.0.0.1", 40001, 9000)}  # connected to 9000 (not configured)
 
@@ -140,8 +133,6 @@ COLLECTOR_PORT = 4317
 AGENT_PORT = 40001
 
 
-
-
 def export_call(role: Role, peer: Endpoint, local: Endpoint) -> Call:
     attrs = {"rpc.system.name": "grpc", "rpc.method": "opentelemetry.proto.collector.trace.v1.TraceService/Export"}
     return Call(protocol="grpc", role=role, start_ns=1_000, end_ns=2_000, name=str(attrs["rpc.method"]),
@@ -151,7 +142,7 @@ def export_call(role: Role, peer: Endpoint, local: Endpoint) -> Call:
 def test_the_pipeline_leaves_out_a_collectors_side_of_the_agents_exports() -> None:
     exported = Exported()
     builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
-    own = OwnConnections(lambda: {("127.0.0.1", AGENT_PORT, COLLECTOR_PORT)}, Clock())
+    own = OwnConnections(lambda: {("127.0.0.1", AGENT_PORT, COLLECTOR_PORT)}, ManualClock(100.0))
     # telemetry traced ([capture] telemetry_calls = true): the agent's own exports still are not
     pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http2"}))), NoTracker(), builder.build,
                     exported, own=own, trace_telemetry=True)

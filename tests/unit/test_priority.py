@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from hostagent.priority import IdleGuard, set_priority
+from tests.support.clock import ManualClock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -174,15 +175,7 @@ def test_the_bursts_yield_at_idle_whatever_the_nice(value: int, policy: str, yie
     assert out.stdout.split() == ["1" if yields else "0"]
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _guard(policy: list[str], clock: _Clock) -> tuple[IdleGuard, list[tuple[int, str]]]:
+def _guard(policy: list[str], clock: ManualClock) -> tuple[IdleGuard, list[tuple[int, str]]]:
     """An IdleGuard whose priority changes are recorded (and take effect in ``policy[0]``)."""
     applied: list[tuple[int, str]] = []
 
@@ -195,7 +188,7 @@ def _guard(policy: list[str], clock: _Clock) -> tuple[IdleGuard, list[tuple[int,
 
 
 def test_the_guard_raises_the_agent_while_the_ring_is_half_unread_and_lowers_it_once_calm() -> None:
-    clock, policy = _Clock(), ["idle"]
+    clock, policy = ManualClock(100.0), ["idle"]
     guard, applied = _guard(policy, clock)
     assert [guard.observe(b) for b in (0.0, 0.2, 0.49)] == [None, None, None]
     assert applied == []
@@ -217,7 +210,7 @@ def test_the_guard_raises_the_agent_while_the_ring_is_half_unread_and_lowers_it_
 
 
 def test_raised_again_within_a_minute_the_guard_waits_twice_as_long_up_to_a_minute() -> None:
-    clock, policy = _Clock(), ["idle"]
+    clock, policy = ManualClock(100.0), ["idle"]
     guard, applied = _guard(policy, clock)
     calms = []
     for _ in range(8):  # a host that stays busy: behind again 10 s after each return to idle
@@ -235,7 +228,7 @@ def test_raised_again_within_a_minute_the_guard_waits_twice_as_long_up_to_a_minu
 
 
 def test_a_guard_that_cannot_leave_idle_says_so_once_and_stops_asking() -> None:
-    clock, applied = _Clock(), []
+    clock, applied = ManualClock(100.0), []
 
     def refuse(nice: int, name: str) -> str:
         applied.append((nice, name))
@@ -251,9 +244,8 @@ def test_a_guard_that_cannot_leave_idle_says_so_once_and_stops_asking() -> None:
     assert applied == [(10, "normal")]
 
 
-
 def test_held_while_hopelessly_behind_the_guard_lowers_at_once_and_does_not_raise() -> None:
-    clock, policy = _Clock(), ["idle"]
+    clock, policy = ManualClock(100.0), ["idle"]
     guard, applied = _guard(policy, clock)
     assert guard.full_effort is False
     assert guard.observe(0.9) is not None and guard.full_effort
@@ -269,6 +261,6 @@ def test_held_while_hopelessly_behind_the_guard_lowers_at_once_and_does_not_rais
 
 
 def test_a_guard_that_cannot_leave_idle_is_at_its_full_effort() -> None:
-    guard = IdleGuard(10, apply=lambda n, p: "refused", policy_now=lambda: "idle", clock=_Clock())
+    guard = IdleGuard(10, apply=lambda n, p: "refused", policy_now=lambda: "idle", clock=ManualClock(100.0))
     guard.observe(0.9)
     assert guard.refused and guard.full_effort

@@ -19,20 +19,13 @@ from hostagent.daemon import Agent
 from hostagent.export.queue import ExportQueue
 from hostagent.priority import IdleGuard
 from hostagent.starvation import MAX_SAMPLES, RingAge, StarvationWatch
+from tests.support.clock import ManualClock
 
 REPO = Path(__file__).resolve().parents[2]
 RAISED = "nice 10, cpu_policy normal on 7 threads"
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _guard(clock: _Clock, refuse: bool = False) -> tuple[IdleGuard, list[str]]:
+def _guard(clock: ManualClock, refuse: bool = False) -> tuple[IdleGuard, list[str]]:
     applied: list[str] = []
     policy = ["idle"]
 
@@ -59,7 +52,7 @@ def _guard(clock: _Clock, refuse: bool = False) -> tuple[IdleGuard, list[str]]:
     ("held", "the poll loop", 9.0, None),  # hopelessly behind: the backoff keeps it at idle
 ])
 def test_starved_raises_once_work_waited_a_second(state: str, what: str, waited: float, said: Optional[str]) -> None:
-    clock = _Clock()
+    clock = ManualClock(100.0)
     guard, applied = _guard(clock)
     if state == "raised":
         assert guard.observe(0.9) is not None
@@ -73,7 +66,7 @@ def test_starved_raises_once_work_waited_a_second(state: str, what: str, waited:
 
 
 def test_raised_by_starvation_the_guard_lowers_by_its_calm_rule_and_doubles_it_when_starved_again() -> None:
-    clock = _Clock()
+    clock = ManualClock(100.0)
     guard, applied = _guard(clock)
     assert guard.starved("the oldest unread event", 1.2) is not None
     assert guard.observe(0.0) is None  # the loop runs again, but the watch last saw 1.2 s
@@ -91,7 +84,7 @@ def test_raised_by_starvation_the_guard_lowers_by_its_calm_rule_and_doubles_it_w
 
 
 def test_a_guard_that_cannot_leave_idle_says_so_once_when_starved() -> None:
-    guard, applied = _guard(_Clock(), refuse=True)
+    guard, applied = _guard(ManualClock(100.0), refuse=True)
     said = guard.starved("the oldest unread event", 2.0)
     assert said == ("the oldest unread event waited 2.0 s but the agent cannot leave SCHED_IDLE (cpu_policy normal "
                     "not applied: Operation not permitted); it stays there and what it cannot keep up with is "
@@ -104,7 +97,7 @@ def test_a_guard_that_cannot_leave_idle_says_so_once_when_starved() -> None:
 def test_a_stop_leaves_idle_at_once_for_good() -> None:
     """The watch stops with the poll loop; the stop itself (bounded, a few seconds) runs raised, so
     that a busy host cannot stretch it past systemd's stop timeout."""
-    clock = _Clock()
+    clock = ManualClock(100.0)
     guard, applied = _guard(clock)
     assert guard.stopping() == f"stopping: {RAISED} until the end"
     assert guard.raised and applied == ["normal"] and guard.times_starved == 0
@@ -279,7 +272,7 @@ def test_the_admin_threads_keep_sched_other_while_the_agent_idles() -> None:
 def test_the_guard_stays_raised_while_work_still_waits_though_the_ring_is_calm() -> None:
     """An agent reading about as fast as records come: the ring under an eighth, its oldest
     record seconds old. Calm is both."""
-    clock = _Clock()
+    clock = ManualClock(100.0)
     guard, applied = _guard(clock)
     assert guard.observe(0.9) is not None  # raised by the ring's fill
     assert guard.starved("the oldest unread event", 8.0) is None  # raised already: only noted
@@ -295,7 +288,7 @@ def test_the_guard_stays_raised_while_work_still_waits_though_the_ring_is_calm()
 
 
 def test_starved_after_0_turns_the_second_floor_off_and_leaves_the_ring_floor_alone() -> None:
-    clock, applied = _Clock(), []
+    clock, applied = ManualClock(100.0), []
 
     def apply(nice: int, name: str) -> str:
         applied.append(name)
