@@ -57,9 +57,12 @@ def start_http_app(port: int) -> Server:
     assert_port_free(port)
     proc = subprocess.Popen([sys.executable, "-m", "tests.support.http_app", str(port)], cwd=REPO,
                             stdout=subprocess.DEVNULL)
-    wait_port(port)
+    try:
+        wait_port(port)
+    except AssertionError:
+        proc.kill()  # a server that never listened must not outlive the failed test
+        raise
     return Server(proc, port, "http_app")
-
 
 
 def start_grpc_demo(port: int) -> Server:
@@ -73,6 +76,7 @@ def start_grpc_demo(port: int) -> Server:
         proc.kill()
         raise
     return Server(proc, port, "grpc_demo")
+
 
 NGINX_CONF = """
 daemon off;
