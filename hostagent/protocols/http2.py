@@ -213,6 +213,7 @@ class Http2Parser:
         at its last frame seen) when its response began, else dropped (counted as unpaired)."""
         for stream in self._streams.values():
             stream.frames_lost = True
+            stream.request_lost = stream.request_lost or not stream.request_ended
             stream.request_messages.count = None
             stream.response_messages.count = None
 
