@@ -25,7 +25,7 @@ distinct head and shared. ``feed_bytes`` is ``feed`` without a Segment to build 
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import DIRECTIONS, Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
@@ -35,6 +35,8 @@ from hostagent.protocols.http_common import (
     CUT_SHORT_MESSAGE,
     ERROR_CUT_SHORT,
     ERROR_NO_RESPONSE,
+    BodyLimit,
+    body_limit_of,
     method_attributes,
     parse_host,
     split_target,
@@ -75,10 +77,10 @@ class _Half:
 class Http1Parser:
     """Per-connection HTTP/1.x decoder (a ``StreamParser``)."""
 
-    def __init__(self, body_limit: int = BODY_LIMIT) -> None:
+    def __init__(self, body_limit: Union[int, BodyLimit] = BODY_LIMIT) -> None:
         self.stats = ParserStats()
         self.upgraded = False  # 101 or CONNECT tunnel: the bytes are no longer HTTP/1
-        self._body_limit = body_limit
+        self._body_limit = body_limit_of(body_limit)  # read per message part kept: see BodyLimit
         self._req_dir: Optional[Direction] = None
         self._role = Role.UNKNOWN  # of this process, known with _req_dir
         self._req = _Half(True)
@@ -412,7 +414,7 @@ class Http1Parser:
         length = half.remaining
         stop = pos + length
         if not msg.gap:  # _keep, for a body that starts here and is all captured
-            room = self._body_limit - len(msg.body)
+            room = self._body_limit.value - len(msg.body)
             if room > 0 and length > 0:
                 msg.body += data[pos : stop if length <= room else pos + room]
         msg.body_size += length
@@ -462,7 +464,7 @@ class Http1Parser:
             return
         n = len(data)
         end = stop if stop < n else n
-        room = self._body_limit - len(msg.body)
+        room = self._body_limit.value - len(msg.body)
         if room > 0 and end > start:
             msg.body += data[start : end if end - start <= room else start + room]
         if stop > n:
