@@ -343,15 +343,20 @@ class Http1Parser:
     def _chunked(
         self, half: _Half, data: bytes, n: int, size: int, pos: int, ts: int, out: list[Call]
     ) -> int:
+        """Chunked framing. ``body_size`` counts the chunks' data only, the payload as the semantic
+        conventions define http.*.body.size (Content-Length's count: RFC 9112 7.1's decoded length),
+        not the chunk-size lines, CRLFs and trailers around it; once a chunk-size line fell into
+        uncaptured bytes, what moves after it counts whole (framing unknowable: an upper bound)."""
         msg = half.msg
         assert msg is not None
-        start = pos
+        msg.end_ns = ts
         while pos < size:
             chunk = half.chunk
             if chunk == _CH_DATA or chunk == _CH_CRLF:
                 take = min(half.remaining, size - pos)
                 if chunk == _CH_DATA:
                     self._keep(msg, data, pos, pos + take)
+                    msg.body_size += take
                 pos += take
                 half.remaining -= take
                 if half.remaining == 0:
@@ -361,8 +366,7 @@ class Http1Parser:
                         half.chunk = _CH_SIZE
                 continue
             if pos >= n:  # a chunk-size line in bytes that were not captured: framing is lost
-                msg.body_size += size - start
-                msg.end_ns = ts
+                msg.body_size += size - pos
                 self.stats.truncated += 1
                 half.state = _LOSSY
                 return size
@@ -375,7 +379,6 @@ class Http1Parser:
                 if eol < 0:
                     line = half.buf + data[pos:n]
                     if len(line) > MAX_LINE:
-                        msg.body_size += n - start
                         half.buf = b""
                         return self._resync(half, size, out)
                     half.buf = line
@@ -393,19 +396,14 @@ class Http1Parser:
                 except ValueError:
                     length = -1
                 if length < 0:
-                    msg.body_size += pos - start
                     return self._resync(half, size, out)
                 if length == 0:
                     half.chunk = _CH_TRAILER
                 else:
                     half.chunk, half.remaining = _CH_DATA, length
             elif not line:  # the empty line after the last chunk and its trailers
-                msg.body_size += pos - start
-                msg.end_ns = ts
                 self._finish(half, out)
                 return pos
-        msg.body_size += pos - start
-        msg.end_ns = ts
         return pos
 
     def _whole_body(self, half: _Half, msg: Message, data: bytes, pos: int, ts: int, out: list[Call]) -> int:
