@@ -27,7 +27,7 @@ from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
-from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value, whole_commands, whole_replies
+from hostagent.protocols.resp import INLINE, REPLY_START, Broken, RespReader, Value, whole_commands, whole_replies
 
 SYSTEM = "redis"
 MAX_PENDING = 4096
@@ -273,6 +273,10 @@ class RedisParser:
         words = v.words
         first = words[0] if words else None
         if not isinstance(first, bytes) or not first:
+            self.stats.resyncs += 1
+            return
+        if v.kind == INLINE and not _command_name(first):
+            # the bytes of a value read as a line (its command's head lost): no command of that name
             self.stats.resyncs += 1
             return
         self._answered_unread = False
