@@ -375,10 +375,14 @@ class MysqlParser:
         while pending and pending[0].start_ns <= self._last_server_ns:
             if pending.popleft().code in (COM_QUERY, COM_STMT_EXECUTE):
                 self.stats.unpaired += 1
+        self._forget_answer()
+        self._sv.restart()
+
+    def _forget_answer(self) -> None:
+        """What the server framer and the answer being read held: the next answer starts anew."""
         self._cont[Direction.EGRESS if self._roles.client == Direction.INGRESS else Direction.INGRESS] = False
         self._coldefs = 0
         self._prep = []
-        self._sv.restart()
 
     def _run_aground(self) -> None:
         """The client sends again: the answer it waited for is over (the classic protocol reads
@@ -398,9 +402,7 @@ class MysqlParser:
                 self.stats.truncated += 1
             self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
             self._pending.clear()
-        self._cont[Direction.EGRESS if self._roles.client == Direction.INGRESS else Direction.INGRESS] = False
-        self._coldefs = 0
-        self._prep = []
+        self._forget_answer()
         self._sv.drop()
 
     # -- client ------------------------------------------------------------------------------------
@@ -726,7 +728,7 @@ def _whole_answer(data: bytes) -> bool:
     at, n, seq, ended = 0, len(data), 1, False
     while at + 4 < n:
         length = _le(data, at, 3)
-        if data[at + 3] != seq % 256 and not (ended and data[at + 3] == 1):
+        if not length or (data[at + 3] != seq % 256 and not (ended and data[at + 3] == 1)):
             return False
         first = data[at + 4]
         ended = (first == 0x00 and length >= 7) or (first == 0xFF and length >= 3) or (first == 0xFE and length < 9)

@@ -221,6 +221,7 @@ class RedisParser:
         self.close(0)
         self._req = RespReader(requests=True)
         self._rep = RespReader(requests=False)
+        self._answered_unread = False
         return self._take()
 
     @property

@@ -146,3 +146,18 @@ def test_a_big_command_whose_head_was_lost_makes_no_command_of_its_value(piece: 
     calls = [c for seg in writes(piece, captured, 0, side) for c in parser.feed(seg)] + parser.close(10**12)
     assert names(calls) == ALL[1:]
     assert parser.stats.unpaired == 1
+
+
+def test_a_reported_loss_clears_what_an_unreported_one_would_have_been_told_by() -> None:
+    """A reply to the command being read, then lost() (the loss reported): the readers start over,
+    and the next command is read as it comes, nothing counted as a resync of an unreported loss."""
+    parser = RedisParser()
+    first, *_ = writes(4096, 4096, -1, "client")  # the SET's first write: its value begun
+    incr = b"*2\r\n$4\r\nINCR\r\n$5\r\nafter\r\n"
+    parser.feed(first)
+    parser.feed(Segment(Direction.INGRESS, b"+OK\r\n", 5, 10_000))
+    parser.lost()
+    calls = parser.feed(Segment(Direction.EGRESS, incr, len(incr), 11_000))
+    calls += parser.feed(Segment(Direction.INGRESS, b":1\r\n", 4, 12_000))
+    assert names(calls) == [("INCR", "4")]
+    assert parser.stats.resyncs == 0
