@@ -27,6 +27,7 @@ from hostagent.pipeline import Pipeline
 from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.probes.loader import BpfCapture, ProbeState
 from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP, groups_for
+from hostagent.protocols.http_common import BodyLimit
 from hostagent.protocols.registry import body_limit, for_probes
 from hostagent.protocols.sql import RawSql
 from hostagent.settings import RuntimeSettings, SettingsHolder
@@ -309,17 +310,19 @@ def connection_tracker(
     """The tracker, parsing with the protocols the current settings enable; a settings change
     reaches it before the change is acknowledged (reload's READY, the admin API's answer).
     [capture] raw_sql is one switch its SQL parsers read per call, flipped here as well: the
-    change applies to the next call of every connection, also one opened before it."""
+    change applies to the next call of every connection, also one opened before it. So is the body
+    bytes the HTTP parsers keep ([capture] body_max_bytes and bodies, overrides included)."""
     raw_sql = RawSql(holder.current.capture.raw_sql)
+    bodies = BodyLimit(body_limit(holder.current.capture))
 
     def enabled_protocols() -> tuple[Any, ...]:
-        current = holder.current
-        return for_probes(current.probes, raw_sql, body_limit(current.capture))
+        return for_probes(holder.current.probes, raw_sql, bodies)
 
     tracker = ConnectionTracker(enabled_protocols, on_mute=mute, on_unmute=unmute)
 
     def changed(old: RuntimeSettings, new: RuntimeSettings) -> None:
         raw_sql.set(new.capture.raw_sql)
+        bodies.value = body_limit(new.capture)
         tracker.settings_changed()
 
     holder.subscribe(changed)

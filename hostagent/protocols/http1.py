@@ -25,7 +25,7 @@ distinct head and shared. ``feed_bytes`` is ``feed`` without a Segment to build 
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import DIRECTIONS, Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
@@ -35,6 +35,8 @@ from hostagent.protocols.http_common import (
     CUT_SHORT_MESSAGE,
     ERROR_CUT_SHORT,
     ERROR_NO_RESPONSE,
+    BodyLimit,
+    body_limit_of,
     method_attributes,
     parse_host,
     split_target,
@@ -75,10 +77,10 @@ class _Half:
 class Http1Parser:
     """Per-connection HTTP/1.x decoder (a ``StreamParser``)."""
 
-    def __init__(self, body_limit: int = BODY_LIMIT) -> None:
+    def __init__(self, body_limit: Union[int, BodyLimit] = BODY_LIMIT) -> None:
         self.stats = ParserStats()
         self.upgraded = False  # 101 or CONNECT tunnel: the bytes are no longer HTTP/1
-        self._body_limit = body_limit
+        self._body_limit = body_limit_of(body_limit)  # read per message part kept: see BodyLimit
         self._req_dir: Optional[Direction] = None
         self._role = Role.UNKNOWN  # of this process, known with _req_dir
         self._req = _Half(True)
@@ -341,15 +343,20 @@ class Http1Parser:
     def _chunked(
         self, half: _Half, data: bytes, n: int, size: int, pos: int, ts: int, out: list[Call]
     ) -> int:
+        """Chunked framing. ``body_size`` counts the chunks' data only, the payload as the semantic
+        conventions define http.*.body.size (Content-Length's count: RFC 9112 7.1's decoded length),
+        not the chunk-size lines, CRLFs and trailers around it; once a chunk-size line fell into
+        uncaptured bytes, what moves after it counts whole (framing unknowable: an upper bound)."""
         msg = half.msg
         assert msg is not None
-        start = pos
+        msg.end_ns = ts
         while pos < size:
             chunk = half.chunk
             if chunk == _CH_DATA or chunk == _CH_CRLF:
                 take = min(half.remaining, size - pos)
                 if chunk == _CH_DATA:
                     self._keep(msg, data, pos, pos + take)
+                    msg.body_size += take
                 pos += take
                 half.remaining -= take
                 if half.remaining == 0:
@@ -359,8 +366,7 @@ class Http1Parser:
                         half.chunk = _CH_SIZE
                 continue
             if pos >= n:  # a chunk-size line in bytes that were not captured: framing is lost
-                msg.body_size += size - start
-                msg.end_ns = ts
+                msg.body_size += size - pos
                 self.stats.truncated += 1
                 half.state = _LOSSY
                 return size
@@ -373,7 +379,6 @@ class Http1Parser:
                 if eol < 0:
                     line = half.buf + data[pos:n]
                     if len(line) > MAX_LINE:
-                        msg.body_size += n - start
                         half.buf = b""
                         return self._resync(half, size, out)
                     half.buf = line
@@ -391,19 +396,14 @@ class Http1Parser:
                 except ValueError:
                     length = -1
                 if length < 0:
-                    msg.body_size += pos - start
                     return self._resync(half, size, out)
                 if length == 0:
                     half.chunk = _CH_TRAILER
                 else:
                     half.chunk, half.remaining = _CH_DATA, length
             elif not line:  # the empty line after the last chunk and its trailers
-                msg.body_size += pos - start
-                msg.end_ns = ts
                 self._finish(half, out)
                 return pos
-        msg.body_size += pos - start
-        msg.end_ns = ts
         return pos
 
     def _whole_body(self, half: _Half, msg: Message, data: bytes, pos: int, ts: int, out: list[Call]) -> int:
@@ -412,7 +412,7 @@ class Http1Parser:
         length = half.remaining
         stop = pos + length
         if not msg.gap:  # _keep, for a body that starts here and is all captured
-            room = self._body_limit - len(msg.body)
+            room = self._body_limit.value - len(msg.body)
             if room > 0 and length > 0:
                 msg.body += data[pos : stop if length <= room else pos + room]
         msg.body_size += length
@@ -462,7 +462,7 @@ class Http1Parser:
             return
         n = len(data)
         end = stop if stop < n else n
-        room = self._body_limit - len(msg.body)
+        room = self._body_limit.value - len(msg.body)
         if room > 0 and end > start:
             msg.body += data[start : end if end - start <= room else start + room]
         if stop > n:

@@ -34,7 +34,7 @@ its captured tail), "push_streams", "streams_evicted".
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import Call, Direction, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
@@ -63,6 +63,7 @@ from hostagent.protocols.http2_frames import (
 )
 from hostagent.protocols.http2_hpack import Header, HeaderBlockDecoder
 from hostagent.protocols.http2_streams import END_UNSEEN, Stream, to_call
+from hostagent.protocols.http_common import BodyLimit, body_limit_of
 
 _PREFACE_LEN = len(PREFACE)
 
@@ -105,10 +106,11 @@ class _Side:
 class Http2Parser:
     """Per-connection HTTP/2 decoder (StreamParser)."""
 
-    def __init__(self, body_limit: int = 1024, max_streams: int = 1024, reference_hpack: bool = False) -> None:
+    def __init__(self, body_limit: Union[int, BodyLimit] = 1024, max_streams: int = 1024,
+                 reference_hpack: bool = False) -> None:  # fmt: skip
         self.stats = ParserStats()
         self._reference_hpack = reference_hpack  # decode with hpack.Decoder (see http2_hpack)
-        self._body_limit = body_limit
+        self._body_limit = body_limit_of(body_limit)  # read per DATA frame kept: see BodyLimit
         self._max_streams = max_streams
         self._sides = {Direction.EGRESS: _Side(), Direction.INGRESS: _Side()}
         self._client: Optional[Direction] = None  # direction of the client's bytes, once known
@@ -213,6 +215,7 @@ class Http2Parser:
         at its last frame seen) when its response began, else dropped (counted as unpaired)."""
         for stream in self._streams.values():
             stream.frames_lost = True
+            stream.request_lost = stream.request_lost or not stream.request_ended
             stream.request_messages.count = None
             stream.response_messages.count = None
 
@@ -302,7 +305,7 @@ class Http2Parser:
         counter.feed(payload)
         counter.skip(length - len(payload))
         body = stream.request_body if request else stream.response_body
-        room = self._body_limit - len(body)
+        room = self._body_limit.value - len(body)
         # Only while the body so far holds every byte that moved: after a DATA payload the capture
         # cut short (the span says truncated) or frames that went by unseen, a later frame's bytes
         # would join it across the gap.

@@ -20,6 +20,9 @@ HEADERS_INCOMPLETE = "hostagent.http2.headers_incomplete"  # some HPACK fields w
 # The stream's end (END_STREAM, gRPC trailers) went by in bytes the capture cut (a big message);
 # the span ends at its last frame seen and says no outcome it did not see.
 END_UNSEEN = "hostagent.http2.end_unseen"
+# A body size the parser cannot know (DATA frames went by unseen): the span then claims no size and
+# says its body truncated (hostagent.traces.wire), rather than a size counted from the frames seen.
+SIZE_UNKNOWN = -1
 
 
 @dataclass(slots=True)
@@ -33,6 +36,7 @@ class Stream:
     trailers: list[Header] = field(default_factory=list)
     incomplete: bool = False
     frames_lost: bool = False  # in flight when frames went by unseen (Http2Parser._frames_lost)
+    request_lost: bool = False  # ...and its request had not ended then: the request's size is unknown too
     request_ended: bool = False
     request_size: int = 0
     response_size: int = 0
@@ -172,8 +176,9 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
         response_headers=response_headers,
         request_body=bytes(s.request_body),
         response_body=bytes(s.response_body),
-        # DATA frames may have gone by unseen: a size counted from those seen would be too small
-        request_size=0 if s.frames_lost else s.request_size,
-        response_size=0 if s.frames_lost else s.response_size,
+        # DATA frames may have gone by unseen: a size counted from those seen would be too small. A
+        # request that had ended before (END_STREAM seen) was counted whole; a response never was.
+        request_size=SIZE_UNKNOWN if s.request_lost else s.request_size,
+        response_size=SIZE_UNKNOWN if s.frames_lost else s.response_size,
         stream_id=s.sid,
     )

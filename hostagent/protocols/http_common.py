@@ -12,7 +12,7 @@ https://opentelemetry.io/docs/specs/semconv/http/http-spans/
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from hostagent.model import Role
 
@@ -26,6 +26,25 @@ ERROR_NO_RESPONSE = "closed_without_response"
 # are the HTTP/2 parser's for a stream open at close.
 ERROR_CUT_SHORT = "connection_closed"
 CUT_SHORT_MESSAGE = "connection closed before the response ended"
+
+
+class BodyLimit:
+    """Body bytes the HTTP parsers keep per message (registry.body_limit of [capture]).
+
+    One value shared by every HTTP parser of a tracker and set when the settings change
+    (hostagent.assembly), read each time body bytes are kept: a larger ``body_max_bytes`` reaches
+    the next message of every open connection, not only of those opened after it (a keep-alive
+    or HTTP/2 connection lives as long as its pool), as [capture] raw_sql does (sql.RawSql)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def body_limit_of(limit: Union[int, BodyLimit]) -> BodyLimit:
+    """The shared limit given, or a parser's own fixed one for a plain number."""
+    return limit if isinstance(limit, BodyLimit) else BodyLimit(limit)
 
 
 def method_attributes(method: str, attrs: dict) -> str:

@@ -89,6 +89,14 @@ class LengthFramer:
         self.lost = True
         self.resyncs += 1
 
+    def restart(self) -> None:
+        """Forget the frame in progress: the next segment starts a frame (nothing counted; the
+        caller knows why)."""
+        self.buf, self.off = b"", 0
+        self.skip = 0
+        self.hole = 0
+        self.lost = False
+
     def drop(self) -> None:
         """The parser rejected what is buffered: forget it until the next segment."""
         self._lose()

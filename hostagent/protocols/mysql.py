@@ -235,6 +235,7 @@ class MysqlParser:
         # count towards the waiting command (its size, its end); see _run_aground.
         self._adrift = False
         self._adrift_end = 0
+        self._last_server_ns = 0  # when server bytes were last seen (_lost_in_answer)
 
     @property
     def raw_sql(self) -> bool:
@@ -316,11 +317,15 @@ class MysqlParser:
         framer = self._cl if client else self._sv
         if self._adrift:
             if not client:
-                self._adrift_end = seg.ts_ns
+                self._adrift_end = self._last_server_ns = seg.ts_ns
                 if self._pending:
                     self._pending[0].resp_size += seg.size
                 return
             self._run_aground()
+        if not client:
+            if self._lost_in_answer(seg):
+                self._realign()
+            self._last_server_ns = seg.ts_ns
         if framer.push(seg.data, seg.size, seg.ts_ns):
             self.stats.resyncs += 1
         while not self.upgraded:
@@ -341,6 +346,44 @@ class MysqlParser:
             self._adrift = True  # the answer goes on past a boundary the capture did not see
             self._adrift_end = seg.ts_ns
 
+    def _lost_in_answer(self, seg: Segment) -> bool:
+        """Whether server bytes were lost without the capture stage being told (``lost()``; not
+        every loss in the kernel is reported, bpf/capture.c says which are not): any three bytes
+        read as a packet length, so the framer would skip up to 16 MiB of later answers from
+        the wrong place, or a result whose terminator was lost would take the next answers for
+        its rows, pairing every later command of a pooled connection with the wrong answer. Said
+        by the two directions together, as for Redis: the client sent a command after the last
+        server bytes came while a command sent before is being answered (a pipelining client
+        sends before the answer's first bytes, or its next bytes continue that answer), and this
+        segment, whole, is one or more complete answers (_whole_answer)."""
+        pending, sv = self._pending, self._sv
+        return (
+            len(pending) > 1
+            and (pending[0].resp_size > 0 or sv.skip > 0 or sv.buffered > 0)
+            and pending[0].start_ns <= self._last_server_ns < pending[-1].start_ns
+            and seg.size == len(seg.data)
+            and _whole_answer(seg.data)
+        )
+
+    def _realign(self) -> None:
+        """Frame the server's bytes afresh from this segment (``_lost_in_answer``). The commands
+        sent before the last server bytes came may have had their answers in what was lost:
+        dropped, counted as unpaired, never paired with a later answer; the segment answers the
+        commands sent since."""
+        self.stats.resyncs += 1
+        pending = self._pending
+        while pending and pending[0].start_ns <= self._last_server_ns:
+            if pending.popleft().code in (COM_QUERY, COM_STMT_EXECUTE):
+                self.stats.unpaired += 1
+        self._forget_answer()
+        self._sv.restart()
+
+    def _forget_answer(self) -> None:
+        """What the server framer and the answer being read held: the next answer starts anew."""
+        self._cont[Direction.EGRESS if self._roles.client == Direction.INGRESS else Direction.INGRESS] = False
+        self._coldefs = 0
+        self._prep = []
+
     def _run_aground(self) -> None:
         """The client sends again: the answer it waited for is over (the classic protocol reads
         a result whole before the next command). The command ends with the last server bytes
@@ -359,9 +402,7 @@ class MysqlParser:
                 self.stats.truncated += 1
             self.stats.unpaired += sum(1 for c in self._pending if c.code in (COM_QUERY, COM_STMT_EXECUTE))
             self._pending.clear()
-        self._cont[Direction.EGRESS if self._roles.client == Direction.INGRESS else Direction.INGRESS] = False
-        self._coldefs = 0
-        self._prep = []
+        self._forget_answer()
         self._sv.drop()
 
     # -- client ------------------------------------------------------------------------------------
@@ -678,6 +719,22 @@ def _mariadb_column(p: bytes) -> bool:
         return False
     at += n
     return at + 13 == len(p) and p[at] == 0x0C
+
+
+def _whole_answer(data: bytes) -> bool:
+    """Whether ``data`` is one or more complete answers to commands and nothing more, as a read
+    taken on packet boundaries at the end of an answer shows them: packets whose sequence ids
+    count up from 1 (0 is the command's), each answer ending with an OK, EOF or ERR packet."""
+    at, n, seq, ended = 0, len(data), 1, False
+    while at + 4 < n:
+        length = _le(data, at, 3)
+        if not length or (data[at + 3] != seq % 256 and not (ended and data[at + 3] == 1)):
+            return False
+        first = data[at + 4]
+        ended = (first == 0x00 and length >= 7) or (first == 0xFF and length >= 3) or (first == 0xFE and length < 9)
+        seq = data[at + 3] + 1
+        at += 4 + length
+    return at == n and ended
 
 
 def _packet_len(head: bytes) -> Optional[int]:

@@ -15,7 +15,8 @@ Not replies: RESP3 pushes (``>``) and, in RESP2 subscribed mode, ``message``/``p
 ``smessage`` arrays; (P|S)(UN)SUBSCRIBE take one confirmation per channel (an argument-less
 UNSUBSCRIBE ends at the confirmation whose count is 0). After MONITOR every line is a feed.
 When a hole in the capture hides framing, pairing is made honest rather than complete: see
-``_broken_requests`` / ``_broken_replies``, and ``_lost_in_bulk`` for a hole nobody reported.
+``_broken_requests`` / ``_broken_replies``, and ``_lost_in_bulk`` / ``_lost_in_command`` for a hole
+nobody reported.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Optional
 
 from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec, RoleGuess
-from hostagent.protocols.resp import REPLY_START, Broken, RespReader, Value, whole_replies
+from hostagent.protocols.resp import INLINE, REPLY_START, Broken, RespReader, Value, whole_commands, whole_replies
 
 SYSTEM = "redis"
 MAX_PENDING = 4096
@@ -185,6 +186,10 @@ class RedisParser:
         self._answered = False  # a reply to a command seen here has begun: RESP, checked once
         self._foreign = False  # answered in something else than RESP: not Redis (see _consume)
         self._last_reply_ns = 0  # when reply bytes were last seen (_lost_in_bulk)
+        # A reply came that no finished command waited for while a command was still being read:
+        # the server had read it whole, so its bytes the reader still waits for were lost
+        # (_lost_in_command)
+        self._answered_unread = False
         self._out: list[Call] = []
 
     # -- StreamParser ------------------------------------------------------------------------------
@@ -216,6 +221,7 @@ class RedisParser:
         self.close(0)
         self._req = RespReader(requests=True)
         self._rep = RespReader(requests=False)
+        self._answered_unread = False
         return self._take()
 
     @property
@@ -234,6 +240,8 @@ class RedisParser:
             if self._rep.in_bulk and self._lost_in_bulk(seg):
                 self._realign()
             self._last_reply_ns = seg.ts_ns
+        elif self._answered_unread and self._lost_in_command(seg):
+            self._realign_requests()
         reader = self._req if requests else self._rep
         for item in reader.feed(seg.data, seg.size, seg.ts_ns):
             if isinstance(item, Broken):
@@ -268,6 +276,11 @@ class RedisParser:
         if not isinstance(first, bytes) or not first:
             self.stats.resyncs += 1
             return
+        if v.kind == INLINE and not _command_name(first):
+            # the bytes of a value read as a line (its command's head lost): no command of that name
+            self.stats.resyncs += 1
+            return
+        self._answered_unread = False
         cmd = _Command(v.start_ns)
         cmd.size = v.size
         name = first.decode("latin-1")
@@ -319,6 +332,7 @@ class RedisParser:
             return
         if not pending:
             self.stats.unpaired += 1
+            self._answered_unread = not self._req.idle
             return
         cmd = pending.popleft()
         if cmd.name == "monitor" and v.kind == 0x2B:
@@ -370,6 +384,22 @@ class RedisParser:
             if not pending.popleft().gap:
                 self.stats.unpaired += 1
         self._rep.restart()
+
+    def _lost_in_command(self, seg: Segment) -> bool:
+        """Whether bytes of the command being read were lost without the capture stage being told:
+        inside a big command (a SET of a 1 MB value, written in pieces) the reader would take every
+        later command for the rest of its bulk string, so that the connection made no span again.
+        Said by the two directions together: a reply came that no finished command waited for
+        while this one was being read (the server answers a command only once it has read it
+        whole), and this segment, whole, is nothing but complete commands."""
+        return seg.size == len(seg.data) and whole_commands(seg.data)
+
+    def _realign_requests(self) -> None:
+        """Read commands afresh from this segment (``_lost_in_command``). The command cut by the
+        loss makes no span: its reply went by unpaired (counted) when it came."""
+        self.stats.resyncs += 1
+        self._answered_unread = False
+        self._req.restart()
 
     def _broken_requests(self, b: Broken) -> None:
         """Commands were lost: a gap stands for them until their replies have gone by."""

@@ -20,6 +20,7 @@ from typing import Optional
 
 from hostagent.protocols import dns, http1, http2, mysql, postgres, redis
 from hostagent.protocols.base import ProtocolSpec, StreamParser
+from hostagent.protocols.http_common import BodyLimit
 from hostagent.protocols.sql import RawSql
 from hostagent.settings import CaptureSettings
 
@@ -60,19 +61,20 @@ def body_limit(capture: CaptureSettings) -> int:
 
 @lru_cache(maxsize=64)
 def for_probes(enabled: frozenset[str], raw_sql: Optional[RawSql] = None,
-               bodies: int = http1.BODY_LIMIT) -> tuple[ProtocolSpec, ...]:
+               bodies: Optional[BodyLimit] = None) -> tuple[ProtocolSpec, ...]:
     """The specs whose probe is enabled, in registry order (cached: called per new connection).
 
     With ``raw_sql``, the SQL parsers read that switch per call, so that flipping it (a settings
     change) reaches the connections already open and the specs stay the same; without, they
-    sanitise. ``bodies``: body bytes the HTTP parsers keep per message (``body_limit``)."""
+    sanitise. ``bodies``, the same way: the body bytes the HTTP parsers keep per message, read as
+    they keep them (``body_limit`` of the settings); without, ``http1.BODY_LIMIT``."""
     specs = []
     for spec in PROTOCOLS:
         if spec.probe not in enabled:
             continue
         if raw_sql is not None and spec.name in _SQL_PARSERS:
             spec = replace(spec, new_parser=partial(_SQL_PARSERS[spec.name], raw_sql))
-        if bodies != http1.BODY_LIMIT and spec.name in _BODY_FACTORIES:
+        if bodies is not None and spec.name in _BODY_FACTORIES:
             spec = replace(spec, new_parser=partial(_BODY_FACTORIES[spec.name], body_limit=bodies))
         specs.append(spec)
     return tuple(specs)

@@ -314,7 +314,19 @@ def whole_replies(data: bytes) -> bool:
     boundaries shows them."""
     if not data or data[0] not in REPLY_START:
         return False
-    scratch = RespReader(requests=False)
+    return _whole(data, RespReader(requests=False))
+
+
+def whole_commands(data: bytes) -> bool:
+    """Whether ``data`` is one or more complete commands in RESP arrays and nothing more, as a
+    client's write shows them (inline commands, bare text, are too easily found in a value's
+    bytes to be believed here)."""
+    if not data or data[0] != 0x2A:
+        return False
+    return _whole(data, RespReader(requests=True))
+
+
+def _whole(data: bytes, scratch: RespReader) -> bool:
     got = scratch.feed(data, len(data), 0)
     return bool(got) and scratch.idle and not any(isinstance(v, Broken) for v in got)
 

@@ -8,10 +8,12 @@ value it adds passes through the redaction policy like anything else the Call ca
   twice gives two values), lower-case names, as the HTTP semantic conventions say. HTTP/2
   pseudo-headers are not headers (the parser already left them out).
 - ``http.request.body.size`` / ``http.response.body.size``: bytes really moved (the parser's
-  count), also when the body was not captured. What the parser already set wins.
+  count), also when the body was not captured; none when the parser could not count it (a negative
+  size: HTTP/2 frames lost). What the parser already set wins.
 - ``hostagent.http.request.body`` / ``hostagent.http.response.body``: the captured prefix, at
   most ``body_max_bytes``, as text (UTF-8, undecodable bytes replaced), with
-  ``hostagent.http.request.body.truncated`` true when the span carries less than really moved.
+  ``hostagent.http.request.body.truncated`` true when the span carries less than really moved, or
+  when what moved is unknown.
   Off by default: bodies are where personal data lives.
 - Databases: ``db.query.parameter.<key>`` attributes a parser produced are kept only when
   ``raw_sql`` is allowed (the raw statement itself is the parsers' job, also under raw_sql).
@@ -127,7 +129,8 @@ def _body(key: str, body: bytes, size: int, limit: int, out: Attributes) -> None
         return
     kept = min(len(body), limit)
     out[key] = body_text(body, limit) if kept else ""
-    out[key + TRUNCATED] = kept < max(size, len(body))
+    # size < 0: the parser could not count what moved (frames lost), so the body may miss any part
+    out[key + TRUNCATED] = size < 0 or kept < max(size, len(body))
 
 
 def add_wire_detail(call: Call, capture: CaptureSettings, mask_sensitive: bool, attrs: Attributes) -> None:
@@ -140,9 +143,9 @@ def add_wire_detail(call: Call, capture: CaptureSettings, mask_sensitive: bool, 
                 header_attributes("http.request.header.", call.request_headers, mask_sensitive, attrs)
             if call.response_headers:
                 header_attributes("http.response.header.", call.response_headers, mask_sensitive, attrs)
-        if call.request_size:
+        if call.request_size > 0:  # < 0: unknown (protocols.http2_streams.SIZE_UNKNOWN)
             attrs.setdefault("http.request.body.size", call.request_size)
-        if call.response_size:
+        if call.response_size > 0:
             attrs.setdefault("http.response.body.size", call.response_size)
         if capture.bodies and capture.body_max_bytes > 0:
             _body(REQUEST_BODY, call.request_body, call.request_size, capture.body_max_bytes, attrs)

@@ -4,6 +4,7 @@ real OTLP receiver. Each change is checked by what the next exported spans carry
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import time
@@ -133,6 +134,46 @@ def test_capture_survives_a_restart(agent: Agent, app: Server, receiver: OtlpGrp
         assert server.attributes["hostagent.http.request.body"] == BODY[:4]
         assert client.attributes["hostagent.http.request.body"] == BODY[:4]  # the base applies to all
     finally:
+        assert ctl_json(agent, "reset")["reset"] == ["capture"]
+
+
+def test_a_larger_body_max_reaches_an_open_keep_alive_connection(
+    agent: Agent, app: Server, receiver: OtlpGrpcReceiver
+) -> None:
+    """A pooled keep-alive connection stays open while body_max_bytes is raised: its next request's
+    body is kept up to the new limit, as raw_sql applies to the next call (the parsers kept the
+    limit of the connection's start until it closed: 1024 bytes and truncated, however large the
+    setting)."""
+    body = (BODY * 200).encode()[:3000]
+    conn = http.client.HTTPConnection("127.0.0.1", APP_PORT, timeout=10)
+
+    def server_span(path: str) -> ReceivedSpan:
+        receiver.recorder.clear()
+        conn.request("POST", path, body=body)
+        answer = conn.getresponse()
+        assert (answer.status, answer.read()) == (200, body)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            spans = [s for s in receiver.recorder.spans if s.attributes.get("url.path") == path and s.kind == "SERVER"]
+            if spans:
+                return spans[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no SERVER span for {path}: {agent.log()[-2000:]}")
+
+    try:
+        ctl_json(agent, "capture", "set", "--bodies", "on")
+        before = server_span("/pooled-1024")
+        assert before.attributes["hostagent.http.request.body"] == body[:1024].decode()
+        assert before.attributes["hostagent.http.request.body.truncated"] is True
+        assert ctl_json(agent, "capture", "set", "--body-max", "4096")["body_max_bytes"] == 4096
+        for path in ("/pooled-4096", "/pooled-4096-again"):
+            after = server_span(path)
+            assert after.attributes["hostagent.http.request.body"] == body.decode()
+            assert after.attributes["hostagent.http.request.body.truncated"] is False
+            assert after.attributes["hostagent.http.response.body"] == body.decode()  # the app echoes it
+            assert after.attributes["network.peer.port"] == before.attributes["network.peer.port"]  # one connection
+    finally:
+        conn.close()
         assert ctl_json(agent, "reset")["reset"] == ["capture"]
 
 

@@ -111,6 +111,46 @@ conn.close()
 """
 
 
+# A result set bigger than one read, then small statements on the same connection: what a pooled
+# connection looks like around a big SELECT (the unit tests cut the result into a client's reads).
+PSYCOPG_BIG_RESULT = """
+import sys, psycopg
+conn = psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres",
+                       sslmode="disable", autocommit=True)
+conn.execute("SELECT repeat('x', 100) || g AS v FROM generate_series(1, 2000) g").fetchall()
+for i in (1, 2, 3):
+    conn.execute("SELECT %s::int AS after", (i,)).fetchall()
+conn.close()
+"""
+
+
+def record_postgres_big_result(server_port: int) -> None:
+    note = ("psycopg, one connection: SELECT of 2000 rows of 104-107 bytes (about 230 KB of DataRows), "
+            "then SELECT %s::int AS after (1, 2, 3)")
+    with recording("pg_psycopg_big_result", note, server_port) as port:
+        run_py(PSYCOPG_BIG_RESULT, port)
+
+
+PYMYSQL_BIG_RESULT = """
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="root", database="test")
+cur = conn.cursor()
+cur.execute("SELECT CONCAT(REPEAT('x', 100), seq) AS v FROM seq_1_to_2000")
+cur.fetchall()
+for i in (1, 2, 3):
+    cur.execute("SELECT %s AS after", (i,))
+    cur.fetchall()
+conn.close()
+"""
+
+
+def record_mariadb_big_result(server_port: int) -> None:
+    note = ("PyMySQL, one connection: SELECT of 2000 rows of 101-104 bytes (about 210 KB of rows), "
+            "then SELECT <n> AS after (1, 2, 3)")
+    with recording("my_pymysql_big_result", note, server_port) as port:
+        run_py(PYMYSQL_BIG_RESULT, port)
+
+
 def run_py(code: str, port: int, *extra: str) -> None:
     subprocess.run([PY, "-c", code, str(port), *extra], check=True, stdout=subprocess.DEVNULL)
 
@@ -547,7 +587,7 @@ def record_copy_error(pg_port: int) -> None:
 
 def main() -> None:
     which = set(sys.argv[1:]) or {"pg", "my", "my_callproc", "redis", "redis_more", "redis_big", "zero_rows",
-                                  "lowercase", "copy_call"}
+                                  "lowercase", "copy_call", "pg_big", "my_big"}
     if "pg" in which:
         with db_servers.postgres_server(free_port()) as pg:
             record_postgres(pg.port)
@@ -578,6 +618,12 @@ def main() -> None:
     if "redis_big" in which:
         with db_servers.redis_server(free_port()) as rb:
             record_redis_big_reply(rb.port)
+    if "pg_big" in which:
+        with db_servers.postgres_server(free_port()) as pg:
+            record_postgres_big_result(pg.port)
+    if "my_big" in which:
+        with db_servers.mariadb_server(free_port()) as my:
+            record_mariadb_big_result(my.port)
 
 
 if __name__ == "__main__":

@@ -84,10 +84,12 @@ RECORDED = [
         ("GET", 1000, 3000, None, attrs("/missing", 80, 404, host=LH, ua="", resp_body=153), 0, 153),
         ("GET", 1000, 3000, None, attrs("/nocontent", 80, 204, host=LH, ua=""), 0, 0),
     ]),
-    # nginx gzip -> Transfer-Encoding: chunked; size counts the chunk framing (bytes after the head)
-    ("nginx_chunked_gzip", [("GET", 1000, 2000, None, attrs("/gz", 18224, 200, resp_body=3125), 0, 3125)]),
-    # http.server writing 3 chunks in 3 writes, then "0" + trailer X-Checksum in a 4th
-    ("py_chunked_trailer", [("GET", 1000, 5000, None, attrs("/chunked", 18225, 200, resp_body=87), 0, 87)]),
+    # nginx gzip -> Transfer-Encoding: chunked; the size is the payload's, without the chunk framing
+    # (3125 bytes after the head), still gzip-compressed (4053 decoded), as the semconv say
+    ("nginx_chunked_gzip", [("GET", 1000, 2000, None, attrs("/gz", 18224, 200, resp_body=3113), 0, 3113)]),
+    # http.server writing 3 chunks in 3 writes, then "0" + trailer X-Checksum in a 4th: 12 + 29 + 5
+    # bytes of data (87 with the framing and the trailer)
+    ("py_chunked_trailer", [("GET", 1000, 5000, None, attrs("/chunked", 18225, 200, resp_body=46), 0, 46)]),
     ("nginx_big_body", [("GET", 1000, 2000, None, attrs("/big.txt", 18226, 200, resp_body=4053), 0, 4053)]),
     # HEAD: Content-Length: 4053 in the head, but no body follows
     ("nginx_head", [("HEAD", 1000, 2000, None, attrs("/big.txt", 18227, 200, method="HEAD"), 0, 0)]),
@@ -364,9 +366,9 @@ CUT = "connection closed before the response ended"
         ("nginx_big_body", 1, "server", [(2000, 200, 1000 - 240, "connection_closed", CUT)]),
         ("nginx_big_body", 1, "client", [(2000, 200, 1000 - 240, "connection_closed", CUT)]),
         # http.server's chunked answer closed after its third chunk: no terminating 0 chunk
-        ("py_chunked_trailer", 3, "server", [(4000, 200, 62, "connection_closed", CUT)]),
+        ("py_chunked_trailer", 3, "server", [(4000, 200, 46, "connection_closed", CUT)]),
         # the terminating chunk came: the close after it is the usual one
-        ("py_chunked_trailer", 4, "server", [(5000, 200, 87, None, "")]),
+        ("py_chunked_trailer", 4, "server", [(5000, 200, 46, None, "")]),
         # no framing: the body runs until the close, which is its end, not a failure
         ("py_close_delimited", 9, "client", [(2000, 200, 24, None, "")]),
         # a 5xx cut short stays the status's error

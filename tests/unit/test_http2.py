@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hpack
 import pytest
@@ -18,6 +18,9 @@ from hostagent.model import Call, Direction, Role, Segment
 from hostagent.protocols import http2
 from hostagent.protocols.http2 import Http2Parser, looks_like
 from hostagent.protocols.http2_frames import DATA, GOAWAY, HEADERS, PREFACE, SETTINGS, parse_header
+from hostagent.protocols.http2_streams import SIZE_UNKNOWN
+from hostagent.settings import CaptureSettings
+from hostagent.traces.wire import with_wire_detail
 from tests.support.h2_recorder import Chunk, in_16k_frames, load_chunks, segments
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "http2"
@@ -574,7 +577,7 @@ def test_a_big_grpc_message_cut_by_the_capture_keeps_its_own_call_and_reports_a_
     cut = by_start[30]
     assert cut.attributes["hostagent.http2.end_unseen"] is True
     assert "rpc.response.status_code" not in cut.attributes and cut.error_type is None
-    assert (cut.end_ns, cut.response_size) == (35, 0)  # the size is unknowable: not reported
+    assert (cut.end_ns, cut.response_size) == (35, SIZE_UNKNOWN)  # unknowable: not reported
     assert "hostagent.http2.end_unseen" not in by_start[10].attributes
 
 
@@ -616,7 +619,7 @@ def test_frames_found_at_the_end_of_a_big_write_keep_the_table() -> None:
         calls += p.feed(captured(Segment(out, req, len(req), t)))
         calls += p.feed(captured(Segment(inn, head + in_16k_frames(rest), len(head) + len(in_16k_frames(rest)), t + 5)))
     assert [(c.start_ns, c.attributes["rpc.response.status_code"], c.response_size) for c in calls] == [
-        (10, "OK", 0), (20, "OK", 9)
+        (10, "OK", SIZE_UNKNOWN), (20, "OK", 9)
     ]
     assert all("hostagent.http2.headers_incomplete" not in c.attributes for c in calls)
     assert "hostagent.http2.end_unseen" not in calls[0].attributes
@@ -656,12 +659,48 @@ def test_a_body_stops_where_the_capture_cut_a_data_frame(first_captured: int, bo
 
 
 def test_a_body_stops_where_frames_went_by_unseen() -> None:
-    """Calls lost in the kernel between two DATA frames: the size is unknowable (0) and the body
-    keeps only what came before the loss."""
+    """Calls lost in the kernel between two DATA frames: the size is unknowable (SIZE_UNKNOWN) and
+    the body keeps only what came before the loss."""
     p = Http2Parser(body_limit=8192)
     p.feed(seg(Direction.EGRESS, PREFACE + frame(SETTINGS, 0, 0, b"") + _post(1) + frame(DATA, 0, 1, b"a" * 10), 1))
     p.lost()
     p.feed(seg(Direction.EGRESS, frame(DATA, 0x1, 1, b"c" * 10), 3))
     call = _answer(p, 1)
-    assert (call.request_body, call.request_size) == (b"a" * 10, 0)
+    assert (call.request_body, call.request_size) == (b"a" * 10, SIZE_UNKNOWN)
+    assert call.response_size == SIZE_UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("lost_at", "request_size", "truncated"),
+    [
+        # (when the loss came, the request's http.request.body.size (None: not claimed), its truncated)
+        ("mid_request", None, True),  # between the request's DATA frames: its size and the rest unknown
+        ("after_request", 10, False),  # after its END_STREAM: the request was seen whole
+        (None, 10, False),  # no loss: whole and sized
+    ],
+)
+def test_a_stream_whose_frames_went_by_unseen_says_truncated(
+    lost_at: Optional[str], request_size: Optional[int], truncated: bool
+) -> None:
+    """Through the span's wire detail: a body whose frames may have been lost is truncated and has
+    no size (it said truncated=false with no size before), in both directions while they were open."""
+    p = Http2Parser(body_limit=8192)
+    p.feed(seg(Direction.EGRESS, PREFACE + frame(SETTINGS, 0, 0, b"") + _post(1) + frame(DATA, 0, 1, b"a" * 5), 1))
+    if lost_at == "mid_request":
+        p.lost()
+    p.feed(seg(Direction.EGRESS, frame(DATA, 0x1, 1, b"c" * 5), 2))
+    resp = frame(HEADERS, 0x4, 1, hpack.Encoder().encode([(":status", "200")])) + frame(DATA, 0, 1, b"r" * 7)
+    p.feed(seg(Direction.INGRESS, frame(SETTINGS, 0, 0, b"") + resp, 3))
+    if lost_at == "after_request":
+        p.lost()
+    (call,) = p.feed(seg(Direction.INGRESS, frame(DATA, 0x1, 1, b"s" * 3), 4))
+    attrs = with_wire_detail(call, CaptureSettings(bodies=True, body_max_bytes=8192)).attributes
+    assert attrs.get("http.request.body.size") == request_size
+    assert attrs["hostagent.http.request.body.truncated"] is truncated
+    lost = lost_at is not None
+    assert attrs.get("http.response.body.size") == (None if lost else 10)
+    assert attrs["hostagent.http.response.body.truncated"] is lost
+    # frames lost before the response began may have been its own: none of it is kept then
+    kept = {"mid_request": "", "after_request": "r" * 7, None: "r" * 7 + "sss"}[lost_at]
+    assert attrs["hostagent.http.response.body"] == kept
 
