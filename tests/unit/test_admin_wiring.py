@@ -18,6 +18,7 @@ from hostagent.config import Config, ExporterConfig, ReceiverConfig
 from hostagent.model import Call, Role
 from hostagent.receiver.wiring import Layering
 from tests.support.otlp_receiver import OtlpGrpcReceiver, wait_until
+from tests.support.ports import free_port
 
 
 def _span() -> ReadableSpan:
@@ -51,7 +52,7 @@ def test_observer_is_idle_without_subscribers_and_publishes_with_them() -> None:
 
 # -- status of SDK layering, from a real Layering (receiver on loopback, forwarding to a real
 #    OTLP receiver standing in for the collector) -------------------------------------------------
-RECEIVER_PORT = 19510
+RECEIVER_PORT = free_port()  # never a fixed port: another run on this host may hold it
 TRACE, SDK_CLIENT = 0xABC1, 0x0102030405060708
 
 

@@ -20,8 +20,12 @@ from hostagent.config import ExporterConfig
 from hostagent.receiver.forward import RawForwarder, http_url
 from hostagent.receiver.server import GrpcReceiver, HttpReceiver, Intake
 from tests.support.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, wait_until
+from tests.support.ports import free_port
 
-GRPC_PORT, HTTP_PORT = 19340, 19341
+# From tests.support.ports: two runs of the unit tests on one host (engineers, CI beside an
+# acceptance run) took each other's receivers with fixed ports.
+GRPC_PORT = free_port()
+HTTP_PORT = free_port()
 
 
 def request() -> ExportTraceServiceRequest:
@@ -162,7 +166,7 @@ def test_forward_http_gzip_and_queue_bound() -> None:
 
 
 def test_forward_failures_are_counted_not_raised() -> None:
-    fwd = RawForwarder(ExporterConfig(endpoint="http://127.0.0.1:19349", protocol="http/protobuf",
+    fwd = RawForwarder(ExporterConfig(endpoint=f"http://127.0.0.1:{free_port()}", protocol="http/protobuf",
                                       timeout_ms=300)).start()
     fwd.submit("traces", b"")
     assert wait_until(lambda: fwd.counters["forward_failed"] == 1, 10)
