@@ -141,6 +141,8 @@ class ListenerMap:
         # endpoint -> (pid that accepted on it, the launcher the table named before): see serve
         self._served: dict[tuple[str, int], tuple[int, int]] = {}
         self.served = 0  # endpoints an accept took from a launcher (socket activation)
+        # per-connection servers (Accept=yes, inetd nowait) -> their Service: see serve
+        self._per_connection: dict[int, Any] = {}
         self._holder_pids: set[int] = set()  # the table's pids: an EXIT of another costs nothing
         self._gone: set[int] = set()  # holders that exited: the next refresh looks for their inodes again
         self.other_netns = 0  # LISTEN events not learnt: another network namespace, or gone
@@ -201,7 +203,9 @@ class ListenerMap:
             self._learnt[key] = (pid, self._clock())
             table[key] = pid
             self._holder_pids.add(pid)
-            self._served.pop(key, None)  # a new socket: what accepts on the old one said is past
+            past = self._served.pop(key, None)  # a new socket: what accepts on the old one said is past
+            if past is not None:
+                self._per_connection.pop(past[0], None)
         self._asked.discard(key)
         return True
 
@@ -225,22 +229,49 @@ class ListenerMap:
                     break
         return (key, pid) if pid is not None else None
 
-    def serve(self, key: tuple[str, int], pid: int, launcher: int) -> bool:
+    def serve(self, key: tuple[str, int], pid: int, launcher: int, service: Optional[Any] = None) -> bool:
         """``pid`` accepted a connection on ``key``, whose listener the table says ``launcher``
         holds: ``pid`` is named from now on (the caller decided that it is another service). True
         when taken; not when the table changed meanwhile, ``pid`` is in another network namespace
-        or gone, or at the bound."""
-        if not self._in_own_netns(pid):
+        or gone, or at the bound.
+
+        ``service``: ``pid`` serves one connection the launcher accepted and handed it (systemd
+        ``Accept=yes``, inetd ``nowait``): the next connection goes to another process of the same
+        service, so its Service still names the endpoint after it exits (see ``served_service``),
+        and the next such process takes the endpoint from it."""
+        # A per-connection server serves a socket its launcher accepted here, and is often gone
+        # when its EXEC is read: its own namespace says nothing more.
+        if service is None and not self._in_own_netns(pid):
             return False
         with self._swap_lock:
             table = self._by_endpoint
-            if table.get(key) != launcher or (key not in self._served and len(self._served) >= MAX_SERVED):
+            served = self._served.get(key)
+            if table.get(key) != launcher and (served is None or served[1] != launcher):
                 return False
+            if served is None and len(self._served) >= MAX_SERVED:
+                return False
+            if served is not None:
+                self._per_connection.pop(served[0], None)
+            if service is not None:
+                self._per_connection[pid] = service
             self._served[key] = (pid, launcher)
             table[key] = pid
             self._holder_pids.add(pid)
         self.served += 1
         return True
+
+    def served_service(self, pid: int) -> Optional[Any]:
+        """The Service of a per-connection server the table names (``serve``), alive or not."""
+        return self._per_connection.get(pid)
+
+    def launcher_of(self, key: tuple[str, int]) -> Optional[int]:
+        """The launcher of an endpoint the table names a served process for (see ``serve``)."""
+        served = self._served.get(key)
+        return served[1] if served is not None else None
+
+    def holder_pids(self) -> set[int]:
+        """The pids the table names (a reference: read, never change)."""
+        return self._holder_pids
 
     def holder_exited(self, pid: int) -> None:
         """EXIT of ``pid``: when the table names it, a socket it held may outlive it (a launcher's,
@@ -252,6 +283,8 @@ class ListenerMap:
             self._holder_pids.discard(pid)
             self._gone.add(pid)
             table = self._by_endpoint
+            if pid in self._per_connection:
+                return  # its launcher hands the next connection to another of its service
             for key, (server, launcher) in list(self._served.items()):
                 if server == pid:
                     del self._served[key]
@@ -329,10 +362,13 @@ class ListenerMap:
                     table[key] = pid
                     served[key] = (pid, launcher)
             self._served = served
+            self._per_connection = {pid: self._per_connection[pid] for pid, _ in served.values()
+                                    if pid in self._per_connection}
             new_pids = set(table.values()) - set(self._by_endpoint.values())
             self._pid_of_inode = known
             self._by_endpoint = table
-            self._holder_pids = set(table.values())
+            # with the launchers of served endpoints: their EXECs and EXITs matter (listen_events)
+            self._holder_pids = set(table.values()) | {launcher for _, launcher in served.values()}
         return new_pids
 
     def _look_for(self, inode: int, now: float) -> bool:
@@ -360,7 +396,7 @@ class ListenerMap:
         launched: dict[int, int] = {}  # inode -> a launcher holding it, until another holder is found
         for pid, inodes in hinted.items():
             targets = _fd_targets_of(inodes)
-            held_by = launched if self._is_launcher(pid) else found
+            held_by = launched if self.is_launcher(pid) else found
             for target in self.procfs.fd_targets(pid):
                 held = targets.get(target)
                 if held is not None:
@@ -383,7 +419,7 @@ class ListenerMap:
                 if inode is None or inode in found:
                     continue
                 if launcher is None:
-                    launcher = self._is_launcher(pid)
+                    launcher = self.is_launcher(pid)
                 if not launcher:
                     found[inode] = pid
                 elif inode not in launched:
@@ -395,7 +431,8 @@ class ListenerMap:
                 found[inode] = pid
         return found
 
-    def _is_launcher(self, pid: int) -> bool:
+    def is_launcher(self, pid: int) -> bool:
+        """PID 1 or a known launcher's comm (reads /proc: not for the hot path)."""
         if pid == 1:
             return True
         try:
@@ -462,6 +499,8 @@ class PeerResolver:
         if pid is None or pid == self_pid:
             return {}
         service = self.peek(pid)
+        if service is None:
+            service = self.listeners.served_service(pid)  # a per-connection server that exited
         if service is None:
             self.listeners.request_warm(pid)
             return {}
