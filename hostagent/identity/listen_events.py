@@ -38,7 +38,7 @@ from hostagent.model import CaptureEvent, EventKind
 MAX_ORPHAN_LISTENERS = 64
 MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
 
-MAX_LAUNCHERS = 4096  # pids judged launcher or not (EXIT clears)
+MAX_LAUNCHERS = 4096  # pids judged launcher or not: listeners' and parents of EXECs (EXIT clears)
 
 _ACCEPT, _EXEC, _EXIT, _FORK, _LISTEN = (
     EventKind.ACCEPT, EventKind.EXEC, EventKind.EXIT, EventKind.FORK, EventKind.LISTEN)
@@ -75,7 +75,7 @@ class ListenEvents:
             if self._orphans:
                 self._passed_on(event.size, event)  # size carries the parent's tgid
         elif kind == _EXEC:
-            if event.size in self.listeners.holder_pids():  # size: the parent's tgid
+            if event.size and self._is_launcher(event.size):  # size: the parent's tgid
                 self._exec(event)
         elif kind == _EXIT:
             self._orphans.pop(event.pid, None)
@@ -140,20 +140,24 @@ class ListenEvents:
         return known
 
     def _exec(self, event: CaptureEvent) -> None:
-        """A process the table's ``event.size`` started: when that is a launcher and the new
-        process serves a connection it accepted (see the module docstring), it names the endpoint."""
+        """A process the launcher ``event.size`` started: when it serves a connection the launcher
+        accepted (see the module docstring), it names the endpoint."""
         launcher, pid = event.size, event.pid
-        if not self._is_launcher(launcher):
-            return
         services = self.services
         server = services.service_for(pid, event.comm, event.cgroup_id)
         own = services.service_for(launcher)
+        if server.name == own.name:
+            return
         key: Optional[tuple[str, int]] = None
         end = accepted_instance_end(server.systemd_unit) if server.systemd_unit else None
         if end is not None:
             found = self.listeners.holder(*end)
+            if found is None and self.listeners.learn(end[0], end[1], launcher):
+                # systemd 252 listens in a short-lived "(sd-listen)" child, gone when its LISTEN
+                # event is read: the first connection's unit is the first to name the endpoint.
+                found = self.listeners.holder(*end)
             key = found[0] if found is not None else None
         elif server.systemd_unit == own.systemd_unit:
             key = self._handed.pop(launcher, None)
-        if key is not None and server.name != own.name:
+        if key is not None:
             self.listeners.serve(key, pid, launcher, server)

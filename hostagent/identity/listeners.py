@@ -269,10 +269,6 @@ class ListenerMap:
         served = self._served.get(key)
         return served[1] if served is not None else None
 
-    def holder_pids(self) -> set[int]:
-        """The pids the table names (a reference: read, never change)."""
-        return self._holder_pids
-
     def holder_exited(self, pid: int) -> None:
         """EXIT of ``pid``: when the table names it, a socket it held may outlive it (a launcher's,
         a pre-fork master's): its endpoints served by accept go back to their launcher, and the
