@@ -35,6 +35,7 @@ HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch
 SYSTEMD, HELLO, INETD, INETD_CHILD = 7655, 7826, 7822, 7828  # host pids in the capture
 SD_PORT, INETD_PORT = 22081, 22082
 SD_ACCEPT = 7825  # systemd 252 accepts in a short-lived "(sd-accept)" child, gone when read
+SD_LISTENER = 7660  # and listens in a short-lived "(sd-listen)" child
 NEXT_HELLO, NEXT_INETD_CHILD = 7900, 7901  # copies of the servers: the next connections'
 HOST_NET = "net:[4026531840]"
 
@@ -116,6 +117,9 @@ INETD_CONNECTION = [accept(INETD, b"inetd", INETD_PORT), execs(INETD_CHILD, INET
           execs(NEXT_HELLO, SYSTEMD)], SD_PORT, "hello", NEXT_HELLO),
         # the unit's name says which endpoint: its accept need not be seen (lost, or before the agent)
         ([SD_LISTEN, execs(HELLO, SYSTEMD)], SD_PORT, "hello", HELLO),
+        # systemd 252 listens in an "(sd-listen)" child, gone when its LISTEN event is read (no
+        # holder learnt): the first connection's unit names the endpoint, for its launcher
+        ([listen(SD_LISTENER, b"(sd-listen)", SD_PORT), execs(HELLO, SYSTEMD)], SD_PORT, "hello", HELLO),
         # another unit started by systemd after an accept is no server of it (inetd.service here)
         ([SD_LISTEN, accept(SD_ACCEPT, b"(sd-accept)", SD_PORT), execs(INETD, SYSTEMD)], SD_PORT, "systemd",
          SYSTEMD),
