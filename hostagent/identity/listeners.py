@@ -34,51 +34,20 @@ containers with their own network namespace are not seen (``--network host`` one
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Optional
 
-from hostagent.identity.procfs import ProcessGone, ProcFS
+from hostagent.identity.fd_holders import holders_among, is_launcher, scan_fds
+from hostagent.identity.proc_net import parse_listening
+from hostagent.identity.procfs import ProcFS
 from hostagent.identity.sock_diag import listening_sockets
 
 log = logging.getLogger(__name__)
 
-_LISTEN = "0A"
 _WILDCARDS = ("0.0.0.0", "::")
-# Processes that hold listening sockets for others (socket activation): a walk prefers any other
-# holder. PID 1 is one whatever its name; "systemd" is also a user manager or a container's init.
-LAUNCHER_COMMS = frozenset({"systemd", "inetd", "xinetd"})
 MAX_SERVED = 1024  # endpoints whose server an accept named (socket-activated services)
-
-
-def _decode_addr(hex_addr: str) -> str:
-    """/proc/net/tcp prints addresses as 32-bit words in host byte order."""
-    raw = bytes.fromhex(hex_addr)
-    words = struct.unpack(f"={len(raw) // 4}I", raw)
-    packed = struct.pack(f">{len(words)}I", *words)
-    if len(packed) == 4:
-        return socket.inet_ntop(socket.AF_INET, packed)
-    address = ipaddress.IPv6Address(packed)
-    return str(address.ipv4_mapped) if address.ipv4_mapped else str(address)
-
-
-def parse_listening(text: str) -> dict[int, tuple[str, int]]:
-    """inode -> (address, port) of the LISTEN sockets in /proc/net/tcp or tcp6 text."""
-    sockets: dict[int, tuple[str, int]] = {}
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != _LISTEN:
-            continue
-        addr_hex, _, port_hex = fields[1].partition(":")
-        try:
-            sockets[int(fields[9])] = (_decode_addr(addr_hex), int(port_hex, 16))
-        except (ValueError, struct.error):
-            continue
-    return sockets
 
 
 def _normalise(address: str) -> str:
@@ -90,12 +59,6 @@ def _normalise(address: str) -> str:
 def _is_loopback(address: str) -> bool:
     # String tests, not ipaddress: this runs per client call (ipaddress parsing costs ~2 us).
     return address.startswith("127.") or address == "::1"
-
-
-def _fd_targets_of(inodes: set[int]) -> dict[str, int]:
-    """The fd links ("socket:[12345]") of these socket inodes -> the inode: an fd is matched by
-    its link text, no parse of every link read."""
-    return {f"socket:[{inode}]": inode for inode in inodes}
 
 
 class ListenerMap:
@@ -388,15 +351,8 @@ class ListenerMap:
             pid = table.get((_normalise(address), port))
             if pid is not None:
                 hinted.setdefault(pid, set()).add(inode)
-        found: dict[int, int] = {}
         launched: dict[int, int] = {}  # inode -> a launcher holding it, until another holder is found
-        for pid, inodes in hinted.items():
-            targets = _fd_targets_of(inodes)
-            held_by = launched if self.is_launcher(pid) else found
-            for target in self.procfs.fd_targets(pid):
-                held = targets.get(target)
-                if held is not None:
-                    held_by[held] = pid
+        found = holders_among(self.procfs, hinted, launched)
         rest = missing - found.keys()
         if rest:
             found.update(self._scan_fds(rest, launched))
@@ -406,35 +362,11 @@ class ListenerMap:
         """inode -> its first (lowest listed) holder that is no launcher (pre-fork servers share
         a socket: the master), else the launcher (a socket-activated service not started yet)."""
         self.fd_walks += 1
-        found: dict[int, int] = {}
-        targets = _fd_targets_of(wanted)
-        for pid in self.procfs.pids():
-            launcher: Optional[bool] = None  # read once per pid, and only for a holder
-            for target in self.procfs.fd_targets(pid):
-                inode = targets.get(target)
-                if inode is None or inode in found:
-                    continue
-                if launcher is None:
-                    launcher = self.is_launcher(pid)
-                if not launcher:
-                    found[inode] = pid
-                elif inode not in launched:
-                    launched[inode] = pid
-            if len(found) == len(wanted):
-                break
-        for inode, pid in launched.items():
-            if inode in wanted and inode not in found:
-                found[inode] = pid
-        return found
+        return scan_fds(self.procfs, wanted, launched)
 
     def is_launcher(self, pid: int) -> bool:
         """PID 1 or a known launcher's comm (reads /proc: not for the hot path)."""
-        if pid == 1:
-            return True
-        try:
-            return self.procfs.comm(pid) in LAUNCHER_COMMS
-        except (OSError, ProcessGone):
-            return False
+        return is_launcher(self.procfs, pid)
 
     def start(self) -> None:
         if self._thread is None:
@@ -481,35 +413,3 @@ class ListenerMap:
                 if remaining > 0:
                     self._stop.wait(remaining)
 
-
-class PeerResolver:
-    """Peer attributes for a client call: listener pid -> cached Service, never computing it on
-    the hot path (a miss asks the listener thread to warm the cache, so the next call has it)."""
-
-    def __init__(self, listeners: ListenerMap, peek: Callable[[int], Optional[Any]]) -> None:
-        self.listeners = listeners
-        self.peek = peek  # ServiceCache.peek
-
-    def attributes_for(self, address: str, port: int, self_pid: Optional[int] = None) -> dict[str, str]:
-        pid = self.listeners.pid_for(address, port)
-        if pid is None or pid == self_pid:
-            return {}
-        service = self.peek(pid)
-        if service is None:
-            service = self.listeners.served_service(pid)  # a per-connection server that exited
-        if service is None:
-            self.listeners.request_warm(pid)
-            return {}
-        return peer_attributes(service.name, service.namespace)
-
-
-def peer_attributes(service_name: Optional[str], namespace: Optional[str]) -> dict[str, str]:
-    """Span attributes for the service on the other end. ``service.peer.name`` is the v1.44 key;
-    ``peer.service`` (deprecated by it) is still what service-graph tooling such as the
-    Collector's servicegraph connector reads by default, so both are set."""
-    if not service_name:
-        return {}
-    attrs = {"service.peer.name": service_name, "peer.service": service_name}
-    if namespace:
-        attrs["service.peer.namespace"] = namespace
-    return attrs
