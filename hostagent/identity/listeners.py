@@ -2,8 +2,9 @@
 
 A client span to 127.0.0.1:8080 should name the service on the other end when that end is on
 this host. ``ListenerMap`` keeps (address, port) -> pid for TCP sockets in LISTEN state, built
-from the kernel's sock_diag netlink dump of LISTEN sockets (socket inodes; /proc/net/tcp{,6} where
-netlink is not available, or under a test root) and /proc/*/fd (which pid holds which inode).
+from the kernel's sock_diag netlink dump of LISTEN sockets (socket inodes; ``sock_diag``;
+/proc/net/tcp{,6} where netlink is not available, or under a test root: ``proc_net``) and
+/proc/*/fd (which pid holds which inode: ``fd_holders``).
 A background thread reads the LISTEN sockets on a timer, or sooner when a lookup of a loopback
 endpoint missed (rate-limited, and once per endpoint per period: a remote peer asks nothing). The
 kernel's list is cheap (~50 us); walking every process's fds is not (~3 ms per 400 fds, more on a
@@ -24,8 +25,10 @@ starts later inherits it and accepts on it. The LISTEN event, and the first hold
 name the launcher, and the first calls' peer was "systemd". The process that accepts is the
 server: an accept by another process than the table's, of another service (a pre-fork server's
 worker is the same service as its master, which stays named), names the accepting process from
-that accept on (``serve``), until it exits (``holder_exited``: the launcher is named again). A walk
-names a launcher (PID 1, or a known launcher's comm) only when no other process holds the socket.
+that accept on (``serve``), until it exits (``holder_exited``: the launcher is named again). A
+launcher that accepts and hands each connection to a new process (Accept=yes, inetd ``nowait``)
+has that process named, and still after it exits (``listen_events``, ``served``). A walk names a
+launcher (PID 1, or a known launcher's comm) only when no other process holds the socket.
 
 Wildcard listeners (0.0.0.0, ::) answer only for loopback peers: a peer 10.1.2.3:8080 is another
 host even if something here listens on *:8080. /proc/net is the agent's network namespace, so
@@ -42,12 +45,12 @@ from typing import Any, Callable, Optional
 from hostagent.identity.fd_holders import holders_among, is_launcher, scan_fds
 from hostagent.identity.proc_net import parse_listening
 from hostagent.identity.procfs import ProcFS
+from hostagent.identity.served import ServedEndpoints
 from hostagent.identity.sock_diag import listening_sockets
 
 log = logging.getLogger(__name__)
 
 _WILDCARDS = ("0.0.0.0", "::")
-MAX_SERVED = 1024  # endpoints whose server an accept named (socket-activated services)
 
 
 def _normalise(address: str) -> str:
@@ -101,11 +104,8 @@ class ListenerMap:
         self._learnt: dict[tuple[str, int], tuple[int, float]] = {}
         self._swap_lock = threading.Lock()  # learn() against the refresh's swap; never per lookup
         self._own_netns = ""  # the agent's network namespace, read at the first LISTEN event
-        # endpoint -> (pid that accepted on it, the launcher the table named before): see serve
-        self._served: dict[tuple[str, int], tuple[int, int]] = {}
+        self._served = ServedEndpoints()  # who serves a launcher's listener: see serve
         self.served = 0  # endpoints an accept took from a launcher (socket activation)
-        # per-connection servers (Accept=yes, inetd nowait) -> their Service: see serve
-        self._per_connection: dict[int, Any] = {}
         self._holder_pids: set[int] = set()  # the table's pids: an EXIT of another costs nothing
         self._gone: set[int] = set()  # holders that exited: the next refresh looks for their inodes again
         self.other_netns = 0  # LISTEN events not learnt: another network namespace, or gone
@@ -166,9 +166,7 @@ class ListenerMap:
             self._learnt[key] = (pid, self._clock())
             table[key] = pid
             self._holder_pids.add(pid)
-            past = self._served.pop(key, None)  # a new socket: what accepts on the old one said is past
-            if past is not None:
-                self._per_connection.pop(past[0], None)
+            self._served.forget(key)  # a new socket: what accepts on the old one said is past
         self._asked.discard(key)
         return True
 
@@ -208,16 +206,8 @@ class ListenerMap:
             return False
         with self._swap_lock:
             table = self._by_endpoint
-            served = self._served.get(key)
-            if table.get(key) != launcher and (served is None or served[1] != launcher):
+            if not self._served.take(key, pid, launcher, table.get(key), service):
                 return False
-            if served is None and len(self._served) >= MAX_SERVED:
-                return False
-            if served is not None:
-                self._per_connection.pop(served[0], None)
-            if service is not None:
-                self._per_connection[pid] = service
-            self._served[key] = (pid, launcher)
             table[key] = pid
             self._holder_pids.add(pid)
         self.served += 1
@@ -225,12 +215,11 @@ class ListenerMap:
 
     def served_service(self, pid: int) -> Optional[Any]:
         """The Service of a per-connection server the table names (``serve``), alive or not."""
-        return self._per_connection.get(pid)
+        return self._served.service_of(pid)
 
     def launcher_of(self, key: tuple[str, int]) -> Optional[int]:
         """The launcher of an endpoint the table names a served process for (see ``serve``)."""
-        served = self._served.get(key)
-        return served[1] if served is not None else None
+        return self._served.launcher_of(key)
 
     def holder_exited(self, pid: int) -> None:
         """EXIT of ``pid``: when the table names it, a socket it held may outlive it (a launcher's,
@@ -242,13 +231,9 @@ class ListenerMap:
             self._holder_pids.discard(pid)
             self._gone.add(pid)
             table = self._by_endpoint
-            if pid in self._per_connection:
-                return  # its launcher hands the next connection to another of its service
-            for key, (server, launcher) in list(self._served.items()):
-                if server == pid:
-                    del self._served[key]
-                    if table.get(key) == pid:
-                        table[key] = launcher
+            for key, launcher in self._served.exited(pid).items():
+                if table.get(key) == pid:
+                    table[key] = launcher
 
     # --- refresh -----------------------------------------------------------------------------
     def _from_proc_net(self) -> dict[int, tuple[str, int]]:
@@ -315,19 +300,12 @@ class ListenerMap:
                 if key in table or len(table) < self.max_entries:
                     table[key] = pid
             self._learnt = learnt
-            served: dict[tuple[str, int], tuple[int, int]] = {}
-            for key, (pid, launcher) in self._served.items():
-                if table.get(key) in (pid, launcher):  # else the listener closed or changed hands
-                    table[key] = pid
-                    served[key] = (pid, launcher)
-            self._served = served
-            self._per_connection = {pid: self._per_connection[pid] for pid, _ in served.values()
-                                    if pid in self._per_connection}
+            self._served.keep(table)
             new_pids = set(table.values()) - set(self._by_endpoint.values())
             self._pid_of_inode = known
             self._by_endpoint = table
             # with the launchers of served endpoints: their EXECs and EXITs matter (listen_events)
-            self._holder_pids = set(table.values()) | {launcher for _, launcher in served.values()}
+            self._holder_pids = set(table.values()) | self._served.launchers()
         return new_pids
 
     def _look_for(self, inode: int, now: float) -> bool:
