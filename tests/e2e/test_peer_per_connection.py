@@ -67,9 +67,9 @@ def calls(receiver: OtlpGrpcReceiver, port: int) -> list[ReceivedSpan]:
     return [s for s in receiver.recorder.spans if mine(s)]
 
 
-def curl_each(port: int) -> None:
+def curl_each(port: int, host: str = "127.0.0.1") -> None:
     for n in range(CALLS):
-        done = subprocess.run(["curl", "-s", "--max-time", "10", f"http://127.0.0.1:{port}/?{port}-{n}"],
+        done = subprocess.run(["curl", "-sg", "--max-time", "10", f"http://{host}:{port}/?{port}-{n}"],
                               capture_output=True, timeout=30)  # fmt: skip
         assert done.stdout == b"hello\n", done
 
@@ -81,16 +81,26 @@ def summary(spans: list[ReceivedSpan]) -> list[tuple[str, object, object, object
     return sorted(rows, key=lambda r: (str(r[3]), r[0]))
 
 
+@pytest.mark.parametrize(
+    ("listen", "host"),
+    [
+        ("127.0.0.1:{port}", "127.0.0.1"),
+        ("[::1]:{port}", "[::1]"),  # the unit is hello@0-::1:PORT-::1:CLIENT.service
+        ("{port}", "127.0.0.1"),  # dual-stack [::]: the unit names the IPv4 end the client reached
+    ],
+)
 def test_accept_yes_connections_name_the_template_not_systemd(machine: Container, agent: Agent,
-                                                              receiver: OtlpGrpcReceiver) -> None:  # fmt: skip
+                                                              receiver: OtlpGrpcReceiver, listen: str,
+                                                              host: str) -> None:  # fmt: skip
     port = free_port()
-    machine.write("/etc/systemd/system/hello.socket", f"[Socket]\nListenStream=127.0.0.1:{port}\nAccept=yes\n")
+    machine.write("/etc/systemd/system/hello.socket",
+                  f"[Socket]\nListenStream={listen.format(port=port)}\nAccept=yes\n")
     machine.write("/etc/systemd/system/hello@.service",
                   "[Service]\nExecStart=/usr/bin/python3 /opt/hello/hello.py\n"
                   "StandardInput=socket\nStandardOutput=socket\n")  # fmt: skip
     machine.run(["systemctl", "daemon-reload"])
-    machine.run(["systemctl", "start", "hello.socket"])
-    curl_each(port)
+    machine.run(["systemctl", "restart", "hello.socket"])
+    curl_each(port, host)
     # Only the clients' spans: systemd passes the connection to PID 1 over a unix socket
     # (SCM_RIGHTS), which the kernel probes do not follow, so the server's bytes are not captured.
     assert summary(calls(receiver, port)) == [("CLIENT", "curl", "hello", f"{port}-{n}") for n in range(CALLS)]
