@@ -38,6 +38,7 @@ from hostagent.model import CaptureEvent, EventKind
 MAX_ORPHAN_LISTENERS = 64
 MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
 
+HANDED_WITHIN_NS = 1_000_000_000  # from a launcher's accept to the EXEC of the server it starts
 MAX_LAUNCHERS = 4096  # pids judged launcher or not: listeners' and parents of EXECs (EXIT clears)
 
 _ACCEPT, _EXEC, _EXIT, _FORK, _LISTEN = (
@@ -59,8 +60,9 @@ class ListenEvents:
         # accepting pid -> the endpoints whose listener's service it was compared with
         self._judged: dict[int, set[tuple[str, int]]] = {}
         self._launcher: dict[int, bool] = {}  # listener pid -> whether it is a launcher (read once)
-        # launcher pid -> the endpoint of the connection it accepted last (inetd nowait: see _exec)
-        self._handed: dict[int, tuple[str, int]] = {}
+        # launcher pid -> the endpoint of the connection it accepted last, and when (kernel ns):
+        # for the process it starts for it (inetd nowait: see _exec)
+        self._handed: dict[int, tuple[tuple[str, int], int]] = {}
 
     def on_event(self, event: CaptureEvent) -> None:
         kind = event.kind
@@ -115,7 +117,7 @@ class ListenEvents:
         if launcher is None and self._is_launcher(holder):
             launcher = holder
         if launcher is not None:
-            self._handed[launcher] = key  # for the process it starts for this connection
+            self._handed[launcher] = (key, event.ts_ns)
         if holder == event.pid or launcher == event.pid or self.listeners.served_service(holder) is not None:
             return  # the launcher's own accept (or its helper's, for a per-connection server)
         pid = event.pid
@@ -158,6 +160,10 @@ class ListenEvents:
                 found = self.listeners.holder(*end)
             key = found[0] if found is not None else None
         elif server.systemd_unit == own.systemd_unit:
-            key = self._handed.pop(launcher, None)
+            handed = self._handed.pop(launcher, None)
+            # inetd forks and execs right after its accept; an accept it served itself (its
+            # internal services) must not name a process it starts much later
+            if handed is not None and event.ts_ns - handed[1] <= HANDED_WITHIN_NS:
+                key = handed[0]
         if key is not None:
             self.listeners.serve(key, pid, launcher, server)

@@ -109,6 +109,8 @@ def test_accept_yes_connections_name_the_template_not_systemd(machine: Container
 def inetd_packages(dest: Path) -> list[Path]:
     """openbsd-inetd and the libraries the machine lacks, from the host's configured mirror."""
     dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.deb"):  # an older download: one version of each, or dpkg refuses
+        old.unlink()
     done = subprocess.run(["apt-get", "download", *INETD_DEBS], cwd=dest, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     debs = sorted(dest.glob("*.deb"))

@@ -52,11 +52,12 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def record(kind: EventKind, pid: int, comm: bytes, port: int = 0, parent: int = 0, payload: bytes = b"") -> bytes:
+def record(kind: EventKind, pid: int, comm: bytes, port: int = 0, parent: int = 0, payload: bytes = b"",
+           ts_ns: int = 0) -> bytes:  # fmt: skip
     """A ring record as bpf/capture.c writes it: LISTEN and ACCEPT name the local end, EXEC its
     parent's tgid (size) and the executed file (payload), EXIT only the pid."""
     h = ev.EventHdr(kind=int(kind), pid=pid, tid=pid, fd=-1, cgroup_id=1, comm=comm, size=parent,
-                    captured_len=len(payload))  # fmt: skip
+                    captured_len=len(payload), ts_ns=ts_ns)  # fmt: skip
     if port:
         raw = socket.inet_pton(socket.AF_INET, "127.0.0.1")
         h.family, h.sock_type, h.local_port = socket.AF_INET, socket.SOCK_STREAM, port
@@ -72,8 +73,8 @@ def accept(pid: int, comm: bytes, port: int) -> bytes:
     return record(EventKind.ACCEPT, pid, comm, port)
 
 
-def execs(pid: int, parent: int) -> bytes:
-    return record(EventKind.EXEC, pid, b"python3", parent=parent, payload=b"/usr/bin/python3.11")
+def execs(pid: int, parent: int, ts_ns: int = 0) -> bytes:
+    return record(EventKind.EXEC, pid, b"python3", parent=parent, payload=b"/usr/bin/python3.11", ts_ns=ts_ns)
 
 
 def exits(pid: int) -> bytes:
@@ -131,8 +132,11 @@ INETD_CONNECTION = [accept(INETD, b"inetd", INETD_PORT), execs(INETD_CHILD, INET
         # inetd's next accept is its own (not judged as another server), its next child serves
         ([INETD_LISTEN, *INETD_CONNECTION, exits(INETD_CHILD), accept(INETD, b"inetd", INETD_PORT),
           execs(NEXT_INETD_CHILD, INETD)], INETD_PORT, "hello.py", NEXT_INETD_CHILD),
-        # a process inetd runs without an accept before it serves no connection of this endpoint
+        # a process inetd runs without an accept before it serves no connection of this endpoint,
         ([INETD_LISTEN, execs(INETD_CHILD, INETD)], INETD_PORT, "inetd", INETD),
+        # nor one it runs seconds after an accept it served itself (its internal services)
+        ([INETD_LISTEN, accept(INETD, b"inetd", INETD_PORT), execs(INETD_CHILD, INETD, ts_ns=2_000_000_000)],
+         INETD_PORT, "inetd", INETD),
     ],
 )
 def test_the_process_a_launcher_hands_a_connection_to_is_the_peer(
