@@ -111,6 +111,7 @@ class ListenEvents:
         process of another service for that listener, the accepting one serves it."""
         found = self.listeners.holder(event.local_addr, event.local_port)
         if found is None:
+            self._unknown_listener(event)
             return
         key, holder = found
         launcher = self.listeners.launcher_of(key)
@@ -121,17 +122,33 @@ class ListenEvents:
         if holder == event.pid or launcher == event.pid or self.listeners.served_service(holder) is not None:
             return  # the launcher's own accept (or its helper's, for a per-connection server)
         pid = event.pid
+        if not self._first_judgement(pid, key):
+            return
+        server = self.services.service_for(pid, event.comm, event.cgroup_id)
+        if server.name != self.services.service_for(holder).name:
+            self.listeners.serve(key, pid, holder)
+
+    def _unknown_listener(self, event: CaptureEvent) -> None:
+        """An accept on a listener the table does not have: the accepting process holds it (accept()
+        takes the listening fd). systemd 252 listens in a short-lived "(sd-listen)" child and keeps
+        the socket in PID 1: that LISTEN event's pid was gone when read, and the activated
+        service's first call had no peer until a refresh. Once per (pid, endpoint): a container's
+        own listeners are not learnt (another network namespace), and their accepts stay cheap."""
+        pid, end = event.pid, (event.local_addr, event.local_port)
+        if self._first_judgement(pid, end) and self.listeners.learn(end[0], end[1], pid):
+            self.services.service_for(pid, event.comm, event.cgroup_id)
+
+    def _first_judgement(self, pid: int, key: tuple[str, int]) -> bool:
+        """True the first time (pid, endpoint) is asked (bounded: cleared whole at MAX_JUDGED)."""
         judged = self._judged.get(pid)
         if judged is not None and key in judged:
-            return
+            return False
         if judged is None:
             if len(self._judged) >= MAX_JUDGED:
                 self._judged.clear()
             judged = self._judged[pid] = set()
         judged.add(key)
-        server = self.services.service_for(pid, event.comm, event.cgroup_id)
-        if server.name != self.services.service_for(holder).name:
-            self.listeners.serve(key, pid, holder)
+        return True
 
     def _is_launcher(self, pid: int) -> bool:
         known = self._launcher.get(pid)

@@ -134,3 +134,40 @@ def test_inetd_nowait_connections_name_the_program_inetd_runs(machine: Container
     for n in range(CALLS):
         expected += [("CLIENT", "curl", "hello.py", f"{port}-{n}"), ("SERVER", "hello.py", None, f"{port}-{n}")]
     assert summary(calls(receiver, port)) == expected
+
+
+# Socket activation proper (Accept=no): the service inherits the listener as fd 3 and accepts on it.
+ACTIVATED_WEB = """\
+import http.server, socket
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "6")
+        self.end_headers()
+        self.wfile.write(b"hello\\n")
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Hello, bind_and_activate=False)
+server.socket = socket.socket(fileno=3)
+server.serve_forever()
+"""
+
+
+def test_an_activated_service_is_the_peer_of_its_first_call(machine: Container, agent: Agent,
+                                                            receiver: OtlpGrpcReceiver) -> None:  # fmt: skip
+    """systemd 252 listens in a short-lived "(sd-listen)" child: the LISTEN event names a process
+    gone when it is read, so the table learnt nothing until a refresh, after the first call."""
+    port = free_port()
+    machine.write("/opt/web/web.py", ACTIVATED_WEB)
+    machine.write("/etc/systemd/system/web.socket", f"[Socket]\nListenStream=127.0.0.1:{port}\n")
+    machine.write("/etc/systemd/system/web.service", "[Service]\nExecStart=/usr/bin/python3 /opt/web/web.py\n")
+    machine.run(["systemctl", "daemon-reload"])
+    machine.run(["systemctl", "start", "web.socket"])
+    curl_each(port)
+    expected = []
+    for n in range(CALLS):
+        expected += [("CLIENT", "curl", "web", f"{port}-{n}"), ("SERVER", "web", None, f"{port}-{n}")]
+    assert summary(calls(receiver, port)) == expected

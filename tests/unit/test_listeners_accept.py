@@ -46,9 +46,9 @@ def tree(tmp_path: Path) -> Path:
     shutil.copytree(FIXTURE, root, symlinks=True)
     for pid, like in ((NEXT_HELLO, HELLO), (NEXT_INETD_CHILD, INETD_CHILD)):
         shutil.copytree(root / "proc" / str(like), root / "proc" / str(pid), symlinks=True)
-    for pid in ("self", SYSTEMD, HELLO, INETD, INETD_CHILD, NEXT_HELLO, NEXT_INETD_CHILD):
-        (root / "proc" / str(pid) / "ns").mkdir(parents=True, exist_ok=True)
-        (root / "proc" / str(pid) / "ns" / "net").symlink_to(HOST_NET)
+    for name in ("self", *map(str, (SYSTEMD, HELLO, INETD, INETD_CHILD, NEXT_HELLO, NEXT_INETD_CHILD))):
+        (root / "proc" / name / "ns").mkdir(parents=True, exist_ok=True)
+        (root / "proc" / name / "ns" / "net").symlink_to(HOST_NET)
     return root
 
 
