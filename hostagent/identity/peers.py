@@ -20,9 +20,11 @@ class PeerResolver:
         pid = self.listeners.pid_for(address, port)
         if pid is None or pid == self_pid:
             return {}
-        service = self.peek(pid)
+        # A per-connection server's own Service first: it has often exited, and its pid may be
+        # another process's by now.
+        service = self.listeners.served_service(pid)
         if service is None:
-            service = self.listeners.served_service(pid)  # a per-connection server that exited
+            service = self.peek(pid)
         if service is None:
             self.listeners.request_warm(pid)
             return {}

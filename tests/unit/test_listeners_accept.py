@@ -163,3 +163,19 @@ def test_a_refresh_keeps_the_per_connection_server(tmp_path: Path) -> None:
     pipe.on_event(ev.decode(raw, len(raw)))
     listeners.refresh()
     assert (peer_of_a_call(pipe, exported, SD_PORT), listeners.snapshot()[("127.0.0.1", SD_PORT)]) == ("hello", HELLO)
+
+
+def test_a_per_connection_servers_pid_reused_still_names_its_service(tmp_path: Path) -> None:
+    """hello@0 exited and its pid went to another process (here an inetd, exec'd by a shell):
+    the endpoint is hello's until the next connection's server takes it, whatever runs as that pid."""
+    root = tree(tmp_path)
+    pipe, listeners, exported = pipeline(root)
+    for raw in (SD_LISTEN, *SD_CONNECTION, exits(HELLO)):
+        pipe.on_event(ev.decode(raw, len(raw)))
+    assert listeners.snapshot() == {("127.0.0.1", SD_PORT): HELLO}
+    shutil.rmtree(root / "proc" / str(HELLO))
+    shutil.copytree(root / "proc" / str(INETD), root / "proc" / str(HELLO), symlinks=True)
+    raw = record(EventKind.EXEC, HELLO, b"inetd", parent=4242, payload=b"/usr/sbin/inetd")
+    pipe.on_event(ev.decode(raw, len(raw)))
+    assert pipe.identity is not None and pipe.identity.service_for(HELLO).name == "inetd"
+    assert peer_of_a_call(pipe, exported, SD_PORT) == "hello"
