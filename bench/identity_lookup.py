@@ -17,7 +17,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from hostagent.identity.listeners import ListenerMap, PeerResolver
+from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.peers import PeerResolver
 from hostagent.identity.procfs import ProcessGone, ProcFS
 from hostagent.identity.service import ServiceCache
 

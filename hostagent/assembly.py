@@ -239,8 +239,9 @@ class _Sweeper(threading.Thread):
 
 def build_identity(config: Config) -> Identity:
     from hostagent.identity.docker import DockerMetadata
-    from hostagent.identity.listeners import ListenerMap, PeerResolver
+    from hostagent.identity.listeners import ListenerMap
     from hostagent.identity.naming import parse_service_rules
+    from hostagent.identity.peers import PeerResolver
     from hostagent.identity.procfs import ProcFS
     from hostagent.identity.service import ServiceCache
 

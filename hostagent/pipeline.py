@@ -83,7 +83,7 @@ class Pipeline:
         self.build_span = build_span
         self.sink = sink
         self.identity = identity
-        self.peers = peers  # identity.listeners.PeerResolver: peer.service for local servers
+        self.peers = peers  # identity.peers.PeerResolver: peer.service for local servers
         self.metrics = metrics  # RED metrics (call, service.name or None): every call counts, sampled or not
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()

@@ -15,7 +15,7 @@ on a slow timer, and ``peers.attributes_for(peer.address, peer.port, pid)`` for 
 
 from hostagent.identity.cgroup import CgroupInfo, parse_cgroup, unit_service_name
 from hostagent.identity.docker import ContainerInfo, DockerClient, DockerMetadata
-from hostagent.identity.listeners import ListenerMap, PeerResolver, peer_attributes
+from hostagent.identity.listeners import ListenerMap
 from hostagent.identity.naming import (
     IdentityConfigError,
     NameDecision,
@@ -23,6 +23,7 @@ from hostagent.identity.naming import (
     decide_name,
     parse_service_rules,
 )
+from hostagent.identity.peers import PeerResolver, peer_attributes
 from hostagent.identity.procfs import ProcessGone, ProcessInfo, ProcFS
 from hostagent.identity.resource import HostInfo, Service
 from hostagent.identity.service import ServiceCache

@@ -195,3 +195,22 @@ def unit_service_name(unit: str) -> str:
     if "@" in name:
         name = name.split("@", 1)[0] or name
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), name)
+
+
+def accepted_instance_end(unit: str) -> Optional[tuple[str, int]]:
+    """The local end that a systemd ``Accept=yes`` socket's per-connection unit was started for,
+    from its instance name: ``foo@3-127.0.0.1:8080-127.0.0.1:41234.service`` -> ("127.0.0.1", 8080)
+    (IPv6 ends print without brackets: ``foo@0-::1:8080-::1:41234.service``). None for any other
+    unit. systemd names such instances "<count>-<local>-<remote>" (an address holds no '-')."""
+    if not unit.endswith(".service"):
+        return None
+    _, at, instance = unit[: -len(".service")].partition("@")
+    parts = instance.split("-")
+    if not at or len(parts) != 3 or not parts[0].isdigit():
+        return None
+    address, colon, port = parts[1].rpartition(":")
+    if not colon or not address or not port.isdigit() or not parts[2].rpartition(":")[2].isdigit():
+        return None
+    if address.startswith("::ffff:") and "." in address:
+        address = address[7:]
+    return address, int(port)

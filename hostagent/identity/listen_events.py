@@ -15,12 +15,20 @@ cache. Two launchers make that process the wrong one to name, and are followed h
   listener's names that process (``ListenerMap.serve``): its ACCEPT event comes before any reply
   its client can read, so the client's first span names the server. A pre-fork server's workers
   are the master's service: the master stays named. Each (endpoint, pid) is judged once.
+- A launcher that accepts itself and hands each connection to a new process (systemd
+  ``Accept=yes``, inetd ``nowait``) keeps the listener, and the server never accepts: the peer
+  stayed "systemd". The process its launcher execs for a connection serves the endpoint
+  (``ListenerMap.serve`` with its Service, kept after it exits: the next connection goes to
+  another process of the same service). Which endpoint: systemd names the unit after the
+  connection (``foo@3-127.0.0.1:8080-127.0.0.1:41234.service``); inetd's child is in inetd's own
+  unit and serves the connection inetd accepted last (it accepts, forks and execs in turn).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Optional, Protocol
 
+from hostagent.identity.cgroup import accepted_instance_end
 from hostagent.identity.listeners import ListenerMap
 from hostagent.identity.resource import Service
 from hostagent.model import CaptureEvent, EventKind
@@ -30,7 +38,11 @@ from hostagent.model import CaptureEvent, EventKind
 MAX_ORPHAN_LISTENERS = 64
 MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
 
-_ACCEPT, _EXIT, _FORK, _LISTEN = EventKind.ACCEPT, EventKind.EXIT, EventKind.FORK, EventKind.LISTEN
+HANDED_WITHIN_NS = 1_000_000_000  # from a launcher's accept to the EXEC of the server it starts
+MAX_LAUNCHERS = 4096  # pids judged launcher or not: listeners' and parents of EXECs (EXIT clears)
+
+_ACCEPT, _EXEC, _EXIT, _FORK, _LISTEN = (
+    EventKind.ACCEPT, EventKind.EXEC, EventKind.EXIT, EventKind.FORK, EventKind.LISTEN)
 
 
 class Services(Protocol):
@@ -47,6 +59,10 @@ class ListenEvents:
         self._orphans: dict[int, list[tuple[str, int]]] = {}
         # accepting pid -> the endpoints whose listener's service it was compared with
         self._judged: dict[int, set[tuple[str, int]]] = {}
+        self._launcher: dict[int, bool] = {}  # listener pid -> whether it is a launcher (read once)
+        # launcher pid -> the endpoint of the connection it accepted last, and when (kernel ns):
+        # for the process it starts for it (inetd nowait: see _exec)
+        self._handed: dict[int, tuple[tuple[str, int], int]] = {}
 
     def on_event(self, event: CaptureEvent) -> None:
         kind = event.kind
@@ -60,9 +76,14 @@ class ListenEvents:
         elif kind == _FORK:
             if self._orphans:
                 self._passed_on(event.size, event)  # size carries the parent's tgid
+        elif kind == _EXEC:
+            if event.size and self._is_launcher(event.size):  # size: the parent's tgid
+                self._exec(event)
         elif kind == _EXIT:
             self._orphans.pop(event.pid, None)
             self._judged.pop(event.pid, None)
+            self._launcher.pop(event.pid, None)
+            self._handed.pop(event.pid, None)
             self.listeners.holder_exited(event.pid)
 
     def _learn(self, pid: int, end: tuple[str, int], event: CaptureEvent) -> None:
@@ -89,18 +110,77 @@ class ListenEvents:
         """``event.pid`` accepted a connection on its local end: when the table names another
         process of another service for that listener, the accepting one serves it."""
         found = self.listeners.holder(event.local_addr, event.local_port)
-        if found is None or found[1] == event.pid:
+        if found is None:
+            self._unknown_listener(event)
             return
         key, holder = found
+        launcher = self.listeners.launcher_of(key)
+        if launcher is None and self._is_launcher(holder):
+            launcher = holder
+        if launcher is not None:
+            self._handed[launcher] = (key, event.ts_ns)
+        if holder == event.pid or launcher == event.pid or self.listeners.served_service(holder) is not None:
+            return  # the launcher's own accept (or its helper's, for a per-connection server)
         pid = event.pid
+        if not self._first_judgement(pid, key):
+            return
+        server = self.services.service_for(pid, event.comm, event.cgroup_id)
+        if server.name != self.services.service_for(holder).name:
+            self.listeners.serve(key, pid, holder)
+
+    def _unknown_listener(self, event: CaptureEvent) -> None:
+        """An accept on a listener the table does not have: the accepting process holds it (accept()
+        takes the listening fd). systemd 252 listens in a short-lived "(sd-listen)" child and keeps
+        the socket in PID 1: that LISTEN event's pid was gone when read, and the activated
+        service's first call had no peer until a refresh. Once per (pid, endpoint): a container's
+        own listeners are not learnt (another network namespace), and their accepts stay cheap."""
+        pid, end = event.pid, (event.local_addr, event.local_port)
+        if self._first_judgement(pid, end) and self.listeners.learn(end[0], end[1], pid):
+            self.services.service_for(pid, event.comm, event.cgroup_id)
+
+    def _first_judgement(self, pid: int, key: tuple[str, int]) -> bool:
+        """True the first time (pid, endpoint) is asked (bounded: cleared whole at MAX_JUDGED)."""
         judged = self._judged.get(pid)
         if judged is not None and key in judged:
-            return
+            return False
         if judged is None:
             if len(self._judged) >= MAX_JUDGED:
                 self._judged.clear()
             judged = self._judged[pid] = set()
         judged.add(key)
-        server = self.services.service_for(pid, event.comm, event.cgroup_id)
-        if server.name != self.services.service_for(holder).name:
-            self.listeners.serve(key, pid, holder)
+        return True
+
+    def _is_launcher(self, pid: int) -> bool:
+        known = self._launcher.get(pid)
+        if known is None:
+            if len(self._launcher) >= MAX_LAUNCHERS:
+                self._launcher.clear()
+            known = self._launcher[pid] = self.listeners.is_launcher(pid)
+        return known
+
+    def _exec(self, event: CaptureEvent) -> None:
+        """A process the launcher ``event.size`` started: when it serves a connection the launcher
+        accepted (see the module docstring), it names the endpoint."""
+        launcher, pid = event.size, event.pid
+        services = self.services
+        server = services.service_for(pid, event.comm, event.cgroup_id)
+        own = services.service_for(launcher)
+        if server.name == own.name:
+            return
+        key: Optional[tuple[str, int]] = None
+        end = accepted_instance_end(server.systemd_unit) if server.systemd_unit else None
+        if end is not None:
+            found = self.listeners.holder(*end)
+            if found is None and self.listeners.learn(end[0], end[1], launcher):
+                # systemd 252 listens in a short-lived "(sd-listen)" child, gone when its LISTEN
+                # event is read: the first connection's unit is the first to name the endpoint.
+                found = self.listeners.holder(*end)
+            key = found[0] if found is not None else None
+        elif server.systemd_unit == own.systemd_unit:
+            handed = self._handed.pop(launcher, None)
+            # inetd forks and execs right after its accept; an accept it served itself (its
+            # internal services) must not name a process it starts much later
+            if handed is not None and event.ts_ns - handed[1] <= HANDED_WITHIN_NS:
+                key = handed[0]
+        if key is not None:
+            self.listeners.serve(key, pid, launcher, server)

@@ -2,8 +2,9 @@
 
 A client span to 127.0.0.1:8080 should name the service on the other end when that end is on
 this host. ``ListenerMap`` keeps (address, port) -> pid for TCP sockets in LISTEN state, built
-from the kernel's sock_diag netlink dump of LISTEN sockets (socket inodes; /proc/net/tcp{,6} where
-netlink is not available, or under a test root) and /proc/*/fd (which pid holds which inode).
+from the kernel's sock_diag netlink dump of LISTEN sockets (socket inodes; ``sock_diag``;
+/proc/net/tcp{,6} where netlink is not available, or under a test root: ``proc_net``) and
+/proc/*/fd (which pid holds which inode: ``fd_holders``).
 A background thread reads the LISTEN sockets on a timer, or sooner when a lookup of a loopback
 endpoint missed (rate-limited, and once per endpoint per period: a remote peer asks nothing). The
 kernel's list is cheap (~50 us); walking every process's fds is not (~3 ms per 400 fds, more on a
@@ -24,8 +25,10 @@ starts later inherits it and accepts on it. The LISTEN event, and the first hold
 name the launcher, and the first calls' peer was "systemd". The process that accepts is the
 server: an accept by another process than the table's, of another service (a pre-fork server's
 worker is the same service as its master, which stays named), names the accepting process from
-that accept on (``serve``), until it exits (``holder_exited``: the launcher is named again). A walk
-names a launcher (PID 1, or a known launcher's comm) only when no other process holds the socket.
+that accept on (``serve``), until it exits (``holder_exited``: the launcher is named again). A
+launcher that accepts and hands each connection to a new process (Accept=yes, inetd ``nowait``)
+has that process named, and still after it exits (``listen_events``, ``served``). A walk names a
+launcher (PID 1, or a known launcher's comm) only when no other process holds the socket.
 
 Wildcard listeners (0.0.0.0, ::) answer only for loopback peers: a peer 10.1.2.3:8080 is another
 host even if something here listens on *:8080. /proc/net is the agent's network namespace, so
@@ -34,51 +37,20 @@ containers with their own network namespace are not seen (``--network host`` one
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Optional
 
-from hostagent.identity.procfs import ProcessGone, ProcFS
+from hostagent.identity.fd_holders import holders_among, is_launcher, scan_fds
+from hostagent.identity.proc_net import parse_listening
+from hostagent.identity.procfs import ProcFS
+from hostagent.identity.served import ServedEndpoints
 from hostagent.identity.sock_diag import listening_sockets
 
 log = logging.getLogger(__name__)
 
-_LISTEN = "0A"
 _WILDCARDS = ("0.0.0.0", "::")
-# Processes that hold listening sockets for others (socket activation): a walk prefers any other
-# holder. PID 1 is one whatever its name; "systemd" is also a user manager or a container's init.
-LAUNCHER_COMMS = frozenset({"systemd", "inetd", "xinetd"})
-MAX_SERVED = 1024  # endpoints whose server an accept named (socket-activated services)
-
-
-def _decode_addr(hex_addr: str) -> str:
-    """/proc/net/tcp prints addresses as 32-bit words in host byte order."""
-    raw = bytes.fromhex(hex_addr)
-    words = struct.unpack(f"={len(raw) // 4}I", raw)
-    packed = struct.pack(f">{len(words)}I", *words)
-    if len(packed) == 4:
-        return socket.inet_ntop(socket.AF_INET, packed)
-    address = ipaddress.IPv6Address(packed)
-    return str(address.ipv4_mapped) if address.ipv4_mapped else str(address)
-
-
-def parse_listening(text: str) -> dict[int, tuple[str, int]]:
-    """inode -> (address, port) of the LISTEN sockets in /proc/net/tcp or tcp6 text."""
-    sockets: dict[int, tuple[str, int]] = {}
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != _LISTEN:
-            continue
-        addr_hex, _, port_hex = fields[1].partition(":")
-        try:
-            sockets[int(fields[9])] = (_decode_addr(addr_hex), int(port_hex, 16))
-        except (ValueError, struct.error):
-            continue
-    return sockets
 
 
 def _normalise(address: str) -> str:
@@ -90,12 +62,6 @@ def _normalise(address: str) -> str:
 def _is_loopback(address: str) -> bool:
     # String tests, not ipaddress: this runs per client call (ipaddress parsing costs ~2 us).
     return address.startswith("127.") or address == "::1"
-
-
-def _fd_targets_of(inodes: set[int]) -> dict[str, int]:
-    """The fd links ("socket:[12345]") of these socket inodes -> the inode: an fd is matched by
-    its link text, no parse of every link read."""
-    return {f"socket:[{inode}]": inode for inode in inodes}
 
 
 class ListenerMap:
@@ -138,8 +104,7 @@ class ListenerMap:
         self._learnt: dict[tuple[str, int], tuple[int, float]] = {}
         self._swap_lock = threading.Lock()  # learn() against the refresh's swap; never per lookup
         self._own_netns = ""  # the agent's network namespace, read at the first LISTEN event
-        # endpoint -> (pid that accepted on it, the launcher the table named before): see serve
-        self._served: dict[tuple[str, int], tuple[int, int]] = {}
+        self._served = ServedEndpoints()  # who serves a launcher's listener: see serve
         self.served = 0  # endpoints an accept took from a launcher (socket activation)
         self._holder_pids: set[int] = set()  # the table's pids: an EXIT of another costs nothing
         self._gone: set[int] = set()  # holders that exited: the next refresh looks for their inodes again
@@ -201,7 +166,7 @@ class ListenerMap:
             self._learnt[key] = (pid, self._clock())
             table[key] = pid
             self._holder_pids.add(pid)
-            self._served.pop(key, None)  # a new socket: what accepts on the old one said is past
+            self._served.forget(key)  # a new socket: what accepts on the old one said is past
         self._asked.discard(key)
         return True
 
@@ -225,22 +190,36 @@ class ListenerMap:
                     break
         return (key, pid) if pid is not None else None
 
-    def serve(self, key: tuple[str, int], pid: int, launcher: int) -> bool:
+    def serve(self, key: tuple[str, int], pid: int, launcher: int, service: Optional[Any] = None) -> bool:
         """``pid`` accepted a connection on ``key``, whose listener the table says ``launcher``
         holds: ``pid`` is named from now on (the caller decided that it is another service). True
         when taken; not when the table changed meanwhile, ``pid`` is in another network namespace
-        or gone, or at the bound."""
-        if not self._in_own_netns(pid):
+        or gone, or at the bound.
+
+        ``service``: ``pid`` serves one connection the launcher accepted and handed it (systemd
+        ``Accept=yes``, inetd ``nowait``): the next connection goes to another process of the same
+        service, so its Service still names the endpoint after it exits (see ``served_service``),
+        and the next such process takes the endpoint from it."""
+        # A per-connection server serves a socket its launcher accepted here, and is often gone
+        # when its EXEC is read: its own namespace says nothing more.
+        if service is None and not self._in_own_netns(pid):
             return False
         with self._swap_lock:
             table = self._by_endpoint
-            if table.get(key) != launcher or (key not in self._served and len(self._served) >= MAX_SERVED):
+            if not self._served.take(key, pid, launcher, table.get(key), service):
                 return False
-            self._served[key] = (pid, launcher)
             table[key] = pid
             self._holder_pids.add(pid)
         self.served += 1
         return True
+
+    def served_service(self, pid: int) -> Optional[Any]:
+        """The Service of a per-connection server the table names (``serve``), alive or not."""
+        return self._served.service_of(pid)
+
+    def launcher_of(self, key: tuple[str, int]) -> Optional[int]:
+        """The launcher of an endpoint the table names a served process for (see ``serve``)."""
+        return self._served.launcher_of(key)
 
     def holder_exited(self, pid: int) -> None:
         """EXIT of ``pid``: when the table names it, a socket it held may outlive it (a launcher's,
@@ -252,11 +231,9 @@ class ListenerMap:
             self._holder_pids.discard(pid)
             self._gone.add(pid)
             table = self._by_endpoint
-            for key, (server, launcher) in list(self._served.items()):
-                if server == pid:
-                    del self._served[key]
-                    if table.get(key) == pid:
-                        table[key] = launcher
+            for key, launcher in self._served.exited(pid).items():
+                if table.get(key) == pid:
+                    table[key] = launcher
 
     # --- refresh -----------------------------------------------------------------------------
     def _from_proc_net(self) -> dict[int, tuple[str, int]]:
@@ -323,16 +300,12 @@ class ListenerMap:
                 if key in table or len(table) < self.max_entries:
                     table[key] = pid
             self._learnt = learnt
-            served: dict[tuple[str, int], tuple[int, int]] = {}
-            for key, (pid, launcher) in self._served.items():
-                if table.get(key) in (pid, launcher):  # else the listener closed or changed hands
-                    table[key] = pid
-                    served[key] = (pid, launcher)
-            self._served = served
+            self._served.keep(table)
             new_pids = set(table.values()) - set(self._by_endpoint.values())
             self._pid_of_inode = known
             self._by_endpoint = table
-            self._holder_pids = set(table.values())
+            # with the launchers of served endpoints: their EXECs and EXITs matter (listen_events)
+            self._holder_pids = set(table.values()) | self._served.launchers()
         return new_pids
 
     def _look_for(self, inode: int, now: float) -> bool:
@@ -356,15 +329,8 @@ class ListenerMap:
             pid = table.get((_normalise(address), port))
             if pid is not None:
                 hinted.setdefault(pid, set()).add(inode)
-        found: dict[int, int] = {}
         launched: dict[int, int] = {}  # inode -> a launcher holding it, until another holder is found
-        for pid, inodes in hinted.items():
-            targets = _fd_targets_of(inodes)
-            held_by = launched if self._is_launcher(pid) else found
-            for target in self.procfs.fd_targets(pid):
-                held = targets.get(target)
-                if held is not None:
-                    held_by[held] = pid
+        found = holders_among(self.procfs, hinted, launched)
         rest = missing - found.keys()
         if rest:
             found.update(self._scan_fds(rest, launched))
@@ -374,34 +340,11 @@ class ListenerMap:
         """inode -> its first (lowest listed) holder that is no launcher (pre-fork servers share
         a socket: the master), else the launcher (a socket-activated service not started yet)."""
         self.fd_walks += 1
-        found: dict[int, int] = {}
-        targets = _fd_targets_of(wanted)
-        for pid in self.procfs.pids():
-            launcher: Optional[bool] = None  # read once per pid, and only for a holder
-            for target in self.procfs.fd_targets(pid):
-                inode = targets.get(target)
-                if inode is None or inode in found:
-                    continue
-                if launcher is None:
-                    launcher = self._is_launcher(pid)
-                if not launcher:
-                    found[inode] = pid
-                elif inode not in launched:
-                    launched[inode] = pid
-            if len(found) == len(wanted):
-                break
-        for inode, pid in launched.items():
-            if inode in wanted and inode not in found:
-                found[inode] = pid
-        return found
+        return scan_fds(self.procfs, wanted, launched)
 
-    def _is_launcher(self, pid: int) -> bool:
-        if pid == 1:
-            return True
-        try:
-            return self.procfs.comm(pid) in LAUNCHER_COMMS
-        except (OSError, ProcessGone):
-            return False
+    def is_launcher(self, pid: int) -> bool:
+        """PID 1 or a known launcher's comm (reads /proc: not for the hot path)."""
+        return is_launcher(self.procfs, pid)
 
     def start(self) -> None:
         if self._thread is None:
@@ -448,33 +391,3 @@ class ListenerMap:
                 if remaining > 0:
                     self._stop.wait(remaining)
 
-
-class PeerResolver:
-    """Peer attributes for a client call: listener pid -> cached Service, never computing it on
-    the hot path (a miss asks the listener thread to warm the cache, so the next call has it)."""
-
-    def __init__(self, listeners: ListenerMap, peek: Callable[[int], Optional[Any]]) -> None:
-        self.listeners = listeners
-        self.peek = peek  # ServiceCache.peek
-
-    def attributes_for(self, address: str, port: int, self_pid: Optional[int] = None) -> dict[str, str]:
-        pid = self.listeners.pid_for(address, port)
-        if pid is None or pid == self_pid:
-            return {}
-        service = self.peek(pid)
-        if service is None:
-            self.listeners.request_warm(pid)
-            return {}
-        return peer_attributes(service.name, service.namespace)
-
-
-def peer_attributes(service_name: Optional[str], namespace: Optional[str]) -> dict[str, str]:
-    """Span attributes for the service on the other end. ``service.peer.name`` is the v1.44 key;
-    ``peer.service`` (deprecated by it) is still what service-graph tooling such as the
-    Collector's servicegraph connector reads by default, so both are set."""
-    if not service_name:
-        return {}
-    attrs = {"service.peer.name": service_name, "peer.service": service_name}
-    if namespace:
-        attrs["service.peer.namespace"] = namespace
-    return attrs

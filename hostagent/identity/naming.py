@@ -8,7 +8,9 @@ In this order, first answer wins (README "Service naming"):
 3. the Compose service label (``com.docker.compose.service``; project -> namespace);
 4. the container's name;
 5. the systemd unit without ``.service`` (system and user units; never session or other scopes,
-   and not when the process is in a container: the unit would be the runtime's, not the app's);
+   and not when the process is in a container: the unit would be the runtime's, not the app's;
+   in an Internet superserver's unit, only for the superserver: the per-connection servers inetd
+   forks stay in its unit, and each is its own service);
 6. the program name (interpreters: the script or module -- see ``interpreters``).
 
 A namespace comes from the rule (config ``namespace``), ``service.namespace`` in
@@ -40,6 +42,11 @@ RULE_COMPOSE = "compose"
 RULE_CONTAINER_NAME = "container_name"
 RULE_SYSTEMD = "systemd_unit"
 RULE_EXECUTABLE = "executable"
+
+
+# Units of Internet superservers (inetd "nowait" services run in them) and their programs.
+SUPERSERVER_UNITS = frozenset({"inetd", "openbsd-inetd", "inetutils-inetd", "xinetd"})
+SUPERSERVER_PROGRAMS = frozenset({"inetd", "xinetd"})
 
 
 class IdentityConfigError(ValueError):
@@ -203,5 +210,11 @@ def decide_name(
             return NameDecision(container.name, namespace, RULE_CONTAINER_NAME)
     unit = cgroup.service_unit
     if unit is not None and cgroup.container_id is None:
-        return NameDecision(unit_service_name(unit), namespace, RULE_SYSTEMD)
+        name = unit_service_name(unit)
+        if name not in SUPERSERVER_UNITS:
+            return NameDecision(name, namespace, RULE_SYSTEMD)
+        program = program_name(proc.exe, proc.cmdline, proc.comm)
+        if program == name or program in SUPERSERVER_PROGRAMS:
+            return NameDecision(name, namespace, RULE_SYSTEMD)
+        return NameDecision(program, namespace, RULE_EXECUTABLE)
     return NameDecision(program_name(proc.exe, proc.cmdline, proc.comm), namespace, RULE_EXECUTABLE)

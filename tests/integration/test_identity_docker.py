@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import pytest
 
 from hostagent.identity.docker import DockerClient, DockerMetadata
-from hostagent.identity.listeners import ListenerMap, PeerResolver
+from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.peers import PeerResolver
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.service import ServiceCache
 from tests.support.docker_engine import DockerEngine, docker_engine  # noqa: F401  (fixture)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import socket
 
-from hostagent.identity.listeners import ListenerMap, parse_listening
+from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.proc_net import parse_listening
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.sock_diag import listening_sockets
 

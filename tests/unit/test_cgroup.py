@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hostagent.identity.cgroup import CgroupInfo, parse_cgroup, unit_service_name
+from hostagent.identity.cgroup import CgroupInfo, accepted_instance_end, parse_cgroup, unit_service_name
 
 ID = "4f6d7ce1c12c1c247c8e3c5605ebdb02f9122851a9bb38c54a4264654e882ebf"
 ID2 = "e897fddf0a64fa0163c10df75e0ec6c0546b7c4e0b10c151b9398df619a720dd"
@@ -204,3 +204,23 @@ def test_parse_cgroup_never_raises(text: str) -> None:
 @given(st.text(max_size=200))
 def test_parse_cgroup_never_raises_on_any_text(text: str) -> None:
     parse_cgroup(text)
+
+
+@pytest.mark.parametrize(
+    ("unit", "end"),
+    [
+        # systemd Accept=yes: "<prefix>@<count>-<local>-<remote>.service" (a real one: fixtures/proc/accept)
+        ("hello@0-127.0.0.1:22081-127.0.0.1:55334.service", ("127.0.0.1", 22081)),
+        ("sshd@12-10.0.0.5:22-10.0.0.9:50022.service", ("10.0.0.5", 22)),
+        ("foo@3-::1:8080-::1:41234.service", ("::1", 8080)),  # IPv6 prints without brackets
+        ("foo@1-::ffff:127.0.0.1:8080-::ffff:127.0.0.1:4123.service", ("127.0.0.1", 8080)),
+        ("worker@3.service", None),  # an ordinary instance
+        ("getty@tty1.service", None),
+        ("foo@a-127.0.0.1:80-127.0.0.1:4.service", None),  # no count
+        ("foo@0-127.0.0.1-127.0.0.1:4.service", None),  # no local port
+        ("foo@0-127.0.0.1:80-127.0.0.1:4.scope", None),
+        ("nginx.service", None),
+    ],
+)
+def test_accepted_instance_end(unit: str, end: Optional[tuple[str, int]]) -> None:
+    assert accepted_instance_end(unit) == end

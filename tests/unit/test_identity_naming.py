@@ -3,6 +3,7 @@ see build_host_tree.py) and the Docker answers captured from the real engine."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -235,3 +236,41 @@ def test_parse_resource_attributes(value: str, attrs: dict[str, str]) -> None:
 @given(st.text(max_size=100), st.lists(st.text(max_size=30), max_size=8), st.text(max_size=20))
 def test_program_name_never_raises(exe: str, argv: list[str], comm: str) -> None:
     assert isinstance(program_name(exe, tuple(argv), comm), str)
+
+
+ACCEPT = ProcFS(str(FIXTURES / "accept"), clock_ticks=100)
+
+
+def decide_superserved(pid: int, unit: Optional[str] = None, exe: Optional[str] = None) -> NameDecision:
+    """A process of fixtures/proc/accept (a real systemd Accept=yes socket and a real inetd), its
+    unit or executable changed to try the other superservers."""
+    proc = ACCEPT.process_info(pid)
+    if unit is not None:
+        proc = replace(proc, cgroup_text=f"0::/system.slice/{unit}\n")
+    if exe is not None:
+        proc = replace(proc, exe=exe, cmdline=(exe,), comm=exe.rsplit("/", 1)[-1])
+    return decide_name([], proc, None, parse_cgroup(proc.cgroup_text))
+
+
+@pytest.mark.parametrize(
+    ("pid", "unit", "exe", "decision"),
+    [
+        # systemd (init.scope: a scope names nobody): the launcher of hello.socket
+        (7655, None, None, NameDecision("systemd", None, "executable")),
+        # hello@0-127.0.0.1:22081-127.0.0.1:55334.service: an Accept=yes connection's own unit
+        (7826, None, None, NameDecision("hello", None, "systemd_unit")),
+        # inetd in inetd.service, and the python3 it forked and ran for a connection (same unit)
+        (7822, None, None, NameDecision("inetd", None, "systemd_unit")),
+        (7828, None, None, NameDecision("hello.py", None, "executable")),
+        # the same under the other superservers' units
+        (7828, "xinetd.service", None, NameDecision("hello.py", None, "executable")),
+        (7822, "xinetd.service", "/usr/sbin/xinetd", NameDecision("xinetd", None, "systemd_unit")),
+        (7828, "openbsd-inetd.service", "/bin/cat", NameDecision("cat", None, "executable")),
+        (7822, "inetutils-inetd.service", "/usr/sbin/inetutils-inetd", NameDecision("inetutils-inetd", None,
+                                                                                   "systemd_unit")),
+        # any other unit still names all of its processes
+        (7828, "web.service", None, NameDecision("web", None, "systemd_unit")),
+    ],
+)
+def test_superserved_processes(pid: int, unit: Optional[str], exe: Optional[str], decision: NameDecision) -> None:
+    assert decide_superserved(pid, unit, exe) == decision

@@ -14,8 +14,10 @@ from opentelemetry.sdk.resources import Resource
 
 import hostagent
 from hostagent.identity.docker import DockerMetadata
-from hostagent.identity.listeners import ListenerMap, PeerResolver, parse_listening
+from hostagent.identity.listeners import ListenerMap
 from hostagent.identity.naming import parse_service_rules
+from hostagent.identity.peers import PeerResolver
+from hostagent.identity.proc_net import parse_listening
 from hostagent.identity.procfs import ProcFS, parse_environ, parse_stat
 from hostagent.identity.resource import INSTANCE_NAMESPACE, HostInfo
 from hostagent.identity.service import ServiceCache

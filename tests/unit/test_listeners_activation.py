@@ -18,7 +18,8 @@ from typing import Optional
 import pytest
 from opentelemetry.sdk.resources import Resource
 
-from hostagent.identity.listeners import ListenerMap, PeerResolver
+from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.peers import PeerResolver
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.service import HostInfo, ServiceCache
 from hostagent.model import Call, Connection, Endpoint, EventKind, Role
@@ -135,6 +136,7 @@ def peer_of_a_call(pipe: Pipeline, exported: Exported) -> Optional[object]:
 
 
 WORKER = 356  # another process of web.service (a copy of the server's /proc)
+SD_LISTEN = 32750  # systemd's "(sd-listen)" child, gone: no /proc
 
 
 @pytest.mark.parametrize(
@@ -153,6 +155,10 @@ WORKER = 356  # another process of web.service (a copy of the server's /proc)
         # and was started again: the new one accepts
         ([listen_record(SYSTEMD, b"systemd"), accept_record(WEB), exit_record(WEB), accept_record(WORKER)],
          "web", WORKER),
+        # systemd 252 listens in a short-lived "(sd-listen)" child, gone when its event is read: the
+        # table learnt nothing, and the first accept names the process that holds the listener
+        ([listen_record(SD_LISTEN, b"(sd-listen)"), accept_record(WEB)], "web", WEB),
+        ([accept_record(WEB)], "web", WEB),
     ],
 )
 def test_the_process_that_accepts_is_the_peer(tmp_path: Path, events: list[bytes], peer: str, holder: int) -> None:
@@ -172,6 +178,18 @@ def test_an_accept_in_another_network_namespace_names_nobody_new(tmp_path: Path)
     for raw in (listen_record(SYSTEMD, b"systemd"), accept_record(WEB)):
         pipe.on_event(ev.decode(raw, len(raw)))
     assert (peer_of_a_call(pipe, exported), listeners.served) == ("systemd", 0)
+
+
+def test_accepts_in_another_network_namespace_teach_nothing_and_are_judged_once(tmp_path: Path) -> None:
+    """No LISTEN event learnt (a container's server, started before the agent): its accepts on
+    its own 127.0.0.1:22080 are not the host's listener; its namespace is read once, not per accept."""
+    root = tree(tmp_path, SYSTEMD, WEB)
+    (root / "proc" / str(WEB) / "ns" / "net").unlink()
+    (root / "proc" / str(WEB) / "ns" / "net").symlink_to(OTHER_NET)
+    pipe, listeners, exported = pipeline(root)
+    for raw in (accept_record(WEB), accept_record(WEB), accept_record(WEB)):
+        pipe.on_event(ev.decode(raw, len(raw)))
+    assert (peer_of_a_call(pipe, exported), listeners.snapshot(), listeners.other_netns) == (None, {}, 1)
 
 
 def test_what_an_accept_taught_survives_refreshes_until_the_server_exits(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 
 from hostagent.identity.docker import DockerMetadata
-from hostagent.identity.listeners import ListenerMap, PeerResolver
+from hostagent.identity.listeners import ListenerMap
+from hostagent.identity.peers import PeerResolver
 from hostagent.identity.procfs import ProcFS
 from hostagent.identity.service import HostInfo, ServiceCache
 from hostagent.model import Call, Connection, Endpoint, EventKind, Role
