@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from types import FunctionType
 from typing import Any, Final, Optional, Union
 
 AttributeValue = Union[str, bool, int, float, tuple[str, ...], tuple[int, ...]]
@@ -46,6 +47,25 @@ class Direction(IntEnum):
 # lookup in Python.
 DIRECTIONS: Final[tuple[Direction, ...]] = tuple(Direction(i) for i in range(len(Direction)))
 assert [d.value for d in DIRECTIONS] == sorted(d.value for d in Direction)
+
+def _probe() -> None:
+    """Only looked at: compiled (mypyc), a module's functions are built-in functions."""
+
+
+# The frozen records below write out their __init__: compiled, ``self.field = value`` is a C
+# store into the instance (the frozen ``__setattr__`` dataclasses adds is not called by native
+# code), ~3x faster than the generated __init__'s setattr calls. Run from the source, that store
+# would raise FrozenInstanceError, so there each field goes through ``object.__setattr__`` as the
+# generated __init__ does (``_init_fields``).
+COMPILED: Final = not isinstance(_probe, FunctionType)
+_set = object.__setattr__
+
+
+def _init_fields(obj: object, names: tuple[str, ...], values: tuple[Any, ...]) -> None:
+    """Run from the source: set a frozen record's fields, as the dataclass's __init__ does."""
+    for name, value in zip(names, values):
+        _set(obj, name, value)
+
 
 class Role(IntEnum):
     """Which side of a call the traced process is on."""
@@ -117,7 +137,25 @@ class CaptureEvent:
         self.frames = frames
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
+class ParserStats:
+    """Counters a protocol parser keeps (one per connection); the capture stage sums them for
+    status and metrics. Here rather than in hostagent.protocols.base to be compiled."""
+
+    resyncs: int = 0  # times garbage was skipped to find the next message
+    unpaired: int = 0  # requests or responses without a counterpart
+    truncated: int = 0  # messages whose head was not fully captured
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def __init__(self, resyncs: int = 0, unpaired: int = 0, truncated: int = 0,
+                 extra: Optional[dict[str, int]] = None) -> None:
+        self.resyncs = resyncs
+        self.unpaired = unpaired
+        self.truncated = truncated
+        self.extra = {} if extra is None else extra
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Segment:
     """Bytes of one direction handed to a protocol parser, in order for that connection.
 
@@ -136,19 +174,40 @@ class Segment:
     tail: bytes = b""
     frames: bytes = b""  # an HTTP/2 frame block in place of the tail (CaptureEvent.frames)
 
+    def __init__(self, direction: Direction, data: bytes, size: int, ts_ns: int, peer_addr: str = "",
+                 peer_port: int = 0, tail: bytes = b"", frames: bytes = b"") -> None:
+        if not COMPILED:
+            _init_fields(self, _SEGMENT_FIELDS, (direction, data, size, ts_ns, peer_addr, peer_port, tail, frames))
+            return
+        self.direction = direction  # type: ignore[misc]  # frozen: see COMPILED
+        self.data = data  # type: ignore[misc]
+        self.size = size  # type: ignore[misc]
+        self.ts_ns = ts_ns  # type: ignore[misc]
+        self.peer_addr = peer_addr  # type: ignore[misc]
+        self.peer_port = peer_port  # type: ignore[misc]
+        self.tail = tail  # type: ignore[misc]
+        self.frames = frames  # type: ignore[misc]
+
     @property
     def tail_at(self) -> int:
         """Offset of ``tail`` in the segment's bytes (``size`` when there is none)."""
         return self.size - len(self.tail)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Endpoint:
     address: str
     port: int
 
+    def __init__(self, address: str, port: int) -> None:
+        if not COMPILED:
+            _init_fields(self, _ENDPOINT_FIELDS, (address, port))
+            return
+        self.address = address  # type: ignore[misc]  # frozen: see COMPILED
+        self.port = port  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Connection:
     """The socket a Call travelled on, from the traced process's point of view."""
 
@@ -161,8 +220,22 @@ class Connection:
     transport: str = "tcp"  # "tcp" | "udp" | "unix"
     comm: str = ""
 
+    def __init__(self, pid: int, tid: int, fd: int, cgroup_id: int = 0, local: Optional[Endpoint] = None,
+                 peer: Optional[Endpoint] = None, transport: str = "tcp", comm: str = "") -> None:
+        if not COMPILED:
+            _init_fields(self, _CONNECTION_FIELDS, (pid, tid, fd, cgroup_id, local, peer, transport, comm))
+            return
+        self.pid = pid  # type: ignore[misc]  # frozen: see COMPILED
+        self.tid = tid  # type: ignore[misc]
+        self.fd = fd  # type: ignore[misc]
+        self.cgroup_id = cgroup_id  # type: ignore[misc]
+        self.local = local  # type: ignore[misc]
+        self.peer = peer  # type: ignore[misc]
+        self.transport = transport  # type: ignore[misc]
+        self.comm = comm  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Call:
     """One request and its response (or the request alone when the response never came).
 
@@ -193,3 +266,48 @@ class Call:
     # HTTP/2 stream id (0: not HTTP/2). Concurrent calls share one connection; the stream id is
     # what tells them apart, the same at both ends (hostagent.traces.linking).
     stream_id: int = 0
+
+    def __init__(self, protocol: str, role: Role, start_ns: int, end_ns: int, name: str,
+                 attributes: Optional[Attributes] = None, error_type: Optional[str] = None,
+                 status_message: str = "", traceparent: Optional[str] = None, tracestate: Optional[str] = None,
+                 request_headers: tuple[tuple[str, str], ...] = (), response_headers: tuple[tuple[str, str], ...] = (),
+                 request_body: bytes = b"", response_body: bytes = b"", request_size: int = 0,
+                 response_size: int = 0, conn: Optional[Connection] = None, service: Any = None,
+                 stream_id: int = 0) -> None:
+        if attributes is None:  # the field's default_factory: a dict of its own per Call
+            attributes = {}
+        if not COMPILED:
+            _init_fields(self, _CALL_FIELDS, (
+                protocol, role, start_ns, end_ns, name, attributes, error_type, status_message, traceparent,
+                tracestate, request_headers, response_headers, request_body, response_body, request_size,
+                response_size, conn, service, stream_id))  # fmt: skip
+            return
+        self.protocol = protocol  # type: ignore[misc]  # frozen: see COMPILED
+        self.role = role  # type: ignore[misc]
+        self.start_ns = start_ns  # type: ignore[misc]
+        self.end_ns = end_ns  # type: ignore[misc]
+        self.name = name  # type: ignore[misc]
+        self.attributes = attributes  # type: ignore[misc]
+        self.error_type = error_type  # type: ignore[misc]
+        self.status_message = status_message  # type: ignore[misc]
+        self.traceparent = traceparent  # type: ignore[misc]
+        self.tracestate = tracestate  # type: ignore[misc]
+        self.request_headers = request_headers  # type: ignore[misc]
+        self.response_headers = response_headers  # type: ignore[misc]
+        self.request_body = request_body  # type: ignore[misc]
+        self.response_body = response_body  # type: ignore[misc]
+        self.request_size = request_size  # type: ignore[misc]
+        self.response_size = response_size  # type: ignore[misc]
+        self.conn = conn  # type: ignore[misc]
+        self.service = service  # type: ignore[misc]
+        self.stream_id = stream_id  # type: ignore[misc]
+
+
+# Field names in declaration order, for _init_fields (a test holds each __init__ to them).
+_SEGMENT_FIELDS: Final = ("direction", "data", "size", "ts_ns", "peer_addr", "peer_port", "tail", "frames")
+_ENDPOINT_FIELDS: Final = ("address", "port")
+_CONNECTION_FIELDS: Final = ("pid", "tid", "fd", "cgroup_id", "local", "peer", "transport", "comm")
+_CALL_FIELDS: Final = (
+    "protocol", "role", "start_ns", "end_ns", "name", "attributes", "error_type", "status_message", "traceparent",
+    "tracestate", "request_headers", "response_headers", "request_body", "response_body", "request_size",
+    "response_size", "conn", "service", "stream_id")  # fmt: skip

@@ -8,7 +8,6 @@ from typing import Final, Optional
 
 from hostagent.model import Call, Connection, Endpoint, Segment
 from hostagent.protocols.base import ProtocolSpec, StreamParser
-from hostagent.protocols.fast_call import new_connection
 from hostagent.protocols.http1 import Http1Parser
 
 # Detection gives up after this many segments or bytes without a protocol match.
@@ -143,6 +142,6 @@ class ConnState:
             conn is None or conn.tid != tid or (conn.peer is not peer and conn.peer != peer)
             or conn.local is not self.local
         ):  # fmt: skip
-            conn = new_connection(self.pid, tid, self.fd, self.cgroup_id, self.local, peer, self.transport, self.comm)
+            conn = Connection(self.pid, tid, self.fd, self.cgroup_id, self.local, peer, self.transport, self.comm)
             self.conn = conn
         return conn

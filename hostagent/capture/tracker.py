@@ -41,7 +41,6 @@ from hostagent.capture.state import (
 )
 from hostagent.model import Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
 from hostagent.protocols.base import ProtocolSpec
-from hostagent.protocols.fast_call import new_endpoint
 from hostagent.protocols.http1 import Http1Parser
 
 _set = object.__setattr__  # Call is frozen; see _tag
@@ -106,10 +105,10 @@ class ConnectionTracker:
         else:
             conns.move_to_end(key)
             if state.local is None and event.local_port:
-                state.local = new_endpoint(event.local_addr, event.local_port)
+                state.local = Endpoint(event.local_addr, event.local_port)
             if state.peer is None and event.peer_port and state.transport == "tcp":
                 # accept() named no peer (libuv): the kernel learnt it from the handshake
-                state.peer = new_endpoint(event.peer_addr, event.peer_port)
+                state.peer = Endpoint(event.peer_addr, event.peer_port)
         phase = state.phase
         if phase > PARSING:  # UNKNOWN or MUTED: bytes still in flight from before the mute
             return []
@@ -150,7 +149,7 @@ class ConnectionTracker:
         if not calls:
             return calls
         if state.transport == "udp" and event.peer_addr:
-            return self._tag(state, calls, new_endpoint(event.peer_addr, event.peer_port))
+            return self._tag(state, calls, Endpoint(event.peer_addr, event.peer_port))
         return self._tag(state, calls, state.peer)
 
     def refresh(self, ts_ns: Optional[int] = None) -> None:
@@ -395,8 +394,8 @@ class ConnectionTracker:
             _add_parser_stats(self._closed_parser_stats, victim)
             self._counters["evicted"] += 1
         # port 0: no peer known (accept(fd, NULL, NULL), an unconnected datagram socket)
-        peer = new_endpoint(event.peer_addr, event.peer_port) if event.peer_addr and event.peer_port else None
-        local = new_endpoint(event.local_addr, event.local_port) if event.local_port else None
+        peer = Endpoint(event.peer_addr, event.peer_port) if event.peer_addr and event.peer_port else None
+        local = Endpoint(event.local_addr, event.local_port) if event.local_port else None
         pid = event.pid
         state = ConnState(
             pid, event.fd, event.cgroup_id, transport_of(event.family, event.sock_type), peer, event.comm, local,

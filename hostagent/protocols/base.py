@@ -13,10 +13,11 @@ and count it in ``stats``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from hostagent.model import Call, Direction, Role, Segment
+# ParserStats lives with the records (compiled: a parser makes one per connection)
+from hostagent.model import Call, Direction, ParserStats, Role, Segment
 
 
 class StreamParser(Protocol):
@@ -33,16 +34,6 @@ class StreamParser(Protocol):
     def close(self, ts_ns: int) -> list[Call]:
         """The connection closed: finish what can be finished (close-delimited bodies)."""
         ...
-
-
-@dataclass
-class ParserStats:
-    """Counters a parser keeps; the capture stage sums them for status and metrics."""
-
-    resyncs: int = 0  # times garbage was skipped to find the next message
-    unpaired: int = 0  # requests or responses without a counterpart
-    truncated: int = 0  # messages whose head was not fully captured
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

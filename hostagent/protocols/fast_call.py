@@ -1,6 +1,6 @@
-"""``new_call(...)``: a ``Call`` built at a third of the cost of ``Call(...)``, same object; and
-``new_connection`` / ``new_endpoint``, the same for the records the capture stage builds per
-connection.
+"""``new_call(...)``: a ``Call`` built from Python code at a third of the cost of the pure-Python
+``Call(...)``, same object; and ``new_connection`` / ``new_endpoint``, the same for the records the
+capture stage builds per connection.
 
 A frozen dataclass's ``__init__`` sets each of its fields through ``object.__setattr__``
 (~0.4 us each on the development VM: ~7 us per Call, the largest single cost of turning a
@@ -10,9 +10,9 @@ class so that they always set every field, with the same defaults, in the same o
 added to the model later is covered without touching this file.
 
 Only for code that builds a *new* record it then hands on (parsers, the tracker, the pipeline's
-copies): the result is an ordinary, frozen instance. Compiled (mypyc), hostagent.model's classes
-are native: the same works through their own ``__new__`` (object.__new__ refuses them) and their
-fields' descriptors, at about half the cost of their dataclass ``__init__``.
+copies): the result is an ordinary, frozen instance. Compiled (mypyc), hostagent.model's records
+have a written-out ``__init__`` that is C and faster than this (their ``__new__`` runs it too):
+there the functions are the classes themselves, and compiled callers call the classes directly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hostagent.model import Call, Connection, Endpoint
+from hostagent.model import COMPILED, Call, Connection, Endpoint
 
 _MISSING = dataclasses.MISSING
 T = TypeVar("T")
@@ -49,9 +49,9 @@ def fast_constructor(cls: type[T], name: str) -> Callable[..., T]:
     return env[name]  # type: ignore[no-any-return]
 
 
-new_call: Callable[..., Call] = fast_constructor(Call, "new_call")
-new_connection: Callable[..., Connection] = fast_constructor(Connection, "new_connection")
-new_endpoint: Callable[..., Endpoint] = fast_constructor(Endpoint, "new_endpoint")
+new_call: Callable[..., Call] = Call if COMPILED else fast_constructor(Call, "new_call")
+new_connection: Callable[..., Connection] = Connection if COMPILED else fast_constructor(Connection, "new_connection")
+new_endpoint: Callable[..., Endpoint] = Endpoint if COMPILED else fast_constructor(Endpoint, "new_endpoint")
 
 
 def copy_call(call: Call, **changes: Any) -> Call:

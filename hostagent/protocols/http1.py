@@ -29,7 +29,6 @@ from typing import Optional, Union
 
 from hostagent.model import DIRECTIONS, Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
-from hostagent.protocols.fast_call import new_call
 from hostagent.protocols.http1_head import REQUEST_STARTS, STARTS, STATUS_START, Message, parse_head, plausible
 from hostagent.protocols.http_common import (
     CUT_SHORT_MESSAGE,
@@ -506,7 +505,7 @@ class Http1Parser:
                 # The status line said it went well; the body never all arrived (or left).
                 error, message = ERROR_CUT_SHORT, CUT_SHORT_MESSAGE
             resp_headers, resp_body, resp_size = resp.headers, resp.body, resp.body_size
-        return new_call(
+        return Call(
             protocol="http", role=role, start_ns=req.start_ns, end_ns=end_ns, name=name,
             attributes=attrs, error_type=error, status_message=message, traceparent=req.traceparent,
             tracestate=req.tracestate,
