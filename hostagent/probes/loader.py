@@ -419,7 +419,16 @@ class BpfCapture:
             v = self._bpf[b"sockets"][self._key(pid, fd)]
         except KeyError:
             return None
-        return ev.SockInfo.from_buffer_copy(bytes(v))
+        info = ev.SockInfo.from_buffer_copy(bytes(v))
+        return None if info.gen == ev.CLOSED_GEN else info
+
+    @staticmethod
+    def _tracked(sockets: Any, key: ctypes.c_uint64) -> bool:
+        """Whether the sockets map has a live entry at key (a closed socket's slot is not one)."""
+        try:
+            return int(sockets[key].gen) != ev.CLOSED_GEN
+        except KeyError:
+            return False
 
     def seed_existing_sockets(self, proc_root: str = "/proc") -> int:
         """Track inet sockets that were open before we attached; returns how many were added.
@@ -454,7 +463,7 @@ class BpfCapture:
             key = self._key(pid, fd)
             seeded.add(key.value)
             by_pid.setdefault(pid, []).append(fd)
-            if key in sockets:
+            if self._tracked(sockets, key):
                 continue  # learnt by the programs since they attached: more exact than /proc
             sockets[key] = sockets.Leaf.from_buffer_copy(bytes(val))
             n += 1
