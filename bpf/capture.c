@@ -246,6 +246,19 @@ BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for th
 BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
 BPF_TABLE("lru_hash", struct accepted_key, struct accepted_end, accepted, 16384);
+/* The same, first: one slot per hash of the peer, written in place (no lock, no LRU node to take
+ * and give back: an insert and a delete per accepted connection were ~0.3 us here, twentieth
+ * round). A slot whose entry is another peer's and younger than HS_STALE_NS is busy: that
+ * handshake goes to accepted, as all did before. Slots are taken by accept() (sk 0); one whose
+ * accept() never came (reset in the backlog, io_uring, accept(NULL): ends_by_sk) goes stale. */
+#define HS_BITS 12
+#define HS_STALE_NS 10000000000ULL
+struct handshake {
+    struct accepted_key peer;
+    struct accepted_end end;       /* end.sk 0: free */
+    u64 ts;
+};
+BPF_ARRAY(handshakes, struct handshake, 1 << HS_BITS);
 /* The same connections' two ends by the socket's address, for an accept() that names no peer
  * (libuv, so every Node.js server, passes NULL): the first data call on the socket layer, which
  * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
@@ -317,6 +330,47 @@ static __always_inline void count_drop(u32 cause) {
     u64 *c = drops.lookup(&cause);
     if (c)
         *c += 1;  /* this CPU's slot; tracepoint programs do not nest on one CPU */
+}
+
+/* ---- handshakes: the server ends of TCP handshakes by peer (see the map) ------------------ */
+
+static __always_inline u64 key_word(const struct accepted_key *k, int i) {
+    u64 w;
+    __builtin_memcpy(&w, (const u8 *)k + 8 * i, sizeof(w));
+    return w;
+}
+
+static __always_inline int same_peer(const struct accepted_key *a, const struct accepted_key *b) {
+    return key_word(a, 0) == key_word(b, 0) && key_word(a, 1) == key_word(b, 1) &&
+           key_word(a, 2) == key_word(b, 2);
+}
+
+static __always_inline struct handshake *handshake_slot(const struct accepted_key *k) {
+    u64 h = (key_word(k, 0) ^ key_word(k, 1) ^ key_word(k, 2)) * 0x9E3779B97F4A7C15ULL;
+    u32 idx = (u32)(h >> (64 - HS_BITS));
+    return handshakes.lookup(&idx);
+}
+
+/* The server's end of a handshake into its slot (handshakes); 0 when the slot is busy. */
+static __always_inline int handshake_put(const struct accepted_key *k, const struct accepted_end *a) {
+    struct handshake *h = handshake_slot(k);
+    if (!h)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (h->end.sk && now - h->ts < HS_STALE_NS && !same_peer(&h->peer, k))
+        return 0;
+    __builtin_memcpy(&h->peer, k, sizeof(h->peer));
+    __builtin_memcpy(&h->end, a, sizeof(h->end));
+    h->ts = now;
+    return 1;
+}
+
+/* The slot that holds the handshake of this peer, or 0 (then accepted may). */
+static __always_inline struct handshake *handshake_of(const struct accepted_key *k) {
+    struct handshake *h = handshake_slot(k);
+    if (!h || !h->end.sk || !same_peer(&h->peer, k))
+        return 0;
+    return h;
 }
 
 static __always_inline int socket_enabled(void) {
@@ -1717,13 +1771,22 @@ static __always_inline int exit_accept(long ret) {
         __builtin_memcpy(k.addr, h->peer_addr, sizeof(k.addr));
         k.port = h->peer_port;
         k.family = fam;
-        struct accepted_end *e = accepted.lookup(&k);
-        if (e) {
-            si.local_port = e->local.port;
-            __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
-            u64 sk = e->sk;
+        struct handshake *hs = handshake_of(&k);
+        if (hs) {
+            si.local_port = hs->end.local.port;
+            __builtin_memcpy(si.local_addr, hs->end.local.addr, sizeof(si.local_addr));
+            u64 sk = hs->end.sk;
+            hs->end.sk = 0;  /* the slot is free again */
             ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
-            accepted.delete(&k);
+        } else {
+            struct accepted_end *e = accepted.lookup(&k);
+            if (e) {
+                si.local_port = e->local.port;
+                __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
+                u64 sk = e->sk;
+                ends_by_sk.delete(&sk);
+                accepted.delete(&k);
+            }
         }
     }
     if (listener) {
@@ -2105,7 +2168,8 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
         struct accepted_end a = {};
         __builtin_memcpy(&a.local, &local, sizeof(local));
         a.sk = sk;
-        accepted.update(&k, &a);
+        if (!handshake_put(&k, &a))
+            accepted.update(&k, &a);
         struct conn_ends e = {};  /* for an accept() that will not name the peer */
         __builtin_memcpy(&e.local, &local, sizeof(local));
         __builtin_memcpy(&e.peer, &k, sizeof(k));

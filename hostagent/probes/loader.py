@@ -219,7 +219,8 @@ class BpfCapture:
         return dict(self.states)
 
     # maps only the socket group writes; "muted" is pruned after re-seeding instead
-    _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted")
+    _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted",
+                    b"handshakes")
 
     def _reset_socket_maps(self) -> None:
         for name in self._SOCKET_MAPS:
