@@ -103,7 +103,7 @@ struct inflight {
     u64 addrlen;     /* sendto/connect: the length; accept/recvfrom: int * to read at exit */
     u32 fd;
     u32 count;       /* iovcnt / vlen / socket() family */
-    u32 aux;         /* socket() type */
+    u32 aux;         /* socket() type; connect(): 1 once ESTABLISHED came in this thread (on_syn_sent) */
     u8 op;           /* enum syscall_op */
     u8 direction;
     u16 _pad;
@@ -135,8 +135,10 @@ struct endpoint {
     u32 _pad;
 };
 
-/* A TCP connect() between SYN_SENT (process context: the connecting thread, so its fd is
- * known) and ESTABLISHED (often softirq: any task), keyed by the socket's address. */
+/* A TCP connect() whose ESTABLISHED came in another task's context (softirq: a remote peer's
+ * SYN-ACK), keyed by the socket's address: made by whichever of ESTABLISHED and connect()'s
+ * return comes first, taken by the other. An ESTABLISHED in the connecting thread's own context
+ * (loopback: the SYN-ACK is handled before connect() returns) needs no entry: see on_syn_sent. */
 struct connecting {
     u64 key;                       /* tgid << 32 | fd */
     u64 ts;                        /* the sockets entry's ts, once connect() returned */
@@ -244,6 +246,19 @@ BPF_PERCPU_ARRAY(link_tmp, struct fork_link, 1);               /* too big for th
 BPF_TABLE("lru_hash", u64, u64, no_inherit, 65536);            /* tgid<<32|fd -> fork_ts: decided */
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384); /* skaddr -> connect() */
 BPF_TABLE("lru_hash", struct accepted_key, struct accepted_end, accepted, 16384);
+/* The same, first: one slot per hash of the peer, written in place (no lock, no LRU node to take
+ * and give back: an insert and a delete per accepted connection were ~0.3 us here, twentieth
+ * round). A slot whose entry is another peer's and younger than HS_STALE_NS is busy: that
+ * handshake goes to accepted, as all did before. Slots are taken by accept() (sk 0); one whose
+ * accept() never came (reset in the backlog, io_uring, accept(NULL): ends_by_sk) goes stale. */
+#define HS_BITS 12
+#define HS_STALE_NS 10000000000ULL
+struct handshake {
+    struct accepted_key peer;
+    struct accepted_end end;       /* end.sk 0: free */
+    u64 ts;
+};
+BPF_ARRAY(handshakes, struct handshake, 1 << HS_BITS);
 /* The same connections' two ends by the socket's address, for an accept() that names no peer
  * (libuv, so every Node.js server, passes NULL): the first data call on the socket layer, which
  * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
@@ -317,6 +332,47 @@ static __always_inline void count_drop(u32 cause) {
         *c += 1;  /* this CPU's slot; tracepoint programs do not nest on one CPU */
 }
 
+/* ---- handshakes: the server ends of TCP handshakes by peer (see the map) ------------------ */
+
+static __always_inline u64 key_word(const struct accepted_key *k, int i) {
+    u64 w;
+    __builtin_memcpy(&w, (const u8 *)k + 8 * i, sizeof(w));
+    return w;
+}
+
+static __always_inline int same_peer(const struct accepted_key *a, const struct accepted_key *b) {
+    return key_word(a, 0) == key_word(b, 0) && key_word(a, 1) == key_word(b, 1) &&
+           key_word(a, 2) == key_word(b, 2);
+}
+
+static __always_inline struct handshake *handshake_slot(const struct accepted_key *k) {
+    u64 h = (key_word(k, 0) ^ key_word(k, 1) ^ key_word(k, 2)) * 0x9E3779B97F4A7C15ULL;
+    u32 idx = (u32)(h >> (64 - HS_BITS));
+    return handshakes.lookup(&idx);
+}
+
+/* The server's end of a handshake into its slot (handshakes); 0 when the slot is busy. */
+static __always_inline int handshake_put(const struct accepted_key *k, const struct accepted_end *a) {
+    struct handshake *h = handshake_slot(k);
+    if (!h)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (h->end.sk && now - h->ts < HS_STALE_NS && !same_peer(&h->peer, k))
+        return 0;
+    __builtin_memcpy(&h->peer, k, sizeof(h->peer));
+    __builtin_memcpy(&h->end, a, sizeof(h->end));
+    h->ts = now;
+    return 1;
+}
+
+/* The slot that holds the handshake of this peer, or 0 (then accepted may). */
+static __always_inline struct handshake *handshake_of(const struct accepted_key *k) {
+    struct handshake *h = handshake_slot(k);
+    if (!h || !h->end.sk || !same_peer(&h->peer, k))
+        return 0;
+    return h;
+}
+
 static __always_inline int socket_enabled(void) {
     u32 k = CONF_SOCKET_ENABLED;
     u32 *v = config.lookup(&k);
@@ -328,12 +384,20 @@ static __always_inline u64 current_gen(u32 tgid) {
     return g ? *g : 0;
 }
 
+/* A closed socket's entry stays in its slot, marked by this gen (proc_gen values are
+ * bpf_ktime_get_ns() stamps, never this), so that the next socket() or accept() that gets the
+ * same fd number -- a server accepting one connection at a time, a client connecting one at a
+ * time: every time -- writes it in place (put_sock) instead of a delete at close and an LRU insert
+ * later, each a bucket lock and a node taken from or given back to the LRU lists. */
+#define CLOSED_GEN 0xffffffffffffffffULL
+
 /* The socket entry for (tgid, fd), or 0 when fd is not a tracked inet socket of this very
- * process (an entry left by a dead process whose pid was reused has an older gen). */
+ * process (an entry left by a dead process whose pid was reused has an older gen; a closed one
+ * CLOSED_GEN, kept for put_sock). */
 static __always_inline struct sock_info *lookup_sock(u32 tgid, u32 fd) {
     u64 key = ((u64)tgid << 32) | fd;
     struct sock_info *si = sockets.lookup(&key);
-    if (!si)
+    if (!si || si->gen == CLOSED_GEN)
         return 0;
     if (si->gen != current_gen(tgid)) {
         sockets.delete(&key);
@@ -407,7 +471,7 @@ static __always_inline struct sock_info *inherit(u32 tgid, u32 fd) {
         u32 parent = l->parent;
         u64 pkey = ((u64)parent << 32) | fd;
         struct sock_info *ps = sockets.lookup(&pkey);
-        if (ps) {
+        if (ps && ps->gen != CLOSED_GEN) {
             if (ps->gen == l->parent_gen && ps->ts <= l->fork_ts) {
                 __builtin_memcpy(&si, ps, sizeof(si));
                 found = 1;
@@ -429,6 +493,24 @@ static __always_inline struct sock_info *inherit(u32 tgid, u32 fd) {
     sockets.update(&key, &si);
     remember_fd(tgid, fd);
     return sockets.lookup(&key);
+}
+
+/* The entry of key becomes *si: written over the slot the key has (a closed socket's, see
+ * CLOSED_GEN), else inserted. */
+static __always_inline void put_sock(u64 key, struct sock_info *si) {
+    struct sock_info *slot = sockets.lookup(&key);
+    if (slot) {
+        __builtin_memcpy(slot, si, sizeof(*si));
+        return;
+    }
+    sockets.update(&key, si);
+}
+
+/* muted.delete when there is something to delete: a lookup takes no lock, a delete the bucket's
+ * (with interrupts off) whether the key is there or not, and almost no socket is muted. */
+static __always_inline void unmute(u64 key) {
+    if (muted.lookup(&key))
+        muted.delete(&key);
 }
 
 static __always_inline struct sock_info *lookup_or_inherit(u32 tgid, u32 fd) {
@@ -1547,8 +1629,8 @@ int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
     si.sock_type = a.aux;
     si.id_fd = fd;
     u64 key = ((u64)tgid << 32) | (u32)fd;
-    sockets.update(&key, &si);
-    muted.delete(&key);
+    put_sock(key, &si);
+    unmute(key);
     remember_fd(tgid, fd);
     return 0;
 }
@@ -1568,6 +1650,33 @@ static __always_inline int enter_peer_call(u8 op, u32 fd, u64 addr, u64 addrlen)
 
 int sock__enter_connect(struct tracepoint__syscalls__sys_enter_connect *args) {
     return enter_peer_call(OP_CONNECT, args->fd, (u64)args->uservaddr, args->addrlen);
+}
+
+/* connect() returned on the TCP socket at sk without its ESTABLISHED in its own thread: the local
+ * end from the connecting entry if ESTABLISHED came (in another context), else an entry for
+ * sock__set_state to finish the socket's entry (key, ts) by. */
+static __always_inline void connected_end(u64 sk, u64 key, struct sock_info *si) {
+    struct connecting *c = connecting.lookup(&sk);
+    if (!c) {
+        struct connecting n = {};
+        n.key = key;
+        n.ts = si->ts;
+        n.returned = 1;
+        if (connecting.insert(&sk, &n) == 0)
+            return;
+        c = connecting.lookup(&sk);  /* ESTABLISHED came meanwhile and made it */
+        if (!c)
+            return;
+    }
+    if (c->established) {
+        si->local_port = c->local.port;
+        __builtin_memcpy(si->local_addr, c->local.addr, sizeof(si->local_addr));
+        connecting.delete(&sk);
+    } else {
+        c->key = key;
+        c->ts = si->ts;
+        c->returned = 1;
+    }
 }
 
 int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
@@ -1603,21 +1712,19 @@ int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
     } else {
         si.ts = bpf_ktime_get_ns();  /* sock_type 0: socket() was before we attached */
     }
-    /* TCP: the local end, if ESTABLISHED came already (blocking connect); else leave ts for
-     * sock__set_state to find this entry by. */
-    struct connecting *c = a.buf ? connecting.lookup(&a.buf) : 0;
-    if (c) {
-        if (c->established) {
-            si.local_port = c->local.port;
-            __builtin_memcpy(si.local_addr, c->local.addr, sizeof(si.local_addr));
-            connecting.delete(&a.buf);
-        } else {
-            c->ts = si.ts;
-            c->returned = 1;
-        }
-    }
     u64 key = ((u64)tgid << 32) | a.fd;
-    sockets.update(&key, &si);
+    /* TCP: the local end, if ESTABLISHED came already (blocking connect); else leave key and ts
+     * for sock__set_state to find this entry by. */
+    if (a.aux) {
+        si.local_port = a.si.local_port;  /* ESTABLISHED in this thread: on_syn_sent */
+        __builtin_memcpy(si.local_addr, a.si.local_addr, sizeof(si.local_addr));
+    } else if (a.buf) {
+        connected_end(a.buf, key, &si);
+    }
+    if (old)
+        __builtin_memcpy(old, &si, sizeof(si));  /* socket()'s entry, looked up above */
+    else
+        put_sock(key, &si);
     remember_fd(tgid, a.fd);
     h->sock_type = si.sock_type;
     h->local_port = si.local_port;
@@ -1664,13 +1771,22 @@ static __always_inline int exit_accept(long ret) {
         __builtin_memcpy(k.addr, h->peer_addr, sizeof(k.addr));
         k.port = h->peer_port;
         k.family = fam;
-        struct accepted_end *e = accepted.lookup(&k);
-        if (e) {
-            si.local_port = e->local.port;
-            __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
-            u64 sk = e->sk;
+        struct handshake *hs = handshake_of(&k);
+        if (hs) {
+            si.local_port = hs->end.local.port;
+            __builtin_memcpy(si.local_addr, hs->end.local.addr, sizeof(si.local_addr));
+            u64 sk = hs->end.sk;
+            hs->end.sk = 0;  /* the slot is free again */
             ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
-            accepted.delete(&k);
+        } else {
+            struct accepted_end *e = accepted.lookup(&k);
+            if (e) {
+                si.local_port = e->local.port;
+                __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
+                u64 sk = e->sk;
+                ends_by_sk.delete(&sk);
+                accepted.delete(&k);
+            }
         }
     }
     if (listener) {
@@ -1692,8 +1808,8 @@ static __always_inline int exit_accept(long ret) {
     si.peer_port = h->peer_port;
     __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
     u64 key = ((u64)tgid << 32) | (u32)ret;
-    sockets.update(&key, &si);
-    muted.delete(&key);
+    put_sock(key, &si);
+    unmute(key);
     remember_fd(tgid, (u32)ret);
     h->family = fam;
     h->sock_type = SOCK_STREAM_;
@@ -1730,8 +1846,8 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
             submit(s, 0);
         }
     }
-    sockets.delete(&key);
-    muted.delete(&key);
+    si->gen = CLOSED_GEN;  /* the slot stays for the fd number's next socket (put_sock) */
+    unmute(key);
     return 0;
 }
 
@@ -1938,9 +2054,12 @@ int sock__exit_bind(struct tracepoint__syscalls__sys_exit_bind *args) {
     return 0;
 }
 
-/* A connect()ing thread enters SYN_SENT in its own context, inside connect(): remember which
- * (tgid, fd) this socket is, and tell sys_exit_connect the socket's address through inflight.
- * The source port is not chosen yet at this point (tcp_v4_connect picks it just after). */
+/* A connect()ing thread enters SYN_SENT in its own context, inside connect(): tell the rest of
+ * the connect the socket's address through the thread's inflight slot. The source port is not
+ * chosen yet at this point (tcp_v4_connect picks it just after). An ESTABLISHED in this same
+ * thread before connect() returns (loopback, so every local client: bench/README, twentieth
+ * round) leaves the local end in the slot (aux 1, si.local_*): no connecting entry to insert,
+ * look up and delete. An earlier socket's entry at this address is stale: gone. */
 static __always_inline int on_syn_sent(u64 sk) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
@@ -1949,11 +2068,24 @@ static __always_inline int on_syn_sent(u64 sk) {
     struct inflight *p = inflight.lookup(&id);
     if (!p || p->op != OP_CONNECT)
         return 0;  /* TCP fast open, io_uring, kernel sockets: not tracked here */
-    struct connecting c = {};
-    c.key = ((u64)tgid << 32) | p->fd;
-    connecting.update(&sk, &c);
     p->buf = sk;
+    p->aux = 0;
+    if (connecting.lookup(&sk))
+        connecting.delete(&sk);
     return 0;
+}
+
+/* SYN_SENT -> ESTABLISHED in the thread that is inside connect() on this socket: 1 when the local
+ * end went into its slot (see on_syn_sent). */
+static __always_inline int established_in_connect(u64 sk, struct endpoint *local) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight *p = inflight.lookup(&id);
+    if (!p || p->op != OP_CONNECT || p->buf != sk)
+        return 0;
+    p->si.local_port = local->port;
+    __builtin_memcpy(p->si.local_addr, local->addr, sizeof(p->si.local_addr));
+    p->aux = 1;
+    return 1;
 }
 
 /* listen() moved a socket to LISTEN, in the listening process's context: tell identity who
@@ -1999,10 +2131,21 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
     if (newstate == TCP_LISTEN_)
         return on_listen(&local);
     if (oldstate == TCP_SYN_SENT_) {
-        /* client: any task's context (softirq), so go through what on_syn_sent saved */
-        struct connecting *c = connecting.lookup(&sk);
-        if (!c)
+        if (established_in_connect(sk, &local))
             return 0;
+        /* client, any task's context (softirq): connect() takes it from the entry, or has
+         * returned and left its entry's key in one */
+        struct connecting *c = connecting.lookup(&sk);
+        if (!c) {
+            struct connecting n = {};
+            __builtin_memcpy(&n.local, &local, sizeof(local));
+            n.established = 1;
+            if (connecting.insert(&sk, &n) == 0)
+                return 0;
+            c = connecting.lookup(&sk);  /* connect() returned meanwhile and made it */
+            if (!c)
+                return 0;
+        }
         __builtin_memcpy(&c->local, &local, sizeof(local));
         c->established = 1;
         if (!c->returned)
@@ -2025,7 +2168,8 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
         struct accepted_end a = {};
         __builtin_memcpy(&a.local, &local, sizeof(local));
         a.sk = sk;
-        accepted.update(&k, &a);
+        if (!handshake_put(&k, &a))
+            accepted.update(&k, &a);
         struct conn_ends e = {};  /* for an accept() that will not name the peer */
         __builtin_memcpy(&e.local, &local, sizeof(local));
         __builtin_memcpy(&e.peer, &k, sizeof(k));

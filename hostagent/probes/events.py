@@ -72,6 +72,9 @@ class SockInfo(c.Structure):
 
 RECENT_FDS = 4
 NO_FD = 0xFFFFFFFF
+# SockInfo.gen of a closed socket's entry, kept in its slot for the fd number's next socket
+# (bpf/capture.c: CLOSED_GEN): not a tracked socket.
+CLOSED_GEN = 0xFFFFFFFFFFFFFFFF
 
 
 class RecentFds(c.Structure):

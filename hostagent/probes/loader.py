@@ -219,7 +219,8 @@ class BpfCapture:
         return dict(self.states)
 
     # maps only the socket group writes; "muted" is pruned after re-seeding instead
-    _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted")
+    _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted",
+                    b"handshakes")
 
     def _reset_socket_maps(self) -> None:
         for name in self._SOCKET_MAPS:
@@ -419,7 +420,16 @@ class BpfCapture:
             v = self._bpf[b"sockets"][self._key(pid, fd)]
         except KeyError:
             return None
-        return ev.SockInfo.from_buffer_copy(bytes(v))
+        info = ev.SockInfo.from_buffer_copy(bytes(v))
+        return None if info.gen == ev.CLOSED_GEN else info
+
+    @staticmethod
+    def _tracked(sockets: Any, key: ctypes.c_uint64) -> bool:
+        """Whether the sockets map has a live entry at key (a closed socket's slot is not one)."""
+        try:
+            return int(sockets[key].gen) != ev.CLOSED_GEN
+        except KeyError:
+            return False
 
     def seed_existing_sockets(self, proc_root: str = "/proc") -> int:
         """Track inet sockets that were open before we attached; returns how many were added.
@@ -454,7 +464,7 @@ class BpfCapture:
             key = self._key(pid, fd)
             seeded.add(key.value)
             by_pid.setdefault(pid, []).append(fd)
-            if key in sockets:
+            if self._tracked(sockets, key):
                 continue  # learnt by the programs since they attached: more exact than /proc
             sockets[key] = sockets.Leaf.from_buffer_copy(bytes(val))
             n += 1

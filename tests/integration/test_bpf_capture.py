@@ -7,6 +7,7 @@ Each test's servers listen on a port from tests.support.ports.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import subprocess
@@ -339,6 +340,16 @@ CHILD = textwrap.dedent(
         for i in range(200):
             c.sendall(b"ping%03d" % i); recv_exactly(s, 7)
             s.sendall(b"pong%03d" % i); recv_exactly(c, 7)
+    elif mode == "per-request":                      # a connection per request, as gunicorn gets
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", port)); ls.listen(4)
+        for i in range(3):                            # the same two fd numbers every time
+            c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+            c.sendall(b"request%d" % i); recv_exactly(s, 8)
+            s.sendall(b"response%d" % i); recv_exactly(c, 9)
+            print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
+            s.close(); c.close()
+        sys.stdin.readline()                          # the test looks at the closed fds' slots
     elif mode == "hold":
         c, s = pair()
         print(c.fileno(), s.fileno(), flush=True)
@@ -789,6 +800,38 @@ def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> Non
     assert [e.data for e in evs if e.kind == D and e.fd == fd1] == []
     assert [e.data for e in evs if e.kind == D and e.fd == fd2] == [b"loud-bytes"]
     assert [e.kind for e in evs if e.fd == fd1] == [C, X]  # lifecycle events still come
+
+
+def test_a_connection_per_request_reuses_its_fds_slots(capture: tuple[BpfCapture, Collector]) -> None:
+    """A closed socket's entry keeps its slot (gen CLOSED_GEN: no socket to lookups, the seeding
+    included) and the fd number's next socket is written over it, instead of a delete at each close
+    and an LRU insert at each socket()/accept(); every connection still carries its own ends."""
+    port = free_port()
+    cap, col = capture
+    p = run_child("per-request", port)
+    assert p.stdout is not None and p.stdin is not None
+    rows = [tuple(int(x) for x in p.stdout.readline().split()) for _ in range(3)]
+    cfd, sfd = rows[0][:2]
+    assert {r[:2] for r in rows} == {(cfd, sfd)}
+    drain_until(cap, lambda: sum(e.kind == X for e in col.of(p.pid)) == 6)
+    sockets = cap._bpf[b"sockets"]
+    for fd in (cfd, sfd):
+        assert cap.socket_info(p.pid, fd) is None
+        assert sockets[ctypes.c_uint64((p.pid << 32) | fd)].gen == ev.CLOSED_GEN
+    # each handshake's server end went through its slot in handshakes, taken by accept() (sk 0)
+    taken = {h.peer.port: h.end.sk for h in cap._bpf[b"handshakes"].values() if h.peer.port in {r[2] for r in rows}}
+    assert taken == {r[2]: 0 for r in rows}
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    evs = finish(cap, col, p)
+    got = [[(e.kind, e.fd, e.local_port, e.peer_port, e.data) for e in conn] for conn in connections(evs)]
+    want = []
+    for i, (_, _, cport) in enumerate(rows):
+        want.append([(C, cfd, cport, port, b""), (D, cfd, cport, port, b"request%d" % i),
+                     (D, cfd, cport, port, b"response%d" % i), (X, cfd, cport, port, b"")])
+        want.append([(A, sfd, port, cport, b""), (D, sfd, port, cport, b"request%d" % i),
+                     (D, sfd, port, cport, b"response%d" % i), (X, sfd, port, cport, b"")])
+    assert sorted(got, key=str) == sorted(want, key=str)
 
 
 def test_seed_existing_sockets(headers: HeadersChoice) -> None:
