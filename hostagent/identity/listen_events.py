@@ -9,6 +9,12 @@ cache. Two launchers make that process the wrong one to name, and are followed h
   50 ms), so ``learn`` refuses it and the first calls to the new server had no peer. Its ends are
   kept (bounded) for the child of its next FORK event, which holds the sockets now; a child gone
   too passes them on (double fork). Its EXIT drops them.
+  When the LISTEN event is handled while that launcher is still alive (it exits a few ms later),
+  the table names it, and its EXIT left a dead pid there until the next periodic refresh: no
+  peer for the first calls. The children that a holder (and their children) forked are followed,
+  and a holder's EXIT hands its endpoints to its latest child still alive and running the same
+  program (a forked child shares the listening socket; one that exec'd another program does not,
+  as servers' sockets are close-on-exec). A refresh checks the fds of the pid it names.
 - A socket-activating launcher (systemd as PID 1, inetd) listens and keeps the socket; the
   service it starts later inherits it and accepts on it. Its LISTEN event names the launcher, and
   the first calls' peer was "systemd". The first accept by a process of another service than the
@@ -38,6 +44,9 @@ from hostagent.model import CaptureEvent, EventKind
 MAX_ORPHAN_LISTENERS = 64
 MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
 
+MAX_FOLLOWED = 4096  # holders and descendants whose children are followed (EXIT clears)
+CHILDREN_KEPT = 4  # per followed process: its latest children
+
 HANDED_WITHIN_NS = 1_000_000_000  # from a launcher's accept to the EXEC of the server it starts
 MAX_LAUNCHERS = 4096  # pids judged launcher or not: listeners' and parents of EXECs (EXIT clears)
 
@@ -63,6 +72,9 @@ class ListenEvents:
         # launcher pid -> the endpoint of the connection it accepted last, and when (kernel ns):
         # for the process it starts for it (inetd nowait: see _exec)
         self._handed: dict[int, tuple[tuple[str, int], int]] = {}
+        # a holder (or a child of one) -> its latest children, for its EXIT: see _heirs_of
+        self._children: dict[int, list[int]] = {}
+        self._heirs: set[int] = set()  # those children, while alive and not exec'd
 
     def on_event(self, event: CaptureEvent) -> None:
         kind = event.kind
@@ -76,15 +88,20 @@ class ListenEvents:
         elif kind == _FORK:
             if self._orphans:
                 self._passed_on(event.size, event)  # size carries the parent's tgid
+            self._follow(event.size, event.pid)
         elif kind == _EXEC:
+            self._heirs.discard(event.pid)  # another program: a server's socket was closed on exec
             if event.size and self._is_launcher(event.size):  # size: the parent's tgid
                 self._exec(event)
         elif kind == _EXIT:
-            self._orphans.pop(event.pid, None)
-            self._judged.pop(event.pid, None)
-            self._launcher.pop(event.pid, None)
-            self._handed.pop(event.pid, None)
-            self.listeners.holder_exited(event.pid)
+            pid = event.pid
+            self._orphans.pop(pid, None)
+            self._judged.pop(pid, None)
+            self._launcher.pop(pid, None)
+            self._handed.pop(pid, None)
+            heir = self.listeners.holder_exited(pid, self._heirs_of(pid))
+            if heir is not None:
+                self.services.service_for(heir)  # read now: the next call's lookup only peeks
 
     def _learn(self, pid: int, end: tuple[str, int], event: CaptureEvent) -> None:
         """``pid`` listens on ``end``: learnt with its Service, or, when ``pid`` is already gone,
@@ -98,6 +115,35 @@ class ListenEvents:
                 ends = self._orphans[pid] = []
             if ends is not None and len(ends) < MAX_ORPHAN_LISTENERS:
                 ends.append(end)
+
+    def _follow(self, parent: int, child: int) -> None:
+        """A FORK: a child of a holder (or of such a child: a double fork) may hold its sockets
+        after it exits."""
+        children = self._children.get(parent)
+        if children is None:
+            if parent not in self._heirs and not self.listeners.holds(parent):
+                return
+            if len(self._children) >= MAX_FOLLOWED:
+                self._children.clear()
+                self._heirs.clear()
+            children = self._children[parent] = []
+        children.append(child)
+        if len(children) > CHILDREN_KEPT:
+            self._heirs.discard(children.pop(0))
+        self._heirs.add(child)
+
+    def _heirs_of(self, pid: int) -> list[int]:
+        """``pid`` exited: its children still running the same program, latest first, each
+        followed by its own (a double fork's grandchild, when the child is gone too)."""
+        self._heirs.discard(pid)
+        heirs: list[int] = []
+        pending = list(self._children.pop(pid, ()))
+        while pending and len(heirs) < CHILDREN_KEPT * CHILDREN_KEPT:
+            child = pending.pop()
+            if child in self._heirs:
+                heirs.append(child)
+                pending.extend(self._children.get(child, ()))
+        return heirs
 
     def _passed_on(self, parent: int, event: CaptureEvent) -> None:
         """A FORK of ``parent``, which listened and was gone when its LISTEN events were handled:

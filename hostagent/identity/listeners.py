@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from hostagent.identity.fd_holders import holders_among, is_launcher, scan_fds
@@ -107,7 +108,9 @@ class ListenerMap:
         self._served = ServedEndpoints()  # who serves a launcher's listener: see serve
         self.served = 0  # endpoints an accept took from a launcher (socket activation)
         self._holder_pids: set[int] = set()  # the table's pids: an EXIT of another costs nothing
-        self._gone: set[int] = set()  # holders that exited: the next refresh looks for their inodes again
+        # holders that exited -> the heir named for them (0: none): the next refresh looks for
+        # their inodes again
+        self._gone: dict[int, int] = {}
         self.other_netns = 0  # LISTEN events not learnt: another network namespace, or gone
         # Where the LISTEN sockets come from: sock_diag on the live system (its cost does not grow
         # with the host's connections, /proc/net/tcp's does), the text files under another root.
@@ -221,19 +224,47 @@ class ListenerMap:
         """The launcher of an endpoint the table names a served process for (see ``serve``)."""
         return self._served.launcher_of(key)
 
-    def holder_exited(self, pid: int) -> None:
+    def holds(self, pid: int) -> bool:
+        """Whether the table names ``pid`` (or it launches a served endpoint's process)."""
+        return pid in self._holder_pids
+
+    def holder_exited(self, pid: int, heirs: Sequence[int] = ()) -> Optional[int]:
         """EXIT of ``pid``: when the table names it, a socket it held may outlive it (a launcher's,
-        a pre-fork master's): its endpoints served by accept go back to their launcher, and the
-        next refresh looks for the holders of its other sockets again (a dead pid is no peer)."""
+        a pre-fork master's): its endpoints served by accept go back to their launcher, the others
+        go to the first of ``heirs`` alive here (children it forked, which share its sockets: a
+        daemonising server's master), and the next refresh looks for the holders of its sockets
+        again (a dead pid is no peer). Returns the heir named for an endpoint, if any."""
         if pid not in self._holder_pids:
-            return
+            return None
+        # gone too (its EXIT not read yet): the next one, else the refresh decides
+        heir = next((child for child in heirs if self._in_own_netns(child)), None)
         with self._swap_lock:
             self._holder_pids.discard(pid)
-            self._gone.add(pid)
+            self._gone[pid] = 0
             table = self._by_endpoint
             for key, launcher in self._served.exited(pid).items():
                 if table.get(key) == pid:
                     table[key] = launcher
+            if heir is not None and self._hand_on(pid, heir):
+                self._gone[pid] = heir
+                return heir
+        return None
+
+    def _hand_on(self, pid: int, heir: int) -> bool:
+        """Name ``heir`` where the table names ``pid`` (under the swap lock), and in what LISTEN
+        events taught: a refresh under way keeps it."""
+        table = self._by_endpoint
+        handed = False
+        for key, holder in table.items():
+            if holder == pid:
+                table[key] = heir
+                handed = True
+        for key, (holder, at) in self._learnt.items():
+            if holder == pid:
+                self._learnt[key] = (heir, at)
+        if handed:
+            self._holder_pids.add(heir)
+        return handed
 
     # --- refresh -----------------------------------------------------------------------------
     def _from_proc_net(self) -> dict[int, tuple[str, int]]:
@@ -254,7 +285,7 @@ class ListenerMap:
         self._refresh_asked = False  # this read of the kernel answers the misses asked so far
         sockets = self._listening()
         with self._swap_lock:
-            gone, self._gone = self._gone, set()
+            gone, self._gone = self._gone, {}
         known = {inode: pid for inode, pid in self._pid_of_inode.items() if inode in sockets and pid not in gone}
         self._orphans = {inode: seen for inode, seen in self._orphans.items() if inode in sockets}
         missing = {inode for inode in sockets if inode not in known and self._look_for(inode, started)}
@@ -290,11 +321,16 @@ class ListenerMap:
         """Install a refreshed table, keeping what LISTEN events taught after its kernel read
         started (the read did not see those listeners yet; older lessons are in the read), and
         which processes serve a launcher's sockets. Holders that exited during the refresh are
-        left out (looked for again next time). Returns the pids new to the table."""
+        left out, or replaced by the heir their EXIT named (looked for again next time). Returns
+        the pids new to the table."""
         with self._swap_lock:
+            table_known = known
             if self._gone:
+                # an heir named at its holder's EXIT stays named; its fds are read next time
+                heirs = {inode: self._gone[pid] for inode, pid in known.items() if self._gone.get(pid)}
                 known = {inode: pid for inode, pid in known.items() if pid not in self._gone}
-            table = self._table(sockets, known)
+                table_known = {**known, **heirs}
+            table = self._table(sockets, table_known)
             learnt = {key: value for key, value in self._learnt.items() if value[1] >= started}
             for key, (pid, _) in learnt.items():
                 if key in table or len(table) < self.max_entries:

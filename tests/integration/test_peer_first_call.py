@@ -30,6 +30,17 @@ from tests.support.servers import NGINX_CONF, Server, start_nginx, wait_port
 pytestmark = pytest.mark.root
 
 NGINX_PORT, DUAL_PORT, SHARED_PORT, DAEMON_PORT = free_port(), free_port(), free_port(), free_port()
+SLOW_DAEMON_PORT = free_port()
+# A daemon's launcher that opens its port, forks the server (which keeps the socket, writes its
+# pid) and exits only after some more set-up: the agent reads its LISTEN event while it is alive.
+SLOW_LAUNCHER = """import http.server, os, sys, time
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
+if os.fork() == 0:
+    with open(sys.argv[2], "w") as f:
+        f.write(str(os.getpid()))
+    server.serve_forever()
+time.sleep(0.5)
+"""
 # Listens on 127.0.0.1:PORT in a network namespace of its own (as a container or pod does), then
 # waits for stdin to close.
 OTHER_NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1" "$2"', sys.executable,
@@ -122,6 +133,28 @@ def test_first_call_to_a_daemonising_nginx_names_it(agent: Agent, receiver: Otlp
             time.sleep(0.05)
     assert [(s.attributes.get("url.query"), peer(s)) for s in spans] == [
         (f"call={i}", {"service.peer.name": "nginx", "peer.service": "nginx"}) for i in range(3)
+    ]
+
+
+def test_first_call_after_a_slow_launcher_exits_names_the_child_holding_its_port(
+        agent: Agent, receiver: OtlpGrpcReceiver, tmp_path: Path) -> None:  # fmt: skip
+    """The LISTEN event was read while the launcher was alive (nginx's did so in 2 runs of 5 of the
+    test above): the table named it, and after its exit a dead pid until the next periodic
+    refresh (5 s), so the calls made at once had no peer. Its EXIT names the child it forked."""
+    script, pid_file = tmp_path / "slowd.py", tmp_path / "slowd.pid"
+    script.write_text(SLOW_LAUNCHER)
+    subprocess.run([sys.executable, str(script), str(SLOW_DAEMON_PORT), str(pid_file)], check=True, timeout=30,
+                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    child = int(pid_file.read_text())
+    try:
+        wait_port(SLOW_DAEMON_PORT)
+        for i in range(3):
+            curl(f"http://127.0.0.1:{SLOW_DAEMON_PORT}/?call={i}")
+        spans = client_spans(receiver, SLOW_DAEMON_PORT, 3)
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert [(s.attributes.get("url.query"), peer(s)) for s in spans] == [
+        (f"call={i}", {"service.peer.name": "slowd.py", "peer.service": "slowd.py"}) for i in range(3)
     ]
 
 

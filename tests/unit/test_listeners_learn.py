@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -224,3 +225,90 @@ def test_a_gone_listener_is_learnt_from_the_child_it_forked(tree: Path, events: 
     assert {k: attrs[k] for k in NGINX_PEER if k in attrs} == (NGINX_PEER if named else {})
     assert listeners.snapshot() == ({("127.0.0.1", 22408): NGINX} if named else {})
     assert pipe.listens is not None and pipe.listens._orphans == {}
+
+
+LAUNCHER, MIDDLE = 4400, 4401  # alive (nginx) when their LISTEN/FORK events are handled, gone at their EXIT
+
+
+def alive(tree: Path, pid: int) -> None:
+    """``pid`` runs nginx: a copy of pid 100, in the agent's network namespace as it is."""
+    shutil.copytree(tree / "proc" / str(NGINX), tree / "proc" / str(pid), symlinks=True)
+
+
+def gone(tree: Path, pid: int) -> None:
+    shutil.rmtree(tree / "proc" / str(pid))
+
+
+FORK, EXEC, EXIT = EventKind.FORK, EventKind.EXEC, EventKind.EXIT
+
+
+@pytest.mark.parametrize(
+    ("steps", "named"),
+    [
+        # nginx daemonising, its LISTEN event read before the launcher exited: the master holds the socket
+        ([("listen", LAUNCHER), (FORK, NGINX, LAUNCHER), ("gone", LAUNCHER), (EXIT, LAUNCHER)], NGINX),
+        # the same with the master forked after the launcher's EXIT was queued (events of one ring, in order)
+        ([("listen", LAUNCHER), (FORK, NGINX, LAUNCHER), ("gone", LAUNCHER), (EXIT, LAUNCHER),
+          (FORK, 102, NGINX)], NGINX),
+        # a double fork, both forks read before the first child exited
+        ([("listen", LAUNCHER), (FORK, MIDDLE, LAUNCHER), (FORK, NGINX, MIDDLE), ("gone", LAUNCHER),
+          (EXIT, LAUNCHER), ("gone", MIDDLE), (EXIT, MIDDLE)], NGINX),
+        # a double fork whose first child is gone too when the launcher's EXIT is read
+        ([("listen", LAUNCHER), (FORK, MIDDLE, LAUNCHER), (FORK, NGINX, MIDDLE), ("gone", LAUNCHER),
+          ("gone", MIDDLE), (EXIT, LAUNCHER), (EXIT, MIDDLE)], NGINX),
+        # a child that ran another program does not hold a server's socket (close-on-exec)
+        ([("listen", LAUNCHER), (FORK, NGINX, LAUNCHER), (EXEC, NGINX, LAUNCHER), ("gone", LAUNCHER),
+          (EXIT, LAUNCHER)], LAUNCHER),
+        # its only child exited first: nobody is left to name (the refresh decides)
+        ([("listen", LAUNCHER), (FORK, MIDDLE, LAUNCHER), ("gone", MIDDLE), (EXIT, MIDDLE), ("gone", LAUNCHER),
+          (EXIT, LAUNCHER)], LAUNCHER),
+        # a fork by a process the table does not name is not followed
+        ([(FORK, NGINX, LAUNCHER), ("listen", LAUNCHER), ("gone", LAUNCHER), (EXIT, LAUNCHER)], LAUNCHER),
+    ],
+)
+def test_an_exited_listener_is_replaced_by_the_child_holding_its_socket(
+        tree: Path, steps: list[tuple[Any, ...]], named: int) -> None:  # fmt: skip
+    """The LISTEN event of a daemonising nginx's launcher was read while it was still alive (the
+    ring is read every 50 ms; it forks the master and exits within a few): the table named the
+    launcher, and after its EXIT a dead pid (no Service to peek) until the next periodic refresh,
+    5 s later: the first calls had no peer (test_peer_first_call, 2 runs in 5)."""
+    alive(tree, LAUNCHER)
+    alive(tree, MIDDLE)
+    pipe, listeners, cache, exported = pipeline(tree)
+    for what, pid, *parent in steps:
+        if what == "gone":
+            gone(tree, pid)
+            continue
+        if what == "listen":
+            raw = listen_record(V4, "127.0.0.1", 22409, pid=pid)
+        else:
+            raw = proc_record(EventKind(what), pid, *parent)
+        pipe.on_event(ev.decode(raw, len(raw)))
+    pipe.on_call(client_call("127.0.0.1", 22409))
+    (span,) = exported.spans
+    attrs = dict(span.attributes or {})
+    assert pipe.dropped == {}
+    assert listeners.snapshot() == {("127.0.0.1", 22409): named}
+    assert {k: attrs[k] for k in NGINX_PEER if k in attrs} == (NGINX_PEER if named == NGINX else {})
+    assert (cache.peek(named) is not None) == (named == NGINX)
+
+
+def test_an_heir_named_during_a_refresh_survives_it_and_is_checked_by_the_next(listeners_tree: Path) -> None:
+    """The holder of 127.0.0.1:18401 exits while a refresh scans /proc, its child named: the table
+    the refresh installs names the child, not the dead pid; the next refresh reads the child's
+    fds, and the fixture says pid 4242 holds that socket, not 77."""
+    listeners = ListenerMap(ProcFS(str(listeners_tree)), min_gap=0.0)
+    listeners.refresh()
+    assert listeners.pid_for("127.0.0.1", 18401) == 4242
+    swap = listeners._swap
+
+    def exit_then_swap(sockets: dict[int, tuple[str, int]], known: dict[int, int], started: float) -> set[int]:
+        assert listeners.holder_exited(4242, [78, 77]) == 78  # its latest child first
+        return swap(sockets, known, started)
+
+    listeners._swap = exit_then_swap
+    listeners.refresh()
+    assert listeners.pid_for("127.0.0.1", 18401) == 78
+    listeners._swap = swap
+    listeners.refresh()
+    assert listeners.pid_for("127.0.0.1", 18401) == 4242
