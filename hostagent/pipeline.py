@@ -114,28 +114,39 @@ class Pipeline:
     def on_event(self, event: CaptureEvent) -> None:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
         self.events += 1
+        if event.kind != _DATA:  # DATA: nearly every event
+            self._observe(event)
         try:
-            if event.kind != _DATA:  # DATA: nearly every event
-                if self.identity is not None:
-                    kind = event.kind
-                    if kind == _EXEC:
-                        self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
-                                              cgroup_id=event.cgroup_id, parent=event.size)
-                    elif kind == _EXIT:
-                        self.identity.on_exit(event.pid)
-                    elif kind == _FORK:
-                        self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
-                    elif kind == _CGROUP:
-                        self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
-                if self.listens is not None:
-                    self.listens.on_event(event)  # after on_fork: a listener's child is read then
             for call in self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent
-            self.dropped["pipeline_error"] += 1
-            if self._errors_logged < 20:
-                self._errors_logged += 1
-                log.exception("pipeline error on %s event of pid %d (dropped)", event.kind.name, event.pid)
+            self._error(event)
+
+    def _observe(self, event: CaptureEvent) -> None:
+        """What identity and the listener table learn from a lifecycle event. Apart from the
+        tracker's try: a bug here must not also cost the tracker a connect, accept or close."""
+        try:
+            if self.identity is not None:
+                kind = event.kind
+                if kind == _EXEC:
+                    self.identity.on_exec(event.pid, event.comm, exe=event.data.decode("utf-8", "replace"),
+                                          cgroup_id=event.cgroup_id, parent=event.size)
+                elif kind == _EXIT:
+                    self.identity.on_exit(event.pid)
+                elif kind == _FORK:
+                    self.identity.on_fork(event.pid, event.size)  # size carries the parent's tgid
+                elif kind == _CGROUP:
+                    self.identity.on_cgroup(event.size, event.data.decode("utf-8", "replace"))
+            if self.listens is not None:
+                self.listens.on_event(event)  # after on_fork: a listener's child is read then
+        except Exception:
+            self._error(event)
+
+    def _error(self, event: CaptureEvent) -> None:
+        self.dropped["pipeline_error"] += 1
+        if self._errors_logged < 20:
+            self._errors_logged += 1
+            log.exception("pipeline error on %s event of pid %d", event.kind.name, event.pid)
 
     def on_call(self, call: Call) -> None:
         """A Call from outside the tracker (e.g. connections finished at shutdown): left unmodified."""
