@@ -11,6 +11,10 @@ Bytes: the client's reads and writes of that test (a GET reply of b"x" * 4_000_0
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+from typing import Optional
+
 from hostagent.capture.state import (
     DETECT_SEGMENTS_MIDWAY,
     UNKNOWN_RETRIES,
@@ -18,6 +22,8 @@ from hostagent.capture.state import (
     UNKNOWN_RETRY_NS,
 )
 from hostagent.capture.tracker import ConnectionTracker
+from hostagent.config import Config
+from hostagent.daemon import Agent
 from hostagent.model import Call, CaptureEvent, EventKind
 from hostagent.protocols import http1, redis
 from tests.unit.test_capture import FD, IN, OUT, PID, Recorder, data, ev
@@ -135,3 +141,27 @@ def test_a_connection_closed_meanwhile_is_not_unmuted() -> None:
     side.feed([ev(EventKind.CLOSE, DETECT_SEGMENTS_MIDWAY + 1)])
     assert side.tracker.retry_unknown(DETECT_SEGMENTS_MIDWAY + 100 * SEC) == 0
     assert side.unmuted.muted == []
+
+
+class _OneTurn:
+    """Stands in for assembly.Capture: the poll loop turns once (no event: the socket is muted)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def poll(self, timeout_s: float, budget_s: Optional[float] = None) -> int:
+        self.agent.stop_requested = True
+        return 0
+
+
+def test_the_daemons_poll_loop_retries_them_with_no_event_coming() -> None:
+    side = Side()
+    start = time.monotonic_ns() - 2 * UNKNOWN_RETRY_NS  # events' ts_ns: CLOCK_MONOTONIC, as the kernel's
+    given_up_lossy(side, start)
+    agent = Agent(Config())
+    agent.backoff = None
+    agent.capture = _OneTurn(agent)  # type: ignore[assignment]
+    agent.pipeline = SimpleNamespace(tracker=side.tracker)
+    agent.shutdown = lambda: None  # type: ignore[method-assign]
+    assert agent.run() == 0
+    assert side.unmuted.muted == [(PID, FD)] and side.tracker.stats()["unknown_retried"] == 1
