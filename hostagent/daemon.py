@@ -249,6 +249,9 @@ class Agent:
             self.capture.poll(POLL_INTERVAL_S, budget)
             now = time.monotonic()
             self.heartbeat = now
+            if self.pipeline is not None:
+                # muted connections judged on a lossy stream send nothing that would get them retried
+                self.pipeline.tracker.retry_unknown(time.monotonic_ns())
             if backoff is not None:
                 self._pace(backoff, now, now - began if budget is not None else 0.0)
             if self.reload_requested:

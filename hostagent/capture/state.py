@@ -17,6 +17,14 @@ DETECT_BYTES = 4096
 # data, not connect/accept) may show the rest of a message in flight first - a 4 MB Redis reply
 # is ~64 reads - so detection tries each segment on its own for this many before giving up.
 DETECT_SEGMENTS_MIDWAY = 256
+# A stream judged unknown after calls of it were lost while it was being detected (the kernel shed
+# them: a full ring) was judged on what the losses left, maybe never a message's start (a Redis
+# client's small commands shed after each burst of a big reply's pieces): it is detected again,
+# unmuted, this long after it was given up on, each time UNKNOWN_RETRY_FACTOR times longer, at most
+# UNKNOWN_RETRIES times. One that lost nothing was seen whole and stays muted.
+UNKNOWN_RETRY_NS = 1_000_000_000
+UNKNOWN_RETRY_FACTOR = 4
+UNKNOWN_RETRIES = 3
 TID_HISTORY = 8  # thread changes remembered per direction (request -> handling thread)
 
 # UNKNOWN: no enabled protocol recognised the first bytes; MUTED: left the protocol (101 upgrade);
@@ -50,11 +58,13 @@ class ConnState:
         "judged",
         "local",
         "lost",
+        "lost_at_detect",
         "midway",
         "parser",
         "peer",
         "phase",
         "pid",
+        "retries",
         "seen_bytes",
         "seen_segments",
         "spec",
@@ -83,6 +93,10 @@ class ConnState:
         self.local = local
         self.comm = comm
         self.lost = lost  # the kernel's count of this socket's uncaptured calls (CaptureEvent.lost)
+        # ``lost`` when detection (re)started: a change by the time it gives up means it was
+        # judged on an incomplete stream (see UNKNOWN_RETRY_NS)
+        self.lost_at_detect = lost
+        self.retries = 0  # times detection was taken up again after such a judgement
         self.phase = DETECTING
         self.midway = False  # a stream first seen by its data (see DETECT_SEGMENTS_MIDWAY)
         self.spec: Optional[ProtocolSpec] = None
@@ -116,6 +130,7 @@ class ConnState:
         self.seen_segments = 0
         self.seen_bytes = 0
         self.judged = frozenset()
+        self.lost_at_detect = self.lost
 
     def note_tid(self, direction: int, ts_ns: int, tid: int) -> None:
         """Remember which thread moved bytes from ``ts_ns`` on (only changes are stored)."""

@@ -13,7 +13,9 @@ When a probe is turned back on, ``on_unmute(pid, fd)`` undoes its mutes: a socke
 its protocol was off goes on with its parser from the next message (what was half seen before is
 dropped, never paired with a later answer), and one judged unknown while the protocol was off is
 detected again. Bytes held for detection while a protocol was off are forgotten for the same
-reason.
+reason. One judged unknown on a stream the kernel lost calls of meanwhile is detected again a while
+later (``retry_unknown``, a few times at most, counted as ``unknown_retried``): the losses may have
+taken every byte that would have told its protocol.
 
 Bounded: at most ``max_connections`` states, least recently used evicted first (and counted).
 The hot path is one dict lookup by ``pid << 32 | fd`` per event. A parser may offer, besides
@@ -23,6 +25,7 @@ sockets then hand it the event's fields with no Segment built per event (HTTP/1 
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Optional
@@ -36,6 +39,9 @@ from hostagent.capture.state import (
     OFF,
     PARSING,
     UNKNOWN,
+    UNKNOWN_RETRIES,
+    UNKNOWN_RETRY_FACTOR,
+    UNKNOWN_RETRY_NS,
     ConnState,
     transport_of,
 )
@@ -51,6 +57,9 @@ _SPECS_STALE = -(1 << 60)
 
 PICK_MEMO_MAX = 1024  # distinct first-bytes remembered by protocol detection
 PICK_MEMO_BYTES = 1024  # longer first segments are tested every time
+# Unknown connections waiting to be detected again at most (more are left muted, counted):
+# each holds its state until its time comes, even if closed meanwhile.
+UNKNOWN_RETRY_MAX = 4096
 
 _DATA, _CONNECT, _ACCEPT, _CLOSE, _EXIT = (
     EventKind.DATA, EventKind.CONNECT, EventKind.ACCEPT, EventKind.CLOSE, EventKind.EXIT,
@@ -84,8 +93,12 @@ class ConnectionTracker:
         self._picks: dict[tuple[bool, str, bytes], Optional[ProtocolSpec]] = {}
         self._counters: dict[str, int] = {
             "connections_created": 0, "evicted": 0, "unknown": 0, "muted": 0, "upgraded": 0,
-            "closed": 0, "calls": 0, "lost_gaps": 0,
+            "closed": 0, "calls": 0, "lost_gaps": 0, "unknown_retried": 0, "unknown_retry_full": 0,
         }  # fmt: skip
+        # (when, order, key, state): connections to detect again (retry_unknown); ``order`` keeps
+        # states from ever being compared
+        self._retries: list[tuple[int, int, int, ConnState]] = []
+        self._retry_order = 0
         self._detected: dict[str, int] = {}
         self._rejected: dict[str, int] = {}  # "rejected_<protocol>": detected, then proved not to be it
         self._closed_parser_stats: dict[str, int] = {"resyncs": 0, "unpaired": 0, "truncated": 0}
@@ -204,6 +217,23 @@ class ConnectionTracker:
             lost()  # calls it finishes were half seen before the probe went off: dropped
         self._unmute(state)
 
+    def retry_unknown(self, now_ns: int) -> int:
+        """Detect again, from their next bytes, the connections judged unknown on a lossy stream
+        whose time has come (``now_ns``: CLOCK_MONOTONIC, as events' ``ts_ns``); how many. A muted
+        socket sends no event that would get it here: the daemon calls this from its poll loop."""
+        retries = self._retries
+        n = 0
+        while retries and retries[0][0] <= now_ns:
+            _, _, key, state = heapq.heappop(retries)
+            if self._conns.get(key) is not state or state.phase != UNKNOWN:
+                continue  # closed, evicted, or taken up again by a probe change meanwhile
+            state.retries += 1
+            state.restart_detection()
+            self._unmute(state)
+            n += 1
+        self._counters["unknown_retried"] += n
+        return n
+
     def close_all(self, ts_ns: int) -> int:
         """The agent stops: the calls still waiting for an answer on any connection are counted
         (``in_flight_at_stop``, returned too) and not reported. How they end is unknown, and the
@@ -270,7 +300,7 @@ class ConnectionTracker:
                     held = state.held = []
             if spec is None:
                 kept = None if datagram else Segment(direction, data, size, ts, tail=event.tail, frames=event.frames)
-                self._undetected(state, kept, len(data))
+                self._undetected(state, kept, len(data), ts)
                 return calls
             make_for = spec.new_parser_for
             parser = state.parser = make_for(state.transport) if make_for is not None else spec.new_parser()
@@ -306,10 +336,14 @@ class ConnectionTracker:
         resynchronises); bytes held for detection may be half a message: dropped."""
         self._counters["lost_gaps"] += 1
         state.held = []
+        if state.phase == DETECTING and state.seen_segments == 0:
+            # lost before detection saw anything (shed while muted, or before the agent looked):
+            # nothing it judges on is missing
+            state.lost_at_detect = state.lost
         lost = getattr(state.parser, "lost", None)  # None too while no parser is chosen
         return lost() if lost is not None else []
 
-    def _undetected(self, state: ConnState, segment: Optional[Segment], size: int) -> None:
+    def _undetected(self, state: ConnState, segment: Optional[Segment], size: int, ts_ns: int) -> None:
         """No protocol recognised these bytes yet: hold them (streams) or give up on the socket."""
         state.seen_segments += 1
         state.seen_bytes += size
@@ -329,6 +363,19 @@ class ConnectionTracker:
         state.judged = self._names
         self._counters["unknown"] += 1
         self._mute(state, UNKNOWN)
+        if state.lost != state.lost_at_detect and state.retries < UNKNOWN_RETRIES:
+            self._retry_later(state, ts_ns)
+
+    def _retry_later(self, state: ConnState, ts_ns: int) -> None:
+        """The kernel lost calls of this stream while it was being detected: judged on what was
+        left, it is detected again later (``retry_unknown``), each time after longer."""
+        if len(self._retries) >= UNKNOWN_RETRY_MAX:
+            self._counters["unknown_retry_full"] += 1
+            return
+        self._retry_order += 1
+        when = ts_ns + UNKNOWN_RETRY_NS * UNKNOWN_RETRY_FACTOR**state.retries
+        key = state.pid << 32 | (state.fd & 0xFFFFFFFF)
+        heapq.heappush(self._retries, (when, self._retry_order, key, state))
 
     def _leave(self, state: ConnState, parser: object) -> None:
         """The parser stopped (``upgraded``): the connection left its protocol (TLS, a 101 or
