@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
+from tests.support.agent import Agent
 from tests.support.otlp_receiver import OtlpGrpcReceiver, otlp_http_receiver, otlp_receiver  # noqa: F401
 
 
@@ -31,3 +33,20 @@ def pytest_report_header(config: pytest.Config) -> str:
     from hostagent import compiled
 
     return f"hostagent per-span stages: {compiled.STATE}"  # compiled, or why the source runs
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test says what each running agent dropped: on a host whose other work fills the
+    ring, the spans a test waits for are shed (and counted), and a bare TimeoutError hid that."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or not Agent.running:
+        return
+    lines = []
+    for agent in list(Agent.running):
+        try:
+            lines.append(f"agent {agent.workdir.name} (pid {agent.pid}) drops: {agent.drops() or 'no answer'}")
+        except Exception as exc:  # the report must not fail the run
+            lines.append(f"agent {agent.workdir.name}: drops not read ({exc})")
+    report.sections.append(("hostagent drops", "\n".join(lines)))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 from tests.support.notify_socket import NotifySocket
 
@@ -52,6 +53,10 @@ def write_config(path: Path, sections: Sections) -> Path:
 class Agent:
     """One daemon process with its own state/runtime dirs under ``workdir``."""
 
+    # The agents of this test session still running: a failed test reports what they dropped
+    # (tests/conftest.py), since on a loaded host "no span came" is most often a full ring.
+    running: ClassVar[set[Agent]] = set()
+
     def __init__(self, workdir: Path, otlp_endpoint: str, extra: Optional[Sections] = None,
                  env: Optional[dict[str, str]] = None) -> None:
         self.workdir = workdir
@@ -92,6 +97,7 @@ class Agent:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([*HOSTAGENT, "run", "--config", str(self.config)], cwd=REPO,
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        Agent.running.add(self)
         if wait_ready:
             self.wait_ready(timeout)
         return self
@@ -124,7 +130,18 @@ class Agent:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def drops(self) -> str:
+        """The running agent's drop and capture-loss counters, from its admin API ("" when it
+        cannot answer), for a failed test's report."""
+        out = subprocess.run([sys.executable, "-m", "control", "--socket", str(self.workdir / "run" / "admin.sock"),
+                              "status", "-o", "json"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            return ""
+        drops = json.loads(out.stdout).get("drops") or {}
+        return ", ".join(f"{cause} {count}" for cause, count in sorted(drops.items()) if count) or "none"
+
     def stop(self, timeout: float = 30.0) -> int:
+        Agent.running.discard(self)
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
