@@ -17,22 +17,14 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from opentelemetry.sdk.resources import Resource
 
 from hostagent.identity.listeners import ListenerMap
-from hostagent.identity.peers import PeerResolver
-from hostagent.identity.procfs import ProcFS
-from hostagent.identity.service import HostInfo, ServiceCache
 from hostagent.model import Call, Connection, Endpoint, EventKind, Role
 from hostagent.pipeline import Pipeline
 from hostagent.probes import events as ev
-from hostagent.settings import RuntimeSettings, SettingsHolder
-from hostagent.traces.clock import MonotonicToUnix
-from hostagent.traces.spans import SpanBuilder
-from tests.support.pipeline_parts import Exported, NoTracker
+from tests.support.pipeline_parts import Exported, event_fed_pipeline
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "proc" / "accept"
-HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
 SYSTEMD, HELLO, INETD, INETD_CHILD = 7655, 7826, 7822, 7828  # host pids in the capture
 SD_PORT, INETD_PORT = 22081, 22082
 SD_ACCEPT = 7825  # systemd 252 accepts in a short-lived "(sd-accept)" child, gone when read
@@ -82,13 +74,7 @@ def exits(pid: int) -> bytes:
 
 
 def pipeline(root: Path) -> tuple[Pipeline, ListenerMap, Exported]:
-    """A pipeline whose listener table learns only from events (its refresh thread not started)."""
-    cache = ServiceCache(ProcFS(str(root), clock_ticks=100), host_info=HOST)
-    listeners = ListenerMap(ProcFS(str(root)), min_gap=0.0)
-    exported = Exported()
-    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
-    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http"}))), NoTracker(), builder.build,
-                    exported, identity=cache, peers=PeerResolver(listeners, cache.peek))  # fmt: skip
+    pipe, listeners, _, exported = event_fed_pipeline(root)
     return pipe, listeners, exported
 
 

@@ -16,22 +16,15 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from opentelemetry.sdk.resources import Resource
 
 from hostagent.identity.listeners import ListenerMap
-from hostagent.identity.peers import PeerResolver
 from hostagent.identity.procfs import ProcFS
-from hostagent.identity.service import HostInfo, ServiceCache
 from hostagent.model import Call, Connection, Endpoint, EventKind, Role
 from hostagent.pipeline import Pipeline
 from hostagent.probes import events as ev
-from hostagent.settings import RuntimeSettings, SettingsHolder
-from hostagent.traces.clock import MonotonicToUnix
-from hostagent.traces.spans import SpanBuilder
-from tests.support.pipeline_parts import Exported, NoTracker
+from tests.support.pipeline_parts import Exported, event_fed_pipeline
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "proc" / "activation"
-HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
 SYSTEMD, WEB = 32741, 355  # host pids in the capture
 PORT, INODE = 22080, 32069413
 HOST_NET, OTHER_NET = "net:[4026531840]", "net:[4026532999]"
@@ -118,13 +111,7 @@ def exit_record(pid: int) -> bytes:
 
 
 def pipeline(root: Path) -> tuple[Pipeline, ListenerMap, Exported]:
-    """A pipeline whose listener table learns only from events (its refresh thread not started)."""
-    cache = ServiceCache(ProcFS(str(root), clock_ticks=100), host_info=HOST)
-    listeners = ListenerMap(ProcListing(str(root)), min_gap=0.0)
-    exported = Exported()
-    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
-    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http"}))), NoTracker(), builder.build,
-                    exported, identity=cache, peers=PeerResolver(listeners, cache.peek))  # fmt: skip
+    pipe, listeners, _, exported = event_fed_pipeline(root, ProcListing(str(root)))
     return pipe, listeners, exported
 
 

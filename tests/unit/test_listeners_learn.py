@@ -15,24 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.resources import Resource
 
 from hostagent.identity.docker import DockerMetadata
 from hostagent.identity.listeners import ListenerMap
-from hostagent.identity.peers import PeerResolver
 from hostagent.identity.procfs import ProcFS
-from hostagent.identity.service import HostInfo, ServiceCache
+from hostagent.identity.service import ServiceCache
 from hostagent.model import Call, Connection, Endpoint, EventKind, Role
 from hostagent.pipeline import Pipeline
 from hostagent.probes import events as ev
-from hostagent.settings import RuntimeSettings, SettingsHolder
-from hostagent.traces.clock import MonotonicToUnix
-from hostagent.traces.spans import SpanBuilder
 from tests.support.docker_engine import ReplayDockerClient
-from tests.support.pipeline_parts import Exported, NoTracker
+from tests.support.pipeline_parts import Exported, event_fed_pipeline
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
-HOST = HostInfo(name="fixture-host", id="0123456789abcdef0123456789abcdef", arch="amd64")
 NGINX = 100  # tests/fixtures/proc/host: pid 100 is nginx (nginx.service)
 NGINX_PEER = {"service.peer.name": "nginx", "peer.service": "nginx"}
 V4, V6 = socket.AF_INET, socket.AF_INET6
@@ -84,16 +78,9 @@ def listeners_tree(tmp_path: Path) -> Path:
 
 
 def pipeline(tree: Path) -> tuple[Pipeline, ListenerMap, ServiceCache, Exported]:
-    """A pipeline whose listener table is empty and stays so unless told: its refresh thread is
-    not started, as if the new server came up between two refreshes."""
-    cache = ServiceCache(ProcFS(str(tree), clock_ticks=100),
-                         DockerMetadata(ReplayDockerClient(str(FIXTURES / "docker"))), host_info=HOST)  # fmt: skip
-    listeners = ListenerMap(ProcFS(str(tree)), min_gap=0.0)
-    exported = Exported()
-    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
-    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http"}))), NoTracker(), builder.build,
-                    exported, identity=cache, peers=PeerResolver(listeners, cache.peek))  # fmt: skip
-    return pipe, listeners, cache, exported
+    """The listener table is empty and stays so unless told, as if the new server came up between
+    two refreshes."""
+    return event_fed_pipeline(tree, docker=DockerMetadata(ReplayDockerClient(str(FIXTURES / "docker"))))
 
 
 @pytest.mark.parametrize(
