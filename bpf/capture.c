@@ -955,10 +955,7 @@ static __always_inline int take(u64 pid_tgid, struct inflight *a) {
 
 /* The entry of (tgid, fd) when a data call on it is to be captured: a tracked inet socket of this
  * process (or one it inherited), not muted, and the ring not full (else the call is shed). */
-static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
-    struct sock_info *si = lookup_or_inherit(tgid, fd);
-    if (!si)
-        return 0;
+static __always_inline struct sock_info *capturable(u32 tgid, struct sock_info *si) {
     u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
     if (muted.lookup(&key)) {
         if (si->h2)  /* its frames go by unwalked: where the next one starts is unknown */
@@ -970,6 +967,11 @@ static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
         return 0;
     }
     return si;
+}
+
+static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
+    struct sock_info *si = lookup_or_inherit(tgid, fd);
+    return si ? capturable(tgid, si) : 0;
 }
 
 /* A receive whose bytes are not (yet) taken from the stream: MSG_PEEK leaves them queued (the
@@ -2297,12 +2299,70 @@ int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
 }
 
 /* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
- * skc_hash and skc_portpair); read only on the shed path. */
+ * skc_hash and skc_portpair); read on the shed path, and by adopt(). */
 #define SKC_FAMILY_OFF 16
 static __always_inline int sk_is_inet(u64 sk) {
     u16 family = 0;
     bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SKC_FAMILY_OFF));
     return family == AF_INET_ || family == AF_INET6_;
+}
+
+/* The head of struct sock_common, laid out so since Linux 2.6: the only kernel struct read by
+ * offset here (sk_is_inet, adopt). */
+struct skc_head {
+    u32 daddr;      /* skc_daddr: network order; an AF_INET6 socket's IPv4 peer (v4-mapped) */
+    u32 rcv_saddr;  /* skc_rcv_saddr */
+    u32 hash;       /* skc_hash */
+    u16 dport;      /* skc_dport: network order */
+    u16 num;        /* skc_num: the local port, host order */
+    u16 family;     /* skc_family */
+    u8 state;       /* skc_state: TCP_* (UDP: ESTABLISHED when connected, else CLOSE) */
+    u8 _pad;
+};
+#define TCP_CLOSE_ 7
+#define LOOPBACK4_IPV6_ 0x0600007fu  /* 127.0.0.6 (network order): what an AF_INET6 socket with a
+                                        true IPv6 peer has in skc_daddr */
+
+/* One end's address from the head: IPv4 as is, on an AF_INET6 socket as ::ffff:a.b.c.d; left
+ * zero when the socket's end is true IPv6 (its address is further in struct sock: not read). */
+static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
+    if (family == AF_INET_) {
+        __builtin_memcpy(out, &v4, 4);
+    } else if (v4 && v4 != LOOPBACK4_IPV6_) {
+        out[10] = 0xff;
+        out[11] = 0xff;
+        __builtin_memcpy(out + 12, &v4, 4);
+    }
+}
+
+/* A data call on an inet socket this process has no entry for, though not the agent's: one it
+ * received from another process (SCM_RIGHTS: Node's cluster workers, systemd's Accept=yes
+ * services; pidfd_getfd). Its entry is made from the socket itself as the loader's seeding makes
+ * one for a socket opened before the agent started: first seen mid-way, ends as the kernel has
+ * them. Stream only when skc_state says so; a connected one (ESTABLISHED, a TCP or a connected
+ * UDP socket) gets sock_type 0, as a socket whose socket() came before the agent; an unconnected
+ * datagram socket (CLOSE) is left as before, raw and ICMP sockets having that state too. Only on
+ * a miss: a tracked socket's calls never come here. */
+static __always_inline struct sock_info *adopt(u32 tgid, u32 fd, u64 sk) {
+    struct skc_head h = {};
+    if (bpf_probe_read_kernel(&h, sizeof(h), (void *)sk) != 0)
+        return 0;
+    if ((h.family != AF_INET_ && h.family != AF_INET6_) || h.state == TCP_CLOSE_)
+        return 0;
+    struct sock_info si = {};
+    si.gen = current_gen(tgid);
+    si.ts = bpf_ktime_get_ns();  /* a child forked before it came has no copy of it */
+    si.family = h.family;
+    si.sock_type = h.state == TCP_ESTABLISHED_ ? 0 : SOCK_STREAM_;
+    si.peer_port = (h.dport >> 8) | ((h.dport & 0xff) << 8);
+    si.local_port = h.num;
+    head_addr(si.peer_addr, h.family, h.daddr);
+    head_addr(si.local_addr, h.family, h.rcv_saddr);
+    si.id_fd = fd;
+    u64 key = ((u64)tgid << 32) | fd;
+    put_sock(key, &si);  /* over the slot of a socket closed on this fd number, if any */
+    remember_fd(tgid, fd);
+    return sockets.lookup(&key);
 }
 
 /* A stream socket whose peer accept() did not name: the two ends its handshake reported, kept
@@ -2376,7 +2436,11 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
     case NR_SENDFILE: a.op = OP_SENDFILE; break;
     default: return 0;  /* recvmmsg/sendmmsg: their syscall programs; io_uring, the kernel */
     }
-    struct sock_info *si = data_socket(tgid, a.fd);
+    struct sock_info *si = lookup_or_inherit(tgid, a.fd);
+    if (!si)
+        si = adopt(tgid, a.fd, sk);
+    if (si)
+        si = capturable(tgid, si);
     if (!si)
         return 0;
     u32 *mark = shed_mark(sk);

@@ -119,7 +119,7 @@ class ConnectionTracker:
             conns.move_to_end(key)
             if state.local is None and event.local_port:
                 state.local = Endpoint(event.local_addr, event.local_port)
-            if state.peer is None and event.peer_port and state.transport == "tcp":
+            if state.peer is None and event.peer_addr and event.peer_port and state.transport == "tcp":
                 # accept() named no peer (libuv): the kernel learnt it from the handshake
                 state.peer = Endpoint(event.peer_addr, event.peer_port)
         phase = state.phase

@@ -34,6 +34,7 @@ _tail_fields = struct.Struct(TAIL_FORMAT).unpack
 _AF_INET: Final = int(socket.AF_INET)
 _AF_INET6: Final = int(socket.AF_INET6)
 _V4_MAPPED: Final = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 peer of an AF_INET6 socket
+_NO_ADDR: Final = bytes(16)
 
 
 class Tail:
@@ -101,7 +102,9 @@ def _tail(raw: bytes) -> Tail:
     fam, stype, port, lost, addr, comm, lport, laddr = _tail_fields(raw)
     out = Tail(
         fam,
-        peer_str(fam, addr) if fam else "",
+        # a true IPv6 peer of a socket adopted mid-way comes with its port only (bpf/capture.c:
+        # adopt): unknown, never "::"
+        peer_str(fam, addr) if fam and not (fam == _AF_INET6 and addr == _NO_ADDR) else "",
         port,
         stype,
         _comm(comm),

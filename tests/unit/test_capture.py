@@ -375,3 +375,17 @@ def test_an_http1_socket_is_fed_its_parser_directly_and_other_parsers_through_fe
              ev(EventKind.CLOSE, 8, fd=8)])  # fmt: skip
     stats = t.stats()
     assert (stats["closed"], stats["parser_resyncs"], stats["parser_unpaired"]) == (2, 1, 1)
+
+
+def test_adopted_ipv6_socket_keeps_an_unknown_peer_unknown() -> None:
+    """A socket received from another process (bpf/capture.c: adopt) with a true IPv6 peer: its
+    events carry the peer's port but no address (decode: ""). No peer, at the first event or later,
+    rather than one with an empty address."""
+    t, _ = tracker()
+    six = {"peer_addr": "", "peer_port": 55684, "local_addr": "::", "local_port": 8080}
+    events = [data(20, IN, REQ, **six), data(30, OUT, RESP, **six), data(40, IN, REQ, **six),
+              data(50, OUT, RESP, **six)]  # fmt: skip
+    for e in events:
+        e.family = socket.AF_INET6
+    calls = feed(t, events)
+    assert len(calls) == 2 and [c.conn.peer for c in calls if c.conn is not None] == [None, None]

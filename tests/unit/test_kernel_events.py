@@ -214,6 +214,17 @@ def test_ipv4_mapped_addresses_are_reported_as_ipv4(peer: bytes, want: str) -> N
     assert ev.peer_str(socket.AF_INET6, peer) == want
 
 
+def test_an_ipv6_peer_without_address_is_unknown_not_unspecified() -> None:
+    """A socket received from another process and adopted at its first data call (bpf/capture.c:
+    adopt) knows a true IPv6 peer's port but not its address: no peer address, never "::"."""
+    raw = record(kind=1, family=socket.AF_INET6, peer_port=55684, peer_addr=bytes(16), local_port=29101,
+                 local_addr=bytes(16))  # fmt: skip
+    e = ev.decode(raw, len(raw))
+    assert (e.peer_addr, e.peer_port, e.local_addr, e.local_port) == ("", 55684, "::", 29101)
+    v4 = record(kind=1, family=socket.AF_INET, peer_port=55684, peer_addr=bytes(16))  # connect("0.0.0.0")
+    assert ev.decode(v4, len(v4)).peer_addr == "0.0.0.0"
+
+
 def test_memo_keeps_families_and_endpoints_apart() -> None:
     """The same 16 address bytes mean different addresses per family; a memo keyed on the raw
     header tail must not hand one the other's strings."""
