@@ -264,6 +264,17 @@ BPF_ARRAY(handshakes, struct handshake, 1 << HS_BITS);
  * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
  * deletes it (the address is in its accepted entry). */
 BPF_TABLE("lru_hash", u64, struct conn_ends, ends_by_sk, 16384);
+/* Sockets adopted at a data call (adopt), by the kernel's socket address: the same socket met
+ * again on another fd of the process (systemd's Accept=yes service reads fd 0 and writes fd 1,
+ * dup2()s of one socket) is one stream named by the first fd, as dup() makes it for a tracked
+ * socket. ``ts`` is the first fd's entry's: once that entry is closed or replaced, a socket later
+ * allocated at the same address is adopted afresh. */
+struct adopted_sk {
+    u32 tgid;
+    u32 id_fd;
+    u64 ts;
+};
+BPF_TABLE("lru_hash", u64, struct adopted_sk, adopted, 4096);
 /* Process group: child pid -> the tgid that forked it, handed on in its EXEC events (size). A
  * program gone before the agent reads its /proc (a shell loop's curl) still has its parent; the
  * socket group's FORK events name only children of processes with sockets. Kept across execs
@@ -2349,6 +2360,19 @@ static __always_inline struct sock_info *adopt(u32 tgid, u32 fd, u64 sk) {
         return 0;
     if ((h.family != AF_INET_ && h.family != AF_INET6_) || h.state == TCP_CLOSE_)
         return 0;
+    u64 key = ((u64)tgid << 32) | fd;
+    struct adopted_sk *prev = adopted.lookup(&sk);
+    if (prev && prev->tgid == tgid && prev->id_fd != fd) {
+        u64 first_key = ((u64)tgid << 32) | prev->id_fd;
+        struct sock_info *first = sockets.lookup(&first_key);
+        if (first && first->gen != CLOSED_GEN && first->ts == prev->ts) {
+            struct sock_info copy;  /* as dup() shares a tracked socket's entry, id_fd included */
+            __builtin_memcpy(&copy, first, sizeof(copy));
+            put_sock(key, &copy);
+            remember_fd(tgid, fd);
+            return sockets.lookup(&key);
+        }
+    }
     struct sock_info si = {};
     si.gen = current_gen(tgid);
     si.ts = bpf_ktime_get_ns();  /* a child forked before it came has no copy of it */
@@ -2359,9 +2383,10 @@ static __always_inline struct sock_info *adopt(u32 tgid, u32 fd, u64 sk) {
     head_addr(si.peer_addr, h.family, h.daddr);
     head_addr(si.local_addr, h.family, h.rcv_saddr);
     si.id_fd = fd;
-    u64 key = ((u64)tgid << 32) | fd;
     put_sock(key, &si);  /* over the slot of a socket closed on this fd number, if any */
     remember_fd(tgid, fd);
+    struct adopted_sk n = {.tgid = tgid, .id_fd = fd, .ts = si.ts};
+    adopted.update(&sk, &n);
     return sockets.lookup(&key);
 }
 

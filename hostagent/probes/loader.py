@@ -220,7 +220,7 @@ class BpfCapture:
 
     # maps only the socket group writes; "muted" is pruned after re-seeding instead
     _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted",
-                    b"handshakes")
+                    b"handshakes", b"adopted")
 
     def _reset_socket_maps(self) -> None:
         for name in self._SOCKET_MAPS:
