@@ -230,6 +230,9 @@ class ConnectionTracker:
             state.retries += 1
             state.restart_detection()
             self._unmute(state)
+            # ``unknown`` counts connections judged unknown, not judgements: taken up again, this
+            # one is not unknown (yet); given up again, it is counted again, detected, it is not
+            self._counters["unknown"] -= 1
             n += 1
         self._counters["unknown_retried"] += n
         return n

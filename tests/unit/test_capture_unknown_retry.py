@@ -91,6 +91,7 @@ def test_judged_on_a_lossy_stream_it_is_detected_again_after_a_while() -> None:
     assert side.names() == ["INCR"]
     stats = side.tracker.stats()
     assert (stats["unknown_retried"], stats["detected_redis"], stats["lost_gaps"]) == (1, 1, 4)
+    assert stats["unknown"] == 0  # one connection, detected: never in two buckets
 
 
 def test_a_stream_seen_whole_stays_muted() -> None:
@@ -133,6 +134,7 @@ def test_retries_are_bounded_each_after_longer() -> None:
     assert delays == [SEC, 4 * SEC, 16 * SEC]
     assert len(side.muted.muted) == UNKNOWN_RETRIES + 1 and len(side.unmuted.muted) == UNKNOWN_RETRIES
     assert side.tracker.stats()["unknown_retried"] == UNKNOWN_RETRIES
+    assert side.tracker.stats()["unknown"] == 1  # one connection, judged four times
 
 
 def test_a_connection_closed_meanwhile_is_not_unmuted() -> None:
