@@ -29,7 +29,6 @@ COMPILED = [
     "hostagent/pipeline.py",
     "hostagent/probes/decode.py",
     "hostagent/policy/redaction.py",
-    "hostagent/protocols/fast_call.py",
     "hostagent/protocols/http1.py",
     "hostagent/protocols/http1_head.py",
     "hostagent/protocols/http_common.py",
