@@ -350,6 +350,14 @@ CHILD = textwrap.dedent(
             print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
             s.close(); c.close()
         sys.stdin.readline()                          # the test looks at the closed fds' slots
+    elif mode == "hold-udp":                          # a connected UDP pair, as "hold"
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", port))
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect(("127.0.0.1", port))
+        s.connect(c.getsockname())
+        print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
+        for line in sys.stdin:                        # each line: send it on c, read it on s
+            c.send(line.encode()); assert s.recv(100) == line.encode()
+            print("ok", flush=True)
     elif mode == "hold":
         c, s = pair()
         print(c.fileno(), s.fileno(), flush=True)
@@ -862,8 +870,8 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         assert cap.socket_info(p.pid, cfd) is None
         say("adopted")  # before the seeding: the data calls adopt both ends
         info = cap.socket_info(p.pid, cfd)
-        # ESTABLISHED: TCP or a connected UDP socket, so the type is left unknown (0), as seeding's
-        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 0, port) and info.ts
+        # a TCP socket by its sk_type and sk_protocol (offsets from BTF): a stream, as seeding's
+        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 1, port) and info.ts
         drain_until(cap, lambda: len(col.of(p.pid)) >= 2)
         cap.seed_existing_sockets()
         assert cap.socket_info(p.pid, cfd).ts == info.ts  # type: ignore[union-attr]  # kept, not /proc's
@@ -897,6 +905,36 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
             "ringbuf_full": 0, "inflight_full": 0, "read_fault": 0, "mmsg_truncated": 0, "h2_unwalked": 0,
             "callback_errors": 0,
         }  # fmt: skip
+    p.stdin.close()
+    p.wait(10)
+
+
+def test_adopted_connected_udp_socket_is_a_datagram_socket(headers: HeadersChoice) -> None:
+    """A connected UDP socket first met at a data call (opened before the programs were loaded, or
+    received from another process) is adopted as a datagram socket, by its sk_type and sk_protocol
+    (offsets from BTF). Before, skc_state alone (ESTABLISHED) could not tell it from TCP: type 0,
+    taken for a TCP stream downstream."""
+    port = free_port()
+    p = run_child("hold-udp", port)
+    assert p.stdout is not None and p.stdin is not None
+    cfd, sfd, cport = (int(x) for x in p.stdout.readline().split())
+    col = Collector()
+    with BpfCapture(on_event=col, headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="socket") as cap:
+        cap.load()
+        cap.attach({"socket"})
+        assert cap.sock_offsets is not None and cap.sock_offsets.sk_type is not None
+        p.stdin.write("adopted\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        c, s = cap.socket_info(p.pid, cfd), cap.socket_info(p.pid, sfd)
+        assert c is not None and s is not None
+        assert (c.family, c.sock_type, c.peer_port, c.local_port) == (2, 2, port, cport)
+        assert (s.family, s.sock_type, s.peer_port, s.local_port) == (2, 2, cport, port)
+        drain_until(cap, lambda: len(col.of(p.pid)) >= 2)
+        assert [(e.fd, e.direction, e.data, e.sock_type, e.peer_port, e.local_port) for e in col.of(p.pid)] == [
+            (cfd, Direction.EGRESS, b"adopted\n", 2, port, cport),
+            (sfd, Direction.INGRESS, b"adopted\n", 2, cport, port),
+        ]
     p.stdin.close()
     p.wait(10)
 
