@@ -2356,6 +2356,37 @@ static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
 #define IPPROTO_UDPLITE_ 136
 #define IPPROTO_MPTCP_ 262
 
+#if defined(TASK_FILES_OFF) && defined(FILES_FDT_OFF) && defined(FDT_MAX_FDS_OFF) && defined(FDT_FD_OFF) && \
+    defined(FILE_PRIVATE_OFF) && defined(SOCKET_SK_OFF)
+/* Whether the calling task's fd still names the socket sk (current->files->fdt->fd[fd]'s struct
+ * socket's sk; offsets from BTF as above): a data call whose tracepoint fires after another thread
+ * closed its fd (the call holds its own reference to the file) must not leave an entry for an fd
+ * that is gone, which the next socket given that number would take for its own. */
+static __always_inline int fd_names_sk(u32 fd, u64 sk) {
+    u64 p = bpf_get_current_task();  /* one variable down the chain: the data programs' stack is
+                                        near its 512 bytes (seven apart went past it) */
+    u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
+        return 0;  /* the struct file */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
+        return 0;  /* its struct socket */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
+        return 0;
+    return p == sk;
+}
+#define FD_NAMES_SK(fd, sk) fd_names_sk(fd, sk)
+#else
+#define FD_NAMES_SK(fd, sk) 1  /* not known: as before, the race may leave an entry */
+#endif
+
 /* A data call on an inet socket this process has no entry for, though not the agent's: one it
  * received from another process (SCM_RIGHTS: Node's cluster workers, systemd's Accept=yes
  * services; pidfd_getfd). Its entry is made from the socket itself as the loader's seeding makes
@@ -2388,6 +2419,8 @@ static __always_inline struct sock_info *adopt(u32 tgid, u32 fd, u64 sk) {
         return 0;  /* an unconnected datagram socket, or a raw or ICMP one: left as before */
     u8 sock_type = h.state == TCP_ESTABLISHED_ ? 0 : SOCK_STREAM_;
 #endif
+    if (!FD_NAMES_SK(fd, sk))
+        return 0;  /* the fd was closed (or given another file) while the call ran */
     u64 key = ((u64)tgid << 32) | fd;
     struct adopted_sk *prev = adopted.lookup(&sk);
     if (prev && prev->tgid == tgid && prev->id_fd != fd) {

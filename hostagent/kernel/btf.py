@@ -3,12 +3,14 @@
 adopt() (a socket received from another process, bpf/capture.c) reads the head of struct
 sock_common, laid out the same since Linux 2.6. What lies further depends on the kernel's build
 (config, version): a true IPv6 end's address (sock_common's skc_v6_daddr / skc_v6_rcv_saddr) and
-the socket's type and protocol (struct sock's sk_type / sk_protocol, u16 since Linux 5.6). The
-running kernel describes its own structs in /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); the
-loader passes what is found here as -D defines, and leaves out whatever is not found (the programs
-then do without it, as before).
+the socket's type and protocol (struct sock's sk_type / sk_protocol, u16 since Linux 5.6), and the
+way from the current task to the socket an fd names (task_struct.files ... socket.sk: a data call
+that raced close() must not adopt). The running kernel describes its own structs in
+/sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); the loader passes what is found here as -D
+defines, and leaves out whatever is not found (the programs then do without it, as before).
 
-Fast (READY waits for it): the file is mapped (Linux >= 6.16; read otherwise, ~15-70 ms here), each
+Fast (READY waits for it; ~8 ms here for the sock fields, ~27 ms with the fd table's five structs):
+the file is mapped (Linux >= 6.16; read otherwise, ~15-70 ms here), each
 wanted name is found in the string section, and each struct's record by its name's offset in the
 type section (bytes.find), not by walking the ~126k types (~0.26 s in Python). A found record is
 checked (kind, size, every member within the section); more than one valid record for a name is
@@ -53,6 +55,10 @@ class SockOffsets:
     v6_rcv_saddr: Optional[int] = None  # skc_v6_rcv_saddr
     sk_type: Optional[int] = None  # u16
     sk_protocol: Optional[int] = None  # u16
+    # the way from the current task to the socket its fd names (each a pointer but max_fds):
+    # task_struct.files -> files_struct.fdt -> fdtable.max_fds (u32), .fd[] -> file.private_data
+    # (struct socket) -> socket.sk
+    fd_path: Optional[tuple[int, int, int, int, int, int]] = None
 
     def cflags(self) -> list[str]:
         """-D defines for bpf/capture.c: an address pair or a type/protocol pair, each whole."""
@@ -61,6 +67,10 @@ class SockOffsets:
             out += [f"-DSKC_V6_DADDR_OFF={self.v6_daddr}", f"-DSKC_V6_RCV_SADDR_OFF={self.v6_rcv_saddr}"]
         if self.sk_type is not None and self.sk_protocol is not None:
             out += [f"-DSK_TYPE_OFF={self.sk_type}", f"-DSK_PROTOCOL_OFF={self.sk_protocol}"]
+        if self.fd_path is not None:
+            names = ("TASK_FILES_OFF", "FILES_FDT_OFF", "FDT_MAX_FDS_OFF", "FDT_FD_OFF", "FILE_PRIVATE_OFF",
+                     "SOCKET_SK_OFF")
+            out += [f"-D{n}={v}" for n, v in zip(names, self.fd_path)]
         return out
 
 
@@ -192,7 +202,26 @@ def sock_offsets_from(buf: Buffer) -> SockOffsets:
         v6_rcv_saddr=_field(btf, common, "skc_v6_rcv_saddr", 16),
         sk_type=_field(btf, sock, "sk_type", 2),
         sk_protocol=_field(btf, sock, "sk_protocol", 2),
+        fd_path=_fd_path(btf),
     )
+
+
+def _fd_path(btf: _Btf) -> Optional[tuple[int, int, int, int, int, int]]:
+    """The fd table's offsets; None unless all are found. The pointers' sizes are not resolved
+    (their types' ids are anywhere in the ~126k types: walking to them would cost ~0.1 s); these
+    fields have been pointers for as long as they have had these names."""
+    steps = (("task_struct", "files", None), ("files_struct", "fdt", None), ("fdtable", "max_fds", 4),
+             ("fdtable", "fd", None), ("file", "private_data", None), ("socket", "sk", None))
+    out = []
+    for struct_name, member, size in steps:
+        members = btf.struct_members(struct_name, (member,))
+        if not members or member not in members:
+            return None
+        bits, bitfield, type_id = members[member]
+        if bitfield or bits % 8 or (size is not None and btf.size_of(type_id) != size):
+            return None
+        out.append(bits // 8)
+    return tuple(out)  # type: ignore[return-value]
 
 
 def sock_offsets(path: Path = VMLINUX) -> SockOffsets:

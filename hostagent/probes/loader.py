@@ -160,7 +160,7 @@ class BpfCapture:
 
     def _sock_offsets(self) -> SockOffsets:
         """Where this kernel keeps the struct sock fields adopt() reads past the fixed head (BTF,
-        ~10 ms), once; logged, as the programs do without what is missing."""
+        ~10-30 ms), once; logged, as the programs do without what is missing."""
         if self.sock_offsets is None:
             self.sock_offsets = sock_offsets()
             log.info("struct sock offsets from BTF: %s", self.sock_offsets)

@@ -358,6 +358,19 @@ CHILD = textwrap.dedent(
         for line in sys.stdin:                        # each line: send it on c, read it on s
             c.send(line.encode()); assert s.recv(100) == line.encode()
             print("ok", flush=True)
+    elif mode == "close-race":                        # s's fd closed while a thread is in s.recv
+        import threading
+        c, s = pair()
+        print(c.fileno(), s.fileno(), flush=True)
+        sys.stdin.readline()
+        got = []
+        t = threading.Thread(target=lambda: got.append(s.recv(100)))
+        t.start()
+        time.sleep(0.3)                               # blocked in recvfrom, holding the file
+        os.close(s.fileno()); s.detach()
+        c.sendall(b"raced\\n"); t.join()
+        print("ok" if got == [b"raced\\n"] else got, flush=True)
+        sys.stdin.readline()                          # the test looks at the closed fd's slot
     elif mode == "hold":
         c, s = pair()
         print(c.fileno(), s.fileno(), flush=True)
@@ -935,6 +948,31 @@ def test_adopted_connected_udp_socket_is_a_datagram_socket(headers: HeadersChoic
             (cfd, Direction.EGRESS, b"adopted\n", 2, port, cport),
             (sfd, Direction.INGRESS, b"adopted\n", 2, cport, port),
         ]
+    p.stdin.close()
+    p.wait(10)
+
+
+def test_a_data_call_racing_close_adopts_nothing(headers: HeadersChoice) -> None:
+    """A thread's recv() on a socket the process has no entry for returns after another thread
+    closed its fd (the call holds its own reference to the file): the fd no longer names the
+    socket (the fd table read through offsets from BTF), so it is not adopted. Before, the entry
+    was made for the closed fd, and the next socket given that number would have taken it."""
+    port = free_port()
+    p = run_child("close-race", port)
+    assert p.stdout is not None and p.stdin is not None
+    cfd, sfd = (int(x) for x in p.stdout.readline().split())
+    with BpfCapture(on_event=Collector(), headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="socket") as cap:
+        cap.load()
+        cap.attach({"socket"})
+        assert cap.sock_offsets is not None and cap.sock_offsets.fd_path is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        assert cap.socket_info(p.pid, sfd) is None
+        c = cap.socket_info(p.pid, cfd)  # the sender's, adopted at its send: its fd is open
+        assert c is not None and c.peer_port == port
+        p.stdin.write("done\n")
+        p.stdin.flush()
     p.stdin.close()
     p.wait(10)
 

@@ -81,7 +81,7 @@ def kernel_like(*, ipv6: bool = True, sk_type_bitfield: bool = False, twice: boo
     return w.blob()
 
 
-def test_the_layout_since_linux_5_6() -> None:
+def test_the_layout_since_linux_5_6() -> None:  # no fd table structs in this blob: fd_path None
     assert sock_offsets_from(kernel_like()) == SockOffsets(v6_daddr=56, v6_rcv_saddr=72, sk_type=534,
                                                            sk_protocol=532)
     assert SockOffsets(56, 72, 534, 532).cflags() == [
@@ -100,6 +100,12 @@ def test_a_kernel_without_ipv6() -> None:
 
 def test_a_struct_named_twice_is_not_taken() -> None:
     assert sock_offsets_from(kernel_like(twice=True)) == SockOffsets()
+
+
+def test_the_fd_table_path() -> None:
+    assert SockOffsets(fd_path=(1824, 32, 0, 8, 24, 24)).cflags() == [
+        "-DTASK_FILES_OFF=1824", "-DFILES_FDT_OFF=32", "-DFDT_MAX_FDS_OFF=0", "-DFDT_FD_OFF=8",
+        "-DFILE_PRIVATE_OFF=24", "-DSOCKET_SK_OFF=24"]
 
 
 def test_what_is_not_btf(tmp_path: Path) -> None:
@@ -129,5 +135,9 @@ def test_this_kernels_btf_as_bpftool_reads_it() -> None:
     if shutil.which("bpftool") is None:
         pytest.skip("no bpftool to compare with")
     common, sock = _bpftool_offsets("sock_common"), _bpftool_offsets("sock")
+    fdt = _bpftool_offsets("fdtable")
+    fd_path = (_bpftool_offsets("task_struct")["files"] // 8, _bpftool_offsets("files_struct")["fdt"] // 8,
+               fdt["max_fds"] // 8, fdt["fd"] // 8, _bpftool_offsets("file")["private_data"] // 8,
+               _bpftool_offsets("socket")["sk"] // 8)
     assert found == SockOffsets(v6_daddr=common["skc_v6_daddr"] // 8, v6_rcv_saddr=common["skc_v6_rcv_saddr"] // 8,
-                                sk_type=sock["sk_type"] // 8, sk_protocol=sock["sk_protocol"] // 8)
+                                sk_type=sock["sk_type"] // 8, sk_protocol=sock["sk_protocol"] // 8, fd_path=fd_path)
