@@ -2335,7 +2335,7 @@ struct skc_head {
                                         true IPv6 peer has in skc_daddr */
 
 /* One end's address from the head: IPv4 as is, on an AF_INET6 socket as ::ffff:a.b.c.d; left
- * zero when the socket's end is true IPv6 (its address is further in struct sock: not read). */
+ * zero when the socket's end is true IPv6 and its offset further in struct sock is unknown. */
 static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
     if (family == AF_INET_) {
         __builtin_memcpy(out, &v4, 4);
@@ -2346,20 +2346,81 @@ static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
     }
 }
 
+/* Offsets further in struct sock, which depend on the kernel's build: the loader finds them in
+ * the running kernel's BTF (hostagent/kernel/btf.py) and defines them, each pair whole; without
+ * them adopt() does with the head alone, as it did before.
+ *   SKC_V6_DADDR_OFF, SKC_V6_RCV_SADDR_OFF: sock_common's struct in6_addr ends (an AF_INET6
+ *     socket's, v4-mapped ones included);
+ *   SK_TYPE_OFF, SK_PROTOCOL_OFF: struct sock's u16 sk_type and sk_protocol (Linux >= 5.6). */
+#define IPPROTO_UDP_ 17
+#define IPPROTO_UDPLITE_ 136
+#define IPPROTO_MPTCP_ 262
+
+#if defined(TASK_FILES_OFF) && defined(FILES_FDT_OFF) && defined(FDT_MAX_FDS_OFF) && defined(FDT_FD_OFF) && \
+    defined(FILE_PRIVATE_OFF) && defined(SOCKET_SK_OFF)
+/* Whether the calling task's fd still names the socket sk (current->files->fdt->fd[fd]'s struct
+ * socket's sk; offsets from BTF as above): a data call whose tracepoint fires after another thread
+ * closed its fd (the call holds its own reference to the file) must not leave an entry for an fd
+ * that is gone, which the next socket given that number would take for its own. */
+static __always_inline int fd_names_sk(u32 fd, u64 sk) {
+    u64 p = bpf_get_current_task();  /* one variable down the chain: the data programs' stack is
+                                        near its 512 bytes (seven apart went past it) */
+    u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
+        return 0;  /* the struct file */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
+        return 0;  /* its struct socket */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
+        return 0;
+    return p == sk;
+}
+#define FD_NAMES_SK(fd, sk) fd_names_sk(fd, sk)
+#else
+#define FD_NAMES_SK(fd, sk) 1  /* not known: as before, the race may leave an entry */
+#endif
+
 /* A data call on an inet socket this process has no entry for, though not the agent's: one it
  * received from another process (SCM_RIGHTS: Node's cluster workers, systemd's Accept=yes
  * services; pidfd_getfd). Its entry is made from the socket itself as the loader's seeding makes
  * one for a socket opened before the agent started: first seen mid-way, ends as the kernel has
- * them. Stream only when skc_state says so; a connected one (ESTABLISHED, a TCP or a connected
- * UDP socket) gets sock_type 0, as a socket whose socket() came before the agent; an unconnected
+ * them. With the type and protocol offsets: a TCP socket not closed is a stream, a UDP one
+ * (connected or not) a datagram socket, anything else (raw, ICMP) is left alone. Without them:
+ * stream only when skc_state says so; a connected one (ESTABLISHED, a TCP or a connected UDP
+ * socket) gets sock_type 0, as a socket whose socket() came before the agent; an unconnected
  * datagram socket (CLOSE) is left as before, raw and ICMP sockets having that state too. Only on
  * a miss: a tracked socket's calls never come here. */
 static __always_inline struct sock_info *adopt(u32 tgid, u32 fd, u64 sk) {
     struct skc_head h = {};
     if (bpf_probe_read_kernel(&h, sizeof(h), (void *)sk) != 0)
         return 0;
-    if ((h.family != AF_INET_ && h.family != AF_INET6_) || h.state == TCP_CLOSE_)
+    if (h.family != AF_INET_ && h.family != AF_INET6_)
         return 0;
+#if defined(SK_TYPE_OFF) && defined(SK_PROTOCOL_OFF)
+    u16 type = 0, proto = 0;
+    bpf_probe_read_kernel(&type, sizeof(type), (void *)(sk + SK_TYPE_OFF));
+    bpf_probe_read_kernel(&proto, sizeof(proto), (void *)(sk + SK_PROTOCOL_OFF));
+    u8 sock_type;
+    if (type == SOCK_STREAM_ && (proto == IPPROTO_TCP_ || proto == IPPROTO_MPTCP_) && h.state != TCP_CLOSE_)
+        sock_type = SOCK_STREAM_;
+    else if (type == SOCK_DGRAM_ && (proto == IPPROTO_UDP_ || proto == IPPROTO_UDPLITE_))
+        sock_type = SOCK_DGRAM_;  /* connected or not: its peers come with each call, as seeded */
+    else
+        return 0;  /* raw, ICMP (ping), SCTP, a closed TCP socket */
+#else
+    if (h.state == TCP_CLOSE_)
+        return 0;  /* an unconnected datagram socket, or a raw or ICMP one: left as before */
+    u8 sock_type = h.state == TCP_ESTABLISHED_ ? 0 : SOCK_STREAM_;
+#endif
+    if (!FD_NAMES_SK(fd, sk))
+        return 0;  /* the fd was closed (or given another file) while the call ran */
     u64 key = ((u64)tgid << 32) | fd;
     struct adopted_sk *prev = adopted.lookup(&sk);
     if (prev && prev->tgid == tgid && prev->id_fd != fd) {
@@ -2377,11 +2438,19 @@ static __always_inline struct sock_info *adopt(u32 tgid, u32 fd, u64 sk) {
     si.gen = current_gen(tgid);
     si.ts = bpf_ktime_get_ns();  /* a child forked before it came has no copy of it */
     si.family = h.family;
-    si.sock_type = h.state == TCP_ESTABLISHED_ ? 0 : SOCK_STREAM_;
+    si.sock_type = sock_type;
     si.peer_port = (h.dport >> 8) | ((h.dport & 0xff) << 8);
     si.local_port = h.num;
-    head_addr(si.peer_addr, h.family, h.daddr);
-    head_addr(si.local_addr, h.family, h.rcv_saddr);
+#if defined(SKC_V6_DADDR_OFF) && defined(SKC_V6_RCV_SADDR_OFF)
+    if (h.family == AF_INET6_) {  /* true IPv6 or v4-mapped, as the kernel has them */
+        bpf_probe_read_kernel(si.peer_addr, sizeof(si.peer_addr), (void *)(sk + SKC_V6_DADDR_OFF));
+        bpf_probe_read_kernel(si.local_addr, sizeof(si.local_addr), (void *)(sk + SKC_V6_RCV_SADDR_OFF));
+    } else
+#endif
+    {
+        head_addr(si.peer_addr, h.family, h.daddr);
+        head_addr(si.local_addr, h.family, h.rcv_saddr);
+    }
     si.id_fd = fd;
     put_sock(key, &si);  /* over the slot of a socket closed on this fd number, if any */
     remember_fd(tgid, fd);

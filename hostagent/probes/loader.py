@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hostagent.kernel import HeadersChoice, ensure_tracefs, find_kernel_headers
+from hostagent.kernel.btf import SockOffsets, sock_offsets
 from hostagent.model import CaptureEvent
 from hostagent.probes import data_path
 from hostagent.probes import events as ev
@@ -139,6 +140,7 @@ class BpfCapture:
         self.callback_errors = 0
         self.on_backlog: Optional[Callable[[int], object]] = None  # told the unread bytes as a drain goes
         self._pause = CpuYield()
+        self.sock_offsets: Optional[SockOffsets] = None  # found at the first cflags()
 
     # ---- load -------------------------------------------------------------------------------
 
@@ -153,7 +155,16 @@ class BpfCapture:
             f"-DRING_PAGES={self.ring_bytes // 4096}",
             f"-DWAKE_BYTES={self._wake_bytes}",
             f"-DNR_CPUS={possible_cpus()}",
+            *self._sock_offsets().cflags(),
         ]
+
+    def _sock_offsets(self) -> SockOffsets:
+        """Where this kernel keeps the struct sock fields adopt() reads past the fixed head (BTF,
+        ~10-30 ms), once; logged, as the programs do without what is missing."""
+        if self.sock_offsets is None:
+            self.sock_offsets = sock_offsets()
+            log.info("struct sock offsets from BTF: %s", self.sock_offsets)
+        return self.sock_offsets
 
     def load(self) -> float:
         """Compile and create the maps (no program is attached yet). Returns compile seconds."""

@@ -350,6 +350,27 @@ CHILD = textwrap.dedent(
             print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
             s.close(); c.close()
         sys.stdin.readline()                          # the test looks at the closed fds' slots
+    elif mode == "hold-udp":                          # a connected UDP pair, as "hold"
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", port))
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.connect(("127.0.0.1", port))
+        s.connect(c.getsockname())
+        print(c.fileno(), s.fileno(), c.getsockname()[1], flush=True)
+        for line in sys.stdin:                        # each line: send it on c, read it on s
+            c.send(line.encode()); assert s.recv(100) == line.encode()
+            print("ok", flush=True)
+    elif mode == "close-race":                        # s's fd closed while a thread is in s.recv
+        import threading
+        c, s = pair()
+        print(c.fileno(), s.fileno(), flush=True)
+        sys.stdin.readline()
+        got = []
+        t = threading.Thread(target=lambda: got.append(s.recv(100)))
+        t.start()
+        time.sleep(0.3)                               # blocked in recvfrom, holding the file
+        os.close(s.fileno()); s.detach()
+        c.sendall(b"raced\\n"); t.join()
+        print("ok" if got == [b"raced\\n"] else got, flush=True)
+        sys.stdin.readline()                          # the test looks at the closed fd's slot
     elif mode == "hold":
         c, s = pair()
         print(c.fileno(), s.fileno(), flush=True)
@@ -862,8 +883,8 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         assert cap.socket_info(p.pid, cfd) is None
         say("adopted")  # before the seeding: the data calls adopt both ends
         info = cap.socket_info(p.pid, cfd)
-        # ESTABLISHED: TCP or a connected UDP socket, so the type is left unknown (0), as seeding's
-        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 0, port) and info.ts
+        # a TCP socket by its sk_type and sk_protocol (offsets from BTF): a stream, as seeding's
+        assert info is not None and (info.family, info.sock_type, info.peer_port) == (2, 1, port) and info.ts
         drain_until(cap, lambda: len(col.of(p.pid)) >= 2)
         cap.seed_existing_sockets()
         assert cap.socket_info(p.pid, cfd).ts == info.ts  # type: ignore[union-attr]  # kept, not /proc's
@@ -897,6 +918,61 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
             "ringbuf_full": 0, "inflight_full": 0, "read_fault": 0, "mmsg_truncated": 0, "h2_unwalked": 0,
             "callback_errors": 0,
         }  # fmt: skip
+    p.stdin.close()
+    p.wait(10)
+
+
+def test_adopted_connected_udp_socket_is_a_datagram_socket(headers: HeadersChoice) -> None:
+    """A connected UDP socket first met at a data call (opened before the programs were loaded, or
+    received from another process) is adopted as a datagram socket, by its sk_type and sk_protocol
+    (offsets from BTF). Before, skc_state alone (ESTABLISHED) could not tell it from TCP: type 0,
+    taken for a TCP stream downstream."""
+    port = free_port()
+    p = run_child("hold-udp", port)
+    assert p.stdout is not None and p.stdin is not None
+    cfd, sfd, cport = (int(x) for x in p.stdout.readline().split())
+    col = Collector()
+    with BpfCapture(on_event=col, headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="socket") as cap:
+        cap.load()
+        cap.attach({"socket"})
+        assert cap.sock_offsets is not None and cap.sock_offsets.sk_type is not None
+        p.stdin.write("adopted\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        c, s = cap.socket_info(p.pid, cfd), cap.socket_info(p.pid, sfd)
+        assert c is not None and s is not None
+        assert (c.family, c.sock_type, c.peer_port, c.local_port) == (2, 2, port, cport)
+        assert (s.family, s.sock_type, s.peer_port, s.local_port) == (2, 2, cport, port)
+        drain_until(cap, lambda: len(col.of(p.pid)) >= 2)
+        assert [(e.fd, e.direction, e.data, e.sock_type, e.peer_port, e.local_port) for e in col.of(p.pid)] == [
+            (cfd, Direction.EGRESS, b"adopted\n", 2, port, cport),
+            (sfd, Direction.INGRESS, b"adopted\n", 2, cport, port),
+        ]
+    p.stdin.close()
+    p.wait(10)
+
+
+def test_a_data_call_racing_close_adopts_nothing(headers: HeadersChoice) -> None:
+    """A thread's recv() on a socket the process has no entry for returns after another thread
+    closed its fd (the call holds its own reference to the file): the fd no longer names the
+    socket (the fd table read through offsets from BTF), so it is not adopted. Before, the entry
+    was made for the closed fd, and the next socket given that number would have taken it."""
+    port = free_port()
+    p = run_child("close-race", port)
+    assert p.stdout is not None and p.stdin is not None
+    cfd, sfd = (int(x) for x in p.stdout.readline().split())
+    with BpfCapture(on_event=Collector(), headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="socket") as cap:
+        cap.load()
+        cap.attach({"socket"})
+        assert cap.sock_offsets is not None and cap.sock_offsets.fd_path is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        assert cap.socket_info(p.pid, sfd) is None
+        c = cap.socket_info(p.pid, cfd)  # the sender's, adopted at its send: its fd is open
+        assert c is not None and c.peer_port == port
+        p.stdin.write("done\n")
+        p.stdin.flush()
     p.stdin.close()
     p.wait(10)
 
