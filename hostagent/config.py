@@ -60,8 +60,10 @@ class ExporterConfig:
     metrics: bool = True
     metrics_interval_s: int = 15
     # OTLP/gRPC spans sent by a process of its own (hostagent.export.process), handed encoded
-    # batches: its own GIL and CPU slot, away from the poll thread
-    process: bool = True
+    # batches: its own GIL and CPU slot, away from the poll thread. Off: on the 2-vCPU bench host
+    # it cost ~2.5 us more CPU per span and lost spans to export_queue_full more often (bench/README,
+    # twenty-first round)
+    process: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ def _exporter(r: _Reader) -> ExporterConfig:
         batch_size=r.integer("batch_size", 512, 1, 100_000),
         metrics=r.boolean("metrics", True),
         metrics_interval_s=r.integer("metrics_interval_s", 15, 1, 3600),
-        process=r.boolean("process", True),
+        process=r.boolean("process", False),
     )
 
 

@@ -1,4 +1,4 @@
-"""The daemon's spans sent by its export process ([exporter] process, hostagent.export.process): real
+"""The daemon's spans sent by its export process ([exporter] process = true, hostagent.export.process): real
 BPF, real curl and a real HTTP server, the real OTLP/gRPC receiver. The child starts before READY
 and takes the agent's priority; spans reach the receiver through it; SIGTERM flushes through it
 and it exits with the agent; killed by SIGKILL while holding a batch it is restarted and the batch
@@ -64,7 +64,7 @@ def export_children(pid: int) -> list[int]:
 
 def test_spans_go_through_the_export_process_and_sigterm_flushes_it(tmp_path: Path, app: Server) -> None:
     receiver = OtlpGrpcReceiver().start()
-    agent = Agent(tmp_path, receiver.endpoint).start()
+    agent = Agent(tmp_path, receiver.endpoint, extra={"exporter": {"process": True}}).start()
     try:
         assert agent.proc is not None
         children = export_children(agent.pid)
@@ -98,7 +98,8 @@ def test_the_export_process_killed_holding_a_batch_is_restarted_and_the_loss_cou
     receiver = OtlpGrpcReceiver().start()
     receiver.fail_with = grpc.StatusCode.UNAVAILABLE  # the child holds its batch, retrying
     # metrics off: only span exports are rejected
-    agent = Agent(tmp_path, receiver.endpoint, extra={"exporter": {"timeout_ms": 20000, "metrics": False}}).start()
+    agent = Agent(tmp_path, receiver.endpoint, extra={"exporter": {"timeout_ms": 20000, "metrics": False,
+                                                                  "process": True}}).start()
     try:
         (first,) = export_children(agent.pid)
         curl("/held")
@@ -124,7 +125,7 @@ def test_the_export_process_killed_holding_a_batch_is_restarted_and_the_loss_cou
 
 def test_sighup_with_new_exporter_settings_reaches_the_export_process(tmp_path: Path, app: Server) -> None:
     receiver = OtlpGrpcReceiver().start()
-    agent = Agent(tmp_path, receiver.endpoint, extra={"exporter": {"metrics": False}}).start()  # spans only
+    agent = Agent(tmp_path, receiver.endpoint, extra={"exporter": {"metrics": False, "process": True}}).start()
     try:
         curl("/before")
         receiver.recorder.wait_for_spans(lambda spans: len(ours(spans)) >= 2, 20)
@@ -143,9 +144,9 @@ def test_sighup_with_new_exporter_settings_reaches_the_export_process(tmp_path: 
         receiver.stop()
 
 
-def test_process_false_exports_in_process(tmp_path: Path, app: Server) -> None:
+def test_the_default_exports_in_process(tmp_path: Path, app: Server) -> None:
     receiver = OtlpGrpcReceiver().start()
-    agent = Agent(tmp_path, receiver.endpoint, extra={"exporter": {"process": False}}).start()
+    agent = Agent(tmp_path, receiver.endpoint).start()
     try:
         assert export_children(agent.pid) == []
         curl("/in-process")
