@@ -105,6 +105,9 @@ def process_endpoints(pid: int, proc_root: str = "/proc") -> set[OwnKey]:
     return out
 
 
+PROCESS_REFRESH_S = 0.05  # the export process's connections, read again on a miss at the collector's port
+
+
 class OwnConnections:
     """Is a server call's peer one of the agent's own sockets? Called by the pipeline thread only.
 
@@ -128,6 +131,7 @@ class OwnConnections:
         self.refreshes = 0
         self._process: Any = None  # hostagent.export.process.ChildExporter (its ``pid``), when followed
         self.pids: frozenset[int] = frozenset()  # the agent's other processes: their client calls are its own
+        self._pids_read_at = float("-inf")
 
     def follow(self, process: Any) -> None:
         """The export process's connections are the agent's too (read with its own at each refresh),
@@ -152,6 +156,14 @@ class OwnConnections:
         if key in self._own:
             return True
         now = self._clock()
+        if self.pids and local_port in self._configured and now - self._pids_read_at >= PROCESS_REFRESH_S:
+            # the export process connects at its first batch, maybe just after a refresh: its
+            # connections alone are read again at once (a few fds), before the rate-limited full read
+            self._pids_read_at = now
+            for pid in self.pids:
+                self._own |= process_endpoints(pid)
+            if key in self._own:
+                return True
         period = self._min_refresh_s if local_port in self._ports else self._other_refresh_s
         if now - self._read_at < period:
             return False
