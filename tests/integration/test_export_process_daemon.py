@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,30 @@ def test_the_default_exports_in_process(tmp_path: Path, app: Server) -> None:
         assert agent.stop() == 0
         receiver.stop()
 
+
+
+def test_stop_with_the_collector_down_kills_a_child_stuck_retrying_and_counts_its_batch(
+        tmp_path: Path, app: Server) -> None:
+    """The child retries with backoff for the exporter's timeout (10 s, as shipped); the stop's
+    budget for a collector refusing connections is 1 s: the child holding the batch is killed, the
+    batch counted, and the stop ends as fast as in process."""
+    receiver = OtlpGrpcReceiver().start()
+    port = receiver.port
+    receiver.stop()
+    agent = Agent(tmp_path, f"http://127.0.0.1:{port}",
+                  extra={"exporter": {"timeout_ms": 10000, "process": True, "metrics": False}}).start()
+    try:
+        (child,) = export_children(agent.pid)
+        for i in range(3):
+            curl(f"/never-exported?i={i}")
+        time.sleep(1.0)  # the batch is with the child, retrying
+        started = time.monotonic()
+        agent.signal(signal.SIGTERM)
+        assert agent.proc is not None and agent.proc.wait(30) == 0
+        took = time.monotonic() - started
+        assert took < 6.0, agent.log()[-2000:]
+        assert not Path(f"/proc/{child}").exists() or b"zombie" in Path(f"/proc/{child}/status").read_bytes()
+        stopped = re.search(r"stopped; dropped: (\{.*\}); partly captured", agent.log())
+        assert stopped is not None and "'export_failed': " in stopped.group(1), agent.log()[-2000:]
+    finally:
+        agent.stop()
