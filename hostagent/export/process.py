@@ -76,6 +76,9 @@ class ChildExporter(SpanExporter):
         return self
 
     def _spawn(self) -> None:
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: the first child is
+        # the main thread's, a restarted one the export queue's worker's, which ends only after the
+        # queue's last batch (the child then holds nothing; EXIT would have ended it anyway).
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             cmd = [sys.executable, "-m", "hostagent.export.child", str(theirs.fileno()), str(os.getpid())]
