@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.procs import cpu_seconds, memory_kib, pinned
+from bench.procs import all_children, cpu_seconds, memory_kib, pinned, reaped_cpu_seconds
 from bench.procs import stop as stop_proc
 from tests.support.agent import write_config
 
@@ -114,9 +114,10 @@ class BenchAgent:
             t = self.notify.first("READY=1")
             if t is not None:
                 self.ready_s = t - self.t_start
-                self.rss_after_start_kib = memory_kib(self.pid)["rss_kib"]
+                self.rss_after_start_kib = self.memory()["rss_kib"]
                 if self.cpus and self.pin_after_ready:
-                    subprocess.run(["taskset", "-a", "-pc", self.cpus, str(self.pid)], capture_output=True, check=True)
+                    for pid in self.pids():  # the export process too
+                        subprocess.run(["taskset", "-a", "-pc", self.cpus, str(pid)], capture_output=True, check=True)
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
@@ -127,11 +128,23 @@ class BenchAgent:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def pids(self) -> list[int]:
+        """The agent and its export process ([exporter] process): what the agent costs is both."""
+        return [self.pid, *all_children(self.pid)]
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        """All threads of the agent and of its children, and of the children it reaped (an export
+        process restarted)."""
+        return sum(cpu_seconds(p) for p in self.pids()) + reaped_cpu_seconds(self.pid)
 
     def memory(self) -> dict[str, int]:
-        return memory_kib(self.pid)
+        """RSS and peak RSS summed over the agent and its export process (pages they share, the
+        interpreter's, counted twice: an upper bound)."""
+        total = {"rss_kib": 0, "peak_rss_kib": 0}
+        for p in self.pids():
+            for k, v in memory_kib(p).items():
+                total[k] += v
+        return total
 
     def status_dropped(self) -> int:
         m = re.search(r"(\d+) dropped", self.notify.last_status() if self.notify else "")

@@ -29,6 +29,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def reaped_cpu_seconds(pid: int) -> float:
+    """user+sys seconds of the children ``pid`` has waited for (a restarted export process's
+    predecessor); 0 when it is gone."""
+    try:
+        fields = stat_fields(Path(f"/proc/{pid}/stat").read_text())
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK  # cutime, cstime (fields 16, 17)
+
+
+def all_children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (``children`` lists the main thread's only: the agent's
+    export process, restarted, is its export thread's)."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak RSS) in KiB."""
     status = status_kib(str(pid))

@@ -112,6 +112,7 @@ class QueueSink:
         self.queue = queue  # the primary queue (OTLP; the console's own when there is no collector)
         self.console = console
         self.layering: Any = None  # hostagent.receiver.wiring.Layering, stopped (flushed) first
+        self.export_process: Any = None  # hostagent.export.process.ChildExporter, when spans go through one
 
     def put(self, span: Any) -> bool:
         if self.console is not None:
@@ -173,6 +174,31 @@ def exporter_kwargs(config: Config) -> dict[str, Any]:
     }
 
 
+def otlp_span_exporter(config: Config, kwargs: dict[str, Any]) -> SpanExporter:
+    """The OTLP span exporter: over gRPC with ``[exporter] process`` (the default) a ChildExporter
+    (hostagent.export.process) started now, the in-process exporter being its fallback; else that."""
+    exp = config.exporter
+    exporter = make_otlp_exporter(**kwargs, exact_endpoint=exp.endpoint_is_signal_specific)
+    if exp.protocol != "grpc" or not exp.process:
+        return exporter
+    from hostagent.export.process import ChildExporter
+
+    child = ChildExporter(dict(kwargs, exact_endpoint=exp.endpoint_is_signal_specific), exporter,
+                          timeout_s=kwargs["timeout_s"])
+    child.on_child.append(_export_process_started)
+    return child.start()
+
+
+def _export_process_started(pid: int, _last: list[int] = []) -> None:  # noqa: B006 (the last pid)
+    """The export process takes the agent's priority, now and at each change (hostagent.priority)."""
+    from hostagent import priority
+
+    for old in _last:
+        priority.unfollow(old)
+    _last[:] = [pid]
+    priority.follow(pid)
+
+
 def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], Optional[SpanExporter], str]:
     """(OTLP exporters, the console exporter or None, a description for the status line)."""
     exp = config.exporter
@@ -180,7 +206,7 @@ def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], O
     description = ""
     if exp.endpoint:
         kwargs = exporter_kwargs(config)
-        exporters.append(make_otlp_exporter(**kwargs, exact_endpoint=exp.endpoint_is_signal_specific))
+        exporters.append(otlp_span_exporter(config, kwargs))
         description = f"{kwargs['endpoint']} ({exp.protocol})"
     console_exporter: Optional[SpanExporter] = None
     if console:
@@ -198,7 +224,9 @@ def make_sink(config: Config, console: bool) -> tuple[QueueSink, str]:
     if not otlp and console_queue is not None:
         return QueueSink(console_queue), description
     queue = ExportQueue(otlp, max_queue=config.exporter.queue_size, batch_size=config.exporter.batch_size).start()
-    return QueueSink(queue, console_queue), description
+    sink = QueueSink(queue, console_queue)
+    sink.export_process = next((e for e in otlp if hasattr(e, "reconfigure")), None)
+    return sink, description
 
 
 @dataclass
@@ -339,6 +367,9 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
 
     config = agent.config
     sink, description = make_sink(config, console_wanted(config))
+    own = own_connections(config)
+    if own is not None and sink.export_process is not None:
+        own.follow(sink.export_process)  # its exports are the agent's
     queue = sink.queue
     identity = build_identity(config)
     cache = identity.cache
@@ -370,7 +401,7 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
         pii_counters=pii,
         linker=layering,
         # a collector on this host receiving the agent's exports: their spans are left out
-        own=own_connections(config),
+        own=own,
         trace_telemetry=config.capture.telemetry_calls,
     )
     layering.start()

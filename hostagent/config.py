@@ -59,6 +59,11 @@ class ExporterConfig:
     batch_size: int = 512
     metrics: bool = True
     metrics_interval_s: int = 15
+    # OTLP/gRPC spans sent by a process of its own (hostagent.export.process), handed encoded
+    # batches: its own GIL and CPU slot, away from the poll thread. Off: on the 2-vCPU bench host
+    # it cost ~2.5 us more CPU per span and lost spans to export_queue_full more often (bench/README,
+    # twenty-first round)
+    process: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,6 +329,7 @@ def _exporter(r: _Reader) -> ExporterConfig:
         batch_size=r.integer("batch_size", 512, 1, 100_000),
         metrics=r.boolean("metrics", True),
         metrics_interval_s=r.integer("metrics_interval_s", 15, 1, 3600),
+        process=r.boolean("process", False),
     )
 
 

@@ -351,7 +351,10 @@ class Agent:
         if (a.nice, a.cpu_policy, a.overload_duty, a.starved_after_ms) != (
                 b.nice, b.cpu_policy, b.overload_duty, b.starved_after_ms):
             self._apply_priority(config.agent)
+        old_exporter = self.config.exporter
         self.config = config
+        if config.exporter != old_exporter:
+            self._reload_exporter(config)
         if self.pipeline is not None:
             self.pipeline.trace_telemetry = config.capture.telemetry_calls
         base = settings_from_config(config)
@@ -361,6 +364,29 @@ class Agent:
         log.info("reloaded %s", config.path)
         self.notifier.ready(self.status_line())
         return True, ""
+
+    def _reload_exporter(self, config: Config) -> None:
+        """New [exporter] settings reach the export process (hostagent.export.process) between two
+        batches. Anything else about the span exporter (the protocol, the endpoint turned on or off,
+        the process on or off) still needs a restart, as in-process exporters do."""
+        from hostagent.assembly import exporter_kwargs
+        from hostagent.export.otlp import make_otlp_exporter
+
+        process = getattr(self.queue, "export_process", None)
+        exp = config.exporter
+        if process is None or not exp.endpoint or exp.protocol != "grpc" or not exp.process:
+            log.warning("reload: the span exporter's settings changed; they take effect at the next restart")
+            return
+        kwargs = exporter_kwargs(config)
+        try:
+            fallback = make_otlp_exporter(**kwargs, exact_endpoint=exp.endpoint_is_signal_specific)
+        except (OSError, ValueError) as exc:
+            log.error("reload: the new exporter settings cannot be used, keeping the old ones: %s", exc)
+            return
+        process.reconfigure(dict(kwargs, exact_endpoint=exp.endpoint_is_signal_specific), fallback)
+        self.exporter_endpoint = f"{kwargs['endpoint']} ({exp.protocol})" + (
+            " + console" if self.exporter_endpoint.endswith("+ console") else "")
+        log.info("reload: spans now exported to %s", kwargs["endpoint"])
 
     def _collector_refuses(self) -> bool:
         """At stop: is the collector's address refusing connections (nothing listens)? Said in the

@@ -168,7 +168,10 @@ class Pipeline:
             return
         conn = call.conn
         own = self.own
-        if own is not None and call.role == _SERVER and conn is not None and _from_agent(own, conn):
+        if own is not None and conn is not None and (
+                _from_agent(own, conn) if call.role == _SERVER else conn.pid in own.pids):
+            # a local collector's side of the agent's exports, or the export process's own calls
+            # (the kernel skips only the agent's own pid)
             self.own_traffic += 1
             return
         if not self.trace_telemetry and self.telemetry.is_telemetry(call):

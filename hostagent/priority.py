@@ -109,10 +109,34 @@ def release_here() -> None:
     _STEADY.discard(threading.get_native_id())
 
 
+# Other processes whose threads take the agent's priority with its own (the export process,
+# hostagent.export.process: a part of the agent, raised and lowered with it)
+_FOLLOWERS: set[int] = set()
+
+
+def follow(pid: int) -> None:
+    _FOLLOWERS.add(pid)
+
+
+def unfollow(pid: int) -> None:
+    _FOLLOWERS.discard(pid)
+
+
+def _all_threads() -> list[int]:
+    tids = thread_ids()
+    for pid in list(_FOLLOWERS):
+        try:
+            tids.extend(int(p.name) for p in Path(f"/proc/{pid}/task").iterdir() if p.name.isdigit())
+        except OSError:
+            continue  # gone: its successor is followed when it starts
+    return tids
+
+
 def _each_thread(apply: Callable[[int], None], skip: frozenset[int] = frozenset()) -> tuple[int, str]:
-    """Calls ``apply(tid)`` on every thread but ``skip``; returns (threads done, why it stopped or "")."""
+    """Calls ``apply(tid)`` on every thread (the followers' too) but ``skip``; returns (threads done,
+    why it stopped or "")."""
     done = 0
-    for tid in thread_ids():
+    for tid in _all_threads():
         if tid in skip:
             continue
         try:

@@ -144,11 +144,13 @@ def make_otlp_exporter(
     client_key: Optional[str] = None,
     insecure: Optional[bool] = None,
     exact_endpoint: bool = False,
+    encoded: bool = False,
 ) -> SpanExporter:
     """An OTLPSpanExporter for ``protocol`` ("grpc" | "http/protobuf").
 
     ``exact_endpoint``: the URL came from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which the OTLP spec
-    says is used as-is over HTTP (no ``/v1/traces`` appended).
+    says is used as-is over HTTP (no ``/v1/traces`` appended). ``encoded`` (gRPC only): ``export``
+    is given requests already encoded (hostagent.export.child).
     """
     _check(protocol, compression)
     if protocol == "grpc":
@@ -156,7 +158,8 @@ def make_otlp_exporter(
 
         # The SDK's gRPC exporter (channel, TLS, retries) with our own encoder: see otlp_fast.
         options = _grpc_options(endpoint, insecure, certificate, client_certificate, client_key, compression)
-        return grpc_span_exporter(headers=dict(headers or {}), timeout=timeout_s, **options)  # type: ignore[no-any-return]
+        return grpc_span_exporter(encoded=encoded, headers=dict(headers or {}), timeout=timeout_s,  # type: ignore[no-any-return]
+                                  **options)
 
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter

@@ -32,6 +32,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 log = logging.getLogger(__name__)
 
 
+class ExportLost(Exception):
+    """Raised by an exporter whose batch is gone for good (hostagent.export.process: the export
+    process died holding it, and may have sent it): counted as failed at once, never retried."""
+
+
 @dataclass(frozen=True)
 class ExportStats:
     """A snapshot of the queue's counters (for status, metrics and tests)."""
@@ -231,6 +236,11 @@ class ExportQueue:
             try:
                 result = exporter.export(batch)
                 error = "" if result == SpanExportResult.SUCCESS else f"{type(exporter).__name__}: {result.name}"
+            except ExportLost as lost:  # its own name: mypyc types a name by its first binding
+                with self._counts_lock:
+                    self._failed_attempts += 1
+                    self._last_error = f"{type(exporter).__name__}: {lost}"
+                break
             except Exception as exc:  # an exporter bug must not kill the worker
                 error = f"{type(exporter).__name__}: {exc!r}"
             if not error:

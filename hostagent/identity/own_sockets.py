@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 from hostagent.export.otlp import endpoint_address
 
@@ -66,6 +66,48 @@ def own_endpoints(fd_dir: str = "/proc/self/fd") -> set[OwnKey]:
     return out
 
 
+def _hex_address(text: str) -> tuple[str, int]:
+    """``0100007F:10E1`` (/proc/net/tcp: the address as the host's 32-bit words) -> ("127.0.0.1", 4321)."""
+    raw, port = text.split(":")
+    packed = b"".join(int(raw[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(raw), 8))
+    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+    return _address(socket.inet_ntop(family, packed)), int(port, 16)
+
+
+def process_endpoints(pid: int, proc_root: str = "/proc") -> set[OwnKey]:
+    """own_endpoints for another process of the agent's (the export process): its socket inodes
+    from its fds, their addresses from its network namespace's TCP tables (its fds cannot be
+    duplicated from here)."""
+    inodes: set[str] = set()
+    try:
+        names = os.listdir(f"{proc_root}/{pid}/fd")
+    except OSError:
+        return set()
+    for name in names:
+        try:
+            link = os.readlink(f"{proc_root}/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out: set[OwnKey] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc_root}/{pid}/net/{table}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[9] in inodes and fields[3] == "01":  # ESTABLISHED
+                        (address, port), (_, remote) = _hex_address(fields[1]), _hex_address(fields[2])
+                        out.add((address, port, remote))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+PROCESS_REFRESH_S = 0.05  # the export process's connections, read again on a miss at the collector's port
+
+
 class OwnConnections:
     """Is a server call's peer one of the agent's own sockets? Called by the pipeline thread only.
 
@@ -87,17 +129,46 @@ class OwnConnections:
         self._own: set[OwnKey] = set()
         self._read_at = float("-inf")
         self.refreshes = 0
+        self._process: Any = None  # hostagent.export.process.ChildExporter (its ``pid``), when followed
+        self.pids: frozenset[int] = frozenset()  # the agent's other processes: their client calls are its own
+        self._pids_read_at = float("-inf")
+
+    def follow(self, process: Any) -> None:
+        """The export process's connections are the agent's too (read with its own at each refresh),
+        and so are its client calls (``pids``, kept up to date as it is restarted)."""
+        self._process = process
+        process.on_child.append(self._started)
+        if process.pid is not None:
+            self._started(process.pid)
+
+    def _started(self, pid: int) -> None:
+        self.pids = frozenset({pid})
+        self._read_at = float("-inf")  # its connection to the collector is new: read at the next miss
+
+    def _read(self) -> set[OwnKey]:
+        own = self._endpoints()
+        for pid in self.pids:
+            own |= process_endpoints(pid)
+        return own
 
     def is_own(self, peer_address: str, peer_port: int, local_port: int) -> bool:
         key = (peer_address, peer_port, local_port)
         if key in self._own:
             return True
         now = self._clock()
+        if self.pids and local_port in self._configured and now - self._pids_read_at >= PROCESS_REFRESH_S:
+            # the export process connects at its first batch, maybe just after a refresh: its
+            # connections alone are read again at once (a few fds), before the rate-limited full read
+            self._pids_read_at = now
+            for pid in self.pids:
+                self._own |= process_endpoints(pid)
+            if key in self._own:
+                return True
         period = self._min_refresh_s if local_port in self._ports else self._other_refresh_s
         if now - self._read_at < period:
             return False
         self._read_at = now
-        self._own = self._endpoints()
+        self._own = self._read()
         self._ports = self._configured | {remote for _, _, remote in self._own}
         self.refreshes += 1
         return key in self._own

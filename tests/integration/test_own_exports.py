@@ -30,10 +30,10 @@ EXPORT_METHODS = ("opentelemetry.proto.collector.trace.v1.TraceService/Export",
                   "opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
 
 
-def start_agent(tmp_path: Path, receiver: OtlpGrpcReceiver, **capture: object) -> Agent:
+def start_agent(tmp_path: Path, receiver: OtlpGrpcReceiver, process: bool = False, **capture: object) -> Agent:
     return Agent(tmp_path / "agent", receiver.endpoint, extra={
         "probes": {"enabled": ["http", "http2"]},
-        "exporter": {"metrics": True, "metrics_interval_s": 1},
+        "exporter": {"metrics": True, "metrics_interval_s": 1, "process": process},
         "capture": dict(capture),
     }).start()
 
@@ -48,10 +48,11 @@ def agent(receiver: OtlpGrpcReceiver, tmp_path: Path) -> Iterator[Agent]:
         assert a.stop() == 0
 
 
-@pytest.fixture
-def tracing_telemetry(receiver: OtlpGrpcReceiver, tmp_path: Path) -> Iterator[Agent]:
-    """[capture] telemetry_calls = true: only the agent's own exports are left out."""
-    a = start_agent(tmp_path, receiver, telemetry_calls=True)
+@pytest.fixture(params=[False, True], ids=["in-process", "export-process"])
+def tracing_telemetry(receiver: OtlpGrpcReceiver, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Agent]:
+    """[capture] telemetry_calls = true: only the agent's own exports are left out, also those its
+    export process sends ([exporter] process: the kernel skips only the agent's own pid)."""
+    a = start_agent(tmp_path, receiver, process=request.param, telemetry_calls=True)
     try:
         yield a
     finally:

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext
 
 from hostagent.export.memory import InMemoryExporter
-from hostagent.export.queue import ExportQueue
+from hostagent.export.queue import ExportLost, ExportQueue
 from tests.support.otlp_receiver import wait_until
 
 RESOURCE = Resource({"service.name": "t"})
@@ -185,3 +185,33 @@ def test_hung_exporter_does_not_block_put_and_shutdown_is_bounded() -> None:
 def test_needs_an_exporter() -> None:
     with pytest.raises(ValueError):
         ExportQueue([])
+
+
+class _LosingExporter(SpanExporter):
+    """The export process died holding the first batch (hostagent.export.process), then is back."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.delivered: list[str] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise ExportLost(f"the export process exited holding {len(spans)} spans")
+        self.delivered.extend(s.name for s in spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_lost_batch_is_counted_at_once_and_never_retried() -> None:
+    """It may have been sent before the process died: a retry could deliver it twice."""
+    losing = _LosingExporter()
+    queue = ExportQueue([losing], batch_size=4, delay_s=0.01, max_retries=3, retry_pause_s=0.01).start()
+    queue.put_many(span(i) for i in range(4))
+    assert wait_until(lambda: queue.stats().dropped_export_failed == 4, 5)
+    queue.put_many(span(i) for i in range(4, 8))
+    assert wait_until(lambda: queue.stats().exported == 4, 5)
+    stats = queue.stats()
+    assert losing.attempts == 2 and losing.delivered == [f"s{i}" for i in range(4, 8)]
+    assert stats.failed_attempts == 1
+    assert stats.last_error == "_LosingExporter: the export process exited holding 4 spans"
+    queue.shutdown(2)

@@ -7,12 +7,15 @@ the real Pipeline dropping (and counting) the server calls whose peer is one of 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Optional
 
 import pytest
 from opentelemetry.sdk.resources import Resource
 
-from hostagent.identity.own_sockets import OwnConnections, OwnKey, endpoint_port, own_endpoints
+from hostagent.identity.own_sockets import OwnConnections, OwnKey, endpoint_port, own_endpoints, process_endpoints
 from hostagent.model import Call, Connection, Endpoint, Role
 from hostagent.pipeline import Pipeline
 from hostagent.settings import RuntimeSettings, SettingsHolder
@@ -156,3 +159,51 @@ def test_the_pipeline_leaves_out_a_collectors_side_of_the_agents_exports() -> No
         ("CLIENT", "opentelemetry.proto.collector.trace.v1.TraceService/Export"),
     ]
     assert pipe.spans == 2 and not pipe.dropped
+
+
+class _ExportProcess:
+    """Stands in for hostagent.export.process.ChildExporter: its pid and its start listeners."""
+
+    def __init__(self, pid: Optional[int]) -> None:
+        self.pid = pid
+        self.on_child: list = []
+
+
+def test_the_pipeline_leaves_out_the_export_processs_own_calls() -> None:
+    """The kernel skips only the agent's own pid: the export process's client calls (traced with
+    [capture] telemetry_calls = true) are the agent's too, and so is a collector's side of them."""
+    exported = Exported()
+    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
+    # the child's connection, as /proc/<child>/net/tcp would show it
+    own = OwnConnections(lambda: set(), ManualClock(100.0))
+    own.follow(_ExportProcess(None))
+    pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http2"}))), NoTracker(), builder.build,
+                    exported, own=own, trace_telemetry=True)
+    collector = Endpoint("127.0.0.1", COLLECTOR_PORT)
+    pipe.on_call(export_call(Role.CLIENT, collector, Endpoint("127.0.0.1", AGENT_PORT)))  # pid 300: not ours yet
+    own._process.on_child[0](300)  # the export process starts as pid 300
+    pipe.on_call(export_call(Role.CLIENT, collector, Endpoint("127.0.0.1", AGENT_PORT)))
+    assert own.pids == frozenset({300})
+    assert pipe.own_traffic == 1
+    assert [s.kind.name for s in exported.spans] == ["CLIENT"]
+
+
+def test_process_endpoints_reads_another_process_connections(tcp_pair) -> None:
+    """What the export process holds, read from /proc (its fds cannot be duplicated from here)."""
+    listener, _, _ = tcp_pair
+    port = listener.getsockname()[1]
+    code = (f"import socket, sys; s = socket.create_connection(('127.0.0.1', {port})); "
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        local_port = int(child.stdout.readline())
+        assert process_endpoints(child.pid) == {("127.0.0.1", local_port, port)}
+        own = OwnConnections(lambda: set(), ManualClock(100.0))
+        own.follow(_ExportProcess(child.pid))
+        assert own.is_own("127.0.0.1", local_port, port)  # a collector's side of the child's export
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(5)
+    assert process_endpoints(child.pid) == set()  # gone
