@@ -73,6 +73,8 @@ class ServiceCache:
         self.host = host_info or HostInfo.from_procfs(procfs)
         self.reader = ServiceReader(procfs, docker, list(rules or []), self.host)
         self.pids = PidMaps(max_entries, max_exited, clock)
+        # pid -> live entry, read without the lock: PidMaps.recent (the pipeline reads it too)
+        self.recent = self.pids.recent
         self.cgroups = CgroupIds(procfs, clock)
         self.misses = 0
         if docker is not None:
@@ -88,16 +90,20 @@ class ServiceCache:
         connection's first kernel event) describe a process that is already gone and was never
         seen at exec (its exec event lost, or before the agent started):
         ``unknown_service:<comm>``, in its container or unit when the cgroup id resolves."""
-        entry = self.pids.hit(pid)
-        if entry is not None:
-            return entry.service
-        return self._miss(pid, comm, cgroup_id).service
+        entry = self.recent.get(pid)
+        if entry is None:
+            entry = self.pids.hit(pid)
+            if entry is None:
+                entry = self._miss(pid, comm, cgroup_id)
+        return entry.service
 
     def resource_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Resource:
         """The OpenTelemetry Resource of ``pid`` (built once per entry)."""
-        entry = self.pids.hit(pid)
+        entry = self.recent.get(pid)
         if entry is None:
-            entry = self._miss(pid, comm, cgroup_id)
+            entry = self.pids.hit(pid)
+            if entry is None:
+                entry = self._miss(pid, comm, cgroup_id)
         return entry.otel_resource()
 
     def resource_of(self, call: Call) -> Resource:
