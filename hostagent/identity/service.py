@@ -1,9 +1,10 @@
 """pid -> Service (name + OpenTelemetry resource attributes), cached and kept true.
 
 ``ServiceCache.service_for(pid)`` is the hot-path call: a dict hit under a lock (well under 20 us
-p99, see bench/identity_lookup.py). A miss -- the first call from a process the agent never saw
-exec -- reads /proc once (and Docker once per new container). The lifecycle hooks keep entries
-true:
+p99, see bench/identity_lookup.py), and for a pid looked up since the live entries last changed a
+dict read without the lock (``recent``: see pid_maps.py; the pipeline reads it directly). A miss
+-- the first call from a process the agent never saw exec -- reads /proc once (and Docker once
+per new container). The lifecycle hooks keep entries true:
 
 - ``on_exec(pid)``: recompute now, while the process is alive, so a process that lives 5 ms is
   still named from its own /proc (its exit may precede the first call the pipeline hands us);
@@ -110,7 +111,12 @@ class ServiceCache:
         """The Resource of the process that made ``call``: every span's (``SpanBuilder``'s
         ``resource_for``); ``unknown_service`` for a call no process is known for."""
         conn = call.conn
-        return self.resource_for(conn.pid, conn.comm, conn.cgroup_id) if conn is not None else self.resource_for(0)
+        if conn is None:
+            return self.resource_for(0)
+        entry = self.recent.get(conn.pid)  # resource_for's first step, without its call
+        if entry is not None:
+            return entry.otel_resource()
+        return self.resource_for(conn.pid, conn.comm, conn.cgroup_id)
 
     def peek(self, pid: int) -> Optional[Service]:
         """Cached Service or None; never reads /proc (for peer lookups on the hot path)."""
