@@ -83,6 +83,9 @@ class Pipeline:
         self.build_span = build_span
         self.sink = sink
         self.identity = identity
+        # identity.service.ServiceCache.recent: pid -> live entry, read without its lock or a call
+        # (PidMaps keeps it a subset of the live map); None for an identity without one.
+        self._recent: Optional[dict[int, Any]] = getattr(identity, "recent", None)
         self.peers = peers  # identity.peers.PeerResolver: peer.service for local servers
         self.metrics = metrics  # RED metrics (call, service.name or None): every call counts, sampled or not
         self.redaction_key = redaction_key
@@ -184,7 +187,10 @@ class Pipeline:
         service = None
         attrs = call.attributes.copy()
         if self.identity is not None and conn is not None:
-            service = self.identity.service_for(conn.pid, conn.comm, conn.cgroup_id)
+            recent = self._recent
+            entry = recent.get(conn.pid) if recent is not None else None
+            service = (entry.service if entry is not None
+                       else self.identity.service_for(conn.pid, conn.comm, conn.cgroup_id))
             if self.peers is not None and call.role == _CLIENT and conn.peer is not None:
                 peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:

@@ -5,6 +5,12 @@
   exec-time entries of processes gone before they were read;
 - forked: child pid -> parent pid, from fork events, so that a child gone before its first call
   is named from its parent;
+- recent: the live entries looked up since the live map last changed, read without the lock
+  (``ServiceCache``'s and the pipeline's fast path: a dict read, against a method call, the lock
+  and an LRU move). Every change to the live map empties it first, under the lock, so it never
+  holds an entry the live map does not (a hit through it answers what ``hit`` would). A lookup
+  through it does not move the entry in the LRU order: an entry counts as used when it was first
+  looked up since the last change (the bound evicts by that; an evicted entry is read again);
 - gone: what a pid found gone at its first lookup was answered, per comm, for ``GONE_TTL_S``:
   a burst of late calls from a process that just exited costs one failed /proc read (~60 us
   here), not one per call. Exec and fork events for that pid forget the answer at once; the TTL
@@ -53,6 +59,9 @@ class PidMaps:
         self._forked: OrderedDict[int, int] = OrderedDict()
         self._gone: OrderedDict[int, tuple[float, dict[str, Entry]]] = OrderedDict()
         self._lock = threading.Lock()
+        # pid -> its live entry, for lookups without the lock (see the module docstring). The one
+        # dict for the object's life (cleared, never replaced): readers may keep a reference.
+        self.recent: dict[int, Entry] = {}
         self.evictions = 0  # live entries dropped by the LRU bound
 
     # --- hot path ----------------------------------------------------------------------------
@@ -62,6 +71,7 @@ class PidMaps:
             entry = self._live.get(pid)
             if entry is not None:
                 self._live.move_to_end(pid)
+                self.recent[pid] = entry
             return entry
 
     def peek(self, pid: int) -> Optional[Entry]:
@@ -74,6 +84,7 @@ class PidMaps:
         with self._lock:
             self._exited.pop(pid, None)
             self._gone.pop(pid, None)
+            self.recent.clear()  # before the change: a reader between the two misses, then waits
             self.evictions += _put_bounded(self._live, pid, entry, self.max_entries)
 
     def put_exited(self, pid: int, entry: Entry) -> None:
@@ -83,6 +94,8 @@ class PidMaps:
     def exit(self, pid: int) -> None:
         """The process exited: its entry serves only its late calls from now on."""
         with self._lock:
+            if pid in self._live:
+                self.recent.clear()
             entry = self._live.pop(pid, None)
             if entry is not None:
                 _put_bounded(self._exited, pid, entry, self.max_exited)
@@ -90,6 +103,8 @@ class PidMaps:
     def forget(self, pid: int) -> None:
         """The pid runs another program now (exec): nothing known of it holds."""
         with self._lock:
+            if pid in self._live:
+                self.recent.clear()
             self._live.pop(pid, None)
             self._exited.pop(pid, None)
             self._gone.pop(pid, None)

@@ -1,9 +1,10 @@
 """pid -> Service (name + OpenTelemetry resource attributes), cached and kept true.
 
 ``ServiceCache.service_for(pid)`` is the hot-path call: a dict hit under a lock (well under 20 us
-p99, see bench/identity_lookup.py). A miss -- the first call from a process the agent never saw
-exec -- reads /proc once (and Docker once per new container). The lifecycle hooks keep entries
-true:
+p99, see bench/identity_lookup.py), and for a pid looked up since the live entries last changed a
+dict read without the lock (``recent``: see pid_maps.py; the pipeline reads it directly). A miss
+-- the first call from a process the agent never saw exec -- reads /proc once (and Docker once
+per new container). The lifecycle hooks keep entries true:
 
 - ``on_exec(pid)``: recompute now, while the process is alive, so a process that lives 5 ms is
   still named from its own /proc (its exit may precede the first call the pipeline hands us);
@@ -73,6 +74,8 @@ class ServiceCache:
         self.host = host_info or HostInfo.from_procfs(procfs)
         self.reader = ServiceReader(procfs, docker, list(rules or []), self.host)
         self.pids = PidMaps(max_entries, max_exited, clock)
+        # pid -> live entry, read without the lock: PidMaps.recent (the pipeline reads it too)
+        self.recent = self.pids.recent
         self.cgroups = CgroupIds(procfs, clock)
         self.misses = 0
         if docker is not None:
@@ -88,23 +91,32 @@ class ServiceCache:
         connection's first kernel event) describe a process that is already gone and was never
         seen at exec (its exec event lost, or before the agent started):
         ``unknown_service:<comm>``, in its container or unit when the cgroup id resolves."""
-        entry = self.pids.hit(pid)
-        if entry is not None:
-            return entry.service
-        return self._miss(pid, comm, cgroup_id).service
+        entry = self.recent.get(pid)
+        if entry is None:
+            entry = self.pids.hit(pid)
+            if entry is None:
+                entry = self._miss(pid, comm, cgroup_id)
+        return entry.service
 
     def resource_for(self, pid: int, comm: str = "", cgroup_id: int = 0) -> Resource:
         """The OpenTelemetry Resource of ``pid`` (built once per entry)."""
-        entry = self.pids.hit(pid)
+        entry = self.recent.get(pid)
         if entry is None:
-            entry = self._miss(pid, comm, cgroup_id)
+            entry = self.pids.hit(pid)
+            if entry is None:
+                entry = self._miss(pid, comm, cgroup_id)
         return entry.otel_resource()
 
     def resource_of(self, call: Call) -> Resource:
         """The Resource of the process that made ``call``: every span's (``SpanBuilder``'s
         ``resource_for``); ``unknown_service`` for a call no process is known for."""
         conn = call.conn
-        return self.resource_for(conn.pid, conn.comm, conn.cgroup_id) if conn is not None else self.resource_for(0)
+        if conn is None:
+            return self.resource_for(0)
+        entry = self.recent.get(conn.pid)  # resource_for's first step, without its call
+        if entry is not None:
+            return entry.otel_resource()
+        return self.resource_for(conn.pid, conn.comm, conn.cgroup_id)
 
     def peek(self, pid: int) -> Optional[Service]:
         """Cached Service or None; never reads /proc (for peer lookups on the hot path)."""

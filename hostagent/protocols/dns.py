@@ -335,17 +335,19 @@ def _call(p: _Pending, response: Optional[Message], end_ns: int, response_size: 
             attrs["hostagent.dns.truncated"] = True
         if response.rcode:
             error_type = message = rcode
+    # Positional, in Call's field order: keywords cost ~0.6 us more per Call (model.Call)
     return Call(
-        protocol="dns",
-        role=Role.CLIENT if p.direction == Direction.EGRESS else Role.SERVER,
-        start_ns=p.ts_ns,
-        end_ns=end_ns,
-        name=f"DNS {qtype}",
-        attributes=attrs,
-        error_type=error_type,
-        status_message=message,
-        request_size=p.size,
-        response_size=response_size,
+        "dns",  # protocol
+        Role.CLIENT if p.direction == Direction.EGRESS else Role.SERVER,  # role
+        p.ts_ns,  # start_ns
+        end_ns,
+        f"DNS {qtype}",  # name
+        attrs,  # attributes
+        error_type,
+        message,  # status_message
+        None, None, (), (), b"", b"",  # traceparent, tracestate, headers and bodies: none
+        p.size,  # request_size
+        response_size,
     )
 
 

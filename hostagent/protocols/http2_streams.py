@@ -161,24 +161,27 @@ def to_call(s: Stream, reset: Optional[str] = None, message: str = "", grpc_conn
                 error_type = status_raw
         if reset is not None and error_type is None:
             error_type = reset
+    # Positional, in Call's field order: keywords cost ~0.6 us more per Call (model.Call)
     return Call(
-        protocol=protocol,
-        role=role,
-        start_ns=s.start_ns,
-        end_ns=s.end_ns,
-        name=name,
-        attributes=attrs,
-        error_type=error_type,
-        status_message=message if error_type is not None else "",
-        traceparent=_get(s.request, "traceparent"),
-        tracestate=_get(s.request, "tracestate"),
-        request_headers=_plain(s.request),
-        response_headers=response_headers,
-        request_body=bytes(s.request_body),
-        response_body=bytes(s.response_body),
+        protocol,
+        role,
+        s.start_ns,  # start_ns
+        s.end_ns,  # end_ns
+        name,
+        attrs,  # attributes
+        error_type,
+        message if error_type is not None else "",  # status_message
+        _get(s.request, "traceparent"),  # traceparent
+        _get(s.request, "tracestate"),  # tracestate
+        _plain(s.request),  # request_headers
+        response_headers,
+        bytes(s.request_body),  # request_body
+        bytes(s.response_body),  # response_body
         # DATA frames may have gone by unseen: a size counted from those seen would be too small. A
         # request that had ended before (END_STREAM seen) was counted whole; a response never was.
-        request_size=SIZE_UNKNOWN if s.request_lost else s.request_size,
-        response_size=SIZE_UNKNOWN if s.frames_lost else s.response_size,
-        stream_id=s.sid,
+        SIZE_UNKNOWN if s.request_lost else s.request_size,  # request_size
+        SIZE_UNKNOWN if s.frames_lost else s.response_size,  # response_size
+        None,  # conn: the tracker's
+        None,  # service
+        s.sid,  # stream_id
     )

@@ -685,11 +685,13 @@ class MysqlParser:
             error_type, message = error
             attrs["db.response.status_code"] = error_type
         start = cmd.next_start
+        # Positional, in Call's field order: keywords cost ~0.6 us more per Call (model.Call)
         self._out.append(Call(
-            protocol="mysql", role=self.role, start_ns=start, end_ns=max(start, end),
-            name=span_name(self.system, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=scrub_error_message(message, self._raw.on)[:256],
-            request_size=cmd.req_size if cmd.index == 0 else 0, response_size=cmd.resp_size,
+            "mysql", self.role, start, max(start, end),  # protocol, role, start_ns, end_ns
+            span_name(self.system, op, coll or proc), attrs,  # type: ignore[arg-type]  # name, attributes
+            error_type, scrub_error_message(message, self._raw.on)[:256],  # error_type, status_message
+            None, None, (), (), b"", b"",  # traceparent, tracestate, headers and bodies: none
+            cmd.req_size if cmd.index == 0 else 0, cmd.resp_size,  # request_size, response_size
         ))  # fmt: skip
         cmd.next_start = end
         cmd.rows = 0

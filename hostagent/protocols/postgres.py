@@ -685,11 +685,13 @@ class PostgresParser:
         if error is not None:
             error_type, message = error
             attrs["db.response.status_code"] = error_type
+        # Positional, in Call's field order: keywords cost ~0.6 us more per Call (model.Call)
         self._out.append(Call(
-            protocol=SYSTEM, role=self.role, start_ns=start, end_ns=max(end, start),
-            name=span_name(SYSTEM, op, coll or proc), attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=scrub_error_message(message, self._raw.on)[:256],
-            request_size=req_size, response_size=resp_size,
+            SYSTEM, self.role, start, max(end, start),  # protocol, role, start_ns, end_ns
+            span_name(SYSTEM, op, coll or proc), attrs,  # type: ignore[arg-type]  # name, attributes
+            error_type, scrub_error_message(message, self._raw.on)[:256],  # error_type, status_message
+            None, None, (), (), b"", b"",  # traceparent, tracestate, headers and bodies: none
+            req_size, resp_size,  # request_size, response_size
         ))  # fmt: skip
 
 

@@ -438,11 +438,13 @@ class RedisParser:
             error_type = prefix if _PREFIX.match(prefix) else "ERR"
             message = scrub_error(text)
             attrs["db.response.status_code"] = error_type
+        # Positional, in Call's field order: keywords cost ~0.6 us more per Call (model.Call)
         self._out.append(Call(
-            protocol=SYSTEM, role=self.role, start_ns=cmd.start_ns, end_ns=max(end_ns, cmd.start_ns),
-            name=cmd.op, attributes=attrs,  # type: ignore[arg-type]
-            error_type=error_type, status_message=message[:256], request_body=b"",
-            request_size=cmd.size, response_size=reply.size if reply is not None else 0,
+            SYSTEM, self.role, cmd.start_ns, max(end_ns, cmd.start_ns),  # protocol, role, start_ns, end_ns
+            cmd.op, attrs,  # type: ignore[arg-type]  # name, attributes
+            error_type, message[:256],  # error_type, status_message
+            None, None, (), (), b"", b"",  # traceparent, tracestate, headers and bodies: none
+            cmd.size, reply.size if reply is not None else 0,  # request_size, response_size
         ))  # fmt: skip
 
 
