@@ -25,7 +25,7 @@ import pstats
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from bench.load import run_wrk
 from hostagent.probes import events as ev
@@ -168,23 +168,33 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
         if metrics is not None:
             extra["metrics"] = metrics.red.record
 
-    def resource_for(call: Any) -> Any:
-        conn = call.conn
-        return identity.resource_for(conn.pid, conn.comm) if conn is not None else identity.resource_for(0)
-
     holder = SettingsHolder(settings_from_config(config))
     tracker = ConnectionTracker(lambda: for_probes(holder.current.probes))
     (workdir / "state").mkdir(parents=True, exist_ok=True)
+    key = load_or_create_key(workdir / "state")
+    pii = PiiCounters()
+    resource_for: Any
+    layering_redactor: Callable[[], Any] = lambda: None  # noqa: E731
+    try:  # as the daemon wires them (assembly): the Resource of the call's process, redacted
+        from hostagent.policy.redaction import redactor_for
+        from hostagent.policy.resource_redaction import RedactedResources
+
+        resource_for = RedactedResources(identity.resource_of, holder, key, pii)
+        layering_redactor = lambda: redactor_for(holder.current.redaction, key)  # noqa: E731
+    except (ImportError, AttributeError):  # a commit from before them
+
+        def resource_for(call: Any) -> Any:
+            conn = call.conn
+            return identity.resource_for(conn.pid, conn.comm) if conn is not None else identity.resource_for(0)
 
     class Sink:
         def enqueue(self, span: Any) -> bool:
             return queue.put(span)
 
     # Trace linking as the daemon runs it (hold, local client -> server links, its sweeper thread).
-    layering = Layering(config, queue.put, lambda: None, None).start()
+    layering = Layering(config, queue.put, layering_redactor, pii).start()
     pipeline = Pipeline(holder, tracker, SpanBuilder(MonotonicToUnix(), resource_for=resource_for).build,
-                        Sink(), identity=identity, redaction_key=load_or_create_key(workdir / "state"),
-                        pii_counters=PiiCounters(), linker=layering, **extra)
+                        Sink(), identity=identity, redaction_key=key, pii_counters=pii, linker=layering, **extra)
     return pipeline, queue, timed, built, layering, metrics
 
 

@@ -63,7 +63,7 @@ def main() -> None:
         cache.resource_for(pid)  # build each Resource once, as the pipeline would
     listeners = ListenerMap(procfs)
     listeners.refresh()
-    peers = PeerResolver(listeners, cache.peek)
+    peers = PeerResolver(listeners, cache.peek, cache.pids)  # as assembly wires it
     endpoints = [ep for ep, pid in listeners.snapshot().items() if cache.peek(pid)] or [("127.0.0.1", 1)]
 
     def peer_hit(pid: int) -> object:

@@ -282,7 +282,7 @@ def build_identity(config: Config) -> Identity:
     listeners.start()
     sweeper = _Sweeper(cache)
     sweeper.start()
-    return Identity(cache=cache, peers=PeerResolver(listeners, cache.peek), listeners=listeners,
+    return Identity(cache=cache, peers=PeerResolver(listeners, cache.peek, cache.pids), listeners=listeners,
                     docker=docker, sweeper=sweeper)
 
 

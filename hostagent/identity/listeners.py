@@ -104,6 +104,9 @@ class ListenerMap:
         # kernel before the event keeps them (see _swap). Pruned by each refresh.
         self._learnt: dict[tuple[str, int], tuple[int, float]] = {}
         self._swap_lock = threading.Lock()  # learn() against the refresh's swap; never per lookup
+        # Bumped after every change to what a lookup answers (the table, what is served): a
+        # memo of answers (PeerResolver's) holds while it is the one read before computing them.
+        self.generation = 0
         self._own_netns = ""  # the agent's network namespace, read at the first LISTEN event
         self._served = ServedEndpoints()  # who serves a launcher's listener: see serve
         self.served = 0  # endpoints an accept took from a launcher (socket activation)
@@ -170,6 +173,7 @@ class ListenerMap:
             table[key] = pid
             self._holder_pids.add(pid)
             self._served.forget(key)  # a new socket: what accepts on the old one said is past
+            self.generation += 1  # after the change: see __init__
         self._asked.discard(key)
         return True
 
@@ -213,6 +217,7 @@ class ListenerMap:
                 return False
             table[key] = pid
             self._holder_pids.add(pid)
+            self.generation += 1
         self.served += 1
         return True
 
@@ -247,8 +252,10 @@ class ListenerMap:
                     table[key] = launcher
             if heir is not None and self._hand_on(pid, heir):
                 self._gone[pid] = heir
-                return heir
-        return None
+            else:
+                heir = None
+            self.generation += 1  # after the changes: see __init__
+        return heir
 
     def _hand_on(self, pid: int, heir: int) -> bool:
         """Name ``heir`` where the table names ``pid`` (under the swap lock), and in what LISTEN
@@ -340,6 +347,7 @@ class ListenerMap:
             new_pids = set(table.values()) - set(self._by_endpoint.values())
             self._pid_of_inode = known
             self._by_endpoint = table
+            self.generation += 1
             # with the launchers of served endpoints: their EXECs and EXITs matter (listen_events)
             self._holder_pids = set(table.values()) | self._served.launchers()
         return new_pids

@@ -11,6 +11,8 @@
   holds an entry the live map does not (a hit through it answers what ``hit`` would). A lookup
   through it does not move the entry in the LRU order: an entry counts as used when it was first
   looked up since the last change (the bound evicts by that; an evicted entry is read again);
+- generation: a count bumped after every change to the live map (``PeerResolver``'s memo of peer
+  answers holds while it has not moved);
 - gone: what a pid found gone at its first lookup was answered, per comm, for ``GONE_TTL_S``:
   a burst of late calls from a process that just exited costs one failed /proc read (~60 us
   here), not one per call. Exec and fork events for that pid forget the answer at once; the TTL
@@ -62,6 +64,9 @@ class PidMaps:
         # pid -> its live entry, for lookups without the lock (see the module docstring). The one
         # dict for the object's life (cleared, never replaced): readers may keep a reference.
         self.recent: dict[int, Entry] = {}
+        # Bumped after every change to the live map (what ``peek`` answers): a memo of answers
+        # made from it (PeerResolver's) holds while it is the one read before computing them.
+        self.generation = 0
         self.evictions = 0  # live entries dropped by the LRU bound
 
     # --- hot path ----------------------------------------------------------------------------
@@ -86,6 +91,7 @@ class PidMaps:
             self._gone.pop(pid, None)
             self.recent.clear()  # before the change: a reader between the two misses, then waits
             self.evictions += _put_bounded(self._live, pid, entry, self.max_entries)
+            self.generation += 1  # after the change (and any eviction)
 
     def put_exited(self, pid: int, entry: Entry) -> None:
         with self._lock:
@@ -98,6 +104,7 @@ class PidMaps:
                 self.recent.clear()
             entry = self._live.pop(pid, None)
             if entry is not None:
+                self.generation += 1
                 _put_bounded(self._exited, pid, entry, self.max_exited)
 
     def forget(self, pid: int) -> None:
@@ -105,7 +112,8 @@ class PidMaps:
         with self._lock:
             if pid in self._live:
                 self.recent.clear()
-            self._live.pop(pid, None)
+            if self._live.pop(pid, None) is not None:
+                self.generation += 1
             self._exited.pop(pid, None)
             self._gone.pop(pid, None)
 

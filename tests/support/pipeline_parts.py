@@ -54,5 +54,5 @@ def event_fed_pipeline(root: Path, listing: Optional[ProcFS] = None, docker: Opt
     exported = Exported()
     builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
     pipe = Pipeline(SettingsHolder(RuntimeSettings(probes=frozenset({"http"}))), NoTracker(), builder.build,
-                    exported, identity=cache, peers=PeerResolver(listeners, cache.peek))  # fmt: skip
+                    exported, identity=cache, peers=PeerResolver(listeners, cache.peek, cache.pids))  # fmt: skip
     return pipe, listeners, cache, exported
