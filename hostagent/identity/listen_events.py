@@ -204,6 +204,19 @@ class ListenEvents:
             known = self._launcher[pid] = self.listeners.is_launcher(pid)
         return known
 
+    def _gone_holder(self, found: tuple[tuple[str, int], int], launcher: int) -> bool:
+        """The table names for an endpoint that ``launcher`` accepted a connection on (its
+        per-connection unit says so) a process gone, neither the launcher nor one of its servers:
+        systemd's "(sd-listen)" child, learnt while it was alive (its LISTEN event read within the
+        ~40 us it lives after listen(), or a refresh that walked /proc then: it is no launcher, so
+        a walk prefers it to PID 1). That dead pid stayed named until the next refresh, ``serve``
+        refused the server (the table's holder was not its launcher), and the calls had no peer.
+        A live holder stays: another listener may have taken the endpoint since."""
+        key, holder = found
+        listeners = self.listeners
+        return (holder != launcher and listeners.launcher_of(key) != launcher
+                and not listeners.procfs.net_namespace(holder))
+
     def _exec(self, event: CaptureEvent) -> None:
         """A process the launcher ``event.size`` started: when it serves a connection the launcher
         accepted (see the module docstring), it names the endpoint."""
@@ -216,11 +229,15 @@ class ListenEvents:
         key: Optional[tuple[str, int]] = None
         end = accepted_instance_end(server.systemd_unit) if server.systemd_unit else None
         if end is not None:
-            found = self.listeners.holder(*end)
-            if found is None and self.listeners.learn(end[0], end[1], launcher):
+            listeners = self.listeners
+            found = listeners.holder(*end)
+            if found is not None and self._gone_holder(found, launcher):
+                end = found[0]  # its launcher holds it now: learnt below as for no holder at all
+                found = None
+            if found is None and listeners.learn(end[0], end[1], launcher):
                 # systemd 252 listens in a short-lived "(sd-listen)" child, gone when its LISTEN
                 # event is read: the first connection's unit is the first to name the endpoint.
-                found = self.listeners.holder(*end)
+                found = listeners.holder(*end)
             key = found[0] if found is not None else None
         elif server.systemd_unit == own.systemd_unit:
             handed = self._handed.pop(launcher, None)
