@@ -24,6 +24,8 @@ import os
 import pstats
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -33,17 +35,15 @@ from hostagent.probes import events as ev
 Recording = list[bytes]
 
 
-def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
-           load_cpu: Optional[str], close: bool = False) -> tuple[Recording, dict[str, Any]]:
-    """Raw ring-buffer records captured while wrk drives ``url`` at ``rate`` requests/s (with
-    ``close``: a new connection per request), and the kernel time our programs took per request
-    meanwhile (bench/probe_time.py)."""
-    from bench import probe_time
+@contextmanager
+def raw_recording(workdir: Path) -> Iterator[tuple[Recording, Any]]:
+    """The real BpfCapture attached (socket and process groups) for the block, every ring-buffer
+    record kept as the raw bytes the kernel wrote, drained on a thread; (records, capture). The
+    records of the block's last 0.1 s are drained before the programs are detached."""
     from hostagent.probes.loader import BpfCapture
     from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP
 
     records: Recording = []
-
     # raw_records: on_event gets each record's bytes as the kernel wrote them
     bpf = BpfCapture(on_event=records.append, runtime_dir=workdir / "run", raw_records=True)  # type: ignore[arg-type]
     bpf.load()
@@ -56,8 +56,26 @@ def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
 
     try:
         bpf.attach({SOCKET_GROUP, PROCESS_GROUP})
-        t = threading.Thread(target=drain, daemon=True)
-        t.start()
+        thread = threading.Thread(target=drain, daemon=True)
+        thread.start()
+        try:
+            yield records, bpf
+            time.sleep(0.1)
+        finally:
+            stop.set()
+            thread.join()
+    finally:
+        bpf.close()
+
+
+def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
+           load_cpu: Optional[str], close: bool = False) -> tuple[Recording, dict[str, Any]]:
+    """Raw ring-buffer records captured while wrk drives ``url`` at ``rate`` requests/s (with
+    ``close``: a new connection per request), and the kernel time our programs took per request
+    meanwhile (bench/probe_time.py)."""
+    from bench import probe_time
+
+    with raw_recording(workdir) as (records, bpf):
         fds = {name.decode(): fn.fd for name, fn in bpf._bpf.funcs.items()}
         with probe_time.stats_enabled():
             before = probe_time.snapshot(fds)
@@ -65,12 +83,7 @@ def record(workdir: Path, url: str, seconds: float, rate: float, conns: int,
                           close=close)
             after = probe_time.snapshot(fds)
         probe = probe_time.per_request(before, after, res.requests)
-        time.sleep(0.1)
-        stop.set()
-        t.join()
         drops = {k: v for k, v in bpf.drop_counts().items() if v}
-    finally:
-        bpf.close()
     return records, {"requests": res.requests, "rps": res.rps, "probe": probe,
                      **{f"drop_{k}": v for k, v in drops.items()}}
 

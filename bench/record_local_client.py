@@ -2,11 +2,11 @@
 
     sudo .venv/bin/python -m bench.record_local_client OUT.pickle [REQUESTS] [PORT]
 
-``capacity.record`` drives the server with wrk, whose non-blocking connects leave no record in a
-raw recording (no CONNECT, no DATA of its pid): its replays have the server's spans only, and the
-pipeline's CLIENT path (``PeerResolver.attributes_for``, half the spans where a local client calls
-a local server) never runs. Here the probes are attached before gunicorn (Flask, one sync worker)
-starts, so its LISTEN event is in the recording (the replay's ListenEvents learns the listener),
+``capacity.record``'s server listened before the probes were attached and is gone by the replay:
+no replay of it resolves a local peer for wrk's CLIENT spans (``PeerResolver.attributes_for``'s
+answer, half the spans where a local client calls a local server). Here the probes are attached
+before gunicorn (Flask, one sync worker) starts, so its LISTEN event is in the recording (the
+replay's ListenEvents learns the listener),
 and a blocking Python client makes ``REQUESTS`` requests, a new connection each. The records are
 cut to the server's and the client's pids, remapped to live ``sleep`` processes (identity finds a
 live process, as in the daemon); their pids are printed: kill them when the replays are done.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,23 +37,7 @@ print(i + 1)
 
 def record(requests: int, port: int, workdir: Path) -> tuple[list[bytes], set[int], int]:
     """(records, the server's pids, the client's pid)."""
-    from hostagent.probes.loader import BpfCapture
-    from hostagent.probes.registry import PROCESS_GROUP, SOCKET_GROUP
-
-    records: list[bytes] = []
-    bpf = BpfCapture(on_event=records.append, runtime_dir=workdir / "run", raw_records=True)  # type: ignore[arg-type]
-    bpf.load()
-    stop = threading.Event()
-
-    def drain() -> None:
-        while not stop.is_set():
-            bpf.poll(10)
-        bpf.poll(0)
-
-    try:
-        bpf.attach({SOCKET_GROUP, PROCESS_GROUP})
-        thread = threading.Thread(target=drain, daemon=True)
-        thread.start()
+    with capacity.raw_recording(workdir) as (records, _):
         server = gunicorn(port, "0")
         try:
             time.sleep(0.5)  # its worker forked
@@ -65,11 +48,6 @@ def record(requests: int, port: int, workdir: Path) -> tuple[list[bytes], set[in
             done = int(client.communicate()[0])
         finally:
             server.stop()
-        time.sleep(0.1)
-        stop.set()
-        thread.join()
-    finally:
-        bpf.close()
     print(f"{done} requests; server pids {sorted(server_pids)}, client {client.pid}")
     return records, server_pids, client.pid
 
