@@ -17,11 +17,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Optional
 
 from hostagent.export.otlp import endpoint_address
+from hostagent.identity.proc_net import decode_endpoint
 
 # (local address, local port, remote port) of one of the agent's TCP sockets: from a collector's
 # side, the (peer address, peer port, local port) of a call the agent made to it.
@@ -66,14 +68,6 @@ def own_endpoints(fd_dir: str = "/proc/self/fd") -> set[OwnKey]:
     return out
 
 
-def _hex_address(text: str) -> tuple[str, int]:
-    """``0100007F:10E1`` (/proc/net/tcp: the address as the host's 32-bit words) -> ("127.0.0.1", 4321)."""
-    raw, port = text.split(":")
-    packed = b"".join(int(raw[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(raw), 8))
-    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-    return _address(socket.inet_ntop(family, packed)), int(port, 16)
-
-
 def process_endpoints(pid: int, proc_root: str = "/proc") -> set[OwnKey]:
     """own_endpoints for another process of the agent's (the export process): its socket inodes
     from its fds, their addresses from its network namespace's TCP tables (its fds cannot be
@@ -98,9 +92,9 @@ def process_endpoints(pid: int, proc_root: str = "/proc") -> set[OwnKey]:
                 for line in f:
                     fields = line.split()
                     if len(fields) > 9 and fields[9] in inodes and fields[3] == "01":  # ESTABLISHED
-                        (address, port), (_, remote) = _hex_address(fields[1]), _hex_address(fields[2])
+                        (address, port), (_, remote) = decode_endpoint(fields[1]), decode_endpoint(fields[2])
                         out.add((address, port, remote))
-        except (OSError, ValueError):
+        except (OSError, ValueError, struct.error):
             continue
     return out
 

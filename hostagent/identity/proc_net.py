@@ -25,6 +25,13 @@ def _decode_addr(hex_addr: str) -> str:
     return str(address.ipv4_mapped) if address.ipv4_mapped else str(address)
 
 
+def decode_endpoint(text: str) -> tuple[str, int]:
+    """``0100007F:10E1`` (a /proc/net/tcp address column) -> ("127.0.0.1", 4321); a v4-mapped
+    IPv6 address as its IPv4 one. ValueError (or struct.error) on a malformed column."""
+    addr_hex, _, port_hex = text.partition(":")
+    return _decode_addr(addr_hex), int(port_hex, 16)
+
+
 def parse_listening(text: str) -> dict[int, tuple[str, int]]:
     """inode -> (address, port) of the LISTEN sockets in /proc/net/tcp or tcp6 text."""
     sockets: dict[int, tuple[str, int]] = {}
@@ -32,9 +39,8 @@ def parse_listening(text: str) -> dict[int, tuple[str, int]]:
         fields = line.split()
         if len(fields) < 10 or fields[3] != _LISTEN:
             continue
-        addr_hex, _, port_hex = fields[1].partition(":")
         try:
-            sockets[int(fields[9])] = (_decode_addr(addr_hex), int(port_hex, 16))
+            sockets[int(fields[9])] = decode_endpoint(fields[1])
         except (ValueError, struct.error):
             continue
     return sockets
