@@ -175,28 +175,30 @@ def exporter_kwargs(config: Config) -> dict[str, Any]:
 
 
 def otlp_span_exporter(config: Config, kwargs: dict[str, Any]) -> SpanExporter:
-    """The OTLP span exporter: over gRPC with ``[exporter] process`` (the default) a ChildExporter
-    (hostagent.export.process) started now, the in-process exporter being its fallback; else that."""
+    """The OTLP span exporter: over gRPC with ``[exporter] process`` (off by default) a
+    ChildExporter (hostagent.export.process) started now, the in-process exporter being its
+    fallback; else that."""
     exp = config.exporter
     exporter = make_otlp_exporter(**kwargs, exact_endpoint=exp.endpoint_is_signal_specific)
     if exp.protocol != "grpc" or not exp.process:
         return exporter
+    from hostagent import priority
     from hostagent.export.process import ChildExporter
 
     child = ChildExporter(dict(kwargs, exact_endpoint=exp.endpoint_is_signal_specific), exporter,
                           timeout_s=kwargs["timeout_s"])
-    child.on_child.append(_export_process_started)
+    followed: list[int] = []  # the export process whose threads take the agent's priority
+
+    def started(pid: int) -> None:
+        """A new export process takes the agent's priority, now and at each change; its
+        predecessor's pid is let go (it may be another process's by now)."""
+        for old in followed:
+            priority.unfollow(old)
+        followed[:] = [pid]
+        priority.follow(pid)
+
+    child.on_child.append(started)
     return child.start()
-
-
-def _export_process_started(pid: int, _last: list[int] = []) -> None:  # noqa: B006 (the last pid)
-    """The export process takes the agent's priority, now and at each change (hostagent.priority)."""
-    from hostagent import priority
-
-    for old in _last:
-        priority.unfollow(old)
-    _last[:] = [pid]
-    priority.follow(pid)
 
 
 def make_exporters(config: Config, console: bool) -> tuple[list[SpanExporter], Optional[SpanExporter], str]:
