@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from hostagent.kernel.btf import VMLINUX
 from hostagent.kernel.errors import KernelNotReady
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _bpf_syscall_refused() -> int:
     return err if err in (errno.EPERM, errno.EACCES, errno.ENOSYS) else 0
 
 
-def check_bpf_usable(headers_found: bool, btf: Path = Path("/sys/kernel/btf/vmlinux")) -> None:
+def check_bpf_usable(headers_found: bool, btf: Path = VMLINUX) -> None:
     """Raise KernelNotReady unless we are root, bpf() works, and bcc has BTF or headers."""
     if os.geteuid() != 0:
         raise KernelNotReady("hostagent must run as root to load eBPF programs.")
