@@ -81,3 +81,28 @@ def test_respan_moves_a_record_in_place_as_it_moves_a_readable_span(traceparent:
     assert (moved.context.trace_id, moved.context.span_id) == (0x1234, own_id)
     assert moved.parent is not None
     assert (moved.parent.trace_id, moved.parent.span_id, moved.parent.is_remote) == (0x1234, 0x5678, False)
+
+
+class CapturingTap:
+    active = True
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    def publish(self, summary: Any) -> None:
+        self.published.append(summary)
+
+
+def test_the_console_and_the_tap_show_a_record_as_its_readable_span() -> None:
+    from hostagent.admin.tap import tap_observer
+    from hostagent.export.console import format_span
+
+    span = build(traceparent=TRACEPARENT, error_type="503")
+    twin = readable(span)
+    assert format_span(span) == format_span(twin)
+    tap = CapturingTap()
+    observe = tap_observer(tap)  # type: ignore[arg-type]
+    call = Call(protocol="http", role=Role.SERVER, start_ns=1, end_ns=2, name="GET", conn=CONN)
+    observe(call, span)
+    observe(call, twin)
+    assert tap.published[0] == tap.published[1]
