@@ -33,6 +33,7 @@ COMPILED = [
     "hostagent/protocols/http1_head.py",
     "hostagent/protocols/http_common.py",
     "hostagent/traces/linking.py",
+    "hostagent/traces/record.py",
     "hostagent/traces/sdk_records.py",
     "hostagent/traces/spans.py",
     "hostagent/traces/wire.py",

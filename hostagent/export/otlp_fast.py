@@ -25,6 +25,8 @@ from typing import Any, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from hostagent.traces.record import SpanRecord
+
 _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
 _pack_i = struct.Struct("<I").pack
@@ -94,6 +96,31 @@ def _key_value(key: str, value: Any) -> bytes:
     return _str(0x0A, key) + _field_bytes(0x12, _any_value(value))
 
 
+def _events(parts: list[bytes], events: Sequence[Any]) -> None:
+    """Each event as a Span ``events`` field (tag 11), appended to ``parts``."""
+    for event in events:
+        body = _str(0x12, event.name) if event.name else b""
+        body = b"\x09" + _pack_q(event.timestamp) + body  # time_unix_nano = 1 (fixed64)
+        for k, v in (event.attributes or {}).items():
+            body += _field_bytes(0x1A, _key_value(k, v))
+        if event.dropped_attributes:
+            body += b"\x20" + _varint(event.dropped_attributes)
+        parts.append(_field_bytes(0x5A, body))
+
+
+def _links(parts: list[bytes], links: Sequence[Any]) -> None:
+    """Each link as a Span ``links`` field (tag 13), appended to ``parts``."""
+    for link in links:
+        lc = link.context
+        body = b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08" + lc.span_id.to_bytes(8, "big")
+        for k, v in (link.attributes or {}).items():
+            body += _field_bytes(0x22, _key_value(k, v))  # Link.attributes = 4
+        if link.dropped_attributes:
+            body += b"\x28" + _varint(link.dropped_attributes)  # = 5
+        body += b"\x35" + _pack_i(_FLAGS_REMOTE if lc.is_remote else _FLAGS_LOCAL)
+        parts.append(_field_bytes(0x6A, body))
+
+
 class OtlpTraceEncoder:
     """``encode(spans) -> bytes`` of an ExportTraceServiceRequest. One per exporter (its caches);
     used from the export thread only."""
@@ -110,6 +137,10 @@ class OtlpTraceEncoder:
         self._simple_count = 0
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object itself, its encoding)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
+        # the last Status encoded and its field: the agent's spans share one unset Status (the SDK's
+        # Status has no setters: its properties are read only)
+        self._status: Any = None
+        self._status_field = b""
 
     def attribute(self, key: str, value: Any) -> bytes:
         """One span attribute as a whole ``attributes`` field (tag 9) of a Span."""
@@ -167,8 +198,10 @@ class OtlpTraceEncoder:
         self._scopes[id(scope)] = (scope, enc)
         return enc
 
-    def span(self, span: ReadableSpan) -> bytes:
+    def span(self, span: Any) -> bytes:
         """One Span message (without its own tag)."""
+        if isinstance(span, SpanRecord):
+            return self._record(span)
         if span.__class__ is ReadableSpan and "_context" in span.__dict__:
             # The SDK's own class: its fields read straight from the instance, not through ten
             # properties (``attributes`` wraps a MappingProxy, ``events``/``links`` copy to tuples).
@@ -190,57 +223,82 @@ class OtlpTraceEncoder:
             parts.append(_str(0x2A, name))
         parts += (b"\x30", _SMALL[kind.value + 1],  # OTLP kinds are the SDK's + 1
                   b"\x39", _pack_q(start or 0), b"\x41", _pack_q(end or 0))
-        attribute = self.attribute
         if attrs:
-            simple = self._simple
-            for k, v in attrs.items():
-                cls = v.__class__
-                if cls is str or cls is int:
-                    values = simple.get(k)
-                    if values is not None:
-                        enc = values.get(v)
-                        if enc is not None:
-                            parts.append(enc)
-                            continue
-                parts.append(attribute(k, v))
+            self._attributes(parts, attrs)
         # A plain dict / tuple / list has dropped nothing (the SDK's properties say 0 unless Bounded*).
         dropped = span.dropped_attributes if attrs.__class__ is not dict else 0
         if dropped:
             parts += (b"\x50", _varint(dropped))
-        for event in events:
-            body = _str(0x12, event.name) if event.name else b""
-            body = b"\x09" + _pack_q(event.timestamp) + body  # time_unix_nano = 1 (fixed64)
-            for k, v in (event.attributes or {}).items():
-                body += _field_bytes(0x1A, _key_value(k, v))
-            if event.dropped_attributes:
-                body += b"\x20" + _varint(event.dropped_attributes)
-            parts.append(_field_bytes(0x5A, body))
+        if events:
+            _events(parts, events)
         dropped = span.dropped_events if events.__class__ not in _PLAIN else 0
         if dropped:
             parts += (b"\x60", _varint(dropped))
-        for link in links:
-            lc = link.context
-            body = b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08" + lc.span_id.to_bytes(8, "big")
-            for k, v in (link.attributes or {}).items():
-                body += _field_bytes(0x22, _key_value(k, v))  # Link.attributes = 4
-            if link.dropped_attributes:
-                body += b"\x28" + _varint(link.dropped_attributes)  # = 5
-            body += b"\x35" + _pack_i(_FLAGS_REMOTE if lc.is_remote else _FLAGS_LOCAL)
-            parts.append(_field_bytes(0x6A, body))
+        if links:
+            _links(parts, links)
         dropped = span.dropped_links if links.__class__ not in _PLAIN else 0
         if dropped:
             parts += (b"\x70", _varint(dropped))
+        parts.append(self._status_of(status))
+        parts += (b"\x85\x01", _pack_i(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL))
+        return b"".join(parts)
+
+    def _record(self, span: SpanRecord) -> bytes:
+        """``span`` for the agent's own records: the same message, their fields read from the C
+        struct (ids as ints, the OTLP kind), no SpanContext made. Nothing dropped (a plain dict and
+        tuples)."""
+        parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
+        state = span.trace_state
+        if state:
+            parts.append(_str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
+        parent_id = span.parent_span_id
+        if parent_id:
+            parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
+        name = span.name
+        if name:
+            parts.append(_str(0x2A, name))
+        parts += (b"\x30", _SMALL[span.otlp_kind], b"\x39", _pack_q(span.start_time), b"\x41", _pack_q(span.end_time))
+        attrs = span.attrs
+        if attrs:
+            self._attributes(parts, attrs)
+        if span.events:
+            _events(parts, span.events)
+        if span.links:
+            _links(parts, span.links)
+        parts.append(self._status_of(span.status))
+        parts += (b"\x85\x01", _pack_i(_FLAGS_REMOTE if parent_id and span.parent_remote else _FLAGS_LOCAL))
+        return b"".join(parts)
+
+    def _attributes(self, parts: list[bytes], attrs: Mapping[str, Any]) -> None:
+        """Each attribute as a Span ``attributes`` field (tag 9), appended to ``parts``."""
+        simple = self._simple
+        attribute = self.attribute
+        for k, v in attrs.items():
+            cls = v.__class__
+            if cls is str or cls is int:
+                values = simple.get(k)
+                if values is not None:
+                    enc = values.get(v)
+                    if enc is not None:
+                        parts.append(enc)
+                        continue
+            parts.append(attribute(k, v))
+
+    def _status_of(self, status: Any) -> bytes:
+        """The ``status`` field (tag 15) of a Span: always present, as the SDK's."""
+        if status is self._status:
+            return self._status_field
         body = b""
         if status.description:
             body += _str(0x12, status.description)
         code = status.status_code.value
         if code:
             body += b"\x18" + _SMALL[code]
-        parts += (b"\x7a", _len(len(body)), body)  # status = 15 (always present, as the SDK's)
-        parts += (b"\x85\x01", _pack_i(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL))
-        return b"".join(parts)
+        enc = b"\x7a" + _len(len(body)) + body
+        self._status, self._status_field = status, enc
+        return enc
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[Any]) -> bytes:
         """Spans grouped by Resource then scope, in first-seen order, as the SDK encoder does --
         except that Resources are grouped by object identity, not equality (hashing a Resource's
         attributes per span costs more than the encoding; the agent has one object per process).
@@ -255,11 +313,14 @@ class OtlpTraceEncoder:
             n += 1
             if pause is not None and not n & 63:
                 pause()
-            res = s.resource
+            if isinstance(s, SpanRecord):  # compiled: two reads from its struct
+                res, scope = s.resource, s.instrumentation_scope
+            else:  # the SDK's properties
+
+                res, scope = s.resource, s.instrumentation_scope
             g = groups.get(id(res))
             if g is None:
                 g = groups[id(res)] = (res, {})
-            scope = s.instrumentation_scope
             sg = g[1].get(id(scope))
             if sg is None:
                 sg = g[1][id(scope)] = (scope, [])

@@ -49,6 +49,7 @@ from typing import Any, Optional
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.model import Call, Role
+from hostagent.traces.record import SpanRecord
 from hostagent.traces.sdk_records import new_context
 
 MAX_BUCKET = 64  # spans waiting per (port, method, path) or per thread: scans stay short under load
@@ -72,7 +73,12 @@ def keep_all(call: Call, span: ReadableSpan, pending: Any, parent_kept: Optional
 def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSpan:
     """``span`` moved into ``trace_id`` under ``parent_span_id`` (its own span id kept), in place:
     only spans not yet handed to the exporter are moved (held in a link tree, or in the SDK
-    layering's wait), and a new ReadableSpan cost ~3x the two contexts."""
+    layering's wait), and a new ReadableSpan cost ~3x the two contexts. A SpanRecord (the agent's
+    own) changes two ints; its contexts are made again only if asked for."""
+    record: Any = span
+    if isinstance(record, SpanRecord):
+        record.move(trace_id, parent_span_id)
+        return span
     ctx = span.context
     assert ctx is not None
     flags, state = ctx.trace_flags, ctx.trace_state
@@ -122,9 +128,13 @@ class Node:
         self.done = False  # emitted; span/trace_id are final
         self.waiting = False
         self.home: Any = None  # while waiting: (table, key) of the bucket it waits in
-        ctx = span.context
-        self.trace_id = ctx.trace_id if ctx is not None else 0
-        self.span_id = ctx.span_id if ctx is not None else 0
+        record: Any = span
+        if isinstance(record, SpanRecord):  # the ints themselves, no SpanContext made
+            self.trace_id, self.span_id = record.trace_id, record.span_id
+        else:
+            ctx = span.context
+            self.trace_id = ctx.trace_id if ctx is not None else 0
+            self.span_id = ctx.span_id if ctx is not None else 0
 
     def release(self) -> None:
         """Emitted: what a later call can still ask of it (its ids, times, request, the gate's

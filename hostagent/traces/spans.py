@@ -1,8 +1,10 @@
-"""Calls -> OpenTelemetry ``ReadableSpan``s, with exact ids and timestamps.
+"""Calls -> spans with the read API of OpenTelemetry's ``ReadableSpan``, exact ids and timestamps.
 
-We build ``ReadableSpan`` directly instead of going through a Tracer: a captured call has
+We build the span records directly instead of going through a Tracer: a captured call has
 already happened, so its start/end times, ids and parent are facts we set, not things the SDK
-should measure or generate. It is also ~10x cheaper than start_span()/end() per span.
+should measure or generate. It is also ~10x cheaper than start_span()/end() per span. The record
+is ``hostagent.traces.record.SpanRecord`` (compiled; see why there), typed ``ReadableSpan`` for
+the stages after, which read it through that API.
 
 Trace context (W3C traceparent found on the request):
 - SERVER span: joins the caller's trace -- trace id from the traceparent and parent = the
@@ -18,26 +20,28 @@ Trace context (W3C traceparent found on the request):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace import SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
 import hostagent
 from hostagent.model import Call, Connection, Role
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.ids import new_span_id, new_trace_id, parse_traceparent
-from hostagent.traces.sdk_records import new_context, new_span
+from hostagent.traces.record import SpanRecord
 
 # call -> the Resource of the process that made it (identity's ServiceCache.resource_of)
 ResourceFor = Callable[[Call], Resource]
 SCOPE = InstrumentationScope("hostagent", hostagent.__version__)
 
-_KINDS = {Role.CLIENT: SpanKind.CLIENT, Role.SERVER: SpanKind.SERVER}
-_INTERNAL = SpanKind.INTERNAL
+# role -> (SpanKind, its OTLP number: the SDK's value + 1)
+_KINDS = {Role.CLIENT: (SpanKind.CLIENT, SpanKind.CLIENT.value + 1),
+          Role.SERVER: (SpanKind.SERVER, SpanKind.SERVER.value + 1)}
+_INTERNAL = (SpanKind.INTERNAL, SpanKind.INTERNAL.value + 1)
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER  # enum members read once, not per span
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -80,7 +84,8 @@ def connection_attributes(attrs: dict, role: Role, conn: Connection) -> None:
 
 
 class SpanBuilder:
-    """``build(call) -> ReadableSpan``. Stateless apart from the clock and the Resource cache."""
+    """``build(call) -> SpanRecord`` (typed ReadableSpan: the API the stages read). Stateless apart
+    from the clock and the Resource cache."""
 
     def __init__(
         self,
@@ -94,7 +99,7 @@ class SpanBuilder:
 
     def build(self, call: Call) -> ReadableSpan:
         role = call.role
-        kind = _KINDS.get(role, _INTERNAL)
+        kind, otlp_kind = _KINDS.get(role, _INTERNAL)
 
         attrs = call.attributes.copy()
         conn = call.conn
@@ -107,19 +112,17 @@ class SpanBuilder:
         else:
             status = _UNSET
 
-        parent: Optional[SpanContext] = None
+        parent_id = 0  # none
         flags = _SAMPLED
         trace_state = _EMPTY_STATE
         incoming = parse_traceparent(call.traceparent) if call.traceparent else None
         if incoming is not None:
-            trace_id, parent_id, raw_flags = incoming
+            trace_id, parent_id, raw_flags = incoming  # the parent: remote, with the span's flags and state
             flags = TraceFlags(raw_flags)
             if call.tracestate:
                 trace_state = TraceState.from_header([call.tracestate])
-            parent = new_context(trace_id, parent_id, True, flags, trace_state)
         else:
             trace_id = new_trace_id()
-        context = new_context(trace_id, new_span_id(), False, flags, trace_state)
 
         offset = self.clock.offset_ns
         start = call.start_ns + offset
@@ -127,4 +130,5 @@ class SpanBuilder:
         if end < start:
             end = start
         resource: Resource = self.resource_for(call)
-        return new_span(call.name, context, parent, resource, attrs, kind, status, start, end, SCOPE)
+        return cast(ReadableSpan, SpanRecord(call.name, trace_id, new_span_id(), flags, trace_state, parent_id, True,
+                                             resource, attrs, kind, otlp_kind, status, start, end, SCOPE))

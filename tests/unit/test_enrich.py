@@ -19,6 +19,7 @@ from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.enrich import SdkLayer, redact_request
 from hostagent.traces.spans import SpanBuilder
 from tests.support.clock import ManualClock
+from tests.support.live import LiveSpans
 
 BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({"process.pid": 77, "service.name": "shop"}))
 TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -129,12 +130,11 @@ def test_matched_agent_spans_are_not_kept_alive_until_their_deadline() -> None:
     """An agent span matched by its SDK span at once must not stay referenced by the deadline
     heap for the rest of its wait (up to sdk_wait_s), call and span with it."""
     import gc
-    import weakref
 
     from hostagent.traces.linking import EXPIRY_SLACK
 
     sdk, emitted, forwarded, clock = layer()
-    alive: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
+    alive = LiveSpans()
     n = 3 * EXPIRY_SLACK
     for i in range(n):
         client_id = 0x1000 + i

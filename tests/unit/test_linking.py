@@ -18,6 +18,7 @@ from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.linking import LocalLinker
 from hostagent.traces.spans import SpanBuilder
 from tests.support.clock import ManualClock
+from tests.support.live import LiveSpans
 
 BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({}))
 A_PORT, B_PORT = 19302, 19301
@@ -162,11 +163,10 @@ def test_linked_spans_are_not_kept_alive_for_the_rest_of_their_hold() -> None:
     the linker must then let go of it, not keep it (and its call) until the hold would have run
     out: under nginx at 30k req/s a 1.5 s hold kept ~40k emitted spans alive, ~100 MiB."""
     import gc
-    import weakref
 
     from hostagent.traces.linking import EXPIRY_SLACK, MAX_BUCKET
 
-    emitted: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
+    emitted = LiveSpans()
     clock = ManualClock()
     lk = LocalLinker(lambda c, s: emitted.add(s), clock=clock, hold_s=1.5)
     offer(lk, http(Role.SERVER, 200, 201, 3, 4, B_PORT, "/never"))  # its client never comes
@@ -192,9 +192,8 @@ def test_emitted_spans_of_closed_connections_are_let_go(server_first: bool) -> N
     connections' tables kept every emitted client span alive (and the garbage collector walked them
     at every collection). A later server call of a connection still links, under the emitted client."""
     import gc
-    import weakref
 
-    emitted: weakref.WeakSet[ReadableSpan] = weakref.WeakSet()
+    emitted = LiveSpans()
     out: list[tuple[int, int, int]] = []
     lk = LocalLinker(lambda c, s: (emitted.add(s), out.append(ids(s))), clock=ManualClock())
     n = 1000

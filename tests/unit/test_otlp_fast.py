@@ -24,6 +24,7 @@ from hostagent.identity.procfs import ProcFS
 from hostagent.identity.resource import HostInfo
 from hostagent.identity.service import ServiceCache
 from hostagent.model import Call, Connection, Endpoint, Role
+from hostagent.traces.record import SpanRecord
 from hostagent.traces.spans import SpanBuilder
 
 RES_A = Resource({"service.name": "nginx", "process.pid": 42, "host.name": "h"})
@@ -31,10 +32,34 @@ RES_B = Resource({"service.name": "wrk", "process.command_args": ("wrk", "-c", "
 SCOPE = InstrumentationScope("hostagent", "0.1.0")
 
 
+def record_of(span: ReadableSpan) -> SpanRecord:
+    """``span`` as the agent's SpanRecord (its parent's flags and state are the span's own there,
+    which no encoder writes)."""
+    ctx, parent = span.context, span.parent
+    record = SpanRecord(span.name, ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state,
+                        parent.span_id if parent is not None else 0, parent is not None and parent.is_remote,
+                        span.resource, dict(span.attributes or {}), span.kind, span.kind.value + 1, span.status,
+                        span.start_time or 0, span.end_time or 0, span.instrumentation_scope)  # type: ignore[arg-type]
+    record.events, record.links = tuple(span.events), tuple(span.links)
+    return record
+
+
 def same(spans: list[ReadableSpan], encoder: OtlpTraceEncoder | None = None) -> None:
-    ours = ExportTraceServiceRequest.FromString((encoder or OtlpTraceEncoder()).encode(spans))
+    """Our encoding of ``spans`` is the SDK encoder's message; as SpanRecords, they encode to the
+    same bytes with ours and to the same message with the SDK's (the OTLP/HTTP path)."""
+    enc = encoder or OtlpTraceEncoder()
+    ours_bytes = enc.encode(spans)
+    ours = ExportTraceServiceRequest.FromString(ours_bytes)
     theirs = ExportTraceServiceRequest.FromString(sdk_encode(spans).SerializeToString())
     assert ours == theirs, f"\nours:\n{ours}\ntheirs:\n{theirs}"
+    if all(s.__class__ is ReadableSpan for s in spans):
+        records = [record_of(s) for s in spans]
+        rec_enc = OtlpTraceEncoder()
+        assert rec_enc.encode(records) == ours_bytes
+        assert rec_enc.encode(records) == ours_bytes  # from its caches
+        mixed = [r if i % 2 else s for i, (s, r) in enumerate(zip(spans, records))]
+        assert rec_enc.encode(mixed) == ours_bytes
+        assert ExportTraceServiceRequest.FromString(sdk_encode(records).SerializeToString()) == theirs  # type: ignore[arg-type]
 
 
 def span(name: str = "GET /", attrs: dict | None = None, resource: Resource = RES_A, **kw: object) -> ReadableSpan:
@@ -106,8 +131,16 @@ def test_spans_from_the_span_builder() -> None:
     tree = Path(__file__).resolve().parents[1] / "fixtures" / "proc" / "host"
     cache = ServiceCache(ProcFS(str(tree)), host_info=host)
     builder = SpanBuilder(resource_for=cache.resource_of)  # one Resource object per process, as in the agent
-    same([builder.build(call), builder.build(Call(protocol="http", role=Role.CLIENT, start_ns=1, end_ns=2,
-                                                  name="GET", conn=conn))])
+    records = [builder.build(call), builder.build(Call(protocol="http", role=Role.CLIENT, start_ns=1, end_ns=2,
+                                                       name="GET", conn=conn))]
+    assert all(type(r) is SpanRecord for r in records)
+    same(records)
+    # the ReadableSpans the builder made before: the same bytes
+    twins = [ReadableSpan(name=r.name, context=r.context, parent=r.parent, resource=r.resource,
+                          attributes=dict(r.attributes or {}), kind=r.kind, status=r.status, start_time=r.start_time,
+                          end_time=r.end_time, instrumentation_scope=r.instrumentation_scope) for r in records]
+    assert OtlpTraceEncoder().encode(records) == OtlpTraceEncoder().encode(twins)
+    same(twins)
 
 
 @pytest.mark.parametrize("n, encoded", [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"),
