@@ -242,12 +242,14 @@ class Agent:
     # -- loop --------------------------------------------------------------------------------
     def run(self) -> int:
         last_status = time.monotonic()
+        cut = False  # the last drain used its whole budget: what it left is read without waiting
         while not self.stop_requested:
             backoff = self.backoff
             budget = backoff.burst_s() if backoff is not None else None
             began = time.monotonic()
-            self.capture.poll(POLL_INTERVAL_S, budget)
+            self.capture.poll(0 if cut else POLL_INTERVAL_S, budget)
             now = time.monotonic()
+            cut = budget is not None and now - began >= budget and not (backoff is not None and backoff.resting)
             self.heartbeat = now
             if self.pipeline is not None:
                 # muted connections judged on a lossy stream send nothing that would get them retried

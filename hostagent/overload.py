@@ -21,7 +21,8 @@ counted (kernel_ringbuf_full), as before.
 A window is WINDOW_S of the loop; its loss is the kernel's ring-full drops over what arrived
 (records read + dropped). Full effort: the agent at the priority it would take when behind
 (cpu_policy normal, or idle with its floor raised or refused). Pure logic: the daemon feeds it
-counters and a clock, drains for at most ``burst_s()`` and rests ``rest_after(burst)`` after it.
+counters and a clock, drains for at most ``burst_s()`` (at full effort too: a window closes only
+when the loop comes round) and rests ``rest_after(burst)`` after it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ ENTER_LOSS = 0.75  # more than three quarters dropped: arrivals over four times 
 EXIT_ARRIVALS = 0.5  # of the arrival rate it backed off at
 PROBE_EVERY_S = 60.0
 BURST_S = 0.025  # wall time of one drain while backed off (25 ms on, 100 ms off at a duty of 0.2)
+# One drain at full effort returns to the loop within this (it goes on at once in the next turn):
+# far behind on a starved CPU, draining what an 8 MiB ring holds (~40k records) takes seconds, and
+# a window closes only when the loop comes round, so three windows took 5-9 s instead of 3.
+TURN_S = WINDOW_S / 4
 MAX_REST_S = 2.0  # one rest at most (the poll loop beats between rests: watchdog, stop requests)
 
 NORMAL, BACKED_OFF, PROBING = "normal", "backed off", "probing"
@@ -139,9 +144,10 @@ class OverloadBackoff:
                 f"working {self.duty:.0%} of the time until arrivals halve "
                 f"(full effort tried again every {PROBE_EVERY_S:g} s)")
 
-    def burst_s(self) -> Optional[float]:
-        """How long the next drain may take: BURST_S while backed off, else no limit (None)."""
-        return BURST_S if self.state == BACKED_OFF else None
+    def burst_s(self) -> float:
+        """How long the next drain may take: BURST_S while backed off, else TURN_S (the windows
+        are measured on time however long the ring would take to drain)."""
+        return BURST_S if self.state == BACKED_OFF else TURN_S
 
     def rest_after(self, burst_s: float) -> float:
         """Seconds to rest after a drain that took ``burst_s`` (wall time: what the agent would

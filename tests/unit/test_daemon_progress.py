@@ -4,6 +4,9 @@ which the status line shows while it holds the agent up."""
 from __future__ import annotations
 
 import time
+import types
+
+import pytest
 
 from hostagent.config import Config
 from hostagent.daemon import Agent
@@ -120,3 +123,53 @@ def test_the_cpu_effort_in_words_for_hostagentctl_status() -> None:
     for i in range(1, 5):
         backoff.observe(float(i), 8_000 * i, 142_000 * i)
     assert agent.cpu_effort() == "backed off: overloaded, working 20% of the time (for 1 s in all)"
+
+
+class _SlowDrainCapture(_CountingCapture):
+    """A ring far behind on a starved CPU: each poll drains for its whole budget (or, without one,
+    as long as the whole backlog would take); the clock is the test's."""
+
+    def __init__(self, agent: Agent, backlog_s: float, polls: int) -> None:
+        super().__init__()
+        self.agent, self.backlog_s, self.polls = agent, backlog_s, polls
+        self.calls: list[tuple[int, float | None]] = []
+
+    def poll(self, timeout_ms: float, budget_s: float | None) -> int:
+        self.calls.append((timeout_ms, budget_s))
+        self.read += 1_000
+        self.dropped += 30_000
+        if len(self.calls) >= self.polls:
+            self.agent.stop_requested = True
+        return 1_000
+
+
+def test_at_full_effort_a_drain_comes_back_within_a_quarter_window_and_goes_on_without_waiting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostagent import daemon
+    from hostagent.overload import TURN_S, OverloadBackoff
+
+    clock = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(daemon, "time", types.SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
+    agent = Agent(Config())
+    capture = _SlowDrainCapture(agent, backlog_s=3.0, polls=14)
+
+    def poll(timeout_ms: float, budget_s: float | None) -> int:
+        clock[0] += min(budget_s if budget_s is not None else capture.backlog_s, capture.backlog_s)
+        return _SlowDrainCapture.poll(capture, timeout_ms, budget_s)
+
+    monkeypatch.setattr(capture, "poll", poll)
+    agent.idle_guard, agent.capture = _RecordingGuard(), capture
+    agent.backoff = backoff = OverloadBackoff(0.2, clock[0])
+    monkeypatch.setattr(agent, "shutdown", lambda: None)
+    assert agent.run() == 0
+    # every drain at full effort is cut at a quarter window, and the next one does not wait
+    first_backed_off = next(i for i, (_, budget) in enumerate(capture.calls) if budget != TURN_S)
+    assert all(budget == TURN_S for _, budget in capture.calls[:first_backed_off])
+    assert [t for t, _ in capture.calls[1:first_backed_off]] == [0] * (first_backed_off - 1)
+    # so three windows at full effort -- and the backoff -- come after ~3 s, not 3 whole drains (9 s)
+    assert backoff.times_backed_off == 1
+    assert first_backed_off * TURN_S <= 3.0 + 2 * TURN_S

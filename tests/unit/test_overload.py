@@ -12,6 +12,8 @@ from hostagent.overload import (
     NORMAL,
     PROBE_EVERY_S,
     PROBING,
+    TURN_S,
+    WINDOW_S,
     OverloadBackoff,
 )
 
@@ -83,8 +85,9 @@ def test_a_starved_window_is_not_full_effort_even_if_one_turn_in_it_was() -> Non
 
 def test_backed_off_it_drains_in_bursts_and_rests_four_times_each_at_a_duty_of_a_fifth() -> None:
     feed = _Feed(duty=0.2)
-    assert feed.backoff.burst_s() is None  # not backed off: no limit on a drain
-    assert feed.backoff.rest_after(0.05) == 0.0  # and no rest
+    # not backed off: a drain returns to the loop within a quarter window, and rests not at all
+    assert feed.backoff.burst_s() == TURN_S == WINDOW_S / 4
+    assert feed.backoff.rest_after(TURN_S) == 0.0
     _saturated(feed)
     assert feed.backoff.burst_s() == BURST_S
     assert feed.backoff.rest_after(BURST_S) == pytest.approx(4 * BURST_S)
