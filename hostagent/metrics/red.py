@@ -25,7 +25,7 @@ from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import hostagent
-from hostagent.metrics.histograms import HistogramSet
+from hostagent.metrics.histograms import HistogramSet, Key
 from hostagent.model import Call, Role
 from hostagent.traces.spans import connection_attributes
 
@@ -82,6 +82,9 @@ _USES_CONNECTION = {name: any(k in allowed for k in _FROM_CONNECTION) for name, 
 OVERFLOW = {"otel.metric.overflow": True}
 _OVERFLOW_KEY = frozenset(OVERFLOW.items())
 
+# an allowlisted attribute the Call does not have, in the memo's keys (None could be a value)
+_ABSENT = object()
+
 
 def metric_for(call: Call) -> Optional[str]:
     """The histogram a Call is recorded in, or None when the conventions have none for it."""
@@ -125,8 +128,16 @@ class RedMetrics:
                 for name, (description, _) in METRICS.items()
             }
         self._max_series = max_series_per_metric
-        self._series: dict[str, set[frozenset[tuple[str, Any]]]] = {name: set() for name in METRICS}
-        self._lock = threading.Lock()
+        # metric -> its admitted series, each key -> itself: one key object per series, so that
+        # the histograms' lookups by it are identity hits
+        self._series: dict[str, dict[Key, Key]] = {name: {} for name in METRICS}
+        # what a Call's data point attributes are made from (``_inputs``) -> (attributes, series
+        # key), for admitted series only: a Call seen before builds no dict and no frozenset.
+        # Bounded: cleared when it holds as many entries as the caps allow series in all.
+        self._memo: dict[tuple[Any, ...], tuple[dict[str, Any], Key]] = {}
+        self._memo_max = max(1, max_series_per_metric * len(METRICS))
+        # the histograms' lock when they are ours: the counters and the value in one acquisition
+        self._lock = self._own.lock if self.aggregated else threading.Lock()
         self._service_name = service_name
         self.recorded = 0
         self.overflowed = 0  # points that went to the overflow series
@@ -151,6 +162,23 @@ class RedMetrics:
         attrs["service.name"] = service if service is not None else self._service_name(call)
         return attrs
 
+    def _inputs(self, call: Call, metric: str, service: str) -> tuple[Any, ...]:
+        """Everything ``attributes(call, metric, service)`` depends on, as a hashable key: equal
+        keys, equal attribute dicts (same keys in the same order, same values)."""
+        source = call.attributes
+        inputs: list[Any] = [metric, service, call.error_type or None]
+        for key in METRICS[metric][1]:
+            inputs.append(source.get(key, _ABSENT))
+        # the connection can only fill a missing server.address or server.port
+        if call.conn is not None and _USES_CONNECTION[metric] and not (
+            "server.address" in source and "server.port" in source
+        ):
+            ends = {key: source[key] for key in _FROM_CONNECTION if key in source}
+            connection_attributes(ends, call.role, call.conn)
+            inputs.append(ends.get("server.address", _ABSENT))
+            inputs.append(ends.get("server.port", _ABSENT))
+        return tuple(inputs)
+
     def record(self, call: Call, service: Optional[str] = None) -> bool:
         """Record one Call; False when no convention metric applies to it. ``service``: the
         Call's service.name when the caller looked it up already (the pipeline has)."""
@@ -158,20 +186,38 @@ class RedMetrics:
         if metric is None:
             self.skipped += 1
             return False
-        attrs = self.attributes(call, metric, service)
-        key = frozenset(attrs.items())
-        with self._lock:
-            series = self._series[metric]
-            if key not in series:
-                if len(series) >= self._max_series:
+        if service is None:
+            service = self._service_name(call)
+        inputs = self._inputs(call, metric, service)
+        seconds = max(0, call.end_ns - call.start_ns) / 1e9
+        known = self._memo.get(inputs)
+        if known is not None:
+            attrs, key = known
+            with self._lock:
+                self.recorded += 1
+                if self.aggregated:
+                    self._own.add(metric, key, attrs, seconds)
+        else:
+            attrs = self.attributes(call, metric, service)
+            key = frozenset(attrs.items())
+            with self._lock:
+                series = self._series[metric]
+                admitted = series.get(key)
+                if admitted is not None:
+                    key = admitted
+                elif len(series) >= self._max_series:
                     attrs, key = OVERFLOW, _OVERFLOW_KEY
                     self.overflowed += 1
                 else:
-                    series.add(key)
-            self.recorded += 1
-        seconds = max(0, call.end_ns - call.start_ns) / 1e9
-        if self.aggregated:
-            self._own.record(metric, key, attrs, seconds)
-        else:
+                    series[key] = key
+                    admitted = key
+                self.recorded += 1
+                if self.aggregated:
+                    self._own.add(metric, key, attrs, seconds)
+            if admitted is not None:  # an overflowing Call stays out: the memo only holds series
+                if len(self._memo) >= self._memo_max:
+                    self._memo.clear()
+                self._memo[inputs] = (attrs, key)
+        if not self.aggregated:
             self._histograms[metric].record(seconds, attrs)
         return True
