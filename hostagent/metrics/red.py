@@ -19,7 +19,7 @@ per metric) and each metric has a cap on distinct attribute sets: past it, point
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Final, Optional
 
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -30,7 +30,7 @@ from hostagent.model import Call, Role
 from hostagent.traces.spans import connection_attributes
 
 # The conventions' advisory boundaries for request durations, in seconds.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 _HTTP_COMMON = ("http.request.method", "http.response.status_code", "url.scheme", "network.protocol.version")
 _RPC_COMMON = ("rpc.system", "rpc.system.name", "rpc.service", "rpc.method", "rpc.grpc.status_code")
@@ -46,7 +46,7 @@ _DB = (
 )
 
 # metric name -> (description, attribute allowlist); error.type and service.name are always kept.
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+METRICS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "http.server.request.duration": ("Duration of HTTP server requests.", (*_HTTP_COMMON, "http.route")),
     "http.client.request.duration": (
         "Duration of HTTP client requests.",
@@ -61,7 +61,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dns.lookup.duration": ("Time taken to perform a DNS lookup.", ("dns.question.name",)),
 }
 
-_ROUTES: dict[tuple[str, Role], str] = {
+_ROUTES: Final[dict[tuple[str, Role], str]] = {
     ("http", Role.SERVER): "http.server.request.duration",
     ("http", Role.CLIENT): "http.client.request.duration",
     ("http2", Role.SERVER): "http.server.request.duration",
@@ -75,15 +75,16 @@ _ROUTES: dict[tuple[str, Role], str] = {
 }
 
 # The only allowlisted attributes a connection can add (connection_attributes), and the metrics
-# that allow them: the others take nothing from the connection.
-_FROM_CONNECTION = ("server.address", "server.port")
-_USES_CONNECTION = {name: any(k in allowed for k in _FROM_CONNECTION) for name, (_, allowed) in METRICS.items()}
+# that allow them: the others take nothing from the connection. (Final, as the other constants
+# here: compiled, no lookup in the module's dict per call.)
+_FROM_CONNECTION: Final = ("server.address", "server.port")
+_USES_CONNECTION: Final = {name: any(k in allowed for k in _FROM_CONNECTION) for name, (_, allowed) in METRICS.items()}
 
-OVERFLOW = {"otel.metric.overflow": True}
-_OVERFLOW_KEY = frozenset(OVERFLOW.items())
+OVERFLOW: Final = {"otel.metric.overflow": True}
+_OVERFLOW_KEY: Final = frozenset(OVERFLOW.items())
 
 # an allowlisted attribute the Call does not have, in the memo's keys (None could be a value)
-_ABSENT = object()
+_ABSENT: Final = object()
 
 
 def metric_for(call: Call) -> Optional[str]:

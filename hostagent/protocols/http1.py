@@ -25,7 +25,7 @@ distinct head and shared. ``feed_bytes`` is ``feed`` without a Segment to build 
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional, Union
+from typing import Final, Optional, Union
 
 from hostagent.model import DIRECTIONS, Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
@@ -42,15 +42,25 @@ from hostagent.protocols.http_common import (
     status_error,
 )
 
-MAX_HEAD = 16 * 1024  # a head not finished within this many bytes is garbage
-MAX_LINE = 1024  # a chunk-size or trailer line longer than this is garbage
-MAX_PENDING = 64  # pipelined requests waiting for a response
-BODY_LIMIT = 1024  # body prefix kept per message (the traces stage trims further)
+MAX_HEAD: Final = 16 * 1024  # a head not finished within this many bytes is garbage
+MAX_LINE: Final = 1024  # a chunk-size or trailer line longer than this is garbage
+MAX_PENDING: Final = 64  # pipelined requests waiting for a response
+BODY_LIMIT: Final = 1024  # body prefix kept per message (the traces stage trims further)
 
-# Per-direction states.
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _LOSSY, _SYNC, _DONE = range(7)
+# Per-direction states. Final literals (as every constant the hot path reads): compiled, a state
+# test is an integer comparison, not a lookup in the module's dict.
+_HEAD: Final = 0
+_LENGTH: Final = 1
+_CHUNKED: Final = 2
+_UNTIL_CLOSE: Final = 3
+_LOSSY: Final = 4
+_SYNC: Final = 5
+_DONE: Final = 6
 # Chunked sub-states.
-_CH_SIZE, _CH_DATA, _CH_CRLF, _CH_TRAILER = range(4)
+_CH_SIZE: Final = 0
+_CH_DATA: Final = 1
+_CH_CRLF: Final = 2
+_CH_TRAILER: Final = 3
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
