@@ -11,26 +11,31 @@ from hostagent.protocols.base import ProtocolSpec, StreamParser
 from hostagent.protocols.http1 import Http1Parser
 
 # Detection gives up after this many segments or bytes without a protocol match.
-DETECT_SEGMENTS = 3
-DETECT_BYTES = 4096
+DETECT_SEGMENTS: Final = 3
+DETECT_BYTES: Final = 4096
 # A stream first seen mid-way (open before the agent started, or inherited: its first event is
 # data, not connect/accept) may show the rest of a message in flight first - a 4 MB Redis reply
 # is ~64 reads - so detection tries each segment on its own for this many before giving up.
-DETECT_SEGMENTS_MIDWAY = 256
+DETECT_SEGMENTS_MIDWAY: Final = 256
 # A stream judged unknown after calls of it were lost while it was being detected (the kernel shed
 # them: a full ring) was judged on what the losses left, maybe never a message's start (a Redis
 # client's small commands shed after each burst of a big reply's pieces): it is detected again,
 # unmuted, this long after it was given up on, each time UNKNOWN_RETRY_FACTOR times longer, at most
 # UNKNOWN_RETRIES times. One that lost nothing was seen whole and stays muted.
-UNKNOWN_RETRY_NS = 1_000_000_000
-UNKNOWN_RETRY_FACTOR = 4
-UNKNOWN_RETRIES = 3
-TID_HISTORY = 8  # thread changes remembered per direction (request -> handling thread)
+UNKNOWN_RETRY_NS: Final = 1_000_000_000
+UNKNOWN_RETRY_FACTOR: Final = 4
+UNKNOWN_RETRIES: Final = 3
+TID_HISTORY: Final = 8  # thread changes remembered per direction (request -> handling thread)
 
 # UNKNOWN: no enabled protocol recognised the first bytes; MUTED: left the protocol (101 upgrade);
 # OFF: its protocol's probe was turned off (taken up again when it is back on). All three above
-# PARSING are muted in the kernel.
-DETECTING, PARSING, UNKNOWN, MUTED, OFF = range(5)
+# PARSING are muted in the kernel. Final literals: compiled, the hot paths compare with constants
+# instead of looking the names up in the module's dict (so are the other modules' Final ones).
+DETECTING: Final = 0
+PARSING: Final = 1
+UNKNOWN: Final = 2
+MUTED: Final = 3
+OFF: Final = 4
 
 
 _AF_UNIX: Final = int(socket.AF_UNIX)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Optional
+from typing import Final, Optional
 
 from hostagent.capture.state import (
     DETECT_BYTES,
@@ -45,15 +45,15 @@ from hostagent.capture.state import (
     ConnState,
     transport_of,
 )
-from hostagent.model import Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
+from hostagent.model import COMPILED, Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
 from hostagent.protocols.base import ProtocolSpec
 from hostagent.protocols.http1 import Http1Parser
 
-_set = object.__setattr__  # Call is frozen; see _tag
-SPECS_REFRESH_NS = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
+_set: Final = object.__setattr__  # Call is frozen; see _tag
+SPECS_REFRESH_NS: Final = 100_000_000  # re-read the enabled protocols at most every 100 ms of event time
 # A period start no event time is within SPECS_REFRESH_NS of: the next event re-reads them
 # (settings_changed). Small enough for mypyc's unboxed ints.
-_SPECS_STALE = -(1 << 60)
+_SPECS_STALE: Final = -(1 << 60)
 
 PICK_MEMO_MAX = 1024  # distinct first-bytes remembered by protocol detection
 PICK_MEMO_BYTES = 1024  # longer first segments are tested every time
@@ -61,10 +61,14 @@ PICK_MEMO_BYTES = 1024  # longer first segments are tested every time
 # each holds its state until its time comes, even if closed meanwhile.
 UNKNOWN_RETRY_MAX = 4096
 
-_DATA, _CONNECT, _ACCEPT, _CLOSE, _EXIT = (
-    EventKind.DATA, EventKind.CONNECT, EventKind.ACCEPT, EventKind.CLOSE, EventKind.EXIT,
-)  # fmt: skip
-_EGRESS, _INGRESS, _CLIENT = Direction.EGRESS, Direction.INGRESS, Role.CLIENT
+_DATA: Final = EventKind.DATA
+_CONNECT: Final = EventKind.CONNECT
+_ACCEPT: Final = EventKind.ACCEPT
+_CLOSE: Final = EventKind.CLOSE
+_EXIT: Final = EventKind.EXIT
+_EGRESS: Final = Direction.EGRESS
+_INGRESS: Final = Direction.INGRESS
+_CLIENT: Final = Role.CLIENT
 
 
 class ConnectionTracker:
@@ -83,6 +87,9 @@ class ConnectionTracker:
         self._on_mute = on_mute
         self._on_unmute = on_unmute
         self._conns: OrderedDict[int, ConnState] = OrderedDict()
+        # bound once: compiled, a call through it skips the method lookup ``conns.move_to_end``
+        # costs per event
+        self._touch: Callable[[int], None] = self._conns.move_to_end
         self._by_pid: dict[int, set[int]] = {}
         self._specs: tuple[ProtocolSpec, ...] = protocols()
         # Names, not specs, say whether a protocol is on: [capture] raw_sql swaps the SQL specs
@@ -116,7 +123,7 @@ class ConnectionTracker:
             state = self._create(key, event)
             state.midway = state.transport != "udp"
         else:
-            conns.move_to_end(key)
+            self._touch(key)
             if state.local is None and event.local_port:
                 state.local = Endpoint(event.local_addr, event.local_port)
             if state.peer is None and event.peer_addr and event.peer_port and state.transport == "tcp":
@@ -507,7 +514,10 @@ class ConnectionTracker:
             conn = state.conn
             if conn is None or conn.tid != tid or conn.peer is not peer or conn.local is not state.local:
                 conn = state.connection(tid, peer)
-            _set(call, "conn", conn)
+            if COMPILED:  # a C store into the instance (as model's own __init__ does)
+                call.conn = conn  # type: ignore[misc]
+            else:
+                _set(call, "conn", conn)
         return calls
 
 

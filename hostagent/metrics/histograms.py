@@ -75,7 +75,9 @@ class HistogramSet:
         self.unit = unit
         self._readers: list[_ReaderState] = []
         self._resource: Optional[Resource] = None
-        self._lock = threading.Lock()
+        # held while a value is added and while a reader collects; a caller that keeps counts of
+        # its own beside the values takes it once for both (``add``)
+        self.lock = threading.Lock()
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -102,20 +104,25 @@ class HistogramSet:
 
     def record(self, name: str, key: Key, attributes: dict[str, Any], value: float) -> None:
         """Add ``value`` to the series ``key`` (hashable, one per distinct ``attributes``)."""
+        with self.lock:
+            self.add(name, key, attributes, value)
+
+    def add(self, name: str, key: Key, attributes: dict[str, Any], value: float) -> None:
+        """``record`` for a caller that holds ``lock``. The same ``key`` object each time for a
+        series makes its lookups identity hits (no element-wise comparison of the frozensets)."""
         bucket = bisect_left(self.bounds, value)
-        with self._lock:
-            for state in self._readers:
-                series = state.series[name]
-                s = series.get(key)
-                if s is None:
-                    s = series[key] = _Series(attributes, len(self.bounds) + 1, time_ns())
-                s.buckets[bucket] += 1
-                s.count += 1
-                s.sum += value
-                if value < s.min:
-                    s.min = value
-                if value > s.max:
-                    s.max = value
+        for state in self._readers:
+            series = state.series[name]
+            s = series.get(key)
+            if s is None:
+                s = series[key] = _Series(attributes, len(self.bounds) + 1, time_ns())
+            s.buckets[bucket] += 1
+            s.count += 1
+            s.sum += value
+            if value < s.min:
+                s.min = value
+            if value > s.max:
+                s.max = value
 
     # -- collection -----------------------------------------------------------------------------
 
@@ -123,7 +130,7 @@ class HistogramSet:
         now = time_ns()
         temporality = AggregationTemporality.DELTA if state.delta else AggregationTemporality.CUMULATIVE
         metrics = []
-        with self._lock:
+        with self.lock:
             since = state.last_collect_ns
             state.last_collect_ns = now
             for name, series in state.series.items():

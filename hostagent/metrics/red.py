@@ -19,18 +19,18 @@ per metric) and each metric has a cap on distinct attribute sets: past it, point
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Final, Optional
 
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 import hostagent
-from hostagent.metrics.histograms import HistogramSet
+from hostagent.metrics.histograms import HistogramSet, Key
 from hostagent.model import Call, Role
 from hostagent.traces.spans import connection_attributes
 
 # The conventions' advisory boundaries for request durations, in seconds.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 _HTTP_COMMON = ("http.request.method", "http.response.status_code", "url.scheme", "network.protocol.version")
 _RPC_COMMON = ("rpc.system", "rpc.system.name", "rpc.service", "rpc.method", "rpc.grpc.status_code")
@@ -46,7 +46,7 @@ _DB = (
 )
 
 # metric name -> (description, attribute allowlist); error.type and service.name are always kept.
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+METRICS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "http.server.request.duration": ("Duration of HTTP server requests.", (*_HTTP_COMMON, "http.route")),
     "http.client.request.duration": (
         "Duration of HTTP client requests.",
@@ -61,7 +61,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dns.lookup.duration": ("Time taken to perform a DNS lookup.", ("dns.question.name",)),
 }
 
-_ROUTES: dict[tuple[str, Role], str] = {
+_ROUTES: Final[dict[tuple[str, Role], str]] = {
     ("http", Role.SERVER): "http.server.request.duration",
     ("http", Role.CLIENT): "http.client.request.duration",
     ("http2", Role.SERVER): "http.server.request.duration",
@@ -75,12 +75,16 @@ _ROUTES: dict[tuple[str, Role], str] = {
 }
 
 # The only allowlisted attributes a connection can add (connection_attributes), and the metrics
-# that allow them: the others take nothing from the connection.
-_FROM_CONNECTION = ("server.address", "server.port")
-_USES_CONNECTION = {name: any(k in allowed for k in _FROM_CONNECTION) for name, (_, allowed) in METRICS.items()}
+# that allow them: the others take nothing from the connection. (Final, as the other constants
+# here: compiled, no lookup in the module's dict per call.)
+_FROM_CONNECTION: Final = ("server.address", "server.port")
+_USES_CONNECTION: Final = {name: any(k in allowed for k in _FROM_CONNECTION) for name, (_, allowed) in METRICS.items()}
 
-OVERFLOW = {"otel.metric.overflow": True}
-_OVERFLOW_KEY = frozenset(OVERFLOW.items())
+OVERFLOW: Final = {"otel.metric.overflow": True}
+_OVERFLOW_KEY: Final = frozenset(OVERFLOW.items())
+
+# an allowlisted attribute the Call does not have, in the memo's keys (None could be a value)
+_ABSENT: Final = object()
 
 
 def metric_for(call: Call) -> Optional[str]:
@@ -125,8 +129,16 @@ class RedMetrics:
                 for name, (description, _) in METRICS.items()
             }
         self._max_series = max_series_per_metric
-        self._series: dict[str, set[frozenset[tuple[str, Any]]]] = {name: set() for name in METRICS}
-        self._lock = threading.Lock()
+        # metric -> its admitted series, each key -> itself: one key object per series, so that
+        # the histograms' lookups by it are identity hits
+        self._series: dict[str, dict[Key, Key]] = {name: {} for name in METRICS}
+        # what a Call's data point attributes are made from (``_inputs``) -> (attributes, series
+        # key), for admitted series only: a Call seen before builds no dict and no frozenset.
+        # Bounded: cleared when it holds as many entries as the caps allow series in all.
+        self._memo: dict[tuple[Any, ...], tuple[dict[str, Any], Key]] = {}
+        self._memo_max = max(1, max_series_per_metric * len(METRICS))
+        # the histograms' lock when they are ours: the counters and the value in one acquisition
+        self._lock = self._own.lock if self.aggregated else threading.Lock()
         self._service_name = service_name
         self.recorded = 0
         self.overflowed = 0  # points that went to the overflow series
@@ -151,6 +163,23 @@ class RedMetrics:
         attrs["service.name"] = service if service is not None else self._service_name(call)
         return attrs
 
+    def _inputs(self, call: Call, metric: str, service: str) -> tuple[Any, ...]:
+        """Everything ``attributes(call, metric, service)`` depends on, as a hashable key: equal
+        keys, equal attribute dicts (same keys in the same order, same values)."""
+        source = call.attributes
+        inputs: list[Any] = [metric, service, call.error_type or None]
+        for key in METRICS[metric][1]:
+            inputs.append(source.get(key, _ABSENT))
+        # the connection can only fill a missing server.address or server.port
+        if call.conn is not None and _USES_CONNECTION[metric] and not (
+            "server.address" in source and "server.port" in source
+        ):
+            ends = {key: source[key] for key in _FROM_CONNECTION if key in source}
+            connection_attributes(ends, call.role, call.conn)
+            inputs.append(ends.get("server.address", _ABSENT))
+            inputs.append(ends.get("server.port", _ABSENT))
+        return tuple(inputs)
+
     def record(self, call: Call, service: Optional[str] = None) -> bool:
         """Record one Call; False when no convention metric applies to it. ``service``: the
         Call's service.name when the caller looked it up already (the pipeline has)."""
@@ -158,20 +187,38 @@ class RedMetrics:
         if metric is None:
             self.skipped += 1
             return False
-        attrs = self.attributes(call, metric, service)
-        key = frozenset(attrs.items())
-        with self._lock:
-            series = self._series[metric]
-            if key not in series:
-                if len(series) >= self._max_series:
+        if service is None:
+            service = self._service_name(call)
+        inputs = self._inputs(call, metric, service)
+        seconds = max(0, call.end_ns - call.start_ns) / 1e9
+        known = self._memo.get(inputs)
+        if known is not None:
+            attrs, key = known
+            with self._lock:
+                self.recorded += 1
+                if self.aggregated:
+                    self._own.add(metric, key, attrs, seconds)
+        else:
+            attrs = self.attributes(call, metric, service)
+            key = frozenset(attrs.items())
+            with self._lock:
+                series = self._series[metric]
+                admitted = series.get(key)
+                if admitted is not None:
+                    key = admitted
+                elif len(series) >= self._max_series:
                     attrs, key = OVERFLOW, _OVERFLOW_KEY
                     self.overflowed += 1
                 else:
-                    series.add(key)
-            self.recorded += 1
-        seconds = max(0, call.end_ns - call.start_ns) / 1e9
-        if self.aggregated:
-            self._own.record(metric, key, attrs, seconds)
-        else:
+                    series[key] = key
+                    admitted = key
+                self.recorded += 1
+                if self.aggregated:
+                    self._own.add(metric, key, attrs, seconds)
+            if admitted is not None:  # an overflowing Call stays out: the memo only holds series
+                if len(self._memo) >= self._memo_max:
+                    self._memo.clear()
+                self._memo[inputs] = (attrs, key)
+        if not self.aggregated:
             self._histograms[metric].record(seconds, attrs)
         return True

@@ -24,8 +24,7 @@ distinct head and shared. ``feed_bytes`` is ``feed`` without a Segment to build 
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Optional, Union
+from typing import Final, Optional, Union
 
 from hostagent.model import DIRECTIONS, Attributes, Call, Direction, Role, Segment
 from hostagent.protocols.base import ParserStats, ProtocolSpec
@@ -42,15 +41,25 @@ from hostagent.protocols.http_common import (
     status_error,
 )
 
-MAX_HEAD = 16 * 1024  # a head not finished within this many bytes is garbage
-MAX_LINE = 1024  # a chunk-size or trailer line longer than this is garbage
-MAX_PENDING = 64  # pipelined requests waiting for a response
-BODY_LIMIT = 1024  # body prefix kept per message (the traces stage trims further)
+MAX_HEAD: Final = 16 * 1024  # a head not finished within this many bytes is garbage
+MAX_LINE: Final = 1024  # a chunk-size or trailer line longer than this is garbage
+MAX_PENDING: Final = 64  # pipelined requests waiting for a response
+BODY_LIMIT: Final = 1024  # body prefix kept per message (the traces stage trims further)
 
-# Per-direction states.
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _LOSSY, _SYNC, _DONE = range(7)
+# Per-direction states. Final literals (as every constant the hot path reads): compiled, a state
+# test is an integer comparison, not a lookup in the module's dict.
+_HEAD: Final = 0
+_LENGTH: Final = 1
+_CHUNKED: Final = 2
+_UNTIL_CLOSE: Final = 3
+_LOSSY: Final = 4
+_SYNC: Final = 5
+_DONE: Final = 6
 # Chunked sub-states.
-_CH_SIZE, _CH_DATA, _CH_CRLF, _CH_TRAILER = range(4)
+_CH_SIZE: Final = 0
+_CH_DATA: Final = 1
+_CH_CRLF: Final = 2
+_CH_TRAILER: Final = 3
 
 
 def looks_like(data: bytes, direction: Direction) -> bool:
@@ -84,7 +93,9 @@ class Http1Parser:
         self._role = Role.UNKNOWN  # of this process, known with _req_dir
         self._req = _Half(True)
         self._resp = _Half(False)
-        self._pending: deque[Message] = deque()
+        # requests waiting for their responses, oldest first; a list (at most MAX_PENDING, nearly
+        # always one): compiled, its append and pop(0) are C calls, a deque's are method lookups
+        self._pending: list[Message] = []
         self._in_sync = True  # before the first message start: counted once as a resync
         # A message start still too short to recognise, per direction: (bytes, first timestamp).
         self._held: dict[int, tuple[bytes, int]] = {}
@@ -241,9 +252,9 @@ class Http1Parser:
                 return self._start(half, buf[:end], False, half.head_ts, out, pos + end + 4 - old)
             ts = half.head_ts
         else:
-            if data.startswith(b"\r\n", pos):  # stray CRLF between messages (RFC 9112 2.2)
-                return pos + 2
             first = data[pos]
+            if first == 13 and data.startswith(b"\r\n", pos):  # stray CRLF between messages (RFC 9112 2.2)
+                return pos + 2
             is_request = half.is_request
             if not (65 <= first <= 90 if is_request else first == 72):  # 'A'-'Z' / 'H'
                 return self._resync(half, size, out)
@@ -287,7 +298,7 @@ class Http1Parser:
             self._finish(resp, out)  # a new request means the previous response has ended
         pending = self._pending
         if len(pending) >= MAX_PENDING:
-            pending.popleft()
+            del pending[0]
             self.stats.unpaired += 1
         pending.append(msg)
         half.msg = msg
@@ -439,7 +450,7 @@ class Http1Parser:
         if not self._pending:
             self.stats.unpaired += 1
             return
-        req = self._pending.popleft()
+        req = self._pending.pop(0)
         out.append(self._call(req, resp, resp.end_ns))
 
     def _lose(self, half: _Half, size: int) -> int:

@@ -8,7 +8,7 @@ a whole head seen before costs one lookup on its bytes (a bounded memo of the pa
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Final, Optional
 
 from hostagent.model import Attributes, Role
 
@@ -20,11 +20,11 @@ METHODS = (
     "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "PURGE", "QUERY",
     "REPORT", "SEARCH", "MKCALENDAR",
 )  # fmt: skip
-REQUEST_STARTS = tuple(m.encode() + b" " for m in METHODS)
-STATUS_START = b"HTTP/1."
-STARTS = (*REQUEST_STARTS, STATUS_START)
+REQUEST_STARTS: Final = tuple(m.encode() + b" " for m in METHODS)
+STATUS_START: Final = b"HTTP/1."
+STARTS: Final = (*REQUEST_STARTS, STATUS_START)
 
-MAX_HEADERS = 64  # headers kept per message; the rest are still framed correctly
+MAX_HEADERS: Final = 64  # headers kept per message; the rest are still framed correctly
 
 
 class Message:
@@ -166,18 +166,18 @@ def plausible(buf: bytes, is_request: bool) -> bool:
 # (no per-request header such as traceparent or a request id) and a server's answers to it (their
 # Date header changes once a second) parse with one dict lookup on bytes. Bounded; complete heads
 # only, never a cut one. A cache of a pure function of its key (no parser state).
-HEAD_MEMO_MAX = 1024
-HEAD_MEMO_BYTES = 1024
-_REQUEST_HEADS: dict[bytes, Message] = {}
-_RESPONSE_HEADS: dict[bytes, Message] = {}
+HEAD_MEMO_MAX: Final = 1024
+HEAD_MEMO_BYTES: Final = 1024
+_REQUEST_HEADS: Final[dict[bytes, Message]] = {}
+_RESPONSE_HEADS: Final[dict[bytes, Message]] = {}
 
 # Header line -> (lower-case name, stripped value). The same lines (Server, Content-Type, Host,
 # Accept...) recur on nearly every message of every connection; splitting each once saves most of
 # a head's parsing. A cache of a pure function of its key (no parser state), bounded.
-LINE_MEMO_MAX = 4096
-LINE_MEMO_CHARS = 256  # longer lines (cookies, tokens) are rarely repeated: split every time
-_LINES: dict[str, tuple[str, str]] = {}
+LINE_MEMO_MAX: Final = 4096
+LINE_MEMO_CHARS: Final = 256  # longer lines (cookies, tokens) are rarely repeated: split every time
+_LINES: Final[dict[str, tuple[str, str]]] = {}
 
-_SPECIAL = frozenset(
+_SPECIAL: Final = frozenset(
     ("content-length", "transfer-encoding", "host", "user-agent", "traceparent", "tracestate")
 )

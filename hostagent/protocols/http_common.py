@@ -12,20 +12,20 @@ https://opentelemetry.io/docs/specs/semconv/http/http-spans/
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Final, Optional, Union
 
 from hostagent.model import Role
 
-KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+KNOWN_METHODS: Final = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 # error.type when the connection ended before any (final) response: OTel asks for a
 # low-cardinality, component-specific identifier when there is no status code.
-ERROR_NO_RESPONSE = "closed_without_response"
+ERROR_NO_RESPONSE: Final = "closed_without_response"
 # error.type when the connection closed in the middle of a response body its head framed (either
 # end gave up: a client that stopped reading, a server that died mid-write); the name and message
 # are the HTTP/2 parser's for a stream open at close.
-ERROR_CUT_SHORT = "connection_closed"
-CUT_SHORT_MESSAGE = "connection closed before the response ended"
+ERROR_CUT_SHORT: Final = "connection_closed"
+CUT_SHORT_MESSAGE: Final = "connection closed before the response ended"
 
 
 class BodyLimit:
