@@ -257,6 +257,18 @@ class Pipeline:
         return True
 
 
+class SpanOnly:
+    """``emit(call, span)`` for a sink that takes the span alone (the export queue's ``put``): the
+    trace linker's emit when nothing else is layered on it. Here because this module is compiled:
+    the same lambda in the interpreted wiring was a Python call per span."""
+
+    def __init__(self, enqueue: Callable[[ReadableSpan], Any]) -> None:
+        self.enqueue = enqueue
+
+    def __call__(self, call: Call, span: ReadableSpan) -> None:
+        self.enqueue(span)
+
+
 def _from_agent(own: Any, conn: Any) -> bool:
     """The agent's own export reaching a collector on this host: its spans would be exported in
     turn, each export making the next one's (a loop, even on an idle host)."""
