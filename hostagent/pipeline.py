@@ -57,6 +57,7 @@ _set = object.__setattr__  # Call is frozen; see _handle
 # metaclass (~90 ns), paid per event otherwise.
 _DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
 _CGROUP = EventKind.CGROUP
+_CONNECT, _CLOSE = EventKind.CONNECT, EventKind.CLOSE
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER
 
 
@@ -117,7 +118,10 @@ class Pipeline:
     def on_event(self, event: CaptureEvent) -> None:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
         self.events += 1
-        if event.kind != _DATA:  # DATA: nearly every event
+        kind = event.kind
+        # DATA: nearly every event; CONNECT and CLOSE (a connection's, with a new one per request)
+        # teach identity and the listener table nothing (ListenEvents.IGNORED)
+        if kind != _DATA and kind != _CONNECT and kind != _CLOSE:
             self._observe(event)
         try:
             for call in self.tracker.handle(event):
