@@ -13,7 +13,10 @@ import os
 
 from setuptools import setup
 
-# The stages every captured call goes through, and the records they pass on (model.py). Left out
+# The stages every captured call goes through, and the records they pass on (model.py); and what
+# they call per span or per event (identity's listener events, peer and own-socket lookups, the
+# telemetry check, ids, the Resources' redaction), so that no interpreted call is left on that
+# path (an interpreted call from compiled code costs a frame and boxing). Left out
 # on purpose: probes/events.py (ctypes: mypyc 1.19 emits C that does not build; its decoder is
 # probes/decode.py), export/otlp_grpc.py (nested classes are not supported). A compiled class
 # has a fixed set of attributes: nothing may add one from outside.
@@ -23,15 +26,21 @@ COMPILED = [
     "hostagent/capture/tracker.py",
     "hostagent/export/otlp_fast.py",
     "hostagent/export/queue.py",
+    "hostagent/identity/listen_events.py",
+    "hostagent/identity/own_sockets.py",
+    "hostagent/identity/peers.py",
     "hostagent/metrics/histograms.py",
     "hostagent/metrics/red.py",
     "hostagent/model.py",
     "hostagent/pipeline.py",
     "hostagent/probes/decode.py",
     "hostagent/policy/redaction.py",
+    "hostagent/policy/resource_redaction.py",
+    "hostagent/policy/telemetry.py",
     "hostagent/protocols/http1.py",
     "hostagent/protocols/http1_head.py",
     "hostagent/protocols/http_common.py",
+    "hostagent/traces/ids.py",
     "hostagent/traces/linking.py",
     "hostagent/traces/record.py",
     "hostagent/traces/sdk_records.py",

@@ -192,7 +192,10 @@ def build(workdir: Path, endpoint: str, max_queue: int) -> tuple[Any, Any, _Time
         from hostagent.policy.redaction import redactor_for
         from hostagent.policy.resource_redaction import RedactedResources
 
-        resource_for = RedactedResources(identity.resource_of, holder, key, pii)
+        # recent: the identity entries it reads first, as assembly wires it (a commit from before: none)
+        recent = ({"recent": identity.recent} if "recent" in inspect.signature(RedactedResources).parameters
+                  else {})
+        resource_for = RedactedResources(identity.resource_of, holder, key, pii, **recent)
         layering_redactor = lambda: redactor_for(holder.current.redaction, key)  # noqa: E731
     except (ImportError, AttributeError):  # a commit from before them
 

@@ -381,7 +381,8 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
     state_dir.mkdir(parents=True, exist_ok=True)
     redaction_key = load_or_create_key(state_dir)
     pii = PiiCounters()
-    builder = SpanBuilder(clock, resource_for=RedactedResources(cache.resource_of, holder, redaction_key, pii))
+    resources = RedactedResources(cache.resource_of, holder, redaction_key, pii, recent=cache.recent)
+    builder = SpanBuilder(clock, resource_for=resources)
     bpf = compiling.capture
 
     def mute(pid: int, fd: int) -> None:

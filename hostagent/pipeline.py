@@ -57,6 +57,7 @@ _set = object.__setattr__  # Call is frozen; see _handle
 # metaclass (~90 ns), paid per event otherwise.
 _DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
 _CGROUP = EventKind.CGROUP
+_CONNECT, _CLOSE = EventKind.CONNECT, EventKind.CLOSE
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER
 
 
@@ -117,7 +118,10 @@ class Pipeline:
     def on_event(self, event: CaptureEvent) -> None:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
         self.events += 1
-        if event.kind != _DATA:  # DATA: nearly every event
+        kind = event.kind
+        # DATA: nearly every event; CONNECT and CLOSE (a connection's, with a new one per request)
+        # teach identity and the listener table nothing (ListenEvents.IGNORED)
+        if kind != _DATA and kind != _CONNECT and kind != _CLOSE:
             self._observe(event)
         try:
             for call in self.tracker.handle(event):
@@ -255,6 +259,18 @@ class Pipeline:
         for observe in self.observers:
             observe(call, span)
         return True
+
+
+class SpanOnly:
+    """``emit(call, span)`` for a sink that takes the span alone (the export queue's ``put``): the
+    trace linker's emit when nothing else is layered on it. Here because this module is compiled:
+    the same lambda in the interpreted wiring was a Python call per span."""
+
+    def __init__(self, enqueue: Callable[[ReadableSpan], Any]) -> None:
+        self.enqueue = enqueue
+
+    def __call__(self, call: Call, span: ReadableSpan) -> None:
+        self.enqueue(span)
 
 
 def _from_agent(own: Any, conn: Any) -> bool:

@@ -3,6 +3,8 @@
 The config file gives the initial values; the admin API changes them; every stage reads
 ``holder.current`` (an immutable snapshot) on its hot path, with no lock: a change builds a new
 snapshot and swaps the reference, so a reader sees either the old or the new settings, whole.
+``current`` is a plain attribute, not a property: read once or twice per span from compiled
+stages, a property is an interpreted call each time. Only ``update`` assigns it.
 Subscribers (probe attach/detach, the BPF sampling map) are called after each swap.
 """
 
@@ -74,13 +76,9 @@ Listener = Callable[[RuntimeSettings, RuntimeSettings], None]  # (old, new)
 
 class SettingsHolder:
     def __init__(self, initial: RuntimeSettings) -> None:
-        self._current = initial
+        self.current = initial  # read-only outside ``update``
         self._lock = threading.Lock()  # serialises writers only
         self._listeners: list[Listener] = []
-
-    @property
-    def current(self) -> RuntimeSettings:
-        return self._current
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -88,9 +86,9 @@ class SettingsHolder:
     def update(self, change: Callable[[RuntimeSettings], RuntimeSettings]) -> RuntimeSettings:
         """Apply ``change`` to the current snapshot, swap it in, notify listeners."""
         with self._lock:
-            old = self._current
+            old = self.current
             new = replace(change(old), generation=old.generation + 1)
-            self._current = new
+            self.current = new
         for listener in list(self._listeners):
             listener(old, new)
         return new

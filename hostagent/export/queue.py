@@ -74,6 +74,9 @@ class ExportQueue:
         self._queue: deque[ReadableSpan] = deque()  # append/popleft are atomic: no lock needed
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        # ``_stopping.is_set()`` as a plain bool for ``put`` (per span: Event.is_set is an
+        # interpreted call); set with it, by ``shutdown`` only
+        self._stopped = False
         self._deadline: Optional[float] = None  # monotonic; set by shutdown
         self._counts_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -101,7 +104,7 @@ class ExportQueue:
 
     def put(self, span: ReadableSpan) -> bool:
         """Queue one span; False (and counted) when full or shut down. Never blocks."""
-        if len(self._queue) >= self._max_queue or self._stopping.is_set():
+        if len(self._queue) >= self._max_queue or self._stopped:
             with self._counts_lock:
                 self._dropped_full += 1
             return False
@@ -135,6 +138,7 @@ class ExportQueue:
         everything queued was handled (exported or counted as failed) in time.
         """
         self._deadline = time.monotonic() + timeout_s
+        self._stopped = True
         self._stopping.set()
         self._wake.set()
         clean = True

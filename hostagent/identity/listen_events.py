@@ -52,6 +52,9 @@ MAX_LAUNCHERS = 4096  # pids judged launcher or not: listeners' and parents of E
 
 _ACCEPT, _EXEC, _EXIT, _FORK, _LISTEN = (
     EventKind.ACCEPT, EventKind.EXEC, EventKind.EXIT, EventKind.FORK, EventKind.LISTEN)
+# The non-data kinds ``on_event`` does nothing with: the pipeline does not hand them in (a
+# connection per request makes a CONNECT and two CLOSEs per call).
+IGNORED = frozenset({EventKind.CONNECT, EventKind.CLOSE})
 
 
 class Services(Protocol):
@@ -77,6 +80,7 @@ class ListenEvents:
         self._heirs: set[int] = set()  # those children, while alive and not exec'd
 
     def on_event(self, event: CaptureEvent) -> None:
+        """A non-data event; those of the ``IGNORED`` kinds change nothing."""
         kind = event.kind
         if kind == _ACCEPT:
             if event.local_port:

@@ -57,14 +57,13 @@ def own_endpoints(fd_dir: str = "/proc/self/fd") -> set[OwnKey]:
             copy = os.dup(int(name))
         except (OSError, ValueError):
             continue
-        try:
+        try:  # (no ``continue`` inside the ``with``: mypyc does not compile one in a try/finally)
             with socket.socket(fileno=copy) as sock:  # family and type read from the socket
-                if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
-                    continue
-                local, remote = sock.getsockname(), sock.getpeername()
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+                    local, remote = sock.getsockname(), sock.getpeername()
+                    out.add((_address(local[0]), int(local[1]), int(remote[1])))
         except OSError:  # not connected (a listener), or not a socket any more
             continue
-        out.add((_address(local[0]), int(local[1]), int(remote[1])))
     return out
 
 

@@ -2,13 +2,15 @@
 can carry a token or a password as easily as a URL can, and it is exported with every span.
 
 A Resource is redacted once per (Resource, redaction settings) and the result cached, so the hot
-path pays one dict lookup per span.
+path pays one dict lookup per span. This module is compiled (setup.py): it runs for every span, and
+with ``recent`` (identity's pid -> live entry, ``ServiceCache.recent``) a call of a known process
+finds its Resource there, without calling ``resource_for``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from opentelemetry.sdk.resources import Resource
 
@@ -61,20 +63,35 @@ def redact_argv(args: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
 
 
 class RedactedResources:
-    """Wraps ``resource_for(call) -> Resource`` so every Resource it returns is redacted."""
+    """Wraps ``resource_for(call) -> Resource`` so every Resource it returns is redacted.
+
+    ``recent``: pid -> an entry whose ``resource`` (None until built) is what ``resource_for``
+    answers for a call of that pid (``ServiceCache.recent`` beside ``ServiceCache.resource_of``,
+    which reads the same entry first): a built one is used as it is, anything else asks
+    ``resource_for``."""
 
     def __init__(self, resource_for: Callable[[Any], Resource], settings: SettingsHolder, key: bytes,
-                 counters: PiiCounters) -> None:
+                 counters: PiiCounters, recent: Optional[dict[int, Any]] = None) -> None:
         self._resource_for = resource_for
         self._settings = settings
         self._key = key
         self._counters = counters
+        self._recent = recent
         # id(resource) -> (resource, redaction settings, redacted); the resource is kept so its id
         # cannot be reused by another object while the entry lives.
         self._cache: dict[int, tuple[Resource, Any, Resource]] = {}
 
     def __call__(self, call: Any) -> Resource:
-        resource = self._resource_for(call)
+        resource: Optional[Resource] = None
+        recent = self._recent
+        if recent is not None:
+            conn = call.conn
+            if conn is not None:
+                entry = recent.get(conn.pid)
+                if entry is not None:
+                    resource = entry.resource
+        if resource is None:
+            resource = self._resource_for(call)
         redaction = self._settings.current.redaction
         hit = self._cache.get(id(resource))
         if hit is not None and hit[0] is resource and hit[1] is redaction:

@@ -3,8 +3,9 @@
     Pipeline --(call, span)--> LocalLinker --> SdkLayer (only with a receiver) --> export queue
     SDKs --OTLP--> GrpcReceiver / HttpReceiver --> SdkLayer --> redaction --> RawForwarder
 
-``Layering.offer`` is what the pipeline calls instead of the queue. One timer thread sweeps both
-holds every ``SWEEP_S``. ``stop()`` (before the export queue shuts down) stops the receivers,
+``Layering.offer`` is what the pipeline calls instead of the queue: the linker's own ``offer`` (an
+attribute, not a method that forwards: that was an interpreted call per span). One timer thread
+sweeps both holds every ``SWEEP_S``. ``stop()`` (before the export queue shuts down) stops the receivers,
 emits and forwards everything still held, then drains the forwarder.
 """
 
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.config import Config
 from hostagent.model import Call
+from hostagent.pipeline import SpanOnly
 from hostagent.traces.enrich import SdkLayer, redact_request
 from hostagent.traces.linking import Gate, LocalLinker
 
@@ -51,7 +53,7 @@ class Layering:
         self._sdk_spans = 0  # spans in the SDKs' trace requests, for status
         self._count_lock = threading.Lock()  # receiver threads count concurrently
         ignore: set[tuple[str, int]] = set()
-        emit: Callable[[Call, ReadableSpan], None] = lambda call, span: enqueue(span)  # noqa: E731
+        emit: Callable[[Call, ReadableSpan], None] = SpanOnly(enqueue)  # compiled, unlike a lambda here
         if rc.grpc or rc.http:
             from hostagent.receiver.forward import RawForwarder
             from hostagent.receiver.server import GrpcReceiver, HttpReceiver, Intake
@@ -72,11 +74,10 @@ class Layering:
             emit = self.sdk.offer
         self.linker = LocalLinker(emit, hold_s=config.capture.link_hold_ms / 1000,
                                   enabled=config.capture.link_traces, ignore_peers=ignore)
+        # offer(call, span, pending=None): see the module docstring
+        self.offer: Callable[..., None] = self.linker.offer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sweep, name="trace-linking", daemon=True)
-
-    def offer(self, call: Call, span: ReadableSpan, pending: Any = None) -> None:
-        self.linker.offer(call, span, pending)
 
     def set_gate(self, gate: Gate) -> None:
         self.linker.set_gate(gate)

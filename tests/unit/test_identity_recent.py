@@ -144,3 +144,37 @@ def test_the_pipeline_reads_recent_and_sees_each_change(tree: Path) -> None:
     cache.on_exec(101)
     pipe.on_call(call_of(101))
     assert seen[-2:] == ["nginx", "gunicorn"] and service_of_last_span() == "gunicorn"
+
+
+def test_redacted_resources_read_recent_entries_as_resource_of_does(tree: Path) -> None:
+    """``RedactedResources(cache.resource_of, ..., recent=cache.recent)`` (assembly's wiring) gives
+    what ``resource_of`` gives: the recent entry's built Resource without the call, and through
+    the call for a pid not recent or whose Resource is not built yet; an exit is seen at once."""
+    from hostagent.policy.redaction import PiiCounters
+    from hostagent.policy.resource_redaction import RedactedResources
+
+    cache, _ = make_cache(tree)
+    asked: list[int] = []
+
+    def resource_of(call: Call) -> Resource:
+        asked.append(call.conn.pid if call.conn is not None else 0)
+        return cache.resource_of(call)
+
+    resources = RedactedResources(resource_of, SettingsHolder(RuntimeSettings()), b"k" * 32, PiiCounters(),
+                                  recent=cache.recent)
+
+    def of(pid: int) -> Call:
+        return Call(protocol="http", role=Role.SERVER, start_ns=0, end_ns=1, name="GET",
+                    conn=Connection(pid=pid, tid=pid, fd=3, comm="x"))
+
+    cache.service_for(101)
+    cache.service_for(101)  # recent from here on, its Resource not built yet
+    first = resources(of(101))
+    assert asked == [101] and first.attributes == cache.resource_of(of(101)).attributes
+    assert resources(of(101)) is first and asked == [101]  # built: read from the entry
+    resources(of(100))
+    assert asked == [101, 100]  # not recent: through the call
+    cache.on_exit(101)
+    shutil.rmtree(tree / "proc" / "101")
+    _become(tree, 101, template=100, start=90000)
+    assert resources(of(101)).attributes["service.name"] == "nginx" and asked[-1] == 101

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, Optional
+
 import pytest
 from opentelemetry.sdk.resources import Resource
 
@@ -73,3 +76,38 @@ def test_identifiers_are_not_taken_for_card_numbers() -> None:
     assert {k: out.attributes[k] for k in ids} == ids
     assert out.attributes["process.command_args"] == ("pay", "[REDACTED:card]")
     assert counters.snapshot() == {"card": 1}
+
+
+class Entry:
+    """identity's pid -> entry (``ServiceCache.recent``): its Resource once built, None before."""
+
+    def __init__(self, resource: Optional[Resource]) -> None:
+        self.resource = resource
+
+
+def test_a_built_resource_of_a_recent_entry_is_used_without_asking_resource_for() -> None:
+    built, other = Resource({"service.name": "nginx"}), Resource({"service.name": "from-resource-for"})
+    asked: list[Any] = []
+
+    def resource_for(call: Any) -> Resource:
+        asked.append(call)
+        return other
+
+    recent: dict[int, Any] = {10: Entry(built), 11: Entry(None)}
+    holder = SettingsHolder(RuntimeSettings())
+    redacted = RedactedResources(resource_for, holder, b"k" * 32, PiiCounters(), recent=recent)
+    known, unbuilt, unknown, no_conn = (
+        SimpleNamespace(conn=SimpleNamespace(pid=10)), SimpleNamespace(conn=SimpleNamespace(pid=11)),
+        SimpleNamespace(conn=SimpleNamespace(pid=12)), SimpleNamespace(conn=None))
+    assert redacted(known) is built and asked == []
+    assert redacted(unbuilt) is other and redacted(unknown) is other and redacted(no_conn) is other
+    assert asked == [unbuilt, unknown, no_conn]
+
+
+def test_a_recent_entrys_resource_is_redacted_too() -> None:
+    secret = Resource({"service.name": "redis", "process.command_args": ("redis-cli", "-a", "pw")})
+    holder = SettingsHolder(RuntimeSettings())
+    redacted = RedactedResources(lambda call: Resource({}), holder, b"k" * 32, PiiCounters(),
+                                 recent={10: Entry(secret)})
+    out = redacted(SimpleNamespace(conn=SimpleNamespace(pid=10)))
+    assert out.attributes["process.command_args"] == ("redis-cli", "-a", T)
