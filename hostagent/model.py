@@ -303,10 +303,24 @@ class Call:
         self.stream_id = stream_id  # type: ignore[misc]
 
 
+def spend_wire(call: Call) -> None:
+    """Empty ``call``'s raw headers and bodies in place (the pipeline's, once what capture keeps of
+    them is in its attributes): a Call the caller owns, the one place a built Call's fields change.
+    Compiled, four native writes; ``object.__setattr__`` through the frozen class cost ~0.1 us each."""
+    if not COMPILED:
+        _init_fields(call, _WIRE_FIELDS, ((), (), b"", b""))
+        return
+    call.request_headers = ()  # type: ignore[misc]  # frozen: see COMPILED
+    call.response_headers = ()  # type: ignore[misc]
+    call.request_body = b""  # type: ignore[misc]
+    call.response_body = b""  # type: ignore[misc]
+
+
 # Field names in declaration order, for _init_fields (a test holds each __init__ to them).
 _SEGMENT_FIELDS: Final = ("direction", "data", "size", "ts_ns", "peer_addr", "peer_port", "tail", "frames")
 _ENDPOINT_FIELDS: Final = ("address", "port")
 _CONNECTION_FIELDS: Final = ("pid", "tid", "fd", "cgroup_id", "local", "peer", "transport", "comm")
+_WIRE_FIELDS: Final = ("request_headers", "response_headers", "request_body", "response_body")
 _CALL_FIELDS: Final = (
     "protocol", "role", "start_ns", "end_ns", "name", "attributes", "error_type", "status_message", "traceparent",
     "tracestate", "request_headers", "response_headers", "request_body", "response_body", "request_size",

@@ -97,3 +97,14 @@ def test_parser_stats_count_in_place() -> None:
     stats.resyncs += 1
     stats.extra["lost"] = stats.extra.get("lost", 0) + 2
     assert stats == ParserStats(resyncs=1, extra={"lost": 2}) and ParserStats().extra == {}
+
+
+def test_spend_wire_empties_the_raw_headers_and_bodies_alone() -> None:
+    values = dict(VALUES)[Call]
+    call = Call(*values)
+    model.spend_wire(call)
+    expected = dict(zip([f.name for f in dataclasses.fields(Call)], values))
+    expected |= {"request_headers": (), "response_headers": (), "request_body": b"", "response_body": b""}
+    assert {f.name: getattr(call, f.name) for f in dataclasses.fields(Call)} == expected
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        call.request_body = b"x"  # type: ignore[misc]  # still frozen to everyone else

@@ -55,3 +55,43 @@ def test_only_what_capture_exports_is_scanned_and_counted(owned: bool, headers: 
     assert attrs.get("hostagent.pii.types") == types
     assert pipe.pii.snapshot() == counts
     assert "hunter2" not in repr(attrs) and "abc123secret" not in repr(attrs)
+
+
+def _pipe(exported: Exported) -> Pipeline:
+    builder = SpanBuilder(MonotonicToUnix(0), resource_for=lambda c: Resource({}))
+    settings = RuntimeSettings(probes=frozenset({"http"}), capture=CaptureSettings(headers=True, bodies=False))
+    return Pipeline(SettingsHolder(settings), NoTracker(), builder.build, exported)
+
+
+def test_an_owned_calls_attributes_are_written_in_place_and_its_wire_emptied() -> None:
+    """A Call from the tracker is the pipeline's, its attributes dict too (each parser builds one
+    per Call): the wire attributes go into that dict, no copy of it; the span has its own."""
+    exported = Exported()
+    pipe = _pipe(exported)
+    call = post()
+    attrs = call.attributes
+    pipe._handle(call, True)
+    (span,) = exported.spans
+    assert call.attributes is attrs
+    assert attrs["http.request.header.content-type"] == ("application/x-www-form-urlencoded",)
+    assert attrs["http.request.body.size"] == len(BODY)
+    assert (call.request_headers, call.response_headers, call.request_body, call.response_body) == ((), (), b"", b"")
+    assert span.attributes["http.request.header.authorization"] == ("[REDACTED:sensitive_header]",)  # a new Call
+    assert span.attributes is not attrs and "network.peer.address" not in attrs  # the span's own copy
+    assert span.attributes["network.peer.address"] == "::1"
+    assert span.attributes["http.request.header.content-type"] == ("application/x-www-form-urlencoded",)
+
+
+def test_a_call_handed_in_is_left_as_it_was() -> None:
+    exported = Exported()
+    seen: list[Call] = []
+    pipe = _pipe(exported)
+    pipe.observers.append(lambda call, span: seen.append(call))
+    call = post()
+    before = dict(call.attributes)
+    pipe.on_call(call)
+    assert call.attributes == before and call.request_headers == HEADERS and call.request_body == BODY
+    (handled,) = seen
+    assert handled is not call and handled.attributes is not call.attributes
+    assert (handled.request_headers, handled.request_body) == ((), b"")
+    assert handled.attributes["http.request.body.size"] == len(BODY)
