@@ -249,7 +249,8 @@ class Agent:
             began = time.monotonic()
             self.capture.poll(0 if cut else POLL_INTERVAL_S, budget)
             now = time.monotonic()
-            cut = budget is not None and now - began >= budget and not (backoff is not None and backoff.resting)
+            # (a budget only comes with a backoff; while it rests, its rests pace the drains)
+            cut = budget is not None and now - began >= budget and not backoff.resting
             self.heartbeat = now
             if self.pipeline is not None:
                 # muted connections judged on a lossy stream send nothing that would get them retried

@@ -121,6 +121,20 @@ def _links(parts: list[bytes], links: Sequence[Any]) -> None:
         parts.append(_field_bytes(0x6A, body))
 
 
+def _head(trace_id: int, span_id: int, state: Any, parent_id: Optional[int], name: str, otlp_kind: int,
+          start: int, end: int) -> list[bytes]:
+    """A Span message's fields up to its attributes: ids, trace state, parent, name, kind, times."""
+    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+    if state:
+        parts.append(_str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
+    if parent_id is not None:
+        parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
+    if name:
+        parts.append(_str(0x2A, name))
+    parts += (b"\x30", _SMALL[otlp_kind], b"\x39", _pack_q(start), b"\x41", _pack_q(end))
+    return parts
+
+
 class OtlpTraceEncoder:
     """``encode(spans) -> bytes`` of an ExportTraceServiceRequest. One per exporter (its caches);
     used from the export thread only."""
@@ -213,16 +227,8 @@ class OtlpTraceEncoder:
             ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
             start, end, attrs, events, links = span.start_time, span.end_time, span.attributes, span.events, span.links
             status = span.status
-        parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
-        state = ctx.trace_state
-        if state:
-            parts.append(_str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
-        if parent is not None:
-            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        if name:
-            parts.append(_str(0x2A, name))
-        parts += (b"\x30", _SMALL[kind.value + 1],  # OTLP kinds are the SDK's + 1
-                  b"\x39", _pack_q(start or 0), b"\x41", _pack_q(end or 0))
+        parts = _head(ctx.trace_id, ctx.span_id, ctx.trace_state, parent.span_id if parent is not None else None,
+                      name, kind.value + 1, start or 0, end or 0)  # OTLP kinds are the SDK's + 1
         if attrs:
             self._attributes(parts, attrs)
         # A plain dict / tuple / list has dropped nothing (the SDK's properties say 0 unless Bounded*).
@@ -247,17 +253,9 @@ class OtlpTraceEncoder:
         """``span`` for the agent's own records: the same message, their fields read from the C
         struct (ids as ints, the OTLP kind), no SpanContext made. Nothing dropped (a plain dict and
         tuples)."""
-        parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
-        state = span.trace_state
-        if state:
-            parts.append(_str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
-        parent_id = span.parent_span_id
-        if parent_id:
-            parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
-        name = span.name
-        if name:
-            parts.append(_str(0x2A, name))
-        parts += (b"\x30", _SMALL[span.otlp_kind], b"\x39", _pack_q(span.start_time), b"\x41", _pack_q(span.end_time))
+        parent_id = span.parent_span_id  # 0: none
+        parts = _head(span.trace_id, span.span_id, span.trace_state, parent_id if parent_id else None, span.name,
+                      span.otlp_kind, span.start_time, span.end_time)
         attrs = span.attrs
         if attrs:
             self._attributes(parts, attrs)
@@ -313,10 +311,11 @@ class OtlpTraceEncoder:
             n += 1
             if pause is not None and not n & 63:
                 pause()
-            if isinstance(s, SpanRecord):  # compiled: two reads from its struct
+            # The same two reads in both branches, on purpose: compiled, the first (narrowed to a
+            # SpanRecord) reads its struct; the second goes through the SDK's properties.
+            if isinstance(s, SpanRecord):
                 res, scope = s.resource, s.instrumentation_scope
-            else:  # the SDK's properties
-
+            else:
                 res, scope = s.resource, s.instrumentation_scope
             g = groups.get(id(res))
             if g is None:
