@@ -15,7 +15,8 @@ from setuptools import setup
 
 # The stages every captured call goes through, and the records they pass on (model.py); and what
 # they call per span or per event (identity's listener events, peer and own-socket lookups, the
-# telemetry check, ids, the Resources' redaction), so that no interpreted call is left on that
+# telemetry check, ids, the Resources' redaction), and the ring walk that hands them each record with
+# the pacing between its steps (probes/ring.py, yielding.py), so that no interpreted call is left on that
 # path (an interpreted call from compiled code costs a frame and boxing). Left out
 # on purpose: probes/events.py (ctypes: mypyc 1.19 emits C that does not build; its decoder is
 # probes/decode.py), export/otlp_grpc.py (nested classes are not supported). A compiled class
@@ -34,6 +35,7 @@ COMPILED = [
     "hostagent/model.py",
     "hostagent/pipeline.py",
     "hostagent/probes/decode.py",
+    "hostagent/probes/ring.py",
     "hostagent/policy/redaction.py",
     "hostagent/policy/resource_redaction.py",
     "hostagent/policy/telemetry.py",
@@ -46,6 +48,7 @@ COMPILED = [
     "hostagent/traces/sdk_records.py",
     "hostagent/traces/spans.py",
     "hostagent/traces/wire.py",
+    "hostagent/yielding.py",
 ]
 
 ext_modules = []

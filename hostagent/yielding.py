@@ -53,7 +53,7 @@ class CpuYield:
     """``pause()`` between pieces of work: sched_yield() once ``after_ns`` have passed since
     ``start()`` or the last yield."""
 
-    __slots__ = ("after_ns", "since")
+    __slots__ = ("after_ns", "since")  # (compiled: setup.py's COMPILED, called per drain step)
 
     def __init__(self, after_ns: int = YIELD_AFTER_NS) -> None:
         self.after_ns = after_ns
@@ -63,7 +63,17 @@ class CpuYield:
         self.since = time.monotonic_ns()
 
     def __call__(self) -> None:
+        self.due()
+
+    def due(self) -> bool:
+        """Whether ``after_ns`` have passed since ``start()`` or the last time this said so; then
+        the CPU is handed back (sched_yield, unless yielding is off) and the count starts again.
+        A drain does its own periodic work at these points (hostagent.probes.ring.Pacer)."""
         now = time.monotonic_ns()
-        if now - self.since >= self.after_ns and _enabled[0]:
+        if now - self.since < self.after_ns:
+            return False
+        if _enabled[0]:
             sched_yield()
-            self.since = time.monotonic_ns()
+            now = time.monotonic_ns()
+        self.since = now
+        return True

@@ -42,7 +42,7 @@ from hostagent.probes.registry import (
     SOCKET_GROUP,
     SYSCALL_DATA,
 )
-from hostagent.probes.ring import RingReader, ring_size_of
+from hostagent.probes.ring import Pacer, RingReader, ring_size_of
 from hostagent.probes.seed import seed_sockets
 from hostagent.probes.sources import bpf_dir
 from hostagent.yielding import CpuYield
@@ -378,22 +378,12 @@ class BpfCapture:
         decode: Callable[[Any, int, int], Any] = _raw_record if self.raw_records else ev.decode_at
         pause = self._pause
         pause.start()
-        between: Callable[[], object] = pause
         watch = self.on_backlog
-        if watch is not None:
-            # what the producers had committed and this drain will read: how far behind the agent is
-            watch(ring.producer_pos() - ring.consumer_pos)
-
-            def between() -> None:  # and between steps: a drain far behind is long on a starved CPU
-                pause()
-                watch(ring.producer_pos() - ring.consumer_pos)
-        if budget_s is not None:
-            deadline = time.monotonic() + budget_s
-            step = between
-
-            def between() -> bool:
-                step()
-                return time.monotonic() >= deadline
+        if watch is not None:  # what the producers had committed and this drain will read: how far behind
+            watch(ring.unread())
+        # between steps (compiled): the yields, the backlog again at each yield (a drain far behind is long on
+        # a starved CPU), the end of the budget (a burst of the overload backoff)
+        between = Pacer(ring, pause, watch, time.monotonic() + budget_s if budget_s is not None else None)
         n = ring.drain(decode, self.on_event, self._failed, DRAIN_STEP_BYTES, between)
         self.events_seen += n
         return n

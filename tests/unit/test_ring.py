@@ -10,14 +10,17 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hostagent import yielding
 from hostagent.probes import ring
 from hostagent.probes.ring import BUSY_BIT, DISCARD_BIT, RingReader, consume
+from hostagent.yielding import CpuYield
 
 SIZE = 4096
 
@@ -313,6 +316,64 @@ def test_a_true_answer_from_between_ends_the_drain_and_the_next_one_goes_on_from
         rest = reader.drain(raw, got.append, lambda: None)
         assert first + rest == 30 and got == samples
         assert mem.consumer_pos() == mem.img.prod
+    finally:
+        reader.close()
+        mem.close()
+
+
+
+def _memfd_capture(size: int, records: int, after_ns: int, told: list[int]) -> tuple[Any, MemfdRing]:
+    """A BpfCapture (raw records) over a memfd ring holding ``records`` of 128 bytes (16 to a 2 KiB
+    drain step), pausing every ``after_ns`` (its yields no-ops), telling ``told`` the backlog."""
+    from hostagent.probes import loader
+
+    mem = MemfdRing(size)
+    for _ in range(records):
+        mem.img.put(b"r" * 120)
+    mem.publish()
+    cap = loader.BpfCapture(on_event=lambda _: None, raw_records=True, ring_bytes=size)
+    cap._ring = RingReader(mem.fd, size, PAGE, wakeups=False)
+    cap._pause = CpuYield(after_ns)
+    cap.on_backlog = told.append
+    return cap, mem
+
+
+@pytest.mark.parametrize(("after_ns", "expected"), [
+    (10**15, [640 * 128]),  # never due: before the drain only
+    (0, [(640 - 16 * i) * 128 for i in range(41)]),  # due at every step: before, and after each of 40
+])
+def test_a_drain_tells_the_backlog_at_its_start_and_where_its_pause_is_due_not_at_every_step(
+        monkeypatch: pytest.MonkeyPatch, after_ns: int, expected: list[int]) -> None:
+    """BpfCapture.poll: ``on_backlog`` hears the unread bytes before the drain and again only where
+    the pause was due (every 250 us live). It was told at every 2 KiB step: an interpreted call
+    chain per ~15 records, with the interpreted walk ~13% of the poll thread at the "20k" level."""
+    monkeypatch.setattr(yielding, "sched_yield", lambda: 0)
+    told: list[int] = []
+    cap, mem = _memfd_capture(128 << 10, 640, after_ns, told)
+    try:
+        assert cap.poll(0) == 640
+        assert told == expected
+    finally:
+        cap._ring.close()
+        mem.close()
+
+
+def test_the_pacer_ends_a_drain_once_its_deadline_has_passed_and_watches_only_when_due(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(yielding, "sched_yield", lambda: 0)
+    mem = MemfdRing()
+    mem.img.put(b"x")
+    mem.publish()
+    reader = RingReader(mem.fd, SIZE, PAGE, wakeups=False)
+    told: list[int] = []
+    never, always = CpuYield(10**15), CpuYield(0)
+    never.start()
+    try:
+        assert ring.Pacer(reader, never, told.append, deadline=time.monotonic() - 1)() is True
+        assert told == []
+        assert ring.Pacer(reader, always, told.append, deadline=time.monotonic() + 60)() is False
+        assert told == [mem.img.prod]  # nothing consumed yet: all of it unread
+        assert ring.Pacer(reader, always)() is False  # no watch, no deadline
     finally:
         reader.close()
         mem.close()

@@ -64,3 +64,25 @@ def test_the_yield_keeps_the_gil() -> None:
         stop.set()
         t.join()
     assert ran_during == [0] * 200
+
+
+def test_due_says_when_the_time_is_up_and_yields_only_while_yielding_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain tells its backlog where ``due()`` is true (hostagent.probes.ring.Pacer): every
+    ``after_ns`` whether or not the yields themselves are off (nice <= 0 at cpu_policy normal)."""
+    now = [1_000]
+    yields: list[int] = []
+    monkeypatch.setattr(yielding.time, "monotonic_ns", lambda: now[0])
+    monkeypatch.setattr(yielding, "sched_yield", lambda: yields.append(now[0]))
+    pause = CpuYield(after_ns=100)
+    pause.start()
+    now[0] = 1_099
+    assert pause.due() is False
+    now[0] = 1_100
+    assert pause.due() is True and yields == [1_100]
+    monkeypatch.setattr(yielding, "_enabled", [False])
+    now[0] = 1_150
+    assert pause.due() is False
+    now[0] = 1_200
+    assert pause.due() is True and yields == [1_100]  # due, and no yield
+    now[0] = 1_250  # counted from there
+    assert pause.due() is False
