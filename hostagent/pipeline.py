@@ -29,6 +29,7 @@ from typing import Any, Final, Optional, Protocol
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.capture.tracker import ConnectionTracker
+from hostagent.export.queue import ExportQueue
 from hostagent.identity.listen_events import ListenEvents
 from hostagent.identity.own_sockets import OwnConnections
 from hostagent.identity.peers import PeerResolver
@@ -337,9 +338,15 @@ class SpanOnly:
 
     def __init__(self, enqueue: Callable[[ReadableSpan], Any]) -> None:
         self.enqueue = enqueue
+        # the export queue behind ``enqueue`` when it is its own ``put``: called natively
+        self._queue: Optional[ExportQueue] = _method_owner(enqueue, "put", ExportQueue)
 
     def __call__(self, call: Call, span: ReadableSpan) -> None:
-        self.enqueue(span)
+        queue = self._queue
+        if queue is not None:
+            queue.put(span)
+        else:
+            self.enqueue(span)
 
 
 def _from_agent(own: OwnConnections, conn: Connection) -> bool:

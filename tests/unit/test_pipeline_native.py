@@ -128,3 +128,36 @@ def test_protocols_enabled_are_remembered_within_bounds() -> None:
         assert not policy.protocol_enabled(f"made-up-{i}")
         assert len(policy.enabled) <= _ENABLED_MAX
     assert policy.protocol_enabled("grpc") and not policy.protocol_enabled("http")
+
+
+def test_the_linkers_emit_puts_into_the_export_queue_natively() -> None:
+    """The daemon hands the layering its export queue's own ``put`` (QueueSink.put, interpreted,
+    only when a console queue takes each span too); SpanOnly calls that queue as the class it is."""
+    from hostagent.assembly import QueueSink
+    from hostagent.export.memory import InMemoryExporter
+    from hostagent.export.queue import ExportQueue
+    from hostagent.pipeline import SpanOnly
+
+    queue = ExportQueue([InMemoryExporter()], max_queue=10, batch_size=1000)
+    console = ExportQueue([InMemoryExporter()], max_queue=10, batch_size=1000)
+    alone, both = QueueSink(queue), QueueSink(queue, console)
+    assert alone.put_function() == queue.put and both.put_function() == both.put
+    emit = SpanOnly(alone.put_function())
+    assert emit._queue is queue and SpanOnly(both.put_function())._queue is None
+    span = builder().build(call())
+    emit(call(), span)
+    SpanOnly(both.put_function())(call(), span)
+    assert (queue.stats().enqueued, console.stats().enqueued) == (2, 1)
+    queue.shutdown(1)
+    console.shutdown(1)
+
+
+def test_ids_come_from_the_one_generator_a_reseed_changes() -> None:
+    from hostagent.traces import ids
+
+    ids._rng.seed(7)
+    first = (ids.new_trace_id(), ids.new_span_id())
+    ids._rng.seed(7)
+    assert (ids.new_trace_id(), ids.new_span_id()) == first
+    ids._reseed()
+    assert 0 < ids.new_span_id() < 2**64 and 0 < ids.new_trace_id() < 2**128
