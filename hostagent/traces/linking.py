@@ -131,7 +131,8 @@ class Node:
         self.children: list[Node] = []
         self.done = False  # emitted; span/trace_id are final
         self.waiting = False
-        self.home: Any = None  # while waiting: (table, key) of the bucket it waits in
+        # while waiting: (table, key) of the bucket it waits in (typed: a dict's get and pop are native)
+        self.home: Optional[tuple[dict[Any, list[Node]], Any]] = None
         record: Any = span
         if isinstance(record, SpanRecord):  # the ints themselves, no SpanContext made
             self.trace_id, self.span_id = record.trace_id, record.span_id
@@ -350,7 +351,8 @@ class LocalLinker:
                 self.counters["peer_links"] += 1
             elif found:
                 self.counters["peer_ambiguous"] += 1
-            table: Any = self._recent_on if key_on is not None else self._recent
+            # typed (not Any): the dict's get, len and store are native
+            table: dict[Any, deque[Node]] = self._recent_on if key_on is not None else self._recent
             key: Any = key_on if key_on is not None else port
             recent = table.get(key)
             if recent is None:
@@ -431,7 +433,9 @@ class LocalLinker:
     def _unwait(self, node: Node) -> None:
         node.waiting = False
         self._held -= 1
-        table, key = node.home
+        home = node.home
+        assert home is not None  # waiting
+        table, key = home
         node.home = None
         bucket = table.get(key)
         if bucket is not None:
