@@ -121,6 +121,11 @@ class QueueSink:
 
     enqueue = put
 
+    def put_function(self) -> Callable[[Any], bool]:
+        """What each span is handed to: the queue's own ``put`` when there is no console queue
+        (``put`` here is an interpreted call per span; the queue's is compiled)."""
+        return self.put if self.console is not None else self.queue.put
+
     def drop_counts(self) -> dict[str, int]:
         s = self.queue.stats()
         out = {"export_queue_full": s.dropped_queue_full, "export_failed": s.dropped_export_failed,
@@ -393,7 +398,7 @@ def build_pipeline(agent: Agent, compiling: BackgroundCompile) -> Parts:
 
     tracker = connection_tracker(holder, mute, unmute)
     red = build_metrics(config, cache, queue, agent.drops)
-    layering = Layering(config, sink.put, lambda: redactor_for(holder.current.redaction, redaction_key), pii)
+    layering = Layering(config, sink.put_function(), lambda: redactor_for(holder.current.redaction, redaction_key), pii)
     sink.layering = layering
     pipeline = Pipeline(
         holder, tracker, builder.build, sink,

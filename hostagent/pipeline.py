@@ -24,16 +24,23 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Optional, Protocol
+from typing import Any, Final, Optional, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from hostagent.capture.tracker import ConnectionTracker
+from hostagent.export.queue import ExportQueue
 from hostagent.identity.listen_events import ListenEvents
-from hostagent.model import Call, CaptureEvent, EventKind, Role, spend_wire
-from hostagent.policy.redaction import PiiCounters, redactor_for
+from hostagent.identity.own_sockets import OwnConnections
+from hostagent.identity.peers import PeerResolver
+from hostagent.metrics.red import RedMetrics
+from hostagent.model import Call, CaptureEvent, Connection, EventKind, Role, spend_wire
+from hostagent.policy.redaction import PiiCounters, Redactor, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
 from hostagent.policy.telemetry import TelemetryConnections
-from hostagent.settings import RuntimeSettings, SettingsHolder
+from hostagent.settings import CaptureSettings, RuntimeSettings, SettingsHolder
+from hostagent.traces.linking import LocalLinker
+from hostagent.traces.spans import SpanBuilder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
 log = logging.getLogger(__name__)
@@ -55,11 +62,53 @@ class SpanSink(Protocol):
 
 Observer = Callable[[Call, ReadableSpan], None]
 # Enum members read once: ``EventKind.DATA`` is a class attribute lookup through the enum's
-# metaclass (~90 ns), paid per event otherwise.
-_DATA, _EXEC, _EXIT, _FORK = EventKind.DATA, EventKind.EXEC, EventKind.EXIT, EventKind.FORK
-_CGROUP = EventKind.CGROUP
-_CONNECT, _CLOSE = EventKind.CONNECT, EventKind.CLOSE
-_CLIENT, _SERVER = Role.CLIENT, Role.SERVER
+# metaclass (~90 ns), paid per event otherwise. Final: compiled, any other module global is a dict
+# lookup per use.
+_DATA: Final = EventKind.DATA
+_EXEC: Final = EventKind.EXEC
+_EXIT: Final = EventKind.EXIT
+_FORK: Final = EventKind.FORK
+_CGROUP: Final = EventKind.CGROUP
+_CONNECT: Final = EventKind.CONNECT
+_CLOSE: Final = EventKind.CLOSE
+_CLIENT: Final = Role.CLIENT
+_SERVER: Final = Role.SERVER
+_ENABLED_MAX: Final = 256  # protocol names remembered per snapshot (a handful exist)
+
+
+class Policy:
+    """What one settings snapshot decides per call, in fields this compiled class reads natively
+    (a frozen dataclass's field, or an object typed Any, is a generic attribute read per use).
+    Built when the snapshot changes."""
+
+    def __init__(self, current: RuntimeSettings, redaction_key: bytes) -> None:
+        self.current = current
+        self.probes: frozenset[str] = current.probes
+        self.enabled: dict[str, bool] = {}  # Call.protocol -> its probe is enabled
+        self.capture: CaptureSettings = current.capture
+        self.overrides = bool(current.capture.overrides)
+        self.mask_sensitive = not current.redaction.pii_detection
+        self.redactor: Redactor = redactor_for(current.redaction, redaction_key)
+        self.redacting: bool = self.redactor.active
+        self.sampler = sampler_for(current.sampling)
+        self.may_drop: bool = self.sampler.may_drop
+
+    def protocol_enabled(self, protocol: str) -> bool:
+        enabled = self.enabled.get(protocol)
+        if enabled is None:
+            enabled = PROBE_OF_PROTOCOL.get(protocol, protocol) in self.probes
+            if len(self.enabled) >= _ENABLED_MAX:
+                self.enabled.clear()
+            self.enabled[protocol] = enabled
+        return enabled
+
+
+def _method_owner(method: Any, name: str, cls: type) -> Any:
+    """The instance of ``cls`` whose method ``name`` is ``method`` (the bound method itself, so a
+    call on the instance is the same call), else None. Compiled code calls a native class's method
+    directly; through a bound method object it boxes the arguments and parses them again."""
+    owner = getattr(method, "__self__", None)
+    return owner if isinstance(owner, cls) and getattr(owner, name) == method else None
 
 
 class Pipeline:
@@ -85,6 +134,17 @@ class Pipeline:
         self.build_span = build_span
         self.sink = sink
         self.identity = identity
+        # The same objects typed as their compiled classes, when they are (None otherwise): read
+        # and called natively per call instead of through generic attribute reads (see Policy).
+        self._tracker: Optional[ConnectionTracker] = tracker if isinstance(tracker, ConnectionTracker) else None
+        self._builder: Optional[SpanBuilder] = _method_owner(build_span, "build", SpanBuilder)
+        self._red: Optional[RedMetrics] = (
+            _method_owner(metrics, "record", RedMetrics) if metrics is not None else None)
+        self._peers: Optional[PeerResolver] = peers if isinstance(peers, PeerResolver) else None
+        self._own: Optional[OwnConnections] = own if isinstance(own, OwnConnections) else None
+        # the trace linker behind ``linker.offer`` (receiver.wiring.Layering's is the linker's own)
+        self._linker: Optional[LocalLinker] = (
+            _method_owner(getattr(linker, "offer", None), "offer", LocalLinker) if linker is not None else None)
         # identity.service.ServiceCache.recent: pid -> live entry, read without its lock or a call
         # (PidMaps keeps it a subset of the live map); None for an identity without one.
         self._recent: Optional[dict[int, Any]] = getattr(identity, "recent", None)
@@ -113,8 +173,8 @@ class Pipeline:
         # What LISTEN events (and the process events after them) teach the listener table
         self.listens: Optional[ListenEvents] = (
             ListenEvents(peers.listeners, identity) if peers is not None and identity is not None else None)
-        # (snapshot, redactor, sampler, sampler.may_drop): recompiled when the snapshot changes.
-        self._policy: tuple[Any, ...] = (None, None, None, False)
+        # recompiled when the snapshot changes
+        self._policy: Policy = Policy(settings.current, redaction_key)
 
     def on_event(self, event: CaptureEvent) -> None:
         """The ring-buffer callback. Exceptions are contained: one bad event never stops capture."""
@@ -122,10 +182,11 @@ class Pipeline:
         kind = event.kind
         # DATA: nearly every event; CONNECT and CLOSE (a connection's, with a new one per request)
         # teach identity and the listener table nothing (ListenEvents.IGNORED)
-        if kind != _DATA and kind != _CONNECT and kind != _CLOSE:
+        if kind is not _DATA and kind is not _CONNECT and kind is not _CLOSE:
             self._observe(event)
         try:
-            for call in self.tracker.handle(event):
+            tracker = self._tracker
+            for call in tracker.handle(event) if tracker is not None else self.tracker.handle(event):
                 self._handle(call, True)
         except Exception:  # a bug must cost one event, not the agent
             self._error(event)
@@ -160,24 +221,22 @@ class Pipeline:
         """A Call from outside the tracker (e.g. connections finished at shutdown): left unmodified."""
         self._handle(call, False)
 
-    def _policies(self, current: RuntimeSettings) -> tuple[Any, ...]:
-        policy = self._policy
-        if policy[0] is not current:
-            sampler = sampler_for(current.sampling)
-            policy = (current, redactor_for(current.redaction, self.redaction_key), sampler, sampler.may_drop)
-            self._policy = policy
-        return policy
-
     def _handle(self, call: Call, owned: bool) -> None:
         self.calls += 1
         current = self.settings.current
-        if PROBE_OF_PROTOCOL.get(call.protocol, call.protocol) not in current.probes:
+        policy = self._policy
+        if policy.current is not current:
+            policy = self._policy = Policy(current, self.redaction_key)
+        if not policy.protocol_enabled(call.protocol):
             self.dropped["probe_disabled"] += 1
             return
         conn = call.conn
+        native_own = self._own
         own = self.own
-        if own is not None and conn is not None and (
-                _from_agent(own, conn) if call.role == _SERVER else conn.pid in own.pids):
+        if conn is not None and (
+                (_from_agent(native_own, conn) if call.role is _SERVER else conn.pid in native_own.pids)
+                if native_own is not None else
+                own is not None and (_from_any(own, conn) if call.role is _SERVER else conn.pid in own.pids)):
             # a local collector's side of the agent's exports, or the export process's own calls
             # (the kernel skips only the agent's own pid)
             self.own_traffic += 1
@@ -185,11 +244,8 @@ class Pipeline:
         if not self.trace_telemetry and self.telemetry.is_telemetry(call):
             self.telemetry_calls += 1
             return
-        policy = self._policy
-        if policy[0] is not current:
-            policy = self._policies(current)
-        _, redactor, sampler, may_drop = policy
         service = None
+        name: Optional[str] = None  # service.name
         # An owned Call's attributes are the pipeline's too (each parser builds a dict per Call):
         # written in place. One copy left per span, the SpanBuilder's (the span's own attributes).
         attrs = call.attributes if owned else call.attributes.copy()
@@ -198,15 +254,21 @@ class Pipeline:
             entry = recent.get(conn.pid) if recent is not None else None
             service = (entry.service if entry is not None
                        else self.identity.service_for(conn.pid, conn.comm, conn.cgroup_id))
-            if self.peers is not None and call.role == _CLIENT and conn.peer is not None:
-                peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
+            name = service.name if service is not None else None
+            if call.role is _CLIENT and conn.peer is not None:
+                peers = self._peers
+                peer: Optional[dict[str, str]] = None
+                if peers is not None:
+                    peer = peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
+                elif self.peers is not None:
+                    peer = self.peers.attributes_for(conn.peer.address, conn.peer.port, conn.pid)
                 if peer:
                     attrs.update(peer)
-        capture = current.capture
-        if capture.overrides:
-            capture = capture_for(capture, service.name if service is not None else "", call.protocol)
+        capture = policy.capture
+        if policy.overrides:
+            capture = capture_for(capture, name if name is not None else "", call.protocol)
         # Before redaction: everything the wire adds is redacted like the rest of the Call.
-        add_wire_detail(call, capture, not current.redaction.pii_detection, attrs)
+        add_wire_detail(call, capture, policy.mask_sensitive, attrs)
         # The raw headers and bodies are spent: what capture keeps of them is in attrs now. Left on
         # the Call, redaction scanned them too, so a span whose body was not exported (bodies off)
         # still said hostagent.pii.types=secret_param, and status counted an exported body's finding twice.
@@ -219,26 +281,35 @@ class Pipeline:
                            response_body=b"")
         else:
             call = replace(call, attributes=attrs)
-        if self.metrics is not None:
-            self.metrics(call, service.name if service is not None else None)
-        if redactor.active and not redactor.is_clean(call):  # known clean: nothing to build
-            redacted = redactor.apply(call)
-            call = redacted.call
-            self.pii.add(redacted.counts)
-        span = self.build_span(call)
+        red = self._red
+        if red is not None:
+            red.record(call, name)
+        elif self.metrics is not None:
+            self.metrics(call, name)
+        if policy.redacting:
+            redactor = policy.redactor
+            if not redactor.is_clean(call):  # known clean: nothing to build
+                redacted = redactor.apply(call)
+                call = redacted.call
+                self.pii.add(redacted.counts)
+        builder = self._builder
+        span = builder.build(call) if builder is not None else self.build_span(call)
         pending: Optional[Pending] = None
-        if may_drop:
+        if policy.may_drop:
             parent = span.parent
             pending = Pending(
-                sampler,
-                service=service.name if service is not None else None,
+                policy.sampler,
+                service=name,
                 protocol=call.protocol,
                 is_error=call.error_type is not None,
                 duration_ns=call.end_ns - call.start_ns,
-                wire_parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role == _SERVER
+                wire_parent_sampled=bool(parent.trace_flags & 1) if parent is not None and call.role is _SERVER
                 else None,
             )
-        if self.linker is not None:
+        local = self._linker
+        if local is not None:
+            local.offer(call, span, pending)  # as below, called natively
+        elif self.linker is not None:
             # Sampling waits for the link: the trace id is final only then (see Pending).
             self.linker.offer(call, span, pending)  # holds, links, then after_link, then enqueues
         elif self.after_link(call, span, pending, None):
@@ -267,13 +338,25 @@ class SpanOnly:
 
     def __init__(self, enqueue: Callable[[ReadableSpan], Any]) -> None:
         self.enqueue = enqueue
+        # the export queue behind ``enqueue`` when it is its own ``put``: called natively
+        self._queue: Optional[ExportQueue] = _method_owner(enqueue, "put", ExportQueue)
 
     def __call__(self, call: Call, span: ReadableSpan) -> None:
-        self.enqueue(span)
+        queue = self._queue
+        if queue is not None:
+            queue.put(span)
+        else:
+            self.enqueue(span)
 
 
-def _from_agent(own: Any, conn: Any) -> bool:
+def _from_agent(own: OwnConnections, conn: Connection) -> bool:
     """The agent's own export reaching a collector on this host: its spans would be exported in
     turn, each export making the next one's (a loop, even on an idle host)."""
+    peer, local = conn.peer, conn.local
+    return peer is not None and local is not None and own.is_own(peer.address, peer.port, local.port)
+
+
+def _from_any(own: Any, conn: Connection) -> bool:
+    """``_from_agent`` for an ``own`` that is not an OwnConnections (tests' stand-ins)."""
     peer, local = conn.peer, conn.local
     return peer is not None and local is not None and bool(own.is_own(peer.address, peer.port, local.port))

@@ -222,8 +222,8 @@ class Redactor:
     def _attribute_memo(self, key: str, value: AttributeValue, found: Counter[str]) -> AttributeValue:
         """_attribute, remembered per (key, value) for strings and tuples of strings: one dict
         lookup per attribute on the hot path instead of prefix checks, a header-name test and a scan."""
-        cls = value.__class__
-        if cls is not str and not (cls is tuple and value and value[0].__class__ is str):  # type: ignore[index]
+        cls = type(value)
+        if cls is not str and not (cls is tuple and value and type(value[0]) is str):  # type: ignore[index]
             return self._attribute(key, value, found)  # numbers, bools: nothing to redact
         memo = self._memo_attrs
         hit = memo.get((key, value))  # type: ignore[arg-type]
@@ -245,7 +245,7 @@ class Redactor:
             return True
         clean = self._clean_attrs
         for item in call.attributes.items():
-            cls = item[1].__class__
+            cls = type(item[1])
             if (cls is str or cls is tuple) and item not in clean:
                 return False
         texts = self._clean_texts
@@ -324,10 +324,10 @@ class Redactor:
 
 def _short_text(value: Any, limit: int) -> bool:
     """A str, or a tuple of values, of at most ``limit`` characters (numbers count 8)."""
-    if value.__class__ is str:
+    if type(value) is str:
         return len(value) <= limit
-    if value.__class__ is tuple:
-        return sum(len(v) if v.__class__ is str else 8 for v in value) <= limit
+    if type(value) is tuple:
+        return sum(len(v) if type(v) is str else 8 for v in value) <= limit
     return False
 
 

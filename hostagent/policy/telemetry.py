@@ -16,20 +16,20 @@ export too (acceptance run: another agent's OTLP channel, 406 spans in 4 minutes
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Final, Optional
 
 from hostagent.model import Call
 
 ConnectionKey = tuple[int, int, str, int, int]
 
-TELEMETRY_RPC_SERVICES = frozenset({
+TELEMETRY_RPC_SERVICES: Final = frozenset({
     "opentelemetry.proto.collector.trace.v1.TraceService",
     "opentelemetry.proto.collector.metrics.v1.MetricsService",
     "opentelemetry.proto.collector.logs.v1.LogsService",
     "opentelemetry.proto.collector.profiles.v1development.ProfilesService",
     "jaeger.api_v2.CollectorService",
 })
-TELEMETRY_HTTP_PATHS = frozenset({
+TELEMETRY_HTTP_PATHS: Final = frozenset({
     "/v1/traces", "/v1/metrics", "/v1/logs", "/v1development/profiles",  # OTLP/HTTP
     "/api/v1/otlp/v1/metrics",  # OTLP into Prometheus
     "/api/v2/spans", "/api/v1/spans",  # Zipkin

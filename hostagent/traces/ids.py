@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 import random
 import re
-from typing import Optional
+from typing import Final, Optional
 
-_rng = random.Random(random.SystemRandom().getrandbits(128))
+_rng: Final = random.Random(random.SystemRandom().getrandbits(128))
+# Its getrandbits, bound once: compiled, ``_rng.getrandbits(...)`` is a method lookup per id. (A
+# reseed, at fork or by a test, changes this same generator.)
+_getrandbits: Final = _rng.getrandbits
 
 
 def _reseed() -> None:
@@ -33,7 +36,7 @@ if hasattr(os, "register_at_fork"):
 def new_span_id() -> int:
     """A random non-zero 64-bit span id."""
     while True:
-        value = _rng.getrandbits(64)
+        value = _getrandbits(64)
         if value:
             return value
 
@@ -41,7 +44,7 @@ def new_span_id() -> int:
 def new_trace_id() -> int:
     """A random non-zero 128-bit trace id."""
     while True:
-        value = _rng.getrandbits(128)
+        value = _getrandbits(128)
         if value:
             return value
 

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -52,18 +52,22 @@ from hostagent.model import Call, Role
 from hostagent.traces.record import SpanRecord
 from hostagent.traces.sdk_records import new_context
 
-MAX_BUCKET = 64  # spans waiting per (port, method, path) or per thread: scans stay short under load
+MAX_BUCKET: Final = 64  # spans waiting per (port, method, path) or per thread: scans stay short under load
 # Spans linked before their hold ran out leave their bucket at once but stay in the deadline queue
 # (FIFO, cheap to pop only at its head) until the deadline: the queue is rebuilt without them once
 # it holds this many more than twice the waiting ones. Without it a 1.5 s hold kept every span linked
 # in the last 1.5 s alive, call and all: ~40k spans and ~100 MiB at nginx's 30k req/s.
-EXPIRY_SLACK = 1024
-TOLERANCE_NS = 2_000_000  # a reader can return from read() before the writer returns from write()
-LINKED_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+EXPIRY_SLACK: Final = 1024
+TOLERANCE_NS: Final = 2_000_000  # a reader can return from read() before the writer returns from write()
+LINKED_PROTOCOLS: Final = frozenset({"http", "http2", "grpc"})
 Emit = Callable[[Call, ReadableSpan], None]
 # (call, span with its final ids, the call's sampling inputs, the local parent's answer or None for
 # a root) -> export it? The pipeline's sampling and observers (Pipeline.after_link).
 Gate = Callable[[Call, ReadableSpan, Any, Optional[bool]], bool]
+# Enum members read once (compiled, ``Role.SERVER`` is a generic attribute read per use; Final: a
+# constant, not a module dict lookup) and compared by identity, not ``==``.
+_SERVER: Final = Role.SERVER
+_UNKNOWN: Final = Role.UNKNOWN
 
 
 def keep_all(call: Call, span: ReadableSpan, pending: Any, parent_kept: Optional[bool]) -> bool:
@@ -101,7 +105,7 @@ def conn_key(call: Call) -> Optional[ConnKey]:
     conn = call.conn
     if conn is None or conn.local is None or conn.peer is None or not conn.local.port or not conn.peer.port:
         return None
-    if call.role == Role.SERVER:
+    if call.role is _SERVER:
         return conn.peer.port, conn.local.port
     return conn.local.port, conn.peer.port
 
@@ -127,7 +131,8 @@ class Node:
         self.children: list[Node] = []
         self.done = False  # emitted; span/trace_id are final
         self.waiting = False
-        self.home: Any = None  # while waiting: (table, key) of the bucket it waits in
+        # while waiting: (table, key) of the bucket it waits in (typed: a dict's get and pop are native)
+        self.home: Optional[tuple[dict[Any, list[Node]], Any]] = None
         record: Any = span
         if isinstance(record, SpanRecord):  # the ints themselves, no SpanContext made
             self.trace_id, self.span_id = record.trace_id, record.span_id
@@ -241,14 +246,14 @@ class LocalLinker:
         if conn is not None and conn.peer is not None and (conn.peer.address, conn.peer.port) in self.ignore_peers:
             self.counters["receiver_traffic"] += 1  # an SDK exporting to us: not the app's traffic
             return
-        if not self.enabled or conn is None or call.role == Role.UNKNOWN:
+        if not self.enabled or conn is None or call.role is _UNKNOWN:
             if self.gate(call, span, pending, None):
                 self.emit(call, span)
             return
         out: list[Node] = []
         with self._lock:
             node = Node(call, span, self.clock() + self.hold_s, pending)
-            if call.role == Role.SERVER:
+            if call.role is _SERVER:
                 self._on_server(node, out)
             else:
                 self._on_client(node, out)
@@ -346,7 +351,8 @@ class LocalLinker:
                 self.counters["peer_links"] += 1
             elif found:
                 self.counters["peer_ambiguous"] += 1
-            table: Any = self._recent_on if key_on is not None else self._recent
+            # typed (not Any): the dict's get, len and store are native
+            table: dict[Any, deque[Node]] = self._recent_on if key_on is not None else self._recent
             key: Any = key_on if key_on is not None else port
             recent = table.get(key)
             if recent is None:
@@ -427,7 +433,9 @@ class LocalLinker:
     def _unwait(self, node: Node) -> None:
         node.waiting = False
         self._held -= 1
-        table, key = node.home
+        home = node.home
+        assert home is not None  # waiting
+        table, key = home
         node.home = None
         bucket = table.get(key)
         if bucket is not None:

@@ -20,7 +20,7 @@ Trace context (W3C traceparent found on the request):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional, cast
+from typing import Final, Optional, cast
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -36,16 +36,16 @@ from hostagent.traces.record import SpanRecord
 
 # call -> the Resource of the process that made it (identity's ServiceCache.resource_of)
 ResourceFor = Callable[[Call], Resource]
-SCOPE = InstrumentationScope("hostagent", hostagent.__version__)
+SCOPE: Final = InstrumentationScope("hostagent", hostagent.__version__)
 
 # role -> (SpanKind, its OTLP number: the SDK's value + 1)
-_KINDS = {Role.CLIENT: (SpanKind.CLIENT, SpanKind.CLIENT.value + 1),
+_KINDS: Final = {Role.CLIENT: (SpanKind.CLIENT, SpanKind.CLIENT.value + 1),
           Role.SERVER: (SpanKind.SERVER, SpanKind.SERVER.value + 1)}
-_INTERNAL = (SpanKind.INTERNAL, SpanKind.INTERNAL.value + 1)
+_INTERNAL: Final = (SpanKind.INTERNAL, SpanKind.INTERNAL.value + 1)
 _CLIENT, _SERVER = Role.CLIENT, Role.SERVER  # enum members read once, not per span
-_UNSET = Status(StatusCode.UNSET)
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_EMPTY_STATE = TraceState()
+_UNSET: Final = Status(StatusCode.UNSET)
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_EMPTY_STATE: Final = TraceState()
 
 
 def connection_attributes(attrs: dict, role: Role, conn: Connection) -> None:

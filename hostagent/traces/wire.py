@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from typing import Final
 
 from hostagent.model import Attributes, Call
 from hostagent.policy.pii import SENSITIVE_HEADERS
 from hostagent.settings import CaptureOverride, CaptureSettings
 
-HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
-DB_PARAMETER_PREFIX = "db.query.parameter."
-REQUEST_BODY = "hostagent.http.request.body"
-RESPONSE_BODY = "hostagent.http.response.body"
-TRUNCATED = ".truncated"
-MASK = "[REDACTED:sensitive_header]"
+HTTP_PROTOCOLS: Final = frozenset({"http", "http2", "grpc"})
+DB_PARAMETER_PREFIX: Final = "db.query.parameter."
+REQUEST_BODY: Final = "hostagent.http.request.body"
+RESPONSE_BODY: Final = "hostagent.http.response.body"
+TRUNCATED: Final = ".truncated"
+MASK: Final = "[REDACTED:sensitive_header]"
 # Headers the semantic conventions already carry as their own attributes, or that are hop-by-hop
 # framing: repeating them as header attributes would only cost bytes.
-_SKIP_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "user-agent", "traceparent",
+_SKIP_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "host", "user-agent", "traceparent",
                            "tracestate"})
 
 
@@ -67,17 +68,17 @@ def capture_for(capture: CaptureSettings, service: str, protocol: str) -> Captur
 # (prefix, headers, mask_sensitive) -> the attribute items they give. A response's or a client's
 # headers repeat message after message (a Date header changes once a second), so each distinct
 # set is grouped once; one tuple hash per message instead of a loop over its headers. Bounded.
-GROUPED_MAX = 1024
-GROUPED_CHARS = 2048  # larger header sets are grouped every time
+GROUPED_MAX: Final = 1024
+GROUPED_CHARS: Final = 2048  # larger header sets are grouped every time
 _Items = tuple[tuple[str, tuple[str, ...]], ...]
-_grouped: dict[tuple[str, tuple[tuple[str, str], ...], bool], _Items] = {}
+_grouped: Final[dict[tuple[str, tuple[tuple[str, str], ...], bool], _Items]] = {}
 
 
 # id(headers) -> (headers, prefix, mask_sensitive, items): the same header tuple *object* again.
 # A parser that memoises parsed heads (HTTP/1) hands on one tuple per distinct head, so the
 # nested tuple need not even be hashed (~1.5 us for ten headers here). The entry holds the tuple,
 # so its id cannot be reused while the entry lives. Bounded like _grouped.
-_same: dict[int, tuple[tuple[tuple[str, str], ...], str, bool, _Items]] = {}
+_same: Final[dict[int, tuple[tuple[tuple[str, str], ...], str, bool, _Items]]] = {}
 
 
 def header_attributes(prefix: str, headers: tuple[tuple[str, str], ...], mask_sensitive: bool,
