@@ -262,7 +262,8 @@ BPF_ARRAY(handshakes, struct handshake, 1 << HS_BITS);
 /* The same connections' two ends by the socket's address, for an accept() that names no peer
  * (libuv, so every Node.js server, passes NULL): the first data call on the socket layer, which
  * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
- * deletes it (the address is in its accepted entry). */
+ * deletes it (the address is in its accepted entry). Kept only on the socket data path, and there
+ * only without the struct sock offsets ENDS_FROM_SOCK needs; the syscall path never reads it. */
 BPF_TABLE("lru_hash", u64, struct conn_ends, ends_by_sk, 16384);
 /* Sockets adopted at a data call (adopt), by the kernel's socket address: the same socket met
  * again on another fd of the process (systemd's Accept=yes service reads fd 0 and writes fd 1,
@@ -978,6 +979,117 @@ static __always_inline int syscall_args(struct syscall_regs *r) {
     void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
     return regs && bpf_probe_read_kernel(r, sizeof(*r), regs + SYSCALL_REGS_OFF) == 0;
 }
+
+/* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
+ * skc_hash and skc_portpair); read on the shed path, and by adopt(). */
+#define SKC_FAMILY_OFF 16
+static __always_inline int sk_is_inet(u64 sk) {
+    u16 family = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SKC_FAMILY_OFF));
+    return family == AF_INET_ || family == AF_INET6_;
+}
+
+/* The head of struct sock_common, laid out so since Linux 2.6: the only kernel struct read by
+ * offset here (sk_is_inet, adopt). */
+struct skc_head {
+    u32 daddr;      /* skc_daddr: network order; an AF_INET6 socket's IPv4 peer (v4-mapped) */
+    u32 rcv_saddr;  /* skc_rcv_saddr */
+    u32 hash;       /* skc_hash */
+    u16 dport;      /* skc_dport: network order */
+    u16 num;        /* skc_num: the local port, host order */
+    u16 family;     /* skc_family */
+    u8 state;       /* skc_state: TCP_* (UDP: ESTABLISHED when connected, else CLOSE) */
+    u8 _pad;
+};
+#define TCP_CLOSE_ 7
+#define LOOPBACK4_IPV6_ 0x0600007fu  /* 127.0.0.6 (network order): what an AF_INET6 socket with a
+                                        true IPv6 peer has in skc_daddr */
+
+/* One end's address from the head: IPv4 as is, on an AF_INET6 socket as ::ffff:a.b.c.d; left
+ * zero when the socket's end is true IPv6 and its offset further in struct sock is unknown. */
+static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
+    if (family == AF_INET_) {
+        __builtin_memcpy(out, &v4, 4);
+    } else if (v4 && v4 != LOOPBACK4_IPV6_) {
+        out[10] = 0xff;
+        out[11] = 0xff;
+        __builtin_memcpy(out + 12, &v4, 4);
+    }
+}
+
+/* Offsets further in struct sock, which depend on the kernel's build: the loader finds them in
+ * the running kernel's BTF (hostagent/kernel/btf.py) and defines them, each pair whole; without
+ * them adopt() does with the head alone, as it did before.
+ *   SKC_V6_DADDR_OFF, SKC_V6_RCV_SADDR_OFF: sock_common's struct in6_addr ends (an AF_INET6
+ *     socket's, v4-mapped ones included);
+ *   SK_TYPE_OFF, SK_PROTOCOL_OFF: struct sock's u16 sk_type and sk_protocol (Linux >= 5.6). */
+#define IPPROTO_UDP_ 17
+#define IPPROTO_UDPLITE_ 136
+#define IPPROTO_MPTCP_ 262
+
+#if defined(TASK_FILES_OFF) && defined(FILES_FDT_OFF) && defined(FDT_MAX_FDS_OFF) && defined(FDT_FD_OFF) && \
+    defined(FILE_PRIVATE_OFF) && defined(SOCKET_SK_OFF)
+/* The socket (struct sock) the calling task's fd names, 0 if none or unreadable
+ * (current->files->fdt->fd[fd]'s struct socket's sk; offsets from BTF as above); fd_names_sk:
+ * whether it still names the socket sk: a data call whose tracepoint fires after another thread
+ * closed its fd (the call holds its own reference to the file) must not leave an entry for an fd
+ * that is gone, which the next socket given that number would take for its own. */
+static __always_inline u64 sock_of_fd(u32 fd) {
+    u64 p = bpf_get_current_task();  /* one variable down the chain: the data programs' stack is
+                                        near its 512 bytes (seven apart went past it) */
+    u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
+        return 0;  /* the struct file */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
+        return 0;  /* its struct socket */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
+        return 0;
+    return p;
+}
+static __always_inline int fd_names_sk(u32 fd, u64 sk) {
+    u64 p = bpf_get_current_task();  /* written out, not sock_of_fd(fd) == sk: the data programs'
+                                        verifier counts move with the least change here */
+    u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
+        return 0;  /* the struct file */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
+        return 0;  /* its struct socket */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
+        return 0;
+    return p == sk;
+}
+#define FD_NAMES_SK(fd, sk) fd_names_sk(fd, sk)
+#define HAVE_SOCK_OF_FD 1
+#else
+#define FD_NAMES_SK(fd, sk) 1  /* not known: as before, the race may leave an entry */
+#endif
+
+/* Where the loader found the offsets of the fd chain and of the in6 ends, the socket data path
+ * keeps no ends_by_sk: an accept() that names no peer reads it from the accepted socket itself
+ * (peer_from_accepted), as adopt() does, instead of a hash insert at every server handshake and a
+ * delete at every accept() (~0.3 us per accepted connection, twentieth round). */
+#if defined(HAVE_SOCK_OF_FD) && defined(SKC_V6_DADDR_OFF) && defined(SKC_V6_RCV_SADDR_OFF)
+#define ENDS_FROM_SOCK 1
+#else
+#define ENDS_FROM_SOCK 0
+#endif
+#define KEEPS_ENDS(regs) ((regs) && !ENDS_FROM_SOCK)  /* regs: the socket data path's programs */
 
 /* ---- data syscalls: enter ------------------------------------------------------------------ */
 
@@ -1845,9 +1957,47 @@ int sock__enter_accept4(struct tracepoint__syscalls__sys_enter_accept4 *args) {
     return enter_accept(args->fd, (u64)args->upeer_sockaddr, (u64)args->upeer_addrlen);
 }
 
+#if ENDS_FROM_SOCK
+/* accept(fd, NULL, NULL) (libuv, so every Node.js server) on the socket data path: the peer from
+ * the accepted socket (the head of struct sock_common, and an AF_INET6 socket's in6 peer: what
+ * its handshake reported) into its entry, and the local end when the listener gave none. The
+ * ACCEPT record stays without the peer, as before; the data records carry it, as when the first
+ * data call filled it in from ends_by_sk. The handshake's slot (or its accepted entry) is freed,
+ * as an accept() that names the peer frees it. */
+static __always_inline void peer_from_accepted(u32 fd, struct sock_info *si) {
+    u64 sk = sock_of_fd(fd);
+    struct skc_head hd = {};
+    if (!sk || bpf_probe_read_kernel(&hd, sizeof(hd), (void *)sk) != 0 || !hd.dport)
+        return;
+    struct accepted_key k = {};
+    if (hd.family == AF_INET6_)
+        bpf_probe_read_kernel(k.addr, sizeof(k.addr), (void *)(sk + SKC_V6_DADDR_OFF));
+    else if (hd.family == AF_INET_)
+        __builtin_memcpy(k.addr, &hd.daddr, 4);
+    else
+        return;
+    k.port = (hd.dport >> 8) | ((hd.dport & 0xff) << 8);
+    k.family = hd.family;
+    si->peer_port = k.port;
+    __builtin_memcpy(si->peer_addr, k.addr, sizeof(si->peer_addr));
+    if (!si->local_port) {
+        si->local_port = hd.num;
+        if (hd.family == AF_INET6_)
+            bpf_probe_read_kernel(si->local_addr, sizeof(si->local_addr), (void *)(sk + SKC_V6_RCV_SADDR_OFF));
+        else
+            __builtin_memcpy(si->local_addr, &hd.rcv_saddr, 4);
+    }
+    struct handshake *hs = handshake_of(&k);
+    if (hs && hs->end.sk == sk)
+        hs->end.sk = 0;
+    else if (accepted.lookup(&k))
+        accepted.delete(&k);
+}
+#endif
+
 /* accept() / accept4() on the listener a_fd returned the new socket's fd ret (>= 0); a_addr and
  * a_addrlen: the caller's sockaddr and int * for the peer (0 when it passed NULL). */
-static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrlen, long ret) {
+static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrlen, long ret, const int regs) {
     u32 tgid = id >> 32;
     struct scratch *s = new_event(EVENT_ACCEPT, id, (int)ret, OP_ACCEPT);
     if (!s)
@@ -1873,14 +2023,16 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
             __builtin_memcpy(si.local_addr, hs->end.local.addr, sizeof(si.local_addr));
             u64 sk = hs->end.sk;
             hs->end.sk = 0;  /* the slot is free again */
-            ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
+            if (KEEPS_ENDS(regs))
+                ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
         } else {
             struct accepted_end *e = accepted.lookup(&k);
             if (e) {
                 si.local_port = e->local.port;
                 __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
                 u64 sk = e->sk;
-                ends_by_sk.delete(&sk);
+                if (KEEPS_ENDS(regs))
+                    ends_by_sk.delete(&sk);
                 accepted.delete(&k);
             }
         }
@@ -1896,13 +2048,19 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
     }
     if (!fam)
         return 0;  /* not an inet listener, or one we cannot tell */
+#if ENDS_FROM_SOCK
+    if (regs && !h->peer_port)
+        peer_from_accepted((u32)ret, &si);
+#endif
     si.gen = current_gen(tgid);
     si.ts = bpf_ktime_get_ns();
     si.family = fam;
     si.sock_type = SOCK_STREAM_;
     si.id_fd = (u32)ret;
-    si.peer_port = h->peer_port;
-    __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    if (h->peer_port) {
+        si.peer_port = h->peer_port;
+        __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    }
     u64 key = ((u64)tgid << 32) | (u32)ret;
     put_sock(key, &si);
     unmute(key);
@@ -1922,7 +2080,7 @@ static __always_inline int exit_accept(long ret) {
         return 0;
     if (ret < 0 || a.op != OP_ACCEPT)
         return 0;
-    return accept_done(id, a.fd, a.addr, a.addrlen, ret);
+    return accept_done(id, a.fd, a.addr, a.addrlen, ret, 0);
 }
 int sock__exit_accept(struct tracepoint__syscalls__sys_exit_accept *args) {
     return exit_accept(args->ret);
@@ -1943,7 +2101,7 @@ int sock__exit_accept_regs(void *ctx) {
     struct syscall_regs r;
     if (!syscall_args(&r))
         return 0;
-    return accept_done(id, r.di, r.si, r.dx, ret);
+    return accept_done(id, r.di, r.si, r.dx, ret, 1);
 }
 
 /* Forget at enter: once close() starts the fd number may be reused by another thread. */
@@ -2320,10 +2478,12 @@ static __always_inline int set_state(void *ctx, const int regs) {
         a.sk = sk;
         if (!handshake_put(&k, &a))
             accepted.update(&k, &a);
-        struct conn_ends e = {};  /* for an accept() that will not name the peer */
-        __builtin_memcpy(&e.local, &local, sizeof(local));
-        __builtin_memcpy(&e.peer, &k, sizeof(k));
-        ends_by_sk.update(&sk, &e);
+        if (KEEPS_ENDS(regs)) {
+            struct conn_ends e = {};  /* for an accept() that will not name the peer */
+            __builtin_memcpy(&e.local, &local, sizeof(local));
+            __builtin_memcpy(&e.peer, &k, sizeof(k));
+            ends_by_sk.update(&sk, &e);
+        }
     }
     return 0;
 }
@@ -2439,84 +2599,6 @@ int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
     send_start.update(&id, &n);
     return 0;
 }
-
-/* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
- * skc_hash and skc_portpair); read on the shed path, and by adopt(). */
-#define SKC_FAMILY_OFF 16
-static __always_inline int sk_is_inet(u64 sk) {
-    u16 family = 0;
-    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SKC_FAMILY_OFF));
-    return family == AF_INET_ || family == AF_INET6_;
-}
-
-/* The head of struct sock_common, laid out so since Linux 2.6: the only kernel struct read by
- * offset here (sk_is_inet, adopt). */
-struct skc_head {
-    u32 daddr;      /* skc_daddr: network order; an AF_INET6 socket's IPv4 peer (v4-mapped) */
-    u32 rcv_saddr;  /* skc_rcv_saddr */
-    u32 hash;       /* skc_hash */
-    u16 dport;      /* skc_dport: network order */
-    u16 num;        /* skc_num: the local port, host order */
-    u16 family;     /* skc_family */
-    u8 state;       /* skc_state: TCP_* (UDP: ESTABLISHED when connected, else CLOSE) */
-    u8 _pad;
-};
-#define TCP_CLOSE_ 7
-#define LOOPBACK4_IPV6_ 0x0600007fu  /* 127.0.0.6 (network order): what an AF_INET6 socket with a
-                                        true IPv6 peer has in skc_daddr */
-
-/* One end's address from the head: IPv4 as is, on an AF_INET6 socket as ::ffff:a.b.c.d; left
- * zero when the socket's end is true IPv6 and its offset further in struct sock is unknown. */
-static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
-    if (family == AF_INET_) {
-        __builtin_memcpy(out, &v4, 4);
-    } else if (v4 && v4 != LOOPBACK4_IPV6_) {
-        out[10] = 0xff;
-        out[11] = 0xff;
-        __builtin_memcpy(out + 12, &v4, 4);
-    }
-}
-
-/* Offsets further in struct sock, which depend on the kernel's build: the loader finds them in
- * the running kernel's BTF (hostagent/kernel/btf.py) and defines them, each pair whole; without
- * them adopt() does with the head alone, as it did before.
- *   SKC_V6_DADDR_OFF, SKC_V6_RCV_SADDR_OFF: sock_common's struct in6_addr ends (an AF_INET6
- *     socket's, v4-mapped ones included);
- *   SK_TYPE_OFF, SK_PROTOCOL_OFF: struct sock's u16 sk_type and sk_protocol (Linux >= 5.6). */
-#define IPPROTO_UDP_ 17
-#define IPPROTO_UDPLITE_ 136
-#define IPPROTO_MPTCP_ 262
-
-#if defined(TASK_FILES_OFF) && defined(FILES_FDT_OFF) && defined(FDT_MAX_FDS_OFF) && defined(FDT_FD_OFF) && \
-    defined(FILE_PRIVATE_OFF) && defined(SOCKET_SK_OFF)
-/* Whether the calling task's fd still names the socket sk (current->files->fdt->fd[fd]'s struct
- * socket's sk; offsets from BTF as above): a data call whose tracepoint fires after another thread
- * closed its fd (the call holds its own reference to the file) must not leave an entry for an fd
- * that is gone, which the next socket given that number would take for its own. */
-static __always_inline int fd_names_sk(u32 fd, u64 sk) {
-    u64 p = bpf_get_current_task();  /* one variable down the chain: the data programs' stack is
-                                        near its 512 bytes (seven apart went past it) */
-    u32 max_fds = 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
-        return 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
-        return 0;
-    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
-        return 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
-        return 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
-        return 0;  /* the struct file */
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
-        return 0;  /* its struct socket */
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
-        return 0;
-    return p == sk;
-}
-#define FD_NAMES_SK(fd, sk) fd_names_sk(fd, sk)
-#else
-#define FD_NAMES_SK(fd, sk) 1  /* not known: as before, the race may leave an entry */
-#endif
 
 /* A data call on an inet socket this process has no entry for, though not the agent's: one it
  * received from another process (SCM_RIGHTS: Node's cluster workers, systemd's Accept=yes
