@@ -963,31 +963,21 @@ static __always_inline int take(u64 pid_tgid, struct inflight *a) {
     return 1;
 }
 
-/* The syscall's number and arguments from x86-64 struct pt_regs (user registers saved at syscall
- * entry; the ptrace ABI: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax, 8 bytes each). */
+/* The slice of x86-64 struct pt_regs (user registers saved at syscall entry; the ptrace ABI)
+ * from r10 to orig_ax: one read instead of one per register. */
+#define SYSCALL_REGS_OFF 56
 struct syscall_regs {
-    u64 r10, r9, r8, dx, si, di, orig_ax;
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 #define NR_CONNECT 42
 
 /* The calling task's syscall number and arguments as its entry saved them (orig_ax, di si dx r10
  * r8 r9), still there at the syscall's exit tracepoint: 0 when they cannot be read. Used only by
  * the programs of the socket data path (bpf_task_pt_regs: Linux >= 5.15, x86-64; the loader
- * attaches them only where the socket-layer tracepoints, Linux >= 6.3, are). bpf_task_pt_regs
- * gives a pointer the verifier knows the type of (BTF): each register is one load it guards, not a
- * bpf_probe_read_kernel of the slice (a helper call; ~0.15 us a program here, twenty-third round). */
+ * attaches them only where the socket-layer tracepoints, Linux >= 6.3, are). */
 static __always_inline int syscall_args(struct syscall_regs *r) {
-    u64 *regs = (u64 *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    if (!regs)
-        return 0;
-    r->r10 = regs[7];
-    r->r9 = regs[8];
-    r->r8 = regs[9];
-    r->dx = regs[12];
-    r->si = regs[13];
-    r->di = regs[14];
-    r->orig_ax = regs[15];
-    return 1;
+    void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    return regs && bpf_probe_read_kernel(r, sizeof(*r), regs + SYSCALL_REGS_OFF) == 0;
 }
 
 /* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
@@ -2734,7 +2724,8 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
     if (!wanted)
         return 0;
     struct syscall_regs r;
-    if (!syscall_args(&r))
+    void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (!regs || bpf_probe_read_kernel(&r, sizeof(r), regs + SYSCALL_REGS_OFF) != 0)
         return 0;
     struct inflight a = {};
     a.fd = r.di;
