@@ -33,7 +33,7 @@ from typing import Any
 
 from hostagent.kernel import ensure_tracefs, find_kernel_headers
 from hostagent.probes.loader import BpfCapture
-from hostagent.probes.registry import GROUP_PROGRAMS, SOCKET_GROUP
+from hostagent.probes.registry import DATA_PROGRAMS, GROUP_PROGRAMS, SOCKET_GROUP, SYSCALL_DATA
 from hostagent.probes.sources import bpf_dir
 
 # The commit before fork inheritance (cb03693 "follow sockets across fork()").
@@ -110,13 +110,14 @@ def load(src_dir: Path) -> tuple[BpfCapture, str]:
 
 @contextmanager
 def attached(cap: BpfCapture, source: str) -> Iterator[None]:
-    """The socket group's programs that this source has, attached for the duration."""
+    """The socket group's programs on the syscall data path (all tracepoints: the read()/write() enter
+    programs this measures, the opens) that this source has, attached for the duration."""
     from bcc import BPF
     from bcc.libbcc import lib
 
     bpf: Any = cap._bpf
     fds = []
-    for tp, fn in GROUP_PROGRAMS[SOCKET_GROUP]:
+    for tp, fn in GROUP_PROGRAMS[SOCKET_GROUP] + DATA_PROGRAMS[SYSCALL_DATA]:
         if f"int {fn}(" not in source:
             continue  # a program the older source does not have
         prog = bpf.load_func(fn.encode(), BPF.TRACEPOINT)

@@ -262,7 +262,8 @@ BPF_ARRAY(handshakes, struct handshake, 1 << HS_BITS);
 /* The same connections' two ends by the socket's address, for an accept() that names no peer
  * (libuv, so every Node.js server, passes NULL): the first data call on the socket layer, which
  * has that address, fills its entry in (ends_from_handshake). An accept() that names the peer
- * deletes it (the address is in its accepted entry). */
+ * deletes it (the address is in its accepted entry). Kept only on the socket data path, and there
+ * only without the struct sock offsets ENDS_FROM_SOCK needs; the syscall path never reads it. */
 BPF_TABLE("lru_hash", u64, struct conn_ends, ends_by_sk, 16384);
 /* Sockets adopted at a data call (adopt), by the kernel's socket address: the same socket met
  * again on another fd of the process (systemd's Accept=yes service reads fd 0 and writes fd 1,
@@ -962,6 +963,134 @@ static __always_inline int take(u64 pid_tgid, struct inflight *a) {
     return 1;
 }
 
+/* The slice of x86-64 struct pt_regs (user registers saved at syscall entry; the ptrace ABI)
+ * from r10 to orig_ax: one read instead of one per register. */
+#define SYSCALL_REGS_OFF 56
+struct syscall_regs {
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+#define NR_CONNECT 42
+
+/* The calling task's syscall number and arguments as its entry saved them (orig_ax, di si dx r10
+ * r8 r9), still there at the syscall's exit tracepoint: 0 when they cannot be read. Used only by
+ * the programs of the socket data path (bpf_task_pt_regs: Linux >= 5.15, x86-64; the loader
+ * attaches them only where the socket-layer tracepoints, Linux >= 6.3, are). */
+static __always_inline int syscall_args(struct syscall_regs *r) {
+    void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    return regs && bpf_probe_read_kernel(r, sizeof(*r), regs + SYSCALL_REGS_OFF) == 0;
+}
+
+/* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
+ * skc_hash and skc_portpair); read on the shed path, and by adopt(). */
+#define SKC_FAMILY_OFF 16
+static __always_inline int sk_is_inet(u64 sk) {
+    u16 family = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SKC_FAMILY_OFF));
+    return family == AF_INET_ || family == AF_INET6_;
+}
+
+/* The head of struct sock_common, laid out so since Linux 2.6: the only kernel struct read by
+ * offset here (sk_is_inet, adopt). */
+struct skc_head {
+    u32 daddr;      /* skc_daddr: network order; an AF_INET6 socket's IPv4 peer (v4-mapped) */
+    u32 rcv_saddr;  /* skc_rcv_saddr */
+    u32 hash;       /* skc_hash */
+    u16 dport;      /* skc_dport: network order */
+    u16 num;        /* skc_num: the local port, host order */
+    u16 family;     /* skc_family */
+    u8 state;       /* skc_state: TCP_* (UDP: ESTABLISHED when connected, else CLOSE) */
+    u8 _pad;
+};
+#define TCP_CLOSE_ 7
+#define LOOPBACK4_IPV6_ 0x0600007fu  /* 127.0.0.6 (network order): what an AF_INET6 socket with a
+                                        true IPv6 peer has in skc_daddr */
+
+/* One end's address from the head: IPv4 as is, on an AF_INET6 socket as ::ffff:a.b.c.d; left
+ * zero when the socket's end is true IPv6 and its offset further in struct sock is unknown. */
+static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
+    if (family == AF_INET_) {
+        __builtin_memcpy(out, &v4, 4);
+    } else if (v4 && v4 != LOOPBACK4_IPV6_) {
+        out[10] = 0xff;
+        out[11] = 0xff;
+        __builtin_memcpy(out + 12, &v4, 4);
+    }
+}
+
+/* Offsets further in struct sock, which depend on the kernel's build: the loader finds them in
+ * the running kernel's BTF (hostagent/kernel/btf.py) and defines them, each pair whole; without
+ * them adopt() does with the head alone, as it did before.
+ *   SKC_V6_DADDR_OFF, SKC_V6_RCV_SADDR_OFF: sock_common's struct in6_addr ends (an AF_INET6
+ *     socket's, v4-mapped ones included);
+ *   SK_TYPE_OFF, SK_PROTOCOL_OFF: struct sock's u16 sk_type and sk_protocol (Linux >= 5.6). */
+#define IPPROTO_UDP_ 17
+#define IPPROTO_UDPLITE_ 136
+#define IPPROTO_MPTCP_ 262
+
+#if defined(TASK_FILES_OFF) && defined(FILES_FDT_OFF) && defined(FDT_MAX_FDS_OFF) && defined(FDT_FD_OFF) && \
+    defined(FILE_PRIVATE_OFF) && defined(SOCKET_SK_OFF)
+/* The socket (struct sock) the calling task's fd names, 0 if none or unreadable
+ * (current->files->fdt->fd[fd]'s struct socket's sk; offsets from BTF as above); fd_names_sk:
+ * whether it still names the socket sk: a data call whose tracepoint fires after another thread
+ * closed its fd (the call holds its own reference to the file) must not leave an entry for an fd
+ * that is gone, which the next socket given that number would take for its own. */
+static __always_inline u64 sock_of_fd(u32 fd) {
+    u64 p = bpf_get_current_task();  /* one variable down the chain: the data programs' stack is
+                                        near its 512 bytes (seven apart went past it) */
+    u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
+        return 0;  /* the struct file */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
+        return 0;  /* its struct socket */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
+        return 0;
+    return p;
+}
+static __always_inline int fd_names_sk(u32 fd, u64 sk) {
+    u64 p = bpf_get_current_task();  /* written out, not sock_of_fd(fd) == sk: the data programs'
+                                        verifier counts move with the least change here */
+    u32 max_fds = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
+        return 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
+        return 0;  /* the struct file */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
+        return 0;  /* its struct socket */
+    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
+        return 0;
+    return p == sk;
+}
+#define FD_NAMES_SK(fd, sk) fd_names_sk(fd, sk)
+#define HAVE_SOCK_OF_FD 1
+#else
+#define FD_NAMES_SK(fd, sk) 1  /* not known: as before, the race may leave an entry */
+#endif
+
+/* Where the loader found the offsets of the fd chain and of the in6 ends, the socket data path
+ * keeps no ends_by_sk: an accept() that names no peer reads it from the accepted socket itself
+ * (peer_from_accepted), as adopt() does, instead of a hash insert at every server handshake and a
+ * delete at every accept() (~0.3 us per accepted connection, twentieth round). */
+#if defined(HAVE_SOCK_OF_FD) && defined(SKC_V6_DADDR_OFF) && defined(SKC_V6_RCV_SADDR_OFF)
+#define ENDS_FROM_SOCK 1
+#else
+#define ENDS_FROM_SOCK 0
+#endif
+#define KEEPS_ENDS(regs) ((regs) && !ENDS_FROM_SOCK)  /* regs: the socket data path's programs */
+
 /* ---- data syscalls: enter ------------------------------------------------------------------ */
 
 /* The entry of (tgid, fd) when a data call on it is to be captured: a tracked inet socket of this
@@ -1608,21 +1737,39 @@ int sock__exit_data(struct tracepoint__syscalls__sys_exit_read *args) {
 
 /* ---- socket lifecycle ---------------------------------------------------------------------- */
 
+/* socket()'s family and type (flags stripped) when its entry is wanted: inet, stream or datagram. */
+static __always_inline int socket_wanted(int fam, int type) {
+    return (fam == AF_INET_ || fam == AF_INET6_) && (type == SOCK_STREAM_ || type == SOCK_DGRAM_);
+}
+
 int sock__enter_socket(struct tracepoint__syscalls__sys_enter_socket *args) {
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
         return 0;
     int fam = args->family;
     int type = args->type & 0xf;  /* strip SOCK_NONBLOCK / SOCK_CLOEXEC */
-    if (fam != AF_INET_ && fam != AF_INET6_)
-        return 0;
-    if (type != SOCK_STREAM_ && type != SOCK_DGRAM_)
+    if (!socket_wanted(fam, type))
         return 0;
     struct inflight in = {};
     in.op = OP_SOCKET;
     in.count = fam;
     in.aux = type;
     save(id, &in);
+    return 0;
+}
+
+static __always_inline int socket_made(u64 id, u32 fd, u16 fam, u8 type) {
+    u32 tgid = id >> 32;
+    struct sock_info si = {};
+    si.gen = current_gen(tgid);
+    si.ts = bpf_ktime_get_ns();
+    si.family = fam;
+    si.sock_type = type;
+    si.id_fd = fd;
+    u64 key = ((u64)tgid << 32) | fd;
+    put_sock(key, &si);
+    unmute(key);
+    remember_fd(tgid, fd);
     return 0;
 }
 
@@ -1634,18 +1781,28 @@ int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
     long fd = args->ret;
     if (fd < 0 || a.op != OP_SOCKET)
         return 0;
-    u32 tgid = id >> 32;
-    struct sock_info si = {};
-    si.gen = current_gen(tgid);
-    si.ts = bpf_ktime_get_ns();
-    si.family = a.count;
-    si.sock_type = a.aux;
-    si.id_fd = fd;
-    u64 key = ((u64)tgid << 32) | (u32)fd;
-    put_sock(key, &si);
-    unmute(key);
-    remember_fd(tgid, fd);
-    return 0;
+    return socket_made(id, fd, a.count, a.aux);
+}
+
+/* The socket data path's socket(), connect() and accept() have no enter program (each ran ~0.1-0.2
+ * us per call, twentieth round): their exits read the arguments from the saved user registers,
+ * as sock_data does. */
+int sock__exit_socket_regs(void *ctx) {
+    struct tracepoint__syscalls__sys_exit_socket *args = ctx;
+    long fd = args->ret;
+    if (fd < 0)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct syscall_regs r;
+    if (!syscall_args(&r))
+        return 0;
+    int fam = r.di;
+    int type = r.si & 0xf;  /* strip SOCK_NONBLOCK / SOCK_CLOEXEC */
+    if (!socket_wanted(fam, type))
+        return 0;
+    return socket_made(id, fd, fam, type);
 }
 
 static __always_inline int enter_peer_call(u8 op, u32 fd, u64 addr, u64 addrlen) {
@@ -1692,29 +1849,25 @@ static __always_inline void connected_end(u64 sk, u64 key, struct sock_info *si)
     }
 }
 
-int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct inflight a;
-    if (!take(id, &a))
-        return 0;
-    long ret = args->ret;
-    if (a.op != OP_CONNECT || (ret != 0 && ret != -EINPROGRESS_))
-        return 0;
+/* connect() on a->fd to the sockaddr at a->addr returned ret (0 or -EINPROGRESS); a->buf: the
+ * socket's address when it went SYN_SENT in this call, a->aux 1 and a->si's local end when its
+ * ESTABLISHED came in this thread too (on_syn_sent, established_in_connect). */
+static __always_inline int connect_done(u64 id, struct inflight *a, long ret) {
     u32 tgid = id >> 32;
-    struct scratch *s = new_event(EVENT_CONNECT, id, a.fd, OP_CONNECT);
+    struct scratch *s = new_event(EVENT_CONNECT, id, a->fd, OP_CONNECT);
     if (!s)
         return 0;
     struct event_hdr *h = &s->hdr;
-    u16 fam = peer_from_user(h, a.addr);
+    u16 fam = peer_from_user(h, a->addr);
     if (!fam)
         return 0;  /* AF_UNIX, AF_UNSPEC (UDP disconnect), ... */
-    struct sock_info *old = lookup_or_inherit(tgid, a.fd);
+    struct sock_info *old = lookup_or_inherit(tgid, a->fd);
     struct sock_info si = {};
     si.gen = current_gen(tgid);
     si.family = fam;
     si.peer_port = h->peer_port;
     __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
-    si.id_fd = a.fd;
+    si.id_fd = a->fd;
     if (old) {
         si.ts = old->ts;  /* the socket's age, not the connection's: fork shares the socket */
         si.id_fd = old->id_fd;
@@ -1725,20 +1878,20 @@ int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
     } else {
         si.ts = bpf_ktime_get_ns();  /* sock_type 0: socket() was before we attached */
     }
-    u64 key = ((u64)tgid << 32) | a.fd;
+    u64 key = ((u64)tgid << 32) | a->fd;
     /* TCP: the local end, if ESTABLISHED came already (blocking connect); else leave key and ts
      * for sock__set_state to find this entry by. */
-    if (a.aux) {
-        si.local_port = a.si.local_port;  /* ESTABLISHED in this thread: on_syn_sent */
-        __builtin_memcpy(si.local_addr, a.si.local_addr, sizeof(si.local_addr));
-    } else if (a.buf) {
-        connected_end(a.buf, key, &si);
+    if (a->aux) {
+        si.local_port = a->si.local_port;  /* ESTABLISHED in this thread: on_syn_sent */
+        __builtin_memcpy(si.local_addr, a->si.local_addr, sizeof(si.local_addr));
+    } else if (a->buf) {
+        connected_end(a->buf, key, &si);
     }
     if (old)
         __builtin_memcpy(old, &si, sizeof(si));  /* socket()'s entry, looked up above */
     else
         put_sock(key, &si);
-    remember_fd(tgid, a.fd);
+    remember_fd(tgid, a->fd);
     h->sock_type = si.sock_type;
     h->local_port = si.local_port;
     __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
@@ -1746,6 +1899,52 @@ int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
     if (socket_enabled())
         submit(s, 0);
     return 0;
+}
+
+int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight a;
+    if (!take(id, &a))
+        return 0;
+    long ret = args->ret;
+    if (a.op != OP_CONNECT || (ret != 0 && ret != -EINPROGRESS_))
+        return 0;
+    return connect_done(id, &a, ret);
+}
+
+/* The socket data path's: no enter program; the thread's inflight slot holds OP_CONNECT only
+ * when the socket went SYN_SENT inside this call (on_syn_sent with regs), and is cleared here
+ * whatever connect() returned. */
+int sock__exit_connect_regs(void *ctx) {
+    struct tracepoint__syscalls__sys_exit_connect *args = ctx;
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    long ret = args->ret;
+    struct inflight a = {};
+    struct inflight *p = inflight.lookup(&id);
+    if (p && p->op == OP_CONNECT) {
+        a.buf = p->buf;
+        a.aux = p->aux;
+        a.fd = p->fd;
+        a.si.local_port = p->si.local_port;
+        __builtin_memcpy(a.si.local_addr, p->si.local_addr, sizeof(a.si.local_addr));
+        p->op = OP_NONE;
+    }
+    if (ret != 0 && ret != -EINPROGRESS_)
+        return 0;
+    struct syscall_regs r;
+    if (!syscall_args(&r))
+        return 0;
+    if (a.buf && a.fd != (u32)r.di) {
+        a.buf = 0;  /* not this call's socket (cannot be: SYN_SENT is inside connect()) */
+        a.aux = 0;
+    }
+    a.op = OP_CONNECT;
+    a.fd = r.di;
+    a.addr = r.si;
+    a.addrlen = r.dx;
+    return connect_done(id, &a, ret);
 }
 
 static __always_inline int enter_accept(u32 fd, u64 addr, u64 addrlen) {
@@ -1758,13 +1957,47 @@ int sock__enter_accept4(struct tracepoint__syscalls__sys_enter_accept4 *args) {
     return enter_accept(args->fd, (u64)args->upeer_sockaddr, (u64)args->upeer_addrlen);
 }
 
-static __always_inline int exit_accept(long ret) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct inflight a;
-    if (!take(id, &a))
-        return 0;
-    if (ret < 0 || a.op != OP_ACCEPT)
-        return 0;
+#if ENDS_FROM_SOCK
+/* accept(fd, NULL, NULL) (libuv, so every Node.js server) on the socket data path: the peer from
+ * the accepted socket (the head of struct sock_common, and an AF_INET6 socket's in6 peer: what
+ * its handshake reported) into its entry, and the local end when the listener gave none. The
+ * ACCEPT record stays without the peer, as before; the data records carry it, as when the first
+ * data call filled it in from ends_by_sk. The handshake's slot (or its accepted entry) is freed,
+ * as an accept() that names the peer frees it. */
+static __always_inline void peer_from_accepted(u32 fd, struct sock_info *si) {
+    u64 sk = sock_of_fd(fd);
+    struct skc_head hd = {};
+    if (!sk || bpf_probe_read_kernel(&hd, sizeof(hd), (void *)sk) != 0 || !hd.dport)
+        return;
+    struct accepted_key k = {};
+    if (hd.family == AF_INET6_)
+        bpf_probe_read_kernel(k.addr, sizeof(k.addr), (void *)(sk + SKC_V6_DADDR_OFF));
+    else if (hd.family == AF_INET_)
+        __builtin_memcpy(k.addr, &hd.daddr, 4);
+    else
+        return;
+    k.port = (hd.dport >> 8) | ((hd.dport & 0xff) << 8);
+    k.family = hd.family;
+    si->peer_port = k.port;
+    __builtin_memcpy(si->peer_addr, k.addr, sizeof(si->peer_addr));
+    if (!si->local_port) {
+        si->local_port = hd.num;
+        if (hd.family == AF_INET6_)
+            bpf_probe_read_kernel(si->local_addr, sizeof(si->local_addr), (void *)(sk + SKC_V6_RCV_SADDR_OFF));
+        else
+            __builtin_memcpy(si->local_addr, &hd.rcv_saddr, 4);
+    }
+    struct handshake *hs = handshake_of(&k);
+    if (hs && hs->end.sk == sk)
+        hs->end.sk = 0;
+    else if (accepted.lookup(&k))
+        accepted.delete(&k);
+}
+#endif
+
+/* accept() / accept4() on the listener a_fd returned the new socket's fd ret (>= 0); a_addr and
+ * a_addrlen: the caller's sockaddr and int * for the peer (0 when it passed NULL). */
+static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrlen, long ret, const int regs) {
     u32 tgid = id >> 32;
     struct scratch *s = new_event(EVENT_ACCEPT, id, (int)ret, OP_ACCEPT);
     if (!s)
@@ -1772,11 +2005,11 @@ static __always_inline int exit_accept(long ret) {
     struct event_hdr *h = &s->hdr;
     int alen = 0;
     u16 fam = 0;
-    if (a.addr && a.addrlen &&
-        bpf_probe_read_user(&alen, sizeof(alen), (void *)a.addrlen) == 0 && alen > 0)
-        fam = peer_from_user(h, a.addr);
+    if (a_addr && a_addrlen &&
+        bpf_probe_read_user(&alen, sizeof(alen), (void *)a_addrlen) == 0 && alen > 0)
+        fam = peer_from_user(h, a_addr);
     /* lookup_or_inherit: pre-fork servers accept on the listener their parent bound */
-    struct sock_info *listener = lookup_or_inherit(tgid, a.fd);
+    struct sock_info *listener = lookup_or_inherit(tgid, a_fd);
     struct sock_info si = {};
     if (fam) {
         /* the exact local end, from when the handshake completed (sock__set_state) */
@@ -1790,14 +2023,16 @@ static __always_inline int exit_accept(long ret) {
             __builtin_memcpy(si.local_addr, hs->end.local.addr, sizeof(si.local_addr));
             u64 sk = hs->end.sk;
             hs->end.sk = 0;  /* the slot is free again */
-            ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
+            if (KEEPS_ENDS(regs))
+                ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
         } else {
             struct accepted_end *e = accepted.lookup(&k);
             if (e) {
                 si.local_port = e->local.port;
                 __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
                 u64 sk = e->sk;
-                ends_by_sk.delete(&sk);
+                if (KEEPS_ENDS(regs))
+                    ends_by_sk.delete(&sk);
                 accepted.delete(&k);
             }
         }
@@ -1813,13 +2048,19 @@ static __always_inline int exit_accept(long ret) {
     }
     if (!fam)
         return 0;  /* not an inet listener, or one we cannot tell */
+#if ENDS_FROM_SOCK
+    if (regs && !h->peer_port)
+        peer_from_accepted((u32)ret, &si);
+#endif
     si.gen = current_gen(tgid);
     si.ts = bpf_ktime_get_ns();
     si.family = fam;
     si.sock_type = SOCK_STREAM_;
     si.id_fd = (u32)ret;
-    si.peer_port = h->peer_port;
-    __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    if (h->peer_port) {
+        si.peer_port = h->peer_port;
+        __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
+    }
     u64 key = ((u64)tgid << 32) | (u32)ret;
     put_sock(key, &si);
     unmute(key);
@@ -1832,11 +2073,35 @@ static __always_inline int exit_accept(long ret) {
         submit(s, 0);
     return 0;
 }
+static __always_inline int exit_accept(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight a;
+    if (!take(id, &a))
+        return 0;
+    if (ret < 0 || a.op != OP_ACCEPT)
+        return 0;
+    return accept_done(id, a.fd, a.addr, a.addrlen, ret, 0);
+}
 int sock__exit_accept(struct tracepoint__syscalls__sys_exit_accept *args) {
     return exit_accept(args->ret);
 }
 int sock__exit_accept4(struct tracepoint__syscalls__sys_exit_accept4 *args) {
     return exit_accept(args->ret);
+}
+
+/* The socket data path's accept() and accept4() (no enter program: see sock__exit_socket_regs). */
+int sock__exit_accept_regs(void *ctx) {
+    struct tracepoint__syscalls__sys_exit_accept *args = ctx;
+    long ret = args->ret;
+    if (ret < 0)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct syscall_regs r;
+    if (!syscall_args(&r))
+        return 0;
+    return accept_done(id, r.di, r.si, r.dx, ret, 1);
 }
 
 /* Forget at enter: once close() starts the fd number may be reused by another thread. */
@@ -2073,14 +2338,33 @@ int sock__exit_bind(struct tracepoint__syscalls__sys_exit_bind *args) {
  * thread before connect() returns (loopback, so every local client: bench/README, twentieth
  * round) leaves the local end in the slot (aux 1, si.local_*): no connecting entry to insert,
  * look up and delete. An earlier socket's entry at this address is stale: gone. */
-static __always_inline int on_syn_sent(u64 sk) {
+static __always_inline int on_syn_sent(u64 sk, const int regs) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID)
         return 0;
     struct inflight *p = inflight.lookup(&id);
-    if (!p || p->op != OP_CONNECT)
+    if (regs) {
+        /* no enter program marked the slot: the thread must be inside connect() (its saved
+         * syscall number), and the slot says so from here to connect()'s exit */
+        struct syscall_regs r;
+        if (!syscall_args(&r) || r.orig_ax != NR_CONNECT)
+            return 0;  /* TCP fast open, io_uring, kernel sockets: not tracked here */
+        if (!p) {
+            struct inflight in = {};
+            in.op = OP_CONNECT;
+            in.fd = r.di;
+            in.buf = sk;
+            save(id, &in);
+            if (connecting.lookup(&sk))
+                connecting.delete(&sk);
+            return 0;
+        }
+        p->op = OP_CONNECT;
+        p->fd = r.di;
+    } else if (!p || p->op != OP_CONNECT) {
         return 0;  /* TCP fast open, io_uring, kernel sockets: not tracked here */
+    }
     p->buf = sk;
     p->aux = 0;
     if (connecting.lookup(&sk))
@@ -2122,15 +2406,26 @@ static __always_inline int on_listen(struct endpoint *local) {
     return 0;
 }
 
-/* Tracepoint fields only: skaddr is used as an opaque key, never dereferenced. */
+/* Tracepoint fields only: skaddr is used as an opaque key, never dereferenced. regs: the socket
+ * data path's, whose connect() has no enter program (see on_syn_sent). Defined after the program
+ * that names the tracepoint's struct (bcc writes the struct just before it). */
+static __always_inline int set_state(void *ctx, const int regs);
 int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
+    return set_state(args, 0);
+}
+int sock__set_state_regs(void *ctx) {
+    return set_state(ctx, 1);
+}
+
+static __always_inline int set_state(void *ctx, const int regs) {
+    struct tracepoint__sock__inet_sock_set_state *args = ctx;
     if (args->protocol != IPPROTO_TCP_)
         return 0;
     int newstate = args->newstate;
     int oldstate = args->oldstate;
     u64 sk = (u64)args->skaddr;
     if (newstate == TCP_SYN_SENT_)
-        return on_syn_sent(sk);
+        return on_syn_sent(sk, regs);
     if (newstate != TCP_ESTABLISHED_ && newstate != TCP_LISTEN_)
         return 0;
     u16 fam = args->family;
@@ -2183,10 +2478,12 @@ int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
         a.sk = sk;
         if (!handshake_put(&k, &a))
             accepted.update(&k, &a);
-        struct conn_ends e = {};  /* for an accept() that will not name the peer */
-        __builtin_memcpy(&e.local, &local, sizeof(local));
-        __builtin_memcpy(&e.peer, &k, sizeof(k));
-        ends_by_sk.update(&sk, &e);
+        if (KEEPS_ENDS(regs)) {
+            struct conn_ends e = {};  /* for an accept() that will not name the peer */
+            __builtin_memcpy(&e.local, &local, sizeof(local));
+            __builtin_memcpy(&e.peer, &k, sizeof(k));
+            ends_by_sk.update(&sk, &e);
+        }
     }
     return 0;
 }
@@ -2276,12 +2573,6 @@ int proc__exit(struct tracepoint__sched__sched_process_exit *args) {
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
 
-/* The slice of x86-64 struct pt_regs (user registers saved at syscall entry; the ptrace ABI)
- * from r10 to orig_ax: one read instead of one per register. */
-#define SYSCALL_REGS_OFF 56
-struct syscall_regs {
-    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
-};
 
 
 int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
@@ -2308,84 +2599,6 @@ int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
     send_start.update(&id, &n);
     return 0;
 }
-
-/* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
- * skc_hash and skc_portpair); read on the shed path, and by adopt(). */
-#define SKC_FAMILY_OFF 16
-static __always_inline int sk_is_inet(u64 sk) {
-    u16 family = 0;
-    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SKC_FAMILY_OFF));
-    return family == AF_INET_ || family == AF_INET6_;
-}
-
-/* The head of struct sock_common, laid out so since Linux 2.6: the only kernel struct read by
- * offset here (sk_is_inet, adopt). */
-struct skc_head {
-    u32 daddr;      /* skc_daddr: network order; an AF_INET6 socket's IPv4 peer (v4-mapped) */
-    u32 rcv_saddr;  /* skc_rcv_saddr */
-    u32 hash;       /* skc_hash */
-    u16 dport;      /* skc_dport: network order */
-    u16 num;        /* skc_num: the local port, host order */
-    u16 family;     /* skc_family */
-    u8 state;       /* skc_state: TCP_* (UDP: ESTABLISHED when connected, else CLOSE) */
-    u8 _pad;
-};
-#define TCP_CLOSE_ 7
-#define LOOPBACK4_IPV6_ 0x0600007fu  /* 127.0.0.6 (network order): what an AF_INET6 socket with a
-                                        true IPv6 peer has in skc_daddr */
-
-/* One end's address from the head: IPv4 as is, on an AF_INET6 socket as ::ffff:a.b.c.d; left
- * zero when the socket's end is true IPv6 and its offset further in struct sock is unknown. */
-static __always_inline void head_addr(u8 *out, u16 family, u32 v4) {
-    if (family == AF_INET_) {
-        __builtin_memcpy(out, &v4, 4);
-    } else if (v4 && v4 != LOOPBACK4_IPV6_) {
-        out[10] = 0xff;
-        out[11] = 0xff;
-        __builtin_memcpy(out + 12, &v4, 4);
-    }
-}
-
-/* Offsets further in struct sock, which depend on the kernel's build: the loader finds them in
- * the running kernel's BTF (hostagent/kernel/btf.py) and defines them, each pair whole; without
- * them adopt() does with the head alone, as it did before.
- *   SKC_V6_DADDR_OFF, SKC_V6_RCV_SADDR_OFF: sock_common's struct in6_addr ends (an AF_INET6
- *     socket's, v4-mapped ones included);
- *   SK_TYPE_OFF, SK_PROTOCOL_OFF: struct sock's u16 sk_type and sk_protocol (Linux >= 5.6). */
-#define IPPROTO_UDP_ 17
-#define IPPROTO_UDPLITE_ 136
-#define IPPROTO_MPTCP_ 262
-
-#if defined(TASK_FILES_OFF) && defined(FILES_FDT_OFF) && defined(FDT_MAX_FDS_OFF) && defined(FDT_FD_OFF) && \
-    defined(FILE_PRIVATE_OFF) && defined(SOCKET_SK_OFF)
-/* Whether the calling task's fd still names the socket sk (current->files->fdt->fd[fd]'s struct
- * socket's sk; offsets from BTF as above): a data call whose tracepoint fires after another thread
- * closed its fd (the call holds its own reference to the file) must not leave an entry for an fd
- * that is gone, which the next socket given that number would take for its own. */
-static __always_inline int fd_names_sk(u32 fd, u64 sk) {
-    u64 p = bpf_get_current_task();  /* one variable down the chain: the data programs' stack is
-                                        near its 512 bytes (seven apart went past it) */
-    u32 max_fds = 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + TASK_FILES_OFF)) != 0 || !p)
-        return 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILES_FDT_OFF)) != 0 || !p)
-        return 0;
-    if (bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(p + FDT_MAX_FDS_OFF)) != 0 || fd >= max_fds)
-        return 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FDT_FD_OFF)) != 0 || !p)
-        return 0;
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + (u64)fd * sizeof(u64))) != 0 || !p)
-        return 0;  /* the struct file */
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + FILE_PRIVATE_OFF)) != 0 || !p)
-        return 0;  /* its struct socket */
-    if (bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + SOCKET_SK_OFF)) != 0)
-        return 0;
-    return p == sk;
-}
-#define FD_NAMES_SK(fd, sk) fd_names_sk(fd, sk)
-#else
-#define FD_NAMES_SK(fd, sk) 1  /* not known: as before, the race may leave an entry */
-#endif
 
 /* A data call on an inet socket this process has no entry for, though not the agent's: one it
  * received from another process (SCM_RIGHTS: Node's cluster workers, systemd's Accept=yes

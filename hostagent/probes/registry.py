@@ -21,7 +21,8 @@ PROBE_GROUPS: dict[str, frozenset[str]] = {
 PROBE_NAMES: tuple[str, ...] = tuple(PROBE_GROUPS)
 
 # group -> (tracepoint, BPF function) pairs, in attach order: lifecycle programs first so a
-# socket is known before data on it is looked up. "raw:<name>" is a raw tracepoint.
+# socket is known before data on it is looked up (the socket group's opens and TCP states come
+# with its data path's programs, first among them). "raw:<name>" is a raw tracepoint.
 _DATA = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
          "recvmmsg", "sendmmsg", "sendfile64")  # fmt: skip
 _MMSG = ("recvmmsg", "sendmmsg")
@@ -30,13 +31,22 @@ _LIFECYCLE: tuple[tuple[str, str], ...] = (
     ("sched:sched_process_fork", "sock__fork"),
     ("sched:sched_process_exec", "sock__exec"),
     ("syscalls:sys_enter_close_range", "sock__enter_close_range"),
-    ("sock:inet_sock_set_state", "sock__set_state"),
     ("syscalls:sys_enter_bind", "sock__enter_bind"),
     ("syscalls:sys_exit_bind", "sock__exit_bind"),
     *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
     *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in ("dup", "dup2", "dup3")),
     ("syscalls:sys_enter_fcntl", "sock__enter_fcntl"),  # F_DUPFD, F_DUPFD_CLOEXEC
     ("syscalls:sys_exit_fcntl", "sock__exit_dup"),
+    ("syscalls:sys_enter_close", "sock__enter_close"),
+)
+
+
+# socket(), connect(), accept() and the TCP states, by data path: with the syscall tracepoints an
+# enter program saves each call's arguments for its exit; on the socket path (x86-64, Linux >= 6.3)
+# the exits read them from the saved user registers, as the socket-layer data programs do, and
+# the enter programs go (twenty-third round).
+_OPENS_SYSCALL: tuple[tuple[str, str], ...] = (
+    ("sock:inet_sock_set_state", "sock__set_state"),
     ("syscalls:sys_enter_socket", "sock__enter_socket"),
     ("syscalls:sys_exit_socket", "sock__exit_socket"),
     ("syscalls:sys_enter_connect", "sock__enter_connect"),
@@ -45,7 +55,13 @@ _LIFECYCLE: tuple[tuple[str, str], ...] = (
     ("syscalls:sys_exit_accept", "sock__exit_accept"),
     ("syscalls:sys_enter_accept4", "sock__enter_accept4"),
     ("syscalls:sys_exit_accept4", "sock__exit_accept4"),
-    ("syscalls:sys_enter_close", "sock__enter_close"),
+)
+_OPENS_REGS: tuple[tuple[str, str], ...] = (
+    ("sock:inet_sock_set_state", "sock__set_state_regs"),
+    ("syscalls:sys_exit_socket", "sock__exit_socket_regs"),
+    ("syscalls:sys_exit_connect", "sock__exit_connect_regs"),
+    ("syscalls:sys_exit_accept", "sock__exit_accept_regs"),
+    ("syscalls:sys_exit_accept4", "sock__exit_accept_regs"),
 )
 
 
@@ -66,8 +82,9 @@ DATA_HOOKS = ("auto", SOCKET_DATA, SYSCALL_DATA)
 SOCKET_DATA_REQUIRED = ("sock_send_length", "sock_recv_length")
 SOCKET_DATA_OPTIONAL = ("tcp_sendmsg_locked",)
 DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
-    SYSCALL_DATA: _syscall_pairs(_DATA),
+    SYSCALL_DATA: (*_OPENS_SYSCALL, *_syscall_pairs(_DATA)),
     SOCKET_DATA: (
+        *_OPENS_REGS,
         *_syscall_pairs(_MMSG),
         # a datagram's sender is in the caller's sockaddr only at the syscall's exit (capture.c)
         ("syscalls:sys_exit_recvfrom", "sock__exit_dgram"),
@@ -79,7 +96,7 @@ DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 GROUP_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
-    SOCKET_GROUP: _LIFECYCLE,  # + DATA_PROGRAMS[the data path the loader chose]
+    SOCKET_GROUP: _LIFECYCLE,  # + DATA_PROGRAMS[the data path the loader chose]: opens, then data
     PROCESS_GROUP: (
         ("sched:sched_process_fork", "proc__fork"),  # before exec: a child's parent, for its EXEC
         ("sched:sched_process_exec", "proc__exec"),

@@ -868,11 +868,12 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
-        # lifecycle programs + the data path's: 12 enter/exit programs, or the *mmsg pairs' 3, the
-        # datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel),
-        # and what the data programs tail-call: the 2 HTTP/2 frame walkers and the tail copy
+        # lifecycle programs (10) + the data path's: its opens (the TCP states' program and the exits of
+        # socket, connect and accept: 4, no enter programs), the *mmsg pairs' 3, the datagram receives'
+        # exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel), and what the data
+        # programs tail-call: the 2 HTTP/2 frame walkers and the tail copy
         assert cap.data_path == "socket"
-        assert len(ids) == 29 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 24 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -1326,3 +1327,64 @@ def test_listen_names_the_listener_and_its_local_end(capture: tuple[BpfCapture, 
         (socket.AF_INET6, "::1", v6, comm, -1, True),
     ]
     assert auto not in (v4, any4, any6, v6)
+
+
+NO_ADDRESS_ACCEPTS = textwrap.dedent(
+    """
+    import ctypes, socket, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    pairs = []
+    # IPv4; true IPv6; an IPv4 client of a dual-stack listener (v4-mapped ends)
+    for fam, host, to in ((socket.AF_INET, "127.0.0.1", "127.0.0.1"), (socket.AF_INET6, "::1", "::1"),
+                          (socket.AF_INET6, "::", "127.0.0.1")):
+        ls = socket.socket(fam)
+        if fam == socket.AF_INET6:
+            ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        ls.bind((host, 0)); ls.listen()
+        c = socket.create_connection((to, ls.getsockname()[1]))
+        sfd = libc.accept(ls.fileno(), None, None); assert sfd >= 0, ctypes.get_errno()
+        pairs.append((c, socket.socket(fileno=sfd)))
+        print(sfd, c.getsockname()[1], end=" ")
+    print(flush=True)
+    sys.stdin.readline()
+    for c, s in pairs:
+        c.sendall(b"hi"); assert s.recv(2) == b"hi"
+    print("done", flush=True)
+    """
+)
+
+
+def test_accept_without_address_peer_in_the_entry(capture: tuple[BpfCapture, Collector]) -> None:
+    """accept(fd, NULL, NULL) (libuv): on the socket path the accepted socket's entry has its peer from
+    the socket itself as accept() returns (IPv4, IPv6, v4-mapped), and no server handshake leaves an
+    ends_by_sk entry behind (before: one per handshake, consumed by the first data call on the socket
+    path and never on the syscall path); the syscall path still names no peer."""
+    cap, col = capture
+    p = subprocess.Popen([sys.executable, "-c", NO_ADDRESS_ACCEPTS], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        nums = [int(x) for x in p.stdout.readline().split()]
+        sfds, cports = nums[0::2], nums[1::2]
+        cap.poll(10)
+        want_addrs = [bytes([127, 0, 0, 1]) + bytes(12), bytes(15) + b"\x01",
+                      bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])]
+        for sfd, cport, addr in zip(sfds, cports, want_addrs):
+            info = cap.socket_info(p.pid, sfd)
+            assert info is not None
+            if cap.data_path == "socket":
+                assert (info.peer_port, bytes(info.peer_addr)) == (cport, addr)
+            else:
+                assert (info.peer_port, bytes(info.peer_addr)) == (0, bytes(16))
+        assert list(cap._bpf[b"ends_by_sk"].items()) == []  # on this kernel the offsets are known
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "done\n"
+        drain_until(cap, lambda: sum(e.kind == D and e.fd in sfds for e in col.of(p.pid)) >= 3)
+    finally:
+        p.communicate("", timeout=10)
+    got = [(e.fd, e.peer_addr, e.peer_port) for e in col.of(p.pid) if e.kind == D and e.fd in sfds]
+    if cap.data_path == "socket":
+        assert got == list(zip(sfds, ["127.0.0.1", "::1", "127.0.0.1"], cports))
+    else:
+        assert got == [(sfd, "0.0.0.0" if n == 0 else "", 0) for n, sfd in enumerate(sfds)]
