@@ -39,7 +39,7 @@ from hostagent.policy.redaction import PiiCounters, Redactor, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
 from hostagent.policy.telemetry import TelemetryConnections
 from hostagent.settings import CaptureSettings, RuntimeSettings, SettingsHolder
-from hostagent.traces.linking import LocalLinker
+from hostagent.traces.linking import LinkEmit, LinkGate, LocalLinker
 from hostagent.traces.spans import SpanBuilder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
@@ -111,7 +111,7 @@ def _method_owner(method: Any, name: str, cls: type) -> Any:
     return owner if isinstance(owner, cls) and getattr(owner, name) == method else None
 
 
-class Pipeline:
+class Pipeline(LinkGate):
     def __init__(
         self,
         settings: SettingsHolder,
@@ -331,7 +331,7 @@ class Pipeline:
         return True
 
 
-class SpanOnly:
+class SpanOnly(LinkEmit):
     """``emit(call, span)`` for a sink that takes the span alone (the export queue's ``put``): the
     trace linker's emit when nothing else is layered on it. Here because this module is compiled:
     the same lambda in the interpreted wiring was a Python call per span."""
@@ -341,7 +341,8 @@ class SpanOnly:
         # the export queue behind ``enqueue`` when it is its own ``put``: called natively
         self._queue: Optional[ExportQueue] = _method_owner(enqueue, "put", ExportQueue)
 
-    def __call__(self, call: Call, span: ReadableSpan) -> None:
+    def emit_span(self, call: Call, span: ReadableSpan) -> None:
+        """What the linker calls natively (LinkEmit); calling the object is the same."""
         queue = self._queue
         if queue is not None:
             queue.put(span)

@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.model import Call, Role
+from hostagent.policy.sampling import Pending
 from hostagent.traces.record import SpanRecord
 from hostagent.traces.sdk_records import new_context
 
@@ -58,6 +59,8 @@ MAX_BUCKET: Final = 64  # spans waiting per (port, method, path) or per thread: 
 # it holds this many more than twice the waiting ones. Without it a 1.5 s hold kept every span linked
 # in the last 1.5 s alive, call and all: ~40k spans and ~100 MiB at nginx's 30k req/s.
 EXPIRY_SLACK: Final = 1024
+RECENT_ON: Final = 16  # a connection's recent client calls kept for a server call still to come
+RECENT: Final = 64  # a server port's, for client calls whose connection is not known in full
 TOLERANCE_NS: Final = 2_000_000  # a reader can return from read() before the writer returns from write()
 LINKED_PROTOCOLS: Final = frozenset({"http", "http2", "grpc"})
 Emit = Callable[[Call, ReadableSpan], None]
@@ -72,6 +75,32 @@ _UNKNOWN: Final = Role.UNKNOWN
 
 def keep_all(call: Call, span: ReadableSpan, pending: Any, parent_kept: Optional[bool]) -> bool:
     return True
+
+
+class LinkGate:
+    """A gate the linker calls natively: ``set_gate(x.after_link)`` with ``x`` one of these (the
+    pipeline) is a direct call per span, not a bound method object's (boxing, argument parsing)."""
+
+    def after_link(self, call: Call, span: ReadableSpan, pending: Optional[Pending],
+                   parent_kept: Optional[bool]) -> bool:
+        return True
+
+
+class LinkEmit:
+    """An emit the linker calls natively (pipeline.SpanOnly): ``emit_span`` instead of a generic
+    call of the object."""
+
+    def emit_span(self, call: Call, span: ReadableSpan) -> None:
+        pass
+
+    def __call__(self, call: Call, span: ReadableSpan) -> None:
+        self.emit_span(call, span)
+
+
+def _gate_owner(gate: Gate) -> Optional[LinkGate]:
+    """The LinkGate whose ``after_link`` ``gate`` is, else None (called as given)."""
+    owner = getattr(gate, "__self__", None)
+    return owner if isinstance(owner, LinkGate) and owner.after_link == gate else None
 
 
 def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSpan:
@@ -153,6 +182,10 @@ class Node:
         self.parent = None
 
 
+def _second(item: tuple[int, int]) -> int:
+    return item[1]
+
+
 def _request_of(call: Call) -> tuple[Any, Any]:
     a = call.attributes
     return a.get("http.request.method"), a.get("url.path") or a.get("rpc.method")
@@ -190,7 +223,7 @@ def _two_servers_in(client: Node, servers: list[Node], one_connection: bool = Fa
     return found
 
 
-def _two_clients_around(server: Node, clients: deque[Node], one_connection: bool = False) -> list[Node]:
+def _two_clients_around(server: Node, clients: list[Node], one_connection: bool = False) -> list[Node]:
     """Up to two of ``clients`` that ``server`` may have answered, newest first: the same rule
     as ``_two_servers_in`` seen from the server (it runs for every local server call). A client
     that had its answer before this server call received its request is an earlier exchange of
@@ -217,22 +250,31 @@ class LocalLinker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.emit = emit
+        self._emit_native: Optional[LinkEmit] = emit if isinstance(emit, LinkEmit) else None
         self.gate: Gate = keep_all
+        self._gate_native: Optional[LinkGate] = None  # the gate's LinkGate, called natively
         self.hold_s = hold_s
         self.enabled = enabled
         self.max_held = max_held
         self.ignore_peers = frozenset(ignore_peers)  # e.g. the agent's own OTLP receiver
         self.clock = clock
-        self.counters: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()  # the rare ones; the per-link ones are ints:
+        self._peer_links = 0
+        self._thread_links = 0
         self._lock = threading.Lock()
         self._held = 0
         self._expiry: deque[Node] = deque()  # deadlines only grow: hold_s is constant
         self._clients: dict[tuple[int, int], list[Node]] = {}  # (pid, tid) -> waiting client nodes
         self._servers: dict[tuple[Any, ...], list[Node]] = {}  # (port, method, path) -> waiting servers
         self._servers_on: dict[ConnKey, list[Node]] = {}  # connection -> waiting servers
-        self._recent: dict[int, deque[Node]] = {}  # server port -> recent local client nodes
-        self._recent_on: dict[ConnKey, deque[Node]] = {}  # connection -> its recent client nodes
-        self._serving: OrderedDict[int, float] = OrderedDict()  # pids that served, last time
+        # recent local client nodes, oldest first, at most RECENT_ON / RECENT per list (a list: native
+        # append and scan; a deque per connection was a 64-slot block each, one per connection)
+        self._recent: dict[int, list[Node]] = {}  # server port -> recent local client nodes
+        self._recent_on: dict[ConnKey, list[Node]] = {}  # connection -> its recent client nodes
+        # pids that served -> when last (a count of server calls: their order, as an LRU; a plain
+        # dict's store is native, an OrderedDict's store and move_to_end were generic calls)
+        self._serving: dict[int, int] = {}
+        self._served = 0
         self._window: dict[tuple[int, int], int] = {}  # (pid, tid) -> end of its last server call
         self.event_loop_pids: set[int] = set()
 
@@ -240,23 +282,43 @@ class LocalLinker:
     def set_gate(self, gate: Gate) -> None:
         """What decides, per span leaving with its final trace id, whether it is exported."""
         self.gate = gate
+        self._gate_native = _gate_owner(gate)
+
+    @property
+    def counters(self) -> Counter[str]:
+        """What happened, by name (a copy)."""
+        out = Counter(self._counts)
+        if self._peer_links:
+            out["peer_links"] = self._peer_links
+        if self._thread_links:
+            out["thread_links"] = self._thread_links
+        return out
 
     def offer(self, call: Call, span: ReadableSpan, pending: Any = None) -> None:
         conn = call.conn
         if conn is not None and conn.peer is not None and (conn.peer.address, conn.peer.port) in self.ignore_peers:
-            self.counters["receiver_traffic"] += 1  # an SDK exporting to us: not the app's traffic
+            self._counts["receiver_traffic"] += 1  # an SDK exporting to us: not the app's traffic
             return
         if not self.enabled or conn is None or call.role is _UNKNOWN:
-            if self.gate(call, span, pending, None):
-                self.emit(call, span)
+            gate = self._gate_native
+            if gate.after_link(call, span, pending, None) if gate is not None else self.gate(call, span, pending, None):
+                sink = self._emit_native
+                if sink is not None:
+                    sink.emit_span(call, span)
+                else:
+                    self.emit(call, span)
             return
         out: list[Node] = []
-        with self._lock:
-            node = Node(call, span, self.clock() + self.hold_s, pending)
+        node = Node(call, span, 0.0, pending)  # its deadline once held (_hold)
+        lock = self._lock
+        lock.acquire()  # not ``with``: two generic lookups of __enter__/__exit__ and a 4-argument call
+        try:
             if call.role is _SERVER:
                 self._on_server(node, out)
             else:
                 self._on_client(node, out)
+        finally:
+            lock.release()
         self._emit(out)
 
     def sweep(self, now: Optional[float] = None) -> None:
@@ -270,12 +332,13 @@ class LocalLinker:
                 if node.waiting:
                     self._unwait(node)
                     if node.parent is None:
-                        self.counters["hold_expired"] += 1
+                        self._counts["hold_expired"] += 1
                         self._flush(node, None, out)
             if len(self._serving) > 4096 or len(self._window) > 65536:
                 self._window.clear()
-                while len(self._serving) > 2048:
-                    self._serving.popitem(last=False)
+                if len(self._serving) > 2048:  # the 2,048 that served last stay
+                    last = sorted(self._serving.items(), key=_second)[-2048:]
+                    self._serving = dict(last)
         self._emit(out)
 
     def flush_all(self) -> None:
@@ -301,12 +364,12 @@ class LocalLinker:
         conn = call.conn
         assert conn is not None
         pid, key = conn.pid, (conn.pid, conn.tid)
-        self._serving[pid] = node.deadline
-        self._serving.move_to_end(pid)
+        self._served += 1
+        self._serving[pid] = self._served
         last_end = self._window.get(key)
         if last_end is not None and last_end > call.start_ns + TOLERANCE_NS and pid not in self.event_loop_pids:
             self.event_loop_pids.add(pid)  # two requests at once on one thread: an event loop
-            self.counters["event_loop_processes"] += 1
+            self._counts["event_loop_processes"] += 1
         self._window[key] = max(call.end_ns, last_end or 0)
         if pid not in self.event_loop_pids:
             waiting = self._clients.get(key)
@@ -317,12 +380,12 @@ class LocalLinker:
                     if call.start_ns - TOLERANCE_NS <= c.start_ns and c.end_ns <= call.end_ns + TOLERANCE_NS:
                         self._unwait(child)
                         self._adopt(node, child)
-                        self.counters["thread_links"] += 1
+                        self._thread_links += 1
         if call.traceparent is None and self._local_peer(call) and call.protocol in LINKED_PROTOCOLS:
             key_on = conn_key(call)
             parent = self._client_for(node, key_on)
             if parent is not None:
-                self.counters["peer_links"] += 1
+                self._peer_links += 1
                 if parent.done:
                     self._flush(node, parent, out)
                 else:
@@ -348,20 +411,23 @@ class LocalLinker:
             if len(found) == 1:
                 self._unwait(found[0])
                 self._adopt(node, found[0])
-                self.counters["peer_links"] += 1
+                self._peer_links += 1
             elif found:
-                self.counters["peer_ambiguous"] += 1
+                self._counts["peer_ambiguous"] += 1
             # typed (not Any): the dict's get, len and store are native
-            table: dict[Any, deque[Node]] = self._recent_on if key_on is not None else self._recent
+            table: dict[Any, list[Node]] = self._recent_on if key_on is not None else self._recent
             key: Any = key_on if key_on is not None else port
             recent = table.get(key)
             if recent is None:
                 if len(table) > 4096:
                     table.clear()
+                recent = table[key] = [node]
+            else:
+                recent.append(node)
                 # one connection: the calls that completed just before (a server call reaches the
                 # linker microseconds after its client at most); a port: every connection's
-                recent = table[key] = deque(maxlen=16 if key_on is not None else 64)
-            recent.append(node)
+                if len(recent) > (RECENT_ON if key_on is not None else RECENT):
+                    del recent[0]
         pid = conn.pid
         if call.traceparent is None and pid in self._serving and pid not in self.event_loop_pids:
             if self._hold(node, self._clients, (pid, conn.tid), out):
@@ -404,12 +470,12 @@ class LocalLinker:
         if not found:
             return None
         if len(found) > 1:
-            self.counters["peer_ambiguous"] += 1
+            self._counts["peer_ambiguous"] += 1
         return found[0] if len(found) == 1 else None
 
     def _hold(self, node: Node, table: dict[Any, list[Node]], key: Any, out: list[Node]) -> bool:
         if self._held >= self.max_held:
-            self.counters["hold_overflow"] += 1
+            self._counts["hold_overflow"] += 1
             return False
         bucket = table.get(key)
         if bucket is None:
@@ -417,10 +483,11 @@ class LocalLinker:
         if len(bucket) >= MAX_BUCKET:  # the oldest look-alike goes out as it is
             oldest = bucket[0]
             self._unwait(oldest)
-            self.counters["hold_overflow"] += 1
+            self._counts["hold_overflow"] += 1
             if oldest.parent is None:
                 self._flush(oldest, None, out)
         node.waiting = True
+        node.deadline = self.clock() + self.hold_s
         node.home = (table, key)
         bucket.append(node)
         expiry = self._expiry
@@ -474,11 +541,19 @@ class LocalLinker:
 
     def _emit(self, nodes: list[Node]) -> None:
         """Outside the lock; a parent comes before its children (``_flush``), so its answer is known."""
-        gate = self.gate
+        gate, native, sink = self.gate, self._gate_native, self._emit_native
         for node in nodes:
             parent, call, span = node.parent, node.call, node.span
             assert call is not None and span is not None  # each node is emitted once
-            node.kept = kept = gate(call, span, node.pending, parent.kept if parent is not None else None)
+            parent_kept = parent.kept if parent is not None else None
+            if native is not None:
+                kept = native.after_link(call, span, node.pending, parent_kept)
+            else:
+                kept = gate(call, span, node.pending, parent_kept)
+            node.kept = kept
             if kept:
-                self.emit(call, span)
+                if sink is not None:
+                    sink.emit_span(call, span)
+                else:
+                    self.emit(call, span)
             node.release()

@@ -14,11 +14,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.model import Call, Connection, Endpoint, Role
+from hostagent.pipeline import Pipeline, SpanOnly
+from hostagent.settings import RuntimeSettings, SettingsHolder
 from hostagent.traces.clock import MonotonicToUnix
-from hostagent.traces.linking import LocalLinker
+from hostagent.traces.linking import LinkEmit, LinkGate, LocalLinker
 from hostagent.traces.spans import SpanBuilder
 from tests.support.clock import ManualClock
 from tests.support.live import LiveSpans
+from tests.support.pipeline_parts import Exported, NoTracker
 
 BUILD = SpanBuilder(MonotonicToUnix(0), resource_for=lambda call: Resource({}))
 A_PORT, B_PORT = 19302, 19301
@@ -403,3 +406,38 @@ def test_a_pathless_call_on_another_stream_is_not_linked() -> None:
     offer(lk, client)
     lk.flush_all()
     assert lk.counters["peer_links"] == 0 and all(s.parent is None for _, s in out)
+
+
+def test_the_pids_that_served_last_stay_when_the_serving_table_is_trimmed() -> None:
+    """Past 4,096 serving processes the sweep keeps the 2,048 that served last (least recently
+    served first out): a process serving all along keeps its client calls held."""
+    lk, out, _ = linker()
+    offer(lk, http(Role.SERVER, 1, 1, 0, 1, A_PORT, peer="10.0.0.1"))  # served first ...
+    for pid in range(2, 4100):
+        offer(lk, http(Role.SERVER, pid, pid, 0, 1, A_PORT, peer="10.0.0.1"))
+    offer(lk, http(Role.SERVER, 1, 1, 2, 3, A_PORT, peer="10.0.0.1"))  # ... and again last
+    lk.sweep()
+    offer(lk, http(Role.CLIENT, 1, 1, 5, 6, 9999, peer="10.0.0.9"))  # pid 1 still serves: held
+    offer(lk, http(Role.CLIENT, 2, 2, 5, 6, 9999, peer="10.0.0.9"))  # pid 2 served long ago: out
+    assert lk.held == 1 and out[-1][0].conn.pid == 2  # type: ignore[union-attr]
+
+
+def test_the_pipelines_gate_and_span_only_are_called_as_their_own_methods() -> None:
+    """The pipeline (a LinkGate) and SpanOnly (a LinkEmit) are called directly, not through a
+    bound method object; the same spans, a parent before its child."""
+    queued: list[ReadableSpan] = []
+    seen: list[ReadableSpan] = []
+    emit = SpanOnly(queued.append)
+    lk = LocalLinker(emit, clock=ManualClock())
+    pipe = Pipeline(SettingsHolder(RuntimeSettings()), NoTracker(), BUILD.build, Exported(), linker=lk,
+                    observers=(lambda c, s: seen.append(s),))
+    assert lk._gate_native is pipe and lk._emit_native is emit
+    server = offer(lk, http(Role.SERVER, 200, 201, 3, 33, B_PORT))
+    client = offer(lk, http(Role.CLIENT, 400, 400, 2, 34, B_PORT))
+    assert seen == queued == [client, server] and pipe.spans == 2
+    assert ids(server) == (ids(client)[0], ids(server)[1], ids(client)[1])
+    lk.set_gate(lambda c, s, p, k: False)  # any other callable: called as given
+    assert lk._gate_native is None
+    offer(lk, http(Role.SERVER, 500, 501, 40, 41, B_PORT, peer="10.0.0.1"))
+    assert len(queued) == 2
+    assert issubclass(Pipeline, LinkGate) and issubclass(SpanOnly, LinkEmit)
