@@ -135,6 +135,13 @@ def _head(trace_id: int, span_id: int, state: Any, parent_id: Optional[int], nam
     return parts
 
 
+def _all_str(values: tuple[Any, ...]) -> bool:
+    for v in values:
+        if v.__class__ is not str:
+            return False
+    return True
+
+
 class OtlpTraceEncoder:
     """``encode(spans) -> bytes`` of an ExportTraceServiceRequest. One per exporter (its caches);
     used from the export thread only."""
@@ -146,7 +153,8 @@ class OtlpTraceEncoder:
         self._pairs: dict[Any, bytes] = {}
         # key -> {str or int value -> encoding}: the common pairs found with two lookups on objects
         # whose hashes are already known, instead of building and hashing a (key, value, type)
-        # tuple. Only str and int values: "1" != 1, and bool/float (True == 1 == 1.0) stay out.
+        # tuple. Only str and int values and arrays of strings (a response header's values, a new
+        # tuple per span): "1" != 1, and bool/float (True == 1 == 1.0) stay out.
         self._simple: dict[str, dict[Any, bytes]] = {}
         self._simple_count = 0
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object itself, its encoding)
@@ -159,7 +167,11 @@ class OtlpTraceEncoder:
     def attribute(self, key: str, value: Any) -> bytes:
         """One span attribute as a whole ``attributes`` field (tag 9) of a Span."""
         # The type is part of the key: True == 1 == 1.0 as dict keys, but they encode differently.
-        k = (key, value, value.__class__) if not isinstance(value, (list, dict)) else None
+        # So are the types inside an array, which its own type does not give: (1,) == (True,); only
+        # arrays of strings are cached (the parser's header values), any other array is encoded.
+        cls = value.__class__
+        cached = cls is not list and cls is not dict and (cls is not tuple or _all_str(value))
+        k = (key, value, cls) if cached else None
         if k is not None:
             try:
                 hit = self._pairs.get(k)
@@ -172,8 +184,7 @@ class OtlpTraceEncoder:
             if len(self._pairs) >= CACHE_MAX:
                 self._pairs.clear()
             self._pairs[k] = enc
-            cls = value.__class__
-            if cls is str or cls is int:
+            if cls is str or cls is int or (cls is tuple and _all_str(value)):
                 if self._simple_count >= CACHE_MAX:
                     self._simple.clear()
                     self._simple_count = 0
@@ -273,7 +284,7 @@ class OtlpTraceEncoder:
         attribute = self.attribute
         for k, v in attrs.items():
             cls = v.__class__
-            if cls is str or cls is int:
+            if cls is str or cls is int or cls is tuple:
                 values = simple.get(k)
                 if values is not None:
                     enc = values.get(v)
@@ -301,7 +312,7 @@ class OtlpTraceEncoder:
         except that Resources are grouped by object identity, not equality (hashing a Resource's
         attributes per span costs more than the encoding; the agent has one object per process).
         Two equal Resource objects give two ResourceSpans, which OTLP allows."""
-        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        groups: dict[int, tuple[Any, dict[int, _Scoped]]] = {}
         span_field = self.span
         pause = self.pause
         if pause is not None:
@@ -322,23 +333,46 @@ class OtlpTraceEncoder:
                 g = groups[id(res)] = (res, {})
             sg = g[1].get(id(scope))
             if sg is None:
-                sg = g[1][id(scope)] = (scope, [])
+                sg = g[1][id(scope)] = _Scoped(scope)
             enc = span_field(s)
-            sg[1].extend((b"\x12", _len(len(enc)), enc))  # ScopeSpans.spans = 2
+            size = len(enc)
+            prefix = _len(size)
+            sg.parts += (b"\x12", prefix, enc)  # ScopeSpans.spans = 2
+            sg.size += 1 + len(prefix) + size
+        # One copy of the spans' bytes into the request: every length is summed, not joined first.
         out: list[bytes] = []
         for res, scopes in groups.values():
-            body = [self._resource(res)]
-            for scope, encoded in scopes.values():
-                inner = self._scope(scope) + b"".join(encoded)
-                schema = getattr(scope, "schema_url", "") if scope is not None else ""
-                if schema:
-                    inner += _str(0x1A, schema)
-                body.append(_field_bytes(0x12, inner))  # ResourceSpans.scope_spans = 2
-            if res.schema_url:
-                body.append(_str(0x1A, res.schema_url))
-            rs = b"".join(body)
-            out += (b"\x0a", _len(len(rs)), rs)  # ExportTraceServiceRequest.resource_spans = 1
+            resource = self._resource(res)
+            rs_size = len(resource)
+            heads: list[tuple[bytes, bytes, bytes]] = []
+            for sg in scopes.values():
+                scope_field = self._scope(sg.scope)
+                schema = getattr(sg.scope, "schema_url", "") if sg.scope is not None else ""
+                tail = _str(0x1A, schema) if schema else b""
+                inner = len(scope_field) + sg.size + len(tail)
+                prefix = _len(inner)
+                rs_size += 1 + len(prefix) + inner
+                heads.append((prefix, scope_field, tail))
+            res_schema = _str(0x1A, res.schema_url) if res.schema_url else b""
+            rs_size += len(res_schema)
+            out += (b"\x0a", _len(rs_size), resource)  # ExportTraceServiceRequest.resource_spans = 1
+            for (prefix, scope_field, tail), sg in zip(heads, scopes.values()):
+                out += (b"\x12", prefix, scope_field)  # ResourceSpans.scope_spans = 2
+                out += sg.parts
+                if tail:
+                    out.append(tail)
+            if res_schema:
+                out.append(res_schema)
         return b"".join(out)
+
+
+class _Scoped:
+    """The spans of one scope in one ResourceSpans, encoded: their pieces and their total length."""
+
+    def __init__(self, scope: Any) -> None:
+        self.scope = scope
+        self.parts: list[bytes] = []
+        self.size = 0
 
 
 def encode_spans(spans: Sequence[ReadableSpan], encoder: Optional[OtlpTraceEncoder] = None) -> bytes:
