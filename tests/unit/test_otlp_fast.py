@@ -67,7 +67,8 @@ def span(name: str = "GET /", attrs: dict | None = None, resource: Resource = RE
                       trace_flags=TraceFlags(1), trace_state=kw.pop("trace_state", TraceState()))  # type: ignore[arg-type]
     return ReadableSpan(name=name, context=ctx, resource=resource, attributes=attrs or {},
                         kind=kw.pop("kind", SpanKind.SERVER), start_time=1_700_000_000_000_000_000,  # type: ignore[arg-type]
-                        end_time=1_700_000_000_001_000_000, instrumentation_scope=kw.pop("instrumentation_scope", SCOPE), **kw)  # type: ignore[arg-type]
+                        end_time=1_700_000_000_001_000_000,
+                        instrumentation_scope=kw.pop("instrumentation_scope", SCOPE), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("attrs", [
