@@ -294,8 +294,8 @@ class OtlpTraceEncoder:
         C struct (ids as ints, the OTLP kind), no SpanContext made. Nothing dropped (a plain dict and
         tuples)."""
         parent_id = span.parent_span_id  # 0: none
-        _head(parts, self._names, span.trace_id, span.span_id, span.trace_state, parent_id if parent_id else -1, span.name,
-              span.otlp_kind, span.start_time, span.end_time)
+        _head(parts, self._names, span.trace_id, span.span_id, span.trace_state, parent_id if parent_id else -1,
+              span.name, span.otlp_kind, span.start_time, span.end_time)
         attrs = span.attrs
         if attrs:
             self._attributes(parts, attrs)
