@@ -37,6 +37,8 @@ RESOURCE_CACHE_MAX = 1024
 # Span.flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (0x100) | IS_REMOTE (0x200) when the parent is remote
 _FLAGS_LOCAL = 0x100
 _FLAGS_REMOTE = 0x300
+_FLAGS_FIELD_LOCAL = b"\x85\x01" + _pack_i(_FLAGS_LOCAL)  # Span.flags = 16 (fixed32)
+_FLAGS_FIELD_REMOTE = b"\x85\x01" + _pack_i(_FLAGS_REMOTE)
 _PLAIN = (tuple, list)  # event/link containers that cannot have dropped anything
 
 
@@ -121,18 +123,45 @@ def _links(parts: list[bytes], links: Sequence[Any]) -> None:
         parts.append(_field_bytes(0x6A, body))
 
 
-def _head(trace_id: int, span_id: int, state: Any, parent_id: Optional[int], name: str, otlp_kind: int,
-          start: int, end: int) -> list[bytes]:
-    """A Span message's fields up to its attributes: ids, trace state, parent, name, kind, times."""
-    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+# The Span's fixed-size fields packed at once: trace_id (1) and span_id (2), bytes, big-endian;
+# with parent_span_id (4) when no trace state (3) comes between; kind (6, one-byte varint) and the
+# start and end times (7, 8: fixed64, little-endian).
+_pack_ids = struct.Struct(">2sQQ2sQ").pack
+_pack_ids_parent = struct.Struct(">2sQQ2sQ2sQ").pack
+_pack_times = struct.Struct("<BBBQBQ").pack
+_LOW64 = (1 << 64) - 1
+NAME_CACHE_MAX = 4096
+
+
+def _head(parts: list[bytes], names: dict[str, bytes], trace_id: int, span_id: int, state: Any,
+          parent_id: int, name: str, otlp_kind: int, start: int, end: int) -> None:
+    """A Span message's fields up to its attributes, appended to ``parts``: ids, trace state,
+    parent (``parent_id`` -1: none), name (its field cached in ``names``), kind, times."""
+    hi, lo = trace_id >> 64, trace_id & _LOW64
     if state:
-        parts.append(_str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
-    if parent_id is not None:
-        parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
+        parts += (_pack_ids(b"\x0a\x10", hi, lo, b"\x12\x08", span_id),
+                  _str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
+        if parent_id >= 0:
+            parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
+    elif parent_id >= 0:
+        parts.append(_pack_ids_parent(b"\x0a\x10", hi, lo, b"\x12\x08", span_id, b"\x22\x08", parent_id))
+    else:
+        parts.append(_pack_ids(b"\x0a\x10", hi, lo, b"\x12\x08", span_id))
     if name:
-        parts.append(_str(0x2A, name))
-    parts += (b"\x30", _SMALL[otlp_kind], b"\x39", _pack_q(start), b"\x41", _pack_q(end))
-    return parts
+        field = names.get(name)
+        if field is None:
+            if len(names) >= NAME_CACHE_MAX:
+                names.clear()
+            field = names[name] = _str(0x2A, name)
+        parts.append(field)
+    parts.append(_pack_times(0x30, otlp_kind, 0x39, start, 0x41, end))
+
+
+def _all_str(values: tuple[Any, ...]) -> bool:
+    for v in values:
+        if v.__class__ is not str:
+            return False
+    return True
 
 
 class OtlpTraceEncoder:
@@ -146,7 +175,8 @@ class OtlpTraceEncoder:
         self._pairs: dict[Any, bytes] = {}
         # key -> {str or int value -> encoding}: the common pairs found with two lookups on objects
         # whose hashes are already known, instead of building and hashing a (key, value, type)
-        # tuple. Only str and int values: "1" != 1, and bool/float (True == 1 == 1.0) stay out.
+        # tuple. Only str and int values and arrays of strings (a response header's values, a new
+        # tuple per span): "1" != 1, and bool/float (True == 1 == 1.0) stay out.
         self._simple: dict[str, dict[Any, bytes]] = {}
         self._simple_count = 0
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object itself, its encoding)
@@ -154,12 +184,17 @@ class OtlpTraceEncoder:
         # the last Status encoded and its field: the agent's spans share one unset Status (the SDK's
         # Status has no setters: its properties are read only)
         self._status: Any = None
-        self._status_field = b""
+        self._tails = (b"", b"")  # its field then the flags field: parent local, parent remote
+        self._names: dict[str, bytes] = {}  # span name -> its field (the agent's names repeat)
 
     def attribute(self, key: str, value: Any) -> bytes:
         """One span attribute as a whole ``attributes`` field (tag 9) of a Span."""
         # The type is part of the key: True == 1 == 1.0 as dict keys, but they encode differently.
-        k = (key, value, value.__class__) if not isinstance(value, (list, dict)) else None
+        # So are the types inside an array, which its own type does not give: (1,) == (True,); only
+        # arrays of strings are cached (the parser's header values), any other array is encoded.
+        cls = value.__class__
+        cached = cls is not list and cls is not dict and (cls is not tuple or _all_str(value))
+        k = (key, value, cls) if cached else None
         if k is not None:
             try:
                 hit = self._pairs.get(k)
@@ -172,8 +207,7 @@ class OtlpTraceEncoder:
             if len(self._pairs) >= CACHE_MAX:
                 self._pairs.clear()
             self._pairs[k] = enc
-            cls = value.__class__
-            if cls is str or cls is int:
+            if cls is str or cls is int or (cls is tuple and _all_str(value)):
                 if self._simple_count >= CACHE_MAX:
                     self._simple.clear()
                     self._simple_count = 0
@@ -214,8 +248,15 @@ class OtlpTraceEncoder:
 
     def span(self, span: Any) -> bytes:
         """One Span message (without its own tag)."""
+        parts: list[bytes] = []
+        self._span_into(parts, span)
+        return b"".join(parts)
+
+    def _span_into(self, parts: list[bytes], span: Any) -> None:
+        """One Span message (without its own tag), its pieces appended to ``parts``."""
         if isinstance(span, SpanRecord):
-            return self._record(span)
+            self._record(parts, span)
+            return
         if span.__class__ is ReadableSpan and "_context" in span.__dict__:
             # The SDK's own class: its fields read straight from the instance, not through ten
             # properties (``attributes`` wraps a MappingProxy, ``events``/``links`` copy to tuples).
@@ -227,8 +268,9 @@ class OtlpTraceEncoder:
             ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
             start, end, attrs, events, links = span.start_time, span.end_time, span.attributes, span.events, span.links
             status = span.status
-        parts = _head(ctx.trace_id, ctx.span_id, ctx.trace_state, parent.span_id if parent is not None else None,
-                      name, kind.value + 1, start or 0, end or 0)  # OTLP kinds are the SDK's + 1
+        # OTLP kinds are the SDK's + 1
+        _head(parts, self._names, ctx.trace_id, ctx.span_id, ctx.trace_state,
+              parent.span_id if parent is not None else -1, name, kind.value + 1, start or 0, end or 0)
         if attrs:
             self._attributes(parts, attrs)
         # A plain dict / tuple / list has dropped nothing (the SDK's properties say 0 unless Bounded*).
@@ -245,17 +287,15 @@ class OtlpTraceEncoder:
         dropped = span.dropped_links if links.__class__ not in _PLAIN else 0
         if dropped:
             parts += (b"\x70", _varint(dropped))
-        parts.append(self._status_of(status))
-        parts += (b"\x85\x01", _pack_i(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL))
-        return b"".join(parts)
+        parts.append(self._tail(status, parent is not None and parent.is_remote))
 
-    def _record(self, span: SpanRecord) -> bytes:
-        """``span`` for the agent's own records: the same message, their fields read from the C
-        struct (ids as ints, the OTLP kind), no SpanContext made. Nothing dropped (a plain dict and
+    def _record(self, parts: list[bytes], span: SpanRecord) -> None:
+        """``_span_into`` for the agent's own records: the same message, their fields read from the
+        C struct (ids as ints, the OTLP kind), no SpanContext made. Nothing dropped (a plain dict and
         tuples)."""
         parent_id = span.parent_span_id  # 0: none
-        parts = _head(span.trace_id, span.span_id, span.trace_state, parent_id if parent_id else None, span.name,
-                      span.otlp_kind, span.start_time, span.end_time)
+        _head(parts, self._names, span.trace_id, span.span_id, span.trace_state, parent_id if parent_id else -1,
+              span.name, span.otlp_kind, span.start_time, span.end_time)
         attrs = span.attrs
         if attrs:
             self._attributes(parts, attrs)
@@ -263,9 +303,7 @@ class OtlpTraceEncoder:
             _events(parts, span.events)
         if span.links:
             _links(parts, span.links)
-        parts.append(self._status_of(span.status))
-        parts += (b"\x85\x01", _pack_i(_FLAGS_REMOTE if parent_id and span.parent_remote else _FLAGS_LOCAL))
-        return b"".join(parts)
+        parts.append(self._tail(span.status, bool(parent_id) and span.parent_remote))
 
     def _attributes(self, parts: list[bytes], attrs: Mapping[str, Any]) -> None:
         """Each attribute as a Span ``attributes`` field (tag 9), appended to ``parts``."""
@@ -273,7 +311,7 @@ class OtlpTraceEncoder:
         attribute = self.attribute
         for k, v in attrs.items():
             cls = v.__class__
-            if cls is str or cls is int:
+            if cls is str or cls is int or cls is tuple:
                 values = simple.get(k)
                 if values is not None:
                     enc = values.get(v)
@@ -282,27 +320,28 @@ class OtlpTraceEncoder:
                         continue
             parts.append(attribute(k, v))
 
-    def _status_of(self, status: Any) -> bytes:
-        """The ``status`` field (tag 15) of a Span: always present, as the SDK's."""
-        if status is self._status:
-            return self._status_field
-        body = b""
-        if status.description:
-            body += _str(0x12, status.description)
-        code = status.status_code.value
-        if code:
-            body += b"\x18" + _SMALL[code]
-        enc = b"\x7a" + _len(len(body)) + body
-        self._status, self._status_field = status, enc
-        return enc
+    def _tail(self, status: Any, remote: bool) -> bytes:
+        """The ``status`` field (tag 15) of a Span, always present as the SDK's, and its ``flags``
+        (16): whether the parent is remote."""
+        if status is not self._status:
+            body = b""
+            if status.description:
+                body += _str(0x12, status.description)
+            code = status.status_code.value
+            if code:
+                body += b"\x18" + _SMALL[code]
+            field = b"\x7a" + _len(len(body)) + body
+            self._status = status
+            self._tails = (field + _FLAGS_FIELD_LOCAL, field + _FLAGS_FIELD_REMOTE)
+        return self._tails[1] if remote else self._tails[0]
 
     def encode(self, spans: Sequence[Any]) -> bytes:
         """Spans grouped by Resource then scope, in first-seen order, as the SDK encoder does --
         except that Resources are grouped by object identity, not equality (hashing a Resource's
         attributes per span costs more than the encoding; the agent has one object per process).
         Two equal Resource objects give two ResourceSpans, which OTLP allows."""
-        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-        span_field = self.span
+        groups: dict[int, tuple[Any, dict[int, _Scoped]]] = {}
+        span_into = self._span_into
         pause = self.pause
         if pause is not None:
             pause.start()
@@ -322,23 +361,51 @@ class OtlpTraceEncoder:
                 g = groups[id(res)] = (res, {})
             sg = g[1].get(id(scope))
             if sg is None:
-                sg = g[1][id(scope)] = (scope, [])
-            enc = span_field(s)
-            sg[1].extend((b"\x12", _len(len(enc)), enc))  # ScopeSpans.spans = 2
+                sg = g[1][id(scope)] = _Scoped(scope)
+            parts = sg.parts
+            parts.append(b"\x12")  # ScopeSpans.spans = 2
+            at = len(parts)
+            parts.append(b"")  # the span's length, once its pieces are in
+            span_into(parts, s)
+            size = 0
+            for k in range(at + 1, len(parts)):
+                size += len(parts[k])
+            prefix = parts[at] = _len(size)
+            sg.size += 1 + len(prefix) + size
+        # The spans' pieces copied once, into the request: every length is summed, nothing joined first.
         out: list[bytes] = []
         for res, scopes in groups.values():
-            body = [self._resource(res)]
-            for scope, encoded in scopes.values():
-                inner = self._scope(scope) + b"".join(encoded)
-                schema = getattr(scope, "schema_url", "") if scope is not None else ""
-                if schema:
-                    inner += _str(0x1A, schema)
-                body.append(_field_bytes(0x12, inner))  # ResourceSpans.scope_spans = 2
-            if res.schema_url:
-                body.append(_str(0x1A, res.schema_url))
-            rs = b"".join(body)
-            out += (b"\x0a", _len(len(rs)), rs)  # ExportTraceServiceRequest.resource_spans = 1
+            resource = self._resource(res)
+            rs_size = len(resource)
+            heads: list[tuple[bytes, bytes, bytes]] = []
+            for sg in scopes.values():
+                scope_field = self._scope(sg.scope)
+                schema = getattr(sg.scope, "schema_url", "") if sg.scope is not None else ""
+                tail = _str(0x1A, schema) if schema else b""
+                inner = len(scope_field) + sg.size + len(tail)
+                prefix = _len(inner)
+                rs_size += 1 + len(prefix) + inner
+                heads.append((prefix, scope_field, tail))
+            res_schema = _str(0x1A, res.schema_url) if res.schema_url else b""
+            rs_size += len(res_schema)
+            out += (b"\x0a", _len(rs_size), resource)  # ExportTraceServiceRequest.resource_spans = 1
+            for (prefix, scope_field, tail), sg in zip(heads, scopes.values()):
+                out += (b"\x12", prefix, scope_field)  # ResourceSpans.scope_spans = 2
+                out += sg.parts
+                if tail:
+                    out.append(tail)
+            if res_schema:
+                out.append(res_schema)
         return b"".join(out)
+
+
+class _Scoped:
+    """The spans of one scope in one ResourceSpans, encoded: their pieces and their total length."""
+
+    def __init__(self, scope: Any) -> None:
+        self.scope = scope
+        self.parts: list[bytes] = []
+        self.size = 0
 
 
 def encode_spans(spans: Sequence[ReadableSpan], encoder: Optional[OtlpTraceEncoder] = None) -> bytes:

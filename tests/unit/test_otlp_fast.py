@@ -67,7 +67,8 @@ def span(name: str = "GET /", attrs: dict | None = None, resource: Resource = RE
                       trace_flags=TraceFlags(1), trace_state=kw.pop("trace_state", TraceState()))  # type: ignore[arg-type]
     return ReadableSpan(name=name, context=ctx, resource=resource, attributes=attrs or {},
                         kind=kw.pop("kind", SpanKind.SERVER), start_time=1_700_000_000_000_000_000,  # type: ignore[arg-type]
-                        end_time=1_700_000_000_001_000_000, instrumentation_scope=SCOPE, **kw)  # type: ignore[arg-type]
+                        end_time=1_700_000_000_001_000_000,
+                        instrumentation_scope=kw.pop("instrumentation_scope", SCOPE), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("attrs", [
@@ -111,6 +112,8 @@ def test_grouping_by_resource_and_cache_reuse() -> None:
         (1, True, "1", 1.0),  # equal as dict keys, four different encodings (int, bool, string, double)
         (True, 1, 1.0, "1"),  # the same, a bool cached first
         ("x", ("x",), "x"),  # a string and a one-string array under one key
+        (("1",), (1,), (True,), (1.0,), ("1",)),  # equal-looking arrays: only the all-string one cached by value
+        ((True,), (1,), ("1",), ("x", 1), ("x", "y")),
     ],
 )
 def test_one_key_with_values_of_several_types(values: tuple) -> None:
@@ -118,6 +121,22 @@ def test_one_key_with_values_of_several_types(values: tuple) -> None:
     batch = [span(f"s{i}", {"k": v}) for i, v in enumerate(values)]
     same(batch, enc)
     same(batch, enc)  # second time from the caches
+
+
+def test_string_arrays_are_cached_by_value() -> None:
+    # the parser's response headers: a one-string tuple per header, a new tuple per span
+    enc = OtlpTraceEncoder()
+    same([span("a", {"h": ("text/html",), "n": (1,)})], enc)
+    assert enc._simple["h"][("text/html",)] == enc.attribute("h", ("text/html",))
+    assert "n" not in enc._simple  # an int array stays with the typed cache: (1,) == (True,)
+
+
+def test_scopes_with_schema_urls_and_resources_interleaved() -> None:
+    other = InstrumentationScope("other", "2", schema_url="https://x/scope")
+    batch = [span("a", {"k": "v"}), span("b", {"k": "v"}, RES_B, instrumentation_scope=other),
+             span("c", {"k": 1}, instrumentation_scope=other), span("d", {"k": "w" * 300}, RES_B),
+             span("e", {"k": "v"})]
+    same(batch)
 
 
 def test_spans_from_the_span_builder() -> None:
