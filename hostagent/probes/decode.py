@@ -29,8 +29,10 @@ TAIL_LEN_AT: Final = 86
 TAIL_IS_FRAMES: Final = 0x8000  # tail_len's flag: the payload ends with an HTTP/2 frame block
 CACHE_MAX: Final = 4096
 
-_head = struct.Struct(HEAD_FORMAT).unpack_from
-_tail_fields = struct.Struct(TAIL_FORMAT).unpack
+# Final: compiled, a C static each, not a lookup in the module's dict per call.
+_head: Final = struct.Struct(HEAD_FORMAT).unpack_from
+_tail_fields: Final = struct.Struct(TAIL_FORMAT).unpack
+_TLEN: Final = TAIL_LEN_AT - (HDR_SIZE - 60)  # tail_len's offset in the head's last field (60s)
 _AF_INET: Final = int(socket.AF_INET)
 _AF_INET6: Final = int(socket.AF_INET6)
 _V4_MAPPED: Final = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 peer of an AF_INET6 socket
@@ -59,9 +61,10 @@ class Tail:
 _KINDS: Final[tuple[Optional[EventKind], ...]] = tuple(
     EventKind(i) if i in EventKind._value2member_map_ else None for i in range(max(EventKind) + 1)
 )
-comm_cache: dict[bytes, str] = {}
-peer_cache: dict[tuple[int, bytes], str] = {}
-tail_cache: dict[bytes, Tail] = {}
+# Final (cleared in place, never rebound): compiled, a C static each.
+comm_cache: Final[dict[bytes, str]] = {}
+peer_cache: Final[dict[tuple[int, bytes], str]] = {}
+tail_cache: Final[dict[bytes, Tail]] = {}
 
 
 def _comm(raw: bytes) -> str:
@@ -122,7 +125,20 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
     """The record of ``length`` bytes at ``off`` in ``buf`` -> CaptureEvent, read in place.
 
     ``buf`` is anything ``struct`` reads whose slices are ``bytes``: the ring's mmap (the
-    loader's hot path), or a record's own bytes. Only the payload is copied out."""
+    loader's hot path), or a record's own bytes. Only the payload is copied out.
+
+    The header's fields are typed (``int``, ``bytes``) as they come out of the unpack: compiled,
+    the sums, tests and tuple indexes below are then native, not generic object operations."""
+    ts: int
+    cg: int
+    moved: int
+    pid: int
+    tid: int
+    fd: int
+    clen: int
+    kind: int
+    direction: int
+    rest: bytes
     ts, cg, moved, pid, tid, fd, clen, kind, direction, rest = _head(buf, off)
     t = tail_cache.get(rest)
     if t is None:
@@ -138,17 +154,19 @@ def decode_at(buf: Any, off: int, length: int) -> CaptureEvent:
         # the sizes: one with many small frames past the head can be longer than the bytes past
         # it, the record then longer than the call; read as payload, a block broke that
         # connection's frames (a call of up to TAIL_BYTES past the head is sent whole, no block).
-        tlen = buf[off + TAIL_LEN_AT] | buf[off + TAIL_LEN_AT + 1] << 8
+        # tail_len from the header bytes already unpacked (``rest`` starts at family).
+        tlen = rest[_TLEN] | rest[_TLEN + 1] << 8
         block = tlen & TAIL_IS_FRAMES
         tlen &= TAIL_IS_FRAMES - 1
         if not block and moved <= clen:
             tlen = 0  # whole: the kernel sends no tail then
         if 0 < tlen <= clen:
-            data = buf[start : start + clen - tlen]
+            cut = start + clen - tlen
+            data = buf[start:cut]
             if block:
-                frames = buf[start + clen - tlen : start + clen]
+                frames = buf[cut : start + clen]
             else:
-                tail = buf[start + clen - tlen : start + clen]
+                tail = buf[cut : start + clen]
         else:
             data = buf[start : start + clen]
     else:

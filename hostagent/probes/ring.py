@@ -32,8 +32,9 @@ import mmap
 import select
 import time
 from collections.abc import Callable
-from typing import Any, Final, Optional, TypeVar
+from typing import Any, Final, Optional, TypeVar, cast
 
+from hostagent.probes.decode import decode_at
 from hostagent.probes.fdinfo import read_fdinfo
 from hostagent.yielding import CpuYield
 
@@ -63,8 +64,11 @@ def consume(
     with the sample's offset and length; an exception from either is counted by ``on_error`` and
     costs that record only. Discarded records are skipped; the walk stops at a record still being
     written (BUSY_BIT), which the next walk starts from. Returns (records delivered or failed,
-    the new consumer position). The loop is the hot path: flag tests share one branch."""
+    the new consumer position). The loop is the hot path: flag tests share one branch. With the
+    loader's decoder (``decode_at``) the call is made to it directly: compiled, a native call,
+    not one through a Python callable's argument parsing."""
     n = 0
+    native = decode is decode_at
     while cons < prod:
         off = cons & mask
         word: int = lens[off >> 2]  # an int where it is compiled: the flag tests and sums are native
@@ -76,7 +80,10 @@ def consume(
         cons += (word + HDR_SZ + 7) & ~7
         n += 1
         try:
-            deliver(decode(buf, off + HDR_SZ, word))
+            if native:
+                deliver(cast(T, decode_at(buf, off + HDR_SZ, word)))
+            else:
+                deliver(decode(buf, off + HDR_SZ, word))
         except Exception:
             on_error()
     return n, cons
