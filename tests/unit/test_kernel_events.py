@@ -248,3 +248,26 @@ def test_memo_stays_bounded() -> None:
                      local_port=1 + port // 65536)  # fmt: skip
         assert ev.decode(raw, len(raw)).peer_port == port % 65536
     assert len(decode.tail_cache) <= decode.CACHE_MAX
+
+
+class CountedReads(bytes):
+    """A record whose item reads are counted: ``struct`` reads it through the buffer protocol."""
+
+    reads: list[object]
+
+    def __getitem__(self, key: object) -> object:  # type: ignore[override]
+        self.reads.append(key)
+        return super().__getitem__(key)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("payload", "size", "tail_len"), [(b"GET / HTTP/1.1\r\n", 16, 0), (b"HEAD" + b"tail", 100, 4)])
+def test_decode_reads_the_header_in_one_unpack_and_slices_only_the_payload(payload: bytes, size: int,
+                                                                          tail_len: int) -> None:
+    raw = record(payload, kind=1, size=size, tail_len=tail_len)
+    buf = CountedReads(raw)
+    buf.reads = []
+    e = decode.decode_at(buf, 0, len(raw))
+    assert e == ev.decode(raw, len(raw))
+    # tail_len comes from the header bytes already unpacked, not two byte reads of the buffer
+    assert all(isinstance(k, slice) for k in buf.reads), buf.reads
+    assert len(buf.reads) == (2 if tail_len else 1)

@@ -377,3 +377,25 @@ def test_the_pacer_ends_a_drain_once_its_deadline_has_passed_and_watches_only_wh
     finally:
         reader.close()
         mem.close()
+
+
+def test_the_loaders_decoder_is_called_directly_and_gives_what_a_wrapper_of_it_gives() -> None:
+    from hostagent.probes import events as ev
+    from tests.unit.test_kernel_events import record
+
+    assert ring.decode_at is ev.decode_at  # what consume compares the decoder with: then a native call
+    img = RingImage()
+    for rec in (record(b"GET / HTTP/1.1\r\n", kind=1, size=16, pid=7), record(kind=0), record(b"x", kind=2, fd=3)):
+        img.put(rec)  # kind 0 is not a kind: that record fails, the rest is delivered
+    lens = memoryview(img.buf).cast("I")
+    buf = bytes(img.buf)  # slices of it are bytes, as the ring mapping's are
+    got: dict[str, tuple[list[Any], int, tuple[int, int]]] = {}
+    for name, decode in (("direct", ev.decode_at), ("wrapped", lambda b, o, n: ev.decode_at(b, o, n))):
+        out: list[Any] = []
+        errors: list[int] = []
+        res = consume(lens, buf, SIZE - 1, 0, img.prod, decode, out.append, lambda: errors.append(1))
+        got[name] = (out, len(errors), res)
+    assert got["direct"] == got["wrapped"]
+    out, errors, (n, pos) = got["direct"]
+    assert ([(e.pid, e.fd, e.data) for e in out], errors, n, pos) == ([(7, 0, b"GET / HTTP/1.1\r\n"), (0, 3, b"x")],
+                                                                     1, 3, img.prod)
