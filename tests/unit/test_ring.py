@@ -393,7 +393,7 @@ def test_the_loaders_decoder_is_called_directly_and_gives_what_a_wrapper_of_it_g
     for name, decode in (("direct", ev.decode_at), ("wrapped", lambda b, o, n: ev.decode_at(b, o, n))):
         out: list[Any] = []
         errors: list[int] = []
-        res = consume(lens, buf, SIZE - 1, 0, img.prod, decode, out.append, lambda: errors.append(1))
+        res = consume(lens, buf, SIZE - 1, 0, img.prod, decode, out.append, lambda e=errors: e.append(1))
         got[name] = (out, len(errors), res)
     assert got["direct"] == got["wrapped"]
     out, errors, (n, pos) = got["direct"]
