@@ -10,11 +10,17 @@ from hostagent import yielding
 from hostagent.yielding import CpuYield
 
 
-def test_yields_once_the_time_is_up_then_counts_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_clock(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """The module's clock reads ``now[0]``; each sched_yield() is noted in ``yields`` at that time."""
     now = [1_000]
     yields: list[int] = []
     monkeypatch.setattr(yielding.time, "monotonic_ns", lambda: now[0])
     monkeypatch.setattr(yielding, "sched_yield", lambda: yields.append(now[0]))
+    return now, yields
+
+
+def test_yields_once_the_time_is_up_then_counts_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    now, yields = _fake_clock(monkeypatch)
     pause = CpuYield(after_ns=100)
     pause.start()
     for t in (1_050, 1_099):  # not yet
@@ -69,10 +75,7 @@ def test_the_yield_keeps_the_gil() -> None:
 def test_due_says_when_the_time_is_up_and_yields_only_while_yielding_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A drain tells its backlog where ``due()`` is true (hostagent.probes.ring.Pacer): every
     ``after_ns`` whether or not the yields themselves are off (nice <= 0 at cpu_policy normal)."""
-    now = [1_000]
-    yields: list[int] = []
-    monkeypatch.setattr(yielding.time, "monotonic_ns", lambda: now[0])
-    monkeypatch.setattr(yielding, "sched_yield", lambda: yields.append(now[0]))
+    now, yields = _fake_clock(monkeypatch)
     pause = CpuYield(after_ns=100)
     pause.start()
     now[0] = 1_099
