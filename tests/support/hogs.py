@@ -17,3 +17,10 @@ def stop_hogs(hogs: list[subprocess.Popen[bytes]]) -> None:
     for h in hogs:
         h.kill()
         h.wait()
+
+
+def start_hog_on(cpu: int) -> subprocess.Popen[bytes]:
+    """One busy loop, kept on ``cpu``."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(hog.pid, {cpu})
+    return hog
