@@ -306,7 +306,7 @@ class Agent:
         return guard.starved(what, waited_s) if guard is not None else None
 
     def _pace(self, backoff: Any, now: float, burst_s: float) -> None:
-        """Hopeless overload (hostagent.overload): once a second the kernel's ring-full drops
+        """Hopeless overload (hostagent.overload): once a window the kernel's ring-full drops
         against the records read; while backed off, a rest after each burst and the floor held."""
         guard = self.idle_guard
         backoff.note_effort(guard is None or guard.full_effort)
