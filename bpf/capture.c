@@ -26,8 +26,9 @@
  * Cost control (see PERFORMANCE-NOTES.md): every filter runs in the kernel (self, not a socket,
  * muted connection, probes off); records are submitted with BPF_RB_NO_WAKEUP and Python drains
  * the ring on a short timer, except when the ring fills past WAKE_BYTES (asked every QUERY_EVERY
- * records). On the socket path a call costs three hash lookups (sockets, proc_gen, muted; a send
- * one more for its start stamp) in one program. On the syscall path a tracked read/write costs
+ * records). On the socket path a call costs two hash lookups (sockets, proc_gen; muted only when
+ * a mute came since its socket was last found not muted: mute_epoch) in one program; a send's start
+ * stamp is an array slot by thread id. On the syscall path a tracked read/write costs
  * four at sys_enter (sockets, proc_gen, muted, the thread's inflight slot, written in place) and
  * one at sys_exit (the same slot): the socket's entry travels from enter to exit inside the slot.
  * Measure with bench-style A/B runs of kernel.bpf_stats_enabled (run_time_ns / run_cnt per
@@ -534,9 +535,19 @@ static __always_inline void put_sock(u64 key, struct sock_info *si) {
     sockets.update(&key, si);
 }
 
+/* mute_epoch's value (0: nothing was ever muted). */
+static __always_inline u32 mute_epoch_now(void) {
+    u32 zero = 0;
+    u32 *me = mute_epoch.lookup(&zero);
+    return me ? *me : 1;
+}
+
 /* muted.delete when there is something to delete: a lookup takes no lock, a delete the bucket's
  * (with interrupts off) whether the key is there or not, and almost no socket is muted. */
+
 static __always_inline void unmute(u64 key) {
+    if (mute_epoch_now() == 0)
+        return;  /* nothing was ever muted */
     if (muted.lookup(&key))
         muted.delete(&key);
 }
@@ -1112,9 +1123,7 @@ static __always_inline int fd_names_sk(u32 fd, u64 sk) {
 /* The entry of (tgid, fd) when a data call on it is to be captured: a tracked inet socket of this
  * process (or one it inherited), not muted, and the ring not full (else the call is shed). */
 static __always_inline struct sock_info *capturable(u32 tgid, struct sock_info *si) {
-    u32 zero = 0;
-    u32 *me = mute_epoch.lookup(&zero);
-    u32 epoch = me ? *me : 1;  /* read before the lookup: a mute after it bumps it past this */
+    u32 epoch = mute_epoch_now();  /* read before the lookup: a mute after it bumps it past this */
     if (si->mute_seen != epoch) {
         u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
         if (muted.lookup(&key)) {
@@ -2147,7 +2156,10 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
         }
     }
     si->gen = CLOSED_GEN;  /* the slot stays for the fd number's next socket (put_sock) */
-    unmute(key);
+    /* found not muted since the last mute (capturable): nothing to delete. A mute racing this close
+     * is undone by the fd number's next socket() or accept() */
+    if (si->id_fd != fd || si->mute_seen != mute_epoch_now())
+        unmute(key);
     return 0;
 }
 
