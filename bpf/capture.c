@@ -26,8 +26,9 @@
  * Cost control (see PERFORMANCE-NOTES.md): every filter runs in the kernel (self, not a socket,
  * muted connection, probes off); records are submitted with BPF_RB_NO_WAKEUP and Python drains
  * the ring on a short timer, except when the ring fills past WAKE_BYTES (asked every QUERY_EVERY
- * records). On the socket path a call costs three hash lookups (sockets, proc_gen, muted; a send
- * one more for its start stamp) in one program. On the syscall path a tracked read/write costs
+ * records). On the socket path a call costs two hash lookups (sockets, proc_gen; muted only when
+ * a mute came since its socket was last found not muted: mute_epoch) in one program; a send's start
+ * stamp is an array slot by thread id. On the syscall path a tracked read/write costs
  * four at sys_enter (sockets, proc_gen, muted, the thread's inflight slot, written in place) and
  * one at sys_exit (the same slot): the socket's entry travels from enter to exit inside the slot.
  * Measure with bench-style A/B runs of kernel.bpf_stats_enabled (run_time_ns / run_cnt per
@@ -235,6 +236,11 @@ BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_ARRAY(scratch_buf, struct scratch, NR_CPUS);
 BPF_TABLE("lru_hash", u64, struct sock_info, sockets, 65536);  /* tgid<<32|fd -> info */
 BPF_TABLE("lru_hash", u64, u8, muted, 65536);                  /* tgid<<32|fd: no DATA */
+/* Bumped by Python after each entry it puts into muted (1, 2, ... never 0 again): an entry whose
+ * mute_seen is the current value was found not muted since the last mute, so its calls skip the
+ * muted lookup (a miss there cost ~100-140 ns per data call here, kdata round: a bucket of a 1 MiB
+ * array, cold). 0: nothing was ever muted. */
+BPF_ARRAY(mute_epoch, u32, 1);
 BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);              /* tgid -> bumped at exit */
 /* pid_tgid -> args. A thread's slot is reused from call to call (op cleared at sys_exit, the
  * slot deleted at thread exit): an in-place write and a lookup per syscall instead of a hash
@@ -290,9 +296,19 @@ struct send_start {
     u64 msg;
     u64 ts;
     u32 epoch;  /* shed_state.epoch at the stamp: a stamp from before a shed episode is stale */
-    u32 _pad0;
+    u32 tid;    /* the thread whose stamp this is (send_stamp is shared by thread ids modulo) */
 };
-BPF_TABLE("lru_hash", u64, struct send_start, send_start, 16384);
+/* By thread id modulo its size, the thread id in the slot: an array lookup (inlined, one line the
+ * thread itself wrote last) instead of a hash lookup (the key hashed, a bucket and an element read):
+ * twice per send. Two threads whose ids share a slot and send at the same time: the
+ * one whose stamp was written over finds another thread's id and is stamped when its call returns,
+ * as without the tracepoint. */
+#define SEND_SLOTS 16384
+BPF_ARRAY(send_stamp, struct send_start, SEND_SLOTS);
+static __always_inline struct send_start *send_slot(u64 pid_tgid) {
+    u32 idx = (u32)pid_tgid & (SEND_SLOTS - 1);
+    return send_stamp.lookup(&idx);
+}
 /* Per CPU: a shared counter would be one cache line written by every CPU for every event shed
  * while the ring is full, exactly when the traced processes are busiest. Python sums the CPUs. */
 BPF_PERCPU_ARRAY(drops, u64, DROP_CAUSES);
@@ -502,6 +518,7 @@ static __always_inline struct sock_info *inherit(u32 tgid, u32 fd) {
         return 0;
     si.gen = current_gen(tgid);
     si.named = 0;  /* a new process to the tracker: its first event names the connection again */
+    si.mute_seen = 0;  /* its muted key is another (tgid): not looked up yet */
     sockets.update(&key, &si);
     remember_fd(tgid, fd);
     return sockets.lookup(&key);
@@ -518,9 +535,19 @@ static __always_inline void put_sock(u64 key, struct sock_info *si) {
     sockets.update(&key, si);
 }
 
+/* mute_epoch's value (0: nothing was ever muted). */
+static __always_inline u32 mute_epoch_now(void) {
+    u32 zero = 0;
+    u32 *me = mute_epoch.lookup(&zero);
+    return me ? *me : 1;
+}
+
 /* muted.delete when there is something to delete: a lookup takes no lock, a delete the bucket's
  * (with interrupts off) whether the key is there or not, and almost no socket is muted. */
+
 static __always_inline void unmute(u64 key) {
+    if (mute_epoch_now() == 0)
+        return;  /* nothing was ever muted */
     if (muted.lookup(&key))
         muted.delete(&key);
 }
@@ -1096,11 +1123,15 @@ static __always_inline int fd_names_sk(u32 fd, u64 sk) {
 /* The entry of (tgid, fd) when a data call on it is to be captured: a tracked inet socket of this
  * process (or one it inherited), not muted, and the ring not full (else the call is shed). */
 static __always_inline struct sock_info *capturable(u32 tgid, struct sock_info *si) {
-    u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
-    if (muted.lookup(&key)) {
-        if (si->h2)  /* its frames go by unwalked: where the next one starts is unknown */
-            si->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
-        return 0;
+    u32 epoch = mute_epoch_now();  /* read before the lookup: a mute after it bumps it past this */
+    if (si->mute_seen != epoch) {
+        u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
+        if (muted.lookup(&key)) {
+            if (si->h2)  /* its frames go by unwalked: where the next one starts is unknown */
+                si->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
+            return 0;
+        }
+        si->mute_seen = epoch;
     }
     if (shed()) {
         si->lost++;  /* its next event tells the parser that a call is missing before it */
@@ -2125,7 +2156,10 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
         }
     }
     si->gen = CLOSED_GEN;  /* the slot stays for the fd number's next socket (put_sock) */
-    unmute(key);
+    /* found not muted since the last mute (capturable): nothing to delete. A mute racing this close
+     * is undone by the fd number's next socket() or accept() */
+    if (si->id_fd != fd || si->mute_seen != mute_epoch_now())
+        unmute(key);
     return 0;
 }
 
@@ -2134,8 +2168,10 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
 int sock__process_exit(void *ctx) {  /* reads no field: bcc allows one fn per tp struct */
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    inflight.delete(&id);  /* every thread: its slots (see take, sock__send_start) */
-    send_start.delete(&id);
+    inflight.delete(&id);  /* every thread: its slot (see take); its send stamp goes with it */
+    struct send_start *ss = send_slot(id);
+    if (ss && ss->tid == (u32)id)
+        ss->sk = 0;  /* a thread given this id later finds no stamp of this one's */
     if ((u32)id != tgid)
         return 0;
     u64 gen = bpf_ktime_get_ns();
@@ -2585,18 +2621,16 @@ int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
     u32 epoch = st->epoch;
     u64 sk = ctx->args[0];
     u64 msg = ctx->args[1];
-    struct send_start *p = send_start.lookup(&id);
-    if (p) {
-        if (p->sk == sk && p->msg == msg && p->epoch == epoch)
-            return 0;  /* the same call's next segment: keep its first stamp */
-        p->sk = sk;
-        p->msg = msg;
-        p->ts = bpf_ktime_get_ns();
-        p->epoch = epoch;
+    struct send_start *p = send_slot(id);
+    if (!p)
         return 0;
-    }
-    struct send_start n = {.sk = sk, .msg = msg, .ts = bpf_ktime_get_ns(), .epoch = epoch};
-    send_start.update(&id, &n);
+    if (p->sk == sk && p->msg == msg && p->epoch == epoch && p->tid == (u32)id)
+        return 0;  /* the same call's next segment: keep its first stamp */
+    p->tid = (u32)id;
+    p->sk = sk;
+    p->msg = msg;
+    p->ts = bpf_ktime_get_ns();
+    p->epoch = epoch;
     return 0;
 }
 
@@ -2714,8 +2748,8 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
     u64 ts = 0;
     if (dir == DIR_EGRESS) {
         /* consumed whatever follows, so a later call never takes this call's stamp */
-        struct send_start *st = send_start.lookup(&id);
-        if (st && st->sk == sk) {
+        struct send_start *st = send_slot(id);
+        if (st && st->sk == sk && st->tid == (u32)id) {
             if (shedding && st->epoch == shedding->epoch)
                 ts = st->ts;
             st->sk = 0;

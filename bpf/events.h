@@ -176,7 +176,9 @@ struct sock_info {
                                          call was captured on the socket path */
     unsigned short h2_lost;        /* 66 `lost` when h2_left was last set: calls lost since (shed, or
                                          refused by the ring) leave it unknown where frames start */
-    unsigned short _pad1[2];       /* 68 */
+    unsigned int mute_seen;        /* 68 capture.c's mute_epoch when this entry's key was last found
+                                         not muted (0: never): while the epoch is the same, no
+                                         mute came since and the muted lookup is skipped */
     unsigned int h2_left[2];       /* 72 per direction: bytes of the frame in progress still to come
                                          before the next frame header (H2_LOST_*: unknown) */
 };                                 /* 80 */

@@ -408,6 +408,10 @@ class BpfCapture:
     def mute(self, pid: int, fd: int) -> None:
         """Stop copying data for this connection, in the kernel (until it is closed)."""
         self._bpf[b"muted"][self._key(pid, fd)] = ctypes.c_uint8(1)
+        # then a new epoch: entries found not muted before it look muted up again (capture.c)
+        epoch = self._bpf[b"mute_epoch"]
+        key = ctypes.c_int(0)
+        epoch[key] = ctypes.c_uint32((epoch[key].value % 0xFFFFFFFF) + 1)
 
     def unmute(self, pid: int, fd: int) -> None:
         try:

@@ -317,6 +317,16 @@ CHILD = textwrap.dedent(
         sys.stdin.readline()                          # the test mutes c1 now
         c1.sendall(b"muted-bytes"); c2.sendall(b"loud-bytes")
         recv_exactly(s1, 11)
+    elif mode == "mute-late":                         # c1 captured after a first mute, then muted
+        c1, s1 = pair()
+        c2 = socket.create_connection(("127.0.0.1", port))
+        print(c1.fileno(), c2.fileno(), flush=True)
+        sys.stdin.readline()                          # the test mutes c2 now
+        c1.sendall(b"before"); recv_exactly(s1, 6)
+        print("sent", flush=True)
+        sys.stdin.readline()                          # the test mutes c1 now
+        c1.sendall(b"after"); recv_exactly(s1, 5)
+        c2.sendall(b"quiet")
     elif mode == "udp":                               # unconnected sockets: the peer is per datagram
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(("127.0.0.1", port))
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.bind(("127.0.0.1", 0))
@@ -821,6 +831,31 @@ def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> Non
     assert [e.data for e in evs if e.kind == D and e.fd == fd1] == []
     assert [e.data for e in evs if e.kind == D and e.fd == fd2] == [b"loud-bytes"]
     assert [e.kind for e in evs if e.fd == fd1] == [C, X]  # lifecycle events still come
+
+
+def test_mute_stops_a_socket_already_found_not_muted(capture: tuple[BpfCapture, Collector]) -> None:
+    """A captured call skips the muted lookup while no mute came since its socket was last found not
+    muted (sock_info.mute_seen equal to mute_epoch, which every mute bumps): a mute after that still
+    stops the socket's next call."""
+    port = free_port()
+    cap, col = capture
+    p = run_child("mute-late", port)
+    assert p.stdout is not None and p.stdin is not None
+    fd1, fd2 = (int(x) for x in p.stdout.readline().split())
+    cap.mute(p.pid, fd2)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "sent"
+    drain_until(cap, lambda: any(e.kind == D and e.fd == fd1 for e in col.of(p.pid)))
+    info = cap.socket_info(p.pid, fd1)
+    epoch = cap._bpf[b"mute_epoch"][ctypes.c_int(0)].value
+    assert info is not None and info.mute_seen == epoch > 0  # its next call would skip the lookup
+    cap.mute(p.pid, fd1)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    evs = finish(cap, col, p)
+    assert [e.data for e in evs if e.kind == D and e.fd == fd1] == [b"before"]
+    assert [e.data for e in evs if e.kind == D and e.fd == fd2] == []
 
 
 def test_a_connection_per_request_reuses_its_fds_slots(capture: tuple[BpfCapture, Collector]) -> None:
