@@ -39,7 +39,7 @@ from hostagent.policy.redaction import PiiCounters, Redactor, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
 from hostagent.policy.telemetry import TelemetryConnections
 from hostagent.settings import CaptureSettings, RuntimeSettings, SettingsHolder
-from hostagent.traces.linking import LinkEmit, LinkGate, LocalLinker
+from hostagent.traces.linking import LinkEmit, LinkGate, LocalLinker, method_owner
 from hostagent.traces.spans import SpanBuilder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
@@ -103,14 +103,6 @@ class Policy:
         return enabled
 
 
-def _method_owner(method: Any, name: str, cls: type) -> Any:
-    """The instance of ``cls`` whose method ``name`` is ``method`` (the bound method itself, so a
-    call on the instance is the same call), else None. Compiled code calls a native class's method
-    directly; through a bound method object it boxes the arguments and parses them again."""
-    owner = getattr(method, "__self__", None)
-    return owner if isinstance(owner, cls) and getattr(owner, name) == method else None
-
-
 class Pipeline(LinkGate):
     def __init__(
         self,
@@ -137,14 +129,14 @@ class Pipeline(LinkGate):
         # The same objects typed as their compiled classes, when they are (None otherwise): read
         # and called natively per call instead of through generic attribute reads (see Policy).
         self._tracker: Optional[ConnectionTracker] = tracker if isinstance(tracker, ConnectionTracker) else None
-        self._builder: Optional[SpanBuilder] = _method_owner(build_span, "build", SpanBuilder)
+        self._builder: Optional[SpanBuilder] = method_owner(build_span, "build", SpanBuilder)
         self._red: Optional[RedMetrics] = (
-            _method_owner(metrics, "record", RedMetrics) if metrics is not None else None)
+            method_owner(metrics, "record", RedMetrics) if metrics is not None else None)
         self._peers: Optional[PeerResolver] = peers if isinstance(peers, PeerResolver) else None
         self._own: Optional[OwnConnections] = own if isinstance(own, OwnConnections) else None
         # the trace linker behind ``linker.offer`` (receiver.wiring.Layering's is the linker's own)
         self._linker: Optional[LocalLinker] = (
-            _method_owner(getattr(linker, "offer", None), "offer", LocalLinker) if linker is not None else None)
+            method_owner(getattr(linker, "offer", None), "offer", LocalLinker) if linker is not None else None)
         # identity.service.ServiceCache.recent: pid -> live entry, read without its lock or a call
         # (PidMaps keeps it a subset of the live map); None for an identity without one.
         self._recent: Optional[dict[int, Any]] = getattr(identity, "recent", None)
@@ -339,7 +331,7 @@ class SpanOnly(LinkEmit):
     def __init__(self, enqueue: Callable[[ReadableSpan], Any]) -> None:
         self.enqueue = enqueue
         # the export queue behind ``enqueue`` when it is its own ``put``: called natively
-        self._queue: Optional[ExportQueue] = _method_owner(enqueue, "put", ExportQueue)
+        self._queue: Optional[ExportQueue] = method_owner(enqueue, "put", ExportQueue)
 
     def emit_span(self, call: Call, span: ReadableSpan) -> None:
         """What the linker calls natively (LinkEmit); calling the object is the same."""

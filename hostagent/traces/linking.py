@@ -97,10 +97,12 @@ class LinkEmit:
         self.emit_span(call, span)
 
 
-def _gate_owner(gate: Gate) -> Optional[LinkGate]:
-    """The LinkGate whose ``after_link`` ``gate`` is, else None (called as given)."""
-    owner = getattr(gate, "__self__", None)
-    return owner if isinstance(owner, LinkGate) and owner.after_link == gate else None
+def method_owner(method: Any, name: str, cls: type) -> Any:
+    """The instance of ``cls`` whose method ``name`` is ``method`` (the bound method itself, so a
+    call on the instance is the same call), else None. Compiled code calls a native class's method
+    directly; through a bound method object it boxes the arguments and parses them again."""
+    owner = getattr(method, "__self__", None)
+    return owner if isinstance(owner, cls) and getattr(owner, name) == method else None
 
 
 def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSpan:
@@ -282,7 +284,7 @@ class LocalLinker:
     def set_gate(self, gate: Gate) -> None:
         """What decides, per span leaving with its final trace id, whether it is exported."""
         self.gate = gate
-        self._gate_native = _gate_owner(gate)
+        self._gate_native = method_owner(gate, "after_link", LinkGate)
 
     @property
     def counters(self) -> Counter[str]:
