@@ -145,6 +145,8 @@ class Pipeline(LinkGate):
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
+        # (switch, observer): called only while ``switch.active`` is true (add_observer)
+        self._switched: list[tuple[Any, Observer]] = []
         # hostagent.receiver.wiring.Layering: trace linking and SDK enrichment before the queue;
         # each span it emits passes through after_link (sampling, observers) first
         self.linker = linker
@@ -320,7 +322,19 @@ class Pipeline(LinkGate):
         self.spans += 1
         for observe in self.observers:
             observe(call, span)
+        for switch, observe in self._switched:
+            if switch.active:
+                observe(call, span)
         return True
+
+    def add_observer(self, observe: Observer, switch: Optional[Any] = None) -> None:
+        """``observe(call, span)`` for every span kept (after sampling); with ``switch``, only while
+        ``switch.active`` is true (hostagent.admin.tap.SpanTap: while someone tails). The switch is
+        read here: a tap nobody tails costs an attribute read per span, not a Python call."""
+        if switch is None:
+            self.observers.append(observe)
+        else:
+            self._switched.append((switch, observe))
 
 
 class SpanOnly(LinkEmit):
