@@ -42,6 +42,7 @@ COMPILED = [
     "hostagent/protocols/http1.py",
     "hostagent/protocols/http1_head.py",
     "hostagent/protocols/http_common.py",
+    "hostagent/traces/clock.py",
     "hostagent/traces/ids.py",
     "hostagent/traces/linking.py",
     "hostagent/traces/record.py",

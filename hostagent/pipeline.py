@@ -39,7 +39,7 @@ from hostagent.policy.redaction import PiiCounters, Redactor, redactor_for
 from hostagent.policy.sampling import Pending, sampler_for
 from hostagent.policy.telemetry import TelemetryConnections
 from hostagent.settings import CaptureSettings, RuntimeSettings, SettingsHolder
-from hostagent.traces.linking import LinkEmit, LinkGate, LocalLinker
+from hostagent.traces.linking import LinkEmit, LinkGate, LocalLinker, method_owner
 from hostagent.traces.spans import SpanBuilder
 from hostagent.traces.wire import add_wire_detail, capture_for
 
@@ -103,14 +103,6 @@ class Policy:
         return enabled
 
 
-def _method_owner(method: Any, name: str, cls: type) -> Any:
-    """The instance of ``cls`` whose method ``name`` is ``method`` (the bound method itself, so a
-    call on the instance is the same call), else None. Compiled code calls a native class's method
-    directly; through a bound method object it boxes the arguments and parses them again."""
-    owner = getattr(method, "__self__", None)
-    return owner if isinstance(owner, cls) and getattr(owner, name) == method else None
-
-
 class Pipeline(LinkGate):
     def __init__(
         self,
@@ -137,14 +129,14 @@ class Pipeline(LinkGate):
         # The same objects typed as their compiled classes, when they are (None otherwise): read
         # and called natively per call instead of through generic attribute reads (see Policy).
         self._tracker: Optional[ConnectionTracker] = tracker if isinstance(tracker, ConnectionTracker) else None
-        self._builder: Optional[SpanBuilder] = _method_owner(build_span, "build", SpanBuilder)
+        self._builder: Optional[SpanBuilder] = method_owner(build_span, "build", SpanBuilder)
         self._red: Optional[RedMetrics] = (
-            _method_owner(metrics, "record", RedMetrics) if metrics is not None else None)
+            method_owner(metrics, "record", RedMetrics) if metrics is not None else None)
         self._peers: Optional[PeerResolver] = peers if isinstance(peers, PeerResolver) else None
         self._own: Optional[OwnConnections] = own if isinstance(own, OwnConnections) else None
         # the trace linker behind ``linker.offer`` (receiver.wiring.Layering's is the linker's own)
         self._linker: Optional[LocalLinker] = (
-            _method_owner(getattr(linker, "offer", None), "offer", LocalLinker) if linker is not None else None)
+            method_owner(getattr(linker, "offer", None), "offer", LocalLinker) if linker is not None else None)
         # identity.service.ServiceCache.recent: pid -> live entry, read without its lock or a call
         # (PidMaps keeps it a subset of the live map); None for an identity without one.
         self._recent: Optional[dict[int, Any]] = getattr(identity, "recent", None)
@@ -153,6 +145,8 @@ class Pipeline(LinkGate):
         self.redaction_key = redaction_key
         self.pii = pii_counters or PiiCounters()
         self.observers: list[Observer] = list(observers)
+        # (switch, observer): called only while ``switch.active`` is true (add_observer)
+        self._switched: list[tuple[Any, Observer]] = []
         # hostagent.receiver.wiring.Layering: trace linking and SDK enrichment before the queue;
         # each span it emits passes through after_link (sampling, observers) first
         self.linker = linker
@@ -328,7 +322,19 @@ class Pipeline(LinkGate):
         self.spans += 1
         for observe in self.observers:
             observe(call, span)
+        for switch, observe in self._switched:
+            if switch.active:
+                observe(call, span)
         return True
+
+    def add_observer(self, observe: Observer, switch: Optional[Any] = None) -> None:
+        """``observe(call, span)`` for every span kept (after sampling); with ``switch``, only while
+        ``switch.active`` is true (hostagent.admin.tap.SpanTap: while someone tails). The switch is
+        read here: a tap nobody tails costs an attribute read per span, not a Python call."""
+        if switch is None:
+            self.observers.append(observe)
+        else:
+            self._switched.append((switch, observe))
 
 
 class SpanOnly(LinkEmit):
@@ -339,7 +345,7 @@ class SpanOnly(LinkEmit):
     def __init__(self, enqueue: Callable[[ReadableSpan], Any]) -> None:
         self.enqueue = enqueue
         # the export queue behind ``enqueue`` when it is its own ``put``: called natively
-        self._queue: Optional[ExportQueue] = _method_owner(enqueue, "put", ExportQueue)
+        self._queue: Optional[ExportQueue] = method_owner(enqueue, "put", ExportQueue)
 
     def emit_span(self, call: Call, span: ReadableSpan) -> None:
         """What the linker calls natively (LinkEmit); calling the object is the same."""

@@ -103,7 +103,9 @@ def start_admin(agent: Any, pipeline: Any, tap: Optional[SpanTap] = None) -> Adm
     from hostagent.daemon import settings_from_config  # late: daemon imports the assembly
 
     tap = tap or SpanTap()
-    if hasattr(pipeline, "observers"):
+    if hasattr(pipeline, "add_observer"):  # called only while someone tails
+        pipeline.add_observer(tap_observer(tap), tap)
+    elif hasattr(pipeline, "observers"):
         pipeline.observers.append(tap_observer(tap))
     cfg = agent.config.admin
     server = AdminServer(

@@ -97,10 +97,12 @@ class LinkEmit:
         self.emit_span(call, span)
 
 
-def _gate_owner(gate: Gate) -> Optional[LinkGate]:
-    """The LinkGate whose ``after_link`` ``gate`` is, else None (called as given)."""
-    owner = getattr(gate, "__self__", None)
-    return owner if isinstance(owner, LinkGate) and owner.after_link == gate else None
+def method_owner(method: Any, name: str, cls: type) -> Any:
+    """The instance of ``cls`` whose method ``name`` is ``method`` (the bound method itself, so a
+    call on the instance is the same call), else None. Compiled code calls a native class's method
+    directly; through a bound method object it boxes the arguments and parses them again."""
+    owner = getattr(method, "__self__", None)
+    return owner if isinstance(owner, cls) and getattr(owner, name) == method else None
 
 
 def respan(span: ReadableSpan, trace_id: int, parent_span_id: int) -> ReadableSpan:
@@ -125,7 +127,10 @@ def is_local_address(address: str) -> bool:
     return address.startswith("127.") or address == "::1"
 
 
-ConnKey = tuple[int, int]  # (client port, server port) of a loopback connection
+# (client port, server port) of a loopback connection as one int, client port << 16 | server port:
+# a dict key that is hashed and compared natively, where a tuple of two ints was allocated, hashed
+# element by element and compared through rich comparisons per lookup (several per span).
+ConnKey = int
 
 
 def conn_key(call: Call) -> Optional[ConnKey]:
@@ -135,13 +140,18 @@ def conn_key(call: Call) -> Optional[ConnKey]:
     if conn is None or conn.local is None or conn.peer is None or not conn.local.port or not conn.peer.port:
         return None
     if call.role is _SERVER:
-        return conn.peer.port, conn.local.port
-    return conn.local.port, conn.peer.port
+        return conn.peer.port << 16 | conn.local.port
+    return conn.local.port << 16 | conn.peer.port
+
+
+def thread_key(pid: int, tid: int) -> int:
+    """(pid, tid) as one int key (tids are below 2**22, pid_max): see ConnKey."""
+    return pid << 32 | tid
 
 
 class Node:
-    __slots__ = ("call", "children", "deadline", "done", "end", "home", "kept", "parent", "pending", "request", "span",
-                 "span_id", "start", "stream", "trace_id", "waiting")
+    __slots__ = ("call", "children", "deadline", "done", "end", "home", "home_key", "kept", "parent", "pending",
+                 "request", "span", "span_id", "start", "stream", "trace_id", "waiting")
 
     def __init__(self, call: Call, span: ReadableSpan, deadline: float, pending: Any = None) -> None:
         # call, span and pending are None once emitted (``release``)
@@ -157,11 +167,12 @@ class Node:
         self.request = (a.get("http.request.method"), a.get("url.path"), a.get("url.query"), a.get("rpc.method"),
                         a.get("rpc.service"))
         self.parent: Optional[Node] = None
-        self.children: list[Node] = []
+        self.children: Optional[list[Node]] = None  # made by the first adoption (most nodes have none)
         self.done = False  # emitted; span/trace_id are final
         self.waiting = False
-        # while waiting: (table, key) of the bucket it waits in (typed: a dict's get and pop are native)
-        self.home: Optional[tuple[dict[Any, list[Node]], Any]] = None
+        # while waiting: the table and key of the bucket it waits in (typed: a dict's get and pop are native)
+        self.home: Optional[dict[Any, list[Node]]] = None
+        self.home_key: Any = None
         record: Any = span
         if isinstance(record, SpanRecord):  # the ints themselves, no SpanContext made
             self.trace_id, self.span_id = record.trace_id, record.span_id
@@ -262,9 +273,12 @@ class LocalLinker:
         self._peer_links = 0
         self._thread_links = 0
         self._lock = threading.Lock()
+        # bound once: ``lock.acquire()`` on a compiled path looks the method up per call
+        self._acquire: Callable[[], object] = self._lock.acquire
+        self._release: Callable[[], object] = self._lock.release
         self._held = 0
         self._expiry: deque[Node] = deque()  # deadlines only grow: hold_s is constant
-        self._clients: dict[tuple[int, int], list[Node]] = {}  # (pid, tid) -> waiting client nodes
+        self._clients: dict[int, list[Node]] = {}  # thread_key(pid, tid) -> waiting client nodes
         self._servers: dict[tuple[Any, ...], list[Node]] = {}  # (port, method, path) -> waiting servers
         self._servers_on: dict[ConnKey, list[Node]] = {}  # connection -> waiting servers
         # recent local client nodes, oldest first, at most RECENT_ON / RECENT per list (a list: native
@@ -275,14 +289,14 @@ class LocalLinker:
         # dict's store is native, an OrderedDict's store and move_to_end were generic calls)
         self._serving: dict[int, int] = {}
         self._served = 0
-        self._window: dict[tuple[int, int], int] = {}  # (pid, tid) -> end of its last server call
+        self._window: dict[int, int] = {}  # thread_key(pid, tid) -> end of its last server call
         self.event_loop_pids: set[int] = set()
 
     # -- entry points ---------------------------------------------------------------------------
     def set_gate(self, gate: Gate) -> None:
         """What decides, per span leaving with its final trace id, whether it is exported."""
         self.gate = gate
-        self._gate_native = _gate_owner(gate)
+        self._gate_native = method_owner(gate, "after_link", LinkGate)
 
     @property
     def counters(self) -> Counter[str]:
@@ -296,7 +310,8 @@ class LocalLinker:
 
     def offer(self, call: Call, span: ReadableSpan, pending: Any = None) -> None:
         conn = call.conn
-        if conn is not None and conn.peer is not None and (conn.peer.address, conn.peer.port) in self.ignore_peers:
+        ignore = self.ignore_peers
+        if ignore and conn is not None and conn.peer is not None and (conn.peer.address, conn.peer.port) in ignore:
             self._counts["receiver_traffic"] += 1  # an SDK exporting to us: not the app's traffic
             return
         if not self.enabled or conn is None or call.role is _UNKNOWN:
@@ -310,15 +325,14 @@ class LocalLinker:
             return
         out: list[Node] = []
         node = Node(call, span, 0.0, pending)  # its deadline once held (_hold)
-        lock = self._lock
-        lock.acquire()  # not ``with``: two generic lookups of __enter__/__exit__ and a 4-argument call
+        self._acquire()  # not ``with``: two generic lookups of __enter__/__exit__ and a 4-argument call
         try:
             if call.role is _SERVER:
                 self._on_server(node, out)
             else:
                 self._on_client(node, out)
         finally:
-            lock.release()
+            self._release()
         self._emit(out)
 
     def sweep(self, now: Optional[float] = None) -> None:
@@ -363,7 +377,8 @@ class LocalLinker:
         assert call is not None  # a node being offered has not been emitted
         conn = call.conn
         assert conn is not None
-        pid, key = conn.pid, (conn.pid, conn.tid)
+        pid = conn.pid
+        key = thread_key(pid, conn.tid)
         self._served += 1
         self._serving[pid] = self._served
         last_end = self._window.get(key)
@@ -405,7 +420,11 @@ class LocalLinker:
             port = conn.peer.port
             key_on = conn_key(call)
             # servers on this very connection, then those whose connection is not known in full
-            found = _two_servers_in(node, self._servers_on.get(key_on, []), True) if key_on is not None else []
+            found: list[Node] = []
+            if key_on is not None:
+                on = self._servers_on.get(key_on)
+                if on is not None:
+                    found = _two_servers_in(node, on, True)
             if not found:
                 found = _two_servers_in(node, self._servers.get((port, *_request_of(call)), []))
             if len(found) == 1:
@@ -430,7 +449,7 @@ class LocalLinker:
                     del recent[0]
         pid = conn.pid
         if call.traceparent is None and pid in self._serving and pid not in self.event_loop_pids:
-            if self._hold(node, self._clients, (pid, conn.tid), out):
+            if self._hold(node, self._clients, thread_key(pid, conn.tid), out):
                 return
         self._flush(node, None, out)
 
@@ -488,7 +507,8 @@ class LocalLinker:
                 self._flush(oldest, None, out)
         node.waiting = True
         node.deadline = self.clock() + self.hold_s
-        node.home = (table, key)
+        node.home = table
+        node.home_key = key
         bucket.append(node)
         expiry = self._expiry
         expiry.append(node)
@@ -500,10 +520,11 @@ class LocalLinker:
     def _unwait(self, node: Node) -> None:
         node.waiting = False
         self._held -= 1
-        home = node.home
-        assert home is not None  # waiting
-        table, key = home
+        table = node.home
+        assert table is not None  # waiting
+        key = node.home_key
         node.home = None
+        node.home_key = None
         bucket = table.get(key)
         if bucket is not None:
             try:
@@ -516,7 +537,11 @@ class LocalLinker:
     @staticmethod
     def _adopt(parent: Node, child: Node) -> None:
         child.parent = parent
-        parent.children.append(child)
+        children = parent.children
+        if children is None:
+            parent.children = [child]
+        else:
+            children.append(child)
 
     def _flush(self, root: Node, done_parent: Optional[Node], out: list[Node]) -> None:
         """Fix ids of ``root`` (under ``done_parent`` if given) and its subtree; queue for emit."""
@@ -530,14 +555,17 @@ class LocalLinker:
             node = stack.pop()
             node.done = True
             out.append(node)
-            for child in node.children:
+            children = node.children
+            if children is None:
+                continue
+            for child in children:
                 if child.waiting:
                     self._unwait(child)
                 assert child.span is not None
                 child.span = respan(child.span, node.trace_id, node.span_id)
                 child.trace_id = node.trace_id
                 stack.append(child)
-            node.children = []
+            node.children = None
 
     def _emit(self, nodes: list[Node]) -> None:
         """Outside the lock; a parent comes before its children (``_flush``), so its answer is known."""

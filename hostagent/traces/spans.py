@@ -30,6 +30,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 import hostagent
 from hostagent.model import Call, Connection, Role
+from hostagent.policy.resource_redaction import RedactedResources
 from hostagent.traces.clock import MonotonicToUnix
 from hostagent.traces.ids import new_span_id, new_trace_id, parse_traceparent
 from hostagent.traces.record import SpanRecord
@@ -42,7 +43,10 @@ SCOPE: Final = InstrumentationScope("hostagent", hostagent.__version__)
 _KINDS: Final = {Role.CLIENT: (SpanKind.CLIENT, SpanKind.CLIENT.value + 1),
           Role.SERVER: (SpanKind.SERVER, SpanKind.SERVER.value + 1)}
 _INTERNAL: Final = (SpanKind.INTERNAL, SpanKind.INTERNAL.value + 1)
-_CLIENT, _SERVER = Role.CLIENT, Role.SERVER  # enum members read once, not per span
+# enum members read once (Final: constants, compared by identity; a module global is a dict
+# lookup per use)
+_CLIENT: Final = Role.CLIENT
+_SERVER: Final = Role.SERVER
 _UNSET: Final = Status(StatusCode.UNSET)
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _EMPTY_STATE: Final = TraceState()
@@ -67,7 +71,7 @@ def connection_attributes(attrs: dict, role: Role, conn: Connection) -> None:
                 attrs["network.peer.port"] = port
             if transport != "unix":
                 attrs.setdefault("network.type", "ipv6" if ":" in address else "ipv4")
-            if role == _CLIENT:
+            if role is _CLIENT:
                 if "server.address" not in attrs:
                     attrs["server.address"] = address
                     if port:
@@ -75,9 +79,9 @@ def connection_attributes(attrs: dict, role: Role, conn: Connection) -> None:
                 elif port:
                     # Host header without a port: the port we really connected to is the truth.
                     attrs.setdefault("server.port", port)
-            elif role == _SERVER:
+            elif role is _SERVER:
                 attrs.setdefault("client.address", address)
-    if role == _SERVER:
+    if role is _SERVER:
         local = conn.local
         if local is not None and local.port:
             attrs.setdefault("server.port", local.port)
@@ -96,6 +100,10 @@ class SpanBuilder:
         self.clock = clock if clock is not None else MonotonicToUnix()
         # identity's (ServiceCache.resource_of): the one place a process's Resource is built
         self.resource_for = resource_for
+        # the same when it is the daemon's RedactedResources (compiled): called natively, not
+        # through its __call__'s argument parsing
+        self._redacted: Optional[RedactedResources] = (
+            resource_for if isinstance(resource_for, RedactedResources) else None)
 
     def build(self, call: Call) -> ReadableSpan:
         role = call.role
@@ -129,6 +137,7 @@ class SpanBuilder:
         end = call.end_ns + offset
         if end < start:
             end = start
-        resource: Resource = self.resource_for(call)
+        redacted = self._redacted
+        resource: Resource = redacted.__call__(call) if redacted is not None else self.resource_for(call)
         return cast(ReadableSpan, SpanRecord(call.name, trace_id, new_span_id(), flags, trace_state, parent_id, True,
                                              resource, attrs, kind, otlp_kind, status, start, end, SCOPE))

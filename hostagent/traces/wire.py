@@ -65,12 +65,14 @@ def capture_for(capture: CaptureSettings, service: str, protocol: str) -> Captur
     return replace(capture, headers=headers, bodies=bodies, body_max_bytes=limit, overrides=())
 
 
-# (prefix, headers, mask_sensitive) -> the attribute items they give. A response's or a client's
+# (prefix, headers, mask_sensitive) -> the attributes they give. A response's or a client's
 # headers repeat message after message (a Date header changes once a second), so each distinct
 # set is grouped once; one tuple hash per message instead of a loop over its headers. Bounded.
+# A dict, not a tuple of pairs: ``out.update`` of a dict is the dicts' own merge, of pairs an
+# iteration with a sequence check and an unpack per pair (~4% of the live poll thread).
 GROUPED_MAX: Final = 1024
 GROUPED_CHARS: Final = 2048  # larger header sets are grouped every time
-_Items = tuple[tuple[str, tuple[str, ...]], ...]
+_Items = dict[str, tuple[str, ...]]  # never changed once made
 _grouped: Final[dict[tuple[str, tuple[tuple[str, str], ...], bool], _Items]] = {}
 
 
@@ -117,7 +119,7 @@ def _group(prefix: str, headers: tuple[tuple[str, str], ...], mask_sensitive: bo
             value = MASK
         values = grouped.get(name)
         grouped[name] = (value,) if values is None else (*values, value)  # nearly always once
-    return tuple((prefix + name, values) for name, values in grouped.items())
+    return {prefix + name: values for name, values in grouped.items()}
 
 
 def body_text(body: bytes, limit: int) -> str:

@@ -119,3 +119,29 @@ def test_observers_see_the_kept_spans_with_their_final_trace() -> None:
     layering.linker.flush_all()
     assert sorted(seen) == sorted((s.kind.name, s.context.trace_id) for s in exported.spans)
     assert len({t for _, t in seen}) == len(seen) // 2  # two spans per trace, nothing seen alone
+
+
+def test_an_observer_with_a_switch_is_called_only_while_the_switch_is_active() -> None:
+    """The tail's observer (admin.wiring): while nobody tails, the pipeline reads the tap's
+    ``active`` and calls nothing (a Python call per span otherwise)."""
+    from hostagent.admin.tap import SpanTap, TapFilter, tap_observer
+
+    pipe, layering, exported = pipeline(SamplingSettings(ratio=1.0))
+    tap = SpanTap()
+    seen: list[str] = []
+    pipe.add_observer(lambda c, s: seen.append(c.attributes["url.path"]), tap)
+    pipe.add_observer(tap_observer(tap), tap)
+    pipe.on_call(call(Role.SERVER, 1))
+    pipe.on_call(call(Role.CLIENT, 1))
+    layering.linker.flush_all()
+    assert seen == [] and len(exported.spans) == 2  # nobody tails: exported, never observed
+    sub = tap.subscribe(TapFilter())
+    pipe.on_call(call(Role.SERVER, 2))
+    pipe.on_call(call(Role.CLIENT, 2))
+    layering.linker.flush_all()
+    assert sorted(seen) == ["/item/2", "/item/2"]
+    assert sub.get(timeout=1) is not None and sub.get(timeout=1) is not None  # the tail got both
+    sub.close()
+    pipe.on_call(call(Role.SERVER, 3))
+    layering.linker.flush_all()
+    assert len(seen) == 2 and len(exported.spans) == 5
