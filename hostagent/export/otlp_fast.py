@@ -183,11 +183,11 @@ class OtlpTraceEncoder:
         # in the middle of a big batch); start() at each encode
         self.pause: Optional[Any] = pause
         self._pairs: dict[Any, bytes] = {}
-        # key -> {str or int value -> encoding}: the common pairs found with two lookups on objects
-        # whose hashes are already known, instead of building and hashing a (key, value, type)
-        # tuple. Only str and int values and arrays of strings (a response header's values, a new
-        # tuple per span): "1" != 1, and bool/float (True == 1 == 1.0) stay out.
-        self._simple: dict[str, dict[Any, bytes]] = {}
+        # key -> its str and int values and arrays of strings (a response header's values) -> their
+        # encodings: the common pairs found with two lookups on objects whose hashes are already
+        # known, instead of building and hashing a (key, value, type) tuple. "1" != 1, and
+        # bool/float (True == 1 == 1.0) stay out.
+        self._simple: dict[str, _Keyed] = {}
         self._simple_count = 0
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object itself, its encoding)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
@@ -222,7 +222,11 @@ class OtlpTraceEncoder:
                 if self._simple_count >= CACHE_MAX:
                     self._simple.clear()
                     self._simple_count = 0
-                self._simple.setdefault(key, {})[value] = enc
+                keyed = self._simple.get(key)
+                if keyed is None:
+                    keyed = self._simple[key] = _Keyed()
+                keyed.values[value] = enc
+                keyed.last, keyed.last_enc = value, enc
                 self._simple_count += 1
         return enc
 
@@ -338,23 +342,28 @@ class OtlpTraceEncoder:
 
     def _attributes(self, parts: list[bytes], attrs: dict[str, Any]) -> int:
         """Each attribute as a Span ``attributes`` field (tag 9), appended to ``parts``; returns
-        their length. The dict is walked natively (compiled: no item tuples)."""
+        their length. The dict is walked natively (compiled: no item tuples). A value that is the
+        very object last seen under its key (the wire stage hands on one header tuple per distinct
+        head, the HTTP/1 parser one string per distinct method, path...) is found without hashing."""
         simple = self._simple
         size = 0
         for k, v in attrs.items():
-            cls = type(v)
             enc: Optional[bytes] = None
-            if cls is str or cls is int:
-                values = simple.get(k)
-                if values is not None:
-                    enc = values.get(v)
-            elif cls is tuple:
-                values = simple.get(k)
-                if values is not None:
-                    try:
-                        enc = values.get(v)
-                    except TypeError:  # an unhashable item: not cacheable
-                        enc = None
+            keyed = simple.get(k)
+            if keyed is not None:
+                if v is keyed.last:
+                    enc = keyed.last_enc
+                else:
+                    cls = type(v)
+                    if cls is str or cls is int:
+                        enc = keyed.values.get(v)
+                    elif cls is tuple:
+                        try:
+                            enc = keyed.values.get(v)
+                        except TypeError:  # an unhashable item: not cacheable
+                            enc = None
+                    if enc is not None:
+                        keyed.last, keyed.last_enc = v, enc
             if enc is None:
                 enc = self.attribute(k, v)
             parts.append(enc)
@@ -446,6 +455,18 @@ class OtlpTraceEncoder:
             if res_schema:
                 out.append(res_schema)
         return b"".join(out)
+
+
+_NOTHING: Final = object()  # no attribute value is this object
+
+
+class _Keyed:
+    """The cached encodings of one attribute key: by value, and the value found last (by identity)."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, bytes] = {}
+        self.last: Any = _NOTHING
+        self.last_enc = b""
 
 
 class _Scoped:

@@ -127,7 +127,7 @@ def test_string_arrays_are_cached_by_value() -> None:
     # the parser's response headers: a one-string tuple per header, a new tuple per span
     enc = OtlpTraceEncoder()
     same([span("a", {"h": ("text/html",), "n": (1,)})], enc)
-    assert enc._simple["h"][("text/html",)] == enc.attribute("h", ("text/html",))
+    assert enc._simple["h"].values[("text/html",)] == enc.attribute("h", ("text/html",))
     assert "n" not in enc._simple  # an int array stays with the typed cache: (1,) == (True,)
 
 
