@@ -21,25 +21,26 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from hostagent.traces.record import SpanRecord
 
-_pack_q = struct.Struct("<Q").pack
-_pack_d = struct.Struct("<d").pack
-_pack_i = struct.Struct("<I").pack
+# Final: compiled, a module constant is a C static, not a lookup in the module's dict at each use
+_pack_q: Final = struct.Struct("<Q").pack
+_pack_d: Final = struct.Struct("<d").pack
+_pack_i: Final = struct.Struct("<I").pack
 
-CACHE_MAX = 16384  # encoded attribute pairs kept (cleared when full: bounded memory)
-RESOURCE_CACHE_MAX = 1024
+CACHE_MAX: Final = 16384  # encoded attribute pairs kept (cleared when full: bounded memory)
+RESOURCE_CACHE_MAX: Final = 1024
 
 # Span.flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (0x100) | IS_REMOTE (0x200) when the parent is remote
-_FLAGS_LOCAL = 0x100
-_FLAGS_REMOTE = 0x300
-_FLAGS_FIELD_LOCAL = b"\x85\x01" + _pack_i(_FLAGS_LOCAL)  # Span.flags = 16 (fixed32)
-_FLAGS_FIELD_REMOTE = b"\x85\x01" + _pack_i(_FLAGS_REMOTE)
-_PLAIN = (tuple, list)  # event/link containers that cannot have dropped anything
+_FLAGS_LOCAL: Final = 0x100
+_FLAGS_REMOTE: Final = 0x300
+_FLAGS_FIELD_LOCAL: Final = b"\x85\x01" + _pack_i(_FLAGS_LOCAL)  # Span.flags = 16 (fixed32)
+_FLAGS_FIELD_REMOTE: Final = b"\x85\x01" + _pack_i(_FLAGS_REMOTE)
+_PLAIN: Final = (tuple, list)  # event/link containers that cannot have dropped anything
 
 
 def _varint(n: int) -> bytes:
@@ -55,7 +56,7 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = [_varint(i) for i in range(16384)]
+_SMALL: Final = [_varint(i) for i in range(16384)]
 
 
 def _len(n: int) -> bytes:
@@ -123,30 +124,36 @@ def _links(parts: list[bytes], links: Sequence[Any]) -> None:
         parts.append(_field_bytes(0x6A, body))
 
 
-# The Span's fixed-size fields packed at once: trace_id (1) and span_id (2), bytes, big-endian;
+# The Span's fixed-size fields packed at once: trace_id (1, its 16 bytes from int.to_bytes: one
+# conversion of the 128-bit int instead of two shifts and two) and span_id (2), bytes, big-endian;
 # with parent_span_id (4) when no trace state (3) comes between; kind (6, one-byte varint) and the
 # start and end times (7, 8: fixed64, little-endian).
-_pack_ids = struct.Struct(">2sQQ2sQ").pack
-_pack_ids_parent = struct.Struct(">2sQQ2sQ2sQ").pack
-_pack_times = struct.Struct("<BBBQBQ").pack
-_LOW64 = (1 << 64) - 1
-NAME_CACHE_MAX = 4096
+_pack_ids: Final = struct.Struct(">2s16s2sQ").pack
+_pack_ids_parent: Final = struct.Struct(">2s16s2sQ2sQ").pack
+_pack_times: Final = struct.Struct("<BBBQBQ").pack
+NAME_CACHE_MAX: Final = 4096
 
 
 def _head(parts: list[bytes], names: dict[str, bytes], trace_id: int, span_id: int, state: Any,
-          parent_id: int, name: str, otlp_kind: int, start: int, end: int) -> None:
-    """A Span message's fields up to its attributes, appended to ``parts``: ids, trace state,
-    parent (``parent_id`` -1: none), name (its field cached in ``names``), kind, times."""
-    hi, lo = trace_id >> 64, trace_id & _LOW64
-    if state:
-        parts += (_pack_ids(b"\x0a\x10", hi, lo, b"\x12\x08", span_id),
-                  _str(0x1A, ",".join(f"{k}={v}" for k, v in state.items())))
+          parent_id: int, name: str, otlp_kind: int, start: int, end: int) -> int:
+    """A Span message's fields up to its attributes, appended to ``parts``: ids, trace state
+    (None: empty), parent (``parent_id`` -1: none), name (its field cached in ``names``), kind,
+    times. Returns their length."""
+    tid = trace_id.to_bytes(16, "big")
+    if state is not None:
+        ids = _pack_ids(b"\x0a\x10", tid, b"\x12\x08", span_id)
+        text = _str(0x1A, ",".join(f"{k}={v}" for k, v in state.items()))
+        parts += (ids, text)
+        size = len(ids) + len(text)
         if parent_id >= 0:
             parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
+            size += 10
     elif parent_id >= 0:
-        parts.append(_pack_ids_parent(b"\x0a\x10", hi, lo, b"\x12\x08", span_id, b"\x22\x08", parent_id))
+        parts.append(_pack_ids_parent(b"\x0a\x10", tid, b"\x12\x08", span_id, b"\x22\x08", parent_id))
+        size = 38  # 2 + 16 + 2 + 8 + 2 + 8
     else:
-        parts.append(_pack_ids(b"\x0a\x10", hi, lo, b"\x12\x08", span_id))
+        parts.append(_pack_ids(b"\x0a\x10", tid, b"\x12\x08", span_id))
+        size = 28
     if name:
         field = names.get(name)
         if field is None:
@@ -154,7 +161,10 @@ def _head(parts: list[bytes], names: dict[str, bytes], trace_id: int, span_id: i
                 names.clear()
             field = names[name] = _str(0x2A, name)
         parts.append(field)
+        size += len(field)
+    # kind: one byte (OTLP kinds are 0-5, one-byte varints)
     parts.append(_pack_times(0x30, otlp_kind, 0x39, start, 0x41, end))
+    return size + 20  # 1 + 1 + 1 + 8 + 1 + 8
 
 
 def _all_str(values: tuple[Any, ...]) -> bool:
@@ -173,11 +183,11 @@ class OtlpTraceEncoder:
         # in the middle of a big batch); start() at each encode
         self.pause: Optional[Any] = pause
         self._pairs: dict[Any, bytes] = {}
-        # key -> {str or int value -> encoding}: the common pairs found with two lookups on objects
-        # whose hashes are already known, instead of building and hashing a (key, value, type)
-        # tuple. Only str and int values and arrays of strings (a response header's values, a new
-        # tuple per span): "1" != 1, and bool/float (True == 1 == 1.0) stay out.
-        self._simple: dict[str, dict[Any, bytes]] = {}
+        # key -> its str and int values and arrays of strings (a response header's values) -> their
+        # encodings: the common pairs found with two lookups on objects whose hashes are already
+        # known, instead of building and hashing a (key, value, type) tuple. "1" != 1, and
+        # bool/float (True == 1 == 1.0) stay out.
+        self._simple: dict[str, _Keyed] = {}
         self._simple_count = 0
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object itself, its encoding)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
@@ -186,6 +196,7 @@ class OtlpTraceEncoder:
         self._status: Any = None
         self._tails = (b"", b"")  # its field then the flags field: parent local, parent remote
         self._names: dict[str, bytes] = {}  # span name -> its field (the agent's names repeat)
+        self._no_state: Any = None  # the last empty TraceState seen (the agent's spans share one)
 
     def attribute(self, key: str, value: Any) -> bytes:
         """One span attribute as a whole ``attributes`` field (tag 9) of a Span."""
@@ -211,7 +222,11 @@ class OtlpTraceEncoder:
                 if self._simple_count >= CACHE_MAX:
                     self._simple.clear()
                     self._simple_count = 0
-                self._simple.setdefault(key, {})[value] = enc
+                keyed = self._simple.get(key)
+                if keyed is None:
+                    keyed = self._simple[key] = _Keyed()
+                keyed.values[value] = enc
+                keyed.last, keyed.last_enc = value, enc
                 self._simple_count += 1
         return enc
 
@@ -269,10 +284,13 @@ class OtlpTraceEncoder:
             start, end, attrs, events, links = span.start_time, span.end_time, span.attributes, span.events, span.links
             status = span.status
         # OTLP kinds are the SDK's + 1
-        _head(parts, self._names, ctx.trace_id, ctx.span_id, ctx.trace_state,
+        _head(parts, self._names, ctx.trace_id, ctx.span_id, self._state(ctx.trace_state),
               parent.span_id if parent is not None else -1, name, kind.value + 1, start or 0, end or 0)
         if attrs:
-            self._attributes(parts, attrs)
+            if attrs.__class__ is dict:
+                self._attributes(parts, attrs)
+            else:
+                self._attributes(parts, dict(attrs))
         # A plain dict / tuple / list has dropped nothing (the SDK's properties say 0 unless Bounded*).
         dropped = span.dropped_attributes if attrs.__class__ is not dict else 0
         if dropped:
@@ -289,36 +307,68 @@ class OtlpTraceEncoder:
             parts += (b"\x70", _varint(dropped))
         parts.append(self._tail(status, parent is not None and parent.is_remote))
 
-    def _record(self, parts: list[bytes], span: SpanRecord) -> None:
+    def _record(self, parts: list[bytes], span: SpanRecord) -> int:
         """``_span_into`` for the agent's own records: the same message, their fields read from the
         C struct (ids as ints, the OTLP kind), no SpanContext made. Nothing dropped (a plain dict and
-        tuples)."""
+        tuples). Returns the length of the pieces appended."""
         parent_id = span.parent_span_id  # 0: none
-        _head(parts, self._names, span.trace_id, span.span_id, span.trace_state, parent_id if parent_id else -1,
-              span.name, span.otlp_kind, span.start_time, span.end_time)
+        size = _head(parts, self._names, span.trace_id, span.span_id, self._state(span.trace_state),
+                     parent_id if parent_id else -1, span.name, span.otlp_kind, span.start_time, span.end_time)
         attrs = span.attrs
         if attrs:
-            self._attributes(parts, attrs)
-        if span.events:
-            _events(parts, span.events)
-        if span.links:
-            _links(parts, span.links)
-        parts.append(self._tail(span.status, bool(parent_id) and span.parent_remote))
+            size += self._attributes(parts, attrs)
+        if span.events or span.links:
+            at = len(parts)
+            if span.events:
+                _events(parts, span.events)
+            if span.links:
+                _links(parts, span.links)
+            for k in range(at, len(parts)):
+                size += len(parts[k])
+        tail = self._tail(span.status, bool(parent_id) and span.parent_remote)
+        parts.append(tail)
+        return size + len(tail)
 
-    def _attributes(self, parts: list[bytes], attrs: Mapping[str, Any]) -> None:
-        """Each attribute as a Span ``attributes`` field (tag 9), appended to ``parts``."""
+    def _state(self, state: Any) -> Any:
+        """``state`` when it has entries, else None. An empty TraceState is remembered by identity:
+        its truth is an interpreted ``__len__`` (a TraceState never changes; a new one is made)."""
+        if state is self._no_state:
+            return None
+        if not state:
+            if state is not None:
+                self._no_state = state  # held: its id cannot be reused
+            return None
+        return state
+
+    def _attributes(self, parts: list[bytes], attrs: dict[str, Any]) -> int:
+        """Each attribute as a Span ``attributes`` field (tag 9), appended to ``parts``; returns
+        their length. The dict is walked natively (compiled: no item tuples). A value that is the
+        very object last seen under its key (the wire stage hands on one header tuple per distinct
+        head, the HTTP/1 parser one string per distinct method, path...) is found without hashing."""
         simple = self._simple
-        attribute = self.attribute
+        size = 0
         for k, v in attrs.items():
-            cls = v.__class__
-            if cls is str or cls is int or cls is tuple:
-                values = simple.get(k)
-                if values is not None:
-                    enc = values.get(v)
+            enc: Optional[bytes] = None
+            keyed = simple.get(k)
+            if keyed is not None:
+                if v is keyed.last:
+                    enc = keyed.last_enc
+                else:
+                    cls = type(v)
+                    if cls is str or cls is int:
+                        enc = keyed.values.get(v)
+                    elif cls is tuple:
+                        try:
+                            enc = keyed.values.get(v)
+                        except TypeError:  # an unhashable item: not cacheable
+                            enc = None
                     if enc is not None:
-                        parts.append(enc)
-                        continue
-            parts.append(attribute(k, v))
+                        keyed.last, keyed.last_enc = v, enc
+            if enc is None:
+                enc = self.attribute(k, v)
+            parts.append(enc)
+            size += len(enc)
+        return size
 
     def _tail(self, status: Any, remote: bool) -> bytes:
         """The ``status`` field (tag 15) of a Span, always present as the SDK's, and its ``flags``
@@ -341,11 +391,14 @@ class OtlpTraceEncoder:
         attributes per span costs more than the encoding; the agent has one object per process).
         Two equal Resource objects give two ResourceSpans, which OTLP allows."""
         groups: dict[int, tuple[Any, dict[int, _Scoped]]] = {}
-        span_into = self._span_into
         pause = self.pause
         if pause is not None:
             pause.start()
         n = 0
+        # the group of the span before: consecutive spans mostly share their Resource and scope
+        last_res: Any = None
+        last_scope: Any = None
+        sg: Optional[_Scoped] = None
         for s in spans:
             n += 1
             if pause is not None and not n & 63:
@@ -356,20 +409,25 @@ class OtlpTraceEncoder:
                 res, scope = s.resource, s.instrumentation_scope
             else:
                 res, scope = s.resource, s.instrumentation_scope
-            g = groups.get(id(res))
-            if g is None:
-                g = groups[id(res)] = (res, {})
-            sg = g[1].get(id(scope))
-            if sg is None:
-                sg = g[1][id(scope)] = _Scoped(scope)
+            if sg is None or res is not last_res or scope is not last_scope:
+                g = groups.get(id(res))
+                if g is None:
+                    g = groups[id(res)] = (res, {})  # holding res keeps its id from being reused
+                sg = g[1].get(id(scope))
+                if sg is None:
+                    sg = g[1][id(scope)] = _Scoped(scope)
+                last_res, last_scope = res, scope
             parts = sg.parts
             parts.append(b"\x12")  # ScopeSpans.spans = 2
             at = len(parts)
             parts.append(b"")  # the span's length, once its pieces are in
-            span_into(parts, s)
-            size = 0
-            for k in range(at + 1, len(parts)):
-                size += len(parts[k])
+            if isinstance(s, SpanRecord):
+                size = self._record(parts, s)
+            else:
+                self._span_into(parts, s)
+                size = 0
+                for k in range(at + 1, len(parts)):
+                    size += len(parts[k])
             prefix = parts[at] = _len(size)
             sg.size += 1 + len(prefix) + size
         # The spans' pieces copied once, into the request: every length is summed, nothing joined first.
@@ -397,6 +455,18 @@ class OtlpTraceEncoder:
             if res_schema:
                 out.append(res_schema)
         return b"".join(out)
+
+
+_NOTHING: Final = object()  # no attribute value is this object
+
+
+class _Keyed:
+    """The cached encodings of one attribute key: by value, and the value found last (by identity)."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, bytes] = {}
+        self.last: Any = _NOTHING
+        self.last_enc = b""
 
 
 class _Scoped:

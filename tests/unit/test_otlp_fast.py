@@ -127,7 +127,7 @@ def test_string_arrays_are_cached_by_value() -> None:
     # the parser's response headers: a one-string tuple per header, a new tuple per span
     enc = OtlpTraceEncoder()
     same([span("a", {"h": ("text/html",), "n": (1,)})], enc)
-    assert enc._simple["h"][("text/html",)] == enc.attribute("h", ("text/html",))
+    assert enc._simple["h"].values[("text/html",)] == enc.attribute("h", ("text/html",))
     assert "n" not in enc._simple  # an int array stays with the typed cache: (1,) == (True,)
 
 
@@ -198,3 +198,44 @@ def test_a_long_batch_pauses_every_64_spans_and_encodes_the_same(n: int, pauses:
     batch = [span(f"s{i}", {"i": i}, RES_B if i % 3 else RES_A) for i in range(n)]
     same(batch, OtlpTraceEncoder(pause=pause))
     assert (pause.starts, pause.pauses) == (1, pauses)
+
+
+def test_an_unhashable_array_under_a_key_cached_before() -> None:
+    # a key whose string array is cached, then an array with a list inside under it: encoded, not a
+    # TypeError from the by-value lookup (main raised it out of encode, failing the whole batch)
+    enc = OtlpTraceEncoder()
+    same([span("a", {"h": ("text/html",)})], enc)
+    same([span("b", {"h": ("x", ["y"])}), span("c", {"h": ("text/html",)})], enc)  # type: ignore[dict-item]
+
+
+def test_the_same_value_objects_span_after_span() -> None:
+    # the wire stage hands on one header tuple per distinct head: found as the key's last value by
+    # identity; an equal value of another object, another value, and back, all encode as the SDK's
+    shared, other = ("text/html",), ("text/plain",)
+    enc = OtlpTraceEncoder()
+    batch = [span(f"s{i}", {"h": v, "n": 200, "m": "GET"})
+             for i, v in enumerate([shared, shared, ("text/html",), other, shared, ("x", 1), shared])]
+    same(batch, enc)
+    same(batch, enc)
+
+
+class CountedState(TraceState):
+    """An empty TraceState that counts how often its truth is asked (an interpreted ``__len__``)."""
+
+    lens = 0
+
+    def __len__(self) -> int:
+        CountedState.lens += 1
+        return super().__len__()
+
+
+def test_an_empty_trace_state_is_asked_once() -> None:
+    state = CountedState()
+    batch = [span(f"s{i}", {"i": i}, trace_state=state) for i in range(50)]
+    records = [record_of(s) for s in batch]
+    enc = OtlpTraceEncoder()
+    CountedState.lens = 0
+    enc.encode(records)
+    enc.encode(batch)
+    assert CountedState.lens == 1
+    same(batch)
