@@ -38,6 +38,9 @@ MUTED: Final = 3
 OFF: Final = 4
 
 
+# No protocol judged yet: one shared empty set (immutable), not a new one per connection.
+NOTHING_JUDGED: Final[frozenset[str]] = frozenset()
+
 _AF_UNIX: Final = int(socket.AF_UNIX)
 _SOCK_DGRAM: Final = int(socket.SOCK_DGRAM)
 
@@ -121,7 +124,7 @@ class ConnState:
         self.held: list[Segment] = []
         # UNKNOWN: the names of the protocols enabled when detection gave up; one enabled later
         # was never tried on this socket.
-        self.judged: frozenset[str] = frozenset()
+        self.judged: frozenset[str] = NOTHING_JUDGED
         # Per direction (index = Direction): [(ts_ns, tid), ...] each time the thread changed.
         self.tids: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
         self.conn: Optional[Connection] = None  # last Connection built (reused while tid/peer hold)
@@ -134,7 +137,7 @@ class ConnState:
         self.held = []
         self.seen_segments = 0
         self.seen_bytes = 0
-        self.judged = frozenset()
+        self.judged = NOTHING_JUDGED
         self.lost_at_detect = self.lost
 
     def note_tid(self, direction: int, ts_ns: int, tid: int) -> None:

@@ -45,7 +45,7 @@ from hostagent.capture.state import (
     ConnState,
     transport_of,
 )
-from hostagent.model import COMPILED, Call, CaptureEvent, Direction, Endpoint, EventKind, Role, Segment
+from hostagent.model import COMPILED, Call, CaptureEvent, Direction, Endpoint, EventKind, ParserStats, Role, Segment
 from hostagent.protocols.base import ProtocolSpec
 from hostagent.protocols.http1 import Http1Parser
 
@@ -482,10 +482,21 @@ class ConnectionTracker:
 
     def _finish(self, state: ConnState, ts_ns: int) -> list[Call]:
         self._counters["closed"] += 1
-        calls: list[Call] = []
-        if state.parser is not None and state.phase == PARSING:
-            calls = state.parser.close(ts_ns)
-        _add_parser_stats(self._closed_parser_stats, state)
+        calls: list[Call]
+        http1 = state.http1
+        if http1 is not None:  # the parser, typed: compiled, its close and counters read natively
+            if state.phase != PARSING:
+                calls = []
+            else:
+                calls = http1.close(ts_ns)
+            stats = http1.stats
+            if stats.resyncs or stats.unpaired or stats.truncated:
+                _add_stats(self._closed_parser_stats, stats)
+        else:
+            calls = []
+            if state.parser is not None and state.phase == PARSING:
+                calls = state.parser.close(ts_ns)
+            _add_parser_stats(self._closed_parser_stats, state)
         return self._tag(state, calls, state.peer) if calls else calls
 
     def _mute(self, state: ConnState, phase: int) -> None:
@@ -525,6 +536,10 @@ def _add_parser_stats(totals: dict[str, int], state: ConnState) -> None:
     stats = getattr(state.parser, "stats", None)
     if stats is None or not (stats.resyncs or stats.unpaired or stats.truncated):
         return  # nothing counted (nearly every connection): no three dict updates per close
+    _add_stats(totals, stats)
+
+
+def _add_stats(totals: dict[str, int], stats: ParserStats) -> None:
     totals["resyncs"] += stats.resyncs
     totals["unpaired"] += stats.unpaired
     totals["truncated"] += stats.truncated

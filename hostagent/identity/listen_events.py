@@ -43,6 +43,7 @@ from hostagent.model import CaptureEvent, EventKind
 # and ends per process (a server listens on a few).
 MAX_ORPHAN_LISTENERS = 64
 MAX_JUDGED = 4096  # accepting pids whose service was compared with their listener's (EXIT clears)
+MAX_QUIET = 4096  # accepts remembered as teaching nothing (see _quiet)
 
 MAX_FOLLOWED = 4096  # holders and descendants whose children are followed (EXIT clears)
 CHILDREN_KEPT = 4  # per followed process: its latest children
@@ -78,6 +79,13 @@ class ListenEvents:
         # a holder (or a child of one) -> its latest children, for its EXIT: see _heirs_of
         self._children: dict[int, list[int]] = {}
         self._heirs: set[int] = set()  # those children, while alive and not exec'd
+        # (pid, local port, local address) -> the listener table's generation when an accept there
+        # taught nothing and could teach nothing more (judged already, no launcher involved): the
+        # next accept of that pid on that end returns after one lookup (a connection per request
+        # made the five lookups of ``_accepted``, three of them interpreted, per connection). It
+        # holds while the table is the one judged on (its generation) and while ``_judged`` and
+        # ``_launcher`` keep what they said: anything that drops entries of theirs clears it.
+        self._quiet: dict[tuple[int, int, str], int] = {}
 
     def on_event(self, event: CaptureEvent) -> None:
         """A non-data event; those of the ``IGNORED`` kinds change nothing."""
@@ -99,6 +107,8 @@ class ListenEvents:
                 self._exec(event)
         elif kind == _EXIT:
             pid = event.pid
+            if self._quiet and (pid in self._judged or pid in self._launcher):
+                self._quiet.clear()
             self._orphans.pop(pid, None)
             self._judged.pop(pid, None)
             self._launcher.pop(pid, None)
@@ -159,34 +169,54 @@ class ListenEvents:
     def _accepted(self, event: CaptureEvent) -> None:
         """``event.pid`` accepted a connection on its local end: when the table names another
         process of another service for that listener, the accepting one serves it."""
+        pid = event.pid
+        generation = self.listeners.generation
+        quiet = (pid, event.local_port, event.local_addr)
+        if self._quiet.get(quiet) == generation:
+            return  # as below, nothing to learn: the same answers from the same table
         found = self.listeners.holder(event.local_addr, event.local_port)
         if found is None:
-            self._unknown_listener(event)
+            if not self._unknown_listener(event):
+                self._still(quiet, generation)
             return
         key, holder = found
         launcher = self.listeners.launcher_of(key)
         if launcher is None and self._is_launcher(holder):
             launcher = holder
         if launcher is not None:
-            self._handed[launcher] = (key, event.ts_ns)
-        if holder == event.pid or launcher == event.pid or self.listeners.served_service(holder) is not None:
-            return  # the launcher's own accept (or its helper's, for a per-connection server)
-        pid = event.pid
+            self._handed[launcher] = (key, event.ts_ns)  # per accept: never quiet
+            if holder == pid or launcher == pid or self.listeners.served_service(holder) is not None:
+                return  # the launcher's own accept (or its helper's, for a per-connection server)
+        elif holder == pid or self.listeners.served_service(holder) is not None:
+            self._still(quiet, generation)
+            return
         if not self._first_judgement(pid, key):
+            if launcher is None:
+                self._still(quiet, generation)
             return
         server = self.services.service_for(pid, event.comm, event.cgroup_id)
         if server.name != self.services.service_for(holder).name:
             self.listeners.serve(key, pid, holder)
 
-    def _unknown_listener(self, event: CaptureEvent) -> None:
+    def _still(self, quiet: tuple[int, int, str], generation: int) -> None:
+        """An accept that taught nothing, and whose repeat would teach nothing while the table's
+        generation is ``generation``: remembered (bounded)."""
+        if len(self._quiet) >= MAX_QUIET:
+            self._quiet.clear()
+        self._quiet[quiet] = generation
+
+    def _unknown_listener(self, event: CaptureEvent) -> bool:
         """An accept on a listener the table does not have: the accepting process holds it (accept()
         takes the listening fd). systemd 252 listens in a short-lived "(sd-listen)" child and keeps
         the socket in PID 1: that LISTEN event's pid was gone when read, and the activated
         service's first call had no peer until a refresh. Once per (pid, endpoint): a container's
         own listeners are not learnt (another network namespace), and their accepts stay cheap."""
         pid, end = event.pid, (event.local_addr, event.local_port)
-        if self._first_judgement(pid, end) and self.listeners.learn(end[0], end[1], pid):
+        if not self._first_judgement(pid, end):
+            return False  # judged before: nothing to learn
+        if self.listeners.learn(end[0], end[1], pid):
             self.services.service_for(pid, event.comm, event.cgroup_id)
+        return True
 
     def _first_judgement(self, pid: int, key: tuple[str, int]) -> bool:
         """True the first time (pid, endpoint) is asked (bounded: cleared whole at MAX_JUDGED)."""
@@ -196,6 +226,7 @@ class ListenEvents:
         if judged is None:
             if len(self._judged) >= MAX_JUDGED:
                 self._judged.clear()
+                self._quiet.clear()
             judged = self._judged[pid] = set()
         judged.add(key)
         return True
@@ -205,6 +236,7 @@ class ListenEvents:
         if known is None:
             if len(self._launcher) >= MAX_LAUNCHERS:
                 self._launcher.clear()
+                self._quiet.clear()
             known = self._launcher[pid] = self.listeners.is_launcher(pid)
         return known
 

@@ -195,3 +195,53 @@ def test_what_an_accept_taught_survives_refreshes_until_the_server_exits(tmp_pat
     assert listeners.snapshot() == {("127.0.0.1", PORT): 1}
     listeners.refresh()
     assert (peer_of_a_call(pipe, exported), listeners.snapshot()) == ("systemd", {("127.0.0.1", PORT): 1})
+
+
+def test_repeated_accepts_that_teach_nothing_skip_the_listener_lookups(tmp_path: Path) -> None:
+    """A connection per request makes an ACCEPT per call: once an accepting process was judged on
+    an end (a pre-fork worker of the listener's service), its next accepts there are answered from
+    a memo held by the table's generation, without the listener table's lookups."""
+    pipe, listeners, exported = pipeline(tree(tmp_path, SYSTEMD, WEB, workers=(WORKER,)))
+    asked: list[int] = []
+    holder = listeners.holder
+
+    def counting(address: str, port: int) -> Optional[tuple[tuple[str, int], int]]:
+        asked.append(port)
+        return holder(address, port)
+
+    listeners.holder = counting  # type: ignore[method-assign]
+    for raw in (listen_record(WEB, b"python3"), *[accept_record(WORKER)] * 5):
+        pipe.on_event(ev.decode(raw, len(raw)))
+    assert len(asked) == 2  # judged, then found judged (remembered); the other three skip both
+    assert (peer_of_a_call(pipe, exported), listeners.snapshot()) == ("web", {("127.0.0.1", PORT): WEB})
+    listeners.learn("127.0.0.1", PORT, WEB)  # the table changed (a new generation): asked again
+    raw = accept_record(WORKER)
+    pipe.on_event(ev.decode(raw, len(raw)))
+    assert len(asked) == 3
+
+
+@pytest.mark.parametrize(
+    ("events", "peer", "holder"),
+    [
+        # the server's accepts remembered as teaching nothing; it exits, and its pid comes back
+        # accepting: judged again (its EXIT cleared what was remembered), it serves again
+        ([listen_record(SYSTEMD, b"systemd"), accept_record(WEB), accept_record(WEB), exit_record(WEB),
+          accept_record(WEB)], "web", WEB),
+        ([listen_record(SYSTEMD, b"systemd"), accept_record(WEB), accept_record(WEB), accept_record(WEB),
+          exit_record(WEB), accept_record(WORKER), accept_record(WORKER)], "web", WORKER),
+        # a pre-fork worker's remembered accepts, then the launcher takes the endpoint: the worker
+        # was judged on it already (once per pid and end), so the launcher stays named
+        ([listen_record(WEB, b"python3"), accept_record(WORKER), accept_record(WORKER),
+          listen_record(SYSTEMD, b"systemd"), accept_record(WORKER)], "systemd", SYSTEMD),
+        # the activated server and a worker of its service, each accepting again: the server stays named
+        ([listen_record(SYSTEMD, b"systemd"), accept_record(WEB), accept_record(WEB), accept_record(WORKER),
+          accept_record(WORKER)], "web", WEB),
+    ],
+)
+def test_remembered_accepts_are_judged_again_after_a_change(tmp_path: Path, events: list[bytes], peer: str,
+                                                           holder: int) -> None:
+    pipe, listeners, exported = pipeline(tree(tmp_path, SYSTEMD, WEB, workers=(WORKER,)))
+    for raw in events:
+        pipe.on_event(ev.decode(raw, len(raw)))
+    assert pipe.dropped == {}
+    assert (peer_of_a_call(pipe, exported), listeners.snapshot()) == (peer, {("127.0.0.1", PORT): holder})
