@@ -544,7 +544,6 @@ static __always_inline u32 mute_epoch_now(void) {
 
 /* muted.delete when there is something to delete: a lookup takes no lock, a delete the bucket's
  * (with interrupts off) whether the key is there or not, and almost no socket is muted. */
-
 static __always_inline void unmute(u64 key) {
     if (mute_epoch_now() == 0)
         return;  /* nothing was ever muted */

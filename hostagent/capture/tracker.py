@@ -485,10 +485,7 @@ class ConnectionTracker:
         calls: list[Call]
         http1 = state.http1
         if http1 is not None:  # the parser, typed: compiled, its close and counters read natively
-            if state.phase != PARSING:
-                calls = []
-            else:
-                calls = http1.close(ts_ns)
+            calls = http1.close(ts_ns) if state.phase == PARSING else []
             stats = http1.stats
             if stats.resyncs or stats.unpaired or stats.truncated:
                 _add_stats(self._closed_parser_stats, stats)
