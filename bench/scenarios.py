@@ -68,7 +68,7 @@ def median(values: list[float]) -> float:
 
 
 def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round"]
     out: dict[str, Any] = {k: round(median([r[k] for r in runs if k in r]), 4) for k in keys}
     drops: dict[str, int] = {}
     for r in runs:
@@ -86,10 +86,11 @@ def _tree_cpu_s(pid: int) -> float:
 
 
 def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None,
-             server_pid: Optional[int] = None) -> WrkResult:
-    """wrk against ``url``; with ``server_pid``, the server tree's CPU seconds during the run too."""
+             server_pid: Optional[int] = None, seconds: Optional[float] = None) -> WrkResult:
+    """wrk against ``url`` for ``seconds`` (the run's by default); with ``server_pid``, the server
+    tree's CPU seconds during the run too."""
     cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
-    res = run_wrk(url, seconds=ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
+    res = run_wrk(url, seconds=seconds or ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
     if server_pid:
         res.server_cpu_s = _tree_cpu_s(server_pid) - cpu0
     return res
@@ -156,49 +157,121 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
     return _compare(runs, {"server": "nginx 1 process, static 15-byte file, keep-alive", "conns": conns})
 
 
+def flask_plan(rounds: int, agent_configs: list[str]) -> list[list[str]]:
+    """The configurations of each Flask round, in the order they run. Twice the rounds at half the
+    seconds (``overhead_flask``); plain and the default agent in every round, their order swapped
+    round by round (plain first in one, the agent first in the next: a drift within the round
+    does not always favour the same one); the agent at nice 10 and at nice 0 (full runs) in every
+    other round each, and OpenTelemetry (last: its own, instrumented gunicorn) in every other
+    round, so each of those is still measured ``rounds`` times."""
+    plan = []
+    for r in range(2 * rounds):
+        pair = ["plain", "agent"] if r % 2 == 0 else ["agent", "plain"]
+        extra = [c for c in agent_configs if c != "agent"]
+        plan.append(pair + extra[r % 2::2] + (["otel"] if r % 2 else []))
+    return plan
+
+
 def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
+    """Flask under gunicorn: why its rounds are many and short, and its ratios per round. This app's
+    speed moves with the host far more than what the agent costs it: one plain gunicorn ran
+    anywhere from 2,800 to 3,750 req/s in 40 back-to-back 5 s runs, and a busy loop at SCHED_IDLE
+    on the load generator's CPU made it 1.4x faster (its own CPU per request -24%: on this VM a
+    halted vCPU makes the other's user code slower). Those 40 runs taken as 20 A/B pairs of the
+    same code: three pairs compared by the ratio of their medians ranged 0.964-1.156 over the
+    windows of the series, the median of six per-pair ratios 0.985-1.005 (bench/README, the
+    twenty-fifth round). So each round's plain and agent runs serve one gunicorn, started for
+    the round and warmed up for a second; the headline ratios (``ratio_rps``, ``ratio_p99``,
+    ``ratio_server_cpu``) are medians of the per-round ratios, and the ratios of the medians stay
+    beside them (``*_of_medians``), as does every round."""
     url = f"http://127.0.0.1:{PORT_FLASK}/work"
-    configs = ["plain", *_agent_configs(ctx), "otel"]
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
-    for r in range(ctx.rounds):
-        for cfg in configs:
-            ctx.log(f"flask round {r + 1}/{ctx.rounds}: {cfg}")
-            otel_sink = Sink(ctx.workdir, PORT_OTEL_SINK, cpus=LOAD_CPU) if cfg == "otel" else None
-            srv = gunicorn(PORT_FLASK, SERVER_CPU, otel_sink.endpoint if otel_sink else None)
-            try:
-                _wrk_run(ctx, url, conns) if r == 0 and cfg == "plain" else None  # warm-up
+    plan = flask_plan(ctx.rounds, _agent_configs(ctx))
+    seconds = ctx.seconds / 2
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in ["plain", *_agent_configs(ctx), "otel"]}
+    for r, configs in enumerate(plan):
+        srv = gunicorn(PORT_FLASK, SERVER_CPU)  # plain and the agents of this round
+        try:
+            run_wrk(url, seconds=1.0, conns=conns, cpus=LOAD_CPU, workdir=ctx.workdir)  # warm-up, not recorded
+            for cfg in configs:
+                if cfg == "otel":
+                    continue  # after this gunicorn has stopped: the port is theirs in turn
+                ctx.log(f"flask round {r + 1}/{len(plan)}: {cfg}")
                 if cfg in AGENT_CONFIGS:
-                    runs[cfg].append(_with_agent(ctx, PORT_FLASK,
-                                                 lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid),  # noqa: B023
-                                                 agent_keys=AGENT_CONFIGS[cfg]))
+                    row = _with_agent(ctx, PORT_FLASK,
+                                      lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid, seconds=seconds),  # noqa: B023
+                                      agent_keys=AGENT_CONFIGS[cfg])
                 else:
-                    res = _wrk_run(ctx, url, conns, server_pid=srv.pid).as_dict()
-                    if otel_sink is not None:
-                        srv.stop()  # flushes the SDK's batch processor
-                        res["spans"] = otel_sink.settle()
-                        res["spans_expected"] = res["requests"]
-                    runs[cfg].append(res)
-            finally:
-                srv.stop()
-                if otel_sink is not None:
-                    otel_sink.stop()
-    return _compare(runs, {"server": "Flask under gunicorn, 1 sync worker (no keep-alive)", "conns": conns})
+                    row = _wrk_run(ctx, url, conns, server_pid=srv.pid, seconds=seconds).as_dict()
+                runs[cfg].append({**row, "round": r})
+        finally:
+            srv.stop()
+        if "otel" in configs:
+            ctx.log(f"flask round {r + 1}/{len(plan)}: otel")
+            runs["otel"].append({**_otel_run(ctx, url, conns, seconds), "round": r})
+    return _compare(runs, {"server": "Flask under gunicorn, 1 sync worker (no keep-alive)", "conns": conns,
+                           "rounds": len(plan), "seconds": seconds,
+                           "ratios": "median of per-round ratios (each against the same round's plain run)"},
+                    per_round=True)
 
 
-def _compare(runs: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> dict[str, Any]:
+def _otel_run(ctx: Ctx, url: str, conns: int, seconds: float) -> dict[str, Any]:
+    """opentelemetry-instrument's gunicorn (a process of its own), its spans counted once it stops."""
+    otel_sink = Sink(ctx.workdir, PORT_OTEL_SINK, cpus=LOAD_CPU)
+    try:
+        srv = gunicorn(PORT_FLASK, SERVER_CPU, otel_sink.endpoint)
+        try:
+            run_wrk(url, seconds=1.0, conns=conns, cpus=LOAD_CPU, workdir=ctx.workdir)  # warm-up, not recorded
+            res = _wrk_run(ctx, url, conns, server_pid=srv.pid, seconds=seconds).as_dict()
+        finally:
+            srv.stop()  # flushes the SDK's batch processor
+        res["spans"] = otel_sink.settle()
+        res["spans_expected"] = res["requests"]
+        return res
+    finally:
+        otel_sink.stop()
+
+
+def _round_ratios(runs: dict[str, list[dict[str, Any]]], cfg: str, key: str) -> list[float]:
+    """``cfg``'s value of ``key`` over plain's, round by round: by the runs' ``round`` where they
+    carry one (a configuration measured in some rounds only), else by position."""
+    plain = runs["plain"]
+    if all("round" in r for r in plain + runs[cfg]):
+        by_round = {p["round"]: p for p in plain}
+        pairs = [(a, by_round[a["round"]]) for a in runs[cfg] if a["round"] in by_round]
+    else:
+        pairs = list(zip(runs[cfg], plain))
+    return [round(a[key] / p[key], 4) for a, p in pairs if a.get(key) is not None and p.get(key)]
+
+
+def _compare(runs: dict[str, list[dict[str, Any]]], info: dict[str, Any],
+             per_round: bool = False) -> dict[str, Any]:
+    """Each configuration's medians and its ratios to plain. ``per_round``: the ratios are the
+    medians of the per-round ratios (``overhead_flask``), the ratios of the medians kept beside
+    them as ``*_of_medians``; else the ratios of the medians (steady servers: nginx, the databases)."""
     out: dict[str, Any] = {"info": info}
     for cfg, rs in runs.items():
         out[cfg] = _summarize(rs)
     plain = out["plain"]
     for cfg in runs:
-        out[cfg]["ratio_rps"] = round(out[cfg]["rps"] / plain["rps"], 4) if plain["rps"] else 0.0
+        row = out[cfg]
+        row["ratio_rps"] = round(row["rps"] / plain["rps"], 4) if plain["rps"] else 0.0
         # pgbench reports a mean latency only: the ratio is of the mean there
-        lat = "p99_ms" if "p99_ms" in plain and "p99_ms" in out[cfg] else "mean_ms"
-        out[cfg]["ratio_p99"] = round(out[cfg][lat] / plain[lat], 4) if plain.get(lat) else 0.0
-        if plain.get("server_cpu_us_per_req") and "server_cpu_us_per_req" in out[cfg]:
-            out[cfg]["ratio_server_cpu"] = round(out[cfg]["server_cpu_us_per_req"] / plain["server_cpu_us_per_req"], 4)
-        # per-round ratios (each round's agent run against the same round's plain run)
-        out[cfg]["round_ratios_rps"] = [round(a["rps"] / p["rps"], 4) for a, p in zip(runs[cfg], runs["plain"])]
+        lat = "p99_ms" if "p99_ms" in plain and "p99_ms" in row else "mean_ms"
+        row["ratio_p99"] = round(row[lat] / plain[lat], 4) if plain.get(lat) else 0.0
+        cpu = plain.get("server_cpu_us_per_req") and "server_cpu_us_per_req" in row
+        if cpu:
+            row["ratio_server_cpu"] = round(row["server_cpu_us_per_req"] / plain["server_cpu_us_per_req"], 4)
+        # per-round ratios (each round's run against the same round's plain run)
+        row["round_ratios_rps"] = _round_ratios(runs, cfg, "rps")
+        if per_round:
+            row["round_ratios_p99"] = _round_ratios(runs, cfg, lat)
+            for key, rounds in (("ratio_rps", row["round_ratios_rps"]), ("ratio_p99", row["round_ratios_p99"]),
+                                ("ratio_server_cpu", _round_ratios(runs, cfg, "server_cpu_us_per_req") if cpu else [])):
+                if rounds:
+                    row[f"{key}_of_medians"] = row[key]
+                    row[key] = round(median(rounds), 4)
+            if cpu:
+                row["round_ratios_server_cpu"] = _round_ratios(runs, cfg, "server_cpu_us_per_req")
     return out
 
 
