@@ -70,7 +70,9 @@ def _spread(f: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
     lines = [f"Run {m['date']} at {m['commit']} ({m['mode']}; {m['rounds']} rounds x {m['seconds']} s, "
-             f"medians; server CPU {m['server_cpu']}, load CPU {m['load_cpu']}, agent unpinned "
+             f"medians; Flask in {2 * m['rounds']} rounds x {m['seconds'] / 2:g} s, its ratios the medians of the "
+             "per-round ratios; "
+             f"server CPU {m['server_cpu']}, load CPU {m['load_cpu']}, agent unpinned "
              "(fidelity: placement per row); "
              f"load average at start {m['loadavg_start']}, other BPF programs loaded: {m['other_bpf_progs']})", "",
              "| workload | config | req/s | vs plain | p50 ms | p99 ms | p99 vs plain | app CPU us/req (vs plain) "

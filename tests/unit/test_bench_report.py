@@ -33,7 +33,8 @@ def results(mode: str = "full") -> dict[str, Any]:
 def test_the_tables_carry_the_runs_numbers() -> None:
     md = report.markdown(results())
     lines = md.splitlines()
-    assert lines[0].startswith("Run 2026-12-05 at abc1234 (full; 3 rounds x 10.0 s, medians;")
+    assert lines[0].startswith("Run 2026-12-05 at abc1234 (full; 3 rounds x 10.0 s, medians; Flask in 6 rounds x 5 s, "
+                               "its ratios the medians of the per-round ratios;")
     assert "| flask | plain | 4891 | 1.000 | 0.73 | 1.51 | 1.000 | 193.0 (1.000) | - | - | - | - |" in lines
     assert ("| flask | agent (default: idle policy, nice 10) | 4265 | 0.872 | 0.79 | 2.44 | 1.619 | 208.0 (1.078) "
             "| 0.081 | 132 / 186 | 86148 / 86142 | 0 |") in lines
