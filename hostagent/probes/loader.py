@@ -341,15 +341,23 @@ class BpfCapture:
             grp.lean = [(tp, name, -1) for tp, name, _ in grp.lean]
             log.info("backed off: %d programs detached (a send's start stamp, the datagram exits)", len(held))
             return len(held)
-        lean = []
+        lean, failed = [], ""
         for tp, name, fd in grp.lean:
             if fd < 0:
-                fd = self._attach_one(tp, self._bpf.funcs[name].fd, name.decode())
+                try:
+                    fd = self._attach_one(tp, self._bpf.funcs[name].fd, name.decode())
+                except OSError as e:  # left detached: what it did stays done as while backed off
+                    failed = str(e)
             lean.append((tp, name, fd))
         grp.lean = lean
-        self._set_dgram_exit(True)  # last: the exits are there for what is deferred from now on
-        log.info("full effort: %d programs re-attached", len(lean))
-        return len(lean)
+        if all(fd >= 0 for tp, _, fd in lean if not tp.startswith("raw:")):
+            self._set_dgram_exit(True)  # last: the exits are there for what is deferred from now on
+        if failed:
+            log.warning("full effort: re-attaching failed (%s); sends stamped at their end, datagram "
+                        "receives counted as lost until the socket group is attached again", failed)
+        else:
+            log.info("full effort: %d programs re-attached", len(lean))
+        return sum(fd >= 0 for _, _, fd in lean)
 
     def _load_walkers(self, grp: _Group) -> None:
         """Loads the walkers into their program arrays before any data program can call them (a
