@@ -108,7 +108,7 @@ struct inflight {
     u8 op;           /* enum syscall_op */
     u8 direction;
     u16 _pad;
-    u32 _pad2;
+    u32 dgen;        /* a datagram receive deferred to its exit: CONF_DGRAM_EXIT when saved */
     u64 ts;          /* egress data: sys_enter's time, when the bytes start to leave (exit_data) */
     struct sock_info si; /* data ops: the socket's entry as sys_enter found it, so sys_exit needs
                             no second sockets/proc_gen lookup */
@@ -405,6 +405,15 @@ static __always_inline int socket_enabled(void) {
     u32 k = CONF_SOCKET_ENABLED;
     u32 *v = config.lookup(&k);
     return v && *v;
+}
+
+/* The socket path's datagram exits (sock__exit_dgram): odd while attached. While they are not,
+ * a datagram receive cannot be finished with its sender and is not deferred (sock_data); one
+ * deferred under another value had its exit detached meanwhile. */
+static __always_inline u32 dgram_exit_gen(void) {
+    u32 k = CONF_DGRAM_EXIT;
+    u32 *v = config.lookup(&k);
+    return v ? *v : 0;
 }
 
 static __always_inline u64 current_gen(u32 tgid) {
@@ -2799,10 +2808,28 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
         /* A datagram's sender reaches the caller's sockaddr only after this tracepoint: the
          * syscall's exit program (attached for these two) emits the event, as on the syscall
          * path. A stream socket's peer is known from its entry, so TCP needs no such detour. */
-        __builtin_memcpy(&a.si, si, sizeof(a.si));
-        save(id, &a);
         int zero = 0;
         u64 *pending = dgram_pending.lookup(&zero);
+        struct inflight *prev = inflight.lookup(&id);
+        if (prev && (prev->op == OP_RECVFROM || prev->op == OP_RECVMSG)) {
+            /* a receive deferred before the exits were detached, its exit gone with them */
+            count_drop(DROP_RINGBUF_FULL);
+            prev->op = OP_NONE;
+            if (pending)
+                __sync_fetch_and_add(pending, -1);
+        }
+        u32 gen = dgram_exit_gen();
+        if (!(gen & 1)) {
+            /* The exits are detached (the agent backed off from a hopeless overload, see
+             * BpfCapture.set_backed_off): the receive is lost as a shed call is, counted with
+             * the ring's overload, and the socket's next event tells the parser. */
+            count_drop(DROP_RINGBUF_FULL);
+            si->lost++;
+            return 0;
+        }
+        __builtin_memcpy(&a.si, si, sizeof(a.si));
+        a.dgen = gen;
+        save(id, &a);
         if (pending)
             __sync_fetch_and_add(pending, 1);
         return 0;
@@ -2821,6 +2848,10 @@ int sock__exit_dgram(struct tracepoint__syscalls__sys_exit_recvfrom *args) {
     if (!take(id, &a))
         return 0;
     __sync_fetch_and_add(pending, -1);
+    if (a.dgen != dgram_exit_gen()) {
+        count_drop(DROP_RINGBUF_FULL);  /* deferred before a detach: this exit is another call's */
+        return 0;
+    }
     return finish_data(args, id, &a, args->ret);
 }
 

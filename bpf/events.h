@@ -121,7 +121,9 @@ enum drop_cause {
 /* Index into the "config" array map (u32 values) that Python writes. */
 enum config_key {
     CONF_SOCKET_ENABLED = 0, /* 0: socket programs keep their maps but emit nothing */
-    CONF_KEYS = 1,
+    CONF_DGRAM_EXIT = 1,     /* the socket path's datagram exits: odd while sock__exit_dgram is
+                                attached, bumped at every attach and detach (capture.c) */
+    CONF_KEYS = 2,
 };
 
 struct event_hdr {

@@ -87,6 +87,12 @@ class Capture:
         """Records taken from the ring so far."""
         return int(self.bpf.events_seen)
 
+    def set_backed_off(self, backed_off: bool) -> None:
+        """The overload backoff's state (hostagent.overload): backed off, the socket path's programs
+        that do nothing for a shed call are detached; a change only when it changed."""
+        if backed_off != self.bpf.backed_off:
+            self.bpf.set_backed_off(backed_off)
+
     def drop_counts(self) -> dict[str, int]:
         if self._final_drops is not None:
             return self._final_drops

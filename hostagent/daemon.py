@@ -319,6 +319,8 @@ class Agent:
                 lowered = guard.hold(backoff.resting)
                 if lowered:
                     log.info("cpu priority: %s", lowered)
+            # backed off, the programs a shed call has no use for are detached (BpfCapture.set_backed_off)
+            self.capture.set_backed_off(backoff.resting)
         rest = backoff.rest_after(burst_s)
         if rest > 0:
             end = time.monotonic() + rest

@@ -94,6 +94,7 @@ SYSCALL_OPS = (
 )  # fmt: skip
 DROP_CAUSES = ("ringbuf_full", "inflight_full", "read_fault", "mmsg_truncated", "h2_unwalked")
 CONF_SOCKET_ENABLED = 0
+CONF_DGRAM_EXIT = 1  # odd while the socket path's datagram exits are attached
 EVF_READ_FAULT = 1
 EVF_PEER_FROM_CALL = 2
 

@@ -36,6 +36,7 @@ from hostagent.probes import events as ev
 from hostagent.probes.fdinfo import read_fdinfo
 from hostagent.probes.registry import (
     DATA_PROGRAMS,
+    DETACHED_BACKED_OFF,
     GROUP_PROGRAMS,
     SOCKET_DATA,
     SOCKET_DATA_OPTIONAL,
@@ -79,6 +80,8 @@ class _Group:
     perf_fds: list[int] = field(default_factory=list)  # tracepoint perf events
     raw_fds: list[int] = field(default_factory=list)  # raw tracepoint links (closing detaches)
     funcs: list[bytes] = field(default_factory=list)
+    # the socket path's programs a backed-off agent detaches: (tracepoint, function, fd or -1)
+    lean: list[tuple[str, bytes, int]] = field(default_factory=list)
 
 
 def _raw_record(buf: Any, off: int, length: int) -> bytes:
@@ -141,6 +144,8 @@ class BpfCapture:
         self.on_backlog: Optional[Callable[[int], object]] = None  # told the unread bytes as a drain goes
         self._pause = CpuYield()
         self.sock_offsets: Optional[SockOffsets] = None  # found at the first cflags()
+        self.backed_off = False  # set_backed_off: DETACHED_BACKED_OFF's programs are not attached
+        self._dgram_gen = 0  # CONF_DGRAM_EXIT as last written: odd while the datagram exits are attached
 
     # ---- load -------------------------------------------------------------------------------
 
@@ -252,7 +257,6 @@ class BpfCapture:
 
     def _attach_group(self, group: str) -> ProbeState:
         from bcc import BPF
-        from bcc.libbcc import lib
 
         t0 = time.monotonic()
         if group == SOCKET_GROUP and not self.data_path:
@@ -267,34 +271,93 @@ class BpfCapture:
         try:
             if group == SOCKET_GROUP:
                 self._load_walkers(grp)
+                # before the datagram exits attach: a receive is deferred to them only while odd
+                self._set_dgram_exit(self.data_path == SOCKET_DATA and not self.backed_off)
             for tp, fn_name in self._programs(group):
                 name = fn_name.encode()
-                cat, event = tp.split(":")
-                raw = cat == "raw"
-                fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
+                fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if tp.startswith("raw:") else BPF.TRACEPOINT)
                 if name not in grp.funcs:
                     grp.funcs.append(name)
-                if raw:
-                    fd = lib.bpf_attach_raw_tracepoint(fn.fd, event.encode())
+                lean = group == SOCKET_GROUP and self.data_path == SOCKET_DATA and \
+                    tp.split(":")[1] in DETACHED_BACKED_OFF
+                if lean and self.backed_off:
+                    grp.lean.append((tp, name, -1))
+                    continue
+                fd = self._attach_one(tp, fn.fd, fn_name)
+                if lean:
+                    grp.lean.append((tp, name, fd))
                 else:
-                    fd = lib.bpf_attach_tracepoint(fn.fd, cat.encode(), event.encode())
-                if fd < 0:
-                    raise OSError(f"attaching {fn_name} to {tp} failed: {os.strerror(ctypes.get_errno())}")
-                (grp.raw_fds if raw else grp.perf_fds).append(fd)
+                    (grp.raw_fds if tp.startswith("raw:") else grp.perf_fds).append(fd)
         except Exception as e:
             self._release(group)
             log.warning("probe group %s failed to attach: %s", group, e)
             return ProbeState("failed", str(e).splitlines()[0][:300])
         if group == SOCKET_GROUP:
             self.set_socket_enabled(True)
-        log.info(
-            "attached group %s: %d programs on %d tracepoints in %.3f s",
-            group,
-            len(grp.funcs),
-            len(grp.perf_fds) + len(grp.raw_fds),
-            time.monotonic() - t0,
-        )
-        return ProbeState("attached", "", len(grp.funcs), len(grp.perf_fds) + len(grp.raw_fds))
+        attached = len(grp.perf_fds) + len(grp.raw_fds) + sum(fd >= 0 for _, _, fd in grp.lean)
+        log.info("attached group %s: %d programs on %d tracepoints in %.3f s",
+                 group, len(grp.funcs), attached, time.monotonic() - t0)
+        return ProbeState("attached", "", len(grp.funcs), attached)
+
+    @staticmethod
+    def _attach_one(tp: str, prog_fd: int, fn_name: str) -> int:
+        """Attaches a loaded program to "category:event" ("raw:event": a raw tracepoint); the fd
+        whose close detaches it."""
+        from bcc.libbcc import lib
+
+        cat, event = tp.split(":")
+        if cat == "raw":
+            fd = lib.bpf_attach_raw_tracepoint(prog_fd, event.encode())
+        else:
+            fd = lib.bpf_attach_tracepoint(prog_fd, cat.encode(), event.encode())
+        if fd < 0:
+            raise OSError(f"attaching {fn_name} to {tp} failed: {os.strerror(ctypes.get_errno())}")
+        return int(fd)
+
+    def _set_dgram_exit(self, attached: bool) -> None:
+        """CONF_DGRAM_EXIT to a new value, odd when the datagram exits are (about to be) attached."""
+        self._dgram_gen += 1 if (self._dgram_gen & 1) != attached else 2
+        self._bpf[b"config"][ctypes.c_int(ev.CONF_DGRAM_EXIT)] = ctypes.c_uint32(self._dgram_gen & 0xFFFFFFFF)
+
+    def set_backed_off(self, backed_off: bool) -> int:
+        """The agent backed off from a hopeless overload (hostagent.overload): its kernel side sheds
+        nearly every data call, and the socket path's programs that do nothing for a shed call
+        (registry.DETACHED_BACKED_OFF: a send's start stamp, the datagram exits) only cost the traced
+        applications their dispatch. Backed off, they are detached (still loaded); taking full effort
+        again re-attaches them. Meanwhile a captured send is stamped when it returns (as on kernels
+        without tcp_sendmsg_locked) and a datagram receive is counted as lost with the ring's
+        overload (bpf/capture.c, sock_data). Returns how many attachments changed."""
+        if backed_off == self.backed_off:
+            return 0
+        self.backed_off = backed_off
+        grp = self._groups.get(SOCKET_GROUP)
+        if grp is None or not grp.lean:
+            return 0
+        if backed_off:
+            self._set_dgram_exit(False)  # first: no receive is deferred to an exit about to go
+            held = [(tp, fd) for tp, _, fd in grp.lean if fd >= 0]
+            self._close_attachments([fd for tp, fd in held if not tp.startswith("raw:")],
+                                    [fd for tp, fd in held if tp.startswith("raw:")])
+            grp.lean = [(tp, name, -1) for tp, name, _ in grp.lean]
+            log.info("backed off: %d programs detached (a send's start stamp, the datagram exits)", len(held))
+            return len(held)
+        lean, failed = [], ""
+        for tp, name, fd in grp.lean:
+            if fd < 0:
+                try:
+                    fd = self._attach_one(tp, self._bpf.funcs[name].fd, name.decode())
+                except OSError as e:  # left detached: what it did stays done as while backed off
+                    failed = str(e)
+            lean.append((tp, name, fd))
+        grp.lean = lean
+        if all(fd >= 0 for tp, _, fd in lean if not tp.startswith("raw:")):
+            self._set_dgram_exit(True)  # last: the exits are there for what is deferred from now on
+        if failed:
+            log.warning("full effort: re-attaching failed (%s); sends stamped at their end, datagram "
+                        "receives counted as lost until the socket group is attached again", failed)
+        else:
+            log.info("full effort: %d programs re-attached", len(lean))
+        return sum(fd >= 0 for _, _, fd in lean)
 
     def _load_walkers(self, grp: _Group) -> None:
         """Loads the walkers into their program arrays before any data program can call them (a
@@ -318,8 +381,6 @@ class BpfCapture:
         return self.states[group]
 
     def _release(self, group: str) -> None:
-        from bcc.libbcc import lib
-
         grp = self._groups.pop(group, None)
         if grp is None:
             return
@@ -329,19 +390,27 @@ class BpfCapture:
                     del self._bpf[table][ctypes.c_int(0)]
                 except KeyError:
                     pass
-        # Each close unregisters a tracepoint and waits for an RCU grace period (~70 ms here, 2.3 s
-        # for the socket group one after the other); closed from threads the waits overlap (1.1 s).
-        fds = len(grp.perf_fds) + len(grp.raw_fds)
-        if fds:
-            with ThreadPoolExecutor(min(fds, 32), thread_name_prefix="detach") as pool:
-                perf = pool.map(lib.bpf_close_perf_event_fd, grp.perf_fds)  # both submitted at once
-                raw = pool.map(os.close, grp.raw_fds)
-                for results in (perf, raw):
-                    list(results)  # an error in a close is raised here, as before
+        lean = [(tp, fd) for tp, _, fd in grp.lean if fd >= 0]
+        self._close_attachments(grp.perf_fds + [fd for tp, fd in lean if not tp.startswith("raw:")],
+                                grp.raw_fds + [fd for tp, fd in lean if tp.startswith("raw:")])
         for name in grp.funcs:
             fn = self._bpf.funcs.pop(name, None)
             if fn is not None:
                 os.close(fn.fd)
+
+    @staticmethod
+    def _close_attachments(perf_fds: list[int], raw_fds: list[int]) -> None:
+        """Each close unregisters a tracepoint and waits for an RCU grace period (~70 ms here, 2.3 s
+        for the socket group one after the other); closed from threads the waits overlap (1.1 s)."""
+        from bcc.libbcc import lib
+
+        fds = len(perf_fds) + len(raw_fds)
+        if fds:
+            with ThreadPoolExecutor(min(fds, 32), thread_name_prefix="detach") as pool:
+                perf = pool.map(lib.bpf_close_perf_event_fd, perf_fds)  # both submitted at once
+                raw = pool.map(os.close, raw_fds)
+                for results in (perf, raw):
+                    list(results)  # an error in a close is raised here, as before
 
     def program_ids(self, group: str) -> list[int]:
         """Kernel ids of the group's loaded programs (as `bpftool prog show` lists them)."""

@@ -81,6 +81,11 @@ DATA_HOOKS = ("auto", SOCKET_DATA, SYSCALL_DATA)
 # Raw tracepoints the "socket" data path needs / uses when present (send start stamps, >= 6.12).
 SOCKET_DATA_REQUIRED = ("sock_send_length", "sock_recv_length")
 SOCKET_DATA_OPTIONAL = ("tcp_sendmsg_locked",)
+# Socket-path programs that do nothing for a shed call: the agent backed off from a hopeless
+# overload (hostagent.overload) detaches them (BpfCapture.set_backed_off) and re-attaches them when
+# it takes full effort again. Each costs the traced app its dispatch on every send or recvfrom
+# (the datagram exits are syscall tracepoints: a perf record is built before the program runs).
+DETACHED_BACKED_OFF = ("tcp_sendmsg_locked", "sys_exit_recvfrom", "sys_exit_recvmsg")
 DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     SYSCALL_DATA: (*_OPENS_SYSCALL, *_syscall_pairs(_DATA)),
     SOCKET_DATA: (

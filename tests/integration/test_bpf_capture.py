@@ -438,6 +438,43 @@ def test_unconnected_udp_datagrams_carry_their_sender(capture: tuple[BpfCapture,
     ]
 
 
+def test_backed_off_the_shed_time_programs_go_and_a_datagram_receive_is_counted(
+        capture: tuple[BpfCapture, Collector]) -> None:
+    """An agent backed off from a hopeless overload detaches a send's start stamp and the datagram
+    exits (on the socket path): meanwhile a datagram receive is counted as lost with the ring's
+    overload, never emitted without its sender, and sends are still captured; back at full
+    effort every datagram carries its sender again."""
+    port = free_port()
+    cap, col = capture
+
+    def udp_round() -> list[tuple[int, Direction, bytes, int]]:
+        p = run_child("udp", port)
+        assert p.stdout is not None and p.stdin is not None
+        p.stdout.readline()  # the child's fds and port
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        return [(e.fd, e.direction, e.data, e.peer_port) for e in finish(cap, col, p) if e.kind == D]
+
+    lean = 3 if cap.data_path == registry.SOCKET_DATA else 0  # the syscall path has none of them
+    drops = cap.drop_counts()["ringbuf_full"]
+    assert cap.set_backed_off(True) == lean and cap.set_backed_off(True) == 0
+    try:
+        got = udp_round()
+        if lean:
+            assert [(d, data) for _, d, data, _ in got] == [
+                (Direction.EGRESS, b"question"), (Direction.EGRESS, b"answer"), (Direction.EGRESS, b"second")]
+            assert cap.drop_counts()["ringbuf_full"] >= drops + 3  # the three receives, counted
+        else:
+            assert len(got) == 6
+    finally:
+        assert cap.set_backed_off(False) == lean
+    got = udp_round()
+    assert [(d, data) for _, d, data, _ in got] == [
+        (Direction.EGRESS, b"question"), (Direction.INGRESS, b"question"), (Direction.EGRESS, b"answer"),
+        (Direction.INGRESS, b"answer"), (Direction.EGRESS, b"second"), (Direction.INGRESS, b"second")]
+    assert all(peer for _, _, _, peer in got)
+
+
 def test_peeked_bytes_are_reported_once_by_the_read_that_takes_them(
         capture: tuple[BpfCapture, Collector]) -> None:
     port = free_port()

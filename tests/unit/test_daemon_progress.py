@@ -36,9 +36,14 @@ class _CountingCapture:
 
     def __init__(self) -> None:
         self.read = self.dropped = 0
+        self.backed_off: list[bool] = []  # what set_backed_off was told, changes only
 
     def records_read(self) -> int:
         return self.read
+
+    def set_backed_off(self, on: bool) -> None:
+        if not self.backed_off or self.backed_off[-1] != on:
+            self.backed_off.append(on)
 
     def drop_counts(self) -> dict[str, int]:
         return {"kernel_ringbuf_full": self.dropped}
@@ -89,6 +94,7 @@ def test_hopelessly_behind_the_loop_rests_holds_the_floor_and_the_status_line_sa
         capture.dropped += 142_000
         agent._pace(backoff, now, 0.0)
     assert backoff.resting and guard.held
+    assert capture.backed_off == [False, True]  # the capture is told: its shed-time programs go
     assert agent.status_line().endswith(", overloaded: working 20% of the time")
     agent.heartbeat = 0.0
     started = time.monotonic()
@@ -103,6 +109,7 @@ def test_hopelessly_behind_the_loop_rests_holds_the_floor_and_the_status_line_sa
         now += 1.0
         agent._pace(backoff, now, 0.0)
     assert not backoff.resting and not guard.held
+    assert capture.backed_off == [False, True, False]  # and back at full effort
 
 
 def test_the_cpu_effort_in_words_for_hostagentctl_status() -> None:
