@@ -116,6 +116,12 @@ class Redactor:
         # What is known to need nothing (the common case): one set lookup per field decides that a
         # whole Call passes unchanged (is_clean), without building anything. Bounded like the memos.
         self._clean_attrs: set[tuple[str, AttributeValue]] = set()
+        # attribute key -> the value *object* last found in _clean_attrs under it: the parsers hand
+        # on one string per method and path, the wire stage one tuple per distinct header value,
+        # span after span, so most attributes pass by one lookup and an identity test instead of
+        # a (key, value) pair built, hashed (a tuple's hash is not cached) and compared. Holding
+        # the value keeps it alive, so ``is`` can never match another object. Bounded.
+        self._clean_last: dict[str, AttributeValue] = {}
         self._clean_texts: set[str] = set()
         self._clean_headers: set[tuple[tuple[str, str], ...]] = set()
         # id -> the very header tuple found clean: HTTP/1 hands on one tuple object per distinct
@@ -244,10 +250,15 @@ class Redactor:
         if not self.active:
             return True
         clean = self._clean_attrs
-        for item in call.attributes.items():
-            cls = type(item[1])
-            if (cls is str or cls is tuple) and item not in clean:
-                return False
+        last = self._clean_last
+        for key, value in call.attributes.items():
+            cls = type(value)
+            if (cls is str or cls is tuple) and last.get(key) is not value:
+                if (key, value) not in clean:
+                    return False
+                if len(last) >= MEMO_MAX:
+                    last.clear()
+                last[key] = value
         texts = self._clean_texts
         if call.name and call.name not in texts:
             return False

@@ -45,6 +45,13 @@ MAX_HEAD: Final = 16 * 1024  # a head not finished within this many bytes is gar
 MAX_LINE: Final = 1024  # a chunk-size or trailer line longer than this is garbage
 MAX_PENDING: Final = 64  # pipelined requests waiting for a response
 BODY_LIMIT: Final = 1024  # body prefix kept per message (the traces stage trims further)
+HOSTS_MAX: Final = 1024  # Host values remembered (_HOSTS)
+
+# Host header value -> (server.address, server.port), shared by every parser: one address string
+# object per Host for every connection and both roles. The stages after it compare values by
+# identity before hashing them (Redactor.is_clean, the encoder's memo); a string per parser made
+# the client's and the server's spans alternate between two equal objects. Bounded.
+_HOSTS: Final[dict[str, tuple[str, int]]] = {}
 
 # Per-direction states. Final literals (as every constant the hot path reads): compiled, a state
 # test is an integer comparison, not a lookup in the module's dict.
@@ -99,8 +106,6 @@ class Http1Parser:
         self._in_sync = True  # before the first message start: counted once as a resync
         # A message start still too short to recognise, per direction: (bytes, first timestamp).
         self._held: dict[int, tuple[bytes, int]] = {}
-        self._host_key = ""
-        self._host: tuple[str, int] = ("", 0)
 
     # -- public -----------------------------------------------------------------------------
     def feed(self, segment: Segment) -> list[Call]:
@@ -536,9 +541,13 @@ class Http1Parser:
         attrs["url.scheme"] = scheme or "http"
         host = req.host or (req.target if req.method == "CONNECT" else "")
         if host:
-            if host != self._host_key:  # one Host per connection, nearly always
-                self._host_key, self._host = host, parse_host(host)
-            address, port = self._host
+            parsed = _HOSTS.get(host)
+            if parsed is None:
+                parsed = parse_host(host)
+                if len(_HOSTS) >= HOSTS_MAX:
+                    _HOSTS.clear()
+                _HOSTS[host] = parsed
+            address, port = parsed
             attrs["server.address"] = address
             attrs["server.port"] = port
             if role == Role.CLIENT and req.method != "CONNECT":

@@ -480,3 +480,22 @@ def test_a_repeated_head_parses_from_the_memo_with_its_own_times() -> None:
     (cut,) = p.feed(Segment(Direction.EGRESS, resp, len(resp), 600))
     assert cut.request_headers == (("host", "127.0.0.1:19310"),)
     assert p.stats.truncated == 1
+
+
+def test_server_address_is_one_object_per_host_for_every_parser_and_role() -> None:
+    # The stages after the parser compare values by identity first (Redactor.is_clean, the
+    # encoder's memo): the client's and the server's spans of one exchange, and every connection,
+    # hand on the same address object for the same Host.
+    request = b"GET /a HTTP/1.1\r\nHost: 10.1.2.3:8080\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    addresses = []
+    for role, req_dir, resp_dir in ((Role.SERVER, Direction.INGRESS, Direction.EGRESS),
+                                    (Role.CLIENT, Direction.EGRESS, Direction.INGRESS),
+                                    (Role.SERVER, Direction.INGRESS, Direction.EGRESS)):
+        parser = Http1Parser()
+        calls = parser.feed(Segment(req_dir, request, len(request), 1)) + parser.feed(
+            Segment(resp_dir, response, len(response), 2))
+        assert [(c.role, c.attributes["server.port"]) for c in calls] == [(role, 8080)]
+        addresses.append(calls[0].attributes["server.address"])
+    assert addresses == ["10.1.2.3"] * 3
+    assert addresses[0] is addresses[1] is addresses[2]

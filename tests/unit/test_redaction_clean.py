@@ -90,3 +90,33 @@ def test_a_header_tuple_known_by_identity_is_still_checked_per_object() -> None:
     assert r.is_clean(dirty) is False
     assert r.apply(dirty).counts == {"sensitive_header": 1}
     assert r.is_clean(dirty) is False
+
+
+class _Hashes(str):
+    """A string that counts how often it is hashed (a tuple's hash is its elements' hashes)."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        type(self).hashed += 1
+        return str.__hash__(self)
+
+
+def test_an_attribute_value_known_clean_by_identity_is_not_hashed_again() -> None:
+    r = Redactor(RedactionSettings(), KEY)
+    element = _Hashes("plain")
+    _Hashes.hashed = 0
+    value = ("plain", element)
+    first = call(attributes={"app.tags": value})
+    r.apply(first)  # learnt clean
+    assert r.is_clean(first) is True  # found by (key, value): hashed, then remembered by identity
+    before = _Hashes.hashed
+    assert r.is_clean(call(attributes={"app.tags": value})) is True
+    assert r.is_clean(call(attributes={"app.tags": value})) is True
+    assert _Hashes.hashed == before  # the very object again: one lookup and ``is``, no hash
+    # an equal value that is another object is still looked up; a new value is never taken for clean
+    assert r.is_clean(call(attributes={"app.tags": ("plain", element)})) is True
+    assert _Hashes.hashed > before
+    assert r.is_clean(call(attributes={"app.tags": ("4111 1111 1111 1111",)})) is False
+    # the same object under another key is another pair: not known
+    assert r.is_clean(call(attributes={"app.other": value})) is False
