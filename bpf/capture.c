@@ -26,10 +26,11 @@
  * Cost control (see PERFORMANCE-NOTES.md): every filter runs in the kernel (self, not a socket,
  * muted connection, probes off); records are submitted with BPF_RB_NO_WAKEUP and Python drains
  * the ring on a short timer, except when the ring fills past WAKE_BYTES (asked every QUERY_EVERY
- * records). On the socket path a call costs two hash lookups (sockets, proc_gen; muted only when
- * a mute came since its socket was last found not muted: mute_epoch) in one program; a send's start
- * stamp is an array slot by thread id. On the syscall path a tracked read/write costs
- * four at sys_enter (sockets, proc_gen, muted, the thread's inflight slot, written in place) and
+ * records). On the socket path a call costs one hash lookup (sockets; proc_gen and muted only when
+ * a process exited or a mute came since its socket was last found current and not muted:
+ * exit_epoch, mute_epoch) in one program; a send's start stamp is an array slot by thread id. On
+ * the syscall path a tracked read/write costs two at sys_enter (sockets, and the thread's inflight
+ * slot, written in place; proc_gen and muted as above) and
  * one at sys_exit (the same slot): the socket's entry travels from enter to exit inside the slot.
  * Measure with bench-style A/B runs of kernel.bpf_stats_enabled (run_time_ns / run_cnt per
  * program), never against an old figure.
@@ -237,11 +238,16 @@ BPF_ARRAY(scratch_buf, struct scratch, NR_CPUS);
 BPF_TABLE("lru_hash", u64, struct sock_info, sockets, 65536);  /* tgid<<32|fd -> info */
 BPF_TABLE("lru_hash", u64, u8, muted, 65536);                  /* tgid<<32|fd: no DATA */
 /* Bumped by Python after each entry it puts into muted (1, 2, ... never 0 again): an entry whose
- * mute_seen is the current value was found not muted since the last mute, so its calls skip the
- * muted lookup (a miss there cost ~100-140 ns per data call here, kdata round: a bucket of a 1 MiB
- * array, cold). 0: nothing was ever muted. */
+ * epoch_seen is the current value (+ exit_epoch, below) was found not muted since the last mute, so
+ * its calls skip the muted lookup (a miss there cost ~100-140 ns per data call here, kdata round: a
+ * bucket of a 1 MiB array, cold). 0: nothing was ever muted. */
 BPF_ARRAY(mute_epoch, u32, 1);
 BPF_TABLE("lru_hash", u32, u64, proc_gen, 65536);              /* tgid -> bumped at exit */
+/* Bumped at every process exit, after its proc_gen: an entry whose epoch_seen is the current
+ * mute_epoch + exit_epoch was found current (its gen its process's) and not muted since the last
+ * exit and mute, so its calls skip the proc_gen lookup as well as the muted one (a hash lookup in a
+ * map that holds every pid that exited: ~30-45 ns per data call here, bench/README kdata2 round). */
+BPF_ARRAY(exit_epoch, u32, 1);
 /* pid_tgid -> args. A thread's slot is reused from call to call (op cleared at sys_exit, the
  * slot deleted at thread exit): an in-place write and a lookup per syscall instead of a hash
  * insert and delete. LRU, so slots of threads whose exit went unseen cannot fill it for good. */
@@ -341,7 +347,9 @@ BPF_ARRAY(shed_state, struct shed_state, 1);
  * (sock_info.shed_seen) and counts a loss (sock_info.lost), which its event carries to the
  * parser. Only the sockets that lost calls resynchronise (and the rare one sharing a slot with
  * such a socket), not every connection of the host: a request waiting for a slow answer on a
- * socket that lost nothing keeps its span. */
+ * socket that lost nothing keeps its span. A captured call looks at its slot only when a shed
+ * episode (or an exit, or a mute) began since its socket's last captured call (epoch_seen): a
+ * cold line of a 64 KiB array otherwise read by every call (kdata2 round). */
 #define SHED_MARK_BITS 14
 BPF_ARRAY(shed_marks, u32, 1 << SHED_MARK_BITS);
 
@@ -428,19 +436,45 @@ static __always_inline u64 current_gen(u32 tgid) {
  * later, each a bucket lock and a node taken from or given back to the LRU lists. */
 #define CLOSED_GEN 0xffffffffffffffffULL
 
+/* What sock_info.epoch_seen is compared with, read before the entry is looked up (an exit, a mute
+ * or a shed episode after the read bumps the sum past it): mute_epoch (0: nothing was ever muted)
+ * and the sum of mute_epoch, exit_epoch and the shed epoch (shed_state). Each only grows, so an
+ * equal sum means none changed. ok 0 when the arrays cannot be read: every check is made. */
+struct epochs {
+    u32 mute;
+    u32 sum;
+    int ok;
+};
+static __always_inline void epochs_now(struct epochs *e) {
+    u32 zero = 0;
+    u32 *me = mute_epoch.lookup(&zero);
+    u32 *xe = exit_epoch.lookup(&zero);
+    struct shed_state *se = shed_state.lookup(&zero);
+    e->ok = me && xe && se;
+    e->mute = me ? *me : 1;
+    e->sum = e->ok ? *me + *xe + *(volatile u32 *)&se->epoch : 0;
+}
+
 /* The socket entry for (tgid, fd), or 0 when fd is not a tracked inet socket of this very
  * process (an entry left by a dead process whose pid was reused has an older gen; a closed one
- * CLOSED_GEN, kept for put_sock). */
-static __always_inline struct sock_info *lookup_sock(u32 tgid, u32 fd) {
+ * CLOSED_GEN, kept for put_sock). With epochs (e, read before): an entry found current since the
+ * last exit (epoch_seen) is not checked again. */
+static __always_inline struct sock_info *lookup_sock_at(u32 tgid, u32 fd, const struct epochs *e) {
     u64 key = ((u64)tgid << 32) | fd;
     struct sock_info *si = sockets.lookup(&key);
     if (!si || si->gen == CLOSED_GEN)
         return 0;
+    if (e && e->ok && si->epoch_seen == e->sum)
+        return si;  /* no process exited since its gen was found current */
     if (si->gen != current_gen(tgid)) {
         sockets.delete(&key);
         return 0;
     }
     return si;
+}
+
+static __always_inline struct sock_info *lookup_sock(u32 tgid, u32 fd) {
+    return lookup_sock_at(tgid, fd, 0);
 }
 
 /* Marks tgid as a process whose forks are followed and keeps fd among its last RECENT_FDS. */
@@ -527,7 +561,7 @@ static __always_inline struct sock_info *inherit(u32 tgid, u32 fd) {
         return 0;
     si.gen = current_gen(tgid);
     si.named = 0;  /* a new process to the tracker: its first event names the connection again */
-    si.mute_seen = 0;  /* its muted key is another (tgid): not looked up yet */
+    si.epoch_seen = 0;  /* its muted key is another (tgid): not looked up yet */
     sockets.update(&key, &si);
     remember_fd(tgid, fd);
     return sockets.lookup(&key);
@@ -560,9 +594,13 @@ static __always_inline void unmute(u64 key) {
         muted.delete(&key);
 }
 
-static __always_inline struct sock_info *lookup_or_inherit(u32 tgid, u32 fd) {
-    struct sock_info *si = lookup_sock(tgid, fd);
+static __always_inline struct sock_info *lookup_or_inherit_at(u32 tgid, u32 fd, const struct epochs *e) {
+    struct sock_info *si = lookup_sock_at(tgid, fd, e);
     return si ? si : inherit(tgid, fd);
+}
+
+static __always_inline struct sock_info *lookup_or_inherit(u32 tgid, u32 fd) {
+    return lookup_or_inherit_at(tgid, fd, 0);
 }
 
 /* How often (in records per CPU) submit asks how full the ring is: the query reads the ring's
@@ -1129,17 +1167,18 @@ static __always_inline int fd_names_sk(u32 fd, u64 sk) {
 /* ---- data syscalls: enter ------------------------------------------------------------------ */
 
 /* The entry of (tgid, fd) when a data call on it is to be captured: a tracked inet socket of this
- * process (or one it inherited), not muted, and the ring not full (else the call is shed). */
-static __always_inline struct sock_info *capturable(u32 tgid, struct sock_info *si) {
-    u32 epoch = mute_epoch_now();  /* read before the lookup: a mute after it bumps it past this */
-    if (si->mute_seen != epoch) {
+ * process (or one it inherited), not muted, and the ring not full (else the call is shed). si was
+ * found current (lookup_sock_at) after e was read. */
+static __always_inline struct sock_info *capturable(u32 tgid, struct sock_info *si, const struct epochs *e) {
+    if (!e->ok || si->epoch_seen != e->sum) {
         u64 key = ((u64)tgid << 32) | si->id_fd;  /* muted by the fd events name it by */
-        if (muted.lookup(&key)) {
+        if (e->mute && muted.lookup(&key)) {
             if (si->h2)  /* its frames go by unwalked: where the next one starts is unknown */
                 si->h2 |= H2_LOST_EGRESS | H2_LOST_INGRESS;
             return 0;
         }
-        si->mute_seen = epoch;
+        if (e->ok)
+            si->epoch_seen = e->sum;
     }
     if (shed()) {
         si->lost++;  /* its next event tells the parser that a call is missing before it */
@@ -1149,8 +1188,10 @@ static __always_inline struct sock_info *capturable(u32 tgid, struct sock_info *
 }
 
 static __always_inline struct sock_info *data_socket(u32 tgid, u32 fd) {
-    struct sock_info *si = lookup_or_inherit(tgid, fd);
-    return si ? capturable(tgid, si) : 0;
+    struct epochs e;
+    epochs_now(&e);
+    struct sock_info *si = lookup_or_inherit_at(tgid, fd, &e);
+    return si ? capturable(tgid, si, &e) : 0;
 }
 
 /* A receive whose bytes are not (yet) taken from the stream: MSG_PEEK leaves them queued (the
@@ -2152,7 +2193,9 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
     u32 fd = args->fd;
     /* lookup_or_inherit: a child closing an inherited socket it never used must settle it, or
      * the fd number, reused for a file, would be taken for the socket later */
-    struct sock_info *si = lookup_or_inherit(tgid, fd);
+    struct epochs e;
+    epochs_now(&e);
+    struct sock_info *si = lookup_or_inherit_at(tgid, fd, &e);
     if (!si)
         return 0;
     u64 key = ((u64)tgid << 32) | fd;
@@ -2166,7 +2209,7 @@ int sock__enter_close(struct tracepoint__syscalls__sys_enter_close *args) {
     si->gen = CLOSED_GEN;  /* the slot stays for the fd number's next socket (put_sock) */
     /* found not muted since the last mute (capturable): nothing to delete. A mute racing this close
      * is undone by the fd number's next socket() or accept() */
-    if (si->id_fd != fd || si->mute_seen != mute_epoch_now())
+    if (si->id_fd != fd || !e.ok || si->epoch_seen != e.sum)
         unmute(key);
     return 0;
 }
@@ -2184,6 +2227,10 @@ int sock__process_exit(void *ctx) {  /* reads no field: bcc allows one fn per tp
         return 0;
     u64 gen = bpf_ktime_get_ns();
     proc_gen.update(&tgid, &gen);
+    u32 zero = 0;
+    u32 *xe = exit_epoch.lookup(&zero);
+    if (xe)  /* after the gen: an entry found current at the old epoch is checked again */
+        __sync_fetch_and_add(xe, 1);
     recent.delete(&tgid);  /* a new process with this pid has no sockets yet */
     return 0;
 }
@@ -2748,8 +2795,14 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
         if (sk_is_inet(sk)) {
             count_drop(DROP_RINGBUF_FULL);
             u32 *mark = shed_mark(sk);
-            if (mark)
+            if (mark) {
                 *mark = shedding->epoch;
+                /* The episode ended meanwhile: a call captured since, which read the epochs before
+                 * this mark, may have skipped the marks (epoch_seen); a new epoch makes the
+                 * socket's next call look. */
+                if (!*(volatile u32 *)&shedding->on)
+                    __sync_fetch_and_add(&shedding->epoch, 1);
+            }
         }
         return 0;
     }
@@ -2785,14 +2838,18 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
     case NR_SENDFILE: a.op = OP_SENDFILE; break;
     default: return 0;  /* recvmmsg/sendmmsg: their syscall programs; io_uring, the kernel */
     }
-    struct sock_info *si = lookup_or_inherit(tgid, a.fd);
+    struct epochs e;
+    epochs_now(&e);
+    struct sock_info *si = lookup_or_inherit_at(tgid, a.fd, &e);
     if (!si)
         si = adopt(tgid, a.fd, sk);
+    /* no shed episode (nor exit, nor mute) since its last captured call: its mark is as it was */
+    int marked = !si || !e.ok || si->epoch_seen != e.sum;
     if (si)
-        si = capturable(tgid, si);
+        si = capturable(tgid, si, &e);
     if (!si)
         return 0;
-    u32 *mark = shed_mark(sk);
+    u32 *mark = marked ? shed_mark(sk) : 0;
     if (mark) {
         u16 m = (u16)*mark;
         if (!si->named)

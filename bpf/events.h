@@ -178,9 +178,11 @@ struct sock_info {
                                          call was captured on the socket path */
     unsigned short h2_lost;        /* 66 `lost` when h2_left was last set: calls lost since (shed, or
                                          refused by the ring) leave it unknown where frames start */
-    unsigned int mute_seen;        /* 68 capture.c's mute_epoch when this entry's key was last found
-                                         not muted (0: never): while the epoch is the same, no
-                                         mute came since and the muted lookup is skipped */
+    unsigned int epoch_seen;       /* 68 capture.c's mute_epoch + exit_epoch when this entry was last
+                                         found current (its gen its process's) and its key not
+                                         muted (0: never): while the sum is the same, no process
+                                         exited and no mute came since, and the proc_gen and
+                                         muted lookups are skipped */
     unsigned int h2_left[2];       /* 72 per direction: bytes of the frame in progress still to come
                                          before the next frame header (H2_LOST_*: unknown) */
 };                                 /* 80 */

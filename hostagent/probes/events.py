@@ -65,7 +65,7 @@ class SockInfo(c.Structure):
         ("h2", c.c_uint8),
         ("shed_seen", c.c_uint16),
         ("h2_lost", c.c_uint16),
-        ("mute_seen", c.c_uint32),
+        ("epoch_seen", c.c_uint32),
         ("h2_left", c.c_uint32 * 2),
     )
 

@@ -327,6 +327,16 @@ CHILD = textwrap.dedent(
         sys.stdin.readline()                          # the test mutes c1 now
         c1.sendall(b"after"); recv_exactly(s1, 5)
         c2.sendall(b"quiet")
+    elif mode == "exit-held":                         # a captured socket left open at exit
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"first-life"); recv_exactly(c, 2)
+        print(c.fileno(), flush=True)
+        sys.stdin.readline()
+        os._exit(0)                                   # no close(): the kernel closes it
+    elif mode == "unix-first":                        # the lowest free fds for a Unix pair
+        a, b = socket.socketpair()
+        print(a.fileno(), flush=True)
+        a.sendall(b"unix-bytes"); recv_exactly(b, 10)
     elif mode == "udp":                               # unconnected sockets: the peer is per datagram
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(("127.0.0.1", port))
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.bind(("127.0.0.1", 0))
@@ -872,27 +882,79 @@ def test_mute_stops_data_in_kernel(capture: tuple[BpfCapture, Collector]) -> Non
 
 def test_mute_stops_a_socket_already_found_not_muted(capture: tuple[BpfCapture, Collector]) -> None:
     """A captured call skips the muted lookup while no mute came since its socket was last found not
-    muted (sock_info.mute_seen equal to mute_epoch, which every mute bumps): a mute after that still
-    stops the socket's next call."""
+    muted (sock_info.epoch_seen equal to mute_epoch + exit_epoch, which every mute bumps): a mute
+    after that still stops the socket's next call."""
     port = free_port()
     cap, col = capture
     p = run_child("mute-late", port)
     assert p.stdout is not None and p.stdin is not None
     fd1, fd2 = (int(x) for x in p.stdout.readline().split())
     cap.mute(p.pid, fd2)
+    exits0 = cap._bpf[b"exit_epoch"][ctypes.c_int(0)].value
     p.stdin.write("go\n")
     p.stdin.flush()
     assert p.stdout.readline().strip() == "sent"
     drain_until(cap, lambda: any(e.kind == D and e.fd == fd1 for e in col.of(p.pid)))
     info = cap.socket_info(p.pid, fd1)
     epoch = cap._bpf[b"mute_epoch"][ctypes.c_int(0)].value
-    assert info is not None and info.mute_seen == epoch > 0  # its next call would skip the lookup
+    exits = cap._bpf[b"exit_epoch"][ctypes.c_int(0)].value
+    assert epoch > 0 and info is not None
+    # its next call would skip the lookup (exit_epoch: bumped by any process's exit since the call)
+    assert exits0 + epoch <= info.epoch_seen <= exits + epoch
     cap.mute(p.pid, fd1)
     p.stdin.write("go\n")
     p.stdin.flush()
     evs = finish(cap, col, p)
     assert [e.data for e in evs if e.kind == D and e.fd == fd1] == [b"before"]
     assert [e.data for e in evs if e.kind == D and e.fd == fd2] == []
+
+
+def test_a_dead_process_entries_stop_at_pid_reuse(capture: tuple[BpfCapture, Collector]) -> None:
+    """A socket entry is its process's only while that process lives (sock_info.gen against
+    proc_gen): a process that reuses the pid of one that exited with a captured socket open does
+    not have its Unix socket, on the same fd number, taken for that socket. The data calls skip
+    the proc_gen lookup while no process exited since the entry was last found current
+    (exit_epoch): the exit itself must end that. A real pid reuse, forced with ns_last_pid."""
+    port = free_port()
+    cap, col = capture
+    ls = socket.socket()  # the agent's own process: its end is not traced
+    ls.bind(("127.0.0.1", port))
+    ls.listen(4)
+    try:
+        first = run_child("exit-held", port)
+        assert first.stdout is not None and first.stdin is not None
+        conn, _ = ls.accept()
+        conn.sendall(b"ok")
+        fd = int(first.stdout.readline())
+        pid = first.pid
+        drain_until(cap, lambda: len([e for e in col.of(pid) if e.kind == D and e.fd == fd]) == 2)
+        assert [e.data for e in col.of(pid) if e.kind == D and e.fd == fd] == [b"first-life", b"ok"]
+        first.stdin.write("exit\n")
+        first.stdin.flush()
+        assert first.wait(10) == 0
+        conn.close()
+        info = cap.socket_info(pid, fd)
+        assert info is not None  # the kernel closed it, no close() was seen: the entry is left
+        second = None
+        mark = len(col.events)
+        for _ in range(20):
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+            candidate = run_child("unix-first", port)
+            if candidate.pid == pid:
+                second = candidate
+                break
+            finish(cap, col, candidate)
+        if second is None:
+            pytest.skip("another process took the pid every time")
+        out, _ = second.communicate(timeout=10)
+        assert second.returncode == 0 and out == f"{fd}\ndone\n", out  # the dead one's fd number
+        drain_until(cap, lambda: any(e.kind == EventKind.EXIT and e.pid == pid for e in col.events[mark:]))
+        # no call of the new process taken for the dead one's socket: not its startup's close() of a
+        # file on that number, nor its Unix socket's bytes
+        assert [(e.kind, e.data) for e in col.events[mark:] if e.pid == pid and e.kind in (D, C, A, X)] == []
+        assert cap.socket_info(pid, fd) is None
+    finally:
+        ls.close()
 
 
 def test_a_connection_per_request_reuses_its_fds_slots(capture: tuple[BpfCapture, Collector]) -> None:
