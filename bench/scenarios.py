@@ -220,12 +220,12 @@ def _otel_run(ctx: Ctx, url: str, conns: int, seconds: float) -> dict[str, Any]:
     try:
         srv = gunicorn(PORT_FLASK, SERVER_CPU, otel_sink.endpoint)
         try:
-            run_wrk(url, seconds=1.0, conns=conns, cpus=LOAD_CPU, workdir=ctx.workdir)  # warm-up, not recorded
+            warm = run_wrk(url, seconds=1.0, conns=conns, cpus=LOAD_CPU, workdir=ctx.workdir)  # not timed
             res = _wrk_run(ctx, url, conns, server_pid=srv.pid, seconds=seconds).as_dict()
         finally:
             srv.stop()  # flushes the SDK's batch processor
         res["spans"] = otel_sink.settle()
-        res["spans_expected"] = res["requests"]
+        res["spans_expected"] = res["requests"] + warm.requests  # the warm-up's requests are traced too
         return res
     finally:
         otel_sink.stop()
