@@ -165,9 +165,9 @@ def flask_plan(rounds: int, agent_configs: list[str]) -> list[list[str]]:
     other round each, and OpenTelemetry (last: its own, instrumented gunicorn) in every other
     round, so each of those is still measured ``rounds`` times."""
     plan = []
+    extra = [c for c in agent_configs if c != "agent"]
     for r in range(2 * rounds):
         pair = ["plain", "agent"] if r % 2 == 0 else ["agent", "plain"]
-        extra = [c for c in agent_configs if c != "agent"]
         plan.append(pair + extra[r % 2::2] + (["otel"] if r % 2 else []))
     return plan
 
@@ -265,13 +265,14 @@ def _compare(runs: dict[str, list[dict[str, Any]]], info: dict[str, Any],
         row["round_ratios_rps"] = _round_ratios(runs, cfg, "rps")
         if per_round:
             row["round_ratios_p99"] = _round_ratios(runs, cfg, lat)
+            cpu_rounds = _round_ratios(runs, cfg, "server_cpu_us_per_req") if cpu else []
             for key, rounds in (("ratio_rps", row["round_ratios_rps"]), ("ratio_p99", row["round_ratios_p99"]),
-                                ("ratio_server_cpu", _round_ratios(runs, cfg, "server_cpu_us_per_req") if cpu else [])):
+                                ("ratio_server_cpu", cpu_rounds)):
                 if rounds:
                     row[f"{key}_of_medians"] = row[key]
                     row[key] = round(median(rounds), 4)
             if cpu:
-                row["round_ratios_server_cpu"] = _round_ratios(runs, cfg, "server_cpu_us_per_req")
+                row["round_ratios_server_cpu"] = cpu_rounds
     return out
 
 

@@ -89,9 +89,8 @@ class Capture:
 
     def set_backed_off(self, backed_off: bool) -> None:
         """The overload backoff's state (hostagent.overload): backed off, the socket path's programs
-        that do nothing for a shed call are detached; a change only when it changed."""
-        if backed_off != self.bpf.backed_off:
-            self.bpf.set_backed_off(backed_off)
+        that do nothing for a shed call are detached (BpfCapture.set_backed_off acts on a change only)."""
+        self.bpf.set_backed_off(backed_off)
 
     def drop_counts(self) -> dict[str, int]:
         if self._final_drops is not None:

@@ -84,6 +84,13 @@ class _Group:
     lean: list[tuple[str, bytes, int]] = field(default_factory=list)
 
 
+def _attached_by_kind(lean: list[tuple[str, bytes, int]]) -> tuple[list[int], list[int]]:
+    """The attached fds of ``_Group.lean``, as (tracepoint perf events, raw tracepoint links)."""
+    perf = [fd for tp, _, fd in lean if fd >= 0 and not tp.startswith("raw:")]
+    raw = [fd for tp, _, fd in lean if fd >= 0 and tp.startswith("raw:")]
+    return perf, raw
+
+
 def _raw_record(buf: Any, off: int, length: int) -> bytes:
     """A record as the kernel wrote it (header + payload), for recordings (bench/capacity.py)."""
     return bytes(buf[off : off + length])
@@ -335,12 +342,12 @@ class BpfCapture:
             return 0
         if backed_off:
             self._set_dgram_exit(False)  # first: no receive is deferred to an exit about to go
-            held = [(tp, fd) for tp, _, fd in grp.lean if fd >= 0]
-            self._close_attachments([fd for tp, fd in held if not tp.startswith("raw:")],
-                                    [fd for tp, fd in held if tp.startswith("raw:")])
+            perf, raw = _attached_by_kind(grp.lean)
+            self._close_attachments(perf, raw)
             grp.lean = [(tp, name, -1) for tp, name, _ in grp.lean]
-            log.info("backed off: %d programs detached (a send's start stamp, the datagram exits)", len(held))
-            return len(held)
+            held = len(perf) + len(raw)
+            log.info("backed off: %d programs detached (a send's start stamp, the datagram exits)", held)
+            return held
         lean, failed = [], ""
         for tp, name, fd in grp.lean:
             if fd < 0:
@@ -390,9 +397,8 @@ class BpfCapture:
                     del self._bpf[table][ctypes.c_int(0)]
                 except KeyError:
                     pass
-        lean = [(tp, fd) for tp, _, fd in grp.lean if fd >= 0]
-        self._close_attachments(grp.perf_fds + [fd for tp, fd in lean if not tp.startswith("raw:")],
-                                grp.raw_fds + [fd for tp, fd in lean if tp.startswith("raw:")])
+        lean_perf, lean_raw = _attached_by_kind(grp.lean)
+        self._close_attachments(grp.perf_fds + lean_perf, grp.raw_fds + lean_raw)
         for name in grp.funcs:
             fn = self._bpf.funcs.pop(name, None)
             if fn is not None:
