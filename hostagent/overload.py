@@ -28,6 +28,13 @@ duty: the next window's arrivals, under half of the burst's, take it back to ful
 stays over half of a burst ten times the agent's capacity is over ENTER_LOSS, hopeless by the slow
 rule too.
 
+An evident overload is seen before its window ends: from QUICK_S (a quarter window) on, the loop
+reads the counters at every turn, and a window already past EVIDENT_LOSS at full effort with at
+least QUICK_MIN_DROPPED calls dropped decides then (nginx at saturation: 0.2-0.3 s after READY
+instead of 0.66-0.73 s, at ~0.65 of plain meanwhile). A part window not at full effort (the floor
+not yet raised) starts the next window where it ends, so the evident part is not diluted by it.
+Anything less evident waits for the whole window, as before.
+
 A window is WINDOW_S of the loop; its loss is the kernel's ring-full drops over what arrived
 (records read + dropped). Full effort: the agent at the priority it would take when behind
 (cpu_policy normal, or idle with its floor raised or refused). Pure logic: the daemon feeds it
@@ -42,6 +49,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 WINDOW_S = 0.5
+QUICK_S = WINDOW_S / 4  # an evident overload is looked for from here on in a window
+QUICK_MIN_DROPPED = 10_000  # and decided early only on this many drops (80k/s over QUICK_S)
 ENTER_WINDOWS = 6  # 3 s of windows over three quarters lost
 ENTER_LOSS = 0.75  # more than three quarters dropped: arrivals over four times what it can take
 EVIDENT_LOSS = 0.9  # nine tenths dropped at full effort: one window is enough
@@ -103,17 +112,26 @@ class OverloadBackoff:
             self._full = False
 
     def due(self, now: float) -> bool:
-        """A window has passed (the counters are read only then: the kernel's is a map lookup)."""
-        return self.duty < 1.0 and (self._read < 0 or now - self._start >= WINDOW_S)
+        """The counters are to be read (only then: the kernel's is a map lookup): a window has
+        passed, or, unless backed off, QUICK_S of one (an evident overload is decided early)."""
+        if self.duty >= 1.0:
+            return False
+        return self._read < 0 or now - self._start >= (WINDOW_S if self.state == BACKED_OFF else QUICK_S)
 
     def observe(self, now: float, read_total: int, dropped_total: int) -> Optional[str]:
         if self._read < 0:
             self._start, self._read, self._dropped, self._full = now, read_total, dropped_total, True
             return None
         elapsed = now - self._start
-        if elapsed < WINDOW_S or self.duty >= 1.0:
+        if self.duty >= 1.0:
             return None
         w = Window(elapsed, max(read_total - self._read, 0), max(dropped_total - self._dropped, 0), self._full)
+        if elapsed < WINDOW_S:
+            if self.state == BACKED_OFF or elapsed < QUICK_S:
+                return None
+            if w.full_effort and (w.loss < EVIDENT_LOSS or w.dropped < QUICK_MIN_DROPPED):
+                return None  # not evident (yet): the whole window decides
+            # evident at full effort: decided now; not at full effort: the next window starts here
         self._start, self._read, self._dropped, self._full = now, read_total, dropped_total, True
         if self.state == BACKED_OFF:
             self.backed_off_s += w.seconds

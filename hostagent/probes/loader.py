@@ -34,6 +34,7 @@ from hostagent.model import CaptureEvent
 from hostagent.probes import data_path
 from hostagent.probes import events as ev
 from hostagent.probes.fdinfo import read_fdinfo
+from hostagent.probes.missed import close_record, missed_closes
 from hostagent.probes.registry import (
     DATA_PROGRAMS,
     DETACHED_BACKED_OFF,
@@ -65,6 +66,8 @@ _WALKERS = (
     (b"sock__h2_walk_tp", False, b"h2_walk_tp"),
     (b"sock__tail_raw", True, b"tail_raw"),  # the socket path's only ("tail copy")
 )
+# The socket path's datagram exits (a receive is deferred to them only while they are attached).
+_DGRAM_EXITS = ("sys_exit_recvfrom", "sys_exit_recvmsg")
 
 
 @dataclass
@@ -153,6 +156,8 @@ class BpfCapture:
         self.sock_offsets: Optional[SockOffsets] = None  # found at the first cflags()
         self.backed_off = False  # set_backed_off: DETACHED_BACKED_OFF's programs are not attached
         self._dgram_gen = 0  # CONF_DGRAM_EXIT as last written: odd while the datagram exits are attached
+        self.closes_settled = 0  # closes missed while backed off, found at full effort (hostagent.probes.missed)
+        self._missed: list[bytes] = []  # their CLOSE records, delivered after the next drain
 
     # ---- load -------------------------------------------------------------------------------
 
@@ -329,11 +334,13 @@ class BpfCapture:
     def set_backed_off(self, backed_off: bool) -> int:
         """The agent backed off from a hopeless overload (hostagent.overload): its kernel side sheds
         nearly every data call, and the socket path's programs that do nothing for a shed call
-        (registry.DETACHED_BACKED_OFF: a send's start stamp, the datagram exits) only cost the traced
-        applications their dispatch. Backed off, they are detached (still loaded); taking full effort
-        again re-attaches them. Meanwhile a captured send is stamped when it returns (as on kernels
-        without tcp_sendmsg_locked) and a datagram receive is counted as lost with the ring's
-        overload (bpf/capture.c, sock_data). Returns how many attachments changed."""
+        (registry.DETACHED_BACKED_OFF: a send's start stamp, the datagram exits, close) only cost the
+        traced applications their dispatch. Backed off, they are detached (still loaded); taking full
+        effort again re-attaches them. Meanwhile a captured send is stamped when it returns (as on
+        kernels without tcp_sendmsg_locked), a datagram receive is counted as lost with the ring's
+        overload (bpf/capture.c, sock_data), and closes go unseen: once close is back, the sockets
+        closed meanwhile are found in /proc and closed (_settle_missed_closes). Returns how many
+        attachments changed."""
         if backed_off == self.backed_off:
             return 0
         self.backed_off = backed_off
@@ -346,9 +353,10 @@ class BpfCapture:
             self._close_attachments(perf, raw)
             grp.lean = [(tp, name, -1) for tp, name, _ in grp.lean]
             held = len(perf) + len(raw)
-            log.info("backed off: %d programs detached (a send's start stamp, the datagram exits)", held)
+            log.info("backed off: %d programs detached (a send's start stamp, the datagram exits, close)", held)
             return held
         lean, failed = [], ""
+        closes_unseen = any(fd < 0 and tp.endswith(":sys_enter_close") for tp, _, fd in grp.lean)
         for tp, name, fd in grp.lean:
             if fd < 0:
                 try:
@@ -357,14 +365,68 @@ class BpfCapture:
                     failed = str(e)
             lean.append((tp, name, fd))
         grp.lean = lean
-        if all(fd >= 0 for tp, _, fd in lean if not tp.startswith("raw:")):
+        if all(fd >= 0 for tp, _, fd in lean if tp.split(":")[1] in _DGRAM_EXITS):
             self._set_dgram_exit(True)  # last: the exits are there for what is deferred from now on
+        if closes_unseen and any(fd >= 0 and tp.endswith(":sys_enter_close") for tp, _, fd in lean):
+            self._settle_missed_closes()
         if failed:
             log.warning("full effort: re-attaching failed (%s); sends stamped at their end, datagram "
-                        "receives counted as lost until the socket group is attached again", failed)
+                        "receives counted as lost, closes unseen until the socket group is attached again",
+                        failed)
         else:
             log.info("full effort: %d programs re-attached", len(lean))
         return sum(fd >= 0 for _, _, fd in lean)
+
+    def _settle_missed_closes(self, proc_root: Path = Path("/proc")) -> int:
+        """Right after close was attached again: the sockets closed while it was not (their entries
+        made before now, their fds no longer those inet sockets in /proc: hostagent.probes.missed)
+        get their entries closed as the program would have closed them (CLOSED_GEN, the muted mark
+        dropped) and their CLOSE records queued for the tracker (the next poll delivers them after
+        its drain: after the calls the ring still holds from before). An entry rewritten since it
+        was read (its fd number's next socket) is left alone. Returns how many were settled."""
+        before = time.monotonic_ns()  # CLOCK_MONOTONIC, as bpf_ktime_get_ns(): entries older than
+        sockets = self._bpf[b"sockets"]  # this were made while close may have been detached
+        try:  # one bpf() call per batch, not two per entry (the map holds up to 65,536)
+            items = list(sockets.items_lookup_batch())
+        except Exception:  # kernels or bcc without batch lookups: entry by entry
+            items = list(sockets.items())
+        entries = []
+        for k, v in items:
+            key = k if isinstance(k, int) else k.value  # the batch gives plain ints
+            entries.append((key >> 32, key & 0xFFFFFFFF, ev.SockInfo.from_buffer_copy(bytes(v))))
+        muted = self._bpf[b"muted"]
+        n = 0
+        for pid, fd, info in missed_closes(entries, before, proc_root, self.self_tgid):
+            key = self._key(pid, fd)
+            try:
+                now = ev.SockInfo.from_buffer_copy(bytes(sockets[key]))
+            except KeyError:
+                continue
+            if now.gen != info.gen or now.ts != info.ts:
+                continue  # closed or replaced by the programs since it was read
+            now.gen = ev.CLOSED_GEN
+            sockets[key] = sockets.Leaf.from_buffer_copy(bytes(now))
+            try:
+                del muted[key]
+            except KeyError:
+                pass
+            self._missed.append(close_record(pid, info, time.monotonic_ns()))
+            n += 1
+        self.closes_settled += n
+        if n:
+            log.info("full effort: %d sockets closed while close() was detached, closed now (%d entries "
+                     "checked in %.3f s)", n, len(entries), (time.monotonic_ns() - before) / 1e9)
+        return n
+
+    def _deliver_missed(self) -> None:
+        """The CLOSE records _settle_missed_closes made, to on_event as the ring's records go."""
+        records, self._missed = self._missed, []
+        decode: Callable[[Any, int, int], Any] = _raw_record if self.raw_records else ev.decode_at
+        for rec in records:
+            try:
+                self.on_event(decode(rec, 0, len(rec)))
+            except Exception:
+                self._failed()
 
     def _load_walkers(self, grp: _Group) -> None:
         """Loads the walkers into their program arrays before any data program can call them (a
@@ -461,6 +523,8 @@ class BpfCapture:
         between = Pacer(ring, pause, watch, time.monotonic() + budget_s if budget_s is not None else None)
         n = ring.drain(decode, self.on_event, self._failed, DRAIN_STEP_BYTES, between)
         self.events_seen += n
+        if self._missed:
+            self._deliver_missed()
         return n
 
     def ring_positions(self) -> Optional[tuple[int, int]]:

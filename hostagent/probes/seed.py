@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -67,10 +67,14 @@ def _inet_inodes(net_dir: Path) -> dict[int, SeedInfo]:
     return found
 
 
-def seed_sockets(proc_root: Path, skip_pid: Optional[int] = None) -> Iterator[tuple[int, int, SeedInfo]]:
-    """Yield (pid, fd, SeedInfo) for every open inet socket of every process under proc_root."""
+def seed_sockets(
+    proc_root: Path, skip_pid: Optional[int] = None, pids: Optional[Iterable[int]] = None
+) -> Iterator[tuple[int, int, SeedInfo]]:
+    """Yield (pid, fd, SeedInfo) for every open inet socket of every process under proc_root
+    (only of ``pids`` when given: hostagent.probes.missed checks the processes it has entries of)."""
     by_netns: dict[str, dict[int, SeedInfo]] = {}
-    for entry in proc_root.iterdir():
+    entries = proc_root.iterdir() if pids is None else (proc_root / str(pid) for pid in sorted(set(pids)))
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)

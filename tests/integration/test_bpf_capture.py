@@ -391,6 +391,15 @@ CHILD = textwrap.dedent(
         c.sendall(b"raced\\n"); t.join()
         print("ok" if got == [b"raced\\n"] else got, flush=True)
         sys.stdin.readline()                          # the test looks at the closed fd's slot
+    elif mode == "closes":                            # two sockets closed on cue, the listener kept
+        c, s = pair()
+        c.sendall(b"hello"); recv_exactly(s, 5)
+        print(c.fileno(), s.fileno(), keep[0].fileno(), flush=True)
+        sys.stdin.readline()
+        c.close(); s.close()
+        f = open("/dev/null")                         # the lowest free fd number: a closed socket's
+        print("closed", flush=True)
+        sys.stdin.readline()
     elif mode == "hold":
         c, s = pair()
         print(c.fileno(), s.fileno(), flush=True)
@@ -465,7 +474,7 @@ def test_backed_off_the_shed_time_programs_go_and_a_datagram_receive_is_counted(
         p.stdin.flush()
         return [(e.fd, e.direction, e.data, e.peer_port) for e in finish(cap, col, p) if e.kind == D]
 
-    lean = 3 if cap.data_path == registry.SOCKET_DATA else 0  # the syscall path has none of them
+    lean = 4 if cap.data_path == registry.SOCKET_DATA else 0  # the syscall path has none of them
     drops = cap.drop_counts()["ringbuf_full"]
     assert cap.set_backed_off(True) == lean and cap.set_backed_off(True) == 0
     try:
@@ -483,6 +492,48 @@ def test_backed_off_the_shed_time_programs_go_and_a_datagram_receive_is_counted(
         (Direction.EGRESS, b"question"), (Direction.INGRESS, b"question"), (Direction.EGRESS, b"answer"),
         (Direction.INGRESS, b"answer"), (Direction.EGRESS, b"second"), (Direction.INGRESS, b"second")]
     assert all(peer for _, _, _, peer in got)
+
+
+def test_backed_off_close_goes_unseen_and_the_sockets_closed_meanwhile_are_closed_at_full_effort(
+        capture: tuple[BpfCapture, Collector]) -> None:
+    """Backed off, the socket path detaches close() too (nginx closes the file it serves per
+    request): a socket closed meanwhile keeps its entry and sends no CLOSE. Once close is attached
+    again the sockets closed meanwhile are found in /proc: their entries are closed and each one's
+    CLOSE is handed on (late, not lost); a socket still open (the listener) is left alone."""
+    port = free_port()
+    cap, col = capture
+    p = run_child("closes", port)
+    assert p.stdout is not None and p.stdin is not None
+    c, s, ls = (int(x) for x in p.stdout.readline().split())
+    drain_until(cap, lambda: any(e.kind == D for e in col.of(p.pid)))
+    listener = cap.socket_info(p.pid, ls) is not None
+
+    def closes() -> list[int]:
+        return sorted(e.fd for e in col.of(p.pid) if e.kind == X)
+
+    lean = 4 if cap.data_path == registry.SOCKET_DATA else 0  # the syscall path detaches none
+    settled = cap.closes_settled
+    assert cap.set_backed_off(True) == lean
+    try:
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "closed\n"
+        drain_until(cap, lambda: len(closes()) >= 2, timeout=0.5 if lean else 5.0)
+        if lean:
+            assert closes() == []  # unseen
+            assert cap.socket_info(p.pid, c) is not None and cap.socket_info(p.pid, s) is not None
+        else:
+            assert closes() == sorted([c, s])
+    finally:
+        assert cap.set_backed_off(False) == lean
+    drain_until(cap, lambda: len(closes()) >= 2)
+    assert closes() == sorted([c, s])  # once each: seen, or found at full effort
+    assert cap.closes_settled == settled + (2 if lean else 0)
+    assert cap.socket_info(p.pid, c) is None and cap.socket_info(p.pid, s) is None
+    assert (cap.socket_info(p.pid, ls) is not None) == listener
+    p.stdin.write("end\n")
+    p.stdin.flush()
+    finish(cap, col, p)
 
 
 def test_peeked_bytes_are_reported_once_by_the_read_that_takes_them(

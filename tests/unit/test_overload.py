@@ -14,6 +14,8 @@ from hostagent.overload import (
     NORMAL,
     PROBE_EVERY_S,
     PROBING,
+    QUICK_MIN_DROPPED,
+    QUICK_S,
     TURN_S,
     WINDOW_S,
     OverloadBackoff,
@@ -96,6 +98,51 @@ def test_it_backs_off_after_windows_in_a_row_at_full_effort_losing_three_quarter
     for read, dropped, full in windows:
         feed.window(read, dropped, full)
     assert feed.backoff.state == state
+
+
+def _turn(feed: _Feed, seconds: float, read: int, dropped: int, full_effort: bool = True) -> str | None:
+    """One turn of the loop ``seconds`` after the last, the counters read if due."""
+    feed.backoff.note_effort(full_effort)
+    feed.now += seconds
+    feed.read += read
+    feed.dropped += dropped
+    if not feed.backoff.due(feed.now):
+        return "not due"
+    return feed.backoff.observe(feed.now, feed.read, feed.dropped)
+
+
+def test_an_evident_overload_is_decided_a_quarter_window_in() -> None:
+    # nginx at saturation: ~400k calls/s arriving, 94% dropped; a quarter window holds ~47k drops
+    feed = _Feed()
+    assert _turn(feed, QUICK_S / 2, 1_500, 23_000) == "not due"
+    said = _turn(feed, QUICK_S / 2, 1_500, 23_000)
+    assert said is not None and said.startswith("overloaded: 94% of the calls dropped at full effort")
+    assert feed.backoff.state == BACKED_OFF
+    assert _turn(feed, QUICK_S, 300, 47_000) == "not due"  # backed off, windows are whole again
+
+
+def test_early_only_when_evident_at_full_effort_and_on_enough_drops() -> None:
+    feed = _Feed()
+    assert _turn(feed, QUICK_S, 30_000, 120_000) is None  # 80%: the whole window decides
+    assert _turn(feed, QUICK_S, 100, QUICK_MIN_DROPPED - 1_000) is None  # evident, a trickle of drops
+    assert feed.backoff.state == NORMAL
+    feed = _Feed()
+    assert _turn(feed, QUICK_S, 100, QUICK_MIN_DROPPED - 1_000) is None
+    assert _turn(feed, QUICK_S, 100, QUICK_MIN_DROPPED - 1_000) is not None  # the window's sum is enough
+    feed = _Feed()
+    for _ in range(3):  # the window's first three quarters, 60% dropped
+        assert _turn(feed, QUICK_S, 40_000, 60_000) is None
+    assert _turn(feed, QUICK_S, 1_000, 99_000) is None  # the whole window: 69%, not evident
+    assert feed.backoff.state == NORMAL
+
+
+def test_a_part_window_below_full_effort_starts_the_next_window_where_it_ends() -> None:
+    # the floor raises the agent 0.06-0.09 s after READY: the evident part after it decides alone
+    feed = _Feed()
+    assert _turn(feed, QUICK_S, 1_000, 40_000, full_effort=False) is None
+    assert feed.backoff.state == NORMAL
+    said = _turn(feed, QUICK_S, 2_000, 45_000)
+    assert said is not None and said.startswith("overloaded: 96% of the calls dropped at full effort (376,000/s")
 
 
 def test_a_starved_window_is_not_full_effort_even_if_one_turn_in_it_was() -> None:
@@ -185,10 +232,10 @@ def test_a_duty_outside_0_to_1_is_refused(duty: float) -> None:
         OverloadBackoff(duty, 0.0)
 
 
-def test_counters_read_before_a_window_has_passed_change_nothing() -> None:
+def test_counters_read_before_a_quarter_window_has_passed_change_nothing() -> None:
     feed = _Feed()
-    assert not feed.backoff.due(feed.now + WINDOW_S / 2)
-    assert feed.backoff.observe(feed.now + WINDOW_S / 2, 8_000, 142_000) is None
+    assert not feed.backoff.due(feed.now + QUICK_S / 2)
+    assert feed.backoff.observe(feed.now + QUICK_S / 2, 8_000, 142_000) is None
     assert feed.backoff.state == NORMAL
 
 
