@@ -1967,17 +1967,17 @@ static __always_inline int connect_done(u64 id, struct inflight *a, long ret) {
     } else if (a->buf) {
         connected_end(a->buf, key, &si);
     }
+    h->sock_type = si.sock_type;
+    h->local_port = si.local_port;
+    __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
+    h->size = ret == 0 ? 0 : 1;  /* 1: non-blocking connect still in progress */
+    /* the record in the ring names the connection: see accept_done */
+    si.named = socket_enabled() && submit(s, 0) == 0;
     if (old)
         __builtin_memcpy(old, &si, sizeof(si));  /* socket()'s entry, looked up above */
     else
         put_sock(key, &si);
     remember_fd(tgid, a->fd);
-    h->sock_type = si.sock_type;
-    h->local_port = si.local_port;
-    __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
-    h->size = ret == 0 ? 0 : 1;  /* 1: non-blocking connect still in progress */
-    if (socket_enabled())
-        submit(s, 0);
     return 0;
 }
 
@@ -2141,16 +2141,17 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
         si.peer_port = h->peer_port;
         __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
     }
-    u64 key = ((u64)tgid << 32) | (u32)ret;
-    put_sock(key, &si);
-    unmute(key);
-    remember_fd(tgid, (u32)ret);
     h->family = fam;
     h->sock_type = SOCK_STREAM_;
     h->local_port = si.local_port;
     __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
-    if (socket_enabled())
-        submit(s, 0);
+    /* the record in the ring names the connection (comm, cgroup id): the socket's data records
+     * leave both out from the first on (new_data_event) */
+    si.named = socket_enabled() && submit(s, 0) == 0;
+    u64 key = ((u64)tgid << 32) | (u32)ret;
+    put_sock(key, &si);
+    unmute(key);
+    remember_fd(tgid, (u32)ret);
     return 0;
 }
 static __always_inline int exit_accept(long ret) {
