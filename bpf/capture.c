@@ -578,6 +578,14 @@ static __always_inline void put_sock(u64 key, struct sock_info *si) {
     sockets.update(&key, si);
 }
 
+/* A new entry's epoch_seen (see lookup_sock_at, capturable), with the epochs read before its gen
+ * was: its gen is current and its key is unmuted (unmute) by the program that writes it, so its
+ * socket's first data call need not look either up again (a proc_gen lookup, and a muted one once
+ * anything was muted). A process exit or a mute since e was read changed the sum: checked then. */
+static __always_inline u32 fresh_seen(const struct epochs *e) {
+    return e->ok ? e->sum : 0;
+}
+
 /* mute_epoch's value (0: nothing was ever muted). */
 static __always_inline u32 mute_epoch_now(void) {
     u32 zero = 0;
@@ -627,6 +635,18 @@ static __always_inline struct shed_state *shed_state_get(void) {
 static __always_inline u32 *shed_mark(u64 sk) {
     u32 idx = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> (64 - SHED_MARK_BITS));
     return shed_marks.lookup(&idx);
+}
+
+/* Whether a new entry can be named (sock_info.named) by its opening record, ACCEPT or CONNECT, on
+ * the socket at sk (0: not known): its first data call on the socket path then compares the
+ * socket's shed mark with shed_seen as every named entry's calls do (sock_data), so shed_seen is
+ * the mark as it is now. Unknown sk: left unnamed, its first data record names it, as before. */
+static __always_inline int named_at_open(u64 sk, struct sock_info *si) {
+    u32 *mark = sk ? shed_mark(sk) : 0;
+    if (!mark)
+        return 0;
+    si->shed_seen = (u16)*mark;
+    return 1;
 }
 
 /* A record was refused: shed from now on, in a new epoch (the value this episode's shed calls
@@ -1840,8 +1860,11 @@ int sock__enter_socket(struct tracepoint__syscalls__sys_enter_socket *args) {
 
 static __always_inline int socket_made(u64 id, u32 fd, u16 fam, u8 type) {
     u32 tgid = id >> 32;
+    struct epochs e;
+    epochs_now(&e);  /* before the gen is read: see fresh_seen */
     struct sock_info si = {};
     si.gen = current_gen(tgid);
+    si.epoch_seen = fresh_seen(&e);
     si.ts = bpf_ktime_get_ns();
     si.family = fam;
     si.sock_type = type;
@@ -1941,9 +1964,14 @@ static __always_inline int connect_done(u64 id, struct inflight *a, long ret) {
     u16 fam = peer_from_user(h, a->addr);
     if (!fam)
         return 0;  /* AF_UNIX, AF_UNSPEC (UDP disconnect), ... */
-    struct sock_info *old = lookup_or_inherit(tgid, a->fd);
+    /* with the epochs, as accept_done: socket()'s entry found current gives the gen */
+    struct epochs e;
+    epochs_now(&e);
+    struct sock_info *old = lookup_or_inherit_at(tgid, a->fd, &e);
     struct sock_info si = {};
-    si.gen = current_gen(tgid);
+    si.gen = old ? old->gen : current_gen(tgid);
+    /* socket()'s entry found unmuted and current since the epochs last moved: so is the new one */
+    si.epoch_seen = old && e.ok && old->epoch_seen == e.sum ? e.sum : 0;
     si.family = fam;
     si.peer_port = h->peer_port;
     __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
@@ -1956,7 +1984,7 @@ static __always_inline int connect_done(u64 id, struct inflight *a, long ret) {
         si.local_port = old->local_port;  /* bind() before connect() */
         __builtin_memcpy(si.local_addr, old->local_addr, sizeof(si.local_addr));
     } else {
-        si.ts = bpf_ktime_get_ns();  /* sock_type 0: socket() was before we attached */
+        si.ts = h->ts_ns;  /* sock_type 0: socket() was before we attached */
     }
     u64 key = ((u64)tgid << 32) | a->fd;
     /* TCP: the local end, if ESTABLISHED came already (blocking connect); else leave key and ts
@@ -1967,17 +1995,18 @@ static __always_inline int connect_done(u64 id, struct inflight *a, long ret) {
     } else if (a->buf) {
         connected_end(a->buf, key, &si);
     }
+    h->sock_type = si.sock_type;
+    h->local_port = si.local_port;
+    __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
+    h->size = ret == 0 ? 0 : 1;  /* 1: non-blocking connect still in progress */
+    /* the record in the ring names the connection: see accept_done. a->buf: the socket's
+     * address when it went SYN_SENT in this call (TCP) */
+    si.named = socket_enabled() && submit(s, 0) == 0 && named_at_open(a->buf, &si);
     if (old)
         __builtin_memcpy(old, &si, sizeof(si));  /* socket()'s entry, looked up above */
     else
         put_sock(key, &si);
     remember_fd(tgid, a->fd);
-    h->sock_type = si.sock_type;
-    h->local_port = si.local_port;
-    __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
-    h->size = ret == 0 ? 0 : 1;  /* 1: non-blocking connect still in progress */
-    if (socket_enabled())
-        submit(s, 0);
     return 0;
 }
 
@@ -2088,9 +2117,14 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
     if (a_addr && a_addrlen &&
         bpf_probe_read_user(&alen, sizeof(alen), (void *)a_addrlen) == 0 && alen > 0)
         fam = peer_from_user(h, a_addr);
-    /* lookup_or_inherit: pre-fork servers accept on the listener their parent bound */
-    struct sock_info *listener = lookup_or_inherit(tgid, a_fd);
+    /* lookup_or_inherit: pre-fork servers accept on the listener their parent bound. With the
+     * epochs: a listener found current since the last exit costs no proc_gen lookup, and its gen
+     * is the process's (lookup_sock_at, inherit), so the new entry takes it from there */
+    struct epochs ep;
+    epochs_now(&ep);
+    struct sock_info *listener = lookup_or_inherit_at(tgid, a_fd, &ep);
     struct sock_info si = {};
+    u64 sk = 0;  /* the accepted socket's address, when its handshake says */
     if (fam) {
         /* the exact local end, from when the handshake completed (sock__set_state) */
         struct accepted_key k = {};
@@ -2101,7 +2135,7 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
         if (hs) {
             si.local_port = hs->end.local.port;
             __builtin_memcpy(si.local_addr, hs->end.local.addr, sizeof(si.local_addr));
-            u64 sk = hs->end.sk;
+            sk = hs->end.sk;
             hs->end.sk = 0;  /* the slot is free again */
             if (KEEPS_ENDS(regs))
                 ends_by_sk.delete(&sk);  /* the peer is known: nothing for the data calls to fill */
@@ -2110,7 +2144,7 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
             if (e) {
                 si.local_port = e->local.port;
                 __builtin_memcpy(si.local_addr, e->local.addr, sizeof(si.local_addr));
-                u64 sk = e->sk;
+                sk = e->sk;
                 if (KEEPS_ENDS(regs))
                     ends_by_sk.delete(&sk);
                 accepted.delete(&k);
@@ -2132,8 +2166,9 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
     if (regs && !h->peer_port)
         peer_from_accepted((u32)ret, &si);
 #endif
-    si.gen = current_gen(tgid);
-    si.ts = bpf_ktime_get_ns();
+    si.gen = listener ? listener->gen : current_gen(tgid);
+    si.ts = h->ts_ns;  /* the record's stamp: a clock read less */
+    si.epoch_seen = fresh_seen(&ep);
     si.family = fam;
     si.sock_type = SOCK_STREAM_;
     si.id_fd = (u32)ret;
@@ -2141,16 +2176,17 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
         si.peer_port = h->peer_port;
         __builtin_memcpy(si.peer_addr, h->peer_addr, sizeof(si.peer_addr));
     }
-    u64 key = ((u64)tgid << 32) | (u32)ret;
-    put_sock(key, &si);
-    unmute(key);
-    remember_fd(tgid, (u32)ret);
     h->family = fam;
     h->sock_type = SOCK_STREAM_;
     h->local_port = si.local_port;
     __builtin_memcpy(h->local_addr, si.local_addr, sizeof(h->local_addr));
-    if (socket_enabled())
-        submit(s, 0);
+    /* the record in the ring names the connection (comm, cgroup id): the socket's data records
+     * leave both out from the first on (new_data_event) */
+    si.named = socket_enabled() && submit(s, 0) == 0 && named_at_open(sk, &si);
+    u64 key = ((u64)tgid << 32) | (u32)ret;
+    put_sock(key, &si);
+    unmute(key);
+    remember_fd(tgid, (u32)ret);
     return 0;
 }
 static __always_inline int exit_accept(long ret) {

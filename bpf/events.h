@@ -171,11 +171,13 @@ struct sock_info {
                                          the record), mod 2^16 as event_hdr.lost: a change between
                                          two of its events tells the parser that calls are
                                          missing in between */
-    unsigned char named;           /* 62 1 once a data event of this entry reached the ring: later
-                                         ones leave comm and cgroup_id zero (see new_data_event) */
+    unsigned char named;           /* 62 1 once an event of this entry reached the ring (a data event,
+                                         or its ACCEPT or CONNECT record: capture.c named_at_open):
+                                         later ones leave comm and cgroup_id zero (new_data_event) */
     unsigned char h2;              /* 63 H2_* bits: an HTTP/2 connection (its preface went by) */
     unsigned short shed_seen;      /* 64 the socket's shed mark (capture.c: shed_marks) when its last
-                                         call was captured on the socket path */
+                                         call was captured on the socket path, or when it was named
+                                         at its opening */
     unsigned short h2_lost;        /* 66 `lost` when h2_left was last set: calls lost since (shed, or
                                          refused by the ring) leave it unknown where frames start */
     unsigned int epoch_seen;       /* 68 capture.c's mute_epoch + exit_epoch when this entry was last

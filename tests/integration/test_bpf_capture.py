@@ -150,12 +150,10 @@ def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None
     egress = [e for e in cl if e.kind == D and e.direction == Direction.EGRESS]
     assert [e.size for e in egress] == [len(request)]  # all of it fits the payload
     assert all(e.tid == curl.pid for e in cl)
-    # the thread's comm and cgroup id: on connect, and on a socket's first data event only (the
-    # tracker names a connection once; later data events and the close leave both out)
-    first, *later = [e for e in cl if e.kind == D]
+    # the thread's comm and cgroup id: on connect only (the tracker names a connection from its
+    # first event, here the CONNECT record in the ring; the data events and the close leave both out)
     assert [(e.comm, bool(e.cgroup_id)) for e in cl if e.kind != D] == [("curl", True), ("", False)]
-    assert first.comm == "curl" and first.cgroup_id
-    assert later and all(e.comm == "" and e.cgroup_id == 0 for e in later)
+    assert all(e.comm == "" and e.cgroup_id == 0 for e in cl if e.kind == D)
 
     # the server also accepted wait_port's probe connection (no data): keep the one with data
     conns = connections(col.of(srv.pid))
@@ -165,6 +163,9 @@ def test_curl_against_http_server(capture: tuple[BpfCapture, Collector]) -> None
     sfd = accept[0].fd
     assert accept[0].peer_addr == "127.0.0.1" and accept[0].peer_port != port
     assert kinds(sv, sfd) == [A, D, D, X]
+    # named by the ACCEPT record likewise: no data event carries comm or cgroup id
+    assert sv[0].comm.startswith("python") and sv[0].cgroup_id
+    assert all(e.comm == "" and e.cgroup_id == 0 for e in sv if e.kind == D)
     assert data(sv, sfd, Direction.INGRESS) == request
     response = data(sv, sfd, Direction.EGRESS)
     assert response.startswith(b"HTTP/1.0 404 File not found\r\n")
@@ -327,6 +328,17 @@ CHILD = textwrap.dedent(
         sys.stdin.readline()                          # the test mutes c1 now
         c1.sendall(b"after"); recv_exactly(s1, 5)
         c2.sendall(b"quiet")
+    elif mode == "opened":                            # two connections opened, their bytes later
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", port)); ls.listen(4)
+        c1 = socket.create_connection(("127.0.0.1", port)); s1, _ = ls.accept()
+        c2 = socket.create_connection(("127.0.0.1", port)); s2, _ = ls.accept()
+        print(c1.fileno(), s1.fileno(), c2.fileno(), s2.fileno(), flush=True)
+        sys.stdin.readline()
+        c1.sendall(b"one"); recv_exactly(s1, 3)
+        print("sent", flush=True)
+        sys.stdin.readline()
+        c2.sendall(b"two"); recv_exactly(s2, 3)
     elif mode == "exit-held":                         # a captured socket left open at exit
         c = socket.create_connection(("127.0.0.1", port))
         c.sendall(b"first-life"); recv_exactly(c, 2)
@@ -958,6 +970,64 @@ def test_mute_stops_a_socket_already_found_not_muted(capture: tuple[BpfCapture, 
     evs = finish(cap, col, p)
     assert [e.data for e in evs if e.kind == D and e.fd == fd1] == [b"before"]
     assert [e.data for e in evs if e.kind == D and e.fd == fd2] == []
+
+
+def test_an_opened_connection_is_named_and_found_current_by_its_opening(
+    capture: tuple[BpfCapture, Collector],
+) -> None:
+    """accept() and connect() leave their socket's entry named (its ACCEPT or CONNECT record in the
+    ring names the connection: no data record carries comm or cgroup id) and found current and not
+    muted (epoch_seen: the first data call skips the proc_gen and muted lookups, as later ones do).
+    Named at its opening, the entry holds its socket's shed mark as it was then (shed_seen): a mark
+    left by an earlier socket at that slot is no loss of this one, a mark written since is (on the
+    socket path, whose shed calls mark their socket's slot: shed_marks)."""
+    port = free_port()
+    cap, col = capture
+    one = ctypes.c_int(0)
+    marks = cap._bpf[b"shed_marks"]
+    exit_epoch = cap._bpf[b"exit_epoch"]
+
+    def epoch_sum() -> int:
+        shed = cap._bpf[b"shed_state"][one].epoch
+        return cap._bpf[b"mute_epoch"][one].value + exit_epoch[one].value + shed
+
+    def mark_all(value: int) -> None:
+        for i in range(len(marks)):
+            marks[ctypes.c_int(i)] = ctypes.c_uint32(value)
+
+    def epochs_move() -> None:  # as a process exit does: the next data call looks at its mark
+        exit_epoch[one] = ctypes.c_uint32(exit_epoch[one].value + 1)
+
+    socket_path = cap.data_path == registry.SOCKET_DATA
+    mark_all(7)  # left by earlier sockets, say
+    try:
+        before = epoch_sum()
+        p = run_child("opened", port)
+        assert p.stdout is not None and p.stdin is not None
+        fds = [int(x) for x in p.stdout.readline().split()]
+        after = epoch_sum()
+        infos = [cap.socket_info(p.pid, fd) for fd in fds]
+        assert all(i is not None and i.named == 1 for i in infos)
+        assert all(i is not None and before <= i.epoch_seen <= after for i in infos)
+        if socket_path:
+            assert all(i is not None and i.shed_seen == 7 for i in infos)
+        epochs_move()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "sent"
+        mark_all(9)  # the second connection's slots marked since its opening: calls of it were shed
+        epochs_move()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        evs = finish(cap, col, p)
+    finally:
+        mark_all(0)
+    got = {e.fd: (e.data, e.comm, e.cgroup_id, e.lost) for e in evs if e.kind == D}  # one each
+    lost2 = 1 if socket_path else 0  # the syscall path counts a shed call on the entry itself
+    assert got == {fds[0]: (b"one", "", 0, 0), fds[1]: (b"one", "", 0, 0),
+                   fds[2]: (b"two", "", 0, lost2), fds[3]: (b"two", "", 0, lost2)}  # fmt: skip
+    opened = [e for e in evs if e.kind in (A, C)]
+    assert len(opened) == 4 and all(e.comm.startswith("python") and e.cgroup_id for e in opened)
 
 
 def test_a_dead_process_entries_stop_at_pid_reuse(capture: tuple[BpfCapture, Collector]) -> None:
