@@ -215,3 +215,49 @@ def test_a_lost_batch_is_counted_at_once_and_never_retried() -> None:
     assert stats.failed_attempts == 1
     assert stats.last_error == "_LosingExporter: the export process exited holding 4 spans"
     queue.shutdown(2)
+
+
+class BatchSizesMock(InMemoryExporter):
+    """Records the size of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.sizes.append(len(spans))
+        return super().export(spans)
+
+
+def test_batches_are_a_slice_of_the_recent_rate_within_bounds() -> None:
+    queue = ExportQueue([InMemoryExporter()], max_queue=50_000, batch_size=512, delay_s=30, slice_s=0.025,
+                        min_slice=16)  # not started: the test moves the clock
+    assert queue.batch_now == 512  # no rate measured yet
+    since = queue._rate_mark[0]
+    queue.put_many(span(i) for i in range(2000))
+    queue._resize(since + 0.1)
+    assert queue.batch_now == 512  # under a quarter second: not measured
+    queue._resize(since + 1.0)
+    assert queue.batch_now == 50  # 2,000 spans/s: 25 ms of them
+    queue.put_many(span(i) for i in range(20_000))
+    queue._resize(since + 1.5)
+    assert queue.batch_now == 512  # 40,000 spans/s: at most batch_size
+    queue.put_many(span(i) for i in range(3))
+    queue._resize(since + 2.5)
+    assert queue.batch_now == 16  # a trickle: at least min_slice
+    queue.shutdown(5)
+
+
+def test_a_backlog_goes_in_full_batches_then_in_slices() -> None:
+    sizes = BatchSizesMock()
+    queue = ExportQueue([sizes], batch_size=512, delay_s=30, slice_s=0.025, min_slice=16)
+    since = queue._rate_mark[0]
+    queue.put_many(span(i) for i in range(2000))
+    queue._resize(since + 1.0)  # 2,000 spans/s: slices of 50
+    queue.start()
+    assert queue.force_flush(5)
+    assert sizes.sizes == [512, 512, 512] + [50] * 9 + [14]
+    assert [s.name for s in sizes.spans] == [f"s{i}" for i in range(2000)]
+    queue.put_many(span(i) for i in range(60))  # past one slice: the worker wakes without the delay
+    assert wait_until(lambda: len(sizes.spans) >= 2050, 5)
+    queue.shutdown(5)
