@@ -44,7 +44,7 @@
 #define SELF_TGID 0
 #endif
 #ifndef RING_PAGES
-#define RING_PAGES 256             /* 1 MiB with 4 KiB pages; must be a power of two */
+#define RING_PAGES 512             /* 2 MiB with 4 KiB pages; must be a power of two */
 #endif
 #ifndef WAKE_BYTES
 #define WAKE_BYTES (RING_PAGES * 4096 / 4)

@@ -117,7 +117,7 @@ class BpfCapture:
         *,
         on_event: Callable[[CaptureEvent], None],
         payload_bytes: int = 1024,
-        ring_bytes: int = 1 << 20,
+        ring_bytes: int = 2 << 20,
         headers: Optional[HeadersChoice] = None,
         configured_headers: Optional[str] = None,
         runtime_dir: Path = Path("/run/hostagent"),

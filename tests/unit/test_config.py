@@ -33,7 +33,7 @@ def test_packaged_default_config_is_valid_and_matches_defaults() -> None:
     assert config.agent.overload_duty == 0.2
     assert config.agent.starved_after_ms == 1000
     assert config.probes.data_hooks == "auto"
-    assert config.probes.ring_buffer_mib == 1
+    assert config.probes.ring_buffer_mib == 2
 
 
 @pytest.mark.parametrize(
@@ -298,12 +298,12 @@ def test_the_files_runtime_sections_are_the_starting_runtime_settings(tmp_path: 
     assert (config.capture.link_traces, config.capture.link_hold_ms) == (True, 900)  # not runtime: kept apart
 
 
-def test_the_ring_is_1_mib_unless_configured(tmp_path: Path) -> None:
-    """1 MiB, not 8: a ring that fits the L2 next to everything else costs the traced processes
-    ~100-180 ns less per request (bench/README "ring size"), and holds ~50 ms of records at the
-    20k level."""
+def test_the_ring_is_2_mib_unless_configured(tmp_path: Path) -> None:
+    """2 MiB, not 8: a ring that stays warm in the L2 costs the traced processes ~50-135 ns less
+    per request (bench/README "ring size"), and still holds ~100 ms of records at the 20k level
+    (1 MiB saved ~40 ns more but held half as long)."""
     from hostagent.probes.loader import BpfCapture
 
-    assert load_config(write(tmp_path, "[probes]\n"), environ={}).probes.ring_buffer_mib == 1
+    assert load_config(write(tmp_path, "[probes]\n"), environ={}).probes.ring_buffer_mib == 2
     assert load_config(write(tmp_path, "[probes]\nring_buffer_mib = 8\n"), environ={}).probes.ring_buffer_mib == 8
-    assert BpfCapture(on_event=lambda _: None).ring_bytes == 1 << 20
+    assert BpfCapture(on_event=lambda _: None).ring_bytes == 2 << 20
