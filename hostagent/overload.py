@@ -58,7 +58,7 @@ EXIT_ARRIVALS = 0.5  # of the arrival rate it backed off at
 PROBE_EVERY_S = 60.0
 BURST_S = 0.025  # wall time of one drain while backed off (25 ms on, 100 ms off at a duty of 0.2)
 # One drain at full effort returns to the loop within this (it goes on at once in the next turn):
-# far behind on a starved CPU, draining what an 8 MiB ring holds (~40k records) takes seconds, and
+# far behind on a starved CPU, draining what an 8 MiB ring held (~40k records) took seconds, and
 # a window closes only when the loop comes round, so three windows of 1 s took 5-9 s instead of 3.
 TURN_S = WINDOW_S / 4
 MAX_REST_S = 2.0  # one rest at most (the poll loop beats between rests: watchdog, stop requests)

@@ -35,8 +35,8 @@ PORT = free_port()
 CALLS = 15
 BOUND_S = 5.0
 # Calls a second beside the measured ones: work enough that the ~0.3% of a CPU SCHED_IDLE leaves
-# does not keep up, far too little to fill half of the 8 MiB ring in the test's 20 s (the first
-# floor stays down; ~60 KiB/s).
+# does not keep up, far too little to fill half of the 2 MiB ring before the starvation floor has
+# the agent drain it (the first floor stays down; ~60 KiB/s).
 BACKGROUND_PER_S = 100
 # Two busy loops per CPU: with one, a SCHED_IDLE agent here still kept up in most runs (the
 # machine's other load leaves gaps); with two its share halves and its gaps grow (bench/README,
