@@ -243,7 +243,7 @@ class ExportQueue:
 
     @property
     def batch_now(self) -> int:
-        """The batch size in use (tests, status)."""
+        """The batch size in use (for tests)."""
         return self._slice
 
     def _drain(self) -> None:
