@@ -12,7 +12,9 @@
  *               sock_send_length / sock_recv_length raw tracepoints (Linux >= 6.3, x86-64: one
  *               program per socket call, none for file or pipe I/O; see sock_data), or a
  *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
- *               The *mmsg syscalls always use their pair.
+ *               The *mmsg syscalls always use their pair. On the socket path the opens and
+ *               the copies (socket, connect, accept, dup, fcntl) have no enter program: their
+ *               exits read the arguments from the saved user registers (syscall_args).
  *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them;
  *               sched_process_fork remembers each child's parent for its EXEC event),
  *               cgroup:cgroup_mkdir of the unified hierarchy as CGROUP events (id -> path).
@@ -1063,6 +1065,7 @@ struct syscall_regs {
     u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 #define NR_CONNECT 42
+#define NR_FCNTL 72
 
 /* The calling task's syscall number and arguments as its entry saved them (orig_ax, di si dx r10
  * r8 r9), still there at the syscall's exit tracepoint: 0 when they cannot be read. Used only by
@@ -2346,7 +2349,7 @@ int sock__enter_close_range(struct tracepoint__syscalls__sys_enter_close_range *
  * accepted socket to fds 0 and 1 (so do inetd and systemd's Accept=yes), then reads one and
  * writes the other. The copy shares the original's entry, id_fd included, so events name both
  * by the same fd and the tracker sees one connection; sock__exit_dup makes it from the fd saved
- * here. */
+ * here (the syscall data path; the socket path's sock__exit_dup_regs has no enter program). */
 static __always_inline int save_dup(u32 oldfd) {
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
@@ -2379,19 +2382,9 @@ int sock__enter_fcntl(struct tracepoint__syscalls__sys_enter_fcntl *args) {
     return save_dup(args->fd);
 }
 
-int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
-    int zero = 0;
-    u64 *pending = dup_pending.lookup(&zero);
-    if (!pending || *pending == 0)
-        return 0;
-    u64 id = bpf_get_current_pid_tgid();
-    struct inflight a;
-    if (!take(id, &a))
-        return 0;
-    if (a.op == OP_DUP)
-        __sync_fetch_and_add(pending, -1);
-    long ret = args->ret;
-    if (ret < 0 || a.op != OP_DUP || (u32)ret == a.fd)
+/* newfd (ret) is a copy of oldfd: it shares oldfd's entry, if any, after ending what newfd was. */
+static __always_inline int dup_done(u64 id, u32 oldfd, long ret) {
+    if (ret < 0 || (u32)ret == oldfd)
         return 0;
     u32 tgid = id >> 32;
     u32 newfd = ret;
@@ -2409,7 +2402,7 @@ int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
         sockets.delete(&nkey);
     }
     muted.delete(&nkey);
-    struct sock_info *src = lookup_or_inherit(tgid, a.fd);
+    struct sock_info *src = lookup_or_inherit(tgid, oldfd);
     if (!src)
         return 0;
     struct sock_info si = {};
@@ -2417,6 +2410,43 @@ int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
     sockets.update(&nkey, &si);
     remember_fd(tgid, newfd);
     return 0;
+}
+
+int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
+    int zero = 0;
+    u64 *pending = dup_pending.lookup(&zero);
+    if (!pending || *pending == 0)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight a;
+    if (!take(id, &a))
+        return 0;
+    if (a.op == OP_DUP)
+        __sync_fetch_and_add(pending, -1);
+    if (a.op != OP_DUP)
+        return 0;
+    return dup_done(id, a.fd, args->ret);
+}
+
+/* The socket data path's dup(), dup2(), dup3() and fcntl() (no enter program, as its socket(),
+ * connect() and accept(): see sock__exit_socket_regs): the exit reads oldfd, and fcntl's command,
+ * from the saved user registers. Each enter was a hit of the syscall tracepoint's perf machinery
+ * (~0.1-0.2 us) on every fcntl() of every process (gunicorn makes two per request, F_GETFD and
+ * F_SETFD; wrk two per connection), for the rare F_DUPFD. */
+int sock__exit_dup_regs(void *ctx) {
+    struct tracepoint__syscalls__sys_exit_dup *args = ctx;
+    long ret = args->ret;
+    if (ret < 0)
+        return 0;
+    struct syscall_regs r;
+    if (!syscall_args(&r))
+        return 0;
+    if (r.orig_ax == NR_FCNTL && (u32)r.si != F_DUPFD_ && (u32)r.si != F_DUPFD_CLOEXEC_)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    return dup_done(id, r.di, ret);
 }
 
 /* ---- local endpoints ----------------------------------------------------------------------- */
