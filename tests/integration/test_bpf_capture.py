@@ -1123,12 +1123,13 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
-        # lifecycle programs (10) + the data path's: its opens (the TCP states' program and the exits of
-        # socket, connect and accept: 4, no enter programs), the *mmsg pairs' 3, the datagram receives'
-        # exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel), and what the data
-        # programs tail-call: the 2 HTTP/2 frame walkers and the tail copy
+        # lifecycle programs (7) + the data path's: its opens and copies (the TCP states' program and
+        # the exits of socket, connect, accept and of dup/dup2/dup3/fcntl: 5, no enter programs), the
+        # *mmsg pairs' 3, the datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked
+        # is on this kernel), and what the data programs tail-call: the 2 HTTP/2 frame walkers and
+        # the tail copy
         assert cap.data_path == "socket"
-        assert len(ids) == 24 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 22 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
