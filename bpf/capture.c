@@ -1072,8 +1072,8 @@ struct syscall_regs {
  * the programs of the socket data path (bpf_task_pt_regs: Linux >= 5.15, x86-64; the loader
  * attaches them only where the socket-layer tracepoints, Linux >= 6.3, are). Read by plain loads:
  * bpf_task_pt_regs gives a BTF pointer, whose fields the verifier checks against the kernel's
- * struct pt_regs and the JIT loads directly (a fault reads 0), without the ~30-40 ns of a
- * bpf_probe_read_kernel call (twenty-seventh round). Only the fields a caller uses are loaded. */
+ * struct pt_regs and the JIT loads directly (a fault reads 0), instead of a bpf_probe_read_kernel
+ * call (~15-20 ns per program run, twenty-seventh round). Only the fields a caller uses are loaded. */
 static __always_inline int syscall_args(struct syscall_regs *r) {
     void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
     if (!regs)
@@ -2437,9 +2437,10 @@ int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
 
 /* The socket data path's dup(), dup2(), dup3() and fcntl() (no enter program, as its socket(),
  * connect() and accept(): see sock__exit_socket_regs): the exit reads oldfd, and fcntl's command,
- * from the saved user registers. Each enter was a hit of the syscall tracepoint's perf machinery
- * (~0.1-0.2 us) on every fcntl() of every process (gunicorn makes two per request, F_GETFD and
- * F_SETFD; wrk two per connection), for the rare F_DUPFD. */
+ * from the saved user registers. The enter was a hit of the syscall tracepoint's perf machinery
+ * and a program on every fcntl() of every process (gunicorn makes two per request, F_GETFD and
+ * F_SETFD; wrk two per connection), for the rare F_DUPFD: fcntl() +85 ns -> +49 ns per call in a
+ * tight loop, more in a server whose caches are cold (twenty-seventh round). */
 int sock__exit_dup_regs(void *ctx) {
     struct tracepoint__syscalls__sys_exit_dup *args = ctx;
     long ret = args->ret;
