@@ -12,7 +12,9 @@
  *               sock_send_length / sock_recv_length raw tracepoints (Linux >= 6.3, x86-64: one
  *               program per socket call, none for file or pipe I/O; see sock_data), or a
  *               sys_enter/sys_exit pair per data syscall (any kernel; see enter_data/exit_data).
- *               The *mmsg syscalls always use their pair.
+ *               The *mmsg syscalls always use their pair. On the socket path the opens and
+ *               the copies (socket, connect, accept, dup, fcntl) have no enter program: their
+ *               exits read the arguments from the saved user registers (syscall_args).
  *   "process" : sched_process_exec / sched_process_exit as EXEC/EXIT events (identity needs them;
  *               sched_process_fork remembers each child's parent for its EXEC event),
  *               cgroup:cgroup_mkdir of the unified hierarchy as CGROUP events (id -> path).
@@ -1063,14 +1065,22 @@ struct syscall_regs {
     u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 #define NR_CONNECT 42
+#define NR_FCNTL 72
 
 /* The calling task's syscall number and arguments as its entry saved them (orig_ax, di si dx r10
  * r8 r9), still there at the syscall's exit tracepoint: 0 when they cannot be read. Used only by
  * the programs of the socket data path (bpf_task_pt_regs: Linux >= 5.15, x86-64; the loader
- * attaches them only where the socket-layer tracepoints, Linux >= 6.3, are). */
+ * attaches them only where the socket-layer tracepoints, Linux >= 6.3, are). Read by plain loads:
+ * bpf_task_pt_regs gives a BTF pointer, whose fields the verifier checks against the kernel's
+ * struct pt_regs and the JIT loads directly (a fault reads 0), instead of a bpf_probe_read_kernel
+ * call (~15-20 ns per program run, twenty-seventh round). Only the fields a caller uses are loaded. */
 static __always_inline int syscall_args(struct syscall_regs *r) {
     void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    return regs && bpf_probe_read_kernel(r, sizeof(*r), regs + SYSCALL_REGS_OFF) == 0;
+    if (!regs)
+        return 0;
+    const struct syscall_regs *p = regs + SYSCALL_REGS_OFF;
+    __builtin_memcpy(r, p, sizeof(*r));
+    return 1;
 }
 
 /* struct sock_common's skc_family: at this offset since Linux 2.6 (after skc_addrpair,
@@ -2346,7 +2356,7 @@ int sock__enter_close_range(struct tracepoint__syscalls__sys_enter_close_range *
  * accepted socket to fds 0 and 1 (so do inetd and systemd's Accept=yes), then reads one and
  * writes the other. The copy shares the original's entry, id_fd included, so events name both
  * by the same fd and the tracker sees one connection; sock__exit_dup makes it from the fd saved
- * here. */
+ * here (the syscall data path; the socket path's sock__exit_dup_regs has no enter program). */
 static __always_inline int save_dup(u32 oldfd) {
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
@@ -2379,19 +2389,9 @@ int sock__enter_fcntl(struct tracepoint__syscalls__sys_enter_fcntl *args) {
     return save_dup(args->fd);
 }
 
-int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
-    int zero = 0;
-    u64 *pending = dup_pending.lookup(&zero);
-    if (!pending || *pending == 0)
-        return 0;
-    u64 id = bpf_get_current_pid_tgid();
-    struct inflight a;
-    if (!take(id, &a))
-        return 0;
-    if (a.op == OP_DUP)
-        __sync_fetch_and_add(pending, -1);
-    long ret = args->ret;
-    if (ret < 0 || a.op != OP_DUP || (u32)ret == a.fd)
+/* newfd (ret) is a copy of oldfd: it shares oldfd's entry, if any, after ending what newfd was. */
+static __always_inline int dup_done(u64 id, u32 oldfd, long ret) {
+    if (ret < 0 || (u32)ret == oldfd)
         return 0;
     u32 tgid = id >> 32;
     u32 newfd = ret;
@@ -2409,7 +2409,7 @@ int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
         sockets.delete(&nkey);
     }
     muted.delete(&nkey);
-    struct sock_info *src = lookup_or_inherit(tgid, a.fd);
+    struct sock_info *src = lookup_or_inherit(tgid, oldfd);
     if (!src)
         return 0;
     struct sock_info si = {};
@@ -2417,6 +2417,44 @@ int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
     sockets.update(&nkey, &si);
     remember_fd(tgid, newfd);
     return 0;
+}
+
+int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
+    int zero = 0;
+    u64 *pending = dup_pending.lookup(&zero);
+    if (!pending || *pending == 0)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight a;
+    if (!take(id, &a))
+        return 0;
+    if (a.op == OP_DUP)
+        __sync_fetch_and_add(pending, -1);
+    if (a.op != OP_DUP)
+        return 0;
+    return dup_done(id, a.fd, args->ret);
+}
+
+/* The socket data path's dup(), dup2(), dup3() and fcntl() (no enter program, as its socket(),
+ * connect() and accept(): see sock__exit_socket_regs): the exit reads oldfd, and fcntl's command,
+ * from the saved user registers. The enter was a hit of the syscall tracepoint's perf machinery
+ * and a program on every fcntl() of every process (gunicorn makes two per request, F_GETFD and
+ * F_SETFD; wrk two per connection), for the rare F_DUPFD: fcntl() +85 ns -> +49 ns per call in a
+ * tight loop, more in a server whose caches are cold (twenty-seventh round). */
+int sock__exit_dup_regs(void *ctx) {
+    struct tracepoint__syscalls__sys_exit_dup *args = ctx;
+    long ret = args->ret;
+    if (ret < 0)
+        return 0;
+    struct syscall_regs r;
+    if (!syscall_args(&r))
+        return 0;
+    if (r.orig_ax == NR_FCNTL && (u32)r.si != F_DUPFD_ && (u32)r.si != F_DUPFD_CLOEXEC_)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    return dup_done(id, r.di, ret);
 }
 
 /* ---- local endpoints ----------------------------------------------------------------------- */
@@ -2855,8 +2893,7 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
     if (!wanted)
         return 0;
     struct syscall_regs r;
-    void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    if (!regs || bpf_probe_read_kernel(&r, sizeof(r), regs + SYSCALL_REGS_OFF) != 0)
+    if (!syscall_args(&r))
         return 0;
     struct inflight a = {};
     a.fd = r.di;

@@ -33,19 +33,21 @@ _LIFECYCLE: tuple[tuple[str, str], ...] = (
     ("syscalls:sys_enter_close_range", "sock__enter_close_range"),
     ("syscalls:sys_enter_bind", "sock__enter_bind"),
     ("syscalls:sys_exit_bind", "sock__exit_bind"),
-    *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
-    *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in ("dup", "dup2", "dup3")),
-    ("syscalls:sys_enter_fcntl", "sock__enter_fcntl"),  # F_DUPFD, F_DUPFD_CLOEXEC
-    ("syscalls:sys_exit_fcntl", "sock__exit_dup"),
     ("syscalls:sys_enter_close", "sock__enter_close"),
 )
 
 
-# socket(), connect(), accept() and the TCP states, by data path: with the syscall tracepoints an
-# enter program saves each call's arguments for its exit; on the socket path (x86-64, Linux >= 6.3)
-# the exits read them from the saved user registers, as the socket-layer data programs do, and
-# the enter programs go (twenty-third round).
+# socket(), connect(), accept(), the TCP states and the copies of an fd (dup, dup2, dup3,
+# fcntl(F_DUPFD, F_DUPFD_CLOEXEC)), by data path: with the syscall tracepoints an enter program
+# saves each call's arguments for its exit; on the socket path (x86-64, Linux >= 6.3) the exits
+# read them from the saved user registers, as the socket-layer data programs do, and the enter
+# programs go (twenty-third round; the copies' in the twenty-seventh: every fcntl() of every
+# process paid an enter hit for the rare F_DUPFD, two per request in gunicorn).
+_DUPS = ("dup", "dup2", "dup3", "fcntl")
 _OPENS_SYSCALL: tuple[tuple[str, str], ...] = (
+    *((f"syscalls:sys_enter_{s}", "sock__enter_dup") for s in ("dup", "dup2", "dup3")),
+    ("syscalls:sys_enter_fcntl", "sock__enter_fcntl"),  # F_DUPFD, F_DUPFD_CLOEXEC
+    *((f"syscalls:sys_exit_{s}", "sock__exit_dup") for s in _DUPS),
     ("sock:inet_sock_set_state", "sock__set_state"),
     ("syscalls:sys_enter_socket", "sock__enter_socket"),
     ("syscalls:sys_exit_socket", "sock__exit_socket"),
@@ -57,6 +59,7 @@ _OPENS_SYSCALL: tuple[tuple[str, str], ...] = (
     ("syscalls:sys_exit_accept4", "sock__exit_accept4"),
 )
 _OPENS_REGS: tuple[tuple[str, str], ...] = (
+    *((f"syscalls:sys_exit_{s}", "sock__exit_dup_regs") for s in _DUPS),
     ("sock:inet_sock_set_state", "sock__set_state_regs"),
     ("syscalls:sys_exit_socket", "sock__exit_socket_regs"),
     ("syscalls:sys_exit_connect", "sock__exit_connect_regs"),

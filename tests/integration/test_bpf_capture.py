@@ -1123,12 +1123,13 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         cap.load()
         cap.attach({"socket"})
         ids = cap.program_ids("socket")
-        # lifecycle programs (10) + the data path's: its opens (the TCP states' program and the exits of
-        # socket, connect and accept: 4, no enter programs), the *mmsg pairs' 3, the datagram receives'
-        # exit and 3 socket-layer programs (tcp_sendmsg_locked is on this kernel), and what the data
-        # programs tail-call: the 2 HTTP/2 frame walkers and the tail copy
+        # lifecycle programs (7) + the data path's: its opens and copies (the TCP states' program and
+        # the exits of socket, connect, accept and of dup/dup2/dup3/fcntl: 5, no enter programs), the
+        # *mmsg pairs' 3, the datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked
+        # is on this kernel), and what the data programs tail-call: the 2 HTTP/2 frame walkers and
+        # the tail copy
         assert cap.data_path == "socket"
-        assert len(ids) == 24 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 22 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
@@ -1349,6 +1350,27 @@ FORKS = textwrap.dedent(
         s.sendall(b"back"); recv_exactly(d, 4)
         print(cfd, d.fileno(), d.getsockname()[1], flush=True)
         d.close()
+    elif mode == "dups":                         # every kind of copy, and fcntls that copy nothing
+        import fcntl
+        ls = listener()
+        os.close(0)                              # the next socket gets fd 0: fcntl's 0 return value
+        c0 = socket.create_connection(("127.0.0.1", port)); s0, _ = ls.accept()
+        c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+        c2 = socket.create_connection(("127.0.0.1", port)); s2, _ = ls.accept()
+        assert c0.fileno() == 0
+        cfd, c2fd, c2port = c.fileno(), c2.fileno(), c2.getsockname()[1]
+        fcntl.fcntl(cfd, fcntl.F_SETFL, fcntl.fcntl(cfd, fcntl.F_GETFL))  # returns 0: no copy to fd 0
+        fcntl.fcntl(cfd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)                 # likewise
+        libc = ctypes.CDLL(None, use_errno=True)
+        d = libc.dup(cfd); assert d > 0          # dup(), not CPython's fcntl(F_DUPFD_CLOEXEC)
+        os.dup2(cfd, c2fd, inheritable=False)    # dup3() over a tracked socket: c2's entry ends
+        os.dup2(cfd, 50)                         # dup2() onto a free number
+        f = fcntl.fcntl(cfd, fcntl.F_DUPFD, 60)  # F_DUPFD: the lowest free number >= 60
+        c0.sendall(b"zero"); recv_exactly(s0, 4)
+        for fd, word in ((d, b"d;"), (c2fd, b"c2;"), (50, b"50;"), (f, b"f;")):
+            os.write(fd, word)
+        recv_exactly(s, 10)
+        print(cfd, c2fd, d, f, c0.getsockname()[1], c.getsockname()[1], c2port, flush=True)
     elif mode == "forkexec":                     # fd numbers of the parent's sockets reused for files
         import subprocess
         ls = listener(); c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
@@ -1521,6 +1543,32 @@ def test_a_copy_made_by_fcntl_dupfd_is_followed(capture: tuple[BpfCapture, Colle
         (D, cfd, Direction.INGRESS, b"back", cport),
         (X, cfd, Direction.EGRESS, b"", cport),
     ]
+
+
+def test_dup_dup2_dup3_fcntl_copies_and_fcntls_that_copy_nothing(capture: tuple[BpfCapture, Collector]) -> None:
+    """dup(), dup2() onto a free number, dup3() over another tracked socket and fcntl(F_DUPFD)
+    each make a copy named by the original's fd (dup3 ends the socket it replaced); fcntl(F_SETFL)
+    and fcntl(F_SETFD), which return 0 (here the fd of another connection), copy nothing. On the
+    socket path one exit program tells them apart by the saved registers (no enter program)."""
+    port = free_port()
+    cap, col = capture
+    p = run_forks("dups", port)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 0 and out.endswith("done\n"), out
+    cfd, c2fd, d, f, port0, cport, c2port = (int(x) for x in out.split()[:7])
+    assert len({cfd, c2fd, d, f, 50}) == 5 and f >= 60
+    drain_until(cap, lambda: any(e.kind == EventKind.EXIT for e in col.of(p.pid)))
+    client = [(e.kind, e.fd, e.data, e.local_port) for e in socket_events(col.of(p.pid))
+              if e.peer_port == port and e.kind in (D, X)]  # fmt: skip
+    # dup3 ends c2 first; the closes at the interpreter's exit follow the bytes
+    assert [x for x in client if x[0] == D] == [
+        (D, 0, b"zero", port0),
+        (D, cfd, b"d;", cport),
+        (D, cfd, b"c2;", cport),
+        (D, cfd, b"50;", cport),
+        (D, cfd, b"f;", cport),
+    ]
+    assert client[0] == (X, c2fd, b"", c2port)
 
 
 def test_files_on_the_parents_socket_numbers_are_not_sockets(capture: tuple[BpfCapture, Collector]) -> None:

@@ -83,17 +83,21 @@ def test_registry_groups() -> None:
     assert groups_for({"identity"}) == {"process"}
     assert groups_for({"nope"}) == set()
     lifecycle = GROUP_PROGRAMS["socket"]
-    assert len({fn for _, fn in lifecycle}) == 10 and len(lifecycle) == 15  # dup/dup2/dup3/fcntl share an exit
+    assert len({fn for _, fn in lifecycle}) == 7 and len(lifecycle) == 7
     # the two data paths: an enter/exit pair per data syscall, or the socket layer's tracepoints
     # (+ the *mmsg pairs and the datagram receives' exits); each with its own socket(), connect(),
     # accept() and TCP state programs
     syscalls, sock = DATA_PROGRAMS["syscalls"], DATA_PROGRAMS["socket"]
     assert len({fn for _, fn in lifecycle + syscalls}) == 31 and len(lifecycle + syscalls) == 46
-    assert len({fn for _, fn in lifecycle + sock}) == 21 and len(lifecycle + sock) == 29
-    # the socket path's opens read their arguments from the saved registers: no enter programs
-    opens = ("socket", "connect", "accept", "accept4")
+    assert len({fn for _, fn in lifecycle + sock}) == 19 and len(lifecycle + sock) == 25
+    # the socket path's opens and copies read their arguments from the saved registers: no enter
+    # programs (dup/dup2/dup3/fcntl share one exit on either path)
+    opens = ("socket", "connect", "accept", "accept4", "dup", "dup2", "dup3", "fcntl")
     assert not [tp for tp, _ in sock if tp in {f"syscalls:sys_enter_{s}" for s in opens}]
     assert {tp for tp, _ in sock} >= {f"syscalls:sys_exit_{s}" for s in opens} | {"sock:inet_sock_set_state"}
     assert {tp for tp, _ in syscalls} >= {f"syscalls:sys_{e}_{s}" for s in opens for e in ("enter", "exit")}
+    dups = ("dup", "dup2", "dup3", "fcntl")
+    assert {fn for tp, fn in sock if tp in {f"syscalls:sys_exit_{s}" for s in dups}} == {"sock__exit_dup_regs"}
+    assert {fn for tp, fn in syscalls if tp in {f"syscalls:sys_exit_{s}" for s in dups}} == {"sock__exit_dup"}
     assert [tp for tp, _ in sock if tp.startswith("raw:")] == [
         "raw:tcp_sendmsg_locked", "raw:sock_send_length", "raw:sock_recv_length"]
