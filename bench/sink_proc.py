@@ -21,7 +21,7 @@ def count_dir(workdir: Path) -> Path:
     """A new directory for the sink's count file, in memory (tmpfs) where the host has /dev/shm.
     The sink replaces the file (write, rename) after every export; on ext4 a rename over an
     existing file starts the new file's write-back at once (auto_da_alloc), a disk write per
-    export: ~180 us of the sink's CPU on this VM, a block request and its VM exit on the load
+    export: 0.1-0.2 ms of the sink's CPU per export on this VM, a block request and its VM exit on the load
     generator's CPU."""
     base = SHM if SHM.is_dir() else workdir
     return Path(tempfile.mkdtemp(prefix="otlp-sink-", dir=base))
