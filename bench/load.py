@@ -13,6 +13,7 @@ a Lua ``done()`` that prints one JSON line.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,10 +101,16 @@ def write_script(workdir: Path, rate: Optional[float], conns: int, close: bool =
     return path
 
 
+def wrk_duration(seconds: float) -> str:
+    """wrk's ``-d``: it takes whole seconds only and prints its usage for "1.5s" (bench-quick's Flask
+    runs are half its 3 s), so a fraction is rounded up."""
+    return f"{max(1, math.ceil(seconds))}s"
+
+
 def run_wrk(url: str, *, seconds: float, conns: int, threads: int = 1, rate: Optional[float] = None,
             cpus: Optional[str] = None, workdir: Path, close: bool = False) -> WrkResult:
     script = write_script(workdir, rate, conns, close, threads)
-    cmd = pinned(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds:g}s", "--timeout", "5s",
+    cmd = pinned(["wrk", "-t", str(threads), "-c", str(conns), "-d", wrk_duration(seconds), "--timeout", "5s",
                   "-s", str(script), url], cpus)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
