@@ -70,6 +70,8 @@ def count_spans(raw: bytes) -> int:
 
 
 def _varint(n: int) -> bytes:
+    """A protobuf varint (n >= 0). Not the agent's encoder's: the receiver checks what that encoder
+    wrote, so it does not share its code."""
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
