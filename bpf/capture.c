@@ -42,6 +42,23 @@
  */
 #include "events.h"
 
+/* Which data path's programs are compiled whole (the loader's -DDATA_PATH): the socket layer's (1),
+ * the syscall tracepoints' (2) or both (3). The other path's programs keep their signatures (bcc
+ * makes a tracepoint's struct from its program's argument, and the socket path's exits cast their
+ * context to those structs) and return at once, so clang emits and inlines nothing of their bodies:
+ * ~40% less compile on the socket path, which is start to READY (bench/README, twenty-eighth round). */
+#ifndef DATA_PATH
+#define DATA_PATH 3
+#endif
+#define SOCKET_PROGRAMS (DATA_PATH & 1)
+#define SYSCALL_PROGRAMS (DATA_PATH & 2)
+
+/* bpf_probe_read_user under a name of our own. At every call it sees by the helper's name, bcc's
+ * rewriter asks whether the kernel has the helper by building a table of all of /proc/kallsyms
+ * anew: ~0.15 s per call site on a VM with 121k kernel symbols, half of this file's compile time
+ * (start to READY). Every kernel this agent runs on (>= 5.8) has the helper. */
+static long (*read_user)(void *dst, u32 size, const void *unsafe_ptr) = (void *)BPF_FUNC_probe_read_user;
+
 #ifndef SELF_TGID
 #define SELF_TGID 0
 #endif
@@ -826,16 +843,16 @@ static __always_inline void peer_from_sock(struct event_hdr *h, struct sock_info
 static __always_inline u16 read_sockaddr(u64 sa, u16 *port, u8 *addr) {
     u16 fam = 0;
     u16 p = 0;
-    if (!sa || bpf_probe_read_user(&fam, sizeof(fam), (void *)sa) != 0)
+    if (!sa || read_user(&fam, sizeof(fam), (void *)sa) != 0)
         return 0;
     if (fam != AF_INET_ && fam != AF_INET6_)
         return 0;
-    bpf_probe_read_user(&p, sizeof(p), (void *)(sa + 2));
+    read_user(&p, sizeof(p), (void *)(sa + 2));
     __builtin_memset(addr, 0, 16);
     if (fam == AF_INET_)
-        bpf_probe_read_user(addr, 4, (void *)(sa + 4));
+        read_user(addr, 4, (void *)(sa + 4));
     else
-        bpf_probe_read_user(addr, 16, (void *)(sa + 8));
+        read_user(addr, 16, (void *)(sa + 8));
     *port = (p >> 8) | ((p & 0xff) << 8);
     return fam;
 }
@@ -845,16 +862,16 @@ static __always_inline u16 read_sockaddr(u64 sa, u16 *port, u8 *addr) {
 static __always_inline u16 peer_from_user(struct event_hdr *h, u64 sa) {
     u16 fam = 0;
     u16 port = 0;
-    if (!sa || bpf_probe_read_user(&fam, sizeof(fam), (void *)sa) != 0)
+    if (!sa || read_user(&fam, sizeof(fam), (void *)sa) != 0)
         return 0;
     if (fam != AF_INET_ && fam != AF_INET6_)
         return 0;
-    bpf_probe_read_user(&port, sizeof(port), (void *)(sa + 2));
+    read_user(&port, sizeof(port), (void *)(sa + 2));
     __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
     if (fam == AF_INET_)
-        bpf_probe_read_user(h->peer_addr, 4, (void *)(sa + 4));
+        read_user(h->peer_addr, 4, (void *)(sa + 4));
     else
-        bpf_probe_read_user(h->peer_addr, 16, (void *)(sa + 8));
+        read_user(h->peer_addr, 16, (void *)(sa + 8));
     h->family = fam;
     h->peer_port = (port >> 8) | ((port & 0xff) << 8);
     h->flags |= EVF_PEER_FROM_CALL;
@@ -874,7 +891,7 @@ static __always_inline u32 copy_user(struct scratch *s, u32 off, u64 src, u64 le
     asm volatile("" : "+r"(off));
     if (len > MAX_PAYLOAD || off > MAX_PAYLOAD)
         return off;
-    if (bpf_probe_read_user(&s->data[off], len, (void *)src) != 0) {
+    if (read_user(&s->data[off], len, (void *)src) != 0) {
         s->hdr.flags |= EVF_READ_FAULT;
         count_drop(DROP_READ_FAULT);
         return off;
@@ -894,7 +911,7 @@ static __always_inline u32 copy_tail(struct scratch *s, u32 off, u64 src, u64 le
     asm volatile("" : "+r"(off));
     if (len > TAIL_BYTES || off > TAIL_BYTES)
         return off;
-    if (bpf_probe_read_user(&s->data[MAX_PAYLOAD + off], len, (void *)src) != 0) {
+    if (read_user(&s->data[MAX_PAYLOAD + off], len, (void *)src) != 0) {
         count_drop(DROP_READ_FAULT);
         return off;
     }
@@ -922,7 +939,7 @@ static __always_inline void walk_tail(struct scratch *s, u64 len) {
         if (idx == NO_IOV || idx + j >= cnt || got >= len)
             break;
         struct u_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)(idx + j) * sizeof(v))) != 0)
+        if (read_user(&v, sizeof(v), (void *)(base + (u64)(idx + j) * sizeof(v))) != 0)
             break;
         if (v.len <= skip) {  /* an empty iovec */
             *(volatile u64 *)&s->walk_skip = 0;
@@ -968,7 +985,7 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
         if (i >= cnt || left == 0 || off >= MAX_PAYLOAD)
             break;
         struct u_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
+        if (read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
             break;
         u64 n = v.len < left ? v.len : left;
         /* before the copy, so that n is dead on copy_user's paths (5-10% fewer
@@ -1006,7 +1023,7 @@ static __always_inline u32 walk_iov_tail(struct scratch *s, u64 iov, u64 iovcnt,
             (off >= MAX_PAYLOAD && (!tail_at || *(volatile u32 *)&s->walk_tidx != NO_IOV)))
             break;
         struct u_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
+        if (read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
             break;
         u64 n = v.len < left ? v.len : left;
         *(volatile u32 *)&s->walk_off = copy_user(s, off, v.base, n);
@@ -1268,9 +1285,9 @@ static __always_inline int emit_mmsg(u64 id, struct inflight *a, struct sock_inf
         u64 m = a->buf + (u64)i * U_MMSGHDR_SIZE;
         struct u_msghdr mh = {};
         u32 moved = 0;
-        if (bpf_probe_read_user(&mh, sizeof(mh), (void *)m) != 0)
+        if (read_user(&mh, sizeof(mh), (void *)m) != 0)
             break;
-        bpf_probe_read_user(&moved, sizeof(moved), (void *)(m + U_MMSG_LEN_OFF));
+        read_user(&moved, sizeof(moved), (void *)(m + U_MMSG_LEN_OFF));
         struct scratch *s = new_data_event(id, si, a->op, a->direction, ts, moved);
         if (!s)
             return 0;
@@ -1390,7 +1407,7 @@ static __always_inline int h2_step(struct h2_walk *w, struct scratch *s) {
         w->vpos += w->vlen;
         w->idx++;
         struct u_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + (u64)w->idx * sizeof(v))) != 0) {
+        if (read_user(&v, sizeof(v), (void *)(w->iov + (u64)w->idx * sizeof(v))) != 0) {
             w->state = H2W_LOST;
             return 0;
         }
@@ -1407,7 +1424,7 @@ static __always_inline int h2_step(struct h2_walk *w, struct scratch *s) {
         asm volatile("" : "+r"(n));
         asm volatile("" : "+r"(out));
         if (n > H2_OUT || out > H2_OUT ||
-            bpf_probe_read_user(&s->data[MAX_PAYLOAD + sizeof(struct h2_block) + out], n, (void *)src) != 0) {
+            read_user(&s->data[MAX_PAYLOAD + sizeof(struct h2_block) + out], n, (void *)src) != 0) {
             w->state = H2W_LOST;  /* h2_frame made room for it: only a fault gets here */
             return 0;
         }
@@ -1420,7 +1437,7 @@ static __always_inline int h2_step(struct h2_walk *w, struct scratch *s) {
     if (n > H2_HDR - got)
         n = H2_HDR - got;
     asm volatile("" : "+r"(n));
-    if (got >= H2_HDR || n > H2_HDR || bpf_probe_read_user(&s->h2hdr[got], n, (void *)src) != 0) {
+    if (got >= H2_HDR || n > H2_HDR || read_user(&s->h2hdr[got], n, (void *)src) != 0) {
         w->state = H2W_LOST;
         return 0;
     }
@@ -1531,9 +1548,13 @@ static __always_inline int h2_walk_run(void *ctx, int raw) {
 }
 
 int sock__h2_walk_raw(struct bpf_raw_tracepoint_args *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return h2_walk_run(ctx, 1);
 }
 int sock__h2_walk_tp(void *ctx) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return h2_walk_run(ctx, 0);
 }
 
@@ -1597,7 +1618,7 @@ static __always_inline void h2_begin(void *ctx, int raw, struct scratch *s) {
     u64 iov = *(volatile u64 *)&w->iov;
     if (iov && !w->small) {
         struct u_iovec v = {};
-        if (!w->cnt || bpf_probe_read_user(&v, sizeof(v), (void *)iov) != 0)
+        if (!w->cnt || read_user(&v, sizeof(v), (void *)iov) != 0)
             return;
         w->vbase = v.base;
         w->vlen = v.len;
@@ -1660,7 +1681,7 @@ static __always_inline void tail_find(struct scratch *s) {
         if (i >= cnt)
             break;
         struct u_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
+        if (read_user(&v, sizeof(v), (void *)(base + (u64)i * sizeof(v))) != 0)
             break;
         if (pos + v.len > at) {  /* the bytes fill the iovecs in order: no clipping needed */
             *(volatile u64 *)&s->walk_skip = at - pos;
@@ -1702,13 +1723,18 @@ static __always_inline int tail_run(void *ctx, int raw) {
 }
 
 int sock__tail_raw(struct bpf_raw_tracepoint_args *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return tail_run(ctx, 1);
 }
 
 /* One DATA event for a call that moved ret > 0 bytes: the header from the socket's entry, a
- * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring. */
-static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct inflight *a, struct sock_info *si, long ret,
-                                     u64 ts) {
+ * prefix of the bytes from the user buffer a->buf (or the iovecs it names), then the ring.
+ * dgram (a constant): only a datagram receive (recvfrom, recvmsg) comes here, so the other calls'
+ * branches and HTTP/2 (never on a datagram socket) are compiled out: the program that emits
+ * those (sock__exit_dgram) has a third of the paths for the verifier to walk at each start. */
+static __always_inline int emit_data(void *ctx, const int raw, const int dgram, u64 id, struct inflight *a,
+                                     struct sock_info *si, long ret, u64 ts) {
     struct scratch *s = new_data_event(id, si, a->op, a->direction, ts, ret);
     if (!s)
         return 0;
@@ -1718,7 +1744,9 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
     u64 buf = 0;
     u64 iov = 0;
     u64 iovcnt = 0;
-    if (a->op == OP_READ || a->op == OP_WRITE) {
+    if (dgram && a->op != OP_RECVFROM && a->op != OP_RECVMSG) {
+        return 0;  /* not reached: sock_data defers only these two */
+    } else if (a->op == OP_READ || a->op == OP_WRITE) {
         buf = a->buf;
     } else if (a->op == OP_SENDTO) {
         if (a->addr && a->addrlen)
@@ -1727,7 +1755,7 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
     } else if (a->op == OP_RECVFROM) {
         int alen = 0;
         if (a->addr && a->addrlen &&
-            bpf_probe_read_user(&alen, sizeof(alen), (void *)a->addrlen) == 0 && alen > 0)
+            read_user(&alen, sizeof(alen), (void *)a->addrlen) == 0 && alen > 0)
             peer_from_user(h, a->addr);
         buf = a->buf;
     } else if (a->op == OP_READV || a->op == OP_WRITEV) {
@@ -1735,7 +1763,7 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
         iovcnt = a->count;
     } else if (a->op == OP_RECVMSG || a->op == OP_SENDMSG) {
         struct u_msghdr mh = {};
-        if (bpf_probe_read_user(&mh, sizeof(mh), (void *)a->buf) == 0) {
+        if (read_user(&mh, sizeof(mh), (void *)a->buf) == 0) {
             if (mh.name && mh.namelen)  /* recvmsg: namelen was updated by the kernel */
                 peer_from_user(h, mh.name);
             iov = mh.iov;
@@ -1750,7 +1778,10 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
         if (from)
             tail = copy_tail(s, 0, buf + from, ret - from);
     } else if (iovcnt) {
-        len = copy_iov(s, iov, iovcnt, ret, TAIL_PROG && raw);
+        /* a datagram's iovecs: the head only (as recvmmsg's), the lean walk */
+        if (dgram)
+            *(volatile u32 *)&s->walk_tail = 0;
+        len = copy_iov(s, iov, iovcnt, ret, (TAIL_PROG && raw) || dgram);
         if (TAIL_PROG && raw && from) {  /* the tail program ends the event ("tail copy"); returns only if none */
             h2_note(s, id, a->fd, si, a->direction, 0, iov, iovcnt, ret, len, len);
             s->h2w.sock_h2 = si->h2;
@@ -1770,7 +1801,7 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
     h->captured_len = len + tail;
     /* HTTP/2, or its preface: any other call pays these compares (an HTTP/1 POST or a PostgreSQL
      * Parse starts with 'P' too, hence all 8 bytes) */
-    if (si->h2 || (len >= 24 && *(u64 *)s->data == H2_PREFACE)) {
+    if (!dgram && (si->h2 || (len >= 24 && *(u64 *)s->data == H2_PREFACE))) {
         h2_note(s, id, a->fd, si, a->direction, buf, iov, iovcnt, ret, len, len + tail);
         h2_begin(ctx, raw, s);
     }
@@ -1780,16 +1811,16 @@ static __always_inline int emit_data(void *ctx, const int raw, u64 id, struct in
 }
 
 /* The event(s) for the call whose arguments this thread's slot held (taken into *a). */
-static __always_inline int finish_data(void *ctx, u64 id, struct inflight *a, long ret) {
+static __always_inline int finish_data(void *ctx, u64 id, struct inflight *a, long ret, const int dgram) {
     if (ret <= 0 || a->op < OP_READ || a->op > OP_SENDFILE)
         return 0;
     /* a->si: the entry as sys_enter saw it (closed by another thread meanwhile: still its bytes) */
-    if (a->op == OP_RECVMMSG || a->op == OP_SENDMMSG)
+    if (!dgram && (a->op == OP_RECVMMSG || a->op == OP_SENDMMSG))
         return emit_mmsg(id, a, &a->si, ret);
     /* Sent bytes are stamped when the write began: on loopback the reader wakes and returns
      * before the writer's syscall does, and a server's span must end before its client's. */
     u64 ts = a->direction == DIR_EGRESS ? a->ts : bpf_ktime_get_ns();
-    return emit_data(ctx, 0, id, a, &a->si, ret, ts);
+    return emit_data(ctx, 0, dgram, id, a, &a->si, ret, ts);
 }
 
 static __always_inline int exit_data(void *ctx, long ret) {
@@ -1797,37 +1828,53 @@ static __always_inline int exit_data(void *ctx, long ret) {
     struct inflight a;
     if (!take(id, &a))
         return 0;
-    return finish_data(ctx, id, &a, ret);
+    return finish_data(ctx, id, &a, ret, 0);
 }
 
 int sock__enter_read(struct tracepoint__syscalls__sys_enter_read *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_READ, DIR_INGRESS, args->fd, (u64)args->buf, 0, 0, 0);
 }
 int sock__enter_write(struct tracepoint__syscalls__sys_enter_write *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_WRITE, DIR_EGRESS, args->fd, (u64)args->buf, 0, 0, 0);
 }
 int sock__enter_readv(struct tracepoint__syscalls__sys_enter_readv *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_READV, DIR_INGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
 }
 int sock__enter_writev(struct tracepoint__syscalls__sys_enter_writev *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_WRITEV, DIR_EGRESS, args->fd, (u64)args->vec, args->vlen, 0, 0);
 }
 int sock__enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     if (not_the_streams_bytes(args->flags))
         return 0;
     return enter_data(OP_RECVFROM, DIR_INGRESS, args->fd, (u64)args->ubuf, 0, (u64)args->addr,
                       (u64)args->addr_len);
 }
 int sock__enter_sendto(struct tracepoint__syscalls__sys_enter_sendto *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_SENDTO, DIR_EGRESS, args->fd, (u64)args->buff, 0, (u64)args->addr,
                       (u64)args->addr_len);
 }
 int sock__enter_recvmsg(struct tracepoint__syscalls__sys_enter_recvmsg *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     if (not_the_streams_bytes(args->flags))
         return 0;
     return enter_data(OP_RECVMSG, DIR_INGRESS, args->fd, (u64)args->msg, 0, 0, 0);
 }
 int sock__enter_sendmsg(struct tracepoint__syscalls__sys_enter_sendmsg *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_SENDMSG, DIR_EGRESS, args->fd, (u64)args->msg, 0, 0, 0);
 }
 int sock__enter_recvmmsg(struct tracepoint__syscalls__sys_enter_recvmmsg *args) {
@@ -1837,12 +1884,32 @@ int sock__enter_sendmmsg(struct tracepoint__syscalls__sys_enter_sendmmsg *args) 
     return enter_data(OP_SENDMMSG, DIR_EGRESS, args->fd, (u64)args->mmsg, args->vlen, 0, 0);
 }
 int sock__enter_sendfile64(struct tracepoint__syscalls__sys_enter_sendfile64 *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_data(OP_SENDFILE, DIR_EGRESS, args->out_fd, 0, 0, 0, 0);
 }
 
 /* One exit program serves every data syscall: the saved op says which it was. */
 int sock__exit_data(struct tracepoint__syscalls__sys_exit_read *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return exit_data(args, args->ret);
+}
+
+/* The socket data path's recvmmsg/sendmmsg exits: the only calls whose bytes it takes at a
+ * syscall's exit besides a datagram receive (sock__exit_dgram), so the program holds their branch
+ * alone (sock__exit_data, verified at each start, holds every data call's). */
+int sock__exit_mmsg(struct tracepoint__syscalls__sys_exit_recvmmsg *args) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
+    long ret = args->ret;
+    u64 id = bpf_get_current_pid_tgid();
+    struct inflight a;
+    if (!take(id, &a))
+        return 0;
+    if (ret <= 0 || (a.op != OP_RECVMMSG && a.op != OP_SENDMMSG))
+        return 0;
+    return emit_mmsg(id, &a, &a.si, ret);
 }
 
 /* ---- socket lifecycle ---------------------------------------------------------------------- */
@@ -1853,6 +1920,8 @@ static __always_inline int socket_wanted(int fam, int type) {
 }
 
 int sock__enter_socket(struct tracepoint__syscalls__sys_enter_socket *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
         return 0;
@@ -1887,6 +1956,8 @@ static __always_inline int socket_made(u64 id, u32 fd, u16 fam, u8 type) {
 }
 
 int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     u64 id = bpf_get_current_pid_tgid();
     struct inflight a;
     if (!take(id, &a))
@@ -1901,6 +1972,8 @@ int sock__exit_socket(struct tracepoint__syscalls__sys_exit_socket *args) {
  * us per call, twentieth round): their exits read the arguments from the saved user registers,
  * as sock_data does. */
 int sock__exit_socket_regs(void *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     struct tracepoint__syscalls__sys_exit_socket *args = ctx;
     long fd = args->ret;
     if (fd < 0)
@@ -1932,6 +2005,8 @@ static __always_inline int enter_peer_call(u8 op, u32 fd, u64 addr, u64 addrlen)
 }
 
 int sock__enter_connect(struct tracepoint__syscalls__sys_enter_connect *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_peer_call(OP_CONNECT, args->fd, (u64)args->uservaddr, args->addrlen);
 }
 
@@ -2021,6 +2096,8 @@ static __always_inline int connect_done(u64 id, struct inflight *a, long ret) {
 }
 
 int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     u64 id = bpf_get_current_pid_tgid();
     struct inflight a;
     if (!take(id, &a))
@@ -2035,6 +2112,8 @@ int sock__exit_connect(struct tracepoint__syscalls__sys_exit_connect *args) {
  * when the socket went SYN_SENT inside this call (on_syn_sent with regs), and is cleared here
  * whatever connect() returned. */
 int sock__exit_connect_regs(void *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     struct tracepoint__syscalls__sys_exit_connect *args = ctx;
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
@@ -2070,9 +2149,13 @@ static __always_inline int enter_accept(u32 fd, u64 addr, u64 addrlen) {
     return enter_peer_call(OP_ACCEPT, fd, addr, addrlen);
 }
 int sock__enter_accept(struct tracepoint__syscalls__sys_enter_accept *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_accept(args->fd, (u64)args->upeer_sockaddr, (u64)args->upeer_addrlen);
 }
 int sock__enter_accept4(struct tracepoint__syscalls__sys_enter_accept4 *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return enter_accept(args->fd, (u64)args->upeer_sockaddr, (u64)args->upeer_addrlen);
 }
 
@@ -2125,7 +2208,7 @@ static __always_inline int accept_done(u64 id, u32 a_fd, u64 a_addr, u64 a_addrl
     int alen = 0;
     u16 fam = 0;
     if (a_addr && a_addrlen &&
-        bpf_probe_read_user(&alen, sizeof(alen), (void *)a_addrlen) == 0 && alen > 0)
+        read_user(&alen, sizeof(alen), (void *)a_addrlen) == 0 && alen > 0)
         fam = peer_from_user(h, a_addr);
     /* lookup_or_inherit: pre-fork servers accept on the listener their parent bound. With the
      * epochs: a listener found current since the last exit costs no proc_gen lookup, and its gen
@@ -2209,14 +2292,20 @@ static __always_inline int exit_accept(long ret) {
     return accept_done(id, a.fd, a.addr, a.addrlen, ret, 0);
 }
 int sock__exit_accept(struct tracepoint__syscalls__sys_exit_accept *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return exit_accept(args->ret);
 }
 int sock__exit_accept4(struct tracepoint__syscalls__sys_exit_accept4 *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return exit_accept(args->ret);
 }
 
 /* The socket data path's accept() and accept4() (no enter program: see sock__exit_socket_regs). */
 int sock__exit_accept_regs(void *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     struct tracepoint__syscalls__sys_exit_accept *args = ctx;
     long ret = args->ret;
     if (ret < 0)
@@ -2374,6 +2463,8 @@ static __always_inline int save_dup(u32 oldfd) {
 
 /* One enter program serves dup, dup2 and dup3 (oldfd and dup's fildes sit at the same offset). */
 int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return save_dup(args->oldfd);
 }
 
@@ -2383,6 +2474,8 @@ int sock__enter_dup(struct tracepoint__syscalls__sys_enter_dup2 *args) {
 #define F_DUPFD_ 0
 #define F_DUPFD_CLOEXEC_ 1030
 int sock__enter_fcntl(struct tracepoint__syscalls__sys_enter_fcntl *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     u32 cmd = args->cmd;
     if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
         return 0;
@@ -2420,6 +2513,8 @@ static __always_inline int dup_done(u64 id, u32 oldfd, long ret) {
 }
 
 int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     int zero = 0;
     u64 *pending = dup_pending.lookup(&zero);
     if (!pending || *pending == 0)
@@ -2442,6 +2537,8 @@ int sock__exit_dup(struct tracepoint__syscalls__sys_exit_dup *args) {
  * F_SETFD; wrk two per connection), for the rare F_DUPFD: fcntl() +85 ns -> +49 ns per call in a
  * tight loop, more in a server whose caches are cold (twenty-seventh round). */
 int sock__exit_dup_regs(void *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     struct tracepoint__syscalls__sys_exit_dup *args = ctx;
     long ret = args->ret;
     if (ret < 0)
@@ -2576,9 +2673,13 @@ static __always_inline int on_listen(struct endpoint *local) {
  * that names the tracepoint's struct (bcc writes the struct just before it). */
 static __always_inline int set_state(void *ctx, const int regs);
 int sock__set_state(struct tracepoint__sock__inet_sock_set_state *args) {
+    if (!SYSCALL_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return set_state(args, 0);
 }
 int sock__set_state_regs(void *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return set_state(ctx, 1);
 }
 
@@ -2741,6 +2842,8 @@ int proc__exit(struct tracepoint__sched__sched_process_exit *args) {
 
 
 int sock__send_start(struct bpf_raw_tracepoint_args *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) == SELF_TGID)
         return 0;
@@ -2964,11 +3067,13 @@ static __always_inline int sock_data(void *ctx, u64 sk, long ret, int flags, u8 
             __sync_fetch_and_add(pending, 1);
         return 0;
     }
-    return emit_data(ctx, 1, id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
+    return emit_data(ctx, 1, 0, id, &a, si, ret, ts ? ts : bpf_ktime_get_ns());
 }
 
 /* sys_exit of recvfrom/recvmsg on the socket path: emits a datagram receive sock_data deferred. */
 int sock__exit_dgram(struct tracepoint__syscalls__sys_exit_recvfrom *args) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     int zero = 0;
     u64 *pending = dgram_pending.lookup(&zero);
     if (!pending || *pending == 0)
@@ -2982,13 +3087,17 @@ int sock__exit_dgram(struct tracepoint__syscalls__sys_exit_recvfrom *args) {
         count_drop(DROP_RINGBUF_FULL);  /* deferred before a detach: this exit is another call's */
         return 0;
     }
-    return finish_data(args, id, &a, args->ret);
+    return finish_data(args, id, &a, args->ret, 1);
 }
 
 /* raw tracepoint arguments: (struct sock *sk, int ret, int flags) */
 int sock__send_length(struct bpf_raw_tracepoint_args *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return sock_data(ctx, ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_EGRESS);
 }
 int sock__recv_length(struct bpf_raw_tracepoint_args *ctx) {
+    if (!SOCKET_PROGRAMS)
+        return 0;  /* the other data path's: compiled empty (DATA_PATH) */
     return sock_data(ctx, ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], DIR_INGRESS);
 }

@@ -63,9 +63,14 @@ DRAIN_STEP_BYTES = 2 << 10
 # "tail copy"): (function, raw tracepoint type or not, the program array it is called through).
 _WALKERS = (
     (b"sock__h2_walk_raw", True, b"h2_walk_raw"),
-    (b"sock__h2_walk_tp", False, b"h2_walk_tp"),
+    (b"sock__h2_walk_tp", False, b"h2_walk_tp"),  # the syscall path's only (its tracepoint programs)
     (b"sock__tail_raw", True, b"tail_raw"),  # the socket path's only ("tail copy")
 )
+# bpf/capture.c's DATA_PATH bits: the data paths whose programs are compiled whole
+_PATH_BITS = {SOCKET_DATA: 1, SYSCALL_DATA: 2}
+# Programs loaded (verified) at once, at most this many threads: the kernel's verifier runs in the
+# loading thread, seconds in all for the socket group on a slow VM, most of it in three programs.
+_LOAD_THREADS = 4
 # The socket path's datagram exits (a receive is deferred to them only while they are attached).
 _DGRAM_EXITS = ("sys_exit_recvfrom", "sys_exit_recvmsg")
 
@@ -158,6 +163,8 @@ class BpfCapture:
         self._dgram_gen = 0  # CONF_DGRAM_EXIT as last written: odd while the datagram exits are attached
         self.closes_settled = 0  # closes missed while backed off, found at full effort (hostagent.probes.missed)
         self._missed: list[bytes] = []  # their CLOSE records, delivered after the next drain
+        self._compiled_paths = 0  # _PATH_BITS of the data paths load() compiled whole
+        self._polled = False  # poll() has read the ring: no recompile from here on (_recompile)
 
     # ---- load -------------------------------------------------------------------------------
 
@@ -172,8 +179,23 @@ class BpfCapture:
             f"-DRING_PAGES={self.ring_bytes // 4096}",
             f"-DWAKE_BYTES={self._wake_bytes}",
             f"-DNR_CPUS={possible_cpus()}",
+            f"-DDATA_PATH={self._compiled_paths}",
             *self._sock_offsets().cflags(),
         ]
+
+    def _plan_data_path(self) -> int:
+        """The data paths whose programs load() compiles whole (bpf/capture.c DATA_PATH): the one
+        the socket group will take, as data_path.choose() decides it (the path it took, once it
+        did); both when the choice fails (the group fails at attach and says why, as before). On
+        the socket path under "auto" the syscall tracepoints' programs are compiled only if the
+        socket layer's fail at the first attach (_recompile)."""
+        path = self.data_path
+        if not path:
+            try:
+                path, _ = data_path.choose(self.data_hooks)
+            except ValueError:
+                return _PATH_BITS[SOCKET_DATA] | _PATH_BITS[SYSCALL_DATA]
+        return _PATH_BITS[path]
 
     def _sock_offsets(self) -> SockOffsets:
         """Where this kernel keeps the struct sock fields adopt() reads past the fixed head (BTF,
@@ -191,14 +213,16 @@ class BpfCapture:
         if self._headers is None and not os.environ.get("BCC_KERNEL_SOURCE"):
             self._headers = find_kernel_headers(self._configured_headers, self._runtime_dir)
         text = (bpf_dir() / "capture.c").read_text()
+        self._compiled_paths = self._plan_data_path()
         t0 = time.monotonic()
         self._bpf = BPF(text=text.encode(), cflags=self.cflags())
-        self.compile_seconds = time.monotonic() - t0
+        self.compile_seconds += time.monotonic() - t0
         log.info(
-            "compiled bpf/capture.c in %.2f s (payload %d B, ring %d KiB)",
-            self.compile_seconds,
+            "compiled bpf/capture.c in %.2f s (payload %d B, ring %d KiB, data programs: %s)",
+            time.monotonic() - t0,
             self.payload_bytes,
             self.ring_bytes >> 10,
+            " and ".join(p for p, bit in _PATH_BITS.items() if self._compiled_paths & bit),
         )
         ring = self._bpf[b"events"]
         # ring_ref[0] = the ring itself, so the C can ask how full it is (bpf_ringbuf_query)
@@ -246,6 +270,23 @@ class BpfCapture:
                 self._reseeded = self._seed()
         return dict(self.states)
 
+    def _recompile(self) -> Optional[ProbeState]:
+        """The socket group's data path is one load() did not compile (the socket layer's programs
+        failed under "auto"): compile again with its programs, the maps and the ring anew, and
+        attach again the groups attached meanwhile; None when done, for the caller to go on with
+        the socket group. Only before the ring was first read (the start-up attach): later the
+        maps hold what the running agent learnt and another thread reads the ring, so the group
+        fails and says how to start with that path instead."""
+        if self._polled:
+            return ProbeState("failed", f"the {self.data_path} data programs were not compiled at start (the "
+                              f"socket layer's were planned); restart with [probes] data_hooks = \"{self.data_path}\"")
+        attached = [g for g, st in self.states.items() if st.state == "attached"]
+        self.close()
+        self.load()
+        for g in attached:
+            self.states[g] = self._attach_group(g)
+        return None
+
     # maps only the socket group writes; "muted" is pruned after re-seeding instead
     _SOCKET_MAPS = (b"sockets", b"recent", b"fork_link", b"no_inherit", b"connecting", b"accepted",
                     b"handshakes", b"adopted")
@@ -278,15 +319,27 @@ class BpfCapture:
                 log.warning("probe group %s cannot attach: %s", group, e)
                 return ProbeState("failed", str(e))
             log.info("socket data from %s", why)
+        if group == SOCKET_GROUP and not self._compiled_paths & _PATH_BITS[self.data_path]:
+            refused = self._recompile()
+            if refused is not None:
+                log.warning("probe group %s cannot attach: %s", group, refused.reason)
+                return refused
         grp = _Group()
         self._groups[group] = grp
         try:
+            loads = [(fn_name.encode(), BPF.RAW_TRACEPOINT if tp.startswith("raw:") else BPF.TRACEPOINT)
+                     for tp, fn_name in self._programs(group)]
             if group == SOCKET_GROUP:
-                self._load_walkers(grp)
+                loads[:0] = [(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT) for name, raw, _ in self._walkers()]
+            failed_loads = self._load_at_once(loads)
+            if group == SOCKET_GROUP:
+                self._load_walkers(grp, failed_loads)
                 # before the datagram exits attach: a receive is deferred to them only while odd
                 self._set_dgram_exit(self.data_path == SOCKET_DATA and not self.backed_off)
             for tp, fn_name in self._programs(group):
                 name = fn_name.encode()
+                if name in failed_loads:
+                    raise failed_loads[name]
                 fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if tp.startswith("raw:") else BPF.TRACEPOINT)
                 if name not in grp.funcs:
                     grp.funcs.append(name)
@@ -428,12 +481,46 @@ class BpfCapture:
             except Exception:
                 self._failed()
 
-    def _load_walkers(self, grp: _Group) -> None:
+    def _load_at_once(self, loads: list[tuple[bytes, int]]) -> dict[bytes, Exception]:
+        """Loads these (function, program type) pairs not loaded yet on a few threads, the largest
+        first: bcc's load is one ctypes call that holds no GIL, and the verifier runs in the calling
+        thread (the socket group: 2.6 s one after the other on a slow 2-core VM, most of it three
+        programs). Returns each failure by function name, for the caller to raise in its own order
+        as a sequential load would have (the rest stay loaded, as then)."""
+        from bcc import lib
+
+        todo = list(dict.fromkeys((n, t) for n, t in loads if n not in self._bpf.funcs))
+        threads = min(len(todo), _LOAD_THREADS, len(os.sched_getaffinity(0)))
+        failed: dict[bytes, Exception] = {}
+        if threads < 2:
+            return failed  # the caller's own load_func calls do it
+
+        def load(item: tuple[bytes, int]) -> None:
+            try:
+                self._bpf.load_func(*item)
+            except Exception as e:  # handed to the caller, which raises it in its order
+                failed[item[0]] = e
+
+        todo.sort(key=lambda item: -int(lib.bpf_function_size(self._bpf.module, item[0])))
+        with ThreadPoolExecutor(threads, thread_name_prefix="bpf-verify") as pool:
+            list(pool.map(load, todo))
+        return failed
+
+    def _walkers(self) -> tuple[tuple[bytes, bool, bytes], ...]:
+        """The walkers this data path's programs tail-call: the raw ones on the socket path (no
+        tracepoint program there walks HTTP/2 frames: its datagram and *mmsg exits carry none),
+        the tracepoint one on the syscall path."""
+        raw = self.data_path == SOCKET_DATA
+        return tuple(w for w in _WALKERS if w[1] == raw)
+
+    def _load_walkers(self, grp: _Group, failed_loads: Optional[dict[bytes, Exception]] = None) -> None:
         """Loads the walkers into their program arrays before any data program can call them (a
         call that finds none sends its event unwalked and the connection's frames lose track)."""
         from bcc import BPF
 
-        for name, raw, table in _WALKERS:
+        for name, raw, table in self._walkers():
+            if failed_loads and name in failed_loads:
+                raise failed_loads[name]
             fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
             grp.funcs.append(name)
             self._bpf[table][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
@@ -510,6 +597,7 @@ class BpfCapture:
         if ring is None:
             time.sleep(timeout_ms / 1000)
             return 0
+        self._polled = True
         if timeout_ms > 0:
             ring.wait(timeout_ms)
         decode: Callable[[Any, int, int], Any] = _raw_record if self.raw_records else ev.decode_at

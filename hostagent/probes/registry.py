@@ -68,9 +68,9 @@ _OPENS_REGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _syscall_pairs(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+def _syscall_pairs(names: tuple[str, ...], exit_fn: str = "sock__exit_data") -> tuple[tuple[str, str], ...]:
     return (*((f"syscalls:sys_enter_{s}", f"sock__enter_{s}") for s in names),
-            *((f"syscalls:sys_exit_{s}", "sock__exit_data") for s in names))  # fmt: skip
+            *((f"syscalls:sys_exit_{s}", exit_fn) for s in names))  # fmt: skip
 
 
 # Where the socket group takes the bytes from ([probes] data_hooks, see bpf/capture.c):
@@ -97,7 +97,7 @@ DATA_PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
     SYSCALL_DATA: (*_OPENS_SYSCALL, *_syscall_pairs(_DATA)),
     SOCKET_DATA: (
         *_OPENS_REGS,
-        *_syscall_pairs(_MMSG),
+        *_syscall_pairs(_MMSG, "sock__exit_mmsg"),  # their branch alone: less for the verifier at start
         # a datagram's sender is in the caller's sockaddr only at the syscall's exit (capture.c)
         ("syscalls:sys_exit_recvfrom", "sock__exit_dgram"),
         ("syscalls:sys_exit_recvmsg", "sock__exit_dgram"),

@@ -1126,10 +1126,10 @@ def test_seed_existing_sockets(headers: HeadersChoice) -> None:
         # lifecycle programs (7) + the data path's: its opens and copies (the TCP states' program and
         # the exits of socket, connect, accept and of dup/dup2/dup3/fcntl: 5, no enter programs), the
         # *mmsg pairs' 3, the datagram receives' exit and 3 socket-layer programs (tcp_sendmsg_locked
-        # is on this kernel), and what the data programs tail-call: the 2 HTTP/2 frame walkers and
-        # the tail copy
+        # is on this kernel), and what the data programs tail-call: the raw HTTP/2 frame walker and
+        # the tail copy (the tracepoint programs' walker is the syscall path's)
         assert cap.data_path == "socket"
-        assert len(ids) == 22 and set(ids) <= loaded_prog_ids()
+        assert len(ids) == 21 and set(ids) <= loaded_prog_ids()
 
         def say(line: str) -> None:
             p.stdin.write(line + "\n")  # type: ignore[union-attr]
