@@ -332,6 +332,9 @@ class BpfCapture:
             if group == SOCKET_GROUP:
                 loads[:0] = [(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT) for name, raw, _ in self._walkers()]
             failed_loads = self._load_at_once(loads)
+            for name, _ in loads:  # unloaded with the group (_release) if a later step fails
+                if name in self._bpf.funcs and name not in grp.funcs:
+                    grp.funcs.append(name)
             if group == SOCKET_GROUP:
                 self._load_walkers(grp, failed_loads)
                 # before the datagram exits attach: a receive is deferred to them only while odd
@@ -522,7 +525,8 @@ class BpfCapture:
             if failed_loads and name in failed_loads:
                 raise failed_loads[name]
             fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
-            grp.funcs.append(name)
+            if name not in grp.funcs:
+                grp.funcs.append(name)
             self._bpf[table][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
 
     def detach(self, group: str) -> ProbeState:

@@ -814,6 +814,21 @@ def test_ipv4_mapped_peer_and_local_end_are_ipv4(capture: tuple[BpfCapture, Coll
     assert not [e for e in evs if "::ffff:" in e.peer_addr + e.local_addr]
 
 
+def test_a_program_that_cannot_load_takes_the_group_down_with_nothing_left_loaded(
+        headers: HeadersChoice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group's programs are loaded on a thread per CPU before any is attached: one that cannot
+    load fails the group with its own error, and the ones loaded beside it are unloaded too."""
+    # first among the data programs: the others are loaded (at once) but not yet attached when it fails
+    broken = (("raw:sock_recv_length", "sock__no_such_program"), *registry.DATA_PROGRAMS["socket"])
+    monkeypatch.setitem(registry.DATA_PROGRAMS, "socket", broken)
+    with BpfCapture(on_event=Collector(), headers=headers, runtime_dir=RUNTIME_DIR, data_hooks="socket") as cap:
+        cap.load()
+        before = loaded_prog_ids()
+        state = cap.attach({"socket"})["socket"]
+        assert state.state == "failed" and "sock__no_such_program" in state.reason
+        assert cap.program_ids("socket") == [] and loaded_prog_ids() == before
+
+
 def test_socket_layer_that_cannot_attach(headers: HeadersChoice, monkeypatch: pytest.MonkeyPatch) -> None:
     """A socket-layer program that fails to attach (here: a tracepoint this kernel lacks): with
     data_hooks "auto" the group comes up on the syscall tracepoints and captures; with "socket"
