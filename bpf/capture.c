@@ -967,7 +967,8 @@ static __always_inline void walk_tail(struct scratch *s, u64 len) {
  * iteration (read fault or not, clipped or not, whichever syscall led here) reaches the next
  * one in the same state and all but the first are pruned. Kept in registers (even with an
  * `off &= mask` widening) the states differ and 16 iovecs already exceed the 1M budget.
- * This one copies the head alone (the socket path's: its tail is the tail program's). */
+ * This one copies the head alone (the socket path's: its tail is the tail program's; a datagram's
+ * in sock__exit_dgram, which keeps no tail of a recvmsg's iovecs, as recvmmsg's datagrams never had one). */
 static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 moved,
                                     const u32 max_iov) {
     *(volatile u32 *)&s->walk_off = 0;
@@ -999,7 +1000,7 @@ static __always_inline u32 walk_iov(struct scratch *s, u64 iov, u64 iovcnt, u64 
 /* walk_iov, and the tail of a call larger than the head (from: where it starts, 0: none): the
  * syscall path's programs, which copy it themselves. With the lean loop above, sock__exit_data's
  * verification went past the 1M-instruction budget (it carries the mmsg walk too; not understood),
- * so they keep this one, as it was. */
+ * so they keep this one, as it was (sock__exit_dgram, without the mmsg walk, takes the lean one). */
 static __always_inline u32 walk_iov_tail(struct scratch *s, u64 iov, u64 iovcnt, u64 moved,
                                          const u32 max_iov, u64 from) {
     *(volatile u32 *)&s->walk_off = 0;
