@@ -125,7 +125,8 @@ def _measure(results: dict[str, Any], only: set[str], quick: bool, seconds: floa
         ctx = scenarios.Ctx(Path(tmp), seconds, rounds, log)
         ctx.quick = quick
         try:
-            if "startup" in only:
+            if "startup" in only and not only & {"overhead", "fidelity", "db"}:
+                # else the first agent those start is the first start (ctx.runtime_dir is new)
                 log("start-up (first start: header tree built)")
                 scenarios.startup_cold(ctx)
             if "overhead" in only:

@@ -44,8 +44,8 @@ class Ctx:
         self.seconds = seconds
         self.rounds = rounds
         self.log = log
-        # Kept across the bench's agent starts (systemd empties /run/hostagent at every stop;
-        # startup_cold measures a start with a fresh one).
+        # Kept across the bench's agent starts (systemd empties /run/hostagent at every stop): the
+        # first start here is a first start (the start-up figures' "cold" one), the others warm.
         self.runtime_dir = workdir / "agent-run"
         self.starts: list[dict[str, Any]] = []
         self._n = 0
@@ -56,10 +56,13 @@ class Ctx:
               cpus: Optional[str] = None, agent_keys: Optional[dict[str, Any]] = None) -> BenchAgent:
         self._n += 1
         extra = {"agent": agent_keys} if agent_keys else None
-        a = BenchAgent(self.workdir / f"agent-{self._n}", endpoint, runtime_dir=runtime_dir or self.runtime_dir,
+        run_dir = runtime_dir or self.runtime_dir
+        # no header tree there yet: the start builds it, as every start under systemd does
+        cold = not (run_dir.is_dir() and any(run_dir.iterdir()))
+        a = BenchAgent(self.workdir / f"agent-{self._n}", endpoint, runtime_dir=run_dir,
                        probes=probes, cpus=cpus, extra=extra).start()
         self.starts.append({"ready_s": round(a.ready_s, 3), "rss_mib": round(a.rss_after_start_kib / 1024, 1),
-                            "cold": runtime_dir is not None, **a.timings()})
+                            "cold": cold, **a.timings()})
         return a
 
 
@@ -329,7 +332,8 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("
 
 def startup_cold(ctx: Ctx) -> dict[str, Any]:
     """A start with a fresh runtime directory: no merged header tree yet, as at every start under
-    systemd (it empties /run/hostagent at each stop) and the first after boot."""
+    systemd (it empties /run/hostagent at each stop) and the first after boot. Only needed when no
+    other measurement starts an agent (the first of theirs is such a start)."""
     sink = Sink(ctx.workdir, PORT_SINK, cpus=LOAD_CPU)
     cold_dir = ctx.workdir / "agent-run-cold"
     shutil.rmtree(cold_dir, ignore_errors=True)
@@ -469,6 +473,8 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
     srv = nginx(ctx.workdir / "nginx-cap", PORT_CAP_NGINX, SERVER_CPU)
     sink = Sink(ctx.workdir, PORT_CAP_SINK, cpus=SERVER_CPU)
     try:
+        kind = "a new connection per request" if close else "keep-alive"
+        ctx.log(f"capacity, {kind}: recording")
         records, info = cap.record(ctx.workdir, f"http://127.0.0.1:{PORT_CAP_NGINX}/index.html",
                                    record_seconds, 3000, 8, LOAD_CPU, close=close)
         # wrk is gone by now: its events get this process's pid (a live, distinct process).
@@ -481,6 +487,7 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
         compiled_in_use = bool(compiled.COMPILED_MODULES)
         runs: list[dict[str, Any]] = []
         runs_pure: list[dict[str, Any]] = []
+        ctx.log(f"capacity, {kind}: replays")
         for r in range(ctx.rounds):
             runs.append(_replay_proc(ctx, recording, sink.endpoint, repeat, pure=False))
             if compiled_in_use and (r == 0 or not ctx.quick):
@@ -488,6 +495,7 @@ def _capacity_one(ctx: Ctx, record_seconds: float, repeat: int, close: bool, sta
         saved = os.sched_getaffinity(0)
         cap.pin_self(AGENT_CPU)  # threads started from here on (exporter, gRPC) inherit it
         try:
+            ctx.log(f"capacity, {kind}: profile" + (" and stage costs" if stages else ""))
             # cProfile sees no function inside a compiled module: profile the same stages' source
             prof = _replay_proc(ctx, recording, sink.endpoint, 1, pure=True, profile=True)
             stage = cap.stage_costs(ctx.workdir, records, sink.endpoint, passes=2) if stages else None
