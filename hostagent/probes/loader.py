@@ -104,6 +104,13 @@ def _raw_record(buf: Any, off: int, length: int) -> bytes:
     return bytes(buf[off : off + length])
 
 
+def _prog_type(raw: bool) -> int:
+    """bcc's program type of a raw tracepoint's program or of a tracepoint's (a perf event's)."""
+    from bcc import BPF
+
+    return int(BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
+
+
 def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
     """Number of possible CPU ids ("0-3,5" -> 6): the bound of bpf_get_smp_processor_id()."""
     try:
@@ -216,10 +223,11 @@ class BpfCapture:
         self._compiled_paths = self._plan_data_path()
         t0 = time.monotonic()
         self._bpf = BPF(text=text.encode(), cflags=self.cflags())
-        self.compile_seconds += time.monotonic() - t0
+        elapsed = time.monotonic() - t0
+        self.compile_seconds += elapsed
         log.info(
             "compiled bpf/capture.c in %.2f s (payload %d B, ring %d KiB, data programs: %s)",
-            time.monotonic() - t0,
+            elapsed,
             self.payload_bytes,
             self.ring_bytes >> 10,
             " and ".join(p for p, bit in _PATH_BITS.items() if self._compiled_paths & bit),
@@ -309,7 +317,6 @@ class BpfCapture:
         return progs
 
     def _attach_group(self, group: str) -> ProbeState:
-        from bcc import BPF
 
         t0 = time.monotonic()
         if group == SOCKET_GROUP and not self.data_path:
@@ -327,10 +334,9 @@ class BpfCapture:
         grp = _Group()
         self._groups[group] = grp
         try:
-            loads = [(fn_name.encode(), BPF.RAW_TRACEPOINT if tp.startswith("raw:") else BPF.TRACEPOINT)
-                     for tp, fn_name in self._programs(group)]
+            loads = [(fn_name.encode(), _prog_type(tp.startswith("raw:"))) for tp, fn_name in self._programs(group)]
             if group == SOCKET_GROUP:
-                loads[:0] = [(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT) for name, raw, _ in self._walkers()]
+                loads[:0] = [(name, _prog_type(raw)) for name, raw, _ in self._walkers()]
             failed_loads = self._load_at_once(loads)
             for name, _ in loads:  # unloaded with the group (_release) if a later step fails
                 if name in self._bpf.funcs and name not in grp.funcs:
@@ -343,7 +349,7 @@ class BpfCapture:
                 name = fn_name.encode()
                 if name in failed_loads:
                     raise failed_loads[name]
-                fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if tp.startswith("raw:") else BPF.TRACEPOINT)
+                fn = self._bpf.load_func(name, _prog_type(tp.startswith("raw:")))
                 if name not in grp.funcs:
                     grp.funcs.append(name)
                 lean = group == SOCKET_GROUP and self.data_path == SOCKET_DATA and \
@@ -519,12 +525,11 @@ class BpfCapture:
     def _load_walkers(self, grp: _Group, failed_loads: Optional[dict[bytes, Exception]] = None) -> None:
         """Loads the walkers into their program arrays before any data program can call them (a
         call that finds none sends its event unwalked and the connection's frames lose track)."""
-        from bcc import BPF
 
         for name, raw, table in self._walkers():
             if failed_loads and name in failed_loads:
                 raise failed_loads[name]
-            fn = self._bpf.load_func(name, BPF.RAW_TRACEPOINT if raw else BPF.TRACEPOINT)
+            fn = self._bpf.load_func(name, _prog_type(raw))
             if name not in grp.funcs:
                 grp.funcs.append(name)
             self._bpf[table][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
