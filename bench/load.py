@@ -86,6 +86,9 @@ class WrkResult:
     # CPU seconds the server under test (its whole process tree) used during the run: what the
     # agent costs inside the traced app itself, apart from the CPU the agent takes from the machine
     server_cpu_s: Optional[float] = None
+    # the requests the server read during the run, by its own count (nginx's stub_status): wrk's
+    # completed ones and those in flight when it stopped, which are traced too
+    served: Optional[int] = None
 
     def as_dict(self) -> dict[str, float]:
         out = {k: v for k, v in self.__dict__.items() if v is not None}

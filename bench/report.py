@@ -89,15 +89,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(sum(r['drops_total'].values()) if r.get('drops_total') else (0 if is_agent else None))} |")
     fid = results.get("fidelity")
     if fid:
-        lines += ["", "Fidelity (nginx; 2 spans per request: wrk's client span and nginx's server span; the agent "
-                  f"either pinned to CPU {m['agent_cpu']}, shared with wrk and the OTLP receiver, or unpinned as "
-                  "the unit runs it):", "",
+        lines += ["", "Fidelity (nginx; 2 spans per request: wrk's client span and nginx's server span; requests: "
+                  "those nginx read, by its stub_status, wrk's answered ones and those in flight when it stopped; "
+                  f"the agent either pinned to CPU {m['agent_cpu']}, shared with wrk and the OTLP receiver, or "
+                  "unpinned as the unit runs it):", "",
                   "| load | agent | achieved req/s | requests | spans / expected | drops (by cause) "
                   "| missing not counted | agent / receiver CPU share |",
                   "|---|---|---|---|---|---|---|---|"]
         for f in fid:
             drops = ", ".join(f"{k} {v}" for k, v in f["drops"].items()) or "0"
-            lines.append(f"| {f['level']} | {f.get('placement', 'pinned')} | {f['rps']:.0f} | {f['requests']} | "
+            lines.append(f"| {f['level']} | {f.get('placement', 'pinned')} | {f['rps']:.0f} | "
+                         f"{f.get('served', f['requests'])} | "
                          f"{f['spans']} / {f['spans_expected']} "
                          f"({f['span_ratio'] * 100:.2f}%{_spread(f)}) | {drops} | {f['missing_not_counted']} "
                          f"| {_fmt(f.get('agent_cpu_share'), 2)} / {_fmt(f.get('receiver_cpu_share'), 2)} |")

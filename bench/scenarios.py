@@ -27,7 +27,7 @@ from typing import Any, Optional
 from bench.agent_proc import REPO, BenchAgent
 from bench.load import WrkResult, run_wrk
 from bench.procs import children, cpu_seconds, memory_kib, pinned
-from bench.servers import gunicorn, nginx
+from bench.servers import Proc, gunicorn, nginx
 from bench.sink_proc import Sink
 from hostagent import compiled
 
@@ -36,6 +36,7 @@ LOAD_CPU = "1"
 AGENT_CPU = "1"
 PORT_SINK, PORT_NGINX, PORT_FLASK, PORT_OTEL_SINK, PORT_PG, PORT_REDIS = 18900, 18901, 18902, 18903, 18904, 18905
 PORT_CAP_NGINX, PORT_CAP_SINK = 18906, 18907
+PORT_NGINX_STATUS = 18908  # nginx's stub_status: the requests it read (Proc.requests_read)
 
 
 class Ctx:
@@ -89,13 +90,18 @@ def _tree_cpu_s(pid: int) -> float:
 
 
 def _wrk_run(ctx: Ctx, url: str, conns: int, rate: Optional[float] = None,
-             server_pid: Optional[int] = None, seconds: Optional[float] = None) -> WrkResult:
+             server_pid: Optional[int] = None, seconds: Optional[float] = None,
+             counted_by: Optional[Proc] = None) -> WrkResult:
     """wrk against ``url`` for ``seconds`` (the run's by default); with ``server_pid``, the server
-    tree's CPU seconds during the run too."""
+    tree's CPU seconds during the run too; with ``counted_by`` (nginx with its stub_status), the
+    requests the server read."""
     cpu0 = _tree_cpu_s(server_pid) if server_pid else 0.0
+    read0 = counted_by.requests_read() if counted_by else 0
     res = run_wrk(url, seconds=seconds or ctx.seconds, conns=conns, rate=rate, cpus=LOAD_CPU, workdir=ctx.workdir)
     if server_pid:
         res.server_cpu_s = _tree_cpu_s(server_pid) - cpu0
+    if counted_by:
+        res.served = counted_by.requests_read() - read0 - 1  # the count includes the read counting it
     return res
 
 
@@ -131,7 +137,7 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
         spans = sink.settle()
     finally:
         sink.stop()
-    expected = res.requests * spans_per_request
+    expected = (res.requests if res.served is None else res.served) * spans_per_request
     return {**res.as_dict(), "agent_cpu_s_per_1k": round(cpu / max(res.requests, 1) * 1000, 4),
             "agent_cpu_share": round(cpu / res.seconds, 3) if res.seconds else 0.0,
             "receiver_cpu_share": round(sink_cpu / res.seconds, 3) if res.seconds else 0.0,
@@ -142,7 +148,7 @@ def _with_agent(ctx: Ctx, server_port: int, run: Callable[[], WrkResult], spans_
 
 
 def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
-    srv = nginx(ctx.workdir / "nginx", PORT_NGINX, SERVER_CPU)
+    srv = nginx(ctx.workdir / "nginx", PORT_NGINX, SERVER_CPU, status_port=PORT_NGINX_STATUS)
     url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
     agents = _agent_configs(ctx)
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], **{c: [] for c in agents}}
@@ -153,7 +159,8 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
             runs["plain"].append(_wrk_run(ctx, url, conns, server_pid=srv.pid).as_dict())
             for cfg in agents:
                 ctx.log(f"nginx round {r + 1}/{ctx.rounds}: {cfg}")
-                runs[cfg].append(_with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid),
+                runs[cfg].append(_with_agent(ctx, PORT_NGINX,
+                                             lambda: _wrk_run(ctx, url, conns, server_pid=srv.pid, counted_by=srv),
                                              agent_keys=AGENT_CONFIGS[cfg]))
     finally:
         srv.stop()
@@ -306,7 +313,7 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("
     """One row per level and placement; a level in ``repeat`` runs that many times (the row: the
     median run, with the spread), since where the agent is near its capacity one 10 s run can land
     anywhere in a wide range (the 20k level: 77% to 100% in four runs of one build)."""
-    srv = nginx(ctx.workdir / "nginx-fid", PORT_NGINX, SERVER_CPU)
+    srv = nginx(ctx.workdir / "nginx-fid", PORT_NGINX, SERVER_CPU, status_port=PORT_NGINX_STATUS)
     url = f"http://127.0.0.1:{PORT_NGINX}/index.html"
     out = []
     try:
@@ -315,11 +322,12 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("
             runs = []
             for i in range((repeat or {}).get(name, 1)):
                 ctx.log(f"fidelity {name}, agent {placement}" + (f", run {i + 1}" if i else ""))
-                r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate),  # noqa: B023
+                r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate, counted_by=srv),  # noqa: B023
                                 cpus=PLACEMENTS[placement])
                 lost = max(0, r["spans_expected"] - r["spans"])
                 measured = {k: r[k] for k in ("rps", "requests", "spans", "spans_expected", "span_ratio", "drops",
                                               "dropped", "p99_ms", "agent_cpu_share", "receiver_cpu_share")}
+                measured["served"] = r.get("served", r["requests"])
                 runs.append({"level": name, "placement": placement, "target_rps": rate, "conns": conns, **measured,
                              "missing": lost, "missing_not_counted": max(0, lost - r["dropped"])})
             out.append(_median_run(runs))
