@@ -14,7 +14,8 @@ counted (kernel_ringbuf_full), as before.
 
     NORMAL   -- ENTER_WINDOWS windows in a row at full effort with loss >= ENTER_LOSS,
                 or one at full effort with loss >= EVIDENT_LOSS -->  BACKED_OFF
-    BACKED_OFF -- arrivals fall under half of what they were when it backed off -->  NORMAL
+    BACKED_OFF -- EXIT_WINDOWS windows in a row with arrivals under half of what they were
+                  when it backed off -->  NORMAL
     BACKED_OFF -- every PROBE_EVERY_S -->  PROBING (full effort again)
     PROBING  -- the same as from NORMAL, all windows at full effort -->  BACKED_OFF
              -- any of them under ENTER_LOSS (the host has room again) -->  NORMAL
@@ -23,10 +24,14 @@ When it is evident (EVIDENT_LOSS: arrivals ten times what the agent takes at ful
 decides: nginx at saturation on the bench machine loses 93-95% of its calls at full effort, and the
 three windows of 1 s the agent took to see it were a third of the bench's 10 s round at 0.65-0.70
 of plain throughput, against 0.86 once backed off (the agent stopped: 0.865; bench/README,
-twenty-fourth round). A one-window burst taken for a lasting overload costs one window at the
-duty: the next window's arrivals, under half of the burst's, take it back to full effort; and what
-stays over half of a burst ten times the agent's capacity is over ENTER_LOSS, hopeless by the slow
-rule too.
+twenty-fourth round). A one-window burst taken for a lasting overload costs EXIT_WINDOWS windows
+at the duty: the next windows' arrivals, under half of the burst's, take it back to full effort;
+and what stays over half of a burst ten times the agent's capacity is over ENTER_LOSS, hopeless by
+the slow rule too. One window of halved arrivals is not enough: on the bench machine the load
+pauses for a few hundred milliseconds now and then (the VM, or the load generator stopped), and
+each such pause took the agent back to full effort, to back off again a window later with its
+detached programs attached and detached once more in between (redis 0.53-0.79 of plain in the side
+runs where that happened, bench/README twenty-ninth round).
 
 An evident overload is seen before its window ends: from QUICK_S (a quarter window) on, the loop
 reads the counters at every turn, and a window already past EVIDENT_LOSS at full effort with at
@@ -55,6 +60,7 @@ ENTER_WINDOWS = 6  # 3 s of windows over three quarters lost
 ENTER_LOSS = 0.75  # more than three quarters dropped: arrivals over four times what it can take
 EVIDENT_LOSS = 0.9  # nine tenths dropped at full effort: one window is enough
 EXIT_ARRIVALS = 0.5  # of the arrival rate it backed off at
+EXIT_WINDOWS = 2  # in a row: a pause of the load shorter than a window does not end the backoff
 PROBE_EVERY_S = 60.0
 BURST_S = 0.025  # wall time of one drain while backed off (25 ms on, 100 ms off at a duty of 0.2)
 # One drain at full effort returns to the loop within this (it goes on at once in the next turn):
@@ -98,6 +104,7 @@ class OverloadBackoff:
         self._read = self._dropped = -1  # the first observe() sets the baseline
         self._full = True  # every turn of the loop in the current window was at full effort
         self._entry_arrivals = 0.0
+        self._low_windows = 0  # backed off: windows in a row with arrivals under EXIT_ARRIVALS
         self._next_probe = 0.0
         self.times_backed_off = 0
         self.backed_off_s = 0.0  # time spent backed off, for status
@@ -139,8 +146,11 @@ class OverloadBackoff:
 
     def _step(self, now: float, w: Window) -> Optional[str]:
         if self.state == BACKED_OFF:
-            if w.arrivals_per_s < self._entry_arrivals * EXIT_ARRIVALS:
+            low = w.arrivals_per_s < self._entry_arrivals * EXIT_ARRIVALS
+            self._low_windows = self._low_windows + 1 if low else 0
+            if self._low_windows >= EXIT_WINDOWS:
                 self.state = NORMAL
+                self._low_windows = 0
                 self._windows.clear()
                 return (f"back to full effort: arrivals fell to {w.arrivals_per_s:,.0f}/s "
                         f"(from {self._entry_arrivals:,.0f}/s when it backed off)")
@@ -166,6 +176,7 @@ class OverloadBackoff:
         probing = self.state == PROBING
         self.state = BACKED_OFF
         self._entry_arrivals = arrivals
+        self._low_windows = 0
         self._next_probe = now + PROBE_EVERY_S
         if probing:
             return None  # still hopeless: rests on, as said when it backed off

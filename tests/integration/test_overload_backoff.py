@@ -95,7 +95,7 @@ def test_hopelessly_behind_the_agent_backs_off_and_returns_when_the_load_is_gone
         assert policies_but_steady(agent.pid) == {os.SCHED_IDLE}
         assert _cpu_effort(agent).startswith("backed off: overloaded, working 20% of the time (for ")
         load.join(30)
-        # the load gone, the arrivals fall under half within a window or two
+        # the load gone, the arrivals stay under half for two windows in a row
         back = "cpu effort: back to full effort: arrivals fell to"
         assert wait_until(lambda: back in agent.log(), 10, 0.1), agent.log()[-3000:]
         assert _cpu_effort(agent) in ("idle (SCHED_IDLE)", "raised: behind, at nice 10 until drained")
