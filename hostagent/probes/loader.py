@@ -317,7 +317,6 @@ class BpfCapture:
         return progs
 
     def _attach_group(self, group: str) -> ProbeState:
-
         t0 = time.monotonic()
         if group == SOCKET_GROUP and not self.data_path:
             try:
@@ -525,7 +524,6 @@ class BpfCapture:
     def _load_walkers(self, grp: _Group, failed_loads: Optional[dict[bytes, Exception]] = None) -> None:
         """Loads the walkers into their program arrays before any data program can call them (a
         call that finds none sends its event unwalked and the connection's frames lose track)."""
-
         for name, raw, table in self._walkers():
             if failed_loads and name in failed_loads:
                 raise failed_loads[name]
