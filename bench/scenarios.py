@@ -325,9 +325,8 @@ def fidelity(ctx: Ctx, levels: tuple[str, ...], placements: tuple[str, ...] = ("
                 r = _with_agent(ctx, PORT_NGINX, lambda: _wrk_run(ctx, url, conns, rate, counted_by=srv),  # noqa: B023
                                 cpus=PLACEMENTS[placement])
                 lost = max(0, r["spans_expected"] - r["spans"])
-                measured = {k: r[k] for k in ("rps", "requests", "spans", "spans_expected", "span_ratio", "drops",
-                                              "dropped", "p99_ms", "agent_cpu_share", "receiver_cpu_share")}
-                measured["served"] = r.get("served", r["requests"])
+                measured = {k: r[k] for k in ("rps", "requests", "served", "spans", "spans_expected", "span_ratio",
+                                              "drops", "dropped", "p99_ms", "agent_cpu_share", "receiver_cpu_share")}
                 runs.append({"level": name, "placement": placement, "target_rps": rate, "conns": conns, **measured,
                              "missing": lost, "missing_not_counted": max(0, lost - r["dropped"])})
             out.append(_median_run(runs))

@@ -150,7 +150,6 @@ class OverloadBackoff:
             self._low_windows = self._low_windows + 1 if low else 0
             if self._low_windows >= EXIT_WINDOWS:
                 self.state = NORMAL
-                self._low_windows = 0
                 self._windows.clear()
                 return (f"back to full effort: arrivals fell to {w.arrivals_per_s:,.0f}/s "
                         f"(from {self._entry_arrivals:,.0f}/s when it backed off)")
