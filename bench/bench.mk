@@ -2,7 +2,7 @@
 # Root needed (BPF); loopback only; results in bench/results/<date>-<sha>.{json,md,png}.
 BENCH_PY ?= .venv/bin/python
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-floor
 
 # Both install what a fresh machine lacks first (`setup`: wrk, nginx, PostgreSQL, Redis, the .venv
 # with Flask, gunicorn and opentelemetry-instrument, the compiled stages).
@@ -14,3 +14,8 @@ bench: setup
 # Shorter runs, no database clients. < 3 min.
 bench-quick: setup
 	$(BENCH_PY) -m bench.run --quick
+
+# What a capturing BPF program costs at the least on this machine, beside ours (bench/probe_floor.py):
+# stand-alone programs of growing content on the socket data path's hooks, nginx under paced wrk. ~2 min.
+bench-floor: setup
+	$(BENCH_PY) -m bench.probe_floor
