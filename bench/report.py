@@ -69,8 +69,11 @@ def _spread(f: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["meta"]
+    # what the Flask rounds were (bench-quick: as many as the others, whole; full runs: twice as many, half as long)
+    flask = results.get("overhead", {}).get("flask", {}).get("info", {})
+    flask_rounds, flask_s = flask.get("rounds", 2 * m["rounds"]), flask.get("seconds", m["seconds"] / 2)
     lines = [f"Run {m['date']} at {m['commit']} ({m['mode']}; {m['rounds']} rounds x {m['seconds']} s, "
-             f"medians; Flask in {2 * m['rounds']} rounds x {m['seconds'] / 2:g} s, its ratios the medians of the "
+             f"medians; Flask in {flask_rounds} rounds x {flask_s:g} s, its ratios the medians of the "
              "per-round ratios; "
              f"server CPU {m['server_cpu']}, load CPU {m['load_cpu']}, agent unpinned "
              "(fidelity: placement per row); "

@@ -167,18 +167,23 @@ def overhead_nginx(ctx: Ctx, conns: int = 16) -> dict[str, Any]:
     return _compare(runs, {"server": "nginx 1 process, static 15-byte file, keep-alive", "conns": conns})
 
 
-def flask_plan(rounds: int, agent_configs: list[str]) -> list[list[str]]:
+def flask_plan(rounds: int, agent_configs: list[str], halves: bool = True) -> list[list[str]]:
     """The configurations of each Flask round, in the order they run. Twice the rounds at half the
     seconds (``overhead_flask``); plain and the default agent in every round, their order swapped
     round by round (plain first in one, the agent first in the next: a drift within the round
     does not always favour the same one); the agent at nice 10 and at nice 0 (full runs) in every
     other round each, and OpenTelemetry (last: its own, instrumented gunicorn) in every other
-    round, so each of those is still measured ``rounds`` times."""
+    round, so each of those is still measured ``rounds`` times. Without ``halves`` (bench-quick,
+    which has the default agent only): ``rounds`` rounds, OpenTelemetry in each (each round's fixed
+    cost, an agent's start to READY among it, is then paid half as often)."""
     plan = []
     extra = [c for c in agent_configs if c != "agent"]
-    for r in range(2 * rounds):
+    for r in range(2 * rounds if halves else rounds):
         pair = ["plain", "agent"] if r % 2 == 0 else ["agent", "plain"]
-        plan.append(pair + extra[r % 2::2] + (["otel"] if r % 2 else []))
+        if halves:
+            plan.append(pair + extra[r % 2::2] + (["otel"] if r % 2 else []))
+        else:
+            plan.append(pair + extra + ["otel"])
     return plan
 
 
@@ -195,8 +200,9 @@ def overhead_flask(ctx: Ctx, conns: int = 4) -> dict[str, Any]:
     ``ratio_server_cpu``) are medians of the per-round ratios, and the ratios of the medians stay
     beside them (``*_of_medians``), as does every round."""
     url = f"http://127.0.0.1:{PORT_FLASK}/work"
-    plan = flask_plan(ctx.rounds, _agent_configs(ctx))
-    seconds = ctx.seconds / 2
+    halves = not ctx.quick
+    plan = flask_plan(ctx.rounds, _agent_configs(ctx), halves)
+    seconds = ctx.seconds / 2 if halves else ctx.seconds
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in ["plain", *_agent_configs(ctx), "otel"]}
     for r, configs in enumerate(plan):
         srv = gunicorn(PORT_FLASK, SERVER_CPU)  # plain and the agents of this round

@@ -19,6 +19,11 @@ def test_every_round_has_plain_and_the_agent_in_alternating_order() -> None:
     assert flask_plan(2, ["agent"]) == [["plain", "agent"], ["agent", "plain", "otel"]] * 2
 
 
+def test_bench_quick_has_whole_rounds_with_opentelemetry_in_each() -> None:
+    assert flask_plan(3, ["agent"], halves=False) == [["plain", "agent", "otel"], ["agent", "plain", "otel"],
+                                                      ["plain", "agent", "otel"]]
+
+
 def _run(rps: float, p99: float, cpu: float, r: int) -> dict[str, Any]:
     return {"rps": rps, "p99_ms": p99, "server_cpu_us_per_req": cpu, "round": r}
 

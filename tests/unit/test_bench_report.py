@@ -30,6 +30,13 @@ def results(mode: str = "full") -> dict[str, Any]:
             "fidelity": fidelity, "startup": startup}
 
 
+def test_the_flask_rounds_are_said_as_the_run_made_them() -> None:
+    r = results("quick")
+    r["overhead"]["flask"]["info"] = {"rounds": 3, "seconds": 3.0}  # bench-quick: whole rounds
+    first = report.markdown(r).splitlines()[0]
+    assert "(quick; 3 rounds x 10.0 s, medians; Flask in 3 rounds x 3 s, " in first
+
+
 def test_the_tables_carry_the_runs_numbers() -> None:
     md = report.markdown(results())
     lines = md.splitlines()
