@@ -11,6 +11,8 @@ in turn, round after round (A/B/C/...), and each figure is the median of the rou
 
     sudo .venv/bin/python -m bench.probe_floor [--rounds 3] [--seconds 3] [--rate 3000]
 
+Writes ``bench/results/<date>-<shortsha>-floor.json`` (every round) and ``.md`` (the medians).
+
 Variants (each adds to the one before; ``reserve`` is ``minimal`` written in place):
 - empty: returns at once (the dispatch and the counters' two clock reads);
 - pid: the caller's pid_tgid, the agent's own calls left out, a negative length left out;
@@ -27,10 +29,12 @@ whose records the ring refused would look cheap, so those counts are in each row
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench import probe_time
+from bench.agent_proc import REPO
 from bench.load import run_wrk
 from bench.scenarios import LOAD_CPU, SERVER_CPU
 from bench.servers import nginx
@@ -250,6 +255,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18930)
     ap.add_argument("--map-entries", type=int, default=65536, help="the lookup's hash map size (ours: 65536)")
     ap.add_argument("--variants", default=",".join((*VARIANTS, "ours")))
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where the JSON and the table go")
     args = ap.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in LEVEL and n != "ours"]
@@ -270,12 +276,38 @@ def main() -> None:
     finally:
         srv.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print("\n| variant | send ns/run | recv ns/run | req/s |\n|---|---|---|---|")
-    for n in names:
-        med = {k: statistics.median([x[k] for x in rows[n] if k in x] or [0])
-               for k in ("send_ns_per_run", "recv_ns_per_run", "rps")}
-        print(f"| {n} | {med['send_ns_per_run']:.0f} | {med['recv_ns_per_run']:.0f} | {med['rps']:.0f} |")
+    medians = summarize(rows)
+    table = markdown(medians)
+    print("\n" + table)
+    meta = {"date": datetime.date.today().isoformat(), "commit": _commit(), "kernel": os.uname().release,
+            "rounds": args.rounds, "seconds": args.seconds, "rate": args.rate, "conns": args.conns,
+            "payload": PAYLOAD, "map_entries": args.map_entries}
+    stem = args.out / f"{meta['date']}-{meta['commit']}-floor"
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "medians": medians, "rounds": rows}, indent=1))
+    stem.with_suffix(".md").write_text(
+        f"Probe floor {meta['date']} at {meta['commit']} (kernel {meta['kernel']}; nginx keep-alive under wrk at "
+        f"{args.rate:g} req/s, {args.conns} connections; {args.rounds} rounds x {args.seconds:g} s, medians; "
+        f"`make bench-floor`)\n\n{table}\n")
+    print(f"json: {stem.with_suffix('.json')}\nmd: {stem.with_suffix('.md')}")
 
+
+def summarize(rows: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Each variant's medians over its rounds (ns per run of each hook's program, req/s)."""
+    return {n: {k: float(statistics.median([x[k] for x in rs if k in x] or [0]))
+                for k in ("send_ns_per_run", "recv_ns_per_run", "rps")} for n, rs in rows.items()}
+
+
+def markdown(medians: dict[str, dict[str, float]]) -> str:
+    lines = ["| variant | send ns/run | recv ns/run | req/s |", "|---|---|---|---|"]
+    for n, m in medians.items():
+        lines.append(f"| {n} | {m['send_ns_per_run']:.0f} | {m['recv_ns_per_run']:.0f} | {m['rps']:.0f} |")
+    return "\n".join(lines)
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() or "nogit"
 
 if __name__ == "__main__":
     main()
