@@ -316,7 +316,13 @@ class Agent:
         backoff.note_effort(guard is None or guard.full_effort)
         if backoff.due(now):
             dropped = self.capture.drop_counts().get("kernel_ringbuf_full", 0)
+            window = backoff.last_window
             said = backoff.observe(now, self.capture.records_read(), dropped)
+            if backoff.last_window is not window and log.isEnabledFor(logging.DEBUG):
+                w = backoff.last_window
+                log.debug("cpu effort window: %.2f s, %d read, %d dropped (%.0f%%), %s; now %s", w.seconds, w.read,
+                          w.dropped, 100 * w.loss, "full effort" if w.full_effort else "not at full effort",
+                          backoff.state)
             if said:
                 (log.warning if backoff.resting else log.info)("cpu effort: %s", said)
             if guard is not None:

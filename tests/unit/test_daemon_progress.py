@@ -3,6 +3,7 @@ which the status line shows while it holds the agent up."""
 
 from __future__ import annotations
 
+import logging
 import time
 import types
 
@@ -184,3 +185,22 @@ def test_at_full_effort_a_drain_comes_back_within_a_quarter_window_and_goes_on_w
     # enough, before the twenty-ninth round, it came back and backed off again twice)
     assert backoff.times_backed_off == 1 and backoff.state == BACKED_OFF
     assert first_backed_off * TURN_S <= WINDOW_S + 2 * TURN_S
+
+
+def test_each_window_of_the_overload_backoff_is_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    """What an SRE reads to see why the agent backed off (or did not): each window's counts and loss."""
+    from hostagent.overload import OverloadBackoff
+
+    agent = Agent(Config())
+    guard, capture = _RecordingGuard(), _CountingCapture()
+    agent.idle_guard, agent.capture = guard, capture
+    now = time.monotonic()
+    backoff = OverloadBackoff(0.2, now)
+    agent._pace(backoff, now, 0.0)  # the baseline: no window yet
+    with caplog.at_level(logging.DEBUG, logger="hostagent"):
+        now += 0.5
+        capture.read += 2_796
+        capture.dropped += 6_765
+        agent._pace(backoff, now, 0.0)
+    windows = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cpu effort window")]
+    assert windows == ["cpu effort window: 0.50 s, 2796 read, 6765 dropped (71%), full effort; now normal"]

@@ -82,7 +82,13 @@ def test_hopeless_but_not_evidently_it_takes_windows_in_a_row_for_three_seconds(
         ([(30_000, 100_000, True)] * ENTER_WINDOWS, BACKED_OFF),  # 77%
         ([(36_000, 4_000, True)] * 20, NORMAL),  # the 20k level's worst windows: 10% dropped
         ([(30_000, 120_000, True)] * 3 + [(100_000, 0, True)] + [(30_000, 120_000, True)] * 3,
-         NORMAL),  # not in a row
+         NORMAL),  # a window that kept up: 71% over the six
+        # pgbench at full effort on the bench machine (its windows swing with the drains; 81% together): each
+        # window under three quarters used to start the count again (backed off 3.3-7.5 s in, or never)
+        ([(2_796, 6_765, True), (2_879, 17_692, True), (2_559, 8_850, True), (2_671, 15_140, True),
+          (2_401, 15_109, True), (3_708, 8_156, True)], BACKED_OFF),
+        # swinging as much around 70% (80% and 60% in turn): not hopeless
+        ([(2_000, 8_000, True), (4_000, 6_000, True)] * 6, NORMAL),
         ([(100_000, 0, True)] + [(30_000, 120_000, True)] * ENTER_WINDOWS, BACKED_OFF),
         ([(0, 0, True)] * 10, NORMAL),  # idle host
         ([(11_000, 89_000, True)], NORMAL),  # 89%: not evident
@@ -91,7 +97,7 @@ def test_hopeless_but_not_evidently_it_takes_windows_in_a_row_for_three_seconds(
         ([(100_000, 0, True), (8_000, 142_000, True)], BACKED_OFF),  # evident after a calm window
     ],
 )
-def test_it_backs_off_after_windows_in_a_row_at_full_effort_losing_three_quarters_or_one_losing_nine_tenths(
+def test_it_backs_off_after_windows_in_a_row_at_full_effort_losing_three_quarters_together_or_one_nine_tenths(
     windows: list[tuple[int, int, bool]], state: str
 ) -> None:
     feed = _Feed()
