@@ -6,8 +6,8 @@ a different multiple of it from one machine to the next. This loads stand-alone 
 growing content on the hooks our socket data path uses (``sock_send_length`` and
 ``sock_recv_length``, raw tracepoints), one variant at a time, and reads their run time from the
 kernel's counters (``kernel.bpf_stats_enabled``) while wrk drives nginx at a paced keep-alive
-rate; then our own socket group (the real BpfCapture, drained) under the same load. Variants run
-in turn, round after round (A/B/C/...), and each figure is the median of the rounds.
+rate; then our own socket and process groups (the real BpfCapture, drained) under the same load.
+Variants run in turn, round after round (A/B/C/...), and each figure is the median of the rounds.
 
     sudo .venv/bin/python -m bench.probe_floor [--rounds 3] [--seconds 3] [--rate 3000]
 
@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -43,8 +42,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench import probe_time
-from bench.agent_proc import REPO
 from bench.load import run_wrk
+from bench.report import free_stem
+from bench.run import REPO, short_commit
 from bench.scenarios import LOAD_CPU, SERVER_CPU
 from bench.servers import nginx
 from hostagent.kernel.headers import find_kernel_headers
@@ -204,30 +204,14 @@ def measure_variant(variant: str, load: Load, map_entries: int = 65536) -> dict[
 
 
 def measure_ours(load: Load) -> dict[str, Any]:
-    """Our socket group (the real loader and programs), drained, under the same load."""
-    from hostagent.probes.loader import BpfCapture
-    from hostagent.probes.registry import SOCKET_GROUP
+    """Our socket and process groups (the real loader and programs, drained as the capacity
+    recording drains them: bench/capacity.py) under the same load; the data programs' figures."""
+    from bench.capacity import raw_recording
 
-    bpf = BpfCapture(on_event=lambda raw: None, runtime_dir=load.workdir / "run", raw_records=True)  # type: ignore[arg-type]
-    bpf.load()
-    stop = threading.Event()
-
-    def drain() -> None:
-        while not stop.is_set():
-            bpf.poll(10)
-
-    thread = threading.Thread(target=drain, daemon=True)
-    try:
-        bpf.attach({SOCKET_GROUP})
-        thread.start()
+    with raw_recording(load.workdir) as (_, bpf):
         fds = {name.decode(): fn.fd for name, fn in bpf._bpf.funcs.items()
                if name in (b"sock__send_length", b"sock__recv_length")}
         return _timed_run(fds, load)
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join()
-        bpf.close()
 
 
 def _timed_run(fds: dict[str, int], load: Load) -> dict[str, Any]:
@@ -279,11 +263,11 @@ def main() -> None:
     medians = summarize(rows)
     table = markdown(medians)
     print("\n" + table)
-    meta = {"date": datetime.date.today().isoformat(), "commit": _commit(), "kernel": os.uname().release,
+    meta = {"date": datetime.date.today().isoformat(), "commit": short_commit(), "kernel": os.uname().release,
             "rounds": args.rounds, "seconds": args.seconds, "rate": args.rate, "conns": args.conns,
             "payload": PAYLOAD, "map_entries": args.map_entries}
-    stem = args.out / f"{meta['date']}-{meta['commit']}-floor"
     args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / free_stem(args.out, f"{meta['date']}-{meta['commit']}-floor")
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "medians": medians, "rounds": rows}, indent=1))
     stem.with_suffix(".md").write_text(
         f"Probe floor {meta['date']} at {meta['commit']} (kernel {meta['kernel']}; nginx keep-alive under wrk at "
@@ -304,10 +288,6 @@ def markdown(medians: dict[str, dict[str, float]]) -> str:
         lines.append(f"| {n} | {m['send_ns_per_run']:.0f} | {m['recv_ns_per_run']:.0f} | {m['rps']:.0f} |")
     return "\n".join(lines)
 
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return out.stdout.strip() or "nogit"
 
 if __name__ == "__main__":
     main()

@@ -185,15 +185,21 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(results: dict[str, Any], outdir: Path) -> dict[str, Path]:
-    outdir.mkdir(parents=True, exist_ok=True)
-    # a quick run is named as such, and no run overwrites another (two runs of one commit)
-    base = f"{results['meta']['date']}-{results['meta']['commit']}" + (
-        "-quick" if results["meta"].get("mode") == "quick" else "")
+def free_stem(outdir: Path, base: str) -> str:
+    """``base``, or ``base-2``, ``-3``...: the first whose .json is not in outdir (no run overwrites
+    another: two runs of one commit)."""
     stem, n = base, 1
     while (outdir / f"{stem}.json").exists():
         n += 1
         stem = f"{base}-{n}"
+    return stem
+
+
+def write(results: dict[str, Any], outdir: Path) -> dict[str, Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    # a quick run is named as such, and no run overwrites another (two runs of one commit)
+    stem = free_stem(outdir, f"{results['meta']['date']}-{results['meta']['commit']}" + (
+        "-quick" if results["meta"].get("mode") == "quick" else ""))
     paths = {"json": outdir / f"{stem}.json", "md": outdir / f"{stem}.md", "png": outdir / f"{stem}.png"}
     paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     paths["md"].write_text(markdown(results))

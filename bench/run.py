@@ -20,6 +20,12 @@ from typing import Any, Optional
 from bench import report, scenarios
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def short_commit() -> str:
+    """The checkout's short commit id, which names the results ("nogit" outside a git checkout)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip() or "nogit"
 ALL = ("overhead", "fidelity", "capacity", "startup", "db")
 
 
@@ -92,8 +98,7 @@ def main() -> int:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or "nogit"
+    commit = short_commit()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hostagent", "bpf"], cwd=REPO,
                                 capture_output=True, text=True).stdout.strip())
     results: dict[str, Any] = {"meta": {

@@ -37,6 +37,13 @@ def test_the_flask_rounds_are_said_as_the_run_made_them() -> None:
     assert "(quick; 3 rounds x 10.0 s, medians; Flask in 3 rounds x 3 s, " in first
 
 
+def test_no_run_overwrites_another_of_the_same_commit(tmp_path: Path) -> None:
+    assert report.free_stem(tmp_path, "2026-12-07-abc1234-floor") == "2026-12-07-abc1234-floor"
+    (tmp_path / "2026-12-07-abc1234-floor.json").write_text("{}")
+    (tmp_path / "2026-12-07-abc1234-floor-2.json").write_text("{}")
+    assert report.free_stem(tmp_path, "2026-12-07-abc1234-floor") == "2026-12-07-abc1234-floor-3"
+
+
 def test_the_tables_carry_the_runs_numbers() -> None:
     md = report.markdown(results())
     lines = md.splitlines()
